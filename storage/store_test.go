@@ -1,0 +1,167 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func open(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestCommitSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	var b Batch
+	b.Set(Key("u", "@a:x", "profile"), []byte("v1"))
+	b.Set(Key("u", "@b:x", "profile"), []byte("v2"))
+	if err := s.CommitSync(&b); err != nil {
+		t.Fatal(err)
+	}
+	var d Batch
+	d.Delete(Key("u", "@b:x", "profile"))
+	if err := s.CommitSync(&d); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	if v, err := s.Get(Key("u", "@a:x", "profile")); err != nil || string(v) != "v1" {
+		t.Fatalf("get a = %q, %v", v, err)
+	}
+	if _, err := s.Get(Key("u", "@b:x", "profile")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get b: %v, want ErrNotFound", err)
+	}
+}
+
+func TestSecondOpenFailsClearly(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	defer s.Close()
+	_, err := Open(dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+func TestGroupCommitManyWriters(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	const writers, each = 32, 50
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				var b Batch
+				b.Set(Key("w", fmt.Sprint(w), Uint64(uint64(i))), []byte("x"))
+				if err := s.CommitSync(&b); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := s.Stats()
+	if st.Batches != writers*each {
+		t.Fatalf("batches = %d, want %d", st.Batches, writers*each)
+	}
+	if st.Rounds >= st.Batches {
+		t.Errorf("no grouping: %d rounds for %d batches", st.Rounds, st.Batches)
+	}
+	n := 0
+	if err := s.Scan(Prefix("w", "7"), nil, func(k, v []byte) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != each {
+		t.Fatalf("scan found %d keys, want %d", n, each)
+	}
+}
+
+func TestScanOrderAndStop(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	var b Batch
+	for i := uint64(1); i <= 5; i++ {
+		b.Set(Key("r", "!x", "ev", Uint64(i)), []byte(fmt.Sprint(i)))
+	}
+	b.Set(Key("r", "!xy", "ev", Uint64(9)), []byte("other room"))
+	if err := s.CommitSync(&b); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	p := Prefix("r", "!x", "ev")
+	_ = s.ScanReverse(p, nil, func(k, v []byte) error {
+		got = append(got, string(v))
+		if len(got) == 3 {
+			return Stop
+		}
+		return nil
+	})
+	if strings.Join(got, ",") != "5,4,3" {
+		t.Fatalf("reverse = %v", got)
+	}
+	got = nil
+	_ = s.Scan(p, Key("r", "!x", "ev", Uint64(4)), func(k, v []byte) error {
+		got = append(got, string(v))
+		if ParseUint64(k) < 4 {
+			t.Errorf("scan started before start key")
+		}
+		return nil
+	})
+	if strings.Join(got, ",") != "4,5" {
+		t.Fatalf("from 4 = %v", got)
+	}
+}
+
+func TestBatchLargerThanOneTxnStaysWhole(t *testing.T) {
+	s, err := Open("", Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	big := make([]byte, 512<<10)
+	var small, huge Batch
+	small.Set(Key("a"), []byte("a"))
+	for i := 0; i < 40; i++ { // ~20 MiB: more than one badger txn holds
+		huge.Set(Key("h", Uint64(uint64(i))), big)
+	}
+	var wg sync.WaitGroup
+	var errSmall, errHuge error
+	wg.Add(2)
+	s.Commit(&small, func(err error) { errSmall = err; wg.Done() })
+	s.Commit(&huge, func(err error) { errHuge = err; wg.Done() })
+	wg.Wait()
+	if errSmall != nil {
+		t.Fatalf("small batch: %v", errSmall)
+	}
+	if errHuge == nil {
+		n := 0
+		_ = s.Scan(Prefix("h"), nil, func(k, v []byte) error { n++; return nil })
+		if n != 40 {
+			t.Fatalf("huge batch committed partly: %d of 40", n)
+		}
+	}
+}
+
+func TestCommitAfterClose(t *testing.T) {
+	s := open(t, t.TempDir())
+	s.Close()
+	var b Batch
+	b.Set(Key("k"), []byte("v"))
+	if err := s.CommitSync(&b); !errors.Is(err, ErrClosed) {
+		t.Fatalf("commit after close: %v", err)
+	}
+}

@@ -1,0 +1,126 @@
+// Package actors holds persona's actors and the router that reaches them.
+//
+// Every user and every room is a virtual actor (protoactor-go), activated on
+// its first message and passivated when idle. Identities hash to a fixed
+// number of partitions; a partition actor on the node that owns the partition
+// activates its actors and forwards their messages. On one node every
+// partition is local; the cluster layer later places partitions on nodes
+// without changing the actors or their messages.
+//
+// An actor is the only code that reads or writes its storage prefix.
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/cespare/xxhash/v2"
+	"google.golang.org/protobuf/proto"
+
+	"persona/config"
+	"persona/metrics"
+	"persona/storage"
+)
+
+// Kinds of actors.
+const (
+	KindUser = "user"
+	KindRoom = "room"
+)
+
+// ErrTimeout is returned by Request when the actor did not answer in time.
+var ErrTimeout = errors.New("actors: request timed out")
+
+// Host runs one node's actors: the actor system, the partition routers and
+// the kinds they activate.
+type Host struct {
+	system  *actor.ActorSystem
+	store   *storage.Store
+	cfg     *config.Config
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	parts   []*actor.PID
+	kinds   map[string]func(id string) actor.Actor
+}
+
+// NewHost starts the actor system and one partition router per partition.
+func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) *Host {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Host{store: store, cfg: cfg, metrics: m, log: log}
+	h.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return log.With("component", "protoactor")
+	}))
+	h.kinds = map[string]func(string) actor.Actor{
+		KindUser: func(id string) actor.Actor { return newUser(h, id) },
+	}
+	n := cfg.Actors.Partitions
+	h.parts = make([]*actor.PID, n)
+	for i := range h.parts {
+		props := actor.PropsFromProducer(func() actor.Actor { return newPartition(h, i) })
+		pid, err := h.system.Root.SpawnNamed(props, fmt.Sprintf("partition/%d", i))
+		if err != nil {
+			panic(fmt.Sprintf("spawn partition %d: %v", i, err)) // names are unique: cannot happen
+		}
+		h.parts[i] = pid
+	}
+	return h
+}
+
+// Stop stops every partition and so every actor, after they finish the
+// messages already queued, and waits for them.
+func (h *Host) Stop() {
+	for _, p := range h.parts {
+		_ = h.system.Root.PoisonFuture(p).Wait()
+	}
+	h.system.Shutdown()
+}
+
+// Partition returns the partition of an identity.
+func (h *Host) Partition(id string) int {
+	return int(xxhash.Sum64String(id) % uint64(len(h.parts)))
+}
+
+// Request sends msg to the actor kind/id and waits for its answer, at most
+// until ctx ends or 30 s pass.
+func (h *Host) Request(ctx context.Context, kind, id string, msg proto.Message) (proto.Message, error) {
+	timeout := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := h.system.Root.RequestFuture(h.parts[h.Partition(id)], &envelope{kind: kind, id: id, msg: msg}, timeout)
+	res, err := f.Result()
+	if errors.Is(err, actor.ErrTimeout) {
+		return nil, ErrTimeout
+	}
+	if err != nil {
+		return nil, err
+	}
+	reply, ok := res.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("actors: %s answered %T", kind, res)
+	}
+	return reply, nil
+}
+
+// Send delivers msg to the actor kind/id without waiting.
+func (h *Host) Send(kind, id string, msg proto.Message) {
+	h.system.Root.Send(h.parts[h.Partition(id)], &envelope{kind: kind, id: id, msg: msg})
+}
+
+// send is Send from inside an actor, so that the target can answer ctx.Self().
+func (h *Host) send(ctx actor.Context, kind, id string, msg proto.Message) {
+	ctx.Request(h.parts[h.Partition(id)], &envelope{kind: kind, id: id, msg: msg})
+}
+
+// envelope carries a message to the actor kind/id through its partition. It
+// stays local; across nodes the cluster layer wraps msg in protobuf.
+type envelope struct {
+	kind, id string
+	msg      any
+}

@@ -1,0 +1,99 @@
+package actors
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// partition activates the actors of one partition and forwards their
+// messages, keeping each sender's order. It passivates idle actors without
+// losing a message: an actor asks to stop, the partition stops routing to it
+// and holds its new messages until it has stopped, then starts it again.
+type partition struct {
+	h      *Host
+	index  int
+	actors map[key]*slot
+	byPID  map[string]key
+}
+
+type key struct{ kind, id string }
+
+type slot struct {
+	pid      *actor.PID
+	stopping bool
+	held     []held
+}
+
+type held struct {
+	msg    any
+	sender *actor.PID
+}
+
+// passivate is sent by an idle actor to its partition.
+type passivate struct{}
+
+// stopWhenIdle tells an actor that no more messages will reach it.
+type stopWhenIdle struct{}
+
+func newPartition(h *Host, index int) *partition {
+	return &partition{h: h, index: index, actors: map[key]*slot{}, byPID: map[string]key{}}
+}
+
+func (p *partition) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *envelope:
+		k := key{m.kind, m.id}
+		s := p.actors[k]
+		switch {
+		case s == nil:
+			s = p.activate(ctx, k)
+			if s == nil {
+				return
+			}
+		case s.stopping:
+			s.held = append(s.held, held{m.msg, ctx.Sender()})
+			return
+		}
+		ctx.RequestWithCustomSender(s.pid, m.msg, ctx.Sender())
+	case *passivate:
+		if k, ok := p.byPID[ctx.Sender().Id]; ok {
+			p.actors[k].stopping = true
+			ctx.Send(ctx.Sender(), &stopWhenIdle{})
+		}
+	case *actor.Terminated:
+		k, ok := p.byPID[m.Who.Id]
+		if !ok {
+			return
+		}
+		delete(p.byPID, m.Who.Id)
+		s := p.actors[k]
+		delete(p.actors, k)
+		if p.h.metrics != nil {
+			p.h.metrics.Passivated(k.kind)
+		}
+		if len(s.held) > 0 {
+			ns := p.activate(ctx, k)
+			if ns == nil {
+				return
+			}
+			for _, h := range s.held {
+				ctx.RequestWithCustomSender(ns.pid, h.msg, h.sender)
+			}
+		}
+	}
+}
+
+func (p *partition) activate(ctx actor.Context, k key) *slot {
+	produce, ok := p.h.kinds[k.kind]
+	if !ok {
+		p.h.log.Error("message for unknown actor kind", "kind", k.kind)
+		return nil
+	}
+	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return produce(k.id) }))
+	s := &slot{pid: pid}
+	p.actors[k] = s
+	p.byPID[pid.Id] = k
+	if p.h.metrics != nil {
+		p.h.metrics.Activated(k.kind)
+	}
+	return s
+}

@@ -1,0 +1,172 @@
+package actors
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"regexp"
+	"unicode/utf8"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"maunium.net/go/mautrix/crypto/canonicaljson"
+	"maunium.net/go/mautrix/id"
+
+	"persona/storage"
+)
+
+// Profile limits from the spec (MSC4133): the whole profile in canonical JSON,
+// and one key name.
+const (
+	MaxProfileBytes = 65536
+	MaxKeyBytes     = 255
+)
+
+// FieldLimits caps displayname and avatar_url, in characters, so that a member
+// event carrying them fits the 64 KiB event limit.
+type FieldLimits struct {
+	Displayname int
+	AvatarURL   int
+}
+
+// keyGrammar is the key grammar Synapse accepts, so that profiles move
+// between servers; displayname and avatar_url match it too.
+var keyGrammar = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,254}$`)
+
+// ValidateKey checks a profile key name.
+func ValidateKey(key string) *Error {
+	if len(key) > MaxKeyBytes {
+		return &Error{Status: 400, Errcode: "M_KEY_TOO_LARGE", Message: fmt.Sprintf("Key names are limited to %d bytes.", MaxKeyBytes)}
+	}
+	if !keyGrammar.MatchString(key) {
+		return &Error{Status: 400, Errcode: "M_INVALID_PARAM", Message: "Invalid profile key."}
+	}
+	return nil
+}
+
+// ValidateValue checks the JSON value of a profile field and returns it in
+// canonical JSON.
+func ValidateValue(key string, value json.RawMessage, lim FieldLimits) (json.RawMessage, *Error) {
+	invalid := func(f string, a ...any) (json.RawMessage, *Error) {
+		return nil, &Error{Status: 400, Errcode: "M_INVALID_PARAM", Message: fmt.Sprintf(f, a...)}
+	}
+	canon, err := canonicaljson.CanonicalJSON(value)
+	if err != nil || !json.Valid(value) {
+		return nil, &Error{Status: 400, Errcode: "M_BAD_JSON", Message: "Value is not valid JSON."}
+	}
+	switch key {
+	case "displayname", "avatar_url", "m.tz":
+		var s string
+		if json.Unmarshal(canon, &s) != nil {
+			return invalid("%s must be a string.", key)
+		}
+		switch key {
+		case "displayname":
+			if utf8.RuneCountInString(s) > lim.Displayname {
+				return invalid("displayname is too long (at most %d characters).", lim.Displayname)
+			}
+		case "avatar_url":
+			if utf8.RuneCountInString(s) > lim.AvatarURL {
+				return invalid("avatar_url is too long (at most %d characters).", lim.AvatarURL)
+			}
+			if s != "" && !ValidMXC(s) {
+				return invalid("avatar_url must be an mxc:// URI.")
+			}
+		}
+	}
+	return canon, nil
+}
+
+// ValidMXC reports whether s is a well-formed mxc://server/mediaId URI.
+func ValidMXC(s string) bool {
+	uri, err := id.ParseContentURI(s)
+	return err == nil && uri.IsValid() && id.IsValidMediaID(uri.FileID) && validServerName(uri.Homeserver)
+}
+
+var serverName = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,255})(:[0-9]{1,5})?$`)
+
+func validServerName(s string) bool { return serverName.MatchString(s) }
+
+// ProfileSize is the size of fields as one canonical JSON object. Keys follow
+// the key grammar and values are canonical, so it is computed, not encoded.
+func ProfileSize(fields map[string]json.RawMessage) int {
+	n := 2
+	for k, v := range fields {
+		n += len(k) + 3 + len(v) + 1 // "k":v,
+	}
+	if len(fields) > 0 {
+		n-- // no comma after the last pair
+	}
+	return n
+}
+
+// clearing reports whether a write of v to key clears the field: an empty
+// displayname or avatar_url means none, as in Synapse.
+func clearing(key string, v json.RawMessage) bool {
+	return (key == "displayname" || key == "avatar_url") && bytes.Equal(v, []byte(`""`))
+}
+
+func (u *user) readProfile() *ProfileReply {
+	if !u.exists {
+		return &ProfileReply{}
+	}
+	return &ProfileReply{Exists: true, FieldsJson: mustJSON(u.committed.Fields), Version: u.committed.Version}
+}
+
+func (u *user) setField(ctx actor.Context, m *SetProfileField) {
+	fields := maps.Clone(u.profile.Fields)
+	if clearing(m.Key, m.ValueJson) {
+		delete(fields, m.Key)
+	} else {
+		fields[m.Key] = m.ValueJson
+	}
+	u.write(ctx, fields, m.Key, "set")
+}
+
+func (u *user) deleteField(ctx actor.Context, m *DeleteProfileField) {
+	fields := maps.Clone(u.profile.Fields)
+	delete(fields, m.Key)
+	u.write(ctx, fields, m.Key, "delete")
+}
+
+func (u *user) replaceProfile(ctx actor.Context, m *ReplaceProfile) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(m.FieldsJson, &fields); err != nil {
+		ctx.Respond(&WriteReply{Error: &Error{Status: 400, Errcode: "M_BAD_JSON", Message: "Profile is not a JSON object."}})
+		return
+	}
+	for k, v := range fields {
+		if clearing(k, v) {
+			delete(fields, k)
+		}
+	}
+	u.write(ctx, fields, "all", "replace")
+}
+
+// write makes fields the new profile version, durably, then answers.
+// A write that changes nothing is answered (in order) without a new version.
+func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field, op string) {
+	if !u.exists {
+		ctx.Respond(&WriteReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown user."}})
+		return
+	}
+	if ProfileSize(fields) > MaxProfileBytes {
+		ctx.Respond(&WriteReply{Error: &Error{Status: 400, Errcode: "M_PROFILE_TOO_LARGE",
+			Message: fmt.Sprintf("The profile would exceed %d bytes.", MaxProfileBytes)}})
+		return
+	}
+	if maps.EqualFunc(fields, u.profile.Fields, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
+		u.commit(ctx, &storage.Batch{}, &WriteReply{Version: u.profile.Version}, nil)
+		return
+	}
+	rec := profileRecord{Version: u.profile.Version + 1, Fields: fields}
+	u.profile = rec
+	var b storage.Batch
+	b.Set(u.key("profile"), mustJSON(rec))
+	u.commit(ctx, &b, &WriteReply{Version: rec.Version}, func() {
+		u.committed = rec
+		if u.h.metrics != nil {
+			u.h.metrics.ProfileWrite(field, op)
+		}
+	})
+}

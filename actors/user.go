@@ -1,0 +1,225 @@
+package actors
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"persona/storage"
+)
+
+// user is the actor of one local user: it owns the account, the devices and
+// their tokens, and the profile, all under one storage prefix. It is the only
+// writer of that prefix, answers a write only after it is durable, and
+// passivates when idle.
+type user struct {
+	h  *Host
+	id string
+
+	exists  bool
+	account accountRecord
+	devices map[string]deviceRecord // by device id
+	tokens  map[string]string       // token hash -> device id
+
+	profile    profileRecord // latest, including writes not yet durable
+	committed  profileRecord // what reads see: durable
+	commitSeq  uint64        // batches handed to the store
+	waiting    []waiter      // answers held until their batch is durable
+	failed     error         // a commit failed: reload before the next write
+	stopIdle   bool          // the partition routes nothing more here
+	loadFailed error
+}
+
+// profileRecord is the stored profile: its version and its fields, each value
+// in canonical JSON. Records are never changed in place, only replaced.
+type profileRecord struct {
+	Version uint64                     `json:"v"`
+	Fields  map[string]json.RawMessage `json:"f"`
+}
+
+type accountRecord struct {
+	PasswordHash []byte `json:"pw,omitempty"`
+	Admin        bool   `json:"admin,omitempty"`
+	Created      int64  `json:"created"`
+}
+
+type deviceRecord struct {
+	TokenHash   []byte `json:"token"`
+	DisplayName string `json:"name,omitempty"`
+	Created     int64  `json:"created"`
+}
+
+// waiter is an answer sent once commit seq is durable.
+type waiter struct {
+	seq     uint64
+	to      *actor.PID
+	reply   proto.Message
+	applied func() // runs when durable (e.g. publish the profile to reads)
+}
+
+// committed reports that the batch seq is durable (err nil) or failed.
+type committed struct {
+	seq uint64
+	err error
+}
+
+func newUser(h *Host, id string) *user { return &user{h: h, id: id} }
+
+func (u *user) key(parts ...string) []byte {
+	return storage.Key(append([]string{"p", partitionName(u.h.Partition(u.id)), "u", u.id}, parts...)...)
+}
+
+func partitionName(p int) string { return fmt.Sprintf("%04x", p) }
+
+func (u *user) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		u.loadFailed = u.load()
+		ctx.SetReceiveTimeout(u.h.cfg.Actors.PassivateAfter)
+		return
+	case *actor.ReceiveTimeout:
+		if len(u.waiting) == 0 {
+			ctx.Send(ctx.Parent(), &passivate{})
+		}
+		return
+	case *stopWhenIdle:
+		u.stopIdle = true
+	case *committed:
+		u.onCommitted(ctx, m)
+	case proto.Message:
+		if u.loadFailed != nil {
+			u.h.log.Error("user actor cannot load its state", "user", u.id, "err", u.loadFailed)
+			ctx.Respond(internalError(m))
+			return
+		}
+		u.handle(ctx, m)
+	}
+	if u.stopIdle && len(u.waiting) == 0 {
+		ctx.Stop(ctx.Self())
+	}
+}
+
+func (u *user) handle(ctx actor.Context, msg proto.Message) {
+	switch m := msg.(type) {
+	case *Register:
+		u.register(ctx, m)
+	case *GetAccount:
+		ctx.Respond(&Account{Exists: u.exists, PasswordHash: u.account.PasswordHash, Admin: u.account.Admin})
+	case *AddDevice:
+		u.addDevice(ctx, m)
+	case *Authenticate:
+		u.authenticate(ctx, m)
+	case *RemoveDevices:
+		u.removeDevices(ctx, m)
+	case *GetProfile:
+		ctx.Respond(u.readProfile())
+	case *SetProfileField:
+		u.setField(ctx, m)
+	case *DeleteProfileField:
+		u.deleteField(ctx, m)
+	case *ReplaceProfile:
+		u.replaceProfile(ctx, m)
+	default:
+		u.h.log.Warn("user actor got an unknown message", "type", fmt.Sprintf("%T", msg))
+	}
+}
+
+// load reads the user's state from storage.
+func (u *user) load() error {
+	u.devices, u.tokens = map[string]deviceRecord{}, map[string]string{}
+	u.profile = profileRecord{Fields: map[string]json.RawMessage{}}
+	raw, err := u.h.store.Get(u.key("account"))
+	if errors.Is(err, storage.ErrNotFound) {
+		u.exists = false
+		u.committed = u.profile
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, &u.account); err != nil {
+		return fmt.Errorf("decode account: %w", err)
+	}
+	u.exists = true
+	if raw, err = u.h.store.Get(u.key("profile")); err == nil {
+		if err := json.Unmarshal(raw, &u.profile); err != nil {
+			return fmt.Errorf("decode profile: %w", err)
+		}
+		if u.profile.Fields == nil {
+			u.profile.Fields = map[string]json.RawMessage{}
+		}
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	u.committed = u.profile
+	return u.h.store.Scan(storage.Prefix(string(u.key("dev"))), nil, func(k, v []byte) error {
+		var d deviceRecord
+		if err := json.Unmarshal(v, &d); err != nil {
+			return fmt.Errorf("decode device: %w", err)
+		}
+		id := string(k[len(u.key("dev"))+1:])
+		u.devices[id] = d
+		u.tokens[string(d.TokenHash)] = id
+		return nil
+	})
+}
+
+// commit hands b to the store and holds reply until b is durable; applied
+// then runs before the reply is sent.
+func (u *user) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
+	u.commitSeq++
+	seq, self, root := u.commitSeq, ctx.Self(), u.h.system.Root
+	u.waiting = append(u.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, applied: applied})
+	u.h.store.Commit(b, func(err error) { root.Send(self, &committed{seq: seq, err: err}) })
+}
+
+// onCommitted answers every write up to m.seq. Commits finish in order.
+func (u *user) onCommitted(ctx actor.Context, m *committed) {
+	for len(u.waiting) > 0 && u.waiting[0].seq <= m.seq {
+		w := u.waiting[0]
+		u.waiting = u.waiting[1:]
+		reply := w.reply
+		if m.err != nil {
+			u.h.log.Error("user write failed", "user", u.id, "err", m.err)
+			u.failed = m.err
+			reply = internalError(reply)
+		} else if w.applied != nil {
+			w.applied()
+		}
+		if w.to != nil {
+			ctx.Send(w.to, reply)
+		}
+	}
+	if u.failed != nil && len(u.waiting) == 0 {
+		// Memory may hold writes that never reached disk: start again from disk.
+		u.failed = nil
+		u.loadFailed = u.load()
+	}
+}
+
+// internalError is the answer of the right type for a write that failed.
+func internalError(m proto.Message) proto.Message {
+	e := &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "internal storage error"}
+	switch m.(type) {
+	case *WriteReply, *SetProfileField, *DeleteProfileField, *ReplaceProfile:
+		return &WriteReply{Error: e}
+	case *AuthReply, *Authenticate:
+		return &AuthReply{}
+	default:
+		return &Done{Error: e}
+	}
+}
+
+func now() int64 { return time.Now().UnixMilli() }
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only records of this package: cannot fail
+	}
+	return b
+}

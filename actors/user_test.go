@@ -1,0 +1,124 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"persona/config"
+	"persona/metrics"
+	"persona/storage"
+)
+
+func newTestHost(t *testing.T, dir string, passivate time.Duration) (*Host, *storage.Store) {
+	t.Helper()
+	st, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Actors.PassivateAfter = passivate
+	return NewHost(st, cfg, metrics.New(st), nil), st
+}
+
+func ask[T proto.Message](t *testing.T, h *Host, id string, m proto.Message) T {
+	t.Helper()
+	r, err := h.Request(context.Background(), KindUser, id, m)
+	if err != nil {
+		t.Fatalf("%T: %v", m, err)
+	}
+	out, ok := r.(T)
+	if !ok {
+		t.Fatalf("%T answered %T %v", m, r, r)
+	}
+	return out
+}
+
+func TestProfileWritesSurvivePassivationAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	h, st := newTestHost(t, dir, 50*time.Millisecond)
+	const u = "@alice:test"
+	if r := ask[*Done](t, h, u, &Register{UserId: u, Displayname: "alice", Device: &NewDevice{DeviceId: "D1", TokenHash: []byte("h1")}}); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	if r := ask[*Done](t, h, u, &Register{UserId: u}); r.Error.GetErrcode() != "M_USER_IN_USE" {
+		t.Fatalf("second register: %v", r)
+	}
+	w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "displayname", ValueJson: []byte(`"Alice"`)})
+	if w.Error != nil || w.Version != 2 {
+		t.Fatalf("set: %v", w)
+	}
+	time.Sleep(300 * time.Millisecond) // passivates
+	p := ask[*ProfileReply](t, h, u, &GetProfile{UserId: u})
+	if string(p.FieldsJson) != `{"displayname":"Alice"}` || p.Version != 2 {
+		t.Fatalf("after passivation: %s v%d", p.FieldsJson, p.Version)
+	}
+	if a := ask[*AuthReply](t, h, u, &Authenticate{UserId: u, TokenHash: []byte("h1")}); !a.Ok || a.DeviceId != "D1" {
+		t.Fatalf("auth: %v", a)
+	}
+	h.Stop()
+	st.Close()
+
+	h, st = newTestHost(t, dir, time.Minute)
+	defer st.Close()
+	defer h.Stop()
+	p = ask[*ProfileReply](t, h, u, &GetProfile{UserId: u})
+	if string(p.FieldsJson) != `{"displayname":"Alice"}` {
+		t.Fatalf("after restart: %s", p.FieldsJson)
+	}
+	ask[*Done](t, h, u, &RemoveDevices{UserId: u, All: true})
+	if a := ask[*AuthReply](t, h, u, &Authenticate{UserId: u, TokenHash: []byte("h1")}); a.Ok {
+		t.Fatal("token works after logout")
+	}
+}
+
+func TestProfileTooLargeAndConcurrentWriters(t *testing.T) {
+	h, st := newTestHost(t, t.TempDir(), time.Minute)
+	defer st.Close()
+	defer h.Stop()
+	const u = "@bob:test"
+	ask[*Done](t, h, u, &Register{UserId: u})
+	big, _ := json.Marshal(strings.Repeat("x", 40000))
+	if w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "a.one", ValueJson: big}); w.Error != nil {
+		t.Fatal(w.Error)
+	}
+	if w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "a.two", ValueJson: big}); w.Error.GetErrcode() != "M_PROFILE_TOO_LARGE" {
+		t.Fatalf("second big field: %v", w)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, _ := json.Marshal(fmt.Sprint("name", i))
+			if w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "displayname", ValueJson: v}); w.Error != nil {
+				t.Error(w.Error)
+			}
+		}()
+	}
+	wg.Wait()
+	p := ask[*ProfileReply](t, h, u, &GetProfile{UserId: u})
+	if p.Version < 3 || p.Version > 22 {
+		t.Fatalf("version %d after 20 writes", p.Version)
+	}
+}
+
+func TestValidateKey(t *testing.T) {
+	for _, tc := range []struct {
+		key, code string
+	}{
+		{"displayname", ""}, {"avatar_url", ""}, {"m.tz", ""}, {"com.example-x_1", ""},
+		{"Caps", "M_INVALID_PARAM"}, {"1abc", "M_INVALID_PARAM"}, {"", "M_INVALID_PARAM"},
+		{"a" + string(make([]byte, 255)), "M_KEY_TOO_LARGE"},
+	} {
+		if got := ValidateKey(tc.key).GetErrcode(); got != tc.code {
+			t.Errorf("ValidateKey(%.20q) = %q, want %q", tc.key, got, tc.code)
+		}
+	}
+}

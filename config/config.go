@@ -1,0 +1,152 @@
+// Package config loads, validates and documents persona's configuration.
+//
+// A configuration is built in layers: Default, then a YAML file (persona.yaml)
+// decoded strictly, then PERSONA_* environment variables, and is finally
+// checked by Validate. Generate writes a commented file holding the defaults.
+package config
+
+import (
+	"path/filepath"
+	"time"
+)
+
+// Config is the complete persona configuration.
+type Config struct {
+	// ServerName is the Matrix server name, the domain part of user IDs.
+	ServerName string `yaml:"server_name"`
+	// DataDir holds the database, media and generated secrets.
+	DataDir string `yaml:"data_dir"`
+	// Listen holds the network addresses served.
+	Listen Listen `yaml:"listen"`
+	// Registration controls who may create accounts.
+	Registration Registration `yaml:"registration"`
+	// Limits caps request and upload sizes.
+	Limits Limits `yaml:"limits"`
+	// Profile controls profile field limits, privacy and rate limiting.
+	Profile Profile `yaml:"profile"`
+	// Propagation tunes how profile changes reach the user's rooms.
+	Propagation Propagation `yaml:"propagation"`
+	// Actors tunes the per-user actor system.
+	Actors Actors `yaml:"actors"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+}
+
+// Listen holds the addresses persona listens on.
+type Listen struct {
+	// Client is the host:port of the Client-Server API and media endpoints.
+	Client string `yaml:"client"`
+	// Metrics is the host:port of the Prometheus /metrics endpoint; "" disables it.
+	Metrics string `yaml:"metrics"`
+}
+
+// Registration controls account creation.
+type Registration struct {
+	// Open allows anyone to register with m.login.dummy.
+	Open bool `yaml:"open"`
+	// SharedSecret authorises admin registration; "" means one is generated
+	// on first start and stored at SharedSecretPath.
+	SharedSecret string `yaml:"shared_secret"`
+}
+
+// Limits caps the size of requests.
+type Limits struct {
+	// MaxUploadBytes is the largest media upload accepted.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// MaxRequestBytes is the largest JSON request body accepted.
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+}
+
+// Profile controls profile fields and access to them.
+type Profile struct {
+	// MaxDisplaynameChars is the longest display name accepted.
+	MaxDisplaynameChars int `yaml:"max_displayname_chars"`
+	// MaxAvatarURLChars is the longest avatar_url accepted.
+	MaxAvatarURLChars int `yaml:"max_avatar_url_chars"`
+	// RequireAuth requires an access token to read profiles.
+	RequireAuth bool `yaml:"require_auth"`
+	// LimitToSharedRooms answers profile lookups only between users sharing a room.
+	LimitToSharedRooms bool `yaml:"limit_to_shared_rooms"`
+	// PreserveRoomOverrides keeps per-room display names and avatars when the
+	// global profile changes.
+	PreserveRoomOverrides bool `yaml:"preserve_room_overrides"`
+	// RateLimit limits profile changes.
+	RateLimit RateLimit `yaml:"rate_limit"`
+}
+
+// RateLimit is a token bucket.
+type RateLimit struct {
+	// Burst is the bucket size; 0 disables the limit.
+	Burst int `yaml:"burst"`
+	// PerSecond is the refill rate in tokens per second.
+	PerSecond float64 `yaml:"per_second"`
+}
+
+// Propagation tunes how profile changes are pushed into rooms.
+type Propagation struct {
+	// MaxBacklog is how many versions a room may lag before it is sent the
+	// latest version alone instead of every version in turn.
+	MaxBacklog int `yaml:"max_backlog"`
+	// MaxInFlight is how many room updates of one user may be in flight at once.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// ResendAfter is how long an unacknowledged update waits before it is resent.
+	ResendAfter time.Duration `yaml:"resend_after"`
+}
+
+// Actors tunes the actor system.
+type Actors struct {
+	// Partitions is the number of actor partitions.
+	Partitions int `yaml:"partitions"`
+	// PassivateAfter is how long an actor may idle before it stops and frees its memory.
+	PassivateAfter time.Duration `yaml:"passivate_after"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is one of debug, info, warn, error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Default returns a new Config holding the defaults. It is the single source
+// of default values: Parse starts from it and Generate prints it.
+func Default() *Config {
+	return &Config{
+		ServerName: "localhost:8008",
+		DataDir:    "./data",
+		Listen: Listen{
+			Client:  "127.0.0.1:8008",
+			Metrics: "127.0.0.1:9108",
+		},
+		Registration: Registration{Open: false, SharedSecret: ""},
+		Limits: Limits{
+			MaxUploadBytes:  10 << 20,
+			MaxRequestBytes: 1 << 20,
+		},
+		Profile: Profile{
+			MaxDisplaynameChars:   256,
+			MaxAvatarURLChars:     1000,
+			RequireAuth:           false,
+			LimitToSharedRooms:    false,
+			PreserveRoomOverrides: true,
+			RateLimit:             RateLimit{Burst: 10, PerSecond: 1},
+		},
+		Propagation: Propagation{
+			MaxBacklog:  64,
+			MaxInFlight: 1024,
+			ResendAfter: 2 * time.Second,
+		},
+		Actors: Actors{
+			Partitions:     64,
+			PassivateAfter: 2 * time.Minute,
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+}
+
+// SharedSecretPath is the file holding the registration shared secret that
+// is generated when Registration.SharedSecret is empty.
+func (c *Config) SharedSecretPath() string {
+	return filepath.Join(c.DataDir, "registration_shared_secret")
+}

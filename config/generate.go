@@ -1,0 +1,140 @@
+package config
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// Generate returns a commented persona.yaml holding the defaults, with a
+// note above every key on what it does and what changing it costs.
+// Parse(Generate()) yields Default().
+func Generate() []byte {
+	return generate(Default())
+}
+
+// generate renders c as a commented YAML file.
+func generate(c *Config) []byte {
+	var b bytes.Buffer
+	if err := fileTemplate.Execute(&b, c); err != nil {
+		panic("config: generate: " + err.Error()) // the template is fixed; tests cover it
+	}
+	return b.Bytes()
+}
+
+var fileTemplate = template.Must(template.New("persona.yaml").Funcs(template.FuncMap{
+	"q":   strconv.Quote,
+	"dur": func(d time.Duration) string { return strconv.Quote(shortDuration(d)) },
+	"num": func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) },
+}).Parse(`# persona.yaml: configuration of the persona Matrix profile daemon.
+#
+# Every key is optional; a missing key keeps the default shown here. Unknown
+# keys are an error, so a typo cannot silently fall back to a default.
+# Any key can be overridden by an environment variable: PERSONA_ and the key's
+# path in upper case joined with "_", e.g. PERSONA_LISTEN_CLIENT or
+# PERSONA_PROFILE_RATE_LIMIT_BURST. Durations are written like "500ms", "2s", "1m30s".
+
+# Matrix server name, the part after the colon in user IDs (@alice:<server_name>).
+# Changing it later orphans every existing account, so settle it before first start.
+server_name: {{q .ServerName}}
+
+# Directory for the database, media and generated secrets. Keep it on local,
+# persistent storage and back it up; losing it loses every account and profile.
+data_dir: {{q .DataDir}}
+
+# Network addresses to serve.
+listen:
+  # host:port of the Client-Server API and media. A loopback address behind a
+  # TLS-terminating reverse proxy is safest; ":8008" listens on all interfaces.
+  client: {{q .Listen.Client}}
+  # host:port of the Prometheus /metrics endpoint; "" disables it.
+  # Keep it off public interfaces: metrics reveal usage patterns.
+  metrics: {{q .Listen.Metrics}}
+
+# Who may create accounts.
+registration:
+  # true lets anyone register with m.login.dummy, with no captcha or e-mail check.
+  # Convenient for private and test servers, an open door for spam otherwise.
+  open: {{.Registration.Open}}
+  # Secret for shared-secret (admin) registration. "" generates a random one on
+  # first start and stores it in <data_dir>/registration_shared_secret, which
+  # keeps it out of this file; set it here only if the file is kept private.
+  shared_secret: {{q .Registration.SharedSecret}}
+
+# Size caps that protect memory and disk from oversized requests.
+limits:
+  # Largest media upload accepted, in bytes. Higher allows bigger avatars at the
+  # cost of disk space and memory per upload in progress.
+  max_upload_bytes: {{.Limits.MaxUploadBytes}}
+  # Largest JSON request body accepted, in bytes. Bounds the memory one request
+  # can take; profile requests are small, so there is rarely a reason to raise it.
+  max_request_bytes: {{.Limits.MaxRequestBytes}}
+
+# Profile fields, who may read them, and how often they may change.
+profile:
+  # Longest display name accepted, in characters. Longer names are stored and
+  # copied into every room the user is in.
+  max_displayname_chars: {{.Profile.MaxDisplaynameChars}}
+  # Longest avatar_url accepted, in characters. mxc:// URIs are short; a low
+  # limit keeps junk out of room state.
+  max_avatar_url_chars: {{.Profile.MaxAvatarURLChars}}
+  # true requires an access token to read profiles. More private, but anyone
+  # looking users up without a token gets an error instead.
+  require_auth: {{.Profile.RequireAuth}}
+  # true answers profile lookups only between users who share a room. Stops
+  # user enumeration; costs a membership check on every lookup.
+  limit_to_shared_rooms: {{.Profile.LimitToSharedRooms}}
+  # true keeps a display name or avatar a user set for one room when their
+  # global profile changes; false overwrites every room with the new profile.
+  preserve_room_overrides: {{.Profile.PreserveRoomOverrides}}
+  # Token bucket limiting how often profiles may change.
+  rate_limit:
+    # Profile changes allowed in a burst (token bucket size); 0 disables the
+    # limit. Higher tolerates scripted clients, lower curbs propagation storms.
+    burst: {{.Profile.RateLimit.Burst}}
+    # Sustained profile changes per second once the burst is spent.
+    per_second: {{num .Profile.RateLimit.PerSecond}}
+
+# How profile changes reach the rooms a user is in.
+propagation:
+  # A room more than this many profile versions behind is sent the latest
+  # version alone. Lower catches up faster; higher sends more intermediate states.
+  max_backlog: {{.Propagation.MaxBacklog}}
+  # Room updates of one user in flight at once. Higher reaches many rooms
+  # faster; lower bounds the memory and load one user can cause.
+  max_in_flight: {{.Propagation.MaxInFlight}}
+  # Unacknowledged room updates are sent again after this long. Shorter
+  # recovers faster from lost updates but may send duplicates under load.
+  resend_after: {{dur .Propagation.ResendAfter}}
+
+# The actor system that holds per-user state in memory.
+actors:
+  # Number of actor partitions. More spreads work over more cores at a small
+  # fixed memory cost each; fewer suits small machines.
+  partitions: {{.Actors.Partitions}}
+  # Idle actors stop after this long and free their memory; the next request
+  # reloads them from storage. Shorter saves memory, longer saves reloads.
+  passivate_after: {{dur .Actors.PassivateAfter}}
+
+# Log verbosity and format.
+log:
+  # debug, info, warn or error. debug is verbose and may log user IDs.
+  level: {{q .Log.Level}}
+  # text for people reading a terminal, json for log collectors.
+  format: {{q .Log.Format}}
+`))
+
+// shortDuration formats d like time.Duration.String without trailing zero
+// units: "2m" rather than "2m0s".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

@@ -1,0 +1,154 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Validate checks every setting and returns all problems at once, joined
+// with errors.Join; each problem starts with the key it is about.
+func (c *Config) Validate() error {
+	var p problems
+	if c.ServerName == "" {
+		p.add("server_name", "must not be empty")
+	} else if err := checkServerName(c.ServerName); err != nil {
+		p.add("server_name", "%v (got %q)", err, c.ServerName)
+	}
+	if c.DataDir == "" {
+		p.add("data_dir", "must not be empty")
+	}
+	if err := checkHostPort(c.Listen.Client); err != nil {
+		p.add("listen.client", "%v (got %q)", err, c.Listen.Client)
+	}
+	if c.Listen.Metrics != "" {
+		if err := checkHostPort(c.Listen.Metrics); err != nil {
+			p.add("listen.metrics", `%v or "" to disable (got %q)`, err, c.Listen.Metrics)
+		}
+	}
+	positive(&p, "limits.max_upload_bytes", c.Limits.MaxUploadBytes)
+	positive(&p, "limits.max_request_bytes", c.Limits.MaxRequestBytes)
+	p.between("profile.max_displayname_chars", c.Profile.MaxDisplaynameChars, 1, 65536)
+	p.between("profile.max_avatar_url_chars", c.Profile.MaxAvatarURLChars, 1, 65536)
+	rl := c.Profile.RateLimit
+	if rl.Burst < 0 {
+		p.add("profile.rate_limit.burst", "must be >= 0, 0 disables the limit (got %d)", rl.Burst)
+	}
+	if rl.Burst > 0 && !(rl.PerSecond > 0 && !math.IsInf(rl.PerSecond, 0)) {
+		p.add("profile.rate_limit.per_second", "must be a finite number > 0 when burst > 0 (got %v)", rl.PerSecond)
+	}
+	positive(&p, "propagation.max_backlog", c.Propagation.MaxBacklog)
+	positive(&p, "propagation.max_in_flight", c.Propagation.MaxInFlight)
+	p.positiveDuration("propagation.resend_after", c.Propagation.ResendAfter)
+	p.between("actors.partitions", c.Actors.Partitions, 1, 65536)
+	p.positiveDuration("actors.passivate_after", c.Actors.PassivateAfter)
+	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	p.oneOf("log.format", c.Log.Format, "text", "json")
+	return errors.Join(p...)
+}
+
+// problems collects validation errors.
+type problems []error
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+func (p *problems) between(key string, v, lo, hi int) {
+	if v < lo || v > hi {
+		p.add(key, "must be between %d and %d (got %d)", lo, hi, v)
+	}
+}
+
+func positive[T int | int64](p *problems, key string, v T) {
+	if v <= 0 {
+		p.add(key, "must be > 0 (got %d)", v)
+	}
+}
+
+func (p *problems) positiveDuration(key string, d time.Duration) {
+	if d <= 0 {
+		p.add(key, "must be a duration > 0 such as \"2s\" (got %q)", d)
+	}
+}
+
+func (p *problems) oneOf(key, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	p.add(key, "must be one of %s (got %q)", strings.Join(allowed, "|"), v)
+}
+
+// checkServerName checks s against the Matrix server name grammar:
+// hostname [":" port], where hostname is an IPv4 address, a bracketed IPv6
+// address or a DNS name of at most 255 characters [A-Za-z0-9.-], and port
+// is 1-65535.
+func checkServerName(s string) error {
+	host, port, hasPort := s, "", false
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return errors.New("unterminated IPv6 literal")
+		}
+		host = s[1:end]
+		ip, err := netip.ParseAddr(host)
+		if err != nil || !ip.Is6() || ip.Zone() != "" {
+			return fmt.Errorf("invalid IPv6 literal %q", host)
+		}
+		rest := s[end+1:]
+		if rest != "" {
+			if rest[0] != ':' {
+				return errors.New(`unexpected text after "]"`)
+			}
+			port, hasPort = rest[1:], true
+		}
+	} else {
+		if i := strings.LastIndexByte(s, ':'); i >= 0 {
+			host, port, hasPort = s[:i], s[i+1:], true
+		}
+		if host == "" || len(host) > 255 {
+			return errors.New("hostname must be 1 to 255 characters")
+		}
+		for _, r := range host {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+				return fmt.Errorf("invalid character %q in hostname (IPv6 needs [brackets])", r)
+			}
+		}
+	}
+	if hasPort {
+		n, err := strconv.Atoi(port)
+		if err != nil || len(port) > 5 || n < 1 || n > 65535 {
+			return fmt.Errorf("port must be 1-65535, not %q", port)
+		}
+	}
+	return nil
+}
+
+// checkHostPort checks a listen address: host:port with an optional host
+// (empty means all interfaces) and a numeric port 0-65535 (0 picks a free port).
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New(`must be host:port such as "127.0.0.1:8008"`)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port must be a number 0-65535, not %q", port)
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if err := checkServerName(host); err != nil || strings.Contains(host, ":") {
+		return fmt.Errorf("invalid host %q", host)
+	}
+	return nil
+}

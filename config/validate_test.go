@@ -1,0 +1,64 @@
+package config
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(*Config)
+		want string // "" means valid
+	}{
+		{"ipv4 server", func(c *Config) { c.ServerName = "1.2.3.4:8448" }, ""},
+		{"ipv6 server", func(c *Config) { c.ServerName = "[::1]:8448" }, ""},
+		{"dns server", func(c *Config) { c.ServerName = "matrix.example.org" }, ""},
+		{"empty server", func(c *Config) { c.ServerName = "" }, "server_name: must not be empty"},
+		{"bad char", func(c *Config) { c.ServerName = "exa_mple.org" }, "server_name:"},
+		{"bare ipv6", func(c *Config) { c.ServerName = "::1" }, "server_name:"},
+		{"port 0", func(c *Config) { c.ServerName = "example.org:0" }, "server_name:"},
+		{"port too big", func(c *Config) { c.ServerName = "example.org:65536" }, "server_name:"},
+		{"empty port", func(c *Config) { c.ServerName = "example.org:" }, "server_name:"},
+		{"listen all", func(c *Config) { c.Listen.Client = ":8008" }, ""},
+		{"listen port 0", func(c *Config) { c.Listen.Client = "localhost:0" }, ""},
+		{"listen no port", func(c *Config) { c.Listen.Client = "abc" }, "listen.client:"},
+		{"metrics off", func(c *Config) { c.Listen.Metrics = "" }, ""},
+		{"metrics bad", func(c *Config) { c.Listen.Metrics = "127.0.0.1:http" }, "listen.metrics:"},
+		{"burst off", func(c *Config) { c.Profile.RateLimit = RateLimit{} }, ""},
+		{"burst no rate", func(c *Config) { c.Profile.RateLimit.PerSecond = 0 }, "profile.rate_limit.per_second:"},
+		{"partitions", func(c *Config) { c.Actors.Partitions = 65537 }, "actors.partitions:"},
+		{"displayname", func(c *Config) { c.Profile.MaxDisplaynameChars = 0 }, "profile.max_displayname_chars:"},
+		{"resend", func(c *Config) { c.Propagation.ResendAfter = 0 }, "propagation.resend_after:"},
+		{"format", func(c *Config) { c.Log.Format = "JSON" }, "log.format:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.set(c)
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			wantAll(t, err, tt.want)
+		})
+	}
+}
+
+func TestValidateReportsAll(t *testing.T) {
+	c := Default()
+	c.Limits.MaxUploadBytes = -1
+	c.Profile.RateLimit.Burst = -1
+	c.Actors.PassivateAfter = -time.Second
+	c.Log.Level = "loud"
+	err := c.Validate()
+	wantAll(t, err, "limits.max_upload_bytes: must be > 0", "profile.rate_limit.burst:", "actors.passivate_after:", "log.level:")
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != 4 {
+		t.Fatalf("want 4 joined problems, got %v", err)
+	}
+}

@@ -1,0 +1,156 @@
+// Package metrics declares every Prometheus collector of persona, each once,
+// next to its meaning. A node owns one Metrics (with its own registry, so that
+// several nodes in one test process do not mix); other packages call its small
+// methods. Labels are low-cardinality: never a user or room ID.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds one node's collectors.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	httpDuration    *prometheus.HistogramVec
+	profileWrites   *prometheus.CounterVec
+	activations     *prometheus.CounterVec
+	passivations    *prometheus.CounterVec
+	actorsActive    *prometheus.GaugeVec
+	commitRounds    prometheus.CounterFunc
+	propagation     prometheus.Histogram
+	roomEvents      prometheus.Counter
+	pending         prometheus.Gauge
+	retries         prometheus.Counter
+	coalesced       prometheus.Counter
+	mailboxDepth    *prometheus.GaugeVec
+	storageSizeFunc func() (lsm, vlog int64)
+}
+
+// Sizer reports storage sizes; the store implements it.
+type Sizer interface {
+	Sizes() (lsm, vlog int64)
+}
+
+// New creates a node's collectors. store may be nil (no storage metrics).
+func New(store Sizer) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "persona_http_request_duration_seconds",
+		Help:    "Time to answer a Client-Server API request, by route pattern, method and status; _count counts requests.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
+	}, []string{"route", "method", "status"})
+	m.profileWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "persona_profile_writes_total",
+		Help: "Profile writes made durable, by field (displayname, avatar_url, m.tz, custom, all) and operation (set, delete, replace).",
+	}, []string{"field", "op"})
+	m.activations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "persona_actor_activations_total",
+		Help: "Actors activated (loaded into memory), by kind.",
+	}, []string{"kind"})
+	m.passivations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "persona_actor_passivations_total",
+		Help: "Idle actors stopped to free memory, by kind.",
+	}, []string{"kind"})
+	m.actorsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "persona_actors_active",
+		Help: "Actors in memory now, by kind.",
+	}, []string{"kind"})
+	m.propagation = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "persona_propagation_seconds",
+		Help:    "Time from an accepted profile write to its last room applied.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	})
+	m.roomEvents = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "persona_room_events_total",
+		Help: "Events appended to room timelines.",
+	})
+	m.pending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "persona_pending_deliveries",
+		Help: "Room deliveries of profile versions sent and not yet acknowledged.",
+	})
+	m.retries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "persona_delivery_retries_total",
+		Help: "Room deliveries sent again after a timeout or restart.",
+	})
+	m.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "persona_coalesced_versions_total",
+		Help: "Profile versions a lagging room skipped because it received the latest version alone.",
+	})
+	m.mailboxDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "persona_actor_mailbox_depth",
+		Help: "Messages waiting in actor mailboxes, summed by kind, sampled.",
+	}, []string{"kind"})
+	m.reg.MustRegister(m.httpDuration, m.profileWrites, m.activations, m.passivations,
+		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.coalesced, m.mailboxDepth)
+	if store != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "persona_badger_lsm_bytes", Help: "Size of badger's LSM tree on disk.",
+			}, func() float64 { l, _ := store.Sizes(); return float64(l) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "persona_badger_vlog_bytes", Help: "Size of badger's value log on disk.",
+			}, func() float64 { _, v := store.Sizes(); return float64(v) }),
+		)
+	}
+	return m
+}
+
+// Register adds collectors of other packages (e.g. commit counters).
+func (m *Metrics) Register(c ...prometheus.Collector) { m.reg.MustRegister(c...) }
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// HTTPRequest records one answered request.
+func (m *Metrics) HTTPRequest(route, method, status string, d time.Duration) {
+	m.httpDuration.WithLabelValues(route, method, status).Observe(d.Seconds())
+}
+
+// ProfileWrite counts a durable profile write.
+func (m *Metrics) ProfileWrite(field, op string) {
+	switch field {
+	case "displayname", "avatar_url", "m.tz", "all":
+	default:
+		field = "custom"
+	}
+	m.profileWrites.WithLabelValues(field, op).Inc()
+}
+
+// Activated counts an actor brought into memory.
+func (m *Metrics) Activated(kind string) {
+	m.activations.WithLabelValues(kind).Inc()
+	m.actorsActive.WithLabelValues(kind).Inc()
+}
+
+// Passivated counts an actor stopped (idle, or at shutdown).
+func (m *Metrics) Passivated(kind string) {
+	m.passivations.WithLabelValues(kind).Inc()
+	m.actorsActive.WithLabelValues(kind).Dec()
+}
+
+// MailboxDepth sets the sampled mailbox depth of a kind.
+func (m *Metrics) MailboxDepth(kind string, n int) { m.mailboxDepth.WithLabelValues(kind).Set(float64(n)) }
+
+// Propagated records the time from a write to its last room applied.
+func (m *Metrics) Propagated(d time.Duration) { m.propagation.Observe(d.Seconds()) }
+
+// RoomEvents counts events appended to room timelines.
+func (m *Metrics) RoomEvents(n int) { m.roomEvents.Add(float64(n)) }
+
+// PendingDeliveries adds delta to the pending-deliveries gauge.
+func (m *Metrics) PendingDeliveries(delta int) { m.pending.Add(float64(delta)) }
+
+// Retried counts deliveries sent again.
+func (m *Metrics) Retried(n int) { m.retries.Add(float64(n)) }
+
+// Coalesced counts versions skipped by a lagging room.
+func (m *Metrics) Coalesced(n int) { m.coalesced.Add(float64(n)) }

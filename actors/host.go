@@ -113,11 +113,6 @@ func (h *Host) Send(kind, id string, msg proto.Message) {
 	h.system.Root.Send(h.parts[h.Partition(id)], &envelope{kind: kind, id: id, msg: msg})
 }
 
-// send is Send from inside an actor, so that the target can answer ctx.Self().
-func (h *Host) send(ctx actor.Context, kind, id string, msg proto.Message) {
-	ctx.Request(h.parts[h.Partition(id)], &envelope{kind: kind, id: id, msg: msg})
-}
-
 // envelope carries a message to the actor kind/id through its partition. It
 // stays local; across nodes the cluster layer wraps msg in protobuf.
 type envelope struct {

@@ -50,8 +50,10 @@ func ValidateValue(key string, value json.RawMessage, lim FieldLimits) (json.Raw
 	invalid := func(f string, a ...any) (json.RawMessage, *Error) {
 		return nil, &Error{Status: 400, Errcode: "M_INVALID_PARAM", Message: fmt.Sprintf(f, a...)}
 	}
-	canon, err := canonicaljson.CanonicalJSON(value)
-	if err != nil || !json.Valid(value) {
+	canon := bytes.Clone(value)
+	err := canonicaljson.Canonicalize((*json.RawMessage)(&canon))
+	// The canonicaliser mangles some valid input (lone surrogates): check its output too.
+	if err != nil || !json.Valid(value) || !json.Valid(canon) {
 		return nil, &Error{Status: 400, Errcode: "M_BAD_JSON", Message: "Value is not valid JSON."}
 	}
 	switch key {
@@ -74,18 +76,20 @@ func ValidateValue(key string, value json.RawMessage, lim FieldLimits) (json.Raw
 			}
 		}
 	}
-	return canon, nil
+	return json.RawMessage(canon), nil
 }
 
 // ValidMXC reports whether s is a well-formed mxc://server/mediaId URI.
 func ValidMXC(s string) bool {
 	uri, err := id.ParseContentURI(s)
-	return err == nil && uri.IsValid() && id.IsValidMediaID(uri.FileID) && validServerName(uri.Homeserver)
+	return err == nil && uri.IsValid() && id.IsValidMediaID(uri.FileID) && ValidServerName(uri.Homeserver)
 }
 
 var serverName = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,255})(:[0-9]{1,5})?$`)
 
-func validServerName(s string) bool { return serverName.MatchString(s) }
+// ValidServerName reports whether s is a Matrix server name: a host name or
+// IP literal with an optional port.
+func ValidServerName(s string) bool { return serverName.MatchString(s) }
 
 // ProfileSize is the size of fields as one canonical JSON object. Keys follow
 // the key grammar and values are canonical, so it is computed, not encoded.

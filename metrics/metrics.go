@@ -17,19 +17,17 @@ import (
 type Metrics struct {
 	reg *prometheus.Registry
 
-	httpDuration    *prometheus.HistogramVec
-	profileWrites   *prometheus.CounterVec
-	activations     *prometheus.CounterVec
-	passivations    *prometheus.CounterVec
-	actorsActive    *prometheus.GaugeVec
-	commitRounds    prometheus.CounterFunc
-	propagation     prometheus.Histogram
-	roomEvents      prometheus.Counter
-	pending         prometheus.Gauge
-	retries         prometheus.Counter
-	coalesced       prometheus.Counter
-	mailboxDepth    *prometheus.GaugeVec
-	storageSizeFunc func() (lsm, vlog int64)
+	httpDuration  *prometheus.HistogramVec
+	profileWrites *prometheus.CounterVec
+	activations   *prometheus.CounterVec
+	passivations  *prometheus.CounterVec
+	actorsActive  *prometheus.GaugeVec
+	propagation   prometheus.Histogram
+	roomEvents    prometheus.Counter
+	pending       prometheus.Gauge
+	retries       prometheus.Counter
+	coalesced     prometheus.Counter
+	mailboxDepth  *prometheus.GaugeVec
 }
 
 // Sizer reports storage sizes; the store implements it.
@@ -138,7 +136,9 @@ func (m *Metrics) Passivated(kind string) {
 }
 
 // MailboxDepth sets the sampled mailbox depth of a kind.
-func (m *Metrics) MailboxDepth(kind string, n int) { m.mailboxDepth.WithLabelValues(kind).Set(float64(n)) }
+func (m *Metrics) MailboxDepth(kind string, n int) {
+	m.mailboxDepth.WithLabelValues(kind).Set(float64(n))
+}
 
 // Propagated records the time from a write to its last room applied.
 func (m *Metrics) Propagated(d time.Duration) { m.propagation.Observe(d.Seconds()) }

@@ -107,19 +107,21 @@ func (s *Store) commitRound(round []*pending) {
 
 func (s *Store) report(round []*pending, errs []error) {
 	ops := 0
-	for i, p := range round {
+	for _, p := range round {
 		ops += len(p.b.ops)
-		if errs[i] != nil {
-			p.done(fmt.Errorf("commit: %w", errs[i]))
-		} else {
-			p.done(nil)
-		}
 	}
 	s.statsMu.Lock()
 	s.stats.Rounds++
 	s.stats.Batches += uint64(len(round))
 	s.stats.Ops += uint64(ops)
 	s.statsMu.Unlock()
+	for i, p := range round {
+		if errs[i] != nil {
+			p.done(fmt.Errorf("commit: %w", errs[i]))
+		} else {
+			p.done(nil)
+		}
+	}
 }
 
 // write applies the round in as few transactions as badger allows, never

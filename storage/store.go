@@ -126,7 +126,7 @@ func (s *Store) Get(key []byte) ([]byte, error) {
 
 // Scan calls fn for every key under prefix, in key order, starting at start
 // (nil: the first key of prefix). fn's slices are valid only during the call.
-// Returning Stop from fn ends the scan without error.
+// Returning ErrStopScan from fn ends the scan without error.
 func (s *Store) Scan(prefix, start []byte, fn func(key, value []byte) error) error {
 	return s.scan(prefix, start, false, fn)
 }
@@ -137,8 +137,8 @@ func (s *Store) ScanReverse(prefix, start []byte, fn func(key, value []byte) err
 	return s.scan(prefix, start, true, fn)
 }
 
-// Stop ends a Scan early when returned by its callback.
-var Stop = errors.New("storage: stop scan")
+// ErrStopScan ends a Scan early when returned by its callback.
+var ErrStopScan = errors.New("storage: stop scan")
 
 func (s *Store) scan(prefix, start []byte, reverse bool, fn func(key, value []byte) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
@@ -158,7 +158,7 @@ func (s *Store) scan(prefix, start []byte, reverse bool, fn func(key, value []by
 		for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
 			item := it.Item()
 			err := item.Value(func(v []byte) error { return fn(item.Key(), v) })
-			if errors.Is(err, Stop) {
+			if errors.Is(err, ErrStopScan) {
 				return nil
 			}
 			if err != nil {

@@ -106,7 +106,7 @@ func TestScanOrderAndStop(t *testing.T) {
 	_ = s.ScanReverse(p, nil, func(k, v []byte) error {
 		got = append(got, string(v))
 		if len(got) == 3 {
-			return Stop
+			return ErrStopScan
 		}
 		return nil
 	})

@@ -1,0 +1,41 @@
+# persona's vocabulary: run, test, bench, generate, lint.
+GO          ?= go
+BIN         := bin/persona
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+
+.PHONY: build run test lint unit bench generate clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/persona
+
+# Starts one node on 127.0.0.1:8008 with its data in ./data, writing a
+# default persona.yaml first when there is none.
+run: build
+	@[ -f persona.yaml ] || { ./$(BIN) generate-config > persona.yaml && echo "wrote persona.yaml"; }
+	./$(BIN) serve --config persona.yaml
+
+# Every test, with the race detector, after the linters.
+test: lint unit
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Micro-benchmarks; `persona bench` loads a running node (docs/BENCHMARKS.md).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Regenerates the protobuf code (committed, so a build needs no generator).
+generate:
+	@command -v protoc >/dev/null || { echo "needs protoc: apt-get install -y protobuf-compiler"; exit 1; }
+	$(GO) install $(PROTOC_GEN_GO)
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I actors --go_out=actors --go_opt=paths=source_relative actors/*.proto
+
+clean:
+	rm -rf bin

@@ -1,0 +1,65 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+)
+
+// readBody reads a request body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, errTooLarge
+	}
+	if err != nil {
+		return nil, errorf(400, "M_UNKNOWN", "Could not read the request body.")
+	}
+	return body, nil
+}
+
+// readObject reads a JSON object body: M_NOT_JSON when it is not JSON,
+// M_BAD_JSON when it is JSON but not an object.
+func (s *Server) readObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
+	body, err := readBody(w, r, s.cfg.Limits.MaxRequestBytes)
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(body) {
+		return nil, errNotJSON
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+		return nil, errorf(400, "M_BAD_JSON", "Body must be a JSON object.")
+	}
+	return obj, nil
+}
+
+// decode reads a JSON object body into v: M_NOT_JSON or M_BAD_JSON (a field
+// of the wrong type) on bad input. An empty body counts as {} when allowEmpty.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) error {
+	body, err := readBody(w, r, s.cfg.Limits.MaxRequestBytes)
+	if err != nil {
+		return err
+	}
+	if allowEmpty && len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
+	if !json.Valid(body) {
+		return errNotJSON
+	}
+	if bytes.TrimSpace(body)[0] != '{' {
+		return errorf(400, "M_BAD_JSON", "Body must be a JSON object.")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return errorf(400, "M_BAD_JSON", "Field "+te.Field+" has the wrong type.")
+		}
+		return errorf(400, "M_BAD_JSON", "Body does not match the expected shape.")
+	}
+	return nil
+}

@@ -1,0 +1,111 @@
+package api
+
+import (
+	"bytes"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// download serves a media item's content, waiting for a pending upload up to
+// timeout_ms: GET /download/{serverName}/{mediaId}[/{fileName}].
+func (s *Server) download(w http.ResponseWriter, r *http.Request) {
+	id, err := s.mediaPath(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	timeout, err := mediaTimeout(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	m, err := s.awaitMedia(r.Context(), id, timeout)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	body, err := s.readBlob(m.SHA)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	name := r.PathValue("fileName")
+	if name == "" {
+		name = m.Filename
+	}
+	serveMedia(w, r, body, m.ContentType, name, m.SHA, time.UnixMilli(m.CreatedMs))
+}
+
+// mediaCSP forbids scripts, plugins and network access to anything a browser
+// renders from a media URL.
+const mediaCSP = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; " +
+	"style-src 'unsafe-inline'; media-src 'self'; object-src 'self';"
+
+// serveMedia writes body with headers that keep it inert: an allow-listed
+// Content-Type, nosniff, a sandboxing CSP and a Content-Disposition naming
+// filename. Content never changes under an id, so it may be cached for long;
+// etag identifies it. Range and conditional requests are honoured.
+func serveMedia(w http.ResponseWriter, r *http.Request, body []byte, contentType, filename, etag string, modified time.Time) {
+	ct, inline := safeContentType(contentType)
+	h := w.Header()
+	h.Set("Content-Type", ct)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", mediaCSP)
+	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
+	h.Set("Content-Disposition", contentDisposition(inline, filename))
+	h.Set("Cache-Control", "private, max-age=31536000, immutable")
+	h.Set("ETag", `"`+etag+`"`)
+	http.ServeContent(w, r, "", modified, bytes.NewReader(body))
+}
+
+// servedTypes are the content types served as uploaded; the value says
+// whether a browser may show it inline. Anything else (HTML, SVG, XML,
+// JavaScript...) is served as an application/octet-stream attachment.
+var servedTypes = map[string]bool{
+	"image/png": true, "image/jpeg": true, "image/gif": true, "image/webp": true,
+	"image/apng": true, "image/avif": true,
+	"video/mp4": true, "video/webm": true, "video/ogg": true, "video/quicktime": true,
+	"audio/mp4": true, "audio/mpeg": true, "audio/ogg": true, "audio/webm": true, "audio/aac": true,
+	"audio/wav": true, "audio/wave": true, "audio/x-wav": true, "audio/flac": true, "audio/x-flac": true,
+	"audio/opus": true,
+	"text/plain": true,
+	"text/csv":   false, "application/json": false, "application/pdf": false,
+	"application/zip": false, "application/octet-stream": false,
+}
+
+// safeContentType maps a stored content type to the one served and whether
+// it may be shown inline. Only a text type keeps a parameter, its charset.
+func safeContentType(stored string) (ct string, inline bool) {
+	mt, params, err := mime.ParseMediaType(stored)
+	if err != nil {
+		return "application/octet-stream", false
+	}
+	inline, ok := servedTypes[mt]
+	if !ok {
+		return "application/octet-stream", false
+	}
+	if cs := params["charset"]; cs != "" && strings.HasPrefix(mt, "text/") {
+		if f := mime.FormatMediaType(mt, map[string]string{"charset": cs}); f != "" {
+			return f, inline
+		}
+	}
+	return mt, inline
+}
+
+// contentDisposition is "inline" or "attachment" with the filename, encoded
+// per RFC 6266: a UTF-8 filename* parameter when it is not plain ASCII.
+func contentDisposition(inline bool, filename string) string {
+	kind := "attachment"
+	if inline {
+		kind = "inline"
+	}
+	if filename == "" {
+		return kind
+	}
+	if v := mime.FormatMediaType(kind, map[string]string{"filename": filename}); v != "" {
+		return v
+	}
+	return kind
+}

@@ -1,0 +1,319 @@
+package api
+
+import (
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"persona/actors"
+)
+
+// profilePrefixes serve the profile API: the stable paths and MSC4133's
+// unstable alias that older clients still use.
+var profilePrefixes = append(clientPrefixes, "/_matrix/client/unstable/uk.tcpip.msc4133")
+
+func (s *Server) profileRoutes() {
+	for _, p := range profilePrefixes {
+		s.mux.HandleFunc("GET "+p+"/profile/{userId}", s.getProfile)
+		s.mux.HandleFunc("GET "+p+"/profile/{userId}/{keyName}", s.getField)
+		s.mux.HandleFunc("PUT "+p+"/profile/{userId}/{keyName}", s.authed(s.putField))
+		s.mux.HandleFunc("DELETE "+p+"/profile/{userId}/{keyName}", s.authed(s.deleteField))
+	}
+	// MSC4437: replace the whole profile at once.
+	for _, p := range []string{"/_matrix/client/v3", "/_matrix/client/unstable/com.beeper.msc4437"} {
+		s.mux.HandleFunc("PUT "+p+"/profile/{userId}", s.authed(s.replaceProfile))
+	}
+}
+
+func (s *Server) fieldLimits() actors.FieldLimits {
+	return actors.FieldLimits{Displayname: s.cfg.Profile.MaxDisplaynameChars, AvatarURL: s.cfg.Profile.MaxAvatarURLChars}
+}
+
+// readProfile fetches the fields of a local user's profile, checking who may
+// read it.
+func (s *Server) readProfile(r *http.Request) (map[string]json.RawMessage, error) {
+	user, err := userIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Profile.RequireAuth {
+		if _, err := s.authenticate(r); err != nil {
+			return nil, err
+		}
+	}
+	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
+		// Remote profiles come with federation.
+		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
+	}
+	reply, err := s.ask(r.Context(), actors.KindUser, user, &actors.GetProfile{UserId: user})
+	if err != nil {
+		return nil, err
+	}
+	p := reply.(*actors.ProfileReply)
+	if !p.Exists {
+		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(p.FieldsJson, &fields); err != nil {
+		return nil, err
+	}
+	return fields, nil
+}
+
+// getProfile answers the whole profile, or with ?keys=a,b (a persona
+// extension) only the listed keys that are set.
+func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
+	fields, err := s.readProfile(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if keys, ok := r.URL.Query()["keys"]; ok {
+		picked := map[string]json.RawMessage{}
+		for _, list := range keys {
+			for _, k := range strings.Split(list, ",") {
+				if v, ok := fields[k]; ok {
+					picked[k] = v
+				}
+			}
+		}
+		fields = picked
+	}
+	writeJSON(w, 200, fields)
+}
+
+func (s *Server) getField(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("keyName")
+	if e := actors.ValidateKey(key); e != nil {
+		writeError(w, fromActor(e))
+		return
+	}
+	fields, err := s.readProfile(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	v, ok := fields[key]
+	if !ok {
+		writeError(w, errorf(404, "M_NOT_FOUND", "Profile field was not found."))
+		return
+	}
+	writeJSON(w, 200, map[string]json.RawMessage{key: v})
+}
+
+// writeTarget checks a profile write's path: a valid user the session may
+// write (itself, or anyone for an admin) and, for field writes, a valid key.
+func (s *Server) writeTarget(r *http.Request, sess *session, withKey bool) (user, key string, err error) {
+	if user, err = userIDParam(r); err != nil {
+		return "", "", err
+	}
+	if withKey {
+		key = r.PathValue("keyName")
+		if e := actors.ValidateKey(key); e != nil {
+			return "", "", fromActor(e)
+		}
+	}
+	if user != string(sess.user) && !sess.admin {
+		return "", "", errorf(403, "M_FORBIDDEN", "You may only change your own profile.")
+	}
+	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
+		return "", "", errorf(403, "M_FORBIDDEN", "Cannot change the profile of a remote user.")
+	}
+	return user, key, nil
+}
+
+func (s *Server) putField(w http.ResponseWriter, r *http.Request, sess *session) {
+	user, key, err := s.writeTarget(r, sess, true)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	mode, err := propagation(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var value json.RawMessage
+	upload := key == "avatar_url" && isImage(r.Header.Get("Content-Type"))
+	if upload {
+		value, err = s.uploadAvatar(w, r, sess)
+	} else {
+		value, err = s.fieldValue(w, r, key)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.rateLimit(sess); err != nil {
+		writeError(w, err)
+		return
+	}
+	reply := map[string]any{}
+	if upload {
+		reply["avatar_url"] = value
+	}
+	s.profileWrite(w, r, user, &actors.SetProfileField{UserId: user, Key: key, ValueJson: value, Propagate: mode}, reply)
+}
+
+// fieldValue reads the JSON body of a field write: an object holding the key.
+func (s *Server) fieldValue(w http.ResponseWriter, r *http.Request, key string) (json.RawMessage, error) {
+	obj, err := s.readObject(w, r)
+	if err != nil {
+		return nil, err
+	}
+	raw, ok := obj[key]
+	if !ok {
+		return nil, errorf(400, "M_MISSING_PARAM", "Missing key '"+key+"'.")
+	}
+	canon, e := actors.ValidateValue(key, raw, s.fieldLimits())
+	if e != nil {
+		return nil, fromActor(e)
+	}
+	return canon, nil
+}
+
+// uploadAvatar is persona's extension: PUT avatar_url with an image body
+// stores the image as media and sets the avatar to it in one call.
+func (s *Server) uploadAvatar(w http.ResponseWriter, r *http.Request, sess *session) (json.RawMessage, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxUploadBytes))
+	if err != nil {
+		return nil, errTooLarge
+	}
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mxc, err := s.storeMedia(r.Context(), body, ct, "", string(sess.user))
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(mxc)
+	return b, nil
+}
+
+func isImage(contentType string) bool {
+	ct, _, err := mime.ParseMediaType(contentType)
+	return err == nil && strings.HasPrefix(ct, "image/")
+}
+
+func (s *Server) deleteField(w http.ResponseWriter, r *http.Request, sess *session) {
+	user, key, err := s.writeTarget(r, sess, true)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	mode, err := propagation(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.rateLimit(sess); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.profileWrite(w, r, user, &actors.DeleteProfileField{UserId: user, Key: key, Propagate: mode}, map[string]any{})
+}
+
+// replaceProfile is MSC4437's whole-profile PUT: every key is checked, and the
+// profile becomes exactly the body, all or nothing.
+func (s *Server) replaceProfile(w http.ResponseWriter, r *http.Request, sess *session) {
+	user, _, err := s.writeTarget(r, sess, false)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, err := s.readObject(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	for k, v := range obj {
+		if e := actors.ValidateKey(k); e != nil {
+			writeError(w, fromActor(e))
+			return
+		}
+		canon, e := actors.ValidateValue(k, v, s.fieldLimits())
+		if e != nil {
+			writeError(w, fromActor(e))
+			return
+		}
+		obj[k] = canon
+	}
+	mode, err := propagation(r, "displayname")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.rateLimit(sess); err != nil {
+		writeError(w, err)
+		return
+	}
+	b, _ := json.Marshal(obj)
+	s.profileWrite(w, r, user, &actors.ReplaceProfile{UserId: user, FieldsJson: b, Propagate: mode}, map[string]any{})
+}
+
+// profileWrite sends a write to the user's actor and answers once it is durable.
+func (s *Server) profileWrite(w http.ResponseWriter, r *http.Request, user string, msg proto.Message, ok map[string]any) {
+	reply, err := s.ask(r.Context(), actors.KindUser, user, msg)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if e := reply.(*actors.WriteReply).Error; e != nil {
+		writeError(w, fromActor(e))
+		return
+	}
+	writeJSON(w, 200, ok)
+}
+
+func (s *Server) rateLimit(sess *session) error {
+	if sess.admin {
+		return nil
+	}
+	if ok, wait := s.limiter.allow(string(sess.user)); !ok {
+		return &Error{Status: 429, Code: "M_LIMIT_EXCEEDED", Message: "Too many profile changes.", RetryAfterMs: max(1, wait.Milliseconds())}
+	}
+	return nil
+}
+
+// propagation reads MSC4466's propagate_to and MSC4069's propagate query
+// parameters (stable and unstable names). They apply to displayname and
+// avatar_url only; other keys ignore them.
+func propagation(r *http.Request, key string) (actors.Propagate, error) {
+	q := r.URL.Query()
+	first := func(names ...string) (string, bool) {
+		for _, n := range names {
+			if v, ok := q[n]; ok && len(v) > 0 {
+				return v[0], true
+			}
+		}
+		return "", false
+	}
+	mode := actors.Propagate_PROPAGATE_DEFAULT
+	if v, ok := first("propagate_to", "computer.gingershaped.msc4466.propagate_to"); ok {
+		switch v {
+		case "all":
+			mode = actors.Propagate_PROPAGATE_ALL
+		case "unchanged":
+			mode = actors.Propagate_PROPAGATE_UNCHANGED
+		case "none":
+			mode = actors.Propagate_PROPAGATE_NONE
+		default:
+			return 0, errorf(400, "M_INVALID_PARAM", "propagate_to must be all, unchanged or none.")
+		}
+	}
+	if v, ok := first("propagate", "org.matrix.msc4069.propagate"); ok {
+		switch v {
+		case "true":
+		case "false":
+			mode = actors.Propagate_PROPAGATE_NONE
+		default:
+			return 0, errorf(400, "M_INVALID_PARAM", "propagate must be true or false.")
+		}
+	}
+	if key != "displayname" && key != "avatar_url" {
+		return actors.Propagate_PROPAGATE_DEFAULT, nil
+	}
+	return mode, nil
+}

@@ -1,0 +1,206 @@
+// Package api serves the Matrix Client-Server API (and the media API) over
+// net/http. A handler decodes the request, authorises it, sends one message to
+// the actor that owns the data and encodes the answer; it never touches an
+// actor's storage keys.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"persona/actors"
+	"persona/config"
+	"persona/metrics"
+	"persona/storage"
+)
+
+// Server is the Client-Server API of one node.
+type Server struct {
+	cfg     *config.Config
+	host    *actors.Host
+	store   *storage.Store
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	secret  string // registration shared secret
+	limiter *limiter
+	nonces  *nonces
+	mux     *http.ServeMux
+}
+
+// Options are the parts a Server is built from.
+type Options struct {
+	Config       *config.Config
+	Host         *actors.Host
+	Store        *storage.Store
+	Metrics      *metrics.Metrics
+	Log          *slog.Logger
+	SharedSecret string
+}
+
+// New builds the API server and its routes.
+func New(o Options) *Server {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg: o.Config, host: o.Host, store: o.Store, metrics: o.Metrics, log: o.Log,
+		secret:  o.SharedSecret,
+		limiter: newLimiter(o.Config.Profile.RateLimit.Burst, o.Config.Profile.RateLimit.PerSecond),
+		nonces:  newNonces(),
+		mux:     http.NewServeMux(),
+	}
+	s.routes()
+	return s
+}
+
+// clientPrefixes are the Client-Server API prefixes a route is served under.
+var clientPrefixes = []string{"/_matrix/client/v3", "/_matrix/client/r0"}
+
+// handle registers h for method and path under every client prefix.
+func (s *Server) handle(method, path string, h http.HandlerFunc) {
+	for _, p := range clientPrefixes {
+		s.mux.HandleFunc(method+" "+p+path, h)
+	}
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /_matrix/client/versions", s.versions)
+	s.handle("GET", "/capabilities", s.authed(s.capabilities))
+	s.accountRoutes()
+	s.profileRoutes()
+	s.mediaRoutes()
+}
+
+// ServeHTTP answers one request through the middleware: CORS, panics turned
+// into errors, and metrics by route pattern.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Origin, X-Requested-With, Content-Type, Accept, Authorization")
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	rec := &statusWriter{ResponseWriter: w, status: 200}
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic in handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			if !rec.wrote {
+				writeError(rec, errInternal)
+			}
+		}
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "unmatched"
+		}
+		if s.metrics != nil {
+			s.metrics.HTTPRequest(route, r.Method, strconv.Itoa(rec.status), time.Since(start))
+		}
+	}()
+	if h, pattern := s.mux.Handler(r); pattern == "" {
+		// The mux would answer 404 or 405 in plain text: answer in Matrix
+		// form. Its redirects (to a cleaned path) pass through.
+		probe := &codeWriter{header: http.Header{}}
+		h.ServeHTTP(probe, r)
+		if probe.code == http.StatusNotFound || probe.code == http.StatusMethodNotAllowed {
+			e := *errUnrecognized
+			e.Status = probe.code
+			writeError(rec, &e)
+			return
+		}
+	}
+	s.mux.ServeHTTP(rec, r)
+}
+
+// codeWriter keeps only the status code a handler writes.
+type codeWriter struct {
+	header http.Header
+	code   int
+}
+
+func (w *codeWriter) Header() http.Header         { return w.header }
+func (w *codeWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *codeWriter) WriteHeader(code int)        { w.code = code }
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// ask sends msg to an actor and returns its answer; an actor's Done with an
+// error becomes that error.
+func (s *Server) ask(ctx context.Context, kind, id string, msg proto.Message) (proto.Message, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	reply, err := s.host.Request(ctx, kind, id, msg)
+	if errors.Is(err, actors.ErrTimeout) {
+		return nil, errUnavailable
+	}
+	if err != nil {
+		s.log.Error("actor request failed", "kind", kind, "err", err)
+		return nil, errInternal
+	}
+	if d, ok := reply.(*actors.Done); ok && d.Error != nil {
+		return nil, fromActor(d.Error)
+	}
+	return reply, nil
+}
+
+func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, map[string]any{
+		"versions": []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
+			"v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16"},
+		"unstable_features": map[string]bool{
+			"uk.tcpip.msc4133":              true,
+			"uk.tcpip.msc4133.stable":       true,
+			"computer.gingershaped.msc4466": true,
+			"org.matrix.msc4069":            true,
+			"com.beeper.msc4437":            true,
+		},
+	})
+}
+
+func (s *Server) capabilities(w http.ResponseWriter, r *http.Request, _ *session) {
+	writeJSON(w, 200, map[string]any{"capabilities": map[string]any{
+		"m.change_password": map[string]bool{"enabled": false},
+		"m.room_versions": map[string]any{
+			"default": "10", "available": map[string]string{"10": "stable"},
+		},
+		"m.set_displayname": map[string]bool{"enabled": true},
+		"m.set_avatar_url":  map[string]bool{"enabled": true},
+		"m.profile_fields":  map[string]bool{"enabled": true},
+		"m.3pid_changes":    map[string]bool{"enabled": false},
+	}})
+}
+
+// userIDParam parses a {userId} path value.
+func userIDParam(r *http.Request) (string, error) {
+	u := r.PathValue("userId")
+	if _, _, err := parseUserID(u); err != nil {
+		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid user ID %q.", u))
+	}
+	return u, nil
+}

@@ -1,0 +1,160 @@
+// Package node assembles one persona node: storage, actors, the Client-Server
+// API and the metrics listener, started in that order and stopped in reverse.
+// `persona serve` and the end-to-end tests start nodes through it.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"persona/actors"
+	"persona/api"
+	"persona/config"
+	"persona/metrics"
+	"persona/storage"
+)
+
+// Node is a running persona node.
+type Node struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	store     *storage.Store
+	host      *actors.Host
+	client    *http.Server
+	metricsLn *http.Server
+	clientLn  net.Listener
+	metricsL  net.Listener
+	done      chan error
+	stopOnce  sync.Once
+	stopErr   error
+}
+
+// Start opens the data directory, starts the actors and listens on the
+// configured addresses (port 0 picks a free port; see ClientAddr).
+func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	secret, err := sharedSecret(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := storage.Open(filepath.Join(cfg.DataDir, "db"), storage.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 2)}
+	m := metrics.New(st)
+	n.host = actors.NewHost(st, cfg, m, log)
+	srv := api.New(api.Options{Config: cfg, Host: n.host, Store: st, Metrics: m, Log: log, SharedSecret: secret})
+
+	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {
+		n.stopCore()
+		return nil, fmt.Errorf("listen.client %s: %w", cfg.Listen.Client, err)
+	}
+	n.client = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go n.serve(n.client, n.clientLn)
+	if cfg.Listen.Metrics != "" {
+		if n.metricsL, err = net.Listen("tcp", cfg.Listen.Metrics); err != nil {
+			_ = n.client.Close()
+			n.stopCore()
+			return nil, fmt.Errorf("listen.metrics %s: %w", cfg.Listen.Metrics, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		n.metricsLn = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go n.serve(n.metricsLn, n.metricsL)
+	}
+	log.Info("persona node started", "server_name", cfg.ServerName, "client", n.ClientAddr(), "metrics", n.MetricsAddr(), "data_dir", cfg.DataDir)
+	return n, nil
+}
+
+func (n *Node) serve(s *http.Server, l net.Listener) {
+	if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		n.done <- err
+	}
+}
+
+// ClientAddr is the address the Client-Server API listens on.
+func (n *Node) ClientAddr() string { return n.clientLn.Addr().String() }
+
+// MetricsAddr is the address of /metrics, or "" when disabled.
+func (n *Node) MetricsAddr() string {
+	if n.metricsL == nil {
+		return ""
+	}
+	return n.metricsL.Addr().String()
+}
+
+// Failed reports a listener that stopped on its own.
+func (n *Node) Failed() <-chan error { return n.done }
+
+// Stop stops accepting requests, lets those in flight finish (up to ctx),
+// then stops the actors and closes storage.
+// Stop is idempotent.
+func (n *Node) Stop(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		n.stopErr = n.client.Shutdown(ctx)
+		if n.metricsLn != nil {
+			_ = n.metricsLn.Shutdown(ctx)
+		}
+		if e := n.stopCore(); n.stopErr == nil {
+			n.stopErr = e
+		}
+	})
+	return n.stopErr
+}
+
+func (n *Node) stopCore() error {
+	if n.host != nil {
+		n.host.Stop()
+	}
+	return n.store.Close()
+}
+
+// sharedSecret is registration.shared_secret, or the one stored in the data
+// directory, made on first start.
+func sharedSecret(cfg *config.Config) (string, error) {
+	if cfg.Registration.SharedSecret != "" {
+		return cfg.Registration.SharedSecret, nil
+	}
+	path := cfg.SharedSecretPath()
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read shared secret: %w", err)
+	}
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	secret := hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write shared secret: %w", err)
+	}
+	return secret, nil
+}
+
+// SharedSecret reads the registration secret a node uses (for the CLI).
+func SharedSecret(cfg *config.Config) (string, error) {
+	if cfg.Registration.SharedSecret != "" {
+		return cfg.Registration.SharedSecret, nil
+	}
+	b, err := os.ReadFile(cfg.SharedSecretPath())
+	if err != nil {
+		return "", fmt.Errorf("no registration.shared_secret in the config and none in %s (start the node once): %w", cfg.SharedSecretPath(), err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}

@@ -28,7 +28,7 @@ func (u *user) register(ctx actor.Context, m *Register) {
 	if m.Device != nil {
 		u.putDevice(&b, m.Device)
 	}
-	u.commit(ctx, &b, &Done{}, func() { u.committed = prof })
+	u.commit(ctx, &b, &Done{}, func() { u.committed, u.committedJSON = prof, nil })
 }
 
 func (u *user) addDevice(ctx actor.Context, m *AddDevice) {

@@ -114,7 +114,10 @@ func (u *user) readProfile() *ProfileReply {
 	if !u.exists {
 		return &ProfileReply{}
 	}
-	return &ProfileReply{Exists: true, FieldsJson: mustJSON(u.committed.Fields), Version: u.committed.Version}
+	if u.committedJSON == nil {
+		u.committedJSON = mustJSON(u.committed.Fields)
+	}
+	return &ProfileReply{Exists: true, FieldsJson: u.committedJSON, Version: u.committed.Version}
 }
 
 func (u *user) setField(ctx actor.Context, m *SetProfileField) {
@@ -168,7 +171,7 @@ func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field
 	var b storage.Batch
 	b.Set(u.key("profile"), mustJSON(rec))
 	u.commit(ctx, &b, &WriteReply{Version: rec.Version}, func() {
-		u.committed = rec
+		u.committed, u.committedJSON = rec, nil
 		if u.h.metrics != nil {
 			u.h.metrics.ProfileWrite(field, op)
 		}

@@ -25,13 +25,15 @@ type user struct {
 	devices map[string]deviceRecord // by device id
 	tokens  map[string]string       // token hash -> device id
 
-	profile    profileRecord // latest, including writes not yet durable
-	committed  profileRecord // what reads see: durable
-	commitSeq  uint64        // batches handed to the store
-	waiting    []waiter      // answers held until their batch is durable
-	failed     error         // a commit failed: reload before the next write
-	stopIdle   bool          // the partition routes nothing more here
-	loadFailed error
+	profile   profileRecord // latest, including writes not yet durable
+	committed profileRecord // what reads see: durable
+	// committedJSON caches committed.Fields encoded; nil until a read needs it.
+	committedJSON []byte
+	commitSeq     uint64   // batches handed to the store
+	waiting       []waiter // answers held until their batch is durable
+	failed        error    // a commit failed: reload before the next write
+	stopIdle      bool     // the partition routes nothing more here
+	loadFailed    error
 }
 
 // profileRecord is the stored profile: its version and its fields, each value
@@ -135,7 +137,7 @@ func (u *user) load() error {
 	raw, err := u.h.store.Get(u.key("account"))
 	if errors.Is(err, storage.ErrNotFound) {
 		u.exists = false
-		u.committed = u.profile
+		u.committed, u.committedJSON = u.profile, nil
 		return nil
 	}
 	if err != nil {
@@ -155,7 +157,7 @@ func (u *user) load() error {
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return err
 	}
-	u.committed = u.profile
+	u.committed, u.committedJSON = u.profile, nil
 	return u.h.store.Scan(storage.Prefix(string(u.key("dev"))), nil, func(k, v []byte) error {
 		var d deviceRecord
 		if err := json.Unmarshal(v, &d); err != nil {

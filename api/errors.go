@@ -44,8 +44,14 @@ func fromActor(e *actors.Error) *Error {
 	return &Error{Status: int(e.Status), Code: e.Errcode, Message: e.Message}
 }
 
+// writeJSON answers v as JSON; a json.RawMessage is sent as it is.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	b, err := []byte(nil), error(nil)
+	if raw, ok := v.(json.RawMessage); ok {
+		b = raw
+	} else {
+		b, err = json.Marshal(v)
+	}
 	if err != nil {
 		status, b = 500, []byte(`{"errcode":"M_UNKNOWN","error":"encode response"}`)
 	}

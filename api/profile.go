@@ -33,9 +33,9 @@ func (s *Server) fieldLimits() actors.FieldLimits {
 	return actors.FieldLimits{Displayname: s.cfg.Profile.MaxDisplaynameChars, AvatarURL: s.cfg.Profile.MaxAvatarURLChars}
 }
 
-// readProfile fetches the fields of a local user's profile, checking who may
-// read it.
-func (s *Server) readProfile(r *http.Request) (map[string]json.RawMessage, error) {
+// readProfile fetches a local user's profile as a JSON object, checking who
+// may read it.
+func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 	user, err := userIDParam(r)
 	if err != nil {
 		return nil, err
@@ -57,8 +57,17 @@ func (s *Server) readProfile(r *http.Request) (map[string]json.RawMessage, error
 	if !p.Exists {
 		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
 	}
+	return p.FieldsJson, nil
+}
+
+// readFields is readProfile decoded.
+func (s *Server) readFields(r *http.Request) (map[string]json.RawMessage, error) {
+	raw, err := s.readProfile(r)
+	if err != nil {
+		return nil, err
+	}
 	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(p.FieldsJson, &fields); err != nil {
+	if err := json.Unmarshal(raw, &fields); err != nil {
 		return nil, err
 	}
 	return fields, nil
@@ -67,23 +76,30 @@ func (s *Server) readProfile(r *http.Request) (map[string]json.RawMessage, error
 // getProfile answers the whole profile, or with ?keys=a,b (a persona
 // extension) only the listed keys that are set.
 func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
-	fields, err := s.readProfile(r)
+	keys, filter := r.URL.Query()["keys"]
+	if !filter {
+		raw, err := s.readProfile(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, 200, raw)
+		return
+	}
+	fields, err := s.readFields(r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if keys, ok := r.URL.Query()["keys"]; ok {
-		picked := map[string]json.RawMessage{}
-		for _, list := range keys {
-			for _, k := range strings.Split(list, ",") {
-				if v, ok := fields[k]; ok {
-					picked[k] = v
-				}
+	picked := map[string]json.RawMessage{}
+	for _, list := range keys {
+		for _, k := range strings.Split(list, ",") {
+			if v, ok := fields[k]; ok {
+				picked[k] = v
 			}
 		}
-		fields = picked
 	}
-	writeJSON(w, 200, fields)
+	writeJSON(w, 200, picked)
 }
 
 func (s *Server) getField(w http.ResponseWriter, r *http.Request) {
@@ -92,7 +108,7 @@ func (s *Server) getField(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fromActor(e))
 		return
 	}
-	fields, err := s.readProfile(r)
+	fields, err := s.readFields(r)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -39,7 +39,9 @@ func benchProfile(args []string, stdout, stderr io.Writer) error {
 	base := fs.String("url", "", "base URL of the node (default: from listen.client)")
 	users := fs.Int("users", 200, "users to register and write to")
 	conc := fs.Int("concurrency", 64, "concurrent clients")
-	dur := fs.Duration("duration", 10*time.Second, "length of each phase (writes, then reads)")
+	dur := fs.Duration("duration", 10*time.Second, "length of each phase")
+	phases := fs.String("phases", "writes,reads", "phases to run, in order: writes, reads")
+	rate := fs.Float64("rate", 0, "target operations per second in all (0: as fast as the node answers)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,13 +75,15 @@ func benchProfile(args []string, stdout, stderr io.Writer) error {
 	read := func(i int) error {
 		return call(http.MethodGet, *base+"/_matrix/client/v3/profile/"+url.PathEscape(ids[i]), "", nil, nil)
 	}
-	for _, phase := range []struct {
-		name string
-		op   func(int) error
-	}{{"writes", write}, {"reads", read}} {
-		r := load(phase.name, *conc, *dur, len(ids), phase.op, stderr)
+	ops := map[string]func(int) error{"writes": write, "reads": read}
+	for _, phase := range strings.Split(*phases, ",") {
+		op, ok := ops[phase]
+		if !ok {
+			return fmt.Errorf("bench: unknown phase %q", phase)
+		}
+		r := load(phase, *conc, *dur, *rate, len(ids), op, stderr)
 		fmt.Fprintf(stdout, "%-6s %9.0f/s  p50 %6.2f ms  p99 %6.2f ms  (%d ok, %d errors)\n",
-			phase.name, r.perSecond, ms(r.p50), ms(r.p99), r.ok, r.errors)
+			phase, r.perSecond, ms(r.p50), ms(r.p99), r.ok, r.errors)
 		if r.firstErr != nil {
 			fmt.Fprintf(stdout, "       first error: %v\n", r.firstErr)
 		}
@@ -127,7 +131,8 @@ type loadResult struct {
 }
 
 // load runs op from conc workers for d, on random users, and measures it.
-func load(name string, conc int, d time.Duration, users int, op func(int) error, stderr io.Writer) loadResult {
+// With rate > 0 the workers pace themselves to rate operations a second in all.
+func load(name string, conc int, d time.Duration, rate float64, users int, op func(int) error, stderr io.Writer) loadResult {
 	deadline := time.Now().Add(d)
 	lat := make([][]time.Duration, conc)
 	var errs atomic.Int64
@@ -152,7 +157,16 @@ func load(name string, conc int, d time.Duration, users int, op func(int) error,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var every time.Duration
+			if rate > 0 {
+				every = time.Duration(float64(conc) / rate * float64(time.Second))
+			}
+			next := time.Now().Add(time.Duration(rand.Int64N(int64(every) + 1)))
 			for time.Now().Before(deadline) {
+				if every > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(every)
+				}
 				t := time.Now()
 				if err := op(rand.IntN(users)); err != nil {
 					errs.Add(1)

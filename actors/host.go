@@ -43,16 +43,22 @@ type Host struct {
 	cfg     *config.Config
 	metrics *metrics.Metrics
 	log     *slog.Logger
-	parts   []*actor.PID
-	kinds   map[string]func(id string) actor.Actor
+	parts    []*actor.PID
+	kinds    map[string]func(id string) actor.Actor
+	stream   *stream
+	presence presences
 }
 
 // NewHost starts the actor system and one partition router per partition.
-func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) *Host {
+func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*Host, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Host{store: store, cfg: cfg, metrics: m, log: log}
+	st, err := newStream(store)
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{store: store, cfg: cfg, metrics: m, log: log, stream: st, presence: presences{users: map[string]*Presence{}}}
 	h.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return log.With("component", "protoactor")
 	}))
@@ -69,7 +75,7 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		}
 		h.parts[i] = pid
 	}
-	return h
+	return h, nil
 }
 
 // Stop stops every partition and so every actor, after they finish the

@@ -24,7 +24,11 @@ func newTestHost(t *testing.T, dir string, passivate time.Duration) (*Host, *sto
 	}
 	cfg := config.Default()
 	cfg.Actors.PassivateAfter = passivate
-	return NewHost(st, cfg, metrics.New(st), nil), st
+	h, err := NewHost(st, cfg, metrics.New(st), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, st
 }
 
 func ask[T proto.Message](t *testing.T, h *Host, id string, m proto.Message) T {

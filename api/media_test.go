@@ -40,7 +40,10 @@ func newMediaTestServer(t *testing.T) *mediaTestServer {
 	cfg.ServerName = "test"
 	cfg.Limits.MaxUploadBytes = mediaTestUploadLimit
 	m := metrics.New(st)
-	h := actors.NewHost(st, cfg, m, nil)
+	h, err := actors.NewHost(st, cfg, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ts := httptest.NewServer(New(Options{Config: cfg, Host: h, Store: st, Metrics: m}))
 	t.Cleanup(func() {
 		ts.Close()

@@ -59,7 +59,10 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 2)}
 	m := metrics.New(st)
-	n.host = actors.NewHost(st, cfg, m, log)
+	if n.host, err = actors.NewHost(st, cfg, m, log); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	srv := api.New(api.Options{Config: cfg, Host: n.host, Store: st, Metrics: m, Log: log, SharedSecret: secret})
 
 	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {

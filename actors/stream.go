@@ -1,0 +1,141 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"persona/storage"
+)
+
+// streamBlock is how many stream positions one stored reservation covers.
+const streamBlock = 1 << 16
+
+// stream hands out node-wide stream positions: every room event and presence
+// change gets one, and /sync tokens are positions. Positions are reserved in
+// blocks in storage, so a restart never reuses one. Visible is the highest
+// position below which nothing is still being committed, so a sync token
+// never skips an event that is in flight.
+type stream struct {
+	mu       sync.Mutex
+	store    *storage.Store
+	next     uint64            // next position to hand out
+	reserved uint64            // positions below this are reserved in storage
+	inFlight map[uint64]bool   // handed out, not yet done
+	subs     map[string][]chan struct{}
+	all      map[chan struct{}]bool
+}
+
+var streamKey = storage.Key("stream", "reserved")
+
+func newStream(store *storage.Store) (*stream, error) {
+	s := &stream{store: store, next: 1, inFlight: map[uint64]bool{}, subs: map[string][]chan struct{}{}, all: map[chan struct{}]bool{}}
+	raw, err := store.Get(streamKey)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("read stream position: %w", err)
+	default:
+		s.next = storage.ParseUint64(raw)
+	}
+	s.reserved = s.next
+	return s, nil
+}
+
+// take hands out a position; done must be called once it is committed (or
+// abandoned).
+func (s *stream) take() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.next >= s.reserved {
+		var b storage.Batch
+		b.Set(streamKey, []byte(storage.Uint64(s.reserved+streamBlock)))
+		if err := s.store.CommitSync(&b); err != nil {
+			return 0, fmt.Errorf("reserve stream positions: %w", err)
+		}
+		s.reserved += streamBlock
+	}
+	p := s.next
+	s.next++
+	s.inFlight[p] = true
+	return p, nil
+}
+
+// done marks positions committed and wakes the users they concern (nil
+// users: everyone waiting).
+func (s *stream) done(positions []uint64, users []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range positions {
+		delete(s.inFlight, p)
+	}
+	if users == nil {
+		for ch := range s.all {
+			close(ch)
+		}
+		s.all = map[chan struct{}]bool{}
+		s.subs = map[string][]chan struct{}{}
+		return
+	}
+	for _, u := range users {
+		for _, ch := range s.subs[u] {
+			if s.all[ch] {
+				delete(s.all, ch)
+				close(ch)
+			}
+		}
+		delete(s.subs, u)
+	}
+}
+
+// visible is the highest position at or below which every position is done.
+func (s *stream) visible() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.next - 1
+	for p := range s.inFlight {
+		if p <= v {
+			v = p - 1
+		}
+	}
+	return v
+}
+
+// subscribe returns a channel closed at the next event for user.
+func (s *stream) subscribe(user string) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.subs[user] = append(s.subs[user], ch)
+	s.all[ch] = true
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.all[ch] {
+			delete(s.all, ch)
+			list := s.subs[user]
+			for i, c := range list {
+				if c == ch {
+					s.subs[user] = append(list[:i], list[i+1:]...)
+					break
+				}
+			}
+			if len(s.subs[user]) == 0 {
+				delete(s.subs, user)
+			}
+		}
+	}
+}
+
+// StreamPosition is the node's current /sync position: every event at or
+// below it is committed.
+func (h *Host) StreamPosition() uint64 { return h.stream.visible() }
+
+// Subscribe returns a channel closed when the next event that concerns user
+// (or any presence change) is committed. Subscribe before reading, so that
+// nothing is missed in between: wake, cancel := h.Subscribe(u); defer
+// cancel(); read; then wait on wake.
+func (h *Host) Subscribe(user string) (wake <-chan struct{}, cancel func()) {
+	return h.stream.subscribe(user)
+}
+

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -64,6 +65,7 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	}))
 	h.kinds = map[string]func(string) actor.Actor{
 		KindUser: func(id string) actor.Actor { return newUser(h, id) },
+		KindRoom: func(id string) actor.Actor { return newRoom(h, id) },
 	}
 	n := cfg.Actors.Partitions
 	h.parts = make([]*actor.PID, n)
@@ -75,7 +77,34 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		}
 		h.parts[i] = pid
 	}
+	if err := h.wake(); err != nil {
+		h.Stop()
+		return nil, err
+	}
 	return h, nil
+}
+
+// wake restarts the actors that had unfinished deliveries when the node
+// stopped: each left a mark under its partition's "wake" prefix.
+func (h *Host) wake() error {
+	for p := range h.parts {
+		prefix := storage.Prefix("p", partitionName(p), "wake")
+		var marks [][2]string
+		err := h.store.Scan(prefix, nil, func(k, _ []byte) error {
+			kind, id, ok := strings.Cut(string(k[len(prefix):]), "\x00")
+			if ok {
+				marks = append(marks, [2]string{kind, id})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("scan wake marks: %w", err)
+		}
+		for _, m := range marks {
+			h.Send(m[0], m[1], &Wake{Id: m[1]})
+		}
+	}
+	return nil
 }
 
 // Stop stops every partition and so every actor, after they finish the

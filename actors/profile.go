@@ -127,13 +127,13 @@ func (u *user) setField(ctx actor.Context, m *SetProfileField) {
 	} else {
 		fields[m.Key] = m.ValueJson
 	}
-	u.write(ctx, fields, m.Key, "set")
+	u.write(ctx, fields, m.Key, "set", m.Propagate)
 }
 
 func (u *user) deleteField(ctx actor.Context, m *DeleteProfileField) {
 	fields := maps.Clone(u.profile.Fields)
 	delete(fields, m.Key)
-	u.write(ctx, fields, m.Key, "delete")
+	u.write(ctx, fields, m.Key, "delete", m.Propagate)
 }
 
 func (u *user) replaceProfile(ctx actor.Context, m *ReplaceProfile) {
@@ -147,12 +147,16 @@ func (u *user) replaceProfile(ctx actor.Context, m *ReplaceProfile) {
 			delete(fields, k)
 		}
 	}
-	u.write(ctx, fields, "all", "replace")
+	u.write(ctx, fields, "all", "replace", m.Propagate)
 }
 
 // write makes fields the new profile version, durably, then answers.
 // A write that changes nothing is answered (in order) without a new version.
-func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field, op string) {
+//
+// A write that changes displayname or avatar_url becomes a version for the
+// user's rooms too (unless mode is none): stored with the profile in one
+// batch, delivered once durable.
+func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field, op string, mode Propagate) {
 	if !u.exists {
 		ctx.Respond(&WriteReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown user."}})
 		return
@@ -167,13 +171,21 @@ func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field
 		return
 	}
 	rec := profileRecord{Version: u.profile.Version + 1, Fields: fields}
+	upd := memberUpdate(u.profile.Fields, fields, rec.Version, mode)
 	u.profile = rec
 	var b storage.Batch
 	b.Set(u.key("profile"), mustJSON(rec))
+	if upd != nil && mode != Propagate_PROPAGATE_NONE {
+		u.recordUpdate(&b, upd)
+	}
 	u.commit(ctx, &b, &WriteReply{Version: rec.Version}, func() {
 		u.committed, u.committedJSON = rec, nil
 		if u.h.metrics != nil {
 			u.h.metrics.ProfileWrite(field, op)
+		}
+		if upd != nil && mode != Propagate_PROPAGATE_NONE {
+			_ = u.h.profilePresence(u.id, upd.Displayname, upd.AvatarUrl)
+			u.updateDurable(upd)
 		}
 	})
 }

@@ -34,6 +34,10 @@ type user struct {
 	failed        error    // a commit failed: reload before the next write
 	stopIdle      bool     // the partition routes nothing more here
 	loadFailed    error
+
+	rooms map[string]*roomCursor // the user's rooms, by id
+	d     deliveries             // propagation in progress
+	ctx   actor.Context          // the context of the message being handled
 }
 
 // profileRecord is the stored profile: its version and its fields, each value
@@ -78,18 +82,25 @@ func (u *user) key(parts ...string) []byte {
 func partitionName(p int) string { return fmt.Sprintf("%04x", p) }
 
 func (u *user) Receive(ctx actor.Context) {
+	u.ctx = ctx
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		u.loadFailed = u.load()
 		ctx.SetReceiveTimeout(u.h.cfg.Actors.PassivateAfter)
+		if u.loadFailed == nil && len(u.d.history) > 0 { // resume after a restart
+			u.enqueueBehind()
+			u.deliver()
+		}
 		return
 	case *actor.ReceiveTimeout:
-		if len(u.waiting) == 0 {
+		if !u.busy() {
 			ctx.Send(ctx.Parent(), &passivate{})
 		}
 		return
 	case *stopWhenIdle:
 		u.stopIdle = true
+	case *resendTick:
+		u.resend()
 	case *committed:
 		u.onCommitted(ctx, m)
 	case proto.Message:
@@ -100,7 +111,7 @@ func (u *user) Receive(ctx actor.Context) {
 		}
 		u.handle(ctx, m)
 	}
-	if u.stopIdle && len(u.waiting) == 0 {
+	if u.stopIdle && !u.busy() {
 		ctx.Stop(ctx.Self())
 	}
 }
@@ -125,6 +136,15 @@ func (u *user) handle(ctx actor.Context, msg proto.Message) {
 		u.deleteField(ctx, m)
 	case *ReplaceProfile:
 		u.replaceProfile(ctx, m)
+	case *UpdateAck:
+		u.onAck(m)
+	case *MembershipChanged:
+		u.onMembership(m)
+	case *GetRooms:
+		ctx.Respond(u.rooms2reply())
+	case *GetPending:
+		ctx.Respond(u.pending())
+	case *Wake:
 	default:
 		u.h.log.Warn("user actor got an unknown message", "type", fmt.Sprintf("%T", msg))
 	}
@@ -135,6 +155,9 @@ func (u *user) load() error {
 	u.devices, u.tokens = map[string]deviceRecord{}, map[string]string{}
 	u.profile = profileRecord{Fields: map[string]json.RawMessage{}}
 	raw, err := u.h.store.Get(u.key("account"))
+	if err := u.loadDeliveries(); err != nil {
+		return err
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		u.exists = false
 		u.committed, u.committedJSON = u.profile, nil

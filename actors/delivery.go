@@ -1,0 +1,350 @@
+package actors
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"persona/storage"
+)
+
+// The delivery rule, user side. Every profile write that changes displayname
+// or avatar_url (and may reach rooms) is a MemberUpdate kept in the user's
+// history until every joined room has acknowledged it. Per room the user
+// keeps one cursor: the last version that room acknowledged. Pending rooms
+// are those whose cursor is behind the latest version; they are sent what
+// they lack (at most max_in_flight rooms at once), resent after
+// resend_after without an ack, and again after a restart (the partition's
+// wake mark). Rooms apply each version once, in order, and acknowledge
+// cumulatively; cursors are written in batches, lazily: a lost cursor only
+// causes a resend the room ignores.
+
+// roomCursor is one of the user's rooms: membership (as the room told it)
+// and the last profile version the room acknowledged.
+type roomCursor struct {
+	Membership string `json:"m"`
+	Stream     uint64 `json:"s"`
+	Acked      uint64 `json:"a"`
+}
+
+// deliveries is the user actor's in-memory delivery state.
+type deliveries struct {
+	history  []*MemberUpdate      // oldest first
+	queue    []string             // rooms to send to, in order
+	inFlight map[string]time.Time // room -> when sent
+	dirty    map[string]bool      // cursors not yet written
+	flushing bool
+	timer    bool
+}
+
+// resendTick asks the user actor to resend what is overdue.
+type resendTick struct{}
+
+func (u *user) latest() uint64 {
+	if len(u.d.history) == 0 {
+		return 0
+	}
+	return u.d.history[len(u.d.history)-1].Version
+}
+
+// busy reports unfinished delivery work (no passivation meanwhile).
+func (u *user) busy() bool {
+	return len(u.waiting) > 0 || len(u.d.history) > 0 || len(u.d.inFlight) > 0 || u.d.flushing || len(u.d.dirty) > 0
+}
+
+// memberUpdate is the rooms' view of a profile change, or nil when neither
+// displayname nor avatar_url changed.
+func memberUpdate(before, after map[string]json.RawMessage, version uint64, mode Propagate) *MemberUpdate {
+	str := func(m map[string]json.RawMessage, k string) string {
+		var s string
+		_ = json.Unmarshal(m[k], &s)
+		return s
+	}
+	u := &MemberUpdate{Version: version, Mode: mode, WrittenMs: time.Now().UnixMilli()}
+	u.OldDisplayname, u.Displayname = str(before, "displayname"), str(after, "displayname")
+	u.OldAvatarUrl, u.AvatarUrl = str(before, "avatar_url"), str(after, "avatar_url")
+	u.SetsDisplayname = u.OldDisplayname != u.Displayname
+	u.SetsAvatarUrl = u.OldAvatarUrl != u.AvatarUrl
+	if !u.SetsDisplayname && !u.SetsAvatarUrl {
+		return nil
+	}
+	return u
+}
+
+func (u *user) wakeKey() []byte {
+	return storage.Key("p", partitionName(u.h.Partition(u.id)), "wake", KindUser, u.id)
+}
+
+// recordUpdate adds a new version to the batch of its profile write.
+func (u *user) recordUpdate(b *storage.Batch, upd *MemberUpdate) {
+	raw, _ := proto.Marshal(upd)
+	b.Set(u.key("hist", storage.Uint64(upd.Version)), raw)
+	b.Set(u.wakeKey(), nil)
+}
+
+// updateDurable starts delivering a version once its write is durable.
+func (u *user) updateDurable(upd *MemberUpdate) {
+	u.d.history = append(u.d.history, upd)
+	u.enqueueBehind()
+	u.deliver()
+}
+
+// enqueueBehind queues every joined room behind the latest version.
+func (u *user) enqueueBehind() {
+	latest := u.latest()
+	for id, c := range u.rooms {
+		if c.Membership == "join" && c.Acked < latest {
+			u.d.queue = append(u.d.queue, id)
+		}
+	}
+}
+
+// deliver sends queued rooms what they lack, keeping at most max_in_flight
+// rooms unacknowledged.
+func (u *user) deliver() {
+	latest, limit := u.latest(), u.h.cfg.Propagation.MaxInFlight
+	for len(u.d.inFlight) < limit && len(u.d.queue) > 0 {
+		id := u.d.queue[0]
+		u.d.queue = u.d.queue[1:]
+		c := u.rooms[id]
+		if _, busy := u.d.inFlight[id]; busy || c == nil || c.Membership != "join" || c.Acked >= latest {
+			continue
+		}
+		u.sendTo(id, c)
+		if u.h.metrics != nil {
+			u.h.metrics.PendingDeliveries(1)
+		}
+	}
+	u.armTimer()
+	u.maybeDone()
+}
+
+// sendTo sends a room the versions after its cursor: all of them in order,
+// or, beyond max_backlog, the latest alone with every key folded in.
+func (u *user) sendTo(id string, c *roomCursor) {
+	var ups []*MemberUpdate
+	for _, h := range u.d.history {
+		if h.Version > c.Acked {
+			ups = append(ups, h)
+		}
+	}
+	msg := &ProfileUpdates{RoomId: id, UserId: u.id, Updates: ups}
+	if len(ups) > u.h.cfg.Propagation.MaxBacklog {
+		msg.Updates, msg.Snapshot, msg.Skipped = []*MemberUpdate{coalesce(ups)}, true, uint64(len(ups)-1)
+	}
+	u.d.inFlight[id] = time.Now()
+	u.h.Send(KindRoom, id, msg)
+}
+
+// coalesce folds versions into one: per key, the last value written, with
+// that write's mode, and the global value before the first of them.
+func coalesce(ups []*MemberUpdate) *MemberUpdate {
+	last := ups[len(ups)-1]
+	out := &MemberUpdate{Version: last.Version, Mode: last.Mode, WrittenMs: last.WrittenMs}
+	for _, x := range ups {
+		if x.SetsDisplayname {
+			if !out.SetsDisplayname {
+				out.OldDisplayname = x.OldDisplayname
+			}
+			out.SetsDisplayname, out.Displayname = true, x.Displayname
+		}
+		if x.SetsAvatarUrl {
+			if !out.SetsAvatarUrl {
+				out.OldAvatarUrl = x.OldAvatarUrl
+			}
+			out.SetsAvatarUrl, out.AvatarUrl = true, x.AvatarUrl
+		}
+	}
+	return out
+}
+
+func (u *user) onAck(m *UpdateAck) {
+	c := u.rooms[m.RoomId]
+	if c == nil {
+		return
+	}
+	if _, ok := u.d.inFlight[m.RoomId]; ok {
+		delete(u.d.inFlight, m.RoomId)
+		if u.h.metrics != nil {
+			u.h.metrics.PendingDeliveries(-1)
+		}
+	}
+	if m.NotMember {
+		c.Membership = "leave" // the room knows best; a later join notification corrects it
+		u.d.dirty[m.RoomId] = true
+	}
+	if m.Version > c.Acked {
+		c.Acked = m.Version
+		u.d.dirty[m.RoomId] = true
+	}
+	if c.Membership == "join" && c.Acked < u.latest() {
+		u.d.queue = append(u.d.queue, m.RoomId)
+	}
+	u.deliver()
+	u.flush()
+}
+
+// maybeDone ends a round of propagation once every joined room has the
+// latest version: the history and the wake mark go, in the next flush.
+func (u *user) maybeDone() {
+	latest := u.latest()
+	if latest == 0 || len(u.d.inFlight) > 0 {
+		return
+	}
+	for _, c := range u.rooms {
+		if c.Membership == "join" && c.Acked < latest {
+			return
+		}
+	}
+	if u.h.metrics != nil {
+		u.h.metrics.Propagated(time.Since(time.UnixMilli(u.d.history[len(u.d.history)-1].WrittenMs)))
+	}
+	for _, h := range u.d.history {
+		u.d.dirty["\x00hist"+storage.Uint64(h.Version)] = true
+	}
+	u.d.dirty["\x00wake"] = true
+	u.d.history = nil
+	u.flush()
+}
+
+// flush writes the dirty cursors (and trims) in one batch; acks arriving
+// meanwhile wait for the next.
+func (u *user) flush() {
+	if u.d.flushing || len(u.d.dirty) == 0 {
+		return
+	}
+	var b storage.Batch
+	for k := range u.d.dirty {
+		switch {
+		case k == "\x00wake":
+			if len(u.d.history) == 0 {
+				b.Delete(u.wakeKey())
+			}
+		case len(k) > 5 && k[:5] == "\x00hist":
+			b.Delete(u.key("hist", k[5:]))
+		default:
+			if c := u.rooms[k]; c != nil {
+				b.Set(u.key("room", k), mustJSON(c))
+			}
+		}
+	}
+	u.d.dirty = map[string]bool{}
+	u.d.flushing = true
+	u.commit(u.ctx, &b, nil, func() {
+		u.d.flushing = false
+		u.flush()
+	})
+}
+
+// armTimer schedules a resend check while deliveries are in flight.
+func (u *user) armTimer() {
+	if u.d.timer || len(u.d.inFlight) == 0 {
+		return
+	}
+	u.d.timer = true
+	self, root := u.ctx.Self(), u.h.system.Root
+	time.AfterFunc(u.h.cfg.Propagation.ResendAfter, func() { root.Send(self, &resendTick{}) })
+}
+
+// resend sends again what was not acknowledged in time.
+func (u *user) resend() {
+	u.d.timer = false
+	overdue := time.Now().Add(-u.h.cfg.Propagation.ResendAfter)
+	n := 0
+	for id, at := range u.d.inFlight {
+		if at.Before(overdue) {
+			if c := u.rooms[id]; c != nil && c.Membership == "join" {
+				u.sendTo(id, c)
+				n++
+			}
+		}
+	}
+	if n > 0 && u.h.metrics != nil {
+		u.h.metrics.Retried(n)
+	}
+	u.armTimer()
+}
+
+// onMembership records a room's word on the user's membership there.
+func (u *user) onMembership(m *MembershipChanged) {
+	ack := func() { u.h.Send(KindRoom, m.RoomId, &MembershipAck{RoomId: m.RoomId, UserId: u.id, Stream: m.Stream}) }
+	c := u.rooms[m.RoomId]
+	if !u.exists || (c != nil && m.Stream <= c.Stream) {
+		ack()
+		return
+	}
+	if c == nil {
+		c = &roomCursor{}
+		u.rooms[m.RoomId] = c
+	}
+	if m.Membership == "join" && c.Membership != "join" {
+		c.Acked = max(c.Acked, m.ProfileVersion)
+	}
+	c.Membership, c.Stream = m.Membership, m.Stream
+	if m.Membership != "join" {
+		if _, ok := u.d.inFlight[m.RoomId]; ok {
+			delete(u.d.inFlight, m.RoomId)
+			if u.h.metrics != nil {
+				u.h.metrics.PendingDeliveries(-1)
+			}
+		}
+	}
+	var b storage.Batch
+	b.Set(u.key("room", m.RoomId), mustJSON(c))
+	u.commit(u.ctx, &b, nil, func() {
+		ack()
+		if c.Membership == "join" && c.Acked < u.latest() {
+			u.d.queue = append(u.d.queue, m.RoomId)
+		}
+		u.deliver()
+	})
+}
+
+// loadDeliveries reads the user's rooms and undelivered versions.
+func (u *user) loadDeliveries() error {
+	u.rooms = map[string]*roomCursor{}
+	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}}
+	roomPrefix := storage.Prefix(string(u.key("room")))
+	if err := u.h.store.Scan(roomPrefix, nil, func(k, v []byte) error {
+		var c roomCursor
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("decode room cursor: %w", err)
+		}
+		u.rooms[string(k[len(roomPrefix):])] = &c
+		return nil
+	}); err != nil {
+		return err
+	}
+	return u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
+		var upd MemberUpdate
+		if err := proto.Unmarshal(v, &upd); err != nil {
+			return fmt.Errorf("decode profile version: %w", err)
+		}
+		u.d.history = append(u.d.history, &upd)
+		return nil
+	})
+}
+
+func (u *user) rooms2reply() *RoomsReply {
+	out := &RoomsReply{}
+	for id, c := range u.rooms {
+		out.Rooms = append(out.Rooms, &RoomMembership{RoomId: id, Membership: c.Membership, Stream: c.Stream})
+	}
+	return out
+}
+
+func (u *user) pending() *PendingReply {
+	out := &PendingReply{Version: u.latest()}
+	for id, c := range u.rooms {
+		if c.Membership == "join" && c.Acked < out.Version {
+			_, sent := u.d.inFlight[id]
+			out.Rooms = append(out.Rooms, &PendingRoom{RoomId: id, Acked: c.Acked, InFlight: sent})
+		}
+	}
+	return out
+}
+
+var _ actor.Actor = (*user)(nil)

@@ -1,0 +1,259 @@
+package actors
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"persona/storage"
+)
+
+// room is the actor of one room: it owns the room's state and timeline and
+// the propagation record of each member, under one storage prefix. Every
+// event gets a position in the room and a node-wide stream position; nothing
+// is answered before it is durable. Idle rooms passivate.
+type room struct {
+	h  *Host
+	id string
+
+	exists  bool
+	meta    roomMeta
+	state   map[stateKey]*evRecord // current state
+	members map[string]*memberRec  // per user: propagation record
+
+	commitSeq  uint64
+	waiting    []waiter
+	inFlight   []uint64 // stream positions of uncommitted events
+	wakeUsers  []string // users to wake when they commit
+	failed     error
+	stopIdle   bool
+	loadFailed error
+}
+
+type stateKey struct{ typ, key string }
+
+// roomMeta is the room's stored header.
+type roomMeta struct {
+	Creator string `json:"creator"`
+	Version string `json:"version"`
+	NextPos uint64 `json:"next"` // position of the next event
+}
+
+// evRecord is a stored event: the client-format fields plus what persona
+// needs (positions, the sender's txn id).
+type evRecord struct {
+	ID         string          `json:"id"`
+	Type       string          `json:"t"`
+	StateKey   *string         `json:"k,omitempty"`
+	Sender     string          `json:"u"`
+	TS         int64           `json:"ts"`
+	Content    json.RawMessage `json:"c"`
+	Prev       json.RawMessage `json:"pc,omitempty"`
+	PrevSender string          `json:"ps,omitempty"`
+	PrevID     string          `json:"pid,omitempty"`
+	Pos        uint64          `json:"p"`
+	Stream     uint64          `json:"s"`
+	Txn        string          `json:"x,omitempty"`
+	Device     string          `json:"d,omitempty"`
+}
+
+// memberRec is what the room keeps of each user's profile propagation: the
+// last profile version applied, the keys the user set to a value of their
+// own here, and how far the user's actor has heard of its membership.
+type memberRec struct {
+	Version  uint64          `json:"v"`
+	Own      map[string]bool `json:"own,omitempty"`
+	Notified uint64          `json:"n,omitempty"`
+}
+
+func newRoom(h *Host, id string) *room { return &room{h: h, id: id} }
+
+func (r *room) key(parts ...string) []byte {
+	return storage.Key(append([]string{"p", partitionName(r.h.Partition(r.id)), "r", r.id}, parts...)...)
+}
+
+func (r *room) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		r.loadFailed = r.load()
+		if r.loadFailed == nil {
+			r.renotify()
+		}
+		ctx.SetReceiveTimeout(r.h.cfg.Actors.PassivateAfter)
+		return
+	case *actor.ReceiveTimeout:
+		if len(r.waiting) == 0 {
+			ctx.Send(ctx.Parent(), &passivate{})
+		}
+		return
+	case *stopWhenIdle:
+		r.stopIdle = true
+	case *committed:
+		r.onCommitted(ctx, m)
+	case proto.Message:
+		if r.loadFailed != nil {
+			r.h.log.Error("room actor cannot load its state", "room", r.id, "err", r.loadFailed)
+			ctx.Respond(internalError(m))
+			return
+		}
+		r.handle(ctx, m)
+	}
+	if r.stopIdle && len(r.waiting) == 0 {
+		ctx.Stop(ctx.Self())
+	}
+}
+
+func (r *room) handle(ctx actor.Context, msg proto.Message) {
+	if c, ok := msg.(*CreateRoom); ok {
+		r.create(ctx, c)
+		return
+	}
+	if !r.exists {
+		switch m := msg.(type) {
+		case *ProfileUpdates:
+			r.ackUpdates(m.UserId, lastVersion(m), true, 0)
+		case *MembershipAck, *Wake:
+		default:
+			ctx.Respond(notFoundReply(msg))
+		}
+		return
+	}
+	switch m := msg.(type) {
+	case *SendEvent:
+		r.send(ctx, m)
+	case *ChangeMembership:
+		r.changeMembership(ctx, m)
+	case *GetState:
+		ctx.Respond(r.getState(m))
+	case *GetMessages:
+		ctx.Respond(r.getMessages(m))
+	case *GetEvent:
+		ctx.Respond(r.getEvent(m))
+	case *RoomSync:
+		ctx.Respond(r.sync(m))
+	case *ProfileUpdates:
+		r.applyUpdates(ctx, m)
+	case *MembershipAck:
+		r.membershipAcked(ctx, m)
+	case *Wake:
+		r.renotify()
+	default:
+		r.h.log.Warn("room actor got an unknown message", "type", fmt.Sprintf("%T", msg))
+	}
+}
+
+// notFoundReply is the answer of the right type for a room that does not exist.
+func notFoundReply(m proto.Message) proto.Message {
+	e := &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown room."}
+	switch m.(type) {
+	case *GetState:
+		return &StateReply{Error: e}
+	case *GetMessages:
+		return &MessagesReply{Error: e}
+	case *GetEvent:
+		return &EventReply{Error: e}
+	case *RoomSync:
+		return &RoomSyncReply{Error: e}
+	default:
+		return &SendReply{Error: e}
+	}
+}
+
+// load reads the room's header, state and member records.
+func (r *room) load() error {
+	r.state, r.members = map[stateKey]*evRecord{}, map[string]*memberRec{}
+	raw, err := r.h.store.Get(r.key("meta"))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, &r.meta); err != nil {
+		return fmt.Errorf("decode room meta: %w", err)
+	}
+	r.exists = true
+	stPrefix := storage.Prefix(string(r.key("st")))
+	var positions []uint64
+	if err := r.h.store.Scan(stPrefix, nil, func(k, v []byte) error {
+		positions = append(positions, storage.ParseUint64(v))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, p := range positions {
+		ev, err := r.readEvent(p)
+		if err != nil {
+			return err
+		}
+		r.state[stateKey{ev.Type, *ev.StateKey}] = ev
+	}
+	mrPrefix := storage.Prefix(string(r.key("mr")))
+	return r.h.store.Scan(mrPrefix, nil, func(k, v []byte) error {
+		var rec memberRec
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("decode member record: %w", err)
+		}
+		r.members[string(k[len(mrPrefix):])] = &rec
+		return nil
+	})
+}
+
+func (r *room) readEvent(pos uint64) (*evRecord, error) {
+	raw, err := r.h.store.Get(r.key("ev", storage.Uint64(pos)))
+	if err != nil {
+		return nil, fmt.Errorf("read event %d: %w", pos, err)
+	}
+	var ev evRecord
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return nil, fmt.Errorf("decode event %d: %w", pos, err)
+	}
+	return &ev, nil
+}
+
+// commit hands b to the store; the events appended into it become visible
+// to /sync and their users are woken once it is durable.
+func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
+	r.commitSeq++
+	seq, self, root := r.commitSeq, ctx.Self(), r.h.system.Root
+	inFlight, wake := r.inFlight, r.wakeUsers
+	r.inFlight, r.wakeUsers = nil, nil
+	r.waiting = append(r.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, applied: func() {
+		r.h.stream.done(inFlight, wake)
+		if r.failed != nil {
+			return
+		}
+		if r.h.metrics != nil && len(inFlight) > 0 {
+			r.h.metrics.RoomEvents(len(inFlight))
+		}
+		if applied != nil {
+			applied()
+		}
+	}})
+	r.h.store.Commit(b, func(err error) { root.Send(self, &committed{seq: seq, err: err}) })
+}
+
+// onCommitted answers every write up to m.seq, in order.
+func (r *room) onCommitted(ctx actor.Context, m *committed) {
+	for len(r.waiting) > 0 && r.waiting[0].seq <= m.seq {
+		w := r.waiting[0]
+		r.waiting = r.waiting[1:]
+		reply := w.reply
+		if m.err != nil {
+			r.h.log.Error("room write failed", "room", r.id, "err", m.err)
+			r.failed = m.err
+			reply = internalError(reply)
+		}
+		w.applied() // releases the stream positions either way
+		if w.to != nil && reply != nil {
+			ctx.Send(w.to, reply)
+		}
+	}
+	if r.failed != nil && len(r.waiting) == 0 {
+		r.failed = nil
+		r.loadFailed = r.load()
+	}
+}

@@ -1,0 +1,117 @@
+package actors
+
+import (
+	"encoding/json"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"persona/storage"
+)
+
+// applyUpdates is the room's side of profile propagation. For each version
+// newer than the last one applied for the user, in order, it decides key by
+// key whether the room takes the new value (mode, per-room override, old
+// global value), appends one m.room.member event when the content changes,
+// and records the version. Older or repeated versions are acknowledged and
+// ignored, so deliveries may be repeated, reordered or resent: the effect is
+// exactly once and never goes backwards. The ack is cumulative.
+func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
+	if r.membership(m.UserId) != "join" {
+		r.ackUpdates(m.UserId, lastVersion(m), true, 0)
+		return
+	}
+	rec := r.member(m.UserId)
+	before := rec.Version
+	var b storage.Batch
+	var written int64
+	for _, u := range m.Updates {
+		if u.Version <= rec.Version {
+			continue
+		}
+		content := r.memberContent(m.UserId)
+		if r.takeUpdate(rec, content, u) {
+			sk := m.UserId
+			ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.UserId, Content: mustJSON(content)}
+			if err := r.append(&b, ev); err != nil {
+				r.h.log.Error("room cannot append", "room", r.id, "err", err)
+				return // not acknowledged: the user actor sends it again
+			}
+		}
+		rec.Version, written = u.Version, u.WrittenMs
+	}
+	if rec.Version == before { // nothing new: a duplicate
+		r.ackUpdates(m.UserId, rec.Version, false, 0)
+		return
+	}
+	if m.Snapshot && r.h.metrics != nil {
+		r.h.metrics.Coalesced(int(m.Skipped))
+	}
+	r.putMember(&b, m.UserId)
+	user, version := m.UserId, rec.Version
+	r.commit(ctx, &b, nil, func() { r.ackUpdates(user, version, false, written) })
+}
+
+// takeUpdate applies one version to content (the user's member content,
+// changed in place) and reports whether it changed. The rule per key:
+// all takes the value and drops the room's own value; default takes it
+// unless the room holds a value of its own; unchanged takes it only where
+// the room's value equals the old global value (MSC4466).
+func (r *room) takeUpdate(rec *memberRec, content map[string]any, u *MemberUpdate) bool {
+	changed := false
+	apply := func(key string, sets bool, value, old string) {
+		if !sets {
+			return
+		}
+		have, _ := content[key].(string)
+		switch u.Mode {
+		case Propagate_PROPAGATE_NONE:
+			return
+		case Propagate_PROPAGATE_UNCHANGED:
+			if have != old {
+				return
+			}
+		case Propagate_PROPAGATE_DEFAULT:
+			if rec.Own[key] && r.h.cfg.Profile.PreserveRoomOverrides {
+				return
+			}
+		}
+		delete(rec.Own, key)
+		if have == value {
+			return
+		}
+		if value == "" {
+			delete(content, key)
+		} else {
+			content[key] = value
+		}
+		changed = true
+	}
+	apply("displayname", u.SetsDisplayname, u.Displayname, u.OldDisplayname)
+	apply("avatar_url", u.SetsAvatarUrl, u.AvatarUrl, u.OldAvatarUrl)
+	if changed {
+		strip(content)
+		content["membership"] = "join"
+	}
+	return changed
+}
+
+// memberContent is a copy of the user's current member content.
+func (r *room) memberContent(user string) map[string]any {
+	c := map[string]any{}
+	if ev := r.state[stateKey{"m.room.member", user}]; ev != nil {
+		_ = json.Unmarshal(ev.Content, &c)
+	}
+	return c
+}
+
+// ackUpdates acknowledges every version up to version to the user's actor.
+func (r *room) ackUpdates(user string, version uint64, notMember bool, written int64) {
+	r.h.Send(KindUser, user, &UpdateAck{RoomId: r.id, UserId: user, Version: version, NotMember: notMember, WrittenMs: written})
+}
+
+func lastVersion(m *ProfileUpdates) uint64 {
+	if len(m.Updates) == 0 {
+		return 0
+	}
+	return m.Updates[len(m.Updates)-1].Version
+}

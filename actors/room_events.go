@@ -1,0 +1,194 @@
+package actors
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"persona/storage"
+)
+
+// append adds ev to the room in b: the next position, a stream position, the
+// event-id index, and the state index for state events. It updates the
+// in-memory state at once; the caller commits b.
+func (r *room) append(b *storage.Batch, ev *evRecord) error {
+	stream, err := r.h.stream.take()
+	if err != nil {
+		return err
+	}
+	ev.Pos, ev.Stream = r.meta.NextPos, stream
+	r.meta.NextPos++
+	if ev.ID == "" {
+		ev.ID = newEventID()
+	}
+	if ev.TS == 0 {
+		ev.TS = time.Now().UnixMilli()
+	}
+	if ev.StateKey != nil {
+		sk := stateKey{ev.Type, *ev.StateKey}
+		if prev := r.state[sk]; prev != nil {
+			ev.Prev, ev.PrevSender, ev.PrevID = prev.Content, prev.Sender, prev.ID
+		}
+		r.state[sk] = ev
+		b.Set(r.key("st", ev.Type+"\x00"+*ev.StateKey), []byte(storage.Uint64(ev.Pos)))
+	}
+	b.Set(r.key("ev", storage.Uint64(ev.Pos)), mustJSON(ev))
+	b.Set(r.key("eid", ev.ID), []byte(storage.Uint64(ev.Pos)))
+	if ev.Txn != "" {
+		b.Set(r.key("txn", ev.Sender+"\x00"+ev.Device+"\x00"+ev.Txn), []byte(ev.ID))
+	}
+	b.Set(r.key("meta"), mustJSON(r.meta))
+	r.inFlight = append(r.inFlight, stream)
+	r.wakeUsers = append(r.wakeUsers, r.audience(ev)...)
+	return nil
+}
+
+// audience is who a new event concerns: joined and invited members, and the
+// target of a membership event.
+func (r *room) audience(ev *evRecord) []string {
+	var users []string
+	for sk, e := range r.state {
+		if sk.typ == "m.room.member" {
+			if m := membershipOf(e); m == "join" || m == "invite" {
+				users = append(users, sk.key)
+			}
+		}
+	}
+	if ev.Type == "m.room.member" && ev.StateKey != nil {
+		users = append(users, *ev.StateKey)
+	}
+	return users
+}
+
+func newEventID() string { return "$" + randomID(24) }
+
+// clientEvent is an event in the Matrix client format, as device sees it
+// (its own events carry their transaction id).
+func (r *room) clientEvent(ev *evRecord, device string) []byte {
+	unsigned := map[string]any{"age": max(0, time.Now().UnixMilli()-ev.TS)}
+	if ev.Prev != nil {
+		unsigned["prev_content"] = ev.Prev
+		unsigned["prev_sender"] = ev.PrevSender
+		unsigned["replaces_state"] = ev.PrevID
+	}
+	if ev.Txn != "" && device != "" && ev.Device == device {
+		unsigned["transaction_id"] = ev.Txn
+	}
+	out := map[string]any{
+		"event_id": ev.ID, "type": ev.Type, "sender": ev.Sender, "origin_server_ts": ev.TS,
+		"content": ev.Content, "room_id": r.id, "unsigned": unsigned,
+	}
+	if ev.StateKey != nil {
+		out["state_key"] = *ev.StateKey
+	}
+	return mustJSON(out)
+}
+
+// stateContent returns the content of a state event, decoded, or nil.
+func (r *room) stateContent(typ, key string) map[string]any {
+	ev := r.state[stateKey{typ, key}]
+	if ev == nil {
+		return nil
+	}
+	var c map[string]any
+	_ = json.Unmarshal(ev.Content, &c)
+	return c
+}
+
+// membership is a user's membership now ("leave" when none).
+func (r *room) membership(user string) string {
+	ev := r.state[stateKey{"m.room.member", user}]
+	if ev == nil {
+		return "leave"
+	}
+	return membershipOf(ev)
+}
+
+func membershipOf(ev *evRecord) string {
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	_ = json.Unmarshal(ev.Content, &c)
+	if c.Membership == "" {
+		return "leave"
+	}
+	return c.Membership
+}
+
+// powerLevel is a user's power level.
+func (r *room) powerLevel(user string) int64 {
+	pl := r.stateContent("m.room.power_levels", "")
+	if pl == nil {
+		if user == r.meta.Creator {
+			return 100
+		}
+		return 0
+	}
+	if users, ok := pl["users"].(map[string]any); ok {
+		if v, ok := users[user].(float64); ok {
+			return int64(v)
+		}
+	}
+	if v, ok := pl["users_default"].(float64); ok {
+		return int64(v)
+	}
+	return 0
+}
+
+// required is the power level an action or event type needs.
+func (r *room) required(action string, eventType string, isState bool) int64 {
+	pl := r.stateContent("m.room.power_levels", "")
+	def := map[string]int64{"ban": 50, "kick": 50, "redact": 50, "invite": 0, "events_default": 0, "state_default": 50}
+	num := func(k string) int64 {
+		if pl != nil {
+			if v, ok := pl[k].(float64); ok {
+				return int64(v)
+			}
+		}
+		if pl == nil && (k == "state_default" || k == "events_default") {
+			return 0 // no power levels yet: anyone may (spec)
+		}
+		return def[k]
+	}
+	if action != "" {
+		return num(action)
+	}
+	if pl != nil {
+		if evs, ok := pl["events"].(map[string]any); ok {
+			if v, ok := evs[eventType].(float64); ok {
+				return int64(v)
+			}
+		}
+	}
+	if isState {
+		return num("state_default")
+	}
+	return num("events_default")
+}
+
+// forbidden is a 403 answer.
+func forbidden(msg string) *Error { return &Error{Status: 403, Errcode: "M_FORBIDDEN", Message: msg} }
+
+func badParam(code, msg string) *Error { return &Error{Status: 400, Errcode: code, Message: msg} }
+
+// strip removes the keys a copied member content must not carry (MSC4466).
+func strip(content map[string]any) {
+	delete(content, "reason")
+	delete(content, "join_authorised_via_users_server")
+}
+
+func isUserID(s string) bool {
+	return strings.HasPrefix(s, "@") && strings.Contains(s, ":") && len(s) <= 255
+}
+
+// randomID is n random characters from [A-Za-z0-9].
+func randomID(n int) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}

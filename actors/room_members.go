@@ -1,0 +1,253 @@
+package actors
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"persona/storage"
+)
+
+// changeMembership is join, leave, invite, kick, ban or unban, with the
+// checks of the room's join rules and power levels. extra is content a
+// client set on its own member event (merged into the new event).
+func (r *room) changeMembership(ctx actor.Context, m *ChangeMembership) {
+	r.membershipEvent(ctx, m, nil)
+}
+
+func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map[string]any) {
+	cur, target, sender := r.membership(m.Target), m.Target, m.Sender
+	senderIn := r.membership(sender) == "join"
+	content := map[string]any{}
+	var e *Error
+	switch m.Action {
+	case "join":
+		switch {
+		case target != sender:
+			e = forbidden("You can only join for yourself.")
+		case cur == "ban":
+			e = forbidden("You are banned from this room.")
+		case cur == "join" && extra == nil:
+			ctx.Respond(&SendReply{EventId: r.state[stateKey{"m.room.member", target}].ID})
+			return
+		case cur != "join" && cur != "invite" && r.joinRule() != "public":
+			e = forbidden("You are not invited to this room.")
+		}
+		content = profileContent(m.ProfileJson)
+		content["membership"] = "join"
+	case "leave":
+		if cur != "join" && cur != "invite" && cur != "knock" {
+			e = forbidden("You are not a member of this room.")
+		}
+		content["membership"] = "leave"
+	case "invite":
+		switch {
+		case !senderIn:
+			e = forbidden("You are not joined to this room.")
+		case r.powerLevel(sender) < r.required("invite", "", false):
+			e = forbidden("Your power level is too low to invite.")
+		case cur == "join":
+			e = forbidden(target + " is already in the room.")
+		case cur == "ban":
+			e = forbidden(target + " is banned from the room.")
+		}
+		content = profileContent(m.ProfileJson)
+		content["membership"] = "invite"
+	case "kick":
+		switch {
+		case !senderIn:
+			e = forbidden("You are not joined to this room.")
+		case cur != "join" && cur != "invite" && cur != "knock":
+			e = forbidden(target + " is not a member of this room.")
+		case r.powerLevel(sender) < r.required("kick", "", false) || r.powerLevel(sender) <= r.powerLevel(target):
+			e = forbidden("Your power level is too low to kick this user.")
+		}
+		content["membership"] = "leave"
+	case "ban":
+		switch {
+		case !senderIn:
+			e = forbidden("You are not joined to this room.")
+		case r.powerLevel(sender) < r.required("ban", "", false) || r.powerLevel(sender) <= r.powerLevel(target):
+			e = forbidden("Your power level is too low to ban this user.")
+		}
+		content["membership"] = "ban"
+	case "unban":
+		switch {
+		case !senderIn:
+			e = forbidden("You are not joined to this room.")
+		case cur != "ban":
+			e = forbidden(target + " is not banned.")
+		case r.powerLevel(sender) < r.required("ban", "", false):
+			e = forbidden("Your power level is too low to unban.")
+		}
+		content["membership"] = "leave"
+	default:
+		e = badParam("M_INVALID_PARAM", "Unknown membership action.")
+	}
+	if e != nil {
+		ctx.Respond(&SendReply{Error: e})
+		return
+	}
+	for k, v := range extra {
+		if k != "membership" {
+			content[k] = v
+		}
+	}
+	if m.Reason != "" {
+		content["reason"] = m.Reason
+	}
+	var b storage.Batch
+	sk := target
+	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: sender, Content: mustJSON(content)}
+	if err := r.append(&b, ev); err != nil {
+		ctx.Respond(&SendReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: err.Error()}})
+		return
+	}
+	rec := r.member(target)
+	if m.Action == "join" {
+		rec.Version = max(rec.Version, m.ProfileVersion)
+		rec.Own = nil
+	}
+	r.putMember(&b, target)
+	r.commitMembership(ctx, &b, &SendReply{EventId: ev.ID}, []string{target})
+}
+
+func (r *room) joinRule() string {
+	c := r.stateContent("m.room.join_rules", "")
+	rule, _ := c["join_rule"].(string)
+	return rule
+}
+
+// memberEvent is a client's PUT of an m.room.member state event. A joined
+// user's own join event with new displayname or avatar_url sets this room's
+// profile: the room remembers, key by key, which values differ from the
+// user's global profile, and later global writes leave those alone.
+func (r *room) memberEvent(ctx actor.Context, m *SendEvent) {
+	var content map[string]any
+	if json.Unmarshal(m.ContentJson, &content) != nil || content == nil {
+		ctx.Respond(&SendReply{Error: badParam("M_BAD_JSON", "Member content must be an object.")})
+		return
+	}
+	membership, _ := content["membership"].(string)
+	cm := &ChangeMembership{RoomId: r.id, Sender: m.Sender, Target: m.StateKey, ProfileJson: m.GlobalProfileJson, ProfileVersion: m.ProfileVersion}
+	cm.Reason, _ = content["reason"].(string)
+	switch membership {
+	case "join":
+		cm.Action = "join"
+		if m.StateKey == m.Sender && r.membership(m.Sender) == "join" {
+			r.ownProfile(ctx, m, content)
+			return
+		}
+		r.membershipEvent(ctx, cm, content)
+		return
+	case "leave":
+		cm.Action = "leave"
+		if m.StateKey != m.Sender {
+			cm.Action = "kick"
+			if r.membership(m.StateKey) == "ban" {
+				cm.Action = "unban"
+			}
+		}
+	case "invite", "ban":
+		cm.Action = membership
+	default:
+		ctx.Respond(&SendReply{Error: badParam("M_BAD_JSON", "Unknown membership.")})
+		return
+	}
+	r.membershipEvent(ctx, cm, content)
+}
+
+// ownProfile records a joined user's per-room profile.
+func (r *room) ownProfile(ctx actor.Context, m *SendEvent, content map[string]any) {
+	strip(content)
+	content["membership"] = "join"
+	rec := r.member(m.Sender)
+	if m.GlobalProfileJson != nil && r.h.cfg.Profile.PreserveRoomOverrides {
+		global := profileContent(m.GlobalProfileJson)
+		for _, k := range []string{"displayname", "avatar_url"} {
+			mine, _ := content[k].(string)
+			theirs, _ := global[k].(string)
+			if rec.Own == nil {
+				rec.Own = map[string]bool{}
+			}
+			rec.Own[k] = mine != theirs
+			if !rec.Own[k] {
+				delete(rec.Own, k)
+			}
+		}
+	}
+	var b storage.Batch
+	sk := m.Sender
+	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.Sender, Content: mustJSON(content), Txn: m.TxnId, Device: m.DeviceId}
+	if err := r.append(&b, ev); err != nil {
+		ctx.Respond(&SendReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: err.Error()}})
+		return
+	}
+	r.putMember(&b, m.Sender)
+	r.commit(ctx, &b, &SendReply{EventId: ev.ID}, nil)
+}
+
+// commitMembership commits a membership change and then tells the actors of
+// the local users concerned; until they acknowledge, the room keeps a wake
+// mark so that a restart tells them again.
+func (r *room) commitMembership(ctx actor.Context, b *storage.Batch, reply proto.Message, users []string) {
+	b.Set(r.wakeKey(), nil)
+	r.commit(ctx, b, reply, func() {
+		for _, u := range users {
+			r.notifyMember(u)
+		}
+	})
+}
+
+func (r *room) wakeKey() []byte {
+	return storage.Key("p", partitionName(r.h.Partition(r.id)), "wake", KindRoom, r.id)
+}
+
+func (r *room) local(user string) bool {
+	_, server, ok := strings.Cut(user, ":")
+	return ok && server == r.h.cfg.ServerName
+}
+
+// notifyMember sends a local user's actor its membership here.
+func (r *room) notifyMember(user string) {
+	ev := r.state[stateKey{"m.room.member", user}]
+	if ev == nil || !r.local(user) {
+		return
+	}
+	r.h.Send(KindUser, user, &MembershipChanged{
+		UserId: user, RoomId: r.id, Membership: membershipOf(ev), Stream: ev.Stream, ProfileVersion: r.member(user).Version,
+	})
+}
+
+// renotify tells every local member whose actor has not acknowledged its
+// latest membership (after a restart, or a lost message).
+func (r *room) renotify() {
+	for user := range r.members {
+		if ev := r.state[stateKey{"m.room.member", user}]; ev != nil && ev.Stream > r.members[user].Notified {
+			r.notifyMember(user)
+		}
+	}
+}
+
+func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
+	rec := r.members[m.UserId]
+	if rec == nil || m.Stream <= rec.Notified {
+		return
+	}
+	rec.Notified = m.Stream
+	var b storage.Batch
+	r.putMember(&b, m.UserId)
+	pending := false
+	for user, rec := range r.members {
+		if ev := r.state[stateKey{"m.room.member", user}]; ev != nil && r.local(user) && ev.Stream > rec.Notified {
+			pending = true
+			break
+		}
+	}
+	if !pending {
+		b.Delete(r.wakeKey())
+	}
+	r.commit(ctx, &b, nil, nil)
+}

@@ -1,0 +1,342 @@
+package actors
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+
+	"persona/storage"
+)
+
+// view is how much of the room a user may read: every event up to position
+// upto (a departed member reads up to its leave).
+func (r *room) view(user string) (upto uint64, e *Error) {
+	latest := r.meta.NextPos - 1
+	switch ev := r.state[stateKey{"m.room.member", user}]; {
+	case ev != nil && membershipOf(ev) == "join":
+		return latest, nil
+	case ev != nil && (membershipOf(ev) == "leave" || membershipOf(ev) == "ban") && ev.Sender != "" && ev.Pos > 0:
+		if r.historyVisibility() == "world_readable" {
+			return latest, nil
+		}
+		return ev.Pos, nil
+	case r.historyVisibility() == "world_readable":
+		return latest, nil
+	}
+	return 0, forbidden("You are not a member of this room.")
+}
+
+func (r *room) historyVisibility() string {
+	c := r.stateContent("m.room.history_visibility", "")
+	v, _ := c["history_visibility"].(string)
+	return v
+}
+
+// before walks a state event back through its predecessors to the one in
+// force before position pos (nil: none).
+func (r *room) before(ev *evRecord, pos uint64) *evRecord {
+	for ev != nil && ev.Pos >= pos {
+		if ev.PrevID == "" {
+			return nil
+		}
+		raw, err := r.h.store.Get(r.key("eid", ev.PrevID))
+		if err != nil {
+			return nil
+		}
+		if ev, err = r.readEvent(storage.ParseUint64(raw)); err != nil {
+			return nil
+		}
+	}
+	return ev
+}
+
+// stateAt is the state in force at position pos (after the event at pos).
+func (r *room) stateAt(pos uint64) []*evRecord {
+	out := make([]*evRecord, 0, len(r.state))
+	for _, ev := range r.state {
+		if ev = r.before(ev, pos+1); ev != nil {
+			out = append(out, ev)
+		}
+	}
+	slices.SortFunc(out, func(a, b *evRecord) int { return int(a.Pos) - int(b.Pos) })
+	return out
+}
+
+func (r *room) getState(m *GetState) *StateReply {
+	upto, e := r.view(m.UserId)
+	if e != nil {
+		return &StateReply{Error: e}
+	}
+	if m.At != "" {
+		if pos, ok := r.parseToken(m.At); ok && pos > 0 && pos-1 < upto {
+			upto = pos - 1
+		}
+	}
+	var evs []*evRecord
+	if !m.All && !m.Members {
+		if ev := r.before(r.state[stateKey{m.Type, m.StateKey}], upto+1); ev != nil {
+			evs = append(evs, ev)
+		}
+		if len(evs) == 0 {
+			return &StateReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "No such state event."}}
+		}
+	} else {
+		for _, ev := range r.stateAt(upto) {
+			if m.Members {
+				if ev.Type != "m.room.member" {
+					continue
+				}
+				ms := membershipOf(ev)
+				if (m.Membership != "" && ms != m.Membership) || (m.NotMembership != "" && ms == m.NotMembership) {
+					continue
+				}
+			}
+			evs = append(evs, ev)
+		}
+	}
+	out := &StateReply{}
+	for _, ev := range evs {
+		out.EventsJson = append(out.EventsJson, r.clientEvent(ev, ""))
+	}
+	return out
+}
+
+// Tokens: "p<N>" is the gap before room position N; "s<N>" (a /sync token)
+// is the gap after the last event at or below stream position N.
+func (r *room) parseToken(tok string) (uint64, bool) {
+	if len(tok) < 2 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(tok[1:], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	switch tok[0] {
+	case 'p':
+		return min(n, r.meta.NextPos), true
+	case 's':
+		pos := r.meta.NextPos
+		_ = r.h.store.ScanReverse(storage.Prefix(string(r.key("ev"))), nil, func(k, v []byte) error {
+			var ev evRecord
+			if json.Unmarshal(v, &ev) == nil && ev.Stream <= n {
+				return storage.ErrStopScan
+			}
+			pos = storage.ParseUint64(k)
+			return nil
+		})
+		return pos, true
+	}
+	return 0, false
+}
+
+func posToken(p uint64) string { return "p" + strconv.FormatUint(p, 10) }
+
+// scan visits the events from position from (inclusive) in direction dir
+// ("b": descending, "f": ascending) until fn returns false.
+func (r *room) scan(from uint64, backward bool, fn func(*evRecord) bool) error {
+	prefix := storage.Prefix(string(r.key("ev")))
+	start := r.key("ev", storage.Uint64(from))
+	visit := func(k, v []byte) error {
+		var ev evRecord
+		if err := json.Unmarshal(v, &ev); err != nil {
+			return err
+		}
+		if !fn(&ev) {
+			return storage.ErrStopScan
+		}
+		return nil
+	}
+	if backward {
+		return r.h.store.ScanReverse(prefix, start, visit)
+	}
+	return r.h.store.Scan(prefix, start, visit)
+}
+
+func (r *room) getMessages(m *GetMessages) *MessagesReply {
+	upto, e := r.view(m.UserId)
+	if e != nil {
+		return &MessagesReply{Error: e}
+	}
+	f, err := parseFilter(m.FilterJson)
+	if err != nil {
+		return &MessagesReply{Error: badParam("M_BAD_JSON", "Bad filter.")}
+	}
+	backward := m.Dir != "f"
+	from := uint64(0)
+	if backward {
+		from = r.meta.NextPos
+	}
+	if m.From != "" {
+		var ok bool
+		if from, ok = r.parseToken(m.From); !ok {
+			return &MessagesReply{Error: badParam("M_INVALID_PARAM", "Bad from token.")}
+		}
+	}
+	to, hasTo := uint64(0), m.To != ""
+	if hasTo {
+		var ok bool
+		if to, ok = r.parseToken(m.To); !ok {
+			return &MessagesReply{Error: badParam("M_INVALID_PARAM", "Bad to token.")}
+		}
+	}
+	limit := int(m.Limit)
+	if limit <= 0 {
+		limit = 10
+	}
+	if f.Limit > 0 {
+		limit = min(limit, f.Limit)
+	}
+	out := &MessagesReply{Start: posToken(from)}
+	var last uint64
+	more := false
+	seen := 0
+	scanFrom := from
+	if backward {
+		if from == 0 {
+			return out
+		}
+		scanFrom = from - 1
+	}
+	senders := map[string]bool{}
+	err = r.scan(scanFrom, backward, func(ev *evRecord) bool {
+		if ev.Pos > upto || (hasTo && ((backward && ev.Pos < to) || (!backward && ev.Pos >= to))) {
+			if backward && ev.Pos > upto {
+				return true // a departed member skips what came after its leave
+			}
+			return false
+		}
+		if seen == limit {
+			more = true
+			return false
+		}
+		seen++
+		last = ev.Pos
+		if f.matches(ev) {
+			out.Chunk = append(out.Chunk, r.clientEvent(ev, m.DeviceId))
+			senders[ev.Sender] = true
+		}
+		return true
+	})
+	if err != nil && !errors.Is(err, storage.ErrStopScan) {
+		return &MessagesReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "read timeline"}}
+	}
+	if seen > 0 && (more || !backward) {
+		if backward {
+			out.End = posToken(last)
+		} else {
+			out.End = posToken(last + 1)
+		}
+	}
+	if f.LazyLoadMembers {
+		for s := range senders {
+			if ev := r.before(r.state[stateKey{"m.room.member", s}], upto+1); ev != nil {
+				out.State = append(out.State, r.clientEvent(ev, ""))
+			}
+		}
+	}
+	return out
+}
+
+func (r *room) getEvent(m *GetEvent) *EventReply {
+	notFound := &EventReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Event not found."}}
+	upto, e := r.view(m.UserId)
+	if e != nil {
+		return notFound
+	}
+	raw, err := r.h.store.Get(r.key("eid", m.EventId))
+	if err != nil {
+		return notFound
+	}
+	ev, err := r.readEvent(storage.ParseUint64(raw))
+	if err != nil || ev.Pos > upto {
+		return notFound
+	}
+	return &EventReply{EventJson: r.clientEvent(ev, m.DeviceId)}
+}
+
+// sync is the room's part of a /sync: the timeline since the user's last
+// sync (at most limit events), the state the client lacks before it, and
+// the room's membership counts.
+func (r *room) sync(m *RoomSync) *RoomSyncReply {
+	membership := r.membership(m.UserId)
+	out := &RoomSyncReply{Membership: membership}
+	for sk, ev := range r.state {
+		if sk.typ == "m.room.member" {
+			switch membershipOf(ev) {
+			case "join":
+				out.Joined = append(out.Joined, sk.key)
+				out.JoinedCount++
+			case "invite":
+				out.InvitedCount++
+			}
+		}
+	}
+	if membership == "invite" {
+		for _, ev := range r.stateAt(r.meta.NextPos - 1) {
+			switch ev.Type {
+			case "m.room.create", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption", "m.room.member":
+				if ev.Type != "m.room.member" || *ev.StateKey == m.UserId {
+					out.State = append(out.State, r.clientEvent(ev, ""))
+				}
+			}
+		}
+		return out
+	}
+	upto, e := r.view(m.UserId)
+	if e != nil {
+		return &RoomSyncReply{Error: e}
+	}
+	if m.Upto > 0 {
+		if p, ok := r.parseToken("s" + strconv.FormatUint(m.Upto, 10)); ok && p > 0 {
+			upto = min(upto, p-1)
+		}
+	}
+	rf, err := parseRoomFilter(m.FilterJson)
+	if err != nil {
+		return &RoomSyncReply{Error: badParam("M_BAD_JSON", "Bad filter.")}
+	}
+	limit := int(m.Limit)
+	if rf.Timeline.Limit > 0 {
+		limit = rf.Timeline.Limit
+	}
+	if limit <= 0 {
+		limit = 10
+	}
+	var timeline []*evRecord
+	first := upto + 1
+	_ = r.scan(upto, true, func(ev *evRecord) bool {
+		if ev.Stream <= m.Since {
+			return false
+		}
+		if len(timeline) == limit {
+			out.Limited = true
+			return false
+		}
+		first = ev.Pos
+		if rf.Timeline.matches(ev) {
+			timeline = append(timeline, ev)
+		}
+		return true
+	})
+	senders := map[string]bool{m.UserId: true}
+	slices.Reverse(timeline)
+	for _, ev := range timeline {
+		out.Timeline = append(out.Timeline, r.clientEvent(ev, m.DeviceId))
+		senders[ev.Sender] = true
+	}
+	out.PrevBatch = posToken(first)
+	initial := m.Since == 0 || m.FullState
+	for _, ev := range r.stateAt(first - 1) {
+		if !initial && ev.Stream <= m.Since {
+			continue
+		}
+		if ev.Type == "m.room.member" && rf.State.LazyLoadMembers && !senders[*ev.StateKey] {
+			continue
+		}
+		if rf.State.matches(ev) {
+			out.State = append(out.State, r.clientEvent(ev, ""))
+		}
+	}
+	return out
+}

@@ -1,0 +1,161 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+)
+
+const server = "persona.test"
+
+func hostFor(t *testing.T, dir string) *Host {
+	t.Helper()
+	h, st := newTestHost(t, dir, time.Minute)
+	h.cfg.ServerName = server
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	return h
+}
+
+func registerUser(t *testing.T, h *Host, name string) string {
+	id := "@" + name + ":" + server
+	ask[*Done](t, h, id, &Register{UserId: id, Displayname: name})
+	return id
+}
+
+
+func profileOf(t *testing.T, h *Host, user string) ([]byte, uint64) {
+	p := ask[*ProfileReply](t, h, user, &GetProfile{UserId: user})
+	var f map[string]any
+	_ = json.Unmarshal(p.FieldsJson, &f)
+	out := map[string]any{}
+	for _, k := range []string{"displayname", "avatar_url"} {
+		if v, ok := f[k]; ok {
+			out[k] = v
+		}
+	}
+	b, _ := json.Marshal(out)
+	return b, p.Version
+}
+
+func createRoom(t *testing.T, h *Host, creator string, i int) string {
+	t.Helper()
+	id := fmt.Sprintf("!room%d:%s", i, server)
+	prof, v := profileOf(t, h, creator)
+	r, err := h.Request(context.Background(), KindRoom, id, &CreateRoom{RoomId: id, Creator: creator, RequestJson: []byte(`{"preset":"public_chat"}`), CreatorProfileJson: prof, CreatorProfileVersion: v})
+	if err != nil || r.(*SendReply).Error != nil {
+		t.Fatalf("create %s: %v %v", id, err, r)
+	}
+	return id
+}
+
+// memberName is the displayname in user's member event in room.
+func memberName(t *testing.T, h *Host, room, user string) string {
+	r, err := h.Request(context.Background(), KindRoom, room, &GetState{RoomId: room, UserId: user, Type: "m.room.member", StateKey: user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr := r.(*StateReply)
+	if sr.Error != nil || len(sr.EventsJson) == 0 {
+		t.Fatalf("state of %s: %v", room, sr.Error)
+	}
+	var ev struct {
+		Content map[string]any `json:"content"`
+	}
+	_ = json.Unmarshal(sr.EventsJson[0], &ev)
+	name, _ := ev.Content["displayname"].(string)
+	return name
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func setName(t *testing.T, h *Host, user, name string, mode Propagate) {
+	t.Helper()
+	v, _ := json.Marshal(name)
+	if w := ask[*WriteReply](t, h, user, &SetProfileField{UserId: user, Key: "displayname", ValueJson: v, Propagate: mode}); w.Error != nil {
+		t.Fatal(w.Error)
+	}
+}
+
+func TestRenamePropagatesToEveryRoom(t *testing.T) {
+	h := hostFor(t, t.TempDir())
+	alice := registerUser(t, h, "alice")
+	var rooms []string
+	for i := 0; i < 50; i++ {
+		rooms = append(rooms, createRoom(t, h, alice, i))
+	}
+	eventually(t, "room list", func() bool {
+		return len(ask[*RoomsReply](t, h, alice, &GetRooms{UserId: alice}).Rooms) == 50
+	})
+	for _, n := range []string{"A1", "A2", "A3"} {
+		setName(t, h, alice, n, Propagate_PROPAGATE_DEFAULT)
+	}
+	for _, r := range rooms {
+		eventually(t, "rename in "+r, func() bool { return memberName(t, h, r, alice) == "A3" })
+	}
+	eventually(t, "nothing pending", func() bool {
+		return len(ask[*PendingReply](t, h, alice, &GetPending{UserId: alice}).Rooms) == 0
+	})
+}
+
+func TestOverridesAndModes(t *testing.T) {
+	h := hostFor(t, t.TempDir())
+	bob := registerUser(t, h, "bob")
+	r1, r2 := createRoom(t, h, bob, 1), createRoom(t, h, bob, 2)
+	eventually(t, "rooms", func() bool { return len(ask[*RoomsReply](t, h, bob, &GetRooms{UserId: bob}).Rooms) == 2 })
+	prof, v := profileOf(t, h, bob)
+	r, _ := h.Request(context.Background(), KindRoom, r1, &SendEvent{RoomId: r1, Sender: bob, Type: "m.room.member", IsState: true, StateKey: bob,
+		ContentJson: []byte(`{"membership":"join","displayname":"Bobby in r1"}`), GlobalProfileJson: prof, ProfileVersion: v})
+	if r.(*SendReply).Error != nil {
+		t.Fatal(r.(*SendReply).Error)
+	}
+	setName(t, h, bob, "Robert", Propagate_PROPAGATE_DEFAULT)
+	eventually(t, "r2 renamed", func() bool { return memberName(t, h, r2, bob) == "Robert" })
+	if got := memberName(t, h, r1, bob); got != "Bobby in r1" {
+		t.Fatalf("override clobbered: %q", got)
+	}
+	setName(t, h, bob, "Bert", Propagate_PROPAGATE_UNCHANGED)
+	eventually(t, "r2 unchanged-mode rename", func() bool { return memberName(t, h, r2, bob) == "Bert" })
+	if got := memberName(t, h, r1, bob); got != "Bobby in r1" {
+		t.Fatalf("unchanged mode touched an override: %q", got)
+	}
+	// none changes the global name only; unchanged then skips rooms that
+	// kept the older name (MSC4466).
+	setName(t, h, bob, "Rob", Propagate_PROPAGATE_NONE)
+	setName(t, h, bob, "Bo", Propagate_PROPAGATE_UNCHANGED)
+	time.Sleep(100 * time.Millisecond)
+	if got := memberName(t, h, r2, bob); got != "Bert" {
+		t.Fatalf("none or unchanged reached r2: %q", got)
+	}
+	setName(t, h, bob, "Everywhere", Propagate_PROPAGATE_ALL)
+	eventually(t, "all-mode", func() bool { return memberName(t, h, r1, bob) == "Everywhere" })
+}
+
+func TestPropagationResumesAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	h, st := newTestHost(t, dir, time.Minute)
+	h.cfg.ServerName = server
+	carol := registerUser(t, h, "carol")
+	var rooms []string
+	for i := 0; i < 20; i++ {
+		rooms = append(rooms, createRoom(t, h, carol, i))
+	}
+	eventually(t, "rooms", func() bool { return len(ask[*RoomsReply](t, h, carol, &GetRooms{UserId: carol}).Rooms) == 20 })
+	setName(t, h, carol, "Before stop", Propagate_PROPAGATE_DEFAULT)
+	h.Stop() // at once: deliveries may be in flight
+	st.Close()
+	h2 := hostFor(t, dir)
+	for _, r := range rooms {
+		eventually(t, "converged "+r, func() bool { return memberName(t, h2, r, carol) == "Before stop" })
+	}
+}

@@ -1,0 +1,222 @@
+package actors
+
+import (
+	"encoding/json"
+	"errors"
+	"maps"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"persona/storage"
+)
+
+// createRequest is the part of the /createRoom body the room reads.
+type createRequest struct {
+	Name                      string            `json:"name"`
+	Topic                     string            `json:"topic"`
+	Preset                    string            `json:"preset"`
+	Visibility                string            `json:"visibility"`
+	Invite                    []string          `json:"invite"`
+	IsDirect                  bool              `json:"is_direct"`
+	InitialState              []json.RawMessage `json:"initial_state"`
+	CreationContent           map[string]any    `json:"creation_content"`
+	PowerLevelContentOverride map[string]any    `json:"power_level_content_override"`
+}
+
+func (r *room) create(ctx actor.Context, m *CreateRoom) {
+	if r.exists {
+		ctx.Respond(&SendReply{Error: badParam("M_ROOM_IN_USE", "Room already exists.")})
+		return
+	}
+	var req createRequest
+	if err := json.Unmarshal(m.RequestJson, &req); err != nil {
+		ctx.Respond(&SendReply{Error: badParam("M_BAD_JSON", "Bad /createRoom body.")})
+		return
+	}
+	if req.Preset == "" {
+		req.Preset = "private_chat"
+		if req.Visibility == "public" {
+			req.Preset = "public_chat"
+		}
+	}
+	r.exists = true
+	r.meta = roomMeta{Creator: m.Creator, Version: "10"}
+	var b storage.Batch
+	add := func(typ, key string, content any) error {
+		sk := key
+		return r.append(&b, &evRecord{Type: typ, StateKey: &sk, Sender: m.Creator, Content: mustJSON(content)})
+	}
+	create := map[string]any{}
+	maps.Copy(create, req.CreationContent)
+	create["creator"], create["room_version"] = m.Creator, "10"
+	member := profileContent(m.CreatorProfileJson)
+	member["membership"] = "join"
+	pl := map[string]any{
+		"users":          map[string]any{m.Creator: 100},
+		"users_default":  0,
+		"events":         map[string]any{"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100, "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100, "m.room.server_acl": 100, "m.room.encryption": 100},
+		"events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50, "invite": 0,
+		"notifications": map[string]any{"room": 50},
+	}
+	if req.Preset == "trusted_private_chat" {
+		users := pl["users"].(map[string]any)
+		for _, u := range req.Invite {
+			users[u] = 100
+		}
+	}
+	maps.Copy(pl, req.PowerLevelContentOverride)
+	joinRule := "invite"
+	if req.Preset == "public_chat" {
+		joinRule = "public"
+	}
+	err := errors.Join(
+		add("m.room.create", "", create),
+		add("m.room.member", m.Creator, member),
+		add("m.room.power_levels", "", pl),
+		add("m.room.join_rules", "", map[string]any{"join_rule": joinRule}),
+		add("m.room.history_visibility", "", map[string]any{"history_visibility": "shared"}),
+	)
+	if req.Preset != "public_chat" {
+		err = errors.Join(err, add("m.room.guest_access", "", map[string]any{"guest_access": "can_join"}))
+	}
+	for _, raw := range req.InitialState {
+		var ev struct {
+			Type     string          `json:"type"`
+			StateKey string          `json:"state_key"`
+			Content  json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(raw, &ev) != nil || ev.Type == "" || ev.Type == "m.room.create" || ev.Type == "m.room.member" {
+			continue
+		}
+		var c map[string]any
+		if json.Unmarshal(ev.Content, &c) != nil || c == nil {
+			c = map[string]any{}
+		}
+		err = errors.Join(err, add(ev.Type, ev.StateKey, c))
+	}
+	if req.Name != "" {
+		err = errors.Join(err, add("m.room.name", "", map[string]any{"name": req.Name}))
+	}
+	if req.Topic != "" {
+		err = errors.Join(err, add("m.room.topic", "", topicContent(req.Topic)))
+	}
+	for _, u := range req.Invite {
+		c := map[string]any{"membership": "invite"}
+		if req.IsDirect {
+			c["is_direct"] = true
+		}
+		err = errors.Join(err, add("m.room.member", u, c))
+	}
+	if err != nil {
+		r.exists = false
+		ctx.Respond(&SendReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "Could not create the room."}})
+		return
+	}
+	rec := r.member(m.Creator)
+	rec.Version = m.CreatorProfileVersion
+	r.putMember(&b, m.Creator)
+	r.commitMembership(ctx, &b, &SendReply{}, append([]string{m.Creator}, req.Invite...))
+}
+
+// topicContent is a topic with its m.topic form (rich topics, MSC3765).
+func topicContent(topic string) map[string]any {
+	return map[string]any{"topic": topic, "m.topic": []map[string]any{{"mimetype": "text/plain", "body": topic}}}
+}
+
+// profileContent decodes {"displayname","avatar_url"} into member content.
+func profileContent(raw []byte) map[string]any {
+	out := map[string]any{}
+	var p map[string]any
+	_ = json.Unmarshal(raw, &p)
+	for _, k := range []string{"displayname", "avatar_url"} {
+		if v, ok := p[k].(string); ok && v != "" {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// member returns (creating) the propagation record of user.
+func (r *room) member(user string) *memberRec {
+	rec := r.members[user]
+	if rec == nil {
+		rec = &memberRec{}
+		r.members[user] = rec
+	}
+	return rec
+}
+
+func (r *room) putMember(b *storage.Batch, user string) {
+	b.Set(r.key("mr", user), mustJSON(r.members[user]))
+}
+
+// send appends a client's event after the checks that matter for it.
+func (r *room) send(ctx actor.Context, m *SendEvent) {
+	if m.Type == "m.room.member" && m.IsState {
+		r.memberEvent(ctx, m)
+		return
+	}
+	if m.TxnId != "" {
+		if id, err := r.h.store.Get(r.key("txn", m.Sender+"\x00"+m.DeviceId+"\x00"+m.TxnId)); err == nil {
+			ctx.Respond(&SendReply{EventId: string(id)})
+			return
+		}
+	}
+	if r.membership(m.Sender) != "join" {
+		ctx.Respond(&SendReply{Error: forbidden("You are not joined to this room.")})
+		return
+	}
+	if m.Type == "m.room.create" {
+		ctx.Respond(&SendReply{Error: forbidden("The create event cannot be changed.")})
+		return
+	}
+	if r.powerLevel(m.Sender) < r.required("", m.Type, m.IsState) {
+		ctx.Respond(&SendReply{Error: forbidden("Your power level is too low to send this event.")})
+		return
+	}
+	if m.IsState && len(m.StateKey) > 0 && m.StateKey[0] == '@' && m.StateKey != m.Sender {
+		ctx.Respond(&SendReply{Error: forbidden("You may not set state keyed by another user.")})
+		return
+	}
+	if m.Type == "m.room.power_levels" {
+		if e := r.checkPowerLevels(m.Sender, m.ContentJson); e != nil {
+			ctx.Respond(&SendReply{Error: e})
+			return
+		}
+	}
+	ev := &evRecord{Type: m.Type, Sender: m.Sender, Content: m.ContentJson, Txn: m.TxnId, Device: m.DeviceId}
+	if m.IsState {
+		sk := m.StateKey
+		ev.StateKey = &sk
+	}
+	var b storage.Batch
+	if err := r.append(&b, ev); err != nil {
+		ctx.Respond(&SendReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: err.Error()}})
+		return
+	}
+	r.commit(ctx, &b, &SendReply{EventId: ev.ID}, nil)
+}
+
+// checkPowerLevels refuses a power-levels change that gives or takes more
+// power than the sender has.
+func (r *room) checkPowerLevels(sender string, content []byte) *Error {
+	var next struct {
+		Users map[string]float64 `json:"users"`
+	}
+	if json.Unmarshal(content, &next) != nil {
+		return badParam("M_BAD_JSON", "Bad power levels.")
+	}
+	mine := r.powerLevel(sender)
+	old := r.stateContent("m.room.power_levels", "")
+	oldUsers, _ := old["users"].(map[string]any)
+	for u, lvl := range next.Users {
+		prev, had := oldUsers[u].(float64)
+		if had && prev == lvl {
+			continue
+		}
+		if int64(lvl) > mine || (had && int64(prev) >= mine && u != sender) {
+			return forbidden("You cannot change a power level above your own.")
+		}
+	}
+	return nil
+}

@@ -13,7 +13,6 @@ const server = "persona.test"
 func hostFor(t *testing.T, dir string) *Host {
 	t.Helper()
 	h, st := newTestHost(t, dir, time.Minute)
-	h.cfg.ServerName = server
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	return h
 }
@@ -144,7 +143,6 @@ func TestOverridesAndModes(t *testing.T) {
 func TestPropagationResumesAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
-	h.cfg.ServerName = server
 	carol := registerUser(t, h, "carol")
 	var rooms []string
 	for i := 0; i < 20; i++ {

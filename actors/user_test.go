@@ -24,6 +24,7 @@ func newTestHost(t *testing.T, dir string, passivate time.Duration) (*Host, *sto
 	}
 	cfg := config.Default()
 	cfg.Actors.PassivateAfter = passivate
+	cfg.ServerName = server
 	h, err := NewHost(st, cfg, metrics.New(st), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -257,3 +257,11 @@ func (r *room) onCommitted(ctx actor.Context, m *committed) {
 		r.loadFailed = r.load()
 	}
 }
+
+// abort drops what memory holds beyond the last commit (after a failed
+// append) by reloading from storage.
+func (r *room) abort() {
+	r.h.stream.done(r.inFlight, nil)
+	r.inFlight, r.wakeUsers = nil, nil
+	r.loadFailed = r.load()
+}

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"encoding/json"
+	"maps"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -23,21 +24,15 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 	rec := r.member(m.UserId)
 	before := rec.Version
 	var b storage.Batch
-	var written int64
-	for _, u := range m.Updates {
-		if u.Version <= rec.Version {
-			continue
+	contents, written := applyVersions(rec, r.memberContent(m.UserId), m.Updates, r.h.cfg.Profile.PreserveRoomOverrides)
+	for _, content := range contents {
+		sk := m.UserId
+		ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.UserId, Content: mustJSON(content)}
+		if err := r.append(&b, ev); err != nil {
+			r.h.log.Error("room cannot append", "room", r.id, "err", err)
+			r.abort() // not acknowledged: the user actor sends it again
+			return
 		}
-		content := r.memberContent(m.UserId)
-		if r.takeUpdate(rec, content, u) {
-			sk := m.UserId
-			ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.UserId, Content: mustJSON(content)}
-			if err := r.append(&b, ev); err != nil {
-				r.h.log.Error("room cannot append", "room", r.id, "err", err)
-				return // not acknowledged: the user actor sends it again
-			}
-		}
-		rec.Version, written = u.Version, u.WrittenMs
 	}
 	if rec.Version == before { // nothing new: a duplicate
 		r.ackUpdates(m.UserId, rec.Version, false, 0)
@@ -51,12 +46,29 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 	r.commit(ctx, &b, nil, func() { r.ackUpdates(user, version, false, written) })
 }
 
-// takeUpdate applies one version to content (the user's member content,
-// changed in place) and reports whether it changed. The rule per key:
-// all takes the value and drops the room's own value; default takes it
-// unless the room holds a value of its own; unchanged takes it only where
-// the room's value equals the old global value (MSC4466).
-func (r *room) takeUpdate(rec *memberRec, content map[string]any, u *MemberUpdate) bool {
+// applyVersions applies, in order, the versions of ups newer than
+// rec.Version to content (the member content now) and returns the member
+// content of each event to append: one per version that changed something.
+// rec advances to the last version seen.
+func applyVersions(rec *memberRec, content map[string]any, ups []*MemberUpdate, preserve bool) (events []map[string]any, writtenMs int64) {
+	for _, u := range ups {
+		if u.Version <= rec.Version {
+			continue // a duplicate or a resend: already applied
+		}
+		if takeUpdate(rec, content, u, preserve) {
+			events = append(events, maps.Clone(content))
+		}
+		rec.Version, writtenMs = u.Version, u.WrittenMs
+	}
+	return events, writtenMs
+}
+
+// takeUpdate applies one version to content (changed in place) and reports
+// whether it changed. The rule per key: all takes the value and drops the
+// room's own value; default takes it unless the room holds a value of its
+// own (and preserve is on); unchanged takes it only where the room's value
+// equals the old global value (MSC4466).
+func takeUpdate(rec *memberRec, content map[string]any, u *MemberUpdate, preserve bool) bool {
 	changed := false
 	apply := func(key string, sets bool, value, old string) {
 		if !sets {
@@ -71,7 +83,7 @@ func (r *room) takeUpdate(rec *memberRec, content map[string]any, u *MemberUpdat
 				return
 			}
 		case Propagate_PROPAGATE_DEFAULT:
-			if rec.Own[key] && r.h.cfg.Profile.PreserveRoomOverrides {
+			if rec.Own[key] && preserve {
 				return
 			}
 		}

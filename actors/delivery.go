@@ -36,6 +36,7 @@ type deliveries struct {
 	queue    []string             // rooms to send to, in order
 	inFlight map[string]time.Time // room -> when sent
 	dirty    map[string]bool      // cursors not yet written
+	behind   int                  // joined rooms whose cursor is behind the latest version
 	flushing bool
 	timer    bool
 }
@@ -92,13 +93,31 @@ func (u *user) updateDurable(upd *MemberUpdate) {
 	u.deliver()
 }
 
-// enqueueBehind queues every joined room behind the latest version.
+// enqueueBehind queues every joined room behind the latest version and
+// counts them: the one pass over the rooms per version.
 func (u *user) enqueueBehind() {
 	latest := u.latest()
+	u.d.behind = 0
 	for id, c := range u.rooms {
 		if c.Membership == "join" && c.Acked < latest {
 			u.d.queue = append(u.d.queue, id)
+			u.d.behind++
 		}
+	}
+}
+
+// setCursor changes a room's membership or acknowledged version, keeping
+// the count of rooms behind.
+func (u *user) setCursor(c *roomCursor, membership string, acked uint64) {
+	latest := u.latest()
+	was := c.Membership == "join" && c.Acked < latest
+	c.Membership, c.Acked = membership, acked
+	is := c.Membership == "join" && c.Acked < latest
+	switch {
+	case was && !is:
+		u.d.behind--
+	case !was && is:
+		u.d.behind++
 	}
 }
 
@@ -173,11 +192,12 @@ func (u *user) onAck(m *UpdateAck) {
 		}
 	}
 	if m.NotMember {
-		c.Membership = "leave" // the room knows best; a later join notification corrects it
+		// The room knows best; a later join notification corrects it.
+		u.setCursor(c, "leave", c.Acked)
 		u.d.dirty[m.RoomId] = true
 	}
 	if m.Version > c.Acked {
-		c.Acked = m.Version
+		u.setCursor(c, c.Membership, m.Version)
 		u.d.dirty[m.RoomId] = true
 	}
 	if c.Membership == "join" && c.Acked < u.latest() {
@@ -190,14 +210,8 @@ func (u *user) onAck(m *UpdateAck) {
 // maybeDone ends a round of propagation once every joined room has the
 // latest version: the history and the wake mark go, in the next flush.
 func (u *user) maybeDone() {
-	latest := u.latest()
-	if latest == 0 || len(u.d.inFlight) > 0 {
+	if u.latest() == 0 || len(u.d.inFlight) > 0 || u.d.behind > 0 {
 		return
-	}
-	for _, c := range u.rooms {
-		if c.Membership == "join" && c.Acked < latest {
-			return
-		}
 	}
 	if u.h.metrics != nil {
 		u.h.metrics.Propagated(time.Since(time.UnixMilli(u.d.history[len(u.d.history)-1].WrittenMs)))
@@ -280,10 +294,12 @@ func (u *user) onMembership(m *MembershipChanged) {
 		c = &roomCursor{}
 		u.rooms[m.RoomId] = c
 	}
+	acked := c.Acked
 	if m.Membership == "join" && c.Membership != "join" {
-		c.Acked = max(c.Acked, m.ProfileVersion)
+		acked = max(c.Acked, m.ProfileVersion)
 	}
-	c.Membership, c.Stream = m.Membership, m.Stream
+	u.setCursor(c, m.Membership, acked)
+	c.Stream = m.Stream
 	if m.Membership != "join" {
 		if _, ok := u.d.inFlight[m.RoomId]; ok {
 			delete(u.d.inFlight, m.RoomId)

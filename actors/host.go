@@ -39,11 +39,11 @@ var ErrTimeout = errors.New("actors: request timed out")
 // Host runs one node's actors: the actor system, the partition routers and
 // the kinds they activate.
 type Host struct {
-	system  *actor.ActorSystem
-	store   *storage.Store
-	cfg     *config.Config
-	metrics *metrics.Metrics
-	log     *slog.Logger
+	system   *actor.ActorSystem
+	store    *storage.Store
+	cfg      *config.Config
+	metrics  *metrics.Metrics
+	log      *slog.Logger
 	parts    []*actor.PID
 	kinds    map[string]func(id string) actor.Actor
 	stream   *stream

@@ -222,16 +222,17 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 	inFlight, wake := r.inFlight, r.wakeUsers
 	r.inFlight, r.wakeUsers = nil, nil
 	r.waiting = append(r.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, applied: func() {
+		// Tell users' actors first, then wake their syncs: a sync woken by a
+		// join finds the room in the user's list.
+		if r.failed == nil {
+			if r.h.metrics != nil && len(inFlight) > 0 {
+				r.h.metrics.RoomEvents(len(inFlight))
+			}
+			if applied != nil {
+				applied()
+			}
+		}
 		r.h.stream.done(inFlight, wake)
-		if r.failed != nil {
-			return
-		}
-		if r.h.metrics != nil && len(inFlight) > 0 {
-			r.h.metrics.RoomEvents(len(inFlight))
-		}
-		if applied != nil {
-			applied()
-		}
 	}})
 	r.h.store.Commit(b, func(err error) { root.Send(self, &committed{seq: seq, err: err}) })
 }

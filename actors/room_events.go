@@ -3,7 +3,6 @@ package actors
 import (
 	"crypto/rand"
 	"encoding/json"
-	"strings"
 	"time"
 
 	"persona/storage"
@@ -176,10 +175,6 @@ func badParam(code, msg string) *Error { return &Error{Status: 400, Errcode: cod
 func strip(content map[string]any) {
 	delete(content, "reason")
 	delete(content, "join_authorised_via_users_server")
-}
-
-func isUserID(s string) bool {
-	return strings.HasPrefix(s, "@") && strings.Contains(s, ":") && len(s) <= 255
 }
 
 // randomID is n random characters from [A-Za-z0-9].

@@ -306,6 +306,9 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 	var timeline []*evRecord
 	first := upto + 1
 	_ = r.scan(upto, true, func(ev *evRecord) bool {
+		if m.Upto > 0 && ev.Stream > m.Upto {
+			return true // committed after the sync's position: the next sync has it
+		}
 		if ev.Stream <= m.Since {
 			return false
 		}

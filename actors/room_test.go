@@ -23,7 +23,6 @@ func registerUser(t *testing.T, h *Host, name string) string {
 	return id
 }
 
-
 func profileOf(t *testing.T, h *Host, user string) ([]byte, uint64) {
 	p := ask[*ProfileReply](t, h, user, &GetProfile{UserId: user})
 	var f map[string]any

@@ -838,7 +838,7 @@ type RoomSync struct {
 	Since         uint64                 `protobuf:"varint,3,opt,name=since,proto3" json:"since,omitempty"` // stream position; 0 = initial sync
 	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"` // timeline events at most
 	FullState     bool                   `protobuf:"varint,5,opt,name=full_state,json=fullState,proto3" json:"full_state,omitempty"`
-	Upto          uint64                 `protobuf:"varint,6,opt,name=upto,proto3" json:"upto,omitempty"`                              // for a room the user left: no event after this position; 0 = none
+	Upto          uint64                 `protobuf:"varint,6,opt,name=upto,proto3" json:"upto,omitempty"`                              // no event after this stream position (the sync's own, or a leave); 0 = none
 	DeviceId      string                 `protobuf:"bytes,7,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`       // the requester's device: its own events carry unsigned.transaction_id
 	FilterJson    []byte                 `protobuf:"bytes,8,opt,name=filter_json,json=filterJson,proto3" json:"filter_json,omitempty"` // the sync filter's "room" part (RoomFilter), optional
 	unknownFields protoimpl.UnknownFields

@@ -19,9 +19,9 @@ const streamBlock = 1 << 16
 type stream struct {
 	mu       sync.Mutex
 	store    *storage.Store
-	next     uint64            // next position to hand out
-	reserved uint64            // positions below this are reserved in storage
-	inFlight map[uint64]bool   // handed out, not yet done
+	next     uint64          // next position to hand out
+	reserved uint64          // positions below this are reserved in storage
+	inFlight map[uint64]bool // handed out, not yet done
 	subs     map[string][]chan struct{}
 	all      map[chan struct{}]bool
 }
@@ -138,4 +138,3 @@ func (h *Host) StreamPosition() uint64 { return h.stream.visible() }
 func (h *Host) Subscribe(user string) (wake <-chan struct{}, cancel func()) {
 	return h.stream.subscribe(user)
 }
-

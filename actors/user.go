@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -199,25 +200,35 @@ func (u *user) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 	u.commitSeq++
 	seq, self, root := u.commitSeq, ctx.Self(), u.h.system.Root
 	u.waiting = append(u.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, applied: applied})
-	u.h.store.Commit(b, func(err error) { root.Send(self, &committed{seq: seq, err: err}) })
+	done := func(err error) { root.Send(self, &committed{seq: seq, err: err}) }
+	if reply != nil { // a client waits: ahead of background batches
+		u.h.store.CommitUrgent(b, done)
+	} else {
+		u.h.store.Commit(b, done)
+	}
 }
 
-// onCommitted answers every write up to m.seq. Commits finish in order.
+// onCommitted answers the write of batch m.seq. Batches of the urgent and
+// the background lane may finish in either order; each lane keeps its own.
 func (u *user) onCommitted(ctx actor.Context, m *committed) {
-	for len(u.waiting) > 0 && u.waiting[0].seq <= m.seq {
-		w := u.waiting[0]
-		u.waiting = u.waiting[1:]
-		reply := w.reply
-		if m.err != nil {
-			u.h.log.Error("user write failed", "user", u.id, "err", m.err)
-			u.failed = m.err
+	i := slices.IndexFunc(u.waiting, func(w waiter) bool { return w.seq == m.seq })
+	if i < 0 {
+		return
+	}
+	w := u.waiting[i]
+	u.waiting = slices.Delete(u.waiting, i, i+1)
+	reply := w.reply
+	if m.err != nil {
+		u.h.log.Error("user write failed", "user", u.id, "err", m.err)
+		u.failed = m.err
+		if reply != nil {
 			reply = internalError(reply)
-		} else if w.applied != nil {
-			w.applied()
 		}
-		if w.to != nil {
-			ctx.Send(w.to, reply)
-		}
+	} else if w.applied != nil {
+		w.applied()
+	}
+	if w.to != nil && reply != nil {
+		ctx.Send(w.to, reply)
 	}
 	if u.failed != nil && len(u.waiting) == 0 {
 		// Memory may hold writes that never reached disk: start again from disk.

@@ -40,9 +40,15 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.cfg.Profile.RequireAuth {
-		if _, err := s.authenticate(r); err != nil {
+	if s.cfg.Profile.RequireAuth || s.cfg.Profile.LimitToSharedRooms {
+		sess, err := s.authenticate(r)
+		if err != nil {
 			return nil, err
+		}
+		if s.cfg.Profile.LimitToSharedRooms && string(sess.user) != user && !sess.admin {
+			if err := s.shareRoom(r, string(sess.user), user); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
@@ -58,6 +64,38 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
 	}
 	return p.FieldsJson, nil
+}
+
+// shareRoom checks that a and b are joined to a common room
+// (profile.limit_to_shared_rooms).
+func (s *Server) shareRoom(r *http.Request, a, b string) error {
+	joined := func(user string) (map[string]bool, error) {
+		reply, err := s.ask(r.Context(), actors.KindUser, user, &actors.GetRooms{UserId: user})
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]bool{}
+		for _, m := range reply.(*actors.RoomsReply).Rooms {
+			if m.Membership == "join" {
+				out[m.RoomId] = true
+			}
+		}
+		return out, nil
+	}
+	mine, err := joined(a)
+	if err != nil {
+		return err
+	}
+	theirs, err := joined(b)
+	if err != nil {
+		return err
+	}
+	for room := range mine {
+		if theirs[room] {
+			return nil
+		}
+	}
+	return errorf(403, "M_FORBIDDEN", "You do not share a room with this user.")
 }
 
 // readFields is readProfile decoded.

@@ -77,6 +77,8 @@ func (s *Server) routes() {
 	s.accountRoutes()
 	s.profileRoutes()
 	s.mediaRoutes()
+	s.adminRoutes()
+	s.roomRoutes()
 }
 
 // ServeHTTP answers one request through the middleware: CORS, panics turned

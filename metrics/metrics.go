@@ -17,17 +17,18 @@ import (
 type Metrics struct {
 	reg *prometheus.Registry
 
-	httpDuration  *prometheus.HistogramVec
-	profileWrites *prometheus.CounterVec
-	activations   *prometheus.CounterVec
-	passivations  *prometheus.CounterVec
-	actorsActive  *prometheus.GaugeVec
-	propagation   prometheus.Histogram
-	roomEvents    prometheus.Counter
-	pending       prometheus.Gauge
-	retries       prometheus.Counter
-	coalesced     prometheus.Counter
-	mailboxDepth  *prometheus.GaugeVec
+	httpDuration                           *prometheus.HistogramVec
+	profileWrites                          *prometheus.CounterVec
+	activations                            *prometheus.CounterVec
+	passivations                           *prometheus.CounterVec
+	actorsActive                           *prometheus.GaugeVec
+	propagation                            prometheus.Histogram
+	roomEvents                             prometheus.Counter
+	pending                                prometheus.Gauge
+	retries                                prometheus.Counter
+	coalesced                              prometheus.Counter
+	mailboxDepth                           *prometheus.GaugeVec
+	commitWrite, commitSync, commitBatches prometheus.Histogram
 }
 
 // Sizer reports storage sizes; the store implements it.
@@ -85,6 +86,19 @@ func New(store Sizer) *Metrics {
 		Name: "persona_actor_mailbox_depth",
 		Help: "Messages waiting in actor mailboxes, summed by kind, sampled.",
 	}, []string{"kind"})
+	m.commitWrite = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "persona_commit_write_seconds", Help: "Time a group commit round spends writing to badger.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	m.commitSync = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "persona_commit_sync_seconds", Help: "Time a group commit round spends in fsync.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	m.commitBatches = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "persona_commit_batches", Help: "Actor write batches gathered into one group commit round.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+	})
+	m.reg.MustRegister(m.commitWrite, m.commitSync, m.commitBatches)
 	m.reg.MustRegister(m.httpDuration, m.profileWrites, m.activations, m.passivations,
 		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.coalesced, m.mailboxDepth)
 	if store != nil {
@@ -154,3 +168,10 @@ func (m *Metrics) Retried(n int) { m.retries.Add(float64(n)) }
 
 // Coalesced counts versions skipped by a lagging room.
 func (m *Metrics) Coalesced(n int) { m.coalesced.Add(float64(n)) }
+
+// CommitRound records one group commit round (storage.Options.OnRound).
+func (m *Metrics) CommitRound(batches, ops int, write, sync time.Duration) {
+	m.commitBatches.Observe(float64(batches))
+	m.commitWrite.Observe(write.Seconds())
+	m.commitSync.Observe(sync.Seconds())
+}

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -40,15 +41,22 @@ type pending struct {
 }
 
 // Commit queues b for the next group commit; done runs once b is synced.
-// Batches are committed in the order Commit was called.
-func (s *Store) Commit(b *Batch, done func(error)) {
+// Batches of one caller are committed in the order Commit was called.
+func (s *Store) Commit(b *Batch, done func(error)) { s.enqueue(s.commits, b, done) }
+
+// CommitUrgent is Commit for a write a client is waiting on: it goes into
+// the next round ahead of background batches. A caller must not mix Commit
+// and CommitUrgent for writes whose relative order matters.
+func (s *Store) CommitUrgent(b *Batch, done func(error)) { s.enqueue(s.urgent, b, done) }
+
+func (s *Store) enqueue(q chan *pending, b *Batch, done func(error)) {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		done(ErrClosed)
 		return
 	}
-	s.commits <- &pending{b: b, done: done}
+	q <- &pending{b: b, done: done}
 }
 
 // CommitSync commits b and waits until it is durable.
@@ -58,31 +66,35 @@ func (s *Store) CommitSync(b *Batch) error {
 	return <-ch
 }
 
-// committer gathers every batch queued since the last round into one badger
-// write and one fsync, then reports to all of them.
+// committer gathers the batches queued since the last round, urgent ones
+// first, into one badger write and one fsync, then reports to all of them.
 func (s *Store) committer() {
 	defer s.wg.Done()
 	round := make([]*pending, 0, s.maxRnd)
 	for {
 		select {
+		case p := <-s.urgent:
+			round = append(round[:0], p)
 		case p := <-s.commits:
 			round = append(round[:0], p)
 		case <-s.stop:
-			// Drain what was queued before Close.
-			for {
-				select {
-				case p := <-s.commits:
-					s.commitRound([]*pending{p})
-				default:
-					return
-				}
-			}
+			s.drain()
+			return
 		}
+		ops := len(round[0].b.ops)
 	gather:
-		for len(round) < s.maxRnd {
+		for len(round) < s.maxRnd && ops < s.maxOps {
 			select {
+			case p := <-s.urgent:
+				round, ops = append(round, p), ops+len(p.b.ops)
+				continue
+			default:
+			}
+			select {
+			case p := <-s.urgent:
+				round, ops = append(round, p), ops+len(p.b.ops)
 			case p := <-s.commits:
-				round = append(round, p)
+				round, ops = append(round, p), ops+len(p.b.ops)
 			default:
 				break gather
 			}
@@ -91,9 +103,26 @@ func (s *Store) committer() {
 	}
 }
 
+// drain commits what was queued before Close.
+func (s *Store) drain() {
+	for {
+		select {
+		case p := <-s.urgent:
+			s.commitRound([]*pending{p})
+		case p := <-s.commits:
+			s.commitRound([]*pending{p})
+		default:
+			return
+		}
+	}
+}
+
 func (s *Store) commitRound(round []*pending) {
 	errs := make([]error, len(round))
-	if s.write(round, errs) {
+	start := time.Now()
+	wrote := s.write(round, errs)
+	written := time.Now()
+	if wrote {
 		if err := s.db.Sync(); err != nil {
 			for i := range errs {
 				if errs[i] == nil {
@@ -101,6 +130,13 @@ func (s *Store) commitRound(round []*pending) {
 				}
 			}
 		}
+	}
+	if s.onRound != nil {
+		ops := 0
+		for _, p := range round {
+			ops += len(p.b.ops)
+		}
+		s.onRound(len(round), ops, written.Sub(start), time.Since(written))
 	}
 	s.report(round, errs)
 }

@@ -33,17 +33,26 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBatchesPerRound caps how many batches one group commit gathers.
 	MaxBatchesPerRound int
+	// MaxOpsPerRound caps the writes of one round (batches are never split),
+	// so that a round stays short and urgent batches wait little.
+	MaxOpsPerRound int
+	// OnRound, if set, is told of every commit round: its batches, keys
+	// written, and the time spent writing and syncing.
+	OnRound func(batches, ops int, write, sync time.Duration)
 }
 
 // Store is one node's badger database and its group committer.
 type Store struct {
 	db      *badger.DB
 	commits chan *pending
+	urgent  chan *pending
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	closeMu sync.RWMutex
 	closed  bool
 	maxRnd  int
+	maxOps  int
+	onRound func(batches, ops int, write, sync time.Duration)
 	stats   CommitStats
 	statsMu sync.Mutex
 }
@@ -80,11 +89,17 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{
 		db:      db,
 		commits: make(chan *pending, 4096),
+		urgent:  make(chan *pending, 1024),
 		stop:    make(chan struct{}),
 		maxRnd:  opts.MaxBatchesPerRound,
 	}
 	if s.maxRnd <= 0 {
 		s.maxRnd = 4096
+	}
+	s.onRound = opts.OnRound
+	s.maxOps = opts.MaxOpsPerRound
+	if s.maxOps <= 0 {
+		s.maxOps = 4096
 	}
 	s.wg.Add(2)
 	go s.committer()

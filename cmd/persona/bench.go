@@ -19,12 +19,14 @@ import (
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: persona bench profile [flags]")
+		fmt.Fprintln(stderr, "usage: persona bench profile|propagation [flags]")
 		return errors.New("bench: which benchmark?")
 	}
 	switch args[0] {
 	case "profile":
 		return benchProfile(args[1:], stdout, stderr)
+	case "propagation":
+		return benchPropagation(args[1:], stdout, stderr)
 	default:
 		return fmt.Errorf("bench: unknown benchmark %q", args[0])
 	}

@@ -18,7 +18,9 @@ Usage:
   persona generate-config                    print a commented default config
   persona user create NAME [--admin] [--password PW] [--config FILE]
                                              register a user on a running node, print its token
+  persona user pending @user:server          show the rooms a user's latest profile has not reached yet
   persona bench profile [flags]              load a running node with profile reads and writes
+  persona bench propagation --rooms N        time one rename's fan-out to N rooms
   persona version                            print the version
 
 Run 'persona COMMAND --help' for a command's flags.

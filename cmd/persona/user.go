@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"time"
 
@@ -16,11 +17,69 @@ import (
 )
 
 func userCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "create" {
-		fmt.Fprintln(stderr, "usage: persona user create NAME [--admin] [--password PW] [--config FILE] [--url URL]")
-		return errors.New("unknown user command")
+	switch {
+	case len(args) > 0 && args[0] == "create":
+		return userCreate(args[1:], stdout, stderr)
+	case len(args) > 0 && args[0] == "pending":
+		return userPending(args[1:], stdout, stderr)
 	}
-	return userCreate(args[1:], stdout, stderr)
+	fmt.Fprintln(stderr, "usage: persona user create NAME [--admin] [--password PW] [--config FILE] [--url URL]")
+	fmt.Fprintln(stderr, "       persona user pending @user:server [--config FILE] [--url URL]")
+	return errors.New("unknown user command")
+}
+
+// userPending prints the rooms that have not yet acknowledged a user's latest
+// profile version, through the node's admin API.
+func userPending(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("user pending", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config of the node (default ./persona.yaml if present)")
+	url := fs.String("url", "", "base URL of the node (default: from listen.client)")
+	user, rest := "", args
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		user, rest = args[0], args[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	if user == "" {
+		return errors.New("user pending: @user:server is required")
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	secret, err := node.SharedSecret(cfg)
+	if err != nil {
+		return err
+	}
+	base := *url
+	if base == "" {
+		base = "http://" + cfg.Listen.Client
+	}
+	var out struct {
+		Version uint64 `json:"version"`
+		Pending int    `json:"pending"`
+		Rooms   []struct {
+			RoomID   string `json:"room_id"`
+			Acked    uint64 `json:"acked_version"`
+			InFlight bool   `json:"in_flight"`
+		} `json:"rooms"`
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/_persona/admin/v1/users/"+neturl.PathEscape(user)+"/pending", nil)
+	req.Header.Set(api.SecretHeader, secret)
+	if err := do(req, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: profile version %d, %d rooms behind\n", user, out.Version, out.Pending)
+	for _, r := range out.Rooms {
+		state := "queued"
+		if r.InFlight {
+			state = "in flight"
+		}
+		fmt.Fprintf(stdout, "  %s  acked %d  %s\n", r.RoomID, r.Acked, state)
+	}
+	return nil
 }
 
 // userCreate registers a user through a running node's shared-secret
@@ -109,6 +168,12 @@ func call(method, url, token string, in, out any) error {
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return do(req, out)
+}
+
+// do sends req; a Matrix error becomes an error naming its errcode.
+func do(req *http.Request, out any) error {
+	method, url := req.Method, req.URL.String()
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return err

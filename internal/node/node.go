@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,12 +54,14 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := storage.Open(filepath.Join(cfg.DataDir, "db"), storage.Options{Logger: log})
+	var m *metrics.Metrics
+	st, err := storage.Open(filepath.Join(cfg.DataDir, "db"), storage.Options{Logger: log,
+		OnRound: func(b, o int, w, s time.Duration) { m.CommitRound(b, o, w, s) }})
 	if err != nil {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 2)}
-	m := metrics.New(st)
+	m = metrics.New(st)
 	if n.host, err = actors.NewHost(st, cfg, m, log); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -79,6 +82,8 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index) // the metrics listener is for operators
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		n.metricsLn = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go n.serve(n.metricsLn, n.metricsL)
 	}

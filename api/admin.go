@@ -1,0 +1,62 @@
+package api
+
+import (
+	"crypto/subtle"
+	"net/http"
+
+	"persona/actors"
+)
+
+// SecretHeader carries the registration shared secret to admin endpoints, so
+// that the persona CLI on the node's machine needs no access token.
+const SecretHeader = "X-Persona-Shared-Secret"
+
+func (s *Server) adminRoutes() {
+	s.mux.HandleFunc("GET /_persona/admin/v1/users/{userId}/pending", s.admin(s.pending))
+}
+
+// admin wraps a handler for server admins: an admin's access token, or the
+// shared secret in SecretHeader.
+func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if sec := r.Header.Get(SecretHeader); sec != "" {
+			if s.secret == "" || subtle.ConstantTimeCompare([]byte(sec), []byte(s.secret)) != 1 {
+				writeError(w, errorf(403, "M_FORBIDDEN", "Wrong shared secret."))
+				return
+			}
+			h(w, r)
+			return
+		}
+		sess, err := s.authenticate(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if !sess.admin {
+			writeError(w, errorf(403, "M_FORBIDDEN", "You are not a server admin."))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// pending shows the rooms that have not yet acknowledged a user's latest
+// profile version: its propagation in progress.
+func (s *Server) pending(w http.ResponseWriter, r *http.Request) {
+	user, err := userIDParam(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	reply, err := s.ask(r.Context(), actors.KindUser, user, &actors.GetPending{UserId: user})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	p := reply.(*actors.PendingReply)
+	rooms := make([]map[string]any, 0, len(p.Rooms))
+	for _, room := range p.Rooms {
+		rooms = append(rooms, map[string]any{"room_id": room.RoomId, "acked_version": room.Acked, "in_flight": room.InFlight})
+	}
+	writeJSON(w, 200, map[string]any{"user_id": user, "version": p.Version, "pending": len(rooms), "rooms": rooms})
+}

@@ -1,0 +1,216 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"persona/actors"
+)
+
+// stateRoutes registers the room state, send and member routes. A state key
+// is optional: /state/{type} and /state/{type}/ both mean the empty key, and
+// {stateKey...} keeps a key that holds slashes.
+func (s *Server) stateRoutes() {
+	s.handle("GET", "/rooms/{roomId}/state", s.authed(s.getAllState))
+	s.handle("GET", "/rooms/{roomId}/state/{eventType}", s.authed(s.getStateEvent))
+	s.handle("GET", "/rooms/{roomId}/state/{eventType}/{stateKey...}", s.authed(s.getStateEvent))
+	s.handle("PUT", "/rooms/{roomId}/state/{eventType}", s.authed(s.putStateEvent))
+	s.handle("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey...}", s.authed(s.putStateEvent))
+	s.handle("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", s.authed(s.sendEvent))
+	s.handle("GET", "/rooms/{roomId}/members", s.authed(s.members))
+	s.handle("GET", "/rooms/{roomId}/joined_members", s.authed(s.joinedMembers))
+}
+
+// eventTarget is a request's room, event type and state key, checked.
+func eventTarget(r *http.Request) (room, typ, stateKey string, err error) {
+	if room, err = roomParam(r); err != nil {
+		return "", "", "", err
+	}
+	typ, stateKey = r.PathValue("eventType"), r.PathValue("stateKey")
+	if typ == "" || len(typ) > 255 {
+		return "", "", "", errorf(400, "M_INVALID_PARAM", "Invalid event type.")
+	}
+	if len(stateKey) > 255 {
+		return "", "", "", errorf(400, "M_INVALID_PARAM", "State key too long.")
+	}
+	return room, typ, stateKey, nil
+}
+
+func (s *Server) getAllState(w http.ResponseWriter, r *http.Request, sess *session) {
+	room, err := roomParam(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), All: true}
+	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, rawEvents(reply.EventsJson))
+}
+
+// getStateEvent answers one state event's content, or with ?format=event the
+// whole event.
+func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request, sess *session) {
+	room, typ, key, err := eventTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), Type: typ, StateKey: key}
+	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(reply.EventsJson) == 0 {
+		writeError(w, errorf(404, "M_NOT_FOUND", "Event not found."))
+		return
+	}
+	ev := reply.EventsJson[0]
+	if r.URL.Query().Get("format") == "event" {
+		writeJSON(w, 200, json.RawMessage(ev))
+		return
+	}
+	var e struct {
+		Content json.RawMessage `json:"content"`
+	}
+	if err := json.Unmarshal(ev, &e); err != nil || jsonKind(e.Content) != '{' {
+		e.Content = json.RawMessage("{}")
+	}
+	writeJSON(w, 200, e.Content)
+}
+
+// putStateEvent sends a state event. A member event a user sends about
+// themselves carries their global profile, so the room can tell a per-room
+// name or avatar from the global one.
+func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request, sess *session) {
+	room, typ, key, err := eventTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	content, err := s.readContent(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	msg := &actors.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device, Type: typ,
+		IsState: true, StateKey: key, ContentJson: content}
+	if typ == "m.room.member" && key == string(sess.user) {
+		if msg.GlobalProfileJson, msg.ProfileVersion, _, err = s.memberProfile(r.Context(), key); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	s.send(w, r, msg)
+}
+
+// sendEvent sends a message event; the room answers a repeated transaction
+// (same sender, device and txn id) with the first event's id.
+func (s *Server) sendEvent(w http.ResponseWriter, r *http.Request, sess *session) {
+	room, typ, _, err := eventTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	txn := r.PathValue("txnId")
+	if len(txn) > 255 {
+		writeError(w, errorf(400, "M_INVALID_PARAM", "Transaction ID too long."))
+		return
+	}
+	content, err := s.readContent(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.send(w, r, &actors.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device,
+		TxnId: txn, Type: typ, ContentJson: content})
+}
+
+// readContent reads an event content body: a JSON object.
+func (s *Server) readContent(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	obj, err := s.readObject(w, r)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return nil, errNotJSON
+	}
+	return b, nil
+}
+
+// send hands an event to its room and answers its id.
+func (s *Server) send(w http.ResponseWriter, r *http.Request, msg *actors.SendEvent) {
+	reply, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, msg.RoomId, msg)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"event_id": reply.EventId})
+}
+
+// memberships are the values ?membership and ?not_membership may take.
+var memberships = map[string]bool{"": true, "join": true, "invite": true, "leave": true, "ban": true, "knock": true}
+
+// members answers the room's member events, filtered by ?membership,
+// ?not_membership and ?at.
+func (s *Server) members(w http.ResponseWriter, r *http.Request, sess *session) {
+	room, err := roomParam(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), Members: true,
+		Membership: q.Get("membership"), NotMembership: q.Get("not_membership"), At: q.Get("at")}
+	if !memberships[msg.Membership] || !memberships[msg.NotMembership] {
+		writeError(w, errorf(400, "M_INVALID_PARAM", "Unknown membership."))
+		return
+	}
+	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]any{"chunk": rawEvents(reply.EventsJson)})
+}
+
+// joinedMember is one entry of /joined_members.
+type joinedMember struct {
+	DisplayName string `json:"display_name,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
+}
+
+// joinedMembers answers the joined members with the name and avatar their
+// member events carry.
+func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request, sess *session) {
+	room, err := roomParam(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), Members: true, Membership: "join"}
+	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	joined := map[string]joinedMember{}
+	for _, raw := range reply.EventsJson {
+		var ev struct {
+			StateKey string         `json:"state_key"`
+			Content  map[string]any `json:"content"`
+		}
+		if json.Unmarshal(raw, &ev) != nil || ev.StateKey == "" {
+			continue
+		}
+		name, _ := ev.Content["displayname"].(string)
+		avatar, _ := ev.Content["avatar_url"].(string)
+		joined[ev.StateKey] = joinedMember{DisplayName: name, AvatarURL: avatar}
+	}
+	writeJSON(w, 200, map[string]any{"joined": joined})
+}

@@ -1,0 +1,326 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"persona/actors"
+)
+
+// roomRoutes registers the rooms API, /sync and presence.
+func (s *Server) roomRoutes() {
+	s.handle("POST", "/createRoom", s.authed(s.createRoom))
+	s.handle("POST", "/join/{roomIdOrAlias}", s.authed(s.joinByIDOrAlias))
+	for _, action := range []string{"join", "leave", "invite", "kick", "ban", "unban"} {
+		s.handle("POST", "/rooms/{roomId}/"+action, s.authed(s.membershipAction(action)))
+	}
+	s.handle("GET", "/joined_rooms", s.authed(s.joinedRooms))
+	s.stateRoutes()
+	s.readRoutes()
+	s.handle("GET", "/sync", s.authed(s.sync))
+	s.presenceRoutes()
+}
+
+// askAs sends msg to the actor kind/id and expects a T back. An Error the
+// reply carries (every room reply has one) becomes that error, and a reply
+// of another type an internal error, never a panic.
+func askAs[T proto.Message](ctx context.Context, s *Server, kind, id string, msg proto.Message) (T, error) {
+	var zero T
+	reply, err := s.ask(ctx, kind, id, msg)
+	if err != nil {
+		return zero, err
+	}
+	if e, ok := reply.(interface{ GetError() *actors.Error }); ok && e.GetError() != nil {
+		return zero, fromActor(e.GetError())
+	}
+	t, ok := reply.(T)
+	if !ok {
+		s.log.Error("actor answered an unexpected type", "kind", kind, "want", fmt.Sprintf("%T", zero), "got", fmt.Sprintf("%T", reply))
+		return zero, errInternal
+	}
+	return t, nil
+}
+
+// validRoomID checks the room ID grammar: !opaque:server.
+func validRoomID(room string) bool {
+	opaque, server, ok := strings.Cut(strings.TrimPrefix(room, "!"), ":")
+	return len(room) <= 255 && strings.HasPrefix(room, "!") && ok && opaque != "" && actors.ValidServerName(server)
+}
+
+// roomParam is the {roomId} path value, checked.
+func roomParam(r *http.Request) (string, error) {
+	room := r.PathValue("roomId")
+	if !validRoomID(room) {
+		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID %q.", room))
+	}
+	return room, nil
+}
+
+// rawEvents turns events as actors send them into a JSON array (never null).
+func rawEvents(evs [][]byte) []json.RawMessage {
+	out := make([]json.RawMessage, len(evs))
+	for i, e := range evs {
+		out[i] = e
+	}
+	return out
+}
+
+// memberProfile is a user's global profile as member events carry it: a JSON
+// object with displayname and avatar_url (those set as strings), and its
+// version. exists is false for an unknown user.
+func (s *Server) memberProfile(ctx context.Context, user string) (profile []byte, version uint64, exists bool, err error) {
+	p, err := askAs[*actors.ProfileReply](ctx, s, actors.KindUser, user, &actors.GetProfile{UserId: user})
+	if err != nil || !p.Exists {
+		return nil, 0, false, err
+	}
+	var fields map[string]any
+	_ = json.Unmarshal(p.FieldsJson, &fields)
+	picked := map[string]string{}
+	for _, k := range []string{"displayname", "avatar_url"} {
+		if v, ok := fields[k].(string); ok {
+			picked[k] = v
+		}
+	}
+	b, _ := json.Marshal(picked)
+	return b, p.Version, true, nil
+}
+
+// targetProfile is the profile of a user about to be invited: local users
+// must exist; remote ones need federation, which comes later.
+func (s *Server) targetProfile(ctx context.Context, user string) ([]byte, uint64, error) {
+	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
+		return nil, 0, errorf(403, "M_FORBIDDEN", "Cannot invite "+user+": federation is not available yet.")
+	}
+	profile, version, exists, err := s.memberProfile(ctx, user)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !exists {
+		return nil, 0, errorf(404, "M_NOT_FOUND", "Unknown user "+user+".")
+	}
+	return profile, version, nil
+}
+
+// createRoom checks the body's known fields, then lets the new room's actor
+// build the room from it.
+func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, sess *session) {
+	body, err := s.readObject(w, r)
+	if err == nil {
+		err = s.checkCreateRoom(r.Context(), body)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	profile, version, _, err := s.memberProfile(r.Context(), string(sess.user))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	raw, _ := json.Marshal(body)
+	room := "!" + randomString(14)[:18] + ":" + s.cfg.ServerName
+	msg := &actors.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
+		CreatorProfileJson: profile, CreatorProfileVersion: version}
+	if _, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"room_id": room})
+}
+
+// jsonKind is the first byte of a valid JSON value, which names its type:
+// '"' string, '{' object, '[' array, 't'/'f' bool, 'n' null, else a number.
+func jsonKind(v json.RawMessage) byte {
+	t := strings.TrimLeft(string(v), " \t\r\n")
+	if t == "" {
+		return 0
+	}
+	return t[0]
+}
+
+// checkCreateRoom checks the /createRoom fields the room relies on. A field
+// of the wrong JSON type is M_BAD_JSON; a value outside an enumeration, or an
+// invite that is not a list of user IDs, is M_INVALID_PARAM. Invitees must be
+// local users that exist.
+func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMessage) error {
+	want := map[string]byte{"name": '"', "topic": '"', "power_level_content_override": '{', "creation_content": '{', "initial_state": '['}
+	for k, kind := range want {
+		if v, ok := body[k]; ok && jsonKind(v) != kind {
+			return errorf(400, "M_BAD_JSON", "Field "+k+" has the wrong type.")
+		}
+	}
+	if v, ok := body["is_direct"]; ok && jsonKind(v) != 't' && jsonKind(v) != 'f' {
+		return errorf(400, "M_BAD_JSON", "Field is_direct must be a boolean.")
+	}
+	enums := map[string][]string{"preset": {"private_chat", "public_chat", "trusted_private_chat"}, "visibility": {"public", "private"}}
+	for k, allowed := range enums {
+		if v, ok := body[k]; ok && !oneOf(v, allowed...) {
+			return errorf(400, "M_INVALID_PARAM", "Field "+k+" must be one of "+strings.Join(allowed, ", ")+".")
+		}
+	}
+	if v, ok := body["room_version"]; ok && !oneOf(v, "10") {
+		return errorf(400, "M_UNSUPPORTED_ROOM_VERSION", "Only room version 10 is supported.")
+	}
+	if v, ok := body["initial_state"]; ok {
+		if err := checkInitialState(v); err != nil {
+			return err
+		}
+	}
+	if v, ok := body["invite"]; ok {
+		var invite []string
+		if err := json.Unmarshal(v, &invite); err != nil || jsonKind(v) != '[' {
+			return errorf(400, "M_INVALID_PARAM", "Field invite must be a list of user IDs.")
+		}
+		for _, u := range invite {
+			if _, _, err := parseUserID(u); err != nil {
+				return errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid user ID %q in invite.", u))
+			}
+		}
+		for _, u := range invite {
+			if _, _, err := s.targetProfile(ctx, u); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// oneOf reports whether v is a JSON string equal to one of allowed.
+func oneOf(v json.RawMessage, allowed ...string) bool {
+	var str string
+	if jsonKind(v) != '"' || json.Unmarshal(v, &str) != nil {
+		return false
+	}
+	for _, a := range allowed {
+		if str == a {
+			return true
+		}
+	}
+	return false
+}
+
+// checkInitialState checks that initial_state is a list of state events:
+// objects with a non-empty string type, a string state_key and an object
+// content when those are given.
+func checkInitialState(v json.RawMessage) error {
+	var evs []map[string]json.RawMessage
+	if err := json.Unmarshal(v, &evs); err != nil {
+		return errorf(400, "M_BAD_JSON", "Field initial_state must be a list of events.")
+	}
+	for i, ev := range evs {
+		bad := ev == nil || !isNonEmptyString(ev["type"])
+		if k, ok := ev["state_key"]; ok && jsonKind(k) != '"' {
+			bad = true
+		}
+		if c, ok := ev["content"]; ok && jsonKind(c) != '{' {
+			bad = true
+		}
+		if bad {
+			return errorf(400, "M_BAD_JSON", fmt.Sprintf("initial_state[%d] must be an event with a string type.", i))
+		}
+	}
+	return nil
+}
+
+func isNonEmptyString(v json.RawMessage) bool {
+	var str string
+	return jsonKind(v) == '"' && json.Unmarshal(v, &str) == nil && str != ""
+}
+
+// joinByIDOrAlias is POST /join/{roomIdOrAlias}; aliases come later.
+func (s *Server) joinByIDOrAlias(w http.ResponseWriter, r *http.Request, sess *session) {
+	target := r.PathValue("roomIdOrAlias")
+	switch {
+	case strings.HasPrefix(target, "#"):
+		writeError(w, errorf(404, "M_NOT_FOUND", "Room aliases are not supported yet."))
+	case !validRoomID(target):
+		writeError(w, errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID or alias %q.", target)))
+	default:
+		s.changeMembership(w, r, sess, target, "join")
+	}
+}
+
+// membershipAction is the handler of POST /rooms/{roomId}/{action}.
+func (s *Server) membershipAction(action string) func(http.ResponseWriter, *http.Request, *session) {
+	return func(w http.ResponseWriter, r *http.Request, sess *session) {
+		room, err := roomParam(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		s.changeMembership(w, r, sess, room, action)
+	}
+}
+
+type membershipBody struct {
+	UserID *string `json:"user_id"`
+	Reason *string `json:"reason"`
+}
+
+// changeMembership reads a membership body and sends the change to the
+// room. Join and leave act on the sender and may have an empty body; the
+// others name their target in user_id. Joins and invites carry the target's
+// global profile, which becomes the member event's displayname and avatar.
+func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *session, room, action string) {
+	self := action == "join" || action == "leave"
+	var body membershipBody
+	if err := s.decode(w, r, &body, self); err != nil {
+		writeError(w, err)
+		return
+	}
+	msg := &actors.ChangeMembership{RoomId: room, Sender: string(sess.user), Target: string(sess.user), Action: action}
+	if body.Reason != nil {
+		msg.Reason = *body.Reason
+	}
+	if !self {
+		if body.UserID == nil {
+			writeError(w, errorf(400, "M_MISSING_PARAM", "Missing user_id."))
+			return
+		}
+		if _, _, err := parseUserID(*body.UserID); err != nil {
+			writeError(w, err)
+			return
+		}
+		msg.Target = *body.UserID
+	}
+	var err error
+	switch action {
+	case "join":
+		msg.ProfileJson, msg.ProfileVersion, _, err = s.memberProfile(r.Context(), msg.Target)
+	case "invite":
+		msg.ProfileJson, msg.ProfileVersion, err = s.targetProfile(r.Context(), msg.Target)
+	}
+	if err == nil {
+		_, err = askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg)
+	}
+	switch {
+	case err != nil:
+		writeError(w, err)
+	case action == "join":
+		writeJSON(w, 200, map[string]string{"room_id": room})
+	default:
+		writeJSON(w, 200, map[string]any{})
+	}
+}
+
+// joinedRooms lists the rooms the user's actor has the user joined to.
+func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request, sess *session) {
+	user := string(sess.user)
+	rooms, err := askAs[*actors.RoomsReply](r.Context(), s, actors.KindUser, user, &actors.GetRooms{UserId: user})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	joined := []string{}
+	for _, m := range rooms.Rooms {
+		if m.Membership == "join" {
+			joined = append(joined, m.RoomId)
+		}
+	}
+	writeJSON(w, 200, map[string][]string{"joined_rooms": joined})
+}

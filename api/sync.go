@@ -1,0 +1,360 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"persona/actors"
+)
+
+const (
+	maxSyncTimeout = 60 * time.Second
+	syncParallel   = 16   // room queries in flight per /sync
+	maxSyncLimit   = 1000 // timeline events per room at most
+)
+
+// syncParams are a /sync request's parsed query.
+type syncParams struct {
+	since      uint64 // stream position; 0: initial sync
+	timeout    time.Duration
+	fullState  bool
+	limit      uint32
+	roomFilter []byte // the filter's "room" part, passed on to rooms
+}
+
+// parseSince parses a sync token, s<N>.
+func parseSince(tok string) (uint64, error) {
+	if tok == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(tok, "s"), 10, 64)
+	if err != nil || !strings.HasPrefix(tok, "s") {
+		return 0, errorf(400, "M_INVALID_PARAM", "Invalid since token.")
+	}
+	return n, nil
+}
+
+func syncToken(pos uint64) string { return "s" + strconv.FormatUint(pos, 10) }
+
+// parseSyncParams reads /sync's query. An inline filter ({...}) is honoured
+// for room.timeline.limit and passed on as the room filter; a filter ID is
+// ignored, as filters cannot be uploaded yet.
+func parseSyncParams(r *http.Request) (*syncParams, error) {
+	q := r.URL.Query()
+	p := &syncParams{limit: 10}
+	var err error
+	if p.since, err = parseSince(q.Get("since")); err != nil {
+		return nil, err
+	}
+	if t := q.Get("timeout"); t != "" {
+		ms, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, errorf(400, "M_INVALID_PARAM", "timeout must be a non-negative integer.")
+		}
+		p.timeout = min(time.Duration(min(ms, 1<<40))*time.Millisecond, maxSyncTimeout)
+	}
+	switch q.Get("full_state") {
+	case "", "false":
+	case "true":
+		p.fullState = true
+	default:
+		return nil, errorf(400, "M_INVALID_PARAM", "full_state must be true or false.")
+	}
+	if f := q.Get("filter"); strings.HasPrefix(strings.TrimSpace(f), "{") {
+		if err := p.readFilter([]byte(f)); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// readFilter takes room.timeline.limit and the room part of a sync filter.
+func (p *syncParams) readFilter(f []byte) error {
+	bad := errorf(400, "M_INVALID_PARAM", "Invalid filter.")
+	var filter struct {
+		Room json.RawMessage `json:"room"`
+	}
+	if err := json.Unmarshal(f, &filter); err != nil {
+		return bad
+	}
+	if len(filter.Room) == 0 || jsonKind(filter.Room) == 'n' {
+		return nil
+	}
+	var room struct {
+		Timeline *struct {
+			Limit *int64 `json:"limit"`
+		} `json:"timeline"`
+	}
+	if jsonKind(filter.Room) != '{' || json.Unmarshal(filter.Room, &room) != nil {
+		return bad
+	}
+	if room.Timeline != nil && room.Timeline.Limit != nil {
+		if *room.Timeline.Limit < 0 {
+			return bad
+		}
+		p.limit = uint32(min(*room.Timeline.Limit, maxSyncLimit))
+	}
+	p.roomFilter = filter.Room
+	return nil
+}
+
+// sync answers /sync. It subscribes before it reads, so an event committed
+// while the answer is built wakes it; with nothing to report it waits for
+// such an event (or the timeout) and builds again.
+func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *session) {
+	p, err := parseSyncParams(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, user := r.Context(), string(sess.user)
+	deadline := time.Now().Add(p.timeout)
+	for {
+		wake, cancel := s.host.Subscribe(user)
+		resp, err := s.buildSync(ctx, sess, p)
+		wait := time.Until(deadline)
+		if err != nil || !resp.empty() || p.since == 0 || p.fullState || wait <= 0 {
+			cancel()
+			if err != nil {
+				writeError(w, err)
+			} else {
+				writeJSON(w, 200, resp)
+			}
+			return
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+		cancel()
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			writeJSON(w, 200, resp) // nothing new: the same empty answer
+			return
+		}
+	}
+}
+
+type eventList struct {
+	Events []any `json:"events"`
+}
+
+type timeline struct {
+	Events    []json.RawMessage `json:"events"`
+	Limited   bool              `json:"limited"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+type joinedRoom struct {
+	Timeline    timeline          `json:"timeline"`
+	State       eventList         `json:"state"`
+	Ephemeral   eventList         `json:"ephemeral"`
+	AccountData eventList         `json:"account_data"`
+	Summary     map[string]uint64 `json:"summary"`
+	Unread      map[string]int    `json:"unread_notifications"`
+}
+
+type leftRoom struct {
+	Timeline    timeline  `json:"timeline"`
+	State       eventList `json:"state"`
+	AccountData eventList `json:"account_data"`
+}
+
+type invitedRoom struct {
+	InviteState eventList `json:"invite_state"`
+}
+
+type syncResponse struct {
+	NextBatch string `json:"next_batch"`
+	Rooms     struct {
+		Join   map[string]*joinedRoom  `json:"join"`
+		Invite map[string]*invitedRoom `json:"invite"`
+		Leave  map[string]*leftRoom    `json:"leave"`
+	} `json:"rooms"`
+	Presence    eventList `json:"presence"`
+	AccountData eventList `json:"account_data"`
+	ToDevice    eventList `json:"to_device"`
+	DeviceLists struct {
+		Changed []string `json:"changed"`
+		Left    []string `json:"left"`
+	} `json:"device_lists"`
+	OneTimeKeys map[string]int `json:"device_one_time_keys_count"`
+}
+
+func newSyncResponse(pos uint64) *syncResponse {
+	resp := &syncResponse{NextBatch: syncToken(pos), OneTimeKeys: map[string]int{}}
+	resp.Rooms.Join, resp.Rooms.Invite, resp.Rooms.Leave = map[string]*joinedRoom{}, map[string]*invitedRoom{}, map[string]*leftRoom{}
+	resp.Presence.Events, resp.AccountData.Events, resp.ToDevice.Events = []any{}, []any{}, []any{}
+	resp.DeviceLists.Changed, resp.DeviceLists.Left = []string{}, []string{}
+	return resp
+}
+
+func (r *syncResponse) empty() bool {
+	return len(r.Rooms.Join)+len(r.Rooms.Invite)+len(r.Rooms.Leave)+len(r.Presence.Events) == 0
+}
+
+// buildSync builds one answer covering the stream positions (since, pos],
+// pos being the position when it starts: every room read is cut at pos
+// (upto), so the next sync, from pos, neither repeats nor misses an event.
+// Memberships after pos wait for that next sync too.
+func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*syncResponse, error) {
+	user := string(sess.user)
+	pos := s.host.StreamPosition()
+	rooms, err := askAs[*actors.RoomsReply](ctx, s, actors.KindUser, user, &actors.GetRooms{UserId: user})
+	if err != nil {
+		return nil, err
+	}
+	var memberships []*actors.RoomMembership
+	var reqs []*actors.RoomSync
+	for _, m := range rooms.Rooms {
+		q := &actors.RoomSync{RoomId: m.RoomId, UserId: user, Since: p.since, Limit: p.limit, FullState: p.fullState,
+			Upto: pos, DeviceId: sess.device, FilterJson: p.roomFilter}
+		switch {
+		case m.Stream > pos:
+			continue
+		case m.Membership == "join":
+			if m.Stream > p.since {
+				q.Since = 0 // joined since the last sync: the whole room
+			}
+		case m.Membership == "invite" && m.Stream > p.since:
+			q.Since, q.FullState = 0, true
+		case (m.Membership == "leave" || m.Membership == "ban") && m.Stream > p.since && (p.since > 0 || p.fullState):
+			q.Upto = m.Stream
+		default:
+			continue
+		}
+		memberships, reqs = append(memberships, m), append(reqs, q)
+	}
+	replies, err := s.roomSyncs(ctx, reqs)
+	if err != nil {
+		return nil, err
+	}
+	resp := newSyncResponse(pos)
+	seen := map[string]bool{user: true}
+	for i, reply := range replies {
+		if reply == nil {
+			continue
+		}
+		room, initial := memberships[i].RoomId, reqs[i].Since == 0 || p.fullState
+		switch memberships[i].Membership {
+		case "join":
+			for _, u := range reply.Joined {
+				seen[u] = true
+			}
+			if initial || len(reply.Timeline) > 0 || len(reply.State) > 0 {
+				resp.Rooms.Join[room] = joinedSection(reply)
+			}
+		case "invite":
+			resp.Rooms.Invite[room] = &invitedRoom{InviteState: eventList{Events: stripped(reply.State, reply.Timeline)}}
+		default:
+			resp.Rooms.Leave[room] = &leftRoom{Timeline: timelineOf(reply), State: rawList(reply.State), AccountData: rawList(nil)}
+		}
+	}
+	users := make([]string, 0, len(seen))
+	for u := range seen {
+		users = append(users, u)
+	}
+	for _, pr := range s.host.PresenceOf(users, p.since) {
+		if pr.Stream <= pos {
+			resp.Presence.Events = append(resp.Presence.Events, map[string]any{
+				"type": "m.presence", "sender": pr.UserID, "content": presenceContent(pr, true)})
+		}
+	}
+	return resp, nil
+}
+
+// roomSyncs asks the rooms at most syncParallel at a time. A room that
+// answers a client error for this user (it no longer counts them as a
+// member, say) is left out as nil; any other failure fails the sync, since
+// skipping a room would lose its events.
+func (s *Server) roomSyncs(ctx context.Context, reqs []*actors.RoomSync) ([]*actors.RoomSyncReply, error) {
+	out := make([]*actors.RoomSyncReply, len(reqs))
+	errs := make([]error, len(reqs))
+	sem := make(chan struct{}, syncParallel)
+	var wg sync.WaitGroup
+	for i, q := range reqs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			out[i], errs[i] = askAs[*actors.RoomSyncReply](ctx, s, actors.KindRoom, q.RoomId, q)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		var e *Error
+		switch {
+		case err == nil:
+		case errors.As(err, &e) && e.Status < 500:
+			s.log.Warn("room left out of sync", "room", reqs[i].RoomId, "user", reqs[i].UserId, "err", err)
+		default:
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func rawList(evs [][]byte) eventList {
+	l := eventList{Events: make([]any, len(evs))}
+	for i, e := range evs {
+		l.Events[i] = json.RawMessage(e)
+	}
+	return l
+}
+
+func timelineOf(reply *actors.RoomSyncReply) timeline {
+	return timeline{Events: rawEvents(reply.Timeline), Limited: reply.Limited, PrevBatch: reply.PrevBatch}
+}
+
+func joinedSection(reply *actors.RoomSyncReply) *joinedRoom {
+	return &joinedRoom{
+		Timeline: timelineOf(reply), State: rawList(reply.State),
+		Ephemeral: rawList(nil), AccountData: rawList(nil),
+		Summary: map[string]uint64{"m.joined_member_count": reply.JoinedCount, "m.invited_member_count": reply.InvitedCount},
+		Unread:  map[string]int{},
+	}
+}
+
+// stripped reduces the state events among evs to the stripped state an
+// invitee sees ({type, state_key, content, sender}), the latest per
+// (type, state_key), in the order first seen.
+func stripped(lists ...[][]byte) []any {
+	type key struct{ typ, stateKey string }
+	index := map[key]int{}
+	var out []any
+	for _, evs := range lists {
+		for _, raw := range evs {
+			var ev struct {
+				Type     string          `json:"type"`
+				StateKey *string         `json:"state_key"`
+				Content  json.RawMessage `json:"content"`
+				Sender   string          `json:"sender"`
+			}
+			if json.Unmarshal(raw, &ev) != nil || ev.StateKey == nil {
+				continue
+			}
+			if jsonKind(ev.Content) != '{' {
+				ev.Content = json.RawMessage("{}")
+			}
+			e := map[string]any{"type": ev.Type, "state_key": *ev.StateKey, "content": ev.Content, "sender": ev.Sender}
+			k := key{ev.Type, *ev.StateKey}
+			if i, ok := index[k]; ok {
+				out[i] = e
+				continue
+			}
+			index[k] = len(out)
+			out = append(out, e)
+		}
+	}
+	if out == nil {
+		out = []any{}
+	}
+	return out
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	neturl "net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"persona/api"
+	"persona/internal/node"
+)
+
+// benchPropagation measures the fan-out of one rename: a user joined to N
+// rooms renames itself; the time until every room has applied (and made
+// durable) the new name, the PUT latency, and the node's memory.
+func benchPropagation(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench propagation", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config of the node (for its addresses and shared secret)")
+	base := fs.String("url", "", "base URL of the node (default: from listen.client)")
+	rooms := fs.Int("rooms", 1000, "rooms the user is joined to")
+	renames := fs.Int("renames", 5, "renames to time, one after another")
+	burst := fs.Int("burst", 20, "renames sent back to back, to time PUT latency under fan-out")
+	conc := fs.Int("concurrency", 16, "concurrent requests while creating rooms")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *rooms < 1 || *renames < 1 || *conc < 1 {
+		return errors.New("bench: --rooms, --renames and --concurrency must be positive")
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	secret, err := node.SharedSecret(cfg)
+	if err != nil {
+		return err
+	}
+	if *base == "" {
+		*base = "http://" + cfg.Listen.Client
+	}
+	httpClient.Transport = &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64}
+	run := fmt.Sprintf("prop%x", rand.Uint32())
+	u, err := registerWithSecret(*base, secret, run, "", true)
+	if err != nil {
+		return err
+	}
+	if err := createRooms(*base, u.AccessToken, *rooms, *conc, stderr); err != nil {
+		return err
+	}
+	p := &propagationProbe{base: *base, secret: secret, user: u.UserID, token: u.AccessToken}
+	if _, err := p.waitSettled(time.Now(), 5*time.Minute); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "persona bench propagation: %d rooms, %s\n", *rooms, *base)
+	var prop, puts []time.Duration
+	for i := 0; i < *renames; i++ {
+		start := time.Now()
+		if err := p.rename(fmt.Sprintf("%s rename %d", run, i)); err != nil {
+			return err
+		}
+		puts = append(puts, time.Since(start))
+		d, err := p.waitSettled(start, 5*time.Minute)
+		if err != nil {
+			return err
+		}
+		prop = append(prop, d)
+		fmt.Fprintf(stdout, "rename %d: PUT %6.2f ms, every room applied after %8.2f ms\n", i+1, ms(puts[i]), ms(d))
+	}
+	start := time.Now()
+	var burstPuts []time.Duration
+	for i := 0; i < *burst; i++ {
+		t := time.Now()
+		if err := p.rename(fmt.Sprintf("%s burst %d", run, i)); err != nil {
+			return err
+		}
+		burstPuts = append(burstPuts, time.Since(t))
+	}
+	settled, err := p.waitSettled(start, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	last := fmt.Sprintf("%s burst %d", run, *burst-1)
+	if *burst == 0 {
+		last = fmt.Sprintf("%s rename %d", run, *renames-1)
+	}
+	checked, err := p.verify(last, 200)
+	if err != nil {
+		return err
+	}
+	slices.Sort(prop)
+	slices.Sort(puts)
+	all := append(slices.Clone(puts), burstPuts...)
+	slices.Sort(all)
+	fmt.Fprintf(stdout, "propagation to %d rooms: p50 %.2f ms, max %.2f ms (%d renames)\n", *rooms, ms(prop[len(prop)/2]), ms(prop[len(prop)-1]), len(prop))
+	if len(burstPuts) > 0 {
+		fmt.Fprintf(stdout, "burst of %d renames: converged in %.2f ms\n", *burst, ms(settled))
+	}
+	fmt.Fprintf(stdout, "PUT latency: p50 %.2f ms, p99 %.2f ms (%d PUTs)\n", ms(all[len(all)/2]), ms(all[len(all)*99/100]), len(all))
+	fmt.Fprintf(stdout, "verified the last name in %d rooms' state\n", checked)
+	if rss, err := nodeRSS(cfg.Listen.Metrics); err == nil {
+		fmt.Fprintf(stdout, "node RSS: %.1f MiB\n", float64(rss)/(1<<20))
+	}
+	return nil
+}
+
+// createRooms creates n rooms owned by the user, conc at a time.
+func createRooms(base, token string, n, conc int, stderr io.Writer) error {
+	p := newProgress(stderr, "creating rooms", n)
+	defer p.finish()
+	var next atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				var out struct {
+					RoomID string `json:"room_id"`
+				}
+				if err := call(http.MethodPost, base+"/_matrix/client/v3/createRoom", token, map[string]any{"name": "bench " + strconv.FormatInt(i, 10)}, &out); err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				p.add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// propagationProbe renames a user and watches its propagation.
+type propagationProbe struct {
+	base, secret, user, token string
+}
+
+func (p *propagationProbe) rename(name string) error {
+	return call(http.MethodPut, p.base+"/_matrix/client/v3/profile/"+neturl.PathEscape(p.user)+"/displayname", p.token, map[string]string{"displayname": name}, nil)
+}
+
+// waitSettled polls the admin API until no room is behind the user's latest
+// profile version; it returns the time since start.
+func (p *propagationProbe) waitSettled(start time.Time, limit time.Duration) (time.Duration, error) {
+	for {
+		var out struct {
+			Pending int `json:"pending"`
+		}
+		req, _ := http.NewRequest(http.MethodGet, p.base+"/_persona/admin/v1/users/"+neturl.PathEscape(p.user)+"/pending", nil)
+		req.Header.Set(api.SecretHeader, p.secret)
+		if err := do(req, &out); err != nil {
+			return 0, err
+		}
+		if out.Pending == 0 {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > limit {
+			return 0, fmt.Errorf("bench: %d rooms still behind after %s", out.Pending, limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// verify reads the user's member event in up to max of its rooms and checks
+// it carries name.
+func (p *propagationProbe) verify(name string, max int) (int, error) {
+	var joined struct {
+		Rooms []string `json:"joined_rooms"`
+	}
+	if err := call(http.MethodGet, p.base+"/_matrix/client/v3/joined_rooms", p.token, nil, &joined); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, room := range joined.Rooms {
+		if n == max {
+			break
+		}
+		var content struct {
+			Displayname string `json:"displayname"`
+		}
+		url := p.base + "/_matrix/client/v3/rooms/" + neturl.PathEscape(room) + "/state/m.room.member/" + neturl.PathEscape(p.user)
+		if err := call(http.MethodGet, url, p.token, nil, &content); err != nil {
+			return n, err
+		}
+		if content.Displayname != name {
+			return n, fmt.Errorf("bench: room %s shows %q, want %q", room, content.Displayname, name)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// nodeRSS reads process_resident_memory_bytes from the node's /metrics.
+func nodeRSS(metricsAddr string) (int64, error) {
+	if metricsAddr == "" {
+		return 0, errors.New("no metrics listener")
+	}
+	resp, err := httpClient.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(f), err
+		}
+	}
+	return 0, errors.New("no process_resident_memory_bytes in /metrics")
+}

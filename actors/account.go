@@ -45,6 +45,7 @@ func (u *user) addDevice(ctx actor.Context, m *AddDevice) {
 func (u *user) putDevice(b *storage.Batch, d *NewDevice) {
 	if old, ok := u.devices[d.DeviceId]; ok {
 		delete(u.tokens, string(old.TokenHash))
+		u.h.tokens.Delete(string(old.TokenHash))
 		if d.DisplayName == "" {
 			d.DisplayName = old.DisplayName
 		}
@@ -81,6 +82,7 @@ func (u *user) removeDevices(ctx actor.Context, m *RemoveDevices) {
 			continue
 		}
 		delete(u.tokens, string(d.TokenHash))
+		u.h.tokens.Delete(string(d.TokenHash))
 		delete(u.devices, id)
 		b.Delete(u.key("dev", id))
 	}

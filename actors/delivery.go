@@ -180,6 +180,16 @@ func coalesce(ups []*MemberUpdate) *MemberUpdate {
 	return out
 }
 
+// onAcks takes a batch of rooms' acks, then sends and writes once.
+func (u *user) onAcks(m *UpdateAcks) {
+	for _, a := range m.Acks {
+		u.onAck(a)
+	}
+	u.deliver()
+	u.flush()
+}
+
+// onAck advances one room's cursor.
 func (u *user) onAck(m *UpdateAck) {
 	c := u.rooms[m.RoomId]
 	if c == nil {
@@ -203,8 +213,6 @@ func (u *user) onAck(m *UpdateAck) {
 	if c.Membership == "join" && c.Acked < u.latest() {
 		u.d.queue = append(u.d.queue, m.RoomId)
 	}
-	u.deliver()
-	u.flush()
 }
 
 // maybeDone ends a round of propagation once every joined room has the

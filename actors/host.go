@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -48,6 +49,8 @@ type Host struct {
 	kinds    map[string]func(id string) actor.Actor
 	stream   *stream
 	presence presences
+	acks     acker
+	tokens   sync.Map // token hash -> *AuthReply: checks answered by user actors
 }
 
 // NewHost starts the actor system and one partition router per partition.
@@ -153,4 +156,25 @@ func (h *Host) Send(kind, id string, msg proto.Message) {
 type envelope struct {
 	kind, id string
 	msg      any
+}
+
+// Authenticate checks an access token's hash for user, from the node's cache
+// or the user's actor. The actor drops a token from the cache when its
+// device is removed.
+func (h *Host) Authenticate(ctx context.Context, user string, hash []byte) (*AuthReply, error) {
+	if a, ok := h.tokens.Load(string(hash)); ok {
+		return a.(*AuthReply), nil
+	}
+	reply, err := h.Request(ctx, KindUser, user, &Authenticate{UserId: user, TokenHash: hash})
+	if err != nil {
+		return nil, err
+	}
+	a, ok := reply.(*AuthReply)
+	if !ok {
+		return &AuthReply{}, nil
+	}
+	if a.Ok {
+		h.tokens.Store(string(hash), a)
+	}
+	return a, nil
 }

@@ -118,7 +118,7 @@ func (r *room) memberContent(user string) map[string]any {
 
 // ackUpdates acknowledges every version up to version to the user's actor.
 func (r *room) ackUpdates(user string, version uint64, notMember bool, written int64) {
-	r.h.Send(KindUser, user, &UpdateAck{RoomId: r.id, UserId: user, Version: version, NotMember: notMember, WrittenMs: written})
+	r.h.ack(&UpdateAck{RoomId: r.id, UserId: user, Version: version, NotMember: notMember, WrittenMs: written})
 }
 
 func lastVersion(m *ProfileUpdates) uint64 {

@@ -1306,6 +1306,61 @@ func (x *UpdateAck) GetWrittenMs() int64 {
 	return 0
 }
 
+// UpdateAcks carries many rooms' acks to one user's actor: the node
+// coalesces them, so that a fan-out to thousands of rooms costs the user
+// actor a few messages, not thousands.
+type UpdateAcks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Acks          []*UpdateAck           `protobuf:"bytes,2,rep,name=acks,proto3" json:"acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAcks) Reset() {
+	*x = UpdateAcks{}
+	mi := &file_rooms_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAcks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAcks) ProtoMessage() {}
+
+func (x *UpdateAcks) ProtoReflect() protoreflect.Message {
+	mi := &file_rooms_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAcks.ProtoReflect.Descriptor instead.
+func (*UpdateAcks) Descriptor() ([]byte, []int) {
+	return file_rooms_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UpdateAcks) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UpdateAcks) GetAcks() []*UpdateAck {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
 // MembershipChanged tells a local user's actor that its membership in a room
 // changed (at least once; stream orders them).
 type MembershipChanged struct {
@@ -1321,7 +1376,7 @@ type MembershipChanged struct {
 
 func (x *MembershipChanged) Reset() {
 	*x = MembershipChanged{}
-	mi := &file_rooms_proto_msgTypes[15]
+	mi := &file_rooms_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1388,7 @@ func (x *MembershipChanged) String() string {
 func (*MembershipChanged) ProtoMessage() {}
 
 func (x *MembershipChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[15]
+	mi := &file_rooms_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1401,7 @@ func (x *MembershipChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipChanged.ProtoReflect.Descriptor instead.
 func (*MembershipChanged) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{15}
+	return file_rooms_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MembershipChanged) GetUserId() string {
@@ -1396,7 +1451,7 @@ type MembershipAck struct {
 
 func (x *MembershipAck) Reset() {
 	*x = MembershipAck{}
-	mi := &file_rooms_proto_msgTypes[16]
+	mi := &file_rooms_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1463,7 @@ func (x *MembershipAck) String() string {
 func (*MembershipAck) ProtoMessage() {}
 
 func (x *MembershipAck) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[16]
+	mi := &file_rooms_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1476,7 @@ func (x *MembershipAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipAck.ProtoReflect.Descriptor instead.
 func (*MembershipAck) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{16}
+	return file_rooms_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MembershipAck) GetRoomId() string {
@@ -1455,7 +1510,7 @@ type GetRooms struct {
 
 func (x *GetRooms) Reset() {
 	*x = GetRooms{}
-	mi := &file_rooms_proto_msgTypes[17]
+	mi := &file_rooms_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1522,7 @@ func (x *GetRooms) String() string {
 func (*GetRooms) ProtoMessage() {}
 
 func (x *GetRooms) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[17]
+	mi := &file_rooms_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1535,7 @@ func (x *GetRooms) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRooms.ProtoReflect.Descriptor instead.
 func (*GetRooms) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{17}
+	return file_rooms_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetRooms) GetUserId() string {
@@ -1500,7 +1555,7 @@ type RoomsReply struct {
 
 func (x *RoomsReply) Reset() {
 	*x = RoomsReply{}
-	mi := &file_rooms_proto_msgTypes[18]
+	mi := &file_rooms_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1567,7 @@ func (x *RoomsReply) String() string {
 func (*RoomsReply) ProtoMessage() {}
 
 func (x *RoomsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[18]
+	mi := &file_rooms_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1580,7 @@ func (x *RoomsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomsReply.ProtoReflect.Descriptor instead.
 func (*RoomsReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{18}
+	return file_rooms_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RoomsReply) GetRooms() []*RoomMembership {
@@ -1547,7 +1602,7 @@ type RoomMembership struct {
 
 func (x *RoomMembership) Reset() {
 	*x = RoomMembership{}
-	mi := &file_rooms_proto_msgTypes[19]
+	mi := &file_rooms_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1614,7 @@ func (x *RoomMembership) String() string {
 func (*RoomMembership) ProtoMessage() {}
 
 func (x *RoomMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[19]
+	mi := &file_rooms_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1627,7 @@ func (x *RoomMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomMembership.ProtoReflect.Descriptor instead.
 func (*RoomMembership) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{19}
+	return file_rooms_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RoomMembership) GetRoomId() string {
@@ -1607,7 +1662,7 @@ type GetPending struct {
 
 func (x *GetPending) Reset() {
 	*x = GetPending{}
-	mi := &file_rooms_proto_msgTypes[20]
+	mi := &file_rooms_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1674,7 @@ func (x *GetPending) String() string {
 func (*GetPending) ProtoMessage() {}
 
 func (x *GetPending) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[20]
+	mi := &file_rooms_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1687,7 @@ func (x *GetPending) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPending.ProtoReflect.Descriptor instead.
 func (*GetPending) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{20}
+	return file_rooms_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetPending) GetUserId() string {
@@ -1653,7 +1708,7 @@ type PendingReply struct {
 
 func (x *PendingReply) Reset() {
 	*x = PendingReply{}
-	mi := &file_rooms_proto_msgTypes[21]
+	mi := &file_rooms_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1720,7 @@ func (x *PendingReply) String() string {
 func (*PendingReply) ProtoMessage() {}
 
 func (x *PendingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[21]
+	mi := &file_rooms_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1733,7 @@ func (x *PendingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingReply.ProtoReflect.Descriptor instead.
 func (*PendingReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{21}
+	return file_rooms_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PendingReply) GetVersion() uint64 {
@@ -1707,7 +1762,7 @@ type PendingRoom struct {
 
 func (x *PendingRoom) Reset() {
 	*x = PendingRoom{}
-	mi := &file_rooms_proto_msgTypes[22]
+	mi := &file_rooms_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1774,7 @@ func (x *PendingRoom) String() string {
 func (*PendingRoom) ProtoMessage() {}
 
 func (x *PendingRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[22]
+	mi := &file_rooms_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1787,7 @@ func (x *PendingRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRoom.ProtoReflect.Descriptor instead.
 func (*PendingRoom) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{22}
+	return file_rooms_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PendingRoom) GetRoomId() string {
@@ -1766,7 +1821,7 @@ type Wake struct {
 
 func (x *Wake) Reset() {
 	*x = Wake{}
-	mi := &file_rooms_proto_msgTypes[23]
+	mi := &file_rooms_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1833,7 @@ func (x *Wake) String() string {
 func (*Wake) ProtoMessage() {}
 
 func (x *Wake) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[23]
+	mi := &file_rooms_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1846,7 @@ func (x *Wake) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wake.ProtoReflect.Descriptor instead.
 func (*Wake) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{23}
+	return file_rooms_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Wake) GetId() string {
@@ -1928,7 +1983,11 @@ const file_rooms_proto_rawDesc = "" +
 	"\n" +
 	"not_member\x18\x04 \x01(\bR\tnotMember\x12\x1d\n" +
 	"\n" +
-	"written_ms\x18\x05 \x01(\x03R\twrittenMs\"\xa6\x01\n" +
+	"written_ms\x18\x05 \x01(\x03R\twrittenMs\"T\n" +
+	"\n" +
+	"UpdateAcks\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12-\n" +
+	"\x04acks\x18\x02 \x03(\v2\x19.persona.actors.UpdateAckR\x04acks\"\xa6\x01\n" +
 	"\x11MembershipChanged\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x17\n" +
 	"\aroom_id\x18\x02 \x01(\tR\x06roomId\x12\x1e\n" +
@@ -1977,7 +2036,7 @@ func file_rooms_proto_rawDescGZIP() []byte {
 	return file_rooms_proto_rawDescData
 }
 
-var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_rooms_proto_goTypes = []any{
 	(*CreateRoom)(nil),        // 0: persona.actors.CreateRoom
 	(*SendEvent)(nil),         // 1: persona.actors.SendEvent
@@ -1994,33 +2053,35 @@ var file_rooms_proto_goTypes = []any{
 	(*MemberUpdate)(nil),      // 12: persona.actors.MemberUpdate
 	(*ProfileUpdates)(nil),    // 13: persona.actors.ProfileUpdates
 	(*UpdateAck)(nil),         // 14: persona.actors.UpdateAck
-	(*MembershipChanged)(nil), // 15: persona.actors.MembershipChanged
-	(*MembershipAck)(nil),     // 16: persona.actors.MembershipAck
-	(*GetRooms)(nil),          // 17: persona.actors.GetRooms
-	(*RoomsReply)(nil),        // 18: persona.actors.RoomsReply
-	(*RoomMembership)(nil),    // 19: persona.actors.RoomMembership
-	(*GetPending)(nil),        // 20: persona.actors.GetPending
-	(*PendingReply)(nil),      // 21: persona.actors.PendingReply
-	(*PendingRoom)(nil),       // 22: persona.actors.PendingRoom
-	(*Wake)(nil),              // 23: persona.actors.Wake
-	(*Error)(nil),             // 24: persona.actors.Error
-	(Propagate)(0),            // 25: persona.actors.Propagate
+	(*UpdateAcks)(nil),        // 15: persona.actors.UpdateAcks
+	(*MembershipChanged)(nil), // 16: persona.actors.MembershipChanged
+	(*MembershipAck)(nil),     // 17: persona.actors.MembershipAck
+	(*GetRooms)(nil),          // 18: persona.actors.GetRooms
+	(*RoomsReply)(nil),        // 19: persona.actors.RoomsReply
+	(*RoomMembership)(nil),    // 20: persona.actors.RoomMembership
+	(*GetPending)(nil),        // 21: persona.actors.GetPending
+	(*PendingReply)(nil),      // 22: persona.actors.PendingReply
+	(*PendingRoom)(nil),       // 23: persona.actors.PendingRoom
+	(*Wake)(nil),              // 24: persona.actors.Wake
+	(*Error)(nil),             // 25: persona.actors.Error
+	(Propagate)(0),            // 26: persona.actors.Propagate
 }
 var file_rooms_proto_depIdxs = []int32{
-	24, // 0: persona.actors.SendReply.error:type_name -> persona.actors.Error
-	24, // 1: persona.actors.StateReply.error:type_name -> persona.actors.Error
-	24, // 2: persona.actors.MessagesReply.error:type_name -> persona.actors.Error
-	24, // 3: persona.actors.EventReply.error:type_name -> persona.actors.Error
-	24, // 4: persona.actors.RoomSyncReply.error:type_name -> persona.actors.Error
-	25, // 5: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
+	25, // 0: persona.actors.SendReply.error:type_name -> persona.actors.Error
+	25, // 1: persona.actors.StateReply.error:type_name -> persona.actors.Error
+	25, // 2: persona.actors.MessagesReply.error:type_name -> persona.actors.Error
+	25, // 3: persona.actors.EventReply.error:type_name -> persona.actors.Error
+	25, // 4: persona.actors.RoomSyncReply.error:type_name -> persona.actors.Error
+	26, // 5: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
 	12, // 6: persona.actors.ProfileUpdates.updates:type_name -> persona.actors.MemberUpdate
-	19, // 7: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
-	22, // 8: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	14, // 7: persona.actors.UpdateAcks.acks:type_name -> persona.actors.UpdateAck
+	20, // 8: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
+	23, // 9: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_rooms_proto_init() }
@@ -2035,7 +2096,7 @@ func file_rooms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rooms_proto_rawDesc), len(file_rooms_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

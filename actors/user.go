@@ -137,8 +137,8 @@ func (u *user) handle(ctx actor.Context, msg proto.Message) {
 		u.deleteField(ctx, m)
 	case *ReplaceProfile:
 		u.replaceProfile(ctx, m)
-	case *UpdateAck:
-		u.onAck(m)
+	case *UpdateAcks:
+		u.onAcks(m)
 	case *MembershipChanged:
 		u.onMembership(m)
 	case *GetRooms:

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -81,12 +82,14 @@ func (s *Server) authenticate(r *http.Request) (*session, error) {
 	if user == "" || user.Homeserver() != s.cfg.ServerName {
 		return nil, errUnknownToken
 	}
-	reply, err := s.ask(r.Context(), actors.KindUser, string(user), &actors.Authenticate{UserId: string(user), TokenHash: hashToken(token)})
-	if err != nil {
-		return nil, err
+	a, err := s.host.Authenticate(r.Context(), string(user), hashToken(token))
+	if errors.Is(err, actors.ErrTimeout) {
+		return nil, errUnavailable
 	}
-	a, ok := reply.(*actors.AuthReply)
-	if !ok || !a.Ok {
+	if err != nil {
+		return nil, errInternal
+	}
+	if !a.Ok {
 		return nil, errUnknownToken
 	}
 	return &session{user: user, device: a.DeviceId, admin: a.Admin}, nil

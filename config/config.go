@@ -134,7 +134,7 @@ func Default() *Config {
 		},
 		Propagation: Propagation{
 			MaxBacklog:  64,
-			MaxInFlight: 1024,
+			MaxInFlight: 256,
 			ResendAfter: 2 * time.Second,
 		},
 		Actors: Actors{

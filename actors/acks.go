@@ -1,0 +1,42 @@
+package actors
+
+import (
+	"sync"
+	"time"
+)
+
+// ackWindow is how long the node gathers rooms' acks for one user.
+const ackWindow = time.Millisecond
+
+// acker coalesces the acks rooms send to user actors: acks for one user
+// within ackWindow travel as one UpdateAcks message.
+type acker struct {
+	mu      sync.Mutex
+	pending map[string][]*UpdateAck
+	armed   bool
+}
+
+// ack queues a room's ack for its user's actor.
+func (h *Host) ack(a *UpdateAck) {
+	h.acks.mu.Lock()
+	if h.acks.pending == nil {
+		h.acks.pending = map[string][]*UpdateAck{}
+	}
+	h.acks.pending[a.UserId] = append(h.acks.pending[a.UserId], a)
+	arm := !h.acks.armed
+	h.acks.armed = true
+	h.acks.mu.Unlock()
+	if arm {
+		time.AfterFunc(ackWindow, h.flushAcks)
+	}
+}
+
+func (h *Host) flushAcks() {
+	h.acks.mu.Lock()
+	pending := h.acks.pending
+	h.acks.pending, h.acks.armed = nil, false
+	h.acks.mu.Unlock()
+	for user, acks := range pending {
+		h.Send(KindUser, user, &UpdateAcks{UserId: user, Acks: acks})
+	}
+}

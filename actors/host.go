@@ -50,6 +50,8 @@ type Host struct {
 	stream   *stream
 	presence presences
 	acks     acker
+	depths   map[string]*depth // mailbox depth per kind ("partition" too)
+	stop     chan struct{}
 	tokens   sync.Map // token hash -> *AuthReply: checks answered by user actors
 }
 
@@ -62,7 +64,8 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{store: store, cfg: cfg, metrics: m, log: log, stream: st, presence: presences{users: map[string]*Presence{}}}
+	h := &Host{store: store, cfg: cfg, metrics: m, log: log, stream: st, presence: presences{users: map[string]*Presence{}},
+		depths: map[string]*depth{KindUser: {}, KindRoom: {}, "partition": {}}, stop: make(chan struct{})}
 	h.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return log.With("component", "protoactor")
 	}))
@@ -73,7 +76,8 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	n := cfg.Actors.Partitions
 	h.parts = make([]*actor.PID, n)
 	for i := range h.parts {
-		props := actor.PropsFromProducer(func() actor.Actor { return newPartition(h, i) })
+		props := actor.PropsFromProducer(func() actor.Actor { return newPartition(h, i) },
+			actor.WithMailbox(h.depths["partition"].mailbox()))
 		pid, err := h.system.Root.SpawnNamed(props, fmt.Sprintf("partition/%d", i))
 		if err != nil {
 			panic(fmt.Sprintf("spawn partition %d: %v", i, err)) // names are unique: cannot happen
@@ -83,6 +87,9 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	if err := h.wake(); err != nil {
 		h.Stop()
 		return nil, err
+	}
+	if m != nil {
+		go h.sampleDepths(h.stop)
 	}
 	return h, nil
 }
@@ -113,6 +120,11 @@ func (h *Host) wake() error {
 // Stop stops every partition and so every actor, after they finish the
 // messages already queued, and waits for them.
 func (h *Host) Stop() {
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
 	for _, p := range h.parts {
 		_ = h.system.Root.PoisonFuture(p).Wait()
 	}

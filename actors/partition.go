@@ -88,7 +88,8 @@ func (p *partition) activate(ctx actor.Context, k key) *slot {
 		p.h.log.Error("message for unknown actor kind", "kind", k.kind)
 		return nil
 	}
-	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return produce(k.id) }))
+	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return produce(k.id) },
+		actor.WithMailbox(p.h.depths[k.kind].mailbox())))
 	s := &slot{pid: pid}
 	p.actors[k] = s
 	p.byPID[pid.Id] = k

@@ -1,0 +1,72 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"persona/config"
+	"persona/metrics"
+	"persona/storage"
+)
+
+// BenchmarkIdleRoomMemory measures what an active, idle room actor costs:
+// the heap growth from activating rooms that exist in storage, divided by
+// their number (the partition's entry, protoactor's process, the room's
+// state in memory). Storage is in memory, so badger's block cache does not
+// count. Run: go test -run '^$' -bench IdleRoomMemory -benchtime 1x ./actors
+func BenchmarkIdleRoomMemory(b *testing.B) {
+	const rooms = 20000
+	st, err := storage.Open("", storage.Options{InMemory: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	cfg := config.Default()
+	cfg.ServerName = server
+	cfg.Actors.PassivateAfter = time.Hour
+	h, err := NewHost(st, cfg, metrics.New(nil), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	creator := "@creator:" + server
+	if _, err := h.Request(ctx, KindUser, creator, &Register{UserId: creator, Displayname: "creator"}); err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]string, rooms)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("!mem%d:%s", i, server)
+		r, err := h.Request(ctx, KindRoom, ids[i], &CreateRoom{RoomId: ids[i], Creator: creator, RequestJson: []byte(`{}`),
+			CreatorProfileJson: []byte(`{"displayname":"creator"}`), CreatorProfileVersion: 1})
+		if err != nil || r.(*SendReply).Error != nil {
+			b.Fatalf("create: %v %v", err, r)
+		}
+	}
+	h.Stop()
+	for i := 0; i < b.N; i++ {
+		h, err = NewHost(st, cfg, metrics.New(nil), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		before := heap()
+		for _, id := range ids {
+			if _, err := h.Request(ctx, KindRoom, id, &GetState{RoomId: id, UserId: creator, Type: "m.room.create"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		after := heap()
+		b.ReportMetric(float64(after-before)/rooms, "bytes/room")
+		h.Stop()
+	}
+}
+
+func heap() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}

@@ -1,0 +1,517 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	neturl "net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"persona/api"
+)
+
+// crashChildEnv names the config a re-executed test binary serves: set, the
+// binary is a persona node instead of a test run (see TestMain).
+const crashChildEnv = "PERSONA_CRASH_CHILD_CONFIG"
+
+const (
+	crashSecret = "crash-secret"
+	crashRooms  = 2000
+	crashConc   = 16
+)
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(crashChildEnv); path != "" {
+		if err := run([]string{"serve", "--config", path}, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "persona:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestCrashMidPropagationConverges runs a node as a child process, renames a
+// user joined to 2,000 rooms, SIGKILLs the node while the renames are still
+// reaching the rooms, restarts it on the same data, and checks that every
+// room converges to the last acknowledged name, with one member event at most
+// per version, in the order the versions were written.
+func TestCrashMidPropagationConverges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: starts a node twice and creates 2,000 rooms")
+	}
+	start := time.Now()
+	defer func() { t.Logf("wall time %s", time.Since(start).Round(time.Millisecond)) }()
+
+	// Keep connections to the child alive under 16 concurrent requests,
+	// and drop them when it is killed.
+	transport := &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64}
+	saved := httpClient.Transport
+	httpClient.Transport = transport
+	t.Cleanup(func() {
+		transport.CloseIdleConnections()
+		httpClient.Transport = saved
+	})
+
+	addrs := freeLoopbackAddrs(t, 2)
+	addr, metricsAddr := addrs[0], addrs[1]
+	cfgPath := filepath.Join(t.TempDir(), "persona.yaml")
+	cfg := fmt.Sprintf(`server_name: "localhost"
+data_dir: %q
+listen:
+  client: %q
+  metrics: %q
+registration:
+  open: false
+  shared_secret: %q
+propagation:
+  max_in_flight: 64
+`, filepath.Join(t.TempDir(), "data"), addr, metricsAddr, crashSecret)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + addr
+
+	// 1. A node and an admin user (admins are not rate limited).
+	node := startCrashChild(t, cfgPath, base)
+	reg, err := registerWithSecret(base, crashSecret, "crash", "", true)
+	if err != nil {
+		t.Fatalf("register: %v\n%s", err, node.out.tail())
+	}
+	c := &crashClient{base: base, user: reg.UserID, token: reg.AccessToken}
+
+	// 2. 2,000 rooms, 16 requests at a time.
+	phase := time.Now()
+	rooms := make([]string, crashRooms)
+	var next atomic.Int64
+	errs := concurrently(crashConc, func() error {
+		for i := int(next.Add(1)) - 1; i < crashRooms; i = int(next.Add(1)) - 1 {
+			var out struct {
+				RoomID string `json:"room_id"`
+			}
+			if err := call(http.MethodPost, base+"/_matrix/client/v3/createRoom", c.token, map[string]any{"preset": "public_chat"}, &out); err != nil {
+				return err
+			}
+			rooms[i] = out.RoomID
+		}
+		return nil
+	})
+	if len(errs) > 0 {
+		t.Fatalf("createRoom: %v\n%s", errs[0], node.out.tail())
+	}
+	t.Logf("created %d rooms in %s", crashRooms, time.Since(phase).Round(time.Millisecond))
+	if _, err := c.waitSettled(30 * time.Second); err != nil {
+		t.Fatalf("after creating rooms: %v\n%s", err, node.out.tail())
+	}
+
+	// 3. Rename quickly, each PUT acknowledged, and kill the node right
+	// after the last 200 while rooms are still behind. Should every room
+	// already have the renames by then, rename more times and try again.
+	var written []string
+	var pendingAtKill int
+	var versionAtKill uint64
+	for attempt, renames := range []int{3, 10, 30} {
+		for range renames {
+			name := "v" + strconv.Itoa(len(written)+1)
+			if err := c.rename(name); err != nil {
+				t.Fatalf("rename to %s: %v\n%s", name, err, node.out.tail())
+			}
+			written = append(written, name) // acknowledged: durable from here on
+		}
+		version, pending, err := c.pending()
+		if err != nil {
+			t.Fatalf("pending before the kill: %v\n%s", err, node.out.tail())
+		}
+		if pending > 0 || attempt == 2 {
+			node.kill()
+			pendingAtKill, versionAtKill = pending, version
+			break
+		}
+		t.Logf("every room had acknowledged %d renames before the kill could land; renaming more", renames)
+	}
+	transport.CloseIdleConnections()
+	last := written[len(written)-1]
+	t.Logf("SIGKILL after %d acknowledged renames (last %q, profile version %d): %d of %d rooms pending",
+		len(written), last, versionAtKill, pendingAtKill, crashRooms)
+	if pendingAtKill == 0 {
+		t.Fatalf("the kill never landed mid-propagation: every room had acknowledged all %d renames", len(written))
+	}
+
+	// 4. Restart on the same data and port. The user's unfinished
+	// propagation must resume by itself: its actor is woken before any
+	// client request reaches it (seen in the metrics, which touch no actor).
+	phase = time.Now()
+	node = startCrashChild(t, cfgPath, base)
+	if err := waitUserWoken(metricsAddr, 10*time.Second); err != nil {
+		t.Errorf("after restart, with %d rooms pending: %v", pendingAtKill, err)
+	}
+	version, err := c.waitSettled(60 * time.Second)
+	if err != nil {
+		t.Fatalf("after restart: %v\n%s", err, node.out.tail())
+	}
+	t.Logf("restarted and converged in %s", time.Since(phase).Round(time.Millisecond))
+	if version != versionAtKill {
+		t.Errorf("profile version after restart = %d, before the kill %d", version, versionAtKill)
+	}
+
+	// 5. Every room: its state holds the last name; its timeline holds each
+	// name at most once, in the order written.
+	var joined struct {
+		Rooms []string `json:"joined_rooms"`
+	}
+	if err := call(http.MethodGet, base+"/_matrix/client/v3/joined_rooms", c.token, nil, &joined); err != nil {
+		t.Fatalf("joined_rooms: %v", err)
+	}
+	if missing, extra := diffSets(rooms, joined.Rooms); len(joined.Rooms) != crashRooms || len(missing)+len(extra) > 0 {
+		t.Fatalf("joined_rooms: %d rooms, %d created ones missing (%v), %d unknown (%v)",
+			len(joined.Rooms), len(missing), firstN(missing, 3), len(extra), firstN(extra, 3))
+	}
+	order := map[string]int{}
+	for i, n := range written {
+		order[n] = i
+	}
+	var renameEvents atomic.Int64
+	next.Store(0)
+	errs = concurrently(crashConc, func() error {
+		var errs []error
+		for i := int(next.Add(1)) - 1; i < len(joined.Rooms); i = int(next.Add(1)) - 1 {
+			n, err := c.checkRoom(joined.Rooms[i], last, order)
+			renameEvents.Add(int64(n))
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if len(errs) > 0 {
+		all := strings.Split(errors.Join(errs...).Error(), "\n")
+		t.Errorf("%d rooms wrong after restart, e.g.:\n%s", len(all), strings.Join(firstN(all, 10), "\n"))
+	}
+	t.Logf("checked %d rooms: %d rename events in all (%d names written)", len(joined.Rooms), renameEvents.Load(), len(written))
+
+	// 6. The profile itself.
+	var profile struct {
+		Displayname string `json:"displayname"`
+	}
+	if err := call(http.MethodGet, base+"/_matrix/client/v3/profile/"+neturl.PathEscape(c.user), "", nil, &profile); err != nil {
+		t.Fatalf("profile: %v", err)
+	}
+	if profile.Displayname != last {
+		t.Errorf("profile displayname after restart = %q, want %q", profile.Displayname, last)
+	}
+}
+
+// crashClient is the test's user on the child node.
+type crashClient struct {
+	base, user, token string
+}
+
+func (c *crashClient) rename(name string) error {
+	return call(http.MethodPut, c.base+"/_matrix/client/v3/profile/"+neturl.PathEscape(c.user)+"/displayname", c.token, map[string]string{"displayname": name}, nil)
+}
+
+// pending asks the admin API for the user's profile version and how many
+// joined rooms have not acknowledged it.
+func (c *crashClient) pending() (version uint64, pending int, err error) {
+	var out struct {
+		Version uint64 `json:"version"`
+		Pending int    `json:"pending"`
+	}
+	req, err := http.NewRequest(http.MethodGet, c.base+"/_persona/admin/v1/users/"+neturl.PathEscape(c.user)+"/pending", nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set(api.SecretHeader, crashSecret)
+	if err := do(req, &out); err != nil {
+		return 0, 0, err
+	}
+	return out.Version, out.Pending, nil
+}
+
+// waitSettled polls until no room is behind; it returns the profile version.
+func (c *crashClient) waitSettled(limit time.Duration) (uint64, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		version, pending, err := c.pending()
+		if err != nil {
+			return 0, err
+		}
+		if pending == 0 {
+			return version, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%d rooms still behind version %d after %s", pending, version, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkRoom checks one room: the user's member state carries last, and the
+// user's member events after the join carry names of written (order maps
+// each to its position), each at most once and in the order written. It
+// returns how many of those rename events the room holds.
+func (c *crashClient) checkRoom(room, last string, order map[string]int) (int, error) {
+	roomURL := c.base + "/_matrix/client/v3/rooms/" + neturl.PathEscape(room)
+	var state struct {
+		Displayname string `json:"displayname"`
+	}
+	if err := call(http.MethodGet, roomURL+"/state/m.room.member/"+neturl.PathEscape(c.user), c.token, nil, &state); err != nil {
+		return 0, fmt.Errorf("room %s: member state: %w", room, err)
+	}
+	var page struct {
+		Chunk []struct {
+			Type     string  `json:"type"`
+			StateKey *string `json:"state_key"`
+			Content  struct {
+				Membership  string `json:"membership"`
+				Displayname string `json:"displayname"`
+			} `json:"content"`
+		} `json:"chunk"`
+	}
+	if err := call(http.MethodGet, roomURL+"/messages?dir=b&limit=100", c.token, nil, &page); err != nil {
+		return 0, fmt.Errorf("room %s: messages: %w", room, err)
+	}
+	var names []string // the user's member events, oldest first
+	sawCreate := false
+	for i := len(page.Chunk) - 1; i >= 0; i-- {
+		ev := page.Chunk[i]
+		sawCreate = sawCreate || ev.Type == "m.room.create"
+		if ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == c.user {
+			names = append(names, ev.Content.Displayname)
+		}
+	}
+	var problems []string
+	if state.Displayname != last {
+		problems = append(problems, fmt.Sprintf("member state displayname %q, want %q", state.Displayname, last))
+	}
+	if !sawCreate {
+		problems = append(problems, fmt.Sprintf("timeline longer than one page of 100 (%d events)", len(page.Chunk)))
+	}
+	renames := 0
+	if len(names) == 0 {
+		problems = append(problems, "no member event of the user in the timeline")
+	} else {
+		// names[0] is the join; every later event is one version.
+		seen := map[string]int{names[0]: 1}
+		prev := -1
+		for _, n := range names[1:] {
+			renames++
+			seen[n]++
+			pos, ok := order[n]
+			switch {
+			case !ok:
+				problems = append(problems, fmt.Sprintf("member event with displayname %q, never written", n))
+			case pos <= prev:
+				problems = append(problems, fmt.Sprintf("%q after %q: out of the written order", n, reverseLookup(order, prev)))
+			}
+			if ok && pos > prev {
+				prev = pos
+			}
+		}
+		for n, k := range seen {
+			if k > 1 {
+				problems = append(problems, fmt.Sprintf("displayname %q in %d member events", n, k))
+			}
+		}
+		if got := names[len(names)-1]; got != last {
+			problems = append(problems, fmt.Sprintf("last member event carries %q, want %q", got, last))
+		}
+	}
+	if len(problems) > 0 {
+		return renames, fmt.Errorf("room %s (member names %q): %s", room, names, strings.Join(problems, "; "))
+	}
+	return renames, nil
+}
+
+func reverseLookup(order map[string]int, pos int) string {
+	for n, p := range order {
+		if p == pos {
+			return n
+		}
+	}
+	return "?"
+}
+
+// crashChild is a persona node running as a child process: this test binary
+// re-executed with crashChildEnv set.
+type crashChild struct {
+	cmd     *exec.Cmd
+	out     *lockedBuffer
+	exited  chan struct{}
+	waitErr error
+}
+
+// startCrashChild starts a node serving cfgPath and waits until base answers.
+// The child is killed when the test ends.
+func startCrashChild(t *testing.T, cfgPath, base string) *crashChild {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PERSONA_") { // no config overrides leak in
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, crashChildEnv+"="+cfgPath)
+	n := &crashChild{cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = n.out, n.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		n.waitErr = cmd.Wait()
+		close(n.exited)
+	}()
+	t.Cleanup(n.kill)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-n.exited:
+			t.Fatalf("node exited before serving: %v\n%s", n.waitErr, n.out.tail())
+		default:
+		}
+		err := call(http.MethodGet, base+"/_matrix/client/versions", "", nil, nil)
+		if err == nil {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node not answering after 20s: %v\n%s", err, n.out.tail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill SIGKILLs the node (if still running) and waits for it.
+func (n *crashChild) kill() {
+	select {
+	case <-n.exited:
+		return
+	default:
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.exited
+}
+
+// waitUserWoken polls the node's metrics until a user actor has been
+// activated, or fails after limit.
+func waitUserWoken(metricsAddr string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		n, err := metricValue(metricsAddr, `persona_actor_activations_total{kind="user"}`)
+		if err == nil && n >= 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no user actor activated within %s without a client request (last read: %v, %v)", limit, n, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metricValue reads one sample from the node's /metrics.
+func metricValue(metricsAddr, sample string) (float64, error) {
+	resp, err := httpClient.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /metrics", sample)
+}
+
+// concurrently runs f in n goroutines and returns their errors.
+func concurrently(n int, f func() error) []error {
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if err := f(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// diffSets returns the elements of want missing from got, and those of got
+// not in want.
+func diffSets(want, got []string) (missing, extra []string) {
+	in := map[string]bool{}
+	for _, s := range got {
+		in[s] = true
+	}
+	for _, s := range want {
+		if !in[s] {
+			missing = append(missing, s)
+		}
+		delete(in, s)
+	}
+	for s := range in {
+		extra = append(extra, s)
+	}
+	return missing, extra
+}
+
+func firstN(s []string, n int) []string { return s[:min(n, len(s))] }
+
+// freeLoopbackAddrs returns n distinct loopback addresses whose ports are
+// free right now.
+func freeLoopbackAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
+
+// lockedBuffer collects a child's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// tail is the last 4 KiB of output, for failure messages.
+func (l *lockedBuffer) tail() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.b.String()
+	if len(s) > 4096 {
+		s = "..." + s[len(s)-4096:]
+	}
+	return "node output:\n" + s
+}

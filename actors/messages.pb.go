@@ -1006,6 +1006,385 @@ func (x *WriteReply) GetError() *Error {
 	return nil
 }
 
+// PutFilter stores a filter; its id is derived from its content.
+type PutFilter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	FilterJson    []byte                 `protobuf:"bytes,2,opt,name=filter_json,json=filterJson,proto3" json:"filter_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFilter) Reset() {
+	*x = PutFilter{}
+	mi := &file_messages_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFilter) ProtoMessage() {}
+
+func (x *PutFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_messages_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFilter.ProtoReflect.Descriptor instead.
+func (*PutFilter) Descriptor() ([]byte, []int) {
+	return file_messages_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PutFilter) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *PutFilter) GetFilterJson() []byte {
+	if x != nil {
+		return x.FilterJson
+	}
+	return nil
+}
+
+// GetFilter reads a stored filter.
+type GetFilter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	FilterId      string                 `protobuf:"bytes,2,opt,name=filter_id,json=filterId,proto3" json:"filter_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFilter) Reset() {
+	*x = GetFilter{}
+	mi := &file_messages_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFilter) ProtoMessage() {}
+
+func (x *GetFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_messages_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFilter.ProtoReflect.Descriptor instead.
+func (*GetFilter) Descriptor() ([]byte, []int) {
+	return file_messages_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetFilter) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *GetFilter) GetFilterId() string {
+	if x != nil {
+		return x.FilterId
+	}
+	return ""
+}
+
+// FilterReply answers PutFilter and GetFilter.
+type FilterReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FilterId      string                 `protobuf:"bytes,1,opt,name=filter_id,json=filterId,proto3" json:"filter_id,omitempty"`
+	FilterJson    []byte                 `protobuf:"bytes,2,opt,name=filter_json,json=filterJson,proto3" json:"filter_json,omitempty"`
+	Error         *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilterReply) Reset() {
+	*x = FilterReply{}
+	mi := &file_messages_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilterReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilterReply) ProtoMessage() {}
+
+func (x *FilterReply) ProtoReflect() protoreflect.Message {
+	mi := &file_messages_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilterReply.ProtoReflect.Descriptor instead.
+func (*FilterReply) Descriptor() ([]byte, []int) {
+	return file_messages_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *FilterReply) GetFilterId() string {
+	if x != nil {
+		return x.FilterId
+	}
+	return ""
+}
+
+func (x *FilterReply) GetFilterJson() []byte {
+	if x != nil {
+		return x.FilterJson
+	}
+	return nil
+}
+
+func (x *FilterReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// GetDevices lists a user's devices.
+type GetDevices struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDevices) Reset() {
+	*x = GetDevices{}
+	mi := &file_messages_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDevices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDevices) ProtoMessage() {}
+
+func (x *GetDevices) ProtoReflect() protoreflect.Message {
+	mi := &file_messages_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDevices.ProtoReflect.Descriptor instead.
+func (*GetDevices) Descriptor() ([]byte, []int) {
+	return file_messages_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetDevices) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// DevicesReply answers GetDevices.
+type DevicesReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devices       []*DeviceInfo          `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DevicesReply) Reset() {
+	*x = DevicesReply{}
+	mi := &file_messages_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DevicesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DevicesReply) ProtoMessage() {}
+
+func (x *DevicesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_messages_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DevicesReply.ProtoReflect.Descriptor instead.
+func (*DevicesReply) Descriptor() ([]byte, []int) {
+	return file_messages_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DevicesReply) GetDevices() []*DeviceInfo {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+// DeviceInfo is one device as /devices shows it.
+type DeviceInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	DisplayName   string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	CreatedMs     int64                  `protobuf:"varint,3,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceInfo) Reset() {
+	*x = DeviceInfo{}
+	mi := &file_messages_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceInfo) ProtoMessage() {}
+
+func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_messages_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceInfo.ProtoReflect.Descriptor instead.
+func (*DeviceInfo) Descriptor() ([]byte, []int) {
+	return file_messages_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DeviceInfo) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *DeviceInfo) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *DeviceInfo) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+// RenameDevice sets a device's display name.
+type RenameDevice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	DisplayName   string                 `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameDevice) Reset() {
+	*x = RenameDevice{}
+	mi := &file_messages_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameDevice) ProtoMessage() {}
+
+func (x *RenameDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_messages_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameDevice.ProtoReflect.Descriptor instead.
+func (*RenameDevice) Descriptor() ([]byte, []int) {
+	return file_messages_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RenameDevice) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *RenameDevice) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *RenameDevice) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
 var File_messages_proto protoreflect.FileDescriptor
 
 const file_messages_proto_rawDesc = "" +
@@ -1077,7 +1456,34 @@ const file_messages_proto_rawDesc = "" +
 	"\n" +
 	"WriteReply\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12+\n" +
-	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error*b\n" +
+	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"E\n" +
+	"\tPutFilter\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1f\n" +
+	"\vfilter_json\x18\x02 \x01(\fR\n" +
+	"filterJson\"A\n" +
+	"\tGetFilter\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tfilter_id\x18\x02 \x01(\tR\bfilterId\"x\n" +
+	"\vFilterReply\x12\x1b\n" +
+	"\tfilter_id\x18\x01 \x01(\tR\bfilterId\x12\x1f\n" +
+	"\vfilter_json\x18\x02 \x01(\fR\n" +
+	"filterJson\x12+\n" +
+	"\x05error\x18\x03 \x01(\v2\x15.persona.actors.ErrorR\x05error\"%\n" +
+	"\n" +
+	"GetDevices\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"D\n" +
+	"\fDevicesReply\x124\n" +
+	"\adevices\x18\x01 \x03(\v2\x1a.persona.actors.DeviceInfoR\adevices\"k\n" +
+	"\n" +
+	"DeviceInfo\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x03 \x01(\x03R\tcreatedMs\"g\n" +
+	"\fRenameDevice\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12!\n" +
+	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName*b\n" +
 	"\tPropagate\x12\x15\n" +
 	"\x11PROPAGATE_DEFAULT\x10\x00\x12\x11\n" +
 	"\rPROPAGATE_ALL\x10\x01\x12\x17\n" +
@@ -1097,7 +1503,7 @@ func file_messages_proto_rawDescGZIP() []byte {
 }
 
 var file_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_messages_proto_goTypes = []any{
 	(Propagate)(0),             // 0: persona.actors.Propagate
 	(*Error)(nil),              // 1: persona.actors.Error
@@ -1116,20 +1522,29 @@ var file_messages_proto_goTypes = []any{
 	(*DeleteProfileField)(nil), // 14: persona.actors.DeleteProfileField
 	(*ReplaceProfile)(nil),     // 15: persona.actors.ReplaceProfile
 	(*WriteReply)(nil),         // 16: persona.actors.WriteReply
+	(*PutFilter)(nil),          // 17: persona.actors.PutFilter
+	(*GetFilter)(nil),          // 18: persona.actors.GetFilter
+	(*FilterReply)(nil),        // 19: persona.actors.FilterReply
+	(*GetDevices)(nil),         // 20: persona.actors.GetDevices
+	(*DevicesReply)(nil),       // 21: persona.actors.DevicesReply
+	(*DeviceInfo)(nil),         // 22: persona.actors.DeviceInfo
+	(*RenameDevice)(nil),       // 23: persona.actors.RenameDevice
 }
 var file_messages_proto_depIdxs = []int32{
-	3, // 0: persona.actors.Register.device:type_name -> persona.actors.NewDevice
-	3, // 1: persona.actors.AddDevice.device:type_name -> persona.actors.NewDevice
-	1, // 2: persona.actors.Done.error:type_name -> persona.actors.Error
-	0, // 3: persona.actors.SetProfileField.propagate:type_name -> persona.actors.Propagate
-	0, // 4: persona.actors.DeleteProfileField.propagate:type_name -> persona.actors.Propagate
-	0, // 5: persona.actors.ReplaceProfile.propagate:type_name -> persona.actors.Propagate
-	1, // 6: persona.actors.WriteReply.error:type_name -> persona.actors.Error
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	3,  // 0: persona.actors.Register.device:type_name -> persona.actors.NewDevice
+	3,  // 1: persona.actors.AddDevice.device:type_name -> persona.actors.NewDevice
+	1,  // 2: persona.actors.Done.error:type_name -> persona.actors.Error
+	0,  // 3: persona.actors.SetProfileField.propagate:type_name -> persona.actors.Propagate
+	0,  // 4: persona.actors.DeleteProfileField.propagate:type_name -> persona.actors.Propagate
+	0,  // 5: persona.actors.ReplaceProfile.propagate:type_name -> persona.actors.Propagate
+	1,  // 6: persona.actors.WriteReply.error:type_name -> persona.actors.Error
+	1,  // 7: persona.actors.FilterReply.error:type_name -> persona.actors.Error
+	22, // 8: persona.actors.DevicesReply.devices:type_name -> persona.actors.DeviceInfo
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_messages_proto_init() }
@@ -1143,7 +1558,7 @@ func file_messages_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_messages_proto_rawDesc), len(file_messages_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -71,13 +72,26 @@ func ValidateValue(key string, value json.RawMessage, lim FieldLimits) (json.Raw
 			if utf8.RuneCountInString(s) > lim.AvatarURL {
 				return invalid("avatar_url is too long (at most %d characters).", lim.AvatarURL)
 			}
-			if s != "" && !ValidMXC(s) {
+			if !avatarURL(s) {
 				return invalid("avatar_url must be an mxc:// URI.")
 			}
 		}
 	}
 	return json.RawMessage(canon), nil
 }
+
+// avatarURL accepts an avatar value: a well-formed mxc:// URI, or an opaque
+// string that is no URI at all (clients and Complement set such values;
+// Synapse stores them). A malformed mxc:// URI or another scheme is refused.
+func avatarURL(s string) bool {
+	if s == "" || ValidMXC(s) {
+		return true
+	}
+	scheme, _, isURI := strings.Cut(s, ":")
+	return !isURI || !uriScheme.MatchString(scheme)
+}
+
+var uriScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*$`)
 
 // ValidMXC reports whether s is a well-formed mxc://server/mediaId URI.
 func ValidMXC(s string) bool {

@@ -14,7 +14,12 @@ import (
 // checks of the room's join rules and power levels. extra is content a
 // client set on its own member event (merged into the new event).
 func (r *room) changeMembership(ctx actor.Context, m *ChangeMembership) {
-	r.membershipEvent(ctx, m, nil)
+	var extra map[string]any
+	if len(m.ContentJson) > 0 {
+		_ = json.Unmarshal(m.ContentJson, &extra)
+		delete(extra, "reason")
+	}
+	r.membershipEvent(ctx, m, extra)
 }
 
 func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map[string]any) {
@@ -29,7 +34,7 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 			e = forbidden("You can only join for yourself.")
 		case cur == "ban":
 			e = forbidden("You are banned from this room.")
-		case cur == "join" && extra == nil:
+		case cur == "join" && len(extra) == 0:
 			ctx.Respond(&SendReply{EventId: r.state[stateKey{"m.room.member", target}].ID})
 			return
 		case cur != "join" && cur != "invite" && r.joinRule() != "public":

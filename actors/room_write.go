@@ -13,6 +13,7 @@ import (
 // createRequest is the part of the /createRoom body the room reads.
 type createRequest struct {
 	Name                      string            `json:"name"`
+	RoomVersion               string            `json:"room_version"`
 	Topic                     string            `json:"topic"`
 	Preset                    string            `json:"preset"`
 	Visibility                string            `json:"visibility"`
@@ -39,8 +40,11 @@ func (r *room) create(ctx actor.Context, m *CreateRoom) {
 			req.Preset = "public_chat"
 		}
 	}
+	if req.RoomVersion == "" {
+		req.RoomVersion = "10"
+	}
 	r.exists = true
-	r.meta = roomMeta{Creator: m.Creator, Version: "10"}
+	r.meta = roomMeta{Creator: m.Creator, Version: req.RoomVersion}
 	var b storage.Batch
 	add := func(typ, key string, content any) error {
 		sk := key
@@ -48,7 +52,7 @@ func (r *room) create(ctx actor.Context, m *CreateRoom) {
 	}
 	create := map[string]any{}
 	maps.Copy(create, req.CreationContent)
-	create["creator"], create["room_version"] = m.Creator, "10"
+	create["creator"], create["room_version"] = m.Creator, req.RoomVersion
 	member := profileContent(m.CreatorProfileJson)
 	member["membership"] = "join"
 	pl := map[string]any{
@@ -118,9 +122,9 @@ func (r *room) create(ctx actor.Context, m *CreateRoom) {
 	r.commitMembership(ctx, &b, &SendReply{}, append([]string{m.Creator}, req.Invite...))
 }
 
-// topicContent is a topic with its m.topic form (rich topics, MSC3765).
+// topicContent is a topic with its m.topic form (rich topics, spec v1.15).
 func topicContent(topic string) map[string]any {
-	return map[string]any{"topic": topic, "m.topic": []map[string]any{{"mimetype": "text/plain", "body": topic}}}
+	return map[string]any{"topic": topic, "m.topic": map[string]any{"m.text": []map[string]any{{"mimetype": "text/plain", "body": topic}}}}
 }
 
 // profileContent decodes {"displayname","avatar_url"} into member content.

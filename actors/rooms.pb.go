@@ -284,6 +284,7 @@ type ChangeMembership struct {
 	Reason         string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	ProfileJson    []byte                 `protobuf:"bytes,6,opt,name=profile_json,json=profileJson,proto3" json:"profile_json,omitempty"` // the target's global profile, for join and invite
 	ProfileVersion uint64                 `protobuf:"varint,7,opt,name=profile_version,json=profileVersion,proto3" json:"profile_version,omitempty"`
+	ContentJson    []byte                 `protobuf:"bytes,8,opt,name=content_json,json=contentJson,proto3" json:"content_json,omitempty"` // extra member content from the request body (joins)
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -365,6 +366,13 @@ func (x *ChangeMembership) GetProfileVersion() uint64 {
 		return x.ProfileVersion
 	}
 	return 0
+}
+
+func (x *ChangeMembership) GetContentJson() []byte {
+	if x != nil {
+		return x.ContentJson
+	}
+	return nil
 }
 
 // GetState reads current state: one event (type and state_key), all of it
@@ -1882,7 +1890,7 @@ const file_rooms_proto_rawDesc = "" +
 	" \x01(\x04R\x0eprofileVersion\"S\n" +
 	"\tSendReply\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12+\n" +
-	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"\xd7\x01\n" +
+	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"\xfa\x01\n" +
 	"\x10ChangeMembership\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x16\n" +
@@ -1890,7 +1898,8 @@ const file_rooms_proto_rawDesc = "" +
 	"\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12!\n" +
 	"\fprofile_json\x18\x06 \x01(\fR\vprofileJson\x12'\n" +
-	"\x0fprofile_version\x18\a \x01(\x04R\x0eprofileVersion\"\xf0\x01\n" +
+	"\x0fprofile_version\x18\a \x01(\x04R\x0eprofileVersion\x12!\n" +
+	"\fcontent_json\x18\b \x01(\fR\vcontentJson\"\xf0\x01\n" +
 	"\bGetState\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x12\n" +

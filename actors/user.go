@@ -145,6 +145,14 @@ func (u *user) handle(ctx actor.Context, msg proto.Message) {
 		ctx.Respond(u.rooms2reply())
 	case *GetPending:
 		ctx.Respond(u.pending())
+	case *PutFilter:
+		u.putFilter(ctx, m)
+	case *GetFilter:
+		u.getFilter(ctx, m)
+	case *GetDevices:
+		ctx.Respond(u.getDevices())
+	case *RenameDevice:
+		u.renameDevice(ctx, m)
 	case *Wake:
 	default:
 		u.h.log.Warn("user actor got an unknown message", "type", fmt.Sprintf("%T", msg))

@@ -45,6 +45,11 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, allowEmpt
 	if err != nil {
 		return err
 	}
+	return decodeBytes(body, v, allowEmpty)
+}
+
+// decodeBytes is decode for a body already read.
+func decodeBytes(body []byte, v any, allowEmpty bool) error {
 	if allowEmpty && len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}

@@ -180,9 +180,10 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request, sess *session) 
 }
 
 // joinedMember is one entry of /joined_members.
+// joinedMember is one entry of /joined_members; unset fields are null.
 type joinedMember struct {
-	DisplayName string `json:"display_name,omitempty"`
-	AvatarURL   string `json:"avatar_url,omitempty"`
+	DisplayName *string `json:"display_name"`
+	AvatarURL   *string `json:"avatar_url"`
 }
 
 // joinedMembers answers the joined members with the name and avatar their
@@ -208,9 +209,19 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request, sess *ses
 		if json.Unmarshal(raw, &ev) != nil || ev.StateKey == "" {
 			continue
 		}
-		name, _ := ev.Content["displayname"].(string)
-		avatar, _ := ev.Content["avatar_url"].(string)
-		joined[ev.StateKey] = joinedMember{DisplayName: name, AvatarURL: avatar}
+		var m joinedMember
+		if v, ok := ev.Content["displayname"].(string); ok {
+			m.DisplayName = &v
+		}
+		if v, ok := ev.Content["avatar_url"].(string); ok {
+			m.AvatarURL = &v
+		}
+		joined[ev.StateKey] = m
+	}
+	if _, ok := joined[string(sess.user)]; !ok {
+		// Only members may list who is joined now.
+		writeError(w, errorf(403, "M_FORBIDDEN", "You are not joined to this room."))
+		return
 	}
 	writeJSON(w, 200, map[string]any{"joined": joined})
 }

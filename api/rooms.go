@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -163,8 +164,13 @@ func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMe
 			return errorf(400, "M_INVALID_PARAM", "Field "+k+" must be one of "+strings.Join(allowed, ", ")+".")
 		}
 	}
-	if v, ok := body["room_version"]; ok && !oneOf(v, "10") {
-		return errorf(400, "M_UNSUPPORTED_ROOM_VERSION", "Only room version 10 is supported.")
+	if v, ok := body["room_version"]; ok {
+		if jsonKind(v) != '"' {
+			return errorf(400, "M_BAD_JSON", "room_version must be a string.")
+		}
+		if !oneOf(v, roomVersions...) {
+			return errorf(400, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version.")
+		}
 	}
 	if v, ok := body["initial_state"]; ok {
 		if err := checkInitialState(v); err != nil {
@@ -191,6 +197,10 @@ func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMe
 }
 
 // oneOf reports whether v is a JSON string equal to one of allowed.
+// roomVersions are the room versions rooms may be created with. Events are
+// stored in the client format; the version matters once federation does.
+var roomVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}
+
 func oneOf(v json.RawMessage, allowed ...string) bool {
 	var str string
 	if jsonKind(v) != '"' || json.Unmarshal(v, &str) != nil {
@@ -268,12 +278,20 @@ type membershipBody struct {
 // global profile, which becomes the member event's displayname and avatar.
 func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *session, room, action string) {
 	self := action == "join" || action == "leave"
+	raw, err := readBody(w, r, s.cfg.Limits.MaxRequestBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	var body membershipBody
-	if err := s.decode(w, r, &body, self); err != nil {
+	if err := decodeBytes(raw, &body, self); err != nil {
 		writeError(w, err)
 		return
 	}
 	msg := &actors.ChangeMembership{RoomId: room, Sender: string(sess.user), Target: string(sess.user), Action: action}
+	if action == "join" && len(bytes.TrimSpace(raw)) > 0 {
+		msg.ContentJson = raw // custom member content (e.g. from /join's body)
+	}
 	if body.Reason != nil {
 		msg.Reason = *body.Reason
 	}
@@ -288,7 +306,6 @@ func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *
 		}
 		msg.Target = *body.UserID
 	}
-	var err error
 	switch action {
 	case "join":
 		msg.ProfileJson, msg.ProfileVersion, _, err = s.memberProfile(r.Context(), msg.Target)

@@ -78,6 +78,8 @@ func (s *Server) routes() {
 	s.profileRoutes()
 	s.mediaRoutes()
 	s.adminRoutes()
+	s.filterRoutes()
+	s.deviceRoutes()
 	s.roomRoutes()
 }
 

@@ -26,6 +26,7 @@ type syncParams struct {
 	fullState  bool
 	limit      uint32
 	roomFilter []byte // the filter's "room" part, passed on to rooms
+	filter     string // the filter parameter: inline JSON or a filter id
 }
 
 // parseSince parses a sync token, s<N>.
@@ -42,9 +43,8 @@ func parseSince(tok string) (uint64, error) {
 
 func syncToken(pos uint64) string { return "s" + strconv.FormatUint(pos, 10) }
 
-// parseSyncParams reads /sync's query. An inline filter ({...}) is honoured
-// for room.timeline.limit and passed on as the room filter; a filter ID is
-// ignored, as filters cannot be uploaded yet.
+// parseSyncParams reads /sync's query. The filter (inline JSON or a stored
+// filter's id) is resolved by the handler: see readFilter.
 func parseSyncParams(r *http.Request) (*syncParams, error) {
 	q := r.URL.Query()
 	p := &syncParams{limit: 10}
@@ -66,11 +66,7 @@ func parseSyncParams(r *http.Request) (*syncParams, error) {
 	default:
 		return nil, errorf(400, "M_INVALID_PARAM", "full_state must be true or false.")
 	}
-	if f := q.Get("filter"); strings.HasPrefix(strings.TrimSpace(f), "{") {
-		if err := p.readFilter([]byte(f)); err != nil {
-			return nil, err
-		}
-	}
+	p.filter = q.Get("filter")
 	return p, nil
 }
 
@@ -112,6 +108,16 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *session) {
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if p.filter != "" {
+		f, err := s.loadFilter(r, sess, p.filter)
+		if err == nil {
+			err = p.readFilter(f)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	ctx, user := r.Context(), string(sess.user)
 	deadline := time.Now().Add(p.timeout)
@@ -239,6 +245,7 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 	}
 	resp := newSyncResponse(pos)
 	seen := map[string]bool{user: true}
+	newcomers := map[string]bool{} // joined a shared room since the last sync
 	for i, reply := range replies {
 		if reply == nil {
 			continue
@@ -248,6 +255,11 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 		case "join":
 			for _, u := range reply.Joined {
 				seen[u] = true
+			}
+			if p.since > 0 {
+				for u := range joinsIn(reply) {
+					newcomers[u] = true
+				}
 			}
 			if initial || len(reply.Timeline) > 0 || len(reply.State) > 0 {
 				resp.Rooms.Join[room] = joinedSection(reply)
@@ -264,8 +276,15 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 	}
 	for _, pr := range s.host.PresenceOf(users, p.since) {
 		if pr.Stream <= pos {
+			delete(newcomers, pr.UserID)
 			resp.Presence.Events = append(resp.Presence.Events, map[string]any{
 				"type": "m.presence", "sender": pr.UserID, "content": presenceContent(pr, true)})
+		}
+	}
+	for u := range newcomers { // new members' presence, even if it did not change
+		if u != user {
+			resp.Presence.Events = append(resp.Presence.Events, map[string]any{
+				"type": "m.presence", "sender": u, "content": presenceContent(s.host.GetPresence(u), true)})
 		}
 	}
 	return resp, nil
@@ -355,6 +374,24 @@ func stripped(lists ...[][]byte) []any {
 	}
 	if out == nil {
 		out = []any{}
+	}
+	return out
+}
+
+// joinsIn is the users whose join appears in a room's part of a sync.
+func joinsIn(reply *actors.RoomSyncReply) map[string]bool {
+	out := map[string]bool{}
+	for _, raw := range append(append([][]byte{}, reply.Timeline...), reply.State...) {
+		var ev struct {
+			Type     string `json:"type"`
+			StateKey string `json:"state_key"`
+			Content  struct {
+				Membership string `json:"membership"`
+			} `json:"content"`
+		}
+		if json.Unmarshal(raw, &ev) == nil && ev.Type == "m.room.member" && ev.Content.Membership == "join" {
+			out[ev.StateKey] = true
+		}
 	}
 	return out
 }

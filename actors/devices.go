@@ -1,0 +1,66 @@
+package actors
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"slices"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"persona/storage"
+)
+
+// putFilter stores a filter under an id made from its content, so that the
+// same filter uploaded twice has one id.
+func (u *user) putFilter(ctx actor.Context, m *PutFilter) {
+	if !u.exists {
+		ctx.Respond(&FilterReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown user."}})
+		return
+	}
+	sum := sha256.Sum256(m.FilterJson)
+	id := hex.EncodeToString(sum[:8])
+	var b storage.Batch
+	b.Set(u.key("filter", id), m.FilterJson)
+	u.commit(ctx, &b, &FilterReply{FilterId: id}, nil)
+}
+
+func (u *user) getFilter(ctx actor.Context, m *GetFilter) {
+	raw, err := u.h.store.Get(u.key("filter", m.FilterId))
+	if errors.Is(err, storage.ErrNotFound) || m.FilterId == "" {
+		ctx.Respond(&FilterReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "No such filter."}})
+		return
+	}
+	if err != nil {
+		ctx.Respond(&FilterReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "read filter"}})
+		return
+	}
+	ctx.Respond(&FilterReply{FilterId: m.FilterId, FilterJson: raw})
+}
+
+func (u *user) getDevices() *DevicesReply {
+	out := &DevicesReply{}
+	for id, d := range u.devices {
+		out.Devices = append(out.Devices, &DeviceInfo{DeviceId: id, DisplayName: d.DisplayName, CreatedMs: d.Created})
+	}
+	slices.SortFunc(out.Devices, func(a, b *DeviceInfo) int {
+		if a.DeviceId < b.DeviceId {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func (u *user) renameDevice(ctx actor.Context, m *RenameDevice) {
+	d, ok := u.devices[m.DeviceId]
+	if !ok {
+		ctx.Respond(&Done{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown device."}})
+		return
+	}
+	d.DisplayName = m.DisplayName
+	u.devices[m.DeviceId] = d
+	var b storage.Batch
+	b.Set(u.key("dev", m.DeviceId), mustJSON(d))
+	u.commit(ctx, &b, &Done{}, nil)
+}

@@ -1,0 +1,91 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"persona/actors"
+)
+
+func (s *Server) filterRoutes() {
+	s.handle("POST", "/user/{userId}/filter", s.authed(s.putFilter))
+	s.handle("GET", "/user/{userId}/filter/{filterId}", s.authed(s.getFilter))
+}
+
+// ownUser checks that {userId} is the session's own user.
+func ownUser(r *http.Request, sess *session) error {
+	user, err := userIDParam(r)
+	if err != nil {
+		return err
+	}
+	if user != string(sess.user) {
+		return errorf(403, "M_FORBIDDEN", "You can only manage your own filters.")
+	}
+	return nil
+}
+
+// putFilter stores a filter (a JSON object whose known fields have the
+// right shapes) with the user's actor.
+func (s *Server) putFilter(w http.ResponseWriter, r *http.Request, sess *session) {
+	if err := ownUser(r, sess); err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, err := s.readObject(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := checkFilter(obj); err != nil {
+		writeError(w, err)
+		return
+	}
+	raw, _ := json.Marshal(obj)
+	reply, err := askAs[*actors.FilterReply](r.Context(), s, actors.KindUser, string(sess.user), &actors.PutFilter{UserId: string(sess.user), FilterJson: raw})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"filter_id": reply.FilterId})
+}
+
+// checkFilter refuses filters whose known fields have the wrong JSON type.
+func checkFilter(obj map[string]json.RawMessage) error {
+	kinds := map[string]byte{"event_fields": '[', "event_format": '"', "presence": '{', "account_data": '{', "room": '{'}
+	for k, want := range kinds {
+		if v, ok := obj[k]; ok && jsonKind(v) != want && jsonKind(v) != 'n' {
+			return errorf(400, "M_BAD_JSON", "Filter field "+k+" has the wrong type.")
+		}
+	}
+	if v, ok := obj["event_format"]; ok && !oneOf(v, "client", "federation") {
+		return errorf(400, "M_BAD_JSON", "event_format must be client or federation.")
+	}
+	return nil
+}
+
+func (s *Server) getFilter(w http.ResponseWriter, r *http.Request, sess *session) {
+	if err := ownUser(r, sess); err != nil {
+		writeError(w, err)
+		return
+	}
+	reply, err := askAs[*actors.FilterReply](r.Context(), s, actors.KindUser, string(sess.user),
+		&actors.GetFilter{UserId: string(sess.user), FilterId: r.PathValue("filterId")})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, json.RawMessage(reply.FilterJson))
+}
+
+// loadFilter resolves a filter parameter: inline JSON, or the id of a
+// stored filter.
+func (s *Server) loadFilter(r *http.Request, sess *session, f string) ([]byte, error) {
+	if f == "" || f[0] == '{' {
+		return []byte(f), nil
+	}
+	reply, err := askAs[*actors.FilterReply](r.Context(), s, actors.KindUser, string(sess.user), &actors.GetFilter{UserId: string(sess.user), FilterId: f})
+	if err != nil {
+		return nil, errorf(400, "M_INVALID_PARAM", "Unknown filter id.")
+	}
+	return reply.FilterJson, nil
+}

@@ -4,7 +4,7 @@ BIN         := bin/persona
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 
-.PHONY: build run test lint unit bench generate clean
+.PHONY: build run test lint unit complement bench generate clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/persona
@@ -15,8 +15,10 @@ run: build
 	@[ -f persona.yaml ] || { ./$(BIN) generate-config > persona.yaml && echo "wrote persona.yaml"; }
 	./$(BIN) serve --config persona.yaml
 
-# Every test, with the race detector, after the linters.
-test: lint unit
+# Every test: the linters, the Go tests with the race detector, then
+# Complement (the Matrix conformance suite in ../shared/complement) against a
+# fresh node, failing on any failure not in docs/complement-skips.txt.
+test: lint unit complement
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -26,6 +28,9 @@ lint:
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+complement: build
+	.ci/complement $(BIN)
 
 # Micro-benchmarks; `persona bench` loads a running node (docs/BENCHMARKS.md).
 bench:

@@ -30,8 +30,10 @@ import (
 
 // Kinds of actors.
 const (
-	KindUser = "user"
-	KindRoom = "room"
+	KindUser      = "user"
+	KindRoom      = "room"
+	KindAlias     = "alias"
+	KindDirectory = "directory"
 )
 
 // ErrTimeout is returned by Request when the actor did not answer in time.
@@ -65,13 +67,15 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		return nil, err
 	}
 	h := &Host{store: store, cfg: cfg, metrics: m, log: log, stream: st, presence: presences{users: map[string]*Presence{}},
-		depths: map[string]*depth{KindUser: {}, KindRoom: {}, "partition": {}}, stop: make(chan struct{})}
+		depths: map[string]*depth{KindUser: {}, KindRoom: {}, KindAlias: {}, KindDirectory: {}, "partition": {}}, stop: make(chan struct{})}
 	h.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return log.With("component", "protoactor")
 	}))
 	h.kinds = map[string]func(string) actor.Actor{
-		KindUser: func(id string) actor.Actor { return newUser(h, id) },
-		KindRoom: func(id string) actor.Actor { return newRoom(h, id) },
+		KindUser:      func(id string) actor.Actor { return newUser(h, id) },
+		KindRoom:      func(id string) actor.Actor { return newRoom(h, id) },
+		KindAlias:     func(id string) actor.Actor { return newAlias(h, id) },
+		KindDirectory: func(id string) actor.Actor { return newDirectory(h, id) },
 	}
 	n := cfg.Actors.Partitions
 	h.parts = make([]*actor.PID, n)

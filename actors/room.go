@@ -64,9 +64,10 @@ type evRecord struct {
 // last profile version applied, the keys the user set to a value of their
 // own here, and how far the user's actor has heard of its membership.
 type memberRec struct {
-	Version  uint64          `json:"v"`
-	Own      map[string]bool `json:"own,omitempty"`
-	Notified uint64          `json:"n,omitempty"`
+	Version   uint64          `json:"v"`
+	Own       map[string]bool `json:"own,omitempty"`
+	Notified  uint64          `json:"n,omitempty"`
+	Forgotten bool            `json:"f,omitempty"` // left and forgotten: no more reads
 }
 
 func newRoom(h *Host, id string) *room { return &room{h: h, id: id} }
@@ -128,6 +129,8 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 		r.changeMembership(ctx, m)
 	case *GetState:
 		ctx.Respond(r.getState(m))
+	case *RoomSummary:
+		ctx.Respond(r.summary(m))
 	case *GetMessages:
 		ctx.Respond(r.getMessages(m))
 	case *GetEvent:
@@ -150,9 +153,9 @@ func notFoundReply(m proto.Message) proto.Message {
 	e := &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown room."}
 	switch m.(type) {
 	case *GetState:
-		return &StateReply{Error: e}
+		return &StateReply{Error: forbidden("You are not a member of this room.")} // as for a room you cannot see
 	case *GetMessages:
-		return &MessagesReply{Error: e}
+		return &MessagesReply{Error: forbidden("You are not a member of this room.")}
 	case *GetEvent:
 		return &EventReply{Error: e}
 	case *RoomSync:

@@ -28,6 +28,9 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 	content := map[string]any{}
 	var e *Error
 	switch m.Action {
+	case "forget":
+		r.forget(ctx, m)
+		return
 	case "join":
 		switch {
 		case target != sender:
@@ -113,7 +116,7 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 	rec := r.member(target)
 	if m.Action == "join" {
 		rec.Version = max(rec.Version, m.ProfileVersion)
-		rec.Own = nil
+		rec.Own, rec.Forgotten = nil, false
 	}
 	r.putMember(&b, target)
 	r.commitMembership(ctx, &b, &SendReply{EventId: ev.ID}, []string{target})
@@ -255,4 +258,18 @@ func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
 		b.Delete(r.wakeKey())
 	}
 	r.commit(ctx, &b, nil, nil)
+}
+
+// forget marks the room forgotten for a user who is not in it: the user can
+// no longer read it, until joining again.
+func (r *room) forget(ctx actor.Context, m *ChangeMembership) {
+	if cur := r.membership(m.Sender); cur == "join" || cur == "invite" {
+		ctx.Respond(&SendReply{Error: badParam("M_UNKNOWN", "You are still in the room: leave it first.")})
+		return
+	}
+	rec := r.member(m.Sender)
+	rec.Forgotten = true
+	var b storage.Batch
+	r.putMember(&b, m.Sender)
+	r.commit(ctx, &b, &SendReply{}, nil)
 }

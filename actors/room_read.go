@@ -13,6 +13,9 @@ import (
 // upto (a departed member reads up to its leave).
 func (r *room) view(user string) (upto uint64, e *Error) {
 	latest := r.meta.NextPos - 1
+	if rec := r.members[user]; rec != nil && rec.Forgotten && r.membership(user) != "join" {
+		return 0, forbidden("You have forgotten this room.")
+	}
 	switch ev := r.state[stateKey{"m.room.member", user}]; {
 	case ev != nil && membershipOf(ev) == "join":
 		return latest, nil
@@ -304,7 +307,7 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 		limit = 10
 	}
 	var timeline []*evRecord
-	first := upto + 1
+	first, scanned := upto+1, 0
 	_ = r.scan(upto, true, func(ev *evRecord) bool {
 		if m.Upto > 0 && ev.Stream > m.Upto {
 			return true // committed after the sync's position: the next sync has it
@@ -312,10 +315,11 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 		if ev.Stream <= m.Since {
 			return false
 		}
-		if len(timeline) == limit {
+		if scanned == limit { // the limit counts events before filtering, as Synapse does
 			out.Limited = true
 			return false
 		}
+		scanned++
 		first = ev.Pos
 		if rf.Timeline.matches(ev) {
 			timeline = append(timeline, ev)

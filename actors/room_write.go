@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"reflect"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -188,6 +189,12 @@ func (r *room) send(ctx actor.Context, m *SendEvent) {
 			return
 		}
 	}
+	if m.IsState {
+		if cur := r.state[stateKey{m.Type, m.StateKey}]; cur != nil && cur.Sender == m.Sender && jsonEqual(cur.Content, m.ContentJson) {
+			ctx.Respond(&SendReply{EventId: cur.ID}) // the same state again: nothing new
+			return
+		}
+	}
 	ev := &evRecord{Type: m.Type, Sender: m.Sender, Content: m.ContentJson, Txn: m.TxnId, Device: m.DeviceId}
 	if m.IsState {
 		sk := m.StateKey
@@ -223,4 +230,13 @@ func (r *room) checkPowerLevels(sender string, content []byte) *Error {
 		}
 	}
 	return nil
+}
+
+// jsonEqual reports whether two JSON documents hold the same value.
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
 }

@@ -1508,6 +1508,59 @@ func (x *MembershipAck) GetStream() uint64 {
 	return 0
 }
 
+// ForgetRoom drops a room the user has left from the user's rooms.
+type ForgetRoom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	RoomId        string                 `protobuf:"bytes,2,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetRoom) Reset() {
+	*x = ForgetRoom{}
+	mi := &file_rooms_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetRoom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetRoom) ProtoMessage() {}
+
+func (x *ForgetRoom) ProtoReflect() protoreflect.Message {
+	mi := &file_rooms_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetRoom.ProtoReflect.Descriptor instead.
+func (*ForgetRoom) Descriptor() ([]byte, []int) {
+	return file_rooms_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ForgetRoom) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ForgetRoom) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
 // GetRooms lists a user's rooms (join, invite, leave, ban).
 type GetRooms struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1518,7 +1571,7 @@ type GetRooms struct {
 
 func (x *GetRooms) Reset() {
 	*x = GetRooms{}
-	mi := &file_rooms_proto_msgTypes[18]
+	mi := &file_rooms_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1583,7 @@ func (x *GetRooms) String() string {
 func (*GetRooms) ProtoMessage() {}
 
 func (x *GetRooms) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[18]
+	mi := &file_rooms_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1596,7 @@ func (x *GetRooms) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRooms.ProtoReflect.Descriptor instead.
 func (*GetRooms) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{18}
+	return file_rooms_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetRooms) GetUserId() string {
@@ -1563,7 +1616,7 @@ type RoomsReply struct {
 
 func (x *RoomsReply) Reset() {
 	*x = RoomsReply{}
-	mi := &file_rooms_proto_msgTypes[19]
+	mi := &file_rooms_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1628,7 @@ func (x *RoomsReply) String() string {
 func (*RoomsReply) ProtoMessage() {}
 
 func (x *RoomsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[19]
+	mi := &file_rooms_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1641,7 @@ func (x *RoomsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomsReply.ProtoReflect.Descriptor instead.
 func (*RoomsReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{19}
+	return file_rooms_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RoomsReply) GetRooms() []*RoomMembership {
@@ -1610,7 +1663,7 @@ type RoomMembership struct {
 
 func (x *RoomMembership) Reset() {
 	*x = RoomMembership{}
-	mi := &file_rooms_proto_msgTypes[20]
+	mi := &file_rooms_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1675,7 @@ func (x *RoomMembership) String() string {
 func (*RoomMembership) ProtoMessage() {}
 
 func (x *RoomMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[20]
+	mi := &file_rooms_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1688,7 @@ func (x *RoomMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomMembership.ProtoReflect.Descriptor instead.
 func (*RoomMembership) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{20}
+	return file_rooms_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RoomMembership) GetRoomId() string {
@@ -1670,7 +1723,7 @@ type GetPending struct {
 
 func (x *GetPending) Reset() {
 	*x = GetPending{}
-	mi := &file_rooms_proto_msgTypes[21]
+	mi := &file_rooms_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1735,7 @@ func (x *GetPending) String() string {
 func (*GetPending) ProtoMessage() {}
 
 func (x *GetPending) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[21]
+	mi := &file_rooms_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1748,7 @@ func (x *GetPending) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPending.ProtoReflect.Descriptor instead.
 func (*GetPending) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{21}
+	return file_rooms_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPending) GetUserId() string {
@@ -1716,7 +1769,7 @@ type PendingReply struct {
 
 func (x *PendingReply) Reset() {
 	*x = PendingReply{}
-	mi := &file_rooms_proto_msgTypes[22]
+	mi := &file_rooms_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1781,7 @@ func (x *PendingReply) String() string {
 func (*PendingReply) ProtoMessage() {}
 
 func (x *PendingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[22]
+	mi := &file_rooms_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1794,7 @@ func (x *PendingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingReply.ProtoReflect.Descriptor instead.
 func (*PendingReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{22}
+	return file_rooms_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PendingReply) GetVersion() uint64 {
@@ -1770,7 +1823,7 @@ type PendingRoom struct {
 
 func (x *PendingRoom) Reset() {
 	*x = PendingRoom{}
-	mi := &file_rooms_proto_msgTypes[23]
+	mi := &file_rooms_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1835,7 @@ func (x *PendingRoom) String() string {
 func (*PendingRoom) ProtoMessage() {}
 
 func (x *PendingRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[23]
+	mi := &file_rooms_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1848,7 @@ func (x *PendingRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRoom.ProtoReflect.Descriptor instead.
 func (*PendingRoom) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{23}
+	return file_rooms_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PendingRoom) GetRoomId() string {
@@ -1829,7 +1882,7 @@ type Wake struct {
 
 func (x *Wake) Reset() {
 	*x = Wake{}
-	mi := &file_rooms_proto_msgTypes[24]
+	mi := &file_rooms_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1894,7 @@ func (x *Wake) String() string {
 func (*Wake) ProtoMessage() {}
 
 func (x *Wake) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[24]
+	mi := &file_rooms_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1907,7 @@ func (x *Wake) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wake.ProtoReflect.Descriptor instead.
 func (*Wake) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{24}
+	return file_rooms_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Wake) GetId() string {
@@ -2008,7 +2061,11 @@ const file_rooms_proto_rawDesc = "" +
 	"\rMembershipAck\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x16\n" +
-	"\x06stream\x18\x03 \x01(\x04R\x06stream\"#\n" +
+	"\x06stream\x18\x03 \x01(\x04R\x06stream\">\n" +
+	"\n" +
+	"ForgetRoom\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x17\n" +
+	"\aroom_id\x18\x02 \x01(\tR\x06roomId\"#\n" +
 	"\bGetRooms\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"B\n" +
 	"\n" +
@@ -2045,7 +2102,7 @@ func file_rooms_proto_rawDescGZIP() []byte {
 	return file_rooms_proto_rawDescData
 }
 
-var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_rooms_proto_goTypes = []any{
 	(*CreateRoom)(nil),        // 0: persona.actors.CreateRoom
 	(*SendEvent)(nil),         // 1: persona.actors.SendEvent
@@ -2065,27 +2122,28 @@ var file_rooms_proto_goTypes = []any{
 	(*UpdateAcks)(nil),        // 15: persona.actors.UpdateAcks
 	(*MembershipChanged)(nil), // 16: persona.actors.MembershipChanged
 	(*MembershipAck)(nil),     // 17: persona.actors.MembershipAck
-	(*GetRooms)(nil),          // 18: persona.actors.GetRooms
-	(*RoomsReply)(nil),        // 19: persona.actors.RoomsReply
-	(*RoomMembership)(nil),    // 20: persona.actors.RoomMembership
-	(*GetPending)(nil),        // 21: persona.actors.GetPending
-	(*PendingReply)(nil),      // 22: persona.actors.PendingReply
-	(*PendingRoom)(nil),       // 23: persona.actors.PendingRoom
-	(*Wake)(nil),              // 24: persona.actors.Wake
-	(*Error)(nil),             // 25: persona.actors.Error
-	(Propagate)(0),            // 26: persona.actors.Propagate
+	(*ForgetRoom)(nil),        // 18: persona.actors.ForgetRoom
+	(*GetRooms)(nil),          // 19: persona.actors.GetRooms
+	(*RoomsReply)(nil),        // 20: persona.actors.RoomsReply
+	(*RoomMembership)(nil),    // 21: persona.actors.RoomMembership
+	(*GetPending)(nil),        // 22: persona.actors.GetPending
+	(*PendingReply)(nil),      // 23: persona.actors.PendingReply
+	(*PendingRoom)(nil),       // 24: persona.actors.PendingRoom
+	(*Wake)(nil),              // 25: persona.actors.Wake
+	(*Error)(nil),             // 26: persona.actors.Error
+	(Propagate)(0),            // 27: persona.actors.Propagate
 }
 var file_rooms_proto_depIdxs = []int32{
-	25, // 0: persona.actors.SendReply.error:type_name -> persona.actors.Error
-	25, // 1: persona.actors.StateReply.error:type_name -> persona.actors.Error
-	25, // 2: persona.actors.MessagesReply.error:type_name -> persona.actors.Error
-	25, // 3: persona.actors.EventReply.error:type_name -> persona.actors.Error
-	25, // 4: persona.actors.RoomSyncReply.error:type_name -> persona.actors.Error
-	26, // 5: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
+	26, // 0: persona.actors.SendReply.error:type_name -> persona.actors.Error
+	26, // 1: persona.actors.StateReply.error:type_name -> persona.actors.Error
+	26, // 2: persona.actors.MessagesReply.error:type_name -> persona.actors.Error
+	26, // 3: persona.actors.EventReply.error:type_name -> persona.actors.Error
+	26, // 4: persona.actors.RoomSyncReply.error:type_name -> persona.actors.Error
+	27, // 5: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
 	12, // 6: persona.actors.ProfileUpdates.updates:type_name -> persona.actors.MemberUpdate
 	14, // 7: persona.actors.UpdateAcks.acks:type_name -> persona.actors.UpdateAck
-	20, // 8: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
-	23, // 9: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
+	21, // 8: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
+	24, // 9: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
 	10, // [10:10] is the sub-list for method output_type
 	10, // [10:10] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
@@ -2105,7 +2163,7 @@ func file_rooms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rooms_proto_rawDesc), len(file_rooms_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

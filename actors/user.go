@@ -141,6 +141,16 @@ func (u *user) handle(ctx actor.Context, msg proto.Message) {
 		u.onAcks(m)
 	case *MembershipChanged:
 		u.onMembership(m)
+	case *ForgetRoom:
+		if _, ok := u.rooms[m.RoomId]; ok {
+			u.setCursor(u.rooms[m.RoomId], "leave", u.rooms[m.RoomId].Acked)
+			delete(u.rooms, m.RoomId)
+			var b storage.Batch
+			b.Delete(u.key("room", m.RoomId))
+			u.commit(ctx, &b, &Done{}, nil)
+		} else {
+			ctx.Respond(&Done{})
+		}
 	case *GetRooms:
 		ctx.Respond(u.rooms2reply())
 	case *GetPending:

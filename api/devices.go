@@ -111,8 +111,7 @@ func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, sess *ses
 		who = body.Auth.Identifier.User
 	}
 	if u, err := s.newUserID(who); err != nil || u != sess.user {
-		flows["errcode"], flows["error"] = "M_FORBIDDEN", "Invalid user."
-		writeJSON(w, 401, flows)
+		writeError(w, errorf(403, "M_FORBIDDEN", "You can only authenticate as yourself."))
 		return false
 	}
 	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, string(sess.user), &actors.GetAccount{UserId: string(sess.user)})

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	"persona/actors"
 )
@@ -59,6 +60,60 @@ func checkFilter(obj map[string]json.RawMessage) error {
 	}
 	if v, ok := obj["event_format"]; ok && !oneOf(v, "client", "federation") {
 		return errorf(400, "M_BAD_JSON", "event_format must be client or federation.")
+	}
+	var room struct {
+		Rooms, NotRooms            []any
+		Timeline, State, Ephemeral *eventFilterJSON
+		AccountData                *eventFilterJSON `json:"account_data"`
+	}
+	if raw, ok := obj["room"]; ok && jsonKind(raw) == '{' {
+		if err := json.Unmarshal(raw, &room); err != nil {
+			return errorf(400, "M_BAD_JSON", "Bad room filter.")
+		}
+		for _, f := range []*eventFilterJSON{room.Timeline, room.State, room.Ephemeral, room.AccountData} {
+			if err := f.check(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// eventFilterJSON is an event filter as uploaded, checked field by field.
+type eventFilterJSON struct {
+	Types      []any `json:"types"`
+	NotTypes   []any `json:"not_types"`
+	Senders    []any `json:"senders"`
+	NotSenders []any `json:"not_senders"`
+	Rooms      []any `json:"rooms"`
+	NotRooms   []any `json:"not_rooms"`
+}
+
+func (f *eventFilterJSON) check() error {
+	if f == nil {
+		return nil
+	}
+	bad := func(what string) error { return errorf(400, "M_BAD_JSON", "Filter "+what+" is invalid.") }
+	for _, list := range [][]any{f.Types, f.NotTypes} {
+		for _, v := range list {
+			if _, ok := v.(string); !ok {
+				return bad("types")
+			}
+		}
+	}
+	for _, list := range [][]any{f.Senders, f.NotSenders} {
+		for _, v := range list {
+			if s, ok := v.(string); !ok || !strings.HasPrefix(s, "@") || !strings.Contains(s, ":") {
+				return bad("senders")
+			}
+		}
+	}
+	for _, list := range [][]any{f.Rooms, f.NotRooms} {
+		for _, v := range list {
+			if s, ok := v.(string); !ok || !strings.HasPrefix(s, "!") || !strings.Contains(s, ":") {
+				return bad("rooms")
+			}
+		}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"unicode/utf8"
 )
 
 // readBody reads a request body of at most limit bytes.
@@ -28,7 +29,7 @@ func (s *Server) readObject(w http.ResponseWriter, r *http.Request) (map[string]
 	if err != nil {
 		return nil, err
 	}
-	if !json.Valid(body) {
+	if !json.Valid(body) || !utf8.Valid(body) {
 		return nil, errNotJSON
 	}
 	var obj map[string]json.RawMessage
@@ -53,7 +54,7 @@ func decodeBytes(body []byte, v any, allowEmpty bool) error {
 	if allowEmpty && len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
-	if !json.Valid(body) {
+	if !json.Valid(body) || !utf8.Valid(body) {
 		return errNotJSON
 	}
 	if bytes.TrimSpace(body)[0] != '{' {

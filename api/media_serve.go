@@ -84,7 +84,10 @@ func safeContentType(stored string) (ct string, inline bool) {
 	}
 	inline, ok := servedTypes[mt]
 	if !ok {
-		return "application/octet-stream", false
+		if activeType(mt) {
+			return "application/octet-stream", false
+		}
+		return mt, false // served as uploaded, but as an attachment, sandboxed and nosniff
 	}
 	if cs := params["charset"]; cs != "" && strings.HasPrefix(mt, "text/") {
 		if f := mime.FormatMediaType(mt, map[string]string{"charset": cs}); f != "" {
@@ -108,4 +111,11 @@ func contentDisposition(inline bool, filename string) string {
 		return v
 	}
 	return kind
+}
+
+// activeType reports a type a browser may run or render as a document
+// (HTML, SVG, XML, scripts): never served as such.
+func activeType(mt string) bool {
+	return strings.Contains(mt, "html") || strings.Contains(mt, "xml") || strings.Contains(mt, "svg") ||
+		strings.Contains(mt, "script") || mt == "text/css" || mt == "application/pdf" || mt == "multipart/x-mixed-replace"
 }

@@ -140,8 +140,18 @@ func (s *Server) readContent(w http.ResponseWriter, r *http.Request) ([]byte, er
 	if err != nil {
 		return nil, errNotJSON
 	}
+	if len(b)+eventOverhead > maxEventBytes {
+		return nil, errorf(413, "M_TOO_LARGE", "The event would exceed 65536 bytes.")
+	}
 	return b, nil
 }
+
+// An event may not exceed 64 KiB (spec, "Size limits"); eventOverhead is
+// what the fields around the content take at most.
+const (
+	maxEventBytes = 65536
+	eventOverhead = 1024
+)
 
 // send hands an event to its room and answers its id.
 func (s *Server) send(w http.ResponseWriter, r *http.Request, msg *actors.SendEvent) {

@@ -17,7 +17,7 @@ import (
 func (s *Server) roomRoutes() {
 	s.handle("POST", "/createRoom", s.authed(s.createRoom))
 	s.handle("POST", "/join/{roomIdOrAlias}", s.authed(s.joinByIDOrAlias))
-	for _, action := range []string{"join", "leave", "invite", "kick", "ban", "unban"} {
+	for _, action := range []string{"join", "leave", "invite", "kick", "ban", "unban", "forget"} {
 		s.handle("POST", "/rooms/{roomId}/"+action, s.authed(s.membershipAction(action)))
 	}
 	s.handle("GET", "/joined_rooms", s.authed(s.joinedRooms))
@@ -123,14 +123,21 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, sess *sessio
 		writeError(w, err)
 		return
 	}
-	raw, _ := json.Marshal(body)
 	room := "!" + randomString(14)[:18] + ":" + s.cfg.ServerName
-	msg := &actors.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
-		CreatorProfileJson: profile, CreatorProfileVersion: version}
-	if _, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg); err != nil {
+	alias, err := s.createAlias(r.Context(), body, room, string(sess.user))
+	if err != nil {
 		writeError(w, err)
 		return
 	}
+	raw, _ := json.Marshal(body)
+	msg := &actors.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
+		CreatorProfileJson: profile, CreatorProfileVersion: version}
+	if _, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg); err != nil {
+		s.releaseAlias(r.Context(), alias, room, string(sess.user))
+		writeError(w, err)
+		return
+	}
+	s.publishCreated(r.Context(), body, room)
 	writeJSON(w, 200, map[string]string{"room_id": room})
 }
 
@@ -242,12 +249,17 @@ func isNonEmptyString(v json.RawMessage) bool {
 	return jsonKind(v) == '"' && json.Unmarshal(v, &str) == nil && str != ""
 }
 
-// joinByIDOrAlias is POST /join/{roomIdOrAlias}; aliases come later.
+// joinByIDOrAlias is POST /join/{roomIdOrAlias}; an alias is resolved first.
 func (s *Server) joinByIDOrAlias(w http.ResponseWriter, r *http.Request, sess *session) {
 	target := r.PathValue("roomIdOrAlias")
 	switch {
 	case strings.HasPrefix(target, "#"):
-		writeError(w, errorf(404, "M_NOT_FOUND", "Room aliases are not supported yet."))
+		room, err := s.resolveAlias(r.Context(), target)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		s.changeMembership(w, r, sess, room, "join")
 	case !validRoomID(target):
 		writeError(w, errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID or alias %q.", target)))
 	default:
@@ -277,7 +289,7 @@ type membershipBody struct {
 // others name their target in user_id. Joins and invites carry the target's
 // global profile, which becomes the member event's displayname and avatar.
 func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *session, room, action string) {
-	self := action == "join" || action == "leave"
+	self := action == "join" || action == "leave" || action == "forget"
 	raw, err := readBody(w, r, s.cfg.Limits.MaxRequestBytes)
 	if err != nil {
 		writeError(w, err)
@@ -314,6 +326,9 @@ func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *
 	}
 	if err == nil {
 		_, err = askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg)
+	}
+	if err == nil && action == "forget" {
+		_, err = s.ask(r.Context(), actors.KindUser, string(sess.user), &actors.ForgetRoom{UserId: string(sess.user), RoomId: room})
 	}
 	switch {
 	case err != nil:

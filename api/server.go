@@ -81,6 +81,7 @@ func (s *Server) routes() {
 	s.filterRoutes()
 	s.deviceRoutes()
 	s.roomRoutes()
+	s.directoryRoutes()
 }
 
 // ServeHTTP answers one request through the middleware: CORS, panics turned

@@ -21,12 +21,14 @@ const (
 
 // syncParams are a /sync request's parsed query.
 type syncParams struct {
-	since      uint64 // stream position; 0: initial sync
-	timeout    time.Duration
-	fullState  bool
-	limit      uint32
-	roomFilter []byte // the filter's "room" part, passed on to rooms
-	filter     string // the filter parameter: inline JSON or a filter id
+	since        uint64 // stream position; 0: initial sync
+	timeout      time.Duration
+	fullState    bool
+	limit        uint32
+	roomFilter   []byte // the filter's "room" part, passed on to rooms
+	filter       string // the filter parameter: inline JSON or a filter id
+	includeLeave bool   // room.include_leave: left rooms in initial syncs too
+	setPresence  string // set_presence: online, offline or unavailable
 }
 
 // parseSince parses a sync token, s<N>.
@@ -67,6 +69,12 @@ func parseSyncParams(r *http.Request) (*syncParams, error) {
 		return nil, errorf(400, "M_INVALID_PARAM", "full_state must be true or false.")
 	}
 	p.filter = q.Get("filter")
+	switch v := q.Get("set_presence"); v {
+	case "", "online", "offline", "unavailable":
+		p.setPresence = v
+	default:
+		return nil, errorf(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable.")
+	}
 	return p, nil
 }
 
@@ -76,6 +84,13 @@ func (p *syncParams) readFilter(f []byte) error {
 	var filter struct {
 		Room json.RawMessage `json:"room"`
 	}
+	var leave struct {
+		Room struct {
+			IncludeLeave bool `json:"include_leave"`
+		} `json:"room"`
+	}
+	_ = json.Unmarshal(f, &leave)
+	p.includeLeave = leave.Room.IncludeLeave
 	if err := json.Unmarshal(f, &filter); err != nil {
 		return bad
 	}
@@ -120,6 +135,9 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *session) {
 		}
 	}
 	ctx, user := r.Context(), string(sess.user)
+	if p.setPresence != "" && s.host.GetPresence(user).Presence != p.setPresence {
+		_ = s.host.SetPresence(user, p.setPresence, s.host.GetPresence(user).StatusMsg)
+	}
 	deadline := time.Now().Add(p.timeout)
 	for {
 		wake, cancel := s.host.Subscribe(user)
@@ -232,7 +250,7 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 			}
 		case m.Membership == "invite" && m.Stream > p.since:
 			q.Since, q.FullState = 0, true
-		case (m.Membership == "leave" || m.Membership == "ban") && m.Stream > p.since && (p.since > 0 || p.fullState):
+		case (m.Membership == "leave" || m.Membership == "ban") && m.Stream > p.since && (p.since > 0 || p.fullState || p.includeLeave):
 			q.Upto = m.Stream
 		default:
 			continue

@@ -28,6 +28,7 @@ type roomCursor struct {
 	Membership string `json:"m"`
 	Stream     uint64 `json:"s"`
 	Acked      uint64 `json:"a"`
+	Forgotten  bool   `json:"f,omitempty"` // left and forgotten: out of initial syncs
 }
 
 // deliveries is the user actor's in-memory delivery state.
@@ -306,6 +307,7 @@ func (u *user) onMembership(m *MembershipChanged) {
 	if m.Membership == "join" && c.Membership != "join" {
 		acked = max(c.Acked, m.ProfileVersion)
 	}
+	c.Forgotten = false
 	u.setCursor(c, m.Membership, acked)
 	c.Stream = m.Stream
 	if m.Membership != "join" {
@@ -355,7 +357,7 @@ func (u *user) loadDeliveries() error {
 func (u *user) rooms2reply() *RoomsReply {
 	out := &RoomsReply{}
 	for id, c := range u.rooms {
-		out.Rooms = append(out.Rooms, &RoomMembership{RoomId: id, Membership: c.Membership, Stream: c.Stream})
+		out.Rooms = append(out.Rooms, &RoomMembership{RoomId: id, Membership: c.Membership, Stream: c.Stream, Forgotten: c.Forgotten})
 	}
 	return out
 }

@@ -15,6 +15,7 @@ type eventFilter struct {
 	Senders         *[]string `json:"senders"`
 	NotSenders      []string  `json:"not_senders"`
 	LazyLoadMembers bool      `json:"lazy_load_members"`
+	ContainsURL     *bool     `json:"contains_url"`
 }
 
 // roomFilter is the "room" part of a sync filter.
@@ -56,6 +57,15 @@ func (f eventFilter) matches(ev *evRecord) bool {
 	}
 	if f.Senders != nil && !match(*f.Senders, ev.Sender) {
 		return false
+	}
+	if f.ContainsURL != nil {
+		var c struct {
+			URL *string `json:"url"`
+		}
+		_ = json.Unmarshal(ev.Content, &c)
+		if (c.URL != nil) != *f.ContainsURL {
+			return false
+		}
 	}
 	return true
 }

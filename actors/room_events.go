@@ -62,10 +62,18 @@ func (r *room) audience(ev *evRecord) []string {
 
 func newEventID() string { return "$" + randomID(24) }
 
-// clientEvent is an event in the Matrix client format, as device sees it
-// (its own events carry their transaction id).
-func (r *room) clientEvent(ev *evRecord, device string) []byte {
+// clientEvent is an event in the Matrix client format, as viewer's device
+// sees it: its own events carry their transaction id, and every event the
+// viewer's membership at that point (unsigned.membership, MSC4115).
+func (r *room) clientEvent(ev *evRecord, device, viewer string) []byte {
 	unsigned := map[string]any{"age": max(0, time.Now().UnixMilli()-ev.TS)}
+	if viewer != "" {
+		membership := "leave"
+		if m := r.before(r.state[stateKey{"m.room.member", viewer}], ev.Pos+1); m != nil {
+			membership = membershipOf(m)
+		}
+		unsigned["membership"] = membership
+	}
 	if ev.Prev != nil {
 		unsigned["prev_content"] = ev.Prev
 		unsigned["prev_sender"] = ev.PrevSender

@@ -12,10 +12,16 @@ import (
 // view is how much of the room a user may read: every event up to position
 // upto (a departed member reads up to its leave).
 func (r *room) view(user string) (upto uint64, e *Error) {
-	latest := r.meta.NextPos - 1
 	if rec := r.members[user]; rec != nil && rec.Forgotten && r.membership(user) != "join" {
 		return 0, forbidden("You have forgotten this room.")
 	}
+	return r.history(user)
+}
+
+// history is view without the forgotten check: a forgotten room's leave
+// still reaches the user's incremental sync.
+func (r *room) history(user string) (upto uint64, e *Error) {
+	latest := r.meta.NextPos - 1
 	switch ev := r.state[stateKey{"m.room.member", user}]; {
 	case ev != nil && membershipOf(ev) == "join":
 		return latest, nil
@@ -100,7 +106,7 @@ func (r *room) getState(m *GetState) *StateReply {
 	}
 	out := &StateReply{}
 	for _, ev := range evs {
-		out.EventsJson = append(out.EventsJson, r.clientEvent(ev, ""))
+		out.EventsJson = append(out.EventsJson, r.clientEvent(ev, "", ""))
 	}
 	return out
 }
@@ -216,7 +222,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 		seen++
 		last = ev.Pos
 		if f.matches(ev) {
-			out.Chunk = append(out.Chunk, r.clientEvent(ev, m.DeviceId))
+			out.Chunk = append(out.Chunk, r.clientEvent(ev, m.DeviceId, m.UserId))
 			senders[ev.Sender] = true
 		}
 		return true
@@ -224,7 +230,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 	if err != nil && !errors.Is(err, storage.ErrStopScan) {
 		return &MessagesReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "read timeline"}}
 	}
-	if seen > 0 && (more || !backward) {
+	if len(out.Chunk) > 0 || more { // as Synapse: an end token whenever events came back
 		if backward {
 			out.End = posToken(last)
 		} else {
@@ -234,7 +240,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 	if f.LazyLoadMembers {
 		for s := range senders {
 			if ev := r.before(r.state[stateKey{"m.room.member", s}], upto+1); ev != nil {
-				out.State = append(out.State, r.clientEvent(ev, ""))
+				out.State = append(out.State, r.clientEvent(ev, "", ""))
 			}
 		}
 	}
@@ -255,7 +261,7 @@ func (r *room) getEvent(m *GetEvent) *EventReply {
 	if err != nil || ev.Pos > upto {
 		return notFound
 	}
-	return &EventReply{EventJson: r.clientEvent(ev, m.DeviceId)}
+	return &EventReply{EventJson: r.clientEvent(ev, m.DeviceId, m.UserId)}
 }
 
 // sync is the room's part of a /sync: the timeline since the user's last
@@ -280,13 +286,13 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 			switch ev.Type {
 			case "m.room.create", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption", "m.room.member":
 				if ev.Type != "m.room.member" || *ev.StateKey == m.UserId {
-					out.State = append(out.State, r.clientEvent(ev, ""))
+					out.State = append(out.State, r.clientEvent(ev, "", ""))
 				}
 			}
 		}
 		return out
 	}
-	upto, e := r.view(m.UserId)
+	upto, e := r.history(m.UserId)
 	if e != nil {
 		return &RoomSyncReply{Error: e}
 	}
@@ -329,7 +335,7 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 	senders := map[string]bool{m.UserId: true}
 	slices.Reverse(timeline)
 	for _, ev := range timeline {
-		out.Timeline = append(out.Timeline, r.clientEvent(ev, m.DeviceId))
+		out.Timeline = append(out.Timeline, r.clientEvent(ev, m.DeviceId, m.UserId))
 		senders[ev.Sender] = true
 	}
 	out.PrevBatch = posToken(first)
@@ -342,7 +348,7 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 			continue
 		}
 		if rf.State.matches(ev) {
-			out.State = append(out.State, r.clientEvent(ev, ""))
+			out.State = append(out.State, r.clientEvent(ev, "", ""))
 		}
 	}
 	return out

@@ -1656,7 +1656,8 @@ type RoomMembership struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
 	Membership    string                 `protobuf:"bytes,2,opt,name=membership,proto3" json:"membership,omitempty"`
-	Stream        uint64                 `protobuf:"varint,3,opt,name=stream,proto3" json:"stream,omitempty"` // of the membership event
+	Stream        uint64                 `protobuf:"varint,3,opt,name=stream,proto3" json:"stream,omitempty"`       // of the membership event
+	Forgotten     bool                   `protobuf:"varint,4,opt,name=forgotten,proto3" json:"forgotten,omitempty"` // left and forgotten: only incremental syncs show the leave
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1710,6 +1711,13 @@ func (x *RoomMembership) GetStream() uint64 {
 		return x.Stream
 	}
 	return 0
+}
+
+func (x *RoomMembership) GetForgotten() bool {
+	if x != nil {
+		return x.Forgotten
+	}
+	return false
 }
 
 // GetPending lists the rooms that have not acknowledged a user's latest
@@ -2070,13 +2078,14 @@ const file_rooms_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"B\n" +
 	"\n" +
 	"RoomsReply\x124\n" +
-	"\x05rooms\x18\x01 \x03(\v2\x1e.persona.actors.RoomMembershipR\x05rooms\"a\n" +
+	"\x05rooms\x18\x01 \x03(\v2\x1e.persona.actors.RoomMembershipR\x05rooms\"\x7f\n" +
 	"\x0eRoomMembership\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x1e\n" +
 	"\n" +
 	"membership\x18\x02 \x01(\tR\n" +
 	"membership\x12\x16\n" +
-	"\x06stream\x18\x03 \x01(\x04R\x06stream\"%\n" +
+	"\x06stream\x18\x03 \x01(\x04R\x06stream\x12\x1c\n" +
+	"\tforgotten\x18\x04 \x01(\bR\tforgotten\"%\n" +
 	"\n" +
 	"GetPending\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"[\n" +

@@ -142,11 +142,10 @@ func (u *user) handle(ctx actor.Context, msg proto.Message) {
 	case *MembershipChanged:
 		u.onMembership(m)
 	case *ForgetRoom:
-		if _, ok := u.rooms[m.RoomId]; ok {
-			u.setCursor(u.rooms[m.RoomId], "leave", u.rooms[m.RoomId].Acked)
-			delete(u.rooms, m.RoomId)
+		if c, ok := u.rooms[m.RoomId]; ok && c.Membership != "join" {
+			c.Forgotten = true
 			var b storage.Batch
-			b.Delete(u.key("room", m.RoomId))
+			b.Set(u.key("room", m.RoomId), mustJSON(c))
 			u.commit(ctx, &b, &Done{}, nil)
 		} else {
 			ctx.Respond(&Done{})

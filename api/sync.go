@@ -250,7 +250,7 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 			}
 		case m.Membership == "invite" && m.Stream > p.since:
 			q.Since, q.FullState = 0, true
-		case (m.Membership == "leave" || m.Membership == "ban") && m.Stream > p.since && (p.since > 0 || p.fullState || p.includeLeave):
+		case (m.Membership == "leave" || m.Membership == "ban") && m.Stream > p.since && (p.since > 0 || ((p.fullState || p.includeLeave) && !m.Forgotten)):
 			q.Upto = m.Stream
 		default:
 			continue

@@ -28,7 +28,10 @@ func (u *user) register(ctx actor.Context, m *Register) {
 	if m.Device != nil {
 		u.putDevice(&b, m.Device)
 	}
-	u.commit(ctx, &b, &Done{}, func() { u.committed, u.committedJSON = prof, nil })
+	u.commit(ctx, &b, &Done{}, func() {
+		u.committed, u.committedJSON = prof, nil
+		u.publishEntry()
+	})
 }
 
 func (u *user) addDevice(ctx actor.Context, m *AddDevice) {

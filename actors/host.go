@@ -67,7 +67,7 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		return nil, err
 	}
 	h := &Host{store: store, cfg: cfg, metrics: m, log: log, stream: st, presence: presences{users: map[string]*Presence{}},
-		depths: map[string]*depth{KindUser: {}, KindRoom: {}, KindAlias: {}, KindDirectory: {}, "partition": {}}, stop: make(chan struct{})}
+		depths: map[string]*depth{KindUser: {}, KindRoom: {}, KindAlias: {}, KindDirectory: {}, KindUserDir: {}, "partition": {}}, stop: make(chan struct{})}
 	h.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return log.With("component", "protoactor")
 	}))
@@ -76,6 +76,7 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		KindRoom:      func(id string) actor.Actor { return newRoom(h, id) },
 		KindAlias:     func(id string) actor.Actor { return newAlias(h, id) },
 		KindDirectory: func(id string) actor.Actor { return newDirectory(h, id) },
+		KindUserDir:   func(id string) actor.Actor { return newUserDir(h, id) },
 	}
 	n := cfg.Actors.Partitions
 	h.parts = make([]*actor.PID, n)

@@ -194,6 +194,7 @@ func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field
 	}
 	u.commit(ctx, &b, &WriteReply{Version: rec.Version}, func() {
 		u.committed, u.committedJSON = rec, nil
+		u.publishEntry()
 		if u.h.metrics != nil {
 			u.h.metrics.ProfileWrite(field, op)
 		}
@@ -202,4 +203,12 @@ func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field
 			u.updateDurable(upd)
 		}
 	})
+}
+
+// jsonString decodes a JSON string value (absent: "").
+func jsonString(raw json.RawMessage, out *string) error {
+	if raw == nil {
+		return nil
+	}
+	return json.Unmarshal(raw, out)
 }

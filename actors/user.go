@@ -92,6 +92,9 @@ func (u *user) Receive(ctx actor.Context) {
 			u.enqueueBehind()
 			u.deliver()
 		}
+		if u.loadFailed == nil {
+			u.publishEntry()
+		}
 		return
 	case *actor.ReceiveTimeout:
 		if !u.busy() {

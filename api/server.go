@@ -80,6 +80,7 @@ func (s *Server) routes() {
 	s.adminRoutes()
 	s.filterRoutes()
 	s.deviceRoutes()
+	s.userDirRoutes()
 	s.roomRoutes()
 	s.directoryRoutes()
 }

@@ -1,0 +1,136 @@
+package actors
+
+import (
+	"errors"
+	"sort"
+	"strings"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"persona/storage"
+)
+
+// KindUserDir is the user directory: one actor (id "local") indexing local
+// users' global displayname and avatar for /user_directory/search. It holds
+// global profiles only: a room-specific name is never searchable.
+const KindUserDir = "userdir"
+
+// userDir is the directory actor. Entries arrive from user actors after each
+// durable profile change and whenever a user actor activates, so a lost
+// update heals the next time the user is active.
+type userDir struct {
+	h       *Host
+	id      string
+	entries map[string]*DirectoryEntry
+	loadErr error
+}
+
+func newUserDir(h *Host, id string) *userDir { return &userDir{h: h, id: id} }
+
+func (d *userDir) key(parts ...string) []byte {
+	return storage.Key(append([]string{"p", partitionName(d.h.Partition(d.id)), "ud", d.id}, parts...)...)
+}
+
+func (d *userDir) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		d.loadErr = d.load()
+		ctx.SetReceiveTimeout(d.h.cfg.Actors.PassivateAfter)
+	case *actor.ReceiveTimeout:
+		ctx.Send(ctx.Parent(), &passivate{})
+	case *stopWhenIdle:
+		ctx.Stop(ctx.Self())
+	case *DirectoryEntry:
+		d.update(m)
+	case *SearchUsers:
+		if d.loadErr != nil {
+			ctx.Respond(&SearchReply{})
+			return
+		}
+		ctx.Respond(d.search(m))
+	}
+}
+
+func (d *userDir) load() error {
+	d.entries = map[string]*DirectoryEntry{}
+	prefix := storage.Prefix(string(d.key("e")))
+	return d.h.store.Scan(prefix, nil, func(k, v []byte) error {
+		e := &DirectoryEntry{}
+		if err := proto.Unmarshal(v, e); err != nil {
+			return errors.Join(errors.New("decode directory entry"), err)
+		}
+		d.entries[e.UserId] = e
+		return nil
+	})
+}
+
+// update stores an entry when it changed. Losing one in a crash is healed by
+// the user's next activation, so it is written without waiting.
+func (d *userDir) update(e *DirectoryEntry) {
+	if old := d.entries[e.UserId]; old != nil && proto.Equal(old, e) {
+		return
+	}
+	d.entries[e.UserId] = e
+	raw, _ := proto.Marshal(e)
+	var b storage.Batch
+	b.Set(d.key("e", e.UserId), raw)
+	d.h.store.Commit(&b, func(err error) {
+		if err != nil {
+			d.h.log.Error("user directory write failed", "err", err)
+		}
+	})
+}
+
+// search matches term, case-insensitively, against each word of the
+// displayname and the user ID, best matches (prefix of a word) first.
+func (d *userDir) search(m *SearchUsers) *SearchReply {
+	term := strings.ToLower(strings.TrimSpace(m.Term))
+	out := &SearchReply{}
+	if term == "" {
+		return out
+	}
+	type hit struct {
+		e     *DirectoryEntry
+		score int
+	}
+	var hits []hit
+	for _, e := range d.entries {
+		name, uid := strings.ToLower(e.Displayname), strings.ToLower(e.UserId)
+		switch {
+		case strings.HasPrefix(name, term) || strings.HasPrefix(uid, "@"+term) || strings.HasPrefix(uid, term):
+			hits = append(hits, hit{e, 2})
+		case strings.Contains(name, term) || strings.Contains(uid, term):
+			hits = append(hits, hit{e, 1})
+		}
+	}
+	sort.Slice(hits, func(i, j int) bool {
+		if hits[i].score != hits[j].score {
+			return hits[i].score > hits[j].score
+		}
+		return hits[i].e.UserId < hits[j].e.UserId
+	})
+	limit := int(m.Limit)
+	if limit <= 0 {
+		limit = 50
+	}
+	for i, h := range hits {
+		if i == limit {
+			out.Limited = true
+			break
+		}
+		out.Entries = append(out.Entries, h.e)
+	}
+	return out
+}
+
+// publishEntry sends the user's global profile to the directory.
+func (u *user) publishEntry() {
+	if !u.exists {
+		return
+	}
+	var dn, av string
+	_ = jsonString(u.committed.Fields["displayname"], &dn)
+	_ = jsonString(u.committed.Fields["avatar_url"], &av)
+	u.h.Send(KindUserDir, "local", &DirectoryEntry{UserId: u.id, Displayname: dn, AvatarUrl: av})
+}

@@ -135,6 +135,8 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 		ctx.Respond(r.getMessages(m))
 	case *GetEvent:
 		ctx.Respond(r.getEvent(m))
+	case *GetContext:
+		ctx.Respond(r.getContext(m))
 	case *RoomSync:
 		ctx.Respond(r.sync(m))
 	case *ProfileUpdates:
@@ -160,6 +162,8 @@ func notFoundReply(m proto.Message) proto.Message {
 		return &EventReply{Error: e}
 	case *RoomSync:
 		return &RoomSyncReply{Error: e}
+	case *GetContext:
+		return &ContextReply{Error: e}
 	default:
 		return &SendReply{Error: e}
 	}

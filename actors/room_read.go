@@ -253,15 +253,24 @@ func (r *room) getEvent(m *GetEvent) *EventReply {
 	if e != nil {
 		return notFound
 	}
-	raw, err := r.h.store.Get(r.key("eid", m.EventId))
-	if err != nil {
-		return notFound
-	}
-	ev, err := r.readEvent(storage.ParseUint64(raw))
-	if err != nil || ev.Pos > upto {
+	ev := r.eventByID(m.EventId)
+	if ev == nil || ev.Pos > upto {
 		return notFound
 	}
 	return &EventReply{EventJson: r.clientEvent(ev, m.DeviceId, m.UserId)}
+}
+
+// eventByID reads an event by its id, or nil.
+func (r *room) eventByID(id string) *evRecord {
+	raw, err := r.h.store.Get(r.key("eid", id))
+	if err != nil {
+		return nil
+	}
+	ev, err := r.readEvent(storage.ParseUint64(raw))
+	if err != nil {
+		return nil
+	}
+	return ev
 }
 
 // sync is the room's part of a /sync: the timeline since the user's last

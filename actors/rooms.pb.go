@@ -1925,6 +1925,184 @@ func (x *Wake) GetId() string {
 	return ""
 }
 
+// GetContext fetches an event with the events around it (/context).
+type GetContext struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	EventId       string                 `protobuf:"bytes,4,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	Limit         uint32                 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`                            // events before and after, in all
+	FilterJson    []byte                 `protobuf:"bytes,6,opt,name=filter_json,json=filterJson,proto3" json:"filter_json,omitempty"` // RoomEventFilter for the surrounding events
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetContext) Reset() {
+	*x = GetContext{}
+	mi := &file_rooms_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetContext) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetContext) ProtoMessage() {}
+
+func (x *GetContext) ProtoReflect() protoreflect.Message {
+	mi := &file_rooms_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetContext.ProtoReflect.Descriptor instead.
+func (*GetContext) Descriptor() ([]byte, []int) {
+	return file_rooms_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetContext) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *GetContext) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *GetContext) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *GetContext) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *GetContext) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *GetContext) GetFilterJson() []byte {
+	if x != nil {
+		return x.FilterJson
+	}
+	return nil
+}
+
+// ContextReply answers GetContext.
+type ContextReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         []byte                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	EventsBefore  [][]byte               `protobuf:"bytes,2,rep,name=events_before,json=eventsBefore,proto3" json:"events_before,omitempty"` // newest first
+	EventsAfter   [][]byte               `protobuf:"bytes,3,rep,name=events_after,json=eventsAfter,proto3" json:"events_after,omitempty"`    // oldest first
+	Start         string                 `protobuf:"bytes,4,opt,name=start,proto3" json:"start,omitempty"`
+	End           string                 `protobuf:"bytes,5,opt,name=end,proto3" json:"end,omitempty"`
+	State         [][]byte               `protobuf:"bytes,6,rep,name=state,proto3" json:"state,omitempty"` // state at the last event returned
+	Error         *Error                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContextReply) Reset() {
+	*x = ContextReply{}
+	mi := &file_rooms_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContextReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContextReply) ProtoMessage() {}
+
+func (x *ContextReply) ProtoReflect() protoreflect.Message {
+	mi := &file_rooms_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContextReply.ProtoReflect.Descriptor instead.
+func (*ContextReply) Descriptor() ([]byte, []int) {
+	return file_rooms_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ContextReply) GetEvent() []byte {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *ContextReply) GetEventsBefore() [][]byte {
+	if x != nil {
+		return x.EventsBefore
+	}
+	return nil
+}
+
+func (x *ContextReply) GetEventsAfter() [][]byte {
+	if x != nil {
+		return x.EventsAfter
+	}
+	return nil
+}
+
+func (x *ContextReply) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *ContextReply) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
+func (x *ContextReply) GetState() [][]byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *ContextReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_rooms_proto protoreflect.FileDescriptor
 
 const file_rooms_proto_rawDesc = "" +
@@ -2097,7 +2275,24 @@ const file_rooms_proto_rawDesc = "" +
 	"\x05acked\x18\x02 \x01(\x04R\x05acked\x12\x1b\n" +
 	"\tin_flight\x18\x03 \x01(\bR\binFlight\"\x16\n" +
 	"\x04Wake\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02idB\x10Z\x0epersona/actorsb\x06proto3"
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xad\x01\n" +
+	"\n" +
+	"GetContext\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12\x19\n" +
+	"\bevent_id\x18\x04 \x01(\tR\aeventId\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\rR\x05limit\x12\x1f\n" +
+	"\vfilter_json\x18\x06 \x01(\fR\n" +
+	"filterJson\"\xd7\x01\n" +
+	"\fContextReply\x12\x14\n" +
+	"\x05event\x18\x01 \x01(\fR\x05event\x12#\n" +
+	"\revents_before\x18\x02 \x03(\fR\feventsBefore\x12!\n" +
+	"\fevents_after\x18\x03 \x03(\fR\veventsAfter\x12\x14\n" +
+	"\x05start\x18\x04 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x05 \x01(\tR\x03end\x12\x14\n" +
+	"\x05state\x18\x06 \x03(\fR\x05state\x12+\n" +
+	"\x05error\x18\a \x01(\v2\x15.persona.actors.ErrorR\x05errorB\x10Z\x0epersona/actorsb\x06proto3"
 
 var (
 	file_rooms_proto_rawDescOnce sync.Once
@@ -2111,7 +2306,7 @@ func file_rooms_proto_rawDescGZIP() []byte {
 	return file_rooms_proto_rawDescData
 }
 
-var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_rooms_proto_goTypes = []any{
 	(*CreateRoom)(nil),        // 0: persona.actors.CreateRoom
 	(*SendEvent)(nil),         // 1: persona.actors.SendEvent
@@ -2139,25 +2334,28 @@ var file_rooms_proto_goTypes = []any{
 	(*PendingReply)(nil),      // 23: persona.actors.PendingReply
 	(*PendingRoom)(nil),       // 24: persona.actors.PendingRoom
 	(*Wake)(nil),              // 25: persona.actors.Wake
-	(*Error)(nil),             // 26: persona.actors.Error
-	(Propagate)(0),            // 27: persona.actors.Propagate
+	(*GetContext)(nil),        // 26: persona.actors.GetContext
+	(*ContextReply)(nil),      // 27: persona.actors.ContextReply
+	(*Error)(nil),             // 28: persona.actors.Error
+	(Propagate)(0),            // 29: persona.actors.Propagate
 }
 var file_rooms_proto_depIdxs = []int32{
-	26, // 0: persona.actors.SendReply.error:type_name -> persona.actors.Error
-	26, // 1: persona.actors.StateReply.error:type_name -> persona.actors.Error
-	26, // 2: persona.actors.MessagesReply.error:type_name -> persona.actors.Error
-	26, // 3: persona.actors.EventReply.error:type_name -> persona.actors.Error
-	26, // 4: persona.actors.RoomSyncReply.error:type_name -> persona.actors.Error
-	27, // 5: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
+	28, // 0: persona.actors.SendReply.error:type_name -> persona.actors.Error
+	28, // 1: persona.actors.StateReply.error:type_name -> persona.actors.Error
+	28, // 2: persona.actors.MessagesReply.error:type_name -> persona.actors.Error
+	28, // 3: persona.actors.EventReply.error:type_name -> persona.actors.Error
+	28, // 4: persona.actors.RoomSyncReply.error:type_name -> persona.actors.Error
+	29, // 5: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
 	12, // 6: persona.actors.ProfileUpdates.updates:type_name -> persona.actors.MemberUpdate
 	14, // 7: persona.actors.UpdateAcks.acks:type_name -> persona.actors.UpdateAck
 	21, // 8: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
 	24, // 9: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	28, // 10: persona.actors.ContextReply.error:type_name -> persona.actors.Error
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_rooms_proto_init() }
@@ -2172,7 +2370,7 @@ func file_rooms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rooms_proto_rawDesc), len(file_rooms_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

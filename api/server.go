@@ -81,6 +81,7 @@ func (s *Server) routes() {
 	s.filterRoutes()
 	s.deviceRoutes()
 	s.userDirRoutes()
+	s.contextRoutes()
 	s.roomRoutes()
 	s.directoryRoutes()
 }

@@ -1,0 +1,60 @@
+package actors
+
+// getContext answers /context: the event, up to limit/2 visible events on
+// each side (filtered), tokens to page on from either end, and the state
+// at the last event returned.
+func (r *room) getContext(m *GetContext) *ContextReply {
+	notFound := &ContextReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Event not found."}}
+	upto, e := r.view(m.UserId)
+	if e != nil {
+		return &ContextReply{Error: e}
+	}
+	ev := r.eventByID(m.EventId)
+	if ev == nil || ev.Pos > upto {
+		return notFound
+	}
+	f, err := parseFilter(m.FilterJson)
+	if err != nil {
+		return &ContextReply{Error: badParam("M_BAD_JSON", "Bad filter.")}
+	}
+	limit := int(m.Limit)
+	if m.Limit == 0 {
+		limit = 10
+	}
+	before, after := limit/2, limit-limit/2
+	out := &ContextReply{Event: r.clientEvent(ev, m.DeviceId, m.UserId), Start: posToken(ev.Pos), End: posToken(ev.Pos + 1)}
+	if before > 0 && ev.Pos > 0 {
+		n := 0
+		_ = r.scan(ev.Pos-1, true, func(x *evRecord) bool {
+			if n == before {
+				return false
+			}
+			n++
+			out.Start = posToken(x.Pos)
+			if f.matches(x) {
+				out.EventsBefore = append(out.EventsBefore, r.clientEvent(x, m.DeviceId, m.UserId))
+			}
+			return true
+		})
+	}
+	last := ev.Pos
+	if after > 0 {
+		n := 0
+		_ = r.scan(ev.Pos+1, false, func(x *evRecord) bool {
+			if n == after || x.Pos > upto {
+				return false
+			}
+			n++
+			last = x.Pos
+			out.End = posToken(x.Pos + 1)
+			if f.matches(x) {
+				out.EventsAfter = append(out.EventsAfter, r.clientEvent(x, m.DeviceId, m.UserId))
+			}
+			return true
+		})
+	}
+	for _, s := range r.stateAt(last) {
+		out.State = append(out.State, r.clientEvent(s, "", ""))
+	}
+	return out
+}

@@ -131,6 +131,8 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 		ctx.Respond(r.getState(m))
 	case *RoomSummary:
 		ctx.Respond(r.summary(m))
+	case *SearchMembers:
+		ctx.Respond(r.searchMembers(m))
 	case *GetMessages:
 		ctx.Respond(r.getMessages(m))
 	case *GetEvent:

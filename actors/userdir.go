@@ -13,7 +13,8 @@ import (
 
 // KindUserDir is the user directory: one actor (id "local") indexing local
 // users' global displayname and avatar for /user_directory/search. It holds
-// global profiles only: a room-specific name is never searchable.
+// global profiles only: room-specific names are searched in the rooms
+// themselves (SearchMembers), for their members only.
 const KindUserDir = "userdir"
 
 // userDir is the directory actor. Entries arrive from user actors after each
@@ -96,12 +97,16 @@ func (d *userDir) search(m *SearchUsers) *SearchReply {
 	}
 	var hits []hit
 	for _, e := range d.entries {
-		name, uid := strings.ToLower(e.Displayname), strings.ToLower(e.UserId)
+		uid := strings.ToLower(e.UserId)
+		score := nameScore(e.Displayname, term)
 		switch {
-		case strings.HasPrefix(name, term) || strings.HasPrefix(uid, "@"+term) || strings.HasPrefix(uid, term):
-			hits = append(hits, hit{e, 2})
-		case strings.Contains(name, term) || strings.Contains(uid, term):
-			hits = append(hits, hit{e, 1})
+		case strings.HasPrefix(uid, "@"+term) || strings.HasPrefix(uid, term):
+			score = 2
+		case score == 0 && strings.Contains(uid, term):
+			score = 1
+		}
+		if score > 0 {
+			hits = append(hits, hit{e, score})
 		}
 	}
 	sort.Slice(hits, func(i, j int) bool {
@@ -122,6 +127,20 @@ func (d *userDir) search(m *SearchUsers) *SearchReply {
 		out.Entries = append(out.Entries, h.e)
 	}
 	return out
+}
+
+// nameScore rates how a displayname matches term (already lowercased and
+// trimmed): 2 when the name starts with it, 1 when it contains it, 0 when it
+// does not match. Room member searches use it as well.
+func nameScore(name, term string) int {
+	name = strings.ToLower(name)
+	switch {
+	case strings.HasPrefix(name, term):
+		return 2
+	case strings.Contains(name, term):
+		return 1
+	}
+	return 0
 }
 
 // publishEntry sends the user's global profile to the directory.

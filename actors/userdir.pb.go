@@ -191,6 +191,132 @@ func (x *SearchReply) GetLimited() bool {
 	return false
 }
 
+// SearchMembers asks a room for its joined members whose room displayname
+// (in their m.room.member event there) matches term, case-insensitively.
+// The room answers only when user_id, the searcher, is joined to it: a
+// room-specific name is shown to the room's members and no one else.
+type SearchMembers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"` // the searcher
+	Term          string                 `protobuf:"bytes,3,opt,name=term,proto3" json:"term,omitempty"`
+	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"` // matches at most; 0 for 50
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchMembers) Reset() {
+	*x = SearchMembers{}
+	mi := &file_userdir_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchMembers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchMembers) ProtoMessage() {}
+
+func (x *SearchMembers) ProtoReflect() protoreflect.Message {
+	mi := &file_userdir_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchMembers.ProtoReflect.Descriptor instead.
+func (*SearchMembers) Descriptor() ([]byte, []int) {
+	return file_userdir_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SearchMembers) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *SearchMembers) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SearchMembers) GetTerm() string {
+	if x != nil {
+		return x.Term
+	}
+	return ""
+}
+
+func (x *SearchMembers) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// MemberMatches answers SearchMembers: each entry carries the member's
+// displayname and avatar_url in that room, best matches (prefix) first.
+type MemberMatches struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*DirectoryEntry      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Limited       bool                   `protobuf:"varint,2,opt,name=limited,proto3" json:"limited,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberMatches) Reset() {
+	*x = MemberMatches{}
+	mi := &file_userdir_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberMatches) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberMatches) ProtoMessage() {}
+
+func (x *MemberMatches) ProtoReflect() protoreflect.Message {
+	mi := &file_userdir_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberMatches.ProtoReflect.Descriptor instead.
+func (*MemberMatches) Descriptor() ([]byte, []int) {
+	return file_userdir_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MemberMatches) GetEntries() []*DirectoryEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *MemberMatches) GetLimited() bool {
+	if x != nil {
+		return x.Limited
+	}
+	return false
+}
+
 var File_userdir_proto protoreflect.FileDescriptor
 
 const file_userdir_proto_rawDesc = "" +
@@ -206,6 +332,14 @@ const file_userdir_proto_rawDesc = "" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"a\n" +
 	"\vSearchReply\x128\n" +
 	"\aentries\x18\x01 \x03(\v2\x1e.persona.actors.DirectoryEntryR\aentries\x12\x18\n" +
+	"\alimited\x18\x02 \x01(\bR\alimited\"k\n" +
+	"\rSearchMembers\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\tR\x04term\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"c\n" +
+	"\rMemberMatches\x128\n" +
+	"\aentries\x18\x01 \x03(\v2\x1e.persona.actors.DirectoryEntryR\aentries\x12\x18\n" +
 	"\alimited\x18\x02 \x01(\bR\alimitedB\x10Z\x0epersona/actorsb\x06proto3"
 
 var (
@@ -220,19 +354,22 @@ func file_userdir_proto_rawDescGZIP() []byte {
 	return file_userdir_proto_rawDescData
 }
 
-var file_userdir_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_userdir_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_userdir_proto_goTypes = []any{
 	(*DirectoryEntry)(nil), // 0: persona.actors.DirectoryEntry
 	(*SearchUsers)(nil),    // 1: persona.actors.SearchUsers
 	(*SearchReply)(nil),    // 2: persona.actors.SearchReply
+	(*SearchMembers)(nil),  // 3: persona.actors.SearchMembers
+	(*MemberMatches)(nil),  // 4: persona.actors.MemberMatches
 }
 var file_userdir_proto_depIdxs = []int32{
 	0, // 0: persona.actors.SearchReply.entries:type_name -> persona.actors.DirectoryEntry
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	0, // 1: persona.actors.MemberMatches.entries:type_name -> persona.actors.DirectoryEntry
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_userdir_proto_init() }
@@ -246,7 +383,7 @@ func file_userdir_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_userdir_proto_rawDesc), len(file_userdir_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -3,6 +3,9 @@ package api
 import (
 	"context"
 	"net/http"
+	"sort"
+	"strings"
+	"sync"
 
 	"persona/actors"
 )
@@ -20,7 +23,10 @@ type searchResult struct {
 // searchUsers answers /user_directory/search with the users whose global
 // displayname or ID matches and whom the searcher may see: users sharing a
 // room with the searcher, or joined to a public room (as Synapse by
-// default). Names are global: a room-specific name is never searched.
+// default). Room-specific names are searched too, in the searcher's own
+// joined rooms only (see roomMatches): a user found that way shows the name
+// of that room, and only to its members. A user found by global name keeps
+// the global name.
 func (s *Server) searchUsers(w http.ResponseWriter, r *http.Request, sess *session) {
 	var body struct {
 		SearchTerm *string `json:"search_term"`
@@ -42,25 +48,30 @@ func (s *Server) searchUsers(w http.ResponseWriter, r *http.Request, sess *sessi
 		}
 		limit = min(*body.Limit, 100)
 	}
+	searcher := string(sess.user)
 	found, err := askAs[*actors.SearchReply](r.Context(), s, actors.KindUserDir, "local", &actors.SearchUsers{Term: *body.SearchTerm, Limit: 200})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	mine, err := s.joinedRoomSet(r.Context(), string(sess.user))
+	rooms, err := s.joinedRoomList(r.Context(), searcher)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	results, limited := []searchResult{}, found.Limited
-	for _, e := range found.Entries {
+	mine := make(map[string]bool, len(rooms))
+	for _, room := range rooms {
+		mine[room] = true
+	}
+	inRooms, roomsLimited := s.roomMatches(r.Context(), searcher, rooms, *body.SearchTerm, limit)
+	results, limited := []searchResult{}, found.Limited || roomsLimited
+	seen := map[string]bool{}
+	add := func(e *actors.DirectoryEntry) bool {
 		if len(results) == limit {
 			limited = true
-			break
+			return false
 		}
-		if ok, err := s.visibleTo(r.Context(), string(sess.user), mine, e.UserId); err != nil || !ok {
-			continue
-		}
+		seen[e.UserId] = true
 		res := searchResult{UserID: e.UserId}
 		if e.Displayname != "" {
 			res.DisplayName = &e.Displayname
@@ -69,21 +80,117 @@ func (s *Server) searchUsers(w http.ResponseWriter, r *http.Request, sess *sessi
 			res.AvatarURL = &e.AvatarUrl
 		}
 		results = append(results, res)
+		return true
+	}
+	for _, e := range found.Entries {
+		if len(results) == limit {
+			limited = true
+			break
+		}
+		if ok, err := s.visibleTo(r.Context(), searcher, mine, e.UserId); err != nil || !ok {
+			continue
+		}
+		add(e)
+	}
+	for _, e := range inRooms {
+		if seen[e.UserId] || e.UserId == searcher {
+			continue
+		}
+		if !add(e) {
+			break
+		}
 	}
 	writeJSON(w, 200, map[string]any{"limited": limited, "results": results})
 }
 
-// joinedRoomSet is the set of rooms a user has joined.
-func (s *Server) joinedRoomSet(ctx context.Context, user string) (map[string]bool, error) {
+// Bounds of the room-specific name search: the searcher's first rooms only,
+// asked so many at a time.
+const (
+	memberSearchRooms    = 50
+	memberSearchParallel = 16
+)
+
+// roomMatches searches the member displaynames of the searcher's first
+// joined rooms (each room answers only a joined searcher) and returns one
+// entry per user, with the name of the first room in which they matched,
+// names starting with the term first. A room that cannot answer is passed
+// over. limited reports that a room had more matches than it returned.
+func (s *Server) roomMatches(ctx context.Context, searcher string, rooms []string, term string, limit int) (entries []*actors.DirectoryEntry, limited bool) {
+	term = strings.ToLower(strings.TrimSpace(term))
+	if term == "" || limit == 0 || len(rooms) == 0 {
+		return nil, false
+	}
+	rooms = rooms[:min(len(rooms), memberSearchRooms)]
+	replies := make([]*actors.MemberMatches, len(rooms))
+	sem := make(chan struct{}, memberSearchParallel)
+	var wg sync.WaitGroup
+	for i, room := range rooms {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			reply, err := askAs[*actors.MemberMatches](ctx, s, actors.KindRoom, room,
+				&actors.SearchMembers{RoomId: room, UserId: searcher, Term: term, Limit: uint32(limit) + 1})
+			if err == nil {
+				replies[i] = reply
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for _, reply := range replies {
+		if reply == nil {
+			continue
+		}
+		limited = limited || reply.Limited
+		for _, e := range reply.Entries {
+			if !seen[e.UserId] {
+				seen[e.UserId] = true
+				entries = append(entries, e)
+			}
+		}
+	}
+	sort.SliceStable(entries, func(i, j int) bool {
+		return strings.HasPrefix(strings.ToLower(entries[i].Displayname), term) &&
+			!strings.HasPrefix(strings.ToLower(entries[j].Displayname), term)
+	})
+	return entries, limited
+}
+
+// joinedRoomList lists the rooms a user has joined, earliest join first.
+func (s *Server) joinedRoomList(ctx context.Context, user string) ([]string, error) {
 	reply, err := askAs[*actors.RoomsReply](ctx, s, actors.KindUser, user, &actors.GetRooms{UserId: user})
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]bool{}
+	var joined []*actors.RoomMembership
 	for _, m := range reply.Rooms {
 		if m.Membership == "join" {
-			out[m.RoomId] = true
+			joined = append(joined, m)
 		}
+	}
+	sort.Slice(joined, func(i, j int) bool {
+		if joined[i].Stream != joined[j].Stream {
+			return joined[i].Stream < joined[j].Stream
+		}
+		return joined[i].RoomId < joined[j].RoomId
+	})
+	out := make([]string, len(joined))
+	for i, m := range joined {
+		out[i] = m.RoomId
+	}
+	return out, nil
+}
+
+// joinedRoomSet is the set of rooms a user has joined.
+func (s *Server) joinedRoomSet(ctx context.Context, user string) (map[string]bool, error) {
+	rooms, err := s.joinedRoomList(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(rooms))
+	for _, room := range rooms {
+		out[room] = true
 	}
 	return out, nil
 }

@@ -11,8 +11,8 @@ import (
 )
 
 // TestUserDirectory: a user in a public room is found by name and ID; a
-// room-specific name is never found, even by members of that room; users
-// who share nothing with the searcher are not found.
+// room-specific name is found, and shown, only by the other members of that
+// room; users who share nothing with the searcher are not found.
 func TestUserDirectory(t *testing.T) {
 	ctx := context.Background()
 	n := testnode.Start(t, "", nil)
@@ -56,9 +56,21 @@ func TestUserDirectory(t *testing.T) {
 		if got := search(c, "alice coop"); len(got) != 1 || got[0] != want {
 			t.Fatalf("%s searching the public name: %v", c.UserID, got)
 		}
-		if got := search(c, "Freddy"); len(got) != 0 {
-			t.Fatalf("%s found the room-specific name: %v", c.UserID, got)
-		}
+	}
+	// Bob shares the private room: he finds Alice by the name she has there,
+	// and sees that name; Eve does not share it and finds nobody.
+	if got := search(bob, "Freddy"); len(got) != 1 || got[0] != alice.UserID.String()+"=Freddy" {
+		t.Fatalf("bob searching the room-specific name: %v", got)
+	}
+	// Matching both her names, Alice is listed once, by her global name.
+	if got := search(bob, "e"); len(got) != 1 || got[0] != want {
+		t.Fatalf("bob searching a term in both of alice's names: %v", got)
+	}
+	if got := search(eve, "Freddy"); len(got) != 0 {
+		t.Fatalf("eve found the room-specific name of a room she is not in: %v", got)
+	}
+	if got := search(alice, "Freddy"); len(got) != 0 {
+		t.Fatalf("alice found herself: %v", got)
 	}
 	if got := search(eve, "dirbob"); len(got) != 0 {
 		t.Fatalf("eve found bob, who shares nothing with her: %v", got)

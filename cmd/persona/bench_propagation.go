@@ -76,6 +76,32 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		prop = append(prop, d)
 		fmt.Fprintf(stdout, "rename %d: PUT %6.2f ms, every room applied after %8.2f ms\n", i+1, ms(puts[i]), ms(d))
 	}
+	// Meanwhile another user writes and reads its own profile: the big
+	// fan-out must not delay it.
+	other, err := registerWithSecret(*base, secret, run+"_other", "", true)
+	if err != nil {
+		return err
+	}
+	stopOther := make(chan struct{})
+	otherDone := make(chan []time.Duration)
+	go func() {
+		var lat []time.Duration
+		for i := 0; ; i++ {
+			select {
+			case <-stopOther:
+				otherDone <- lat
+				return
+			default:
+			}
+			t := time.Now()
+			url := *base + "/_matrix/client/v3/profile/" + neturl.PathEscape(other.UserID)
+			if err := call(http.MethodPut, url+"/displayname", other.AccessToken, map[string]string{"displayname": fmt.Sprint("other ", i)}, nil); err == nil {
+				if err := call(http.MethodGet, url, "", nil, nil); err == nil {
+					lat = append(lat, time.Since(t))
+				}
+			}
+		}
+	}()
 	start := time.Now()
 	var burstPuts []time.Duration
 	for i := 0; i < *burst; i++ {
@@ -86,6 +112,8 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		burstPuts = append(burstPuts, time.Since(t))
 	}
 	settled, err := p.waitSettled(start, 5*time.Minute)
+	close(stopOther)
+	otherLat := <-otherDone
 	if err != nil {
 		return err
 	}
@@ -105,6 +133,11 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	if len(burstPuts) > 0 {
 		fmt.Fprintf(stdout, "burst of %d renames: converged in %.2f ms; PUT latency during the fan-out: p50 %.2f ms, p99 %.2f ms\n",
 			*burst, ms(settled), ms(burstPuts[len(burstPuts)/2]), ms(burstPuts[len(burstPuts)*99/100]))
+	}
+	if len(otherLat) > 0 {
+		slices.Sort(otherLat)
+		fmt.Fprintf(stdout, "another user meanwhile (PUT + GET of its own profile): p50 %.2f ms, p99 %.2f ms (%d pairs)\n",
+			ms(otherLat[len(otherLat)/2]), ms(otherLat[len(otherLat)*99/100]), len(otherLat))
 	}
 	fmt.Fprintf(stdout, "verified the last name in %d rooms' state\n", checked)
 	if rss, err := nodeRSS(cfg.Listen.Metrics); err == nil {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/subtle"
+	"fmt"
 	"net/http"
 
 	"persona/actors"
@@ -41,22 +42,43 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // pending shows the rooms that have not yet acknowledged a user's latest
-// profile version: its propagation in progress.
+// profile version: its propagation in progress. The user must be a local
+// user that exists: anyone else has no propagation to show, and answering
+// "0 rooms behind" for them would hide a typo.
 func (s *Server) pending(w http.ResponseWriter, r *http.Request) {
-	user, err := userIDParam(r)
+	user, err := s.localUserParam(r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	reply, err := s.ask(r.Context(), actors.KindUser, user, &actors.GetPending{UserId: user})
+	p, err := askAs[*actors.PendingReply](r.Context(), s, actors.KindUser, user, &actors.GetPending{UserId: user})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	p := reply.(*actors.PendingReply)
 	rooms := make([]map[string]any, 0, len(p.Rooms))
 	for _, room := range p.Rooms {
 		rooms = append(rooms, map[string]any{"room_id": room.RoomId, "acked_version": room.Acked, "in_flight": room.InFlight})
 	}
 	writeJSON(w, 200, map[string]any{"user_id": user, "version": p.Version, "pending": len(rooms), "rooms": rooms})
+}
+
+// localUserParam is the {userId} of an admin request: a user of this server
+// that exists.
+func (s *Server) localUserParam(r *http.Request) (string, error) {
+	user, err := userIDParam(r)
+	if err != nil {
+		return "", err
+	}
+	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
+		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("%s is not a user of this server (%s).", user, s.cfg.ServerName))
+	}
+	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, user, &actors.GetAccount{UserId: user})
+	if err != nil {
+		return "", err
+	}
+	if !acct.Exists {
+		return "", errorf(404, "M_NOT_FOUND", fmt.Sprintf("User %s does not exist.", user))
+	}
+	return user, nil
 }

@@ -45,6 +45,9 @@ func userPending(args []string, stdout, stderr io.Writer) error {
 	if user == "" {
 		return errors.New("user pending: @user:server is required")
 	}
+	if local, server, ok := strings.Cut(strings.TrimPrefix(user, "@"), ":"); !strings.HasPrefix(user, "@") || !ok || local == "" || server == "" {
+		return fmt.Errorf("user pending: %q is not a user ID: want @localpart:server", user)
+	}
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,7 @@ type Host struct {
 	presence presences
 	acks     acker
 	depths   map[string]*depth // mailbox depth per kind ("partition" too)
+	rooms    *workers          // the goroutines room actors run on
 	stop     chan struct{}
 	tokens   sync.Map // token hash -> *AuthReply: checks answered by user actors
 }
@@ -67,7 +69,7 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		return nil, err
 	}
 	h := &Host{store: store, cfg: cfg, metrics: m, log: log, stream: st, presence: presences{users: map[string]*Presence{}},
-		depths: map[string]*depth{KindUser: {}, KindRoom: {}, KindAlias: {}, KindDirectory: {}, KindUserDir: {}, "partition": {}}, stop: make(chan struct{})}
+		depths: map[string]*depth{KindUser: {}, KindRoom: {}, KindAlias: {}, KindDirectory: {}, KindUserDir: {}, "partition": {}}, stop: make(chan struct{}), rooms: newWorkers(max(1, runtime.GOMAXPROCS(0)-1))}
 	h.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return log.With("component", "protoactor")
 	}))
@@ -134,6 +136,7 @@ func (h *Host) Stop() {
 		_ = h.system.Root.PoisonFuture(p).Wait()
 	}
 	h.system.Shutdown()
+	h.rooms.stop()
 }
 
 // Partition returns the partition of an identity.

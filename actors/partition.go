@@ -88,8 +88,11 @@ func (p *partition) activate(ctx actor.Context, k key) *slot {
 		p.h.log.Error("message for unknown actor kind", "kind", k.kind)
 		return nil
 	}
-	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return produce(k.id) },
-		actor.WithMailbox(p.h.depths[k.kind].mailbox())))
+	opts := []actor.PropsOption{actor.WithMailbox(p.h.depths[k.kind].mailbox())}
+	if k.kind == KindRoom {
+		opts = append(opts, actor.WithDispatcher(p.h.rooms))
+	}
+	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return produce(k.id) }, opts...))
 	s := &slot{pid: pid}
 	p.actors[k] = s
 	p.byPID[pid.Id] = k

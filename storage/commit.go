@@ -66,61 +66,122 @@ func (s *Store) CommitSync(b *Batch) error {
 	return <-ch
 }
 
-// committer gathers the batches queued since the last round, urgent ones
-// first, into one badger write and one fsync, then reports to all of them.
+// txnOps is the most keys the committer writes in one badger transaction
+// of background batches; between two such transactions it looks for urgent
+// batches.
+const txnOps = 256
+
+// committer makes rounds: a few badger transactions and one fsync, then a
+// report to every batch of the round. Urgent batches go first. Background
+// batches are written txnOps keys at a time, up to maxOps a round; once a
+// round holds an urgent batch it ends after the transaction under way, so
+// a write a client waits on waits for one small transaction and one fsync,
+// never for a whole round of background work.
 func (s *Store) committer() {
 	defer s.wg.Done()
-	round := make([]*pending, 0, s.maxRnd)
+	var backlog []*pending // background batches taken from their lane, in order
 	for {
+		var urgent []*pending
+		if len(backlog) == 0 {
+			select {
+			case p := <-s.urgent:
+				urgent = append(urgent, p)
+			case p := <-s.commits:
+				backlog = append(backlog, p)
+			case <-s.stop:
+				s.drain()
+				return
+			}
+		}
+		backlog = s.commitRound(s.takeUrgent(urgent), s.takeBackground(backlog))
+	}
+}
+
+// takeUrgent adds the urgent batches already queued to round.
+func (s *Store) takeUrgent(round []*pending) []*pending {
+	for len(round) < s.maxRnd {
 		select {
 		case p := <-s.urgent:
-			round = append(round[:0], p)
-		case p := <-s.commits:
-			round = append(round[:0], p)
-		case <-s.stop:
-			s.drain()
-			return
+			round = append(round, p)
+		default:
+			return round
 		}
-		ops := len(round[0].b.ops)
-	gather:
-		for len(round) < s.maxRnd && ops < s.maxOps {
-			select {
-			case p := <-s.urgent:
-				round, ops = append(round, p), ops+len(p.b.ops)
-				continue
-			default:
-			}
-			select {
-			case p := <-s.urgent:
-				round, ops = append(round, p), ops+len(p.b.ops)
-			case p := <-s.commits:
-				round, ops = append(round, p), ops+len(p.b.ops)
-			default:
-				break gather
-			}
-		}
-		s.commitRound(round)
 	}
+	return round
+}
+
+// takeBackground adds queued background batches to backlog until it holds
+// a round's worth.
+func (s *Store) takeBackground(backlog []*pending) []*pending {
+	ops := 0
+	for _, p := range backlog {
+		ops += len(p.b.ops)
+	}
+	for len(backlog) < s.maxRnd && ops < s.maxOps {
+		select {
+		case p := <-s.commits:
+			backlog, ops = append(backlog, p), ops+len(p.b.ops)
+		default:
+			return backlog
+		}
+	}
+	return backlog
 }
 
 // drain commits what was queued before Close.
 func (s *Store) drain() {
 	for {
-		select {
-		case p := <-s.urgent:
-			s.commitRound([]*pending{p})
-		case p := <-s.commits:
-			s.commitRound([]*pending{p})
-		default:
+		urgent, backlog := s.takeUrgent(nil), s.takeBackground(nil)
+		if len(urgent) == 0 && len(backlog) == 0 {
 			return
+		}
+		for len(urgent) > 0 || len(backlog) > 0 {
+			backlog = s.commitRound(urgent, backlog)
+			urgent = nil
 		}
 	}
 }
 
-func (s *Store) commitRound(round []*pending) {
-	errs := make([]error, len(round))
+// commitRound writes urgent, then background batches from backlog, syncs
+// once and reports. It returns the background batches left for the next
+// round.
+func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
+	var round []*pending
+	var errs []error
+	wrote := false
+	write := func(ps []*pending) {
+		n := len(round)
+		round, errs = append(round, ps...), append(errs, make([]error, len(ps))...)
+		wrote = s.write(ps, errs[n:]) || wrote
+	}
 	start := time.Now()
-	wrote := s.write(round, errs)
+	write(urgent)
+	// Urgent batches are synced at once. Background batches follow a
+	// transaction at a time until the round is full or an urgent batch
+	// waits. After a round of urgent batches alone, the next one takes one
+	// background transaction along, so that a steady stream of urgent writes
+	// cannot starve the background lane.
+	txns := -1 // background transactions allowed; -1 for no limit
+	if len(urgent) > 0 {
+		txns = 0
+		if s.urgentOnly {
+			txns = 1
+		}
+	}
+	s.urgentOnly = txns == 0 && len(backlog) > 0
+	for ops := 0; len(backlog) > 0 && ops < s.maxOps && txns != 0; txns-- {
+		n, k := 0, 0
+		for n < len(backlog) && (n == 0 || k+len(backlog[n].b.ops) <= txnOps) {
+			k += len(backlog[n].b.ops)
+			n++
+		}
+		write(backlog[:n])
+		backlog, ops = backlog[n:], ops+k
+		if u := s.takeUrgent(nil); len(u) > 0 {
+			write(u)
+			break
+		}
+	}
 	written := time.Now()
 	if wrote {
 		if err := s.db.Sync(); err != nil {
@@ -132,24 +193,25 @@ func (s *Store) commitRound(round []*pending) {
 		}
 	}
 	if s.onRound != nil {
-		ops := 0
-		for _, p := range round {
-			ops += len(p.b.ops)
-		}
-		s.onRound(len(round), ops, written.Sub(start), time.Since(written))
+		s.onRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
 	}
 	s.report(round, errs)
+	return backlog
 }
 
-func (s *Store) report(round []*pending, errs []error) {
+func opsIn(round []*pending) int {
 	ops := 0
 	for _, p := range round {
 		ops += len(p.b.ops)
 	}
+	return ops
+}
+
+func (s *Store) report(round []*pending, errs []error) {
 	s.statsMu.Lock()
 	s.stats.Rounds++
 	s.stats.Batches += uint64(len(round))
-	s.stats.Ops += uint64(ops)
+	s.stats.Ops += uint64(opsIn(round))
 	s.statsMu.Unlock()
 	for i, p := range round {
 		if errs[i] != nil {

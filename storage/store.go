@@ -52,9 +52,12 @@ type Store struct {
 	closed  bool
 	maxRnd  int
 	maxOps  int
-	onRound func(batches, ops int, write, sync time.Duration)
-	stats   CommitStats
-	statsMu sync.Mutex
+	// urgentOnly: the last round wrote urgent batches alone, leaving
+	// background ones waiting (committer goroutine only).
+	urgentOnly bool
+	onRound    func(batches, ops int, write, sync time.Duration)
+	stats      CommitStats
+	statsMu    sync.Mutex
 }
 
 // CommitStats counts the committer's work since the store opened.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func open(t *testing.T, dir string) *Store {
@@ -163,5 +164,76 @@ func TestCommitAfterClose(t *testing.T) {
 	b.Set(Key("k"), []byte("v"))
 	if err := s.CommitSync(&b); !errors.Is(err, ErrClosed) {
 		t.Fatalf("commit after close: %v", err)
+	}
+}
+
+// TestUrgentBatchSkipsTheQueue: a batch a client waits on is written and
+// synced in a round of its own, not behind the background batches queued
+// before it; those follow, in the order they were queued.
+func TestUrgentBatchSkipsTheQueue(t *testing.T) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var rounds [][2]int // batches, keys
+	s, err := Open(t.TempDir(), Options{OnRound: func(batches, ops int, _, _ time.Duration) {
+		mu.Lock()
+		rounds = append(rounds, [2]int{batches, ops})
+		first := len(rounds) == 1
+		mu.Unlock()
+		if first {
+			<-gate // hold the committer while the test queues behind it
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var order []string // done callbacks run one at a time, on the committer
+	var wg sync.WaitGroup
+	commit := func(urgent bool, name string) {
+		var b Batch
+		b.Set(Key("k", name), []byte(name))
+		wg.Add(1)
+		done := func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			order = append(order, name)
+			wg.Done()
+		}
+		if urgent {
+			s.CommitUrgent(&b, done)
+		} else {
+			s.Commit(&b, done)
+		}
+	}
+	commit(false, "first")
+	for {
+		mu.Lock()
+		n := len(rounds)
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	const queued = 3000
+	for i := range queued {
+		commit(false, fmt.Sprint("bg", i))
+	}
+	commit(true, "urgent")
+	close(gate)
+	wg.Wait()
+	if order[0] != "first" || order[1] != "urgent" {
+		t.Fatalf("completion order starts %v, want first, urgent", order[:3])
+	}
+	for i := range queued {
+		if order[2+i] != fmt.Sprint("bg", i) {
+			t.Fatalf("background batch %d completed as %s: out of order", i, order[2+i])
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if rounds[1] != [2]int{1, 1} {
+		t.Fatalf("the urgent batch's round wrote %d batches (%d keys), want it alone", rounds[1][0], rounds[1][1])
 	}
 }

@@ -84,6 +84,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		mux.Handle("GET /metrics", m.Handler())
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index) // the metrics listener is for operators
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		n.metricsLn = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go n.serve(n.metricsLn, n.metricsL)
 	}

@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -176,13 +175,6 @@ func putProfile(cli *mautrix.Client, key, value string, query map[string]string)
 	return err
 }
 
-// deleteProfile DELETEs displayname or avatar_url with query parameters.
-func deleteProfile(cli *mautrix.Client, key string, query map[string]string) error {
-	u := cli.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "profile", cli.UserID, key}, query)
-	_, err := cli.MakeRequest(ctx, http.MethodDelete, u, nil, nil)
-	return err
-}
-
 func rename(t *testing.T, cli *mautrix.Client, name string, query map[string]string) {
 	t.Helper()
 	if err := putProfile(cli, "displayname", name, query); err != nil {
@@ -206,16 +198,6 @@ func memberContent(reader *mautrix.Client, room id.RoomID, user id.UserID) (map[
 		return nil, fmt.Errorf("member state of %s in %s: %w", user, room, err)
 	}
 	return c, nil
-}
-
-// setRoomNick gives cli a per-room displayname in room.
-func setRoomNick(t *testing.T, cli *mautrix.Client, room id.RoomID, nick string) {
-	t.Helper()
-	c := member(t, cli, room, cli.UserID)
-	c["membership"], c["displayname"] = "join", nick
-	if _, err := cli.SendStateEvent(ctx, room, event.StateMember, cli.UserID.String(), c); err != nil {
-		t.Fatalf("per-room nick in %s: %v", room, err)
-	}
 }
 
 // memberHistory is user's member events in room, oldest first, as reader
@@ -418,126 +400,6 @@ func TestLeftRoomsAreUntouched(t *testing.T) {
 	}
 }
 
-func TestPerRoomNameSurvivesGlobalRename(t *testing.T) {
-	n := startNode(t)
-	alice := n.Register("alice")
-	rooms := createRooms(t, alice, 2)
-	a, b := rooms[0], rooms[1]
-	setRoomNick(t, alice, a, "Alice in A")
-
-	rename(t, alice, "Global Two", nil)
-	waitPropagated(t, n, alice.UserID)
-	if c := member(t, alice, a, alice.UserID); c["displayname"] != "Alice in A" {
-		t.Fatalf("per-room name lost in A after a default rename: %v", c)
-	}
-	if c := member(t, alice, b, alice.UserID); c["displayname"] != "Global Two" {
-		t.Fatalf("B after a default rename: %v", c)
-	}
-
-	rename(t, alice, "Global Three", map[string]string{"propagate_to": "all"})
-	waitPropagated(t, n, alice.UserID)
-	checkNames(t, alice, rooms, alice.UserID, "Global Three")
-
-	// propagate_to=all dropped A's own name: default renames reach it again.
-	rename(t, alice, "Global Four", nil)
-	waitPropagated(t, n, alice.UserID)
-	checkNames(t, alice, rooms, alice.UserID, "Global Four")
-}
-
-func TestPropagateNoneAndFalseLeaveRoomsAlone(t *testing.T) {
-	n := startNode(t)
-	alice := n.Register("alice")
-	rooms := createRooms(t, alice, 3)
-	for _, q := range []map[string]string{
-		{"propagate_to": "none"},
-		{"propagate": "false"},
-		{"org.matrix.msc4069.propagate": "false"},
-	} {
-		name := fmt.Sprintf("Quiet %v", q)
-		rename(t, alice, name, q)
-		waitPropagated(t, n, alice.UserID)
-		if p := globalProfile(t, alice, alice.UserID); p.DisplayName != name {
-			t.Fatalf("%v: global displayname = %q, want %q", q, p.DisplayName, name)
-		}
-		checkNames(t, alice, rooms, alice.UserID, "alice")
-	}
-	if err := deleteProfile(alice, "displayname", map[string]string{"propagate_to": "none"}); err != nil {
-		t.Fatal(err)
-	}
-	if p := globalProfile(t, alice, alice.UserID); p.DisplayName != "" {
-		t.Fatalf("displayname after DELETE ?propagate_to=none: %q", p.DisplayName)
-	}
-
-	// A propagating avatar change is a barrier: once it is in every room,
-	// any displayname update queued before it would be there too.
-	up, err := alice.UploadBytes(ctx, []byte("\x89PNG barrier"), "image/png")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.SetAvatarURL(ctx, up.ContentURI); err != nil {
-		t.Fatal(err)
-	}
-	waitPropagated(t, n, alice.UserID)
-	for _, room := range rooms {
-		if c := member(t, alice, room, alice.UserID); c["displayname"] != "alice" || c["avatar_url"] != up.ContentURI.String() {
-			t.Fatalf("room %s after non-propagating renames and an avatar change: %v", room, c)
-		}
-	}
-
-	before := globalProfile(t, alice, alice.UserID)
-	for _, q := range []map[string]string{{"propagate_to": "bogus"}, {"propagate": "maybe"}} {
-		err := putProfile(alice, "displayname", "Never", q)
-		var he mautrix.HTTPError
-		if !errors.As(err, &he) || he.Response == nil || he.Response.StatusCode != 400 || !errors.Is(err, mautrix.MInvalidParam) {
-			t.Fatalf("%v: want 400 M_INVALID_PARAM, got %v", q, err)
-		}
-	}
-	if after := globalProfile(t, alice, alice.UserID); after.DisplayName != before.DisplayName {
-		t.Fatalf("a refused write changed the profile: %q -> %q", before.DisplayName, after.DisplayName)
-	}
-}
-
-func TestPropagateUnchangedSkipsRoomsWithTheirOwnValue(t *testing.T) {
-	n := startNode(t)
-	alice := n.Register("alice")
-	rooms := createRooms(t, alice, 2)
-	a, b := rooms[0], rooms[1]
-	setRoomNick(t, alice, a, "Alice in A")
-	rename(t, alice, "Unchanged Only", map[string]string{"propagate_to": "unchanged"})
-	waitPropagated(t, n, alice.UserID)
-	if c := member(t, alice, a, alice.UserID); c["displayname"] != "Alice in A" {
-		t.Fatalf("A (own name) after propagate_to=unchanged: %v", c)
-	}
-	if c := member(t, alice, b, alice.UserID); c["displayname"] != "Unchanged Only" {
-		t.Fatalf("B (global name) after propagate_to=unchanged: %v", c)
-	}
-	if p := globalProfile(t, alice, alice.UserID); p.DisplayName != "Unchanged Only" {
-		t.Fatalf("global displayname = %q", p.DisplayName)
-	}
-}
-
-func TestAvatarChangeKeepsRoomNick(t *testing.T) {
-	n := startNode(t)
-	alice := n.Register("alice")
-	rooms := createRooms(t, alice, 2)
-	a, b := rooms[0], rooms[1]
-	setRoomNick(t, alice, a, "Nick in A")
-	up, err := alice.UploadBytes(ctx, []byte("\x89PNG new avatar"), "image/png")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.SetAvatarURL(ctx, up.ContentURI); err != nil {
-		t.Fatal(err)
-	}
-	waitPropagated(t, n, alice.UserID)
-	if c := member(t, alice, a, alice.UserID); c["avatar_url"] != up.ContentURI.String() || c["displayname"] != "Nick in A" || c["membership"] != "join" {
-		t.Fatalf("A after a global avatar change: %v", c)
-	}
-	if c := member(t, alice, b, alice.UserID); c["avatar_url"] != up.ContentURI.String() || c["displayname"] != "alice" {
-		t.Fatalf("B after a global avatar change: %v", c)
-	}
-}
-
 func TestConcurrentRenamesConverge(t *testing.T) {
 	n := startNode(t)
 	alice := n.Register("alice")
@@ -551,58 +413,4 @@ func TestConcurrentRenamesConverge(t *testing.T) {
 		t.Fatalf("global displayname after concurrent renames: %q", final)
 	}
 	checkNames(t, alice, rooms, alice.UserID, final)
-}
-
-func TestMemberEventContentRules(t *testing.T) {
-	n := startNode(t)
-	alice, carol := n.Register("alice"), n.Register("carol")
-	rooms := createRooms(t, alice, 2)
-	r1, r2 := rooms[0], rooms[1]
-	if err := carol.SetProfileField(ctx, "m.tz", "Europe/Paris"); err != nil {
-		t.Fatal(err)
-	}
-
-	// r1: carol joins with a member PUT carrying extra keys.
-	if _, err := carol.SendStateEvent(ctx, r1, event.StateMember, carol.UserID.String(), map[string]any{
-		"membership": "join", "is_direct": true, "reason": "joining r1",
-		"join_authorised_via_users_server": alice.UserID.String(), "com.example.kept": "yes",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	// r2: carol joins, then PUTs her member event keeping the global name.
-	join(t, carol, r1, r2)
-	if _, err := carol.SendStateEvent(ctx, r2, event.StateMember, carol.UserID.String(), map[string]any{
-		"membership": "join", "displayname": "carol", "is_direct": true, "reason": "per-room put",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	joinEv := member(t, alice, r1, carol.UserID)
-	if joinEv["reason"] != "joining r1" || joinEv["is_direct"] != true || joinEv["displayname"] != "carol" {
-		t.Fatalf("carol's join event in r1: %v", joinEv)
-	}
-
-	rename(t, carol, "Carol Renamed", nil)
-	waitPropagated(t, n, carol.UserID)
-	for _, room := range rooms {
-		c := member(t, alice, room, carol.UserID)
-		if c["displayname"] != "Carol Renamed" || c["membership"] != "join" || c["is_direct"] != true {
-			t.Errorf("%s: propagated member content lost a key: %v", room, c)
-		}
-		for _, k := range []string{"reason", "join_authorised_via_users_server", "m.tz"} {
-			if _, ok := c[k]; ok {
-				t.Errorf("%s: propagated member content keeps %s: %v", room, k, c)
-			}
-		}
-	}
-	if c := member(t, alice, r1, carol.UserID); c["com.example.kept"] != "yes" {
-		t.Errorf("r1: propagated member content dropped a custom key: %v", c)
-	}
-	// No member event of carol's, joins included, carries a custom profile field.
-	for _, room := range rooms {
-		for _, ev := range memberHistory(t, alice, room, carol.UserID) {
-			if _, ok := ev.Content.Raw["m.tz"]; ok {
-				t.Errorf("%s: member event %s carries m.tz: %v", room, ev.ID, ev.Content.Raw)
-			}
-		}
-	}
 }

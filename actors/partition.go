@@ -88,9 +88,10 @@ func (p *partition) activate(ctx actor.Context, k key) *slot {
 		p.h.log.Error("message for unknown actor kind", "kind", k.kind)
 		return nil
 	}
-	opts := []actor.PropsOption{actor.WithMailbox(p.h.depths[k.kind].mailbox())}
+	opts := []actor.PropsOption{actor.WithMailbox(actor.Unbounded(p.h.depths[k.kind]))}
 	if k.kind == KindRoom {
-		opts = append(opts, actor.WithDispatcher(p.h.rooms))
+		lane := &roomLane{w: p.h.rooms}
+		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(p.h.depths[k.kind], lane)), actor.WithDispatcher(lane)}
 	}
 	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return produce(k.id) }, opts...))
 	s := &slot{pid: pid}

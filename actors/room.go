@@ -27,6 +27,7 @@ type room struct {
 	commitSeq  uint64
 	waiting    []waiter
 	inFlight   []uint64 // stream positions of uncommitted events
+	background int      // commits in flight in the background lane
 	wakeUsers  []string // users to wake when they commit
 	failed     error
 	stopIdle   bool
@@ -224,13 +225,20 @@ func (r *room) readEvent(pos uint64) (*evRecord, error) {
 }
 
 // commit hands b to the store; the events appended into it become visible
-// to /sync and their users are woken once it is durable.
+// to /sync and their users are woken once it is durable. A write a client
+// waits on takes the urgent lane unless a background write of the room is
+// still in flight: an urgent batch may overtake background ones, and the
+// room's batches must land in order.
 func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
 	r.commitSeq++
 	seq, self, root := r.commitSeq, ctx.Self(), r.h.system.Root
 	inFlight, wake := r.inFlight, r.wakeUsers
 	r.inFlight, r.wakeUsers = nil, nil
-	r.waiting = append(r.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, applied: func() {
+	urgent := reply != nil && r.background == 0
+	if !urgent {
+		r.background++
+	}
+	r.waiting = append(r.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, urgent: urgent, applied: func() {
 		// Tell users' actors first, then wake their syncs: a sync woken by a
 		// join finds the room in the user's list.
 		if r.failed == nil {
@@ -243,7 +251,12 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 		}
 		r.h.stream.done(inFlight, wake)
 	}})
-	r.h.store.Commit(b, func(err error) { root.Send(self, &committed{seq: seq, err: err}) })
+	done := func(err error) { root.Send(self, &committed{seq: seq, err: err, client: reply != nil}) }
+	if urgent {
+		r.h.store.CommitUrgent(b, done)
+	} else {
+		r.h.store.Commit(b, done)
+	}
 }
 
 // onCommitted answers every write up to m.seq, in order.
@@ -251,6 +264,9 @@ func (r *room) onCommitted(ctx actor.Context, m *committed) {
 	for len(r.waiting) > 0 && r.waiting[0].seq <= m.seq {
 		w := r.waiting[0]
 		r.waiting = r.waiting[1:]
+		if !w.urgent {
+			r.background--
+		}
 		reply := w.reply
 		if m.err != nil {
 			r.h.log.Error("room write failed", "room", r.id, "err", m.err)

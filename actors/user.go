@@ -66,12 +66,14 @@ type waiter struct {
 	to      *actor.PID
 	reply   proto.Message
 	applied func() // runs when durable (e.g. publish the profile to reads)
+	urgent  bool   // committed in the urgent lane
 }
 
 // committed reports that the batch seq is durable (err nil) or failed.
 type committed struct {
-	seq uint64
-	err error
+	seq    uint64
+	err    error
+	client bool // a client waits for it: a room runs it in the fast lane
 }
 
 func newUser(h *Host, id string) *user { return &user{h: h, id: id} }

@@ -3,22 +3,26 @@ package actors
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 )
 
-// workers is a protoactor dispatcher that runs mailboxes on a fixed number
-// of goroutines, first come first served, yielding the processor after
-// each mailbox. Rooms run on it: a fan-out to thousands of rooms then keeps
-// at most that many goroutines runnable instead of thousands, so a client's
-// request, which runs on goroutines of its own, waits for one room's turn
-// at most, not for every room's. Room work never blocks on another actor's
-// answer, so a fixed number of goroutines cannot deadlock.
+// workers runs room mailboxes on a fixed number of goroutines, yielding the
+// processor after each mailbox. A fan-out to thousands of rooms then keeps
+// a few goroutines runnable instead of thousands, and a client's request,
+// which runs on goroutines of its own, waits for one room's turn at most,
+// not for every room's. Rooms with a client's request waiting go in the fast
+// lane, ahead of rooms that have only propagation to apply. Room work never
+// blocks on another actor's answer, so a fixed number of goroutines cannot
+// deadlock.
 type workers struct {
-	mu      sync.Mutex
-	ready   sync.Cond
-	queue   []func() // from head on
-	head    int
-	stopped bool
-	wg      sync.WaitGroup
+	mu         sync.Mutex
+	ready      sync.Cond
+	fast, slow fifo
+	stopped    bool
+	wg         sync.WaitGroup
 }
 
 // newWorkers starts n worker goroutines.
@@ -32,16 +36,17 @@ func newWorkers(n int) *workers {
 	return w
 }
 
-// Schedule queues a mailbox run; it never blocks.
-func (w *workers) Schedule(fn func()) {
+// schedule queues a mailbox run; it never blocks.
+func (w *workers) schedule(fn func(), fast bool) {
 	w.mu.Lock()
-	w.queue = append(w.queue, fn)
+	if fast {
+		w.fast.push(fn)
+	} else {
+		w.slow.push(fn)
+	}
 	w.mu.Unlock()
 	w.ready.Signal()
 }
-
-// Throughput is how many messages a mailbox processes before it yields.
-func (w *workers) Throughput() int { return 300 }
 
 func (w *workers) work() {
 	defer w.wg.Done()
@@ -55,28 +60,24 @@ func (w *workers) work() {
 	}
 }
 
-// next waits for a queued run; nil once stopped and drained.
+// next waits for a queued run, fast lane first; nil once stopped and
+// drained.
 func (w *workers) next() func() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for w.head == len(w.queue) {
+	for w.fast.empty() && w.slow.empty() {
 		if w.stopped {
 			return nil
 		}
 		w.ready.Wait()
 	}
-	fn := w.queue[w.head]
-	w.queue[w.head] = nil
-	w.head++
-	if w.head == len(w.queue) {
-		w.queue, w.head = w.queue[:0], 0
-	} else if w.head > 1024 && w.head*2 > len(w.queue) {
-		w.queue, w.head = append(w.queue[:0], w.queue[w.head:]...), 0
+	if !w.fast.empty() {
+		return w.fast.pop()
 	}
-	return fn
+	return w.slow.pop()
 }
 
-// stop ends the workers once the queue is drained, and waits for them.
+// stop ends the workers once the queues are drained, and waits for them.
 func (w *workers) stop() {
 	w.mu.Lock()
 	w.stopped = true
@@ -84,3 +85,65 @@ func (w *workers) stop() {
 	w.ready.Broadcast()
 	w.wg.Wait()
 }
+
+// fifo is a queue of mailbox runs.
+type fifo struct {
+	q    []func()
+	head int
+}
+
+func (f *fifo) empty() bool    { return f.head == len(f.q) }
+func (f *fifo) push(fn func()) { f.q = append(f.q, fn) }
+
+func (f *fifo) pop() func() {
+	fn := f.q[f.head]
+	f.q[f.head] = nil
+	f.head++
+	switch {
+	case f.head == len(f.q):
+		f.q, f.head = f.q[:0], 0
+	case f.head > 1024 && f.head*2 > len(f.q):
+		f.q, f.head = append(f.q[:0], f.q[f.head:]...), 0
+	}
+	return fn
+}
+
+// roomLane is one room's dispatcher on the workers and a middleware of its
+// mailbox: a message other than propagation puts the room's next turn in
+// the fast lane.
+type roomLane struct {
+	w    *workers
+	fast atomic.Bool
+}
+
+// Schedule queues the room's mailbox run in its lane.
+func (l *roomLane) Schedule(fn func()) { l.w.schedule(fn, l.fast.Swap(false)) }
+
+// Throughput is how many messages the mailbox processes before it yields.
+func (l *roomLane) Throughput() int { return 300 }
+
+// MessagePosted marks the room fast for a client's request, or for the
+// commit a client waits on.
+func (l *roomLane) MessagePosted(m any) {
+	if env, ok := m.(*actor.MessageEnvelope); ok {
+		m = env.Message
+	}
+	switch m := m.(type) {
+	case *ProfileUpdates, *MembershipAck:
+	case *committed:
+		if m.client {
+			l.fast.Store(true)
+		}
+	case proto.Message:
+		l.fast.Store(true)
+	}
+}
+
+// MailboxStarted is part of actor.MailboxMiddleware.
+func (l *roomLane) MailboxStarted() {}
+
+// MessageReceived is part of actor.MailboxMiddleware.
+func (l *roomLane) MessageReceived(any) {}
+
+// MailboxEmpty is part of actor.MailboxMiddleware.
+func (l *roomLane) MailboxEmpty() {}

@@ -141,6 +141,24 @@ func (r *room) parseToken(tok string) (uint64, bool) {
 
 func posToken(p uint64) string { return "p" + strconv.FormatUint(p, 10) }
 
+// prevBatch is a sync timeline's prev_batch, first being the timeline's
+// first position and upto its last. Usually that is the gap before first.
+// A timeline read from the room's start (since 0: an initial sync, a room
+// joined since the last sync, a left room with include_leave) that was not
+// limited holds the whole room, and then prev_batch is the gap after upto,
+// the sync's own position, as Synapse answers (handlers/sync.py
+// _load_filtered_recents keeps upto_token's room key unless it trims the
+// timeline; Dendrite does likewise on purpose). Clients pass prev_batch as
+// /members?at=, which then names the members the sync saw, not the empty
+// room before m.room.create. The cost, shared with Synapse (its issue
+// #1509): /messages backwards from that token repeats the timeline.
+func prevBatch(since uint64, limited bool, first, upto uint64) string {
+	if since == 0 && !limited {
+		return posToken(upto + 1)
+	}
+	return posToken(first)
+}
+
 // scan visits the events from position from (inclusive) in direction dir
 // ("b": descending, "f": ascending) until fn returns false.
 func (r *room) scan(from uint64, backward bool, fn func(*evRecord) bool) error {
@@ -347,7 +365,7 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 		out.Timeline = append(out.Timeline, r.clientEvent(ev, m.DeviceId, m.UserId))
 		senders[ev.Sender] = true
 	}
-	out.PrevBatch = posToken(first)
+	out.PrevBatch = prevBatch(m.Since, out.Limited, first, upto)
 	initial := m.Since == 0 || m.FullState
 	for _, ev := range r.stateAt(first - 1) {
 		if !initial && ev.Stream <= m.Since {

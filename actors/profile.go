@@ -199,8 +199,12 @@ func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field
 			u.h.metrics.ProfileWrite(field, op)
 		}
 		if upd != nil && mode != Propagate_PROPAGATE_NONE {
-			_ = u.h.profilePresence(u.id, upd.Displayname, upd.AvatarUrl)
-			u.updateDurable(upd)
+			// The fan-out starts once the client has its answer: a pass
+			// over every joined room is not the writer's wait.
+			u.afterReply = append(u.afterReply, func() {
+				_ = u.h.profilePresence(u.id, upd.Displayname, upd.AvatarUrl)
+				u.updateDurable(upd)
+			})
 		}
 	})
 }

@@ -32,6 +32,7 @@ type user struct {
 	committedJSON []byte
 	commitSeq     uint64   // batches handed to the store
 	waiting       []waiter // answers held until their batch is durable
+	afterReply    []func() // work of the last committed batch that waits for its answer to go
 	failed        error    // a commit failed: reload before the next write
 	stopIdle      bool     // the partition routes nothing more here
 	loadFailed    error
@@ -252,6 +253,10 @@ func (u *user) onCommitted(ctx actor.Context, m *committed) {
 	if w.to != nil && reply != nil {
 		ctx.Send(w.to, reply)
 	}
+	for _, f := range u.afterReply {
+		f()
+	}
+	u.afterReply = nil
 	if u.failed != nil && len(u.waiting) == 0 {
 		// Memory may hold writes that never reached disk: start again from disk.
 		u.failed = nil

@@ -106,7 +106,9 @@ func (r *room) create(ctx actor.Context, m *CreateRoom) {
 		err = errors.Join(err, add("m.room.topic", "", topicContent(req.Topic)))
 	}
 	for _, u := range req.Invite {
-		c := map[string]any{"membership": "invite"}
+		c := map[string]any{}
+		_ = json.Unmarshal(m.InviteeProfilesJson[u], &c) // the invitee's displayname and avatar_url
+		c["membership"] = "invite"
 		if req.IsDirect {
 			c["is_direct"] = true
 		}

@@ -33,6 +33,7 @@ type CreateRoom struct {
 	RequestJson           []byte                 `protobuf:"bytes,3,opt,name=request_json,json=requestJson,proto3" json:"request_json,omitempty"`                        // the /createRoom body (already checked to be an object)
 	CreatorProfileJson    []byte                 `protobuf:"bytes,4,opt,name=creator_profile_json,json=creatorProfileJson,proto3" json:"creator_profile_json,omitempty"` // {"displayname"?, "avatar_url"?} of the creator
 	CreatorProfileVersion uint64                 `protobuf:"varint,5,opt,name=creator_profile_version,json=creatorProfileVersion,proto3" json:"creator_profile_version,omitempty"`
+	InviteeProfilesJson   map[string][]byte      `protobuf:"bytes,6,rep,name=invitee_profiles_json,json=inviteeProfilesJson,proto3" json:"invitee_profiles_json,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // invitee -> {"displayname"?, "avatar_url"?}
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -100,6 +101,13 @@ func (x *CreateRoom) GetCreatorProfileVersion() uint64 {
 		return x.CreatorProfileVersion
 	}
 	return 0
+}
+
+func (x *CreateRoom) GetInviteeProfilesJson() map[string][]byte {
+	if x != nil {
+		return x.InviteeProfilesJson
+	}
+	return nil
 }
 
 // SendEvent appends a message or state event sent by a client.
@@ -2107,14 +2115,18 @@ var File_rooms_proto protoreflect.FileDescriptor
 
 const file_rooms_proto_rawDesc = "" +
 	"\n" +
-	"\vrooms.proto\x12\x0epersona.actors\x1a\x0emessages.proto\"\xcc\x01\n" +
+	"\vrooms.proto\x12\x0epersona.actors\x1a\x0emessages.proto\"\xfd\x02\n" +
 	"\n" +
 	"CreateRoom\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x18\n" +
 	"\acreator\x18\x02 \x01(\tR\acreator\x12!\n" +
 	"\frequest_json\x18\x03 \x01(\fR\vrequestJson\x120\n" +
 	"\x14creator_profile_json\x18\x04 \x01(\fR\x12creatorProfileJson\x126\n" +
-	"\x17creator_profile_version\x18\x05 \x01(\x04R\x15creatorProfileVersion\"\xb8\x02\n" +
+	"\x17creator_profile_version\x18\x05 \x01(\x04R\x15creatorProfileVersion\x12g\n" +
+	"\x15invitee_profiles_json\x18\x06 \x03(\v23.persona.actors.CreateRoom.InviteeProfilesJsonEntryR\x13inviteeProfilesJson\x1aF\n" +
+	"\x18InviteeProfilesJsonEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb8\x02\n" +
 	"\tSendEvent\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
@@ -2306,7 +2318,7 @@ func file_rooms_proto_rawDescGZIP() []byte {
 	return file_rooms_proto_rawDescData
 }
 
-var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_rooms_proto_goTypes = []any{
 	(*CreateRoom)(nil),        // 0: persona.actors.CreateRoom
 	(*SendEvent)(nil),         // 1: persona.actors.SendEvent
@@ -2336,26 +2348,28 @@ var file_rooms_proto_goTypes = []any{
 	(*Wake)(nil),              // 25: persona.actors.Wake
 	(*GetContext)(nil),        // 26: persona.actors.GetContext
 	(*ContextReply)(nil),      // 27: persona.actors.ContextReply
-	(*Error)(nil),             // 28: persona.actors.Error
-	(Propagate)(0),            // 29: persona.actors.Propagate
+	nil,                       // 28: persona.actors.CreateRoom.InviteeProfilesJsonEntry
+	(*Error)(nil),             // 29: persona.actors.Error
+	(Propagate)(0),            // 30: persona.actors.Propagate
 }
 var file_rooms_proto_depIdxs = []int32{
-	28, // 0: persona.actors.SendReply.error:type_name -> persona.actors.Error
-	28, // 1: persona.actors.StateReply.error:type_name -> persona.actors.Error
-	28, // 2: persona.actors.MessagesReply.error:type_name -> persona.actors.Error
-	28, // 3: persona.actors.EventReply.error:type_name -> persona.actors.Error
-	28, // 4: persona.actors.RoomSyncReply.error:type_name -> persona.actors.Error
-	29, // 5: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
-	12, // 6: persona.actors.ProfileUpdates.updates:type_name -> persona.actors.MemberUpdate
-	14, // 7: persona.actors.UpdateAcks.acks:type_name -> persona.actors.UpdateAck
-	21, // 8: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
-	24, // 9: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
-	28, // 10: persona.actors.ContextReply.error:type_name -> persona.actors.Error
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	28, // 0: persona.actors.CreateRoom.invitee_profiles_json:type_name -> persona.actors.CreateRoom.InviteeProfilesJsonEntry
+	29, // 1: persona.actors.SendReply.error:type_name -> persona.actors.Error
+	29, // 2: persona.actors.StateReply.error:type_name -> persona.actors.Error
+	29, // 3: persona.actors.MessagesReply.error:type_name -> persona.actors.Error
+	29, // 4: persona.actors.EventReply.error:type_name -> persona.actors.Error
+	29, // 5: persona.actors.RoomSyncReply.error:type_name -> persona.actors.Error
+	30, // 6: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
+	12, // 7: persona.actors.ProfileUpdates.updates:type_name -> persona.actors.MemberUpdate
+	14, // 8: persona.actors.UpdateAcks.acks:type_name -> persona.actors.UpdateAck
+	21, // 9: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
+	24, // 10: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
+	29, // 11: persona.actors.ContextReply.error:type_name -> persona.actors.Error
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_rooms_proto_init() }
@@ -2370,7 +2384,7 @@ func file_rooms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rooms_proto_rawDesc), len(file_rooms_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -111,8 +111,9 @@ func (s *Server) targetProfile(ctx context.Context, user string) ([]byte, uint64
 // build the room from it.
 func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, sess *session) {
 	body, err := s.readObject(w, r)
+	var invitees map[string][]byte
 	if err == nil {
-		err = s.checkCreateRoom(r.Context(), body)
+		invitees, err = s.checkCreateRoom(r.Context(), body)
 	}
 	if err != nil {
 		writeError(w, err)
@@ -131,7 +132,7 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, sess *sessio
 	}
 	raw, _ := json.Marshal(body)
 	msg := &actors.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
-		CreatorProfileJson: profile, CreatorProfileVersion: version}
+		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees}
 	if _, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg); err != nil {
 		s.releaseAlias(r.Context(), alias, room, string(sess.user))
 		writeError(w, err)
@@ -154,53 +155,57 @@ func jsonKind(v json.RawMessage) byte {
 // checkCreateRoom checks the /createRoom fields the room relies on. A field
 // of the wrong JSON type is M_BAD_JSON; a value outside an enumeration, or an
 // invite that is not a list of user IDs, is M_INVALID_PARAM. Invitees must be
-// local users that exist.
-func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMessage) error {
+// local users that exist; their profiles, which their invite events carry,
+// are returned.
+func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMessage) (map[string][]byte, error) {
 	want := map[string]byte{"name": '"', "topic": '"', "power_level_content_override": '{', "creation_content": '{', "initial_state": '['}
 	for k, kind := range want {
 		if v, ok := body[k]; ok && jsonKind(v) != kind {
-			return errorf(400, "M_BAD_JSON", "Field "+k+" has the wrong type.")
+			return nil, errorf(400, "M_BAD_JSON", "Field "+k+" has the wrong type.")
 		}
 	}
 	if v, ok := body["is_direct"]; ok && jsonKind(v) != 't' && jsonKind(v) != 'f' {
-		return errorf(400, "M_BAD_JSON", "Field is_direct must be a boolean.")
+		return nil, errorf(400, "M_BAD_JSON", "Field is_direct must be a boolean.")
 	}
 	enums := map[string][]string{"preset": {"private_chat", "public_chat", "trusted_private_chat"}, "visibility": {"public", "private"}}
 	for k, allowed := range enums {
 		if v, ok := body[k]; ok && !oneOf(v, allowed...) {
-			return errorf(400, "M_INVALID_PARAM", "Field "+k+" must be one of "+strings.Join(allowed, ", ")+".")
+			return nil, errorf(400, "M_INVALID_PARAM", "Field "+k+" must be one of "+strings.Join(allowed, ", ")+".")
 		}
 	}
 	if v, ok := body["room_version"]; ok {
 		if jsonKind(v) != '"' {
-			return errorf(400, "M_BAD_JSON", "room_version must be a string.")
+			return nil, errorf(400, "M_BAD_JSON", "room_version must be a string.")
 		}
 		if !oneOf(v, roomVersions...) {
-			return errorf(400, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version.")
+			return nil, errorf(400, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version.")
 		}
 	}
 	if v, ok := body["initial_state"]; ok {
 		if err := checkInitialState(v); err != nil {
-			return err
+			return nil, err
 		}
 	}
+	profiles := map[string][]byte{}
 	if v, ok := body["invite"]; ok {
 		var invite []string
 		if err := json.Unmarshal(v, &invite); err != nil || jsonKind(v) != '[' {
-			return errorf(400, "M_INVALID_PARAM", "Field invite must be a list of user IDs.")
+			return nil, errorf(400, "M_INVALID_PARAM", "Field invite must be a list of user IDs.")
 		}
 		for _, u := range invite {
 			if _, _, err := parseUserID(u); err != nil {
-				return errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid user ID %q in invite.", u))
+				return nil, errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid user ID %q in invite.", u))
 			}
 		}
 		for _, u := range invite {
-			if _, _, err := s.targetProfile(ctx, u); err != nil {
-				return err
+			profile, _, err := s.targetProfile(ctx, u)
+			if err != nil {
+				return nil, err
 			}
+			profiles[u] = profile
 		}
 	}
-	return nil
+	return profiles, nil
 }
 
 // oneOf reports whether v is a JSON string equal to one of allowed.

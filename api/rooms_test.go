@@ -285,3 +285,26 @@ func TestRoomMessagesAndState(t *testing.T) {
 		}
 	})
 }
+
+// TestCreateRoomInvitesCarryProfiles: the invite events of /createRoom's
+// invite list carry each invitee's global displayname and avatar, as those
+// of /invite do.
+func TestCreateRoomInvitesCarryProfiles(t *testing.T) {
+	n := testnode.Start(t, "", nil)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	ctx := context.Background()
+	if err := bob.SetDisplayName(ctx, "Bob Invited"); err != nil {
+		t.Fatal(err)
+	}
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{bob.UserID}, IsDirect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var content map[string]any
+	if err := alice.StateEvent(ctx, created.RoomID, event.StateMember, bob.UserID.String(), &content); err != nil {
+		t.Fatal(err)
+	}
+	if content["membership"] != "invite" || content["displayname"] != "Bob Invited" || content["is_direct"] != true {
+		t.Fatalf("invite content = %v", content)
+	}
+}

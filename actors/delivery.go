@@ -362,13 +362,27 @@ func (u *user) rooms2reply() *RoomsReply {
 	return out
 }
 
-func (u *user) pending() *PendingReply {
-	out := &PendingReply{Version: u.latest()}
-	for id, c := range u.rooms {
-		if c.Membership == "join" && c.Acked < out.Version {
-			_, sent := u.d.inFlight[id]
-			out.Rooms = append(out.Rooms, &PendingRoom{RoomId: id, Acked: c.Acked, InFlight: sent})
+func (u *user) pending(limit int) *PendingReply {
+	out := &PendingReply{Version: u.latest(), Behind: uint64(max(0, u.d.behind))}
+	listed := map[string]bool{}
+	list := func(id string) {
+		c := u.rooms[id]
+		if len(out.Rooms) == limit || listed[id] || c == nil || c.Membership != "join" || c.Acked >= out.Version {
+			return
 		}
+		listed[id] = true
+		_, sent := u.d.inFlight[id]
+		out.Rooms = append(out.Rooms, &PendingRoom{RoomId: id, Acked: c.Acked, InFlight: sent})
+	}
+	// Every room behind is in flight or queued: no pass over all the rooms.
+	for id := range u.d.inFlight {
+		list(id)
+	}
+	for _, id := range u.d.queue {
+		if len(out.Rooms) == limit {
+			break
+		}
+		list(id)
 	}
 	return out
 }

@@ -1733,6 +1733,7 @@ func (x *RoomMembership) GetForgotten() bool {
 type GetPending struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"` // rooms to list at most (the count is always whole)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1774,11 +1775,19 @@ func (x *GetPending) GetUserId() string {
 	return ""
 }
 
+func (x *GetPending) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // PendingReply answers GetPending.
 type PendingReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Rooms         []*PendingRoom         `protobuf:"bytes,2,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	Rooms         []*PendingRoom         `protobuf:"bytes,2,rep,name=rooms,proto3" json:"rooms,omitempty"`    // in flight first, then queued; at most limit
+	Behind        uint64                 `protobuf:"varint,3,opt,name=behind,proto3" json:"behind,omitempty"` // joined rooms behind version
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1825,6 +1834,13 @@ func (x *PendingReply) GetRooms() []*PendingRoom {
 		return x.Rooms
 	}
 	return nil
+}
+
+func (x *PendingReply) GetBehind() uint64 {
+	if x != nil {
+		return x.Behind
+	}
+	return 0
 }
 
 // PendingRoom is a room behind the user's latest version.
@@ -2275,13 +2291,15 @@ const file_rooms_proto_rawDesc = "" +
 	"membership\x18\x02 \x01(\tR\n" +
 	"membership\x12\x16\n" +
 	"\x06stream\x18\x03 \x01(\x04R\x06stream\x12\x1c\n" +
-	"\tforgotten\x18\x04 \x01(\bR\tforgotten\"%\n" +
+	"\tforgotten\x18\x04 \x01(\bR\tforgotten\";\n" +
 	"\n" +
 	"GetPending\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"[\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"s\n" +
 	"\fPendingReply\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x121\n" +
-	"\x05rooms\x18\x02 \x03(\v2\x1b.persona.actors.PendingRoomR\x05rooms\"Y\n" +
+	"\x05rooms\x18\x02 \x03(\v2\x1b.persona.actors.PendingRoomR\x05rooms\x12\x16\n" +
+	"\x06behind\x18\x03 \x01(\x04R\x06behind\"Y\n" +
 	"\vPendingRoom\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x14\n" +
 	"\x05acked\x18\x02 \x01(\x04R\x05acked\x12\x1b\n" +

@@ -159,7 +159,7 @@ func (u *user) handle(ctx actor.Context, msg proto.Message) {
 	case *GetRooms:
 		ctx.Respond(u.rooms2reply())
 	case *GetPending:
-		ctx.Respond(u.pending())
+		ctx.Respond(u.pending(int(m.Limit)))
 	case *PutFilter:
 		u.putFilter(ctx, m)
 	case *GetFilter:

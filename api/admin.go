@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"persona/actors"
 )
@@ -42,7 +43,8 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // pending shows the rooms that have not yet acknowledged a user's latest
-// profile version: its propagation in progress. The user must be a local
+// profile version: its propagation in progress (how many, and the first
+// ?limit= of them, default 100). The user must be a local
 // user that exists: anyone else has no propagation to show, and answering
 // "0 rooms behind" for them would hide a typo.
 func (s *Server) pending(w http.ResponseWriter, r *http.Request) {
@@ -51,7 +53,16 @@ func (s *Server) pending(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	p, err := askAs[*actors.PendingReply](r.Context(), s, actors.KindUser, user, &actors.GetPending{UserId: user})
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 10000 {
+			writeError(w, errorf(400, "M_INVALID_PARAM", "limit must be a number from 0 to 10000."))
+			return
+		}
+		limit = n
+	}
+	p, err := askAs[*actors.PendingReply](r.Context(), s, actors.KindUser, user, &actors.GetPending{UserId: user, Limit: uint32(limit)})
 	if err != nil {
 		writeError(w, err)
 		return
@@ -60,7 +71,7 @@ func (s *Server) pending(w http.ResponseWriter, r *http.Request) {
 	for _, room := range p.Rooms {
 		rooms = append(rooms, map[string]any{"room_id": room.RoomId, "acked_version": room.Acked, "in_flight": room.InFlight})
 	}
-	writeJSON(w, 200, map[string]any{"user_id": user, "version": p.Version, "pending": len(rooms), "rooms": rooms})
+	writeJSON(w, 200, map[string]any{"user_id": user, "version": p.Version, "pending": p.Behind, "rooms": rooms})
 }
 
 // localUserParam is the {userId} of an admin request: a user of this server

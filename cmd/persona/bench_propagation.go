@@ -192,7 +192,7 @@ func (p *propagationProbe) waitSettled(start time.Time, limit time.Duration) (ti
 		var out struct {
 			Pending int `json:"pending"`
 		}
-		req, _ := http.NewRequest(http.MethodGet, p.base+"/_persona/admin/v1/users/"+neturl.PathEscape(p.user)+"/pending", nil)
+		req, _ := http.NewRequest(http.MethodGet, p.base+"/_persona/admin/v1/users/"+neturl.PathEscape(p.user)+"/pending?limit=0", nil)
 		req.Header.Set(api.SecretHeader, p.secret)
 		if err := do(req, &out); err != nil {
 			return 0, err

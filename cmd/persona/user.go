@@ -24,7 +24,7 @@ func userCmd(args []string, stdout, stderr io.Writer) error {
 		return userPending(args[1:], stdout, stderr)
 	}
 	fmt.Fprintln(stderr, "usage: persona user create NAME [--admin] [--password PW] [--config FILE] [--url URL]")
-	fmt.Fprintln(stderr, "       persona user pending @user:server [--config FILE] [--url URL]")
+	fmt.Fprintln(stderr, "       persona user pending @user:server [--config FILE] [--url URL] [--limit N]")
 	return errors.New("unknown user command")
 }
 
@@ -35,6 +35,7 @@ func userPending(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config of the node (default ./persona.yaml if present)")
 	url := fs.String("url", "", "base URL of the node (default: from listen.client)")
+	limit := fs.Int("limit", 100, "rooms to list at most (the count is always whole)")
 	user, rest := "", args
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		user, rest = args[0], args[1:]
@@ -69,7 +70,7 @@ func userPending(args []string, stdout, stderr io.Writer) error {
 			InFlight bool   `json:"in_flight"`
 		} `json:"rooms"`
 	}
-	req, _ := http.NewRequest(http.MethodGet, base+"/_persona/admin/v1/users/"+neturl.PathEscape(user)+"/pending", nil)
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/_persona/admin/v1/users/%s/pending?limit=%d", base, neturl.PathEscape(user), *limit), nil)
 	req.Header.Set(api.SecretHeader, secret)
 	if err := do(req, &out); err != nil {
 		return err
@@ -81,6 +82,9 @@ func userPending(args []string, stdout, stderr io.Writer) error {
 			state = "in flight"
 		}
 		fmt.Fprintf(stdout, "  %s  acked %d  %s\n", r.RoomID, r.Acked, state)
+	}
+	if more := out.Pending - len(out.Rooms); more > 0 && len(out.Rooms) > 0 {
+		fmt.Fprintf(stdout, "  ... and %d more\n", more)
 	}
 	return nil
 }

@@ -82,4 +82,9 @@ func TestUserPending(t *testing.T) {
 			}
 		})
 	}
+	var out2, errOut bytes.Buffer
+	err := run([]string{"user", "pending", alice.UserID.String(), "--config", file, "--url", n.URL, "--limit", "-1"}, &out2, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "M_INVALID_PARAM") || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("pending --limit -1: %v, printed %q", err, out2.String())
+	}
 }

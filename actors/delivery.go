@@ -89,20 +89,25 @@ func (u *user) recordUpdate(b *storage.Batch, upd *MemberUpdate) {
 
 // updateDurable starts delivering a version once its write is durable.
 func (u *user) updateDurable(upd *MemberUpdate) {
+	since := u.latest()
 	u.d.history = append(u.d.history, upd)
-	u.enqueueBehind()
+	u.enqueueBehind(since)
 	u.deliver()
 }
 
-// enqueueBehind queues every joined room behind the latest version and
-// counts them: the one pass over the rooms per version.
-func (u *user) enqueueBehind() {
+// enqueueBehind counts the joined rooms behind the latest version and
+// queues those that had acknowledged since (or later): a room behind since
+// is already queued or in flight. since is 0 after a restart, when nothing
+// is queued yet. It is the one pass over the rooms per version.
+func (u *user) enqueueBehind(since uint64) {
 	latest := u.latest()
 	u.d.behind = 0
 	for id, c := range u.rooms {
 		if c.Membership == "join" && c.Acked < latest {
-			u.d.queue = append(u.d.queue, id)
 			u.d.behind++
+			if c.Acked >= since {
+				u.d.queue = append(u.d.queue, id)
+			}
 		}
 	}
 }

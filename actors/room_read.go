@@ -323,11 +323,6 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 	if e != nil {
 		return &RoomSyncReply{Error: e}
 	}
-	if m.Upto > 0 {
-		if p, ok := r.parseToken("s" + strconv.FormatUint(m.Upto, 10)); ok && p > 0 {
-			upto = min(upto, p-1)
-		}
-	}
 	rf, err := parseRoomFilter(m.FilterJson)
 	if err != nil {
 		return &RoomSyncReply{Error: badParam("M_BAD_JSON", "Bad filter.")}
@@ -339,11 +334,21 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 	if limit <= 0 {
 		limit = 10
 	}
+	if !m.FullState && r.quietSince(upto, m.Since, m.Upto) {
+		out.PrevBatch = prevBatch(m.Since, false, upto+1, upto)
+		return out // the usual room of an incremental sync: nothing new
+	}
+	// One backward scan finds the sync's cut and reads the timeline: events
+	// take positions and stream positions in the same order, so the first
+	// event at or below m.Upto is the last one this sync covers.
 	var timeline []*evRecord
-	first, scanned := upto+1, 0
+	first, scanned, cut := upto+1, 0, m.Upto == 0
 	_ = r.scan(upto, true, func(ev *evRecord) bool {
 		if m.Upto > 0 && ev.Stream > m.Upto {
 			return true // committed after the sync's position: the next sync has it
+		}
+		if !cut {
+			upto, first, cut = ev.Pos, ev.Pos+1, true
 		}
 		if ev.Stream <= m.Since {
 			return false
@@ -367,6 +372,9 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 	}
 	out.PrevBatch = prevBatch(m.Since, out.Limited, first, upto)
 	initial := m.Since == 0 || m.FullState
+	if !initial && !out.Limited {
+		return out // every state change since m.Since is in the timeline
+	}
 	for _, ev := range r.stateAt(first - 1) {
 		if !initial && ev.Stream <= m.Since {
 			continue
@@ -379,4 +387,16 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 		}
 	}
 	return out
+}
+
+// quietSince is whether the room has no event after stream position since up
+// to position upto, told by reading the event at upto alone (cheaper than
+// a scan): positions and stream positions grow together. since 0 is never
+// quiet; nor is an event above the sync's position upto (in flight).
+func (r *room) quietSince(upto, since, syncUpto uint64) bool {
+	if since == 0 {
+		return false
+	}
+	ev, err := r.readEvent(upto)
+	return err == nil && ev.Stream <= since && (syncUpto == 0 || ev.Stream <= syncUpto)
 }

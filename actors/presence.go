@@ -72,6 +72,20 @@ func (h *Host) PresenceOf(users []string, since uint64) []Presence {
 	return out
 }
 
+// PresenceChangedSince lists the users whose presence changed after the
+// /sync position since.
+func (h *Host) PresenceChangedSince(since uint64) []string {
+	h.presence.mu.Lock()
+	defer h.presence.mu.Unlock()
+	var out []string
+	for u, p := range h.presence.users {
+		if p.Stream > since {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 // GetPresence returns a user's presence (offline when unknown).
 func (h *Host) GetPresence(user string) Presence {
 	h.presence.mu.Lock()

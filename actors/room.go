@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -248,6 +249,9 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 			if applied != nil {
 				applied()
 			}
+		}
+		if len(inFlight) > 0 {
+			r.h.stream.touched(r.id, slices.Max(inFlight))
 		}
 		r.h.stream.done(inFlight, wake)
 	}})

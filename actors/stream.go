@@ -3,6 +3,7 @@ package actors
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"persona/storage"
@@ -24,7 +25,17 @@ type stream struct {
 	inFlight map[uint64]bool // handed out, not yet done
 	subs     map[string][]chan struct{}
 	all      map[chan struct{}]bool
+	// last is the newest position of each room with an event after floor,
+	// so that an incremental /sync asks only the rooms that changed; what
+	// happened at or below floor (before the node started, or evicted) is
+	// unknown. It holds at most maxTrackedRooms rooms; beyond, the older
+	// half goes and floor rises.
+	last  map[string]uint64
+	floor uint64
 }
+
+// maxTrackedRooms bounds stream.last (about 100 bytes a room).
+const maxTrackedRooms = 1 << 17
 
 var streamKey = storage.Key("stream", "reserved")
 
@@ -38,7 +49,7 @@ func newStream(store *storage.Store) (*stream, error) {
 	default:
 		s.next = storage.ParseUint64(raw)
 	}
-	s.reserved = s.next
+	s.reserved, s.floor, s.last = s.next, s.next-1, map[string]uint64{}
 	return s, nil
 }
 
@@ -86,6 +97,38 @@ func (s *stream) done(positions []uint64, users []string) {
 		}
 		delete(s.subs, u)
 	}
+}
+
+// touched records that room has an event at pos.
+func (s *stream) touched(room string, pos uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pos <= s.floor || pos <= s.last[room] {
+		return
+	}
+	s.last[room] = pos
+	if len(s.last) <= maxTrackedRooms {
+		return
+	}
+	positions := make([]uint64, 0, len(s.last))
+	for _, p := range s.last {
+		positions = append(positions, p)
+	}
+	slices.Sort(positions)
+	s.floor = positions[len(positions)/2]
+	for r, p := range s.last {
+		if p <= s.floor {
+			delete(s.last, r)
+		}
+	}
+}
+
+// changedSince reports whether room may have an event after since: false
+// only when the stream knows it has none.
+func (s *stream) changedSince(room string, since uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return since < s.floor || s.last[room] > since
 }
 
 // visible is the highest position at or below which every position is done.
@@ -137,4 +180,10 @@ func (h *Host) StreamPosition() uint64 { return h.stream.visible() }
 // cancel(); read; then wait on wake.
 func (h *Host) Subscribe(user string) (wake <-chan struct{}, cancel func()) {
 	return h.stream.subscribe(user)
+}
+
+// RoomChangedSince reports whether room may have events after the /sync
+// position since; false means it certainly has none.
+func (h *Host) RoomChangedSince(room string, since uint64) bool {
+	return h.stream.changedSince(room, since)
 }

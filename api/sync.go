@@ -236,6 +236,15 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 	if err != nil {
 		return nil, err
 	}
+	// An incremental sync asks only the joined rooms with events since the
+	// token, which the stream knows, unless presence changed for too many
+	// users to check one by one whether they share a room (sharesRoom):
+	// presence is shown for the members of the rooms asked.
+	var presenceChanged []string
+	if p.since > 0 {
+		presenceChanged = s.host.PresenceChangedSince(p.since)
+	}
+	skip, skipped := p.since > 0 && !p.fullState && len(presenceChanged) <= maxPresenceChecks, false
 	var memberships []*actors.RoomMembership
 	var reqs []*actors.RoomSync
 	for _, m := range rooms.Rooms {
@@ -247,6 +256,9 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 		case m.Membership == "join":
 			if m.Stream > p.since {
 				q.Since = 0 // joined since the last sync: the whole room
+			} else if skip && !s.host.RoomChangedSince(m.RoomId, p.since) {
+				skipped = true
+				continue
 			}
 		case m.Membership == "invite" && m.Stream > p.since:
 			q.Since, q.FullState = 0, true
@@ -288,6 +300,13 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 			resp.Rooms.Leave[room] = &leftRoom{Timeline: timelineOf(reply), State: rawList(reply.State), AccountData: rawList(nil)}
 		}
 	}
+	if skipped {
+		for _, u := range presenceChanged {
+			if !seen[u] && s.sharesRoom(ctx, u, rooms.Rooms) {
+				seen[u] = true
+			}
+		}
+	}
 	users := make([]string, 0, len(seen))
 	for u := range seen {
 		users = append(users, u)
@@ -306,6 +325,35 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 		}
 	}
 	return resp, nil
+}
+
+// maxPresenceChecks is how many presence changes an incremental sync checks
+// one by one (sharesRoom) rather than asking every joined room.
+const maxPresenceChecks = 64
+
+// sharesRoom reports whether other is joined to one of the rooms mine joins
+// (other's actor knows its rooms). A remote user, which has no actor here,
+// shares none.
+func (s *Server) sharesRoom(ctx context.Context, other string, mine []*actors.RoomMembership) bool {
+	if _, server, err := parseUserID(other); err != nil || server != s.cfg.ServerName {
+		return false
+	}
+	theirs, err := askAs[*actors.RoomsReply](ctx, s, actors.KindUser, other, &actors.GetRooms{UserId: other})
+	if err != nil {
+		return false
+	}
+	joined := map[string]bool{}
+	for _, m := range theirs.Rooms {
+		if m.Membership == "join" {
+			joined[m.RoomId] = true
+		}
+	}
+	for _, m := range mine {
+		if m.Membership == "join" && joined[m.RoomId] {
+			return true
+		}
+	}
+	return false
 }
 
 // roomSyncs asks the rooms at most syncParallel at a time. A room that

@@ -35,9 +35,7 @@ func (d *durableActor) receive(ctx actor.Context, kind, id string) (proto.Messag
 		d.loadFailed = d.reload()
 		ctx.SetReceiveTimeout(d.h.cfg.Actors.PassivateAfter)
 	case *actor.ReceiveTimeout:
-		if len(d.waiting) == 0 {
-			ctx.Send(ctx.Parent(), &passivate{})
-		}
+		d.h.idle(ctx, len(d.waiting) > 0)
 	case *stopWhenIdle:
 		d.stopIdle = true
 		d.after(ctx)

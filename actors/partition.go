@@ -34,6 +34,18 @@ type passivate struct{}
 // stopWhenIdle tells an actor that no more messages will reach it.
 type stopWhenIdle struct{}
 
+// idle answers an actor's ReceiveTimeout: an idle actor asks its partition
+// to stop it (a Request, since the partition knows the actor by the
+// sender); a busy one looks again after passivate_after, because protoactor
+// disarms the timeout once it fires.
+func (h *Host) idle(ctx actor.Context, busy bool) {
+	if busy {
+		ctx.SetReceiveTimeout(h.cfg.Actors.PassivateAfter)
+		return
+	}
+	ctx.Request(ctx.Parent(), &passivate{})
+}
+
 func newPartition(h *Host, index int) *partition {
 	return &partition{h: h, index: index, actors: map[key]*slot{}, byPID: map[string]key{}}
 }

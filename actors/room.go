@@ -88,9 +88,7 @@ func (r *room) Receive(ctx actor.Context) {
 		ctx.SetReceiveTimeout(r.h.cfg.Actors.PassivateAfter)
 		return
 	case *actor.ReceiveTimeout:
-		if len(r.waiting) == 0 {
-			ctx.Send(ctx.Parent(), &passivate{})
-		}
+		r.h.idle(ctx, len(r.waiting) > 0)
 		return
 	case *stopWhenIdle:
 		r.stopIdle = true

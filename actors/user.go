@@ -100,9 +100,7 @@ func (u *user) Receive(ctx actor.Context) {
 		}
 		return
 	case *actor.ReceiveTimeout:
-		if !u.busy() {
-			ctx.Send(ctx.Parent(), &passivate{})
-		}
+		u.h.idle(ctx, u.busy())
 		return
 	case *stopWhenIdle:
 		u.stopIdle = true

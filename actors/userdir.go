@@ -39,7 +39,7 @@ func (d *userDir) Receive(ctx actor.Context) {
 		d.loadErr = d.load()
 		ctx.SetReceiveTimeout(d.h.cfg.Actors.PassivateAfter)
 	case *actor.ReceiveTimeout:
-		ctx.Send(ctx.Parent(), &passivate{})
+		d.h.idle(ctx, false)
 	case *stopWhenIdle:
 		ctx.Stop(ctx.Self())
 	case *DirectoryEntry:

@@ -103,7 +103,11 @@ func (f *fifo) pop() func() {
 	case f.head == len(f.q):
 		f.q, f.head = f.q[:0], 0
 	case f.head > 1024 && f.head*2 > len(f.q):
-		f.q, f.head = append(f.q[:0], f.q[f.head:]...), 0
+		// Move the waiting runs to the front and clear the slots they
+		// leave: a stale run would keep its (passivated) actor in memory.
+		n := copy(f.q, f.q[f.head:])
+		clear(f.q[n:])
+		f.q, f.head = f.q[:n], 0
 	}
 	return fn
 }

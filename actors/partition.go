@@ -34,6 +34,10 @@ type passivate struct{}
 // stopWhenIdle tells an actor that no more messages will reach it.
 type stopWhenIdle struct{}
 
+// resume is sent by an actor that got stopWhenIdle but turned busy
+// meanwhile: the partition routes to it again, held messages first.
+type resume struct{}
+
 // idle answers an actor's ReceiveTimeout: an idle actor asks its partition
 // to stop it (a Request, since the partition knows the actor by the
 // sender); a busy one looks again after passivate_after, because protoactor
@@ -44,6 +48,14 @@ func (h *Host) idle(ctx actor.Context, busy bool) {
 		return
 	}
 	ctx.Request(ctx.Parent(), &passivate{})
+}
+
+// stayActive answers stopWhenIdle for an actor that turned busy after it
+// asked to stop and may wait on messages the partition now holds (a user's
+// room acks): it asks to be routed to again, and to stop later.
+func (h *Host) stayActive(ctx actor.Context) {
+	ctx.Request(ctx.Parent(), &resume{})
+	ctx.SetReceiveTimeout(h.cfg.Actors.PassivateAfter)
 }
 
 func newPartition(h *Host, index int) *partition {
@@ -70,6 +82,15 @@ func (p *partition) Receive(ctx actor.Context) {
 		if k, ok := p.byPID[ctx.Sender().Id]; ok {
 			p.actors[k].stopping = true
 			ctx.Send(ctx.Sender(), &stopWhenIdle{})
+		}
+	case *resume:
+		if k, ok := p.byPID[ctx.Sender().Id]; ok && p.actors[k].stopping {
+			s := p.actors[k]
+			s.stopping = false
+			for _, h := range s.held {
+				ctx.RequestWithCustomSender(s.pid, h.msg, h.sender)
+			}
+			s.held = nil
 		}
 	case *actor.Terminated:
 		k, ok := p.byPID[m.Who.Id]

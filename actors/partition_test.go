@@ -97,6 +97,55 @@ func (a *busyOnce) Receive(ctx actor.Context) {
 	}
 }
 
+// An actor that turned busy after asking to stop, waiting on a message the
+// partition now holds, asks to be routed to again: the message reaches it.
+// (Once it waited for ever, and so did every request to it.)
+func TestActorBusyWhenToldToStopResumes(t *testing.T) {
+	h, st := newTestHost(t, t.TempDir(), 50*time.Millisecond)
+	defer st.Close()
+	defer h.Stop()
+	h.kinds[KindAlias] = func(string) actor.Actor { return &awaitsHeld{h: h} }
+	const id = "#await:" + server
+	if _, err := h.Request(context.Background(), KindAlias, id, &Wake{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the actor asks to stop, then turns busy
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := h.Request(ctx, KindAlias, id, &Wake{}); err != nil {
+		t.Fatalf("the message the busy actor waits on: %v", err)
+	}
+}
+
+// awaitsHeld asks to stop at its first idle timeout and at once turns busy
+// until its next Wake, which comes through the partition.
+type awaitsHeld struct {
+	h     *Host
+	asked bool
+	busy  bool
+}
+
+func (a *awaitsHeld) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		ctx.SetReceiveTimeout(a.h.cfg.Actors.PassivateAfter)
+	case *actor.ReceiveTimeout:
+		if !a.asked {
+			a.asked, a.busy = true, true
+			a.h.idle(ctx, false)
+		}
+	case *stopWhenIdle:
+		if a.busy {
+			a.h.stayActive(ctx)
+		} else {
+			ctx.Stop(ctx.Self())
+		}
+	case *Wake:
+		a.busy = false
+		ctx.Respond(&Done{})
+	}
+}
+
 // actorMetric reads a persona_actor* metric of kind ("" summed over kinds)
 // from the host's metrics.
 func actorMetric(t testing.TB, h *Host, name, kind string) int {

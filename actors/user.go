@@ -103,6 +103,10 @@ func (u *user) Receive(ctx actor.Context) {
 		u.h.idle(ctx, u.busy())
 		return
 	case *stopWhenIdle:
+		if u.busy() { // busy since it asked: acks may be held for it
+			u.h.stayActive(ctx)
+			return
+		}
 		u.stopIdle = true
 	case *resendTick:
 		u.resend()

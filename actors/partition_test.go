@@ -169,3 +169,33 @@ func actorMetric(t testing.TB, h *Host, name, kind string) int {
 	}
 	return n
 }
+
+// A room that only applied propagation since it was activated passivates
+// after propagationIdle, not passivate_after: a fan-out does not keep every
+// room it woke in memory.
+func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
+	dir := t.TempDir()
+	h, st := newTestHost(t, dir, time.Hour)
+	alice := registerUser(t, h, "alice")
+	room := createRoom(t, h, alice, 0)
+	eventually(t, "room list", func() bool {
+		return len(ask[*RoomsReply](t, h, alice, &GetRooms{UserId: alice}).Rooms) == 1
+	})
+	h.Stop()
+	st.Close()
+
+	h, st = newTestHost(t, dir, time.Hour) // the room is not active now
+	defer st.Close()
+	defer h.Stop()
+	setName(t, h, alice, "Alice Again", Propagate_PROPAGATE_DEFAULT)
+	eventually(t, "the rename to reach the room", func() bool {
+		return ask[*PendingReply](t, h, alice, &GetPending{UserId: alice}).Behind == 0
+	})
+	// passivate_after is an hour: only propagationIdle can stop the room.
+	eventually(t, "the room to passivate", func() bool {
+		return actorMetric(t, h, "persona_actor_passivations_total", KindRoom) == 1
+	})
+	if got := memberName(t, h, room, alice); got != "Alice Again" {
+		t.Fatalf("the room, read back from storage, shows %q", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -32,8 +33,13 @@ type room struct {
 	wakeUsers  []string // users to wake when they commit
 	failed     error
 	stopIdle   bool
+	clientSeen bool // asked by a client since activation: the full passivate_after
 	loadFailed error
 }
+
+// propagationIdle is how long a room that only applied propagation since it
+// was activated stays in memory.
+const propagationIdle = 5 * time.Second
 
 type stateKey struct{ typ, key string }
 
@@ -85,7 +91,10 @@ func (r *room) Receive(ctx actor.Context) {
 		if r.loadFailed == nil {
 			r.renotify()
 		}
-		ctx.SetReceiveTimeout(r.h.cfg.Actors.PassivateAfter)
+		// Until a client asks something of it, a room only applies
+		// propagation and passivates soon: a fan-out to 100,000 rooms then
+		// keeps the rooms of its last seconds in memory, not all of them.
+		ctx.SetReceiveTimeout(min(r.h.cfg.Actors.PassivateAfter, propagationIdle))
 		return
 	case *actor.ReceiveTimeout:
 		r.h.idle(ctx, len(r.waiting) > 0)
@@ -99,6 +108,14 @@ func (r *room) Receive(ctx actor.Context) {
 			r.h.log.Error("room actor cannot load its state", "room", r.id, "err", r.loadFailed)
 			ctx.Respond(internalError(m))
 			return
+		}
+		switch m.(type) {
+		case *ProfileUpdates, *MembershipAck, *Wake:
+		default:
+			if !r.clientSeen {
+				r.clientSeen = true
+				ctx.SetReceiveTimeout(r.h.cfg.Actors.PassivateAfter)
+			}
 		}
 		r.handle(ctx, m)
 	}

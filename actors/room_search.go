@@ -2,7 +2,6 @@ package actors
 
 import (
 	"encoding/json"
-	"sort"
 	"strings"
 )
 
@@ -16,11 +15,7 @@ func (r *room) searchMembers(m *SearchMembers) *MemberMatches {
 	if term == "" || r.membership(m.UserId) != "join" {
 		return out
 	}
-	type hit struct {
-		e     *DirectoryEntry
-		score int
-	}
-	var hits []hit
+	var hits []searchHit
 	for k, ev := range r.state {
 		if k.typ != "m.room.member" {
 			continue
@@ -36,25 +31,9 @@ func (r *room) searchMembers(m *SearchMembers) *MemberMatches {
 		name, _ := c.Displayname.(string)
 		if score := nameScore(name, term); score > 0 {
 			av, _ := c.AvatarURL.(string)
-			hits = append(hits, hit{&DirectoryEntry{UserId: k.key, Displayname: name, AvatarUrl: av}, score})
+			hits = append(hits, searchHit{&DirectoryEntry{UserId: k.key, Displayname: name, AvatarUrl: av}, score})
 		}
 	}
-	sort.Slice(hits, func(i, j int) bool {
-		if hits[i].score != hits[j].score {
-			return hits[i].score > hits[j].score
-		}
-		return hits[i].e.UserId < hits[j].e.UserId
-	})
-	limit := int(m.Limit)
-	if limit <= 0 {
-		limit = 50
-	}
-	for i, h := range hits {
-		if i == limit {
-			out.Limited = true
-			break
-		}
-		out.Entries = append(out.Entries, h.e)
-	}
+	out.Entries, out.Limited = bestHits(hits, m.Limit)
 	return out
 }

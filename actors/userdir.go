@@ -91,11 +91,7 @@ func (d *userDir) search(m *SearchUsers) *SearchReply {
 	if term == "" {
 		return out
 	}
-	type hit struct {
-		e     *DirectoryEntry
-		score int
-	}
-	var hits []hit
+	var hits []searchHit
 	for _, e := range d.entries {
 		uid := strings.ToLower(e.UserId)
 		score := nameScore(e.Displayname, term)
@@ -106,27 +102,39 @@ func (d *userDir) search(m *SearchUsers) *SearchReply {
 			score = 1
 		}
 		if score > 0 {
-			hits = append(hits, hit{e, score})
+			hits = append(hits, searchHit{e, score})
 		}
 	}
+	out.Entries, out.Limited = bestHits(hits, m.Limit)
+	return out
+}
+
+// searchHit is a directory entry that matched a search, with its score.
+type searchHit struct {
+	e     *DirectoryEntry
+	score int
+}
+
+// bestHits orders hits best score first, then by user ID, and keeps the
+// first limit (0: 50); limited reports that some were left out.
+func bestHits(hits []searchHit, limit uint32) (entries []*DirectoryEntry, limited bool) {
 	sort.Slice(hits, func(i, j int) bool {
 		if hits[i].score != hits[j].score {
 			return hits[i].score > hits[j].score
 		}
 		return hits[i].e.UserId < hits[j].e.UserId
 	})
-	limit := int(m.Limit)
-	if limit <= 0 {
-		limit = 50
+	n := int(limit)
+	if n <= 0 {
+		n = 50
 	}
-	for i, h := range hits {
-		if i == limit {
-			out.Limited = true
-			break
-		}
-		out.Entries = append(out.Entries, h.e)
+	if len(hits) > n {
+		hits, limited = hits[:n], true
 	}
-	return out
+	for _, h := range hits {
+		entries = append(entries, h.e)
+	}
+	return entries, limited
 }
 
 // nameScore rates how a displayname matches term (already lowercased and

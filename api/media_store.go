@@ -60,8 +60,8 @@ var (
 )
 
 // mediaPath validates the {serverName} and {mediaId} path values and returns
-// the media id. Media of other servers is not found: federation (fetching
-// remote media) is not implemented yet.
+// the media id. Media of other servers answers 404 M_NOT_FOUND until the
+// federation step fetches remote media.
 func (s *Server) mediaPath(r *http.Request) (string, error) {
 	server, id := r.PathValue("serverName"), r.PathValue("mediaId")
 	if !serverNamePattern.MatchString(server) || !mediaIDPattern.MatchString(id) {

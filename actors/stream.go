@@ -18,13 +18,16 @@ const streamBlock = 1 << 16
 // position below which nothing is still being committed, so a sync token
 // never skips an event that is in flight.
 type stream struct {
-	mu       sync.Mutex
-	store    *storage.Store
-	next     uint64          // next position to hand out
-	reserved uint64          // positions below this are reserved in storage
-	inFlight map[uint64]bool // handed out, not yet done
-	subs     map[string][]chan struct{}
-	all      map[chan struct{}]bool
+	mu        sync.Mutex
+	reservedC sync.Cond // signalled when a reservation is durable (or failed)
+	store     *storage.Store
+	next      uint64          // next position to hand out
+	reserved  uint64          // positions below this are reserved in storage
+	reserving bool            // a reservation is being written
+	failed    error           // the last reservation failed
+	inFlight  map[uint64]bool // handed out, not yet done
+	subs      map[string][]chan struct{}
+	all       map[chan struct{}]bool
 	// last is the newest position of each room with an event after floor,
 	// so that an incremental /sync asks only the rooms that changed; what
 	// happened at or below floor (before the node started, or evicted) is
@@ -50,26 +53,57 @@ func newStream(store *storage.Store) (*stream, error) {
 		s.next = storage.ParseUint64(raw)
 	}
 	s.reserved, s.floor, s.last = s.next, s.next-1, map[string]uint64{}
+	s.reservedC.L = &s.mu
 	return s, nil
 }
 
 // take hands out a position; done must be called once it is committed (or
-// abandoned).
+// abandoned). The next block is reserved once half of the current one is
+// used, so take waits for storage only when positions go faster than a
+// commit: a room appending never waits on the background commits queued
+// ahead of the reservation.
 func (s *stream) take() (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.next >= s.reserved {
-		var b storage.Batch
-		b.Set(streamKey, []byte(storage.Uint64(s.reserved+streamBlock)))
-		if err := s.store.CommitSync(&b); err != nil {
+	for s.next >= s.reserved {
+		if err := s.failed; err != nil {
+			s.failed = nil
 			return 0, fmt.Errorf("reserve stream positions: %w", err)
 		}
-		s.reserved += streamBlock
+		s.reserve()
+		s.reservedC.Wait()
+	}
+	if s.reserved-s.next <= streamBlock/2 {
+		s.reserve()
 	}
 	p := s.next
 	s.next++
 	s.inFlight[p] = true
 	return p, nil
+}
+
+// reserve starts writing the reservation of the next block, unless one is
+// under way; s.mu is held. The batch goes in the urgent lane, from its own
+// goroutine, since the lane may be full and its callback takes s.mu.
+func (s *stream) reserve() {
+	if s.reserving {
+		return
+	}
+	s.reserving = true
+	to := s.reserved + streamBlock
+	var b storage.Batch
+	b.Set(streamKey, []byte(storage.Uint64(to)))
+	go s.store.CommitUrgent(&b, func(err error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.reserving = false
+		if err != nil {
+			s.failed = err
+		} else {
+			s.reserved = max(s.reserved, to)
+		}
+		s.reservedC.Broadcast()
+	})
 }
 
 // done marks positions committed and wakes the users they concern (nil

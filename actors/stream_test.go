@@ -63,3 +63,51 @@ func TestStreamKnowsWhichRoomsChanged(t *testing.T) {
 		t.Fatal("positions above the floor must still be known")
 	}
 }
+
+// TestStreamReservesAhead: positions keep rising across blocks, the block
+// after the current one is reserved before it is needed, and a reopened
+// stream starts above every position handed out.
+func TestStreamReservesAhead(t *testing.T) {
+	dir := t.TempDir()
+	st, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newStream(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for range 2*streamBlock + 10 {
+		p, err := s.take()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p <= last {
+			t.Fatalf("position %d after %d", p, last)
+		}
+		last = p
+	}
+	s.mu.Lock()
+	for s.reserving {
+		s.reservedC.Wait()
+	}
+	ahead := s.reserved - s.next
+	s.mu.Unlock()
+	if ahead <= streamBlock/2 {
+		t.Fatalf("only %d positions reserved ahead", ahead)
+	}
+	st.Close()
+	st, err = storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s, err = newStream(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.take(); err != nil || p <= last {
+		t.Fatalf("after reopening: position %d (%v), want above %d", p, err, last)
+	}
+}

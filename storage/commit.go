@@ -66,6 +66,11 @@ func (s *Store) CommitSync(b *Batch) error {
 	return <-ch
 }
 
+// urgentCalm is how long after an urgent batch background rounds stay
+// small (one transaction): a client's next write then waits for a short
+// sync, not for one of a full round.
+var urgentCalm = 50 * time.Millisecond
+
 // txnOps is the most keys the committer writes in one badger transaction
 // of background batches; between two such transactions it looks for urgent
 // batches.
@@ -169,7 +174,14 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 		}
 	}
 	s.urgentOnly = txns == 0 && len(backlog) > 0
-	for ops := 0; len(backlog) > 0 && ops < s.maxOps && txns != 0; txns-- {
+	if len(urgent) > 0 {
+		s.urgentAt = start
+	}
+	limit := s.maxOps
+	if start.Sub(s.urgentAt) < urgentCalm {
+		limit = txnOps
+	}
+	for ops := 0; len(backlog) > 0 && ops < limit && txns != 0; txns-- {
 		n, k := 0, 0
 		for n < len(backlog) && (n == 0 || k+len(backlog[n].b.ops) <= txnOps) {
 			k += len(backlog[n].b.ops)
@@ -179,6 +191,7 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 		backlog, ops = backlog[n:], ops+k
 		if u := s.takeUrgent(nil); len(u) > 0 {
 			write(u)
+			s.urgentAt = time.Now()
 			break
 		}
 	}

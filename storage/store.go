@@ -55,6 +55,7 @@ type Store struct {
 	// urgentOnly: the last round wrote urgent batches alone, leaving
 	// background ones waiting (committer goroutine only).
 	urgentOnly bool
+	urgentAt   time.Time // when the last urgent batch was written (committer goroutine only)
 	onRound    func(batches, ops int, write, sync time.Duration)
 	stats      CommitStats
 	statsMu    sync.Mutex

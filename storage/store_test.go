@@ -237,3 +237,63 @@ func TestUrgentBatchSkipsTheQueue(t *testing.T) {
 		t.Fatalf("the urgent batch's round wrote %d batches (%d keys), want it alone", rounds[1][0], rounds[1][1])
 	}
 }
+
+// TestBackgroundRoundsStaySmallAfterUrgent: for urgentCalm after an urgent
+// batch, a background round writes one transaction's worth of keys, so a
+// client's next write waits for a short sync.
+func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
+	defer func(d time.Duration) { urgentCalm = d }(urgentCalm)
+	urgentCalm = time.Hour // the whole test is "just after" the urgent batch
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var rounds []int // keys per round
+	s, err := Open(t.TempDir(), Options{OnRound: func(_, ops int, _, _ time.Duration) {
+		mu.Lock()
+		rounds = append(rounds, ops)
+		first := len(rounds) == 1
+		mu.Unlock()
+		if first {
+			<-gate
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	s.CommitUrgent(&Batch{ops: []op{{key: Key("u"), value: []byte("u")}}}, func(error) { wg.Done() })
+	for {
+		mu.Lock()
+		n := len(rounds)
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	const queued = 2000
+	for i := range queued {
+		var b Batch
+		b.Set(Key("bg", fmt.Sprint(i)), []byte("v"))
+		wg.Add(1)
+		s.Commit(&b, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	close(gate)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for i, ops := range rounds[1:] {
+		if ops > txnOps {
+			t.Fatalf("background round %d wrote %d keys, want at most %d", i+1, ops, txnOps)
+		}
+	}
+	if len(rounds) < 1+queued/txnOps {
+		t.Fatalf("%d rounds for %d background keys", len(rounds), queued)
+	}
+}

@@ -33,3 +33,10 @@ func (h *Host) sampleDepths(stop <-chan struct{}) {
 		}
 	}
 }
+
+// Priorities in a user's mailbox (protoactor's default is 4): the news that
+// a write is durable goes first, since a client waits on its answer; rooms'
+// acks go last, since a delay only postpones the next sends of a fan-out.
+// Acks are cumulative and carry versions, so overtaking them is harmless.
+func (*committed) GetPriority() int8  { return 7 }
+func (*UpdateAcks) GetPriority() int8 { return 2 }

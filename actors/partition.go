@@ -77,7 +77,7 @@ func (p *partition) Receive(ctx actor.Context) {
 			s.held = append(s.held, held{m.msg, ctx.Sender()})
 			return
 		}
-		ctx.RequestWithCustomSender(s.pid, m.msg, ctx.Sender())
+		forward(ctx, s.pid, m.msg, ctx.Sender())
 	case *passivate:
 		if k, ok := p.byPID[ctx.Sender().Id]; ok {
 			p.actors[k].stopping = true
@@ -88,7 +88,7 @@ func (p *partition) Receive(ctx actor.Context) {
 			s := p.actors[k]
 			s.stopping = false
 			for _, h := range s.held {
-				ctx.RequestWithCustomSender(s.pid, h.msg, h.sender)
+				forward(ctx, s.pid, h.msg, h.sender)
 			}
 			s.held = nil
 		}
@@ -109,10 +109,20 @@ func (p *partition) Receive(ctx actor.Context) {
 				return
 			}
 			for _, h := range s.held {
-				ctx.RequestWithCustomSender(ns.pid, h.msg, h.sender)
+				forward(ctx, ns.pid, h.msg, h.sender)
 			}
 		}
 	}
+}
+
+// forward passes msg on to pid, keeping its sender. A message without one
+// travels bare, so that the mailbox sees its priority.
+func forward(ctx actor.Context, pid *actor.PID, msg any, sender *actor.PID) {
+	if sender == nil {
+		ctx.Send(pid, msg)
+		return
+	}
+	ctx.RequestWithCustomSender(pid, msg, sender)
 }
 
 func (p *partition) activate(ctx actor.Context, k key) *slot {
@@ -122,7 +132,10 @@ func (p *partition) activate(ctx actor.Context, k key) *slot {
 		return nil
 	}
 	opts := []actor.PropsOption{actor.WithMailbox(actor.Unbounded(p.h.depths[k.kind]))}
-	if k.kind == KindRoom {
+	switch k.kind {
+	case KindUser:
+		opts = []actor.PropsOption{actor.WithMailbox(actor.UnboundedPriority(p.h.depths[k.kind]))}
+	case KindRoom:
 		lane := &roomLane{w: p.h.rooms}
 		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(p.h.depths[k.kind], lane)), actor.WithDispatcher(lane)}
 	}

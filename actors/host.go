@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	rtrace "runtime/trace"
 	"strings"
 	"sync"
 	"time"
@@ -150,6 +151,9 @@ func (h *Host) Request(ctx context.Context, kind, id string, msg proto.Message) 
 	timeout := 30 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
+	}
+	if rtrace.IsEnabled() { // execution traces show each request to an actor
+		defer rtrace.StartRegion(ctx, fmt.Sprintf("%s %T", kind, msg)).End()
 	}
 	f := h.system.Root.RequestFuture(h.parts[h.Partition(id)], &envelope{kind: kind, id: id, msg: msg}, timeout)
 	res, err := f.Result()

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	neturl "net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	renames := fs.Int("renames", 5, "renames to time, one after another")
 	burst := fs.Int("burst", 20, "renames sent back to back, to time PUT latency under fan-out")
 	conc := fs.Int("concurrency", 16, "concurrent requests while creating rooms")
+	tracePath := fs.String("trace", "", "write a Go execution trace of the node during the burst to this file (needs listen.metrics)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,6 +104,13 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
+	traced := make(chan error, 1)
+	if *tracePath != "" {
+		go func() { traced <- fetchTrace(cfg.Listen.Metrics, *tracePath, 3*time.Second) }()
+		time.Sleep(50 * time.Millisecond) // let the trace start
+	} else {
+		traced <- nil
+	}
 	start := time.Now()
 	var burstPuts []time.Duration
 	for i := 0; i < *burst; i++ {
@@ -120,6 +129,9 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	last := fmt.Sprintf("%s burst %d", run, *burst-1)
 	if *burst == 0 {
 		last = fmt.Sprintf("%s rename %d", run, *renames-1)
+	}
+	if err := <-traced; err != nil {
+		return err
 	}
 	checked, err := p.verify(last, 200)
 	if err != nil {
@@ -234,6 +246,31 @@ func (p *propagationProbe) verify(name string, max int) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// fetchTrace writes an execution trace of d from the node's pprof endpoint
+// to path.
+func fetchTrace(metricsAddr, path string, d time.Duration) error {
+	if metricsAddr == "" {
+		return errors.New("bench: --trace needs listen.metrics")
+	}
+	resp, err := httpClient.Get(fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%g", metricsAddr, d.Seconds()))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("bench: trace: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // nodeRSS reads process_resident_memory_bytes from the node's /metrics.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
@@ -254,6 +255,9 @@ func (u *user) onCommitted(ctx actor.Context, m *committed) {
 	}
 	if w.to != nil && reply != nil {
 		ctx.Send(w.to, reply)
+		if len(u.afterReply) > 0 {
+			runtime.Gosched() // let the client's goroutine answer before the fan-out pass
+		}
 	}
 	for _, f := range u.afterReply {
 		f()

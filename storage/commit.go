@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -36,8 +37,9 @@ type Committer interface {
 }
 
 type pending struct {
-	b    *Batch
-	done func(error)
+	b      *Batch
+	done   func(error)
+	urgent bool
 }
 
 // Commit queues b for the next group commit; done runs once b is synced.
@@ -56,7 +58,7 @@ func (s *Store) enqueue(q chan *pending, b *Batch, done func(error)) {
 		done(ErrClosed)
 		return
 	}
-	q <- &pending{b: b, done: done}
+	q <- &pending{b: b, done: done, urgent: q == s.urgent}
 }
 
 // CommitSync commits b and waits until it is durable.
@@ -220,19 +222,34 @@ func opsIn(round []*pending) int {
 	return ops
 }
 
+// report tells every batch of the round its outcome: urgent batches
+// first, then, after yielding the processor so that the goroutines woken
+// for waiting clients run now rather than after the whole report,
+// background batches. Each lane keeps its order.
 func (s *Store) report(round []*pending, errs []error) {
 	s.statsMu.Lock()
 	s.stats.Rounds++
 	s.stats.Batches += uint64(len(round))
 	s.stats.Ops += uint64(opsIn(round))
 	s.statsMu.Unlock()
-	for i, p := range round {
-		if errs[i] != nil {
-			p.done(fmt.Errorf("commit: %w", errs[i]))
-		} else {
-			p.done(nil)
+	tell := func(urgent bool) (told bool) {
+		for i, p := range round {
+			if p.urgent != urgent {
+				continue
+			}
+			if errs[i] != nil {
+				p.done(fmt.Errorf("commit: %w", errs[i]))
+			} else {
+				p.done(nil)
+			}
+			told = true
 		}
+		return told
 	}
+	if tell(true) {
+		runtime.Gosched()
+	}
+	tell(false)
 }
 
 // write applies the round in as few transactions as badger allows, never

@@ -104,6 +104,7 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
+	putsBefore, _ := nodePuts(cfg.Listen.Metrics)
 	traced := make(chan error, 1)
 	if *tracePath != "" {
 		go func() { traced <- fetchTrace(cfg.Listen.Metrics, *tracePath, 3*time.Second) }()
@@ -145,6 +146,11 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	if len(burstPuts) > 0 {
 		fmt.Fprintf(stdout, "burst of %d renames: converged in %.2f ms; PUT latency during the fan-out: p50 %.2f ms, p99 %.2f ms\n",
 			*burst, ms(settled), ms(burstPuts[len(burstPuts)/2]), ms(burstPuts[len(burstPuts)*99/100]))
+	}
+	if after, err := nodePuts(cfg.Listen.Metrics); err == nil && putsBefore != nil {
+		if bound, n := after.p99Since(putsBefore); n > 0 {
+			fmt.Fprintf(stdout, "node's own histogram, PUTs of both users meanwhile: p99 <= %g ms (%d PUTs)\n", bound*1000, n)
+		}
 	}
 	if len(otherLat) > 0 {
 		slices.Sort(otherLat)
@@ -275,23 +281,79 @@ func fetchTrace(metricsAddr, path string, d time.Duration) error {
 
 // nodeRSS reads process_resident_memory_bytes from the node's /metrics.
 func nodeRSS(metricsAddr string) (int64, error) {
-	if metricsAddr == "" {
-		return 0, errors.New("no metrics listener")
-	}
-	resp, err := httpClient.Get("http://" + metricsAddr + "/metrics")
+	body, err := scrape(metricsAddr)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			return int64(f), err
 		}
 	}
 	return 0, errors.New("no process_resident_memory_bytes in /metrics")
+}
+
+// scrape returns the node's /metrics text.
+func scrape(metricsAddr string) (string, error) {
+	if metricsAddr == "" {
+		return "", errors.New("no metrics listener")
+	}
+	resp, err := httpClient.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// putHistogram is the node's own histogram of successful profile PUTs:
+// cumulative counts by upper bound in seconds.
+type putHistogram map[float64]float64
+
+const putSeries = `persona_http_request_duration_seconds_bucket{method="PUT",route="PUT /_matrix/client/v3/profile/{userId}/{keyName}",status="200",le="`
+
+func nodePuts(metricsAddr string) (putHistogram, error) {
+	body, err := scrape(metricsAddr)
+	if err != nil {
+		return nil, err
+	}
+	h := putHistogram{}
+	for _, line := range strings.Split(body, "\n") {
+		rest, ok := strings.CutPrefix(line, putSeries)
+		if !ok {
+			continue
+		}
+		le, count, ok := strings.Cut(rest, `"} `)
+		if !ok || le == "+Inf" {
+			continue
+		}
+		bound, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(strings.TrimSpace(count), 64)
+		if err1 == nil && err2 == nil {
+			h[bound] = n
+		}
+	}
+	return h, nil
+}
+
+// p99Since is the smallest bucket bound holding 99% of the PUTs observed
+// since before, with the number of those PUTs.
+func (h putHistogram) p99Since(before putHistogram) (bound float64, n int) {
+	bounds := make([]float64, 0, len(h))
+	for b := range h {
+		bounds = append(bounds, b)
+	}
+	slices.Sort(bounds)
+	if len(bounds) == 0 {
+		return 0, 0
+	}
+	total := h[bounds[len(bounds)-1]] - before[bounds[len(bounds)-1]]
+	for _, b := range bounds {
+		if h[b]-before[b] >= 0.99*total {
+			return b, int(total)
+		}
+	}
+	return bounds[len(bounds)-1], int(total)
 }

@@ -38,6 +38,7 @@ type deliveries struct {
 	inFlight map[string]time.Time // room -> when sent
 	dirty    map[string]bool      // cursors not yet written
 	behind   int                  // joined rooms whose cursor is behind the latest version
+	current  map[string]struct{}  // joined rooms whose cursor is at the latest version
 	flushing bool
 	timer    bool
 }
@@ -88,33 +89,40 @@ func (u *user) recordUpdate(b *storage.Batch, upd *MemberUpdate) {
 }
 
 // updateDurable starts delivering a version once its write is durable.
+// Every room that had caught up is now one version behind; the others are
+// queued or in flight already. So a burst of writes costs a pass over the
+// rooms that caught up between two writes, not over every joined room.
 func (u *user) updateDurable(upd *MemberUpdate) {
-	since := u.latest()
 	u.d.history = append(u.d.history, upd)
-	u.enqueueBehind(since)
+	for id := range u.d.current {
+		u.d.queue = append(u.d.queue, id)
+	}
+	u.d.behind += len(u.d.current)
+	clear(u.d.current)
 	u.deliver()
 }
 
-// enqueueBehind counts the joined rooms behind the latest version and
-// queues those that had acknowledged since (or later): a room behind since
-// is already queued or in flight. since is 0 after a restart, when nothing
-// is queued yet. It is the one pass over the rooms per version.
-func (u *user) enqueueBehind(since uint64) {
+// recount rebuilds, in one pass over the rooms, the joined rooms behind the
+// latest version (counted and queued) and those that are not. It runs on
+// loading, when nothing is queued or in flight.
+func (u *user) recount() {
 	latest := u.latest()
-	u.d.behind = 0
+	u.d.behind, u.d.current = 0, map[string]struct{}{}
 	for id, c := range u.rooms {
-		if c.Membership == "join" && c.Acked < latest {
+		switch {
+		case c.Membership != "join":
+		case c.Acked < latest:
 			u.d.behind++
-			if c.Acked >= since {
-				u.d.queue = append(u.d.queue, id)
-			}
+			u.d.queue = append(u.d.queue, id)
+		default:
+			u.d.current[id] = struct{}{}
 		}
 	}
 }
 
 // setCursor changes a room's membership or acknowledged version, keeping
-// the count of rooms behind.
-func (u *user) setCursor(c *roomCursor, membership string, acked uint64) {
+// the count of rooms behind and the set of those that are not.
+func (u *user) setCursor(id string, c *roomCursor, membership string, acked uint64) {
 	latest := u.latest()
 	was := c.Membership == "join" && c.Acked < latest
 	c.Membership, c.Acked = membership, acked
@@ -124,6 +132,11 @@ func (u *user) setCursor(c *roomCursor, membership string, acked uint64) {
 		u.d.behind--
 	case !was && is:
 		u.d.behind++
+	}
+	if c.Membership == "join" && !is {
+		u.d.current[id] = struct{}{}
+	} else {
+		delete(u.d.current, id)
 	}
 }
 
@@ -209,11 +222,11 @@ func (u *user) onAck(m *UpdateAck) {
 	}
 	if m.NotMember {
 		// The room knows best; a later join notification corrects it.
-		u.setCursor(c, "leave", c.Acked)
+		u.setCursor(m.RoomId, c, "leave", c.Acked)
 		u.d.dirty[m.RoomId] = true
 	}
 	if m.Version > c.Acked {
-		u.setCursor(c, c.Membership, m.Version)
+		u.setCursor(m.RoomId, c, c.Membership, m.Version)
 		u.d.dirty[m.RoomId] = true
 	}
 	if c.Membership == "join" && c.Acked < u.latest() {
@@ -313,7 +326,7 @@ func (u *user) onMembership(m *MembershipChanged) {
 		acked = max(c.Acked, m.ProfileVersion)
 	}
 	c.Forgotten = false
-	u.setCursor(c, m.Membership, acked)
+	u.setCursor(m.RoomId, c, m.Membership, acked)
 	c.Stream = m.Stream
 	if m.Membership != "join" {
 		if _, ok := u.d.inFlight[m.RoomId]; ok {
@@ -349,14 +362,18 @@ func (u *user) loadDeliveries() error {
 	}); err != nil {
 		return err
 	}
-	return u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
+	if err := u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
 		var upd MemberUpdate
 		if err := proto.Unmarshal(v, &upd); err != nil {
 			return fmt.Errorf("decode profile version: %w", err)
 		}
 		u.d.history = append(u.d.history, &upd)
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	u.recount()
+	return nil
 }
 
 func (u *user) rooms2reply() *RoomsReply {

@@ -93,7 +93,6 @@ func (u *user) Receive(ctx actor.Context) {
 		u.loadFailed = u.load()
 		ctx.SetReceiveTimeout(u.h.cfg.Actors.PassivateAfter)
 		if u.loadFailed == nil && len(u.d.history) > 0 { // resume after a restart
-			u.enqueueBehind(0)
 			u.deliver()
 		}
 		if u.loadFailed == nil {

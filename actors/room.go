@@ -47,7 +47,7 @@ type stateKey struct{ typ, key string }
 type roomMeta struct {
 	Creator string `json:"creator"`
 	Version string `json:"version"`
-	NextPos uint64 `json:"next"` // position of the next event
+	NextPos uint64 `json:"next"` // position of the next event (in memory; stored only by older versions)
 }
 
 // evRecord is a stored event: the client-format fields plus what persona
@@ -200,6 +200,14 @@ func (r *room) load() error {
 	}
 	if err := json.Unmarshal(raw, &r.meta); err != nil {
 		return fmt.Errorf("decode room meta: %w", err)
+	}
+	// The header's next position is not rewritten per event (data from
+	// before may hold it): the last event's position says.
+	if err := r.h.store.ScanReverse(storage.Prefix(string(r.key("ev"))), nil, func(k, _ []byte) error {
+		r.meta.NextPos = max(r.meta.NextPos, storage.ParseUint64(k)+1)
+		return storage.ErrStopScan
+	}); err != nil {
+		return err
 	}
 	r.exists = true
 	stPrefix := storage.Prefix(string(r.key("st")))

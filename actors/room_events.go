@@ -3,6 +3,7 @@ package actors
 import (
 	"crypto/rand"
 	"encoding/json"
+	"strconv"
 	"time"
 
 	"persona/storage"
@@ -19,7 +20,9 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 	ev.Pos, ev.Stream = r.meta.NextPos, stream
 	r.meta.NextPos++
 	if ev.ID == "" {
-		ev.ID = newEventID()
+		ev.ID = newEventID(ev.Pos)
+	} else { // an id that does not name its position needs the index
+		b.Set(r.key("eid", ev.ID), []byte(storage.Uint64(ev.Pos)))
 	}
 	if ev.TS == 0 {
 		ev.TS = time.Now().UnixMilli()
@@ -33,11 +36,12 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 		b.Set(r.key("st", ev.Type+"\x00"+*ev.StateKey), []byte(storage.Uint64(ev.Pos)))
 	}
 	b.Set(r.key("ev", storage.Uint64(ev.Pos)), mustJSON(ev))
-	b.Set(r.key("eid", ev.ID), []byte(storage.Uint64(ev.Pos)))
 	if ev.Txn != "" {
 		b.Set(r.key("txn", ev.Sender+"\x00"+ev.Device+"\x00"+ev.Txn), []byte(ev.ID))
 	}
-	b.Set(r.key("meta"), mustJSON(r.meta))
+	if ev.Pos == 0 { // the header is written once; the next position is the last event's, plus one
+		b.Set(r.key("meta"), mustJSON(r.meta))
+	}
 	r.inFlight = append(r.inFlight, stream)
 	r.wakeUsers = append(r.wakeUsers, r.audience(ev)...)
 	return nil
@@ -60,7 +64,25 @@ func (r *room) audience(ev *evRecord) []string {
 	return users
 }
 
-func newEventID() string { return "$" + randomID(24) }
+// Event ids name their event's position in the room: 20 random characters
+// (unique across rooms and servers), then the position in base 36, so a
+// lookup by id needs no index. Ids of other forms go through the room's
+// "eid" index.
+const eventIDRandom = 20
+
+func newEventID(pos uint64) string {
+	return "$" + randomID(eventIDRandom) + strconv.FormatUint(pos, 36)
+}
+
+// eventIDPos is the position an event id names, if it has the form
+// newEventID gives.
+func eventIDPos(id string) (uint64, bool) {
+	if len(id) <= 1+eventIDRandom || id[0] != '$' {
+		return 0, false
+	}
+	pos, err := strconv.ParseUint(id[1+eventIDRandom:], 36, 64)
+	return pos, err == nil
+}
 
 // clientEvent is an event in the Matrix client format, as viewer's device
 // sees it: its own events carry their transaction id, and every event the

@@ -49,11 +49,7 @@ func (r *room) before(ev *evRecord, pos uint64) *evRecord {
 		if ev.PrevID == "" {
 			return nil
 		}
-		raw, err := r.h.store.Get(r.key("eid", ev.PrevID))
-		if err != nil {
-			return nil
-		}
-		if ev, err = r.readEvent(storage.ParseUint64(raw)); err != nil {
+		if ev = r.eventByID(ev.PrevID); ev == nil {
 			return nil
 		}
 	}
@@ -278,8 +274,14 @@ func (r *room) getEvent(m *GetEvent) *EventReply {
 	return &EventReply{EventJson: r.clientEvent(ev, m.DeviceId, m.UserId)}
 }
 
-// eventByID reads an event by its id, or nil.
+// eventByID reads an event by its id, or nil: at the position the id names
+// (newEventID), else through the id index.
 func (r *room) eventByID(id string) *evRecord {
+	if pos, ok := eventIDPos(id); ok && pos < r.meta.NextPos {
+		if ev, err := r.readEvent(pos); err == nil && ev.ID == id {
+			return ev
+		}
+	}
 	raw, err := r.h.store.Get(r.key("eid", id))
 	if err != nil {
 		return nil

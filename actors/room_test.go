@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"persona/storage"
 )
 
 const server = "persona.test"
@@ -154,5 +158,63 @@ func TestPropagationResumesAfterRestart(t *testing.T) {
 	h2 := hostFor(t, dir)
 	for _, r := range rooms {
 		eventually(t, "converged "+r, func() bool { return memberName(t, h2, r, carol) == "Before stop" })
+	}
+}
+
+// TestEventIDsNamePositions: an event id names its position, so events are
+// found by id without an index; an id naming a position it does not hold
+// is not found; after a restart the room goes on from the last event.
+func TestEventIDsNamePositions(t *testing.T) {
+	dir := t.TempDir()
+	h, st := newTestHost(t, dir, time.Minute)
+	alice := registerUser(t, h, "alice")
+	room := createRoom(t, h, alice, 1)
+	send := func(h *Host, body string) string {
+		t.Helper()
+		r, err := h.Request(context.Background(), KindRoom, room, &SendEvent{RoomId: room, Sender: alice, DeviceId: "D", TxnId: body,
+			Type: "m.room.message", ContentJson: []byte(`{"msgtype":"m.text","body":"` + body + `"}`)})
+		if err != nil || r.(*SendReply).Error != nil {
+			t.Fatalf("send: %v %v", err, r)
+		}
+		return r.(*SendReply).EventId
+	}
+	found := func(h *Host, id string) bool {
+		t.Helper()
+		r, err := h.Request(context.Background(), KindRoom, room, &GetEvent{RoomId: room, UserId: alice, EventId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.(*EventReply).Error == nil
+	}
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, send(h, fmt.Sprint("m", i)))
+	}
+	for _, id := range ids {
+		if _, ok := eventIDPos(id); !ok || !found(h, id) {
+			t.Fatalf("event %s not found by id", id)
+		}
+	}
+	p0, _ := eventIDPos(ids[0])
+	forged := "$" + strings.Repeat("A", eventIDRandom) + strconv.FormatUint(p0, 36)
+	if found(h, forged) || found(h, "$nosuchevent") {
+		t.Fatal("an id that names a position it does not hold was found")
+	}
+	var indexed int
+	_ = st.Scan(storage.Key("p", partitionName(h.Partition(room)), "r", room, "eid"), nil, func(_, _ []byte) error { indexed++; return nil })
+	if indexed != 0 {
+		t.Fatalf("%d id index entries for events whose ids name their positions", indexed)
+	}
+	h.Stop()
+	st.Close()
+	h, st = newTestHost(t, dir, time.Minute)
+	defer func() { h.Stop(); st.Close() }()
+	next := send(h, "after restart")
+	last, _ := eventIDPos(ids[2])
+	if p, _ := eventIDPos(next); p != last+1 {
+		t.Fatalf("after a restart the next event is at %d, want %d", p, last+1)
+	}
+	if !found(h, ids[0]) || !found(h, next) {
+		t.Fatal("events not found after a restart")
 	}
 }

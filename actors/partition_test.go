@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,5 +198,30 @@ func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
 	})
 	if got := memberName(t, h, room, alice); got != "Alice Again" {
 		t.Fatalf("the room, read back from storage, shows %q", got)
+	}
+}
+
+// TestPassivationLeavesNoDeadLetters: an idle user and an idle room stop
+// once each; nothing is sent to them after they are gone.
+func TestPassivationLeavesNoDeadLetters(t *testing.T) {
+	h, st := newTestHost(t, t.TempDir(), 100*time.Millisecond)
+	defer st.Close()
+	var dead atomic.Int64
+	sub := h.system.EventStream.Subscribe(func(msg any) {
+		if d, ok := msg.(*actor.DeadLetterEvent); ok {
+			dead.Add(1)
+			t.Logf("dead letter: %T to %v", d.Message, d.PID)
+		}
+	})
+	defer h.system.EventStream.Unsubscribe(sub)
+	alice := registerUser(t, h, "alice")
+	createRoom(t, h, alice, 1)
+	eventually(t, "the user and the room passivated", func() bool {
+		return actorMetric(t, h, "persona_actor_passivations_total", KindUser) >= 1 &&
+			actorMetric(t, h, "persona_actor_passivations_total", KindRoom) >= 1
+	})
+	h.Stop()
+	if n := dead.Load(); n > 0 {
+		t.Fatalf("%d dead letters", n)
 	}
 }

@@ -99,6 +99,8 @@ func (r *room) Receive(ctx actor.Context) {
 	case *actor.ReceiveTimeout:
 		r.h.idle(ctx, len(r.waiting) > 0)
 		return
+	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
+		return // stopping already: asking again would reach a dead actor
 	case *stopWhenIdle:
 		r.stopIdle = true
 	case *committed:

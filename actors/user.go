@@ -102,6 +102,8 @@ func (u *user) Receive(ctx actor.Context) {
 	case *actor.ReceiveTimeout:
 		u.h.idle(ctx, u.busy())
 		return
+	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
+		return // stopping already: asking again would reach a dead actor
 	case *stopWhenIdle:
 		if u.busy() { // busy since it asked: acks may be held for it
 			u.h.stayActive(ctx)

@@ -24,6 +24,25 @@ type roomFilter struct {
 	State    eventFilter `json:"state"`
 }
 
+// EventFilter is a Matrix EventFilter (types, senders, their negations with
+// * wildcards, limit) for events outside rooms, such as /sync's presence.
+type EventFilter struct{ f eventFilter }
+
+// ParseEventFilter reads an EventFilter; empty raw lets everything through.
+func ParseEventFilter(raw []byte) (EventFilter, error) {
+	f, err := parseFilter(raw)
+	f.ContainsURL, f.LazyLoadMembers = nil, false
+	return EventFilter{f}, err
+}
+
+// Allows reports whether an event of type typ from sender passes.
+func (f EventFilter) Allows(typ, sender string) bool {
+	return f.f.matches(&evRecord{Type: typ, Sender: sender})
+}
+
+// Limit is the most events to return; 0 for no limit.
+func (f EventFilter) Limit() int { return max(0, f.f.Limit) }
+
 func parseFilter(raw []byte) (eventFilter, error) {
 	var f eventFilter
 	if len(raw) == 0 {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -136,6 +137,52 @@ func TestPresence(t *testing.T) {
 	if p.Presence != event.PresenceOnline || p.StatusMsg != "coding" || !p.CurrentlyActive || p.LastActiveAgo < 0 {
 		t.Fatalf("presence = %+v", p)
 	}
+
+	t.Run("sync filter", func(t *testing.T) {
+		bob, carol := n.Register("bob"), n.Register("carol")
+		room := createRoom(t, alice, bob)
+		if _, err := carol.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*mautrix.Client{bob, carol} {
+			if err := c.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceOnline}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		senders := func(filter string) []string {
+			t.Helper()
+			status, body, _ := do(t, "GET", n.URL+"/_matrix/client/v3/sync?filter="+url.QueryEscape(filter), alice.AccessToken, "", "")
+			if status != 200 {
+				t.Fatalf("sync with %s: %d %v", filter, status, body)
+			}
+			var out []string
+			for _, e := range body["presence"].(map[string]any)["events"].([]any) {
+				out = append(out, e.(map[string]any)["sender"].(string))
+			}
+			slices.Sort(out)
+			return out
+		}
+		all := senders(`{}`)
+		if !slices.Contains(all, bob.UserID.String()) || !slices.Contains(all, carol.UserID.String()) {
+			t.Fatalf("presence without a filter from %v", all)
+		}
+		if got := senders(`{"presence":{"not_senders":["` + bob.UserID.String() + `"]}}`); slices.Contains(got, bob.UserID.String()) || !slices.Contains(got, carol.UserID.String()) {
+			t.Fatalf("not_senders bob: presence from %v", got)
+		}
+		if got := senders(`{"presence":{"types":[]}}`); len(got) != 0 {
+			t.Fatalf("types []: presence from %v", got)
+		}
+		if got := senders(`{"presence":{"not_types":["m.*"]}}`); len(got) != 0 {
+			t.Fatalf("not_types m.*: presence from %v", got)
+		}
+		if got := senders(`{"presence":{"limit":1}}`); len(got) != 1 {
+			t.Fatalf("limit 1: presence from %v", got)
+		}
+		status, body, _ := do(t, "GET", n.URL+"/_matrix/client/v3/sync?filter="+url.QueryEscape(`{"presence":[]}`), alice.AccessToken, "", "")
+		if status != 400 || body["errcode"] != "M_INVALID_PARAM" {
+			t.Fatalf("presence filter not an object: %d %v", status, body)
+		}
+	})
 }
 
 // createRoom makes a room with alice and has bob join it.

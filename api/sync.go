@@ -25,10 +25,11 @@ type syncParams struct {
 	timeout      time.Duration
 	fullState    bool
 	limit        uint32
-	roomFilter   []byte // the filter's "room" part, passed on to rooms
-	filter       string // the filter parameter: inline JSON or a filter id
-	includeLeave bool   // room.include_leave: left rooms in initial syncs too
-	setPresence  string // set_presence: online, offline or unavailable
+	roomFilter   []byte             // the filter's "room" part, passed on to rooms
+	filter       string             // the filter parameter: inline JSON or a filter id
+	includeLeave bool               // room.include_leave: left rooms in initial syncs too
+	setPresence  string             // set_presence: online, offline or unavailable
+	presence     actors.EventFilter // the filter's "presence" part
 }
 
 // parseSince parses a sync token, s<N>.
@@ -82,7 +83,8 @@ func parseSyncParams(r *http.Request) (*syncParams, error) {
 func (p *syncParams) readFilter(f []byte) error {
 	bad := errorf(400, "M_INVALID_PARAM", "Invalid filter.")
 	var filter struct {
-		Room json.RawMessage `json:"room"`
+		Room     json.RawMessage `json:"room"`
+		Presence json.RawMessage `json:"presence"`
 	}
 	var leave struct {
 		Room struct {
@@ -93,6 +95,12 @@ func (p *syncParams) readFilter(f []byte) error {
 	p.includeLeave = leave.Room.IncludeLeave
 	if err := json.Unmarshal(f, &filter); err != nil {
 		return bad
+	}
+	if len(filter.Presence) > 0 && jsonKind(filter.Presence) != 'n' {
+		var err error
+		if p.presence, err = actors.ParseEventFilter(filter.Presence); err != nil || jsonKind(filter.Presence) != '{' {
+			return bad
+		}
 	}
 	if len(filter.Room) == 0 || jsonKind(filter.Room) == 'n' {
 		return nil
@@ -324,7 +332,21 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 				"type": "m.presence", "sender": u, "content": presenceContent(s.host.GetPresence(u), true)})
 		}
 	}
+	resp.Presence.Events = filterPresence(p.presence, resp.Presence.Events)
 	return resp, nil
+}
+
+// filterPresence keeps the presence events the filter allows, at most its
+// limit.
+func filterPresence(f actors.EventFilter, events []any) []any {
+	kept := events[:0]
+	for _, e := range events {
+		ev := e.(map[string]any)
+		if f.Allows("m.presence", ev["sender"].(string)) && (f.Limit() == 0 || len(kept) < f.Limit()) {
+			kept = append(kept, e)
+		}
+	}
+	return kept
 }
 
 // maxPresenceChecks is how many presence changes an incremental sync checks

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -167,26 +168,56 @@ func TestCommitAfterClose(t *testing.T) {
 	}
 }
 
-// TestUrgentBatchSkipsTheQueue: a batch a client waits on is written and
-// synced in a round of its own, not behind the background batches queued
-// before it; those follow, in the order they were queued.
-func TestUrgentBatchSkipsTheQueue(t *testing.T) {
-	gate := make(chan struct{})
-	var mu sync.Mutex
-	var rounds [][2]int // batches, keys
+// heldStore is a store whose committer stops in its first round until
+// release, so that a test can queue batches behind it; rounds records each
+// round's batches and keys.
+type heldStore struct {
+	*Store
+	gate   chan struct{}
+	mu     sync.Mutex
+	rounds [][2]int
+}
+
+func openHeld(t *testing.T) *heldStore {
+	t.Helper()
+	h := &heldStore{gate: make(chan struct{})}
 	s, err := Open(t.TempDir(), Options{OnRound: func(batches, ops int, _, _ time.Duration) {
-		mu.Lock()
-		rounds = append(rounds, [2]int{batches, ops})
-		first := len(rounds) == 1
-		mu.Unlock()
+		h.mu.Lock()
+		h.rounds = append(h.rounds, [2]int{batches, ops})
+		first := len(h.rounds) == 1
+		h.mu.Unlock()
 		if first {
-			<-gate // hold the committer while the test queues behind it
+			<-h.gate
 		}
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	h.Store = s
+	return h
+}
+
+// held waits until the committer holds in its first round.
+func (h *heldStore) held() {
+	for len(h.seen()) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (h *heldStore) release() { close(h.gate) }
+
+func (h *heldStore) seen() [][2]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.rounds)
+}
+
+// TestUrgentBatchSkipsTheQueue: a batch a client waits on is written and
+// synced in a round of its own, not behind the background batches queued
+// before it; those follow, in the order they were queued.
+func TestUrgentBatchSkipsTheQueue(t *testing.T) {
+	s := openHeld(t)
 	var order []string // done callbacks run one at a time, on the committer
 	var wg sync.WaitGroup
 	commit := func(urgent bool, name string) {
@@ -207,21 +238,13 @@ func TestUrgentBatchSkipsTheQueue(t *testing.T) {
 		}
 	}
 	commit(false, "first")
-	for {
-		mu.Lock()
-		n := len(rounds)
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	s.held()
 	const queued = 3000
 	for i := range queued {
 		commit(false, fmt.Sprint("bg", i))
 	}
 	commit(true, "urgent")
-	close(gate)
+	s.release()
 	wg.Wait()
 	if order[0] != "first" || order[1] != "urgent" {
 		t.Fatalf("completion order starts %v, want first, urgent", order[:3])
@@ -231,10 +254,8 @@ func TestUrgentBatchSkipsTheQueue(t *testing.T) {
 			t.Fatalf("background batch %d completed as %s: out of order", i, order[2+i])
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if rounds[1] != [2]int{1, 1} {
-		t.Fatalf("the urgent batch's round wrote %d batches (%d keys), want it alone", rounds[1][0], rounds[1][1])
+	if r := s.seen()[1]; r != [2]int{1, 1} {
+		t.Fatalf("the urgent batch's round wrote %d batches (%d keys), want it alone", r[0], r[1])
 	}
 }
 
@@ -244,34 +265,11 @@ func TestUrgentBatchSkipsTheQueue(t *testing.T) {
 func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
 	defer func(d time.Duration) { urgentCalm = d }(urgentCalm)
 	urgentCalm = time.Hour // the whole test is "just after" the urgent batch
-	gate := make(chan struct{})
-	var mu sync.Mutex
-	var rounds []int // keys per round
-	s, err := Open(t.TempDir(), Options{OnRound: func(_, ops int, _, _ time.Duration) {
-		mu.Lock()
-		rounds = append(rounds, ops)
-		first := len(rounds) == 1
-		mu.Unlock()
-		if first {
-			<-gate
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openHeld(t)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	s.CommitUrgent(&Batch{ops: []op{{key: Key("u"), value: []byte("u")}}}, func(error) { wg.Done() })
-	for {
-		mu.Lock()
-		n := len(rounds)
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	s.held()
 	const queued = 2000
 	for i := range queued {
 		var b Batch
@@ -284,13 +282,12 @@ func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
 			wg.Done()
 		})
 	}
-	close(gate)
+	s.release()
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	for i, ops := range rounds[1:] {
-		if ops > txnOps {
-			t.Fatalf("background round %d wrote %d keys, want at most %d", i+1, ops, txnOps)
+	rounds := s.seen()
+	for i, r := range rounds[1:] {
+		if r[1] > txnOps {
+			t.Fatalf("background round %d wrote %d keys, want at most %d", i+1, r[1], txnOps)
 		}
 	}
 	if len(rounds) < 1+queued/txnOps {

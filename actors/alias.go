@@ -130,6 +130,12 @@ func (a *alias) key() []byte {
 	return storage.Key("p", partitionName(a.h.Partition(a.id)), "a", a.id)
 }
 
+// indexKey is the alias's entry in its partition's index of aliases by room,
+// written with the record (see roomAliasesIn).
+func (a *alias) indexKey(room string) []byte {
+	return aliasIndexKey(a.h.Partition(a.id), room, a.id)
+}
+
 func (a *alias) load() error {
 	a.latest, a.durable = nil, nil
 	raw, err := a.h.store.Get(a.key())
@@ -174,7 +180,7 @@ func aliasNotFound() *Error {
 }
 
 func (a *alias) put(ctx actor.Context, m *PutAlias) {
-	if m.Alias != a.id || m.RoomId == "" || m.UserId == "" {
+	if m.Alias != a.id || m.RoomId == "" || strings.ContainsRune(m.RoomId, 0) || m.UserId == "" {
 		ctx.Respond(&AliasReply{Error: badParam("M_INVALID_PARAM", "Bad alias request.")})
 		return
 	}
@@ -186,6 +192,7 @@ func (a *alias) put(ctx actor.Context, m *PutAlias) {
 	a.latest = rec
 	var b storage.Batch
 	b.Set(a.key(), mustJSON(rec))
+	b.Set(a.indexKey(rec.RoomID), []byte{})
 	a.commit(ctx, &b, &AliasReply{RoomId: rec.RoomID, Creator: rec.Creator}, func() { a.durable = rec })
 }
 
@@ -202,6 +209,7 @@ func (a *alias) delete(ctx actor.Context, m *DeleteAlias) {
 	a.latest = nil
 	var b storage.Batch
 	b.Delete(a.key())
+	b.Delete(a.indexKey(rec.RoomID))
 	// Batches commit in order: a later put's applied sets durable again.
 	a.commit(ctx, &b, &AliasReply{RoomId: rec.RoomID, Creator: rec.Creator}, func() { a.durable = nil })
 }

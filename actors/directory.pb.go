@@ -270,6 +270,105 @@ func (x *AliasReply) GetError() *Error {
 	return nil
 }
 
+// ListRoomAliases asks one partition for its aliases that point to room_id
+// (an index the alias actors keep with their records).
+type ListRoomAliases struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoomAliases) Reset() {
+	*x = ListRoomAliases{}
+	mi := &file_directory_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoomAliases) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoomAliases) ProtoMessage() {}
+
+func (x *ListRoomAliases) ProtoReflect() protoreflect.Message {
+	mi := &file_directory_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoomAliases.ProtoReflect.Descriptor instead.
+func (*ListRoomAliases) Descriptor() ([]byte, []int) {
+	return file_directory_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListRoomAliases) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+// RoomAliasList answers ListRoomAliases, sorted.
+type RoomAliasList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Aliases       []string               `protobuf:"bytes,1,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomAliasList) Reset() {
+	*x = RoomAliasList{}
+	mi := &file_directory_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomAliasList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomAliasList) ProtoMessage() {}
+
+func (x *RoomAliasList) ProtoReflect() protoreflect.Message {
+	mi := &file_directory_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomAliasList.ProtoReflect.Descriptor instead.
+func (*RoomAliasList) Descriptor() ([]byte, []int) {
+	return file_directory_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RoomAliasList) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *RoomAliasList) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // Publish adds the room to the public room directory (visible) or removes it.
 type Publish struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -281,7 +380,7 @@ type Publish struct {
 
 func (x *Publish) Reset() {
 	*x = Publish{}
-	mi := &file_directory_proto_msgTypes[4]
+	mi := &file_directory_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +392,7 @@ func (x *Publish) String() string {
 func (*Publish) ProtoMessage() {}
 
 func (x *Publish) ProtoReflect() protoreflect.Message {
-	mi := &file_directory_proto_msgTypes[4]
+	mi := &file_directory_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +405,7 @@ func (x *Publish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Publish.ProtoReflect.Descriptor instead.
 func (*Publish) Descriptor() ([]byte, []int) {
-	return file_directory_proto_rawDescGZIP(), []int{4}
+	return file_directory_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Publish) GetRoomId() string {
@@ -332,7 +431,7 @@ type ListPublic struct {
 
 func (x *ListPublic) Reset() {
 	*x = ListPublic{}
-	mi := &file_directory_proto_msgTypes[5]
+	mi := &file_directory_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +443,7 @@ func (x *ListPublic) String() string {
 func (*ListPublic) ProtoMessage() {}
 
 func (x *ListPublic) ProtoReflect() protoreflect.Message {
-	mi := &file_directory_proto_msgTypes[5]
+	mi := &file_directory_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +456,7 @@ func (x *ListPublic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPublic.ProtoReflect.Descriptor instead.
 func (*ListPublic) Descriptor() ([]byte, []int) {
-	return file_directory_proto_rawDescGZIP(), []int{5}
+	return file_directory_proto_rawDescGZIP(), []int{7}
 }
 
 // PublicList answers ListPublic, rooms sorted by id.
@@ -371,7 +470,7 @@ type PublicList struct {
 
 func (x *PublicList) Reset() {
 	*x = PublicList{}
-	mi := &file_directory_proto_msgTypes[6]
+	mi := &file_directory_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +482,7 @@ func (x *PublicList) String() string {
 func (*PublicList) ProtoMessage() {}
 
 func (x *PublicList) ProtoReflect() protoreflect.Message {
-	mi := &file_directory_proto_msgTypes[6]
+	mi := &file_directory_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +495,7 @@ func (x *PublicList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublicList.ProtoReflect.Descriptor instead.
 func (*PublicList) Descriptor() ([]byte, []int) {
-	return file_directory_proto_rawDescGZIP(), []int{6}
+	return file_directory_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PublicList) GetRoomIds() []string {
@@ -426,7 +525,7 @@ type RoomSummary struct {
 
 func (x *RoomSummary) Reset() {
 	*x = RoomSummary{}
-	mi := &file_directory_proto_msgTypes[7]
+	mi := &file_directory_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +537,7 @@ func (x *RoomSummary) String() string {
 func (*RoomSummary) ProtoMessage() {}
 
 func (x *RoomSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_directory_proto_msgTypes[7]
+	mi := &file_directory_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +550,7 @@ func (x *RoomSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomSummary.ProtoReflect.Descriptor instead.
 func (*RoomSummary) Descriptor() ([]byte, []int) {
-	return file_directory_proto_rawDescGZIP(), []int{7}
+	return file_directory_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RoomSummary) GetRoomId() string {
@@ -482,13 +581,14 @@ type RoomSummaryReply struct {
 	RoomType          string                 `protobuf:"bytes,9,opt,name=room_type,json=roomType,proto3" json:"room_type,omitempty"`
 	MayChange         bool                   `protobuf:"varint,10,opt,name=may_change,json=mayChange,proto3" json:"may_change,omitempty"` // user_id is joined with the power to send m.room.canonical_alias
 	Error             *Error                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	Joined            bool                   `protobuf:"varint,12,opt,name=joined,proto3" json:"joined,omitempty"` // user_id is joined
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RoomSummaryReply) Reset() {
 	*x = RoomSummaryReply{}
-	mi := &file_directory_proto_msgTypes[8]
+	mi := &file_directory_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +600,7 @@ func (x *RoomSummaryReply) String() string {
 func (*RoomSummaryReply) ProtoMessage() {}
 
 func (x *RoomSummaryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_directory_proto_msgTypes[8]
+	mi := &file_directory_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +613,7 @@ func (x *RoomSummaryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomSummaryReply.ProtoReflect.Descriptor instead.
 func (*RoomSummaryReply) Descriptor() ([]byte, []int) {
-	return file_directory_proto_rawDescGZIP(), []int{8}
+	return file_directory_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RoomSummaryReply) GetName() string {
@@ -593,6 +693,13 @@ func (x *RoomSummaryReply) GetError() *Error {
 	return nil
 }
 
+func (x *RoomSummaryReply) GetJoined() bool {
+	if x != nil {
+		return x.Joined
+	}
+	return false
+}
+
 var File_directory_proto protoreflect.FileDescriptor
 
 const file_directory_proto_rawDesc = "" +
@@ -615,7 +722,12 @@ const file_directory_proto_rawDesc = "" +
 	"AliasReply\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x18\n" +
 	"\acreator\x18\x02 \x01(\tR\acreator\x12+\n" +
-	"\x05error\x18\x03 \x01(\v2\x15.persona.actors.ErrorR\x05error\"<\n" +
+	"\x05error\x18\x03 \x01(\v2\x15.persona.actors.ErrorR\x05error\"*\n" +
+	"\x0fListRoomAliases\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"V\n" +
+	"\rRoomAliasList\x12\x18\n" +
+	"\aaliases\x18\x01 \x03(\tR\aaliases\x12+\n" +
+	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"<\n" +
 	"\aPublish\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x18\n" +
 	"\avisible\x18\x02 \x01(\bR\avisible\"\f\n" +
@@ -627,7 +739,7 @@ const file_directory_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"?\n" +
 	"\vRoomSummary\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"\x8a\x03\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xa2\x03\n" +
 	"\x10RoomSummaryReply\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12'\n" +
@@ -642,7 +754,8 @@ const file_directory_proto_rawDesc = "" +
 	"\n" +
 	"may_change\x18\n" +
 	" \x01(\bR\tmayChange\x12+\n" +
-	"\x05error\x18\v \x01(\v2\x15.persona.actors.ErrorR\x05errorB\x10Z\x0epersona/actorsb\x06proto3"
+	"\x05error\x18\v \x01(\v2\x15.persona.actors.ErrorR\x05error\x12\x16\n" +
+	"\x06joined\x18\f \x01(\bR\x06joinedB\x10Z\x0epersona/actorsb\x06proto3"
 
 var (
 	file_directory_proto_rawDescOnce sync.Once
@@ -656,28 +769,31 @@ func file_directory_proto_rawDescGZIP() []byte {
 	return file_directory_proto_rawDescData
 }
 
-var file_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_directory_proto_goTypes = []any{
 	(*PutAlias)(nil),         // 0: persona.actors.PutAlias
 	(*GetAlias)(nil),         // 1: persona.actors.GetAlias
 	(*DeleteAlias)(nil),      // 2: persona.actors.DeleteAlias
 	(*AliasReply)(nil),       // 3: persona.actors.AliasReply
-	(*Publish)(nil),          // 4: persona.actors.Publish
-	(*ListPublic)(nil),       // 5: persona.actors.ListPublic
-	(*PublicList)(nil),       // 6: persona.actors.PublicList
-	(*RoomSummary)(nil),      // 7: persona.actors.RoomSummary
-	(*RoomSummaryReply)(nil), // 8: persona.actors.RoomSummaryReply
-	(*Error)(nil),            // 9: persona.actors.Error
+	(*ListRoomAliases)(nil),  // 4: persona.actors.ListRoomAliases
+	(*RoomAliasList)(nil),    // 5: persona.actors.RoomAliasList
+	(*Publish)(nil),          // 6: persona.actors.Publish
+	(*ListPublic)(nil),       // 7: persona.actors.ListPublic
+	(*PublicList)(nil),       // 8: persona.actors.PublicList
+	(*RoomSummary)(nil),      // 9: persona.actors.RoomSummary
+	(*RoomSummaryReply)(nil), // 10: persona.actors.RoomSummaryReply
+	(*Error)(nil),            // 11: persona.actors.Error
 }
 var file_directory_proto_depIdxs = []int32{
-	9, // 0: persona.actors.AliasReply.error:type_name -> persona.actors.Error
-	9, // 1: persona.actors.PublicList.error:type_name -> persona.actors.Error
-	9, // 2: persona.actors.RoomSummaryReply.error:type_name -> persona.actors.Error
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	11, // 0: persona.actors.AliasReply.error:type_name -> persona.actors.Error
+	11, // 1: persona.actors.RoomAliasList.error:type_name -> persona.actors.Error
+	11, // 2: persona.actors.PublicList.error:type_name -> persona.actors.Error
+	11, // 3: persona.actors.RoomSummaryReply.error:type_name -> persona.actors.Error
+	4,  // [4:4] is the sub-list for method output_type
+	4,  // [4:4] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_directory_proto_init() }
@@ -692,7 +808,7 @@ func file_directory_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directory_proto_rawDesc), len(file_directory_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -78,6 +78,8 @@ func (p *partition) Receive(ctx actor.Context) {
 			return
 		}
 		forward(ctx, s.pid, m.msg, ctx.Sender())
+	case *ListRoomAliases:
+		ctx.Respond(p.answerRoomAliases(m))
 	case *passivate:
 		if k, ok := p.byPID[ctx.Sender().Id]; ok {
 			p.actors[k].stopping = true

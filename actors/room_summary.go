@@ -1,7 +1,8 @@
 package actors
 
 // summary is what the public room directory shows of the room: public
-// information, read from current state whoever asks. MayChange says whether
+// information, read from current state whoever asks. Joined says whether
+// m.UserId is joined; MayChange whether
 // m.UserId is joined with the power to send m.room.canonical_alias, which
 // also lets a user change the room's aliases and directory visibility.
 func (r *room) summary(m *RoomSummary) *RoomSummaryReply {
@@ -25,6 +26,7 @@ func (r *room) summary(m *RoomSummary) *RoomSummaryReply {
 		}
 	}
 	if m.UserId != "" && r.membership(m.UserId) == "join" {
+		out.Joined = true
 		out.MayChange = r.powerLevel(m.UserId) >= r.required("", "m.room.canonical_alias", true)
 	}
 	return out

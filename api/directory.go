@@ -21,6 +21,7 @@ func (s *Server) directoryRoutes() {
 	s.handle("GET", "/directory/room/{roomAlias}", s.getAlias)
 	s.handle("PUT", "/directory/room/{roomAlias}", s.authed(s.putAlias))
 	s.handle("DELETE", "/directory/room/{roomAlias}", s.authed(s.deleteAlias))
+	s.handle("GET", "/rooms/{roomId}/aliases", s.authed(s.roomAliases))
 	s.handle("GET", "/directory/list/room/{roomId}", s.getVisibility)
 	s.handle("PUT", "/directory/list/room/{roomId}", s.authed(s.putVisibility))
 	s.handle("GET", "/publicRooms", s.publicRoomsGet)

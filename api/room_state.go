@@ -97,6 +97,12 @@ func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request, sess *ses
 		writeError(w, err)
 		return
 	}
+	if typ == "m.room.canonical_alias" {
+		if err := s.checkNewCanonicalAlias(r.Context(), room, string(sess.user), key, content); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	msg := &actors.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device, Type: typ,
 		IsState: true, StateKey: key, ContentJson: content}
 	if typ == "m.room.member" && key == string(sess.user) {

@@ -130,6 +130,11 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, sess *sessio
 		writeError(w, err)
 		return
 	}
+	if err := s.checkInitialCanonicalAlias(r.Context(), body, room); err != nil {
+		s.releaseAlias(r.Context(), alias, room, string(sess.user))
+		writeError(w, err)
+		return
+	}
 	raw, _ := json.Marshal(body)
 	msg := &actors.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
 		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees}

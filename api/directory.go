@@ -124,7 +124,46 @@ func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request, sess *sessi
 	if err == nil {
 		_, err = askAs[*actors.AliasReply](r.Context(), s, actors.KindAlias, alias, msg)
 	}
+	if err == nil {
+		s.dropCanonicalAlias(r.Context(), cur.RoomId, alias, sess)
+	}
 	respond(w, map[string]any{}, err)
+}
+
+// dropCanonicalAlias takes a deleted alias out of its room's
+// m.room.canonical_alias event, sent by the user who deleted it (as Synapse
+// does); when that user may not send it, the event stays as it is.
+func (s *Server) dropCanonicalAlias(ctx context.Context, room, alias string, sess *session) {
+	st, err := askAs[*actors.StateReply](ctx, s, actors.KindRoom, room,
+		&actors.GetState{RoomId: room, UserId: string(sess.user), Type: "m.room.canonical_alias"})
+	if err != nil || len(st.EventsJson) == 0 {
+		return
+	}
+	var ev struct {
+		Content map[string]any `json:"content"`
+	}
+	if json.Unmarshal(st.EventsJson[0], &ev) != nil || ev.Content == nil {
+		return
+	}
+	changed := false
+	if a, _ := ev.Content["alias"].(string); a == alias {
+		delete(ev.Content, "alias")
+		changed = true
+	}
+	if alts, ok := ev.Content["alt_aliases"].([]any); ok {
+		kept := slices.DeleteFunc(slices.Clone(alts), func(v any) bool { return v == alias })
+		if len(kept) != len(alts) {
+			ev.Content["alt_aliases"], changed = kept, true
+		}
+	}
+	if !changed {
+		return
+	}
+	content, _ := json.Marshal(ev.Content)
+	if _, err := askAs[*actors.SendReply](ctx, s, actors.KindRoom, room, &actors.SendEvent{RoomId: room, Sender: string(sess.user),
+		DeviceId: sess.device, Type: "m.room.canonical_alias", IsState: true, ContentJson: content}); err != nil {
+		s.log.Debug("deleted alias left in the canonical alias event", "room", room, "alias", alias, "err", err)
+	}
 }
 
 func (s *Server) roomSummary(ctx context.Context, room, user string) (*actors.RoomSummaryReply, error) {

@@ -15,26 +15,30 @@ import (
 
 func local(name string) id.RoomAlias { return id.RoomAlias("#" + name + ":" + testnode.ServerName) }
 
+// mustCreateRoom creates a room as c and returns its id.
+func mustCreateRoom(t *testing.T, c *mautrix.Client, req *mautrix.ReqCreateRoom) id.RoomID {
+	t.Helper()
+	created, err := c.CreateRoom(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return created.RoomID
+}
+
 func TestRoomAliasesList(t *testing.T) {
 	dir := t.TempDir()
 	n := testnode.Start(t, dir, nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	ctx := context.Background()
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomAliasName: "main"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	other, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{RoomAliasName: "main"})
+
+	other := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{})
 	for _, a := range []id.RoomAlias{local("zeta"), local("alpha")} {
 		if _, err := alice.CreateAlias(ctx, a, room); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := alice.CreateAlias(ctx, local("elsewhere"), other.RoomID); err != nil {
+	if _, err := alice.CreateAlias(ctx, local("elsewhere"), other); err != nil {
 		t.Fatal(err)
 	}
 	want := []id.RoomAlias{local("alpha"), local("main"), local("zeta")}
@@ -49,16 +53,13 @@ func TestRoomAliasesList(t *testing.T) {
 	if got := list(alice, room); !slices.Equal(got, want) {
 		t.Fatalf("aliases = %v, want %v", got, want)
 	}
-	fresh, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fresh := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{})
 	v3 := n.URL + "/_matrix/client/v3/rooms/"
-	if status, body := dirDo(t, "GET", v3+url.PathEscape(fresh.RoomID.String())+"/aliases", alice.AccessToken, ""); status != 200 || body["aliases"] == nil {
+	if status, body := dirDo(t, "GET", v3+url.PathEscape(fresh.String())+"/aliases", alice.AccessToken, ""); status != 200 || body["aliases"] == nil {
 		t.Fatalf("aliases of a room without any = %d %v, want an empty list", status, body)
 	}
 
-	_, err = bob.GetAliases(ctx, room) // not joined, history shared
+	_, err := bob.GetAliases(ctx, room) // not joined, history shared
 	wantErr(t, err, 403, "M_FORBIDDEN")
 	_, err = bob.GetAliases(ctx, id.RoomID("!nosuch:"+testnode.ServerName))
 	wantErr(t, err, 403, "M_FORBIDDEN")
@@ -90,7 +91,7 @@ func TestRoomAliasesList(t *testing.T) {
 	if got := list(alice, room); !slices.Equal(got, want) {
 		t.Fatalf("aliases after restart = %v, want %v", got, want)
 	}
-	if got := list(alice, other.RoomID); !slices.Equal(got, []id.RoomAlias{local("elsewhere")}) {
+	if got := list(alice, other); !slices.Equal(got, []id.RoomAlias{local("elsewhere")}) {
 		t.Fatalf("other room's aliases after restart = %v", got)
 	}
 }
@@ -99,16 +100,10 @@ func TestCanonicalAliasChecks(t *testing.T) {
 	n := testnode.Start(t, "", nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	ctx := context.Background()
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	other, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for a, r := range map[id.RoomAlias]id.RoomID{local("here"): room, local("here2"): room, local("there"): other.RoomID, local("gone"): room} {
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+
+	other := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+	for a, r := range map[id.RoomAlias]id.RoomID{local("here"): room, local("here2"): room, local("there"): other, local("gone"): room} {
 		if _, err := alice.CreateAlias(ctx, a, r); err != nil {
 			t.Fatal(err)
 		}

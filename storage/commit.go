@@ -199,7 +199,7 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	}
 	written := time.Now()
 	if wrote {
-		if err := s.db.Sync(); err != nil {
+		if err := s.sync(); err != nil {
 			for i := range errs {
 				if errs[i] == nil {
 					errs[i] = err

@@ -41,6 +41,9 @@ type Options struct {
 	OnRound func(batches, ops int, write, sync time.Duration)
 }
 
+// memTableSize is badger's memtable size: the size of each log it syncs.
+var memTableSize int64 = 32 << 20
+
 // Store is one node's badger database and its group committer.
 type Store struct {
 	db      *badger.DB
@@ -56,9 +59,13 @@ type Store struct {
 	// background ones waiting (committer goroutine only).
 	urgentOnly bool
 	urgentAt   time.Time // when the last urgent batch was written (committer goroutine only)
-	onRound    func(batches, ops int, write, sync time.Duration)
-	stats      CommitStats
-	statsMu    sync.Mutex
+	// dir is the data directory ("" in memory); wal is the number of the
+	// memtable log badger writes to, as far as sync knows (committer only).
+	dir     string
+	wal     int
+	onRound func(batches, ops int, write, sync time.Duration)
+	stats   CommitStats
+	statsMu sync.Mutex
 }
 
 // CommitStats counts the committer's work since the store opened.
@@ -66,6 +73,7 @@ type CommitStats struct {
 	Rounds  uint64 // fsyncs
 	Batches uint64 // batches committed
 	Ops     uint64 // keys written or deleted
+	Logs    uint64 // memtable logs synced after badger moved to a new one
 }
 
 // Open opens (creating if needed) the store in dir. It fails with a clear
@@ -75,7 +83,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		WithLogger(badgerLogger{opts.Logger}).
 		WithSyncWrites(false). // the committer syncs once per round
 		WithNumVersionsToKeep(1).
-		WithMemTableSize(32 << 20).
+		WithMemTableSize(memTableSize).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(256 << 20).
@@ -104,6 +112,13 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.maxOps = opts.MaxOpsPerRound
 	if s.maxOps <= 0 {
 		s.maxOps = 4096
+	}
+	if !opts.InMemory {
+		s.dir = dir
+		if s.wal, _, err = syncWALs(dir); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
 	}
 	s.wg.Add(2)
 	go s.committer()

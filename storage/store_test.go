@@ -259,6 +259,39 @@ func TestUrgentBatchSkipsTheQueue(t *testing.T) {
 	}
 }
 
+// TestRoundsSyncRotatedLogs: when writes fill a memtable and badger starts
+// a new log, the next round syncs the previous log too, and keeps count.
+func TestRoundsSyncRotatedLogs(t *testing.T) {
+	defer func(n int64) { memTableSize = n }(memTableSize)
+	memTableSize = 8 << 20 // the least badger takes with values inline
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	first := s.wal
+	value := make([]byte, 1000)
+	for i := range 300 { // 30 MB: several memtables
+		var b Batch
+		for j := range 100 {
+			b.Set(Key("k", fmt.Sprint(i), fmt.Sprint(j)), value)
+		}
+		if err := s.CommitSync(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newest, _, err := syncWALs(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.wal != newest || newest <= first {
+		t.Fatalf("sync knows log %d, badger writes %d (started at %d)", s.wal, newest, first)
+	}
+	if s.Stats().Logs == 0 {
+		t.Fatal("no earlier log synced after the memtable filled")
+	}
+}
+
 // TestBackgroundRoundsStaySmallAfterUrgent: for urgentCalm after an urgent
 // batch, a background round writes one transaction's worth of keys, so a
 // client's next write waits for a short sync.

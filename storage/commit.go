@@ -83,25 +83,55 @@ const txnOps = 256
 // batches are written txnOps keys at a time, up to maxOps a round; once a
 // round holds an urgent batch it ends after the transaction under way, so
 // a write a client waits on waits for one small transaction and one fsync,
-// never for a whole round of background work.
+// never for a whole round of background work. While clients write, the
+// committer rests after each background round as long as the round took,
+// unless a client's write comes: the disk is then idle half the time, and a
+// client's sync finds little queued before it. "While clients write" means
+// two urgent rounds within urgentCalm (clientsWriting).
 func (s *Store) committer() {
 	defer s.wg.Done()
 	var backlog []*pending // background batches taken from their lane, in order
+	var rest time.Duration
 	for {
 		var urgent []*pending
-		if len(backlog) == 0 {
+		if rest > 0 {
+			select {
+			case p := <-s.urgent:
+				urgent = append(urgent, p)
+			case <-time.After(rest):
+			case <-s.stop:
+				s.drain(backlog)
+				return
+			}
+		}
+		if len(urgent) == 0 && len(backlog) == 0 {
 			select {
 			case p := <-s.urgent:
 				urgent = append(urgent, p)
 			case p := <-s.commits:
 				backlog = append(backlog, p)
 			case <-s.stop:
-				s.drain()
+				s.drain(backlog)
 				return
 			}
 		}
+		start := time.Now()
 		backlog = s.commitRound(s.takeUrgent(urgent), s.takeBackground(backlog))
+		rest = 0
+		if len(urgent) == 0 && s.clientsWriting(start) {
+			rest = time.Since(start)
+		}
 	}
+}
+
+// noteUrgent records that an urgent batch was written at t.
+func (s *Store) noteUrgent(t time.Time) { s.urgentPrev, s.urgentAt = s.urgentAt, t }
+
+// clientsWriting tells whether, at t, clients write often: the last two
+// urgent rounds were within urgentCalm of each other and of t. One write
+// alone (a rename and its fan-out) does not slow the background lane.
+func (s *Store) clientsWriting(t time.Time) bool {
+	return t.Sub(s.urgentAt) < urgentCalm && s.urgentAt.Sub(s.urgentPrev) < urgentCalm
 }
 
 // takeUrgent adds the urgent batches already queued to round.
@@ -135,10 +165,11 @@ func (s *Store) takeBackground(backlog []*pending) []*pending {
 	return backlog
 }
 
-// drain commits what was queued before Close.
-func (s *Store) drain() {
+// drain commits backlog and what was queued before Close.
+func (s *Store) drain(backlog []*pending) {
 	for {
-		urgent, backlog := s.takeUrgent(nil), s.takeBackground(nil)
+		urgent := s.takeUrgent(nil)
+		backlog = s.takeBackground(backlog)
 		if len(urgent) == 0 && len(backlog) == 0 {
 			return
 		}
@@ -177,7 +208,7 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	}
 	s.urgentOnly = txns == 0 && len(backlog) > 0
 	if len(urgent) > 0 {
-		s.urgentAt = start
+		s.noteUrgent(start)
 	}
 	limit := s.maxOps
 	if start.Sub(s.urgentAt) < urgentCalm {
@@ -193,7 +224,7 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 		backlog, ops = backlog[n:], ops+k
 		if u := s.takeUrgent(nil); len(u) > 0 {
 			write(u)
-			s.urgentAt = time.Now()
+			s.noteUrgent(time.Now())
 			break
 		}
 	}

@@ -59,6 +59,7 @@ type Store struct {
 	// background ones waiting (committer goroutine only).
 	urgentOnly bool
 	urgentAt   time.Time // when the last urgent batch was written (committer goroutine only)
+	urgentPrev time.Time // when the one before it was
 	// dir is the data directory ("" in memory); wal is the number of the
 	// memtable log badger writes to, as far as sync knows (committer only).
 	dir     string

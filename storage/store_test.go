@@ -296,8 +296,9 @@ func TestRoundsSyncRotatedLogs(t *testing.T) {
 // batch, a background round writes one transaction's worth of keys, so a
 // client's next write waits for a short sync.
 func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
-	defer func(d time.Duration) { urgentCalm = d }(urgentCalm)
-	urgentCalm = time.Hour // the whole test is "just after" the urgent batch
+	calm := urgentCalm
+	t.Cleanup(func() { urgentCalm = calm }) // after the store's Close
+	urgentCalm = time.Hour                  // the whole test is "just after" the urgent batch
 	s := openHeld(t)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -325,5 +326,98 @@ func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
 	}
 	if len(rounds) < 1+queued/txnOps {
 		t.Fatalf("%d rounds for %d background keys", len(rounds), queued)
+	}
+}
+
+// TestBackgroundRestsWhileClientsWrite: while clients write, the committer
+// rests after each background round as long as the round took, and a
+// client's write that comes meanwhile is committed at once.
+func TestBackgroundRestsWhileClientsWrite(t *testing.T) {
+	calm := urgentCalm
+	t.Cleanup(func() { urgentCalm = calm }) // after the store's Close
+	urgentCalm = time.Hour                  // the whole test is "while clients write"
+	type round struct {
+		batches, ops int
+		start, end   time.Time
+	}
+	var mu sync.Mutex
+	var rounds []round
+	var s *Store
+	urgentDone := make(chan error, 1)
+	s, err := Open(t.TempDir(), Options{OnRound: func(batches, ops int, write, sync time.Duration) {
+		now := time.Now()
+		mu.Lock()
+		rounds = append(rounds, round{batches, ops, now.Add(-write - sync), now})
+		slow := len(rounds) == 5
+		mu.Unlock()
+		if slow { // a long round: a long rest follows, and a client writes during it
+			time.Sleep(time.Second)
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				var b Batch
+				b.Set(Key("u", "2"), []byte("x"))
+				b.Set(Key("u", "3"), []byte("x"))
+				s.CommitUrgent(&b, func(err error) { urgentDone <- err })
+			}()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 2 { // two writes: clients are writing
+		first := make(chan error, 1)
+		s.CommitUrgent(&Batch{ops: []op{{key: Key("u", "1"), value: []byte(fmt.Sprint(i))}}}, func(err error) { first <- err })
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 10 * txnOps {
+		var b Batch
+		b.Set(Key("bg", fmt.Sprint(i)), []byte("v"))
+		wg.Add(1)
+		s.Commit(&b, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if err := <-urgentDone; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if r := rounds[5]; r.batches != 1 || r.ops != 2 {
+		t.Fatalf("round after the long one wrote %d batches (%d keys), want the client's write alone", r.batches, r.ops)
+	}
+	for i := 3; i < len(rounds); i++ {
+		if i == 5 || i == 6 {
+			continue // the client's round, and the one after it
+		}
+		prev, r := rounds[i-1], rounds[i]
+		if took, rested := prev.end.Sub(prev.start), r.start.Sub(prev.end); rested < took {
+			t.Fatalf("round %d started %v after round %d, which took %v", i, rested, i-1, took)
+		}
+	}
+}
+
+// TestOneWriteDoesNotSlowTheBackground: rests begin with the second client
+// write within urgentCalm, and end urgentCalm after the last.
+func TestOneWriteDoesNotSlowTheBackground(t *testing.T) {
+	var s Store
+	t0 := time.Now()
+	s.noteUrgent(t0)
+	if s.clientsWriting(t0.Add(time.Millisecond)) {
+		t.Fatal("one write alone counts as clients writing")
+	}
+	s.noteUrgent(t0.Add(urgentCalm / 2))
+	if !s.clientsWriting(t0.Add(urgentCalm)) {
+		t.Fatal("two writes within urgentCalm do not count as clients writing")
+	}
+	if s.clientsWriting(t0.Add(2 * urgentCalm)) {
+		t.Fatal("clients still count as writing urgentCalm after their last write")
 	}
 }

@@ -73,6 +73,10 @@ func (s *Store) CommitSync(b *Batch) error {
 // sync, not for one of a full round.
 var urgentCalm = 50 * time.Millisecond
 
+// busyGap: urgent rounds closer than this (more than 50 a second) mean
+// clients are writing, and background rounds rest between them.
+var busyGap = 20 * time.Millisecond
+
 // txnOps is the most keys the committer writes in one badger transaction
 // of background batches; between two such transactions it looks for urgent
 // batches.
@@ -87,7 +91,7 @@ const txnOps = 256
 // committer rests after each background round as long as the round took,
 // unless a client's write comes: the disk is then idle half the time, and a
 // client's sync finds little queued before it. "While clients write" means
-// two urgent rounds within urgentCalm (clientsWriting).
+// two urgent rounds within busyGap, the last within urgentCalm.
 func (s *Store) committer() {
 	defer s.wg.Done()
 	var backlog []*pending // background batches taken from their lane, in order
@@ -128,10 +132,11 @@ func (s *Store) committer() {
 func (s *Store) noteUrgent(t time.Time) { s.urgentPrev, s.urgentAt = s.urgentAt, t }
 
 // clientsWriting tells whether, at t, clients write often: the last two
-// urgent rounds were within urgentCalm of each other and of t. One write
-// alone (a rename and its fan-out) does not slow the background lane.
+// urgent rounds were within busyGap of each other, the last within
+// urgentCalm of t. One write alone, or a user renaming now and then, does
+// not slow the background lane.
 func (s *Store) clientsWriting(t time.Time) bool {
-	return t.Sub(s.urgentAt) < urgentCalm && s.urgentAt.Sub(s.urgentPrev) < urgentCalm
+	return t.Sub(s.urgentAt) < urgentCalm && s.urgentAt.Sub(s.urgentPrev) < busyGap
 }
 
 // takeUrgent adds the urgent batches already queued to round.

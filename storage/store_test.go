@@ -333,9 +333,9 @@ func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
 // rests after each background round as long as the round took, and a
 // client's write that comes meanwhile is committed at once.
 func TestBackgroundRestsWhileClientsWrite(t *testing.T) {
-	calm := urgentCalm
-	t.Cleanup(func() { urgentCalm = calm }) // after the store's Close
-	urgentCalm = time.Hour                  // the whole test is "while clients write"
+	calm, gap := urgentCalm, busyGap
+	t.Cleanup(func() { urgentCalm, busyGap = calm, gap }) // after the store's Close
+	urgentCalm, busyGap = time.Hour, time.Hour            // the whole test is "while clients write"
 	type round struct {
 		batches, ops int
 		start, end   time.Time
@@ -405,7 +405,7 @@ func TestBackgroundRestsWhileClientsWrite(t *testing.T) {
 }
 
 // TestOneWriteDoesNotSlowTheBackground: rests begin with the second client
-// write within urgentCalm, and end urgentCalm after the last.
+// write within busyGap, and end urgentCalm after the last.
 func TestOneWriteDoesNotSlowTheBackground(t *testing.T) {
 	var s Store
 	t0 := time.Now()
@@ -413,11 +413,15 @@ func TestOneWriteDoesNotSlowTheBackground(t *testing.T) {
 	if s.clientsWriting(t0.Add(time.Millisecond)) {
 		t.Fatal("one write alone counts as clients writing")
 	}
-	s.noteUrgent(t0.Add(urgentCalm / 2))
-	if !s.clientsWriting(t0.Add(urgentCalm)) {
-		t.Fatal("two writes within urgentCalm do not count as clients writing")
+	s.noteUrgent(t0.Add(2 * busyGap))
+	if s.clientsWriting(t0.Add(2*busyGap + time.Millisecond)) {
+		t.Fatal("two writes busyGap apart count as clients writing")
 	}
-	if s.clientsWriting(t0.Add(2 * urgentCalm)) {
+	s.noteUrgent(t0.Add(2*busyGap + busyGap/2))
+	if !s.clientsWriting(t0.Add(3 * busyGap)) {
+		t.Fatal("two writes within busyGap do not count as clients writing")
+	}
+	if s.clientsWriting(t0.Add(3*busyGap + urgentCalm)) {
 		t.Fatal("clients still count as writing urgentCalm after their last write")
 	}
 }

@@ -43,7 +43,7 @@ func New(store Sizer) *Metrics {
 	m.httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "persona_http_request_duration_seconds",
 		Help:    "Time to answer a Client-Server API request, by route pattern, method and status; _count counts requests.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
+		Buckets: []float64{.0005, .001, .0025, .005, .0075, .01, .015, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
 	}, []string{"route", "method", "status"})
 	m.profileWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "persona_profile_writes_total",

@@ -104,7 +104,7 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
-	putsBefore, _ := nodePuts(cfg.Listen.Metrics)
+	before, _ := nodeHistograms(cfg.Listen.Metrics, putSeries, getSeries)
 	traced := make(chan error, 1)
 	if *tracePath != "" {
 		go func() { traced <- fetchTrace(cfg.Listen.Metrics, *tracePath, 3*time.Second) }()
@@ -147,9 +147,12 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "burst of %d renames: converged in %.2f ms; PUT latency during the fan-out: p50 %.2f ms, p99 %.2f ms\n",
 			*burst, ms(settled), ms(burstPuts[len(burstPuts)/2]), ms(burstPuts[len(burstPuts)*99/100]))
 	}
-	if after, err := nodePuts(cfg.Listen.Metrics); err == nil && putsBefore != nil {
-		if bound, n := after.p99Since(putsBefore); n > 0 {
+	if after, err := nodeHistograms(cfg.Listen.Metrics, putSeries, getSeries); err == nil && before != nil {
+		if bound, n := after[0].p99Since(before[0]); n > 0 {
 			fmt.Fprintf(stdout, "node's own histogram, PUTs of both users meanwhile: p99 <= %g ms (%d PUTs)\n", bound*1000, n)
+		}
+		if bound, n := after[1].p99Since(before[1]); n > 0 {
+			fmt.Fprintf(stdout, "node's own histogram, the other user's GETs: p99 <= %g ms (%d GETs)\n", bound*1000, n)
 		}
 	}
 	if len(otherLat) > 0 {
@@ -308,20 +311,34 @@ func scrape(metricsAddr string) (string, error) {
 	return string(b), err
 }
 
-// putHistogram is the node's own histogram of successful profile PUTs:
-// cumulative counts by upper bound in seconds.
-type putHistogram map[float64]float64
+// histogram is one of the node's own request histograms: cumulative counts
+// by upper bound in seconds.
+type histogram map[float64]float64
 
-const putSeries = `persona_http_request_duration_seconds_bucket{method="PUT",route="PUT /_matrix/client/v3/profile/{userId}/{keyName}",status="200",le="`
+// The node's histograms of successful profile PUTs (both users during the
+// burst) and whole-profile GETs (the other user alone).
+const (
+	putSeries = `persona_http_request_duration_seconds_bucket{method="PUT",route="PUT /_matrix/client/v3/profile/{userId}/{keyName}",status="200",le="`
+	getSeries = `persona_http_request_duration_seconds_bucket{method="GET",route="GET /_matrix/client/v3/profile/{userId}",status="200",le="`
+)
 
-func nodePuts(metricsAddr string) (putHistogram, error) {
+// nodeHistograms scrapes the node's histograms of series.
+func nodeHistograms(metricsAddr string, series ...string) ([]histogram, error) {
 	body, err := scrape(metricsAddr)
 	if err != nil {
 		return nil, err
 	}
-	h := putHistogram{}
+	hs := make([]histogram, len(series))
+	for i, s := range series {
+		hs[i] = parseHistogram(body, s)
+	}
+	return hs, nil
+}
+
+func parseHistogram(body, series string) histogram {
+	h := histogram{}
 	for _, line := range strings.Split(body, "\n") {
-		rest, ok := strings.CutPrefix(line, putSeries)
+		rest, ok := strings.CutPrefix(line, series)
 		if !ok {
 			continue
 		}
@@ -335,12 +352,12 @@ func nodePuts(metricsAddr string) (putHistogram, error) {
 			h[bound] = n
 		}
 	}
-	return h, nil
+	return h
 }
 
-// p99Since is the smallest bucket bound holding 99% of the PUTs observed
-// since before, with the number of those PUTs.
-func (h putHistogram) p99Since(before putHistogram) (bound float64, n int) {
+// p99Since is the smallest bucket bound holding 99% of the requests
+// observed since before, with the number of those requests.
+func (h histogram) p99Since(before histogram) (bound float64, n int) {
 	bounds := make([]float64, 0, len(h))
 	for b := range h {
 		bounds = append(bounds, b)

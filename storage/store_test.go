@@ -305,17 +305,7 @@ func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
 	s.CommitUrgent(&Batch{ops: []op{{key: Key("u"), value: []byte("u")}}}, func(error) { wg.Done() })
 	s.held()
 	const queued = 2000
-	for i := range queued {
-		var b Batch
-		b.Set(Key("bg", fmt.Sprint(i)), []byte("v"))
-		wg.Add(1)
-		s.Commit(&b, func(err error) {
-			if err != nil {
-				t.Error(err)
-			}
-			wg.Done()
-		})
-	}
+	queueBackground(t, s.Store, queued, &wg)
 	s.release()
 	wg.Wait()
 	rounds := s.seen()
@@ -373,17 +363,7 @@ func TestBackgroundRestsWhileClientsWrite(t *testing.T) {
 		}
 	}
 	var wg sync.WaitGroup
-	for i := range 10 * txnOps {
-		var b Batch
-		b.Set(Key("bg", fmt.Sprint(i)), []byte("v"))
-		wg.Add(1)
-		s.Commit(&b, func(err error) {
-			if err != nil {
-				t.Error(err)
-			}
-			wg.Done()
-		})
-	}
+	queueBackground(t, s, 10*txnOps, &wg)
 	wg.Wait()
 	if err := <-urgentDone; err != nil {
 		t.Fatal(err)
@@ -423,5 +403,20 @@ func TestOneWriteDoesNotSlowTheBackground(t *testing.T) {
 	}
 	if s.clientsWriting(t0.Add(3*busyGap + urgentCalm)) {
 		t.Fatal("clients still count as writing urgentCalm after their last write")
+	}
+}
+
+// queueBackground commits n one-key background batches, counted in wg.
+func queueBackground(t *testing.T, s *Store, n int, wg *sync.WaitGroup) {
+	for i := range n {
+		var b Batch
+		b.Set(Key("bg", fmt.Sprint(i)), []byte("v"))
+		wg.Add(1)
+		s.Commit(&b, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
 	}
 }

@@ -12,10 +12,12 @@ import (
 
 // Badger, with SyncWrites off, leaves the syncing of its memtable logs to
 // the committer, and DB.Sync covers the current memtable's log alone. A
-// write that fills a memtable starts a new log; the previous one is synced
-// only when its table is flushed, maybe seconds later. So before reporting
-// a round, sync also syncs any log started since the last sync, or a write
-// acknowledged just before the switch could be lost with the machine.
+// write that fills a memtable starts a new log; badger never syncs the
+// previous one: its writes become durable when its table is flushed, maybe
+// seconds later. So before reporting a round, sync also syncs the logs
+// started before the current one, or a write acknowledged just before the
+// switch could be lost with the machine. Only the committer writes, so no
+// switch happens between a round's writes and its sync.
 
 // memExt names badger's memtable log files: a sequence number and ".mem".
 const memExt = ".mem"

@@ -16,8 +16,9 @@ import (
 // previous one: its writes become durable when its table is flushed, maybe
 // seconds later. So before reporting a round, sync also syncs the logs
 // started before the current one, or a write acknowledged just before the
-// switch could be lost with the machine. Only the committer writes, so no
-// switch happens between a round's writes and its sync.
+// switch could be lost with the machine. Only the committer writes (values
+// stay in the LSM, so value-log GC moves nothing), so no switch happens
+// between a round's writes and its sync.
 
 // memExt names badger's memtable log files: a sequence number and ".mem".
 const memExt = ".mem"

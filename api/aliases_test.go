@@ -209,4 +209,13 @@ func TestCreateRoomCanonicalAlias(t *testing.T) {
 	if err != nil || !slices.Equal(aliases.Aliases, []id.RoomAlias{local("new")}) {
 		t.Fatalf("aliases = %+v, %v", aliases, err)
 	}
+	// initial_state comes after room_alias_name's event (the spec's order),
+	// so its canonical alias is the room's.
+	var canonical event.CanonicalAliasEventContent
+	if err := alice.StateEvent(ctx, created.RoomID, event.StateCanonicalAlias, "", &canonical); err != nil {
+		t.Fatal(err)
+	}
+	if canonical.Alias != local("new") || !slices.Equal(canonical.AltAliases, []id.RoomAlias{"#far:elsewhere.org"}) {
+		t.Fatalf("canonical alias = %+v, want initial_state's", canonical)
+	}
 }

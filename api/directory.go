@@ -344,8 +344,8 @@ func (s *Server) summaries(ctx context.Context, ids []string) []*publicRoom {
 }
 
 // createAlias claims the /createRoom body's room_alias_name for room, before
-// the room is created, and adds its m.room.canonical_alias to the body's
-// initial_state. It answers the alias ("" when none).
+// the room is created, and puts its m.room.canonical_alias first in the
+// body's initial_state. It answers the alias ("" when none).
 func (s *Server) createAlias(ctx context.Context, body map[string]json.RawMessage, room, user string) (string, error) {
 	var name string
 	if v, ok := body["room_alias_name"]; ok && jsonKind(v) != 'n' && (jsonKind(v) != '"' || json.Unmarshal(v, &name) != nil) {
@@ -369,8 +369,10 @@ func (s *Server) createAlias(ctx context.Context, body map[string]json.RawMessag
 	if raw, ok := body["initial_state"]; ok {
 		_ = json.Unmarshal(raw, &state) // checked by checkCreateRoom
 	}
+	// The spec sends this event before initial_state's, so that a canonical
+	// alias of the client's own wins.
 	ev, _ := json.Marshal(map[string]any{"type": "m.room.canonical_alias", "state_key": "", "content": map[string]string{"alias": alias}})
-	body["initial_state"], _ = json.Marshal(append(state, ev))
+	body["initial_state"], _ = json.Marshal(append([]json.RawMessage{ev}, state...))
 	return alias, nil
 }
 

@@ -26,11 +26,13 @@ type room struct {
 	state   map[stateKey]*evRecord // current state
 	members map[string]*memberRec  // per user: propagation record
 
+	durable    uint64 // position after the last durable event: clients read below it
 	commitSeq  uint64
 	waiting    []waiter
-	inFlight   []uint64 // stream positions of uncommitted events
-	background int      // commits in flight in the background lane
-	wakeUsers  []string // users to wake when they commit
+	inFlight   []uint64    // stream positions of uncommitted events
+	unsynced   []*evRecord // uncommitted state events
+	background int         // commits in flight in the background lane
+	wakeUsers  []string    // users to wake when they commit
 	failed     error
 	stopIdle   bool
 	clientSeen bool // asked by a client since activation: the full passivate_after
@@ -66,6 +68,8 @@ type evRecord struct {
 	Stream     uint64          `json:"s"`
 	Txn        string          `json:"x,omitempty"`
 	Device     string          `json:"d,omitempty"`
+
+	prev *evRecord // the state event it replaced, until it is durable: storage may not hold that one yet
 }
 
 // memberRec is what the room keeps of each user's profile propagation: the
@@ -211,7 +215,7 @@ func (r *room) load() error {
 	}); err != nil {
 		return err
 	}
-	r.exists = true
+	r.exists, r.durable = true, r.meta.NextPos
 	stPrefix := storage.Prefix(string(r.key("st")))
 	var positions []uint64
 	if err := r.h.store.Scan(stPrefix, nil, func(k, v []byte) error {
@@ -258,8 +262,8 @@ func (r *room) readEvent(pos uint64) (*evRecord, error) {
 func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
 	r.commitSeq++
 	seq, self, root := r.commitSeq, ctx.Self(), r.h.system.Root
-	inFlight, wake := r.inFlight, r.wakeUsers
-	r.inFlight, r.wakeUsers = nil, nil
+	inFlight, wake, next, unsynced := r.inFlight, r.wakeUsers, r.meta.NextPos, r.unsynced
+	r.inFlight, r.wakeUsers, r.unsynced = nil, nil, nil
 	urgent := reply != nil && r.background == 0
 	if !urgent {
 		r.background++
@@ -267,7 +271,11 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 	r.waiting = append(r.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, urgent: urgent, applied: func() {
 		// Tell users' actors first, then wake their syncs: a sync woken by a
 		// join finds the room in the user's list.
+		for _, ev := range unsynced {
+			ev.prev = nil
+		}
 		if r.failed == nil {
+			r.durable = next
 			if r.h.metrics != nil && len(inFlight) > 0 {
 				r.h.metrics.RoomEvents(len(inFlight))
 			}
@@ -317,6 +325,6 @@ func (r *room) onCommitted(ctx actor.Context, m *committed) {
 // append) by reloading from storage.
 func (r *room) abort() {
 	r.h.stream.done(r.inFlight, nil)
-	r.inFlight, r.wakeUsers = nil, nil
+	r.inFlight, r.wakeUsers, r.unsynced = nil, nil, nil
 	r.loadFailed = r.load()
 }

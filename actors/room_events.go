@@ -31,8 +31,10 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 		sk := stateKey{ev.Type, *ev.StateKey}
 		if prev := r.state[sk]; prev != nil {
 			ev.Prev, ev.PrevSender, ev.PrevID = prev.Content, prev.Sender, prev.ID
+			ev.prev = prev
 		}
 		r.state[sk] = ev
+		r.unsynced = append(r.unsynced, ev)
 		b.Set(r.key("st", ev.Type+"\x00"+*ev.StateKey), []byte(storage.Uint64(ev.Pos)))
 	}
 	b.Set(r.key("ev", storage.Uint64(ev.Pos)), mustJSON(ev))

@@ -19,10 +19,15 @@ func (r *room) view(user string) (upto uint64, e *Error) {
 }
 
 // history is view without the forgotten check: a forgotten room's leave
-// still reaches the user's incremental sync.
+// still reaches the user's incremental sync. Reads stop at the last durable
+// event: what memory holds beyond it is still being committed, and a crash
+// could lose it.
 func (r *room) history(user string) (upto uint64, e *Error) {
-	latest := r.meta.NextPos - 1
-	switch ev := r.state[stateKey{"m.room.member", user}]; {
+	if r.durable == 0 {
+		return 0, forbidden("You are not a member of this room.")
+	}
+	latest := r.durable - 1
+	switch ev := r.before(r.state[stateKey{"m.room.member", user}], r.durable); {
 	case ev != nil && membershipOf(ev) == "join":
 		return latest, nil
 	case ev != nil && (membershipOf(ev) == "leave" || membershipOf(ev) == "ban") && ev.Sender != "" && ev.Pos > 0:
@@ -43,14 +48,17 @@ func (r *room) historyVisibility() string {
 }
 
 // before walks a state event back through its predecessors to the one in
-// force before position pos (nil: none).
+// force before position pos (nil: none): in memory while they are being
+// committed, then from storage.
 func (r *room) before(ev *evRecord, pos uint64) *evRecord {
 	for ev != nil && ev.Pos >= pos {
-		if ev.PrevID == "" {
+		switch {
+		case ev.prev != nil:
+			ev = ev.prev
+		case ev.PrevID == "":
 			return nil
-		}
-		if ev = r.eventByID(ev.PrevID); ev == nil {
-			return nil
+		default:
+			ev = r.eventByID(ev.PrevID)
 		}
 	}
 	return ev
@@ -188,7 +196,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 	backward := m.Dir != "f"
 	from := uint64(0)
 	if backward {
-		from = r.meta.NextPos
+		from = r.durable
 	}
 	if m.From != "" {
 		var ok bool
@@ -311,7 +319,7 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 		}
 	}
 	if membership == "invite" {
-		for _, ev := range r.stateAt(r.meta.NextPos - 1) {
+		for _, ev := range r.stateAt(r.durable - 1) {
 			switch ev.Type {
 			case "m.room.create", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption", "m.room.member":
 				if ev.Type != "m.room.member" || *ev.StateKey == m.UserId {

@@ -20,6 +20,9 @@ func (r *room) searchMembers(m *SearchMembers) *MemberMatches {
 		if k.typ != "m.room.member" {
 			continue
 		}
+		if ev = r.before(ev, r.durable); ev == nil {
+			continue
+		}
 		var c struct {
 			Membership  string `json:"membership"`
 			Displayname any    `json:"displayname"`

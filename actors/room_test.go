@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,5 +217,70 @@ func TestEventIDsNamePositions(t *testing.T) {
 	}
 	if !found(h, ids[0]) || !found(h, next) {
 		t.Fatal("events not found after a restart")
+	}
+}
+
+// A client reads a room as far as its last durable event: a write still
+// being committed (two of them here, the second replacing the first) stays
+// invisible until it is on disk, since a crash could still lose it.
+func TestReadsStopAtTheLastDurableEvent(t *testing.T) {
+	h, st := newTestHost(t, t.TempDir(), time.Minute)
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	alice := registerUser(t, h, "alice")
+	room := createRoom(t, h, alice, 1)
+	topic := func() string {
+		t.Helper()
+		r, err := h.Request(context.Background(), KindRoom, room, &GetState{RoomId: room, UserId: alice, Type: "m.room.topic"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sr := r.(*StateReply); sr.Error == nil && len(sr.EventsJson) == 1 {
+			var ev struct {
+				Content struct{ Topic string } `json:"content"`
+			}
+			_ = json.Unmarshal(sr.EventsJson[0], &ev)
+			return ev.Content.Topic
+		}
+		return ""
+	}
+	setTopic := func(s string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			r, err := h.Request(context.Background(), KindRoom, room, &SendEvent{RoomId: room, Sender: alice, Type: "m.room.topic", IsState: true, ContentJson: []byte(`{"topic":"` + s + `"}`)})
+			if err == nil && r.(*SendReply).Error != nil {
+				err = fmt.Errorf("%v", r.(*SendReply).Error)
+			}
+			done <- err
+		}()
+		return done
+	}
+	if err := <-setTopic("durable"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Hold the committer inside the report of a batch of our own.
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the host stops, should the test fail
+	var b storage.Batch
+	b.Set([]byte("test/hold"), []byte("1"))
+	st.Commit(&b, func(error) { close(held); <-release })
+	<-held
+	first := setTopic("in flight 1")
+	time.Sleep(50 * time.Millisecond)
+	second := setTopic("in flight 2")
+	time.Sleep(50 * time.Millisecond)
+	if got := topic(); got != "durable" {
+		t.Fatalf("topic while its writes are uncommitted = %q, want the durable %q", got, "durable")
+	}
+	free()
+	for _, done := range []chan error{first, second} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := topic(); got != "in flight 2" {
+		t.Fatalf("topic once committed = %q, want %q", got, "in flight 2")
 	}
 }

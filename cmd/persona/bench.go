@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -94,6 +95,14 @@ func benchProfile(args []string, stdout, stderr io.Writer) error {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// percentile is the nearest-rank p-th percentile of sorted, a non-empty
+// ascending list: the smallest value that at least p% of the list does not
+// exceed. Of 100 values the 99th is the second largest, not the largest.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
+	return sorted[min(max(rank, 1), len(sorted))-1]
+}
 
 // benchUsers registers n users through the shared secret, conc at a time.
 func benchUsers(base, secret string, n, conc int, stderr io.Writer) (tokens, ids []string, err error) {
@@ -191,7 +200,7 @@ func load(name string, conc int, d time.Duration, rate float64, users int, op fu
 	}
 	if len(all) > 0 {
 		r.perSecond = float64(len(all)) / elapsed.Seconds()
-		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
+		r.p50, r.p99 = percentile(all, 50), percentile(all, 99)
 	}
 	return r
 }

@@ -141,11 +141,11 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	slices.Sort(prop)
 	slices.Sort(puts)
 	slices.Sort(burstPuts)
-	fmt.Fprintf(stdout, "propagation to %d rooms: p50 %.2f ms, max %.2f ms (%d renames)\n", *rooms, ms(prop[len(prop)/2]), ms(prop[len(prop)-1]), len(prop))
-	fmt.Fprintf(stdout, "PUT latency, node idle: p50 %.2f ms, max %.2f ms (%d PUTs)\n", ms(puts[len(puts)/2]), ms(puts[len(puts)-1]), len(puts))
+	fmt.Fprintf(stdout, "propagation to %d rooms: p50 %.2f ms, max %.2f ms (%d renames)\n", *rooms, ms(percentile(prop, 50)), ms(prop[len(prop)-1]), len(prop))
+	fmt.Fprintf(stdout, "PUT latency, node idle: p50 %.2f ms, max %.2f ms (%d PUTs)\n", ms(percentile(puts, 50)), ms(puts[len(puts)-1]), len(puts))
 	if len(burstPuts) > 0 {
 		fmt.Fprintf(stdout, "burst of %d renames: converged in %.2f ms; PUT latency during the fan-out: p50 %.2f ms, p99 %.2f ms\n",
-			*burst, ms(settled), ms(burstPuts[len(burstPuts)/2]), ms(burstPuts[len(burstPuts)*99/100]))
+			*burst, ms(settled), ms(percentile(burstPuts, 50)), ms(percentile(burstPuts, 99)))
 	}
 	if after, err := nodeHistograms(cfg.Listen.Metrics, putSeries, getSeries); err == nil && before != nil {
 		if bound, n := after[0].p99Since(before[0]); n > 0 {
@@ -158,7 +158,7 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	if len(otherLat) > 0 {
 		slices.Sort(otherLat)
 		fmt.Fprintf(stdout, "another user meanwhile (PUT + GET of its own profile): p50 %.2f ms, p99 %.2f ms (%d pairs)\n",
-			ms(otherLat[len(otherLat)/2]), ms(otherLat[len(otherLat)*99/100]), len(otherLat))
+			ms(percentile(otherLat, 50)), ms(percentile(otherLat, 99)), len(otherLat))
 	}
 	fmt.Fprintf(stdout, "verified the last name in %d rooms' state\n", checked)
 	if rss, err := nodeRSS(cfg.Listen.Metrics); err == nil {

@@ -18,8 +18,9 @@ import (
 // event gets a position in the room and a node-wide stream position; nothing
 // is answered before it is durable. Idle rooms passivate.
 type room struct {
-	h  *Host
-	id string
+	h      *Host
+	id     string
+	prefix []byte // of the room's keys
 
 	exists  bool
 	meta    roomMeta
@@ -69,7 +70,8 @@ type evRecord struct {
 	Txn        string          `json:"x,omitempty"`
 	Device     string          `json:"d,omitempty"`
 
-	prev *evRecord // the state event it replaced, until it is durable: storage may not hold that one yet
+	prev       *evRecord // the state event it replaced, until it is durable: storage may not hold that one yet
+	membership string    // of a member event, once read from Content
 }
 
 // memberRec is what the room keeps of each user's profile propagation: the
@@ -82,11 +84,11 @@ type memberRec struct {
 	Forgotten bool            `json:"f,omitempty"` // left and forgotten: no more reads
 }
 
-func newRoom(h *Host, id string) *room { return &room{h: h, id: id} }
-
-func (r *room) key(parts ...string) []byte {
-	return storage.Key(append([]string{"p", partitionName(r.h.Partition(r.id)), "r", r.id}, parts...)...)
+func newRoom(h *Host, id string) *room {
+	return &room{h: h, id: id, prefix: storage.Key("p", partitionName(h.Partition(id)), "r", id)}
 }
+
+func (r *room) key(parts ...string) []byte { return storage.Join(r.prefix, parts...) }
 
 func (r *room) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {

@@ -137,13 +137,17 @@ func (r *room) membership(user string) string {
 }
 
 func membershipOf(ev *evRecord) string {
+	if ev.membership != "" {
+		return ev.membership
+	}
 	var c struct {
 		Membership string `json:"membership"`
 	}
 	_ = json.Unmarshal(ev.Content, &c)
 	if c.Membership == "" {
-		return "leave"
+		c.Membership = "leave"
 	}
+	ev.membership = c.Membership
 	return c.Membership
 }
 

@@ -196,10 +196,12 @@ func notFoundReply(m proto.Message) proto.Message {
 	}
 }
 
-// load reads the room's header, state and member records.
+// load reads the room's header, state and member records, in one snapshot.
 func (r *room) load() error {
 	r.state, r.members = map[stateKey]*evRecord{}, map[string]*memberRec{}
-	raw, err := r.h.store.Get(r.key("meta"))
+	snap := r.h.store.Snapshot()
+	defer snap.Close()
+	raw, err := snap.Get(r.key("meta"))
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
@@ -211,7 +213,7 @@ func (r *room) load() error {
 	}
 	// The header's next position is not rewritten per event (data from
 	// before may hold it): the last event's position says.
-	if err := r.h.store.ScanReverse(storage.Prefix(string(r.key("ev"))), nil, func(k, _ []byte) error {
+	if err := snap.ScanReverse(storage.Prefix(string(r.key("ev"))), nil, func(k, _ []byte) error {
 		r.meta.NextPos = max(r.meta.NextPos, storage.ParseUint64(k)+1)
 		return storage.ErrStopScan
 	}); err != nil {
@@ -220,21 +222,21 @@ func (r *room) load() error {
 	r.exists, r.durable = true, r.meta.NextPos
 	stPrefix := storage.Prefix(string(r.key("st")))
 	var positions []uint64
-	if err := r.h.store.Scan(stPrefix, nil, func(k, v []byte) error {
+	if err := snap.Scan(stPrefix, nil, func(k, v []byte) error {
 		positions = append(positions, storage.ParseUint64(v))
 		return nil
 	}); err != nil {
 		return err
 	}
 	for _, p := range positions {
-		ev, err := r.readEvent(p)
+		ev, err := r.readEventFrom(snap, p)
 		if err != nil {
 			return err
 		}
 		r.state[stateKey{ev.Type, *ev.StateKey}] = ev
 	}
 	mrPrefix := storage.Prefix(string(r.key("mr")))
-	return r.h.store.Scan(mrPrefix, nil, func(k, v []byte) error {
+	return snap.Scan(mrPrefix, nil, func(k, v []byte) error {
 		var rec memberRec
 		if err := json.Unmarshal(v, &rec); err != nil {
 			return fmt.Errorf("decode member record: %w", err)
@@ -244,8 +246,10 @@ func (r *room) load() error {
 	})
 }
 
-func (r *room) readEvent(pos uint64) (*evRecord, error) {
-	raw, err := r.h.store.Get(r.key("ev", storage.Uint64(pos)))
+func (r *room) readEvent(pos uint64) (*evRecord, error) { return r.readEventFrom(r.h.store, pos) }
+
+func (r *room) readEventFrom(from interface{ Get([]byte) ([]byte, error) }, pos uint64) (*evRecord, error) {
+	raw, err := from.Get(r.key("ev", storage.Uint64(pos)))
 	if err != nil {
 		return nil, fmt.Errorf("read event %d: %w", pos, err)
 	}

@@ -150,19 +150,11 @@ func (s *Store) Close() error {
 }
 
 // Get returns a copy of the value at key, or ErrNotFound.
-func (s *Store) Get(key []byte) ([]byte, error) {
-	var out []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		out, err = it.ValueCopy(nil)
+func (s *Store) Get(key []byte) (out []byte, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		out, err = get(txn, key)
 		return err
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
-	}
 	return out, err
 }
 
@@ -170,45 +162,79 @@ func (s *Store) Get(key []byte) ([]byte, error) {
 // (nil: the first key of prefix). fn's slices are valid only during the call.
 // Returning ErrStopScan from fn ends the scan without error.
 func (s *Store) Scan(prefix, start []byte, fn func(key, value []byte) error) error {
-	return s.scan(prefix, start, false, fn)
+	return s.db.View(func(txn *badger.Txn) error { return scan(txn, prefix, start, false, fn) })
 }
 
 // ScanReverse is Scan in descending key order; start (nil: the last key of
 // prefix) is the first key visited.
 func (s *Store) ScanReverse(prefix, start []byte, fn func(key, value []byte) error) error {
-	return s.scan(prefix, start, true, fn)
+	return s.db.View(func(txn *badger.Txn) error { return scan(txn, prefix, start, true, fn) })
 }
 
 // ErrStopScan ends a Scan early when returned by its callback.
 var ErrStopScan = errors.New("storage: stop scan")
 
-func (s *Store) scan(prefix, start []byte, reverse bool, fn func(key, value []byte) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.Reverse = reverse
-		o.PrefetchValues = false
-		it := txn.NewIterator(o)
-		defer it.Close()
-		seek := start
-		if seek == nil {
-			seek = prefix
-			if reverse {
-				seek = append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff)
-			}
+// Snapshot is one read transaction: its reads all see the store at the
+// moment it was taken, and a batch of them pays once for what badger does
+// per transaction (among it, waiting for writes in progress to land). Close
+// it when done.
+type Snapshot struct{ txn *badger.Txn }
+
+// Snapshot opens a Snapshot.
+func (s *Store) Snapshot() *Snapshot { return &Snapshot{txn: s.db.NewTransaction(false)} }
+
+// Get is Store.Get at the snapshot's moment.
+func (v *Snapshot) Get(key []byte) ([]byte, error) { return get(v.txn, key) }
+
+// Scan is Store.Scan at the snapshot's moment.
+func (v *Snapshot) Scan(prefix, start []byte, fn func(key, value []byte) error) error {
+	return scan(v.txn, prefix, start, false, fn)
+}
+
+// ScanReverse is Store.ScanReverse at the snapshot's moment.
+func (v *Snapshot) ScanReverse(prefix, start []byte, fn func(key, value []byte) error) error {
+	return scan(v.txn, prefix, start, true, fn)
+}
+
+// Close ends the snapshot.
+func (v *Snapshot) Close() { v.txn.Discard() }
+
+func get(txn *badger.Txn, key []byte) ([]byte, error) {
+	it, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return it.ValueCopy(nil)
+}
+
+func scan(txn *badger.Txn, prefix, start []byte, reverse bool, fn func(key, value []byte) error) error {
+	o := badger.DefaultIteratorOptions
+	o.Prefix = prefix
+	o.Reverse = reverse
+	o.PrefetchValues = false
+	it := txn.NewIterator(o)
+	defer it.Close()
+	seek := start
+	if seek == nil {
+		seek = prefix
+		if reverse {
+			seek = append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff)
 		}
-		for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
-			item := it.Item()
-			err := item.Value(func(v []byte) error { return fn(item.Key(), v) })
-			if errors.Is(err, ErrStopScan) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
+	}
+	for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		err := item.Value(func(v []byte) error { return fn(item.Key(), v) })
+		if errors.Is(err, ErrStopScan) {
+			return nil
 		}
-		return nil
-	})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Sizes reports badger's LSM and value-log sizes in bytes.

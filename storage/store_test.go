@@ -420,3 +420,39 @@ func queueBackground(t *testing.T, s *Store, n int, wg *sync.WaitGroup) {
 		})
 	}
 }
+
+// A snapshot's reads all see the moment it was taken: a write committed
+// after it stays out of its Get and Scan, and shows in a new snapshot.
+func TestSnapshotSeesOneMoment(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	var b Batch
+	b.Set(Key("k", "a"), []byte("1"))
+	if err := s.CommitSync(&b); err != nil {
+		t.Fatal(err)
+	}
+	snap := s.Snapshot()
+	defer snap.Close()
+	var later Batch
+	later.Set(Key("k", "a"), []byte("2"))
+	later.Set(Key("k", "b"), []byte("2"))
+	if err := s.CommitSync(&later); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := snap.Get(Key("k", "a")); err != nil || string(v) != "1" {
+		t.Fatalf("snapshot Get = %q, %v; want the value before the later write", v, err)
+	}
+	if _, err := snap.Get(Key("k", "b")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("snapshot Get of a later key: %v, want ErrNotFound", err)
+	}
+	var keys []string
+	_ = snap.ScanReverse(Prefix("k"), nil, func(k, _ []byte) error { keys = append(keys, string(k)); return nil })
+	if len(keys) != 1 {
+		t.Fatalf("snapshot scan saw %d keys, want 1", len(keys))
+	}
+	now := s.Snapshot()
+	defer now.Close()
+	if v, _ := now.Get(Key("k", "a")); string(v) != "2" {
+		t.Fatalf("a new snapshot reads %q, want the later write", v)
+	}
+}

@@ -32,6 +32,7 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	renames := fs.Int("renames", 5, "renames to time, one after another")
 	burst := fs.Int("burst", 20, "renames sent back to back, to time PUT latency under fan-out")
 	conc := fs.Int("concurrency", 16, "concurrent requests while creating rooms")
+	pause := fs.Duration("pause", 0, "wait this long before each timed rename (longer than the node's actors.passivate_after: the rename finds its rooms passivated)")
 	tracePath := fs.String("trace", "", "write a Go execution trace of the node during the burst to this file (needs listen.metrics)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,6 +67,7 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "persona bench propagation: %d rooms, %s\n", *rooms, *base)
 	var prop, puts []time.Duration
 	for i := 0; i < *renames; i++ {
+		time.Sleep(*pause)
 		start := time.Now()
 		if err := p.rename(fmt.Sprintf("%s rename %d", run, i)); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -22,10 +23,13 @@ type room struct {
 	id     string
 	prefix []byte // of the room's keys
 
-	exists  bool
-	meta    roomMeta
-	state   map[stateKey]*evRecord // current state
-	members map[string]*memberRec  // per user: propagation record
+	exists bool
+	meta   roomMeta
+	state  map[stateKey]*evRecord // current state, read so far
+	// unread holds the positions of state events load left in storage: a
+	// room that only applies propagation needs its member events alone.
+	unread  map[stateKey]uint64
+	members map[string]*memberRec // per user: propagation record
 
 	durable    uint64 // position after the last durable event: clients read below it
 	commitSeq  uint64
@@ -124,6 +128,11 @@ func (r *room) Receive(ctx actor.Context) {
 				r.clientSeen = true
 				ctx.SetReceiveTimeout(r.h.cfg.Actors.PassivateAfter)
 			}
+			if err := r.readUnread(); err != nil {
+				r.h.log.Error("room actor cannot read its state", "room", r.id, "err", err)
+				ctx.Respond(internalError(m))
+				return
+			}
 		}
 		r.handle(ctx, m)
 	}
@@ -198,7 +207,7 @@ func notFoundReply(m proto.Message) proto.Message {
 
 // load reads the room's header, state and member records, in one snapshot.
 func (r *room) load() error {
-	r.state, r.members = map[stateKey]*evRecord{}, map[string]*memberRec{}
+	r.state, r.members, r.unread = map[stateKey]*evRecord{}, map[string]*memberRec{}, map[stateKey]uint64{}
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
 	raw, err := snap.Get(r.key("meta"))
@@ -221,14 +230,19 @@ func (r *room) load() error {
 	}
 	r.exists, r.durable = true, r.meta.NextPos
 	stPrefix := storage.Prefix(string(r.key("st")))
-	var positions []uint64
+	var members []uint64
 	if err := snap.Scan(stPrefix, nil, func(k, v []byte) error {
-		positions = append(positions, storage.ParseUint64(v))
+		typ, key, _ := strings.Cut(string(k[len(stPrefix):]), "\x00")
+		if typ == "m.room.member" {
+			members = append(members, storage.ParseUint64(v))
+		} else {
+			r.unread[stateKey{typ, key}] = storage.ParseUint64(v)
+		}
 		return nil
 	}); err != nil {
 		return err
 	}
-	for _, p := range positions {
+	for _, p := range members {
 		ev, err := r.readEventFrom(snap, p)
 		if err != nil {
 			return err
@@ -244,6 +258,25 @@ func (r *room) load() error {
 		r.members[string(k[len(mrPrefix):])] = &rec
 		return nil
 	})
+}
+
+// readUnread reads the state events load left in storage, before the room
+// answers anything but propagation.
+func (r *room) readUnread() error {
+	if len(r.unread) == 0 {
+		return nil
+	}
+	snap := r.h.store.Snapshot()
+	defer snap.Close()
+	for sk, p := range r.unread {
+		ev, err := r.readEventFrom(snap, p)
+		if err != nil {
+			return err
+		}
+		r.state[sk] = ev
+		delete(r.unread, sk)
+	}
+	return nil
 }
 
 func (r *room) readEvent(pos uint64) (*evRecord, error) { return r.readEventFrom(r.h.store, pos) }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"persona/storage"
 )
 
@@ -283,4 +285,69 @@ func TestReadsStopAtTheLastDurableEvent(t *testing.T) {
 	if got := topic(); got != "in flight 2" {
 		t.Fatalf("topic once committed = %q, want %q", got, "in flight 2")
 	}
+}
+
+// A room woken by propagation alone reads its member events only; the
+// first client request finds the whole state read, and the power levels
+// still decide who may change it.
+func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
+	dir := t.TempDir()
+	h, st := newTestHost(t, dir, time.Minute)
+	alice := registerUser(t, h, "alice")
+	bob := registerUser(t, h, "bob")
+	room := createRoom(t, h, alice, 1)
+	if r := askRoom[*SendReply](t, h, room, &ChangeMembership{RoomId: room, Sender: bob, Target: bob, Action: "join"}); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	h.Stop()
+	st.Close()
+
+	h2 := hostFor(t, dir)
+	setName(t, h2, alice, "Woken", Propagate_PROPAGATE_DEFAULT)
+	eventually(t, "propagated", func() bool {
+		return ask[*PendingReply](t, h2, alice, &GetPending{UserId: alice}).Behind == 0
+	})
+	all := askRoom[*StateReply](t, h2, room, &GetState{RoomId: room, UserId: bob, All: true})
+	types := map[string]int{}
+	for _, raw := range all.EventsJson {
+		var ev struct {
+			Type    string         `json:"type"`
+			Content map[string]any `json:"content"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		types[ev.Type]++
+		if ev.Type == "m.room.member" && ev.Content["displayname"] == "alice" {
+			t.Fatalf("a member event still shows the old name: %s", raw)
+		}
+	}
+	for _, typ := range []string{"m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.history_visibility"} {
+		if types[typ] != 1 {
+			t.Fatalf("state after a propagation-only wake has %d %s, want 1 (%v)", types[typ], typ, types)
+		}
+	}
+	if types["m.room.member"] != 2 {
+		t.Fatalf("state has %d members, want 2", types["m.room.member"])
+	}
+	topic := func(sender string) *Error {
+		return askRoom[*SendReply](t, h2, room, &SendEvent{RoomId: room, Sender: sender, Type: "m.room.power_levels", IsState: true, ContentJson: []byte(`{"users":{"` + sender + `":100}}`)}).Error
+	}
+	if e := topic(bob); e == nil || e.Errcode != "M_FORBIDDEN" {
+		t.Fatalf("bob changed the power levels: %v", e)
+	}
+	if e := topic(alice); e != nil {
+		t.Fatalf("alice, the creator, may change the power levels: %v", e)
+	}
+}
+
+func askRoom[T proto.Message](t *testing.T, h *Host, room string, m proto.Message) T {
+	t.Helper()
+	r, err := h.Request(context.Background(), KindRoom, room, m)
+	if err != nil {
+		t.Fatalf("%T: %v", m, err)
+	}
+	out, ok := r.(T)
+	if !ok {
+		t.Fatalf("%T answered %T %v", m, r, r)
+	}
+	return out
 }

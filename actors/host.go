@@ -50,6 +50,7 @@ type Host struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	parts    []*actor.PID
+	partKeys []string // partitionName of each partition, for keys
 	kinds    map[string]func(id string) actor.Actor
 	stream   *stream
 	presence presences
@@ -85,8 +86,9 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		KindUserDir:   func(id string) actor.Actor { return newUserDir(h, id) },
 	}
 	n := cfg.Actors.Partitions
-	h.parts = make([]*actor.PID, n)
+	h.parts, h.partKeys = make([]*actor.PID, n), make([]string, n)
 	for i := range h.parts {
+		h.partKeys[i] = partitionName(i)
 		props := actor.PropsFromProducer(func() actor.Actor { return newPartition(h, i) },
 			actor.WithMailbox(h.depths["partition"].mailbox()))
 		pid, err := h.system.Root.SpawnNamed(props, fmt.Sprintf("partition/%d", i))

@@ -19,9 +19,9 @@ import (
 // event gets a position in the room and a node-wide stream position; nothing
 // is answered before it is durable. Idle rooms passivate.
 type room struct {
-	h      *Host
-	id     string
-	prefix []byte // of the room's keys
+	h    *Host
+	id   string
+	part int // the room's partition
 
 	exists bool
 	meta   roomMeta
@@ -75,7 +75,7 @@ type evRecord struct {
 	Device     string          `json:"d,omitempty"`
 
 	prev       *evRecord // the state event it replaced, until it is durable: storage may not hold that one yet
-	membership string    // of a member event, once read from Content
+	membership uint8     // of a member event, once read from Content: its index in memberships
 }
 
 // memberRec is what the room keeps of each user's profile propagation: the
@@ -88,11 +88,11 @@ type memberRec struct {
 	Forgotten bool            `json:"f,omitempty"` // left and forgotten: no more reads
 }
 
-func newRoom(h *Host, id string) *room {
-	return &room{h: h, id: id, prefix: storage.Key("p", partitionName(h.Partition(id)), "r", id)}
-}
+func newRoom(h *Host, id string) *room { return &room{h: h, id: id, part: h.Partition(id)} }
 
-func (r *room) key(parts ...string) []byte { return storage.Join(r.prefix, parts...) }
+func (r *room) key(parts ...string) []byte {
+	return storage.Key(append([]string{"p", r.h.partKeys[r.part], "r", r.id}, parts...)...)
+}
 
 func (r *room) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
@@ -207,7 +207,7 @@ func notFoundReply(m proto.Message) proto.Message {
 
 // load reads the room's header, state and member records, in one snapshot.
 func (r *room) load() error {
-	r.state, r.members, r.unread = map[stateKey]*evRecord{}, map[string]*memberRec{}, map[stateKey]uint64{}
+	r.state, r.members, r.unread = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
 	raw, err := snap.Get(r.key("meta"))
@@ -236,6 +236,9 @@ func (r *room) load() error {
 		if typ == "m.room.member" {
 			members = append(members, storage.ParseUint64(v))
 		} else {
+			if r.unread == nil {
+				r.unread = map[stateKey]uint64{}
+			}
 			r.unread[stateKey{typ, key}] = storage.ParseUint64(v)
 		}
 		return nil
@@ -276,6 +279,7 @@ func (r *room) readUnread() error {
 		r.state[sk] = ev
 		delete(r.unread, sk)
 	}
+	r.unread = nil // an emptied map keeps its memory
 	return nil
 }
 

@@ -3,6 +3,7 @@ package actors
 import (
 	"crypto/rand"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"time"
 
@@ -137,8 +138,8 @@ func (r *room) membership(user string) string {
 }
 
 func membershipOf(ev *evRecord) string {
-	if ev.membership != "" {
-		return ev.membership
+	if ev.membership != 0 {
+		return memberships[ev.membership]
 	}
 	var c struct {
 		Membership string `json:"membership"`
@@ -147,9 +148,14 @@ func membershipOf(ev *evRecord) string {
 	if c.Membership == "" {
 		c.Membership = "leave"
 	}
-	ev.membership = c.Membership
+	if i := slices.Index(memberships[:], c.Membership); i > 0 {
+		ev.membership = uint8(i)
+	}
 	return c.Membership
 }
+
+// memberships are the values evRecord.membership names (0: not read yet).
+var memberships = [...]string{"", "join", "leave", "invite", "ban", "knock"}
 
 // powerLevel is a user's power level.
 func (r *room) powerLevel(user string) int64 {

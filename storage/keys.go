@@ -21,21 +21,6 @@ func Key(parts ...string) []byte {
 	return k
 }
 
-// Join extends key, made by Key, with parts: Join(Key(a...), b...) equals
-// Key(a..., b...).
-func Join(key []byte, parts ...string) []byte {
-	n := len(key)
-	for _, p := range parts {
-		n += 1 + len(p)
-	}
-	k := make([]byte, 0, n)
-	k = append(k, key...)
-	for _, p := range parts {
-		k = append(append(k, sep), p...)
-	}
-	return k
-}
-
 // Prefix is Key(parts...) followed by the separator: every key made by
 // Key(append(parts, more...)...) starts with it.
 func Prefix(parts ...string) []byte { return append(Key(parts...), sep) }

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"persona/storage"
 )
 
@@ -296,7 +294,7 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 	alice := registerUser(t, h, "alice")
 	bob := registerUser(t, h, "bob")
 	room := createRoom(t, h, alice, 1)
-	if r := askRoom[*SendReply](t, h, room, &ChangeMembership{RoomId: room, Sender: bob, Target: bob, Action: "join"}); r.Error != nil {
+	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: bob, Target: bob, Action: "join"}); r.Error != nil {
 		t.Fatal(r.Error)
 	}
 	h.Stop()
@@ -307,7 +305,7 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 	eventually(t, "propagated", func() bool {
 		return ask[*PendingReply](t, h2, alice, &GetPending{UserId: alice}).Behind == 0
 	})
-	all := askRoom[*StateReply](t, h2, room, &GetState{RoomId: room, UserId: bob, All: true})
+	all := askKind[*StateReply](t, h2, KindRoom, room, &GetState{RoomId: room, UserId: bob, All: true})
 	types := map[string]int{}
 	for _, raw := range all.EventsJson {
 		var ev struct {
@@ -329,7 +327,7 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 		t.Fatalf("state has %d members, want 2", types["m.room.member"])
 	}
 	topic := func(sender string) *Error {
-		return askRoom[*SendReply](t, h2, room, &SendEvent{RoomId: room, Sender: sender, Type: "m.room.power_levels", IsState: true, ContentJson: []byte(`{"users":{"` + sender + `":100}}`)}).Error
+		return askKind[*SendReply](t, h2, KindRoom, room, &SendEvent{RoomId: room, Sender: sender, Type: "m.room.power_levels", IsState: true, ContentJson: []byte(`{"users":{"` + sender + `":100}}`)}).Error
 	}
 	if e := topic(bob); e == nil || e.Errcode != "M_FORBIDDEN" {
 		t.Fatalf("bob changed the power levels: %v", e)
@@ -337,17 +335,4 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 	if e := topic(alice); e != nil {
 		t.Fatalf("alice, the creator, may change the power levels: %v", e)
 	}
-}
-
-func askRoom[T proto.Message](t *testing.T, h *Host, room string, m proto.Message) T {
-	t.Helper()
-	r, err := h.Request(context.Background(), KindRoom, room, m)
-	if err != nil {
-		t.Fatalf("%T: %v", m, err)
-	}
-	out, ok := r.(T)
-	if !ok {
-		t.Fatalf("%T answered %T %v", m, r, r)
-	}
-	return out
 }

@@ -34,7 +34,13 @@ func newTestHost(t *testing.T, dir string, passivate time.Duration) (*Host, *sto
 
 func ask[T proto.Message](t *testing.T, h *Host, id string, m proto.Message) T {
 	t.Helper()
-	r, err := h.Request(context.Background(), KindUser, id, m)
+	return askKind[T](t, h, KindUser, id, m)
+}
+
+// askKind asks the actor kind/id and fails the test unless it answers a T.
+func askKind[T proto.Message](t *testing.T, h *Host, kind, id string, m proto.Message) T {
+	t.Helper()
+	r, err := h.Request(context.Background(), kind, id, m)
 	if err != nil {
 		t.Fatalf("%T: %v", m, err)
 	}

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,10 +27,12 @@ type room struct {
 	exists bool
 	meta   roomMeta
 	state  map[stateKey]*evRecord // current state, read so far
-	// unread holds the positions of state events load left in storage: a
-	// room that only applies propagation needs its member events alone.
-	unread  map[stateKey]uint64
-	members map[string]*memberRec // per user: propagation record
+	// unread holds the positions of state events load left in storage, and
+	// unreadMembers what the state index says of members whose events it
+	// left there: a room that only applies propagation needs neither.
+	unread        map[stateKey]uint64
+	unreadMembers map[string]memberIndex
+	members       map[string]*memberRec // per user: propagation record
 
 	durable    uint64 // position after the last durable event: clients read below it
 	commitSeq  uint64
@@ -86,6 +89,28 @@ type memberRec struct {
 	Own       map[string]bool `json:"own,omitempty"`
 	Notified  uint64          `json:"n,omitempty"`
 	Forgotten bool            `json:"f,omitempty"` // left and forgotten: no more reads
+}
+
+// memberIndex is the state index's entry for a member event: its position,
+// stream position and membership (an index in memberships).
+type memberIndex struct {
+	pos, stream uint64
+	membership  uint8
+}
+
+// encode is the entry's value: 8 bytes of position (all that other state
+// events and older data hold), 8 of stream position, 1 of membership.
+func (m memberIndex) encode() []byte {
+	return append([]byte(storage.Uint64(m.pos)+storage.Uint64(m.stream)), m.membership)
+}
+
+// parseMemberIndex reads an entry; ok is false for one that names the
+// position alone, whose event must be read.
+func parseMemberIndex(v []byte) (m memberIndex, ok bool) {
+	if len(v) != 17 || v[16] == 0 || int(v[16]) >= len(memberships) {
+		return memberIndex{}, false
+	}
+	return memberIndex{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:]), v[16]}, true
 }
 
 func newRoom(h *Host, id string) *room { return &room{h: h, id: id, part: h.Partition(id)} }
@@ -207,7 +232,7 @@ func notFoundReply(m proto.Message) proto.Message {
 
 // load reads the room's header, state and member records, in one snapshot.
 func (r *room) load() error {
-	r.state, r.members, r.unread = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil
+	r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
 	raw, err := snap.Get(r.key("meta"))
@@ -230,16 +255,26 @@ func (r *room) load() error {
 	}
 	r.exists, r.durable = true, r.meta.NextPos
 	stPrefix := storage.Prefix(string(r.key("st")))
-	var members []uint64
+	var members []uint64 // member events the index does not describe
 	if err := snap.Scan(stPrefix, nil, func(k, v []byte) error {
 		typ, key, _ := strings.Cut(string(k[len(stPrefix):]), "\x00")
-		if typ == "m.room.member" {
-			members = append(members, storage.ParseUint64(v))
-		} else {
+		if len(v) < 8 {
+			return fmt.Errorf("state index entry %q: %d bytes", k[len(stPrefix):], len(v))
+		}
+		pos := binary.BigEndian.Uint64(v)
+		switch m, ok := parseMemberIndex(v); {
+		case typ == "m.room.member" && ok:
+			if r.unreadMembers == nil {
+				r.unreadMembers = map[string]memberIndex{}
+			}
+			r.unreadMembers[key] = m
+		case typ == "m.room.member":
+			members = append(members, pos)
+		default:
 			if r.unread == nil {
 				r.unread = map[stateKey]uint64{}
 			}
-			r.unread[stateKey{typ, key}] = storage.ParseUint64(v)
+			r.unread[stateKey{typ, key}] = pos
 		}
 		return nil
 	}); err != nil {
@@ -266,7 +301,7 @@ func (r *room) load() error {
 // readUnread reads the state events load left in storage, before the room
 // answers anything but propagation.
 func (r *room) readUnread() error {
-	if len(r.unread) == 0 {
+	if len(r.unread) == 0 && len(r.unreadMembers) == 0 {
 		return nil
 	}
 	snap := r.h.store.Snapshot()
@@ -279,8 +314,46 @@ func (r *room) readUnread() error {
 		r.state[sk] = ev
 		delete(r.unread, sk)
 	}
-	r.unread = nil // an emptied map keeps its memory
+	for user, m := range r.unreadMembers {
+		ev, err := r.readEventFrom(snap, m.pos)
+		if err != nil {
+			return err
+		}
+		r.state[stateKey{"m.room.member", user}] = ev
+		delete(r.unreadMembers, user)
+	}
+	r.unread, r.unreadMembers = nil, nil // emptied maps keep their memory
 	return nil
+}
+
+// readMember is user's member event (nil: none), read from storage if
+// load left it there.
+func (r *room) readMember(user string) (*evRecord, error) {
+	sk := stateKey{"m.room.member", user}
+	if ev := r.state[sk]; ev != nil {
+		return ev, nil
+	}
+	m, ok := r.unreadMembers[user]
+	if !ok {
+		return nil, nil
+	}
+	ev, err := r.readEvent(m.pos)
+	if err != nil {
+		return nil, err
+	}
+	r.state[sk] = ev
+	delete(r.unreadMembers, user)
+	return ev, nil
+}
+
+// memberStream is the stream position of user's member event and whether
+// there is one, from the event or the index.
+func (r *room) memberStream(user string) (uint64, bool) {
+	if ev := r.state[stateKey{"m.room.member", user}]; ev != nil {
+		return ev.Stream, true
+	}
+	m, ok := r.unreadMembers[user]
+	return m.stream, ok
 }
 
 func (r *room) readEvent(pos uint64) (*evRecord, error) { return r.readEventFrom(r.h.store, pos) }

@@ -21,6 +21,10 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 		r.ackUpdates(m.UserId, lastVersion(m), true, 0)
 		return
 	}
+	if _, err := r.readMember(m.UserId); err != nil { // into r.state, for memberContent
+		r.h.log.Error("room cannot read a member event", "room", r.id, "err", err)
+		return // not acknowledged: the user actor sends it again
+	}
 	rec := r.member(m.UserId)
 	before := rec.Version
 	var b storage.Batch

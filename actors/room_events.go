@@ -30,13 +30,23 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 	}
 	if ev.StateKey != nil {
 		sk := stateKey{ev.Type, *ev.StateKey}
+		if sk.typ == "m.room.member" {
+			if _, err := r.readMember(sk.key); err != nil { // into r.state, for prev
+				return err
+			}
+		}
 		if prev := r.state[sk]; prev != nil {
 			ev.Prev, ev.PrevSender, ev.PrevID = prev.Content, prev.Sender, prev.ID
 			ev.prev = prev
 		}
 		r.state[sk] = ev
 		r.unsynced = append(r.unsynced, ev)
-		b.Set(r.key("st", ev.Type+"\x00"+*ev.StateKey), []byte(storage.Uint64(ev.Pos)))
+		index := []byte(storage.Uint64(ev.Pos))
+		if sk.typ == "m.room.member" {
+			_ = membershipOf(ev) // sets ev.membership (0 for a value outside memberships: the index then names the position alone)
+			index = memberIndex{ev.Pos, ev.Stream, ev.membership}.encode()
+		}
+		b.Set(r.key("st", ev.Type+"\x00"+*ev.StateKey), index)
 	}
 	b.Set(r.key("ev", storage.Uint64(ev.Pos)), mustJSON(ev))
 	if ev.Txn != "" {
@@ -59,6 +69,11 @@ func (r *room) audience(ev *evRecord) []string {
 			if m := membershipOf(e); m == "join" || m == "invite" {
 				users = append(users, sk.key)
 			}
+		}
+	}
+	for user, m := range r.unreadMembers {
+		if m := memberships[m.membership]; m == "join" || m == "invite" {
+			users = append(users, user)
 		}
 	}
 	if ev.Type == "m.room.member" && ev.StateKey != nil {
@@ -132,6 +147,9 @@ func (r *room) stateContent(typ, key string) map[string]any {
 func (r *room) membership(user string) string {
 	ev := r.state[stateKey{"m.room.member", user}]
 	if ev == nil {
+		if m, ok := r.unreadMembers[user]; ok {
+			return memberships[m.membership]
+		}
 		return "leave"
 	}
 	return membershipOf(ev)

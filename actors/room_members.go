@@ -220,12 +220,12 @@ func (r *room) local(user string) bool {
 
 // notifyMember sends a local user's actor its membership here.
 func (r *room) notifyMember(user string) {
-	ev := r.state[stateKey{"m.room.member", user}]
-	if ev == nil || !r.local(user) {
+	stream, ok := r.memberStream(user)
+	if !ok || !r.local(user) {
 		return
 	}
 	r.h.Send(KindUser, user, &MembershipChanged{
-		UserId: user, RoomId: r.id, Membership: membershipOf(ev), Stream: ev.Stream, ProfileVersion: r.member(user).Version,
+		UserId: user, RoomId: r.id, Membership: r.membership(user), Stream: stream, ProfileVersion: r.member(user).Version,
 	})
 }
 
@@ -233,7 +233,7 @@ func (r *room) notifyMember(user string) {
 // latest membership (after a restart, or a lost message).
 func (r *room) renotify() {
 	for user := range r.members {
-		if ev := r.state[stateKey{"m.room.member", user}]; ev != nil && ev.Stream > r.members[user].Notified {
+		if stream, ok := r.memberStream(user); ok && stream > r.members[user].Notified {
 			r.notifyMember(user)
 		}
 	}
@@ -249,7 +249,7 @@ func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
 	r.putMember(&b, m.UserId)
 	pending := false
 	for user, rec := range r.members {
-		if ev := r.state[stateKey{"m.room.member", user}]; ev != nil && r.local(user) && ev.Stream > rec.Notified {
+		if stream, ok := r.memberStream(user); ok && r.local(user) && stream > rec.Notified {
 			pending = true
 			break
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -334,5 +336,78 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 	}
 	if e := topic(alice); e != nil {
 		t.Fatalf("alice, the creator, may change the power levels: %v", e)
+	}
+}
+
+// A room woken by propagation knows its members from the state index
+// alone: it reads the renamed member's event, tells the other members'
+// syncs, and reads every other event before its first client request.
+// An index entry written before the index carried membership (the
+// position alone) makes the room read that member's event at once.
+func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
+	dir := t.TempDir()
+	h, st := newTestHost(t, dir, time.Minute)
+	alice, bob, carol := registerUser(t, h, "alice"), registerUser(t, h, "bob"), registerUser(t, h, "carol")
+	room := createRoom(t, h, alice, 1)
+	for _, u := range []string{bob, carol} {
+		prof, v := profileOf(t, h, u)
+		if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: u, Target: u, Action: "join", ProfileJson: prof, ProfileVersion: v}); r.Error != nil {
+			t.Fatal(r.Error)
+		}
+	}
+	// bob's entry as older versions wrote it: the position alone.
+	bobKey := storage.Key("p", partitionName(h.Partition(room)), "r", room, "st", "m.room.member\x00"+bob)
+	h.Stop()
+	raw, err := st.Get(bobKey)
+	if err != nil || len(raw) != 17 {
+		t.Fatalf("bob's index entry = %x, %v; want 17 bytes", raw, err)
+	}
+	var old storage.Batch
+	old.Set(bobKey, raw[:8])
+	if err := st.CommitSync(&old); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	h2 := hostFor(t, dir)
+	r := newRoom(h2, room) // a load of our own, to look inside
+	if err := r.load(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.state) != 1 || r.state[stateKey{"m.room.member", bob}] == nil || len(r.unreadMembers) != 2 {
+		t.Fatalf("load read %d events (want bob's alone) and indexed %d members (want 2)", len(r.state), len(r.unreadMembers))
+	}
+	sk := alice
+	if got := r.audience(&evRecord{Type: "m.room.member", StateKey: &sk}); len(got) < 3 || !slices.Contains(got, carol) || !slices.Contains(got, bob) {
+		t.Fatalf("audience of alice's member event = %v, want every member", got)
+	}
+	setName(t, h2, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h2, bob, "Bob 2", Propagate_PROPAGATE_DEFAULT)
+	for _, u := range []string{alice, bob} {
+		eventually(t, "propagated", func() bool {
+			return ask[*PendingReply](t, h2, u, &GetPending{UserId: u}).Behind == 0
+		})
+	}
+	members := askKind[*StateReply](t, h2, KindRoom, room, &GetState{RoomId: room, UserId: carol, Members: true})
+	names := map[string]string{}
+	for _, raw := range members.EventsJson {
+		var ev struct {
+			StateKey string         `json:"state_key"`
+			Content  map[string]any `json:"content"`
+			Unsigned struct {
+				PrevContent map[string]any `json:"prev_content"`
+			} `json:"unsigned"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		if ev.Content["membership"] != "join" {
+			t.Fatalf("%s: membership %v, want join", ev.StateKey, ev.Content["membership"])
+		}
+		names[ev.StateKey], _ = ev.Content["displayname"].(string)
+		if ev.StateKey == alice && ev.Unsigned.PrevContent["displayname"] != "alice" {
+			t.Fatalf("alice's event has prev_content %v, want her old name", ev.Unsigned.PrevContent)
+		}
+	}
+	if want := map[string]string{alice: "Alice 2", bob: "Bob 2", carol: "carol"}; !maps.Equal(names, want) {
+		t.Fatalf("members after a propagation-only wake: %v, want %v", names, want)
 	}
 }

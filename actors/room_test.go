@@ -73,6 +73,17 @@ func memberName(t *testing.T, h *Host, room, user string) string {
 	return name
 }
 
+// waitPropagated waits until no joined room of each user is behind its
+// profile.
+func waitPropagated(t *testing.T, h *Host, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		eventually(t, "rooms of "+u+" caught up", func() bool {
+			return ask[*PendingReply](t, h, u, &GetPending{UserId: u}).Behind == 0
+		})
+	}
+}
+
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -304,9 +315,7 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 
 	h2 := hostFor(t, dir)
 	setName(t, h2, alice, "Woken", Propagate_PROPAGATE_DEFAULT)
-	eventually(t, "propagated", func() bool {
-		return ask[*PendingReply](t, h2, alice, &GetPending{UserId: alice}).Behind == 0
-	})
+	waitPropagated(t, h2, alice)
 	all := askKind[*StateReply](t, h2, KindRoom, room, &GetState{RoomId: room, UserId: bob, All: true})
 	types := map[string]int{}
 	for _, raw := range all.EventsJson {
@@ -383,11 +392,7 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 	}
 	setName(t, h2, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
 	setName(t, h2, bob, "Bob 2", Propagate_PROPAGATE_DEFAULT)
-	for _, u := range []string{alice, bob} {
-		eventually(t, "propagated", func() bool {
-			return ask[*PendingReply](t, h2, u, &GetPending{UserId: u}).Behind == 0
-		})
-	}
+	waitPropagated(t, h2, alice, bob)
 	members := askKind[*StateReply](t, h2, KindRoom, room, &GetState{RoomId: room, UserId: carol, Members: true})
 	names := map[string]string{}
 	for _, raw := range members.EventsJson {

@@ -98,19 +98,21 @@ type memberIndex struct {
 	membership  uint8
 }
 
-// encode is the entry's value: 8 bytes of position (all that other state
-// events and older data hold), 8 of stream position, 1 of membership.
+// encode is the entry's value: 8 bytes of stream position, 1 of
+// membership, and last the 8 bytes of position that other state events and
+// older data hold alone (so that storage.ParseUint64 reads any entry's
+// position, older versions of persona included).
 func (m memberIndex) encode() []byte {
-	return append([]byte(storage.Uint64(m.pos)+storage.Uint64(m.stream)), m.membership)
+	return []byte(storage.Uint64(m.stream) + string(m.membership) + storage.Uint64(m.pos))
 }
 
 // parseMemberIndex reads an entry; ok is false for one that names the
 // position alone, whose event must be read.
 func parseMemberIndex(v []byte) (m memberIndex, ok bool) {
-	if len(v) != 17 || v[16] == 0 || int(v[16]) >= len(memberships) {
+	if len(v) != 17 || v[8] == 0 || int(v[8]) >= len(memberships) {
 		return memberIndex{}, false
 	}
-	return memberIndex{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:]), v[16]}, true
+	return memberIndex{pos: storage.ParseUint64(v), stream: binary.BigEndian.Uint64(v), membership: v[8]}, true
 }
 
 func newRoom(h *Host, id string) *room { return &room{h: h, id: id, part: h.Partition(id)} }
@@ -261,7 +263,7 @@ func (r *room) load() error {
 		if len(v) < 8 {
 			return fmt.Errorf("state index entry %q: %d bytes", k[len(stPrefix):], len(v))
 		}
-		pos := binary.BigEndian.Uint64(v)
+		pos := storage.ParseUint64(v)
 		switch m, ok := parseMemberIndex(v); {
 		case typ == "m.room.member" && ok:
 			if r.unreadMembers == nil {

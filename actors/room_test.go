@@ -372,7 +372,7 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 		t.Fatalf("bob's index entry = %x, %v; want 17 bytes", raw, err)
 	}
 	var old storage.Batch
-	old.Set(bobKey, raw[:8])
+	old.Set(bobKey, raw[len(raw)-8:])
 	if err := st.CommitSync(&old); err != nil {
 		t.Fatal(err)
 	}
@@ -414,5 +414,21 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 	}
 	if want := map[string]string{alice: "Alice 2", bob: "Bob 2", carol: "carol"}; !maps.Equal(names, want) {
 		t.Fatalf("members after a propagation-only wake: %v, want %v", names, want)
+	}
+}
+
+// A member's index entry ends with the position, as every entry did before
+// it carried more: older versions of persona read it the same way.
+func TestMemberIndexEndsWithThePosition(t *testing.T) {
+	m := memberIndex{pos: 7, stream: 1 << 40, membership: 1}
+	v := m.encode()
+	if got := storage.ParseUint64(v); got != 7 {
+		t.Fatalf("ParseUint64 of an entry = %d, want its position 7", got)
+	}
+	if back, ok := parseMemberIndex(v); !ok || back != m {
+		t.Fatalf("parseMemberIndex = %+v, %v; want %+v", back, ok, m)
+	}
+	if _, ok := parseMemberIndex(v[len(v)-8:]); ok {
+		t.Fatal("an entry with the position alone parsed as a member index")
 	}
 }

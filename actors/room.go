@@ -3,7 +3,6 @@ package actors
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -32,6 +31,7 @@ type room struct {
 	// left there: a room that only applies propagation needs neither.
 	unread        map[stateKey]uint64
 	unreadMembers map[string]memberIndex
+	metaUnread    bool                  // meta's creator and version are still in storage
 	members       map[string]*memberRec // per user: propagation record
 
 	durable    uint64 // position after the last durable event: clients read below it
@@ -235,27 +235,20 @@ func notFoundReply(m proto.Message) proto.Message {
 // load reads the room's header, state and member records, in one snapshot.
 func (r *room) load() error {
 	r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
+	r.meta, r.metaUnread = roomMeta{}, false
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
-	raw, err := snap.Get(r.key("meta"))
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(raw, &r.meta); err != nil {
-		return fmt.Errorf("decode room meta: %w", err)
-	}
-	// The header's next position is not rewritten per event (data from
-	// before may hold it): the last event's position says.
+	// The last event's position says where the room goes on (the header's
+	// is not rewritten per event). A room without events does not exist:
+	// its creation writes its header and first events in one batch.
+	found := false
 	if err := snap.ScanReverse(storage.Prefix(string(r.key("ev"))), nil, func(k, _ []byte) error {
-		r.meta.NextPos = max(r.meta.NextPos, storage.ParseUint64(k)+1)
+		r.meta.NextPos, found = storage.ParseUint64(k)+1, true
 		return storage.ErrStopScan
-	}); err != nil {
+	}); err != nil || !found {
 		return err
 	}
-	r.exists, r.durable = true, r.meta.NextPos
+	r.exists, r.durable, r.metaUnread = true, r.meta.NextPos, true
 	stPrefix := storage.Prefix(string(r.key("st")))
 	var members []uint64 // member events the index does not describe
 	if err := snap.Scan(stPrefix, nil, func(k, v []byte) error {
@@ -300,14 +293,25 @@ func (r *room) load() error {
 	})
 }
 
-// readUnread reads the state events load left in storage, before the room
-// answers anything but propagation.
+// readUnread reads the header and state events load left in storage,
+// before the room answers anything but propagation.
 func (r *room) readUnread() error {
-	if len(r.unread) == 0 && len(r.unreadMembers) == 0 {
+	if len(r.unread) == 0 && len(r.unreadMembers) == 0 && !r.metaUnread {
 		return nil
 	}
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
+	if r.metaUnread {
+		raw, err := snap.Get(r.key("meta"))
+		if err != nil {
+			return fmt.Errorf("read room meta: %w", err)
+		}
+		next := r.meta.NextPos
+		if err := json.Unmarshal(raw, &r.meta); err != nil {
+			return fmt.Errorf("decode room meta: %w", err)
+		}
+		r.meta.NextPos, r.metaUnread = next, false
+	}
 	for sk, p := range r.unread {
 		ev, err := r.readEventFrom(snap, p)
 		if err != nil {

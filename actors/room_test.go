@@ -390,6 +390,10 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 	if got := r.audience(&evRecord{Type: "m.room.member", StateKey: &sk}); len(got) < 3 || !slices.Contains(got, carol) || !slices.Contains(got, bob) {
 		t.Fatalf("audience of alice's member event = %v, want every member", got)
 	}
+	next := r.meta.NextPos
+	if err := r.readUnread(); err != nil || r.meta.Creator != alice || r.meta.NextPos != next || len(r.state) < 7 {
+		t.Fatalf("after readUnread: %v, creator %q, next %d (want %d), %d events", err, r.meta.Creator, r.meta.NextPos, next, len(r.state))
+	}
 	setName(t, h2, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
 	setName(t, h2, bob, "Bob 2", Propagate_PROPAGATE_DEFAULT)
 	waitPropagated(t, h2, alice, bob)

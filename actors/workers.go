@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -13,7 +14,9 @@ import (
 // processor after each mailbox. A fan-out to thousands of rooms then keeps
 // a few goroutines runnable instead of thousands, and a client's request,
 // which runs on goroutines of its own, waits for one room's turn at most,
-// not for every room's. Rooms with a client's request waiting go in the fast
+// not for every room's. Every netEvery a worker yields to the network
+// (netYield), so that a request is read within that time even while every
+// processor is busy. Rooms with a client's request waiting go in the fast
 // lane, ahead of rooms that have only propagation to apply. Room work never
 // blocks on another actor's answer, so a fixed number of goroutines cannot
 // deadlock.
@@ -23,11 +26,17 @@ type workers struct {
 	fast, slow fifo
 	stopped    bool
 	wg         sync.WaitGroup
+	net        *netYield
 }
+
+// netEvery is how long a worker runs mailboxes before it yields to the
+// network.
+const netEvery = time.Millisecond
 
 // newWorkers starts n worker goroutines.
 func newWorkers(n int) *workers {
 	w := &workers{}
+	w.net, _ = newNetYield() // without it workers yield with Gosched alone
 	w.ready.L = &w.mu
 	w.wg.Add(n)
 	for range n {
@@ -50,13 +59,19 @@ func (w *workers) schedule(fn func(), fast bool) {
 
 func (w *workers) work() {
 	defer w.wg.Done()
+	polled := time.Now()
 	for {
 		fn := w.next()
 		if fn == nil {
 			return
 		}
 		fn()
-		runtime.Gosched()
+		if now := time.Now(); now.Sub(polled) < netEvery {
+			runtime.Gosched()
+		} else {
+			w.net.yield()
+			polled = now
+		}
 	}
 }
 
@@ -84,6 +99,7 @@ func (w *workers) stop() {
 	w.mu.Unlock()
 	w.ready.Broadcast()
 	w.wg.Wait()
+	w.net.close()
 }
 
 // fifo is a queue of mailbox runs.

@@ -31,7 +31,7 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 	contents, written := applyVersions(rec, r.memberContent(m.UserId), m.Updates, r.h.cfg.Profile.PreserveRoomOverrides)
 	for _, content := range contents {
 		sk := m.UserId
-		ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.UserId, Content: mustJSON(content)}
+		ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.UserId, Content: mustJSON(content), membership: joined}
 		if err := r.append(&b, ev); err != nil {
 			r.h.log.Error("room cannot append", "room", r.id, "err", err)
 			r.abort() // not acknowledged: the user actor sends it again

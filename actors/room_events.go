@@ -175,6 +175,9 @@ func membershipOf(ev *evRecord) string {
 // memberships are the values evRecord.membership names (0: not read yet).
 var memberships = [...]string{"", "join", "leave", "invite", "ban", "knock"}
 
+// joined is "join" in memberships.
+const joined uint8 = 1
+
 // powerLevel is a user's power level.
 func (r *room) powerLevel(user string) int64 {
 	pl := r.stateContent("m.room.power_levels", "")

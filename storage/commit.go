@@ -315,30 +315,43 @@ func (s *Store) write(round []*pending, errs []error) bool {
 // writeSome commits the longest prefix of round that fits one transaction and
 // returns its length; 0 means round[0] does not fit one on its own.
 func (s *Store) writeSome(round []*pending) (int, error) {
-	txn := s.db.NewTransaction(true)
+	seq := s.seq + 1
+	txn := s.newTxn(seq)
 	defer func() { txn.Discard() }()
+	n := len(round)
 	for i, p := range round {
-		err := apply(txn, p.b)
+		err := s.apply(txn, p.b)
 		if errors.Is(err, badger.ErrTxnTooBig) && i > 0 {
 			// p is partly in txn: start again with the batches before it.
 			txn.Discard()
-			txn = s.db.NewTransaction(true)
+			txn = s.newTxn(seq)
 			for _, q := range round[:i] {
-				if err := apply(txn, q.b); err != nil {
+				if err := s.apply(txn, q.b); err != nil {
 					return i, err
 				}
 			}
-			return i, txn.Commit()
+			n = i
+			break
 		}
 		if err != nil {
 			return 0, err
 		}
 	}
-	return len(round), txn.Commit()
+	if err := txn.Commit(); err != nil {
+		return n, err
+	}
+	s.seq = seq
+	if s.log != nil {
+		s.log.add(seq, round[:n])
+	}
+	return n, nil
 }
 
-func apply(txn *badger.Txn, b *Batch) error {
+func (s *Store) apply(txn *badger.Txn, b *Batch) error {
 	for _, o := range b.ops {
+		if len(o.value) >= s.valueLimit {
+			s.bigValue = true
+		}
 		var err error
 		if o.del {
 			err = txn.Delete(o.key)

@@ -60,13 +60,21 @@ type Store struct {
 	urgentOnly bool
 	urgentAt   time.Time // when the last urgent batch was written (committer goroutine only)
 	urgentPrev time.Time // when the one before it was
-	// dir is the data directory ("" in memory); wal is the number of the
-	// memtable log badger writes to, as far as sync knows (committer only).
-	dir     string
-	wal     int
-	onRound func(batches, ops int, write, sync time.Duration)
-	stats   CommitStats
-	statsMu sync.Mutex
+	// dir is the data directory ("" in memory). The rest is the
+	// committer's: seq numbers the last transaction written, log is the
+	// commit log (nil in memory) and sealed its full segments, logBroken
+	// says its last write failed, bigValue that a value went to badger's
+	// value log since the last sync.
+	dir        string
+	seq        uint64
+	log        *commitLog
+	sealed     []sealedSegment
+	logBroken  bool
+	bigValue   bool
+	valueLimit int // badger's ValueThreshold
+	onRound    func(batches, ops int, write, sync time.Duration)
+	stats      CommitStats
+	statsMu    sync.Mutex
 }
 
 // CommitStats counts the committer's work since the store opened.
@@ -74,7 +82,7 @@ type CommitStats struct {
 	Rounds  uint64 // fsyncs
 	Batches uint64 // batches committed
 	Ops     uint64 // keys written or deleted
-	Logs    uint64 // memtable logs synced after badger moved to a new one
+	Dropped uint64 // commit log segments deleted, their transactions in badger's tables
 }
 
 // Open opens (creating if needed) the store in dir. It fails with a clear
@@ -116,16 +124,16 @@ func Open(dir string, opts Options) (*Store, error) {
 	if s.maxRnd <= 0 {
 		s.maxRnd = 4096
 	}
-	s.onRound = opts.OnRound
+	s.onRound, s.valueLimit = opts.OnRound, int(bo.ValueThreshold)
 	s.maxOps = opts.MaxOpsPerRound
 	if s.maxOps <= 0 {
 		s.maxOps = 4096
 	}
 	if !opts.InMemory {
 		s.dir = dir
-		if s.wal, _, err = syncWALs(dir); err != nil {
+		if s.seq, _, err = s.recoverLog(); err != nil {
 			db.Close()
-			return nil, fmt.Errorf("open store %s: %w", dir, err)
+			return nil, fmt.Errorf("open store %s: recover the commit log: %w", dir, err)
 		}
 	}
 	s.wg.Add(2)
@@ -146,6 +154,9 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
+	if s.log != nil {
+		s.log.f.Close()
+	}
 	return s.db.Close()
 }
 

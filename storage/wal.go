@@ -6,56 +6,113 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
 
-// Badger, with SyncWrites off, leaves the syncing of its memtable logs to
-// the committer, and DB.Sync covers the current memtable's log alone. A
-// write that fills a memtable starts a new log; badger never syncs the
-// previous one: its writes become durable when its table is flushed, maybe
-// seconds later. So before reporting a round, sync also syncs the logs
-// started before the current one, or a write acknowledged just before the
-// switch could be lost with the machine. Only the committer writes (values
-// stay in the LSM, so value-log GC moves nothing), so no switch happens
-// between a round's writes and its sync.
-
 // memExt names badger's memtable log files: a sequence number and ".mem".
 const memExt = ".mem"
 
-// sync makes every write before it durable.
-func (s *Store) sync() error {
-	if err := s.syncRotated(); err != nil {
-		return err
-	}
-	return s.db.Sync()
-}
+// segmentBytes is the size at which the commit log starts a new segment.
+var segmentBytes int64 = 8 << 20
 
-// syncRotated syncs the earlier logs if badger has started a new memtable
-// log since the last call.
-func (s *Store) syncRotated() error {
-	if s.dir == "" { // in memory
-		return nil
+// sync makes every write before it durable: it writes and syncs the commit
+// log's queued records (in memory there is nothing to sync). A full segment
+// is sealed, and sealed segments whose transactions badger has flushed to
+// tables are deleted. A round that wrote a value large enough for badger's
+// value log syncs badger too: a table flushed later would point into a
+// value log that was never synced. After a failed write the segment may
+// end in a torn record that would hide the records after it from
+// recovery, so the next sync first syncs badger and starts the log anew.
+func (s *Store) sync() error {
+	if s.log == nil {
+		return s.db.Sync() // in memory: nothing to do
 	}
-	if exists(walPath(s.dir, s.wal+1)) || !exists(walPath(s.dir, s.wal)) {
-		wal, n, err := syncWALs(s.dir)
-		if err != nil {
+	if s.logBroken {
+		if err := s.restartLog(); err != nil {
 			return err
 		}
-		s.wal = wal
-		s.statsMu.Lock()
-		s.stats.Logs += uint64(n)
-		s.statsMu.Unlock()
+		s.logBroken = false
+	}
+	if err := s.log.flush(); err != nil {
+		s.logBroken = true
+		return err
+	}
+	if s.bigValue {
+		if err := s.db.Sync(); err != nil {
+			return err
+		}
+		s.bigValue = false
+	}
+	if s.log.size >= segmentBytes {
+		if err := s.sealSegment(); err != nil {
+			s.logBroken = true // the round is durable; the next one starts anew
+		}
 	}
 	return nil
 }
 
-// syncWALs syncs every memtable log in dir but the newest, whose number it
-// returns with the count synced.
-func syncWALs(dir string) (newest, synced int, err error) {
+// sealSegment starts the next segment. The sealed one may go once every
+// memtable that existed when it was sealed has been flushed to a table
+// and its log removed: badger syncs a table and its manifest before it
+// removes the memtable's log, so badger's own files then hold every
+// transaction of the segment. Until then badger's memtable logs are never
+// synced: the kernel drops their pages with the file.
+func (s *Store) sealSegment() error {
+	mems, err := memLogs(s.dir)
+	if err != nil {
+		return err
+	}
+	s.sealed = append(s.sealed, sealedSegment{n: s.log.n, mem: mems[len(mems)-1]})
+	if err := s.log.next(); err != nil {
+		return err
+	}
+	var keep []sealedSegment
+	for _, seg := range s.sealed {
+		if seg.mem >= mems[0] { // a memtable it may need is still in memory
+			keep = append(keep, seg)
+			continue
+		}
+		if err := removeSegments(s.log.dir, []int{seg.n}); err != nil {
+			return err
+		}
+		s.statsMu.Lock()
+		s.stats.Dropped++
+		s.statsMu.Unlock()
+	}
+	s.sealed = keep
+	return nil
+}
+
+// sealedSegment is a full segment and the newest memtable log when it was
+// sealed.
+type sealedSegment struct{ n, mem int }
+
+// restartLog makes everything badger holds durable in its own files, then
+// starts a new segment and deletes every earlier one.
+func (s *Store) restartLog() error {
+	s.log.f.Close() // a failed segment: its errors no longer matter
+	if err := s.syncBadger(); err != nil {
+		return err
+	}
+	if err := s.log.open(s.log.n + 1); err != nil {
+		return err
+	}
+	ns, err := segments(s.log.dir)
+	if err != nil {
+		return err
+	}
+	s.sealed = nil
+	return removeSegments(s.log.dir, ns[:len(ns)-1])
+}
+
+// memLogs lists the numbers of badger's memtable logs, in order; there is
+// always one.
+func memLogs(dir string) ([]int, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	var fids []int
 	for _, e := range entries {
@@ -66,35 +123,14 @@ func syncWALs(dir string) (newest, synced int, err error) {
 		}
 	}
 	if len(fids) == 0 {
-		return 0, 0, errors.New("no memtable log in the data directory")
+		return nil, errors.New("no memtable log in the data directory")
 	}
-	newest = fids[0]
-	for _, fid := range fids {
-		newest = max(newest, fid)
-	}
-	for _, fid := range fids {
-		if fid == newest {
-			continue
-		}
-		if err := syncFile(walPath(dir, fid)); err != nil {
-			return 0, 0, err
-		}
-		synced++
-	}
-	return newest, synced, nil
+	slices.Sort(fids)
+	return fids, nil
 }
 
-func walPath(dir string, fid int) string {
-	return filepath.Join(dir, fmt.Sprintf("%05d%s", fid, memExt))
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}
-
-// syncFile fsyncs path; a file already gone (flushed to a table and
-// removed) is durable and no error.
+// syncFile fsyncs path (a file or a directory); a file already gone
+// (flushed to a table and removed) is durable and no error.
 func syncFile(path string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -105,4 +141,20 @@ func syncFile(path string) error {
 	}
 	defer f.Close()
 	return f.Sync()
+}
+
+// syncBadger makes every write badger has taken durable in its own files:
+// each memtable log, then DB.Sync for the value log (and the current
+// memtable's log again, clean by then).
+func (s *Store) syncBadger() error {
+	mems, err := memLogs(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, fid := range mems {
+		if err := syncFile(filepath.Join(s.dir, fmt.Sprintf("%05d%s", fid, memExt))); err != nil {
+			return err
+		}
+	}
+	return s.db.Sync()
 }

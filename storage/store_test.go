@@ -614,3 +614,40 @@ func TestAcknowledgedWritesSurviveLosingBadgersLog(t *testing.T) {
 		}
 	}
 }
+
+// TestLogStartsAnewAfterAFailedWrite: a round whose log write fails
+// reports the error; the next round first syncs badger and starts a new
+// segment, and the store goes on.
+func TestLogStartsAnewAfterAFailedWrite(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	commit := func(key string) error {
+		var b Batch
+		b.Set(Key(key), []byte("v"))
+		return s.CommitSync(&b)
+	}
+	if err := commit("before"); err != nil {
+		t.Fatal(err)
+	}
+	failed := s.log.n
+	s.log.f.Close() // the committer is idle: its next write fails
+	if err := commit("failed"); err == nil {
+		t.Fatal("a round whose log write failed reported success")
+	}
+	if err := commit("after"); err != nil {
+		t.Fatalf("the round after a failed one: %v", err)
+	}
+	if ns, _ := segments(filepath.Join(dir, logDir)); len(ns) != 1 || ns[0] <= failed {
+		t.Fatalf("segments %v after starting anew from %d", ns, failed)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	for _, key := range []string{"before", "after"} {
+		if _, err := s.Get(Key(key)); err != nil {
+			t.Fatalf("%s after reopen: %v", key, err)
+		}
+	}
+}

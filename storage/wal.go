@@ -104,7 +104,7 @@ func (s *Store) restartLog() error {
 		return err
 	}
 	s.sealed = nil
-	return removeSegments(s.log.dir, ns[:len(ns)-1])
+	return removeSegments(s.log.dir, slices.DeleteFunc(ns, func(n int) bool { return n == s.log.n }))
 }
 
 // memLogs lists the numbers of badger's memtable logs, in order; there is

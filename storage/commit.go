@@ -77,6 +77,10 @@ var urgentCalm = 50 * time.Millisecond
 // clients are writing, and background rounds rest between them.
 var busyGap = 20 * time.Millisecond
 
+// starveAfter is how long urgent rounds may keep background batches
+// waiting before one takes a background transaction along.
+var starveAfter = 10 * time.Millisecond
+
 // txnOps is the most keys the committer writes in one badger transaction
 // of background batches; between two such transactions it looks for urgent
 // batches.
@@ -137,6 +141,31 @@ func (s *Store) noteUrgent(t time.Time) { s.urgentPrev, s.urgentAt = s.urgentAt,
 // not slow the background lane.
 func (s *Store) clientsWriting(t time.Time) bool {
 	return t.Sub(s.urgentAt) < urgentCalm && s.urgentAt.Sub(s.urgentPrev) < busyGap
+}
+
+// backgroundTxns is how many background transactions a round starting at
+// t may write after its urgent batches (-1: no limit). A round with urgent
+// batches writes them alone: a background transaction in their round
+// would make them wait for its write (256 keys: milliseconds on two busy
+// cores). So that a steady stream of urgent writes cannot starve the
+// background lane, an urgent round takes one background transaction along
+// once urgent rounds have kept background batches waiting for
+// starveAfter.
+func (s *Store) backgroundTxns(urgent, waiting bool, t time.Time) int {
+	txns := -1
+	if urgent {
+		txns = 0
+		if !s.urgentOnlySince.IsZero() && t.Sub(s.urgentOnlySince) > starveAfter {
+			txns = 1
+		}
+	}
+	switch {
+	case txns != 0 || !waiting:
+		s.urgentOnlySince = time.Time{}
+	case s.urgentOnlySince.IsZero():
+		s.urgentOnlySince = t
+	}
+	return txns
 }
 
 // takeUrgent adds the urgent batches already queued to round.
@@ -201,17 +230,8 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	write(urgent)
 	// Urgent batches are synced at once. Background batches follow a
 	// transaction at a time until the round is full or an urgent batch
-	// waits. After a round of urgent batches alone, the next one takes one
-	// background transaction along, so that a steady stream of urgent writes
-	// cannot starve the background lane.
-	txns := -1 // background transactions allowed; -1 for no limit
-	if len(urgent) > 0 {
-		txns = 0
-		if s.urgentOnly {
-			txns = 1
-		}
-	}
-	s.urgentOnly = txns == 0 && len(backlog) > 0
+	// waits.
+	txns := s.backgroundTxns(len(urgent) > 0, len(backlog) > 0, start)
 	if len(urgent) > 0 {
 		s.noteUrgent(start)
 	}

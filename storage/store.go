@@ -55,11 +55,12 @@ type Store struct {
 	closed  bool
 	maxRnd  int
 	maxOps  int
-	// urgentOnly: the last round wrote urgent batches alone, leaving
-	// background ones waiting (committer goroutine only).
-	urgentOnly bool
-	urgentAt   time.Time // when the last urgent batch was written (committer goroutine only)
-	urgentPrev time.Time // when the one before it was
+	// urgentOnlySince: since when rounds have written urgent batches alone
+	// while background ones waited; zero if the last round wrote
+	// background batches or none waited (committer goroutine only).
+	urgentOnlySince time.Time
+	urgentAt        time.Time // when the last urgent batch was written (committer goroutine only)
+	urgentPrev      time.Time // when the one before it was
 	// dir is the data directory ("" in memory). The rest is the
 	// committer's: seq numbers the last transaction written, log is the
 	// commit log (nil in memory) and sealed its full segments, logBroken

@@ -506,6 +506,34 @@ func TestOneWriteDoesNotSlowTheBackground(t *testing.T) {
 	}
 }
 
+// TestUrgentRoundsStarveTheBackgroundBriefly: urgent rounds write their
+// batches alone, until they have kept background batches waiting for
+// starveAfter; then one takes a background transaction along, and the
+// wait starts again.
+func TestUrgentRoundsStarveTheBackgroundBriefly(t *testing.T) {
+	var s Store
+	t0 := time.Now()
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for _, step := range []struct {
+		urgent, waiting bool
+		at              time.Duration
+		want            int
+	}{
+		{true, false, 0, 0},                                 // nothing waits: no starving starts
+		{true, true, time.Millisecond, 0},                   // alone; background waits from now
+		{true, true, starveAfter, 0},                        // within starveAfter
+		{true, true, starveAfter + 2*time.Millisecond, 1},   // then one transaction along
+		{true, true, starveAfter + 3*time.Millisecond, 0},   // and the wait starts again
+		{false, true, starveAfter + 4*time.Millisecond, -1}, // a background round: no limit
+		{true, true, 2 * starveAfter, 0},                    // a new wait
+	} {
+		if got := s.backgroundTxns(step.urgent, step.waiting, at(step.at)); got != step.want {
+			t.Fatalf("round at %v (urgent %v, background waiting %v): %d background transactions, want %d",
+				step.at, step.urgent, step.waiting, got, step.want)
+		}
+	}
+}
+
 // queueBackground commits n one-key background batches, counted in wg.
 func queueBackground(t *testing.T, s *Store, n int, wg *sync.WaitGroup) {
 	for i := range n {

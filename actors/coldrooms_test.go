@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"persona/config"
-	"persona/metrics"
 	"persona/storage"
 )
 
@@ -20,19 +18,7 @@ import (
 func BenchmarkColdRenameInBigRooms(b *testing.B) {
 	const rooms, members = 10, 1000
 	dir := b.TempDir()
-	open := func() (*Host, *storage.Store) {
-		st, err := storage.Open(dir, storage.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		cfg := config.Default()
-		cfg.ServerName = server
-		h, err := NewHost(st, cfg, metrics.New(st), nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return h, st
-	}
+	open := func() (*Host, *storage.Store) { return newTestHost(b, dir, 0) }
 	ctx := context.Background()
 	h, st := open()
 	users := make([]string, members)

@@ -8,10 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"persona/config"
 	"persona/internal/cputime"
-	"persona/metrics"
-	"persona/storage"
 )
 
 // BenchmarkWarmRename: a user in 3,000 rooms, every room active, renames.
@@ -21,17 +18,8 @@ import (
 // Run: go test -run '^$' -bench WarmRename -benchtime 20x ./actors
 func BenchmarkWarmRename(b *testing.B) {
 	const rooms = 3000
-	st, err := storage.Open(b.TempDir(), storage.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	h, st := newTestHost(b, b.TempDir(), 0)
 	defer st.Close()
-	cfg := config.Default()
-	cfg.ServerName = server
-	h, err := NewHost(st, cfg, metrics.New(st), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	defer h.Stop()
 	ctx := context.Background()
 	user := "@renamer:" + server

@@ -16,14 +16,18 @@ import (
 	"persona/storage"
 )
 
-func newTestHost(t *testing.T, dir string, passivate time.Duration) (*Host, *storage.Store) {
+// newTestHost opens a store in dir and a host on it whose actors passivate
+// after passivate (0: the default).
+func newTestHost(t testing.TB, dir string, passivate time.Duration) (*Host, *storage.Store) {
 	t.Helper()
 	st, err := storage.Open(dir, storage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
-	cfg.Actors.PassivateAfter = passivate
+	if passivate > 0 {
+		cfg.Actors.PassivateAfter = passivate
+	}
 	cfg.ServerName = server
 	h, err := NewHost(st, cfg, metrics.New(st), nil)
 	if err != nil {

@@ -134,14 +134,18 @@ func segmentPath(dir string, n int) string {
 }
 
 // segments lists the segment numbers in dir, in order.
-func segments(dir string) ([]int, error) {
+func segments(dir string) ([]int, error) { return numbered(dir, ".log") }
+
+// numbered lists, in order, the numbers of the files in dir named a
+// number and ext.
+func numbered(dir, ext string) ([]int, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	var ns []int
 	for _, e := range entries {
-		if name, ok := strings.CutSuffix(e.Name(), ".log"); ok {
+		if name, ok := strings.CutSuffix(e.Name(), ext); ok {
 			if n, err := strconv.Atoi(name); err == nil {
 				ns = append(ns, n)
 			}

@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 )
 
 // memExt names badger's memtable log files: a sequence number and ".mem".
@@ -110,23 +108,11 @@ func (s *Store) restartLog() error {
 // memLogs lists the numbers of badger's memtable logs, in order; there is
 // always one.
 func memLogs(dir string) ([]int, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
+	fids, err := numbered(dir, memExt)
+	if err == nil && len(fids) == 0 {
+		err = errors.New("no memtable log in the data directory")
 	}
-	var fids []int
-	for _, e := range entries {
-		if n, ok := strings.CutSuffix(e.Name(), memExt); ok {
-			if fid, err := strconv.Atoi(n); err == nil {
-				fids = append(fids, fid)
-			}
-		}
-	}
-	if len(fids) == 0 {
-		return nil, errors.New("no memtable log in the data directory")
-	}
-	slices.Sort(fids)
-	return fids, nil
+	return fids, err
 }
 
 // syncFile fsyncs path (a file or a directory); a file already gone

@@ -2,11 +2,9 @@ package actors
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"persona/storage"
 )
@@ -54,25 +52,8 @@ func BenchmarkColdRenameInBigRooms(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		h, st := open()
-		v, _ := json.Marshal(fmt.Sprint("renamed ", i))
 		b.StartTimer()
-		start := time.Now()
-		if _, err := h.Request(ctx, KindUser, users[0], &SetProfileField{UserId: users[0], Key: "displayname", ValueJson: v}); err != nil {
-			b.Fatal(err)
-		}
-		for {
-			r, err := h.Request(ctx, KindUser, users[0], &GetPending{UserId: users[0]})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if r.(*PendingReply).Behind == 0 {
-				break
-			}
-			if time.Since(start) > time.Minute {
-				b.Fatal("rooms still behind after a minute")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		renameAndWait(b, h, users[0], fmt.Sprint("renamed ", i))
 		b.StopTimer()
 		h.Stop()
 		st.Close()

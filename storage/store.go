@@ -132,9 +132,14 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if !opts.InMemory {
 		s.dir = dir
-		if s.seq, _, err = s.recoverLog(); err != nil {
+		var applied int
+		if s.seq, applied, err = s.recoverLog(); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("open store %s: recover the commit log: %w", dir, err)
+		}
+		if applied > 0 && opts.Logger != nil {
+			opts.Logger.Warn("storage: the database had lost acknowledged writes after a crash; applied them again from the commit log",
+				"transactions", applied, "last", s.seq)
 		}
 	}
 	s.wg.Add(2)

@@ -93,6 +93,11 @@ func (u *user) recordUpdate(b *storage.Batch, upd *MemberUpdate) {
 // queued or in flight already. So a burst of writes costs a pass over the
 // rooms that caught up between two writes, not over every joined room.
 func (u *user) updateDurable(upd *MemberUpdate) {
+	if err := u.ensureRooms(); err != nil {
+		// The version is durable with the user's wake mark: a restart
+		// delivers it.
+		u.h.log.Error("user actor cannot read its rooms", "user", u.id, "err", err)
+	}
 	u.d.history = append(u.d.history, upd)
 	for id := range u.d.current {
 		u.d.queue = append(u.d.queue, id)
@@ -348,30 +353,42 @@ func (u *user) onMembership(m *MembershipChanged) {
 }
 
 // loadDeliveries reads the user's rooms and undelivered versions.
+// loadDeliveries reads the versions not yet acknowledged by every joined
+// room. The room cursors wait in storage for the first message that needs
+// them (ensureRooms): a user in many rooms then answers its first request
+// after waking without reading them all first.
 func (u *user) loadDeliveries() error {
-	u.rooms = map[string]*roomCursor{}
-	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}}
-	roomPrefix := storage.Prefix(string(u.key("room")))
-	if err := u.h.store.Scan(roomPrefix, nil, func(k, v []byte) error {
-		var c roomCursor
-		if err := json.Unmarshal(v, &c); err != nil {
-			return fmt.Errorf("decode room cursor: %w", err)
-		}
-		u.rooms[string(k[len(roomPrefix):])] = &c
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
+	u.rooms, u.roomsLoaded = nil, false
+	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}, current: map[string]struct{}{}}
+	return u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
 		var upd MemberUpdate
 		if err := proto.Unmarshal(v, &upd); err != nil {
 			return fmt.Errorf("decode profile version: %w", err)
 		}
 		u.d.history = append(u.d.history, &upd)
 		return nil
+	})
+}
+
+// ensureRooms reads the room cursors, unless they are in memory, and
+// counts the rooms behind the latest version.
+func (u *user) ensureRooms() error {
+	if u.roomsLoaded {
+		return nil
+	}
+	rooms := map[string]*roomCursor{}
+	roomPrefix := storage.Prefix(string(u.key("room")))
+	if err := u.h.store.Scan(roomPrefix, nil, func(k, v []byte) error {
+		var c roomCursor
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("decode room cursor: %w", err)
+		}
+		rooms[string(k[len(roomPrefix):])] = &c
+		return nil
 	}); err != nil {
 		return err
 	}
+	u.rooms, u.roomsLoaded = rooms, true
 	u.recount()
 	return nil
 }

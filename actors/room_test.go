@@ -436,3 +436,39 @@ func TestMemberIndexEndsWithThePosition(t *testing.T) {
 		t.Fatal("an entry with the position alone parsed as a member index")
 	}
 }
+
+// TestWokenUserWritesBeforeReadingItsRooms: a user's actor woken from
+// storage leaves its room cursors there until a message needs them; a
+// rename then reads them after its answer, and reaches every room.
+func TestWokenUserWritesBeforeReadingItsRooms(t *testing.T) {
+	dir := t.TempDir()
+	h, st := newTestHost(t, dir, time.Minute)
+	dave := registerUser(t, h, "dave")
+	var rooms []string
+	for i := range 5 {
+		rooms = append(rooms, createRoom(t, h, dave, i))
+	}
+	eventually(t, "rooms", func() bool { return len(ask[*RoomsReply](t, h, dave, &GetRooms{UserId: dave}).Rooms) == 5 })
+	h.Stop()
+	st.Close()
+
+	h = hostFor(t, dir)
+	u := newUser(h, dave)
+	if err := u.load(); err != nil {
+		t.Fatal(err)
+	}
+	if u.roomsLoaded || len(u.rooms) != 0 {
+		t.Fatalf("loading read %d room cursors; they wait for a message that needs them", len(u.rooms))
+	}
+	if err := u.ensureRooms(); err != nil || len(u.rooms) != 5 || u.d.behind != 0 || len(u.d.current) != 5 {
+		t.Fatalf("ensureRooms: %v, %d rooms, %d behind, %d current", err, len(u.rooms), u.d.behind, len(u.d.current))
+	}
+
+	setName(t, h, dave, "Woken", Propagate_PROPAGATE_DEFAULT) // the actor's first message since the restart
+	waitPropagated(t, h, dave)
+	for _, r := range rooms {
+		if got := memberName(t, h, r, dave); got != "Woken" {
+			t.Fatalf("%s: member name %q, want Woken", r, got)
+		}
+	}
+}

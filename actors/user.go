@@ -38,9 +38,10 @@ type user struct {
 	stopIdle      bool     // the partition routes nothing more here
 	loadFailed    error
 
-	rooms map[string]*roomCursor // the user's rooms, by id
-	d     deliveries             // propagation in progress
-	ctx   actor.Context          // the context of the message being handled
+	rooms       map[string]*roomCursor // the user's rooms, by id; read on first need
+	roomsLoaded bool
+	d           deliveries    // propagation in progress
+	ctx         actor.Context // the context of the message being handled
 }
 
 // profileRecord is the stored profile: its version and its fields, each value
@@ -93,7 +94,10 @@ func (u *user) Receive(ctx actor.Context) {
 		u.loadFailed = u.load()
 		ctx.SetReceiveTimeout(u.h.cfg.Actors.PassivateAfter)
 		if u.loadFailed == nil && len(u.d.history) > 0 { // resume after a restart
-			u.deliver()
+			u.loadFailed = u.ensureRooms()
+			if u.loadFailed == nil {
+				u.deliver()
+			}
 		}
 		if u.loadFailed == nil {
 			u.publishEntry()
@@ -120,11 +124,27 @@ func (u *user) Receive(ctx actor.Context) {
 			ctx.Respond(internalError(m))
 			return
 		}
+		if needsRooms(m) {
+			if err := u.ensureRooms(); err != nil {
+				u.h.log.Error("user actor cannot read its rooms", "user", u.id, "err", err)
+				ctx.Respond(internalError(m))
+				return
+			}
+		}
 		u.handle(ctx, m)
 	}
 	if u.stopIdle && !u.busy() {
 		ctx.Stop(ctx.Self())
 	}
+}
+
+// needsRooms tells the messages whose handling reads the room cursors.
+func needsRooms(m proto.Message) bool {
+	switch m.(type) {
+	case *UpdateAcks, *MembershipChanged, *ForgetRoom, *GetRooms, *GetPending:
+		return true
+	}
+	return false
 }
 
 func (u *user) handle(ctx actor.Context, msg proto.Message) {

@@ -108,8 +108,8 @@ func (u *user) updateDurable(upd *MemberUpdate) {
 }
 
 // recount rebuilds, in one pass over the rooms, the joined rooms behind the
-// latest version (counted and queued) and those that are not. It runs on
-// loading, when nothing is queued or in flight.
+// latest version (counted and queued) and those that are not. It runs when
+// the cursors are read (ensureRooms), before anything is queued or in flight.
 func (u *user) recount() {
 	latest := u.latest()
 	u.d.behind, u.d.current = 0, map[string]struct{}{}
@@ -352,7 +352,6 @@ func (u *user) onMembership(m *MembershipChanged) {
 	})
 }
 
-// loadDeliveries reads the user's rooms and undelivered versions.
 // loadDeliveries reads the versions not yet acknowledged by every joined
 // room. The room cursors wait in storage for the first message that needs
 // them (ensureRooms): a user in many rooms then answers its first request

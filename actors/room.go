@@ -31,6 +31,7 @@ type room struct {
 	// left there: a room that only applies propagation needs neither.
 	unread        map[stateKey]uint64
 	unreadMembers map[string]memberIndex
+	lastMember    string                // while load runs: the member in unreadMembers with the highest position
 	metaUnread    bool                  // meta's creator and version are still in storage
 	members       map[string]*memberRec // per user: propagation record
 
@@ -238,7 +239,7 @@ func notFoundReply(m proto.Message) proto.Message {
 // the header ("meta") to the last event ("ev"), the keys sorting in that
 // order. Waking a room for a rename then costs one seek, not one per part.
 func (r *room) load() error {
-	r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
+	r.state, r.members, r.unread, r.unreadMembers, r.lastMember = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil, ""
 	r.meta, r.metaUnread = roomMeta{}, true
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
@@ -267,8 +268,9 @@ func (r *room) load() error {
 		case strings.HasPrefix(key, evPrefix):
 			// The last event's position says where the room goes on (the
 			// header's is not rewritten per event).
-			r.meta.NextPos, found = storage.ParseUint64(k)+1, true
-			return storage.ErrStopScan
+			pos := storage.ParseUint64(k)
+			r.meta.NextPos, found = pos+1, true
+			return r.keepLastMember(pos, v)
 		}
 		return nil
 	})
@@ -288,6 +290,23 @@ func (r *room) load() error {
 	return nil
 }
 
+// keepLastMember keeps the room's last event, at pos, if it is a member's
+// current event (the member entry read last by load has the highest
+// position): in a room where nothing happened since a member's last rename
+// or join, the next rename needs that event, and has it without reading
+// storage again.
+func (r *room) keepLastMember(pos uint64, raw []byte) error {
+	if m, ok := r.unreadMembers[r.lastMember]; ok && m.pos == pos {
+		var ev evRecord
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return fmt.Errorf("decode event %d: %w", pos, err)
+		}
+		r.state[stateKey{"m.room.member", r.lastMember}] = &ev
+		delete(r.unreadMembers, r.lastMember)
+	}
+	return storage.ErrStopScan
+}
+
 // indexEntry notes one entry of the state index, "type\x00key" = v, as
 // unread. For a member event whose entry does not describe it (written by
 // an older version) it returns the event's position and true: load reads
@@ -301,6 +320,9 @@ func (r *room) indexEntry(typKey string, v []byte) (pos uint64, unindexed bool, 
 	case typ == "m.room.member" && ok:
 		if r.unreadMembers == nil {
 			r.unreadMembers = map[string]memberIndex{}
+		}
+		if cur, ok := r.unreadMembers[r.lastMember]; !ok || m.pos > cur.pos {
+			r.lastMember = key
 		}
 		r.unreadMembers[key] = m
 	case typ == "m.room.member":

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -243,29 +244,29 @@ func (r *room) load() error {
 	r.meta, r.metaUnread = roomMeta{}, true
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
-	stPrefix, mrPrefix, evPrefix, metaKey := string(r.key("st", "")), string(r.key("mr", "")), string(r.key("ev", "")), string(r.key("meta"))
+	stPrefix, mrPrefix, evPrefix, metaKey := r.key("st", ""), r.key("mr", ""), r.key("ev", ""), r.key("meta")
 	var members []uint64 // member events the index does not describe
 	found := false
-	err := snap.ScanReverse(r.key(""), []byte(stPrefix+"\xff"), func(k, v []byte) error {
-		switch key := string(k); {
-		case strings.HasPrefix(key, stPrefix):
-			pos, unindexed, err := r.indexEntry(key[len(stPrefix):], v)
+	err := snap.ScanReverse(r.key(""), append(bytes.Clone(stPrefix), 0xff), func(k, v []byte) error {
+		switch {
+		case bytes.HasPrefix(k, stPrefix):
+			pos, unindexed, err := r.indexEntry(string(k[len(stPrefix):]), v)
 			if unindexed {
 				members = append(members, pos)
 			}
 			return err
-		case strings.HasPrefix(key, mrPrefix):
+		case bytes.HasPrefix(k, mrPrefix):
 			var rec memberRec
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("decode member record: %w", err)
 			}
-			r.members[key[len(mrPrefix):]] = &rec
-		case key == metaKey:
+			r.members[string(k[len(mrPrefix):])] = &rec
+		case bytes.Equal(k, metaKey):
 			if err := json.Unmarshal(v, &r.meta); err != nil {
 				return fmt.Errorf("decode room meta: %w", err)
 			}
 			r.metaUnread = false
-		case strings.HasPrefix(key, evPrefix):
+		case bytes.HasPrefix(k, evPrefix):
 			// The last event's position says where the room goes on (the
 			// header's is not rewritten per event).
 			pos := storage.ParseUint64(k)

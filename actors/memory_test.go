@@ -14,10 +14,11 @@ import (
 )
 
 // BenchmarkIdleRoomMemory measures what an active, idle room actor costs:
-// the heap growth from activating rooms that exist in storage, divided by
-// their number (the partition's entry, protoactor's process, the room's
-// state in memory). Storage is in memory, so badger's block cache does not
-// count. Run: go test -run '^$' -bench IdleRoomMemory -benchtime 1x ./actors
+// the heap growth from activating rooms that exist in storage with a
+// client's request, and letting them idle until they release their state,
+// divided by their number (the partition's entry, protoactor's process,
+// the room's index and records). Storage is in memory, without block
+// caches. Run: go test -run '^$' -bench IdleRoomMemory -benchtime 1x ./actors
 func BenchmarkIdleRoomMemory(b *testing.B) {
 	const rooms = 20000
 	st, err := storage.Open("", storage.Options{InMemory: true})
@@ -59,7 +60,7 @@ func BenchmarkIdleRoomMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		time.Sleep(5 * time.Second)
+		time.Sleep(propagationIdle + time.Second) // idle: the rooms release their state
 		after := heap()
 		b.ReportMetric(float64(after-before)/rooms, "bytes/room")
 		h.Stop()

@@ -45,13 +45,15 @@ type room struct {
 	wakeUsers  []string    // users to wake when they commit
 	failed     error
 	stopIdle   bool
-	clientSeen bool // asked by a client since activation: the full passivate_after
+	clientSeen bool // asked by a client since activation: it releases its state when idle, and passivates after passivate_after
+	released   bool // its state went back to storage since the last client request (release)
 	loadFailed error
 }
 
 // propagationIdle is how long a room that only applied propagation since it
-// was activated stays in memory.
-const propagationIdle = 5 * time.Second
+// was activated stays in memory, and how long a room keeps the state it
+// read for a client after the last message.
+var propagationIdle = 5 * time.Second
 
 type stateKey struct{ typ, key string }
 
@@ -136,7 +138,9 @@ func (r *room) Receive(ctx actor.Context) {
 		ctx.SetReceiveTimeout(min(r.h.cfg.Actors.PassivateAfter, propagationIdle))
 		return
 	case *actor.ReceiveTimeout:
-		r.h.idle(ctx, len(r.waiting) > 0)
+		if !r.release(ctx) {
+			r.h.idle(ctx, len(r.waiting) > 0)
+		}
 		return
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
 		return // stopping already: asking again would reach a dead actor
@@ -153,9 +157,10 @@ func (r *room) Receive(ctx actor.Context) {
 		switch m.(type) {
 		case *ProfileUpdates, *MembershipAck, *Wake:
 		default:
-			if !r.clientSeen {
-				r.clientSeen = true
-				ctx.SetReceiveTimeout(r.h.cfg.Actors.PassivateAfter)
+			r.clientSeen = true
+			if r.released {
+				r.released = false
+				ctx.SetReceiveTimeout(min(r.h.cfg.Actors.PassivateAfter, propagationIdle))
 			}
 			if err := r.readUnread(); err != nil {
 				r.h.log.Error("room actor cannot read its state", "room", r.id, "err", err)
@@ -335,6 +340,41 @@ func (r *room) indexEntry(typKey string, v []byte) (pos uint64, unindexed bool, 
 		r.unread[stateKey{typ, key}] = storage.ParseUint64(v)
 	}
 	return 0, false, nil
+}
+
+// release returns a room that a client asked something of, idle for
+// propagationIdle, to the form load gives it: its state events go back to
+// storage, the state index keeping their positions (readUnread reads them
+// again on the next client request), and it passivates after the rest of
+// passivate_after. An idle room then holds its index, not its events. It
+// reports whether it released; a room with commits in flight, or one
+// whose commit failed, does not.
+func (r *room) release(ctx actor.Context) bool {
+	rest := r.h.cfg.Actors.PassivateAfter - propagationIdle
+	if !r.clientSeen || r.released || rest <= 0 || len(r.waiting) > 0 || len(r.unsynced) > 0 || r.failed != nil {
+		return false
+	}
+	kept := map[stateKey]*evRecord{}
+	for sk, ev := range r.state {
+		if sk.typ != "m.room.member" {
+			if r.unread == nil {
+				r.unread = map[stateKey]uint64{}
+			}
+			r.unread[sk] = ev.Pos
+			continue
+		}
+		if membershipOf(ev); ev.membership == 0 { // one the index cannot name: load reads it too
+			kept[sk] = ev
+			continue
+		}
+		if r.unreadMembers == nil {
+			r.unreadMembers = map[string]memberIndex{}
+		}
+		r.unreadMembers[sk.key] = memberIndex{ev.Pos, ev.Stream, ev.membership}
+	}
+	r.state, r.released = kept, true
+	ctx.SetReceiveTimeout(rest)
+	return true
 }
 
 // readUnread reads the header and state events load left in storage,

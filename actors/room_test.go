@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -473,5 +474,72 @@ func TestWokenUserWritesBeforeReadingItsRooms(t *testing.T) {
 		if got := memberName(t, h, r, dave); got != "Woken" {
 			t.Fatalf("%s: member name %q, want Woken", r, got)
 		}
+	}
+}
+
+// A room a client used releases its state once idle and reads it again on
+// the next request: the state, the timeline, sends (positions go on, a
+// resent txn id answers the same event) and propagation are as before.
+func TestIdleRoomReleasesItsState(t *testing.T) {
+	defer func(d time.Duration) { propagationIdle = d }(propagationIdle)
+	propagationIdle = 50 * time.Millisecond
+	h := hostFor(t, t.TempDir())
+	alice := registerUser(t, h, "alice")
+	room := createRoom(t, h, alice, 1)
+	send := func(txn, typ, key string, content string) string {
+		t.Helper()
+		m := &SendEvent{RoomId: room, Sender: alice, DeviceId: "D", TxnId: txn, Type: typ, ContentJson: []byte(content)}
+		if key != "-" {
+			m.IsState, m.StateKey = true, key
+		}
+		r := askKind[*SendReply](t, h, KindRoom, room, m)
+		if r.Error != nil {
+			t.Fatal(r.Error)
+		}
+		return r.EventId
+	}
+	idle := func() { time.Sleep(4 * propagationIdle) }
+	first := send("t1", "m.room.message", "-", `{"msgtype":"m.text","body":"one"}`)
+	idle()
+	send("", "m.room.name", "", `{"name":"Released"}`)
+	idle()
+	if again := send("t1", "m.room.message", "-", `{"msgtype":"m.text","body":"one"}`); again != first {
+		t.Fatalf("a resent txn after release answered %s, want %s", again, first)
+	}
+	send("t2", "m.room.message", "-", `{"msgtype":"m.text","body":"two"}`)
+	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
+	waitPropagated(t, h, alice)
+	idle()
+	state := askKind[*StateReply](t, h, KindRoom, room, &GetState{RoomId: room, UserId: alice, All: true})
+	all := string(bytes.Join(state.EventsJson, []byte{'\n'}))
+	for _, want := range []string{`"Released"`, `"Alice 2"`, `"m.room.create"`, `"m.room.power_levels"`} {
+		if !strings.Contains(all, want) {
+			t.Fatalf("state after release lacks %s:\n%s", want, all)
+		}
+	}
+	msgs := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: alice, Dir: "f", Limit: 100})
+	var last uint64
+	var bodies []string
+	for _, raw := range msgs.Chunk {
+		var ev struct {
+			ID      string `json:"event_id"`
+			Content struct {
+				Body string `json:"body"`
+			} `json:"content"`
+		}
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			t.Fatal(err)
+		}
+		pos, _ := eventIDPos(ev.ID)
+		if pos <= last && last != 0 {
+			t.Fatalf("positions go back: %d after %d", pos, last)
+		}
+		last = pos
+		if ev.Content.Body != "" {
+			bodies = append(bodies, ev.Content.Body)
+		}
+	}
+	if strings.Join(bodies, ",") != "one,two" {
+		t.Fatalf("timeline after releases: %v", bodies)
 	}
 }

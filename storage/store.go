@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 )
 
 // ErrNotFound is returned by Get for a key that holds no value.
@@ -106,7 +107,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		WithValueLogFileSize(256 << 20).
 		WithCompactL0OnClose(false)
 	if opts.InMemory {
-		bo = bo.WithDir("").WithValueDir("").WithInMemory(true)
+		// Tables in memory need no cache of their blocks, and uncompressed
+		// blocks need none at all.
+		bo = bo.WithDir("").WithValueDir("").WithInMemory(true).
+			WithCompression(options.None).WithBlockCacheSize(0).WithIndexCacheSize(0)
 	}
 	db, err := badger.Open(bo)
 	if err != nil {

@@ -342,37 +342,30 @@ func (r *room) indexEntry(typKey string, v []byte) (pos uint64, unindexed bool, 
 	return 0, false, nil
 }
 
-// release returns a room that a client asked something of, idle for
-// propagationIdle, to the form load gives it: its state events go back to
-// storage, the state index keeping their positions (readUnread reads them
-// again on the next client request), and it passivates after the rest of
-// passivate_after. An idle room then holds its index, not its events. It
-// reports whether it released; a room with commits in flight, or one
-// whose commit failed, does not.
+// release returns the state events other than members' that a room read
+// for a client, once idle for propagationIdle, to storage: the state index
+// keeps their positions, the next client request reads them again
+// (readUnread), and the room passivates after the rest of passivate_after.
+// Member events stay, for the renames to come. It reports whether it
+// released; a room with commits in flight, or one whose commit failed,
+// does not.
 func (r *room) release(ctx actor.Context) bool {
 	rest := r.h.cfg.Actors.PassivateAfter - propagationIdle
 	if !r.clientSeen || r.released || rest <= 0 || len(r.waiting) > 0 || len(r.unsynced) > 0 || r.failed != nil {
 		return false
 	}
-	kept := map[stateKey]*evRecord{}
+	members := map[stateKey]*evRecord{} // a new map: a map does not shrink
 	for sk, ev := range r.state {
-		if sk.typ != "m.room.member" {
-			if r.unread == nil {
-				r.unread = map[stateKey]uint64{}
-			}
-			r.unread[sk] = ev.Pos
+		if sk.typ == "m.room.member" {
+			members[sk] = ev
 			continue
 		}
-		if membershipOf(ev); ev.membership == 0 { // one the index cannot name: load reads it too
-			kept[sk] = ev
-			continue
+		if r.unread == nil {
+			r.unread = map[stateKey]uint64{}
 		}
-		if r.unreadMembers == nil {
-			r.unreadMembers = map[string]memberIndex{}
-		}
-		r.unreadMembers[sk.key] = memberIndex{ev.Pos, ev.Stream, ev.membership}
+		r.unread[sk] = ev.Pos
 	}
-	r.state, r.released = kept, true
+	r.state, r.released = members, true
 	ctx.SetReceiveTimeout(rest)
 	return true
 }

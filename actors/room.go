@@ -32,7 +32,6 @@ type room struct {
 	// left there: a room that only applies propagation needs neither.
 	unread        map[stateKey]uint64
 	unreadMembers map[string]memberIndex
-	lastMember    string                // while load runs: the member in unreadMembers with the highest position
 	metaUnread    bool                  // meta's creator and version are still in storage
 	members       map[string]*memberRec // per user: propagation record
 
@@ -245,19 +244,27 @@ func notFoundReply(m proto.Message) proto.Message {
 // the header ("meta") to the last event ("ev"), the keys sorting in that
 // order. Waking a room for a rename then costs one seek, not one per part.
 func (r *room) load() error {
-	r.state, r.members, r.unread, r.unreadMembers, r.lastMember = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil, ""
+	r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
 	r.meta, r.metaUnread = roomMeta{}, true
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
 	stPrefix, mrPrefix, evPrefix, metaKey := r.key("st", ""), r.key("mr", ""), r.key("ev", ""), r.key("meta")
 	var members []uint64 // member events the index does not describe
+	var last memberIndex // the indexed member event with the highest position,
+	var lastUser string  // and its member
 	found := false
 	err := snap.ScanReverse(r.key(""), append(bytes.Clone(stPrefix), 0xff), func(k, v []byte) error {
 		switch {
 		case bytes.HasPrefix(k, stPrefix):
-			pos, unindexed, err := r.indexEntry(string(k[len(stPrefix):]), v)
+			typKey := string(k[len(stPrefix):])
+			pos, unindexed, err := r.indexEntry(typKey, v)
 			if unindexed {
 				members = append(members, pos)
+			}
+			if user, ok := strings.CutPrefix(typKey, "m.room.member\x00"); ok {
+				if m, indexed := r.unreadMembers[user]; indexed && m.pos >= last.pos {
+					last, lastUser = m, user
+				}
 			}
 			return err
 		case bytes.HasPrefix(k, mrPrefix):
@@ -276,7 +283,10 @@ func (r *room) load() error {
 			// header's is not rewritten per event).
 			pos := storage.ParseUint64(k)
 			r.meta.NextPos, found = pos+1, true
-			return r.keepLastMember(pos, v)
+			if _, indexed := r.unreadMembers[lastUser]; indexed && last.pos == pos {
+				return r.keepMember(lastUser, pos, v)
+			}
+			return storage.ErrStopScan
 		}
 		return nil
 	})
@@ -296,20 +306,17 @@ func (r *room) load() error {
 	return nil
 }
 
-// keepLastMember keeps the room's last event, at pos, if it is a member's
-// current event (the member entry read last by load has the highest
-// position): in a room where nothing happened since a member's last rename
-// or join, the next rename needs that event, and has it without reading
-// storage again.
-func (r *room) keepLastMember(pos uint64, raw []byte) error {
-	if m, ok := r.unreadMembers[r.lastMember]; ok && m.pos == pos {
-		var ev evRecord
-		if err := json.Unmarshal(raw, &ev); err != nil {
-			return fmt.Errorf("decode event %d: %w", pos, err)
-		}
-		r.state[stateKey{"m.room.member", r.lastMember}] = &ev
-		delete(r.unreadMembers, r.lastMember)
+// keepMember keeps the room's last event, at pos, which is user's current
+// member event: in a room where nothing happened since a member's last
+// rename or join, the next rename needs that event, and has it without
+// reading storage again. It ends load's pass.
+func (r *room) keepMember(user string, pos uint64, raw []byte) error {
+	var ev evRecord
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return fmt.Errorf("decode event %d: %w", pos, err)
 	}
+	r.state[stateKey{"m.room.member", user}] = &ev
+	delete(r.unreadMembers, user)
 	return storage.ErrStopScan
 }
 
@@ -326,9 +333,6 @@ func (r *room) indexEntry(typKey string, v []byte) (pos uint64, unindexed bool, 
 	case typ == "m.room.member" && ok:
 		if r.unreadMembers == nil {
 			r.unreadMembers = map[string]memberIndex{}
-		}
-		if cur, ok := r.unreadMembers[r.lastMember]; !ok || m.pos > cur.pos {
-			r.lastMember = key
 		}
 		r.unreadMembers[key] = m
 	case typ == "m.room.member":

@@ -138,8 +138,8 @@ func (p *partition) activate(ctx actor.Context, k key) *slot {
 	case KindUser:
 		opts = []actor.PropsOption{actor.WithMailbox(actor.UnboundedPriority(p.h.depths[k.kind]))}
 	case KindRoom:
-		mb := newRoomMailbox(p.h.rooms, p.h.depths[k.kind])
-		opts = []actor.PropsOption{actor.WithMailbox(func() actor.Mailbox { return mb })}
+		lane := &roomLane{w: p.h.rooms}
+		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(p.h.depths[k.kind], lane)), actor.WithDispatcher(lane)}
 	}
 	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return produce(k.id) }, opts...))
 	s := &slot{pid: pid}

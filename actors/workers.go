@@ -3,7 +3,11 @@ package actors
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 )
 
 // workers runs room mailboxes on a fixed number of goroutines, yielding the
@@ -19,7 +23,7 @@ import (
 type workers struct {
 	mu         sync.Mutex
 	ready      sync.Cond
-	fast, slow fifo[func()]
+	fast, slow fifo
 	stopped    bool
 	wg         sync.WaitGroup
 	net        *netYield
@@ -98,20 +102,18 @@ func (w *workers) stop() {
 	w.net.close()
 }
 
-// fifo is a queue: of mailbox runs on the workers, of messages in a room's
-// mailbox.
-type fifo[T any] struct {
-	q    []T
+// fifo is a queue of mailbox runs.
+type fifo struct {
+	q    []func()
 	head int
 }
 
-func (f *fifo[T]) empty() bool { return f.head == len(f.q) }
-func (f *fifo[T]) push(v T)    { f.q = append(f.q, v) }
+func (f *fifo) empty() bool    { return f.head == len(f.q) }
+func (f *fifo) push(fn func()) { f.q = append(f.q, fn) }
 
-func (f *fifo[T]) pop() T {
-	var zero T
-	v := f.q[f.head]
-	f.q[f.head] = zero
+func (f *fifo) pop() func() {
+	fn := f.q[f.head]
+	f.q[f.head] = nil
 	f.head++
 	switch {
 	case f.head == len(f.q):
@@ -123,5 +125,45 @@ func (f *fifo[T]) pop() T {
 		clear(f.q[n:])
 		f.q, f.head = f.q[:n], 0
 	}
-	return v
+	return fn
 }
+
+// roomLane is one room's dispatcher on the workers and a middleware of its
+// mailbox: a message other than propagation puts the room's next turn in
+// the fast lane.
+type roomLane struct {
+	w    *workers
+	fast atomic.Bool
+}
+
+// Schedule queues the room's mailbox run in its lane.
+func (l *roomLane) Schedule(fn func()) { l.w.schedule(fn, l.fast.Swap(false)) }
+
+// Throughput is how many messages the mailbox processes before it yields.
+func (l *roomLane) Throughput() int { return 300 }
+
+// MessagePosted marks the room fast for a client's request, or for the
+// commit a client waits on.
+func (l *roomLane) MessagePosted(m any) {
+	if env, ok := m.(*actor.MessageEnvelope); ok {
+		m = env.Message
+	}
+	switch m := m.(type) {
+	case *ProfileUpdates, *MembershipAck:
+	case *committed:
+		if m.client {
+			l.fast.Store(true)
+		}
+	case proto.Message:
+		l.fast.Store(true)
+	}
+}
+
+// MailboxStarted is part of actor.MailboxMiddleware.
+func (l *roomLane) MailboxStarted() {}
+
+// MessageReceived is part of actor.MailboxMiddleware.
+func (l *roomLane) MessageReceived(any) {}
+
+// MailboxEmpty is part of actor.MailboxMiddleware.
+func (l *roomLane) MailboxEmpty() {}

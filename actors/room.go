@@ -250,21 +250,14 @@ func (r *room) load() error {
 	defer snap.Close()
 	stPrefix, mrPrefix, evPrefix, metaKey := r.key("st", ""), r.key("mr", ""), r.key("ev", ""), r.key("meta")
 	var members []uint64 // member events the index does not describe
-	var last memberIndex // the indexed member event with the highest position,
-	var lastUser string  // and its member
+	var last *evRecord   // the room's last event
 	found := false
 	err := snap.ScanReverse(r.key(""), append(bytes.Clone(stPrefix), 0xff), func(k, v []byte) error {
 		switch {
 		case bytes.HasPrefix(k, stPrefix):
-			typKey := string(k[len(stPrefix):])
-			pos, unindexed, err := r.indexEntry(typKey, v)
+			pos, unindexed, err := r.indexEntry(string(k[len(stPrefix):]), v)
 			if unindexed {
 				members = append(members, pos)
-			}
-			if user, ok := strings.CutPrefix(typKey, "m.room.member\x00"); ok {
-				if m, indexed := r.unreadMembers[user]; indexed && m.pos >= last.pos {
-					last, lastUser = m, user
-				}
 			}
 			return err
 		case bytes.HasPrefix(k, mrPrefix):
@@ -281,10 +274,9 @@ func (r *room) load() error {
 		case bytes.HasPrefix(k, evPrefix):
 			// The last event's position says where the room goes on (the
 			// header's is not rewritten per event).
-			pos := storage.ParseUint64(k)
-			r.meta.NextPos, found = pos+1, true
-			if _, indexed := r.unreadMembers[lastUser]; indexed && last.pos == pos {
-				return r.keepMember(lastUser, pos, v)
+			r.meta.NextPos, found = storage.ParseUint64(k)+1, true
+			if ev := new(evRecord); json.Unmarshal(v, ev) == nil { // a bad one stays unread: its readers report it
+				last = ev
 			}
 			return storage.ErrStopScan
 		}
@@ -296,6 +288,7 @@ func (r *room) load() error {
 		return err
 	}
 	r.exists, r.durable = true, r.meta.NextPos
+	r.keepLast(last)
 	for _, p := range members {
 		ev, err := r.readEventFrom(snap, p)
 		if err != nil {
@@ -306,18 +299,18 @@ func (r *room) load() error {
 	return nil
 }
 
-// keepMember keeps the room's last event, at pos, which is user's current
-// member event: in a room where nothing happened since a member's last
-// rename or join, the next rename needs that event, and has it without
-// reading storage again. It ends load's pass.
-func (r *room) keepMember(user string, pos uint64, raw []byte) error {
-	var ev evRecord
-	if err := json.Unmarshal(raw, &ev); err != nil {
-		return fmt.Errorf("decode event %d: %w", pos, err)
+// keepLast keeps the room's last event if it is a member's current event:
+// in a room where nothing happened since a member's last rename or join,
+// the next rename needs that event, and has it without reading storage
+// again.
+func (r *room) keepLast(ev *evRecord) {
+	if ev == nil || ev.Type != "m.room.member" || ev.StateKey == nil {
+		return
 	}
-	r.state[stateKey{"m.room.member", user}] = &ev
-	delete(r.unreadMembers, user)
-	return storage.ErrStopScan
+	if m, ok := r.unreadMembers[*ev.StateKey]; ok && m.pos == ev.Pos {
+		r.state[stateKey{ev.Type, *ev.StateKey}] = ev
+		delete(r.unreadMembers, *ev.StateKey)
+	}
 }
 
 // indexEntry notes one entry of the state index, "type\x00key" = v, as

@@ -97,11 +97,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		WithMemTableSize(memTableSize).
 		// A fan-out writes keys all over the key space, so every level-0
 		// table overlaps the whole base level and each L0 compaction
-		// rewrites it: merging 10 tables at a time instead of 5 halves that
-		// work. At 100,000 rooms this took another user's PUT+GET p99
-		// during a fan-out from 0.12 s to 35 ms (docs/BENCHMARKS.md).
-		WithNumLevelZeroTables(10).
-		WithNumLevelZeroTablesStall(20).
+		// rewrites it. Merging 30 tables at a time instead of badger's 5
+		// does that a sixth as often; on two cores a compaction's
+		// goroutines hold both processors for tens of milliseconds, and
+		// every request waits behind them. At 100,000 rooms another user's
+		// PUT+GET p99 during a fan-out: 0.12 s with 5, 60-76 ms with 10,
+		// 27-32 ms with 30 (docs/BENCHMARKS.md).
+		WithNumLevelZeroTables(30).
+		WithNumLevelZeroTablesStall(60).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(256 << 20).

@@ -102,7 +102,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		// goroutines hold both processors for tens of milliseconds, and
 		// every request waits behind them. At 100,000 rooms another user's
 		// PUT+GET p99 during a fan-out: 0.12 s with 5, 60-76 ms with 10,
-		// 27-32 ms with 30 (docs/BENCHMARKS.md).
+		// 23-32 ms with 30 (docs/BENCHMARKS.md).
 		WithNumLevelZeroTables(30).
 		WithNumLevelZeroTablesStall(60).
 		WithBlockCacheSize(32 << 20).

@@ -266,6 +266,7 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	if s.onRound != nil {
 		s.onRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
 	}
+	s.discard()
 	s.report(round, errs)
 	return backlog
 }
@@ -357,7 +358,7 @@ func (s *Store) writeSome(round []*pending) (int, error) {
 			return 0, err
 		}
 	}
-	if err := txn.Commit(); err != nil {
+	if err := s.commitTxn(txn); err != nil {
 		return n, err
 	}
 	s.seq = seq

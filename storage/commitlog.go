@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
 )
 
@@ -262,7 +261,7 @@ func (s *Store) replay(seq uint64, payload []byte) error {
 		}
 		payload = rest
 	}
-	return txn.Commit()
+	return s.commitTxn(txn)
 }
 
 // uvarintBytes reads a uvarint length and that many bytes.
@@ -272,13 +271,6 @@ func uvarintBytes(b []byte) (field, rest []byte, err error) {
 		return nil, nil, io.ErrUnexpectedEOF
 	}
 	return b[k : k+int(n)], b[k+int(n):], nil
-}
-
-// newTxn starts badger transaction seq: it records its own number.
-func (s *Store) newTxn(seq uint64) *badger.Txn {
-	txn := s.db.NewTransaction(true)
-	_ = txn.Set(seqKey, []byte(Uint64(seq))) // the first write of a transaction: it fits
-	return txn
 }
 
 func removeSegments(dir string, ns []int) error {

@@ -98,7 +98,7 @@ type CommitStats struct {
 func Open(dir string, opts Options) (*Store, error) {
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{opts.Logger}).
-		WithSyncWrites(false). // the committer syncs once per round
+		WithSyncWrites(false).      // the committer syncs once per round
 		WithDetectConflicts(false). // the committer is the only writer
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(memTableSize).
@@ -111,7 +111,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		// PUT+GET p99 during a fan-out: 0.12 s with 5, 60-76 ms with 10,
 		// 23-32 ms with 30 (docs/BENCHMARKS.md).
 		WithNumLevelZeroTables(levelZeroTables).
-		WithNumLevelZeroTablesStall(2*levelZeroTables).
+		WithNumLevelZeroTablesStall(2 * levelZeroTables).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(256 << 20).

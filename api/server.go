@@ -84,6 +84,7 @@ func (s *Server) routes() {
 	s.contextRoutes()
 	s.roomRoutes()
 	s.directoryRoutes()
+	s.pushRuleRoutes()
 }
 
 // ServeHTTP answers one request through the middleware: CORS, panics turned

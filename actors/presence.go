@@ -16,7 +16,14 @@ type Presence struct {
 	LastActive      time.Time
 	CurrentlyActive bool
 	Stream          uint64 // position of the last change
+
+	syncs int       // its /sync requests in progress
+	seen  time.Time // when its last /sync ended, or it set its presence
 }
+
+// presenceTimeout is how long a user who is not offline stays so with no
+// /sync in progress; then they are offline (Synapse waits 30 s too).
+var presenceTimeout = 30 * time.Second
 
 // presences is the node's in-memory presence table. Presence is ephemeral
 // (the spec lets servers forget it); profile fields are refreshed on every
@@ -31,7 +38,81 @@ func (h *Host) SetPresence(user, state string, statusMsg *string) error {
 	return h.updatePresence(user, func(p *Presence) {
 		p.Presence, p.StatusMsg = state, statusMsg
 		p.LastActive, p.CurrentlyActive = time.Now(), state == "online"
+		p.seen = p.LastActive
 	})
+}
+
+// Syncing records that user started a /sync with set_presence state (""
+// when the request named none) and returns the function that records its
+// end. As the spec asks, a /sync marks an offline user online unless it
+// says "offline" (then nothing changes) or "unavailable". A user with no
+// /sync in progress for presenceTimeout goes offline.
+func (h *Host) Syncing(user, state string) (done func(), err error) {
+	h.presence.mu.Lock()
+	p := h.presence.users[user]
+	if p == nil {
+		p = &Presence{UserID: user, Presence: "offline"}
+		h.presence.users[user] = p
+	}
+	p.syncs++
+	switch {
+	case state == "offline": // "not marked online": nothing changes
+		state = ""
+	case state == "" && p.Presence == "offline":
+		state = "online"
+	case state == "":
+		state = p.Presence // online stays online, unavailable unavailable
+	}
+	if state != "" {
+		p.LastActive, p.CurrentlyActive = time.Now(), state == "online"
+	}
+	changed := state != "" && state != p.Presence
+	h.presence.mu.Unlock()
+	done = func() {
+		h.presence.mu.Lock()
+		p.syncs--
+		p.seen = time.Now()
+		h.presence.mu.Unlock()
+	}
+	if changed {
+		if err := h.updatePresence(user, func(p *Presence) { p.Presence = state }); err != nil {
+			done()
+			return nil, err
+		}
+	}
+	return done, nil
+}
+
+// expirePresence marks offline, until stop is closed, every user who is not
+// and has had no /sync in progress for presenceTimeout.
+func (h *Host) expirePresence(stop <-chan struct{}) {
+	t := time.NewTicker(presenceTimeout / 6)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			var gone []string
+			h.presence.mu.Lock()
+			for u, p := range h.presence.users {
+				if p.Presence != "offline" && p.syncs == 0 && now.Sub(p.seen) > presenceTimeout {
+					gone = append(gone, u)
+				}
+			}
+			h.presence.mu.Unlock()
+			for _, u := range gone {
+				err := h.updatePresence(u, func(p *Presence) {
+					if p.syncs == 0 && now.Sub(p.seen) > presenceTimeout { // no /sync began meanwhile
+						p.Presence, p.CurrentlyActive = "offline", false
+					}
+				})
+				if err != nil {
+					h.log.Error("presence: mark offline", "user", u, "err", err)
+				}
+			}
+		}
+	}
 }
 
 // profilePresence records a profile change in the user's presence.

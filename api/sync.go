@@ -143,8 +143,8 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *session) {
 		}
 	}
 	ctx, user := r.Context(), string(sess.user)
-	if p.setPresence != "" && s.host.GetPresence(user).Presence != p.setPresence {
-		_ = s.host.SetPresence(user, p.setPresence, s.host.GetPresence(user).StatusMsg)
+	if done, err := s.host.Syncing(user, p.setPresence); err == nil {
+		defer done()
 	}
 	deadline := time.Now().Add(p.timeout)
 	for {

@@ -319,10 +319,19 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 		}
 	}
 	if membership == "invite" {
-		for _, ev := range r.stateAt(r.durable - 1) {
+		// The stripped state the spec recommends, the invite itself, and
+		// the inviter's member event, so that a client can name who invited.
+		state := r.stateAt(r.durable - 1)
+		inviter := ""
+		for _, ev := range state {
+			if ev.Type == "m.room.member" && *ev.StateKey == m.UserId {
+				inviter = ev.Sender
+			}
+		}
+		for _, ev := range state {
 			switch ev.Type {
 			case "m.room.create", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption", "m.room.member":
-				if ev.Type != "m.room.member" || *ev.StateKey == m.UserId {
+				if ev.Type != "m.room.member" || *ev.StateKey == m.UserId || *ev.StateKey == inviter {
 					out.State = append(out.State, r.clientEvent(ev, "", ""))
 				}
 			}

@@ -114,7 +114,8 @@ func TestSync(t *testing.T) {
 		}
 		invited := syncOnce(t, carol, "", 0)
 		inv := invited.Rooms.Invite[room]
-		if inv == nil || !hasState(inv.State.Events, event.StateMember, carol.UserID.String()) || !hasState(inv.State.Events, event.StateRoomName, "") {
+		if inv == nil || !hasState(inv.State.Events, event.StateMember, carol.UserID.String()) || !hasState(inv.State.Events, event.StateRoomName, "") ||
+			!hasState(inv.State.Events, event.StateMember, alice.UserID.String()) { // the inviter's, to name them
 			t.Fatalf("invite section = %+v", invited.Rooms.Invite)
 		}
 		if _, err := carol.JoinRoomByID(ctx, room); err != nil {

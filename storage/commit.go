@@ -266,7 +266,6 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	if s.onRound != nil {
 		s.onRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
 	}
-	s.discard()
 	s.report(round, errs)
 	return backlog
 }
@@ -358,7 +357,7 @@ func (s *Store) writeSome(round []*pending) (int, error) {
 			return 0, err
 		}
 	}
-	if err := s.commitTxn(txn); err != nil {
+	if err := txn.Commit(); err != nil {
 		return n, err
 	}
 	s.seq = seq

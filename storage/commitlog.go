@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
 )
 
@@ -261,7 +262,7 @@ func (s *Store) replay(seq uint64, payload []byte) error {
 		}
 		payload = rest
 	}
-	return s.commitTxn(txn)
+	return txn.Commit()
 }
 
 // uvarintBytes reads a uvarint length and that many bytes.
@@ -271,6 +272,13 @@ func uvarintBytes(b []byte) (field, rest []byte, err error) {
 		return nil, nil, io.ErrUnexpectedEOF
 	}
 	return b[k : k+int(n)], b[k+int(n):], nil
+}
+
+// newTxn starts badger transaction seq: it records its own number.
+func (s *Store) newTxn(seq uint64) *badger.Txn {
+	txn := s.db.NewTransaction(true)
+	_ = txn.Set(seqKey, []byte(Uint64(seq))) // the first write of a transaction: it fits
+	return txn
 }
 
 func removeSegments(dir string, ns []int) error {

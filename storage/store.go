@@ -45,10 +45,6 @@ type Options struct {
 // memTableSize is badger's memtable size: the size of each log it syncs.
 var memTableSize int64 = 32 << 20
 
-// levelZeroTables is how many level-0 tables badger merges at a time (Open
-// says why so many); writes stall at twice as many.
-var levelZeroTables = 30
-
 // Store is one node's badger database and its group committer.
 type Store struct {
 	db      *badger.DB
@@ -79,8 +75,6 @@ type Store struct {
 	bigValue   bool
 	valueLimit int // badger's ValueThreshold
 	onRound    func(batches, ops int, write, sync time.Duration)
-	ts         uint64    // timestamp of the last transaction written (committer only)
-	reads      readTimes // what reads may see, and what they still use
 	stats      CommitStats
 	statsMu    sync.Mutex
 }
@@ -98,7 +92,7 @@ type CommitStats struct {
 func Open(dir string, opts Options) (*Store, error) {
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{opts.Logger}).
-		WithSyncWrites(false).      // the committer syncs once per round
+		WithSyncWrites(false). // the committer syncs once per round
 		WithDetectConflicts(false). // the committer is the only writer
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(memTableSize).
@@ -110,8 +104,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		// every request waits behind them. At 100,000 rooms another user's
 		// PUT+GET p99 during a fan-out: 0.12 s with 5, 60-76 ms with 10,
 		// 23-32 ms with 30 (docs/BENCHMARKS.md).
-		WithNumLevelZeroTables(levelZeroTables).
-		WithNumLevelZeroTablesStall(2 * levelZeroTables).
+		WithNumLevelZeroTables(30).
+		WithNumLevelZeroTablesStall(60).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(256 << 20).
@@ -122,7 +116,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		bo = bo.WithDir("").WithValueDir("").WithInMemory(true).
 			WithCompression(options.None).WithBlockCacheSize(0).WithIndexCacheSize(0)
 	}
-	db, err := badger.OpenManaged(bo) // reads.go says why managed
+	db, err := badger.Open(bo)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, fmt.Errorf("open store %s: the data directory is in use by another process (is another persona running?)", dir)
@@ -140,9 +134,6 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.maxRnd = 4096
 	}
 	s.onRound, s.valueLimit = opts.OnRound, int(bo.ValueThreshold)
-	s.ts = db.MaxVersion()
-	s.reads.publish(s.ts)
-	db.SetDiscardTs(s.ts)
 	s.maxOps = opts.MaxOpsPerRound
 	if s.maxOps <= 0 {
 		s.maxOps = 4096
@@ -185,7 +176,7 @@ func (s *Store) Close() error {
 
 // Get returns a copy of the value at key, or ErrNotFound.
 func (s *Store) Get(key []byte) (out []byte, err error) {
-	err = s.view(func(txn *badger.Txn) error {
+	err = s.db.View(func(txn *badger.Txn) error {
 		out, err = get(txn, key)
 		return err
 	})
@@ -196,13 +187,13 @@ func (s *Store) Get(key []byte) (out []byte, err error) {
 // (nil: the first key of prefix). fn's slices are valid only during the call.
 // Returning ErrStopScan from fn ends the scan without error.
 func (s *Store) Scan(prefix, start []byte, fn func(key, value []byte) error) error {
-	return s.view(func(txn *badger.Txn) error { return scan(txn, prefix, start, false, fn) })
+	return s.db.View(func(txn *badger.Txn) error { return scan(txn, prefix, start, false, fn) })
 }
 
 // ScanReverse is Scan in descending key order; start (nil: the last key of
 // prefix) is the first key visited.
 func (s *Store) ScanReverse(prefix, start []byte, fn func(key, value []byte) error) error {
-	return s.view(func(txn *badger.Txn) error { return scan(txn, prefix, start, true, fn) })
+	return s.db.View(func(txn *badger.Txn) error { return scan(txn, prefix, start, true, fn) })
 }
 
 // ErrStopScan ends a Scan early when returned by its callback.
@@ -210,18 +201,12 @@ var ErrStopScan = errors.New("storage: stop scan")
 
 // Snapshot is one read transaction: its reads all see the store at the
 // moment it was taken, and a batch of them pays once for what badger does
-// per transaction. Close it when done.
-type Snapshot struct {
-	txn *badger.Txn
-	s   *Store
-	ts  uint64
-}
+// per transaction (among it, waiting for writes in progress to land). Close
+// it when done.
+type Snapshot struct{ txn *badger.Txn }
 
 // Snapshot opens a Snapshot.
-func (s *Store) Snapshot() *Snapshot {
-	ts := s.reads.begin()
-	return &Snapshot{txn: s.db.NewTransactionAt(ts, false), s: s, ts: ts}
-}
+func (s *Store) Snapshot() *Snapshot { return &Snapshot{txn: s.db.NewTransaction(false)} }
 
 // Get is Store.Get at the snapshot's moment.
 func (v *Snapshot) Get(key []byte) ([]byte, error) { return get(v.txn, key) }
@@ -237,10 +222,7 @@ func (v *Snapshot) ScanReverse(prefix, start []byte, fn func(key, value []byte) 
 }
 
 // Close ends the snapshot.
-func (v *Snapshot) Close() {
-	v.txn.Discard()
-	v.s.reads.end(v.ts)
-}
+func (v *Snapshot) Close() { v.txn.Discard() }
 
 func get(txn *badger.Txn, key []byte) ([]byte, error) {
 	it, err := txn.Get(key)

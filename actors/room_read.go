@@ -346,13 +346,7 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 	if err != nil {
 		return &RoomSyncReply{Error: badParam("M_BAD_JSON", "Bad filter.")}
 	}
-	limit := int(m.Limit)
-	if rf.Timeline.Limit > 0 {
-		limit = rf.Timeline.Limit
-	}
-	if limit <= 0 {
-		limit = 10
-	}
+	limit := int(m.Limit) // the filter's, or the default: 0 asks for no timeline at all
 	if !m.FullState && r.quietSince(upto, m.Since, m.Upto) {
 		out.PrevBatch = prevBatch(m.Since, false, upto+1, upto)
 		return out // the usual room of an incremental sync: nothing new

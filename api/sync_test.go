@@ -236,3 +236,34 @@ func hasPresence(resp *mautrix.RespSync, user id.UserID, p event.Presence) bool 
 	}
 	return false
 }
+
+// TestSyncTimelineLimitZero: a filter's timeline.limit 0 asks for no
+// timeline: the room comes with its state, limited, in joined and left rooms.
+func TestSyncTimelineLimitZero(t *testing.T) {
+	n := testnode.Start(t, "", nil)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	ctx := context.Background()
+	room := createRoom(t, alice, bob)
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	filter := `{"room":{"timeline":{"limit":0},"include_leave":true}}`
+	for cli, section := range map[*mautrix.Client]string{alice: "join", bob: "leave"} {
+		resp, err := cli.SyncRequest(ctx, 0, "", filter, false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tl mautrix.SyncTimeline
+		var state []*event.Event
+		if section == "join" && resp.Rooms.Join[room] != nil {
+			tl, state = resp.Rooms.Join[room].Timeline, resp.Rooms.Join[room].State.Events
+		} else if section == "leave" && resp.Rooms.Leave[room] != nil {
+			tl, state = resp.Rooms.Leave[room].Timeline, resp.Rooms.Leave[room].State.Events
+		} else {
+			t.Fatalf("%s: room not in %s: %+v", cli.UserID, section, resp.Rooms)
+		}
+		if len(tl.Events) != 0 || !tl.Limited || !hasState(state, event.StateCreate, "") || !hasState(state, event.StateMember, bob.UserID.String()) {
+			t.Errorf("%s, %s: %d timeline events, limited %v, %d state events; want none, limited, the state with bob's member event", cli.UserID, section, len(tl.Events), tl.Limited, len(state))
+		}
+	}
+}

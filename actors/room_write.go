@@ -174,7 +174,7 @@ func (r *room) send(ctx actor.Context, m *SendEvent) {
 		return
 	}
 	if m.Type == "m.room.create" {
-		ctx.Respond(&SendReply{Error: forbidden("The create event cannot be changed.")})
+		ctx.Respond(&SendReply{Error: badParam("M_BAD_JSON", "A room has one create event: it cannot be sent again.")})
 		return
 	}
 	if r.powerLevel(m.Sender) < r.required("", m.Type, m.IsState) {

@@ -355,3 +355,15 @@ func TestCreateRoomInvitesCarryProfiles(t *testing.T) {
 		t.Fatalf("invite content = %v", content)
 	}
 }
+
+// TestCreateEventCannotBeSentAgain: a room has one create event; sending
+// another is a bad request (400), as Complement expects.
+func TestCreateEventCannotBeSentAgain(t *testing.T) {
+	n := testnode.Start(t, "", nil)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	room := createRoom(t, alice, bob)
+	u := n.URL + "/_matrix/client/v3/rooms/" + url.PathEscape(room.String()) + "/state/m.room.create/"
+	if status, body := dirDo(t, "PUT", u, alice.AccessToken, `{"room_version":"11"}`); status != 400 || body["errcode"] != "M_BAD_JSON" {
+		t.Fatalf("PUT m.room.create: %d %v, want 400 M_BAD_JSON", status, body)
+	}
+}

@@ -10,7 +10,8 @@ func (r *room) getContext(m *GetContext) *ContextReply {
 		return &ContextReply{Error: e}
 	}
 	ev := r.eventByID(m.EventId)
-	if ev == nil || ev.Pos > upto {
+	v := r.visibility(m.UserId)
+	if ev == nil || ev.Pos > upto || !v.sees(ev) {
 		return notFound
 	}
 	f, err := parseFilter(m.FilterJson)
@@ -31,7 +32,7 @@ func (r *room) getContext(m *GetContext) *ContextReply {
 			}
 			n++
 			out.Start = posToken(x.Pos)
-			if f.matches(x) {
+			if f.matches(x) && v.sees(x) {
 				out.EventsBefore = append(out.EventsBefore, r.clientEvent(x, m.DeviceId, m.UserId))
 			}
 			return true
@@ -47,7 +48,7 @@ func (r *room) getContext(m *GetContext) *ContextReply {
 			n++
 			last = x.Pos
 			out.End = posToken(x.Pos + 1)
-			if f.matches(x) {
+			if f.matches(x) && v.sees(x) {
 				out.EventsAfter = append(out.EventsAfter, r.clientEvent(x, m.DeviceId, m.UserId))
 			}
 			return true

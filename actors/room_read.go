@@ -230,6 +230,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 		scanFrom = from - 1
 	}
 	senders := map[string]bool{}
+	v := r.visibility(m.UserId)
 	err = r.scan(scanFrom, backward, func(ev *evRecord) bool {
 		if ev.Pos > upto || (hasTo && ((backward && ev.Pos < to) || (!backward && ev.Pos >= to))) {
 			if backward && ev.Pos > upto {
@@ -243,7 +244,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 		}
 		seen++
 		last = ev.Pos
-		if f.matches(ev) {
+		if f.matches(ev) && v.sees(ev) {
 			out.Chunk = append(out.Chunk, r.clientEvent(ev, m.DeviceId, m.UserId))
 			senders[ev.Sender] = true
 		}
@@ -276,7 +277,7 @@ func (r *room) getEvent(m *GetEvent) *EventReply {
 		return notFound
 	}
 	ev := r.eventByID(m.EventId)
-	if ev == nil || ev.Pos > upto {
+	if ev == nil || ev.Pos > upto || !r.visibility(m.UserId).sees(ev) {
 		return notFound
 	}
 	return &EventReply{EventJson: r.clientEvent(ev, m.DeviceId, m.UserId)}
@@ -355,6 +356,7 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 	// take positions and stream positions in the same order, so the first
 	// event at or below m.Upto is the last one this sync covers.
 	var timeline []*evRecord
+	v := r.visibility(m.UserId)
 	first, scanned, cut := upto+1, 0, m.Upto == 0
 	_ = r.scan(upto, true, func(ev *evRecord) bool {
 		if m.Upto > 0 && ev.Stream > m.Upto {
@@ -372,7 +374,7 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 		}
 		scanned++
 		first = ev.Pos
-		if rf.Timeline.matches(ev) {
+		if rf.Timeline.matches(ev) && v.sees(ev) {
 			timeline = append(timeline, ev)
 		}
 		return true

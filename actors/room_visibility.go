@@ -11,6 +11,7 @@ import "encoding/json"
 // membership event.
 type visibility struct {
 	all            bool // no event is hidden: the room was never invited or joined
+	id             string
 	settings, user chain
 }
 
@@ -22,6 +23,7 @@ func (r *room) visibility(user string) *visibility {
 		return &visibility{all: true}
 	}
 	return &visibility{
+		id:       user,
 		settings: chain{r: r, evs: []*evRecord{hv}},
 		user:     chain{r: r, evs: []*evRecord{r.state[stateKey{"m.room.member", user}]}},
 	}
@@ -29,7 +31,7 @@ func (r *room) visibility(user string) *visibility {
 
 // sees reports whether the user may see ev.
 func (v *visibility) sees(ev *evRecord) bool {
-	if v.all {
+	if v.all || (ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == v.id) {
 		return true
 	}
 	setting := "shared" // before any history_visibility event

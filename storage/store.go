@@ -92,7 +92,7 @@ type CommitStats struct {
 func Open(dir string, opts Options) (*Store, error) {
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{opts.Logger}).
-		WithSyncWrites(false). // the committer syncs once per round
+		WithSyncWrites(false).      // the committer syncs once per round
 		WithDetectConflicts(false). // the committer is the only writer
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(memTableSize).

@@ -121,8 +121,7 @@ func parseMemberIndex(v []byte) (m memberIndex, ok bool) {
 func newRoom(h *Host, id string) *room { return &room{h: h, id: id, part: h.Partition(id)} }
 
 func (r *room) key(parts ...string) []byte {
-	var buf [8]string // on the stack: a key is built for every write
-	return storage.Key(append(append(buf[:0], "p", r.h.partKeys[r.part], "r", r.id), parts...)...)
+	return storage.Key(append([]string{"p", r.h.partKeys[r.part], "r", r.id}, parts...)...)
 }
 
 func (r *room) Receive(ctx actor.Context) {

@@ -82,8 +82,7 @@ type committed struct {
 func newUser(h *Host, id string) *user { return &user{h: h, id: id} }
 
 func (u *user) key(parts ...string) []byte {
-	var buf [8]string // on the stack: a key is built for every write
-	return storage.Key(append(append(buf[:0], "p", u.h.partKeys[u.h.Partition(u.id)], "u", u.id), parts...)...)
+	return storage.Key(append([]string{"p", partitionName(u.h.Partition(u.id)), "u", u.id}, parts...)...)
 }
 
 func partitionName(p int) string { return fmt.Sprintf("%04x", p) }

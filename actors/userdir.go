@@ -30,8 +30,7 @@ type userDir struct {
 func newUserDir(h *Host, id string) *userDir { return &userDir{h: h, id: id} }
 
 func (d *userDir) key(parts ...string) []byte {
-	var buf [8]string
-	return storage.Key(append(append(buf[:0], "p", d.h.partKeys[d.h.Partition(d.id)], "ud", d.id), parts...)...)
+	return storage.Key(append([]string{"p", partitionName(d.h.Partition(d.id)), "ud", d.id}, parts...)...)
 }
 
 func (d *userDir) Receive(ctx actor.Context) {

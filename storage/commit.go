@@ -22,17 +22,10 @@ type op struct {
 }
 
 // Set records key = value. The slices must not be changed afterwards.
-func (b *Batch) Set(key, value []byte) { b.add(op{key: key, value: value}) }
+func (b *Batch) Set(key, value []byte) { b.ops = append(b.ops, op{key: key, value: value}) }
 
 // Delete records the removal of key.
-func (b *Batch) Delete(key []byte) { b.add(op{key: key, del: true}) }
-
-func (b *Batch) add(o op) {
-	if b.ops == nil {
-		b.ops = make([]op, 0, 4) // most batches (a room's event, its index, a cursor) fit
-	}
-	b.ops = append(b.ops, o)
-}
+func (b *Batch) Delete(key []byte) { b.ops = append(b.ops, op{key: key, del: true}) }
 
 // Len is the number of writes in the batch.
 func (b *Batch) Len() int { return len(b.ops) }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"time"
 
@@ -241,13 +240,25 @@ func (u *user) load() error {
 	})
 }
 
-// commit hands b to the store and holds reply until b is durable; applied
-// then runs before the reply is sent.
+// commit hands b to the store and holds reply until b is durable. The
+// store's committer then sends the reply itself, right after telling the
+// actor, whose mailbox takes that news ahead of any request: a client's
+// answer does not wait for the actor to finish what it is doing (a batch
+// of rooms' acks, say), and its next request still finds applied run.
 func (u *user) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
 	u.commitSeq++
-	seq, self, root := u.commitSeq, ctx.Self(), u.h.system.Root
-	u.waiting = append(u.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, applied: applied})
-	done := func(err error) { root.Send(self, &committed{seq: seq, err: err}) }
+	seq, self, root, to := u.commitSeq, ctx.Self(), u.h.system.Root, ctx.Sender()
+	u.waiting = append(u.waiting, waiter{seq: seq, to: to, reply: reply, applied: applied})
+	done := func(err error) {
+		root.Send(self, &committed{seq: seq, err: err})
+		if to != nil && reply != nil {
+			if err != nil {
+				root.Send(to, internalError(reply))
+			} else {
+				root.Send(to, reply)
+			}
+		}
+	}
 	if reply != nil { // a client waits: ahead of background batches
 		u.h.store.CommitUrgent(b, done)
 	} else {
@@ -264,21 +275,11 @@ func (u *user) onCommitted(ctx actor.Context, m *committed) {
 	}
 	w := u.waiting[i]
 	u.waiting = slices.Delete(u.waiting, i, i+1)
-	reply := w.reply
 	if m.err != nil {
 		u.h.log.Error("user write failed", "user", u.id, "err", m.err)
 		u.failed = m.err
-		if reply != nil {
-			reply = internalError(reply)
-		}
 	} else if w.applied != nil {
 		w.applied()
-	}
-	if w.to != nil && reply != nil {
-		ctx.Send(w.to, reply)
-		if len(u.afterReply) > 0 {
-			runtime.Gosched() // let the client's goroutine answer before the fan-out pass
-		}
 	}
 	for _, f := range u.afterReply {
 		f()

@@ -543,3 +543,27 @@ func TestIdleRoomReleasesItsState(t *testing.T) {
 		t.Fatalf("timeline after releases: %v", bodies)
 	}
 }
+
+// The committer answers a write before the user's actor has handled the
+// news that it is durable; the news goes first in the actor's mailbox, so
+// a read sent after the answer sees the write, even while the actor is
+// busy with its own fan-out's acks.
+func TestReadAfterAnswerSeesTheWriteDuringAFanOut(t *testing.T) {
+	h := hostFor(t, t.TempDir())
+	alice := registerUser(t, h, "alice")
+	for i := range 200 {
+		createRoom(t, h, alice, i)
+	}
+	eventually(t, "room list", func() bool {
+		return len(ask[*RoomsReply](t, h, alice, &GetRooms{UserId: alice}).Rooms) == 200
+	})
+	for i := range 100 {
+		name := fmt.Sprint("A", i)
+		setName(t, h, alice, name, Propagate_PROPAGATE_DEFAULT)
+		prof, v := profileOf(t, h, alice)
+		if want := fmt.Sprintf(`{"displayname":%q}`, name); string(prof) != want || v != uint64(i+2) {
+			t.Fatalf("read after write %d: %s v%d, want %s v%d", i, prof, v, want, i+2)
+		}
+	}
+	waitPropagated(t, h, alice)
+}

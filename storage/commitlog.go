@@ -34,9 +34,13 @@ import (
 // applied again, in order. The store then holds a prefix of the committed
 // transactions that includes every acknowledged one.
 //
-// The log is cut into segments; a segment is deleted once badger has
+// The log is cut into segments; a segment is done with once badger has
 // flushed to tables every memtable that may hold its transactions
-// (sealSegment).
+// (sealSegment). A segment done with becomes a spare, and the next segment
+// is written over a spare: fdatasync then writes the record's blocks
+// alone, where an append also writes the file's new size. Recovery tells a
+// recycled segment's old records by their sequence numbers, which badger
+// holds already.
 
 // logDir is the commit log's directory, inside badger's.
 const logDir = "commitlog"
@@ -50,12 +54,18 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // commitLog is the segment being written. Only the committer uses it.
 type commitLog struct {
-	dir  string
-	f    *os.File
-	n    int   // segment number
-	size int64 // bytes written to the segment
-	buf  []byte
+	dir    string
+	f      *os.File
+	n      int   // segment number
+	size   int64 // bytes written to the segment
+	buf    []byte
+	spares []int // numbers of the segments done with, to write over
+	reused int   // segments written over a spare
 }
+
+// maxSpares is how many segments done with are kept to write over; more
+// are deleted.
+const maxSpares = 2
 
 // A record is: payload length (4 bytes), CRC-32C of the payload (4), and
 // the payload: the transaction's sequence number (8), then its writes, each
@@ -97,7 +107,7 @@ func (l *commitLog) flush() error {
 	if len(l.buf) == 0 {
 		return nil
 	}
-	n, err := l.f.Write(l.buf)
+	n, err := l.f.WriteAt(l.buf, l.size)
 	l.size += int64(n)
 	l.buf = l.buf[:0]
 	if err != nil {
@@ -114,10 +124,19 @@ func (l *commitLog) next() error {
 	return l.open(l.n + 1)
 }
 
-// open creates segment n and syncs the directory, so that the segment's
-// name survives a crash.
+// open starts segment n, over a spare if there is one, and syncs the
+// directory, so that the segment's name survives a crash.
 func (l *commitLog) open(n int) error {
-	f, err := os.OpenFile(segmentPath(l.dir, n), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	path := segmentPath(l.dir, n)
+	if k := len(l.spares); k > 0 {
+		spare := l.spares[k-1]
+		l.spares = l.spares[:k-1]
+		if err := os.Rename(sparePath(l.dir, spare), path); err != nil {
+			return err
+		}
+		l.reused++
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
@@ -129,8 +148,25 @@ func (l *commitLog) open(n int) error {
 	return nil
 }
 
+// retire makes segment n, done with, a spare; beyond maxSpares it is
+// deleted.
+func (l *commitLog) retire(n int) error {
+	if len(l.spares) >= maxSpares {
+		return removeSegments(l.dir, []int{n})
+	}
+	if err := os.Rename(segmentPath(l.dir, n), sparePath(l.dir, n)); err != nil {
+		return err
+	}
+	l.spares = append(l.spares, n)
+	return nil
+}
+
 func segmentPath(dir string, n int) string {
 	return filepath.Join(dir, fmt.Sprintf("%06d.log", n))
+}
+
+func sparePath(dir string, n int) string {
+	return filepath.Join(dir, fmt.Sprintf("%06d.spare", n))
 }
 
 // segments lists the segment numbers in dir, in order.
@@ -156,7 +192,7 @@ func numbered(dir, ext string) ([]int, error) {
 }
 
 // recoverLog applies the records badger lacks, makes badger's files
-// durable, deletes the old segments and starts a new one. It returns the
+// durable, retires the old segments and starts a new one. It returns the
 // sequence number of the last transaction in the store and how many
 // records it applied.
 func (s *Store) recoverLog() (last uint64, applied int, err error) {
@@ -192,12 +228,17 @@ func (s *Store) recoverLog() (last uint64, applied int, err error) {
 		}
 	}
 	l := &commitLog{dir: dir}
+	if l.spares, err = numbered(dir, ".spare"); err != nil {
+		return 0, 0, err
+	}
 	if len(ns) > 0 {
 		if err := s.syncBadger(); err != nil {
 			return 0, 0, err
 		}
-		if err := removeSegments(dir, ns); err != nil {
-			return 0, 0, err
+		for _, n := range ns {
+			if err := l.retire(n); err != nil {
+				return 0, 0, err
+			}
 		}
 		if err := l.open(ns[len(ns)-1] + 1); err != nil {
 			return 0, 0, err

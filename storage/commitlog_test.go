@@ -44,6 +44,91 @@ func TestLogDropsFlushedSegments(t *testing.T) {
 	}
 }
 
+// TestRecycledSegmentsRecover: segments done with are written over, and a
+// segment written over holds the old records after its new ones. A store
+// that loses badger's unsynced logs still reads every acknowledged write
+// back: recovery applies the new records and passes over the old, whose
+// transactions badger holds.
+func TestRecycledSegmentsRecover(t *testing.T) {
+	defer func(n, c int64) { memTableSize, segmentBytes = n, c }(memTableSize, segmentBytes)
+	memTableSize = 8 << 20
+	segmentBytes = 1 << 20
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitKilobytes(t, s, 300)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s.log.reused < 5 {
+		t.Fatalf("%d segments written over a spare of %d done with", s.log.reused, s.Stats().Dropped)
+	}
+	spares, _ := numbered(filepath.Join(dir, logDir), ".spare")
+	if len(spares) > maxSpares {
+		t.Fatalf("%d spares kept: %v", len(spares), spares)
+	}
+	// Lose badger's memtable logs, as a power loss may.
+	mems, _ := filepath.Glob(filepath.Join(dir, "*"+memExt))
+	for _, m := range mems {
+		if err := os.Remove(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	readKilobytes(t, r, 300)
+}
+
+// TestRecoveryPassesOverOldRecords: a segment written over a spare holds,
+// after its new records, records of transactions badger already holds;
+// recovery must not apply them again over newer values.
+func TestRecoveryPassesOverOldRecords(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("p", 1000)
+	for _, v := range []string{"old1", "old2"} {
+		var b Batch
+		b.Set(Key("x"), []byte(v+pad))
+		if err := s.CommitSync(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last, n := s.seq, s.log.n
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Badger lost the newest transaction, last+1, which was written over
+	// the segment from its start: the segment now reads last+1, then the
+	// old record of last.
+	f, err := os.OpenFile(segmentPath(filepath.Join(dir, logDir), n), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &commitLog{dir: filepath.Join(dir, logDir), f: f, n: n}
+	l.add(last+1, []*pending{{b: &Batch{ops: []op{{key: Key("x"), value: []byte("new1" + pad)}}}}})
+	if err := l.flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, err := s.Get(Key("x")); err != nil || string(v) != "new1"+pad {
+		t.Fatalf("x = %.8q..., %v; want new1...", v, err)
+	}
+}
+
 // TestRecoveryAppliesWhatBadgerLacks: on open, the commit log's records
 // after the last transaction badger holds are applied in order; older
 // records, records after a gap, and a torn record at the end are not.
@@ -70,11 +155,15 @@ func TestRecoveryAppliesWhatBadgerLacks(t *testing.T) {
 	if err != nil || len(ns) == 0 {
 		t.Fatalf("segments %v, %v", ns, err)
 	}
-	f, err := os.OpenFile(segmentPath(logdir, ns[len(ns)-1]), os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(segmentPath(logdir, ns[len(ns)-1]), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &commitLog{dir: logdir, f: f, n: ns[len(ns)-1]}
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &commitLog{dir: logdir, f: f, n: ns[len(ns)-1], size: fi.Size()}
 	record := func(seq uint64, ops ...op) { l.add(seq, []*pending{{b: &Batch{ops: ops}}}) }
 	record(last, op{key: Key("old"), value: []byte("x")}) // badger holds it already
 	record(last+1, op{key: Key("a"), value: []byte("2")}, op{key: Key("b"), value: []byte("2")})
@@ -83,7 +172,7 @@ func TestRecoveryAppliesWhatBadgerLacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	record(last+3, op{key: Key("torn"), value: []byte("x")})
-	if _, err := f.Write(l.buf[:len(l.buf)-3]); err != nil {
+	if _, err := f.WriteAt(l.buf[:len(l.buf)-3], l.size); err != nil {
 		t.Fatal(err)
 	}
 	l.buf = l.buf[:0]

@@ -84,7 +84,7 @@ type CommitStats struct {
 	Rounds  uint64 // fsyncs
 	Batches uint64 // batches committed
 	Ops     uint64 // keys written or deleted
-	Dropped uint64 // commit log segments deleted, their transactions in badger's tables
+	Dropped uint64 // commit log segments done with (their transactions in badger's tables): deleted or kept to write over
 }
 
 // Open opens (creating if needed) the store in dir. It fails with a clear

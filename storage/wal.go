@@ -72,7 +72,7 @@ func (s *Store) sealSegment() error {
 			keep = append(keep, seg)
 			continue
 		}
-		if err := removeSegments(s.log.dir, []int{seg.n}); err != nil {
+		if err := s.log.retire(seg.n); err != nil {
 			return err
 		}
 		s.statsMu.Lock()

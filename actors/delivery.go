@@ -316,7 +316,10 @@ func (u *user) resend() {
 
 // onMembership records a room's word on the user's membership there.
 func (u *user) onMembership(m *MembershipChanged) {
-	ack := func() { u.h.Send(KindRoom, m.RoomId, &MembershipAck{RoomId: m.RoomId, UserId: u.id, Stream: m.Stream}) }
+	snap := u.joinSnapshot(m)
+	ack := func() {
+		u.h.Send(KindRoom, m.RoomId, &MembershipAck{RoomId: m.RoomId, UserId: u.id, Stream: m.Stream, Update: snap})
+	}
 	c := u.rooms[m.RoomId]
 	if !u.exists || (c != nil && m.Stream <= c.Stream) {
 		ack()
@@ -350,6 +353,23 @@ func (u *user) onMembership(m *MembershipChanged) {
 		}
 		u.deliver()
 	})
+}
+
+// joinSnapshot is, for a join whose member event carries a profile older
+// than the user's durable one, that profile as one update for the room to
+// apply with the ack. The server reads the profile before it asks the room
+// to join; a write that lands in between may have finished its fan-out
+// before this actor heard of the room, and a join gets the current profile.
+// Keys the user set in the join's own content stay (the default mode).
+func (u *user) joinSnapshot(m *MembershipChanged) *MemberUpdate {
+	if !u.exists || m.Membership != "join" || m.ProfileVersion >= u.committed.Version {
+		return nil
+	}
+	var dn, av string
+	_ = jsonString(u.committed.Fields["displayname"], &dn)
+	_ = jsonString(u.committed.Fields["avatar_url"], &av)
+	return &MemberUpdate{Version: u.committed.Version, Mode: Propagate_PROPAGATE_DEFAULT, WrittenMs: now(),
+		SetsDisplayname: true, Displayname: dn, SetsAvatarUrl: true, AvatarUrl: av}
 }
 
 // loadDeliveries reads the versions not yet acknowledged by every joined

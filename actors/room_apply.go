@@ -28,15 +28,9 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 	rec := r.member(m.UserId)
 	before := rec.Version
 	var b storage.Batch
-	contents, written := applyVersions(rec, r.memberContent(m.UserId), m.Updates, r.h.cfg.Profile.PreserveRoomOverrides)
-	for _, content := range contents {
-		sk := m.UserId
-		ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.UserId, Content: mustJSON(content), membership: joined}
-		if err := r.append(&b, ev); err != nil {
-			r.h.log.Error("room cannot append", "room", r.id, "err", err)
-			r.abort() // not acknowledged: the user actor sends it again
-			return
-		}
+	written, ok := r.applyMember(&b, m.UserId, m.Updates)
+	if !ok {
+		return // not acknowledged: the user actor sends it again
 	}
 	if rec.Version == before { // nothing new: a duplicate
 		r.ackUpdates(m.UserId, rec.Version, false, 0)
@@ -48,6 +42,24 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 	r.putMember(&b, m.UserId)
 	user, version := m.UserId, rec.Version
 	r.commit(ctx, &b, nil, func() { r.ackUpdates(user, version, false, written) })
+}
+
+// applyMember applies ups to user's member content in b: one member event
+// per version that changes it. The member event must be in r.state
+// (readMember). False: an event could not be appended, and the room
+// aborted what b held.
+func (r *room) applyMember(b *storage.Batch, user string, ups []*MemberUpdate) (writtenMs int64, ok bool) {
+	contents, written := applyVersions(r.member(user), r.memberContent(user), ups, r.h.cfg.Profile.PreserveRoomOverrides)
+	for _, content := range contents {
+		sk := user
+		ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: user, Content: mustJSON(content), membership: joined}
+		if err := r.append(b, ev); err != nil {
+			r.h.log.Error("room cannot append", "room", r.id, "err", err)
+			r.abort()
+			return 0, false
+		}
+	}
+	return written, true
 }
 
 // applyVersions applies, in order, the versions of ups newer than

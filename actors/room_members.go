@@ -244,8 +244,22 @@ func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
 	if rec == nil || m.Stream <= rec.Notified {
 		return
 	}
-	rec.Notified = m.Stream
 	var b storage.Batch
+	user, before := m.UserId, rec.Version
+	var written int64
+	if m.Update != nil && r.membership(user) == "join" {
+		// The join carried an older profile: the current one goes in with
+		// the ack, atomically, or the room notifies the user again.
+		if _, err := r.readMember(user); err != nil {
+			r.h.log.Error("room cannot read a member event", "room", r.id, "err", err)
+			return
+		}
+		var ok bool
+		if written, ok = r.applyMember(&b, user, []*MemberUpdate{m.Update}); !ok {
+			return
+		}
+	}
+	rec.Notified = m.Stream
 	r.putMember(&b, m.UserId)
 	pending := false
 	for user, rec := range r.members {
@@ -257,7 +271,11 @@ func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
 	if !pending {
 		b.Delete(r.wakeKey())
 	}
-	r.commit(ctx, &b, nil, nil)
+	var acked func()
+	if version := rec.Version; version > before {
+		acked = func() { r.ackUpdates(user, version, false, written) }
+	}
+	r.commit(ctx, &b, nil, acked)
 }
 
 // forget marks the room forgotten for a user who is not in it: the user can

@@ -567,3 +567,36 @@ func TestReadAfterAnswerSeesTheWriteDuringAFanOut(t *testing.T) {
 	}
 	waitPropagated(t, h, alice)
 }
+
+// A join carries the profile the server read before it asked the room. A
+// rename that lands in between, and finishes its fan-out before the user's
+// actor hears of the join, must still reach the joined room.
+func TestJoinWithAnOlderProfileGetsTheNewer(t *testing.T) {
+	h := hostFor(t, t.TempDir())
+	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
+	createRoom(t, h, alice, 0)
+	room := createRoom(t, h, bob, 1)
+	old, v := profileOf(t, h, alice) // read for the join
+	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
+	waitPropagated(t, h, alice)
+	r, err := h.Request(context.Background(), KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v})
+	if err != nil || r.(*SendReply).Error != nil {
+		t.Fatalf("join: %v %v", err, r)
+	}
+	eventually(t, "the rename in the room joined with the older profile", func() bool {
+		return memberName(t, h, room, alice) == "Alice 2"
+	})
+	// A join gets the profile current when it lands, as one that read it
+	// then would have, even after a change kept out of the user's rooms.
+	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_NONE)
+	other := createRoom(t, h, bob, 2)
+	if r, err := h.Request(context.Background(), KindRoom, other, &ChangeMembership{RoomId: other, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); err != nil || r.(*SendReply).Error != nil {
+		t.Fatalf("join: %v %v", err, r)
+	}
+	eventually(t, "the current profile in the second room", func() bool {
+		return memberName(t, h, other, alice) == "Alice 3"
+	})
+	if n := memberName(t, h, room, alice); n != "Alice 2" {
+		t.Fatalf("the change kept out of rooms reached the first room: %q", n)
+	}
+}

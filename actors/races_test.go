@@ -1,0 +1,66 @@
+package actors
+
+// Races between a client's requests and a fan-out in progress.
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// The committer answers a write before the user's actor has handled the
+// news that it is durable; the news goes first in the actor's mailbox, so
+// a read sent after the answer sees the write, even while the actor is
+// busy with its own fan-out's acks.
+func TestReadAfterAnswerSeesTheWriteDuringAFanOut(t *testing.T) {
+	h := hostFor(t, t.TempDir())
+	alice := registerUser(t, h, "alice")
+	for i := range 200 {
+		createRoom(t, h, alice, i)
+	}
+	eventually(t, "room list", func() bool {
+		return len(ask[*RoomsReply](t, h, alice, &GetRooms{UserId: alice}).Rooms) == 200
+	})
+	for i := range 100 {
+		name := fmt.Sprint("A", i)
+		setName(t, h, alice, name, Propagate_PROPAGATE_DEFAULT)
+		prof, v := profileOf(t, h, alice)
+		if want := fmt.Sprintf(`{"displayname":%q}`, name); string(prof) != want || v != uint64(i+2) {
+			t.Fatalf("read after write %d: %s v%d, want %s v%d", i, prof, v, want, i+2)
+		}
+	}
+	waitPropagated(t, h, alice)
+}
+
+// A join carries the profile the server read before it asked the room. A
+// rename that lands in between, and finishes its fan-out before the user's
+// actor hears of the join, must still reach the joined room.
+func TestJoinWithAnOlderProfileGetsTheNewer(t *testing.T) {
+	h := hostFor(t, t.TempDir())
+	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
+	createRoom(t, h, alice, 0)
+	room := createRoom(t, h, bob, 1)
+	old, v := profileOf(t, h, alice) // read for the join
+	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
+	waitPropagated(t, h, alice)
+	r, err := h.Request(context.Background(), KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v})
+	if err != nil || r.(*SendReply).Error != nil {
+		t.Fatalf("join: %v %v", err, r)
+	}
+	eventually(t, "the rename in the room joined with the older profile", func() bool {
+		return memberName(t, h, room, alice) == "Alice 2"
+	})
+	// A join gets the profile current when it lands, as one that read it
+	// then would have, even after a change kept out of the user's rooms.
+	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_NONE)
+	other := createRoom(t, h, bob, 2)
+	if r, err := h.Request(context.Background(), KindRoom, other, &ChangeMembership{RoomId: other, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); err != nil || r.(*SendReply).Error != nil {
+		t.Fatalf("join: %v %v", err, r)
+	}
+	eventually(t, "the current profile in the second room", func() bool {
+		return memberName(t, h, other, alice) == "Alice 3"
+	})
+	if n := memberName(t, h, room, alice); n != "Alice 2" {
+		t.Fatalf("the change kept out of rooms reached the first room: %q", n)
+	}
+}

@@ -64,3 +64,28 @@ func TestJoinWithAnOlderProfileGetsTheNewer(t *testing.T) {
 		t.Fatalf("the change kept out of rooms reached the first room: %q", n)
 	}
 }
+
+// A join whose own content sets a displayname keeps it: the room records it
+// as the user's own, so neither the current profile sent with the ack of a
+// join that raced a rename, nor a later rename, replaces it.
+func TestJoinWithItsOwnNameKeepsIt(t *testing.T) {
+	h := hostFor(t, t.TempDir())
+	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
+	room := createRoom(t, h, bob, 1)
+	old, v := profileOf(t, h, alice) // read for the join
+	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
+	r, err := h.Request(context.Background(), KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join",
+		ProfileJson: old, ProfileVersion: v, ContentJson: []byte(`{"displayname":"Al here"}`)})
+	if err != nil || r.(*SendReply).Error != nil {
+		t.Fatalf("join: %v %v", err, r)
+	}
+	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_DEFAULT)
+	waitPropagated(t, h, alice)
+	if n := memberName(t, h, room, alice); n != "Al here" {
+		t.Fatalf("the join's own displayname became %q", n)
+	}
+	setName(t, h, alice, "Alice 4", Propagate_PROPAGATE_ALL)
+	eventually(t, "propagate_to=all replacing the room's own name", func() bool {
+		return memberName(t, h, room, alice) == "Alice 4"
+	})
+}

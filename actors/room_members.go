@@ -117,6 +117,7 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 	if m.Action == "join" {
 		rec.Version = max(rec.Version, m.ProfileVersion)
 		rec.Own, rec.Forgotten = nil, false
+		r.markOwn(rec, content, m.ProfileJson) // a join's own displayname, say
 	}
 	r.putMember(&b, target)
 	r.commitMembership(ctx, &b, &SendReply{EventId: ev.ID}, []string{target})
@@ -167,25 +168,36 @@ func (r *room) memberEvent(ctx actor.Context, m *SendEvent) {
 	r.membershipEvent(ctx, cm, content)
 }
 
+// markOwn records, per key, whether the member content holds a value of the
+// user's own rather than the global profile's (nil: not known, no change).
+func (r *room) markOwn(rec *memberRec, content map[string]any, globalJSON []byte) {
+	if globalJSON == nil || !r.h.cfg.Profile.PreserveRoomOverrides {
+		return
+	}
+	global := profileContent(globalJSON)
+	for _, k := range []string{"displayname", "avatar_url"} {
+		mine, _ := content[k].(string)
+		theirs, _ := global[k].(string)
+		switch {
+		case mine == theirs:
+			delete(rec.Own, k)
+		case rec.Own == nil:
+			rec.Own = map[string]bool{k: true}
+		default:
+			rec.Own[k] = true
+		}
+	}
+	if len(rec.Own) == 0 {
+		rec.Own = nil
+	}
+}
+
 // ownProfile records a joined user's per-room profile.
 func (r *room) ownProfile(ctx actor.Context, m *SendEvent, content map[string]any) {
 	strip(content)
 	content["membership"] = "join"
 	rec := r.member(m.Sender)
-	if m.GlobalProfileJson != nil && r.h.cfg.Profile.PreserveRoomOverrides {
-		global := profileContent(m.GlobalProfileJson)
-		for _, k := range []string{"displayname", "avatar_url"} {
-			mine, _ := content[k].(string)
-			theirs, _ := global[k].(string)
-			if rec.Own == nil {
-				rec.Own = map[string]bool{}
-			}
-			rec.Own[k] = mine != theirs
-			if !rec.Own[k] {
-				delete(rec.Own, k)
-			}
-		}
-	}
+	r.markOwn(rec, content, m.GlobalProfileJson)
 	var b storage.Batch
 	sk := m.Sender
 	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.Sender, Content: mustJSON(content), Txn: m.TxnId, Device: m.DeviceId}

@@ -3,6 +3,8 @@ package actors
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -39,6 +41,7 @@ type deliveries struct {
 	dirty    map[string]bool      // cursors not yet written
 	behind   int                  // joined rooms whose cursor is behind the latest version
 	current  map[string]struct{}  // joined rooms whose cursor is at the latest version
+	fold     fold                 // the last folded run of history
 	flushing bool
 	timer    bool
 }
@@ -165,21 +168,44 @@ func (u *user) deliver() {
 	u.maybeDone()
 }
 
-// sendTo sends a room the versions after its cursor: all of them in order,
-// or, beyond max_backlog, the latest alone with every key folded in.
+// sendTo sends a room the versions after its cursor.
 func (u *user) sendTo(id string, c *roomCursor) {
-	var ups []*MemberUpdate
-	for _, h := range u.d.history {
-		if h.Version > c.Acked {
-			ups = append(ups, h)
-		}
-	}
-	msg := &ProfileUpdates{RoomId: id, UserId: u.id, Updates: ups}
-	if len(ups) > u.h.cfg.Propagation.MaxBacklog {
-		msg.Updates, msg.Snapshot, msg.Skipped = []*MemberUpdate{coalesce(ups)}, true, uint64(len(ups)-1)
-	}
+	msg := &ProfileUpdates{RoomId: id, UserId: u.id}
+	msg.Updates, msg.Snapshot, msg.Skipped = u.updatesAfter(c.Acked)
 	u.d.inFlight[id] = time.Now()
 	u.h.Send(KindRoom, id, msg)
+}
+
+// updatesAfter is what a room that acknowledged acked lacks: every later
+// version in order or, beyond max_backlog, the latest alone with every key
+// folded in (a snapshot that skipped the others).
+func (u *user) updatesAfter(acked uint64) (ups []*MemberUpdate, snapshot bool, skipped uint64) {
+	h := u.d.history
+	i := sort.Search(len(h), func(i int) bool { return h[i].Version > acked })
+	if n := len(h) - i; n > u.h.cfg.Propagation.MaxBacklog {
+		return []*MemberUpdate{u.folded(i)}, true, uint64(n - 1)
+	}
+	return slices.Clone(h[i:]), false, 0
+}
+
+// folded is coalesce of the history from index i on. Rooms that lag alike
+// share one (messages are not changed once sent), so a burst of writes
+// costs one fold per cursor, not one per room.
+func (u *user) folded(i int) *MemberUpdate {
+	h := u.d.history
+	from, to := h[i].Version, h[len(h)-1].Version
+	if f := u.d.fold; f.upd != nil && f.from == from && f.to == to {
+		return f.upd
+	}
+	upd := coalesce(h[i:])
+	u.d.fold = fold{from, to, upd}
+	return upd
+}
+
+// fold is the last coalesced run of history: versions from..to.
+type fold struct {
+	from, to uint64
+	upd      *MemberUpdate
 }
 
 // coalesce folds versions into one: per key, the last value written, with

@@ -2,7 +2,6 @@ package actors
 
 import (
 	"encoding/json"
-	"maps"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -28,6 +27,7 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 	rec := r.member(m.UserId)
 	before := rec.Version
 	var b storage.Batch
+	b.Grow(2*len(m.Updates) + 2) // an event and its state index per version, the member record, the wake mark
 	written, ok := r.applyMember(&b, m.UserId, m.Updates)
 	if !ok {
 		return // not acknowledged: the user actor sends it again
@@ -52,7 +52,7 @@ func (r *room) applyMember(b *storage.Batch, user string, ups []*MemberUpdate) (
 	contents, written := applyVersions(r.member(user), r.memberContent(user), ups, r.h.cfg.Profile.PreserveRoomOverrides)
 	for _, content := range contents {
 		sk := user
-		ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: user, Content: mustJSON(content), membership: joined}
+		ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: user, Content: content, membership: joined}
 		if err := r.append(b, ev); err != nil {
 			r.h.log.Error("room cannot append", "room", r.id, "err", err)
 			r.abort()
@@ -64,15 +64,15 @@ func (r *room) applyMember(b *storage.Batch, user string, ups []*MemberUpdate) (
 
 // applyVersions applies, in order, the versions of ups newer than
 // rec.Version to content (the member content now) and returns the member
-// content of each event to append: one per version that changed something.
-// rec advances to the last version seen.
-func applyVersions(rec *memberRec, content map[string]any, ups []*MemberUpdate, preserve bool) (events []map[string]any, writtenMs int64) {
+// content of each event to append, encoded: one per version that changed
+// something. rec advances to the last version seen.
+func applyVersions(rec *memberRec, content map[string]any, ups []*MemberUpdate, preserve bool) (events []json.RawMessage, writtenMs int64) {
 	for _, u := range ups {
 		if u.Version <= rec.Version {
 			continue // a duplicate or a resend: already applied
 		}
 		if takeUpdate(rec, content, u, preserve) {
-			events = append(events, maps.Clone(content))
+			events = append(events, mustJSON(content))
 		}
 		rec.Version, writtenMs = u.Version, u.WrittenMs
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -26,6 +27,9 @@ func (b *Batch) Set(key, value []byte) { b.ops = append(b.ops, op{key: key, valu
 
 // Delete records the removal of key.
 func (b *Batch) Delete(key []byte) { b.ops = append(b.ops, op{key: key, del: true}) }
+
+// Grow makes room for n more writes.
+func (b *Batch) Grow(n int) { b.ops = slices.Grow(b.ops, n) }
 
 // Len is the number of writes in the batch.
 func (b *Batch) Len() int { return len(b.ops) }

@@ -33,7 +33,7 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	burst := fs.Int("burst", 20, "renames sent back to back, to time PUT latency under fan-out")
 	conc := fs.Int("concurrency", 16, "concurrent requests while creating rooms")
 	pause := fs.Duration("pause", 0, "wait this long before each timed rename (longer than the node's actors.passivate_after: the rename finds its rooms passivated)")
-	tracePath := fs.String("trace", "", "write a Go execution trace of the node during the burst to this file (needs listen.metrics)")
+	tracePath := fs.String("trace", "", "write a Go execution trace of the node during the burst to this file (needs listen.metrics), and report where its slowest profile writes waited")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -165,6 +165,9 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "verified the last name in %d rooms' state\n", checked)
 	if rss, err := nodeRSS(cfg.Listen.Metrics); err == nil {
 		fmt.Fprintf(stdout, "node RSS: %.1f MiB\n", float64(rss)/(1<<20))
+	}
+	if *tracePath != "" {
+		return traceReport(*tracePath, stdout, 10)
 	}
 	return nil
 }

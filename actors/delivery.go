@@ -41,6 +41,7 @@ type deliveries struct {
 	dirty    map[string]bool      // cursors not yet written
 	behind   int                  // joined rooms whose cursor is behind the latest version
 	current  map[string]struct{}  // joined rooms whose cursor is at the latest version
+	joining  map[string]bool      // joined rooms owed their join's snapshot: nothing is sent before it
 	fold     fold                 // the last folded run of history
 	flushing bool
 	timer    bool
@@ -156,7 +157,7 @@ func (u *user) deliver() {
 		id := u.d.queue[0]
 		u.d.queue = u.d.queue[1:]
 		c := u.rooms[id]
-		if _, busy := u.d.inFlight[id]; busy || c == nil || c.Membership != "join" || c.Acked >= latest {
+		if _, busy := u.d.inFlight[id]; busy || u.d.joining[id] || c == nil || c.Membership != "join" || c.Acked >= latest {
 			continue
 		}
 		u.sendTo(id, c)
@@ -370,10 +371,18 @@ func (u *user) onMembership(m *MembershipChanged) {
 			}
 		}
 	}
+	if snap != nil {
+		// The snapshot goes with the ack, once the cursor is durable. A
+		// later version sent before it would be applied first, and the
+		// snapshot then passed over as older: a propagate_to=unchanged
+		// version would meet the join's older profile.
+		u.d.joining[m.RoomId] = true
+	}
 	var b storage.Batch
 	b.Set(u.key("room", m.RoomId), mustJSON(c))
 	u.commit(u.ctx, &b, nil, func() {
 		ack()
+		delete(u.d.joining, m.RoomId)
 		if c.Membership == "join" && c.Acked < u.latest() {
 			u.d.queue = append(u.d.queue, m.RoomId)
 		}
@@ -404,7 +413,7 @@ func (u *user) joinSnapshot(m *MembershipChanged) *MemberUpdate {
 // after waking without reading them all first.
 func (u *user) loadDeliveries() error {
 	u.rooms, u.roomsLoaded = nil, false
-	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}, current: map[string]struct{}{}}
+	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}, current: map[string]struct{}{}, joining: map[string]bool{}}
 	return u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
 		var upd MemberUpdate
 		if err := proto.Unmarshal(v, &upd); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -203,6 +204,51 @@ func TestMemberEventContentRules(t *testing.T) {
 		for _, ev := range memberHistory(t, alice, room, carol.UserID) {
 			if _, ok := ev.Content.Raw["m.tz"]; ok {
 				t.Errorf("%s: member event %s carries m.tz: %v", room, ev.ID, ev.Content.Raw)
+			}
+		}
+	}
+}
+
+// TestRenamesRacingJoinsConverge: a user joins 40 rooms while renaming
+// twice, the second time with propagate_to=unchanged. Whichever profile a
+// join took, the user held no value of their own in any room, so every
+// room ends with the last name, and no room's timeline shows an older name
+// after a newer one. Three users, one after another, each in the same 40
+// rooms: the race is in the timing.
+func TestRenamesRacingJoinsConverge(t *testing.T) {
+	n := startNode(t)
+	alice := n.Register("alice")
+	rooms := createRooms(t, alice, 40)
+	for i := range 3 {
+		bob := n.Register(fmt.Sprintf("bob%d", i))
+		order := []string{string(bob.UserID.Localpart()), "Bob One", "Bob Two"}
+		joined := make(chan error, 1)
+		go func() {
+			for _, r := range rooms {
+				if _, err := bob.JoinRoomByID(ctx, r); err != nil {
+					joined <- err
+					return
+				}
+			}
+			joined <- nil
+		}()
+		rename(t, bob, order[1], nil)
+		rename(t, bob, order[2], map[string]string{"propagate_to": "unchanged"})
+		if err := <-joined; err != nil {
+			t.Fatal(err)
+		}
+		waitJoined(t, bob, rooms...)
+		waitPropagated(t, n, bob.UserID)
+		checkNames(t, alice, rooms, bob.UserID, order[2])
+		for _, room := range rooms {
+			last := -1
+			for _, ev := range memberHistory(t, alice, room, bob.UserID) {
+				name, _ := ev.Content.Raw["displayname"].(string)
+				at := slices.Index(order, name)
+				if at < last {
+					t.Fatalf("room %s: %s's member events go back from %q to %q", room, bob.UserID, order[last], name)
+				}
+				last = at
 			}
 		}
 	}

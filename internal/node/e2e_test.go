@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -130,5 +132,22 @@ func TestProfilesSurviveRestart(t *testing.T) {
 		if _, err := c.Whoami(ctx); err != nil {
 			t.Fatalf("token of %s lost in restart: %v", u, err)
 		}
+	}
+}
+
+// TestStopClosesUnusedConnections: a connection that never sent a request
+// does not hold a stop (net/http alone would wait five seconds for it).
+func TestStopClosesUnusedConnections(t *testing.T) {
+	n := testnode.Start(t, "", nil)
+	conn, err := net.Dial("tcp", n.ClientAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(20 * time.Millisecond) // let the server accept it
+	start := time.Now()
+	n.Stop()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("stop took %v with an unused connection open", d)
 	}
 }

@@ -73,6 +73,9 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("listen.client %s: %w", cfg.Listen.Client, err)
 	}
 	n.client = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	fresh := &freshConns{conns: map[net.Conn]struct{}{}}
+	n.client.ConnState = fresh.track
+	n.client.RegisterOnShutdown(fresh.close)
 	go n.serve(n.client, n.clientLn)
 	if cfg.Listen.Metrics != "" {
 		if n.metricsL, err = net.Listen("tcp", cfg.Listen.Metrics); err != nil {
@@ -90,6 +93,34 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	}
 	log.Info("persona node started", "server_name", cfg.ServerName, "client", n.ClientAddr(), "metrics", n.MetricsAddr(), "data_dir", cfg.DataDir)
 	return n, nil
+}
+
+// freshConns are the client connections that have not sent a request yet.
+// A shutdown closes them at once: net/http counts a new connection as idle
+// only after five seconds, and a client's spare connection (one dialed for
+// a request that another connection took) would hold every stop that long.
+type freshConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (f *freshConns) track(c net.Conn, s http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s == http.StateNew {
+		f.conns[c] = struct{}{}
+	} else {
+		delete(f.conns, c)
+	}
+}
+
+// close runs once the server has closed its listener.
+func (f *freshConns) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.conns {
+		_ = c.Close()
+	}
 }
 
 func (n *Node) serve(s *http.Server, l net.Listener) {

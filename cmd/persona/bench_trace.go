@@ -31,8 +31,9 @@ type span struct {
 // traceReport reads the execution trace at path and writes where its n
 // slowest profile writes waited: what the store's committer did meanwhile
 // (synced the commit log, waited for badger to take the write, waited for
-// a processor, ran) and how much of each write a GC mark phase covered. It
-// ends with the commit log's syncs over the whole trace.
+// a processor, ran, or idled while the write was in the HTTP server or the
+// actors) and how much of each write a GC mark phase covered. It ends with
+// the commit log's syncs over the whole trace.
 func traceReport(path string, w io.Writer, n int) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -168,7 +169,7 @@ func committerState(s trace.GoState, stack trace.Stack) string {
 	case stackHas(stack, "badger/v4.(*Txn).Commit"):
 		return "badger taking the write"
 	case stackHas(stack, committerFunc) && stackHas(stack, "runtime.selectgo") && !stackHas(stack, "storage.(*Store).commitRound"):
-		return "idle"
+		return "idle (the write was elsewhere)"
 	}
 	return "waiting"
 }

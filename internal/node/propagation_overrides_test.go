@@ -253,3 +253,65 @@ func TestRenamesRacingJoinsConverge(t *testing.T) {
 		}
 	}
 }
+
+// TestRenamesRacingRejoinsConverge: a user leaves and joins 20 rooms again
+// while renaming, every other rename with propagate_to=unchanged. Every
+// room ends with the last name, and no room's timeline shows an older name
+// after a newer one.
+func TestRenamesRacingRejoinsConverge(t *testing.T) {
+	n := startNode(t)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	rooms := createRooms(t, alice, 20)
+	join(t, bob, rooms...)
+	order := []string{"bob"}
+	done := make(chan error, 1)
+	go func() {
+		for round := range 3 {
+			for _, r := range rooms {
+				if _, err := bob.LeaveRoom(ctx, r); err != nil {
+					done <- fmt.Errorf("round %d: leave %s: %w", round, r, err)
+					return
+				}
+				if _, err := bob.JoinRoomByID(ctx, r); err != nil {
+					done <- fmt.Errorf("round %d: join %s: %w", round, r, err)
+					return
+				}
+			}
+		}
+		done <- nil
+	}()
+	for finished := false; !finished || len(order)%2 == 0; {
+		name := fmt.Sprintf("Bob %d", len(order))
+		var query map[string]string
+		if len(order)%2 == 0 {
+			query = map[string]string{"propagate_to": "unchanged"}
+		}
+		rename(t, bob, name, query)
+		order = append(order, name)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished = true
+		default:
+		}
+	}
+	waitJoined(t, bob, rooms...)
+	waitPropagated(t, n, bob.UserID)
+	checkNames(t, alice, rooms, bob.UserID, order[len(order)-1])
+	for _, room := range rooms {
+		last := -1
+		for _, ev := range memberHistory(t, alice, room, bob.UserID) {
+			if ev.Content.Raw["membership"] != "join" {
+				continue
+			}
+			name, _ := ev.Content.Raw["displayname"].(string)
+			at := slices.Index(order, name)
+			if at < last {
+				t.Fatalf("room %s: bob's member events go back from %q to %q", room, order[last], name)
+			}
+			last = at
+		}
+	}
+}

@@ -414,3 +414,50 @@ func TestConcurrentRenamesConverge(t *testing.T) {
 	}
 	checkNames(t, alice, rooms, alice.UserID, final)
 }
+
+// TestKicksRacingRenamesLeaveKickedRoomsAlone: while bob renames again and
+// again, alice kicks him from half of his rooms. No kicked room gets a
+// member event for bob after the kick, and every other room ends with the
+// last name.
+func TestKicksRacingRenamesLeaveKickedRoomsAlone(t *testing.T) {
+	n := startNode(t)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	rooms := createRooms(t, alice, 20)
+	join(t, bob, rooms...)
+	kicked, kept := rooms[:10], rooms[10:]
+	done := make(chan error, 1)
+	go func() {
+		for _, r := range kicked {
+			if _, err := alice.KickUser(ctx, r, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "race"}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	var last string
+	for i, finished := 0, false; !finished || i < 5; i++ {
+		last = fmt.Sprintf("Bob %d", i)
+		rename(t, bob, last, nil)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished = true
+		default:
+		}
+	}
+	waitPropagated(t, n, bob.UserID)
+	checkNames(t, alice, kept, bob.UserID, last)
+	for _, room := range kicked {
+		hist := memberHistory(t, alice, room, bob.UserID)
+		if len(hist) == 0 || hist[len(hist)-1].Content.Raw["membership"] != "leave" {
+			var got []map[string]any
+			for _, ev := range hist {
+				got = append(got, ev.Content.Raw)
+			}
+			t.Fatalf("room %s: bob's member events after the kick: %v", room, got)
+		}
+	}
+}

@@ -31,6 +31,18 @@ type roomCursor struct {
 	Stream     uint64 `json:"s"`
 	Acked      uint64 `json:"a"`
 	Forgotten  bool   `json:"f,omitempty"` // left and forgotten: out of initial syncs
+	// Snapshot is owed to the room before any version when its join event
+	// carries a profile older than the user's durable one (joinSnapshot).
+	// It travels like a version, in order and resent until acknowledged,
+	// and stays here until then: a restart or a lost message cannot let a
+	// later version overtake it.
+	Snapshot *MemberUpdate `json:"snap,omitempty"`
+}
+
+// behind reports whether a joined room lacks something: a version after its
+// cursor, or its join's snapshot.
+func (c *roomCursor) behind(latest uint64) bool {
+	return c.Membership == "join" && (c.Acked < latest || c.Snapshot != nil)
 }
 
 // deliveries is the user actor's in-memory delivery state.
@@ -41,7 +53,7 @@ type deliveries struct {
 	dirty    map[string]bool      // cursors not yet written
 	behind   int                  // joined rooms whose cursor is behind the latest version
 	current  map[string]struct{}  // joined rooms whose cursor is at the latest version
-	joining  map[string]bool      // joined rooms owed their join's snapshot: nothing is sent before it
+	marked   bool                 // the user's wake mark may be set: history or a snapshot is owed
 	fold     fold                 // the last folded run of history
 	flushing bool
 	timer    bool
@@ -102,7 +114,7 @@ func (u *user) updateDurable(upd *MemberUpdate) {
 		// delivers it.
 		u.h.log.Error("user actor cannot read its rooms", "user", u.id, "err", err)
 	}
-	u.d.history = append(u.d.history, upd)
+	u.d.history, u.d.marked = append(u.d.history, upd), true
 	for id := range u.d.current {
 		u.d.queue = append(u.d.queue, id)
 	}
@@ -120,7 +132,7 @@ func (u *user) recount() {
 	for id, c := range u.rooms {
 		switch {
 		case c.Membership != "join":
-		case c.Acked < latest:
+		case c.behind(latest):
 			u.d.behind++
 			u.d.queue = append(u.d.queue, id)
 		default:
@@ -129,13 +141,14 @@ func (u *user) recount() {
 	}
 }
 
-// setCursor changes a room's membership or acknowledged version, keeping
-// the count of rooms behind and the set of those that are not.
-func (u *user) setCursor(id string, c *roomCursor, membership string, acked uint64) {
+// setCursor changes a room's membership, acknowledged version or owed
+// snapshot, keeping the count of rooms behind and the set of those that
+// are not.
+func (u *user) setCursor(id string, c *roomCursor, membership string, acked uint64, snap *MemberUpdate) {
 	latest := u.latest()
-	was := c.Membership == "join" && c.Acked < latest
-	c.Membership, c.Acked = membership, acked
-	is := c.Membership == "join" && c.Acked < latest
+	was := c.behind(latest)
+	c.Membership, c.Acked, c.Snapshot = membership, acked, snap
+	is := c.behind(latest)
 	switch {
 	case was && !is:
 		u.d.behind--
@@ -157,7 +170,7 @@ func (u *user) deliver() {
 		id := u.d.queue[0]
 		u.d.queue = u.d.queue[1:]
 		c := u.rooms[id]
-		if _, busy := u.d.inFlight[id]; busy || u.d.joining[id] || c == nil || c.Membership != "join" || c.Acked >= latest {
+		if _, busy := u.d.inFlight[id]; busy || c == nil || !c.behind(latest) {
 			continue
 		}
 		u.sendTo(id, c)
@@ -169,10 +182,15 @@ func (u *user) deliver() {
 	u.maybeDone()
 }
 
-// sendTo sends a room the versions after its cursor.
+// sendTo sends a room its join's snapshot, or else the versions after its
+// cursor.
 func (u *user) sendTo(id string, c *roomCursor) {
 	msg := &ProfileUpdates{RoomId: id, UserId: u.id}
-	msg.Updates, msg.Snapshot, msg.Skipped = u.updatesAfter(c.Acked)
+	if c.Snapshot != nil {
+		msg.Updates = []*MemberUpdate{c.Snapshot}
+	} else {
+		msg.Updates, msg.Snapshot, msg.Skipped = u.updatesAfter(c.Acked)
+	}
 	u.d.inFlight[id] = time.Now()
 	u.h.Send(KindRoom, id, msg)
 }
@@ -254,32 +272,37 @@ func (u *user) onAck(m *UpdateAck) {
 	}
 	if m.NotMember {
 		// The room knows best; a later join notification corrects it.
-		u.setCursor(m.RoomId, c, "leave", c.Acked)
+		u.setCursor(m.RoomId, c, "leave", c.Acked, nil)
 		u.d.dirty[m.RoomId] = true
 	}
-	if m.Version > c.Acked {
-		u.setCursor(m.RoomId, c, c.Membership, m.Version)
+	snap := c.Snapshot
+	if snap != nil && m.Version >= snap.Version {
+		snap = nil // the room has it
+	}
+	if m.Version > c.Acked || snap != c.Snapshot {
+		u.setCursor(m.RoomId, c, c.Membership, max(c.Acked, m.Version), snap)
 		u.d.dirty[m.RoomId] = true
 	}
-	if c.Membership == "join" && c.Acked < u.latest() {
+	if c.behind(u.latest()) {
 		u.d.queue = append(u.d.queue, m.RoomId)
 	}
 }
 
 // maybeDone ends a round of propagation once every joined room has the
-// latest version: the history and the wake mark go, in the next flush.
+// latest version and its snapshot: the history and the wake mark go, in the
+// next flush.
 func (u *user) maybeDone() {
-	if u.latest() == 0 || len(u.d.inFlight) > 0 || u.d.behind > 0 {
+	if !u.d.marked || len(u.d.inFlight) > 0 || u.d.behind > 0 {
 		return
 	}
-	if u.h.metrics != nil {
-		u.h.metrics.Propagated(time.Since(time.UnixMilli(u.d.history[len(u.d.history)-1].WrittenMs)))
+	if n := len(u.d.history); n > 0 && u.h.metrics != nil {
+		u.h.metrics.Propagated(time.Since(time.UnixMilli(u.d.history[n-1].WrittenMs)))
 	}
 	for _, h := range u.d.history {
 		u.d.dirty["\x00hist"+storage.Uint64(h.Version)] = true
 	}
 	u.d.dirty["\x00wake"] = true
-	u.d.history = nil
+	u.d.history, u.d.marked = nil, false
 	u.flush()
 }
 
@@ -343,9 +366,8 @@ func (u *user) resend() {
 
 // onMembership records a room's word on the user's membership there.
 func (u *user) onMembership(m *MembershipChanged) {
-	snap := u.joinSnapshot(m)
 	ack := func() {
-		u.h.Send(KindRoom, m.RoomId, &MembershipAck{RoomId: m.RoomId, UserId: u.id, Stream: m.Stream, Update: snap})
+		u.h.Send(KindRoom, m.RoomId, &MembershipAck{RoomId: m.RoomId, UserId: u.id, Stream: m.Stream})
 	}
 	c := u.rooms[m.RoomId]
 	if !u.exists || (c != nil && m.Stream <= c.Stream) {
@@ -356,12 +378,16 @@ func (u *user) onMembership(m *MembershipChanged) {
 		c = &roomCursor{}
 		u.rooms[m.RoomId] = c
 	}
-	acked := c.Acked
-	if m.Membership == "join" && c.Membership != "join" {
+	acked, snap := c.Acked, c.Snapshot
+	switch {
+	case m.Membership != "join":
+		snap = nil
+	case c.Membership != "join": // a join
 		acked = max(c.Acked, m.ProfileVersion)
+		snap = u.joinSnapshot(m.ProfileVersion)
 	}
 	c.Forgotten = false
-	u.setCursor(m.RoomId, c, m.Membership, acked)
+	u.setCursor(m.RoomId, c, m.Membership, acked, snap)
 	c.Stream = m.Stream
 	if m.Membership != "join" {
 		if _, ok := u.d.inFlight[m.RoomId]; ok {
@@ -371,33 +397,30 @@ func (u *user) onMembership(m *MembershipChanged) {
 			}
 		}
 	}
-	if snap != nil {
-		// The snapshot goes with the ack, once the cursor is durable. A
-		// later version sent before it would be applied first, and the
-		// snapshot then passed over as older: a propagate_to=unchanged
-		// version would meet the join's older profile.
-		u.d.joining[m.RoomId] = true
-	}
 	var b storage.Batch
 	b.Set(u.key("room", m.RoomId), mustJSON(c))
+	if snap != nil { // owed across a restart too
+		b.Set(u.wakeKey(), nil)
+		u.d.marked = true
+	}
 	u.commit(u.ctx, &b, nil, func() {
 		ack()
-		delete(u.d.joining, m.RoomId)
-		if c.Membership == "join" && c.Acked < u.latest() {
+		if c.behind(u.latest()) {
 			u.d.queue = append(u.d.queue, m.RoomId)
 		}
 		u.deliver()
 	})
 }
 
-// joinSnapshot is, for a join whose member event carries a profile older
-// than the user's durable one, that profile as one update for the room to
-// apply with the ack. The server reads the profile before it asks the room
-// to join; a write that lands in between may have finished its fan-out
-// before this actor heard of the room, and a join gets the current profile.
-// Keys the user set in the join's own content stay (the default mode).
-func (u *user) joinSnapshot(m *MembershipChanged) *MemberUpdate {
-	if !u.exists || m.Membership != "join" || m.ProfileVersion >= u.committed.Version {
+// joinSnapshot is what a room is owed whose join event carries profile
+// version carried: the user's durable profile, in the default mode at its
+// version, or nil when that is the one carried. The server reads the
+// profile before it asks the room to join; a write landing in between may
+// have finished its fan-out before this actor knew the room, and a join
+// gets the current profile. Keys the user set in the join's own content
+// stay (the default mode).
+func (u *user) joinSnapshot(carried uint64) *MemberUpdate {
+	if carried >= u.committed.Version {
 		return nil
 	}
 	var dn, av string
@@ -413,13 +436,13 @@ func (u *user) joinSnapshot(m *MembershipChanged) *MemberUpdate {
 // after waking without reading them all first.
 func (u *user) loadDeliveries() error {
 	u.rooms, u.roomsLoaded = nil, false
-	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}, current: map[string]struct{}{}, joining: map[string]bool{}}
+	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}, current: map[string]struct{}{}}
 	return u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
 		var upd MemberUpdate
 		if err := proto.Unmarshal(v, &upd); err != nil {
 			return fmt.Errorf("decode profile version: %w", err)
 		}
-		u.d.history = append(u.d.history, &upd)
+		u.d.history, u.d.marked = append(u.d.history, &upd), true
 		return nil
 	})
 }
@@ -460,7 +483,7 @@ func (u *user) pending(limit int) *PendingReply {
 	listed := map[string]bool{}
 	list := func(id string) {
 		c := u.rooms[id]
-		if len(out.Rooms) == limit || listed[id] || c == nil || c.Membership != "join" || c.Acked >= out.Version {
+		if len(out.Rooms) == limit || listed[id] || c == nil || !c.behind(out.Version) {
 			return
 		}
 		listed[id] = true

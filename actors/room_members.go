@@ -257,20 +257,6 @@ func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
 		return
 	}
 	var b storage.Batch
-	user, before := m.UserId, rec.Version
-	var written int64
-	if m.Update != nil && r.membership(user) == "join" {
-		// The join carried an older profile: the current one goes in with
-		// the ack, atomically, or the room notifies the user again.
-		if _, err := r.readMember(user); err != nil {
-			r.h.log.Error("room cannot read a member event", "room", r.id, "err", err)
-			return
-		}
-		var ok bool
-		if written, ok = r.applyMember(&b, user, []*MemberUpdate{m.Update}); !ok {
-			return
-		}
-	}
 	rec.Notified = m.Stream
 	r.putMember(&b, m.UserId)
 	pending := false
@@ -283,11 +269,7 @@ func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
 	if !pending {
 		b.Delete(r.wakeKey())
 	}
-	var acked func()
-	if version := rec.Version; version > before {
-		acked = func() { r.ackUpdates(user, version, false, written) }
-	}
-	r.commit(ctx, &b, nil, acked)
+	r.commit(ctx, &b, nil, nil)
 }
 
 // forget marks the room forgotten for a user who is not in it: the user can

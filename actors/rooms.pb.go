@@ -1457,13 +1457,10 @@ func (x *MembershipChanged) GetProfileVersion() uint64 {
 
 // MembershipAck acknowledges MembershipChanged up to stream.
 type MembershipAck struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	RoomId string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
-	UserId string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Stream uint64                 `protobuf:"varint,3,opt,name=stream,proto3" json:"stream,omitempty"`
-	// For a join that carried a profile older than the user's: the current
-	// one, which the room applies with the ack.
-	Update        *MemberUpdate `protobuf:"bytes,4,opt,name=update,proto3" json:"update,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Stream        uint64                 `protobuf:"varint,3,opt,name=stream,proto3" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1517,13 +1514,6 @@ func (x *MembershipAck) GetStream() uint64 {
 		return x.Stream
 	}
 	return 0
-}
-
-func (x *MembershipAck) GetUpdate() *MemberUpdate {
-	if x != nil {
-		return x.Update
-	}
-	return nil
 }
 
 // ForgetRoom drops a room the user has left from the user's rooms.
@@ -2281,12 +2271,11 @@ const file_rooms_proto_rawDesc = "" +
 	"membership\x18\x03 \x01(\tR\n" +
 	"membership\x12\x16\n" +
 	"\x06stream\x18\x04 \x01(\x04R\x06stream\x12'\n" +
-	"\x0fprofile_version\x18\x05 \x01(\x04R\x0eprofileVersion\"\x8f\x01\n" +
+	"\x0fprofile_version\x18\x05 \x01(\x04R\x0eprofileVersion\"_\n" +
 	"\rMembershipAck\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x16\n" +
-	"\x06stream\x18\x03 \x01(\x04R\x06stream\x124\n" +
-	"\x06update\x18\x04 \x01(\v2\x1c.persona.actors.MemberUpdateR\x06update\">\n" +
+	"\x06stream\x18\x03 \x01(\x04R\x06streamJ\x04\b\x04\x10\x05\">\n" +
 	"\n" +
 	"ForgetRoom\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x17\n" +
@@ -2391,15 +2380,14 @@ var file_rooms_proto_depIdxs = []int32{
 	30, // 6: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
 	12, // 7: persona.actors.ProfileUpdates.updates:type_name -> persona.actors.MemberUpdate
 	14, // 8: persona.actors.UpdateAcks.acks:type_name -> persona.actors.UpdateAck
-	12, // 9: persona.actors.MembershipAck.update:type_name -> persona.actors.MemberUpdate
-	21, // 10: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
-	24, // 11: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
-	29, // 12: persona.actors.ContextReply.error:type_name -> persona.actors.Error
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	21, // 9: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
+	24, // 10: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
+	29, // 11: persona.actors.ContextReply.error:type_name -> persona.actors.Error
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_rooms_proto_init() }

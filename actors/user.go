@@ -140,7 +140,7 @@ func (u *user) Receive(ctx actor.Context) {
 // needsRooms tells the messages whose handling reads the room cursors.
 func needsRooms(m proto.Message) bool {
 	switch m.(type) {
-	case *UpdateAcks, *MembershipChanged, *ForgetRoom, *GetRooms, *GetPending:
+	case *UpdateAcks, *MembershipChanged, *ForgetRoom, *GetRooms, *GetPending, *Wake:
 		return true
 	}
 	return false
@@ -191,7 +191,9 @@ func (u *user) handle(ctx actor.Context, msg proto.Message) {
 		ctx.Respond(u.getDevices())
 	case *RenameDevice:
 		u.renameDevice(ctx, m)
-	case *Wake:
+	case *Wake: // a restart: what was owed to the rooms is in their cursors and the history
+		u.d.marked = true
+		u.deliver()
 	default:
 		u.h.log.Warn("user actor got an unknown message", "type", fmt.Sprintf("%T", msg))
 	}

@@ -270,16 +270,19 @@ func (u *user) onAck(m *UpdateAck) {
 			u.h.metrics.PendingDeliveries(-1)
 		}
 	}
-	if m.NotMember {
-		// The room knows best; a later join notification corrects it.
-		u.setCursor(m.RoomId, c, "leave", c.Acked, nil)
-		u.d.dirty[m.RoomId] = true
-	}
-	snap := c.Snapshot
-	if snap != nil && m.Version >= snap.Version {
-		snap = nil // the room has it
-	}
-	if m.Version > c.Acked || snap != c.Snapshot {
+	switch snap := c.Snapshot; {
+	case m.NotMember:
+		// The room applied nothing. It knows best, unless this actor has
+		// heard of a newer membership since: acks travel in batches, apart
+		// from the room's notices. A later join notice corrects it.
+		if m.Stream >= c.Stream {
+			u.setCursor(m.RoomId, c, "leave", c.Acked, nil)
+			u.d.dirty[m.RoomId] = true
+		}
+	case m.Version > c.Acked || snap != nil && m.Version >= snap.Version:
+		if snap != nil && m.Version >= snap.Version {
+			snap = nil // the room has it
+		}
 		u.setCursor(m.RoomId, c, c.Membership, max(c.Acked, m.Version), snap)
 		u.d.dirty[m.RoomId] = true
 	}

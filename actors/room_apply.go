@@ -134,7 +134,11 @@ func (r *room) memberContent(user string) map[string]any {
 
 // ackUpdates acknowledges every version up to version to the user's actor.
 func (r *room) ackUpdates(user string, version uint64, notMember bool, written int64) {
-	r.h.ack(&UpdateAck{RoomId: r.id, UserId: user, Version: version, NotMember: notMember, WrittenMs: written})
+	a := &UpdateAck{RoomId: r.id, UserId: user, Version: version, NotMember: notMember, WrittenMs: written}
+	if notMember {
+		a.Stream, _ = r.memberStream(user)
+	}
+	r.h.ack(a)
 }
 
 func lastVersion(m *ProfileUpdates) uint64 {

@@ -1247,12 +1247,16 @@ func (x *ProfileUpdates) GetSkipped() uint64 {
 // UpdateAck acknowledges every version up to version (cumulative).
 // not_member=true: the user is not joined there; stop sending.
 type UpdateAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
-	NotMember     bool                   `protobuf:"varint,4,opt,name=not_member,json=notMember,proto3" json:"not_member,omitempty"`
-	WrittenMs     int64                  `protobuf:"varint,5,opt,name=written_ms,json=writtenMs,proto3" json:"written_ms,omitempty"` // of the newest version applied, for latency
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RoomId    string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	UserId    string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Version   uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	NotMember bool                   `protobuf:"varint,4,opt,name=not_member,json=notMember,proto3" json:"not_member,omitempty"`
+	WrittenMs int64                  `protobuf:"varint,5,opt,name=written_ms,json=writtenMs,proto3" json:"written_ms,omitempty"` // of the newest version applied, for latency
+	// With not_member: the stream position of the user's latest member event
+	// in the room (0: none), so that the user's actor can tell an ack older
+	// than a membership it has heard of since.
+	Stream        uint64 `protobuf:"varint,6,opt,name=stream,proto3" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1318,6 +1322,13 @@ func (x *UpdateAck) GetNotMember() bool {
 func (x *UpdateAck) GetWrittenMs() int64 {
 	if x != nil {
 		return x.WrittenMs
+	}
+	return 0
+}
+
+func (x *UpdateAck) GetStream() uint64 {
+	if x != nil {
+		return x.Stream
 	}
 	return 0
 }
@@ -2251,7 +2262,7 @@ const file_rooms_proto_rawDesc = "" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x126\n" +
 	"\aupdates\x18\x03 \x03(\v2\x1c.persona.actors.MemberUpdateR\aupdates\x12\x1a\n" +
 	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\x12\x18\n" +
-	"\askipped\x18\x05 \x01(\x04R\askipped\"\x95\x01\n" +
+	"\askipped\x18\x05 \x01(\x04R\askipped\"\xad\x01\n" +
 	"\tUpdateAck\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x18\n" +
@@ -2259,7 +2270,8 @@ const file_rooms_proto_rawDesc = "" +
 	"\n" +
 	"not_member\x18\x04 \x01(\bR\tnotMember\x12\x1d\n" +
 	"\n" +
-	"written_ms\x18\x05 \x01(\x03R\twrittenMs\"T\n" +
+	"written_ms\x18\x05 \x01(\x03R\twrittenMs\x12\x16\n" +
+	"\x06stream\x18\x06 \x01(\x04R\x06stream\"T\n" +
 	"\n" +
 	"UpdateAcks\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12-\n" +

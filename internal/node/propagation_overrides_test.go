@@ -263,7 +263,6 @@ func TestRenamesRacingRejoinsConverge(t *testing.T) {
 	alice, bob := n.Register("alice"), n.Register("bob")
 	rooms := createRooms(t, alice, 20)
 	join(t, bob, rooms...)
-	order := []string{"bob"}
 	done := make(chan error, 1)
 	go func() {
 		for round := range 3 {
@@ -280,23 +279,13 @@ func TestRenamesRacingRejoinsConverge(t *testing.T) {
 		}
 		done <- nil
 	}()
-	for finished := false; !finished || len(order)%2 == 0; {
-		name := fmt.Sprintf("Bob %d", len(order))
-		var query map[string]string
-		if len(order)%2 == 0 {
-			query = map[string]string{"propagate_to": "unchanged"}
+	renames := renameWhile(t, bob, done, func(i int) (string, map[string]string) {
+		if i%2 == 1 {
+			return fmt.Sprintf("Bob %d", i+1), map[string]string{"propagate_to": "unchanged"}
 		}
-		rename(t, bob, name, query)
-		order = append(order, name)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			finished = true
-		default:
-		}
-	}
+		return fmt.Sprintf("Bob %d", i+1), nil
+	}, func(written int) bool { return written%2 == 1 }) // the last one unchanged
+	order := append([]string{"bob"}, renames...)
 	waitJoined(t, bob, rooms...)
 	waitPropagated(t, n, bob.UserID)
 	checkNames(t, alice, rooms, bob.UserID, order[len(order)-1])

@@ -182,6 +182,29 @@ func rename(t *testing.T, cli *mautrix.Client, name string, query map[string]str
 	}
 }
 
+// renameWhile renames cli again and again, one PUT after another, until
+// done reports (a failure ends the test) and more(renames written so far)
+// is false. next(i) names the i-th rename and its query. It returns the
+// names written, in order.
+func renameWhile(t *testing.T, cli *mautrix.Client, done <-chan error, next func(i int) (string, map[string]string), more func(written int) bool) []string {
+	t.Helper()
+	var names []string
+	for finished := false; !finished || more(len(names)); {
+		name, query := next(len(names))
+		rename(t, cli, name, query)
+		names = append(names, name)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished = true
+		default:
+		}
+	}
+	return names
+}
+
 // member reads user's member content in room as reader.
 func member(t *testing.T, reader *mautrix.Client, room id.RoomID, user id.UserID) map[string]any {
 	t.Helper()
@@ -435,21 +458,10 @@ func TestKicksRacingRenamesLeaveKickedRoomsAlone(t *testing.T) {
 		}
 		done <- nil
 	}()
-	var last string
-	for i, finished := 0, false; !finished || i < 5; i++ {
-		last = fmt.Sprintf("Bob %d", i)
-		rename(t, bob, last, nil)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			finished = true
-		default:
-		}
-	}
+	names := renameWhile(t, bob, done, func(i int) (string, map[string]string) { return fmt.Sprintf("Bob %d", i), nil },
+		func(written int) bool { return written < 5 })
 	waitPropagated(t, n, bob.UserID)
-	checkNames(t, alice, kept, bob.UserID, last)
+	checkNames(t, alice, kept, bob.UserID, names[len(names)-1])
 	for _, room := range kicked {
 		hist := memberHistory(t, alice, room, bob.UserID)
 		if len(hist) == 0 || hist[len(hist)-1].Content.Raw["membership"] != "leave" {

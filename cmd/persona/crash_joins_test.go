@@ -24,13 +24,7 @@ func TestCrashMidJoinsConverges(t *testing.T) {
 		t.Skip("crash test: starts a node twice")
 	}
 	const rooms = 300
-	transport := &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64}
-	saved := httpClient.Transport
-	httpClient.Transport = transport
-	t.Cleanup(func() {
-		transport.CloseIdleConnections()
-		httpClient.Transport = saved
-	})
+	transport := keepAlive(t)
 	addrs := freeLoopbackAddrs(t, 2)
 	cfgPath := filepath.Join(t.TempDir(), "persona.yaml")
 	cfg := fmt.Sprintf("server_name: \"localhost\"\ndata_dir: %q\nlisten:\n  client: %q\n  metrics: %q\nregistration:\n  shared_secret: %q\n",
@@ -51,21 +45,9 @@ func TestCrashMidJoinsConverges(t *testing.T) {
 		t.Fatalf("register: %v\n%s", err, node.out.tail())
 	}
 	c := &crashClient{base: base, user: reg.UserID, token: reg.AccessToken}
-	ids := make([]string, rooms)
-	var next atomic.Int64
-	if errs := concurrently(crashConc, func() error {
-		for i := int(next.Add(1)) - 1; i < rooms; i = int(next.Add(1)) - 1 {
-			var out struct {
-				RoomID string `json:"room_id"`
-			}
-			if err := call(http.MethodPost, base+"/_matrix/client/v3/createRoom", owner.AccessToken, map[string]any{"preset": "public_chat"}, &out); err != nil {
-				return err
-			}
-			ids[i] = out.RoomID
-		}
-		return nil
-	}); len(errs) > 0 {
-		t.Fatalf("createRoom: %v\n%s", errs[0], node.out.tail())
+	ids, err := createPublicRooms(base, owner.AccessToken, rooms)
+	if err != nil {
+		t.Fatalf("createRoom: %v\n%s", err, node.out.tail())
 	}
 	join := func(room string) error {
 		return call(http.MethodPost, base+"/_matrix/client/v3/rooms/"+neturl.PathEscape(room)+"/join", c.token, map[string]any{}, nil)

@@ -55,15 +55,7 @@ func TestCrashMidPropagationConverges(t *testing.T) {
 	start := time.Now()
 	defer func() { t.Logf("wall time %s", time.Since(start).Round(time.Millisecond)) }()
 
-	// Keep connections to the child alive under 16 concurrent requests,
-	// and drop them when it is killed.
-	transport := &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64}
-	saved := httpClient.Transport
-	httpClient.Transport = transport
-	t.Cleanup(func() {
-		transport.CloseIdleConnections()
-		httpClient.Transport = saved
-	})
+	transport := keepAlive(t)
 
 	addrs := freeLoopbackAddrs(t, 2)
 	addr, metricsAddr := addrs[0], addrs[1]
@@ -94,22 +86,9 @@ propagation:
 
 	// 2. 2,000 rooms, 16 requests at a time.
 	phase := time.Now()
-	rooms := make([]string, crashRooms)
-	var next atomic.Int64
-	errs := concurrently(crashConc, func() error {
-		for i := int(next.Add(1)) - 1; i < crashRooms; i = int(next.Add(1)) - 1 {
-			var out struct {
-				RoomID string `json:"room_id"`
-			}
-			if err := call(http.MethodPost, base+"/_matrix/client/v3/createRoom", c.token, map[string]any{"preset": "public_chat"}, &out); err != nil {
-				return err
-			}
-			rooms[i] = out.RoomID
-		}
-		return nil
-	})
-	if len(errs) > 0 {
-		t.Fatalf("createRoom: %v\n%s", errs[0], node.out.tail())
+	rooms, err := createPublicRooms(base, c.token, crashRooms)
+	if err != nil {
+		t.Fatalf("createRoom: %v\n%s", err, node.out.tail())
 	}
 	t.Logf("created %d rooms in %s", crashRooms, time.Since(phase).Round(time.Millisecond))
 	if _, err := c.waitSettled(30 * time.Second); err != nil {
@@ -482,6 +461,43 @@ func metricValue(metricsAddr, sample string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /metrics", sample)
+}
+
+// keepAlive makes the bench's HTTP client keep connections to the child
+// alive under crashConc concurrent requests, until the test ends; close
+// its idle connections when the child is killed.
+func keepAlive(t *testing.T) *http.Transport {
+	transport := &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64}
+	saved := httpClient.Transport
+	httpClient.Transport = transport
+	t.Cleanup(func() {
+		transport.CloseIdleConnections()
+		httpClient.Transport = saved
+	})
+	return transport
+}
+
+// createPublicRooms creates n public rooms as token's user, crashConc at
+// a time, and returns their ids.
+func createPublicRooms(base, token string, n int) ([]string, error) {
+	rooms := make([]string, n)
+	var next atomic.Int64
+	errs := concurrently(crashConc, func() error {
+		for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+			var out struct {
+				RoomID string `json:"room_id"`
+			}
+			if err := call(http.MethodPost, base+"/_matrix/client/v3/createRoom", token, map[string]any{"preset": "public_chat"}, &out); err != nil {
+				return err
+			}
+			rooms[i] = out.RoomID
+		}
+		return nil
+	})
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return rooms, nil
 }
 
 // concurrently runs f in n goroutines and returns their errors.

@@ -270,8 +270,7 @@ func (u *user) onAck(m *UpdateAck) {
 			u.h.metrics.PendingDeliveries(-1)
 		}
 	}
-	switch snap := c.Snapshot; {
-	case m.NotMember:
+	if m.NotMember {
 		// The room applied nothing. It knows best, unless this actor has
 		// heard of a newer membership since: acks travel in batches, apart
 		// from the room's notices. A later join notice corrects it.
@@ -279,12 +278,15 @@ func (u *user) onAck(m *UpdateAck) {
 			u.setCursor(m.RoomId, c, "leave", c.Acked, nil)
 			u.d.dirty[m.RoomId] = true
 		}
-	case m.Version > c.Acked || snap != nil && m.Version >= snap.Version:
+	} else {
+		acked, snap := max(c.Acked, m.Version), c.Snapshot
 		if snap != nil && m.Version >= snap.Version {
 			snap = nil // the room has it
 		}
-		u.setCursor(m.RoomId, c, c.Membership, max(c.Acked, m.Version), snap)
-		u.d.dirty[m.RoomId] = true
+		if acked != c.Acked || snap != c.Snapshot {
+			u.setCursor(m.RoomId, c, c.Membership, acked, snap)
+			u.d.dirty[m.RoomId] = true
+		}
 	}
 	if c.behind(u.latest()) {
 		u.d.queue = append(u.d.queue, m.RoomId)

@@ -19,6 +19,7 @@ import (
 	rtrace "runtime/trace"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -59,6 +60,10 @@ type Host struct {
 	rooms    *workers          // the goroutines room actors run on
 	stop     chan struct{}
 	tokens   sync.Map // token hash -> *AuthReply: checks answered by user actors
+	// network, when set (tests only), carries what Send sends as a
+	// cluster's network may: it calls deliver for each copy that arrives,
+	// as many times and as late as it likes.
+	network atomic.Pointer[func(kind, id string, msg proto.Message, deliver func())]
 }
 
 // NewHost starts the actor system and one partition router per partition.
@@ -178,7 +183,13 @@ func (h *Host) Request(ctx context.Context, kind, id string, msg proto.Message) 
 
 // Send delivers msg to the actor kind/id without waiting.
 func (h *Host) Send(kind, id string, msg proto.Message) {
-	h.system.Root.Send(h.parts[h.Partition(id)], &envelope{kind: kind, id: id, msg: msg})
+	to := h.parts[h.Partition(id)]
+	if n := h.network.Load(); n != nil {
+		// Each copy is a message of its own, as if decoded off the wire.
+		(*n)(kind, id, msg, func() { h.system.Root.Send(to, &envelope{kind: kind, id: id, msg: proto.Clone(msg)}) })
+		return
+	}
+	h.system.Root.Send(to, &envelope{kind: kind, id: id, msg: msg})
 }
 
 // envelope carries a message to the actor kind/id through its partition. It

@@ -35,18 +35,19 @@ type room struct {
 	metaUnread    bool                  // meta's creator and version are still in storage
 	members       map[string]*memberRec // per user: propagation record
 
-	durable    uint64 // position after the last durable event: clients read below it
-	commitSeq  uint64
-	waiting    []waiter
-	inFlight   []uint64    // stream positions of uncommitted events
-	unsynced   []*evRecord // uncommitted state events
-	background int         // commits in flight in the background lane
-	wakeUsers  []string    // users to wake when they commit
-	failed     error
-	stopIdle   bool
-	clientSeen bool // asked by a client since activation: it releases its state when idle, and passivates after passivate_after
-	released   bool // its state went back to storage since the last client request (release)
-	loadFailed error
+	durable       uint64 // position after the last durable event: clients read below it
+	commitSeq     uint64
+	waiting       []waiter
+	inFlight      []uint64    // stream positions of uncommitted events
+	unsynced      []*evRecord // uncommitted state events
+	background    int         // commits in flight in the background lane
+	wakeUsers     []string    // users to wake when they commit
+	failed        error
+	stopIdle      bool
+	clientSeen    bool // asked by a client since activation: it releases its state when idle, and passivates after passivate_after
+	renotifyArmed bool // a Wake is on its way to resend notices not acknowledged (armRenotify)
+	released      bool // its state went back to storage since the last client request (release)
+	loadFailed    error
 }
 
 // propagationIdle is how long a room that only applied propagation since it

@@ -3,6 +3,7 @@ package actors
 import (
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -239,11 +240,28 @@ func (r *room) notifyMember(user string) {
 	r.h.Send(KindUser, user, &MembershipChanged{
 		UserId: user, RoomId: r.id, Membership: r.membership(user), Stream: stream, ProfileVersion: r.member(user).Version,
 	})
+	r.armRenotify()
+}
+
+// armRenotify makes sure the room looks again, resend_after from now,
+// for notices not acknowledged: a notice or its ack may be lost on the
+// way. The look comes as a Wake through the room's partition, so it finds
+// the room even if it passivated meanwhile (its wake mark stays until
+// every notice is acknowledged).
+func (r *room) armRenotify() {
+	if r.renotifyArmed {
+		return
+	}
+	r.renotifyArmed = true
+	h, id := r.h, r.id
+	time.AfterFunc(h.cfg.Propagation.ResendAfter, func() { h.Send(KindRoom, id, &Wake{Id: id}) })
 }
 
 // renotify tells every local member whose actor has not acknowledged its
-// latest membership (after a restart, or a lost message).
+// latest membership: after a restart, and resend_after after a notice
+// (armRenotify), until each is acknowledged.
 func (r *room) renotify() {
+	r.renotifyArmed = false
 	for user := range r.members {
 		if stream, ok := r.memberStream(user); ok && stream > r.members[user].Notified {
 			r.notifyMember(user)

@@ -99,9 +99,9 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	}
 	slices.Sort(floor)
 	stopOther := make(chan struct{})
-	otherDone := make(chan []time.Duration)
+	otherDone := make(chan [3][]time.Duration) // PUTs, GETs, pairs
 	go func() {
-		var lat []time.Duration
+		var lat [3][]time.Duration
 		for i := 0; ; i++ {
 			select {
 			case <-stopOther:
@@ -111,8 +111,10 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 			}
 			t := time.Now()
 			if err := call(http.MethodPut, otherURL+"/displayname", other.AccessToken, map[string]string{"displayname": fmt.Sprint("other ", i)}, nil); err == nil {
+				put := time.Now()
 				if err := call(http.MethodGet, otherURL, "", nil, nil); err == nil {
-					lat = append(lat, time.Since(t))
+					lat[0], lat[1] = append(lat[0], put.Sub(t)), append(lat[1], time.Since(put))
+					lat[2] = append(lat[2], time.Since(t))
 				}
 			}
 		}
@@ -170,10 +172,12 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "node's own histogram, the other user's GETs: p99 <= %g ms (%d GETs)\n", bound*1000, n)
 		}
 	}
-	if len(otherLat) > 0 {
-		slices.Sort(otherLat)
-		fmt.Fprintf(stdout, "another user meanwhile (PUT + GET of its own profile): p50 %.2f ms, p99 %.2f ms (%d pairs)\n",
-			ms(percentile(otherLat, 50)), ms(percentile(otherLat, 99)), len(otherLat))
+	if len(otherLat[2]) > 0 {
+		for _, l := range otherLat {
+			slices.Sort(l)
+		}
+		fmt.Fprintf(stdout, "another user meanwhile (PUT + GET of its own profile): p50 %.2f ms, p99 %.2f ms (%d pairs); its PUTs p99 %.2f ms, its GETs p99 %.2f ms\n",
+			ms(percentile(otherLat[2], 50)), ms(percentile(otherLat[2], 99)), len(otherLat[2]), ms(percentile(otherLat[0], 99)), ms(percentile(otherLat[1], 99)))
 	}
 	fmt.Fprintf(stdout, "verified the last name in %d rooms' state\n", checked)
 	if rss, err := nodeRSS(cfg.Listen.Metrics); err == nil {

@@ -271,6 +271,7 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 		s.onRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
 	}
 	s.report(round, errs)
+	s.sealFull()
 	return backlog
 }
 

@@ -64,8 +64,11 @@ type commitLog struct {
 }
 
 // maxSpares is how many segments done with are kept to write over; more
-// are deleted.
-const maxSpares = 2
+// are deleted. A flushed 32 MiB memtable retires about four 8 MiB
+// segments at once, and the four seals until the next flush each take a
+// spare: with fewer, some segments are new files, appended to, and some
+// retired ones are deleted in the commit path.
+const maxSpares = 8
 
 // A record is: payload length (4 bytes), CRC-32C of the payload (4), and
 // the payload: the transaction's sequence number (8), then its writes, each

@@ -16,9 +16,7 @@ const memExt = ".mem"
 var segmentBytes int64 = 8 << 20
 
 // sync makes every write before it durable: it writes and syncs the commit
-// log's queued records (in memory there is nothing to sync). A full segment
-// is sealed, and sealed segments whose transactions badger has flushed to
-// tables are deleted. A round that wrote a value large enough for badger's
+// log's queued records (in memory there is nothing to sync). A round that wrote a value large enough for badger's
 // value log syncs badger too: a table flushed later would point into a
 // value log that was never synced. After a failed write the segment may
 // end in a torn record that would hide the records after it from
@@ -43,12 +41,20 @@ func (s *Store) sync() error {
 		}
 		s.bigValue = false
 	}
-	if s.log.size >= segmentBytes {
-		if err := s.sealSegment(); err != nil {
-			s.logBroken = true // the round is durable; the next one starts anew
-		}
-	}
 	return nil
+}
+
+// sealFull seals the segment once it is full, after the round that filled
+// it has been reported: its renames, directory sync and deletions then
+// delay no write that was waiting for the round. Sealed segments whose
+// transactions badger has flushed to tables become spares or are deleted.
+func (s *Store) sealFull() {
+	if s.log == nil || s.logBroken || s.log.size < segmentBytes {
+		return
+	}
+	if err := s.sealSegment(); err != nil {
+		s.logBroken = true // the rounds are durable; the next one starts anew
+	}
 }
 
 // sealSegment starts the next segment. The sealed one may go once every

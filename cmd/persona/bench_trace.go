@@ -120,13 +120,14 @@ func readTrace(r io.Reader) (*parsedTrace, error) {
 			if ev.Region().Type == putRegion {
 				t.puts = append(t.puts, span{start, ev.Time(), ""})
 			}
-		case trace.EventRangeBegin:
-			if ev.Range().Name == "GC concurrent mark phase" {
+		case trace.EventRangeBegin, trace.EventRangeActive: // active: begun before the trace
+			if ev.Range().Name == gcMark {
 				markStart = ev.Time()
 			}
 		case trace.EventRangeEnd:
-			if ev.Range().Name == "GC concurrent mark phase" && markStart != 0 {
+			if ev.Range().Name == gcMark && markStart != 0 {
 				t.marks = append(t.marks, span{markStart, ev.Time(), ""})
+				markStart = 0
 			}
 		case trace.EventStateTransition:
 			st := ev.StateTransition()
@@ -152,8 +153,14 @@ func readTrace(r io.Reader) (*parsedTrace, error) {
 			cur = span{start: ev.Time(), what: committerState(to, stack)}
 		}
 	}
+	if markStart != 0 { // still marking when the trace ended
+		t.marks = append(t.marks, span{markStart, t.last, ""})
+	}
 	return t, nil
 }
+
+// gcMark names the GC's concurrent mark phase in a trace.
+const gcMark = "GC concurrent mark phase"
 
 // committerState names what the committer does in state s with stack.
 func committerState(s trace.GoState, stack trace.Stack) string {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/trace"
 	"strconv"
 	"strings"
@@ -16,8 +17,8 @@ import (
 )
 
 // TestTraceReport: a trace of real commits, each inside a profile write's
-// region, reports those writes and the commit log's syncs the committer
-// made for them.
+// region, reports those writes, the commit log's syncs the committer made
+// for them, and the GC's marking.
 func TestTraceReport(t *testing.T) {
 	dir := t.TempDir()
 	s, err := storage.Open(filepath.Join(dir, "db"), storage.Options{})
@@ -38,6 +39,7 @@ func TestTraceReport(t *testing.T) {
 			}
 		})
 	}
+	runtime.GC() // one whole mark phase in the trace
 	trace.Stop()
 	path := filepath.Join(dir, "t.trace")
 	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
@@ -58,6 +60,9 @@ func TestTraceReport(t *testing.T) {
 	}
 	if n, _ := strconv.Atoi(m[1]); n < 20 {
 		t.Fatalf("%d commit log syncs for 20 synchronous commits:\n%s", n, report)
+	}
+	if m := regexp.MustCompile(`GC marking ([0-9.]+) ms`).FindStringSubmatch(report); m == nil || m[1] == "0" {
+		t.Fatalf("report misses the GC's mark phase:\n%s", report)
 	}
 	if strings.Count(report, "fdatasync") < 5 {
 		t.Fatalf("the slowest writes do not show the committer's syncs:\n%s", report)

@@ -30,7 +30,7 @@ type room struct {
 	// unread holds the positions of state events load left in storage, and
 	// unreadMembers what the state index says of members whose events it
 	// left there: a room that only applies propagation needs neither.
-	unread        map[stateKey]uint64
+	unread        unreadState
 	unreadMembers map[string]memberIndex
 	metaUnread    bool                  // meta's creator and version are still in storage
 	members       map[string]*memberRec // per user: propagation record
@@ -332,10 +332,7 @@ func (r *room) indexEntry(typKey string, v []byte) (pos uint64, unindexed bool, 
 	case typ == "m.room.member":
 		return storage.ParseUint64(v), true, nil
 	default:
-		if r.unread == nil {
-			r.unread = map[stateKey]uint64{}
-		}
-		r.unread[stateKey{typ, key}] = storage.ParseUint64(v)
+		r.unread = r.unread.add(typ, key, storage.ParseUint64(v))
 	}
 	return 0, false, nil
 }
@@ -358,10 +355,7 @@ func (r *room) release(ctx actor.Context) bool {
 			members[sk] = ev
 			continue
 		}
-		if r.unread == nil {
-			r.unread = map[stateKey]uint64{}
-		}
-		r.unread[sk] = ev.Pos
+		r.unread = r.unread.add(sk.typ, sk.key, ev.Pos)
 	}
 	r.state, r.released = members, true
 	ctx.SetReceiveTimeout(rest)
@@ -387,13 +381,13 @@ func (r *room) readUnread() error {
 		}
 		r.meta.NextPos, r.metaUnread = next, false
 	}
-	for sk, p := range r.unread {
+	for len(r.unread) > 0 {
+		sk, p, rest := r.unread.next()
 		ev, err := r.readEventFrom(snap, p)
 		if err != nil {
 			return err
 		}
-		r.state[sk] = ev
-		delete(r.unread, sk)
+		r.state[sk], r.unread = ev, rest
 	}
 	for user, m := range r.unreadMembers {
 		ev, err := r.readEventFrom(snap, m.pos)
@@ -405,6 +399,34 @@ func (r *room) readUnread() error {
 	}
 	r.unread, r.unreadMembers = nil, nil // emptied maps keep their memory
 	return nil
+}
+
+// unreadState lists the state events a room left in storage: for each, its
+// type, state key and position, packed in one buffer. An idle room keeps
+// its non-member state there; as a map of strings it cost the GC an
+// object per event in every idle room.
+type unreadState []byte
+
+// add appends an event's type, state key and position.
+func (u unreadState) add(typ, key string, pos uint64) unreadState {
+	u = binary.AppendUvarint(u, uint64(len(typ)))
+	u = append(u, typ...)
+	u = binary.AppendUvarint(u, uint64(len(key)))
+	u = append(u, key...)
+	return binary.BigEndian.AppendUint64(u, pos)
+}
+
+// next decodes the first entry of a non-empty list and returns the rest.
+func (u unreadState) next() (sk stateKey, pos uint64, rest unreadState) {
+	field := func() string {
+		n, k := binary.Uvarint(u)
+		s := string(u[k : k+int(n)])
+		u = u[k+int(n):]
+		return s
+	}
+	sk.typ = field()
+	sk.key = field()
+	return sk, binary.BigEndian.Uint64(u), u[8:]
 }
 
 // readMember is user's member event (nil: none), read from storage if

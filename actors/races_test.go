@@ -5,6 +5,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -127,5 +128,35 @@ func TestJoinSnapshotSurvivesARestart(t *testing.T) {
 	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_UNCHANGED)
 	for _, room := range rooms {
 		eventually(t, "the unchanged rename in "+room, func() bool { return memberName(t, h, room, alice) == "Alice 3" })
+	}
+}
+
+// TestRenameAppliedOnceAcrossARestart: a rename's version is stored with
+// its member event's index entry, not the member record, so after a
+// restart the room must still know it applied it: the same version sent
+// again changes nothing.
+func TestRenameAppliedOnceAcrossARestart(t *testing.T) {
+	dir := t.TempDir()
+	h, st := newTestHost(t, dir, time.Minute)
+	alice := registerUser(t, h, "alice")
+	room := createRoom(t, h, alice, 1)
+	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
+	waitPropagated(t, h, alice)
+	_, v := profileOf(t, h, alice)
+	h.Stop()
+	st.Close()
+	h, st = newTestHost(t, dir, time.Minute)
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	h.Send(KindRoom, room, &ProfileUpdates{RoomId: room, UserId: alice, Updates: []*MemberUpdate{
+		{Version: v, Mode: Propagate_PROPAGATE_DEFAULT, SetsDisplayname: true, OldDisplayname: "alice", Displayname: "applied twice"},
+	}})
+	setName(t, h, alice, "A-002", Propagate_PROPAGATE_DEFAULT) // after the resend, in the same room's mailbox order
+	eventually(t, "A-002", func() bool { return memberName(t, h, room, alice) == "A-002" })
+	checkMemberHistory(t, h, room, alice, alice, 1, "join")
+	r := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: alice, Dir: "b", Limit: 100})
+	for _, raw := range r.Chunk {
+		if strings.Contains(string(raw), "applied twice") {
+			t.Fatalf("the version was applied again after the restart: %s", raw)
+		}
 	}
 }

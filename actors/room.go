@@ -96,27 +96,36 @@ type memberRec struct {
 }
 
 // memberIndex is the state index's entry for a member event: its position,
-// stream position and membership (an index in memberships).
+// stream position and membership (an index in memberships), and the
+// member's profile version applied as of the event.
 type memberIndex struct {
 	pos, stream uint64
 	membership  uint8
+	version     uint64
 }
 
 // encode is the entry's value: 8 bytes of stream position, 1 of
-// membership, and last the 8 bytes of position that other state events and
-// older data hold alone (so that storage.ParseUint64 reads any entry's
-// position, older versions of persona included).
+// membership, 8 of profile version, and last the 8 bytes of position that
+// other state events and older data hold alone (so that
+// storage.ParseUint64 reads any entry's position, older versions of
+// persona included). The version makes a rename's event and its index
+// entry enough: the member record is not rewritten (applyUpdates).
 func (m memberIndex) encode() []byte {
-	return []byte(storage.Uint64(m.stream) + string(m.membership) + storage.Uint64(m.pos))
+	return []byte(storage.Uint64(m.stream) + string(m.membership) + storage.Uint64(m.version) + storage.Uint64(m.pos))
 }
 
 // parseMemberIndex reads an entry; ok is false for one that names the
-// position alone, whose event must be read.
+// position alone, whose event must be read. Entries written before the
+// version was (17 bytes) have version 0.
 func parseMemberIndex(v []byte) (m memberIndex, ok bool) {
-	if len(v) != 17 || v[8] == 0 || int(v[8]) >= len(memberships) {
+	if (len(v) != 17 && len(v) != 25) || v[8] == 0 || int(v[8]) >= len(memberships) {
 		return memberIndex{}, false
 	}
-	return memberIndex{pos: storage.ParseUint64(v), stream: binary.BigEndian.Uint64(v), membership: v[8]}, true
+	m = memberIndex{pos: storage.ParseUint64(v), stream: binary.BigEndian.Uint64(v), membership: v[8]}
+	if len(v) == 25 {
+		m.version = binary.BigEndian.Uint64(v[9:])
+	}
+	return m, true
 }
 
 func newRoom(h *Host, id string) *room { return &room{h: h, id: id, part: h.Partition(id)} }
@@ -289,6 +298,11 @@ func (r *room) load() error {
 		return err
 	}
 	r.exists, r.durable = true, r.meta.NextPos
+	for user, m := range r.unreadMembers { // a rename's version may be in its event's entry alone
+		if rec := r.member(user); m.version > rec.Version {
+			rec.Version = m.version
+		}
+	}
 	r.keepLast(last)
 	for _, p := range members {
 		ev, err := r.readEventFrom(snap, p)

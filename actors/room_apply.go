@@ -25,10 +25,10 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 		return // not acknowledged: the user actor sends it again
 	}
 	rec := r.member(m.UserId)
-	before := rec.Version
+	before, own := rec.Version, len(rec.Own)
 	var b storage.Batch
-	b.Grow(2*len(m.Updates) + 2) // an event and its state index per version, the member record, the wake mark
-	written, ok := r.applyMember(&b, m.UserId, m.Updates)
+	b.Grow(2*len(m.Updates) + 1) // an event and its state index per version, maybe the member record
+	written, events, ok := r.applyMember(&b, m.UserId, m.Updates)
 	if !ok {
 		return // not acknowledged: the user actor sends it again
 	}
@@ -39,7 +39,12 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 	if m.Snapshot && r.h.metrics != nil {
 		r.h.metrics.Coalesced(int(m.Skipped))
 	}
-	r.putMember(&b, m.UserId)
+	if events == 0 || len(rec.Own) != own {
+		// The version applied travels in the index entry of the last
+		// event appended; with no event, or an own key dropped, the
+		// member record holds it.
+		r.putMember(&b, m.UserId)
+	}
 	user, version := m.UserId, rec.Version
 	r.commit(ctx, &b, nil, func() { r.ackUpdates(user, version, false, written) })
 }
@@ -48,7 +53,7 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 // per version that changes it. The member event must be in r.state
 // (readMember). False: an event could not be appended, and the room
 // aborted what b held.
-func (r *room) applyMember(b *storage.Batch, user string, ups []*MemberUpdate) (writtenMs int64, ok bool) {
+func (r *room) applyMember(b *storage.Batch, user string, ups []*MemberUpdate) (writtenMs int64, events int, ok bool) {
 	contents, written := applyVersions(r.member(user), r.memberContent(user), ups, r.h.cfg.Profile.PreserveRoomOverrides)
 	for _, content := range contents {
 		sk := user
@@ -56,10 +61,10 @@ func (r *room) applyMember(b *storage.Batch, user string, ups []*MemberUpdate) (
 		if err := r.append(b, ev); err != nil {
 			r.h.log.Error("room cannot append", "room", r.id, "err", err)
 			r.abort()
-			return 0, false
+			return 0, 0, false
 		}
 	}
-	return written, true
+	return written, len(contents), true
 }
 
 // applyVersions applies, in order, the versions of ups newer than

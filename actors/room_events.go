@@ -44,7 +44,11 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 		index := []byte(storage.Uint64(ev.Pos))
 		if sk.typ == "m.room.member" {
 			_ = membershipOf(ev) // sets ev.membership (0 for a value outside memberships: the index then names the position alone)
-			index = memberIndex{ev.Pos, ev.Stream, ev.membership}.encode()
+			var version uint64
+			if rec := r.members[sk.key]; rec != nil {
+				version = rec.Version
+			}
+			index = memberIndex{ev.Pos, ev.Stream, ev.membership, version}.encode()
 		}
 		b.Set(r.key("st", ev.Type+"\x00"+*ev.StateKey), index)
 	}

@@ -366,15 +366,22 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 			t.Fatal(r.Error)
 		}
 	}
-	// bob's entry as older versions wrote it: the position alone.
+	// bob's entry as the oldest versions wrote it: the position alone;
+	// carol's as the next did: no profile version.
 	bobKey := storage.Key("p", partitionName(h.Partition(room)), "r", room, "st", "m.room.member\x00"+bob)
+	carolKey := storage.Key("p", partitionName(h.Partition(room)), "r", room, "st", "m.room.member\x00"+carol)
 	h.Stop()
 	raw, err := st.Get(bobKey)
-	if err != nil || len(raw) != 17 {
-		t.Fatalf("bob's index entry = %x, %v; want 17 bytes", raw, err)
+	if err != nil || len(raw) != 25 {
+		t.Fatalf("bob's index entry = %x, %v; want 25 bytes", raw, err)
+	}
+	carolRaw, err := st.Get(carolKey)
+	if err != nil || len(carolRaw) != 25 {
+		t.Fatalf("carol's index entry = %x, %v; want 25 bytes", carolRaw, err)
 	}
 	var old storage.Batch
 	old.Set(bobKey, raw[len(raw)-8:])
+	old.Set(carolKey, append(carolRaw[:9:9], carolRaw[17:]...))
 	if err := st.CommitSync(&old); err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/config"
-	"persona/metrics"
 	"persona/storage"
 )
 
@@ -190,17 +189,9 @@ func (n *lossyNetwork) dropped() int {
 // newLossyHost is a node whose actors talk over net, resending after 30 ms.
 func newLossyHost(t *testing.T, dir string, net *lossyNetwork) (*Host, *storage.Store) {
 	t.Helper()
-	st, err := storage.Open(dir, storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := config.Default()
-	cfg.ServerName = server
 	cfg.Propagation.ResendAfter = 30 * time.Millisecond
-	h, err := NewHost(st, cfg, metrics.New(st), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, st := newHostWith(t, dir, cfg)
 	carry := net.carry
 	h.network.Store(&carry)
 	return h, st

@@ -20,13 +20,19 @@ import (
 // after passivate (0: the default).
 func newTestHost(t testing.TB, dir string, passivate time.Duration) (*Host, *storage.Store) {
 	t.Helper()
-	st, err := storage.Open(dir, storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := config.Default()
 	if passivate > 0 {
 		cfg.Actors.PassivateAfter = passivate
+	}
+	return newHostWith(t, dir, cfg)
+}
+
+// newHostWith opens a store in dir and a host on it with cfg, for server.
+func newHostWith(t testing.TB, dir string, cfg *config.Config) (*Host, *storage.Store) {
+	t.Helper()
+	st, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
 	cfg.ServerName = server
 	h, err := NewHost(st, cfg, metrics.New(st), nil)

@@ -299,7 +299,7 @@ func (r *room) load() error {
 	}
 	r.exists, r.durable = true, r.meta.NextPos
 	for user, m := range r.unreadMembers { // a rename's version may be in its event's entry alone
-		if rec := r.member(user); m.version > rec.Version {
+		if rec := r.members[user]; rec != nil && m.version > rec.Version {
 			rec.Version = m.version
 		}
 	}

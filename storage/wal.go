@@ -16,11 +16,12 @@ const memExt = ".mem"
 var segmentBytes int64 = 8 << 20
 
 // sync makes every write before it durable: it writes and syncs the commit
-// log's queued records (in memory there is nothing to sync). A round that wrote a value large enough for badger's
-// value log syncs badger too: a table flushed later would point into a
-// value log that was never synced. After a failed write the segment may
-// end in a torn record that would hide the records after it from
-// recovery, so the next sync first syncs badger and starts the log anew.
+// log's queued records (in memory there is nothing to sync). A round that
+// wrote a value large enough for badger's value log syncs badger too: a
+// table flushed later would point into a value log that was never synced.
+// After a failed write the segment may end in a torn record that would
+// hide the records after it from recovery, so the next sync first syncs
+// badger and starts the log anew.
 func (s *Store) sync() error {
 	if s.log == nil {
 		return s.db.Sync() // in memory: nothing to do

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -89,6 +91,30 @@ func TestPropagationOverALossyNetworkConverges(t *testing.T) {
 	if net.dropped() == 0 {
 		t.Fatal("the network dropped nothing")
 	}
+	// Since the last restart: resends of both kinds are counted.
+	for _, name := range []string{"persona_delivery_retries_total", "persona_membership_notices_resent_total"} {
+		if v := metricValue(t, h, name); v == 0 {
+			t.Errorf("%s = 0 over a lossy network", name)
+		}
+	}
+}
+
+// metricValue reads an unlabelled metric from the host's /metrics.
+func metricValue(t *testing.T, h *Host, name string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for line := range strings.Lines(rec.Body.String()) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
 }
 
 // checkMemberHistory reads user's member events in room (as reader) and

@@ -262,10 +262,15 @@ func (r *room) armRenotify() {
 // (armRenotify), until each is acknowledged.
 func (r *room) renotify() {
 	r.renotifyArmed = false
+	n := 0
 	for user := range r.members {
-		if stream, ok := r.memberStream(user); ok && stream > r.members[user].Notified {
+		if stream, ok := r.memberStream(user); ok && stream > r.members[user].Notified && r.local(user) {
 			r.notifyMember(user)
+			n++
 		}
+	}
+	if n > 0 && r.h.metrics != nil {
+		r.h.metrics.NoticesResent(n)
 	}
 }
 

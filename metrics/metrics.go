@@ -25,7 +25,7 @@ type Metrics struct {
 	propagation                            prometheus.Histogram
 	roomEvents                             prometheus.Counter
 	pending                                prometheus.Gauge
-	retries                                prometheus.Counter
+	retries, noticesResent                 prometheus.Counter
 	coalesced                              prometheus.Counter
 	mailboxDepth                           *prometheus.GaugeVec
 	commitWrite, commitSync, commitBatches prometheus.Histogram
@@ -78,6 +78,10 @@ func New(store Sizer) *Metrics {
 		Name: "persona_delivery_retries_total",
 		Help: "Room deliveries sent again after a timeout or restart.",
 	})
+	m.noticesResent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "persona_membership_notices_resent_total",
+		Help: "Membership notices a room sent a user's actor again, unacknowledged after resend_after or a restart.",
+	})
 	m.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "persona_coalesced_versions_total",
 		Help: "Profile versions a lagging room skipped because it received the latest version alone.",
@@ -100,7 +104,7 @@ func New(store Sizer) *Metrics {
 	})
 	m.reg.MustRegister(m.commitWrite, m.commitSync, m.commitBatches)
 	m.reg.MustRegister(m.httpDuration, m.profileWrites, m.activations, m.passivations,
-		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.coalesced, m.mailboxDepth)
+		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.noticesResent, m.coalesced, m.mailboxDepth)
 	if store != nil {
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -165,6 +169,9 @@ func (m *Metrics) PendingDeliveries(delta int) { m.pending.Add(float64(delta)) }
 
 // Retried counts deliveries sent again.
 func (m *Metrics) Retried(n int) { m.retries.Add(float64(n)) }
+
+// NoticesResent counts membership notices sent again.
+func (m *Metrics) NoticesResent(n int) { m.noticesResent.Add(float64(n)) }
 
 // Coalesced counts versions skipped by a lagging room.
 func (m *Metrics) Coalesced(n int) { m.coalesced.Add(float64(n)) }

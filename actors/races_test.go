@@ -6,8 +6,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // The committer answers a write before the user's actor has handled the
@@ -159,4 +162,44 @@ func TestRenameAppliedOnceAcrossARestart(t *testing.T) {
 			t.Fatalf("the version was applied again after the restart: %s", raw)
 		}
 	}
+}
+
+// TestJoinSnapshotSurvivesALostDeliveryAndACrash lands a crash exactly
+// between the durable cursor that owes a join its snapshot and the
+// snapshot's arrival: the delivery is lost on the way, the node stops with
+// nothing else in flight, and after the restart the cursor alone must
+// bring the room the newer name, before any later version.
+func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
+	dir := t.TempDir()
+	h, st := newTestHost(t, dir, time.Minute)
+	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
+	room := createRoom(t, h, bob, 1)
+	var mu sync.Mutex
+	lost := 0
+	drop := func(kind, id string, msg proto.Message, deliver func()) {
+		if _, ok := msg.(*ProfileUpdates); ok && id == room {
+			mu.Lock()
+			lost++
+			mu.Unlock()
+			return
+		}
+		deliver()
+	}
+	h.network.Store(&drop)
+	old, v := profileOf(t, h, alice) // read for the join
+	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
+	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	eventually(t, "the snapshot sent and lost", func() bool { mu.Lock(); defer mu.Unlock(); return lost > 0 })
+	if name := memberName(t, h, room, alice); name != "alice" {
+		t.Fatalf("the room has %q before the snapshot arrived", name)
+	}
+	h.Stop()
+	st.Close()
+	h, st = newTestHost(t, dir, time.Minute)
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	eventually(t, "the snapshot after the restart", func() bool { return memberName(t, h, room, alice) == "Alice 2" })
+	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_UNCHANGED)
+	eventually(t, "the unchanged rename", func() bool { return memberName(t, h, room, alice) == "Alice 3" })
 }

@@ -3,6 +3,7 @@ package actors
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"time"
@@ -54,6 +55,7 @@ type deliveries struct {
 	behind   int                  // joined rooms whose cursor is behind the latest version
 	current  map[string]struct{}  // joined rooms whose cursor is at the latest version
 	marked   bool                 // the user's wake mark may be set: history or a snapshot is owed
+	trimmed  uint64               // every version up to this one may have left the history (joinSnapshot)
 	fold     fold                 // the last folded run of history
 	flushing bool
 	timer    bool
@@ -113,6 +115,9 @@ func (u *user) updateDurable(upd *MemberUpdate) {
 		// The version is durable with the user's wake mark: a restart
 		// delivers it.
 		u.h.log.Error("user actor cannot read its rooms", "user", u.id, "err", err)
+	}
+	if len(u.d.history) == 0 { // every version before it has left the history, or never changed a room
+		u.d.trimmed = upd.Version - 1
 	}
 	u.d.history, u.d.marked = append(u.d.history, upd), true
 	for id := range u.d.current {
@@ -307,6 +312,9 @@ func (u *user) maybeDone() {
 		u.d.dirty["\x00hist"+storage.Uint64(h.Version)] = true
 	}
 	u.d.dirty["\x00wake"] = true
+	if len(u.d.history) > 0 {
+		u.d.trimmed = u.latest()
+	}
 	u.d.history, u.d.marked = nil, false
 	u.flush()
 }
@@ -379,7 +387,8 @@ func (u *user) onMembership(m *MembershipChanged) {
 		ack()
 		return
 	}
-	if c == nil {
+	first := c == nil
+	if first {
 		c = &roomCursor{}
 		u.rooms[m.RoomId] = c
 	}
@@ -389,7 +398,7 @@ func (u *user) onMembership(m *MembershipChanged) {
 		snap = nil
 	case c.Membership != "join": // a join
 		acked = max(c.Acked, m.ProfileVersion)
-		snap = u.joinSnapshot(m.ProfileVersion)
+		snap = u.joinSnapshot(m.ProfileVersion, first)
 	}
 	c.Forgotten = false
 	u.setCursor(m.RoomId, c, m.Membership, acked, snap)
@@ -423,9 +432,13 @@ func (u *user) onMembership(m *MembershipChanged) {
 // profile before it asks the room to join; a write landing in between may
 // have finished its fan-out before this actor knew the room, and a join
 // gets the current profile. Keys the user set in the join's own content
-// stay (the default mode).
-func (u *user) joinSnapshot(carried uint64) *MemberUpdate {
-	if carried >= u.committed.Version {
+// stay (the default mode). A first join whose later versions are all
+// still in the history needs no snapshot: the cursor starts at carried
+// and the room gets each version in order, as every room does. A rejoin
+// always gets one, since the room may hold versions applied before the
+// leave that the join's older content undid.
+func (u *user) joinSnapshot(carried uint64, first bool) *MemberUpdate {
+	if carried >= u.committed.Version || (first && carried >= u.d.trimmed) {
 		return nil
 	}
 	var dn, av string
@@ -441,8 +454,10 @@ func (u *user) joinSnapshot(carried uint64) *MemberUpdate {
 // after waking without reading them all first.
 func (u *user) loadDeliveries() error {
 	u.rooms, u.roomsLoaded = nil, false
-	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}, current: map[string]struct{}{}}
-	return u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
+	// What left the history before this activation is not known: as far
+	// as joinSnapshot knows, every version before the first kept did.
+	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}, current: map[string]struct{}{}, trimmed: math.MaxUint64}
+	err := u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
 		var upd MemberUpdate
 		if err := proto.Unmarshal(v, &upd); err != nil {
 			return fmt.Errorf("decode profile version: %w", err)
@@ -450,6 +465,10 @@ func (u *user) loadDeliveries() error {
 		u.d.history, u.d.marked = append(u.d.history, &upd), true
 		return nil
 	})
+	if len(u.d.history) > 0 {
+		u.d.trimmed = u.d.history[0].Version - 1
+	}
+	return err
 }
 
 // ensureRooms reads the room cursors, unless they are in memory, and

@@ -4,13 +4,18 @@ package actors
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+
+	"persona/config"
 )
 
 // The committer answers a write before the user's actor has handled the
@@ -202,4 +207,52 @@ func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
 	eventually(t, "the snapshot after the restart", func() bool { return memberName(t, h, room, alice) == "Alice 2" })
 	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_UNCHANGED)
 	eventually(t, "the unchanged rename", func() bool { return memberName(t, h, room, alice) == "Alice 3" })
+}
+
+// TestFirstJoinRacingRenamesGetsEachVersion: a join that carries a profile
+// older than renames still in the user's history (another room has not
+// acknowledged them yet) gets those renames in order, each recorded, not
+// the latest alone.
+func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
+	cfg := config.Default()
+	cfg.Propagation.ResendAfter = 50 * time.Millisecond
+	h, st := newHostWith(t, t.TempDir(), cfg)
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
+	createRoom(t, h, alice, 0)
+	room := createRoom(t, h, bob, 1)
+	var hold atomic.Bool // acks are lost: the renames stay in alice's history
+	network := func(kind, id string, msg proto.Message, deliver func()) {
+		if _, ok := msg.(*UpdateAcks); ok && hold.Load() {
+			return
+		}
+		deliver()
+	}
+	h.network.Store(&network)
+	hold.Store(true)
+	old, v := profileOf(t, h, alice) // read for the join
+	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "A-002", Propagate_PROPAGATE_DEFAULT)
+	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	eventually(t, "A-002 in the joined room", func() bool { return memberName(t, h, room, alice) == "A-002" })
+	hold.Store(false)
+	waitPropagated(t, h, alice)
+	r := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: bob, Dir: "f", Limit: 100})
+	var names []string
+	for _, raw := range r.Chunk {
+		var ev struct {
+			Type     string         `json:"type"`
+			StateKey string         `json:"state_key"`
+			Content  map[string]any `json:"content"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		if ev.Type == "m.room.member" && ev.StateKey == alice {
+			names = append(names, fmt.Sprint(ev.Content["displayname"]))
+		}
+	}
+	if want := []string{"alice", "A-001", "A-002"}; !slices.Equal(names, want) {
+		t.Fatalf("alice's member events in the joined room: %v, want %v", names, want)
+	}
 }

@@ -75,7 +75,7 @@ func TestCrashMidJoinsConverges(t *testing.T) {
 			t.Fatalf("rename to %s: %v\n%s", name, err, node.out.tail())
 		}
 		written = append(written, name)
-		time.Sleep(3 * time.Millisecond) // fewer renames than a timeline page holds (verifyConverged)
+		time.Sleep(3 * time.Millisecond) // a room's whole timeline is checked, page by page (verifyConverged)
 	}
 	node.kill()
 	transport.CloseIdleConnections()

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -295,34 +296,45 @@ func (c *crashClient) checkRoom(room, last string, order map[string]int) (int, e
 	if err := call(http.MethodGet, roomURL+"/state/m.room.member/"+neturl.PathEscape(c.user), c.token, nil, &state); err != nil {
 		return 0, fmt.Errorf("room %s: member state: %w", room, err)
 	}
-	var page struct {
-		Chunk []struct {
-			Type     string  `json:"type"`
-			StateKey *string `json:"state_key"`
-			Content  struct {
-				Membership  string `json:"membership"`
-				Displayname string `json:"displayname"`
-			} `json:"content"`
-		} `json:"chunk"`
-	}
-	if err := call(http.MethodGet, roomURL+"/messages?dir=b&limit=100", c.token, nil, &page); err != nil {
-		return 0, fmt.Errorf("room %s: messages: %w", room, err)
-	}
-	var names []string // the user's member events, oldest first
-	sawCreate := false
-	for i := len(page.Chunk) - 1; i >= 0; i-- {
-		ev := page.Chunk[i]
-		sawCreate = sawCreate || ev.Type == "m.room.create"
-		if ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == c.user {
-			names = append(names, ev.Content.Displayname)
+	var names []string // the user's member events, newest first until reversed
+	sawCreate, from := false, ""
+	for pages := 0; !sawCreate && pages < 20; pages++ { // the whole timeline, back to its creation
+		var page struct {
+			Chunk []struct {
+				Type     string  `json:"type"`
+				StateKey *string `json:"state_key"`
+				Content  struct {
+					Membership  string `json:"membership"`
+					Displayname string `json:"displayname"`
+				} `json:"content"`
+			} `json:"chunk"`
+			End string `json:"end"`
 		}
+		url := roomURL + "/messages?dir=b&limit=100"
+		if from != "" {
+			url += "&from=" + neturl.QueryEscape(from)
+		}
+		if err := call(http.MethodGet, url, c.token, nil, &page); err != nil {
+			return 0, fmt.Errorf("room %s: messages: %w", room, err)
+		}
+		for _, ev := range page.Chunk {
+			sawCreate = sawCreate || ev.Type == "m.room.create"
+			if ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == c.user {
+				names = append(names, ev.Content.Displayname)
+			}
+		}
+		if page.End == "" || len(page.Chunk) == 0 {
+			break
+		}
+		from = page.End
 	}
+	slices.Reverse(names) // oldest first
 	var problems []string
 	if state.Displayname != last {
 		problems = append(problems, fmt.Sprintf("member state displayname %q, want %q", state.Displayname, last))
 	}
 	if !sawCreate {
-		problems = append(problems, fmt.Sprintf("timeline longer than one page of 100 (%d events)", len(page.Chunk)))
+		problems = append(problems, "the timeline does not reach the room's creation")
 	}
 	renames := 0
 	if len(names) == 0 {

@@ -65,7 +65,7 @@ func TestPropagationOverALossyNetworkConverges(t *testing.T) {
 		setName(t, h, alice, last, Propagate_PROPAGATE_DEFAULT)
 		switch {
 		case step%5 == 0 && next < len(rooms):
-			change(rooms[next], "join", old, v) // owed the new name as a snapshot
+			change(rooms[next], "join", old, v) // owed the new name: in order from the history, or as a snapshot
 			next++
 		case step%3 == 0:
 			if room := rooms[step%next]; membership[room] == "join" {

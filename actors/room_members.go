@@ -217,7 +217,7 @@ func (r *room) commitMembership(ctx actor.Context, b *storage.Batch, reply proto
 	b.Set(r.wakeKey(), nil)
 	r.commit(ctx, b, reply, func() {
 		for _, u := range users {
-			r.notifyMember(u)
+			r.notifyMember(u, 0)
 		}
 	})
 }
@@ -231,16 +231,18 @@ func (r *room) local(user string) bool {
 	return ok && server == r.h.cfg.ServerName
 }
 
-// notifyMember sends a local user's actor its membership here.
-func (r *room) notifyMember(user string) {
+// notifyMember sends a local user's actor its membership here, if its
+// latest member event is past after (the stream position acknowledged).
+func (r *room) notifyMember(user string, after uint64) (sent bool) {
 	stream, ok := r.memberStream(user)
-	if !ok || !r.local(user) {
-		return
+	if !ok || stream <= after || !r.local(user) {
+		return false
 	}
 	r.h.Send(KindUser, user, &MembershipChanged{
 		UserId: user, RoomId: r.id, Membership: r.membership(user), Stream: stream, ProfileVersion: r.member(user).Version,
 	})
 	r.armRenotify()
+	return true
 }
 
 // armRenotify makes sure the room looks again, resend_after from now,
@@ -263,9 +265,8 @@ func (r *room) armRenotify() {
 func (r *room) renotify() {
 	r.renotifyArmed = false
 	n := 0
-	for user := range r.members {
-		if stream, ok := r.memberStream(user); ok && stream > r.members[user].Notified && r.local(user) {
-			r.notifyMember(user)
+	for user, rec := range r.members {
+		if r.notifyMember(user, rec.Notified) {
 			n++
 		}
 	}

@@ -56,6 +56,8 @@ type deliveries struct {
 	current  map[string]struct{}  // joined rooms whose cursor is at the latest version
 	marked   bool                 // the user's wake mark may be set: history or a snapshot is owed
 	trimmed  uint64               // every version up to this one may have left the history (joinSnapshot)
+	kept     []*MemberUpdate      // the last versions to leave the history, at most max_backlog, oldest first
+	keptFrom uint64               // kept holds every version after this one, up to trimmed
 	fold     fold                 // the last folded run of history
 	flushing bool
 	timer    bool
@@ -118,6 +120,9 @@ func (u *user) updateDurable(upd *MemberUpdate) {
 	}
 	if len(u.d.history) == 0 { // every version before it has left the history, or never changed a room
 		u.d.trimmed = upd.Version - 1
+		if len(u.d.kept) == 0 {
+			u.d.keptFrom = u.d.trimmed
+		}
 	}
 	u.d.history, u.d.marked = append(u.d.history, upd), true
 	for id := range u.d.current {
@@ -314,6 +319,7 @@ func (u *user) maybeDone() {
 	u.d.dirty["\x00wake"] = true
 	if len(u.d.history) > 0 {
 		u.d.trimmed = u.latest()
+		u.keep(u.d.history)
 	}
 	u.d.history, u.d.marked = nil, false
 	u.flush()
@@ -393,12 +399,13 @@ func (u *user) onMembership(m *MembershipChanged) {
 		u.rooms[m.RoomId] = c
 	}
 	acked, snap := c.Acked, c.Snapshot
+	var restored []*MemberUpdate
 	switch {
 	case m.Membership != "join":
 		snap = nil
 	case c.Membership != "join": // a join
 		acked = max(c.Acked, m.ProfileVersion)
-		snap = u.joinSnapshot(m.ProfileVersion, first)
+		snap, restored = u.joinSnapshot(m.ProfileVersion, first)
 	}
 	c.Forgotten = false
 	u.setCursor(m.RoomId, c, m.Membership, acked, snap)
@@ -413,7 +420,11 @@ func (u *user) onMembership(m *MembershipChanged) {
 	}
 	var b storage.Batch
 	b.Set(u.key("room", m.RoomId), mustJSON(c))
-	if snap != nil { // owed across a restart too
+	for _, upd := range restored { // back in the history, so owed across a restart too
+		raw, _ := proto.Marshal(upd)
+		b.Set(u.key("hist", storage.Uint64(upd.Version)), raw)
+	}
+	if snap != nil || len(restored) > 0 { // owed across a restart too
 		b.Set(u.wakeKey(), nil)
 		u.d.marked = true
 	}
@@ -430,22 +441,76 @@ func (u *user) onMembership(m *MembershipChanged) {
 // version carried: the user's durable profile, in the default mode at its
 // version, or nil when that is the one carried. The server reads the
 // profile before it asks the room to join; a write landing in between may
-// have finished its fan-out before this actor knew the room, and a join
-// gets the current profile. Keys the user set in the join's own content
-// stay (the default mode). A first join whose later versions are all
-// still in the history needs no snapshot: the cursor starts at carried
-// and the room gets each version in order, as every room does. A rejoin
-// always gets one, since the room may hold versions applied before the
-// leave that the join's older content undid.
-func (u *user) joinSnapshot(carried uint64, first bool) *MemberUpdate {
-	if carried >= u.committed.Version || (first && carried >= u.d.trimmed) {
-		return nil
+// have finished its fan-out before this actor knew the room (or the room's
+// notice of the join was lost and came again later), and a join gets the
+// current profile. Keys the user set in the join's own content stay (the
+// default mode).
+//
+// A first join needs no snapshot while the versions after carried are
+// still known and all in the default mode: the cursor starts at carried
+// and the room gets each version in order, as every room does. Those in
+// the history are known; those that left it are kept (the last
+// max_backlog of them, while the actor is in memory) and go back into the
+// history, returned as restored for the caller to write. A version kept
+// out of rooms, or meant for all of them, may have come before the join,
+// which would then have carried it whatever its mode: such a join gets
+// the snapshot. So does a rejoin, since the room may hold versions applied
+// before the leave that the join's older content undid.
+func (u *user) joinSnapshot(carried uint64, first bool) (snap *MemberUpdate, restored []*MemberUpdate) {
+	switch {
+	case carried >= u.committed.Version:
+		return nil, nil
+	case first && carried >= u.d.keptFrom && u.defaultAfter(carried):
+		if carried < u.d.trimmed {
+			restored = u.restore(carried)
+		}
+		return nil, restored
 	}
 	var dn, av string
 	_ = jsonString(u.committed.Fields["displayname"], &dn)
 	_ = jsonString(u.committed.Fields["avatar_url"], &av)
 	return &MemberUpdate{Version: u.committed.Version, Mode: Propagate_PROPAGATE_DEFAULT, WrittenMs: now(),
-		SetsDisplayname: true, Displayname: dn, SetsAvatarUrl: true, AvatarUrl: av}
+		SetsDisplayname: true, Displayname: dn, SetsAvatarUrl: true, AvatarUrl: av}, nil
+}
+
+// defaultAfter reports whether every version after carried is known, kept
+// or in the history, and in the default mode.
+func (u *user) defaultAfter(carried uint64) bool {
+	if u.committed.Unlisted > carried {
+		return false
+	}
+	for _, upds := range [][]*MemberUpdate{u.d.kept, u.d.history} {
+		for _, upd := range upds {
+			if upd.Version > carried && upd.Mode != Propagate_PROPAGATE_DEFAULT {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// keep adds versions leaving the history to the kept ones, dropping the
+// oldest beyond max_backlog: a room that lags further gets the latest
+// alone anyway (updatesAfter).
+func (u *user) keep(left []*MemberUpdate) {
+	kept := append(u.d.kept, left...)
+	if n := len(kept) - u.h.cfg.Propagation.MaxBacklog; n > 0 {
+		u.d.keptFrom = kept[n-1].Version
+		kept = slices.Clone(kept[n:])
+	}
+	u.d.kept = kept
+}
+
+// restore puts the kept versions after carried back in front of the
+// history and returns them. Every room but the one joining has
+// acknowledged them, so only that room's cursor is behind them.
+func (u *user) restore(carried uint64) []*MemberUpdate {
+	i := sort.Search(len(u.d.kept), func(i int) bool { return u.d.kept[i].Version > carried })
+	restored := u.d.kept[i:]
+	u.d.kept = slices.Clone(u.d.kept[:i])
+	u.d.history = append(slices.Clone(restored), u.d.history...)
+	u.d.trimmed = carried
+	return restored
 }
 
 // loadDeliveries reads the versions not yet acknowledged by every joined
@@ -468,6 +533,7 @@ func (u *user) loadDeliveries() error {
 	if len(u.d.history) > 0 {
 		u.d.trimmed = u.d.history[0].Version - 1
 	}
+	u.d.keptFrom = u.d.trimmed
 	return err
 }
 

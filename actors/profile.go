@@ -184,8 +184,11 @@ func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field
 		u.commit(ctx, &storage.Batch{}, &WriteReply{Version: u.profile.Version}, nil)
 		return
 	}
-	rec := profileRecord{Version: u.profile.Version + 1, Fields: fields}
+	rec := profileRecord{Version: u.profile.Version + 1, Fields: fields, Unlisted: u.profile.Unlisted}
 	upd := memberUpdate(u.profile.Fields, fields, rec.Version, mode)
+	if upd != nil && mode == Propagate_PROPAGATE_NONE {
+		rec.Unlisted = rec.Version
+	}
 	u.profile = rec
 	var b storage.Batch
 	b.Set(u.key("profile"), mustJSON(rec))

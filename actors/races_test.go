@@ -239,7 +239,105 @@ func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
 	eventually(t, "A-002 in the joined room", func() bool { return memberName(t, h, room, alice) == "A-002" })
 	hold.Store(false)
 	waitPropagated(t, h, alice)
-	r := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: bob, Dir: "f", Limit: 100})
+	if names, want := memberNames(t, h, room, bob, alice), []string{"alice", "A-001", "A-002"}; !slices.Equal(names, want) {
+		t.Fatalf("alice's member events in the joined room: %v, want %v", names, want)
+	}
+}
+
+// A first join racing a rename still in the history and then a change
+// kept out of rooms gets the profile current when its notice lands, as
+// TestJoinWithAnOlderProfileGetsTheNewer's joins do: the join may have
+// come after both, and would then have carried the change.
+func TestFirstJoinRacingAChangeKeptOutOfRoomsGetsTheCurrentProfile(t *testing.T) {
+	cfg := config.Default()
+	cfg.Propagation.ResendAfter = 50 * time.Millisecond
+	h, st := newHostWith(t, t.TempDir(), cfg)
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
+	createRoom(t, h, alice, 0)
+	room := createRoom(t, h, bob, 1)
+	var hold atomic.Bool // acks are lost: the rename stays in alice's history
+	network := func(kind, id string, msg proto.Message, deliver func()) {
+		if _, ok := msg.(*UpdateAcks); ok && hold.Load() {
+			return
+		}
+		deliver()
+	}
+	h.network.Store(&network)
+	hold.Store(true)
+	old, v := profileOf(t, h, alice) // read for the join
+	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "A-002", Propagate_PROPAGATE_NONE)
+	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	eventually(t, "A-002 in the joined room", func() bool { return memberName(t, h, room, alice) == "A-002" })
+	hold.Store(false)
+	waitPropagated(t, h, alice)
+	if got := memberName(t, h, room, alice); got != "A-002" {
+		t.Fatalf("the joined room ends with %q", got)
+	}
+}
+
+// TestLateJoinNoticeGetsEachVersion: a room's notice of a first join is
+// lost until the renames made meanwhile have reached every other room and
+// left the user's history. When the notice comes again, the room still
+// gets each version after the one its join event carried, in order: the
+// user's actor keeps the last max_backlog versions that left the history.
+// Beyond max_backlog it gets the latest alone.
+func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
+	for _, tc := range []struct {
+		backlog int
+		want    []string
+	}{
+		{64, []string{"alice", "A-001", "A-002", "A-003"}},
+		{2, []string{"alice", "A-003"}},
+	} {
+		t.Run(fmt.Sprint("max_backlog ", tc.backlog), func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Propagation.ResendAfter = 50 * time.Millisecond
+			cfg.Propagation.MaxBacklog = tc.backlog
+			h, st := newHostWith(t, t.TempDir(), cfg)
+			t.Cleanup(func() { h.Stop(); st.Close() })
+			alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
+			own := createRoom(t, h, alice, 0)
+			room := createRoom(t, h, bob, 1)
+			var hold atomic.Bool // the room's notices of alice's join are lost
+			network := func(kind, id string, msg proto.Message, deliver func()) {
+				if m, ok := msg.(*MembershipChanged); ok && m.RoomId == room && hold.Load() {
+					return
+				}
+				deliver()
+			}
+			h.network.Store(&network)
+			hold.Store(true)
+			old, v := profileOf(t, h, alice) // read for the join
+			if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
+				t.Fatal(r.Error)
+			}
+			for _, name := range []string{"A-001", "A-002", "A-003"} {
+				setName(t, h, alice, name, Propagate_PROPAGATE_DEFAULT)
+			}
+			eventually(t, "A-003 in alice's own room", func() bool { return memberName(t, h, own, alice) == "A-003" })
+			waitPropagated(t, h, alice)
+			if got := memberName(t, h, room, alice); got != "alice" {
+				t.Fatalf("the room whose notice is lost shows %q", got)
+			}
+			hold.Store(false)
+			eventually(t, "A-003 in the joined room", func() bool { return memberName(t, h, room, alice) == "A-003" })
+			waitPropagated(t, h, alice)
+			if names := memberNames(t, h, room, bob, alice); !slices.Equal(names, tc.want) {
+				t.Fatalf("alice's member events in the joined room: %v, want %v", names, tc.want)
+			}
+		})
+	}
+}
+
+// memberNames lists the displaynames of user's member events in room's
+// timeline (its first page), oldest first, as reader sees them.
+func memberNames(t *testing.T, h *Host, room, reader, user string) []string {
+	t.Helper()
+	r := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: reader, Dir: "f", Limit: 100})
 	var names []string
 	for _, raw := range r.Chunk {
 		var ev struct {
@@ -248,11 +346,9 @@ func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
 			Content  map[string]any `json:"content"`
 		}
 		_ = json.Unmarshal(raw, &ev)
-		if ev.Type == "m.room.member" && ev.StateKey == alice {
+		if ev.Type == "m.room.member" && ev.StateKey == user {
 			names = append(names, fmt.Sprint(ev.Content["displayname"]))
 		}
 	}
-	if want := []string{"alice", "A-001", "A-002"}; !slices.Equal(names, want) {
-		t.Fatalf("alice's member events in the joined room: %v, want %v", names, want)
-	}
+	return names
 }

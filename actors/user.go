@@ -48,6 +48,10 @@ type user struct {
 type profileRecord struct {
 	Version uint64                     `json:"v"`
 	Fields  map[string]json.RawMessage `json:"f"`
+	// Unlisted is the last version that changed displayname or avatar_url
+	// and went to no room (propagate_to=none): it is in no history, and a
+	// join that carried an older profile gets a snapshot (joinSnapshot).
+	Unlisted uint64 `json:"u,omitempty"`
 }
 
 type accountRecord struct {

@@ -109,7 +109,7 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	if m != nil {
 		go h.sampleDepths(h.stop)
 	}
-	go h.expirePresence(h.stop)
+	go h.expirePresence(h.stop, presenceTimeout)
 	return h, nil
 }
 

@@ -84,9 +84,10 @@ func (h *Host) Syncing(user, state string) (done func(), err error) {
 }
 
 // expirePresence marks offline, until stop is closed, every user who is not
-// and has had no /sync in progress for presenceTimeout.
-func (h *Host) expirePresence(stop <-chan struct{}) {
-	t := time.NewTicker(presenceTimeout / 6)
+// and has had no /sync in progress for timeout (presenceTimeout, read when
+// the host starts).
+func (h *Host) expirePresence(stop <-chan struct{}, timeout time.Duration) {
+	t := time.NewTicker(timeout / 6)
 	defer t.Stop()
 	for {
 		select {
@@ -96,14 +97,14 @@ func (h *Host) expirePresence(stop <-chan struct{}) {
 			var gone []string
 			h.presence.mu.Lock()
 			for u, p := range h.presence.users {
-				if p.Presence != "offline" && p.syncs == 0 && now.Sub(p.seen) > presenceTimeout {
+				if p.Presence != "offline" && p.syncs == 0 && now.Sub(p.seen) > timeout {
 					gone = append(gone, u)
 				}
 			}
 			h.presence.mu.Unlock()
 			for _, u := range gone {
 				err := h.updatePresence(u, func(p *Presence) {
-					if p.syncs == 0 && now.Sub(p.seen) > presenceTimeout { // no /sync began meanwhile
+					if p.syncs == 0 && now.Sub(p.seen) > timeout { // no /sync began meanwhile
 						p.Presence, p.CurrentlyActive = "offline", false
 					}
 				})

@@ -507,8 +507,8 @@ func (s *Store) markApplied(seq uint64) {
 			}
 		}
 		s.pendN.Store(int64(len(s.pend)))
-		s.pendCond.Broadcast()
 	}
+	s.pendCond.Broadcast() // reads in settle, and restartLog in waitApplied
 	s.pendMu.Unlock()
 }
 

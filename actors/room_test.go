@@ -272,15 +272,14 @@ func TestReadsStopAtTheLastDurableEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Hold the committer inside the answer to an urgent batch of our own
-	// (the committer answers those, once the commit log holds them).
+	// Hold the committer inside the report of a batch of our own.
 	held, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(free) // before the host stops, should the test fail
 	var b storage.Batch
 	b.Set([]byte("test/hold"), []byte("1"))
-	st.CommitUrgent(&b, func(error) { close(held); <-release })
+	st.Commit(&b, func(error) { close(held); <-release })
 	<-held
 	first := setTopic("in flight 1")
 	time.Sleep(50 * time.Millisecond)

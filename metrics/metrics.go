@@ -91,7 +91,7 @@ func New(store Sizer) *Metrics {
 		Help: "Messages waiting in actor mailboxes, summed by kind, sampled.",
 	}, []string{"kind"})
 	m.commitWrite = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "persona_commit_write_seconds", Help: "Time badger takes to write a group commit round, after its sync (background writes wait for it, clients' do not).",
+		Name: "persona_commit_write_seconds", Help: "Time a group commit round spends writing to badger.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
 	m.commitSync = prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -179,8 +179,6 @@ func (m *Metrics) Coalesced(n int) { m.coalesced.Add(float64(n)) }
 // CommitRound records one group commit round (storage.Options.OnRound).
 func (m *Metrics) CommitRound(batches, ops int, write, sync time.Duration) {
 	m.commitBatches.Observe(float64(batches))
+	m.commitWrite.Observe(write.Seconds())
 	m.commitSync.Observe(sync.Seconds())
 }
-
-// CommitApplied records the time badger took a round (storage.Options.OnApply).
-func (m *Metrics) CommitApplied(d time.Duration) { m.commitWrite.Observe(d.Seconds()) }

@@ -23,18 +23,16 @@ import (
 // (DB.Sync, msync) costs three to four times the CPU and twice the time of
 // writing and syncing the same bytes with write and fdatasync
 // (BenchmarkLogSync), and a client's write waits for that sync. So the
-// committer appends every transaction, as one record, to a log of its own
-// and syncs that log; the applier then writes the transaction to badger
-// (commit.go). Badger's memtable logs are not synced at all: a memtable is
-// flushed to a table, which badger syncs, and its log removed, usually
-// before the kernel has written any of it.
+// committer appends every transaction it commits to badger, as one record,
+// to a log of its own, and syncs that log. Badger's memtable logs are not
+// synced at all: a memtable is flushed to a table, which badger syncs, and
+// its log removed, usually before the kernel has written any of it.
 //
 // Every transaction also sets seqKey to its sequence number. After a crash
 // badger replays its own log up to the last whole transaction, so seqKey
 // names the last transaction it holds; on open, the records after it are
-// applied, in order, whether badger lost them or never had them. The store
-// then holds a prefix of the committed transactions that includes every
-// acknowledged one.
+// applied again, in order. The store then holds a prefix of the committed
+// transactions that includes every acknowledged one.
 //
 // The log is cut into segments; a segment is done with once badger has
 // flushed to tables every memtable that may hold its transactions

@@ -6,10 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestLogDropsFlushedSegments: the commit log is cut into segments, and a
@@ -231,9 +229,29 @@ func TestAcknowledgedWritesSurviveLosingBadgersLog(t *testing.T) {
 	}
 	defer s.Close()
 	commitKilobytes(t, s, 20) // 2 MB: within the first memtable, so no table is being written
-	r, err := Open(copyWithoutBadgerLogs(t, live), Options{})
+	lost := t.TempDir()
+	copied := 0
+	err = filepath.WalkDir(live, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(path, memExt) || strings.HasSuffix(path, ".vlog") {
+			return err // badger's unsynced logs: lost
+		}
+		rel, _ := filepath.Rel(live, path)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(lost, rel)), 0o700); err != nil {
+			return err
+		}
+		copied++
+		return os.WriteFile(filepath.Join(lost, rel), data, 0o600)
+	})
 	if err != nil {
-		t.Fatalf("open without badger's memtable log: %v", err)
+		t.Fatal(err)
+	}
+	r, err := Open(lost, Options{})
+	if err != nil {
+		t.Fatalf("open without badger's memtable log (%d files copied): %v", copied, err)
 	}
 	defer r.Close()
 	readKilobytes(t, r, 20)
@@ -302,96 +320,4 @@ func readKilobytes(t *testing.T, s *Store, n int) {
 			}
 		}
 	}
-}
-
-// TestUrgentWriteAnsweredBeforeBadgerHasIt: an urgent batch is answered
-// once the commit log holds it, while badger's writer is held; a
-// background batch waits for badger. A read of the urgent batch's key
-// waits until badger has it, and a crash meanwhile loses nothing: a copy
-// of the store without badger's logs reads it back from the commit log.
-func TestUrgentWriteAnsweredBeforeBadgerHasIt(t *testing.T) {
-	live := t.TempDir()
-	s, err := Open(live, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	gate := make(chan struct{})
-	s.beforeApply = func() { <-gate }
-	var bg, u Batch
-	bg.Set(Key("bg"), []byte("b"))
-	u.Set(Key("u"), []byte("u"))
-	bgDone, uDone := make(chan error, 1), make(chan error, 1)
-	s.Commit(&bg, func(err error) { bgDone <- err })
-	s.CommitUrgent(&u, func(err error) { uDone <- err })
-	select {
-	case err := <-uDone:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the urgent batch waited for badger")
-	}
-	select {
-	case <-bgDone:
-		t.Fatal("a background batch was answered before badger had it")
-	default:
-	}
-	read := make(chan string, 2)
-	go func() { v, _ := s.Get(Key("u")); read <- "get " + string(v) }()
-	go func() {
-		v := s.Snapshot()
-		defer v.Close()
-		got, _ := v.Get(Key("u"))
-		read <- "snapshot " + string(got)
-	}()
-	time.Sleep(50 * time.Millisecond)
-	if len(read) > 0 {
-		t.Fatalf("a read returned %q before badger had the write", <-read)
-	}
-
-	crashed := copyWithoutBadgerLogs(t, live)
-	r, err := Open(crashed, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, err := r.Get(Key("u")); string(v) != "u" {
-		t.Errorf("after a crash the answered write reads %q, %v", v, err)
-	}
-	r.Close()
-
-	close(gate)
-	got := []string{<-read, <-read}
-	slices.Sort(got)
-	if want := []string{"get u", "snapshot u"}; !slices.Equal(got, want) {
-		t.Fatalf("reads %v, want %v", got, want)
-	}
-	if err := <-bgDone; err != nil {
-		t.Fatal(err)
-	}
-}
-
-// copyWithoutBadgerLogs copies the store in dir as a power loss may leave
-// it: without badger's unsynced memtable and value logs.
-func copyWithoutBadgerLogs(t *testing.T, dir string) string {
-	t.Helper()
-	out := t.TempDir()
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(path, memExt) || strings.HasSuffix(path, ".vlog") {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(out, rel)), 0o700); err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(out, rel), data, 0o600)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

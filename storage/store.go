@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -39,11 +38,8 @@ type Options struct {
 	// so that a round stays short and urgent batches wait little.
 	MaxOpsPerRound int
 	// OnRound, if set, is told of every commit round: its batches, keys
-	// written, and the time spent encoding and syncing its commit log
-	// records.
+	// written, and the time spent writing and syncing.
 	OnRound func(batches, ops int, write, sync time.Duration)
-	// OnApply, if set, is told how long badger took each round.
-	OnApply func(time.Duration)
 }
 
 // memTableSize is badger's memtable size: the size of each log it syncs.
@@ -66,37 +62,19 @@ type Store struct {
 	urgentOnlySince time.Time
 	urgentAt        time.Time // when the last urgent batch was written (committer goroutine only)
 	urgentPrev      time.Time // when the one before it was
-	// dir is the data directory ("" in memory). Then the committer's:
-	// seq numbers the last transaction written, handed the last one
-	// handed to the applier and mark the last of the round before, log is
-	// the commit log (nil in memory) and sealed its full segments,
-	// logBroken says its last write failed.
-	dir       string
-	seq       uint64
-	handed    uint64
-	mark      uint64
-	log       *commitLog
-	sealed    []sealedSegment
-	logBroken bool
-	// The applier's: the rounds to write to badger, in order, and
-	// bigValue, that a value went to badger's value log since its last
-	// sync; broken is the error that stopped it.
-	applyq      chan *round
-	appliedSig  chan struct{} // a round was applied
-	bigValue    bool
-	broken      atomic.Pointer[stickyErr]
-	beforeApply func() // tests: runs before each round is applied
-	// Urgent writes answered before badger has them: key -> transaction
-	// (pendN counts them), and the last transaction badger holds.
-	pendMu     sync.Mutex
-	pendCond   sync.Cond
-	pend       map[string]uint64
-	pendN      atomic.Int64
-	applied    atomic.Uint64
+	// dir is the data directory ("" in memory). The rest is the
+	// committer's: seq numbers the last transaction written, log is the
+	// commit log (nil in memory) and sealed its full segments, logBroken
+	// says its last write failed, bigValue that a value went to badger's
+	// value log since the last sync.
+	dir        string
+	seq        uint64
+	log        *commitLog
+	sealed     []sealedSegment
+	logBroken  bool
+	bigValue   bool
 	valueLimit int // badger's ValueThreshold
-	logger     *slog.Logger
 	onRound    func(batches, ops int, write, sync time.Duration)
-	onApply    func(time.Duration)
 	stats      CommitStats
 	statsMu    sync.Mutex
 }
@@ -146,24 +124,16 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	s := &Store{
-		db:         db,
-		commits:    make(chan *pending, 4096),
-		urgent:     make(chan *pending, 1024),
-		stop:       make(chan struct{}),
-		maxRnd:     opts.MaxBatchesPerRound,
-		applyq:     make(chan *round, 64),
-		appliedSig: make(chan struct{}, 1),
-		pend:       map[string]uint64{},
-		logger:     opts.Logger,
-	}
-	s.pendCond.L = &s.pendMu
-	if s.logger == nil {
-		s.logger = slog.New(slog.DiscardHandler)
+		db:      db,
+		commits: make(chan *pending, 4096),
+		urgent:  make(chan *pending, 1024),
+		stop:    make(chan struct{}),
+		maxRnd:  opts.MaxBatchesPerRound,
 	}
 	if s.maxRnd <= 0 {
 		s.maxRnd = 4096
 	}
-	s.onRound, s.onApply, s.valueLimit = opts.OnRound, opts.OnApply, int(bo.ValueThreshold)
+	s.onRound, s.valueLimit = opts.OnRound, int(bo.ValueThreshold)
 	s.maxOps = opts.MaxOpsPerRound
 	if s.maxOps <= 0 {
 		s.maxOps = 4096
@@ -180,10 +150,8 @@ func Open(dir string, opts Options) (*Store, error) {
 				"transactions", applied, "last", s.seq)
 		}
 	}
-	s.applied.Store(s.seq)
-	s.wg.Add(3)
+	s.wg.Add(2)
 	go s.committer()
-	go s.applier()
 	go s.gcLoop()
 	return s, nil
 }
@@ -208,7 +176,6 @@ func (s *Store) Close() error {
 
 // Get returns a copy of the value at key, or ErrNotFound.
 func (s *Store) Get(key []byte) (out []byte, err error) {
-	s.settle(func(k string) bool { return k == string(key) })
 	err = s.db.View(func(txn *badger.Txn) error {
 		out, err = get(txn, key)
 		return err
@@ -220,14 +187,12 @@ func (s *Store) Get(key []byte) (out []byte, err error) {
 // (nil: the first key of prefix). fn's slices are valid only during the call.
 // Returning ErrStopScan from fn ends the scan without error.
 func (s *Store) Scan(prefix, start []byte, fn func(key, value []byte) error) error {
-	s.settle(func(k string) bool { return strings.HasPrefix(k, string(prefix)) })
 	return s.db.View(func(txn *badger.Txn) error { return scan(txn, prefix, start, false, fn) })
 }
 
 // ScanReverse is Scan in descending key order; start (nil: the last key of
 // prefix) is the first key visited.
 func (s *Store) ScanReverse(prefix, start []byte, fn func(key, value []byte) error) error {
-	s.settle(func(k string) bool { return strings.HasPrefix(k, string(prefix)) })
 	return s.db.View(func(txn *badger.Txn) error { return scan(txn, prefix, start, true, fn) })
 }
 
@@ -241,10 +206,7 @@ var ErrStopScan = errors.New("storage: stop scan")
 type Snapshot struct{ txn *badger.Txn }
 
 // Snapshot opens a Snapshot.
-func (s *Store) Snapshot() *Snapshot {
-	s.settle(nil)
-	return &Snapshot{txn: s.db.NewTransaction(false)}
-}
+func (s *Store) Snapshot() *Snapshot { return &Snapshot{txn: s.db.NewTransaction(false)} }
 
 // Get is Store.Get at the snapshot's moment.
 func (v *Snapshot) Get(key []byte) ([]byte, error) { return get(v.txn, key) }

@@ -16,10 +16,12 @@ const memExt = ".mem"
 var segmentBytes int64 = 8 << 20
 
 // sync makes every write before it durable: it writes and syncs the commit
-// log's queued records (in memory there is nothing to sync). After a
-// failed write the segment may end in a torn record that would hide the
-// records after it from recovery, so the next sync first syncs badger and
-// starts the log anew.
+// log's queued records (in memory there is nothing to sync). A round that
+// wrote a value large enough for badger's value log syncs badger too: a
+// table flushed later would point into a value log that was never synced.
+// After a failed write the segment may end in a torn record that would
+// hide the records after it from recovery, so the next sync first syncs
+// badger and starts the log anew.
 func (s *Store) sync() error {
 	if s.log == nil {
 		return s.db.Sync() // in memory: nothing to do
@@ -33,6 +35,12 @@ func (s *Store) sync() error {
 	if err := s.log.flush(); err != nil {
 		s.logBroken = true
 		return err
+	}
+	if s.bigValue {
+		if err := s.db.Sync(); err != nil {
+			return err
+		}
+		s.bigValue = false
 	}
 	return nil
 }
@@ -51,29 +59,23 @@ func (s *Store) sealFull() {
 }
 
 // sealSegment starts the next segment. The sealed one may go once every
-// memtable that existed when badger had applied its last transaction has
-// been flushed to a table and its log removed: badger syncs a table and
-// its manifest before it removes the memtable's log, so badger's own files
-// then hold every transaction of the segment. Until then badger's
-// memtable logs are never synced: the kernel drops their pages with the
-// file. The applier may not have applied a segment's last transaction
-// when it is sealed; its memtable is then noted at a later seal.
+// memtable that existed when it was sealed has been flushed to a table
+// and its log removed: badger syncs a table and its manifest before it
+// removes the memtable's log, so badger's own files then hold every
+// transaction of the segment. Until then badger's memtable logs are never
+// synced: the kernel drops their pages with the file.
 func (s *Store) sealSegment() error {
-	s.sealed = append(s.sealed, sealedSegment{n: s.log.n, last: s.seq, mem: -1})
-	if err := s.log.next(); err != nil {
+	mems, err := memLogs(s.dir)
+	if err != nil {
 		return err
 	}
-	applied := s.applied.Load()
-	mems, err := memLogs(s.dir) // after reading applied: a memtable at least as new as the one that took it
-	if err != nil {
+	s.sealed = append(s.sealed, sealedSegment{n: s.log.n, mem: mems[len(mems)-1]})
+	if err := s.log.next(); err != nil {
 		return err
 	}
 	var keep []sealedSegment
 	for _, seg := range s.sealed {
-		if seg.mem < 0 && seg.last <= applied {
-			seg.mem = mems[len(mems)-1]
-		}
-		if seg.mem < 0 || seg.mem >= mems[0] { // a memtable it may need is still in memory
+		if seg.mem >= mems[0] { // a memtable it may need is still in memory
 			keep = append(keep, seg)
 			continue
 		}
@@ -88,18 +90,14 @@ func (s *Store) sealSegment() error {
 	return nil
 }
 
-// sealedSegment is a full segment, its last transaction, and the newest
-// memtable log once badger had applied that transaction (-1: not yet).
-type sealedSegment struct {
-	n, mem int
-	last   uint64
-}
+// sealedSegment is a full segment and the newest memtable log when it was
+// sealed.
+type sealedSegment struct{ n, mem int }
 
 // restartLog makes everything badger holds durable in its own files, then
 // starts a new segment and deletes every earlier one.
 func (s *Store) restartLog() error {
 	s.log.f.Close() // a failed segment: its errors no longer matter
-	s.waitApplied(s.handed)
 	if err := s.syncBadger(); err != nil {
 		return err
 	}

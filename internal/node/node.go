@@ -56,8 +56,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	}
 	var m *metrics.Metrics
 	st, err := storage.Open(filepath.Join(cfg.DataDir, "db"), storage.Options{Logger: log,
-		OnRound: func(b, o int, w, s time.Duration) { m.CommitRound(b, o, w, s) },
-		OnApply: func(d time.Duration) { m.CommitApplied(d) }})
+		OnRound: func(b, o int, w, s time.Duration) { m.CommitRound(b, o, w, s) }})
 	if err != nil {
 		return nil, err
 	}

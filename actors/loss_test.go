@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,4 +222,32 @@ func newLossyHost(t *testing.T, dir string, net *lossyNetwork) (*Host, *storage.
 	carry := net.carry
 	h.network.Store(&carry)
 	return h, st
+}
+
+// TestAcknowledgedNoticesNeedNoWake: once every membership notice of a
+// room is acknowledged, the room's resend timer is stopped: no Wake comes
+// resend_after later (for a passivated room it would load it again).
+func TestAcknowledgedNoticesNeedNoWake(t *testing.T) {
+	cfg := config.Default()
+	cfg.Propagation.ResendAfter = time.Second // far longer than an ack takes, even under -race
+	h, st := newHostWith(t, t.TempDir(), cfg)
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	var wakes atomic.Int32
+	network := func(kind, id string, msg proto.Message, deliver func()) {
+		if _, ok := msg.(*Wake); ok && kind == KindRoom {
+			wakes.Add(1)
+		}
+		deliver()
+	}
+	h.network.Store(&network)
+	alice := registerUser(t, h, "alice")
+	room := createRoom(t, h, alice, 0)
+	eventually(t, "the room in alice's list", func() bool {
+		rooms := ask[*RoomsReply](t, h, alice, &GetRooms{UserId: alice}).Rooms
+		return len(rooms) == 1 && rooms[0].RoomId == room
+	})
+	time.Sleep(cfg.Propagation.ResendAfter * 3 / 2)
+	if n := wakes.Load(); n != 0 {
+		t.Fatalf("%d Wakes sent to a room whose notices were acknowledged", n)
+	}
 }

@@ -35,19 +35,19 @@ type room struct {
 	metaUnread    bool                  // meta's creator and version are still in storage
 	members       map[string]*memberRec // per user: propagation record
 
-	durable       uint64 // position after the last durable event: clients read below it
-	commitSeq     uint64
-	waiting       []waiter
-	inFlight      []uint64    // stream positions of uncommitted events
-	unsynced      []*evRecord // uncommitted state events
-	background    int         // commits in flight in the background lane
-	wakeUsers     []string    // users to wake when they commit
-	failed        error
-	stopIdle      bool
-	clientSeen    bool // asked by a client since activation: it releases its state when idle, and passivates after passivate_after
-	renotifyArmed bool // a Wake is on its way to resend notices not acknowledged (armRenotify)
-	released      bool // its state went back to storage since the last client request (release)
-	loadFailed    error
+	durable    uint64 // position after the last durable event: clients read below it
+	commitSeq  uint64
+	waiting    []waiter
+	inFlight   []uint64    // stream positions of uncommitted events
+	unsynced   []*evRecord // uncommitted state events
+	background int         // commits in flight in the background lane
+	wakeUsers  []string    // users to wake when they commit
+	failed     error
+	stopIdle   bool
+	clientSeen bool        // asked by a client since activation: it releases its state when idle, and passivates after passivate_after
+	renotify   *time.Timer // sends a Wake to resend notices not acknowledged (armRenotify)
+	released   bool        // its state went back to storage since the last client request (release)
+	loadFailed error
 }
 
 // propagationIdle is how long a room that only applied propagation since it
@@ -139,7 +139,7 @@ func (r *room) Receive(ctx actor.Context) {
 	case *actor.Started:
 		r.loadFailed = r.load()
 		if r.loadFailed == nil {
-			r.renotify()
+			r.renotifyMembers()
 		}
 		// Until a client asks something of it, a room only applies
 		// propagation and passivates soon: a fan-out to 100,000 rooms then
@@ -223,7 +223,7 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 	case *MembershipAck:
 		r.membershipAcked(ctx, m)
 	case *Wake:
-		r.renotify()
+		r.renotifyMembers()
 	default:
 		r.h.log.Warn("room actor got an unknown message", "type", fmt.Sprintf("%T", msg))
 	}

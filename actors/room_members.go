@@ -251,19 +251,18 @@ func (r *room) notifyMember(user string, after uint64) (sent bool) {
 // the room even if it passivated meanwhile (its wake mark stays until
 // every notice is acknowledged).
 func (r *room) armRenotify() {
-	if r.renotifyArmed {
+	if r.renotify != nil {
 		return
 	}
-	r.renotifyArmed = true
 	h, id := r.h, r.id
-	time.AfterFunc(h.cfg.Propagation.ResendAfter, func() { h.Send(KindRoom, id, &Wake{Id: id}) })
+	r.renotify = time.AfterFunc(h.cfg.Propagation.ResendAfter, func() { h.Send(KindRoom, id, &Wake{Id: id}) })
 }
 
-// renotify tells every local member whose actor has not acknowledged its
+// renotifyMembers tells every local member whose actor has not acknowledged its
 // latest membership: after a restart, and resend_after after a notice
 // (armRenotify), until each is acknowledged.
-func (r *room) renotify() {
-	r.renotifyArmed = false
+func (r *room) renotifyMembers() {
+	r.renotify = nil
 	n := 0
 	for user, rec := range r.members {
 		if r.notifyMember(user, rec.Notified) {
@@ -292,6 +291,9 @@ func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
 	}
 	if !pending {
 		b.Delete(r.wakeKey())
+		if r.renotify != nil && r.renotify.Stop() { // every notice acknowledged: no Wake needed
+			r.renotify = nil
+		}
 	}
 	r.commit(ctx, &b, nil, nil)
 }

@@ -258,9 +258,9 @@ func (r *room) armRenotify() {
 	r.renotify = time.AfterFunc(h.cfg.Propagation.ResendAfter, func() { h.Send(KindRoom, id, &Wake{Id: id}) })
 }
 
-// renotifyMembers tells every local member whose actor has not acknowledged its
-// latest membership: after a restart, and resend_after after a notice
-// (armRenotify), until each is acknowledged.
+// renotifyMembers tells every local member whose actor has not
+// acknowledged its latest membership: after a restart, and resend_after
+// after a notice (armRenotify), until each is acknowledged.
 func (r *room) renotifyMembers() {
 	r.renotify = nil
 	n := 0

@@ -214,31 +214,7 @@ func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
 // acknowledged them yet) gets those renames in order, each recorded, not
 // the latest alone.
 func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
-	cfg := config.Default()
-	cfg.Propagation.ResendAfter = 50 * time.Millisecond
-	h, st := newHostWith(t, t.TempDir(), cfg)
-	t.Cleanup(func() { h.Stop(); st.Close() })
-	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
-	createRoom(t, h, alice, 0)
-	room := createRoom(t, h, bob, 1)
-	var hold atomic.Bool // acks are lost: the renames stay in alice's history
-	network := func(kind, id string, msg proto.Message, deliver func()) {
-		if _, ok := msg.(*UpdateAcks); ok && hold.Load() {
-			return
-		}
-		deliver()
-	}
-	h.network.Store(&network)
-	hold.Store(true)
-	old, v := profileOf(t, h, alice) // read for the join
-	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
-	setName(t, h, alice, "A-002", Propagate_PROPAGATE_DEFAULT)
-	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
-		t.Fatal(r.Error)
-	}
-	eventually(t, "A-002 in the joined room", func() bool { return memberName(t, h, room, alice) == "A-002" })
-	hold.Store(false)
-	waitPropagated(t, h, alice)
+	h, room, alice, bob := firstJoinRacing(t, Propagate_PROPAGATE_DEFAULT)
 	if names, want := memberNames(t, h, room, bob, alice), []string{"alice", "A-001", "A-002"}; !slices.Equal(names, want) {
 		t.Fatalf("alice's member events in the joined room: %v, want %v", names, want)
 	}
@@ -249,14 +225,26 @@ func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
 // TestJoinWithAnOlderProfileGetsTheNewer's joins do: the join may have
 // come after both, and would then have carried the change.
 func TestFirstJoinRacingAChangeKeptOutOfRoomsGetsTheCurrentProfile(t *testing.T) {
+	h, room, alice, _ := firstJoinRacing(t, Propagate_PROPAGATE_NONE)
+	if got := memberName(t, h, room, alice); got != "A-002" {
+		t.Fatalf("the joined room ends with %q", got)
+	}
+}
+
+// firstJoinRacing makes alice join bob's room with a profile read before
+// two writes, "A-001" in the default mode and "A-002" in mode second,
+// while rooms' acks are lost: the writes stay in alice's history. It
+// returns once the room shows "A-002" and every room has caught up.
+func firstJoinRacing(t *testing.T, second Propagate) (h *Host, room, alice, bob string) {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Propagation.ResendAfter = 50 * time.Millisecond
 	h, st := newHostWith(t, t.TempDir(), cfg)
 	t.Cleanup(func() { h.Stop(); st.Close() })
-	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
+	alice, bob = registerUser(t, h, "alice"), registerUser(t, h, "bob")
 	createRoom(t, h, alice, 0)
-	room := createRoom(t, h, bob, 1)
-	var hold atomic.Bool // acks are lost: the rename stays in alice's history
+	room = createRoom(t, h, bob, 1)
+	var hold atomic.Bool
 	network := func(kind, id string, msg proto.Message, deliver func()) {
 		if _, ok := msg.(*UpdateAcks); ok && hold.Load() {
 			return
@@ -267,16 +255,14 @@ func TestFirstJoinRacingAChangeKeptOutOfRoomsGetsTheCurrentProfile(t *testing.T)
 	hold.Store(true)
 	old, v := profileOf(t, h, alice) // read for the join
 	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
-	setName(t, h, alice, "A-002", Propagate_PROPAGATE_NONE)
+	setName(t, h, alice, "A-002", second)
 	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
 		t.Fatal(r.Error)
 	}
 	eventually(t, "A-002 in the joined room", func() bool { return memberName(t, h, room, alice) == "A-002" })
 	hold.Store(false)
 	waitPropagated(t, h, alice)
-	if got := memberName(t, h, room, alice); got != "A-002" {
-		t.Fatalf("the joined room ends with %q", got)
-	}
+	return h, room, alice, bob
 }
 
 // TestLateJoinNoticeGetsEachVersion: a room's notice of a first join is

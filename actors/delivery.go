@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -56,7 +57,7 @@ type deliveries struct {
 	current  map[string]struct{}  // joined rooms whose cursor is at the latest version
 	marked   bool                 // the user's wake mark may be set: history or a snapshot is owed
 	trimmed  uint64               // every version up to this one may have left the history (joinSnapshot)
-	kept     []*MemberUpdate      // the last versions to leave the history, at most max_backlog, oldest first
+	kept     []*MemberUpdate      // the last versions to leave the history, at most max_backlog, oldest first; durable under "kept"
 	keptFrom uint64               // kept holds every version after this one, up to trimmed
 	fold     fold                 // the last folded run of history
 	flushing bool
@@ -325,8 +326,10 @@ func (u *user) maybeDone() {
 	u.flush()
 }
 
-// flush writes the dirty cursors (and trims) in one batch; acks arriving
-// meanwhile wait for the next.
+// flush writes the dirty cursors, the versions that left the history and
+// the kept ones in one batch; acks arriving meanwhile wait for the next. A
+// version leaves the history and becomes kept in the same batch, so after a
+// crash it is in one or the other.
 func (u *user) flush() {
 	if u.d.flushing || len(u.d.dirty) == 0 {
 		return
@@ -340,6 +343,13 @@ func (u *user) flush() {
 			}
 		case len(k) > 5 && k[:5] == "\x00hist":
 			b.Delete(u.key("hist", k[5:]))
+		case len(k) > 5 && k[:5] == "\x00kept": // as it is now: kept, or dropped or restored
+			if upd := u.keptVersion(storage.ParseUint64([]byte(k[5:]))); upd != nil {
+				raw, _ := proto.Marshal(upd)
+				b.Set(u.key("kept", k[5:]), raw)
+			} else {
+				b.Delete(u.key("kept", k[5:]))
+			}
 		default:
 			if c := u.rooms[k]; c != nil {
 				b.Set(u.key("room", k), mustJSON(c))
@@ -423,6 +433,7 @@ func (u *user) onMembership(m *MembershipChanged) {
 	for _, upd := range restored { // back in the history, so owed across a restart too
 		raw, _ := proto.Marshal(upd)
 		b.Set(u.key("hist", storage.Uint64(upd.Version)), raw)
+		b.Delete(u.key("kept", storage.Uint64(upd.Version)))
 	}
 	if snap != nil || len(restored) > 0 { // owed across a restart too
 		b.Set(u.wakeKey(), nil)
@@ -450,8 +461,8 @@ func (u *user) onMembership(m *MembershipChanged) {
 // still known and all in the default mode: the cursor starts at carried
 // and the room gets each version in order, as every room does. Those in
 // the history are known; those that left it are kept (the last
-// max_backlog of them, while the actor is in memory) and go back into the
-// history, returned as restored for the caller to write. A version kept
+// max_backlog of them, durably) and go back into the history, returned as
+// restored for the caller to write. A version kept
 // out of rooms, or meant for all of them, may have come before the join,
 // which would then have carried it whatever its mode: such a join gets
 // the snapshot. So does a rejoin, since the room may hold versions applied
@@ -490,15 +501,31 @@ func (u *user) defaultAfter(carried uint64) bool {
 }
 
 // keep adds versions leaving the history to the kept ones, dropping the
-// oldest beyond max_backlog: a room that lags further gets the latest
-// alone anyway (updatesAfter).
+// oldest beyond max_backlog (from storage too, in the next flush): a room
+// that lags further gets the latest alone anyway (updatesAfter).
 func (u *user) keep(left []*MemberUpdate) {
+	stored := len(u.d.kept)
 	kept := append(u.d.kept, left...)
-	if n := len(kept) - u.h.cfg.Propagation.MaxBacklog; n > 0 {
+	n := max(0, len(kept)-u.h.cfg.Propagation.MaxBacklog)
+	for i, upd := range kept {
+		if (i < n) == (i < stored) { // a stored one dropped, or a new one kept
+			u.d.dirty["\x00kept"+storage.Uint64(upd.Version)] = true
+		}
+	}
+	if n > 0 {
 		u.d.keptFrom = kept[n-1].Version
 		kept = slices.Clone(kept[n:])
 	}
 	u.d.kept = kept
+}
+
+// keptVersion is the kept version v, or nil.
+func (u *user) keptVersion(v uint64) *MemberUpdate {
+	i, ok := slices.BinarySearchFunc(u.d.kept, v, func(k *MemberUpdate, v uint64) int { return cmp.Compare(k.Version, v) })
+	if !ok {
+		return nil
+	}
+	return u.d.kept[i]
 }
 
 // restore puts the kept versions after carried back in front of the
@@ -514,27 +541,54 @@ func (u *user) restore(carried uint64) []*MemberUpdate {
 }
 
 // loadDeliveries reads the versions not yet acknowledged by every joined
-// room. The room cursors wait in storage for the first message that needs
-// them (ensureRooms): a user in many rooms then answers its first request
-// after waking without reading them all first.
+// room, and the kept ones. The room cursors wait in storage for the first
+// message that needs them (ensureRooms): a user in many rooms then answers
+// its first request after waking without reading them all first.
 func (u *user) loadDeliveries() error {
 	u.rooms, u.roomsLoaded = nil, false
-	// What left the history before this activation is not known: as far
-	// as joinSnapshot knows, every version before the first kept did.
-	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}, current: map[string]struct{}{}, trimmed: math.MaxUint64}
-	err := u.h.store.Scan(storage.Prefix(string(u.key("hist"))), nil, func(k, v []byte) error {
-		var upd MemberUpdate
-		if err := proto.Unmarshal(v, &upd); err != nil {
-			return fmt.Errorf("decode profile version: %w", err)
-		}
-		u.d.history, u.d.marked = append(u.d.history, &upd), true
-		return nil
-	})
-	if len(u.d.history) > 0 {
+	u.d = deliveries{inFlight: map[string]time.Time{}, dirty: map[string]bool{}, current: map[string]struct{}{}}
+	var err error
+	if u.d.history, err = u.loadVersions("hist"); err != nil {
+		return err
+	}
+	if u.d.kept, err = u.loadVersions("kept"); err != nil {
+		return err
+	}
+	u.d.marked = len(u.d.history) > 0
+	u.keep(nil) // max_backlog may be lower than when they were kept
+	// Every version that left the history was kept, and only the oldest
+	// are dropped: those after the last kept are in the history. Versions
+	// before the first kept are not known (they were dropped, or left the
+	// history before versions were kept): as far as joinSnapshot knows,
+	// every one of them left it.
+	switch {
+	case len(u.d.history) > 0:
 		u.d.trimmed = u.d.history[0].Version - 1
+	case len(u.d.kept) > 0:
+		u.d.trimmed = u.d.kept[len(u.d.kept)-1].Version
+	default:
+		u.d.trimmed = math.MaxUint64
 	}
 	u.d.keptFrom = u.d.trimmed
-	return err
+	if len(u.d.kept) > 0 {
+		u.d.keptFrom = u.d.kept[0].Version - 1
+	}
+	return nil
+}
+
+// loadVersions reads the profile versions stored under the user's key
+// part, oldest first.
+func (u *user) loadVersions(part string) ([]*MemberUpdate, error) {
+	var out []*MemberUpdate
+	err := u.h.store.Scan(storage.Prefix(string(u.key(part))), nil, func(k, v []byte) error {
+		upd := &MemberUpdate{}
+		if err := proto.Unmarshal(v, upd); err != nil {
+			return fmt.Errorf("decode profile version: %w", err)
+		}
+		out = append(out, upd)
+		return nil
+	})
+	return out, err
 }
 
 // ensureRooms reads the room cursors, unless they are in memory, and

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/config"
+	"persona/storage"
 )
 
 // The committer answers a write before the user's actor has handled the
@@ -274,16 +275,19 @@ func firstJoinRacing(t *testing.T, second Propagate) (h *Host, room, alice, bob 
 func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 	for _, tc := range []struct {
 		backlog int
+		restart bool // the node restarts before the notice comes again
 		want    []string
 	}{
-		{64, []string{"alice", "A-001", "A-002", "A-003"}},
-		{2, []string{"alice", "A-003"}},
+		{64, false, []string{"alice", "A-001", "A-002", "A-003"}},
+		{2, false, []string{"alice", "A-003"}},
+		{64, true, []string{"alice", "A-001", "A-002", "A-003"}},
 	} {
-		t.Run(fmt.Sprint("max_backlog ", tc.backlog), func(t *testing.T) {
+		t.Run(fmt.Sprintf("max_backlog %d restart %v", tc.backlog, tc.restart), func(t *testing.T) {
 			cfg := config.Default()
 			cfg.Propagation.ResendAfter = 50 * time.Millisecond
 			cfg.Propagation.MaxBacklog = tc.backlog
-			h, st := newHostWith(t, t.TempDir(), cfg)
+			dir := t.TempDir()
+			h, st := newHostWith(t, dir, cfg)
 			t.Cleanup(func() { h.Stop(); st.Close() })
 			alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
 			own := createRoom(t, h, alice, 0)
@@ -308,6 +312,11 @@ func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 			waitPropagated(t, h, alice)
 			if got := memberName(t, h, room, alice); got != "alice" {
 				t.Fatalf("the room whose notice is lost shows %q", got)
+			}
+			if tc.restart { // the versions kept for a late join are durable
+				h.Stop()
+				st.Close()
+				h, st = newHostWith(t, dir, cfg)
 			}
 			hold.Store(false)
 			eventually(t, "A-003 in the joined room", func() bool { return memberName(t, h, room, alice) == "A-003" })
@@ -337,4 +346,46 @@ func memberNames(t *testing.T, h *Host, room, reader, user string) []string {
 		}
 	}
 	return names
+}
+
+// TestKeptVersionsStayWithinTheBacklog: storage keeps the last max_backlog
+// versions that left the history, and drops the older ones, also when
+// max_backlog is lowered across a restart.
+func TestKeptVersionsStayWithinTheBacklog(t *testing.T) {
+	cfg := config.Default()
+	cfg.Propagation.MaxBacklog = 3
+	dir := t.TempDir()
+	h, st := newHostWith(t, dir, cfg)
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	alice := registerUser(t, h, "alice")
+	createRoom(t, h, alice, 0)
+	kept := func() []string {
+		var names []string
+		prefix := storage.Key("p", partitionName(h.Partition(alice)), "u", alice, "kept")
+		if err := st.Scan(storage.Prefix(string(prefix)), nil, func(_, v []byte) error {
+			var upd MemberUpdate
+			if err := proto.Unmarshal(v, &upd); err != nil {
+				return err
+			}
+			names = append(names, upd.Displayname)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	rename := func(names ...string) {
+		for _, name := range names {
+			setName(t, h, alice, name, Propagate_PROPAGATE_DEFAULT)
+			waitPropagated(t, h, alice)
+		}
+	}
+	rename("A-001", "A-002", "A-003", "A-004", "A-005")
+	eventually(t, "the last three versions kept", func() bool { return slices.Equal(kept(), []string{"A-003", "A-004", "A-005"}) })
+	h.Stop()
+	st.Close()
+	cfg.Propagation.MaxBacklog = 1
+	h, st = newHostWith(t, dir, cfg)
+	rename("A-006")
+	eventually(t, "the last version kept", func() bool { return slices.Equal(kept(), []string{"A-006"}) })
 }

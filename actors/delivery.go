@@ -462,11 +462,11 @@ func (u *user) onMembership(m *MembershipChanged) {
 // and the room gets each version in order, as every room does. Those in
 // the history are known; those that left it are kept (the last
 // max_backlog of them, durably) and go back into the history, returned as
-// restored for the caller to write. A version kept
-// out of rooms, or meant for all of them, may have come before the join,
-// which would then have carried it whatever its mode: such a join gets
-// the snapshot. So does a rejoin, since the room may hold versions applied
-// before the leave that the join's older content undid.
+// restored for the caller to write. A version kept out of rooms, or meant
+// for all of them, may have come before the join, which would then have
+// carried it whatever its mode: such a join gets the snapshot. So does a
+// rejoin, since the room may hold versions applied before the leave that
+// the join's older content undid.
 func (u *user) joinSnapshot(carried uint64, first bool) (snap *MemberUpdate, restored []*MemberUpdate) {
 	switch {
 	case carried >= u.committed.Version:

@@ -92,6 +92,7 @@ func (u *user) onMembership(m *MembershipChanged) {
 // rejoin, since the room may hold versions applied before the leave that
 // the join's older content undid.
 func (u *user) joinSnapshot(carried uint64, first bool) (snap *MemberUpdate, restored []*MemberUpdate) {
+	reason := "rejoin"
 	switch {
 	case carried >= u.committed.Version:
 		return nil, nil
@@ -100,6 +101,13 @@ func (u *user) joinSnapshot(carried uint64, first bool) (snap *MemberUpdate, res
 			restored = u.restore(carried)
 		}
 		return nil, restored
+	case first && carried >= u.d.keptFrom:
+		reason = "mode"
+	case first:
+		reason = "unknown"
+	}
+	if u.h.metrics != nil {
+		u.h.metrics.JoinSnapshot(reason)
 	}
 	var dn, av string
 	_ = jsonString(u.committed.Fields["displayname"], &dn)

@@ -219,6 +219,7 @@ func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
 	if names, want := memberNames(t, h, room, bob, alice), []string{"alice", "A-001", "A-002"}; !slices.Equal(names, want) {
 		t.Fatalf("alice's member events in the joined room: %v, want %v", names, want)
 	}
+	checkJoinSnapshots(t, h, 0, 0)
 }
 
 // A first join racing a rename still in the history and then a change
@@ -229,6 +230,19 @@ func TestFirstJoinRacingAChangeKeptOutOfRoomsGetsTheCurrentProfile(t *testing.T)
 	h, room, alice, _ := firstJoinRacing(t, Propagate_PROPAGATE_NONE)
 	if got := memberName(t, h, room, alice); got != "A-002" {
 		t.Fatalf("the joined room ends with %q", got)
+	}
+	checkJoinSnapshots(t, h, 1, 0)
+}
+
+// checkJoinSnapshots checks the counts of joins sent the current profile
+// alone because of a mode, and because the versions were unknown.
+func checkJoinSnapshots(t *testing.T, h *Host, mode, unknown float64) {
+	t.Helper()
+	for reason, want := range map[string]float64{"mode": mode, "unknown": unknown} {
+		name := `persona_join_snapshots_total{reason="` + reason + `"}`
+		if got := metricValue(t, h, name); got != want {
+			t.Errorf("%s = %g, want %g", name, got, want)
+		}
 	}
 }
 
@@ -274,13 +288,14 @@ func firstJoinRacing(t *testing.T, second Propagate) (h *Host, room, alice, bob 
 // Beyond max_backlog it gets the latest alone.
 func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 	for _, tc := range []struct {
-		backlog int
-		restart bool // the node restarts before the notice comes again
-		want    []string
+		backlog  int
+		restart  bool // the node restarts before the notice comes again
+		want     []string
+		snapshot float64 // joins sent the current profile alone, the versions unknown
 	}{
-		{64, false, []string{"alice", "A-001", "A-002", "A-003"}},
-		{2, false, []string{"alice", "A-003"}},
-		{64, true, []string{"alice", "A-001", "A-002", "A-003"}},
+		{64, false, []string{"alice", "A-001", "A-002", "A-003"}, 0},
+		{2, false, []string{"alice", "A-003"}, 1},
+		{64, true, []string{"alice", "A-001", "A-002", "A-003"}, 0},
 	} {
 		t.Run(fmt.Sprintf("max_backlog %d restart %v", tc.backlog, tc.restart), func(t *testing.T) {
 			cfg := config.Default()
@@ -324,6 +339,7 @@ func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 			if names := memberNames(t, h, room, bob, alice); !slices.Equal(names, tc.want) {
 				t.Fatalf("alice's member events in the joined room: %v, want %v", names, tc.want)
 			}
+			checkJoinSnapshots(t, h, 0, tc.snapshot)
 		})
 	}
 }

@@ -27,6 +27,7 @@ type Metrics struct {
 	pending                                prometheus.Gauge
 	retries, noticesResent                 prometheus.Counter
 	coalesced                              prometheus.Counter
+	joinSnapshots                          *prometheus.CounterVec
 	mailboxDepth                           *prometheus.GaugeVec
 	commitWrite, commitSync, commitBatches prometheus.Histogram
 }
@@ -86,6 +87,15 @@ func New(store Sizer) *Metrics {
 		Name: "persona_coalesced_versions_total",
 		Help: "Profile versions a lagging room skipped because it received the latest version alone.",
 	})
+	m.joinSnapshots = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "persona_join_snapshots_total",
+		Help: "Joins sent the user's current profile alone instead of each version after the one their event carried, by reason: " +
+			"rejoin (always), mode (a change kept out of rooms or meant for all of them came after), " +
+			"unknown (those versions are neither in the user's history nor among the last max_backlog kept: the join lagged beyond the backlog).",
+	}, []string{"reason"})
+	for _, reason := range []string{"rejoin", "mode", "unknown"} {
+		m.joinSnapshots.WithLabelValues(reason) // exported at 0 from the start
+	}
 	m.mailboxDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "persona_actor_mailbox_depth",
 		Help: "Messages waiting in actor mailboxes, summed by kind, sampled.",
@@ -104,7 +114,7 @@ func New(store Sizer) *Metrics {
 	})
 	m.reg.MustRegister(m.commitWrite, m.commitSync, m.commitBatches)
 	m.reg.MustRegister(m.httpDuration, m.profileWrites, m.activations, m.passivations,
-		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.noticesResent, m.coalesced, m.mailboxDepth)
+		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.noticesResent, m.coalesced, m.joinSnapshots, m.mailboxDepth)
 	if store != nil {
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -175,6 +185,10 @@ func (m *Metrics) NoticesResent(n int) { m.noticesResent.Add(float64(n)) }
 
 // Coalesced counts versions skipped by a lagging room.
 func (m *Metrics) Coalesced(n int) { m.coalesced.Add(float64(n)) }
+
+// JoinSnapshot counts a join sent the current profile alone, for reason
+// ("rejoin", "mode" or "unknown").
+func (m *Metrics) JoinSnapshot(reason string) { m.joinSnapshots.WithLabelValues(reason).Inc() }
 
 // CommitRound records one group commit round (storage.Options.OnRound).
 func (m *Metrics) CommitRound(batches, ops int, write, sync time.Duration) {

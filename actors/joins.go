@@ -27,11 +27,15 @@ func (u *user) onMembership(m *MembershipChanged) {
 		ack()
 		return
 	}
-	first := c == nil
-	if first {
+	if c == nil {
 		c = &roomCursor{}
 		u.rooms[m.RoomId] = c
 	}
+	// A first join: the room never applied a version of the user's (it
+	// applies none to an invitee, and a join's cursor starts at the
+	// version its event carried, which is not 0 once the user has a
+	// profile).
+	first := c.Acked == 0
 	acked, snap := c.Acked, c.Snapshot
 	var restored []*MemberUpdate
 	switch {
@@ -81,16 +85,17 @@ func (u *user) onMembership(m *MembershipChanged) {
 // current profile. Keys the user set in the join's own content stay (the
 // default mode).
 //
-// A first join needs no snapshot while the versions after carried are
-// still known and all in the default mode: the cursor starts at carried
-// and the room gets each version in order, as every room does. Those in
-// the history are known; those that left it are kept (the last
-// max_backlog of them, durably) and go back into the history, returned as
-// restored for the caller to write. A version kept out of rooms, or meant
-// for all of them, may have come before the join, which would then have
-// carried it whatever its mode: such a join gets the snapshot. So does a
-// rejoin, since the room may hold versions applied before the leave that
-// the join's older content undid.
+// A first join (the room never applied a version of the user's: a join after
+// an invite is one too) needs no snapshot while the versions after carried
+// are still known and all in the default mode: the cursor starts at carried
+// and the room gets each version in order, as every room does. Those in the
+// history are known; those that left it are kept (the last max_backlog of
+// them, durably) and go back into the history, returned as restored for the
+// caller to write. A version kept out of rooms, or meant for all of them,
+// may have come before the join, which would then have carried it whatever
+// its mode: such a join gets the snapshot. So does a rejoin, since the room
+// may hold versions applied before the leave that the join's older content
+// undid.
 func (u *user) joinSnapshot(carried uint64, first bool) (snap *MemberUpdate, restored []*MemberUpdate) {
 	reason := "rejoin"
 	switch {

@@ -215,9 +215,21 @@ func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
 // acknowledged them yet) gets those renames in order, each recorded, not
 // the latest alone.
 func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
-	h, room, alice, bob := firstJoinRacing(t, Propagate_PROPAGATE_DEFAULT)
+	h, room, alice, bob := firstJoinRacing(t, Propagate_PROPAGATE_DEFAULT, false)
 	if names, want := memberNames(t, h, room, bob, alice), []string{"alice", "A-001", "A-002"}; !slices.Equal(names, want) {
 		t.Fatalf("alice's member events in the joined room: %v, want %v", names, want)
+	}
+	checkJoinSnapshots(t, h, 0, 0)
+}
+
+// TestJoinAfterAnInviteRacingRenamesGetsEachVersion: an invite applies no
+// version, so the join that follows is a first join too (builds before
+// this test sent it the latest profile alone, as to a rejoin).
+func TestJoinAfterAnInviteRacingRenamesGetsEachVersion(t *testing.T) {
+	h, room, alice, bob := firstJoinRacing(t, Propagate_PROPAGATE_DEFAULT, true)
+	// The invite here carries no profile (the API's invites do).
+	if names, want := memberNames(t, h, room, bob, alice), []string{"<nil>", "alice", "A-001", "A-002"}; !slices.Equal(names, want) {
+		t.Fatalf("alice's member events in the joined room (invite, join, renames): %v, want %v", names, want)
 	}
 	checkJoinSnapshots(t, h, 0, 0)
 }
@@ -227,7 +239,7 @@ func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
 // TestJoinWithAnOlderProfileGetsTheNewer's joins do: the join may have
 // come after both, and would then have carried the change.
 func TestFirstJoinRacingAChangeKeptOutOfRoomsGetsTheCurrentProfile(t *testing.T) {
-	h, room, alice, _ := firstJoinRacing(t, Propagate_PROPAGATE_NONE)
+	h, room, alice, _ := firstJoinRacing(t, Propagate_PROPAGATE_NONE, false)
 	if got := memberName(t, h, room, alice); got != "A-002" {
 		t.Fatalf("the joined room ends with %q", got)
 	}
@@ -246,11 +258,12 @@ func checkJoinSnapshots(t *testing.T, h *Host, mode, unknown float64) {
 	}
 }
 
-// firstJoinRacing makes alice join bob's room with a profile read before
-// two writes, "A-001" in the default mode and "A-002" in mode second,
-// while rooms' acks are lost: the writes stay in alice's history. It
-// returns once the room shows "A-002" and every room has caught up.
-func firstJoinRacing(t *testing.T, second Propagate) (h *Host, room, alice, bob string) {
+// firstJoinRacing makes alice join bob's room (invited first, if invite)
+// with a profile read before two writes, "A-001" in the default mode and
+// "A-002" in mode second, while rooms' acks are lost: the writes stay in
+// alice's history. It returns once the room shows "A-002" and every room
+// has caught up.
+func firstJoinRacing(t *testing.T, second Propagate, invite bool) (h *Host, room, alice, bob string) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Propagation.ResendAfter = 50 * time.Millisecond
@@ -268,6 +281,11 @@ func firstJoinRacing(t *testing.T, second Propagate) (h *Host, room, alice, bob 
 	}
 	h.network.Store(&network)
 	hold.Store(true)
+	if invite {
+		if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: bob, Target: alice, Action: "invite"}); r.Error != nil {
+			t.Fatal(r.Error)
+		}
+	}
 	old, v := profileOf(t, h, alice) // read for the join
 	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
 	setName(t, h, alice, "A-002", second)

@@ -326,13 +326,27 @@ func (u *user) maybeDone() {
 }
 
 // flush writes the dirty cursors, the versions that left the history and
-// the kept ones in one batch; acks arriving meanwhile wait for the next. A
-// version leaves the history and becomes kept in the same batch, so after a
-// crash it is in one or the other.
+// the kept ones in one batch; acks arriving meanwhile wait for the next.
 func (u *user) flush() {
 	if u.d.flushing || len(u.d.dirty) == 0 {
 		return
 	}
+	b := u.flushBatch()
+	u.d.dirty = map[string]bool{}
+	u.d.flushing = true
+	u.commit(u.ctx, b, nil, func() {
+		u.d.flushing = false
+		u.flush()
+	})
+}
+
+// flushBatch is the batch of what is dirty, as it is now: a dirty key
+// names what changed, not what to write. A version leaves the history and
+// becomes kept in the same batch, so after a crash it is in one or the
+// other. A version that left the history while a flush was under way, and
+// went back into it for a late join before the next flush (restore, whose
+// own batch wrote it back), is not deleted: the join's room still lacks it.
+func (u *user) flushBatch() *storage.Batch {
 	var b storage.Batch
 	for k := range u.d.dirty {
 		switch {
@@ -341,9 +355,11 @@ func (u *user) flush() {
 				b.Delete(u.wakeKey())
 			}
 		case len(k) > 5 && k[:5] == "\x00hist":
-			b.Delete(u.key("hist", k[5:]))
-		case len(k) > 5 && k[:5] == "\x00kept": // as it is now: kept, or dropped or restored
-			if upd := u.keptVersion(storage.ParseUint64([]byte(k[5:]))); upd != nil {
+			if versionIn(u.d.history, storage.ParseUint64([]byte(k[5:]))) == nil {
+				b.Delete(u.key("hist", k[5:]))
+			}
+		case len(k) > 5 && k[:5] == "\x00kept": // kept, or dropped or restored
+			if upd := versionIn(u.d.kept, storage.ParseUint64([]byte(k[5:]))); upd != nil {
 				raw, _ := proto.Marshal(upd)
 				b.Set(u.key("kept", k[5:]), raw)
 			} else {
@@ -355,12 +371,7 @@ func (u *user) flush() {
 			}
 		}
 	}
-	u.d.dirty = map[string]bool{}
-	u.d.flushing = true
-	u.commit(u.ctx, &b, nil, func() {
-		u.d.flushing = false
-		u.flush()
-	})
+	return &b
 }
 
 // armTimer schedules a resend check while deliveries are in flight.

@@ -156,13 +156,13 @@ func (u *user) keep(left []*MemberUpdate) {
 	u.d.kept = kept
 }
 
-// keptVersion is the kept version v, or nil.
-func (u *user) keptVersion(v uint64) *MemberUpdate {
-	i, ok := slices.BinarySearchFunc(u.d.kept, v, func(k *MemberUpdate, v uint64) int { return cmp.Compare(k.Version, v) })
+// versionIn is version v of ups (in version order), or nil.
+func versionIn(ups []*MemberUpdate, v uint64) *MemberUpdate {
+	i, ok := slices.BinarySearchFunc(ups, v, func(u *MemberUpdate, v uint64) int { return cmp.Compare(u.Version, v) })
 	if !ok {
 		return nil
 	}
-	return u.d.kept[i]
+	return ups[i]
 }
 
 // restore puts the kept versions after carried back in front of the

@@ -423,3 +423,38 @@ func TestKeptVersionsStayWithinTheBacklog(t *testing.T) {
 	rename("A-006")
 	eventually(t, "the last version kept", func() bool { return slices.Equal(kept(), []string{"A-006"}) })
 }
+
+// TestAFlushKeepsAVersionRestoredMeanwhile: a version leaves the history
+// while a flush is under way, so its deletion waits for the next flush; a
+// late join puts it back into the history (its own batch writes it back)
+// before that flush. The flush must not delete it: the join's room lacks
+// it, and after a crash the version would be lost for that room.
+func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
+	h, st := newHostWith(t, t.TempDir(), config.Default())
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	u := &user{h: h, id: "@ghost:" + server} // no actor of its own: the batch alone
+	v := &MemberUpdate{Version: 5, SetsDisplayname: true, Displayname: "A-005"}
+	raw, _ := proto.Marshal(v)
+	var restored storage.Batch // what onMembership wrote when it restored v
+	restored.Set(u.key("hist", storage.Uint64(5)), raw)
+	restored.Set(u.wakeKey(), nil)
+	if err := st.CommitSync(&restored); err != nil {
+		t.Fatal(err)
+	}
+	u.d = deliveries{history: []*MemberUpdate{v}, dirty: map[string]bool{
+		"\x00hist" + storage.Uint64(5): true, // from the round that ended before the restore
+		"\x00kept" + storage.Uint64(5): true,
+		"\x00wake":                     true,
+	}}
+	if err := st.CommitSync(u.flushBatch()); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range [][]byte{u.key("hist", storage.Uint64(5)), u.wakeKey()} {
+		if _, err := st.Get(k); err != nil {
+			t.Errorf("%q after the flush: %v", k, err)
+		}
+	}
+	if _, err := st.Get(u.key("kept", storage.Uint64(5))); err == nil {
+		t.Error("the restored version is still kept")
+	}
+}

@@ -331,8 +331,20 @@ func (u *user) flush() {
 	if u.d.flushing || len(u.d.dirty) == 0 {
 		return
 	}
-	b := u.flushBatch()
+	b, unmark := u.flushBatch()
 	u.d.dirty = map[string]bool{}
+	if unmark {
+		// In the urgent lane, where profile writes set the mark: in the
+		// background lane the deletion could land after the next write's
+		// mark and leave that write's fan-out without one. Landing before
+		// the history deletions is harmless: every room has those versions.
+		var w storage.Batch
+		w.Delete(u.wakeKey())
+		u.h.store.CommitUrgent(&w, func(error) {}) // failed, the mark stays: one needless wake
+	}
+	if b.Len() == 0 {
+		return
+	}
 	u.d.flushing = true
 	u.commit(u.ctx, b, nil, func() {
 		u.d.flushing = false
@@ -340,20 +352,19 @@ func (u *user) flush() {
 	})
 }
 
-// flushBatch is the batch of what is dirty, as it is now: a dirty key
-// names what changed, not what to write. A version leaves the history and
-// becomes kept in the same batch, so after a crash it is in one or the
-// other. A version that left the history while a flush was under way, and
-// went back into it for a late join before the next flush (restore, whose
-// own batch wrote it back), is not deleted: the join's room still lacks it.
-func (u *user) flushBatch() *storage.Batch {
-	var b storage.Batch
+// flushBatch is the batch of what is dirty, as it is now (a dirty key
+// names what changed, not what to write), and whether the wake mark goes.
+// A version leaves the history and becomes kept in the same batch, so
+// after a crash it is in one or the other. A version that left the
+// history while a flush was under way, and went back into it for a late
+// join before the next flush (restore, whose own batch wrote it back), is
+// not deleted: the join's room still lacks it.
+func (u *user) flushBatch() (b *storage.Batch, unmark bool) {
+	b = &storage.Batch{}
 	for k := range u.d.dirty {
 		switch {
 		case k == "\x00wake":
-			if len(u.d.history) == 0 {
-				b.Delete(u.wakeKey())
-			}
+			unmark = len(u.d.history) == 0
 		case len(k) > 5 && k[:5] == "\x00hist":
 			if versionIn(u.d.history, storage.ParseUint64([]byte(k[5:]))) == nil {
 				b.Delete(u.key("hist", k[5:]))
@@ -371,7 +382,7 @@ func (u *user) flushBatch() *storage.Batch {
 			}
 		}
 	}
-	return &b
+	return b, unmark
 }
 
 // armTimer schedules a resend check while deliveries are in flight.

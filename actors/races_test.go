@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/config"
+	"persona/metrics"
 	"persona/storage"
 )
 
@@ -446,7 +447,11 @@ func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
 		"\x00kept" + storage.Uint64(5): true,
 		"\x00wake":                     true,
 	}}
-	if err := st.CommitSync(u.flushBatch()); err != nil {
+	b, unmark := u.flushBatch()
+	if unmark {
+		t.Error("the wake mark goes with a version back in the history")
+	}
+	if err := st.CommitSync(b); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range [][]byte{u.key("hist", storage.Uint64(5)), u.wakeKey()} {
@@ -456,5 +461,86 @@ func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
 	}
 	if _, err := st.Get(u.key("kept", storage.Uint64(5))); err == nil {
 		t.Error("the restored version is still kept")
+	}
+}
+
+// TestWakeMarkOutlivesTheEndOfTheRoundBefore: a round of propagation ends
+// by deleting the user's wake mark, and the next profile write sets it
+// again, in the urgent lane, which goes before batches queued earlier in
+// the background lane. The mark must be there once both are written, or a
+// restart would not resume the write's fan-out (builds before this test
+// deleted it in the background lane, after the write).
+func TestWakeMarkOutlivesTheEndOfTheRoundBefore(t *testing.T) {
+	var gate atomic.Bool
+	hit, release := make(chan struct{}), make(chan struct{})
+	st, err := storage.Open(t.TempDir(), storage.Options{OnRound: func(int, int, time.Duration, time.Duration) {
+		if gate.CompareAndSwap(true, false) { // block one round: batches queue behind it
+			hit <- struct{}{}
+			<-release
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.ServerName = server
+	cfg.Propagation.ResendAfter = 50 * time.Millisecond
+	h, err := NewHost(st, cfg, metrics.New(st), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
+	room := createRoom(t, h, alice, 0)
+	var dropAcks atomic.Bool
+	network := func(kind, id string, msg proto.Message, deliver func()) {
+		if _, ok := msg.(*UpdateAcks); ok && dropAcks.Load() {
+			return
+		}
+		deliver()
+	}
+	h.network.Store(&network)
+	rename := func(user, name string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			v, _ := json.Marshal(name)
+			_, err := h.Request(context.Background(), KindUser, user, &SetProfileField{UserId: user, Key: "displayname", ValueJson: v})
+			done <- err
+		}()
+		return done
+	}
+
+	// A-001 is applied, its ack lost: alice's actor will send it again.
+	dropAcks.Store(true)
+	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
+	_, v1 := profileOf(t, h, alice)
+	eventually(t, "A-001 in the room", func() bool { return memberName(t, h, room, alice) == "A-001" })
+	// The committer blocks on a round of bob's; meanwhile the resend is
+	// acknowledged (a duplicate: no commit), the round ends and its batch
+	// waits, and then alice's next write waits too, in the urgent lane.
+	gate.Store(true)
+	bobDone := rename(bob, "B-001")
+	<-hit
+	dropAcks.Store(false)
+	waitPropagated(t, h, alice)
+	dropAcks.Store(true) // A-002's fan-out does not finish
+	aliceDone := rename(alice, "A-002")
+	time.Sleep(100 * time.Millisecond) // alice's write reaches the committer
+	close(release)
+	for _, done := range []chan error{bobDone, aliceDone} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := &user{h: h, id: alice}
+	eventually(t, "A-001 out of alice's history", func() bool {
+		_, err := st.Get(u.key("hist", storage.Uint64(v1)))
+		return err != nil
+	})
+	if _, err := st.Get(u.key("hist", storage.Uint64(v1+1))); err != nil {
+		t.Fatalf("A-002 in alice's history: %v", err)
+	}
+	if _, err := st.Get(u.wakeKey()); err != nil {
+		t.Fatalf("alice's wake mark with A-002's fan-out unfinished: %v", err)
 	}
 }

@@ -363,8 +363,8 @@ func (u *user) flushBatch() (b *storage.Batch, unmark bool) {
 	b = &storage.Batch{}
 	for k := range u.d.dirty {
 		switch {
-		case k == "\x00wake":
-			unmark = len(u.d.history) == 0
+		case k == "\x00wake": // not if a version or a join's snapshot is owed again
+			unmark = !u.d.marked
 		case len(k) > 5 && k[:5] == "\x00hist":
 			if versionIn(u.d.history, storage.ParseUint64([]byte(k[5:]))) == nil {
 				b.Delete(u.key("hist", k[5:]))

@@ -442,7 +442,7 @@ func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
 	if err := st.CommitSync(&restored); err != nil {
 		t.Fatal(err)
 	}
-	u.d = deliveries{history: []*MemberUpdate{v}, dirty: map[string]bool{
+	u.d = deliveries{history: []*MemberUpdate{v}, marked: true, dirty: map[string]bool{
 		"\x00hist" + storage.Uint64(5): true, // from the round that ended before the restore
 		"\x00kept" + storage.Uint64(5): true,
 		"\x00wake":                     true,
@@ -542,5 +542,24 @@ func TestWakeMarkOutlivesTheEndOfTheRoundBefore(t *testing.T) {
 	}
 	if _, err := st.Get(u.wakeKey()); err != nil {
 		t.Fatalf("alice's wake mark with A-002's fan-out unfinished: %v", err)
+	}
+}
+
+// TestAFlushKeepsTheWakeMarkOfASnapshotOwedMeanwhile: a round ends while a
+// flush is under way, so the wake mark's deletion waits for the next
+// flush; a join owed a snapshot sets the mark again before it (the history
+// stays empty). The flush must leave the mark: a restart resends the
+// snapshot only if it is there.
+func TestAFlushKeepsTheWakeMarkOfASnapshotOwedMeanwhile(t *testing.T) {
+	h, st := newHostWith(t, t.TempDir(), config.Default())
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	u := &user{h: h, id: "@ghost:" + server}
+	u.d = deliveries{marked: true, dirty: map[string]bool{"\x00wake": true}} // marked by onMembership
+	if _, unmark := u.flushBatch(); unmark {
+		t.Fatal("the flush deletes the wake mark of a snapshot owed")
+	}
+	u.d.marked = false // the snapshot's round ended
+	if _, unmark := u.flushBatch(); !unmark {
+		t.Fatal("the flush keeps the wake mark once nothing is owed")
 	}
 }

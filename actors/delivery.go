@@ -55,6 +55,7 @@ type deliveries struct {
 	behind   int                  // joined rooms whose cursor is behind the latest version
 	current  map[string]struct{}  // joined rooms whose cursor is at the latest version
 	marked   bool                 // the user's wake mark may be set: history or a snapshot is owed
+	writing  int                  // profile writes recording a version, not durable yet: they set the wake mark
 	trimmed  uint64               // every version up to this one may have left the history (joinSnapshot)
 	kept     []*MemberUpdate      // the last versions to leave the history, at most max_backlog, oldest first; durable under "kept"
 	keptFrom uint64               // kept holds every version after this one, up to trimmed
@@ -106,6 +107,7 @@ func (u *user) recordUpdate(b *storage.Batch, upd *MemberUpdate) {
 	raw, _ := proto.Marshal(upd)
 	b.Set(u.key("hist", storage.Uint64(upd.Version)), raw)
 	b.Set(u.wakeKey(), nil)
+	u.d.writing++
 }
 
 // updateDurable starts delivering a version once its write is durable.
@@ -113,6 +115,7 @@ func (u *user) recordUpdate(b *storage.Batch, upd *MemberUpdate) {
 // queued or in flight already. So a burst of writes costs a pass over the
 // rooms that caught up between two writes, not over every joined room.
 func (u *user) updateDurable(upd *MemberUpdate) {
+	u.d.writing--
 	if err := u.ensureRooms(); err != nil {
 		// The version is durable with the user's wake mark: a restart
 		// delivers it.
@@ -363,8 +366,8 @@ func (u *user) flushBatch() (b *storage.Batch, unmark bool) {
 	b = &storage.Batch{}
 	for k := range u.d.dirty {
 		switch {
-		case k == "\x00wake": // not if a version or a join's snapshot is owed again
-			unmark = !u.d.marked
+		case k == "\x00wake": // not if a version or a join's snapshot is owed again, or one is being written
+			unmark = !u.d.marked && u.d.writing == 0
 		case len(k) > 5 && k[:5] == "\x00hist":
 			if versionIn(u.d.history, storage.ParseUint64([]byte(k[5:]))) == nil {
 				b.Delete(u.key("hist", k[5:]))

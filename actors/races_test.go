@@ -471,12 +471,46 @@ func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
 // restart would not resume the write's fan-out (builds before this test
 // deleted it in the background lane, after the write).
 func TestWakeMarkOutlivesTheEndOfTheRoundBefore(t *testing.T) {
-	var gate atomic.Bool
-	hit, release := make(chan struct{}), make(chan struct{})
-	st, err := storage.Open(t.TempDir(), storage.Options{OnRound: func(int, int, time.Duration, time.Duration) {
-		if gate.CompareAndSwap(true, false) { // block one round: batches queue behind it
-			hit <- struct{}{}
-			<-release
+	r := newWakeRace(t)
+	r.holdCommitter()
+	r.endRound() // its batch waits
+	done := r.rename(r.alice, "A-002")
+	time.Sleep(100 * time.Millisecond) // alice's write reaches the committer
+	r.finish(done)
+}
+
+// TestWakeMarkOutlivesARoundEndingDuringAWrite: the round ends while the
+// next profile write is on its way to disk; the end's deletion of the wake
+// mark comes after the write's mark (builds before this test deleted it).
+func TestWakeMarkOutlivesARoundEndingDuringAWrite(t *testing.T) {
+	r := newWakeRace(t)
+	r.holdCommitter()
+	done := r.rename(r.alice, "A-002")
+	time.Sleep(100 * time.Millisecond) // alice's write reaches the committer
+	r.endRound()
+	r.finish(done)
+}
+
+// wakeRace is alice in one room with a rename, A-001, applied there but
+// not acknowledged yet, on a store whose committer can be held on a round.
+type wakeRace struct {
+	t                *testing.T
+	h                *Host
+	st               *storage.Store
+	alice, bob, room string
+	v1               uint64 // A-001's version
+	gate, dropAcks   atomic.Bool
+	hit, release     chan struct{}
+	heldBy           chan error
+}
+
+func newWakeRace(t *testing.T) *wakeRace {
+	r := &wakeRace{t: t, hit: make(chan struct{}), release: make(chan struct{})}
+	var err error
+	r.st, err = storage.Open(t.TempDir(), storage.Options{OnRound: func(int, int, time.Duration, time.Duration) {
+		if r.gate.CompareAndSwap(true, false) { // hold one round: batches queue behind it
+			r.hit <- struct{}{}
+			<-r.release
 		}
 	}})
 	if err != nil {
@@ -485,62 +519,73 @@ func TestWakeMarkOutlivesTheEndOfTheRoundBefore(t *testing.T) {
 	cfg := config.Default()
 	cfg.ServerName = server
 	cfg.Propagation.ResendAfter = 50 * time.Millisecond
-	h, err := NewHost(st, cfg, metrics.New(st), nil)
-	if err != nil {
+	if r.h, err = NewHost(r.st, cfg, metrics.New(r.st), nil); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h.Stop(); st.Close() })
-	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
-	room := createRoom(t, h, alice, 0)
-	var dropAcks atomic.Bool
+	t.Cleanup(func() { r.h.Stop(); r.st.Close() })
+	r.alice, r.bob = registerUser(t, r.h, "alice"), registerUser(t, r.h, "bob")
+	r.room = createRoom(t, r.h, r.alice, 0)
 	network := func(kind, id string, msg proto.Message, deliver func()) {
-		if _, ok := msg.(*UpdateAcks); ok && dropAcks.Load() {
+		if _, ok := msg.(*UpdateAcks); ok && r.dropAcks.Load() {
 			return
 		}
 		deliver()
 	}
-	h.network.Store(&network)
-	rename := func(user, name string) chan error {
-		done := make(chan error, 1)
-		go func() {
-			v, _ := json.Marshal(name)
-			_, err := h.Request(context.Background(), KindUser, user, &SetProfileField{UserId: user, Key: "displayname", ValueJson: v})
-			done <- err
-		}()
-		return done
-	}
+	r.h.network.Store(&network)
+	r.dropAcks.Store(true) // A-001's ack is lost: alice's actor will send it again
+	setName(t, r.h, r.alice, "A-001", Propagate_PROPAGATE_DEFAULT)
+	_, r.v1 = profileOf(t, r.h, r.alice)
+	eventually(t, "A-001 in the room", func() bool { return memberName(t, r.h, r.room, r.alice) == "A-001" })
+	return r
+}
 
-	// A-001 is applied, its ack lost: alice's actor will send it again.
-	dropAcks.Store(true)
-	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
-	_, v1 := profileOf(t, h, alice)
-	eventually(t, "A-001 in the room", func() bool { return memberName(t, h, room, alice) == "A-001" })
-	// The committer blocks on a round of bob's; meanwhile the resend is
-	// acknowledged (a duplicate: no commit), the round ends and its batch
-	// waits, and then alice's next write waits too, in the urgent lane.
-	gate.Store(true)
-	bobDone := rename(bob, "B-001")
-	<-hit
-	dropAcks.Store(false)
-	waitPropagated(t, h, alice)
-	dropAcks.Store(true) // A-002's fan-out does not finish
-	aliceDone := rename(alice, "A-002")
-	time.Sleep(100 * time.Millisecond) // alice's write reaches the committer
-	close(release)
-	for _, done := range []chan error{bobDone, aliceDone} {
+// rename sets user's displayname without waiting for it.
+func (r *wakeRace) rename(user, name string) chan error {
+	done := make(chan error, 1)
+	go func() {
+		v, _ := json.Marshal(name)
+		_, err := r.h.Request(context.Background(), KindUser, user, &SetProfileField{UserId: user, Key: "displayname", ValueJson: v})
+		done <- err
+	}()
+	return done
+}
+
+// holdCommitter holds the committer on a round of bob's.
+func (r *wakeRace) holdCommitter() {
+	r.gate.Store(true)
+	r.heldBy = r.rename(r.bob, "B-001")
+	<-r.hit
+}
+
+// endRound lets A-001's resend be acknowledged (a duplicate: no commit),
+// which ends the round; acks are lost again afterwards, so that A-002's
+// round does not end.
+func (r *wakeRace) endRound() {
+	r.dropAcks.Store(false)
+	waitPropagated(r.t, r.h, r.alice)
+	r.dropAcks.Store(true)
+}
+
+// finish releases the committer and checks that, with A-002 in the
+// history, the wake mark is there.
+func (r *wakeRace) finish(alice chan error) {
+	t := r.t
+	close(r.release)
+	for _, done := range []chan error{r.heldBy, alice} {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
 	}
-	u := &user{h: h, id: alice}
+	u := &user{h: r.h, id: r.alice}
 	eventually(t, "A-001 out of alice's history", func() bool {
-		_, err := st.Get(u.key("hist", storage.Uint64(v1)))
+		_, err := r.st.Get(u.key("hist", storage.Uint64(r.v1)))
 		return err != nil
 	})
-	if _, err := st.Get(u.key("hist", storage.Uint64(v1+1))); err != nil {
+	time.Sleep(50 * time.Millisecond) // the urgent lane's batches, if any, are written by now
+	if _, err := r.st.Get(u.key("hist", storage.Uint64(r.v1+1))); err != nil {
 		t.Fatalf("A-002 in alice's history: %v", err)
 	}
-	if _, err := st.Get(u.wakeKey()); err != nil {
+	if _, err := r.st.Get(u.wakeKey()); err != nil {
 		t.Fatalf("alice's wake mark with A-002's fan-out unfinished: %v", err)
 	}
 }

@@ -500,6 +500,7 @@ type wakeRace struct {
 	alice, bob, room string
 	v1               uint64 // A-001's version
 	gate, dropAcks   atomic.Bool
+	dropNotices      atomic.Bool // the rooms' membership notices are lost
 	hit, release     chan struct{}
 	heldBy           chan error
 }
@@ -527,6 +528,9 @@ func newWakeRace(t *testing.T) *wakeRace {
 	r.room = createRoom(t, r.h, r.alice, 0)
 	network := func(kind, id string, msg proto.Message, deliver func()) {
 		if _, ok := msg.(*UpdateAcks); ok && r.dropAcks.Load() {
+			return
+		}
+		if _, ok := msg.(*MembershipChanged); ok && r.dropNotices.Load() {
 			return
 		}
 		deliver()
@@ -606,5 +610,54 @@ func TestAFlushKeepsTheWakeMarkOfASnapshotOwedMeanwhile(t *testing.T) {
 	u.d.marked = false // the snapshot's round ended
 	if _, unmark := u.flushBatch(); !unmark {
 		t.Fatal("the flush keeps the wake mark once nothing is owed")
+	}
+}
+
+// TestForgetLandsAfterTheLeave: the user's actor writes a room's cursor
+// when the room's notice of a leave comes, and again when the user forgets
+// the room. With both writes queued, the forget must land last, or the
+// stored cursor is not forgotten and the room comes back to initial syncs
+// after a restart (builds before this test wrote the forget in the urgent
+// lane, ahead of the leave's).
+func TestForgetLandsAfterTheLeave(t *testing.T) {
+	r := newWakeRace(t)
+	r.dropNotices.Store(true) // the leave's notice comes later, while the committer is held
+	if rep := askKind[*SendReply](t, r.h, KindRoom, r.room, &ChangeMembership{RoomId: r.room, Sender: r.alice, Target: r.alice, Action: "leave"}); rep.Error != nil {
+		t.Fatal(rep.Error)
+	}
+	r.holdCommitter()
+	r.dropNotices.Store(false) // the room sends the notice again: alice's actor writes the cursor
+	eventually(t, "alice's actor hears of the leave", func() bool {
+		for _, m := range ask[*RoomsReply](t, r.h, r.alice, &GetRooms{UserId: r.alice}).Rooms {
+			if m.RoomId == r.room {
+				return m.Membership == "leave"
+			}
+		}
+		return false
+	})
+	forgot := make(chan error, 1)
+	go func() {
+		_, err := r.h.Request(context.Background(), KindUser, r.alice, &ForgetRoom{UserId: r.alice, RoomId: r.room})
+		forgot <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the forget reaches the committer
+	close(r.release)
+	for _, done := range []chan error{r.heldBy, forgot} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // the leave's write too, whichever lane it is in
+	u := &user{h: r.h, id: r.alice}
+	raw, err := r.st.Get(u.key("room", r.room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c roomCursor
+	if err := json.Unmarshal(raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Membership != "leave" || !c.Forgotten {
+		t.Fatalf("alice's stored cursor for the room: %+v, want left and forgotten", c)
 	}
 }

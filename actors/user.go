@@ -179,7 +179,7 @@ func (u *user) handle(ctx actor.Context, msg proto.Message) {
 			c.Forgotten = true
 			var b storage.Batch
 			b.Set(u.key("room", m.RoomId), mustJSON(c))
-			u.commit(ctx, &b, &Done{}, nil)
+			u.commitIn(ctx, &b, &Done{}, nil, false) // after the cursor's other writes
 		} else {
 			ctx.Respond(&Done{})
 		}
@@ -250,8 +250,16 @@ func (u *user) load() error {
 // store's committer then sends the reply itself, right after telling the
 // actor, whose mailbox takes that news ahead of any request: a client's
 // answer does not wait for the actor to finish what it is doing (a batch
-// of rooms' acks, say), and its next request still finds applied run.
+// of rooms' acks, say), and its next request still finds applied run. A
+// batch with a reply goes in the urgent lane, ahead of background batches.
 func (u *user) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
+	u.commitIn(ctx, b, reply, applied, reply != nil)
+}
+
+// commitIn is commit in the lane chosen. A write that must land after
+// background batches queued before it (a room's cursor: the others are
+// written there) goes in the background lane, reply or not.
+func (u *user) commitIn(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func(), urgent bool) {
 	u.commitSeq++
 	seq, self, root, to := u.commitSeq, ctx.Self(), u.h.system.Root, ctx.Sender()
 	u.waiting = append(u.waiting, waiter{seq: seq, to: to, reply: reply, applied: applied})
@@ -265,7 +273,7 @@ func (u *user) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 			}
 		}
 	}
-	if reply != nil { // a client waits: ahead of background batches
+	if urgent {
 		u.h.store.CommitUrgent(b, done)
 	} else {
 		u.h.store.Commit(b, done)

@@ -99,26 +99,8 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	}
 	slices.Sort(floor)
 	stopOther := make(chan struct{})
-	otherDone := make(chan [3][]time.Duration) // PUTs, GETs, pairs
-	go func() {
-		var lat [3][]time.Duration
-		for i := 0; ; i++ {
-			select {
-			case <-stopOther:
-				otherDone <- lat
-				return
-			default:
-			}
-			t := time.Now()
-			if err := call(http.MethodPut, otherURL+"/displayname", other.AccessToken, map[string]string{"displayname": fmt.Sprint("other ", i)}, nil); err == nil {
-				put := time.Now()
-				if err := call(http.MethodGet, otherURL, "", nil, nil); err == nil {
-					lat[0], lat[1] = append(lat[0], put.Sub(t)), append(lat[1], time.Since(put))
-					lat[2] = append(lat[2], time.Since(t))
-				}
-			}
-		}
-	}()
+	otherDone := make(chan [3][]time.Duration)
+	go func() { otherDone <- otherUser(otherURL, other.AccessToken, stopOther) }()
 	before, _ := nodeHistograms(cfg.Listen.Metrics, putSeries, getSeries)
 	traced := make(chan error, 1)
 	if *tracePath != "" {
@@ -142,6 +124,13 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	after, afterErr := nodeHistograms(cfg.Listen.Metrics, putSeries, getSeries)
+	// The same requests for as long again, with no fan-out running: what
+	// is left is the store's own work after the writes (badger flushing
+	// and compacting them), which the fan-out's figures include.
+	stopAfter := make(chan struct{})
+	time.AfterFunc(settled, func() { close(stopAfter) })
+	afterLat := otherUser(otherURL, other.AccessToken, stopAfter)
 	last := fmt.Sprintf("%s burst %d", run, *burst-1)
 	if *burst == 0 {
 		last = fmt.Sprintf("%s rename %d", run, *renames-1)
@@ -164,7 +153,7 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "burst of %d renames: converged in %.2f ms; PUT latency during the fan-out: p50 %.2f ms, p99 %.2f ms\n",
 			*burst, ms(settled), ms(percentile(burstPuts, 50)), ms(percentile(burstPuts, 99)))
 	}
-	if after, err := nodeHistograms(cfg.Listen.Metrics, putSeries, getSeries); err == nil && before != nil {
+	if afterErr == nil && before != nil {
 		if bound, n := after[0].p99Since(before[0]); n > 0 {
 			fmt.Fprintf(stdout, "node's own histogram, PUTs of both users meanwhile: p99 <= %g ms (%d PUTs)\n", bound*1000, n)
 		}
@@ -173,11 +162,12 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if len(otherLat[2]) > 0 {
-		for _, l := range otherLat {
-			slices.Sort(l)
-		}
 		fmt.Fprintf(stdout, "another user meanwhile (PUT + GET of its own profile): p50 %.2f ms, p99 %.2f ms (%d pairs); its PUTs p99 %.2f ms, its GETs p99 %.2f ms\n",
 			ms(percentile(otherLat[2], 50)), ms(percentile(otherLat[2], 99)), len(otherLat[2]), ms(percentile(otherLat[0], 99)), ms(percentile(otherLat[1], 99)))
+	}
+	if len(afterLat[2]) > 0 {
+		fmt.Fprintf(stdout, "another user after the fan-out, as long again (no fan-out running): p50 %.2f ms, p99 %.2f ms (%d pairs); its PUTs p99 %.2f ms, its GETs p99 %.2f ms\n",
+			ms(percentile(afterLat[2], 50)), ms(percentile(afterLat[2], 99)), len(afterLat[2]), ms(percentile(afterLat[0], 99)), ms(percentile(afterLat[1], 99)))
 	}
 	fmt.Fprintf(stdout, "verified the last name in %d rooms' state\n", checked)
 	if rss, err := nodeRSS(cfg.Listen.Metrics); err == nil {
@@ -187,6 +177,31 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		return traceReport(*tracePath, stdout, 10)
 	}
 	return nil
+}
+
+// otherUser writes and then reads another user's profile at url, back to
+// back, until stop is closed. It returns the PUTs', the GETs' and the
+// pairs' latencies, sorted.
+func otherUser(url, token string, stop <-chan struct{}) [3][]time.Duration {
+	var lat [3][]time.Duration
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			for _, l := range lat {
+				slices.Sort(l)
+			}
+			return lat
+		default:
+		}
+		t := time.Now()
+		if err := call(http.MethodPut, url+"/displayname", token, map[string]string{"displayname": fmt.Sprint("other ", i)}, nil); err == nil {
+			put := time.Now()
+			if err := call(http.MethodGet, url, "", nil, nil); err == nil {
+				lat[0], lat[1] = append(lat[0], put.Sub(t)), append(lat[1], time.Since(put))
+				lat[2] = append(lat[2], time.Since(t))
+			}
+		}
+	}
 }
 
 // createRooms creates n rooms owned by the user, conc at a time.

@@ -125,6 +125,9 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	after, afterErr := nodeHistograms(cfg.Listen.Metrics, putSeries, getSeries)
+	if err := <-traced; err != nil {
+		return err
+	}
 	// The same requests for as long again, with no fan-out running: what
 	// is left is the store's own work after the writes (badger flushing
 	// and compacting them), which the fan-out's figures include.
@@ -134,9 +137,6 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	last := fmt.Sprintf("%s burst %d", run, *burst-1)
 	if *burst == 0 {
 		last = fmt.Sprintf("%s rename %d", run, *renames-1)
-	}
-	if err := <-traced; err != nil {
-		return err
 	}
 	checked, err := p.verify(last, 200)
 	if err != nil {

@@ -17,7 +17,7 @@ type acker struct {
 }
 
 // ack queues a room's ack for its user's actor.
-func (h *Host) ack(a *UpdateAck) {
+func (h *Service) ack(a *UpdateAck) {
 	h.acks.mu.Lock()
 	if h.acks.pending == nil {
 		h.acks.pending = map[string][]*UpdateAck{}
@@ -31,7 +31,7 @@ func (h *Host) ack(a *UpdateAck) {
 	}
 }
 
-func (h *Host) flushAcks() {
+func (h *Service) flushAcks() {
 	h.acks.mu.Lock()
 	pending := h.acks.pending
 	h.acks.pending, h.acks.armed = nil, false

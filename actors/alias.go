@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"persona/host"
 	"persona/storage"
 )
 
@@ -19,7 +20,7 @@ const DirectoryPublic = "public"
 // durableActor is what the alias and directory actors share: a commit helper
 // that answers a write once its batch is durable, and passivation when idle.
 type durableActor struct {
-	h          *Host
+	h          *Service
 	commitSeq  uint64
 	waiting    []waiter
 	stopIdle   bool
@@ -36,7 +37,7 @@ func (d *durableActor) receive(ctx actor.Context, kind, id string) (proto.Messag
 		ctx.SetReceiveTimeout(d.h.cfg.Actors.PassivateAfter)
 	case *actor.ReceiveTimeout:
 		d.h.idle(ctx, len(d.waiting) > 0)
-	case *stopWhenIdle:
+	case *host.StopWhenIdle:
 		d.stopIdle = true
 		d.after(ctx)
 	case *committed:
@@ -67,9 +68,9 @@ func (d *durableActor) after(ctx actor.Context) {
 // (urgent) keeps them in order.
 func (d *durableActor) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
 	d.commitSeq++
-	seq, self, root := d.commitSeq, ctx.Self(), d.h.system.Root
+	seq, self, rt := d.commitSeq, ctx.Self(), d.h.rt
 	d.waiting = append(d.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, applied: applied})
-	d.h.store.CommitUrgent(b, func(err error) { root.Send(self, &committed{seq: seq, err: err}) })
+	d.h.store.CommitUrgent(b, func(err error) { rt.Post(self, &committed{seq: seq, err: err}) })
 }
 
 func (d *durableActor) onCommitted(ctx actor.Context, m *committed, kind, id string) {
@@ -120,7 +121,7 @@ type aliasRecord struct {
 	Created int64  `json:"created"`
 }
 
-func newAlias(h *Host, id string) *alias {
+func newAlias(h *Service, id string) *alias {
 	a := &alias{id: id}
 	a.h, a.reload = h, a.load
 	return a
@@ -223,7 +224,7 @@ type directory struct {
 	rooms map[string]bool
 }
 
-func newDirectory(h *Host, id string) *directory {
+func newDirectory(h *Service, id string) *directory {
 	d := &directory{id: id}
 	d.h, d.reload = h, d.load
 	return d

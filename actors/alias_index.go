@@ -1,16 +1,19 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 
+	"persona/host"
 	"persona/storage"
 )
 
@@ -33,48 +36,83 @@ func roomAliasesIn(store *storage.Store, p int, room string) ([]string, error) {
 	return out, err
 }
 
-// answerRoomAliases is the partition's answer to ListRoomAliases.
-func (p *partition) answerRoomAliases(m *ListRoomAliases) *RoomAliasList {
+// aliasIndex is the actor of kind kindAliasIndex that answers for one
+// partition's index (its id is the partition's number); it keeps no state.
+type aliasIndex struct {
+	h    *Service
+	part int
+}
+
+func newAliasIndex(h *Service, id string) actor.Actor {
+	p, _ := strconv.Atoi(id)
+	return &aliasIndex{h: h, part: p}
+}
+
+func (a *aliasIndex) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started, *actor.ReceiveTimeout:
+		ctx.SetReceiveTimeout(a.h.rt.PassivateAfter())
+		if _, timeout := m.(*actor.ReceiveTimeout); timeout {
+			a.h.idle(ctx, false)
+		}
+	case *host.StopWhenIdle:
+		ctx.Stop(ctx.Self())
+	case *ListRoomAliases:
+		ctx.Respond(a.list(m))
+	}
+}
+
+// list answers ListRoomAliases from the partition's index.
+func (a *aliasIndex) list(m *ListRoomAliases) *RoomAliasList {
 	if m.RoomId == "" || strings.ContainsRune(m.RoomId, 0) {
 		return &RoomAliasList{Error: badParam("M_INVALID_PARAM", "Bad room ID.")}
 	}
-	aliases, err := roomAliasesIn(p.h.store, p.index, m.RoomId)
+	aliases, err := roomAliasesIn(a.h.store, a.part, m.RoomId)
 	if err != nil {
-		p.h.log.Error("read alias index", "room", m.RoomId, "err", err)
+		a.h.log.Error("read alias index", "room", m.RoomId, "err", err)
 		return &RoomAliasList{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "internal storage error"}}
 	}
 	return &RoomAliasList{Aliases: aliases}
 }
 
 // RoomAliases lists the local aliases that point to room, sorted: it asks
-// every partition for its part of the index. A partition's error is the
+// every partition's index for its part. A partition's error is the
 // answer's Error.
-func (h *Host) RoomAliases(ctx context.Context, room string) (*RoomAliasList, error) {
-	timeout := 30 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
+func (h *Service) RoomAliases(ctx context.Context, room string) (*RoomAliasList, error) {
+	n := h.rt.Partitions()
+	type answer struct {
+		list proto.Message
+		err  error
 	}
-	futures := make([]*actor.Future, len(h.parts))
-	for i, p := range h.parts {
-		futures[i] = h.system.Root.RequestFuture(p, &ListRoomAliases{RoomId: room}, timeout)
+	answers := make([]chan answer, n)
+	for p := range n {
+		answers[p] = make(chan answer, 1)
+		go func() {
+			list, err := h.rt.RequestIn(ctx, p, kindAliasIndex, strconv.Itoa(p), &ListRoomAliases{RoomId: room})
+			answers[p] <- answer{list, err}
+		}()
 	}
 	out := &RoomAliasList{Aliases: []string{}}
-	for _, f := range futures {
-		res, err := f.Result()
-		if errors.Is(err, actor.ErrTimeout) {
-			return nil, ErrTimeout
+	var failed error
+	for _, c := range answers {
+		a := <-c
+		list, ok := a.list.(*RoomAliasList)
+		switch {
+		case a.err != nil:
+			failed = cmp.Or(failed, a.err)
+		case !ok:
+			failed = cmp.Or(failed, fmt.Errorf("actors: alias index answered %T", a.list))
+		case list.Error != nil && out.Error == nil:
+			out.Error = list.Error
+		default:
+			out.Aliases = append(out.Aliases, list.Aliases...)
 		}
-		if err != nil {
-			return nil, err
-		}
-		list, ok := res.(*RoomAliasList)
-		if !ok {
-			return nil, fmt.Errorf("actors: partition answered %T", res)
-		}
-		if list.Error != nil {
-			return list, nil
-		}
-		out.Aliases = append(out.Aliases, list.Aliases...)
+	}
+	if failed != nil {
+		return nil, failed
+	}
+	if out.Error != nil {
+		return &RoomAliasList{Error: out.Error}, nil
 	}
 	slices.Sort(out.Aliases)
 	return out, nil

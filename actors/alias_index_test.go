@@ -11,7 +11,7 @@ import (
 	"persona/storage"
 )
 
-func roomAliases(t *testing.T, h *Host, room string) []string {
+func roomAliases(t *testing.T, h *Service, room string) []string {
 	t.Helper()
 	list, err := h.RoomAliases(context.Background(), room)
 	if err != nil || list.Error != nil {
@@ -20,7 +20,7 @@ func roomAliases(t *testing.T, h *Host, room string) []string {
 	return list.Aliases
 }
 
-func aliasAsk(t *testing.T, h *Host, alias string, m proto.Message) *AliasReply {
+func aliasAsk(t *testing.T, h *Service, alias string, m proto.Message) *AliasReply {
 	t.Helper()
 	r, err := h.Request(context.Background(), KindAlias, alias, m)
 	reply, ok := r.(*AliasReply)

@@ -16,7 +16,7 @@ import (
 func BenchmarkColdRenameInBigRooms(b *testing.B) {
 	const rooms, members = 10, 1000
 	dir := b.TempDir()
-	open := func() (*Host, *storage.Store) { return newTestHost(b, dir, 0) }
+	open := func() (*Service, *storage.Store) { return newTestHost(b, dir, 0) }
 	ctx := context.Background()
 	h, st := open()
 	users := make([]string, members)

@@ -394,8 +394,8 @@ func (u *user) armTimer() {
 		return
 	}
 	u.d.timer = true
-	self, root := u.ctx.Self(), u.h.system.Root
-	time.AfterFunc(u.h.cfg.Propagation.ResendAfter, func() { root.Send(self, &resendTick{}) })
+	self, rt := u.ctx.Self(), u.h.rt
+	time.AfterFunc(u.h.cfg.Propagation.ResendAfter, func() { rt.Post(self, &resendTick{}) })
 }
 
 // resend sends again what was not acknowledged in time.

@@ -13,7 +13,7 @@ import (
 func TestUpdatesAfterFoldsBeyondTheBacklog(t *testing.T) {
 	cfg := config.Default()
 	cfg.Propagation.MaxBacklog = 2
-	u := &user{h: &Host{cfg: cfg}}
+	u := &user{h: &Service{cfg: cfg}}
 	rename := func(v uint64, old, name string) *MemberUpdate {
 		return &MemberUpdate{Version: v, SetsDisplayname: true, OldDisplayname: old, Displayname: name}
 	}

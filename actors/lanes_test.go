@@ -89,7 +89,7 @@ func TestWakeMarkOutlivesARoundEndingDuringAWrite(t *testing.T) {
 // not acknowledged yet, on a store whose committer can be held on a round.
 type wakeRace struct {
 	t                *testing.T
-	h                *Host
+	h                *Service
 	st               *storage.Store
 	alice, bob, room string
 	v1               uint64 // A-001's version
@@ -114,7 +114,7 @@ func newWakeRace(t *testing.T) *wakeRace {
 	cfg := config.Default()
 	cfg.ServerName = server
 	cfg.Propagation.ResendAfter = 50 * time.Millisecond
-	if r.h, err = NewHost(r.st, cfg, metrics.New(r.st), nil); err != nil {
+	if r.h, err = New(r.st, cfg, metrics.New(r.st), nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.h.Stop(); r.st.Close() })
@@ -129,7 +129,7 @@ func newWakeRace(t *testing.T) *wakeRace {
 		}
 		deliver()
 	}
-	r.h.network.Store(&network)
+	r.h.rt.SetNetwork(network)
 	r.dropAcks.Store(true) // A-001's ack is lost: alice's actor will send it again
 	setName(t, r.h, r.alice, "A-001", Propagate_PROPAGATE_DEFAULT)
 	_, r.v1 = profileOf(t, r.h, r.alice)

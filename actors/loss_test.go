@@ -101,7 +101,7 @@ func TestPropagationOverALossyNetworkConverges(t *testing.T) {
 }
 
 // metricValue reads an unlabelled metric from the host's /metrics.
-func metricValue(t *testing.T, h *Host, name string) float64 {
+func metricValue(t *testing.T, h *Service, name string) float64 {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
@@ -122,7 +122,7 @@ func metricValue(t *testing.T, h *Host, name string) float64 {
 // checks them: joins joins, each followed by names that only move forward
 // ("A-NNN" numbered; another name is 0), and nothing but a join after a
 // leave; the last membership is final.
-func checkMemberHistory(t *testing.T, h *Host, room, reader, user string, joins int, final string) {
+func checkMemberHistory(t *testing.T, h *Service, room, reader, user string, joins int, final string) {
 	t.Helper()
 	var events []map[string]any
 	from := ""
@@ -214,13 +214,13 @@ func (n *lossyNetwork) dropped() int {
 }
 
 // newLossyHost is a node whose actors talk over net, resending after 30 ms.
-func newLossyHost(t *testing.T, dir string, net *lossyNetwork) (*Host, *storage.Store) {
+func newLossyHost(t *testing.T, dir string, net *lossyNetwork) (*Service, *storage.Store) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Propagation.ResendAfter = 30 * time.Millisecond
 	h, st := newHostWith(t, dir, cfg)
 	carry := net.carry
-	h.network.Store(&carry)
+	h.rt.SetNetwork(carry)
 	return h, st
 }
 
@@ -239,7 +239,7 @@ func TestAcknowledgedNoticesNeedNoWake(t *testing.T) {
 		}
 		deliver()
 	}
-	h.network.Store(&network)
+	h.rt.SetNetwork(network)
 	alice := registerUser(t, h, "alice")
 	room := createRoom(t, h, alice, 0)
 	eventually(t, "the room in alice's list", func() bool {

@@ -29,7 +29,7 @@ func BenchmarkIdleRoomMemory(b *testing.B) {
 	cfg := config.Default()
 	cfg.ServerName = server
 	cfg.Actors.PassivateAfter = time.Hour
-	h, err := NewHost(st, cfg, metrics.New(nil), nil)
+	h, err := New(st, cfg, metrics.New(nil), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func BenchmarkIdleRoomMemory(b *testing.B) {
 	}
 	h.Stop()
 	for i := 0; i < b.N; i++ {
-		h, err = NewHost(st, cfg, metrics.New(nil), nil)
+		h, err = New(st, cfg, metrics.New(nil), nil)
 		if err != nil {
 			b.Fatal(err)
 		}

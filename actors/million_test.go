@@ -62,7 +62,7 @@ func BenchmarkRoomsInStorage(b *testing.B) {
 	cfg := config.Default()
 	cfg.ServerName = server
 	cfg.Actors.PassivateAfter = roomsPassivate
-	h, err := NewHost(st, cfg, personametrics.New(st), nil)
+	h, err := New(st, cfg, personametrics.New(st), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func BenchmarkRoomsInStorage(b *testing.B) {
 
 // createBenchRoom asks as api.createRoom does: the creator's profile, then
 // CreateRoom to the room's actor.
-func createBenchRoom(ctx context.Context, h *Host, creator string, i int) error {
+func createBenchRoom(ctx context.Context, h *Service, creator string, i int) error {
 	r, err := h.Request(ctx, KindUser, creator, &GetProfile{UserId: creator})
 	if err != nil {
 		return fmt.Errorf("profile of %s: %w", creator, err)
@@ -193,7 +193,7 @@ func parallel(b *testing.B, n int, fn func(i int) error) {
 // roomsWatch samples what the benchmark reports: actors in memory, Go heap,
 // process RSS and badger's size on disk.
 type roomsWatch struct {
-	h     *Host
+	h     *Service
 	dir   string
 	start time.Time
 }
@@ -303,9 +303,9 @@ func writeHeapProfile(b *testing.B, path string) {
 }
 
 // wakeMarks counts the actors a restart would wake (unfinished deliveries).
-func wakeMarks(b *testing.B, h *Host) int {
+func wakeMarks(b *testing.B, h *Service) int {
 	n := 0
-	for p := range h.parts {
+	for p := range h.rt.Partitions() {
 		if err := h.store.Scan(storage.Prefix("p", partitionName(p), "wake"), nil, func(_, _ []byte) error {
 			n++
 			return nil

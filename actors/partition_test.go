@@ -6,11 +6,8 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/asynkron/protoactor-go/actor"
 )
 
 // An idle actor asks its partition to stop it; the partition stops that
@@ -59,97 +56,9 @@ func TestIdlePassivationStopsOnlyTheIdleActor(t *testing.T) {
 	}
 }
 
-// An actor busy when its idle timeout fires is passivated once it is idle:
-// protoactor fires a receive timeout once, so the actor must arm it again.
-func TestBusyActorPassivatesOnceIdle(t *testing.T) {
-	h, st := newTestHost(t, t.TempDir(), 50*time.Millisecond)
-	defer st.Close()
-	defer h.Stop()
-	h.kinds[KindAlias] = func(string) actor.Actor { return &busyOnce{h: h} } // before any alias is activated
-	if _, err := h.Request(context.Background(), KindAlias, "#busy:"+server, &Wake{}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for actorMetric(t, h, "persona_actor_passivations_total", KindAlias) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("an actor busy at its first idle timeout never passivated")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// busyOnce is busy when its first idle timeout fires, idle at the next.
-type busyOnce struct {
-	h        *Host
-	timeouts int
-}
-
-func (a *busyOnce) Receive(ctx actor.Context) {
-	switch ctx.Message().(type) {
-	case *actor.Started:
-		ctx.SetReceiveTimeout(a.h.cfg.Actors.PassivateAfter)
-	case *actor.ReceiveTimeout:
-		a.timeouts++
-		a.h.idle(ctx, a.timeouts == 1)
-	case *stopWhenIdle:
-		ctx.Stop(ctx.Self())
-	case *Wake:
-		ctx.Respond(&Done{})
-	}
-}
-
-// An actor that turned busy after asking to stop, waiting on a message the
-// partition now holds, asks to be routed to again: the message reaches it.
-// (Once it waited for ever, and so did every request to it.)
-func TestActorBusyWhenToldToStopResumes(t *testing.T) {
-	h, st := newTestHost(t, t.TempDir(), 50*time.Millisecond)
-	defer st.Close()
-	defer h.Stop()
-	h.kinds[KindAlias] = func(string) actor.Actor { return &awaitsHeld{h: h} }
-	const id = "#await:" + server
-	if _, err := h.Request(context.Background(), KindAlias, id, &Wake{}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(200 * time.Millisecond) // the actor asks to stop, then turns busy
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := h.Request(ctx, KindAlias, id, &Wake{}); err != nil {
-		t.Fatalf("the message the busy actor waits on: %v", err)
-	}
-}
-
-// awaitsHeld asks to stop at its first idle timeout and at once turns busy
-// until its next Wake, which comes through the partition.
-type awaitsHeld struct {
-	h     *Host
-	asked bool
-	busy  bool
-}
-
-func (a *awaitsHeld) Receive(ctx actor.Context) {
-	switch ctx.Message().(type) {
-	case *actor.Started:
-		ctx.SetReceiveTimeout(a.h.cfg.Actors.PassivateAfter)
-	case *actor.ReceiveTimeout:
-		if !a.asked {
-			a.asked, a.busy = true, true
-			a.h.idle(ctx, false)
-		}
-	case *stopWhenIdle:
-		if a.busy {
-			a.h.stayActive(ctx)
-		} else {
-			ctx.Stop(ctx.Self())
-		}
-	case *Wake:
-		a.busy = false
-		ctx.Respond(&Done{})
-	}
-}
-
 // actorMetric reads a persona_actor* metric of kind ("" summed over kinds)
 // from the host's metrics.
-func actorMetric(t testing.TB, h *Host, name, kind string) int {
+func actorMetric(t testing.TB, h *Service, name, kind string) int {
 	rec := httptest.NewRecorder()
 	h.metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	n := 0
@@ -206,14 +115,6 @@ func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
 func TestPassivationLeavesNoDeadLetters(t *testing.T) {
 	h, st := newTestHost(t, t.TempDir(), 100*time.Millisecond)
 	defer st.Close()
-	var dead atomic.Int64
-	sub := h.system.EventStream.Subscribe(func(msg any) {
-		if d, ok := msg.(*actor.DeadLetterEvent); ok {
-			dead.Add(1)
-			t.Logf("dead letter: %T to %v", d.Message, d.PID)
-		}
-	})
-	defer h.system.EventStream.Unsubscribe(sub)
 	alice := registerUser(t, h, "alice")
 	createRoom(t, h, alice, 1)
 	eventually(t, "the user and the room passivated", func() bool {
@@ -221,7 +122,7 @@ func TestPassivationLeavesNoDeadLetters(t *testing.T) {
 			actorMetric(t, h, "persona_actor_passivations_total", KindRoom) >= 1
 	})
 	h.Stop()
-	if n := dead.Load(); n > 0 {
+	if n := h.rt.DeadLetters(); n > 0 {
 		t.Fatalf("%d dead letters", n)
 	}
 }

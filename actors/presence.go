@@ -34,7 +34,7 @@ type presences struct {
 }
 
 // SetPresence records a user's presence state and status message.
-func (h *Host) SetPresence(user, state string, statusMsg *string) error {
+func (h *Service) SetPresence(user, state string, statusMsg *string) error {
 	return h.updatePresence(user, func(p *Presence) {
 		p.Presence, p.StatusMsg = state, statusMsg
 		p.LastActive, p.CurrentlyActive = time.Now(), state == "online"
@@ -47,7 +47,7 @@ func (h *Host) SetPresence(user, state string, statusMsg *string) error {
 // end. As the spec asks, a /sync marks an offline user online unless it
 // says "offline" (then nothing changes) or "unavailable". A user with no
 // /sync in progress for presenceTimeout goes offline.
-func (h *Host) Syncing(user, state string) (done func(), err error) {
+func (h *Service) Syncing(user, state string) (done func(), err error) {
 	h.presence.mu.Lock()
 	p := h.presence.users[user]
 	if p == nil {
@@ -86,7 +86,7 @@ func (h *Host) Syncing(user, state string) (done func(), err error) {
 // expirePresence marks offline, until stop is closed, every user who is not
 // and has had no /sync in progress for timeout (presenceTimeout, read when
 // the host starts).
-func (h *Host) expirePresence(stop <-chan struct{}, timeout time.Duration) {
+func (h *Service) expirePresence(stop <-chan struct{}, timeout time.Duration) {
 	t := time.NewTicker(timeout / 6)
 	defer t.Stop()
 	for {
@@ -117,13 +117,13 @@ func (h *Host) expirePresence(stop <-chan struct{}, timeout time.Duration) {
 }
 
 // profilePresence records a profile change in the user's presence.
-func (h *Host) profilePresence(user, displayname, avatarURL string) error {
+func (h *Service) profilePresence(user, displayname, avatarURL string) error {
 	return h.updatePresence(user, func(p *Presence) {
 		p.Displayname, p.AvatarURL = displayname, avatarURL
 	})
 }
 
-func (h *Host) updatePresence(user string, change func(*Presence)) error {
+func (h *Service) updatePresence(user string, change func(*Presence)) error {
 	pos, err := h.stream.take()
 	if err != nil {
 		return err
@@ -142,7 +142,7 @@ func (h *Host) updatePresence(user string, change func(*Presence)) error {
 }
 
 // PresenceOf returns the presence of each user that changed after since.
-func (h *Host) PresenceOf(users []string, since uint64) []Presence {
+func (h *Service) PresenceOf(users []string, since uint64) []Presence {
 	h.presence.mu.Lock()
 	defer h.presence.mu.Unlock()
 	var out []Presence
@@ -156,7 +156,7 @@ func (h *Host) PresenceOf(users []string, since uint64) []Presence {
 
 // PresenceChangedSince lists the users whose presence changed after the
 // /sync position since.
-func (h *Host) PresenceChangedSince(since uint64) []string {
+func (h *Service) PresenceChangedSince(since uint64) []string {
 	h.presence.mu.Lock()
 	defer h.presence.mu.Unlock()
 	var out []string
@@ -169,7 +169,7 @@ func (h *Host) PresenceChangedSince(since uint64) []string {
 }
 
 // GetPresence returns a user's presence (offline when unknown).
-func (h *Host) GetPresence(user string) Presence {
+func (h *Service) GetPresence(user string) Presence {
 	h.presence.mu.Lock()
 	defer h.presence.mu.Unlock()
 	if p := h.presence.users[user]; p != nil {

@@ -54,7 +54,7 @@ func TestSyncKeepsUsersOnline(t *testing.T) {
 	waitPresence(t, h, c, "offline")
 }
 
-func waitPresence(t *testing.T, h *Host, user, want string) {
+func waitPresence(t *testing.T, h *Service, user, want string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * presenceTimeout); h.GetPresence(user).Presence != want; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {

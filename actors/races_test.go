@@ -191,7 +191,7 @@ func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
 		}
 		deliver()
 	}
-	h.network.Store(&drop)
+	h.rt.SetNetwork(drop)
 	old, v := profileOf(t, h, alice) // read for the join
 	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
 	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
@@ -248,7 +248,7 @@ func TestFirstJoinRacingAChangeKeptOutOfRoomsGetsTheCurrentProfile(t *testing.T)
 
 // checkJoinSnapshots checks the counts of joins sent the current profile
 // alone because of a mode, and because the versions were unknown.
-func checkJoinSnapshots(t *testing.T, h *Host, mode, unknown float64) {
+func checkJoinSnapshots(t *testing.T, h *Service, mode, unknown float64) {
 	t.Helper()
 	for reason, want := range map[string]float64{"mode": mode, "unknown": unknown} {
 		name := `persona_join_snapshots_total{reason="` + reason + `"}`
@@ -263,7 +263,7 @@ func checkJoinSnapshots(t *testing.T, h *Host, mode, unknown float64) {
 // "A-002" in mode second, while rooms' acks are lost: the writes stay in
 // alice's history. It returns once the room shows "A-002" and every room
 // has caught up.
-func firstJoinRacing(t *testing.T, second Propagate, invite bool) (h *Host, room, alice, bob string) {
+func firstJoinRacing(t *testing.T, second Propagate, invite bool) (h *Service, room, alice, bob string) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Propagation.ResendAfter = 50 * time.Millisecond
@@ -279,7 +279,7 @@ func firstJoinRacing(t *testing.T, second Propagate, invite bool) (h *Host, room
 		}
 		deliver()
 	}
-	h.network.Store(&network)
+	h.rt.SetNetwork(network)
 	hold.Store(true)
 	if invite {
 		if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: bob, Target: alice, Action: "invite"}); r.Error != nil {
@@ -332,7 +332,7 @@ func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 				}
 				deliver()
 			}
-			h.network.Store(&network)
+			h.rt.SetNetwork(network)
 			hold.Store(true)
 			old, v := profileOf(t, h, alice) // read for the join
 			if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
@@ -364,7 +364,7 @@ func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 
 // memberNames lists the displaynames of user's member events in room's
 // timeline (its first page), oldest first, as reader sees them.
-func memberNames(t *testing.T, h *Host, room, reader, user string) []string {
+func memberNames(t *testing.T, h *Service, room, reader, user string) []string {
 	t.Helper()
 	r := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: reader, Dir: "f", Limit: 100})
 	var names []string

@@ -63,7 +63,7 @@ func BenchmarkColdRename(b *testing.B) {
 }
 
 // joinRooms registers user and creates rooms rooms with user in each.
-func joinRooms(b *testing.B, h *Host, user string, rooms int) {
+func joinRooms(b *testing.B, h *Service, user string, rooms int) {
 	ctx := context.Background()
 	if _, err := h.Request(ctx, KindUser, user, &Register{UserId: user, Displayname: "renamer"}); err != nil {
 		b.Fatal(err)
@@ -88,7 +88,7 @@ func joinRooms(b *testing.B, h *Host, user string, rooms int) {
 
 // renameAndWait sets user's display name and waits until no room is
 // behind (a minute at most).
-func renameAndWait(tb testing.TB, h *Host, user, name string) {
+func renameAndWait(tb testing.TB, h *Service, user, name string) {
 	ctx := context.Background()
 	v, _ := json.Marshal(name)
 	start := time.Now()

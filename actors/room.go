@@ -12,6 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"persona/host"
 	"persona/storage"
 )
 
@@ -20,7 +21,7 @@ import (
 // event gets a position in the room and a node-wide stream position; nothing
 // is answered before it is durable. Idle rooms passivate.
 type room struct {
-	h    *Host
+	h    *Service
 	id   string
 	part int // the room's partition
 
@@ -128,10 +129,10 @@ func parseMemberIndex(v []byte) (m memberIndex, ok bool) {
 	return m, true
 }
 
-func newRoom(h *Host, id string) *room { return &room{h: h, id: id, part: h.Partition(id)} }
+func newRoom(h *Service, id string) *room { return &room{h: h, id: id, part: h.Partition(id)} }
 
 func (r *room) key(parts ...string) []byte {
-	return storage.Key(append([]string{"p", r.h.partKeys[r.part], "r", r.id}, parts...)...)
+	return storage.Key(append([]string{"p", partitionName(r.part), "r", r.id}, parts...)...)
 }
 
 func (r *room) Receive(ctx actor.Context) {
@@ -153,7 +154,7 @@ func (r *room) Receive(ctx actor.Context) {
 		return
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
 		return // stopping already: asking again would reach a dead actor
-	case *stopWhenIdle:
+	case *host.StopWhenIdle:
 		r.stopIdle = true
 	case *committed:
 		r.onCommitted(ctx, m)
@@ -494,7 +495,7 @@ func (r *room) readEventFrom(from interface{ Get([]byte) ([]byte, error) }, pos 
 // room's batches must land in order.
 func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
 	r.commitSeq++
-	seq, self, root := r.commitSeq, ctx.Self(), r.h.system.Root
+	seq, self, rt := r.commitSeq, ctx.Self(), r.h.rt
 	inFlight, wake, next, unsynced := r.inFlight, r.wakeUsers, r.meta.NextPos, r.unsynced
 	r.inFlight, r.wakeUsers, r.unsynced = nil, nil, nil
 	urgent := reply != nil && r.background == 0
@@ -521,7 +522,7 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 		}
 		r.h.stream.done(inFlight, wake)
 	}})
-	done := func(err error) { root.Send(self, &committed{seq: seq, err: err, client: reply != nil}) }
+	done := func(err error) { rt.Post(self, &committed{seq: seq, err: err, client: reply != nil}) }
 	if urgent {
 		r.h.store.CommitUrgent(b, done)
 	} else {

@@ -18,20 +18,20 @@ import (
 
 const server = "persona.test"
 
-func hostFor(t *testing.T, dir string) *Host {
+func hostFor(t *testing.T, dir string) *Service {
 	t.Helper()
 	h, st := newTestHost(t, dir, time.Minute)
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	return h
 }
 
-func registerUser(t *testing.T, h *Host, name string) string {
+func registerUser(t *testing.T, h *Service, name string) string {
 	id := "@" + name + ":" + server
 	ask[*Done](t, h, id, &Register{UserId: id, Displayname: name})
 	return id
 }
 
-func profileOf(t *testing.T, h *Host, user string) ([]byte, uint64) {
+func profileOf(t *testing.T, h *Service, user string) ([]byte, uint64) {
 	p := ask[*ProfileReply](t, h, user, &GetProfile{UserId: user})
 	var f map[string]any
 	_ = json.Unmarshal(p.FieldsJson, &f)
@@ -45,7 +45,7 @@ func profileOf(t *testing.T, h *Host, user string) ([]byte, uint64) {
 	return b, p.Version
 }
 
-func createRoom(t *testing.T, h *Host, creator string, i int) string {
+func createRoom(t *testing.T, h *Service, creator string, i int) string {
 	t.Helper()
 	id := fmt.Sprintf("!room%d:%s", i, server)
 	prof, v := profileOf(t, h, creator)
@@ -57,7 +57,7 @@ func createRoom(t *testing.T, h *Host, creator string, i int) string {
 }
 
 // memberName is the displayname in user's member event in room.
-func memberName(t *testing.T, h *Host, room, user string) string {
+func memberName(t *testing.T, h *Service, room, user string) string {
 	r, err := h.Request(context.Background(), KindRoom, room, &GetState{RoomId: room, UserId: user, Type: "m.room.member", StateKey: user})
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func memberName(t *testing.T, h *Host, room, user string) string {
 
 // waitPropagated waits until no joined room of each user is behind its
 // profile.
-func waitPropagated(t *testing.T, h *Host, users ...string) {
+func waitPropagated(t *testing.T, h *Service, users ...string) {
 	t.Helper()
 	for _, u := range users {
 		eventually(t, "rooms of "+u+" caught up", func() bool {
@@ -96,7 +96,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func setName(t *testing.T, h *Host, user, name string, mode Propagate) {
+func setName(t *testing.T, h *Service, user, name string, mode Propagate) {
 	t.Helper()
 	v, _ := json.Marshal(name)
 	if w := ask[*WriteReply](t, h, user, &SetProfileField{UserId: user, Key: "displayname", ValueJson: v, Propagate: mode}); w.Error != nil {
@@ -184,7 +184,7 @@ func TestEventIDsNamePositions(t *testing.T) {
 	h, st := newTestHost(t, dir, time.Minute)
 	alice := registerUser(t, h, "alice")
 	room := createRoom(t, h, alice, 1)
-	send := func(h *Host, body string) string {
+	send := func(h *Service, body string) string {
 		t.Helper()
 		r, err := h.Request(context.Background(), KindRoom, room, &SendEvent{RoomId: room, Sender: alice, DeviceId: "D", TxnId: body,
 			Type: "m.room.message", ContentJson: []byte(`{"msgtype":"m.text","body":"` + body + `"}`)})
@@ -193,7 +193,7 @@ func TestEventIDsNamePositions(t *testing.T) {
 		}
 		return r.(*SendReply).EventId
 	}
-	found := func(h *Host, id string) bool {
+	found := func(h *Service, id string) bool {
 		t.Helper()
 		r, err := h.Request(context.Background(), KindRoom, room, &GetEvent{RoomId: room, UserId: alice, EventId: id})
 		if err != nil {

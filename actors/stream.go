@@ -206,18 +206,18 @@ func (s *stream) subscribe(user string) (<-chan struct{}, func()) {
 
 // StreamPosition is the node's current /sync position: every event at or
 // below it is committed.
-func (h *Host) StreamPosition() uint64 { return h.stream.visible() }
+func (h *Service) StreamPosition() uint64 { return h.stream.visible() }
 
 // Subscribe returns a channel closed when the next event that concerns user
 // (or any presence change) is committed. Subscribe before reading, so that
 // nothing is missed in between: wake, cancel := h.Subscribe(u); defer
 // cancel(); read; then wait on wake.
-func (h *Host) Subscribe(user string) (wake <-chan struct{}, cancel func()) {
+func (h *Service) Subscribe(user string) (wake <-chan struct{}, cancel func()) {
 	return h.stream.subscribe(user)
 }
 
 // RoomChangedSince reports whether room may have events after the /sync
 // position since; false means it certainly has none.
-func (h *Host) RoomChangedSince(room string, since uint64) bool {
+func (h *Service) RoomChangedSince(room string, since uint64) bool {
 	return h.stream.changedSince(room, since)
 }

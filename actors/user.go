@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"persona/host"
 	"persona/storage"
 )
 
@@ -18,7 +19,7 @@ import (
 // writer of that prefix, answers a write only after it is durable, and
 // passivates when idle.
 type user struct {
-	h  *Host
+	h  *Service
 	id string
 
 	exists  bool
@@ -82,13 +83,11 @@ type committed struct {
 	client bool // a client waits for it: a room runs it in the fast lane
 }
 
-func newUser(h *Host, id string) *user { return &user{h: h, id: id} }
+func newUser(h *Service, id string) *user { return &user{h: h, id: id} }
 
 func (u *user) key(parts ...string) []byte {
 	return storage.Key(append([]string{"p", partitionName(u.h.Partition(u.id)), "u", u.id}, parts...)...)
 }
-
-func partitionName(p int) string { return fmt.Sprintf("%04x", p) }
 
 func (u *user) Receive(ctx actor.Context) {
 	u.ctx = ctx
@@ -111,7 +110,7 @@ func (u *user) Receive(ctx actor.Context) {
 		return
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
 		return // stopping already: asking again would reach a dead actor
-	case *stopWhenIdle:
+	case *host.StopWhenIdle:
 		if u.busy() { // busy since it asked: acks may be held for it
 			u.h.stayActive(ctx)
 			return
@@ -261,15 +260,15 @@ func (u *user) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 // written there) goes in the background lane, reply or not.
 func (u *user) commitIn(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func(), urgent bool) {
 	u.commitSeq++
-	seq, self, root, to := u.commitSeq, ctx.Self(), u.h.system.Root, ctx.Sender()
+	seq, self, rt, to := u.commitSeq, ctx.Self(), u.h.rt, ctx.Sender()
 	u.waiting = append(u.waiting, waiter{seq: seq, to: to, reply: reply, applied: applied})
 	done := func(err error) {
-		root.Send(self, &committed{seq: seq, err: err})
+		rt.Post(self, &committed{seq: seq, err: err})
 		if to != nil && reply != nil {
 			if err != nil {
-				root.Send(to, internalError(reply))
+				rt.Post(to, internalError(reply))
 			} else {
-				root.Send(to, reply)
+				rt.Post(to, reply)
 			}
 		}
 	}

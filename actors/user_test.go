@@ -18,7 +18,7 @@ import (
 
 // newTestHost opens a store in dir and a host on it whose actors passivate
 // after passivate (0: the default).
-func newTestHost(t testing.TB, dir string, passivate time.Duration) (*Host, *storage.Store) {
+func newTestHost(t testing.TB, dir string, passivate time.Duration) (*Service, *storage.Store) {
 	t.Helper()
 	cfg := config.Default()
 	if passivate > 0 {
@@ -28,27 +28,27 @@ func newTestHost(t testing.TB, dir string, passivate time.Duration) (*Host, *sto
 }
 
 // newHostWith opens a store in dir and a host on it with cfg, for server.
-func newHostWith(t testing.TB, dir string, cfg *config.Config) (*Host, *storage.Store) {
+func newHostWith(t testing.TB, dir string, cfg *config.Config) (*Service, *storage.Store) {
 	t.Helper()
 	st, err := storage.Open(dir, storage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.ServerName = server
-	h, err := NewHost(st, cfg, metrics.New(st), nil)
+	h, err := New(st, cfg, metrics.New(st), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h, st
 }
 
-func ask[T proto.Message](t *testing.T, h *Host, id string, m proto.Message) T {
+func ask[T proto.Message](t *testing.T, h *Service, id string, m proto.Message) T {
 	t.Helper()
 	return askKind[T](t, h, KindUser, id, m)
 }
 
 // askKind asks the actor kind/id and fails the test unless it answers a T.
-func askKind[T proto.Message](t *testing.T, h *Host, kind, id string, m proto.Message) T {
+func askKind[T proto.Message](t *testing.T, h *Service, kind, id string, m proto.Message) T {
 	t.Helper()
 	r, err := h.Request(context.Background(), kind, id, m)
 	if err != nil {

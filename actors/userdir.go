@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"persona/host"
 	"persona/storage"
 )
 
@@ -21,13 +22,13 @@ const KindUserDir = "userdir"
 // durable profile change and whenever a user actor activates, so a lost
 // update heals the next time the user is active.
 type userDir struct {
-	h       *Host
+	h       *Service
 	id      string
 	entries map[string]*DirectoryEntry
 	loadErr error
 }
 
-func newUserDir(h *Host, id string) *userDir { return &userDir{h: h, id: id} }
+func newUserDir(h *Service, id string) *userDir { return &userDir{h: h, id: id} }
 
 func (d *userDir) key(parts ...string) []byte {
 	return storage.Key(append([]string{"p", partitionName(d.h.Partition(d.id)), "ud", d.id}, parts...)...)
@@ -40,7 +41,7 @@ func (d *userDir) Receive(ctx actor.Context) {
 		ctx.SetReceiveTimeout(d.h.cfg.Actors.PassivateAfter)
 	case *actor.ReceiveTimeout:
 		d.h.idle(ctx, false)
-	case *stopWhenIdle:
+	case *host.StopWhenIdle:
 		ctx.Stop(ctx.Self())
 	case *DirectoryEntry:
 		d.update(m)

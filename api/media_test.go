@@ -40,7 +40,7 @@ func newMediaTestServer(t *testing.T) *mediaTestServer {
 	cfg.ServerName = "test"
 	cfg.Limits.MaxUploadBytes = mediaTestUploadLimit
 	m := metrics.New(st)
-	h, err := actors.NewHost(st, cfg, m, nil)
+	h, err := actors.New(st, cfg, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

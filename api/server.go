@@ -25,7 +25,7 @@ import (
 // Server is the Client-Server API of one node.
 type Server struct {
 	cfg     *config.Config
-	host    *actors.Host
+	host    *actors.Service
 	store   *storage.Store
 	metrics *metrics.Metrics
 	log     *slog.Logger
@@ -38,7 +38,7 @@ type Server struct {
 // Options are the parts a Server is built from.
 type Options struct {
 	Config       *config.Config
-	Host         *actors.Host
+	Host         *actors.Service
 	Store        *storage.Store
 	Metrics      *metrics.Metrics
 	Log          *slog.Logger

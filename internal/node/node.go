@@ -31,7 +31,7 @@ type Node struct {
 	cfg       *config.Config
 	log       *slog.Logger
 	store     *storage.Store
-	host      *actors.Host
+	host      *actors.Service
 	client    *http.Server
 	metricsLn *http.Server
 	clientLn  net.Listener
@@ -62,7 +62,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 2)}
 	m = metrics.New(st)
-	if n.host, err = actors.NewHost(st, cfg, m, log); err != nil {
+	if n.host, err = actors.New(st, cfg, m, log); err != nil {
 		_ = st.Close()
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package actors
+package host
 
 import (
 	"github.com/asynkron/protoactor-go/actor"
@@ -31,31 +31,33 @@ type held struct {
 // passivate is sent by an idle actor to its partition.
 type passivate struct{}
 
-// stopWhenIdle tells an actor that no more messages will reach it.
-type stopWhenIdle struct{}
+// StopWhenIdle tells an actor that asked to stop (Idle) that no more
+// messages will reach it: it stops itself with ctx.Stop(ctx.Self()), or, if
+// it turned busy meanwhile, calls StayActive.
+type StopWhenIdle struct{}
 
 // resume is sent by an actor that got stopWhenIdle but turned busy
 // meanwhile: the partition routes to it again, held messages first.
 type resume struct{}
 
-// idle answers an actor's ReceiveTimeout: an idle actor asks its partition
+// Idle answers an actor's ReceiveTimeout: an idle actor asks its partition
 // to stop it (a Request, since the partition knows the actor by the
-// sender); a busy one looks again after passivate_after, because protoactor
-// disarms the timeout once it fires.
-func (h *Host) idle(ctx actor.Context, busy bool) {
+// sender) and later gets StopWhenIdle; a busy one looks again after
+// PassivateAfter, because protoactor disarms the timeout once it fires.
+func (h *Host) Idle(ctx actor.Context, busy bool) {
 	if busy {
-		ctx.SetReceiveTimeout(h.cfg.Actors.PassivateAfter)
+		ctx.SetReceiveTimeout(h.opts.PassivateAfter)
 		return
 	}
 	ctx.Request(ctx.Parent(), &passivate{})
 }
 
-// stayActive answers stopWhenIdle for an actor that turned busy after it
+// StayActive answers StopWhenIdle for an actor that turned busy after it
 // asked to stop and may wait on messages the partition now holds (a user's
 // room acks): it asks to be routed to again, and to stop later.
-func (h *Host) stayActive(ctx actor.Context) {
+func (h *Host) StayActive(ctx actor.Context) {
 	ctx.Request(ctx.Parent(), &resume{})
-	ctx.SetReceiveTimeout(h.cfg.Actors.PassivateAfter)
+	ctx.SetReceiveTimeout(h.opts.PassivateAfter)
 }
 
 func newPartition(h *Host, index int) *partition {
@@ -78,12 +80,10 @@ func (p *partition) Receive(ctx actor.Context) {
 			return
 		}
 		forward(ctx, s.pid, m.msg, ctx.Sender())
-	case *ListRoomAliases:
-		ctx.Respond(p.answerRoomAliases(m))
 	case *passivate:
 		if k, ok := p.byPID[ctx.Sender().Id]; ok {
 			p.actors[k].stopping = true
-			ctx.Send(ctx.Sender(), &stopWhenIdle{})
+			ctx.Send(ctx.Sender(), &StopWhenIdle{})
 		}
 	case *resume:
 		if k, ok := p.byPID[ctx.Sender().Id]; ok && p.actors[k].stopping {
@@ -102,8 +102,8 @@ func (p *partition) Receive(ctx actor.Context) {
 		delete(p.byPID, m.Who.Id)
 		s := p.actors[k]
 		delete(p.actors, k)
-		if p.h.metrics != nil {
-			p.h.metrics.Passivated(k.kind)
+		if p.h.opts.Metrics != nil {
+			p.h.opts.Metrics.Passivated(k.kind)
 		}
 		if len(s.held) > 0 {
 			ns := p.activate(ctx, k)
@@ -128,25 +128,28 @@ func forward(ctx actor.Context, pid *actor.PID, msg any, sender *actor.PID) {
 }
 
 func (p *partition) activate(ctx actor.Context, k key) *slot {
-	produce, ok := p.h.kinds[k.kind]
+	kind, ok := p.h.kinds[k.kind]
 	if !ok {
-		p.h.log.Error("message for unknown actor kind", "kind", k.kind)
+		p.h.opts.Log.Error("message for unknown actor kind", "kind", k.kind)
 		return nil
 	}
-	opts := []actor.PropsOption{actor.WithMailbox(actor.Unbounded(p.h.depths[k.kind]))}
-	switch k.kind {
-	case KindUser:
-		opts = []actor.PropsOption{actor.WithMailbox(actor.UnboundedPriority(p.h.depths[k.kind]))}
-	case KindRoom:
-		lane := &roomLane{w: p.h.rooms}
-		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(p.h.depths[k.kind], lane)), actor.WithDispatcher(lane)}
+	depth := p.h.depths[k.kind]
+	var opts []actor.PropsOption
+	switch kind.Mailbox {
+	case MailboxPriority:
+		opts = []actor.PropsOption{actor.WithMailbox(actor.UnboundedPriority(depth))}
+	case MailboxWorkers:
+		lane := &lane{w: p.h.workers, urgent: kind.Urgent}
+		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(depth, lane)), actor.WithDispatcher(lane)}
+	default:
+		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(depth))}
 	}
-	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return produce(k.id) }, opts...))
+	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return kind.New(k.id) }, opts...))
 	s := &slot{pid: pid}
 	p.actors[k] = s
 	p.byPID[pid.Id] = k
-	if p.h.metrics != nil {
-		p.h.metrics.Activated(k.kind)
+	if p.h.opts.Metrics != nil {
+		p.h.opts.Metrics.Activated(k.kind)
 	}
 	return s
 }

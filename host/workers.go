@@ -1,4 +1,4 @@
-package actors
+package host
 
 import (
 	"runtime"
@@ -7,19 +7,18 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"google.golang.org/protobuf/proto"
 )
 
-// workers runs room mailboxes on a fixed number of goroutines, yielding the
-// processor after each mailbox. A fan-out to thousands of rooms then keeps
-// a few goroutines runnable instead of thousands, and a client's request,
-// which runs on goroutines of its own, waits for one room's turn at most,
-// not for every room's. Every netEvery a worker yields to the network
-// (netYield), so that a request is read within that time even while every
-// processor is busy. Rooms with a client's request waiting go in the fast
-// lane, ahead of rooms that have only propagation to apply. Room work never
-// blocks on another actor's answer, so a fixed number of goroutines cannot
-// deadlock.
+// workers runs mailboxes (of MailboxWorkers kinds: rooms) on a fixed number
+// of goroutines, yielding the processor after each mailbox. A fan-out to
+// thousands of rooms then keeps a few goroutines runnable instead of
+// thousands, and a client's request, which runs on goroutines of its own,
+// waits for one room's turn at most, not for every room's. Every netEvery a
+// worker yields to the network (netYield), so that a request is read within
+// that time even while every processor is busy. Actors with an urgent
+// message waiting (a client's request) go in the fast lane, ahead of those
+// with only background work (propagation). Such actors never block on
+// another actor's answer, so a fixed number of goroutines cannot deadlock.
 type workers struct {
 	mu         sync.Mutex
 	ready      sync.Cond
@@ -128,42 +127,36 @@ func (f *fifo) pop() func() {
 	return fn
 }
 
-// roomLane is one room's dispatcher on the workers and a middleware of its
-// mailbox: a message other than propagation puts the room's next turn in
+// lane is one actor's dispatcher on the workers and a middleware of its
+// mailbox: a message its kind calls urgent puts the actor's next turn in
 // the fast lane.
-type roomLane struct {
-	w    *workers
-	fast atomic.Bool
+type lane struct {
+	w      *workers
+	urgent func(msg any) bool
+	fast   atomic.Bool
 }
 
-// Schedule queues the room's mailbox run in its lane.
-func (l *roomLane) Schedule(fn func()) { l.w.schedule(fn, l.fast.Swap(false)) }
+// Schedule queues the actor's mailbox run in its lane.
+func (l *lane) Schedule(fn func()) { l.w.schedule(fn, l.fast.Swap(false)) }
 
 // Throughput is how many messages the mailbox processes before it yields.
-func (l *roomLane) Throughput() int { return 300 }
+func (l *lane) Throughput() int { return 300 }
 
-// MessagePosted marks the room fast for a client's request, or for the
-// commit a client waits on.
-func (l *roomLane) MessagePosted(m any) {
+// MessagePosted marks the actor fast for an urgent message.
+func (l *lane) MessagePosted(m any) {
 	if env, ok := m.(*actor.MessageEnvelope); ok {
 		m = env.Message
 	}
-	switch m := m.(type) {
-	case *ProfileUpdates, *MembershipAck:
-	case *committed:
-		if m.client {
-			l.fast.Store(true)
-		}
-	case proto.Message:
+	if l.urgent != nil && l.urgent(m) {
 		l.fast.Store(true)
 	}
 }
 
 // MailboxStarted is part of actor.MailboxMiddleware.
-func (l *roomLane) MailboxStarted() {}
+func (l *lane) MailboxStarted() {}
 
 // MessageReceived is part of actor.MailboxMiddleware.
-func (l *roomLane) MessageReceived(any) {}
+func (l *lane) MessageReceived(any) {}
 
 // MailboxEmpty is part of actor.MailboxMiddleware.
-func (l *roomLane) MailboxEmpty() {}
+func (l *lane) MailboxEmpty() {}

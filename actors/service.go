@@ -1,0 +1,197 @@
+// Package actors holds persona's domain actors: users (profile, devices,
+// the delivery of profile versions to rooms), rooms (events, state,
+// members, reads), aliases, the room directory, the user directory and
+// presence.
+//
+// The actors run on the host runtime (package host), which activates,
+// routes and passivates them; they exchange the messages of package wire's
+// .proto files. An actor is the only code that reads or writes its storage
+// prefix. Service is the node's entry to them.
+package actors
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"persona/config"
+	"persona/host"
+	"persona/metrics"
+	"persona/storage"
+)
+
+// Kinds of actors.
+const (
+	KindUser      = "user"
+	KindRoom      = "room"
+	KindAlias     = "alias"
+	KindDirectory = "directory"
+	// kindAliasIndex answers for one partition's index of aliases by room.
+	kindAliasIndex = "aliasindex"
+)
+
+// ErrTimeout is returned by Request when the actor did not answer in time.
+var ErrTimeout = host.ErrTimeout
+
+// Service runs one node's domain actors on a host and holds what they share
+// on the node: the store, the event stream, presence, the ack coalescer and
+// the cache of checked access tokens.
+type Service struct {
+	rt       *host.Host
+	store    *storage.Store
+	cfg      *config.Config
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	stream   *stream
+	presence presences
+	acks     acker
+	stop     chan struct{}
+	tokens   sync.Map // token hash -> *AuthReply: checks answered by user actors
+}
+
+// New starts the node's actors on a new host and wakes those that had
+// unfinished deliveries when the node stopped.
+func New(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*Service, error) {
+	return NewWith(store, cfg, m, log, host.Options{})
+}
+
+// NewWith is New with the host's options: the configured partitions and
+// passivation override opts' own.
+func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *slog.Logger, opts host.Options) (*Service, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := newStream(store)
+	if err != nil {
+		return nil, err
+	}
+	if err := indexAliases(store, cfg.Actors.Partitions); err != nil {
+		return nil, err
+	}
+	h := &Service{store: store, cfg: cfg, metrics: m, log: log, stream: st,
+		presence: presences{users: map[string]*Presence{}}, stop: make(chan struct{})}
+	opts.Partitions, opts.PassivateAfter, opts.Metrics, opts.Log = cfg.Actors.Partitions, cfg.Actors.PassivateAfter, m, log
+	h.rt, err = host.New(opts,
+		host.Kind{Name: KindUser, New: func(id string) actor.Actor { return newUser(h, id) }, Mailbox: host.MailboxPriority},
+		host.Kind{Name: KindRoom, New: func(id string) actor.Actor { return newRoom(h, id) }, Mailbox: host.MailboxWorkers, Urgent: urgentForRoom},
+		host.Kind{Name: KindAlias, New: func(id string) actor.Actor { return newAlias(h, id) }},
+		host.Kind{Name: KindDirectory, New: func(id string) actor.Actor { return newDirectory(h, id) }},
+		host.Kind{Name: KindUserDir, New: func(id string) actor.Actor { return newUserDir(h, id) }},
+		host.Kind{Name: kindAliasIndex, New: func(id string) actor.Actor { return newAliasIndex(h, id) }},
+	)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.wake(); err != nil {
+		h.Stop()
+		return nil, err
+	}
+	go h.expirePresence(h.stop, presenceTimeout)
+	return h, nil
+}
+
+// wake restarts the actors that had unfinished deliveries when the node
+// stopped: each left a mark under its partition's "wake" prefix.
+func (h *Service) wake() error {
+	for p := range h.rt.Partitions() {
+		prefix := storage.Prefix("p", partitionName(p), "wake")
+		var marks [][2]string
+		err := h.store.Scan(prefix, nil, func(k, _ []byte) error {
+			kind, id, ok := strings.Cut(string(k[len(prefix):]), "\x00")
+			if ok {
+				marks = append(marks, [2]string{kind, id})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("scan wake marks: %w", err)
+		}
+		for _, m := range marks {
+			h.Send(m[0], m[1], &Wake{Id: m[1]})
+		}
+	}
+	return nil
+}
+
+// Stop stops every actor, after they finish the messages already queued,
+// and waits for them.
+func (h *Service) Stop() {
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
+	h.rt.Stop()
+}
+
+// Partition returns the partition of an identity.
+func (h *Service) Partition(id string) int { return h.rt.Partition(id) }
+
+// partitionName is partition p's name in storage keys.
+func partitionName(p int) string { return host.PartitionKey(p) }
+
+// Request sends msg to the actor kind/id and waits for its answer, at most
+// until ctx ends or 30 s pass.
+func (h *Service) Request(ctx context.Context, kind, id string, msg proto.Message) (proto.Message, error) {
+	return h.rt.Request(ctx, kind, id, msg)
+}
+
+// Send delivers msg to the actor kind/id without waiting.
+func (h *Service) Send(kind, id string, msg proto.Message) { h.rt.Send(kind, id, msg) }
+
+// idle answers an actor's ReceiveTimeout (host.Host.Idle).
+func (h *Service) idle(ctx actor.Context, busy bool) { h.rt.Idle(ctx, busy) }
+
+// stayActive answers host.StopWhenIdle for a busy actor (host.Host.StayActive).
+func (h *Service) stayActive(ctx actor.Context) { h.rt.StayActive(ctx) }
+
+// post sends msg to a local actor from outside any actor (a commit callback).
+func (h *Service) post(pid *actor.PID, msg any) { h.rt.Post(pid, msg) }
+
+// urgentForRoom puts a room's next turn in the workers' fast lane for a
+// client's request or the commit a client waits on; propagation and
+// membership acks wait their turn.
+func urgentForRoom(m any) bool {
+	switch m := m.(type) {
+	case *ProfileUpdates, *MembershipAck:
+		return false
+	case *committed:
+		return m.client
+	case proto.Message:
+		return true
+	}
+	return false
+}
+
+// Priorities in a user's mailbox (protoactor's default is 4): the news that
+// a write is durable goes first, since a client waits on its answer; rooms'
+// acks go last, since a delay only postpones the next sends of a fan-out.
+// Acks are cumulative and carry versions, so overtaking them is harmless.
+func (*committed) GetPriority() int8  { return 7 }
+func (*UpdateAcks) GetPriority() int8 { return 2 }
+
+// Authenticate checks an access token's hash for user, from the node's cache
+// or the user's actor. The actor drops a token from the cache when its
+// device is removed.
+func (h *Service) Authenticate(ctx context.Context, user string, hash []byte) (*AuthReply, error) {
+	if a, ok := h.tokens.Load(string(hash)); ok {
+		return a.(*AuthReply), nil
+	}
+	reply, err := h.Request(ctx, KindUser, user, &Authenticate{UserId: user, TokenHash: hash})
+	if err != nil {
+		return nil, err
+	}
+	a, ok := reply.(*AuthReply)
+	if !ok {
+		return &AuthReply{}, nil
+	}
+	if a.Ok {
+		h.tokens.Store(string(hash), a)
+	}
+	return a, nil
+}

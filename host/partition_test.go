@@ -1,0 +1,133 @@
+package host
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"persona/metrics"
+)
+
+// newTestHost starts a host with one kind, "test", made by newActor.
+func newTestHost(t *testing.T, passivateAfter time.Duration, newActor func(h *Host) actor.Actor) (*Host, *metrics.Metrics) {
+	t.Helper()
+	m := metrics.New(nil)
+	var h *Host
+	h, err := New(Options{Partitions: 4, PassivateAfter: passivateAfter, Metrics: m},
+		Kind{Name: "test", New: func(string) actor.Actor { return newActor(h) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	return h, m
+}
+
+// ping asks the test actor id and fails the test unless it answers.
+func ping(t *testing.T, h *Host, id string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if _, err := h.Request(ctx, "test", id, wrapperspb.String("ping")); err != nil {
+		t.Fatalf("ping %s: %v", id, err)
+	}
+}
+
+// An actor busy when its idle timeout fires is passivated once it is idle:
+// protoactor fires a receive timeout once, so the actor must arm it again.
+func TestBusyActorPassivatesOnceIdle(t *testing.T) {
+	t.Parallel()
+	stopped := make(chan struct{})
+	h, _ := newTestHost(t, 50*time.Millisecond, func(h *Host) actor.Actor { return &busyOnce{h: h, stopped: stopped} })
+	ping(t, h, "busy", 5*time.Second)
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an actor busy at its first idle timeout never passivated")
+	}
+}
+
+// busyOnce is busy when its first idle timeout fires, idle at the next.
+type busyOnce struct {
+	h        *Host
+	timeouts int
+	stopped  chan struct{}
+}
+
+func (a *busyOnce) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		ctx.SetReceiveTimeout(a.h.PassivateAfter())
+	case *actor.ReceiveTimeout:
+		a.timeouts++
+		a.h.Idle(ctx, a.timeouts == 1)
+	case *StopWhenIdle:
+		ctx.Stop(ctx.Self())
+		close(a.stopped)
+	case *wrapperspb.StringValue:
+		ctx.Respond(wrapperspb.String("pong"))
+	}
+}
+
+// An actor that turned busy after asking to stop, waiting on a message the
+// partition now holds, asks to be routed to again: the message reaches it.
+// (Once it waited for ever, and so did every request to it.)
+func TestActorBusyWhenToldToStopResumes(t *testing.T) {
+	t.Parallel()
+	h, _ := newTestHost(t, 50*time.Millisecond, func(h *Host) actor.Actor { return &awaitsHeld{h: h} })
+	ping(t, h, "await", 5*time.Second)
+	time.Sleep(200 * time.Millisecond) // the actor asks to stop, then turns busy
+	ping(t, h, "await", 2*time.Second)
+}
+
+// awaitsHeld asks to stop at its first idle timeout and at once turns busy
+// until its next message, which comes through the partition.
+type awaitsHeld struct {
+	h     *Host
+	asked bool
+	busy  bool
+}
+
+func (a *awaitsHeld) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		ctx.SetReceiveTimeout(a.h.PassivateAfter())
+	case *actor.ReceiveTimeout:
+		if !a.asked {
+			a.asked, a.busy = true, true
+			a.h.Idle(ctx, false)
+		}
+	case *StopWhenIdle:
+		if a.busy {
+			a.h.StayActive(ctx)
+		} else {
+			ctx.Stop(ctx.Self())
+		}
+	case *wrapperspb.StringValue:
+		a.busy = false
+		ctx.Respond(wrapperspb.String("pong"))
+	}
+}
+
+// Options are checked before anything starts.
+func TestOptionsValidate(t *testing.T) {
+	t.Parallel()
+	for _, o := range []Options{
+		{},
+		{Partitions: 0, PassivateAfter: time.Second},
+		{Partitions: 1 << 17, PassivateAfter: time.Second},
+		{Partitions: 4},
+		{Partitions: 4, PassivateAfter: time.Second, Workers: -1},
+	} {
+		if h, err := New(o); err == nil {
+			h.Stop()
+			t.Errorf("New(%+v) = nil error", o)
+		}
+	}
+	if _, err := New(Options{Partitions: 4, PassivateAfter: time.Second}, Kind{Name: "a", New: func(string) actor.Actor { return nil }},
+		Kind{Name: "a", New: func(string) actor.Actor { return nil }}); err == nil {
+		t.Error("a kind registered twice was accepted")
+	}
+}

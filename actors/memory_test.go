@@ -60,7 +60,7 @@ func BenchmarkIdleRoomMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		time.Sleep(propagationIdle + time.Second) // idle: the rooms release their state
+		time.Sleep(DefaultOptions().PropagationIdle + time.Second) // idle: the rooms release their state
 		after, afterObjects := heap()
 		b.ReportMetric(float64(after-before)/rooms, "bytes/room")
 		// The GC marks every live object: at 100,000 rooms in memory its

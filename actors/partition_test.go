@@ -81,7 +81,7 @@ func actorMetric(t testing.TB, h *Service, name, kind string) int {
 }
 
 // A room that only applied propagation since it was activated passivates
-// after propagationIdle, not passivate_after: a fan-out does not keep every
+// after Options.PropagationIdle, not passivate_after: a fan-out does not keep every
 // room it woke in memory.
 func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
 	dir := t.TempDir()
@@ -101,7 +101,7 @@ func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
 	eventually(t, "the rename to reach the room", func() bool {
 		return ask[*PendingReply](t, h, alice, &GetPending{UserId: alice}).Behind == 0
 	})
-	// passivate_after is an hour: only propagationIdle can stop the room.
+	// passivate_after is an hour: only PropagationIdle can stop the room.
 	eventually(t, "the room to passivate", func() bool {
 		return actorMetric(t, h, "persona_actor_passivations_total", KindRoom) == 1
 	})

@@ -21,10 +21,6 @@ type Presence struct {
 	seen  time.Time // when its last /sync ended, or it set its presence
 }
 
-// presenceTimeout is how long a user who is not offline stays so with no
-// /sync in progress; then they are offline (Synapse waits 30 s too).
-var presenceTimeout = 30 * time.Second
-
 // presences is the node's in-memory presence table. Presence is ephemeral
 // (the spec lets servers forget it); profile fields are refreshed on every
 // profile change.
@@ -46,7 +42,7 @@ func (h *Service) SetPresence(user, state string, statusMsg *string) error {
 // when the request named none) and returns the function that records its
 // end. As the spec asks, a /sync marks an offline user online unless it
 // says "offline" (then nothing changes) or "unavailable". A user with no
-// /sync in progress for presenceTimeout goes offline.
+// /sync in progress for Options.PresenceTimeout goes offline.
 func (h *Service) Syncing(user, state string) (done func(), err error) {
 	h.presence.mu.Lock()
 	p := h.presence.users[user]
@@ -84,8 +80,7 @@ func (h *Service) Syncing(user, state string) (done func(), err error) {
 }
 
 // expirePresence marks offline, until stop is closed, every user who is not
-// and has had no /sync in progress for timeout (presenceTimeout, read when
-// the host starts).
+// and has had no /sync in progress for timeout (Options.PresenceTimeout).
 func (h *Service) expirePresence(stop <-chan struct{}, timeout time.Duration) {
 	t := time.NewTicker(timeout / 6)
 	defer t.Stop()

@@ -3,16 +3,17 @@ package actors
 import (
 	"testing"
 	"time"
+
+	"persona/config"
 )
 
 // TestSyncKeepsUsersOnline: a /sync marks an offline user online unless it
 // says otherwise, keeps an unavailable user unavailable, and a user with no
-// /sync in progress for presenceTimeout goes offline, with a new stream
+// /sync in progress for PresenceTimeout goes offline, with a new stream
 // position so that others see it.
 func TestSyncKeepsUsersOnline(t *testing.T) {
-	defer func(d time.Duration) { presenceTimeout = d }(presenceTimeout)
-	presenceTimeout = 300 * time.Millisecond
-	h, _ := newTestHost(t, t.TempDir(), 0)
+	const presenceTimeout = 300 * time.Millisecond
+	h, _ := newHostOpts(t, t.TempDir(), config.Default(), Options{PresenceTimeout: presenceTimeout})
 	defer h.Stop()
 	const a, b, c = "@a:" + server, "@b:" + server, "@c:" + server
 
@@ -56,7 +57,7 @@ func TestSyncKeepsUsersOnline(t *testing.T) {
 
 func waitPresence(t *testing.T, h *Service, user, want string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * presenceTimeout); h.GetPresence(user).Presence != want; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * h.opts.PresenceTimeout); h.GetPresence(user).Presence != want; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %s, want %s", user, h.GetPresence(user).Presence, want)
 		}

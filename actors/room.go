@@ -51,11 +51,6 @@ type room struct {
 	loadFailed error
 }
 
-// propagationIdle is how long a room that only applied propagation since it
-// was activated stays in memory, and how long a room keeps the state it
-// read for a client after the last message.
-var propagationIdle = 5 * time.Second
-
 type stateKey struct{ typ, key string }
 
 // roomMeta is the room's stored header.
@@ -145,7 +140,7 @@ func (r *room) Receive(ctx actor.Context) {
 		// Until a client asks something of it, a room only applies
 		// propagation and passivates soon: a fan-out to 100,000 rooms then
 		// keeps the rooms of its last seconds in memory, not all of them.
-		ctx.SetReceiveTimeout(min(r.h.cfg.Actors.PassivateAfter, propagationIdle))
+		ctx.SetReceiveTimeout(min(r.h.cfg.Actors.PassivateAfter, r.h.opts.PropagationIdle))
 		return
 	case *actor.ReceiveTimeout:
 		if !r.release(ctx) {
@@ -170,7 +165,7 @@ func (r *room) Receive(ctx actor.Context) {
 			r.clientSeen = true
 			if r.released {
 				r.released = false
-				ctx.SetReceiveTimeout(min(r.h.cfg.Actors.PassivateAfter, propagationIdle))
+				ctx.SetReceiveTimeout(min(r.h.cfg.Actors.PassivateAfter, r.h.opts.PropagationIdle))
 			}
 			if err := r.readUnread(); err != nil {
 				r.h.log.Error("room actor cannot read its state", "room", r.id, "err", err)
@@ -353,14 +348,14 @@ func (r *room) indexEntry(typKey string, v []byte) (pos uint64, unindexed bool, 
 }
 
 // release returns the state events other than members' that a room read
-// for a client, once idle for propagationIdle, to storage: the state index
+// for a client, once idle for Options.PropagationIdle, to storage: the state index
 // keeps their positions, the next client request reads them again
 // (readUnread), and the room passivates after the rest of passivate_after.
 // Member events stay, for the renames to come. It reports whether it
 // released; a room with commits in flight, or one whose commit failed,
 // does not.
 func (r *room) release(ctx actor.Context) bool {
-	rest := r.h.cfg.Actors.PassivateAfter - propagationIdle
+	rest := r.h.cfg.Actors.PassivateAfter - r.h.opts.PropagationIdle
 	if !r.clientSeen || r.released || rest <= 0 || len(r.waiting) > 0 || len(r.unsynced) > 0 || r.failed != nil {
 		return false
 	}

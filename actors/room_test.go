@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"persona/config"
 	"persona/storage"
 )
 
@@ -488,9 +489,9 @@ func TestWokenUserWritesBeforeReadingItsRooms(t *testing.T) {
 // the next request: the state, the timeline, sends (positions go on, a
 // resent txn id answers the same event) and propagation are as before.
 func TestIdleRoomReleasesItsState(t *testing.T) {
-	defer func(d time.Duration) { propagationIdle = d }(propagationIdle)
-	propagationIdle = 50 * time.Millisecond
-	h := hostFor(t, t.TempDir())
+	const propagationIdle = 50 * time.Millisecond
+	h, st := newHostOpts(t, t.TempDir(), config.Default(), Options{PropagationIdle: propagationIdle})
+	t.Cleanup(func() { h.Stop(); st.Close() })
 	alice := registerUser(t, h, "alice")
 	room := createRoom(t, h, alice, 1)
 	send := func(txn, typ, key string, content string) string {

@@ -10,11 +10,13 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -38,11 +40,51 @@ const (
 // ErrTimeout is returned by Request when the actor did not answer in time.
 var ErrTimeout = host.ErrTimeout
 
+// Options tune the domain actors beyond the node's configuration. A zero
+// field means its default (DefaultOptions).
+type Options struct {
+	// Host tunes the runtime; its Partitions, PassivateAfter, Metrics and
+	// Log come from New's arguments.
+	Host host.Options
+	// PropagationIdle is how long a room that only applied propagation
+	// since it was activated stays in memory, and how long a room keeps
+	// the state it read for a client after the last message.
+	PropagationIdle time.Duration
+	// PresenceTimeout is how long a user who is not offline stays so with
+	// no /sync in progress (Synapse waits 30 s too).
+	PresenceTimeout time.Duration
+}
+
+// DefaultOptions returns the options a node runs with.
+func DefaultOptions() Options {
+	return Options{PropagationIdle: 5 * time.Second, PresenceTimeout: 30 * time.Second}
+}
+
+// withDefaults returns o with every zero field set to its default.
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	o.PropagationIdle = cmp.Or(o.PropagationIdle, d.PropagationIdle)
+	o.PresenceTimeout = cmp.Or(o.PresenceTimeout, d.PresenceTimeout)
+	return o
+}
+
+// validate reports the first option that cannot work.
+func (o Options) validate() error {
+	switch {
+	case o.PropagationIdle < 0:
+		return fmt.Errorf("actors: PropagationIdle = %v, want > 0", o.PropagationIdle)
+	case o.PresenceTimeout < 0:
+		return fmt.Errorf("actors: PresenceTimeout = %v, want > 0", o.PresenceTimeout)
+	}
+	return nil
+}
+
 // Service runs one node's domain actors on a host and holds what they share
 // on the node: the store, the event stream, presence, the ack coalescer and
 // the cache of checked access tokens.
 type Service struct {
 	rt       *host.Host
+	opts     Options
 	store    *storage.Store
 	cfg      *config.Config
 	metrics  *metrics.Metrics
@@ -57,12 +99,15 @@ type Service struct {
 // New starts the node's actors on a new host and wakes those that had
 // unfinished deliveries when the node stopped.
 func New(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*Service, error) {
-	return NewWith(store, cfg, m, log, host.Options{})
+	return NewWith(store, cfg, m, log, Options{})
 }
 
-// NewWith is New with the host's options: the configured partitions and
-// passivation override opts' own.
-func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *slog.Logger, opts host.Options) (*Service, error) {
+// NewWith is New with options.
+func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *slog.Logger, opts Options) (*Service, error) {
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -73,10 +118,11 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	if err := indexAliases(store, cfg.Actors.Partitions); err != nil {
 		return nil, err
 	}
-	h := &Service{store: store, cfg: cfg, metrics: m, log: log, stream: st,
+	h := &Service{opts: opts, store: store, cfg: cfg, metrics: m, log: log, stream: st,
 		presence: presences{users: map[string]*Presence{}}, stop: make(chan struct{})}
-	opts.Partitions, opts.PassivateAfter, opts.Metrics, opts.Log = cfg.Actors.Partitions, cfg.Actors.PassivateAfter, m, log
-	h.rt, err = host.New(opts,
+	ho := opts.Host
+	ho.Partitions, ho.PassivateAfter, ho.Metrics, ho.Log = cfg.Actors.Partitions, cfg.Actors.PassivateAfter, m, log
+	h.rt, err = host.New(ho,
 		host.Kind{Name: KindUser, New: func(id string) actor.Actor { return newUser(h, id) }, Mailbox: host.MailboxPriority},
 		host.Kind{Name: KindRoom, New: func(id string) actor.Actor { return newRoom(h, id) }, Mailbox: host.MailboxWorkers, Urgent: urgentForRoom},
 		host.Kind{Name: KindAlias, New: func(id string) actor.Actor { return newAlias(h, id) }},
@@ -91,7 +137,7 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		h.Stop()
 		return nil, err
 	}
-	go h.expirePresence(h.stop, presenceTimeout)
+	go h.expirePresence(h.stop, opts.PresenceTimeout)
 	return h, nil
 }
 

@@ -30,12 +30,18 @@ func newTestHost(t testing.TB, dir string, passivate time.Duration) (*Service, *
 // newHostWith opens a store in dir and a host on it with cfg, for server.
 func newHostWith(t testing.TB, dir string, cfg *config.Config) (*Service, *storage.Store) {
 	t.Helper()
+	return newHostOpts(t, dir, cfg, Options{})
+}
+
+// newHostOpts is newHostWith with the actors' options.
+func newHostOpts(t testing.TB, dir string, cfg *config.Config, opts Options) (*Service, *storage.Store) {
+	t.Helper()
 	st, err := storage.Open(dir, storage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.ServerName = server
-	h, err := New(st, cfg, metrics.New(st), nil)
+	h, err := NewWith(st, cfg, metrics.New(st), nil, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,9 +196,6 @@ func (h *Service) idle(ctx actor.Context, busy bool) { h.rt.Idle(ctx, busy) }
 // stayActive answers host.StopWhenIdle for a busy actor (host.Host.StayActive).
 func (h *Service) stayActive(ctx actor.Context) { h.rt.StayActive(ctx) }
 
-// post sends msg to a local actor from outside any actor (a commit callback).
-func (h *Service) post(pid *actor.PID, msg any) { h.rt.Post(pid, msg) }
-
 // urgentForRoom puts a room's next turn in the workers' fast lane for a
 // client's request or the commit a client waits on; propagation and
 // membership acks wait their turn.

@@ -253,7 +253,9 @@ func TestAcknowledgedWritesSurviveLosingBadgersLog(t *testing.T) {
 	}
 	r, err := Open(lost, Options{})
 	if err != nil {
-		t.Fatalf("open without badger's memtable log (%d files copied): %v", copied, err)
+		t.Fatalf("open a copy without badger's memtable and value logs (%d files copied): %v. A power loss "+
+			"may lose those unsynced logs whole, and recovery (recoverLog, commitlog.go) needs badger to open "+
+			"without them; re-check badger's openMemTables (memtable.go) and valueLog.open (value.go)", copied, err)
 	}
 	defer r.Close()
 	readKilobytes(t, r, 20)

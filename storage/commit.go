@@ -72,34 +72,17 @@ func (s *Store) CommitSync(b *Batch) error {
 	return <-ch
 }
 
-// urgentCalm is how long after an urgent batch background rounds stay
-// small (one transaction): a client's next write then waits for a short
-// sync, not for one of a full round.
-var urgentCalm = 50 * time.Millisecond
-
-// busyGap: urgent rounds closer than this (more than 50 a second) mean
-// clients are writing, and background rounds rest between them.
-var busyGap = 20 * time.Millisecond
-
-// starveAfter is how long urgent rounds may keep background batches
-// waiting before one takes a background transaction along.
-var starveAfter = 10 * time.Millisecond
-
-// txnOps is the most keys the committer writes in one badger transaction
-// of background batches; between two such transactions it looks for urgent
-// batches.
-const txnOps = 256
-
 // committer makes rounds: a few badger transactions and one fsync, then a
 // report to every batch of the round. Urgent batches go first. Background
-// batches are written txnOps keys at a time, up to maxOps a round; once a
-// round holds an urgent batch it ends after the transaction under way, so
-// a write a client waits on waits for one small transaction and one fsync,
-// never for a whole round of background work. While clients write, the
-// committer rests after each background round as long as the round took,
-// unless a client's write comes: the disk is then idle half the time, and a
-// client's sync finds little queued before it. "While clients write" means
-// two urgent rounds within busyGap, the last within urgentCalm.
+// batches are written TxnOps keys at a time, up to MaxOpsPerRound a
+// round; once a round holds an urgent batch it ends after the transaction
+// under way, so a write a client waits on waits for one small transaction
+// and one fsync, never for a whole round of background work. While
+// clients write, the committer rests after each background round as long
+// as the round took, unless a client's write comes: the disk is then idle
+// half the time, and a client's sync finds little queued before it.
+// "While clients write" means two urgent rounds within BusyGap, the last
+// within UrgentCalm.
 func (s *Store) committer() {
 	defer s.wg.Done()
 	var backlog []*pending // background batches taken from their lane, in order
@@ -140,26 +123,26 @@ func (s *Store) committer() {
 func (s *Store) noteUrgent(t time.Time) { s.urgentPrev, s.urgentAt = s.urgentAt, t }
 
 // clientsWriting tells whether, at t, clients write often: the last two
-// urgent rounds were within busyGap of each other, the last within
-// urgentCalm of t. One write alone, or a user renaming now and then, does
+// urgent rounds were within BusyGap of each other, the last within
+// UrgentCalm of t. One write alone, or a user renaming now and then, does
 // not slow the background lane.
 func (s *Store) clientsWriting(t time.Time) bool {
-	return t.Sub(s.urgentAt) < urgentCalm && s.urgentAt.Sub(s.urgentPrev) < busyGap
+	return t.Sub(s.urgentAt) < s.opts.UrgentCalm && s.urgentAt.Sub(s.urgentPrev) < s.opts.BusyGap
 }
 
 // backgroundTxns is how many background transactions a round starting at
 // t may write after its urgent batches (-1: no limit). A round with urgent
 // batches writes them alone: a background transaction in their round
-// would make them wait for its write (256 keys: milliseconds on two busy
+// would make them wait for its write (TxnOps keys: milliseconds on two busy
 // cores). So that a steady stream of urgent writes cannot starve the
 // background lane, an urgent round takes one background transaction along
 // once urgent rounds have kept background batches waiting for
-// starveAfter.
+// StarveAfter.
 func (s *Store) backgroundTxns(urgent, waiting bool, t time.Time) int {
 	txns := -1
 	if urgent {
 		txns = 0
-		if !s.urgentOnlySince.IsZero() && t.Sub(s.urgentOnlySince) > starveAfter {
+		if !s.urgentOnlySince.IsZero() && t.Sub(s.urgentOnlySince) > s.opts.StarveAfter {
 			txns = 1
 		}
 	}
@@ -174,7 +157,7 @@ func (s *Store) backgroundTxns(urgent, waiting bool, t time.Time) int {
 
 // takeUrgent adds the urgent batches already queued to round.
 func (s *Store) takeUrgent(round []*pending) []*pending {
-	for len(round) < s.maxRnd {
+	for len(round) < s.opts.MaxBatchesPerRound {
 		select {
 		case p := <-s.urgent:
 			round = append(round, p)
@@ -192,7 +175,7 @@ func (s *Store) takeBackground(backlog []*pending) []*pending {
 	for _, p := range backlog {
 		ops += len(p.b.ops)
 	}
-	for len(backlog) < s.maxRnd && ops < s.maxOps {
+	for len(backlog) < s.opts.MaxBatchesPerRound && ops < s.opts.MaxOpsPerRound {
 		select {
 		case p := <-s.commits:
 			backlog, ops = append(backlog, p), ops+len(p.b.ops)
@@ -239,8 +222,8 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	if len(urgent) > 0 {
 		s.noteUrgent(start)
 	}
-	limit := s.maxOps
-	if start.Sub(s.urgentAt) < urgentCalm {
+	limit, txnOps := s.opts.MaxOpsPerRound, s.opts.TxnOps
+	if start.Sub(s.urgentAt) < s.opts.UrgentCalm {
 		limit = txnOps
 	}
 	for ops := 0; len(backlog) > 0 && ops < limit && txns != 0; txns-- {
@@ -267,8 +250,8 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 			}
 		}
 	}
-	if s.onRound != nil {
-		s.onRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
+	if s.opts.OnRound != nil {
+		s.opts.OnRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
 	}
 	s.report(round, errs)
 	s.sealFull()

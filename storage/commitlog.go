@@ -54,21 +54,15 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // commitLog is the segment being written. Only the committer uses it.
 type commitLog struct {
-	dir    string
-	f      *os.File
-	n      int   // segment number
-	size   int64 // bytes written to the segment
-	buf    []byte
-	spares []int // numbers of the segments done with, to write over
-	reused int   // segments written over a spare
+	dir       string
+	f         *os.File
+	n         int   // segment number
+	size      int64 // bytes written to the segment
+	buf       []byte
+	spares    []int // numbers of the segments done with, to write over
+	maxSpares int   // how many spares to keep (Options.SpareSegments)
+	reused    int   // segments written over a spare
 }
-
-// maxSpares is how many segments done with are kept to write over; more
-// are deleted. A flushed 32 MiB memtable retires about four 8 MiB
-// segments at once, and the four seals until the next flush each take a
-// spare: with fewer, some segments are new files, appended to, and some
-// retired ones are deleted in the commit path.
-const maxSpares = 8
 
 // A record is: payload length (4 bytes), CRC-32C of the payload (4), and
 // the payload: the transaction's sequence number (8), then its writes, each
@@ -154,7 +148,7 @@ func (l *commitLog) open(n int) error {
 // retire makes segment n, done with, a spare; beyond maxSpares it is
 // deleted.
 func (l *commitLog) retire(n int) error {
-	if len(l.spares) >= maxSpares {
+	if len(l.spares) >= l.maxSpares {
 		return removeSegments(l.dir, []int{n})
 	}
 	if err := os.Rename(segmentPath(l.dir, n), sparePath(l.dir, n)); err != nil {
@@ -230,7 +224,7 @@ func (s *Store) recoverLog() (last uint64, applied int, err error) {
 			return 0, 0, err
 		}
 	}
-	l := &commitLog{dir: dir}
+	l := &commitLog{dir: dir, maxSpares: s.opts.SpareSegments}
 	if l.spares, err = numbered(dir, ".spare"); err != nil {
 		return 0, 0, err
 	}

@@ -14,11 +14,10 @@ import (
 // segment goes once badger has flushed to tables the memtables that held
 // its transactions; everything reads back after a reopen.
 func TestLogDropsFlushedSegments(t *testing.T) {
-	defer func(n, c int64) { memTableSize, segmentBytes = n, c }(memTableSize, segmentBytes)
-	memTableSize = 8 << 20 // the least badger takes with values inline
-	segmentBytes = 1 << 20
+	t.Parallel()
+	opts := Options{MemTableSize: 8 << 20, SegmentBytes: 1 << 20} // memtables of 8 segments
 	dir := t.TempDir()
-	s, err := Open(dir, Options{})
+	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,13 +26,14 @@ func TestLogDropsFlushedSegments(t *testing.T) {
 		t.Fatalf("%d segments dropped of 30 MB in segments of 1 MB", d)
 	}
 	ns, _ := segments(filepath.Join(dir, logDir))
-	if len(ns) > 3*8+1 { // what up to three memtables (one being flushed) hold, and the open segment
+	perMemtable := int(opts.MemTableSize / opts.SegmentBytes)
+	if len(ns) > 3*perMemtable+1 { // what up to three memtables (one being flushed) hold, and the open segment
 		t.Fatalf("%d segments kept: %v", len(ns), ns)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(dir, Options{})
+	s, err = Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +50,10 @@ func TestLogDropsFlushedSegments(t *testing.T) {
 // back: recovery applies the new records and passes over the old, whose
 // transactions badger holds.
 func TestRecycledSegmentsRecover(t *testing.T) {
-	defer func(n, c int64) { memTableSize, segmentBytes = n, c }(memTableSize, segmentBytes)
-	memTableSize = 8 << 20
-	segmentBytes = 1 << 20
+	t.Parallel()
+	opts := Options{MemTableSize: 8 << 20, SegmentBytes: 1 << 20}
 	dir := t.TempDir()
-	s, err := Open(dir, Options{})
+	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +65,7 @@ func TestRecycledSegmentsRecover(t *testing.T) {
 		t.Fatalf("%d segments written over a spare of %d done with", s.log.reused, s.Stats().Dropped)
 	}
 	spares, _ := numbered(filepath.Join(dir, logDir), ".spare")
-	if len(spares) > maxSpares {
+	if len(spares) > s.opts.SpareSegments {
 		t.Fatalf("%d spares kept: %v", len(spares), spares)
 	}
 	// Lose badger's memtable logs, as a power loss may.
@@ -76,7 +75,7 @@ func TestRecycledSegmentsRecover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, err := Open(dir, Options{})
+	r, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +87,7 @@ func TestRecycledSegmentsRecover(t *testing.T) {
 // after its new records, records of transactions badger already holds;
 // recovery must not apply them again over newer values.
 func TestRecoveryPassesOverOldRecords(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s, err := Open(dir, Options{})
 	if err != nil {
@@ -133,6 +133,7 @@ func TestRecoveryPassesOverOldRecords(t *testing.T) {
 // after the last transaction badger holds are applied in order; older
 // records, records after a gap, and a torn record at the end are not.
 func TestRecoveryAppliesWhatBadgerLacks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s, err := Open(dir, Options{})
 	if err != nil {
@@ -222,6 +223,7 @@ func TestRecoveryAppliesWhatBadgerLacks(t *testing.T) {
 // every acknowledged write back: recovery applies them from the commit
 // log.
 func TestAcknowledgedWritesSurviveLosingBadgersLog(t *testing.T) {
+	t.Parallel()
 	live := t.TempDir()
 	s, err := Open(live, Options{})
 	if err != nil {
@@ -251,7 +253,9 @@ func TestAcknowledgedWritesSurviveLosingBadgersLog(t *testing.T) {
 	}
 	r, err := Open(lost, Options{})
 	if err != nil {
-		t.Fatalf("open without badger's memtable log (%d files copied): %v", copied, err)
+		t.Fatalf("open a copy without badger's memtable and value logs (%d files copied): %v. A power loss "+
+			"may lose those unsynced logs whole, and recovery (recoverLog, commitlog.go) needs badger to open "+
+			"without them; re-check badger's openMemTables (memtable.go) and valueLog.open (value.go)", copied, err)
 	}
 	defer r.Close()
 	readKilobytes(t, r, 20)
@@ -261,6 +265,7 @@ func TestAcknowledgedWritesSurviveLosingBadgersLog(t *testing.T) {
 // reports the error; the next round first syncs badger and starts a new
 // segment, and the store goes on.
 func TestLogStartsAnewAfterAFailedWrite(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := open(t, dir)
 	commit := func(key string) error {

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
 )
 
 // ErrNotFound is returned by Get for a key that holds no value.
@@ -26,27 +25,9 @@ var ErrNotFound = errors.New("storage: not found")
 // ErrClosed is returned for writes after Close.
 var ErrClosed = errors.New("storage: closed")
 
-// Options tune the store; the zero value is a sound default for one node.
-type Options struct {
-	// InMemory keeps everything in memory (tests and benchmarks only).
-	InMemory bool
-	// Logger receives badger's warnings and errors; nil discards them.
-	Logger *slog.Logger
-	// MaxBatchesPerRound caps how many batches one group commit gathers.
-	MaxBatchesPerRound int
-	// MaxOpsPerRound caps the writes of one round (batches are never split),
-	// so that a round stays short and urgent batches wait little.
-	MaxOpsPerRound int
-	// OnRound, if set, is told of every commit round: its batches, keys
-	// written, and the time spent writing and syncing.
-	OnRound func(batches, ops int, write, sync time.Duration)
-}
-
-// memTableSize is badger's memtable size: the size of each log it syncs.
-var memTableSize int64 = 32 << 20
-
 // Store is one node's badger database and its group committer.
 type Store struct {
+	opts    Options // with defaults applied
 	db      *badger.DB
 	commits chan *pending
 	urgent  chan *pending
@@ -54,8 +35,6 @@ type Store struct {
 	wg      sync.WaitGroup
 	closeMu sync.RWMutex
 	closed  bool
-	maxRnd  int
-	maxOps  int
 	// urgentOnlySince: since when rounds have written urgent batches alone
 	// while background ones waited; zero if the last round wrote
 	// background batches or none waited (committer goroutine only).
@@ -74,7 +53,6 @@ type Store struct {
 	logBroken  bool
 	bigValue   bool
 	valueLimit int // badger's ValueThreshold
-	onRound    func(batches, ops int, write, sync time.Duration)
 	stats      CommitStats
 	statsMu    sync.Mutex
 }
@@ -88,55 +66,28 @@ type CommitStats struct {
 }
 
 // Open opens (creating if needed) the store in dir. It fails with a clear
-// message when another process holds the directory.
+// message when another process holds the directory, and names every field
+// of opts it cannot run with.
 func Open(dir string, opts Options) (*Store, error) {
-	bo := badger.DefaultOptions(dir).
-		WithLogger(badgerLogger{opts.Logger}).
-		WithSyncWrites(false).      // the committer syncs once per round
-		WithDetectConflicts(false). // the committer is the only writer
-		WithNumVersionsToKeep(1).
-		WithMemTableSize(memTableSize).
-		// A fan-out writes keys all over the key space, so every level-0
-		// table overlaps the whole base level and each L0 compaction
-		// rewrites it. Merging 30 tables at a time instead of badger's 5
-		// does that a sixth as often; on two cores a compaction's
-		// goroutines hold both processors for tens of milliseconds, and
-		// every request waits behind them. At 100,000 rooms another user's
-		// PUT+GET p99 during a fan-out: 0.12 s with 5, 60-76 ms with 10,
-		// 23-32 ms with 30 (docs/BENCHMARKS.md).
-		WithNumLevelZeroTables(30).
-		WithNumLevelZeroTablesStall(60).
-		WithBlockCacheSize(32 << 20).
-		WithIndexCacheSize(16 << 20).
-		WithValueLogFileSize(256 << 20).
-		WithCompactL0OnClose(false)
-	if opts.InMemory {
-		// Tables in memory need no cache of their blocks, and uncompressed
-		// blocks need none at all.
-		bo = bo.WithDir("").WithValueDir("").WithInMemory(true).
-			WithCompression(options.None).WithBlockCacheSize(0).WithIndexCacheSize(0)
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
+	bo := opts.badgerOptions(dir)
 	db, err := badger.Open(bo)
 	if err != nil {
-		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+		if strings.Contains(err.Error(), lockedDirError) {
 			return nil, fmt.Errorf("open store %s: the data directory is in use by another process (is another persona running?)", dir)
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	s := &Store{
-		db:      db,
-		commits: make(chan *pending, 4096),
-		urgent:  make(chan *pending, 1024),
-		stop:    make(chan struct{}),
-		maxRnd:  opts.MaxBatchesPerRound,
-	}
-	if s.maxRnd <= 0 {
-		s.maxRnd = 4096
-	}
-	s.onRound, s.valueLimit = opts.OnRound, int(bo.ValueThreshold)
-	s.maxOps = opts.MaxOpsPerRound
-	if s.maxOps <= 0 {
-		s.maxOps = 4096
+		opts:       opts,
+		db:         db,
+		commits:    make(chan *pending, opts.QueueBatches),
+		urgent:     make(chan *pending, opts.UrgentQueueBatches),
+		stop:       make(chan struct{}),
+		valueLimit: int(bo.ValueThreshold),
 	}
 	if !opts.InMemory {
 		s.dir = dir
@@ -155,6 +106,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	go s.gcLoop()
 	return s, nil
 }
+
+// lockedDirError is what badger's error says when another process holds
+// the directory.
+const lockedDirError = "Cannot acquire directory lock"
 
 // Close stops the committer after it has committed every batch already
 // submitted, then closes badger.
@@ -275,14 +230,14 @@ func (s *Store) Stats() CommitStats {
 // gcLoop reclaims value-log space now and then.
 func (s *Store) gcLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(5 * time.Minute)
+	t := time.NewTicker(s.opts.ValueLogGCInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
-			for s.db.RunValueLogGC(0.5) == nil {
+			for s.db.RunValueLogGC(s.opts.ValueLogGCDiscardRatio) == nil {
 			}
 		}
 	}

@@ -20,6 +20,7 @@ func open(t *testing.T, dir string) *Store {
 }
 
 func TestCommitSurvivesReopen(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := open(t, dir)
 	var b Batch
@@ -46,17 +47,23 @@ func TestCommitSurvivesReopen(t *testing.T) {
 	}
 }
 
+// TestSecondOpenFailsClearly also pins what badger says of a directory
+// another process holds: Open recognises it by lockedDirError.
 func TestSecondOpenFailsClearly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := open(t, dir)
 	defer s.Close()
 	_, err := Open(dir, Options{})
 	if err == nil || !strings.Contains(err.Error(), "in use by another process") {
-		t.Fatalf("second open: %v", err)
+		t.Fatalf("second open: %v; want it to say the directory is in use by another process. "+
+			"If badger's error for a locked directory no longer contains %q, Open (store.go) passes it through "+
+			"unexplained: re-check lockedDirError against badger's acquireDirectoryLock (dir_unix.go)", err, lockedDirError)
 	}
 }
 
 func TestGroupCommitManyWriters(t *testing.T) {
+	t.Parallel()
 	s := open(t, t.TempDir())
 	defer s.Close()
 	const writers, each = 32, 50
@@ -93,6 +100,7 @@ func TestGroupCommitManyWriters(t *testing.T) {
 }
 
 func TestScanOrderAndStop(t *testing.T) {
+	t.Parallel()
 	s := open(t, t.TempDir())
 	defer s.Close()
 	var b Batch
@@ -129,6 +137,7 @@ func TestScanOrderAndStop(t *testing.T) {
 }
 
 func TestBatchLargerThanOneTxnStaysWhole(t *testing.T) {
+	t.Parallel()
 	s, err := Open("", Options{InMemory: true})
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +168,7 @@ func TestBatchLargerThanOneTxnStaysWhole(t *testing.T) {
 }
 
 func TestCommitAfterClose(t *testing.T) {
+	t.Parallel()
 	s := open(t, t.TempDir())
 	s.Close()
 	var b Batch
@@ -178,10 +188,10 @@ type heldStore struct {
 	rounds [][2]int
 }
 
-func openHeld(t *testing.T) *heldStore {
+func openHeld(t *testing.T, opts Options) *heldStore {
 	t.Helper()
 	h := &heldStore{gate: make(chan struct{})}
-	s, err := Open(t.TempDir(), Options{OnRound: func(batches, ops int, _, _ time.Duration) {
+	opts.OnRound = func(batches, ops int, _, _ time.Duration) {
 		h.mu.Lock()
 		h.rounds = append(h.rounds, [2]int{batches, ops})
 		first := len(h.rounds) == 1
@@ -189,7 +199,8 @@ func openHeld(t *testing.T) *heldStore {
 		if first {
 			<-h.gate
 		}
-	}})
+	}
+	s, err := Open(t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +228,8 @@ func (h *heldStore) seen() [][2]int {
 // synced in a round of its own, not behind the background batches queued
 // before it; those follow, in the order they were queued.
 func TestUrgentBatchSkipsTheQueue(t *testing.T) {
-	s := openHeld(t)
+	t.Parallel()
+	s := openHeld(t, Options{})
 	var order []string // done callbacks run one at a time, on the committer
 	var wg sync.WaitGroup
 	commit := func(urgent bool, name string) {
@@ -259,14 +271,15 @@ func TestUrgentBatchSkipsTheQueue(t *testing.T) {
 	}
 }
 
-// TestBackgroundRoundsStaySmallAfterUrgent: for urgentCalm after an urgent
+// TestBackgroundRoundsStaySmallAfterUrgent: for UrgentCalm after an urgent
 // batch, a background round writes one transaction's worth of keys, so a
 // client's next write waits for a short sync.
 func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
-	calm := urgentCalm
-	t.Cleanup(func() { urgentCalm = calm }) // after the store's Close
-	urgentCalm = time.Hour                  // the whole test is "just after" the urgent batch
-	s := openHeld(t)
+	t.Parallel()
+	// The whole test is "just after" the urgent batch; transactions of
+	// 100 keys, not the default, show the round follows the store's own.
+	s := openHeld(t, Options{UrgentCalm: time.Hour, TxnOps: 100})
+	txnOps := s.opts.TxnOps
 	var wg sync.WaitGroup
 	wg.Add(1)
 	s.CommitUrgent(&Batch{ops: []op{{key: Key("u"), value: []byte("u")}}}, func(error) { wg.Done() })
@@ -290,9 +303,7 @@ func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
 // rests after each background round as long as the round took, and a
 // client's write that comes meanwhile is committed at once.
 func TestBackgroundRestsWhileClientsWrite(t *testing.T) {
-	calm, gap := urgentCalm, busyGap
-	t.Cleanup(func() { urgentCalm, busyGap = calm, gap }) // after the store's Close
-	urgentCalm, busyGap = time.Hour, time.Hour            // the whole test is "while clients write"
+	t.Parallel()
 	type round struct {
 		batches, ops int
 		start, end   time.Time
@@ -301,7 +312,8 @@ func TestBackgroundRestsWhileClientsWrite(t *testing.T) {
 	var rounds []round
 	var s *Store
 	urgentDone := make(chan error, 1)
-	s, err := Open(t.TempDir(), Options{OnRound: func(batches, ops int, write, sync time.Duration) {
+	opts := Options{UrgentCalm: time.Hour, BusyGap: time.Hour} // the whole test is "while clients write"
+	opts.OnRound = func(batches, ops int, write, sync time.Duration) {
 		now := time.Now()
 		mu.Lock()
 		rounds = append(rounds, round{batches, ops, now.Add(-write - sync), now})
@@ -317,7 +329,8 @@ func TestBackgroundRestsWhileClientsWrite(t *testing.T) {
 				s.CommitUrgent(&b, func(err error) { urgentDone <- err })
 			}()
 		}
-	}})
+	}
+	s, err := Open(t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +343,7 @@ func TestBackgroundRestsWhileClientsWrite(t *testing.T) {
 		}
 	}
 	var wg sync.WaitGroup
-	queueBackground(t, s, 10*txnOps, &wg)
+	queueBackground(t, s, 10*s.opts.TxnOps, &wg)
 	wg.Wait()
 	if err := <-urgentDone; err != nil {
 		t.Fatal(err)
@@ -352,9 +365,11 @@ func TestBackgroundRestsWhileClientsWrite(t *testing.T) {
 }
 
 // TestOneWriteDoesNotSlowTheBackground: rests begin with the second client
-// write within busyGap, and end urgentCalm after the last.
+// write within BusyGap, and end UrgentCalm after the last.
 func TestOneWriteDoesNotSlowTheBackground(t *testing.T) {
-	var s Store
+	t.Parallel()
+	s := Store{opts: Options{BusyGap: 30 * time.Millisecond, UrgentCalm: 70 * time.Millisecond}.withDefaults()}
+	busyGap, urgentCalm := s.opts.BusyGap, s.opts.UrgentCalm
 	t0 := time.Now()
 	s.noteUrgent(t0)
 	if s.clientsWriting(t0.Add(time.Millisecond)) {
@@ -362,23 +377,25 @@ func TestOneWriteDoesNotSlowTheBackground(t *testing.T) {
 	}
 	s.noteUrgent(t0.Add(2 * busyGap))
 	if s.clientsWriting(t0.Add(2*busyGap + time.Millisecond)) {
-		t.Fatal("two writes busyGap apart count as clients writing")
+		t.Fatal("two writes BusyGap apart count as clients writing")
 	}
 	s.noteUrgent(t0.Add(2*busyGap + busyGap/2))
 	if !s.clientsWriting(t0.Add(3 * busyGap)) {
-		t.Fatal("two writes within busyGap do not count as clients writing")
+		t.Fatal("two writes within BusyGap do not count as clients writing")
 	}
 	if s.clientsWriting(t0.Add(3*busyGap + urgentCalm)) {
-		t.Fatal("clients still count as writing urgentCalm after their last write")
+		t.Fatal("clients still count as writing UrgentCalm after their last write")
 	}
 }
 
 // TestUrgentRoundsStarveTheBackgroundBriefly: urgent rounds write their
 // batches alone, until they have kept background batches waiting for
-// starveAfter; then one takes a background transaction along, and the
+// StarveAfter; then one takes a background transaction along, and the
 // wait starts again.
 func TestUrgentRoundsStarveTheBackgroundBriefly(t *testing.T) {
-	var s Store
+	t.Parallel()
+	s := Store{opts: Options{StarveAfter: 15 * time.Millisecond}.withDefaults()}
+	starveAfter := s.opts.StarveAfter
 	t0 := time.Now()
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	for _, step := range []struct {
@@ -419,6 +436,7 @@ func queueBackground(t *testing.T, s *Store, n int, wg *sync.WaitGroup) {
 // A snapshot's reads all see the moment it was taken: a write committed
 // after it stays out of its Get and Scan, and shows in a new snapshot.
 func TestSnapshotSeesOneMoment(t *testing.T) {
+	t.Parallel()
 	s := open(t, t.TempDir())
 	defer s.Close()
 	var b Batch

@@ -12,9 +12,6 @@ import (
 // memExt names badger's memtable log files: a sequence number and ".mem".
 const memExt = ".mem"
 
-// segmentBytes is the size at which the commit log starts a new segment.
-var segmentBytes int64 = 8 << 20
-
 // sync makes every write before it durable: it writes and syncs the commit
 // log's queued records (in memory there is nothing to sync). A round that
 // wrote a value large enough for badger's value log syncs badger too: a
@@ -50,7 +47,7 @@ func (s *Store) sync() error {
 // delay no write that was waiting for the round. Sealed segments whose
 // transactions badger has flushed to tables become spares or are deleted.
 func (s *Store) sealFull() {
-	if s.log == nil || s.logBroken || s.log.size < segmentBytes {
+	if s.log == nil || s.logBroken || s.log.size < s.opts.SegmentBytes {
 		return
 	}
 	if err := s.sealSegment(); err != nil {

@@ -78,6 +78,9 @@ func NewHost(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	if err := indexAliases(store, cfg.Actors.Partitions); err != nil {
 		return nil, err
 	}
+	if err := indexStateHistory(store, cfg.Actors.Partitions, log); err != nil {
+		return nil, err
+	}
 	h := &Host{store: store, cfg: cfg, metrics: m, log: log, stream: st, presence: presences{users: map[string]*Presence{}},
 		depths: map[string]*depth{KindUser: {}, KindRoom: {}, KindAlias: {}, KindDirectory: {}, KindUserDir: {}, "partition": {}}, stop: make(chan struct{}), rooms: newWorkers(max(1, runtime.GOMAXPROCS(0)-1))}
 	h.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {

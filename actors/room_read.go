@@ -47,24 +47,8 @@ func (r *room) historyVisibility() string {
 	return v
 }
 
-// before walks a state event back through its predecessors to the one in
-// force before position pos (nil: none): in memory while they are being
-// committed, then from storage.
-func (r *room) before(ev *evRecord, pos uint64) *evRecord {
-	for ev != nil && ev.Pos >= pos {
-		switch {
-		case ev.prev != nil:
-			ev = ev.prev
-		case ev.PrevID == "":
-			return nil
-		default:
-			ev = r.eventByID(ev.PrevID)
-		}
-	}
-	return ev
-}
-
-// stateAt is the state in force at position pos (after the event at pos).
+// stateAt is the state in force at position pos (after the event at pos):
+// at most one lookup in the state index per state key.
 func (r *room) stateAt(pos uint64) []*evRecord {
 	out := make([]*evRecord, 0, len(r.state))
 	for _, ev := range r.state {

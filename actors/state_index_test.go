@@ -228,6 +228,7 @@ func (o *historyOps) check() {
 			}
 		}
 	}
+	o.checkStreamTokens(log)
 	reader := o.readers[0]
 	for range 60 {
 		pos := uint64(o.rng.IntN(len(log.events)))
@@ -254,6 +255,27 @@ func (o *historyOps) check() {
 			case want != nil && (r.Error != nil || len(r.EventsJson) != 1 || eventID(o.t, r.EventsJson[0]) != want.ID):
 				o.t.Fatalf("%s %q at %d: %v %d events, the log's %s", sk.typ, sk.key, pos, r.Error, len(r.EventsJson), want.ID)
 			}
+		}
+	}
+}
+
+// checkStreamTokens checks that a /sync token names the gap before the
+// first event above it.
+func (o *historyOps) checkStreamTokens(log *stateLog) {
+	r := newRoom(o.h, o.room)
+	if err := r.load(); err != nil {
+		o.t.Fatal(err)
+	}
+	for range 40 { // at, just below and just above an event's stream position
+		n := log.events[o.rng.IntN(len(log.events))].Stream + o.rng.Uint64N(3) - 1
+		want, _ := slices.BinarySearchFunc(log.events, n, func(ev *evRecord, n uint64) int {
+			if ev.Stream <= n {
+				return -1
+			}
+			return 1
+		})
+		if got, ok := r.parseToken(fmt.Sprint("s", n)); !ok || got != uint64(want) {
+			o.t.Fatalf("token s%d names position %d, want %d", n, got, want)
 		}
 	}
 }

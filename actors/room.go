@@ -254,9 +254,9 @@ func notFoundReply(m proto.Message) proto.Message {
 // the end of the state index ("sp") through the member records ("mr") and
 // the header ("meta") to the last event ("ev"), the keys sorting in that
 // order. Of each run of the state index it reads the last entry, the
-// current event's, and seeks past the others. Waking a room for a rename
-// then costs one seek, and one more per state key with a history, not
-// one per part or per state event.
+// current event's, and steps or seeks past the others (skipRun). Waking a
+// room for a rename then costs one seek, and one more per state key with
+// a long history, not one per part or per state event.
 func (r *room) load() error {
 	r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
 	r.meta, r.metaUnread = roomMeta{}, true
@@ -286,9 +286,7 @@ func (r *room) load() error {
 				members = append(members, pos)
 			}
 			run = append(run[:0], k[:len(spPrefix)+n]...)
-			if it.Next(); it.Valid() && bytes.HasPrefix(it.Key(), run) {
-				it.Seek(run) // below the run's older entries
-			}
+			skipRun(it, run)
 			continue
 		case bytes.HasPrefix(k, mrPrefix):
 			err = it.Value(func(v []byte) error {
@@ -341,6 +339,22 @@ func (r *room) load() error {
 		r.state[stateKey{ev.Type, *ev.StateKey}] = ev
 	}
 	return nil
+}
+
+// runSteps is how many older entries of a run load steps over before it
+// seeks past the rest: a step costs a tenth of a seek, and most runs are
+// a member's join and a rename or two.
+const runSteps = 8
+
+// skipRun moves a reverse iterator at the last entry of run to the first
+// key below the run.
+func skipRun(it *storage.Iterator, run []byte) {
+	for range runSteps {
+		if it.Next(); !it.Valid() || !bytes.HasPrefix(it.Key(), run) {
+			return
+		}
+	}
+	it.Seek(run)
 }
 
 // keepLast keeps the room's last event if it is a member's current event:

@@ -18,9 +18,10 @@ import (
 // room's index from its events, once, at start: an entry per state
 // event, the current one's value copied from the old entry (a member's
 // carries the profile version the room applied, which no event holds).
-// The old entries go, each in the batch that writes its current entry, so
-// that a start that stops half-way and runs again finds what is left; the
-// mark stateIndexMark says every room is done. No room actor runs before
+// The old entries go, each in the batch that writes its current entry or
+// a later one, after the room's entries of history, so that a start that
+// stops half-way and runs again finds what is left; the mark
+// stateIndexMark says every room is done. No room actor runs before
 // it, so no room reads a half-built index.
 
 // stateIndexMark is present once no room holds the old state index.
@@ -36,16 +37,16 @@ func indexStateHistory(store *storage.Store, partitions int, log *slog.Logger) e
 		return err
 	}
 	start, rooms := time.Now(), 0
+	w := &indexWriter{store: store}
 	for p := range partitions {
-		n, err := indexPartitionHistory(store, p)
+		n, err := w.partition(p)
 		if err != nil {
 			return fmt.Errorf("build the state index of partition %d: %w", p, err)
 		}
 		rooms += n
 	}
-	var b storage.Batch
-	b.Set(stateIndexMark, []byte{})
-	if err := store.CommitSync(&b); err != nil {
+	w.b.Set(stateIndexMark, []byte{})
+	if err := w.flush(true); err != nil {
 		return err
 	}
 	if rooms > 0 {
@@ -54,13 +55,32 @@ func indexStateHistory(store *storage.Store, partitions int, log *slog.Logger) e
 	return nil
 }
 
-// indexPartitionHistory migrates every room of partition p that holds old
+// indexWriter writes the index built in batches of about migrateOps
+// writes, several rooms' to a batch: the batches land in order, and each
+// room's writes come in an order that a stop after any of them leaves
+// resumable.
+type indexWriter struct {
+	store *storage.Store
+	snap  *storage.Snapshot // the partition's keys before the build
+	b     storage.Batch
+}
+
+func (w *indexWriter) flush(force bool) error {
+	if w.b.Len() == 0 || (!force && w.b.Len() < migrateOps) {
+		return nil
+	}
+	err := w.store.CommitSync(&w.b)
+	w.b = storage.Batch{}
+	return err
+}
+
+// partition builds the index of every room of partition p that holds old
 // entries and returns how many did.
-func indexPartitionHistory(store *storage.Store, p int) (int, error) {
+func (w *indexWriter) partition(p int) (int, error) {
 	prefix := storage.Prefix("p", partitionName(p), "r")
-	snap := store.Snapshot()
-	defer snap.Close()
-	it := snap.Iterator(prefix, false)
+	w.snap = w.store.Snapshot()
+	defer w.snap.Close()
+	it := w.snap.Iterator(prefix, false)
 	defer it.Close()
 	n := 0
 	for it.Seek(prefix); it.Valid(); {
@@ -68,7 +88,7 @@ func indexPartitionHistory(store *storage.Store, p int) (int, error) {
 		base := storage.Prefix("p", partitionName(p), "r", room)
 		old := append(bytes.Clone(base), "st\x00"...)
 		if it.Seek(old); it.Valid() && bytes.HasPrefix(it.Key(), old) {
-			if err := indexRoomHistory(store, base); err != nil {
+			if err := w.room(base); err != nil {
 				return n, fmt.Errorf("room %s: %w", room, err)
 			}
 			n++
@@ -78,26 +98,18 @@ func indexPartitionHistory(store *storage.Store, p int) (int, error) {
 	return n, nil
 }
 
-// indexRoomHistory writes the index of the room whose keys start with
-// base from its events and old entries, and deletes the old entries.
-func indexRoomHistory(store *storage.Store, base []byte) error {
+// room writes the index of the room whose keys start with base from its
+// events and old entries: the entries of history first, then each current
+// entry with the deletion of its old one.
+func (w *indexWriter) room(base []byte) error {
 	oldPrefix := append(bytes.Clone(base), "st\x00"...)
 	old := map[stateKey][]byte{} // the old entries: the current event's
-	err := store.Scan(oldPrefix, nil, func(k, v []byte) error {
+	err := w.snap.Scan(oldPrefix, nil, func(k, v []byte) error {
 		typ, key, _ := strings.Cut(string(k[len(oldPrefix):]), "\x00")
 		old[stateKey{typ, key}] = bytes.Clone(v)
 		return nil
 	})
 	if err != nil {
-		return err
-	}
-	var b storage.Batch
-	flush := func(force bool) error {
-		if b.Len() == 0 || (!force && b.Len() < migrateOps) {
-			return nil
-		}
-		err := store.CommitSync(&b)
-		b = storage.Batch{}
 		return err
 	}
 	type entry struct {
@@ -106,7 +118,7 @@ func indexRoomHistory(store *storage.Store, base []byte) error {
 	}
 	current := map[stateKey]entry{} // per state key, its last event's entry: written last
 	evPrefix := append(bytes.Clone(base), "ev\x00"...)
-	err = store.Scan(evPrefix, nil, func(k, v []byte) error {
+	err = w.snap.Scan(evPrefix, nil, func(k, v []byte) error {
 		var ev evRecord
 		if err := json.Unmarshal(v, &ev); err != nil {
 			return fmt.Errorf("decode event %d: %w", storage.ParseUint64(k), err)
@@ -121,10 +133,10 @@ func indexRoomHistory(store *storage.Store, base []byte) error {
 		}
 		sk := stateKey{ev.Type, *ev.StateKey}
 		if e, ok := current[sk]; ok { // replaced: its entry is history
-			b.Set(stateIndexKeyOf(base, sk.typ, sk.key, e.pos), e.value)
+			w.b.Set(stateIndexKeyOf(base, sk.typ, sk.key, e.pos), e.value)
 		}
 		current[sk] = entry{ev.Pos, value}
-		return flush(false)
+		return w.flush(false)
 	})
 	if err != nil {
 		return err
@@ -134,27 +146,24 @@ func indexRoomHistory(store *storage.Store, base []byte) error {
 			continue // its old entry is copied below
 		}
 		key := stateIndexKeyOf(base, sk.typ, sk.key, e.pos)
-		if _, ok := old[sk]; !ok { // migrated by a start that stopped half-way, or never indexed
-			if _, err := store.Get(key); err == nil {
+		if _, ok := old[sk]; !ok { // built by a start that stopped half-way, or never indexed
+			if _, err := w.snap.Get(key); err == nil {
 				continue
 			} else if !errors.Is(err, storage.ErrNotFound) {
 				return err
 			}
 		}
-		b.Set(key, e.value)
-	}
-	if err := flush(true); err != nil { // every entry, before the old ones go
-		return err
+		w.b.Set(key, e.value)
 	}
 	for sk, v := range old {
 		if len(v) < 8 {
 			return fmt.Errorf("state index entry %s %q: %d bytes", sk.typ, sk.key, len(v))
 		}
-		b.Set(stateIndexKeyOf(base, sk.typ, sk.key, storage.ParseUint64(v)), v)
-		b.Delete(append(bytes.Clone(oldPrefix), sk.typ+"\x00"+sk.key...))
-		if err := flush(false); err != nil {
+		w.b.Set(stateIndexKeyOf(base, sk.typ, sk.key, storage.ParseUint64(v)), v)
+		w.b.Delete(append(bytes.Clone(oldPrefix), sk.typ+"\x00"+sk.key...))
+		if err := w.flush(false); err != nil {
 			return err
 		}
 	}
-	return flush(true)
+	return nil
 }

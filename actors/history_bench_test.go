@@ -14,7 +14,7 @@ import (
 // start. Each event of the page carries the reader's membership at its
 // position, so the page asks the room's state at 100 positions far behind
 // its current state.
-// Run: go test -run '^$' -bench HistoryPage -benchtime 20x ./actors
+// Run: go test -run '^$' -bench HistoryPage -benchtime 2000x ./actors
 func BenchmarkHistoryPage(b *testing.B) {
 	for _, renames := range []int{100, 10000} {
 		b.Run(fmt.Sprintf("renames=%d", renames), func(b *testing.B) {

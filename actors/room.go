@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -49,6 +48,7 @@ type room struct {
 	renotify   *time.Timer // sends a Wake to resend notices not acknowledged (armRenotify)
 	released   bool        // its state went back to storage since the last client request (release)
 	loadFailed error
+	past       *stateHistory // the state history the message being handled read (pastState)
 }
 
 type stateKey struct{ typ, key string }
@@ -174,6 +174,7 @@ func (r *room) Receive(ctx actor.Context) {
 			}
 		}
 		r.handle(ctx, m)
+		r.endRequest()
 	}
 	if r.stopIdle && len(r.waiting) == 0 {
 		ctx.Stop(ctx.Self())
@@ -246,48 +247,74 @@ func notFoundReply(m proto.Message) proto.Message {
 
 // load reads the room's header, state index and member records, and the
 // position of its last event, in one pass of one iterator: backwards from
-// the end of the state index ("st") through the member records ("mr") and
+// the end of the state index ("sp") through the member records ("mr") and
 // the header ("meta") to the last event ("ev"), the keys sorting in that
-// order. Waking a room for a rename then costs one seek, not one per part.
+// order. Of each run of the state index it reads the last entry, the
+// current event's, and steps or seeks past the others (skipRun). Waking a
+// room for a rename then costs one seek, and one more per state key with
+// a long history, not one per part or per state event.
 func (r *room) load() error {
 	r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
 	r.meta, r.metaUnread = roomMeta{}, true
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
-	stPrefix, mrPrefix, evPrefix, metaKey := r.key("st", ""), r.key("mr", ""), r.key("ev", ""), r.key("meta")
+	spPrefix, mrPrefix, evPrefix, metaKey := r.key("sp", ""), r.key("mr", ""), r.key("ev", ""), r.key("meta")
 	var members []uint64 // member events the index does not describe
 	var last *evRecord   // the room's last event
-	found := false
-	err := snap.ScanReverse(r.key(""), append(bytes.Clone(stPrefix), 0xff), func(k, v []byte) error {
+	found, err := false, error(nil)
+	it := snap.Iterator(r.key(""), true)
+	var run []byte
+	for it.Seek(r.key("sp\x01")); err == nil && !found && it.Valid(); {
+		k := it.Key()
 		switch {
-		case bytes.HasPrefix(k, stPrefix):
-			pos, unindexed, err := r.indexEntry(string(k[len(stPrefix):]), v)
+		case bytes.HasPrefix(k, spPrefix):
+			var n int
+			var pos uint64
+			var unindexed bool
+			err = it.Value(func(v []byte) (err error) {
+				n, pos, unindexed, err = r.indexEntry(k[len(spPrefix):], v)
+				return err
+			})
+			if err != nil {
+				continue
+			}
 			if unindexed {
 				members = append(members, pos)
 			}
-			return err
+			run = append(run[:0], k[:len(spPrefix)+n]...)
+			skipRun(it, run)
+			continue
 		case bytes.HasPrefix(k, mrPrefix):
-			var rec memberRec
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode member record: %w", err)
-			}
-			r.members[string(k[len(mrPrefix):])] = &rec
+			err = it.Value(func(v []byte) error {
+				var rec memberRec
+				if err := json.Unmarshal(v, &rec); err != nil {
+					return fmt.Errorf("decode member record: %w", err)
+				}
+				r.members[string(k[len(mrPrefix):])] = &rec
+				return nil
+			})
 		case bytes.Equal(k, metaKey):
-			if err := json.Unmarshal(v, &r.meta); err != nil {
-				return fmt.Errorf("decode room meta: %w", err)
-			}
-			r.metaUnread = false
+			err = it.Value(func(v []byte) error {
+				if err := json.Unmarshal(v, &r.meta); err != nil {
+					return fmt.Errorf("decode room meta: %w", err)
+				}
+				r.metaUnread = false
+				return nil
+			})
 		case bytes.HasPrefix(k, evPrefix):
 			// The last event's position says where the room goes on (the
 			// header's is not rewritten per event).
 			r.meta.NextPos, found = storage.ParseUint64(k)+1, true
-			if ev := new(evRecord); json.Unmarshal(v, ev) == nil { // a bad one stays unread: its readers report it
-				last = ev
-			}
-			return storage.ErrStopScan
+			_ = it.Value(func(v []byte) error {
+				if ev := new(evRecord); json.Unmarshal(v, ev) == nil { // a bad one stays unread: its readers report it
+					last = ev
+				}
+				return nil
+			})
 		}
-		return nil
-	})
+		it.Next()
+	}
+	it.Close()
 	if err != nil || !found { // a room without events does not exist: its creation writes its header and first events in one batch
 		r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
 		r.meta, r.metaUnread = roomMeta{}, false
@@ -310,6 +337,22 @@ func (r *room) load() error {
 	return nil
 }
 
+// runSteps is how many older entries of a run load steps over before it
+// seeks past the rest: a step costs a tenth of a seek, and most runs are
+// a member's join and a rename or two.
+const runSteps = 8
+
+// skipRun moves a reverse iterator at the last entry of run to the first
+// key below the run.
+func skipRun(it *storage.Iterator, run []byte) {
+	for range runSteps {
+		if it.Next(); !it.Valid() || !bytes.HasPrefix(it.Key(), run) {
+			return
+		}
+	}
+	it.Seek(run)
+}
+
 // keepLast keeps the room's last event if it is a member's current event:
 // in a room where nothing happened since a member's last rename or join,
 // the next rename needs that event, and has it without reading storage
@@ -324,27 +367,32 @@ func (r *room) keepLast(ev *evRecord) {
 	}
 }
 
-// indexEntry notes one entry of the state index, "type\x00key" = v, as
-// unread. For a member event whose entry does not describe it (written by
-// an older version) it returns the event's position and true: load reads
-// that event at once.
-func (r *room) indexEntry(typKey string, v []byte) (pos uint64, unindexed bool, err error) {
-	typ, key, _ := strings.Cut(typKey, "\x00")
+// indexEntry notes the current entry of one run of the state index, key
+// (after the index's prefix) = v, as unread, and returns the length of the
+// run's prefix in key. For a member event whose entry does not describe it
+// (written by an older version) it returns the event's position and true:
+// load reads that event at once.
+func (r *room) indexEntry(key, v []byte) (run int, pos uint64, unindexed bool, err error) {
+	run, typ, sk, pos, err := parseStateIndexKey(key)
+	if err != nil {
+		return 0, 0, false, err
+	}
 	if len(v) < 8 {
-		return 0, false, fmt.Errorf("state index entry %q: %d bytes", typKey, len(v))
+		return 0, 0, false, fmt.Errorf("state index entry %q: %d bytes", key, len(v))
 	}
 	switch m, ok := parseMemberIndex(v); {
 	case typ == "m.room.member" && ok:
 		if r.unreadMembers == nil {
 			r.unreadMembers = map[string]memberIndex{}
 		}
-		r.unreadMembers[key] = m
+		m.pos = pos
+		r.unreadMembers[sk] = m
 	case typ == "m.room.member":
-		return storage.ParseUint64(v), true, nil
+		return run, pos, true, nil
 	default:
-		r.unread = r.unread.add(typ, key, storage.ParseUint64(v))
+		r.unread = r.unread.add(typ, sk, pos)
 	}
-	return 0, false, nil
+	return run, 0, false, nil
 }
 
 // release returns the state events other than members' that a room read

@@ -11,7 +11,7 @@ import (
 )
 
 // append adds ev to the room in b: the next position, a stream position, the
-// event-id index, and the state index for state events. It updates the
+// event-id index, and the state index entry of a state event. It updates the
 // in-memory state at once; the caller commits b.
 func (r *room) append(b *storage.Batch, ev *evRecord) error {
 	stream, err := r.h.stream.take()
@@ -50,7 +50,7 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 			}
 			index = memberIndex{ev.Pos, ev.Stream, ev.membership, version}.encode()
 		}
-		b.Set(r.key("st", ev.Type+"\x00"+*ev.StateKey), index)
+		b.Set(r.stateIndexKey(ev.Type, *ev.StateKey, ev.Pos), index)
 	}
 	b.Set(r.key("ev", storage.Uint64(ev.Pos)), mustJSON(ev))
 	if ev.Txn != "" {
@@ -112,11 +112,7 @@ func eventIDPos(id string) (uint64, bool) {
 func (r *room) clientEvent(ev *evRecord, device, viewer string) []byte {
 	unsigned := map[string]any{"age": max(0, time.Now().UnixMilli()-ev.TS)}
 	if viewer != "" {
-		membership := "leave"
-		if m := r.before(r.state[stateKey{"m.room.member", viewer}], ev.Pos+1); m != nil {
-			membership = membershipOf(m)
-		}
-		unsigned["membership"] = membership
+		unsigned["membership"] = r.membershipAt(viewer, ev.Pos)
 	}
 	if ev.Prev != nil {
 		unsigned["prev_content"] = ev.Prev

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"sort"
 	"strconv"
 
 	"persona/storage"
@@ -47,24 +48,8 @@ func (r *room) historyVisibility() string {
 	return v
 }
 
-// before walks a state event back through its predecessors to the one in
-// force before position pos (nil: none): in memory while they are being
-// committed, then from storage.
-func (r *room) before(ev *evRecord, pos uint64) *evRecord {
-	for ev != nil && ev.Pos >= pos {
-		switch {
-		case ev.prev != nil:
-			ev = ev.prev
-		case ev.PrevID == "":
-			return nil
-		default:
-			ev = r.eventByID(ev.PrevID)
-		}
-	}
-	return ev
-}
-
-// stateAt is the state in force at position pos (after the event at pos).
+// stateAt is the state in force at position pos (after the event at pos):
+// at most one lookup in the state index per state key.
 func (r *room) stateAt(pos uint64) []*evRecord {
 	out := make([]*evRecord, 0, len(r.state))
 	for _, ev := range r.state {
@@ -129,18 +114,32 @@ func (r *room) parseToken(tok string) (uint64, bool) {
 	case 'p':
 		return min(n, r.meta.NextPos), true
 	case 's':
-		pos := r.meta.NextPos
-		_ = r.h.store.ScanReverse(storage.Prefix(string(r.key("ev"))), nil, func(k, v []byte) error {
-			var ev evRecord
-			if json.Unmarshal(v, &ev) == nil && ev.Stream <= n {
-				return storage.ErrStopScan
-			}
-			pos = storage.ParseUint64(k)
-			return nil
-		})
-		return pos, true
+		return r.streamGap(n), true
 	}
 	return 0, false
+}
+
+// streamGap is the position of the first event whose stream position is
+// above n (the room's next position if none): events take both in the same
+// order, so it gallops back from the end and then bisects, a few reads
+// however far back n is. An event it cannot read counts as above.
+func (r *room) streamGap(n uint64) uint64 {
+	snap := r.h.store.Snapshot()
+	defer snap.Close()
+	above := func(p uint64) bool {
+		ev, err := r.readEventFrom(snap, p)
+		return err != nil || ev.Stream > n
+	}
+	lo, hi := uint64(0), r.meta.NextPos // below lo: at or below n; from hi on: above
+	for step := uint64(1); hi > lo; step *= 2 {
+		p := hi - min(step, hi)
+		if !above(p) {
+			lo = p + 1
+			break
+		}
+		hi = p
+	}
+	return lo + uint64(sort.Search(int(hi-lo), func(i int) bool { return above(lo + uint64(i)) }))
 }
 
 func posToken(p uint64) string { return "p" + strconv.FormatUint(p, 10) }

@@ -369,9 +369,8 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 	}
 	// bob's entry as the oldest versions wrote it: the position alone;
 	// carol's as the next did: no profile version.
-	bobKey := storage.Key("p", partitionName(h.Partition(room)), "r", room, "st", "m.room.member\x00"+bob)
-	carolKey := storage.Key("p", partitionName(h.Partition(room)), "r", room, "st", "m.room.member\x00"+carol)
 	h.Stop()
+	bobKey, carolKey := currentIndexKey(t, h, st, room, bob), currentIndexKey(t, h, st, room, carol)
 	raw, err := st.Get(bobKey)
 	if err != nil || len(raw) != 25 {
 		t.Fatalf("bob's index entry = %x, %v; want 25 bytes", raw, err)
@@ -431,6 +430,21 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 	if want := map[string]string{alice: "Alice 2", bob: "Bob 2", carol: "carol"}; !maps.Equal(names, want) {
 		t.Fatalf("members after a propagation-only wake: %v, want %v", names, want)
 	}
+}
+
+// currentIndexKey is the state index key of user's current member event
+// in room.
+func currentIndexKey(t *testing.T, h *Service, st *storage.Store, room, user string) []byte {
+	t.Helper()
+	run := newRoom(h, room).stateRun("m.room.member", user)
+	var key []byte
+	if err := st.ScanReverse(run, nil, func(k, _ []byte) error {
+		key = bytes.Clone(k)
+		return storage.ErrStopScan
+	}); err != nil || key == nil {
+		t.Fatalf("no state index entry for %s: %v", user, err)
+	}
+	return key
 }
 
 // A member's index entry ends with the position, as every entry did before

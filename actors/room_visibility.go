@@ -10,9 +10,10 @@ import "encoding/json"
 // "joined" events to a user then joined. A user always sees their own
 // membership event.
 type visibility struct {
-	all            bool // no event is hidden: the room was never invited or joined
-	id             string
-	settings, user chain
+	all bool // no event is hidden: the room was never invited or joined
+	r   *room
+	id  string
+	hv  *evRecord // the history_visibility event in force now
 }
 
 // visibility prepares the decisions for user; it reads nothing until an
@@ -22,11 +23,7 @@ func (r *room) visibility(user string) *visibility {
 	if hv == nil || (permissive(hv) && hv.prev == nil && hv.PrevID == "") {
 		return &visibility{all: true}
 	}
-	return &visibility{
-		id:       user,
-		settings: chain{r: r, evs: []*evRecord{hv}},
-		user:     chain{r: r, evs: []*evRecord{r.state[stateKey{"m.room.member", user}]}},
-	}
+	return &visibility{r: r, id: user, hv: hv}
 }
 
 // sees reports whether the user may see ev.
@@ -35,19 +32,13 @@ func (v *visibility) sees(ev *evRecord) bool {
 		return true
 	}
 	setting := "shared" // before any history_visibility event
-	if ev.Pos > 0 {
-		if hv := v.settings.at(ev.Pos - 1); hv != nil {
-			setting = historySetting(hv)
-		}
+	if hv := v.r.before(v.hv, ev.Pos); hv != nil {
+		setting = historySetting(hv)
 	}
 	if setting != "joined" && setting != "invited" {
 		return true
 	}
-	m := v.user.at(ev.Pos) // after ev: one's own join counts
-	if m == nil {
-		return false
-	}
-	switch membershipOf(m) {
+	switch v.r.membershipAt(v.id, ev.Pos) { // after ev: one's own join counts
 	case "join":
 		return true
 	case "invite":
@@ -69,37 +60,4 @@ func historySetting(hv *evRecord) string {
 	}
 	_ = json.Unmarshal(hv.Content, &c)
 	return c.HistoryVisibility
-}
-
-// chain is one state event and the ones it replaced, newest first, read
-// back from storage only as far as asked.
-type chain struct {
-	r    *room
-	evs  []*evRecord
-	done bool
-}
-
-// at is the chain's event in force after position pos, or nil.
-func (c *chain) at(pos uint64) *evRecord {
-	for _, ev := range c.evs {
-		if ev == nil {
-			return nil
-		}
-		if ev.Pos <= pos {
-			return ev
-		}
-	}
-	for !c.done {
-		last := c.evs[len(c.evs)-1]
-		prev := c.r.before(last, last.Pos)
-		if prev == nil {
-			c.done = true
-			break
-		}
-		c.evs = append(c.evs, prev)
-		if prev.Pos <= pos {
-			return prev
-		}
-	}
-	return nil
 }

@@ -118,6 +118,9 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	if err := indexAliases(store, cfg.Actors.Partitions); err != nil {
 		return nil, err
 	}
+	if err := indexStateHistory(store, cfg.Actors.Partitions, log); err != nil {
+		return nil, err
+	}
 	h := &Service{opts: opts, store: store, cfg: cfg, metrics: m, log: log, stream: st,
 		presence: presences{users: map[string]*Presence{}}, stop: make(chan struct{})}
 	ho := opts.Host

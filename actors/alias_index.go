@@ -36,12 +36,12 @@ func roomAliasesIn(store *storage.Store, p int, room string) ([]string, error) {
 // answerRoomAliases is the partition's answer to ListRoomAliases.
 func (p *partition) answerRoomAliases(m *ListRoomAliases) *RoomAliasList {
 	if m.RoomId == "" || strings.ContainsRune(m.RoomId, 0) {
-		return &RoomAliasList{Error: badParam("M_INVALID_PARAM", "Bad room ID.")}
+		return &RoomAliasList{Error: badValue(Error_ROOM, "Bad room ID.")}
 	}
 	aliases, err := roomAliasesIn(p.h.store, p.index, m.RoomId)
 	if err != nil {
 		p.h.log.Error("read alias index", "room", m.RoomId, "err", err)
-		return &RoomAliasList{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "internal storage error"}}
+		return &RoomAliasList{Error: internal("internal storage error")}
 	}
 	return &RoomAliasList{Aliases: aliases}
 }

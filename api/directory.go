@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -359,7 +358,7 @@ func (s *Server) createAlias(ctx context.Context, body map[string]json.RawMessag
 		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room_alias_name %q.", name))
 	}
 	_, err := askAs[*actors.AliasReply](ctx, s, actors.KindAlias, alias, &actors.PutAlias{Alias: alias, RoomId: room, UserId: user})
-	if e := (*Error)(nil); errors.As(err, &e) && e.Status == 409 {
+	if isKind(err, actors.Error_CONFLICT) {
 		return "", errorf(400, "M_ROOM_IN_USE", "Room alias "+alias+" is already in use.")
 	}
 	if err != nil {

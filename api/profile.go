@@ -143,7 +143,7 @@ func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getField(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("keyName")
 	if e := actors.ValidateKey(key); e != nil {
-		writeError(w, fromActor(e))
+		writeError(w, e)
 		return
 	}
 	fields, err := s.readFields(r)
@@ -168,7 +168,7 @@ func (s *Server) writeTarget(r *http.Request, sess *session, withKey bool) (user
 	if withKey {
 		key = r.PathValue("keyName")
 		if e := actors.ValidateKey(key); e != nil {
-			return "", "", fromActor(e)
+			return "", "", e
 		}
 	}
 	if user != string(sess.user) && !sess.admin {
@@ -225,7 +225,7 @@ func (s *Server) fieldValue(w http.ResponseWriter, r *http.Request, key string) 
 	}
 	canon, e := actors.ValidateValue(key, raw, s.fieldLimits())
 	if e != nil {
-		return nil, fromActor(e)
+		return nil, e
 	}
 	return canon, nil
 }
@@ -284,12 +284,12 @@ func (s *Server) replaceProfile(w http.ResponseWriter, r *http.Request, sess *se
 	}
 	for k, v := range obj {
 		if e := actors.ValidateKey(k); e != nil {
-			writeError(w, fromActor(e))
+			writeError(w, e)
 			return
 		}
 		canon, e := actors.ValidateValue(k, v, s.fieldLimits())
 		if e != nil {
-			writeError(w, fromActor(e))
+			writeError(w, e)
 			return
 		}
 		obj[k] = canon
@@ -315,7 +315,7 @@ func (s *Server) profileWrite(w http.ResponseWriter, r *http.Request, user strin
 		return
 	}
 	if e := reply.(*actors.WriteReply).Error; e != nil {
-		writeError(w, fromActor(e))
+		writeError(w, e)
 		return
 	}
 	writeJSON(w, 200, ok)

@@ -37,7 +37,7 @@ func askAs[T proto.Message](ctx context.Context, s *Server, kind, id string, msg
 		return zero, err
 	}
 	if e, ok := reply.(interface{ GetError() *actors.Error }); ok && e.GetError() != nil {
-		return zero, fromActor(e.GetError())
+		return zero, e.GetError()
 	}
 	t, ok := reply.(T)
 	if !ok {

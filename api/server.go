@@ -172,7 +172,7 @@ func (s *Server) ask(ctx context.Context, kind, id string, msg proto.Message) (p
 		return nil, errInternal
 	}
 	if d, ok := reply.(*actors.Done); ok && d.Error != nil {
-		return nil, fromActor(d.Error)
+		return nil, d.Error
 	}
 	return reply, nil
 }

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -396,10 +395,9 @@ func (s *Server) roomSyncs(ctx context.Context, reqs []*actors.RoomSync) ([]*act
 	}
 	wg.Wait()
 	for i, err := range errs {
-		var e *Error
 		switch {
 		case err == nil:
-		case errors.As(err, &e) && e.Status < 500:
+		case answer(err).Status < 500:
 			s.log.Warn("room left out of sync", "room", reqs[i].RoomId, "user", reqs[i].UserId, "err", err)
 		default:
 			return nil, err

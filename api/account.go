@@ -17,13 +17,13 @@ import (
 )
 
 func (s *Server) accountRoutes() {
-	s.handle("POST", "/register", s.register)
-	s.handle("GET", "/register/available", s.registerAvailable)
-	s.handle("GET", "/login", s.loginFlows)
-	s.handle("POST", "/login", s.login)
-	s.handle("GET", "/account/whoami", s.authed(s.whoami))
-	s.handle("POST", "/logout", s.authed(s.logout))
-	s.handle("POST", "/logout/all", s.authed(s.logoutAll))
+	s.handleFunc("POST", "/register", s.register)
+	s.handleFunc("GET", "/register/available", s.registerAvailable)
+	s.handleFunc("GET", "/login", s.loginFlows)
+	s.handleFunc("POST", "/login", s.login)
+	s.handleFunc("GET", "/account/whoami", s.authedFunc(s.whoami))
+	s.handleFunc("POST", "/logout", s.authedFunc(s.logout))
+	s.handleFunc("POST", "/logout/all", s.authedFunc(s.logoutAll))
 	s.mux.HandleFunc("GET /_synapse/admin/v1/register", s.adminNonce)
 	s.mux.HandleFunc("POST /_synapse/admin/v1/register", s.adminRegister)
 }
@@ -77,7 +77,7 @@ type registerRequest struct {
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	var req registerRequest
-	if err := s.decode(w, r, &req, true); err != nil {
+	if err := s.decode(r, &req, true); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -190,7 +190,7 @@ var errBadLogin = errorf(403, "M_FORBIDDEN", "Invalid username or password.")
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	var req loginRequest
-	if err := s.decode(w, r, &req, false); err != nil {
+	if err := s.decode(r, &req, false); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -328,7 +328,7 @@ func RegistrationMAC(secret, nonce, username, password string, admin bool, userT
 
 func (s *Server) adminRegister(w http.ResponseWriter, r *http.Request) {
 	var req adminRegisterRequest
-	if err := s.decode(w, r, &req, false); err != nil {
+	if err := s.decode(r, &req, false); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -96,7 +96,18 @@ func (s *Server) authenticate(r *http.Request) (*session, error) {
 }
 
 // authed wraps a handler that needs an access token.
-func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, sess *session)) http.HandlerFunc {
+func (s *Server) authed(h authedHandler) handler {
+	return func(r *http.Request) (any, error) {
+		sess, err := s.authenticate(r)
+		if err != nil {
+			return nil, err
+		}
+		return h(r, sess)
+	}
+}
+
+// authedFunc wraps a handler that needs an access token.
+func (s *Server) authedFunc(h func(w http.ResponseWriter, r *http.Request, sess *session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		sess, err := s.authenticate(r)
 		if err != nil {

@@ -10,7 +10,7 @@ import (
 )
 
 func (s *Server) contextRoutes() {
-	s.handle("GET", "/rooms/{roomId}/context/{eventId}", s.authed(s.eventContext))
+	s.handleFunc("GET", "/rooms/{roomId}/context/{eventId}", s.authedFunc(s.eventContext))
 }
 
 // eventContext answers /context: an event and the events around it.

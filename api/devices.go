@@ -9,11 +9,11 @@ import (
 )
 
 func (s *Server) deviceRoutes() {
-	s.handle("GET", "/devices", s.authed(s.listDevices))
-	s.handle("GET", "/devices/{deviceId}", s.authed(s.getDevice))
-	s.handle("PUT", "/devices/{deviceId}", s.authed(s.renameDevice))
-	s.handle("DELETE", "/devices/{deviceId}", s.authed(s.deleteDevice))
-	s.handle("POST", "/delete_devices", s.authed(s.deleteDevices))
+	s.handleFunc("GET", "/devices", s.authedFunc(s.listDevices))
+	s.handleFunc("GET", "/devices/{deviceId}", s.authedFunc(s.getDevice))
+	s.handleFunc("PUT", "/devices/{deviceId}", s.authedFunc(s.renameDevice))
+	s.handleFunc("DELETE", "/devices/{deviceId}", s.authedFunc(s.deleteDevice))
+	s.handleFunc("POST", "/delete_devices", s.authedFunc(s.deleteDevices))
 }
 
 type deviceJSON struct {
@@ -67,7 +67,7 @@ func (s *Server) renameDevice(w http.ResponseWriter, r *http.Request, sess *sess
 	var body struct {
 		DisplayName *string `json:"display_name"`
 	}
-	if err := s.decode(w, r, &body, true); err != nil {
+	if err := s.decode(r, &body, true); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -129,7 +129,7 @@ func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, sess *ses
 
 func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, sess *session) {
 	var body uiaBody
-	if err := s.decode(w, r, &body, true); err != nil {
+	if err := s.decode(r, &body, true); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -154,7 +154,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, sess *sess
 
 func (s *Server) deleteDevices(w http.ResponseWriter, r *http.Request, sess *session) {
 	var body uiaBody
-	if err := s.decode(w, r, &body, false); err != nil {
+	if err := s.decode(r, &body, false); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -17,14 +17,14 @@ import (
 
 // directoryRoutes registers room aliases and the public room directory.
 func (s *Server) directoryRoutes() {
-	s.handle("GET", "/directory/room/{roomAlias}", s.getAlias)
-	s.handle("PUT", "/directory/room/{roomAlias}", s.authed(s.putAlias))
-	s.handle("DELETE", "/directory/room/{roomAlias}", s.authed(s.deleteAlias))
-	s.handle("GET", "/rooms/{roomId}/aliases", s.authed(s.roomAliases))
-	s.handle("GET", "/directory/list/room/{roomId}", s.getVisibility)
-	s.handle("PUT", "/directory/list/room/{roomId}", s.authed(s.putVisibility))
-	s.handle("GET", "/publicRooms", s.publicRoomsGet)
-	s.handle("POST", "/publicRooms", s.authed(s.publicRoomsPost))
+	s.handleFunc("GET", "/directory/room/{roomAlias}", s.getAlias)
+	s.handleFunc("PUT", "/directory/room/{roomAlias}", s.authedFunc(s.putAlias))
+	s.handleFunc("DELETE", "/directory/room/{roomAlias}", s.authedFunc(s.deleteAlias))
+	s.handleFunc("GET", "/rooms/{roomId}/aliases", s.authedFunc(s.roomAliases))
+	s.handleFunc("GET", "/directory/list/room/{roomId}", s.getVisibility)
+	s.handleFunc("PUT", "/directory/list/room/{roomId}", s.authedFunc(s.putVisibility))
+	s.handleFunc("GET", "/publicRooms", s.publicRoomsGet)
+	s.handleFunc("POST", "/publicRooms", s.authedFunc(s.publicRoomsPost))
 }
 
 // parseAlias checks the room alias grammar: #localpart:server, at most 255
@@ -86,7 +86,7 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, sess *session)
 	}
 	err := s.localAlias(alias)
 	if err == nil {
-		err = s.decode(w, r, &body, false)
+		err = s.decode(r, &body, false)
 	}
 	if err == nil && body.RoomID == nil {
 		err = errorf(400, "M_MISSING_PARAM", "Missing room_id.")
@@ -199,7 +199,7 @@ func (s *Server) putVisibility(w http.ResponseWriter, r *http.Request, sess *ses
 		Visibility *string `json:"visibility"`
 	}
 	if err == nil {
-		err = s.decode(w, r, &body, true)
+		err = s.decode(r, &body, true)
 	}
 	vis := "public"
 	if err == nil && body.Visibility != nil {
@@ -260,7 +260,7 @@ func (s *Server) publicRoomsGet(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) publicRoomsPost(w http.ResponseWriter, r *http.Request, _ *session) {
 	var pq publicQuery
-	err := s.decode(w, r, &pq, true)
+	err := s.decode(r, &pq, true)
 	s.answerPublic(w, r, &pq, err)
 }
 

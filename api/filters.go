@@ -9,8 +9,8 @@ import (
 )
 
 func (s *Server) filterRoutes() {
-	s.handle("POST", "/user/{userId}/filter", s.authed(s.putFilter))
-	s.handle("GET", "/user/{userId}/filter/{filterId}", s.authed(s.getFilter))
+	s.handleFunc("POST", "/user/{userId}/filter", s.authedFunc(s.putFilter))
+	s.handleFunc("GET", "/user/{userId}/filter/{filterId}", s.authedFunc(s.getFilter))
 }
 
 // ownUser checks that {userId} is the session's own user.
@@ -32,7 +32,7 @@ func (s *Server) putFilter(w http.ResponseWriter, r *http.Request, sess *session
 		writeError(w, err)
 		return
 	}
-	obj, err := s.readObject(w, r)
+	obj, err := s.readObject(r)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -22,20 +22,20 @@ const pendingTTL = 24 * time.Hour
 // endpoints, /create, and the authenticated /_matrix/client/v1/media ones.
 func (s *Server) mediaRoutes() {
 	for _, p := range []string{"/_matrix/media/v3", "/_matrix/media/r0"} {
-		s.mux.HandleFunc("POST "+p+"/upload", s.authed(s.upload))
+		s.mux.HandleFunc("POST "+p+"/upload", s.authedFunc(s.upload))
 		s.mux.HandleFunc("GET "+p+"/download/{serverName}/{mediaId}", s.download)
 		s.mux.HandleFunc("GET "+p+"/download/{serverName}/{mediaId}/{fileName}", s.download)
 		s.mux.HandleFunc("GET "+p+"/thumbnail/{serverName}/{mediaId}", s.thumbnail)
-		s.mux.HandleFunc("GET "+p+"/config", s.authed(s.mediaConfig))
+		s.mux.HandleFunc("GET "+p+"/config", s.authedFunc(s.mediaConfig))
 	}
-	s.mux.HandleFunc("POST /_matrix/media/v1/create", s.authed(s.createMedia))
-	s.mux.HandleFunc("PUT /_matrix/media/v3/upload/{serverName}/{mediaId}", s.authed(s.uploadTo))
+	s.mux.HandleFunc("POST /_matrix/media/v1/create", s.authedFunc(s.createMedia))
+	s.mux.HandleFunc("PUT /_matrix/media/v3/upload/{serverName}/{mediaId}", s.authedFunc(s.uploadTo))
 
 	const v1 = "/_matrix/client/v1/media"
-	s.mux.HandleFunc("GET "+v1+"/download/{serverName}/{mediaId}", s.authed(anySession(s.download)))
-	s.mux.HandleFunc("GET "+v1+"/download/{serverName}/{mediaId}/{fileName}", s.authed(anySession(s.download)))
-	s.mux.HandleFunc("GET "+v1+"/thumbnail/{serverName}/{mediaId}", s.authed(anySession(s.thumbnail)))
-	s.mux.HandleFunc("GET "+v1+"/config", s.authed(s.mediaConfig))
+	s.mux.HandleFunc("GET "+v1+"/download/{serverName}/{mediaId}", s.authedFunc(anySession(s.download)))
+	s.mux.HandleFunc("GET "+v1+"/download/{serverName}/{mediaId}/{fileName}", s.authedFunc(anySession(s.download)))
+	s.mux.HandleFunc("GET "+v1+"/thumbnail/{serverName}/{mediaId}", s.authedFunc(anySession(s.thumbnail)))
+	s.mux.HandleFunc("GET "+v1+"/config", s.authedFunc(s.mediaConfig))
 }
 
 // anySession adapts a handler that needs a valid token but not its session.
@@ -155,7 +155,7 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) ([]byte, err
 	if r.ContentLength > s.cfg.Limits.MaxUploadBytes {
 		return nil, errTooLarge
 	}
-	return readBody(w, r, s.cfg.Limits.MaxUploadBytes)
+	return readBody(r, s.cfg.Limits.MaxUploadBytes)
 }
 
 // newMediaMeta builds the record of a new upload. The content type is kept

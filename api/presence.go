@@ -9,8 +9,8 @@ import (
 
 // presenceRoutes registers the presence API.
 func (s *Server) presenceRoutes() {
-	s.handle("PUT", "/presence/{userId}/status", s.authed(s.putPresence))
-	s.handle("GET", "/presence/{userId}/status", s.authed(s.getPresence))
+	s.handleFunc("PUT", "/presence/{userId}/status", s.authedFunc(s.putPresence))
+	s.handleFunc("GET", "/presence/{userId}/status", s.authedFunc(s.getPresence))
 }
 
 type presenceBody struct {
@@ -30,7 +30,7 @@ func (s *Server) putPresence(w http.ResponseWriter, r *http.Request, sess *sessi
 		return
 	}
 	var body presenceBody
-	if err := s.decode(w, r, &body, false); err != nil {
+	if err := s.decode(r, &body, false); err != nil {
 		writeError(w, err)
 		return
 	}

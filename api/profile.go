@@ -20,12 +20,12 @@ func (s *Server) profileRoutes() {
 	for _, p := range profilePrefixes {
 		s.mux.HandleFunc("GET "+p+"/profile/{userId}", s.getProfile)
 		s.mux.HandleFunc("GET "+p+"/profile/{userId}/{keyName}", s.getField)
-		s.mux.HandleFunc("PUT "+p+"/profile/{userId}/{keyName}", s.authed(s.putField))
-		s.mux.HandleFunc("DELETE "+p+"/profile/{userId}/{keyName}", s.authed(s.deleteField))
+		s.mux.HandleFunc("PUT "+p+"/profile/{userId}/{keyName}", s.authedFunc(s.putField))
+		s.mux.HandleFunc("DELETE "+p+"/profile/{userId}/{keyName}", s.authedFunc(s.deleteField))
 	}
 	// MSC4437: replace the whole profile at once.
 	for _, p := range []string{"/_matrix/client/v3", "/_matrix/client/unstable/com.beeper.msc4437"} {
-		s.mux.HandleFunc("PUT "+p+"/profile/{userId}", s.authed(s.replaceProfile))
+		s.mux.HandleFunc("PUT "+p+"/profile/{userId}", s.authedFunc(s.replaceProfile))
 	}
 }
 
@@ -215,7 +215,7 @@ func (s *Server) putField(w http.ResponseWriter, r *http.Request, sess *session)
 
 // fieldValue reads the JSON body of a field write: an object holding the key.
 func (s *Server) fieldValue(w http.ResponseWriter, r *http.Request, key string) (json.RawMessage, error) {
-	obj, err := s.readObject(w, r)
+	obj, err := s.readObject(r)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +277,7 @@ func (s *Server) replaceProfile(w http.ResponseWriter, r *http.Request, sess *se
 		writeError(w, err)
 		return
 	}
-	obj, err := s.readObject(w, r)
+	obj, err := s.readObject(r)
 	if err != nil {
 		writeError(w, err)
 		return

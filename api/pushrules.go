@@ -13,10 +13,10 @@ import (
 // first /sync (matrix-js-sdk and Element wait for them). Changing rules,
 // and pushers, are not served yet.
 func (s *Server) pushRuleRoutes() {
-	s.handle("GET", "/pushrules/", s.authed(s.getPushRules))
-	s.handle("GET", "/pushrules/global/", s.authed(s.getPushRuleset))
-	s.handle("GET", "/pushrules/global/{kind}/{ruleId}", s.authed(s.getPushRule))
-	s.handle("GET", "/pushrules/global/{kind}/{ruleId}/{attr}", s.authed(s.getPushRule))
+	s.handleFunc("GET", "/pushrules/", s.authedFunc(s.getPushRules))
+	s.handleFunc("GET", "/pushrules/global/", s.authedFunc(s.getPushRuleset))
+	s.handleFunc("GET", "/pushrules/global/{kind}/{ruleId}", s.authedFunc(s.getPushRule))
+	s.handleFunc("GET", "/pushrules/global/{kind}/{ruleId}/{attr}", s.authedFunc(s.getPushRule))
 }
 
 func (s *Server) getPushRules(w http.ResponseWriter, _ *http.Request, sess *session) {

@@ -11,8 +11,8 @@ import (
 
 // readRoutes registers the timeline reads.
 func (s *Server) readRoutes() {
-	s.handle("GET", "/rooms/{roomId}/messages", s.authed(s.messages))
-	s.handle("GET", "/rooms/{roomId}/event/{eventId}", s.authed(s.getEvent))
+	s.handleFunc("GET", "/rooms/{roomId}/messages", s.authedFunc(s.messages))
+	s.handleFunc("GET", "/rooms/{roomId}/event/{eventId}", s.authedFunc(s.getEvent))
 }
 
 // maxMessages caps /messages' limit.

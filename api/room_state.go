@@ -11,14 +11,14 @@ import (
 // is optional: /state/{type} and /state/{type}/ both mean the empty key, and
 // {stateKey...} keeps a key that holds slashes.
 func (s *Server) stateRoutes() {
-	s.handle("GET", "/rooms/{roomId}/state", s.authed(s.getAllState))
-	s.handle("GET", "/rooms/{roomId}/state/{eventType}", s.authed(s.getStateEvent))
-	s.handle("GET", "/rooms/{roomId}/state/{eventType}/{stateKey...}", s.authed(s.getStateEvent))
-	s.handle("PUT", "/rooms/{roomId}/state/{eventType}", s.authed(s.putStateEvent))
-	s.handle("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey...}", s.authed(s.putStateEvent))
-	s.handle("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", s.authed(s.sendEvent))
-	s.handle("GET", "/rooms/{roomId}/members", s.authed(s.members))
-	s.handle("GET", "/rooms/{roomId}/joined_members", s.authed(s.joinedMembers))
+	s.handleFunc("GET", "/rooms/{roomId}/state", s.authedFunc(s.getAllState))
+	s.handleFunc("GET", "/rooms/{roomId}/state/{eventType}", s.authedFunc(s.getStateEvent))
+	s.handleFunc("GET", "/rooms/{roomId}/state/{eventType}/{stateKey...}", s.authedFunc(s.getStateEvent))
+	s.handleFunc("PUT", "/rooms/{roomId}/state/{eventType}", s.authedFunc(s.putStateEvent))
+	s.handleFunc("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey...}", s.authedFunc(s.putStateEvent))
+	s.handleFunc("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", s.authedFunc(s.sendEvent))
+	s.handleFunc("GET", "/rooms/{roomId}/members", s.authedFunc(s.members))
+	s.handleFunc("GET", "/rooms/{roomId}/joined_members", s.authedFunc(s.joinedMembers))
 }
 
 // eventTarget is a request's room, event type and state key, checked.
@@ -138,7 +138,7 @@ func (s *Server) sendEvent(w http.ResponseWriter, r *http.Request, sess *session
 
 // readContent reads an event content body: a JSON object.
 func (s *Server) readContent(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	obj, err := s.readObject(w, r)
+	obj, err := s.readObject(r)
 	if err != nil {
 		return nil, err
 	}

@@ -15,15 +15,15 @@ import (
 
 // roomRoutes registers the rooms API, /sync and presence.
 func (s *Server) roomRoutes() {
-	s.handle("POST", "/createRoom", s.authed(s.createRoom))
-	s.handle("POST", "/join/{roomIdOrAlias}", s.authed(s.joinByIDOrAlias))
+	s.handleFunc("POST", "/createRoom", s.authedFunc(s.createRoom))
+	s.handleFunc("POST", "/join/{roomIdOrAlias}", s.authedFunc(s.joinByIDOrAlias))
 	for _, action := range []string{"join", "leave", "invite", "kick", "ban", "unban", "forget"} {
-		s.handle("POST", "/rooms/{roomId}/"+action, s.authed(s.membershipAction(action)))
+		s.handleFunc("POST", "/rooms/{roomId}/"+action, s.authedFunc(s.membershipAction(action)))
 	}
-	s.handle("GET", "/joined_rooms", s.authed(s.joinedRooms))
+	s.handleFunc("GET", "/joined_rooms", s.authedFunc(s.joinedRooms))
 	s.stateRoutes()
 	s.readRoutes()
-	s.handle("GET", "/sync", s.authed(s.sync))
+	s.handleFunc("GET", "/sync", s.authedFunc(s.sync))
 	s.presenceRoutes()
 }
 
@@ -110,7 +110,7 @@ func (s *Server) targetProfile(ctx context.Context, user string) ([]byte, uint64
 // createRoom checks the body's known fields, then lets the new room's actor
 // build the room from it.
 func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, sess *session) {
-	body, err := s.readObject(w, r)
+	body, err := s.readObject(r)
 	var invitees map[string][]byte
 	if err == nil {
 		invitees, err = s.checkCreateRoom(r.Context(), body)
@@ -300,7 +300,7 @@ type membershipBody struct {
 // global profile, which becomes the member event's displayname and avatar.
 func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *session, room, action string) {
 	self := action == "join" || action == "leave" || action == "forget"
-	raw, err := readBody(w, r, s.cfg.Limits.MaxRequestBytes)
+	raw, err := readBody(r, s.cfg.Limits.MaxRequestBytes)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -65,14 +65,21 @@ func New(o Options) *Server {
 var clientPrefixes = []string{"/_matrix/client/v3", "/_matrix/client/r0"}
 
 // handle registers h for method and path under every client prefix.
-func (s *Server) handle(method, path string, h http.HandlerFunc) {
+func (s *Server) handle(method, path string, h handler) {
+	for _, p := range clientPrefixes {
+		s.route(method+" "+p+path, h)
+	}
+}
+
+// handleFunc registers h for method and path under every client prefix.
+func (s *Server) handleFunc(method, path string, h http.HandlerFunc) {
 	for _, p := range clientPrefixes {
 		s.mux.HandleFunc(method+" "+p+path, h)
 	}
 }
 
 func (s *Server) routes() {
-	s.mux.HandleFunc("GET /_matrix/client/versions", s.versions)
+	s.route("GET /_matrix/client/versions", s.versions)
 	s.handle("GET", "/capabilities", s.authed(s.capabilities))
 	s.accountRoutes()
 	s.profileRoutes()
@@ -177,8 +184,8 @@ func (s *Server) ask(ctx context.Context, kind, id string, msg proto.Message) (p
 	return reply, nil
 }
 
-func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]any{
+func (s *Server) versions(*http.Request) (any, error) {
+	return map[string]any{
 		"versions": []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
 			"v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16"},
 		"unstable_features": map[string]bool{
@@ -188,11 +195,11 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
 			"org.matrix.msc4069":            true,
 			"com.beeper.msc4437":            true,
 		},
-	})
+	}, nil
 }
 
-func (s *Server) capabilities(w http.ResponseWriter, r *http.Request, _ *session) {
-	writeJSON(w, 200, map[string]any{"capabilities": map[string]any{
+func (s *Server) capabilities(*http.Request, *session) (any, error) {
+	return map[string]any{"capabilities": map[string]any{
 		"m.change_password": map[string]bool{"enabled": false},
 		"m.room_versions": map[string]any{
 			"default": "10", "available": map[string]string{"10": "stable"},
@@ -201,7 +208,7 @@ func (s *Server) capabilities(w http.ResponseWriter, r *http.Request, _ *session
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
 		"m.profile_fields":  map[string]bool{"enabled": true},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
-	}})
+	}}, nil
 }
 
 // userIDParam parses a {userId} path value.

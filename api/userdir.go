@@ -11,7 +11,7 @@ import (
 )
 
 func (s *Server) userDirRoutes() {
-	s.handle("POST", "/user_directory/search", s.authed(s.searchUsers))
+	s.handleFunc("POST", "/user_directory/search", s.authedFunc(s.searchUsers))
 }
 
 type searchResult struct {
@@ -32,7 +32,7 @@ func (s *Server) searchUsers(w http.ResponseWriter, r *http.Request, sess *sessi
 		SearchTerm *string `json:"search_term"`
 		Limit      *int    `json:"limit"`
 	}
-	if err := s.decode(w, r, &body, false); err != nil {
+	if err := s.decode(r, &body, false); err != nil {
 		writeError(w, err)
 		return
 	}

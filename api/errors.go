@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"strconv"
 
@@ -17,6 +18,9 @@ type Error struct {
 	Message string
 	// RetryAfterMs is set on M_LIMIT_EXCEEDED; it becomes the Retry-After header.
 	RetryAfterMs int64
+	// Fields are more of the JSON body (user-interactive auth's flows); a
+	// body with Fields has no errcode when Code is empty.
+	Fields map[string]any
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -120,7 +124,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeError answers err as a Matrix error (see answer).
 func writeError(w http.ResponseWriter, err error) {
 	e := answer(err)
-	body := map[string]any{"errcode": e.Code, "error": e.Message}
+	body := map[string]any{}
+	maps.Copy(body, e.Fields)
+	if e.Code != "" || e.Fields == nil {
+		body["errcode"], body["error"] = e.Code, e.Message
+	}
 	if e.RetryAfterMs > 0 {
 		body["retry_after_ms"] = e.RetryAfterMs
 		w.Header().Set("Retry-After", strconv.FormatInt((e.RetryAfterMs+999)/1000, 10))

@@ -14,7 +14,7 @@ import (
 // roomAliases is GET /rooms/{roomId}/aliases: the local aliases of a room,
 // for its joined members, or anyone when its history is world_readable. An
 // unknown room is forbidden too, as for the room's other reads.
-func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) roomAliases(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	if err == nil && strings.ContainsRune(room, 0) {
 		err = errorf(400, "M_INVALID_PARAM", "Invalid room ID.")
@@ -41,10 +41,9 @@ func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request, sess *sessi
 		err = list.Error
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, map[string][]string{"aliases": list.Aliases})
+	return map[string][]string{"aliases": list.Aliases}, nil
 }
 
 // canonicalAliases is the content of an m.room.canonical_alias event.

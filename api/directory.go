@@ -17,14 +17,14 @@ import (
 
 // directoryRoutes registers room aliases and the public room directory.
 func (s *Server) directoryRoutes() {
-	s.handleFunc("GET", "/directory/room/{roomAlias}", s.getAlias)
-	s.handleFunc("PUT", "/directory/room/{roomAlias}", s.authedFunc(s.putAlias))
-	s.handleFunc("DELETE", "/directory/room/{roomAlias}", s.authedFunc(s.deleteAlias))
-	s.handleFunc("GET", "/rooms/{roomId}/aliases", s.authedFunc(s.roomAliases))
-	s.handleFunc("GET", "/directory/list/room/{roomId}", s.getVisibility)
-	s.handleFunc("PUT", "/directory/list/room/{roomId}", s.authedFunc(s.putVisibility))
-	s.handleFunc("GET", "/publicRooms", s.publicRoomsGet)
-	s.handleFunc("POST", "/publicRooms", s.authedFunc(s.publicRoomsPost))
+	s.handle("GET", "/directory/room/{roomAlias}", s.getAlias)
+	s.handle("PUT", "/directory/room/{roomAlias}", s.authed(s.putAlias))
+	s.handle("DELETE", "/directory/room/{roomAlias}", s.authed(s.deleteAlias))
+	s.handle("GET", "/rooms/{roomId}/aliases", s.authed(s.roomAliases))
+	s.handle("GET", "/directory/list/room/{roomId}", s.getVisibility)
+	s.handle("PUT", "/directory/list/room/{roomId}", s.authed(s.putVisibility))
+	s.handle("GET", "/publicRooms", s.publicRoomsGet)
+	s.handle("POST", "/publicRooms", s.authed(s.publicRoomsPost))
 }
 
 // parseAlias checks the room alias grammar: #localpart:server, at most 255
@@ -64,22 +64,13 @@ func (s *Server) resolveAlias(ctx context.Context, a string) (string, error) {
 	return reply.RoomId, nil
 }
 
-// respond answers v, or err as a Matrix error.
-func respond(w http.ResponseWriter, v any, err error) {
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, 200, v)
-}
-
-func (s *Server) getAlias(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getAlias(r *http.Request) (any, error) {
 	room, err := s.resolveAlias(r.Context(), r.PathValue("roomAlias"))
-	respond(w, map[string]any{"room_id": room, "servers": []string{s.cfg.ServerName}}, err)
+	return map[string]any{"room_id": room, "servers": []string{s.cfg.ServerName}}, err
 }
 
 // putAlias creates an alias for a room the user can see.
-func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) putAlias(r *http.Request, sess *session) (any, error) {
 	alias, user := r.PathValue("roomAlias"), string(sess.user)
 	var body struct {
 		RoomID *string `json:"room_id"`
@@ -102,12 +93,12 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, sess *session)
 		_, err = askAs[*actors.AliasReply](r.Context(), s, actors.KindAlias, alias,
 			&actors.PutAlias{Alias: alias, RoomId: *body.RoomID, UserId: user})
 	}
-	respond(w, map[string]any{}, err)
+	return map[string]any{}, err
 }
 
 // deleteAlias removes an alias: its creator, an admin or a member with the
 // power to change the room's canonical alias may.
-func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) deleteAlias(r *http.Request, sess *session) (any, error) {
 	alias := r.PathValue("roomAlias")
 	msg := &actors.DeleteAlias{Alias: alias, UserId: string(sess.user), Admin: sess.admin}
 	var cur *actors.AliasReply
@@ -126,7 +117,7 @@ func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request, sess *sessi
 	if err == nil {
 		s.dropCanonicalAlias(r.Context(), cur.RoomId, alias, sess)
 	}
-	respond(w, map[string]any{}, err)
+	return map[string]any{}, err
 }
 
 // dropCanonicalAlias takes a deleted alias out of its room's
@@ -175,7 +166,7 @@ func (s *Server) publicList(ctx context.Context) ([]string, error) {
 }
 
 // getVisibility answers whether a known room is in the public directory.
-func (s *Server) getVisibility(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getVisibility(r *http.Request) (any, error) {
 	room, err := roomParam(r)
 	var list []string
 	if err == nil {
@@ -188,12 +179,12 @@ func (s *Server) getVisibility(w http.ResponseWriter, r *http.Request) {
 	if _, found := slices.BinarySearch(list, room); found {
 		vis = "public"
 	}
-	respond(w, map[string]string{"visibility": vis}, err)
+	return map[string]string{"visibility": vis}, err
 }
 
 // putVisibility publishes or unpublishes a room; like aliases, it needs
 // the power to change the canonical alias (or a server admin).
-func (s *Server) putVisibility(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) putVisibility(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	var body struct {
 		Visibility *string `json:"visibility"`
@@ -217,7 +208,7 @@ func (s *Server) putVisibility(w http.ResponseWriter, r *http.Request, sess *ses
 	if err == nil {
 		_, err = s.ask(r.Context(), actors.KindDirectory, actors.DirectoryPublic, &actors.Publish{RoomId: room, Visible: vis == "public"})
 	}
-	respond(w, map[string]any{}, err)
+	return map[string]any{}, err
 }
 
 // publicRoom is one entry of /publicRooms.
@@ -245,7 +236,7 @@ type publicQuery struct {
 	} `json:"filter"`
 }
 
-func (s *Server) publicRoomsGet(w http.ResponseWriter, r *http.Request) {
+func (s *Server) publicRoomsGet(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	pq, err := &publicQuery{Since: new(q.Get("since"))}, error(nil)
 	if v := q.Get("limit"); v != "" {
@@ -255,18 +246,18 @@ func (s *Server) publicRoomsGet(w http.ResponseWriter, r *http.Request) {
 			err = errorf(400, "M_INVALID_PARAM", "Bad limit.")
 		}
 	}
-	s.answerPublic(w, r, pq, err)
+	return s.answerPublic(r, pq, err)
 }
 
-func (s *Server) publicRoomsPost(w http.ResponseWriter, r *http.Request, _ *session) {
+func (s *Server) publicRoomsPost(r *http.Request, _ *session) (any, error) {
 	var pq publicQuery
 	err := s.decode(r, &pq, true)
-	s.answerPublic(w, r, &pq, err)
+	return s.answerPublic(r, &pq, err)
 }
 
 // answerPublic lists the published rooms that match, most members first.
 // Only this server's directory is served (?server names another: 404).
-func (s *Server) answerPublic(w http.ResponseWriter, r *http.Request, pq *publicQuery, err error) {
+func (s *Server) answerPublic(r *http.Request, pq *publicQuery, err error) (any, error) {
 	offset := 0
 	if err == nil && pq.Since != nil && *pq.Since != "" {
 		if offset, err = strconv.Atoi(*pq.Since); err != nil || offset < 0 {
@@ -281,8 +272,7 @@ func (s *Server) answerPublic(w http.ResponseWriter, r *http.Request, pq *public
 		ids, err = s.publicList(r.Context())
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	rooms := slices.DeleteFunc(s.summaries(r.Context(), ids), func(p *publicRoom) bool { return p == nil || !pq.matches(p) })
 	slices.SortFunc(rooms, func(a, b *publicRoom) int {
@@ -298,7 +288,7 @@ func (s *Server) answerPublic(w http.ResponseWriter, r *http.Request, pq *public
 		out["prev_batch"] = strconv.Itoa(max(0, start-*pq.Limit))
 	}
 	out["chunk"] = rooms[start:end]
-	writeJSON(w, 200, out)
+	return out, nil
 }
 
 func (pq *publicQuery) matches(p *publicRoom) bool {

@@ -2,9 +2,9 @@ package api
 
 import "net/http"
 
-// handler answers one request. What it returns is written by serve: a
-// value as JSON with status 200 (a json.RawMessage as it is), a selfWriter
-// by itself, an error as a Matrix error.
+// handler answers one request. What it returns is written by serve: an
+// error as a Matrix error (whatever the value), else the value as JSON with
+// status 200 (a json.RawMessage as it is) or, a selfWriter, by itself.
 type handler func(r *http.Request) (any, error)
 
 // authedHandler is a handler of requests that carry an access token; sess

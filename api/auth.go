@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -20,8 +19,6 @@ type session struct {
 	device string
 	admin  bool
 }
-
-type sessionKey struct{}
 
 // newToken makes an access token. It names its user, so that any node can
 // route the check to the user's actor, and holds 256 random bits; only its
@@ -103,17 +100,5 @@ func (s *Server) authed(h authedHandler) handler {
 			return nil, err
 		}
 		return h(r, sess)
-	}
-}
-
-// authedFunc wraps a handler that needs an access token.
-func (s *Server) authedFunc(h func(w http.ResponseWriter, r *http.Request, sess *session)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		sess, err := s.authenticate(r)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess)
 	}
 }

@@ -15,15 +15,15 @@ import (
 
 // roomRoutes registers the rooms API, /sync and presence.
 func (s *Server) roomRoutes() {
-	s.handleFunc("POST", "/createRoom", s.authedFunc(s.createRoom))
-	s.handleFunc("POST", "/join/{roomIdOrAlias}", s.authedFunc(s.joinByIDOrAlias))
+	s.handle("POST", "/createRoom", s.authed(s.createRoom))
+	s.handle("POST", "/join/{roomIdOrAlias}", s.authed(s.joinByIDOrAlias))
 	for _, action := range []string{"join", "leave", "invite", "kick", "ban", "unban", "forget"} {
-		s.handleFunc("POST", "/rooms/{roomId}/"+action, s.authedFunc(s.membershipAction(action)))
+		s.handle("POST", "/rooms/{roomId}/"+action, s.authed(s.membershipAction(action)))
 	}
-	s.handleFunc("GET", "/joined_rooms", s.authedFunc(s.joinedRooms))
+	s.handle("GET", "/joined_rooms", s.authed(s.joinedRooms))
 	s.stateRoutes()
 	s.readRoutes()
-	s.handleFunc("GET", "/sync", s.authedFunc(s.sync))
+	s.handle("GET", "/sync", s.authed(s.sync))
 	s.presenceRoutes()
 }
 
@@ -109,42 +109,37 @@ func (s *Server) targetProfile(ctx context.Context, user string) ([]byte, uint64
 
 // createRoom checks the body's known fields, then lets the new room's actor
 // build the room from it.
-func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 	body, err := s.readObject(r)
 	var invitees map[string][]byte
 	if err == nil {
 		invitees, err = s.checkCreateRoom(r.Context(), body)
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	profile, version, _, err := s.memberProfile(r.Context(), string(sess.user))
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	room := "!" + randomString(14)[:18] + ":" + s.cfg.ServerName
 	alias, err := s.createAlias(r.Context(), body, room, string(sess.user))
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if err := s.checkInitialCanonicalAlias(r.Context(), body, room); err != nil {
 		s.releaseAlias(r.Context(), alias, room, string(sess.user))
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	raw, _ := json.Marshal(body)
 	msg := &actors.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
 		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees}
 	if _, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg); err != nil {
 		s.releaseAlias(r.Context(), alias, room, string(sess.user))
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	s.publishCreated(r.Context(), body, room)
-	writeJSON(w, 200, map[string]string{"room_id": room})
+	return map[string]string{"room_id": room}, nil
 }
 
 // jsonKind is the first byte of a valid JSON value, which names its type:
@@ -260,32 +255,30 @@ func isNonEmptyString(v json.RawMessage) bool {
 }
 
 // joinByIDOrAlias is POST /join/{roomIdOrAlias}; an alias is resolved first.
-func (s *Server) joinByIDOrAlias(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) joinByIDOrAlias(r *http.Request, sess *session) (any, error) {
 	target := r.PathValue("roomIdOrAlias")
 	switch {
 	case strings.HasPrefix(target, "#"):
 		room, err := s.resolveAlias(r.Context(), target)
 		if err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
-		s.changeMembership(w, r, sess, room, "join")
+		return s.changeMembership(r, sess, room, "join")
 	case !validRoomID(target):
-		writeError(w, errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID or alias %q.", target)))
+		return nil, errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID or alias %q.", target))
 	default:
-		s.changeMembership(w, r, sess, target, "join")
+		return s.changeMembership(r, sess, target, "join")
 	}
 }
 
 // membershipAction is the handler of POST /rooms/{roomId}/{action}.
-func (s *Server) membershipAction(action string) func(http.ResponseWriter, *http.Request, *session) {
-	return func(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) membershipAction(action string) authedHandler {
+	return func(r *http.Request, sess *session) (any, error) {
 		room, err := roomParam(r)
 		if err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
-		s.changeMembership(w, r, sess, room, action)
+		return s.changeMembership(r, sess, room, action)
 	}
 }
 
@@ -298,17 +291,15 @@ type membershipBody struct {
 // room. Join and leave act on the sender and may have an empty body; the
 // others name their target in user_id. Joins and invites carry the target's
 // global profile, which becomes the member event's displayname and avatar.
-func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *session, room, action string) {
+func (s *Server) changeMembership(r *http.Request, sess *session, room, action string) (any, error) {
 	self := action == "join" || action == "leave" || action == "forget"
 	raw, err := readBody(r, s.cfg.Limits.MaxRequestBytes)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	var body membershipBody
 	if err := decodeBytes(raw, &body, self); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	msg := &actors.ChangeMembership{RoomId: room, Sender: string(sess.user), Target: string(sess.user), Action: action}
 	if action == "join" && len(bytes.TrimSpace(raw)) > 0 {
@@ -319,12 +310,10 @@ func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *
 	}
 	if !self {
 		if body.UserID == nil {
-			writeError(w, errorf(400, "M_MISSING_PARAM", "Missing user_id."))
-			return
+			return nil, errorf(400, "M_MISSING_PARAM", "Missing user_id.")
 		}
 		if _, _, err := parseUserID(*body.UserID); err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
 		msg.Target = *body.UserID
 	}
@@ -342,21 +331,20 @@ func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *
 	}
 	switch {
 	case err != nil:
-		writeError(w, err)
+		return nil, err
 	case action == "join":
-		writeJSON(w, 200, map[string]string{"room_id": room})
+		return map[string]string{"room_id": room}, nil
 	default:
-		writeJSON(w, 200, map[string]any{})
+		return map[string]any{}, nil
 	}
 }
 
 // joinedRooms lists the rooms the user's actor has the user joined to.
-func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) joinedRooms(r *http.Request, sess *session) (any, error) {
 	user := string(sess.user)
 	rooms, err := askAs[*actors.RoomsReply](r.Context(), s, actors.KindUser, user, &actors.GetRooms{UserId: user})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	joined := []string{}
 	for _, m := range rooms.Rooms {
@@ -364,5 +352,5 @@ func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request, sess *sessi
 			joined = append(joined, m.RoomId)
 		}
 	}
-	writeJSON(w, 200, map[string][]string{"joined_rooms": joined})
+	return map[string][]string{"joined_rooms": joined}, nil
 }

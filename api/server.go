@@ -71,13 +71,6 @@ func (s *Server) handle(method, path string, h handler) {
 	}
 }
 
-// handleFunc registers h for method and path under every client prefix.
-func (s *Server) handleFunc(method, path string, h http.HandlerFunc) {
-	for _, p := range clientPrefixes {
-		s.mux.HandleFunc(method+" "+p+path, h)
-	}
-}
-
 func (s *Server) routes() {
 	s.route("GET /_matrix/client/versions", s.versions)
 	s.handle("GET", "/capabilities", s.authed(s.capabilities))

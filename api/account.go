@@ -135,7 +135,7 @@ func (s *Server) createAccount(r *http.Request, user id.UserID, password string,
 		token, th = newToken(user)
 		msg.Device = &actors.NewDevice{DeviceId: deviceID, TokenHash: th, DisplayName: deviceName}
 	}
-	if _, err := s.ask(r.Context(), actors.KindUser, string(user), msg); err != nil {
+	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, string(user), msg); err != nil {
 		return nil, err
 	}
 	resp := map[string]any{"user_id": user, "home_server": s.cfg.ServerName}
@@ -154,11 +154,11 @@ func (s *Server) registerAvailable(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	reply, err := s.ask(r.Context(), actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
+	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
 	if err != nil {
 		return nil, err
 	}
-	if reply.(*actors.Account).Exists {
+	if acct.Exists {
 		return nil, errorf(400, "M_USER_IN_USE", "User ID already taken.")
 	}
 	return map[string]bool{"available": true}, nil
@@ -204,11 +204,10 @@ func (s *Server) login(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, errBadLogin
 	}
-	reply, err := s.ask(r.Context(), actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
+	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
 	if err != nil {
 		return nil, err
 	}
-	acct := reply.(*actors.Account)
 	if !acct.Exists || len(acct.PasswordHash) == 0 ||
 		bcrypt.CompareHashAndPassword(acct.PasswordHash, []byte(req.Password)) != nil {
 		return nil, errBadLogin
@@ -219,7 +218,7 @@ func (s *Server) login(r *http.Request) (any, error) {
 	}
 	token, th := newToken(user)
 	dev := &actors.NewDevice{DeviceId: deviceID, TokenHash: th, DisplayName: req.InitialDeviceDisplayName}
-	if _, err := s.ask(r.Context(), actors.KindUser, string(user), &actors.AddDevice{UserId: string(user), Device: dev}); err != nil {
+	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, string(user), &actors.AddDevice{UserId: string(user), Device: dev}); err != nil {
 		return nil, err
 	}
 	return map[string]any{"user_id": user, "access_token": token, "device_id": deviceID, "home_server": s.cfg.ServerName}, nil
@@ -238,7 +237,7 @@ func (s *Server) logoutAll(r *http.Request, sess *session) (any, error) {
 }
 
 func (s *Server) removeDevices(r *http.Request, m *actors.RemoveDevices) (any, error) {
-	if _, err := s.ask(r.Context(), actors.KindUser, m.UserId, m); err != nil {
+	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, m.UserId, m); err != nil {
 		return nil, err
 	}
 	return map[string]any{}, nil

@@ -71,7 +71,7 @@ func (s *Server) renameDevice(r *http.Request, sess *session) (any, error) {
 		return map[string]any{}, nil
 	}
 	msg := &actors.RenameDevice{UserId: string(sess.user), DeviceId: r.PathValue("deviceId"), DisplayName: *body.DisplayName}
-	if _, err := s.ask(r.Context(), actors.KindUser, string(sess.user), msg); err != nil {
+	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, string(sess.user), msg); err != nil {
 		return nil, err
 	}
 	return map[string]any{}, nil

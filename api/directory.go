@@ -206,7 +206,7 @@ func (s *Server) putVisibility(r *http.Request, sess *session) (any, error) {
 		err = errorf(403, "M_FORBIDDEN", "You may not change this room's visibility in the directory.")
 	}
 	if err == nil {
-		_, err = s.ask(r.Context(), actors.KindDirectory, actors.DirectoryPublic, &actors.Publish{RoomId: room, Visible: vis == "public"})
+		_, err = askAs[*actors.Done](r.Context(), s, actors.KindDirectory, actors.DirectoryPublic, &actors.Publish{RoomId: room, Visible: vis == "public"})
 	}
 	return map[string]any{}, err
 }
@@ -385,7 +385,7 @@ func (s *Server) publishCreated(ctx context.Context, body map[string]json.RawMes
 		return
 	}
 	msg := &actors.Publish{RoomId: room, Visible: true}
-	if _, err := s.ask(context.WithoutCancel(ctx), actors.KindDirectory, actors.DirectoryPublic, msg); err != nil {
+	if _, err := askAs[*actors.Done](context.WithoutCancel(ctx), s, actors.KindDirectory, actors.DirectoryPublic, msg); err != nil {
 		s.log.Error("publish new room", "room", room, "err", err)
 	}
 }

@@ -54,11 +54,10 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 		// Remote profiles come with federation.
 		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
 	}
-	reply, err := s.ask(r.Context(), actors.KindUser, user, &actors.GetProfile{UserId: user})
+	p, err := askAs[*actors.ProfileReply](r.Context(), s, actors.KindUser, user, &actors.GetProfile{UserId: user})
 	if err != nil {
 		return nil, err
 	}
-	p := reply.(*actors.ProfileReply)
 	if !p.Exists {
 		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
 	}
@@ -69,12 +68,12 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 // (profile.limit_to_shared_rooms).
 func (s *Server) shareRoom(r *http.Request, a, b string) error {
 	joined := func(user string) (map[string]bool, error) {
-		reply, err := s.ask(r.Context(), actors.KindUser, user, &actors.GetRooms{UserId: user})
+		reply, err := askAs[*actors.RoomsReply](r.Context(), s, actors.KindUser, user, &actors.GetRooms{UserId: user})
 		if err != nil {
 			return nil, err
 		}
 		out := map[string]bool{}
-		for _, m := range reply.(*actors.RoomsReply).Rooms {
+		for _, m := range reply.Rooms {
 			if m.Membership == "join" {
 				out[m.RoomId] = true
 			}
@@ -289,12 +288,8 @@ func (s *Server) replaceProfile(r *http.Request, sess *session) (any, error) {
 
 // profileWrite sends a write to the user's actor and answers once it is durable.
 func (s *Server) profileWrite(r *http.Request, user string, msg proto.Message, ok map[string]any) (any, error) {
-	reply, err := s.ask(r.Context(), actors.KindUser, user, msg)
-	if err != nil {
+	if _, err := askAs[*actors.WriteReply](r.Context(), s, actors.KindUser, user, msg); err != nil {
 		return nil, err
-	}
-	if e := reply.(*actors.WriteReply).Error; e != nil {
-		return nil, e
 	}
 	return ok, nil
 }

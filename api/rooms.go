@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
-
 	"persona/actors"
 )
 
@@ -25,26 +23,6 @@ func (s *Server) roomRoutes() {
 	s.readRoutes()
 	s.handle("GET", "/sync", s.authed(s.sync))
 	s.presenceRoutes()
-}
-
-// askAs sends msg to the actor kind/id and expects a T back. An Error the
-// reply carries (every room reply has one) becomes that error, and a reply
-// of another type an internal error, never a panic.
-func askAs[T proto.Message](ctx context.Context, s *Server, kind, id string, msg proto.Message) (T, error) {
-	var zero T
-	reply, err := s.ask(ctx, kind, id, msg)
-	if err != nil {
-		return zero, err
-	}
-	if e, ok := reply.(interface{ GetError() *actors.Error }); ok && e.GetError() != nil {
-		return zero, e.GetError()
-	}
-	t, ok := reply.(T)
-	if !ok {
-		s.log.Error("actor answered an unexpected type", "kind", kind, "want", fmt.Sprintf("%T", zero), "got", fmt.Sprintf("%T", reply))
-		return zero, errInternal
-	}
-	return t, nil
 }
 
 // validRoomID checks the room ID grammar: !opaque:server.
@@ -327,7 +305,7 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 		_, err = askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg)
 	}
 	if err == nil && action == "forget" {
-		_, err = s.ask(r.Context(), actors.KindUser, string(sess.user), &actors.ForgetRoom{UserId: string(sess.user), RoomId: room})
+		_, err = askAs[*actors.Done](r.Context(), s, actors.KindUser, string(sess.user), &actors.ForgetRoom{UserId: string(sess.user), RoomId: room})
 	}
 	switch {
 	case err != nil:

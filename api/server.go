@@ -158,23 +158,32 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// ask sends msg to an actor and returns its answer; an actor's Done with an
-// error becomes that error.
-func (s *Server) ask(ctx context.Context, kind, id string, msg proto.Message) (proto.Message, error) {
+// askAs sends msg to the actor kind/id and expects a T back: the one way
+// api reads an actor's reply. An Error the reply carries (Done and every
+// reply with a result have one) becomes that error, a reply of another type
+// an internal error, never a panic; an actor that does not answer in time
+// is errUnavailable.
+func askAs[T proto.Message](ctx context.Context, s *Server, kind, id string, msg proto.Message) (T, error) {
+	var zero T
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	reply, err := s.host.Request(ctx, kind, id, msg)
 	if errors.Is(err, actors.ErrTimeout) {
-		return nil, errUnavailable
+		return zero, errUnavailable
 	}
 	if err != nil {
 		s.log.Error("actor request failed", "kind", kind, "err", err)
-		return nil, errInternal
+		return zero, errInternal
 	}
-	if d, ok := reply.(*actors.Done); ok && d.Error != nil {
-		return nil, d.Error
+	if e, ok := reply.(interface{ GetError() *actors.Error }); ok && e.GetError() != nil {
+		return zero, e.GetError()
 	}
-	return reply, nil
+	t, ok := reply.(T)
+	if !ok {
+		s.log.Error("actor answered an unexpected type", "kind", kind, "want", fmt.Sprintf("%T", zero), "got", fmt.Sprintf("%T", reply))
+		return zero, errInternal
+	}
+	return t, nil
 }
 
 func (s *Server) versions(*http.Request) (any, error) {

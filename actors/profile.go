@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/id"
 
+	"persona/internal/mxid"
 	"persona/storage"
 )
 
@@ -96,14 +97,8 @@ var uriScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*$`)
 // ValidMXC reports whether s is a well-formed mxc://server/mediaId URI.
 func ValidMXC(s string) bool {
 	uri, err := id.ParseContentURI(s)
-	return err == nil && uri.IsValid() && id.IsValidMediaID(uri.FileID) && ValidServerName(uri.Homeserver)
+	return err == nil && uri.IsValid() && id.IsValidMediaID(uri.FileID) && mxid.ValidServerName(uri.Homeserver)
 }
-
-var serverName = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,255})(:[0-9]{1,5})?$`)
-
-// ValidServerName reports whether s is a Matrix server name: a host name or
-// IP literal with an optional port.
-func ValidServerName(s string) bool { return serverName.MatchString(s) }
 
 // ProfileSize is the size of fields as one canonical JSON object. Keys follow
 // the key grammar and values are canonical, so it is computed, not encoded.

@@ -2,11 +2,11 @@ package actors
 
 import (
 	"encoding/json"
-	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
+	"maunium.net/go/mautrix/id"
 
 	"persona/storage"
 )
@@ -227,8 +227,7 @@ func (r *room) wakeKey() []byte {
 }
 
 func (r *room) local(user string) bool {
-	_, server, ok := strings.Cut(user, ":")
-	return ok && server == r.h.cfg.ServerName
+	return id.UserID(user).Homeserver() == r.h.cfg.ServerName
 }
 
 // notifyMember sends a local user's actor its membership here, if its

@@ -5,7 +5,6 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"persona/actors"
+	"persona/internal/mxid"
 )
 
 func (s *Server) accountRoutes() {
@@ -28,16 +28,11 @@ func (s *Server) accountRoutes() {
 	s.route("POST /_synapse/admin/v1/register", s.adminRegister)
 }
 
-// localpartGrammar is the spec's user ID localpart grammar.
-var localpartGrammar = regexp.MustCompile(`^[a-z0-9._=\-/+]+$`)
-
-// parseUserID splits a full user ID, checking the sigil and the server name.
+// parseUserID splits a full user ID (mxid.ParseUserID); an invalid one is
+// M_INVALID_PARAM.
 func parseUserID(s string) (localpart, server string, err error) {
-	if len(s) > 255 || !strings.HasPrefix(s, "@") {
-		return "", "", errorf(400, "M_INVALID_PARAM", "Invalid user ID.")
-	}
-	localpart, server, err = id.UserID(s).Parse()
-	if err != nil || localpart == "" || !actors.ValidServerName(server) {
+	localpart, server, err = mxid.ParseUserID(s)
+	if err != nil {
 		return "", "", errorf(400, "M_INVALID_PARAM", "Invalid user ID.")
 	}
 	return localpart, server, nil
@@ -53,7 +48,7 @@ func (s *Server) newUserID(username string) (id.UserID, error) {
 		}
 		local = l
 	}
-	if !localpartGrammar.MatchString(local) {
+	if id.ValidateUserLocalpart(local) != nil {
 		return "", errorf(400, "M_INVALID_USERNAME", "User ID may only contain a-z, 0-9, and ._=-/+")
 	}
 	u := id.NewUserID(local, s.cfg.ServerName)

@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"persona/actors"
+	"persona/internal/mxid"
 )
 
 // directoryRoutes registers room aliases and the public room directory.
@@ -32,7 +33,7 @@ func (s *Server) directoryRoutes() {
 func parseAlias(a string) (server string, err error) {
 	local, server, ok := strings.Cut(strings.TrimPrefix(a, "#"), ":")
 	badRune := func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || r == unicode.ReplacementChar }
-	if len(a) > 255 || !strings.HasPrefix(a, "#") || !ok || local == "" || !actors.ValidServerName(server) ||
+	if len(a) > 255 || !strings.HasPrefix(a, "#") || !ok || local == "" || !mxid.ValidServerName(server) ||
 		strings.IndexFunc(local, badRune) >= 0 {
 		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room alias %q.", a))
 	}

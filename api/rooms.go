@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"persona/actors"
+	"persona/internal/mxid"
 )
 
 // roomRoutes registers the rooms API, /sync and presence.
@@ -28,7 +29,7 @@ func (s *Server) roomRoutes() {
 // validRoomID checks the room ID grammar: !opaque:server.
 func validRoomID(room string) bool {
 	opaque, server, ok := strings.Cut(strings.TrimPrefix(room, "!"), ":")
-	return len(room) <= 255 && strings.HasPrefix(room, "!") && ok && opaque != "" && actors.ValidServerName(server)
+	return len(room) <= 255 && strings.HasPrefix(room, "!") && ok && opaque != "" && mxid.ValidServerName(server)
 }
 
 // roomParam is the {roomId} path value, checked.

@@ -11,7 +11,7 @@ import (
 // register creates the account, the profile (displayname) and the first device.
 func (u *user) register(ctx actor.Context, m *Register) {
 	if u.exists {
-		ctx.Respond(&Done{Error: &Error{Status: 400, Errcode: "M_USER_IN_USE", Message: "User ID already taken."}})
+		ctx.Respond(&Done{Error: conflict(Error_USER, "User ID already taken.")})
 		return
 	}
 	u.exists = true
@@ -36,7 +36,7 @@ func (u *user) register(ctx actor.Context, m *Register) {
 
 func (u *user) addDevice(ctx actor.Context, m *AddDevice) {
 	if !u.exists {
-		ctx.Respond(&Done{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown user."}})
+		ctx.Respond(&Done{Error: notFound(Error_USER, "Unknown user.")})
 		return
 	}
 	var b storage.Batch

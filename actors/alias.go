@@ -97,7 +97,7 @@ func (d *durableActor) onCommitted(ctx actor.Context, m *committed, kind, id str
 
 // storageError is the answer of the right type for a write that failed.
 func storageError(m proto.Message) proto.Message {
-	e := &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "internal storage error"}
+	e := internal("internal storage error")
 	switch m.(type) {
 	case *AliasReply:
 		return &AliasReply{Error: e}
@@ -171,22 +171,22 @@ func (a *alias) Receive(ctx actor.Context) {
 	case *DeleteAlias:
 		a.delete(ctx, m)
 	default:
-		ctx.Respond(&Done{Error: badParam("M_UNRECOGNIZED", "Unknown request.")})
+		ctx.Respond(&Done{Error: unsupported()})
 	}
 	a.after(ctx)
 }
 
 func aliasNotFound() *Error {
-	return &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Room alias not found."}
+	return notFound(Error_ALIAS, "Room alias not found.")
 }
 
 func (a *alias) put(ctx actor.Context, m *PutAlias) {
 	if m.Alias != a.id || m.RoomId == "" || strings.ContainsRune(m.RoomId, 0) || m.UserId == "" {
-		ctx.Respond(&AliasReply{Error: badParam("M_INVALID_PARAM", "Bad alias request.")})
+		ctx.Respond(&AliasReply{Error: badValue(Error_ALIAS, "Bad alias request.")})
 		return
 	}
 	if a.latest != nil {
-		ctx.Respond(&AliasReply{Error: &Error{Status: 409, Errcode: "M_UNKNOWN", Message: "Room alias " + a.id + " already exists."}})
+		ctx.Respond(&AliasReply{Error: conflict(Error_ALIAS, "Room alias "+a.id+" already exists.")})
 		return
 	}
 	rec := &aliasRecord{RoomID: m.RoomId, Creator: m.UserId, Created: now()}
@@ -251,7 +251,7 @@ func (d *directory) Receive(ctx actor.Context) {
 	switch m := msg.(type) {
 	case *Publish:
 		if m.RoomId == "" || strings.ContainsRune(m.RoomId, 0) {
-			ctx.Respond(&Done{Error: badParam("M_INVALID_PARAM", "Bad room ID.")})
+			ctx.Respond(&Done{Error: badValue(Error_ROOM, "Bad room ID.")})
 			break
 		}
 		var b storage.Batch
@@ -275,7 +275,7 @@ func (d *directory) Receive(ctx actor.Context) {
 		slices.Sort(out.RoomIds)
 		ctx.Respond(out)
 	default:
-		ctx.Respond(&Done{Error: badParam("M_UNRECOGNIZED", "Unknown request.")})
+		ctx.Respond(&Done{Error: unsupported()})
 	}
 	d.after(ctx)
 }

@@ -65,12 +65,12 @@ func (a *aliasIndex) Receive(ctx actor.Context) {
 // list answers ListRoomAliases from the partition's index.
 func (a *aliasIndex) list(m *ListRoomAliases) *RoomAliasList {
 	if m.RoomId == "" || strings.ContainsRune(m.RoomId, 0) {
-		return &RoomAliasList{Error: badParam("M_INVALID_PARAM", "Bad room ID.")}
+		return &RoomAliasList{Error: badValue(Error_ROOM, "Bad room ID.")}
 	}
 	aliases, err := roomAliasesIn(a.h.store, a.part, m.RoomId)
 	if err != nil {
 		a.h.log.Error("read alias index", "room", m.RoomId, "err", err)
-		return &RoomAliasList{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "internal storage error"}}
+		return &RoomAliasList{Error: internal("internal storage error")}
 	}
 	return &RoomAliasList{Aliases: aliases}
 }

@@ -15,7 +15,7 @@ import (
 // same filter uploaded twice has one id.
 func (u *user) putFilter(ctx actor.Context, m *PutFilter) {
 	if !u.exists {
-		ctx.Respond(&FilterReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown user."}})
+		ctx.Respond(&FilterReply{Error: notFound(Error_USER, "Unknown user.")})
 		return
 	}
 	sum := sha256.Sum256(m.FilterJson)
@@ -28,11 +28,11 @@ func (u *user) putFilter(ctx actor.Context, m *PutFilter) {
 func (u *user) getFilter(ctx actor.Context, m *GetFilter) {
 	raw, err := u.h.store.Get(u.key("filter", m.FilterId))
 	if errors.Is(err, storage.ErrNotFound) || m.FilterId == "" {
-		ctx.Respond(&FilterReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "No such filter."}})
+		ctx.Respond(&FilterReply{Error: notFound(Error_FILTER, "No such filter.")})
 		return
 	}
 	if err != nil {
-		ctx.Respond(&FilterReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "read filter"}})
+		ctx.Respond(&FilterReply{Error: internal("read filter")})
 		return
 	}
 	ctx.Respond(&FilterReply{FilterId: m.FilterId, FilterJson: raw})
@@ -55,7 +55,7 @@ func (u *user) getDevices() *DevicesReply {
 func (u *user) renameDevice(ctx actor.Context, m *RenameDevice) {
 	d, ok := u.devices[m.DeviceId]
 	if !ok {
-		ctx.Respond(&Done{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown device."}})
+		ctx.Respond(&Done{Error: notFound(Error_DEVICE, "Unknown device.")})
 		return
 	}
 	d.DisplayName = m.DisplayName

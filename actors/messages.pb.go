@@ -78,12 +78,160 @@ func (Propagate) EnumDescriptor() ([]byte, []int) {
 	return file_messages_proto_rawDescGZIP(), []int{0}
 }
 
-// Error is a Matrix error an actor answers with.
+// Kind is the class of failure, what a caller branches on.
+type Error_Kind int32
+
+const (
+	Error_INTERNAL       Error_Kind = 0 // a failure of the server (storage, a bug); also an unset kind
+	Error_NOT_FOUND      Error_Kind = 1 // the subject does not exist
+	Error_FORBIDDEN      Error_Kind = 2 // the sender may not do this
+	Error_BAD_VALUE      Error_Kind = 3 // a parameter or field holds a value that is not allowed
+	Error_MALFORMED      Error_Kind = 4 // a body or content does not have the shape required
+	Error_LIMIT_EXCEEDED Error_Kind = 5 // a size or rate limit; retry_after_ms for a rate
+	Error_CONFLICT       Error_Kind = 6 // the current state does not allow it (it exists already, ...)
+	Error_UNSUPPORTED    Error_Kind = 7 // the actor does not handle this request
+	Error_UNAVAILABLE    Error_Kind = 8 // busy or stopping: the same request may succeed later
+)
+
+// Enum value maps for Error_Kind.
+var (
+	Error_Kind_name = map[int32]string{
+		0: "INTERNAL",
+		1: "NOT_FOUND",
+		2: "FORBIDDEN",
+		3: "BAD_VALUE",
+		4: "MALFORMED",
+		5: "LIMIT_EXCEEDED",
+		6: "CONFLICT",
+		7: "UNSUPPORTED",
+		8: "UNAVAILABLE",
+	}
+	Error_Kind_value = map[string]int32{
+		"INTERNAL":       0,
+		"NOT_FOUND":      1,
+		"FORBIDDEN":      2,
+		"BAD_VALUE":      3,
+		"MALFORMED":      4,
+		"LIMIT_EXCEEDED": 5,
+		"CONFLICT":       6,
+		"UNSUPPORTED":    7,
+		"UNAVAILABLE":    8,
+	}
+)
+
+func (x Error_Kind) Enum() *Error_Kind {
+	p := new(Error_Kind)
+	*p = x
+	return p
+}
+
+func (x Error_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Error_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_messages_proto_enumTypes[1].Descriptor()
+}
+
+func (Error_Kind) Type() protoreflect.EnumType {
+	return &file_messages_proto_enumTypes[1]
+}
+
+func (x Error_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Error_Kind.Descriptor instead.
+func (Error_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_messages_proto_rawDescGZIP(), []int{0, 0}
+}
+
+// Subject is what an error is about, when the kind alone does not say.
+type Error_Subject int32
+
+const (
+	Error_NONE       Error_Subject = 0
+	Error_USER       Error_Subject = 1
+	Error_ROOM       Error_Subject = 2
+	Error_ALIAS      Error_Subject = 3
+	Error_KEY        Error_Subject = 4 // a profile key name
+	Error_FIELD      Error_Subject = 5 // a profile field's value
+	Error_PROFILE    Error_Subject = 6 // a whole profile
+	Error_FILTER     Error_Subject = 7
+	Error_DEVICE     Error_Subject = 8
+	Error_EVENT      Error_Subject = 9
+	Error_TOKEN      Error_Subject = 10 // a pagination token
+	Error_MEMBERSHIP Error_Subject = 11
+)
+
+// Enum value maps for Error_Subject.
+var (
+	Error_Subject_name = map[int32]string{
+		0:  "NONE",
+		1:  "USER",
+		2:  "ROOM",
+		3:  "ALIAS",
+		4:  "KEY",
+		5:  "FIELD",
+		6:  "PROFILE",
+		7:  "FILTER",
+		8:  "DEVICE",
+		9:  "EVENT",
+		10: "TOKEN",
+		11: "MEMBERSHIP",
+	}
+	Error_Subject_value = map[string]int32{
+		"NONE":       0,
+		"USER":       1,
+		"ROOM":       2,
+		"ALIAS":      3,
+		"KEY":        4,
+		"FIELD":      5,
+		"PROFILE":    6,
+		"FILTER":     7,
+		"DEVICE":     8,
+		"EVENT":      9,
+		"TOKEN":      10,
+		"MEMBERSHIP": 11,
+	}
+)
+
+func (x Error_Subject) Enum() *Error_Subject {
+	p := new(Error_Subject)
+	*p = x
+	return p
+}
+
+func (x Error_Subject) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Error_Subject) Descriptor() protoreflect.EnumDescriptor {
+	return file_messages_proto_enumTypes[2].Descriptor()
+}
+
+func (Error_Subject) Type() protoreflect.EnumType {
+	return &file_messages_proto_enumTypes[2]
+}
+
+func (x Error_Subject) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Error_Subject.Descriptor instead.
+func (Error_Subject) EnumDescriptor() ([]byte, []int) {
+	return file_messages_proto_rawDescGZIP(), []int{0, 1}
+}
+
+// Error is what went wrong, in the actors' terms: its kind, what it is
+// about and a message for people. The api package alone turns it into an
+// HTTP status and a Matrix errcode.
 type Error struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        uint32                 `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`  // HTTP status
-	Errcode       string                 `protobuf:"bytes,2,opt,name=errcode,proto3" json:"errcode,omitempty"` // e.g. M_NOT_FOUND
+	Kind          Error_Kind             `protobuf:"varint,4,opt,name=kind,proto3,enum=persona.actors.Error_Kind" json:"kind,omitempty"`
+	Subject       Error_Subject          `protobuf:"varint,5,opt,name=subject,proto3,enum=persona.actors.Error_Subject" json:"subject,omitempty"`
 	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	RetryAfterMs  uint64                 `protobuf:"varint,6,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // LIMIT_EXCEEDED of a rate: when to try again
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -118,18 +266,18 @@ func (*Error) Descriptor() ([]byte, []int) {
 	return file_messages_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *Error) GetStatus() uint32 {
+func (x *Error) GetKind() Error_Kind {
 	if x != nil {
-		return x.Status
+		return x.Kind
 	}
-	return 0
+	return Error_INTERNAL
 }
 
-func (x *Error) GetErrcode() string {
+func (x *Error) GetSubject() Error_Subject {
 	if x != nil {
-		return x.Errcode
+		return x.Subject
 	}
-	return ""
+	return Error_NONE
 }
 
 func (x *Error) GetMessage() string {
@@ -137,6 +285,13 @@ func (x *Error) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *Error) GetRetryAfterMs() uint64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
 }
 
 // Register creates the account and profile of a new user, with its first device.
@@ -1389,11 +1544,39 @@ var File_messages_proto protoreflect.FileDescriptor
 
 const file_messages_proto_rawDesc = "" +
 	"\n" +
-	"\x0emessages.proto\x12\x0epersona.actors\"S\n" +
-	"\x05Error\x12\x16\n" +
-	"\x06status\x18\x01 \x01(\rR\x06status\x12\x18\n" +
-	"\aerrcode\x18\x02 \x01(\tR\aerrcode\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xb3\x01\n" +
+	"\x0emessages.proto\x12\x0epersona.actors\"\xe7\x03\n" +
+	"\x05Error\x12.\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x1a.persona.actors.Error.KindR\x04kind\x127\n" +
+	"\asubject\x18\x05 \x01(\x0e2\x1d.persona.actors.Error.SubjectR\asubject\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12$\n" +
+	"\x0eretry_after_ms\x18\x06 \x01(\x04R\fretryAfterMs\"\x94\x01\n" +
+	"\x04Kind\x12\f\n" +
+	"\bINTERNAL\x10\x00\x12\r\n" +
+	"\tNOT_FOUND\x10\x01\x12\r\n" +
+	"\tFORBIDDEN\x10\x02\x12\r\n" +
+	"\tBAD_VALUE\x10\x03\x12\r\n" +
+	"\tMALFORMED\x10\x04\x12\x12\n" +
+	"\x0eLIMIT_EXCEEDED\x10\x05\x12\f\n" +
+	"\bCONFLICT\x10\x06\x12\x0f\n" +
+	"\vUNSUPPORTED\x10\a\x12\x0f\n" +
+	"\vUNAVAILABLE\x10\b\"\x91\x01\n" +
+	"\aSubject\x12\b\n" +
+	"\x04NONE\x10\x00\x12\b\n" +
+	"\x04USER\x10\x01\x12\b\n" +
+	"\x04ROOM\x10\x02\x12\t\n" +
+	"\x05ALIAS\x10\x03\x12\a\n" +
+	"\x03KEY\x10\x04\x12\t\n" +
+	"\x05FIELD\x10\x05\x12\v\n" +
+	"\aPROFILE\x10\x06\x12\n" +
+	"\n" +
+	"\x06FILTER\x10\a\x12\n" +
+	"\n" +
+	"\x06DEVICE\x10\b\x12\t\n" +
+	"\x05EVENT\x10\t\x12\t\n" +
+	"\x05TOKEN\x10\n" +
+	"\x12\x0e\n" +
+	"\n" +
+	"MEMBERSHIP\x10\vJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03\"\xb3\x01\n" +
 	"\bRegister\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12#\n" +
 	"\rpassword_hash\x18\x02 \x01(\fR\fpasswordHash\x12\x14\n" +
@@ -1502,49 +1685,53 @@ func file_messages_proto_rawDescGZIP() []byte {
 	return file_messages_proto_rawDescData
 }
 
-var file_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_messages_proto_goTypes = []any{
 	(Propagate)(0),             // 0: persona.actors.Propagate
-	(*Error)(nil),              // 1: persona.actors.Error
-	(*Register)(nil),           // 2: persona.actors.Register
-	(*NewDevice)(nil),          // 3: persona.actors.NewDevice
-	(*GetAccount)(nil),         // 4: persona.actors.GetAccount
-	(*Account)(nil),            // 5: persona.actors.Account
-	(*AddDevice)(nil),          // 6: persona.actors.AddDevice
-	(*Authenticate)(nil),       // 7: persona.actors.Authenticate
-	(*AuthReply)(nil),          // 8: persona.actors.AuthReply
-	(*RemoveDevices)(nil),      // 9: persona.actors.RemoveDevices
-	(*Done)(nil),               // 10: persona.actors.Done
-	(*GetProfile)(nil),         // 11: persona.actors.GetProfile
-	(*ProfileReply)(nil),       // 12: persona.actors.ProfileReply
-	(*SetProfileField)(nil),    // 13: persona.actors.SetProfileField
-	(*DeleteProfileField)(nil), // 14: persona.actors.DeleteProfileField
-	(*ReplaceProfile)(nil),     // 15: persona.actors.ReplaceProfile
-	(*WriteReply)(nil),         // 16: persona.actors.WriteReply
-	(*PutFilter)(nil),          // 17: persona.actors.PutFilter
-	(*GetFilter)(nil),          // 18: persona.actors.GetFilter
-	(*FilterReply)(nil),        // 19: persona.actors.FilterReply
-	(*GetDevices)(nil),         // 20: persona.actors.GetDevices
-	(*DevicesReply)(nil),       // 21: persona.actors.DevicesReply
-	(*DeviceInfo)(nil),         // 22: persona.actors.DeviceInfo
-	(*RenameDevice)(nil),       // 23: persona.actors.RenameDevice
+	(Error_Kind)(0),            // 1: persona.actors.Error.Kind
+	(Error_Subject)(0),         // 2: persona.actors.Error.Subject
+	(*Error)(nil),              // 3: persona.actors.Error
+	(*Register)(nil),           // 4: persona.actors.Register
+	(*NewDevice)(nil),          // 5: persona.actors.NewDevice
+	(*GetAccount)(nil),         // 6: persona.actors.GetAccount
+	(*Account)(nil),            // 7: persona.actors.Account
+	(*AddDevice)(nil),          // 8: persona.actors.AddDevice
+	(*Authenticate)(nil),       // 9: persona.actors.Authenticate
+	(*AuthReply)(nil),          // 10: persona.actors.AuthReply
+	(*RemoveDevices)(nil),      // 11: persona.actors.RemoveDevices
+	(*Done)(nil),               // 12: persona.actors.Done
+	(*GetProfile)(nil),         // 13: persona.actors.GetProfile
+	(*ProfileReply)(nil),       // 14: persona.actors.ProfileReply
+	(*SetProfileField)(nil),    // 15: persona.actors.SetProfileField
+	(*DeleteProfileField)(nil), // 16: persona.actors.DeleteProfileField
+	(*ReplaceProfile)(nil),     // 17: persona.actors.ReplaceProfile
+	(*WriteReply)(nil),         // 18: persona.actors.WriteReply
+	(*PutFilter)(nil),          // 19: persona.actors.PutFilter
+	(*GetFilter)(nil),          // 20: persona.actors.GetFilter
+	(*FilterReply)(nil),        // 21: persona.actors.FilterReply
+	(*GetDevices)(nil),         // 22: persona.actors.GetDevices
+	(*DevicesReply)(nil),       // 23: persona.actors.DevicesReply
+	(*DeviceInfo)(nil),         // 24: persona.actors.DeviceInfo
+	(*RenameDevice)(nil),       // 25: persona.actors.RenameDevice
 }
 var file_messages_proto_depIdxs = []int32{
-	3,  // 0: persona.actors.Register.device:type_name -> persona.actors.NewDevice
-	3,  // 1: persona.actors.AddDevice.device:type_name -> persona.actors.NewDevice
-	1,  // 2: persona.actors.Done.error:type_name -> persona.actors.Error
-	0,  // 3: persona.actors.SetProfileField.propagate:type_name -> persona.actors.Propagate
-	0,  // 4: persona.actors.DeleteProfileField.propagate:type_name -> persona.actors.Propagate
-	0,  // 5: persona.actors.ReplaceProfile.propagate:type_name -> persona.actors.Propagate
-	1,  // 6: persona.actors.WriteReply.error:type_name -> persona.actors.Error
-	1,  // 7: persona.actors.FilterReply.error:type_name -> persona.actors.Error
-	22, // 8: persona.actors.DevicesReply.devices:type_name -> persona.actors.DeviceInfo
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	1,  // 0: persona.actors.Error.kind:type_name -> persona.actors.Error.Kind
+	2,  // 1: persona.actors.Error.subject:type_name -> persona.actors.Error.Subject
+	5,  // 2: persona.actors.Register.device:type_name -> persona.actors.NewDevice
+	5,  // 3: persona.actors.AddDevice.device:type_name -> persona.actors.NewDevice
+	3,  // 4: persona.actors.Done.error:type_name -> persona.actors.Error
+	0,  // 5: persona.actors.SetProfileField.propagate:type_name -> persona.actors.Propagate
+	0,  // 6: persona.actors.DeleteProfileField.propagate:type_name -> persona.actors.Propagate
+	0,  // 7: persona.actors.ReplaceProfile.propagate:type_name -> persona.actors.Propagate
+	3,  // 8: persona.actors.WriteReply.error:type_name -> persona.actors.Error
+	3,  // 9: persona.actors.FilterReply.error:type_name -> persona.actors.Error
+	24, // 10: persona.actors.DevicesReply.devices:type_name -> persona.actors.DeviceInfo
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_messages_proto_init() }
@@ -1557,7 +1744,7 @@ func file_messages_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_messages_proto_rawDesc), len(file_messages_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      3,
 			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,

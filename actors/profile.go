@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/id"
 
+	"persona/internal/mxid"
 	"persona/storage"
 )
 
@@ -37,10 +38,10 @@ var keyGrammar = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,254}$`)
 // ValidateKey checks a profile key name.
 func ValidateKey(key string) *Error {
 	if len(key) > MaxKeyBytes {
-		return &Error{Status: 400, Errcode: "M_KEY_TOO_LARGE", Message: fmt.Sprintf("Key names are limited to %d bytes.", MaxKeyBytes)}
+		return tooLarge(Error_KEY, fmt.Sprintf("Key names are limited to %d bytes.", MaxKeyBytes))
 	}
 	if !keyGrammar.MatchString(key) {
-		return &Error{Status: 400, Errcode: "M_INVALID_PARAM", Message: "Invalid profile key."}
+		return badValue(Error_KEY, "Invalid profile key.")
 	}
 	return nil
 }
@@ -49,13 +50,13 @@ func ValidateKey(key string) *Error {
 // canonical JSON.
 func ValidateValue(key string, value json.RawMessage, lim FieldLimits) (json.RawMessage, *Error) {
 	invalid := func(f string, a ...any) (json.RawMessage, *Error) {
-		return nil, &Error{Status: 400, Errcode: "M_INVALID_PARAM", Message: fmt.Sprintf(f, a...)}
+		return nil, badValue(Error_FIELD, fmt.Sprintf(f, a...))
 	}
 	canon := bytes.Clone(value)
 	err := canonicaljson.Canonicalize((*json.RawMessage)(&canon))
 	// The canonicaliser mangles some valid input (lone surrogates): check its output too.
 	if err != nil || !json.Valid(value) || !json.Valid(canon) {
-		return nil, &Error{Status: 400, Errcode: "M_BAD_JSON", Message: "Value is not valid JSON."}
+		return nil, malformed(Error_FIELD, "Value is not valid JSON.")
 	}
 	switch key {
 	case "displayname", "avatar_url", "m.tz":
@@ -96,14 +97,8 @@ var uriScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*$`)
 // ValidMXC reports whether s is a well-formed mxc://server/mediaId URI.
 func ValidMXC(s string) bool {
 	uri, err := id.ParseContentURI(s)
-	return err == nil && uri.IsValid() && id.IsValidMediaID(uri.FileID) && ValidServerName(uri.Homeserver)
+	return err == nil && uri.IsValid() && id.IsValidMediaID(uri.FileID) && mxid.ValidServerName(uri.Homeserver)
 }
-
-var serverName = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,255})(:[0-9]{1,5})?$`)
-
-// ValidServerName reports whether s is a Matrix server name: a host name or
-// IP literal with an optional port.
-func ValidServerName(s string) bool { return serverName.MatchString(s) }
 
 // ProfileSize is the size of fields as one canonical JSON object. Keys follow
 // the key grammar and values are canonical, so it is computed, not encoded.
@@ -153,7 +148,7 @@ func (u *user) deleteField(ctx actor.Context, m *DeleteProfileField) {
 func (u *user) replaceProfile(ctx actor.Context, m *ReplaceProfile) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(m.FieldsJson, &fields); err != nil {
-		ctx.Respond(&WriteReply{Error: &Error{Status: 400, Errcode: "M_BAD_JSON", Message: "Profile is not a JSON object."}})
+		ctx.Respond(&WriteReply{Error: malformed(Error_PROFILE, "Profile is not a JSON object.")})
 		return
 	}
 	for k, v := range fields {
@@ -172,12 +167,12 @@ func (u *user) replaceProfile(ctx actor.Context, m *ReplaceProfile) {
 // batch, delivered once durable.
 func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field, op string, mode Propagate) {
 	if !u.exists {
-		ctx.Respond(&WriteReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown user."}})
+		ctx.Respond(&WriteReply{Error: notFound(Error_USER, "Unknown user.")})
 		return
 	}
 	if ProfileSize(fields) > MaxProfileBytes {
-		ctx.Respond(&WriteReply{Error: &Error{Status: 400, Errcode: "M_PROFILE_TOO_LARGE",
-			Message: fmt.Sprintf("The profile would exceed %d bytes.", MaxProfileBytes)}})
+		ctx.Respond(&WriteReply{Error: tooLarge(Error_PROFILE,
+			fmt.Sprintf("The profile would exceed %d bytes.", MaxProfileBytes))})
 		return
 	}
 	if maps.EqualFunc(fields, u.profile.Fields, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {

@@ -27,7 +27,7 @@ func FuzzValidateField(f *testing.F) {
 		}
 		canon, e := ValidateValue(key, value, lim)
 		if e != nil {
-			if e.Status != 400 || e.Errcode == "" {
+			if (e.Kind != Error_BAD_VALUE && e.Kind != Error_MALFORMED) || e.Message == "" {
 				t.Fatalf("bad error %v", e)
 			}
 			return

@@ -228,7 +228,7 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 
 // notFoundReply is the answer of the right type for a room that does not exist.
 func notFoundReply(m proto.Message) proto.Message {
-	e := &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Unknown room."}
+	e := notFound(Error_ROOM, "Unknown room.")
 	switch m.(type) {
 	case *GetState:
 		return &StateReply{Error: forbidden("You are not a member of this room.")} // as for a room you cannot see

@@ -4,7 +4,7 @@ package actors
 // each side (filtered), tokens to page on from either end, and the state
 // at the last event returned.
 func (r *room) getContext(m *GetContext) *ContextReply {
-	notFound := &ContextReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Event not found."}}
+	notFound := &ContextReply{Error: notFound(Error_EVENT, "Event not found.")}
 	upto, e := r.view(m.UserId)
 	if e != nil {
 		return &ContextReply{Error: e}
@@ -16,7 +16,7 @@ func (r *room) getContext(m *GetContext) *ContextReply {
 	}
 	f, err := parseFilter(m.FilterJson)
 	if err != nil {
-		return &ContextReply{Error: badParam("M_BAD_JSON", "Bad filter.")}
+		return &ContextReply{Error: malformed(Error_FILTER, "Bad filter.")}
 	}
 	limit := int(m.Limit)
 	if m.Limit == 0 {

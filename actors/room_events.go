@@ -229,11 +229,6 @@ func (r *room) required(action string, eventType string, isState bool) int64 {
 	return num("events_default")
 }
 
-// forbidden is a 403 answer.
-func forbidden(msg string) *Error { return &Error{Status: 403, Errcode: "M_FORBIDDEN", Message: msg} }
-
-func badParam(code, msg string) *Error { return &Error{Status: 400, Errcode: code, Message: msg} }
-
 // strip removes the keys a copied member content must not carry (MSC4466).
 func strip(content map[string]any) {
 	delete(content, "reason")

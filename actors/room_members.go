@@ -2,11 +2,11 @@ package actors
 
 import (
 	"encoding/json"
-	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
+	"maunium.net/go/mautrix/id"
 
 	"persona/storage"
 )
@@ -93,7 +93,7 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 		}
 		content["membership"] = "leave"
 	default:
-		e = badParam("M_INVALID_PARAM", "Unknown membership action.")
+		e = badValue(Error_MEMBERSHIP, "Unknown membership action.")
 	}
 	if e != nil {
 		ctx.Respond(&SendReply{Error: e})
@@ -111,7 +111,7 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 	sk := target
 	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: sender, Content: mustJSON(content)}
 	if err := r.append(&b, ev); err != nil {
-		ctx.Respond(&SendReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: err.Error()}})
+		ctx.Respond(&SendReply{Error: internal(err.Error())})
 		return
 	}
 	rec := r.member(target)
@@ -137,7 +137,7 @@ func (r *room) joinRule() string {
 func (r *room) memberEvent(ctx actor.Context, m *SendEvent) {
 	var content map[string]any
 	if json.Unmarshal(m.ContentJson, &content) != nil || content == nil {
-		ctx.Respond(&SendReply{Error: badParam("M_BAD_JSON", "Member content must be an object.")})
+		ctx.Respond(&SendReply{Error: malformed(Error_MEMBERSHIP, "Member content must be an object.")})
 		return
 	}
 	membership, _ := content["membership"].(string)
@@ -163,7 +163,7 @@ func (r *room) memberEvent(ctx actor.Context, m *SendEvent) {
 	case "invite", "ban":
 		cm.Action = membership
 	default:
-		ctx.Respond(&SendReply{Error: badParam("M_BAD_JSON", "Unknown membership.")})
+		ctx.Respond(&SendReply{Error: malformed(Error_MEMBERSHIP, "Unknown membership.")})
 		return
 	}
 	r.membershipEvent(ctx, cm, content)
@@ -203,7 +203,7 @@ func (r *room) ownProfile(ctx actor.Context, m *SendEvent, content map[string]an
 	sk := m.Sender
 	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.Sender, Content: mustJSON(content), Txn: m.TxnId, Device: m.DeviceId}
 	if err := r.append(&b, ev); err != nil {
-		ctx.Respond(&SendReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: err.Error()}})
+		ctx.Respond(&SendReply{Error: internal(err.Error())})
 		return
 	}
 	r.putMember(&b, m.Sender)
@@ -227,8 +227,7 @@ func (r *room) wakeKey() []byte {
 }
 
 func (r *room) local(user string) bool {
-	_, server, ok := strings.Cut(user, ":")
-	return ok && server == r.h.cfg.ServerName
+	return id.UserID(user).Homeserver() == r.h.cfg.ServerName
 }
 
 // notifyMember sends a local user's actor its membership here, if its
@@ -302,7 +301,7 @@ func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
 // no longer read it, until joining again.
 func (r *room) forget(ctx actor.Context, m *ChangeMembership) {
 	if cur := r.membership(m.Sender); cur == "join" || cur == "invite" {
-		ctx.Respond(&SendReply{Error: badParam("M_UNKNOWN", "You are still in the room: leave it first.")})
+		ctx.Respond(&SendReply{Error: conflict(Error_MEMBERSHIP, "You are still in the room: leave it first.")})
 		return
 	}
 	rec := r.member(m.Sender)

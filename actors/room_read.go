@@ -77,7 +77,7 @@ func (r *room) getState(m *GetState) *StateReply {
 			evs = append(evs, ev)
 		}
 		if len(evs) == 0 {
-			return &StateReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "No such state event."}}
+			return &StateReply{Error: notFound(Error_EVENT, "No such state event.")}
 		}
 	} else {
 		for _, ev := range r.stateAt(upto) {
@@ -190,7 +190,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 	}
 	f, err := parseFilter(m.FilterJson)
 	if err != nil {
-		return &MessagesReply{Error: badParam("M_BAD_JSON", "Bad filter.")}
+		return &MessagesReply{Error: malformed(Error_FILTER, "Bad filter.")}
 	}
 	backward := m.Dir != "f"
 	from := uint64(0)
@@ -200,14 +200,14 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 	if m.From != "" {
 		var ok bool
 		if from, ok = r.parseToken(m.From); !ok {
-			return &MessagesReply{Error: badParam("M_INVALID_PARAM", "Bad from token.")}
+			return &MessagesReply{Error: badValue(Error_TOKEN, "Bad from token.")}
 		}
 	}
 	to, hasTo := uint64(0), m.To != ""
 	if hasTo {
 		var ok bool
 		if to, ok = r.parseToken(m.To); !ok {
-			return &MessagesReply{Error: badParam("M_INVALID_PARAM", "Bad to token.")}
+			return &MessagesReply{Error: badValue(Error_TOKEN, "Bad to token.")}
 		}
 	}
 	limit := int(m.Limit)
@@ -250,7 +250,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 		return true
 	})
 	if err != nil && !errors.Is(err, storage.ErrStopScan) {
-		return &MessagesReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "read timeline"}}
+		return &MessagesReply{Error: internal("read timeline")}
 	}
 	if len(out.Chunk) > 0 || more { // as Synapse: an end token whenever events came back
 		if backward {
@@ -270,7 +270,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 }
 
 func (r *room) getEvent(m *GetEvent) *EventReply {
-	notFound := &EventReply{Error: &Error{Status: 404, Errcode: "M_NOT_FOUND", Message: "Event not found."}}
+	notFound := &EventReply{Error: notFound(Error_EVENT, "Event not found.")}
 	upto, e := r.view(m.UserId)
 	if e != nil {
 		return notFound
@@ -344,7 +344,7 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 	}
 	rf, err := parseRoomFilter(m.FilterJson)
 	if err != nil {
-		return &RoomSyncReply{Error: badParam("M_BAD_JSON", "Bad filter.")}
+		return &RoomSyncReply{Error: malformed(Error_FILTER, "Bad filter.")}
 	}
 	limit := int(m.Limit) // the filter's, or the default: 0 asks for no timeline at all
 	if !m.FullState && r.quietSince(upto, m.Since, m.Upto) {

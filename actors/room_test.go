@@ -342,7 +342,7 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 	topic := func(sender string) *Error {
 		return askKind[*SendReply](t, h2, KindRoom, room, &SendEvent{RoomId: room, Sender: sender, Type: "m.room.power_levels", IsState: true, ContentJson: []byte(`{"users":{"` + sender + `":100}}`)}).Error
 	}
-	if e := topic(bob); e == nil || e.Errcode != "M_FORBIDDEN" {
+	if e := topic(bob); e == nil || e.Kind != Error_FORBIDDEN {
 		t.Fatalf("bob changed the power levels: %v", e)
 	}
 	if e := topic(alice); e != nil {

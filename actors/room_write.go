@@ -27,12 +27,12 @@ type createRequest struct {
 
 func (r *room) create(ctx actor.Context, m *CreateRoom) {
 	if r.exists {
-		ctx.Respond(&SendReply{Error: badParam("M_ROOM_IN_USE", "Room already exists.")})
+		ctx.Respond(&SendReply{Error: conflict(Error_ROOM, "Room already exists.")})
 		return
 	}
 	var req createRequest
 	if err := json.Unmarshal(m.RequestJson, &req); err != nil {
-		ctx.Respond(&SendReply{Error: badParam("M_BAD_JSON", "Bad /createRoom body.")})
+		ctx.Respond(&SendReply{Error: malformed(Error_ROOM, "Bad /createRoom body.")})
 		return
 	}
 	if req.Preset == "" {
@@ -116,7 +116,7 @@ func (r *room) create(ctx actor.Context, m *CreateRoom) {
 	}
 	if err != nil {
 		r.exists = false
-		ctx.Respond(&SendReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "Could not create the room."}})
+		ctx.Respond(&SendReply{Error: internal("Could not create the room.")})
 		return
 	}
 	rec := r.member(m.Creator)
@@ -174,7 +174,7 @@ func (r *room) send(ctx actor.Context, m *SendEvent) {
 		return
 	}
 	if m.Type == "m.room.create" {
-		ctx.Respond(&SendReply{Error: badParam("M_BAD_JSON", "A room has one create event: it cannot be sent again.")})
+		ctx.Respond(&SendReply{Error: malformed(Error_EVENT, "A room has one create event: it cannot be sent again.")})
 		return
 	}
 	if r.powerLevel(m.Sender) < r.required("", m.Type, m.IsState) {
@@ -204,7 +204,7 @@ func (r *room) send(ctx actor.Context, m *SendEvent) {
 	}
 	var b storage.Batch
 	if err := r.append(&b, ev); err != nil {
-		ctx.Respond(&SendReply{Error: &Error{Status: 500, Errcode: "M_UNKNOWN", Message: err.Error()}})
+		ctx.Respond(&SendReply{Error: internal(err.Error())})
 		return
 	}
 	r.commit(ctx, &b, &SendReply{EventId: ev.ID}, nil)
@@ -217,7 +217,7 @@ func (r *room) checkPowerLevels(sender string, content []byte) *Error {
 		Users map[string]float64 `json:"users"`
 	}
 	if json.Unmarshal(content, &next) != nil {
-		return badParam("M_BAD_JSON", "Bad power levels.")
+		return malformed(Error_EVENT, "Bad power levels.")
 	}
 	mine := r.powerLevel(sender)
 	old := r.stateContent("m.room.power_levels", "")

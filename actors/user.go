@@ -307,7 +307,7 @@ func (u *user) onCommitted(ctx actor.Context, m *committed) {
 
 // internalError is the answer of the right type for a write that failed.
 func internalError(m proto.Message) proto.Message {
-	e := &Error{Status: 500, Errcode: "M_UNKNOWN", Message: "internal storage error"}
+	e := internal("internal storage error")
 	switch m.(type) {
 	case *WriteReply, *SetProfileField, *DeleteProfileField, *ReplaceProfile:
 		return &WriteReply{Error: e}

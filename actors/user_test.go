@@ -74,7 +74,7 @@ func TestProfileWritesSurvivePassivationAndRestart(t *testing.T) {
 	if r := ask[*Done](t, h, u, &Register{UserId: u, Displayname: "alice", Device: &NewDevice{DeviceId: "D1", TokenHash: []byte("h1")}}); r.Error != nil {
 		t.Fatal(r.Error)
 	}
-	if r := ask[*Done](t, h, u, &Register{UserId: u}); r.Error.GetErrcode() != "M_USER_IN_USE" {
+	if r := ask[*Done](t, h, u, &Register{UserId: u}); r.Error.GetKind() != Error_CONFLICT || r.Error.GetSubject() != Error_USER {
 		t.Fatalf("second register: %v", r)
 	}
 	w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "displayname", ValueJson: []byte(`"Alice"`)})
@@ -115,7 +115,7 @@ func TestProfileTooLargeAndConcurrentWriters(t *testing.T) {
 	if w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "a.one", ValueJson: big}); w.Error != nil {
 		t.Fatal(w.Error)
 	}
-	if w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "a.two", ValueJson: big}); w.Error.GetErrcode() != "M_PROFILE_TOO_LARGE" {
+	if w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "a.two", ValueJson: big}); w.Error.GetKind() != Error_LIMIT_EXCEEDED || w.Error.GetSubject() != Error_PROFILE {
 		t.Fatalf("second big field: %v", w)
 	}
 	var wg sync.WaitGroup
@@ -138,14 +138,18 @@ func TestProfileTooLargeAndConcurrentWriters(t *testing.T) {
 
 func TestValidateKey(t *testing.T) {
 	for _, tc := range []struct {
-		key, code string
+		key, want string // want: the error's kind and subject, "" for none
 	}{
 		{"displayname", ""}, {"avatar_url", ""}, {"m.tz", ""}, {"com.example-x_1", ""},
-		{"Caps", "M_INVALID_PARAM"}, {"1abc", "M_INVALID_PARAM"}, {"", "M_INVALID_PARAM"},
-		{"a" + string(make([]byte, 255)), "M_KEY_TOO_LARGE"},
+		{"Caps", "BAD_VALUE KEY"}, {"1abc", "BAD_VALUE KEY"}, {"", "BAD_VALUE KEY"},
+		{"a" + string(make([]byte, 255)), "LIMIT_EXCEEDED KEY"},
 	} {
-		if got := ValidateKey(tc.key).GetErrcode(); got != tc.code {
-			t.Errorf("ValidateKey(%.20q) = %q, want %q", tc.key, got, tc.code)
+		got := ""
+		if e := ValidateKey(tc.key); e != nil {
+			got = e.Kind.String() + " " + e.Subject.String()
+		}
+		if got != tc.want {
+			t.Errorf("ValidateKey(%.20q) = %q, want %q", tc.key, got, tc.want)
 		}
 	}
 }

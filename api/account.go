@@ -5,7 +5,6 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"persona/actors"
+	"persona/internal/mxid"
 )
 
 func (s *Server) accountRoutes() {
@@ -24,20 +24,15 @@ func (s *Server) accountRoutes() {
 	s.handle("GET", "/account/whoami", s.authed(s.whoami))
 	s.handle("POST", "/logout", s.authed(s.logout))
 	s.handle("POST", "/logout/all", s.authed(s.logoutAll))
-	s.mux.HandleFunc("GET /_synapse/admin/v1/register", s.adminNonce)
-	s.mux.HandleFunc("POST /_synapse/admin/v1/register", s.adminRegister)
+	s.route("GET /_synapse/admin/v1/register", s.adminNonce)
+	s.route("POST /_synapse/admin/v1/register", s.adminRegister)
 }
 
-// localpartGrammar is the spec's user ID localpart grammar.
-var localpartGrammar = regexp.MustCompile(`^[a-z0-9._=\-/+]+$`)
-
-// parseUserID splits a full user ID, checking the sigil and the server name.
+// parseUserID splits a full user ID (mxid.ParseUserID); an invalid one is
+// M_INVALID_PARAM.
 func parseUserID(s string) (localpart, server string, err error) {
-	if len(s) > 255 || !strings.HasPrefix(s, "@") {
-		return "", "", errorf(400, "M_INVALID_PARAM", "Invalid user ID.")
-	}
-	localpart, server, err = id.UserID(s).Parse()
-	if err != nil || localpart == "" || !actors.ValidServerName(server) {
+	localpart, server, err = mxid.ParseUserID(s)
+	if err != nil {
 		return "", "", errorf(400, "M_INVALID_PARAM", "Invalid user ID.")
 	}
 	return localpart, server, nil
@@ -53,7 +48,7 @@ func (s *Server) newUserID(username string) (id.UserID, error) {
 		}
 		local = l
 	}
-	if !localpartGrammar.MatchString(local) {
+	if id.ValidateUserLocalpart(local) != nil {
 		return "", errorf(400, "M_INVALID_USERNAME", "User ID may only contain a-z, 0-9, and ._=-/+")
 	}
 	u := id.NewUserID(local, s.cfg.ServerName)
@@ -75,53 +70,51 @@ type registerRequest struct {
 	} `json:"auth"`
 }
 
-func (s *Server) register(w http.ResponseWriter, r *http.Request) {
+// uiaRequired is the 401 answer of user-interactive auth that offers stage.
+func uiaRequired(stage string) *Error {
+	return &Error{Status: 401, Fields: map[string]any{
+		"flows":   []map[string]any{{"stages": []string{stage}}},
+		"params":  map[string]any{},
+		"session": randomString(16),
+	}}
+}
+
+func (s *Server) register(r *http.Request) (any, error) {
 	var req registerRequest
-	if err := s.decode(w, r, &req, true); err != nil {
-		writeError(w, err)
-		return
+	if err := s.decode(r, &req, true); err != nil {
+		return nil, err
 	}
 	if kind := r.URL.Query().Get("kind"); kind == "guest" {
-		writeError(w, errorf(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled."))
-		return
+		return nil, errorf(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled.")
 	}
 	if !s.cfg.Registration.Open {
-		writeError(w, errorf(403, "M_FORBIDDEN", "Registration is disabled."))
-		return
+		return nil, errorf(403, "M_FORBIDDEN", "Registration is disabled.")
 	}
 	if req.Auth == nil || req.Auth.Type != "m.login.dummy" {
-		writeJSON(w, 401, map[string]any{
-			"flows":   []map[string]any{{"stages": []string{"m.login.dummy"}}},
-			"params":  map[string]any{},
-			"session": randomString(16),
-		})
-		return
+		return nil, uiaRequired("m.login.dummy")
 	}
 	if req.Username == "" {
 		req.Username = "u" + strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(randomString(9)))
 	}
 	user, err := s.newUserID(req.Username)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if len(req.Password) > 512 {
-		writeError(w, errorf(400, "M_INVALID_PARAM", "Password too long."))
-		return
+		return nil, errorf(400, "M_INVALID_PARAM", "Password too long.")
 	}
-	s.createAccount(w, r, user, req.Password, false, "", req.DeviceID, req.InitialDeviceDisplayName, req.InhibitLogin)
+	return s.createAccount(r, user, req.Password, false, "", req.DeviceID, req.InitialDeviceDisplayName, req.InhibitLogin)
 }
 
 // createAccount registers user with its profile and, unless inhibitLogin, a
 // first device, and answers as /register does.
-func (s *Server) createAccount(w http.ResponseWriter, r *http.Request, user id.UserID, password string, admin bool,
-	displayname, deviceID, deviceName string, inhibitLogin bool) {
+func (s *Server) createAccount(r *http.Request, user id.UserID, password string, admin bool,
+	displayname, deviceID, deviceName string, inhibitLogin bool) (any, error) {
 	var hash []byte
 	if password != "" {
 		var err error
 		if hash, err = bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost); err != nil {
-			writeError(w, errorf(400, "M_INVALID_PARAM", "Password cannot be used."))
-			return
+			return nil, errorf(400, "M_INVALID_PARAM", "Password cannot be used.")
 		}
 	}
 	if displayname == "" {
@@ -137,41 +130,37 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request, user id.U
 		token, th = newToken(user)
 		msg.Device = &actors.NewDevice{DeviceId: deviceID, TokenHash: th, DisplayName: deviceName}
 	}
-	if _, err := s.ask(r.Context(), actors.KindUser, string(user), msg); err != nil {
-		writeError(w, err)
-		return
+	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, string(user), msg); err != nil {
+		return nil, err
 	}
 	resp := map[string]any{"user_id": user, "home_server": s.cfg.ServerName}
 	if !inhibitLogin {
 		resp["access_token"], resp["device_id"] = token, deviceID
 	}
-	writeJSON(w, 200, resp)
+	return resp, nil
 }
 
 func newDeviceID() string {
 	return strings.ToUpper(strings.NewReplacer("-", "A", "_", "B").Replace(randomString(8)))
 }
 
-func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request) {
+func (s *Server) registerAvailable(r *http.Request) (any, error) {
 	user, err := s.newUserID(r.URL.Query().Get("username"))
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	reply, err := s.ask(r.Context(), actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
+	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	if reply.(*actors.Account).Exists {
-		writeError(w, errorf(400, "M_USER_IN_USE", "User ID already taken."))
-		return
+	if acct.Exists {
+		return nil, errorf(400, "M_USER_IN_USE", "User ID already taken.")
 	}
-	writeJSON(w, 200, map[string]bool{"available": true})
+	return map[string]bool{"available": true}, nil
 }
 
-func (s *Server) loginFlows(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]any{"flows": []map[string]string{{"type": "m.login.password"}}})
+func (s *Server) loginFlows(*http.Request) (any, error) {
+	return map[string]any{"flows": []map[string]string{{"type": "m.login.password"}}}, nil
 }
 
 type loginRequest struct {
@@ -188,43 +177,35 @@ type loginRequest struct {
 
 var errBadLogin = errorf(403, "M_FORBIDDEN", "Invalid username or password.")
 
-func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+func (s *Server) login(r *http.Request) (any, error) {
 	var req loginRequest
-	if err := s.decode(w, r, &req, false); err != nil {
-		writeError(w, err)
-		return
+	if err := s.decode(r, &req, false); err != nil {
+		return nil, err
 	}
 	if req.Type != "m.login.password" {
-		writeError(w, errorf(400, "M_UNKNOWN", "Unknown login type."))
-		return
+		return nil, errorf(400, "M_UNKNOWN", "Unknown login type.")
 	}
 	name := req.User
 	if req.Identifier != nil {
 		if req.Identifier.Type != "m.id.user" {
-			writeError(w, errorf(400, "M_UNKNOWN", "Unknown identifier type."))
-			return
+			return nil, errorf(400, "M_UNKNOWN", "Unknown identifier type.")
 		}
 		name = req.Identifier.User
 	}
 	if name == "" || req.Password == "" {
-		writeError(w, errorf(400, "M_BAD_JSON", "User and password are required."))
-		return
+		return nil, errorf(400, "M_BAD_JSON", "User and password are required.")
 	}
 	user, err := s.newUserID(name)
 	if err != nil {
-		writeError(w, errBadLogin)
-		return
+		return nil, errBadLogin
 	}
-	reply, err := s.ask(r.Context(), actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
+	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	acct := reply.(*actors.Account)
 	if !acct.Exists || len(acct.PasswordHash) == 0 ||
 		bcrypt.CompareHashAndPassword(acct.PasswordHash, []byte(req.Password)) != nil {
-		writeError(w, errBadLogin)
-		return
+		return nil, errBadLogin
 	}
 	deviceID := req.DeviceID
 	if deviceID == "" {
@@ -232,31 +213,29 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	token, th := newToken(user)
 	dev := &actors.NewDevice{DeviceId: deviceID, TokenHash: th, DisplayName: req.InitialDeviceDisplayName}
-	if _, err := s.ask(r.Context(), actors.KindUser, string(user), &actors.AddDevice{UserId: string(user), Device: dev}); err != nil {
-		writeError(w, err)
-		return
+	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, string(user), &actors.AddDevice{UserId: string(user), Device: dev}); err != nil {
+		return nil, err
 	}
-	writeJSON(w, 200, map[string]any{"user_id": user, "access_token": token, "device_id": deviceID, "home_server": s.cfg.ServerName})
+	return map[string]any{"user_id": user, "access_token": token, "device_id": deviceID, "home_server": s.cfg.ServerName}, nil
 }
 
-func (s *Server) whoami(w http.ResponseWriter, r *http.Request, sess *session) {
-	writeJSON(w, 200, map[string]any{"user_id": sess.user, "device_id": sess.device, "is_guest": false})
+func (s *Server) whoami(_ *http.Request, sess *session) (any, error) {
+	return map[string]any{"user_id": sess.user, "device_id": sess.device, "is_guest": false}, nil
 }
 
-func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *session) {
-	s.removeDevices(w, r, &actors.RemoveDevices{UserId: string(sess.user), DeviceIds: []string{sess.device}})
+func (s *Server) logout(r *http.Request, sess *session) (any, error) {
+	return s.removeDevices(r, &actors.RemoveDevices{UserId: string(sess.user), DeviceIds: []string{sess.device}})
 }
 
-func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request, sess *session) {
-	s.removeDevices(w, r, &actors.RemoveDevices{UserId: string(sess.user), All: true})
+func (s *Server) logoutAll(r *http.Request, sess *session) (any, error) {
+	return s.removeDevices(r, &actors.RemoveDevices{UserId: string(sess.user), All: true})
 }
 
-func (s *Server) removeDevices(w http.ResponseWriter, r *http.Request, m *actors.RemoveDevices) {
-	if _, err := s.ask(r.Context(), actors.KindUser, m.UserId, m); err != nil {
-		writeError(w, err)
-		return
+func (s *Server) removeDevices(r *http.Request, m *actors.RemoveDevices) (any, error) {
+	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, m.UserId, m); err != nil {
+		return nil, err
 	}
-	writeJSON(w, 200, map[string]any{})
+	return map[string]any{}, nil
 }
 
 // nonces are the single-use nonces of shared-secret registration.
@@ -292,12 +271,11 @@ func (n *nonces) use(nonce string) bool {
 	return ok && time.Since(t) <= nonceTTL
 }
 
-func (s *Server) adminNonce(w http.ResponseWriter, r *http.Request) {
+func (s *Server) adminNonce(*http.Request) (any, error) {
 	if s.secret == "" {
-		writeError(w, errorf(400, "M_UNKNOWN", "Shared secret registration is not enabled."))
-		return
+		return nil, errorf(400, "M_UNKNOWN", "Shared secret registration is not enabled.")
 	}
-	writeJSON(w, 200, map[string]string{"nonce": s.nonces.issue()})
+	return map[string]string{"nonce": s.nonces.issue()}, nil
 }
 
 type adminRegisterRequest struct {
@@ -326,33 +304,27 @@ func RegistrationMAC(secret, nonce, username, password string, admin bool, userT
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func (s *Server) adminRegister(w http.ResponseWriter, r *http.Request) {
+func (s *Server) adminRegister(r *http.Request) (any, error) {
 	var req adminRegisterRequest
-	if err := s.decode(w, r, &req, false); err != nil {
-		writeError(w, err)
-		return
+	if err := s.decode(r, &req, false); err != nil {
+		return nil, err
 	}
 	if s.secret == "" {
-		writeError(w, errorf(400, "M_UNKNOWN", "Shared secret registration is not enabled."))
-		return
+		return nil, errorf(400, "M_UNKNOWN", "Shared secret registration is not enabled.")
 	}
 	if req.Nonce == "" || req.Username == "" || req.MAC == "" {
-		writeError(w, errorf(400, "M_MISSING_PARAM", "nonce, username and mac are required."))
-		return
+		return nil, errorf(400, "M_MISSING_PARAM", "nonce, username and mac are required.")
 	}
 	if !s.nonces.use(req.Nonce) {
-		writeError(w, errorf(400, "M_UNKNOWN", "Unrecognised nonce."))
-		return
+		return nil, errorf(400, "M_UNKNOWN", "Unrecognised nonce.")
 	}
 	want := RegistrationMAC(s.secret, req.Nonce, req.Username, req.Password, req.Admin, req.UserType)
 	if !hmac.Equal([]byte(want), []byte(strings.ToLower(req.MAC))) {
-		writeError(w, errorf(403, "M_FORBIDDEN", "HMAC incorrect."))
-		return
+		return nil, errorf(403, "M_FORBIDDEN", "HMAC incorrect.")
 	}
 	user, err := s.newUserID(req.Username)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	s.createAccount(w, r, user, req.Password, req.Admin, req.Displayname, "", "", false)
+	return s.createAccount(r, user, req.Password, req.Admin, req.Displayname, "", "", false)
 }

@@ -14,31 +14,27 @@ import (
 const SecretHeader = "X-Persona-Shared-Secret"
 
 func (s *Server) adminRoutes() {
-	s.mux.HandleFunc("GET /_persona/admin/v1/users/{userId}/pending", s.admin(s.pending))
+	s.route("GET /_persona/admin/v1/users/{userId}/pending", s.admin(s.pending))
 }
 
 // admin wraps a handler for server admins: an admin's access token, or the
 // shared secret in SecretHeader.
-func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) admin(h handler) handler {
+	return func(r *http.Request) (any, error) {
 		if sec := r.Header.Get(SecretHeader); sec != "" {
 			if s.secret == "" || subtle.ConstantTimeCompare([]byte(sec), []byte(s.secret)) != 1 {
-				writeError(w, errorf(403, "M_FORBIDDEN", "Wrong shared secret."))
-				return
+				return nil, errorf(403, "M_FORBIDDEN", "Wrong shared secret.")
 			}
-			h(w, r)
-			return
+			return h(r)
 		}
 		sess, err := s.authenticate(r)
 		if err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
 		if !sess.admin {
-			writeError(w, errorf(403, "M_FORBIDDEN", "You are not a server admin."))
-			return
+			return nil, errorf(403, "M_FORBIDDEN", "You are not a server admin.")
 		}
-		h(w, r)
+		return h(r)
 	}
 }
 
@@ -47,31 +43,28 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 // ?limit= of them, default 100). The user must be a local
 // user that exists: anyone else has no propagation to show, and answering
 // "0 rooms behind" for them would hide a typo.
-func (s *Server) pending(w http.ResponseWriter, r *http.Request) {
+func (s *Server) pending(r *http.Request) (any, error) {
 	user, err := s.localUserParam(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	limit := 100
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 10000 {
-			writeError(w, errorf(400, "M_INVALID_PARAM", "limit must be a number from 0 to 10000."))
-			return
+			return nil, errorf(400, "M_INVALID_PARAM", "limit must be a number from 0 to 10000.")
 		}
 		limit = n
 	}
 	p, err := askAs[*actors.PendingReply](r.Context(), s, actors.KindUser, user, &actors.GetPending{UserId: user, Limit: uint32(limit)})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	rooms := make([]map[string]any, 0, len(p.Rooms))
 	for _, room := range p.Rooms {
 		rooms = append(rooms, map[string]any{"room_id": room.RoomId, "acked_version": room.Acked, "in_flight": room.InFlight})
 	}
-	writeJSON(w, 200, map[string]any{"user_id": user, "version": p.Version, "pending": p.Behind, "rooms": rooms})
+	return map[string]any{"user_id": user, "version": p.Version, "pending": p.Behind, "rooms": rooms}, nil
 }
 
 // localUserParam is the {userId} of an admin request: a user of this server

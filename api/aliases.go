@@ -14,7 +14,7 @@ import (
 // roomAliases is GET /rooms/{roomId}/aliases: the local aliases of a room,
 // for its joined members, or anyone when its history is world_readable. An
 // unknown room is forbidden too, as for the room's other reads.
-func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) roomAliases(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	if err == nil && strings.ContainsRune(room, 0) {
 		err = errorf(400, "M_INVALID_PARAM", "Invalid room ID.")
@@ -24,7 +24,7 @@ func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request, sess *sessi
 		sum, err = s.roomSummary(r.Context(), room, string(sess.user))
 	}
 	forbidden := errorf(403, "M_FORBIDDEN", "You may not list this room's aliases.")
-	if e := (*Error)(nil); errors.As(err, &e) && e.Status == 404 {
+	if isKind(err, actors.Error_NOT_FOUND) {
 		err = forbidden
 	}
 	if err == nil && !sum.Joined && sum.HistoryVisibility != "world_readable" {
@@ -38,13 +38,12 @@ func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request, sess *sessi
 		}
 	}
 	if err == nil && list.Error != nil {
-		err = fromActor(list.Error)
+		err = list.Error
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, map[string][]string{"aliases": list.Aliases})
+	return map[string][]string{"aliases": list.Aliases}, nil
 }
 
 // canonicalAliases is the content of an m.room.canonical_alias event.
@@ -100,9 +99,8 @@ func (s *Server) checkCanonicalAlias(ctx context.Context, room string, content, 
 			continue
 		}
 		reply, err := askAs[*actors.AliasReply](ctx, s, actors.KindAlias, a, &actors.GetAlias{Alias: a})
-		var e *Error
 		switch {
-		case (errors.As(err, &e) && e.Status == 404) || (err == nil && reply.RoomId != room):
+		case isKind(err, actors.Error_NOT_FOUND) || (err == nil && reply.RoomId != room):
 			return errorf(400, "M_BAD_ALIAS", "Room alias "+a+" does not point to this room.")
 		case err != nil:
 			return err
@@ -129,7 +127,7 @@ func (s *Server) checkNewCanonicalAlias(ctx context.Context, room, user, key str
 func (s *Server) currentCanonicalAlias(ctx context.Context, room, user, key string) ([]byte, error) {
 	msg := &actors.GetState{RoomId: room, UserId: user, Type: "m.room.canonical_alias", StateKey: key}
 	reply, err := askAs[*actors.StateReply](ctx, s, actors.KindRoom, room, msg)
-	if e := (*Error)(nil); errors.As(err, &e) && e.Status == 404 {
+	if isKind(err, actors.Error_NOT_FOUND) {
 		return nil, nil
 	}
 	if err != nil || len(reply.EventsJson) == 0 {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -20,8 +19,6 @@ type session struct {
 	device string
 	admin  bool
 }
-
-type sessionKey struct{}
 
 // newToken makes an access token. It names its user, so that any node can
 // route the check to the user's actor, and holds 256 random bits; only its
@@ -96,13 +93,12 @@ func (s *Server) authenticate(r *http.Request) (*session, error) {
 }
 
 // authed wraps a handler that needs an access token.
-func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, sess *session)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) authed(h authedHandler) handler {
+	return func(r *http.Request) (any, error) {
 		sess, err := s.authenticate(r)
 		if err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess)
+		return h(r, sess)
 	}
 }

@@ -39,48 +39,42 @@ func (s *Server) devices(r *http.Request, sess *session) ([]deviceJSON, error) {
 	return out, nil
 }
 
-func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) listDevices(r *http.Request, sess *session) (any, error) {
 	devs, err := s.devices(r, sess)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, map[string]any{"devices": devs})
+	return map[string]any{"devices": devs}, nil
 }
 
-func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) getDevice(r *http.Request, sess *session) (any, error) {
 	devs, err := s.devices(r, sess)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	for _, d := range devs {
 		if d.DeviceID == r.PathValue("deviceId") {
-			writeJSON(w, 200, d)
-			return
+			return d, nil
 		}
 	}
-	writeError(w, errorf(404, "M_NOT_FOUND", "Unknown device."))
+	return nil, errorf(404, "M_NOT_FOUND", "Unknown device.")
 }
 
-func (s *Server) renameDevice(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) renameDevice(r *http.Request, sess *session) (any, error) {
 	var body struct {
 		DisplayName *string `json:"display_name"`
 	}
-	if err := s.decode(w, r, &body, true); err != nil {
-		writeError(w, err)
-		return
+	if err := s.decode(r, &body, true); err != nil {
+		return nil, err
 	}
 	if body.DisplayName == nil {
-		writeJSON(w, 200, map[string]any{})
-		return
+		return map[string]any{}, nil
 	}
 	msg := &actors.RenameDevice{UserId: string(sess.user), DeviceId: r.PathValue("deviceId"), DisplayName: *body.DisplayName}
-	if _, err := s.ask(r.Context(), actors.KindUser, string(sess.user), msg); err != nil {
-		writeError(w, err)
-		return
+	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, string(sess.user), msg); err != nil {
+		return nil, err
 	}
-	writeJSON(w, 200, map[string]any{})
+	return map[string]any{}, nil
 }
 
 // uiaBody is the part of a user-interactive-auth body we read.
@@ -99,67 +93,59 @@ type uiaBody struct {
 
 // checkPassword runs user-interactive authentication with m.login.password:
 // without auth it answers 401 with the flows; a wrong password is 401 too,
-// with M_FORBIDDEN. It reports whether the request may go on.
-func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, sess *session, body *uiaBody) bool {
-	flows := map[string]any{"flows": []map[string]any{{"stages": []string{"m.login.password"}}}, "params": map[string]any{}, "session": randomString(16)}
+// with M_FORBIDDEN. A nil error lets the request go on.
+func (s *Server) checkPassword(r *http.Request, sess *session, body *uiaBody) error {
 	if body.Auth == nil || body.Auth.Type != "m.login.password" {
-		writeJSON(w, 401, flows)
-		return false
+		return uiaRequired("m.login.password")
 	}
 	who := body.Auth.User
 	if body.Auth.Identifier != nil {
 		who = body.Auth.Identifier.User
 	}
 	if u, err := s.newUserID(who); err != nil || u != sess.user {
-		writeError(w, errorf(403, "M_FORBIDDEN", "You can only authenticate as yourself."))
-		return false
+		return errorf(403, "M_FORBIDDEN", "You can only authenticate as yourself.")
 	}
 	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, string(sess.user), &actors.GetAccount{UserId: string(sess.user)})
 	if err != nil {
-		writeError(w, err)
-		return false
+		return err
 	}
 	if len(acct.PasswordHash) == 0 || bcrypt.CompareHashAndPassword(acct.PasswordHash, []byte(body.Auth.Password)) != nil {
-		flows["errcode"], flows["error"] = "M_FORBIDDEN", "Invalid password."
-		writeJSON(w, 401, flows)
-		return false
+		e := uiaRequired("m.login.password")
+		e.Code, e.Message = "M_FORBIDDEN", "Invalid password."
+		return e
 	}
-	return true
+	return nil
 }
 
-func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) deleteDevice(r *http.Request, sess *session) (any, error) {
 	var body uiaBody
-	if err := s.decode(w, r, &body, true); err != nil {
-		writeError(w, err)
-		return
+	if err := s.decode(r, &body, true); err != nil {
+		return nil, err
 	}
 	devs, err := s.devices(r, sess)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	id, found := r.PathValue("deviceId"), false
 	for _, d := range devs {
 		found = found || d.DeviceID == id
 	}
 	if !found {
-		writeError(w, errorf(404, "M_NOT_FOUND", "Unknown device."))
-		return
+		return nil, errorf(404, "M_NOT_FOUND", "Unknown device.")
 	}
-	if !s.checkPassword(w, r, sess, &body) {
-		return
+	if err := s.checkPassword(r, sess, &body); err != nil {
+		return nil, err
 	}
-	s.removeDevices(w, r, &actors.RemoveDevices{UserId: string(sess.user), DeviceIds: []string{id}})
+	return s.removeDevices(r, &actors.RemoveDevices{UserId: string(sess.user), DeviceIds: []string{id}})
 }
 
-func (s *Server) deleteDevices(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) deleteDevices(r *http.Request, sess *session) (any, error) {
 	var body uiaBody
-	if err := s.decode(w, r, &body, false); err != nil {
-		writeError(w, err)
-		return
+	if err := s.decode(r, &body, false); err != nil {
+		return nil, err
 	}
-	if !s.checkPassword(w, r, sess, &body) {
-		return
+	if err := s.checkPassword(r, sess, &body); err != nil {
+		return nil, err
 	}
-	s.removeDevices(w, r, &actors.RemoveDevices{UserId: string(sess.user), DeviceIds: body.Devices})
+	return s.removeDevices(r, &actors.RemoveDevices{UserId: string(sess.user), DeviceIds: body.Devices})
 }

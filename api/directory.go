@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"unicode"
 
 	"persona/actors"
+	"persona/internal/mxid"
 )
 
 // directoryRoutes registers room aliases and the public room directory.
@@ -33,7 +33,7 @@ func (s *Server) directoryRoutes() {
 func parseAlias(a string) (server string, err error) {
 	local, server, ok := strings.Cut(strings.TrimPrefix(a, "#"), ":")
 	badRune := func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || r == unicode.ReplacementChar }
-	if len(a) > 255 || !strings.HasPrefix(a, "#") || !ok || local == "" || !actors.ValidServerName(server) ||
+	if len(a) > 255 || !strings.HasPrefix(a, "#") || !ok || local == "" || !mxid.ValidServerName(server) ||
 		strings.IndexFunc(local, badRune) >= 0 {
 		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room alias %q.", a))
 	}
@@ -65,29 +65,20 @@ func (s *Server) resolveAlias(ctx context.Context, a string) (string, error) {
 	return reply.RoomId, nil
 }
 
-// respond answers v, or err as a Matrix error.
-func respond(w http.ResponseWriter, v any, err error) {
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, 200, v)
-}
-
-func (s *Server) getAlias(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getAlias(r *http.Request) (any, error) {
 	room, err := s.resolveAlias(r.Context(), r.PathValue("roomAlias"))
-	respond(w, map[string]any{"room_id": room, "servers": []string{s.cfg.ServerName}}, err)
+	return map[string]any{"room_id": room, "servers": []string{s.cfg.ServerName}}, err
 }
 
 // putAlias creates an alias for a room the user can see.
-func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) putAlias(r *http.Request, sess *session) (any, error) {
 	alias, user := r.PathValue("roomAlias"), string(sess.user)
 	var body struct {
 		RoomID *string `json:"room_id"`
 	}
 	err := s.localAlias(alias)
 	if err == nil {
-		err = s.decode(w, r, &body, false)
+		err = s.decode(r, &body, false)
 	}
 	if err == nil && body.RoomID == nil {
 		err = errorf(400, "M_MISSING_PARAM", "Missing room_id.")
@@ -103,12 +94,12 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, sess *session)
 		_, err = askAs[*actors.AliasReply](r.Context(), s, actors.KindAlias, alias,
 			&actors.PutAlias{Alias: alias, RoomId: *body.RoomID, UserId: user})
 	}
-	respond(w, map[string]any{}, err)
+	return map[string]any{}, err
 }
 
 // deleteAlias removes an alias: its creator, an admin or a member with the
 // power to change the room's canonical alias may.
-func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) deleteAlias(r *http.Request, sess *session) (any, error) {
 	alias := r.PathValue("roomAlias")
 	msg := &actors.DeleteAlias{Alias: alias, UserId: string(sess.user), Admin: sess.admin}
 	var cur *actors.AliasReply
@@ -127,7 +118,7 @@ func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request, sess *sessi
 	if err == nil {
 		s.dropCanonicalAlias(r.Context(), cur.RoomId, alias, sess)
 	}
-	respond(w, map[string]any{}, err)
+	return map[string]any{}, err
 }
 
 // dropCanonicalAlias takes a deleted alias out of its room's
@@ -176,7 +167,7 @@ func (s *Server) publicList(ctx context.Context) ([]string, error) {
 }
 
 // getVisibility answers whether a known room is in the public directory.
-func (s *Server) getVisibility(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getVisibility(r *http.Request) (any, error) {
 	room, err := roomParam(r)
 	var list []string
 	if err == nil {
@@ -189,18 +180,18 @@ func (s *Server) getVisibility(w http.ResponseWriter, r *http.Request) {
 	if _, found := slices.BinarySearch(list, room); found {
 		vis = "public"
 	}
-	respond(w, map[string]string{"visibility": vis}, err)
+	return map[string]string{"visibility": vis}, err
 }
 
 // putVisibility publishes or unpublishes a room; like aliases, it needs
 // the power to change the canonical alias (or a server admin).
-func (s *Server) putVisibility(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) putVisibility(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	var body struct {
 		Visibility *string `json:"visibility"`
 	}
 	if err == nil {
-		err = s.decode(w, r, &body, true)
+		err = s.decode(r, &body, true)
 	}
 	vis := "public"
 	if err == nil && body.Visibility != nil {
@@ -216,9 +207,9 @@ func (s *Server) putVisibility(w http.ResponseWriter, r *http.Request, sess *ses
 		err = errorf(403, "M_FORBIDDEN", "You may not change this room's visibility in the directory.")
 	}
 	if err == nil {
-		_, err = s.ask(r.Context(), actors.KindDirectory, actors.DirectoryPublic, &actors.Publish{RoomId: room, Visible: vis == "public"})
+		_, err = askAs[*actors.Done](r.Context(), s, actors.KindDirectory, actors.DirectoryPublic, &actors.Publish{RoomId: room, Visible: vis == "public"})
 	}
-	respond(w, map[string]any{}, err)
+	return map[string]any{}, err
 }
 
 // publicRoom is one entry of /publicRooms.
@@ -246,7 +237,7 @@ type publicQuery struct {
 	} `json:"filter"`
 }
 
-func (s *Server) publicRoomsGet(w http.ResponseWriter, r *http.Request) {
+func (s *Server) publicRoomsGet(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	pq, err := &publicQuery{Since: new(q.Get("since"))}, error(nil)
 	if v := q.Get("limit"); v != "" {
@@ -256,18 +247,18 @@ func (s *Server) publicRoomsGet(w http.ResponseWriter, r *http.Request) {
 			err = errorf(400, "M_INVALID_PARAM", "Bad limit.")
 		}
 	}
-	s.answerPublic(w, r, pq, err)
+	return s.answerPublic(r, pq, err)
 }
 
-func (s *Server) publicRoomsPost(w http.ResponseWriter, r *http.Request, _ *session) {
+func (s *Server) publicRoomsPost(r *http.Request, _ *session) (any, error) {
 	var pq publicQuery
-	err := s.decode(w, r, &pq, true)
-	s.answerPublic(w, r, &pq, err)
+	err := s.decode(r, &pq, true)
+	return s.answerPublic(r, &pq, err)
 }
 
 // answerPublic lists the published rooms that match, most members first.
 // Only this server's directory is served (?server names another: 404).
-func (s *Server) answerPublic(w http.ResponseWriter, r *http.Request, pq *publicQuery, err error) {
+func (s *Server) answerPublic(r *http.Request, pq *publicQuery, err error) (any, error) {
 	offset := 0
 	if err == nil && pq.Since != nil && *pq.Since != "" {
 		if offset, err = strconv.Atoi(*pq.Since); err != nil || offset < 0 {
@@ -282,8 +273,7 @@ func (s *Server) answerPublic(w http.ResponseWriter, r *http.Request, pq *public
 		ids, err = s.publicList(r.Context())
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	rooms := slices.DeleteFunc(s.summaries(r.Context(), ids), func(p *publicRoom) bool { return p == nil || !pq.matches(p) })
 	slices.SortFunc(rooms, func(a, b *publicRoom) int {
@@ -299,7 +289,7 @@ func (s *Server) answerPublic(w http.ResponseWriter, r *http.Request, pq *public
 		out["prev_batch"] = strconv.Itoa(max(0, start-*pq.Limit))
 	}
 	out["chunk"] = rooms[start:end]
-	writeJSON(w, 200, out)
+	return out, nil
 }
 
 func (pq *publicQuery) matches(p *publicRoom) bool {
@@ -359,7 +349,7 @@ func (s *Server) createAlias(ctx context.Context, body map[string]json.RawMessag
 		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room_alias_name %q.", name))
 	}
 	_, err := askAs[*actors.AliasReply](ctx, s, actors.KindAlias, alias, &actors.PutAlias{Alias: alias, RoomId: room, UserId: user})
-	if e := (*Error)(nil); errors.As(err, &e) && e.Status == 409 {
+	if isKind(err, actors.Error_CONFLICT) {
 		return "", errorf(400, "M_ROOM_IN_USE", "Room alias "+alias+" is already in use.")
 	}
 	if err != nil {
@@ -396,7 +386,7 @@ func (s *Server) publishCreated(ctx context.Context, body map[string]json.RawMes
 		return
 	}
 	msg := &actors.Publish{RoomId: room, Visible: true}
-	if _, err := s.ask(context.WithoutCancel(ctx), actors.KindDirectory, actors.DirectoryPublic, msg); err != nil {
+	if _, err := askAs[*actors.Done](context.WithoutCancel(ctx), s, actors.KindDirectory, actors.DirectoryPublic, msg); err != nil {
 		s.log.Error("publish new room", "room", room, "err", err)
 	}
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"strconv"
 
@@ -17,6 +18,9 @@ type Error struct {
 	Message string
 	// RetryAfterMs is set on M_LIMIT_EXCEEDED; it becomes the Retry-After header.
 	RetryAfterMs int64
+	// Fields are more of the JSON body (user-interactive auth's flows); a
+	// body with Fields has no errcode when Code is empty.
+	Fields map[string]any
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -36,12 +40,69 @@ var (
 	errUnrecognized = errorf(404, "M_UNRECOGNIZED", "Unrecognized request.")
 )
 
-// fromActor converts an actor's error answer.
+// errcode is the HTTP status and Matrix errcode an error is answered with.
+type errcode struct {
+	status int
+	code   string
+}
+
+// errorClass is an actor's error kind and subject; the subject NONE stands
+// for every subject without an entry of its own.
+type errorClass struct {
+	kind    actors.Error_Kind
+	subject actors.Error_Subject
+}
+
+// errcodes is the answer to each kind of actor error, and to the subjects
+// whose errcode the spec names apart.
+var errcodes = map[errorClass]errcode{
+	{actors.Error_INTERNAL, actors.Error_NONE}:          {500, "M_UNKNOWN"},
+	{actors.Error_NOT_FOUND, actors.Error_NONE}:         {404, "M_NOT_FOUND"},
+	{actors.Error_FORBIDDEN, actors.Error_NONE}:         {403, "M_FORBIDDEN"},
+	{actors.Error_BAD_VALUE, actors.Error_NONE}:         {400, "M_INVALID_PARAM"},
+	{actors.Error_MALFORMED, actors.Error_NONE}:         {400, "M_BAD_JSON"},
+	{actors.Error_LIMIT_EXCEEDED, actors.Error_NONE}:    {429, "M_LIMIT_EXCEEDED"},
+	{actors.Error_LIMIT_EXCEEDED, actors.Error_KEY}:     {400, "M_KEY_TOO_LARGE"},
+	{actors.Error_LIMIT_EXCEEDED, actors.Error_PROFILE}: {400, "M_PROFILE_TOO_LARGE"},
+	{actors.Error_CONFLICT, actors.Error_NONE}:          {409, "M_UNKNOWN"},
+	{actors.Error_CONFLICT, actors.Error_USER}:          {400, "M_USER_IN_USE"},
+	{actors.Error_CONFLICT, actors.Error_ROOM}:          {400, "M_ROOM_IN_USE"},
+	{actors.Error_CONFLICT, actors.Error_MEMBERSHIP}:    {400, "M_UNKNOWN"},
+	{actors.Error_UNSUPPORTED, actors.Error_NONE}:       {400, "M_UNRECOGNIZED"},
+	{actors.Error_UNAVAILABLE, actors.Error_NONE}:       {503, "M_UNKNOWN"},
+}
+
+// fromActor is the answer to an actor's error, looked up in errcodes: its
+// kind and subject, else its kind, else an internal error.
 func fromActor(e *actors.Error) *Error {
-	if e == nil {
-		return nil
+	c, ok := errcodes[errorClass{e.GetKind(), e.GetSubject()}]
+	if !ok {
+		c, ok = errcodes[errorClass{e.GetKind(), actors.Error_NONE}]
 	}
-	return &Error{Status: int(e.Status), Code: e.Errcode, Message: e.Message}
+	if !ok {
+		c = errcodes[errorClass{actors.Error_INTERNAL, actors.Error_NONE}]
+	}
+	return &Error{Status: c.status, Code: c.code, Message: e.GetMessage(), RetryAfterMs: int64(e.GetRetryAfterMs())}
+}
+
+// answer is the Matrix error err is answered with: an api Error as it is,
+// an actor's Error through errcodes, anything else an internal error.
+func answer(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var ae *actors.Error
+	if errors.As(err, &ae) {
+		return fromActor(ae)
+	}
+	return errInternal
+}
+
+// isKind reports whether err is an actor's error of kind k.
+func isKind(err error, k actors.Error_Kind) bool {
+	var ae *actors.Error
+	return errors.As(err, &ae) && ae.Kind == k
 }
 
 // writeJSON answers v as JSON; a json.RawMessage is sent as it is.
@@ -60,12 +121,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(b)
 }
 
+// writeError answers err as a Matrix error (see answer).
 func writeError(w http.ResponseWriter, err error) {
-	var e *Error
-	if !errors.As(err, &e) {
-		e = errInternal
+	e := answer(err)
+	body := map[string]any{}
+	maps.Copy(body, e.Fields)
+	if e.Code != "" || e.Fields == nil {
+		body["errcode"], body["error"] = e.Code, e.Message
 	}
-	body := map[string]any{"errcode": e.Code, "error": e.Message}
 	if e.RetryAfterMs > 0 {
 		body["retry_after_ms"] = e.RetryAfterMs
 		w.Header().Set("Retry-After", strconv.FormatInt((e.RetryAfterMs+999)/1000, 10))

@@ -27,27 +27,23 @@ func ownUser(r *http.Request, sess *session) error {
 
 // putFilter stores a filter (a JSON object whose known fields have the
 // right shapes) with the user's actor.
-func (s *Server) putFilter(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) putFilter(r *http.Request, sess *session) (any, error) {
 	if err := ownUser(r, sess); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	obj, err := s.readObject(w, r)
+	obj, err := s.readObject(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if err := checkFilter(obj); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	raw, _ := json.Marshal(obj)
 	reply, err := askAs[*actors.FilterReply](r.Context(), s, actors.KindUser, string(sess.user), &actors.PutFilter{UserId: string(sess.user), FilterJson: raw})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, map[string]string{"filter_id": reply.FilterId})
+	return map[string]string{"filter_id": reply.FilterId}, nil
 }
 
 // checkFilter refuses filters whose known fields have the wrong JSON type.
@@ -118,18 +114,16 @@ func (f *eventFilterJSON) check() error {
 	return nil
 }
 
-func (s *Server) getFilter(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) getFilter(r *http.Request, sess *session) (any, error) {
 	if err := ownUser(r, sess); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	reply, err := askAs[*actors.FilterReply](r.Context(), s, actors.KindUser, string(sess.user),
 		&actors.GetFilter{UserId: string(sess.user), FilterId: r.PathValue("filterId")})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, json.RawMessage(reply.FilterJson))
+	return json.RawMessage(reply.FilterJson), nil
 }
 
 // loadFilter resolves a filter parameter: inline JSON, or the id of a

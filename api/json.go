@@ -10,10 +10,9 @@ import (
 )
 
 // readBody reads a request body of at most limit bytes.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if int64(len(body)) > limit {
 		return nil, errTooLarge
 	}
 	if err != nil {
@@ -24,8 +23,8 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 
 // readObject reads a JSON object body: M_NOT_JSON when it is not JSON,
 // M_BAD_JSON when it is JSON but not an object.
-func (s *Server) readObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
-	body, err := readBody(w, r, s.cfg.Limits.MaxRequestBytes)
+func (s *Server) readObject(r *http.Request) (map[string]json.RawMessage, error) {
+	body, err := readBody(r, s.cfg.Limits.MaxRequestBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -41,8 +40,8 @@ func (s *Server) readObject(w http.ResponseWriter, r *http.Request) (map[string]
 
 // decode reads a JSON object body into v: M_NOT_JSON or M_BAD_JSON (a field
 // of the wrong type) on bad input. An empty body counts as {} when allowEmpty.
-func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) error {
-	body, err := readBody(w, r, s.cfg.Limits.MaxRequestBytes)
+func (s *Server) decode(r *http.Request, v any, allowEmpty bool) error {
+	body, err := readBody(r, s.cfg.Limits.MaxRequestBytes)
 	if err != nil {
 		return err
 	}

@@ -22,40 +22,38 @@ const pendingTTL = 24 * time.Hour
 // endpoints, /create, and the authenticated /_matrix/client/v1/media ones.
 func (s *Server) mediaRoutes() {
 	for _, p := range []string{"/_matrix/media/v3", "/_matrix/media/r0"} {
-		s.mux.HandleFunc("POST "+p+"/upload", s.authed(s.upload))
-		s.mux.HandleFunc("GET "+p+"/download/{serverName}/{mediaId}", s.download)
-		s.mux.HandleFunc("GET "+p+"/download/{serverName}/{mediaId}/{fileName}", s.download)
-		s.mux.HandleFunc("GET "+p+"/thumbnail/{serverName}/{mediaId}", s.thumbnail)
-		s.mux.HandleFunc("GET "+p+"/config", s.authed(s.mediaConfig))
+		s.route("POST "+p+"/upload", s.authed(s.upload))
+		s.route("GET "+p+"/download/{serverName}/{mediaId}", s.download)
+		s.route("GET "+p+"/download/{serverName}/{mediaId}/{fileName}", s.download)
+		s.route("GET "+p+"/thumbnail/{serverName}/{mediaId}", s.thumbnail)
+		s.route("GET "+p+"/config", s.authed(s.mediaConfig))
 	}
-	s.mux.HandleFunc("POST /_matrix/media/v1/create", s.authed(s.createMedia))
-	s.mux.HandleFunc("PUT /_matrix/media/v3/upload/{serverName}/{mediaId}", s.authed(s.uploadTo))
+	s.route("POST /_matrix/media/v1/create", s.authed(s.createMedia))
+	s.route("PUT /_matrix/media/v3/upload/{serverName}/{mediaId}", s.authed(s.uploadTo))
 
 	const v1 = "/_matrix/client/v1/media"
-	s.mux.HandleFunc("GET "+v1+"/download/{serverName}/{mediaId}", s.authed(anySession(s.download)))
-	s.mux.HandleFunc("GET "+v1+"/download/{serverName}/{mediaId}/{fileName}", s.authed(anySession(s.download)))
-	s.mux.HandleFunc("GET "+v1+"/thumbnail/{serverName}/{mediaId}", s.authed(anySession(s.thumbnail)))
-	s.mux.HandleFunc("GET "+v1+"/config", s.authed(s.mediaConfig))
+	s.route("GET "+v1+"/download/{serverName}/{mediaId}", s.authed(anySession(s.download)))
+	s.route("GET "+v1+"/download/{serverName}/{mediaId}/{fileName}", s.authed(anySession(s.download)))
+	s.route("GET "+v1+"/thumbnail/{serverName}/{mediaId}", s.authed(anySession(s.thumbnail)))
+	s.route("GET "+v1+"/config", s.authed(s.mediaConfig))
 }
 
 // anySession adapts a handler that needs a valid token but not its session.
-func anySession(h http.HandlerFunc) func(http.ResponseWriter, *http.Request, *session) {
-	return func(w http.ResponseWriter, r *http.Request, _ *session) { h(w, r) }
+func anySession(h handler) authedHandler {
+	return func(r *http.Request, _ *session) (any, error) { return h(r) }
 }
 
 // upload stores the raw request body as new media: POST /upload.
-func (s *Server) upload(w http.ResponseWriter, r *http.Request, sess *session) {
-	body, err := s.readUpload(w, r)
+func (s *Server) upload(r *http.Request, sess *session) (any, error) {
+	body, err := s.readUpload(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	mxc, err := s.storeMedia(r.Context(), body, r.Header.Get("Content-Type"), r.URL.Query().Get("filename"), string(sess.user))
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, map[string]string{"content_uri": mxc})
+	return map[string]string{"content_uri": mxc}, nil
 }
 
 // storeMedia stores body as a new local media item of uploader and returns
@@ -80,7 +78,7 @@ func (s *Server) storeMedia(ctx context.Context, body []byte, contentType, filen
 }
 
 // createMedia reserves a media id for a later PUT: POST /create.
-func (s *Server) createMedia(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) createMedia(r *http.Request, sess *session) (any, error) {
 	now := time.Now()
 	m := &mediaMeta{
 		Uploader: string(sess.user), CreatedMs: now.UnixMilli(),
@@ -88,44 +86,38 @@ func (s *Server) createMedia(w http.ResponseWriter, r *http.Request, sess *sessi
 	}
 	id := newMediaID()
 	if err := s.writeMedia(id, m, nil); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, map[string]any{"content_uri": s.mxc(id), "unused_expires_at": m.ExpiresMs})
+	return map[string]any{"content_uri": s.mxc(id), "unused_expires_at": m.ExpiresMs}, nil
 }
 
 // uploadTo fills a reserved media id, once, for its creator:
 // PUT /upload/{serverName}/{mediaId}.
-func (s *Server) uploadTo(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) uploadTo(r *http.Request, sess *session) (any, error) {
 	id, err := s.mediaPath(r)
 	if err == nil {
 		err = s.checkReservation(id, string(sess.user)) // answer early, before the body
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	body, err := s.readUpload(w, r)
+	body, err := s.readUpload(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	m, err := newMediaMeta(r.Header.Get("Content-Type"), r.URL.Query().Get("filename"), string(sess.user))
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	unlock := lockMedia(id)
 	defer unlock()
 	if err := s.checkReservation(id, string(sess.user)); err != nil { // again, under the lock
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if err := s.writeMedia(id, m, body); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, struct{}{})
+	return struct{}{}, nil
 }
 
 // checkReservation checks that user may PUT content to id now.
@@ -145,17 +137,17 @@ func (s *Server) checkReservation(id, user string) error {
 }
 
 // mediaConfig answers GET /config.
-func (s *Server) mediaConfig(w http.ResponseWriter, _ *http.Request, _ *session) {
-	writeJSON(w, 200, map[string]int64{"m.upload.size": s.cfg.Limits.MaxUploadBytes})
+func (s *Server) mediaConfig(*http.Request, *session) (any, error) {
+	return map[string]int64{"m.upload.size": s.cfg.Limits.MaxUploadBytes}, nil
 }
 
 // readUpload reads an upload body, refusing one over the upload limit before
 // reading it when its Content-Length already says so.
-func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (s *Server) readUpload(r *http.Request) ([]byte, error) {
 	if r.ContentLength > s.cfg.Limits.MaxUploadBytes {
 		return nil, errTooLarge
 	}
-	return readBody(w, r, s.cfg.Limits.MaxUploadBytes)
+	return readBody(r, s.cfg.Limits.MaxUploadBytes)
 }
 
 // newMediaMeta builds the record of a new upload. The content type is kept

@@ -10,32 +10,28 @@ import (
 
 // download serves a media item's content, waiting for a pending upload up to
 // timeout_ms: GET /download/{serverName}/{mediaId}[/{fileName}].
-func (s *Server) download(w http.ResponseWriter, r *http.Request) {
+func (s *Server) download(r *http.Request) (any, error) {
 	id, err := s.mediaPath(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	timeout, err := mediaTimeout(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	m, err := s.awaitMedia(r.Context(), id, timeout)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	body, err := s.readBlob(m.SHA)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	name := r.PathValue("fileName")
 	if name == "" {
 		name = m.Filename
 	}
-	serveMedia(w, r, body, m.ContentType, name, m.SHA, time.UnixMilli(m.CreatedMs))
+	return &mediaFile{body, m.ContentType, name, m.SHA, time.UnixMilli(m.CreatedMs)}, nil
 }
 
 // mediaCSP forbids scripts, plugins and network access to anything a browser
@@ -43,21 +39,29 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 const mediaCSP = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; " +
 	"style-src 'unsafe-inline'; media-src 'self'; object-src 'self';"
 
-// serveMedia writes body with headers that keep it inert: an allow-listed
+// mediaFile is media as answered: its body, the content type stored, the
+// file name to offer, an etag and the time it was uploaded.
+type mediaFile struct {
+	body                        []byte
+	contentType, filename, etag string
+	modified                    time.Time
+}
+
+// write serves the body with headers that keep it inert: an allow-listed
 // Content-Type, nosniff, a sandboxing CSP and a Content-Disposition naming
-// filename. Content never changes under an id, so it may be cached for long;
-// etag identifies it. Range and conditional requests are honoured.
-func serveMedia(w http.ResponseWriter, r *http.Request, body []byte, contentType, filename, etag string, modified time.Time) {
-	ct, inline := safeContentType(contentType)
+// the file. Content never changes under an id, so it may be cached for long;
+// the etag identifies it. Range and conditional requests are honoured.
+func (f *mediaFile) write(w http.ResponseWriter, r *http.Request) {
+	ct, inline := safeContentType(f.contentType)
 	h := w.Header()
 	h.Set("Content-Type", ct)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", mediaCSP)
 	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
-	h.Set("Content-Disposition", contentDisposition(inline, filename))
+	h.Set("Content-Disposition", contentDisposition(inline, f.filename))
 	h.Set("Cache-Control", "private, max-age=31536000, immutable")
-	h.Set("ETag", `"`+etag+`"`)
-	http.ServeContent(w, r, "", modified, bytes.NewReader(body))
+	h.Set("ETag", `"`+f.etag+`"`)
+	http.ServeContent(w, r, "", f.modified, bytes.NewReader(f.body))
 }
 
 // servedTypes are the content types served as uploaded; the value says

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"persona/internal/mxid"
 	"persona/storage"
 )
 
@@ -54,9 +55,6 @@ var (
 	errMediaNotFound = errorf(404, "M_NOT_FOUND", "Media not found.")
 	errNotYetUpload  = errorf(504, "M_NOT_YET_UPLOADED", "The media has not been uploaded yet.")
 	mediaIDPattern   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
-	// serverNamePattern is a loose host[:port] check (IPv6 literals included);
-	// the name is only ever compared with our own, never used in a key.
-	serverNamePattern = regexp.MustCompile(`^[A-Za-z0-9.:\[\]-]{1,255}$`)
 )
 
 // mediaPath validates the {serverName} and {mediaId} path values and returns
@@ -64,7 +62,7 @@ var (
 // federation step fetches remote media.
 func (s *Server) mediaPath(r *http.Request) (string, error) {
 	server, id := r.PathValue("serverName"), r.PathValue("mediaId")
-	if !serverNamePattern.MatchString(server) || !mediaIDPattern.MatchString(id) {
+	if !mxid.ValidServerName(server) || !mediaIDPattern.MatchString(id) {
 		return "", errorf(400, "M_INVALID_PARAM", "Invalid server name or media ID.")
 	}
 	if server != s.cfg.ServerName {

@@ -19,46 +19,39 @@ type presenceBody struct {
 }
 
 // putPresence sets the sender's own presence; an absent status_msg clears it.
-func (s *Server) putPresence(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) putPresence(r *http.Request, sess *session) (any, error) {
 	user, err := userIDParam(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if user != string(sess.user) {
-		writeError(w, errorf(403, "M_FORBIDDEN", "You may only set your own presence."))
-		return
+		return nil, errorf(403, "M_FORBIDDEN", "You may only set your own presence.")
 	}
 	var body presenceBody
-	if err := s.decode(w, r, &body, false); err != nil {
-		writeError(w, err)
-		return
+	if err := s.decode(r, &body, false); err != nil {
+		return nil, err
 	}
 	if body.Presence == nil {
-		writeError(w, errorf(400, "M_MISSING_PARAM", "Missing presence."))
-		return
+		return nil, errorf(400, "M_MISSING_PARAM", "Missing presence.")
 	}
 	switch *body.Presence {
 	case "online", "offline", "unavailable":
 	default:
-		writeError(w, errorf(400, "M_INVALID_PARAM", "presence must be online, offline or unavailable."))
-		return
+		return nil, errorf(400, "M_INVALID_PARAM", "presence must be online, offline or unavailable.")
 	}
 	if err := s.host.SetPresence(user, *body.Presence, body.StatusMsg); err != nil {
 		s.log.Error("set presence", "user", user, "err", err)
-		writeError(w, errInternal)
-		return
+		return nil, errInternal
 	}
-	writeJSON(w, 200, map[string]any{})
+	return map[string]any{}, nil
 }
 
-func (s *Server) getPresence(w http.ResponseWriter, r *http.Request, _ *session) {
+func (s *Server) getPresence(r *http.Request, _ *session) (any, error) {
 	user, err := userIDParam(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, presenceContent(s.host.GetPresence(user), false))
+	return presenceContent(s.host.GetPresence(user), false), nil
 }
 
 // presenceContent is the m.presence content of p; withProfile adds the

@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -18,14 +17,14 @@ var profilePrefixes = append(clientPrefixes, "/_matrix/client/unstable/uk.tcpip.
 
 func (s *Server) profileRoutes() {
 	for _, p := range profilePrefixes {
-		s.mux.HandleFunc("GET "+p+"/profile/{userId}", s.getProfile)
-		s.mux.HandleFunc("GET "+p+"/profile/{userId}/{keyName}", s.getField)
-		s.mux.HandleFunc("PUT "+p+"/profile/{userId}/{keyName}", s.authed(s.putField))
-		s.mux.HandleFunc("DELETE "+p+"/profile/{userId}/{keyName}", s.authed(s.deleteField))
+		s.route("GET "+p+"/profile/{userId}", s.getProfile)
+		s.route("GET "+p+"/profile/{userId}/{keyName}", s.getField)
+		s.route("PUT "+p+"/profile/{userId}/{keyName}", s.authed(s.putField))
+		s.route("DELETE "+p+"/profile/{userId}/{keyName}", s.authed(s.deleteField))
 	}
 	// MSC4437: replace the whole profile at once.
 	for _, p := range []string{"/_matrix/client/v3", "/_matrix/client/unstable/com.beeper.msc4437"} {
-		s.mux.HandleFunc("PUT "+p+"/profile/{userId}", s.authed(s.replaceProfile))
+		s.route("PUT "+p+"/profile/{userId}", s.authed(s.replaceProfile))
 	}
 }
 
@@ -55,11 +54,10 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 		// Remote profiles come with federation.
 		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
 	}
-	reply, err := s.ask(r.Context(), actors.KindUser, user, &actors.GetProfile{UserId: user})
+	p, err := askAs[*actors.ProfileReply](r.Context(), s, actors.KindUser, user, &actors.GetProfile{UserId: user})
 	if err != nil {
 		return nil, err
 	}
-	p := reply.(*actors.ProfileReply)
 	if !p.Exists {
 		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
 	}
@@ -70,12 +68,12 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 // (profile.limit_to_shared_rooms).
 func (s *Server) shareRoom(r *http.Request, a, b string) error {
 	joined := func(user string) (map[string]bool, error) {
-		reply, err := s.ask(r.Context(), actors.KindUser, user, &actors.GetRooms{UserId: user})
+		reply, err := askAs[*actors.RoomsReply](r.Context(), s, actors.KindUser, user, &actors.GetRooms{UserId: user})
 		if err != nil {
 			return nil, err
 		}
 		out := map[string]bool{}
-		for _, m := range reply.(*actors.RoomsReply).Rooms {
+		for _, m := range reply.Rooms {
 			if m.Membership == "join" {
 				out[m.RoomId] = true
 			}
@@ -113,21 +111,18 @@ func (s *Server) readFields(r *http.Request) (map[string]json.RawMessage, error)
 
 // getProfile answers the whole profile, or with ?keys=a,b (a persona
 // extension) only the listed keys that are set.
-func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getProfile(r *http.Request) (any, error) {
 	keys, filter := r.URL.Query()["keys"]
 	if !filter {
 		raw, err := s.readProfile(r)
 		if err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
-		writeJSON(w, 200, raw)
-		return
+		return raw, nil
 	}
 	fields, err := s.readFields(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	picked := map[string]json.RawMessage{}
 	for _, list := range keys {
@@ -137,26 +132,23 @@ func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeJSON(w, 200, picked)
+	return picked, nil
 }
 
-func (s *Server) getField(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getField(r *http.Request) (any, error) {
 	key := r.PathValue("keyName")
 	if e := actors.ValidateKey(key); e != nil {
-		writeError(w, fromActor(e))
-		return
+		return nil, e
 	}
 	fields, err := s.readFields(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	v, ok := fields[key]
 	if !ok {
-		writeError(w, errorf(404, "M_NOT_FOUND", "Profile field was not found."))
-		return
+		return nil, errorf(404, "M_NOT_FOUND", "Profile field was not found.")
 	}
-	writeJSON(w, 200, map[string]json.RawMessage{key: v})
+	return map[string]json.RawMessage{key: v}, nil
 }
 
 // writeTarget checks a profile write's path: a valid user the session may
@@ -168,7 +160,7 @@ func (s *Server) writeTarget(r *http.Request, sess *session, withKey bool) (user
 	if withKey {
 		key = r.PathValue("keyName")
 		if e := actors.ValidateKey(key); e != nil {
-			return "", "", fromActor(e)
+			return "", "", e
 		}
 	}
 	if user != string(sess.user) && !sess.admin {
@@ -180,42 +172,38 @@ func (s *Server) writeTarget(r *http.Request, sess *session, withKey bool) (user
 	return user, key, nil
 }
 
-func (s *Server) putField(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) putField(r *http.Request, sess *session) (any, error) {
 	user, key, err := s.writeTarget(r, sess, true)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	mode, err := propagation(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	var value json.RawMessage
 	upload := key == "avatar_url" && isImage(r.Header.Get("Content-Type"))
 	if upload {
-		value, err = s.uploadAvatar(w, r, sess)
+		value, err = s.uploadAvatar(r, sess)
 	} else {
-		value, err = s.fieldValue(w, r, key)
+		value, err = s.fieldValue(r, key)
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if err := s.rateLimit(sess); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	reply := map[string]any{}
 	if upload {
 		reply["avatar_url"] = value
 	}
-	s.profileWrite(w, r, user, &actors.SetProfileField{UserId: user, Key: key, ValueJson: value, Propagate: mode}, reply)
+	return s.profileWrite(r, user, &actors.SetProfileField{UserId: user, Key: key, ValueJson: value, Propagate: mode}, reply)
 }
 
 // fieldValue reads the JSON body of a field write: an object holding the key.
-func (s *Server) fieldValue(w http.ResponseWriter, r *http.Request, key string) (json.RawMessage, error) {
-	obj, err := s.readObject(w, r)
+func (s *Server) fieldValue(r *http.Request, key string) (json.RawMessage, error) {
+	obj, err := s.readObject(r)
 	if err != nil {
 		return nil, err
 	}
@@ -225,17 +213,17 @@ func (s *Server) fieldValue(w http.ResponseWriter, r *http.Request, key string) 
 	}
 	canon, e := actors.ValidateValue(key, raw, s.fieldLimits())
 	if e != nil {
-		return nil, fromActor(e)
+		return nil, e
 	}
 	return canon, nil
 }
 
 // uploadAvatar is persona's extension: PUT avatar_url with an image body
 // stores the image as media and sets the avatar to it in one call.
-func (s *Server) uploadAvatar(w http.ResponseWriter, r *http.Request, sess *session) (json.RawMessage, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxUploadBytes))
+func (s *Server) uploadAvatar(r *http.Request, sess *session) (json.RawMessage, error) {
+	body, err := readBody(r, s.cfg.Limits.MaxUploadBytes)
 	if err != nil {
-		return nil, errTooLarge
+		return nil, err
 	}
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	mxc, err := s.storeMedia(r.Context(), body, ct, "", string(sess.user))
@@ -251,74 +239,59 @@ func isImage(contentType string) bool {
 	return err == nil && strings.HasPrefix(ct, "image/")
 }
 
-func (s *Server) deleteField(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) deleteField(r *http.Request, sess *session) (any, error) {
 	user, key, err := s.writeTarget(r, sess, true)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	mode, err := propagation(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if err := s.rateLimit(sess); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	s.profileWrite(w, r, user, &actors.DeleteProfileField{UserId: user, Key: key, Propagate: mode}, map[string]any{})
+	return s.profileWrite(r, user, &actors.DeleteProfileField{UserId: user, Key: key, Propagate: mode}, map[string]any{})
 }
 
 // replaceProfile is MSC4437's whole-profile PUT: every key is checked, and the
 // profile becomes exactly the body, all or nothing.
-func (s *Server) replaceProfile(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) replaceProfile(r *http.Request, sess *session) (any, error) {
 	user, _, err := s.writeTarget(r, sess, false)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	obj, err := s.readObject(w, r)
+	obj, err := s.readObject(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	for k, v := range obj {
 		if e := actors.ValidateKey(k); e != nil {
-			writeError(w, fromActor(e))
-			return
+			return nil, e
 		}
 		canon, e := actors.ValidateValue(k, v, s.fieldLimits())
 		if e != nil {
-			writeError(w, fromActor(e))
-			return
+			return nil, e
 		}
 		obj[k] = canon
 	}
 	mode, err := propagation(r, "displayname")
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if err := s.rateLimit(sess); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	b, _ := json.Marshal(obj)
-	s.profileWrite(w, r, user, &actors.ReplaceProfile{UserId: user, FieldsJson: b, Propagate: mode}, map[string]any{})
+	return s.profileWrite(r, user, &actors.ReplaceProfile{UserId: user, FieldsJson: b, Propagate: mode}, map[string]any{})
 }
 
 // profileWrite sends a write to the user's actor and answers once it is durable.
-func (s *Server) profileWrite(w http.ResponseWriter, r *http.Request, user string, msg proto.Message, ok map[string]any) {
-	reply, err := s.ask(r.Context(), actors.KindUser, user, msg)
-	if err != nil {
-		writeError(w, err)
-		return
+func (s *Server) profileWrite(r *http.Request, user string, msg proto.Message, ok map[string]any) (any, error) {
+	if _, err := askAs[*actors.WriteReply](r.Context(), s, actors.KindUser, user, msg); err != nil {
+		return nil, err
 	}
-	if e := reply.(*actors.WriteReply).Error; e != nil {
-		writeError(w, fromActor(e))
-		return
-	}
-	writeJSON(w, 200, ok)
+	return ok, nil
 }
 
 func (s *Server) rateLimit(sess *session) error {

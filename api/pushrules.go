@@ -19,20 +19,19 @@ func (s *Server) pushRuleRoutes() {
 	s.handle("GET", "/pushrules/global/{kind}/{ruleId}/{attr}", s.authed(s.getPushRule))
 }
 
-func (s *Server) getPushRules(w http.ResponseWriter, _ *http.Request, sess *session) {
-	writeJSON(w, 200, map[string]any{"global": defaultPushRules(sess.user)})
+func (s *Server) getPushRules(_ *http.Request, sess *session) (any, error) {
+	return map[string]any{"global": defaultPushRules(sess.user)}, nil
 }
 
-func (s *Server) getPushRuleset(w http.ResponseWriter, _ *http.Request, sess *session) {
-	writeJSON(w, 200, defaultPushRules(sess.user))
+func (s *Server) getPushRuleset(_ *http.Request, sess *session) (any, error) {
+	return defaultPushRules(sess.user), nil
 }
 
 // getPushRule answers one rule, or its enabled flag or actions.
-func (s *Server) getPushRule(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) getPushRule(r *http.Request, sess *session) (any, error) {
 	rules, ok := defaultPushRules(sess.user).kind(r.PathValue("kind"))
 	if !ok {
-		writeError(w, errorf(400, "M_INVALID_PARAM", "Unknown push rule kind."))
-		return
+		return nil, errorf(400, "M_INVALID_PARAM", "Unknown push rule kind.")
 	}
 	var rule map[string]any
 	for _, x := range rules {
@@ -41,16 +40,15 @@ func (s *Server) getPushRule(w http.ResponseWriter, r *http.Request, sess *sessi
 		}
 	}
 	if rule == nil {
-		writeError(w, errorf(404, "M_NOT_FOUND", "No such push rule."))
-		return
+		return nil, errorf(404, "M_NOT_FOUND", "No such push rule.")
 	}
 	switch attr := r.PathValue("attr"); attr {
 	case "":
-		writeJSON(w, 200, rule)
+		return rule, nil
 	case "enabled", "actions":
-		writeJSON(w, 200, map[string]any{attr: rule[attr]})
+		return map[string]any{attr: rule[attr]}, nil
 	default:
-		writeError(w, errUnrecognized)
+		return nil, errUnrecognized
 	}
 }
 

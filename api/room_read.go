@@ -38,11 +38,10 @@ func isJSONObject(b []byte) bool {
 }
 
 // messages pages the room's timeline from a token, backwards or forwards.
-func (s *Server) messages(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) messages(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	q := r.URL.Query()
 	msg := &actors.GetMessages{RoomId: room, UserId: string(sess.user), DeviceId: sess.device,
@@ -52,24 +51,20 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, sess *session)
 		msg.Dir = "b"
 	case "b", "f":
 	default:
-		writeError(w, errorf(400, "M_INVALID_PARAM", "dir must be b or f."))
-		return
+		return nil, errorf(400, "M_INVALID_PARAM", "dir must be b or f.")
 	}
 	if msg.Limit, err = queryLimit(q.Get("limit"), 10, maxMessages); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if f := q.Get("filter"); f != "" {
 		if !isJSONObject([]byte(f)) {
-			writeError(w, errorf(400, "M_INVALID_PARAM", "filter must be a JSON object."))
-			return
+			return nil, errorf(400, "M_INVALID_PARAM", "filter must be a JSON object.")
 		}
 		msg.FilterJson = []byte(f)
 	}
 	reply, err := askAs[*actors.MessagesReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	out := map[string]any{"chunk": rawEvents(reply.Chunk), "start": reply.Start}
 	if reply.End != "" {
@@ -78,30 +73,26 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, sess *session)
 	if len(reply.State) > 0 {
 		out["state"] = rawEvents(reply.State)
 	}
-	writeJSON(w, 200, out)
+	return out, nil
 }
 
 // getEvent answers one event the user may see.
-func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) getEvent(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	eventID := r.PathValue("eventId")
 	if !strings.HasPrefix(eventID, "$") || len(eventID) > 255 {
-		writeError(w, errorf(400, "M_INVALID_PARAM", "Invalid event ID."))
-		return
+		return nil, errorf(400, "M_INVALID_PARAM", "Invalid event ID.")
 	}
 	msg := &actors.GetEvent{RoomId: room, UserId: string(sess.user), EventId: eventID, DeviceId: sess.device}
 	reply, err := askAs[*actors.EventReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if len(reply.EventJson) == 0 {
-		writeError(w, errorf(404, "M_NOT_FOUND", "Event not found."))
-		return
+		return nil, errorf(404, "M_NOT_FOUND", "Event not found.")
 	}
-	writeJSON(w, 200, json.RawMessage(reply.EventJson))
+	return json.RawMessage(reply.EventJson), nil
 }

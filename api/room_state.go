@@ -36,43 +36,37 @@ func eventTarget(r *http.Request) (room, typ, stateKey string, err error) {
 	return room, typ, stateKey, nil
 }
 
-func (s *Server) getAllState(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) getAllState(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), All: true}
 	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, rawEvents(reply.EventsJson))
+	return rawEvents(reply.EventsJson), nil
 }
 
 // getStateEvent answers one state event's content, or with ?format=event the
 // whole event.
-func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) getStateEvent(r *http.Request, sess *session) (any, error) {
 	room, typ, key, err := eventTarget(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), Type: typ, StateKey: key}
 	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if len(reply.EventsJson) == 0 {
-		writeError(w, errorf(404, "M_NOT_FOUND", "Event not found."))
-		return
+		return nil, errorf(404, "M_NOT_FOUND", "Event not found.")
 	}
 	ev := reply.EventsJson[0]
 	if r.URL.Query().Get("format") == "event" {
-		writeJSON(w, 200, json.RawMessage(ev))
-		return
+		return json.RawMessage(ev), nil
 	}
 	var e struct {
 		Content json.RawMessage `json:"content"`
@@ -80,65 +74,58 @@ func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request, sess *ses
 	if err := json.Unmarshal(ev, &e); err != nil || jsonKind(e.Content) != '{' {
 		e.Content = json.RawMessage("{}")
 	}
-	writeJSON(w, 200, e.Content)
+	return e.Content, nil
 }
 
 // putStateEvent sends a state event. A member event a user sends about
 // themselves carries their global profile, so the room can tell a per-room
 // name or avatar from the global one.
-func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) putStateEvent(r *http.Request, sess *session) (any, error) {
 	room, typ, key, err := eventTarget(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	content, err := s.readContent(w, r)
+	content, err := s.readContent(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if typ == "m.room.canonical_alias" {
 		if err := s.checkNewCanonicalAlias(r.Context(), room, string(sess.user), key, content); err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
 	}
 	msg := &actors.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device, Type: typ,
 		IsState: true, StateKey: key, ContentJson: content}
 	if typ == "m.room.member" && key == string(sess.user) {
 		if msg.GlobalProfileJson, msg.ProfileVersion, _, err = s.memberProfile(r.Context(), key); err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
 	}
-	s.send(w, r, msg)
+	return s.send(r, msg)
 }
 
 // sendEvent sends a message event; the room answers a repeated transaction
 // (same sender, device and txn id) with the first event's id.
-func (s *Server) sendEvent(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) sendEvent(r *http.Request, sess *session) (any, error) {
 	room, typ, _, err := eventTarget(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	txn := r.PathValue("txnId")
 	if len(txn) > 255 {
-		writeError(w, errorf(400, "M_INVALID_PARAM", "Transaction ID too long."))
-		return
+		return nil, errorf(400, "M_INVALID_PARAM", "Transaction ID too long.")
 	}
-	content, err := s.readContent(w, r)
+	content, err := s.readContent(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	s.send(w, r, &actors.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device,
+	return s.send(r, &actors.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device,
 		TxnId: txn, Type: typ, ContentJson: content})
 }
 
 // readContent reads an event content body: a JSON object.
-func (s *Server) readContent(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	obj, err := s.readObject(w, r)
+func (s *Server) readContent(r *http.Request) ([]byte, error) {
+	obj, err := s.readObject(r)
 	if err != nil {
 		return nil, err
 	}
@@ -160,13 +147,12 @@ const (
 )
 
 // send hands an event to its room and answers its id.
-func (s *Server) send(w http.ResponseWriter, r *http.Request, msg *actors.SendEvent) {
+func (s *Server) send(r *http.Request, msg *actors.SendEvent) (any, error) {
 	reply, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, msg.RoomId, msg)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, map[string]string{"event_id": reply.EventId})
+	return map[string]string{"event_id": reply.EventId}, nil
 }
 
 // memberships are the values ?membership and ?not_membership may take.
@@ -174,25 +160,22 @@ var memberships = map[string]bool{"": true, "join": true, "invite": true, "leave
 
 // members answers the room's member events, filtered by ?membership,
 // ?not_membership and ?at.
-func (s *Server) members(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) members(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	q := r.URL.Query()
 	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), Members: true,
 		Membership: q.Get("membership"), NotMembership: q.Get("not_membership"), At: q.Get("at")}
 	if !memberships[msg.Membership] || !memberships[msg.NotMembership] {
-		writeError(w, errorf(400, "M_INVALID_PARAM", "Unknown membership."))
-		return
+		return nil, errorf(400, "M_INVALID_PARAM", "Unknown membership.")
 	}
 	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, 200, map[string]any{"chunk": rawEvents(reply.EventsJson)})
+	return map[string]any{"chunk": rawEvents(reply.EventsJson)}, nil
 }
 
 // joinedMember is one entry of /joined_members.
@@ -204,17 +187,15 @@ type joinedMember struct {
 
 // joinedMembers answers the joined members with the name and avatar their
 // member events carry.
-func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) joinedMembers(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), Members: true, Membership: "join"}
 	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	joined := map[string]joinedMember{}
 	for _, raw := range reply.EventsJson {
@@ -236,8 +217,7 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request, sess *ses
 	}
 	if _, ok := joined[string(sess.user)]; !ok {
 		// Only members may list who is joined now.
-		writeError(w, errorf(403, "M_FORBIDDEN", "You are not joined to this room."))
-		return
+		return nil, errorf(403, "M_FORBIDDEN", "You are not joined to this room.")
 	}
-	writeJSON(w, 200, map[string]any{"joined": joined})
+	return map[string]any{"joined": joined}, nil
 }

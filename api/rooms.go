@@ -8,9 +8,8 @@ import (
 	"net/http"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
-
 	"persona/actors"
+	"persona/internal/mxid"
 )
 
 // roomRoutes registers the rooms API, /sync and presence.
@@ -27,30 +26,10 @@ func (s *Server) roomRoutes() {
 	s.presenceRoutes()
 }
 
-// askAs sends msg to the actor kind/id and expects a T back. An Error the
-// reply carries (every room reply has one) becomes that error, and a reply
-// of another type an internal error, never a panic.
-func askAs[T proto.Message](ctx context.Context, s *Server, kind, id string, msg proto.Message) (T, error) {
-	var zero T
-	reply, err := s.ask(ctx, kind, id, msg)
-	if err != nil {
-		return zero, err
-	}
-	if e, ok := reply.(interface{ GetError() *actors.Error }); ok && e.GetError() != nil {
-		return zero, fromActor(e.GetError())
-	}
-	t, ok := reply.(T)
-	if !ok {
-		s.log.Error("actor answered an unexpected type", "kind", kind, "want", fmt.Sprintf("%T", zero), "got", fmt.Sprintf("%T", reply))
-		return zero, errInternal
-	}
-	return t, nil
-}
-
 // validRoomID checks the room ID grammar: !opaque:server.
 func validRoomID(room string) bool {
 	opaque, server, ok := strings.Cut(strings.TrimPrefix(room, "!"), ":")
-	return len(room) <= 255 && strings.HasPrefix(room, "!") && ok && opaque != "" && actors.ValidServerName(server)
+	return len(room) <= 255 && strings.HasPrefix(room, "!") && ok && opaque != "" && mxid.ValidServerName(server)
 }
 
 // roomParam is the {roomId} path value, checked.
@@ -109,42 +88,37 @@ func (s *Server) targetProfile(ctx context.Context, user string) ([]byte, uint64
 
 // createRoom checks the body's known fields, then lets the new room's actor
 // build the room from it.
-func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, sess *session) {
-	body, err := s.readObject(w, r)
+func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
+	body, err := s.readObject(r)
 	var invitees map[string][]byte
 	if err == nil {
 		invitees, err = s.checkCreateRoom(r.Context(), body)
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	profile, version, _, err := s.memberProfile(r.Context(), string(sess.user))
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	room := "!" + randomString(14)[:18] + ":" + s.cfg.ServerName
 	alias, err := s.createAlias(r.Context(), body, room, string(sess.user))
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if err := s.checkInitialCanonicalAlias(r.Context(), body, room); err != nil {
 		s.releaseAlias(r.Context(), alias, room, string(sess.user))
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	raw, _ := json.Marshal(body)
 	msg := &actors.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
 		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees}
 	if _, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg); err != nil {
 		s.releaseAlias(r.Context(), alias, room, string(sess.user))
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	s.publishCreated(r.Context(), body, room)
-	writeJSON(w, 200, map[string]string{"room_id": room})
+	return map[string]string{"room_id": room}, nil
 }
 
 // jsonKind is the first byte of a valid JSON value, which names its type:
@@ -260,32 +234,30 @@ func isNonEmptyString(v json.RawMessage) bool {
 }
 
 // joinByIDOrAlias is POST /join/{roomIdOrAlias}; an alias is resolved first.
-func (s *Server) joinByIDOrAlias(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) joinByIDOrAlias(r *http.Request, sess *session) (any, error) {
 	target := r.PathValue("roomIdOrAlias")
 	switch {
 	case strings.HasPrefix(target, "#"):
 		room, err := s.resolveAlias(r.Context(), target)
 		if err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
-		s.changeMembership(w, r, sess, room, "join")
+		return s.changeMembership(r, sess, room, "join")
 	case !validRoomID(target):
-		writeError(w, errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID or alias %q.", target)))
+		return nil, errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID or alias %q.", target))
 	default:
-		s.changeMembership(w, r, sess, target, "join")
+		return s.changeMembership(r, sess, target, "join")
 	}
 }
 
 // membershipAction is the handler of POST /rooms/{roomId}/{action}.
-func (s *Server) membershipAction(action string) func(http.ResponseWriter, *http.Request, *session) {
-	return func(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) membershipAction(action string) authedHandler {
+	return func(r *http.Request, sess *session) (any, error) {
 		room, err := roomParam(r)
 		if err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
-		s.changeMembership(w, r, sess, room, action)
+		return s.changeMembership(r, sess, room, action)
 	}
 }
 
@@ -298,17 +270,15 @@ type membershipBody struct {
 // room. Join and leave act on the sender and may have an empty body; the
 // others name their target in user_id. Joins and invites carry the target's
 // global profile, which becomes the member event's displayname and avatar.
-func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *session, room, action string) {
+func (s *Server) changeMembership(r *http.Request, sess *session, room, action string) (any, error) {
 	self := action == "join" || action == "leave" || action == "forget"
-	raw, err := readBody(w, r, s.cfg.Limits.MaxRequestBytes)
+	raw, err := readBody(r, s.cfg.Limits.MaxRequestBytes)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	var body membershipBody
 	if err := decodeBytes(raw, &body, self); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	msg := &actors.ChangeMembership{RoomId: room, Sender: string(sess.user), Target: string(sess.user), Action: action}
 	if action == "join" && len(bytes.TrimSpace(raw)) > 0 {
@@ -319,12 +289,10 @@ func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *
 	}
 	if !self {
 		if body.UserID == nil {
-			writeError(w, errorf(400, "M_MISSING_PARAM", "Missing user_id."))
-			return
+			return nil, errorf(400, "M_MISSING_PARAM", "Missing user_id.")
 		}
 		if _, _, err := parseUserID(*body.UserID); err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
 		msg.Target = *body.UserID
 	}
@@ -338,25 +306,24 @@ func (s *Server) changeMembership(w http.ResponseWriter, r *http.Request, sess *
 		_, err = askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg)
 	}
 	if err == nil && action == "forget" {
-		_, err = s.ask(r.Context(), actors.KindUser, string(sess.user), &actors.ForgetRoom{UserId: string(sess.user), RoomId: room})
+		_, err = askAs[*actors.Done](r.Context(), s, actors.KindUser, string(sess.user), &actors.ForgetRoom{UserId: string(sess.user), RoomId: room})
 	}
 	switch {
 	case err != nil:
-		writeError(w, err)
+		return nil, err
 	case action == "join":
-		writeJSON(w, 200, map[string]string{"room_id": room})
+		return map[string]string{"room_id": room}, nil
 	default:
-		writeJSON(w, 200, map[string]any{})
+		return map[string]any{}, nil
 	}
 }
 
 // joinedRooms lists the rooms the user's actor has the user joined to.
-func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) joinedRooms(r *http.Request, sess *session) (any, error) {
 	user := string(sess.user)
 	rooms, err := askAs[*actors.RoomsReply](r.Context(), s, actors.KindUser, user, &actors.GetRooms{UserId: user})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	joined := []string{}
 	for _, m := range rooms.Rooms {
@@ -364,5 +331,5 @@ func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request, sess *sessi
 			joined = append(joined, m.RoomId)
 		}
 	}
-	writeJSON(w, 200, map[string][]string{"joined_rooms": joined})
+	return map[string][]string{"joined_rooms": joined}, nil
 }

@@ -65,14 +65,14 @@ func New(o Options) *Server {
 var clientPrefixes = []string{"/_matrix/client/v3", "/_matrix/client/r0"}
 
 // handle registers h for method and path under every client prefix.
-func (s *Server) handle(method, path string, h http.HandlerFunc) {
+func (s *Server) handle(method, path string, h handler) {
 	for _, p := range clientPrefixes {
-		s.mux.HandleFunc(method+" "+p+path, h)
+		s.route(method+" "+p+path, h)
 	}
 }
 
 func (s *Server) routes() {
-	s.mux.HandleFunc("GET /_matrix/client/versions", s.versions)
+	s.route("GET /_matrix/client/versions", s.versions)
 	s.handle("GET", "/capabilities", s.authed(s.capabilities))
 	s.accountRoutes()
 	s.profileRoutes()
@@ -158,27 +158,36 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// ask sends msg to an actor and returns its answer; an actor's Done with an
-// error becomes that error.
-func (s *Server) ask(ctx context.Context, kind, id string, msg proto.Message) (proto.Message, error) {
+// askAs sends msg to the actor kind/id and expects a T back: the one way
+// api reads an actor's reply. An Error the reply carries (Done and every
+// reply with a result have one) becomes that error, a reply of another type
+// an internal error, never a panic; an actor that does not answer in time
+// is errUnavailable.
+func askAs[T proto.Message](ctx context.Context, s *Server, kind, id string, msg proto.Message) (T, error) {
+	var zero T
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	reply, err := s.host.Request(ctx, kind, id, msg)
 	if errors.Is(err, actors.ErrTimeout) {
-		return nil, errUnavailable
+		return zero, errUnavailable
 	}
 	if err != nil {
 		s.log.Error("actor request failed", "kind", kind, "err", err)
-		return nil, errInternal
+		return zero, errInternal
 	}
-	if d, ok := reply.(*actors.Done); ok && d.Error != nil {
-		return nil, fromActor(d.Error)
+	if e, ok := reply.(interface{ GetError() *actors.Error }); ok && e.GetError() != nil {
+		return zero, e.GetError()
 	}
-	return reply, nil
+	t, ok := reply.(T)
+	if !ok {
+		s.log.Error("actor answered an unexpected type", "kind", kind, "want", fmt.Sprintf("%T", zero), "got", fmt.Sprintf("%T", reply))
+		return zero, errInternal
+	}
+	return t, nil
 }
 
-func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]any{
+func (s *Server) versions(*http.Request) (any, error) {
+	return map[string]any{
 		"versions": []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
 			"v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16"},
 		"unstable_features": map[string]bool{
@@ -188,11 +197,11 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
 			"org.matrix.msc4069":            true,
 			"com.beeper.msc4437":            true,
 		},
-	})
+	}, nil
 }
 
-func (s *Server) capabilities(w http.ResponseWriter, r *http.Request, _ *session) {
-	writeJSON(w, 200, map[string]any{"capabilities": map[string]any{
+func (s *Server) capabilities(*http.Request, *session) (any, error) {
+	return map[string]any{"capabilities": map[string]any{
 		"m.change_password": map[string]bool{"enabled": false},
 		"m.room_versions": map[string]any{
 			"default": "10", "available": map[string]string{"10": "stable"},
@@ -201,7 +210,7 @@ func (s *Server) capabilities(w http.ResponseWriter, r *http.Request, _ *session
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
 		"m.profile_fields":  map[string]bool{"enabled": true},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
-	}})
+	}}, nil
 }
 
 // userIDParam parses a {userId} path value.

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -126,11 +125,10 @@ func (p *syncParams) readFilter(f []byte) error {
 // sync answers /sync. It subscribes before it reads, so an event committed
 // while the answer is built wakes it; with nothing to report it waits for
 // such an event (or the timeout) and builds again.
-func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) sync(r *http.Request, sess *session) (any, error) {
 	p, err := parseSyncParams(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if p.filter != "" {
 		f, err := s.loadFilter(r, sess, p.filter)
@@ -138,8 +136,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *session) {
 			err = p.readFilter(f)
 		}
 		if err != nil {
-			writeError(w, err)
-			return
+			return nil, err
 		}
 	}
 	ctx, user := r.Context(), string(sess.user)
@@ -153,12 +150,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *session) {
 		wait := time.Until(deadline)
 		if err != nil || !resp.empty() || p.since == 0 || p.fullState || wait <= 0 {
 			cancel()
-			if err != nil {
-				writeError(w, err)
-			} else {
-				writeJSON(w, 200, resp)
-			}
-			return
+			return resp, err
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -169,8 +161,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, sess *session) {
 		timer.Stop()
 		cancel()
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			writeJSON(w, 200, resp) // nothing new: the same empty answer
-			return
+			return resp, nil // nothing new: the same empty answer
 		}
 	}
 }
@@ -396,10 +387,9 @@ func (s *Server) roomSyncs(ctx context.Context, reqs []*actors.RoomSync) ([]*act
 	}
 	wg.Wait()
 	for i, err := range errs {
-		var e *Error
 		switch {
 		case err == nil:
-		case errors.As(err, &e) && e.Status < 500:
+		case answer(err).Status < 500:
 			s.log.Warn("room left out of sync", "room", reqs[i].RoomId, "user", reqs[i].UserId, "err", err)
 		default:
 			return nil, err

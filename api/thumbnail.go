@@ -35,39 +35,33 @@ type thumbSpec struct {
 // GET /thumbnail/{serverName}/{mediaId}?width=&height=&method=.
 // PNG and JPEG images are resized; other content, or an image already within
 // the box, is served as it is.
-func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request) {
+func (s *Server) thumbnail(r *http.Request) (any, error) {
 	id, err := s.mediaPath(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	spec, err := thumbParams(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	timeout, err := mediaTimeout(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	m, err := s.awaitMedia(r.Context(), id, timeout)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	src, err := s.readBlob(m.SHA)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	out, ct, err := s.makeThumbnail(r.Context(), m, src, spec)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	etag := m.SHA + "-" + strconv.Itoa(spec.width) + "x" + strconv.Itoa(spec.height) + "-" + spec.method
-	serveMedia(w, r, out, ct, "", etag, time.UnixMilli(m.CreatedMs))
+	return &mediaFile{out, ct, "", etag, time.UnixMilli(m.CreatedMs)}, nil
 }
 
 // thumbParams parses width, height (positive integers) and method.

@@ -27,37 +27,32 @@ type searchResult struct {
 // joined rooms only (see roomMatches): a user found that way shows the name
 // of that room, and only to its members. A user found by global name keeps
 // the global name.
-func (s *Server) searchUsers(w http.ResponseWriter, r *http.Request, sess *session) {
+func (s *Server) searchUsers(r *http.Request, sess *session) (any, error) {
 	var body struct {
 		SearchTerm *string `json:"search_term"`
 		Limit      *int    `json:"limit"`
 	}
-	if err := s.decode(w, r, &body, false); err != nil {
-		writeError(w, err)
-		return
+	if err := s.decode(r, &body, false); err != nil {
+		return nil, err
 	}
 	if body.SearchTerm == nil {
-		writeError(w, errorf(400, "M_MISSING_PARAM", "Missing search_term."))
-		return
+		return nil, errorf(400, "M_MISSING_PARAM", "Missing search_term.")
 	}
 	limit := 10
 	if body.Limit != nil {
 		if *body.Limit < 0 {
-			writeError(w, errorf(400, "M_INVALID_PARAM", "limit must not be negative."))
-			return
+			return nil, errorf(400, "M_INVALID_PARAM", "limit must not be negative.")
 		}
 		limit = min(*body.Limit, 100)
 	}
 	searcher := string(sess.user)
 	found, err := askAs[*actors.SearchReply](r.Context(), s, actors.KindUserDir, "local", &actors.SearchUsers{Term: *body.SearchTerm, Limit: 200})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	rooms, err := s.joinedRoomList(r.Context(), searcher)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	mine := make(map[string]bool, len(rooms))
 	for _, room := range rooms {
@@ -100,7 +95,7 @@ func (s *Server) searchUsers(w http.ResponseWriter, r *http.Request, sess *sessi
 			break
 		}
 	}
-	writeJSON(w, 200, map[string]any{"limited": limited, "results": results})
+	return map[string]any{"limited": limited, "results": results}, nil
 }
 
 // Bounds of the room-specific name search: the searcher's first rooms only,

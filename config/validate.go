@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"persona/internal/mxid"
 )
 
 // Validate checks every setting and returns all problems at once, joined
@@ -17,7 +19,7 @@ func (c *Config) Validate() error {
 	var p problems
 	if c.ServerName == "" {
 		p.add("server_name", "must not be empty")
-	} else if err := checkServerName(c.ServerName); err != nil {
+	} else if _, _, err := mxid.ParseServerName(c.ServerName); err != nil {
 		p.add("server_name", "%v (got %q)", err, c.ServerName)
 	}
 	if c.DataDir == "" {
@@ -86,51 +88,6 @@ func (p *problems) oneOf(key, v string, allowed ...string) {
 	p.add(key, "must be one of %s (got %q)", strings.Join(allowed, "|"), v)
 }
 
-// checkServerName checks s against the Matrix server name grammar:
-// hostname [":" port], where hostname is an IPv4 address, a bracketed IPv6
-// address or a DNS name of at most 255 characters [A-Za-z0-9.-], and port
-// is 1-65535.
-func checkServerName(s string) error {
-	host, port, hasPort := s, "", false
-	if strings.HasPrefix(s, "[") {
-		end := strings.IndexByte(s, ']')
-		if end < 0 {
-			return errors.New("unterminated IPv6 literal")
-		}
-		host = s[1:end]
-		ip, err := netip.ParseAddr(host)
-		if err != nil || !ip.Is6() || ip.Zone() != "" {
-			return fmt.Errorf("invalid IPv6 literal %q", host)
-		}
-		rest := s[end+1:]
-		if rest != "" {
-			if rest[0] != ':' {
-				return errors.New(`unexpected text after "]"`)
-			}
-			port, hasPort = rest[1:], true
-		}
-	} else {
-		if i := strings.LastIndexByte(s, ':'); i >= 0 {
-			host, port, hasPort = s[:i], s[i+1:], true
-		}
-		if host == "" || len(host) > 255 {
-			return errors.New("hostname must be 1 to 255 characters")
-		}
-		for _, r := range host {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
-				return fmt.Errorf("invalid character %q in hostname (IPv6 needs [brackets])", r)
-			}
-		}
-	}
-	if hasPort {
-		n, err := strconv.Atoi(port)
-		if err != nil || len(port) > 5 || n < 1 || n > 65535 {
-			return fmt.Errorf("port must be 1-65535, not %q", port)
-		}
-	}
-	return nil
-}
-
 // checkHostPort checks a listen address: host:port with an optional host
 // (empty means all interfaces) and a numeric port 0-65535 (0 picks a free port).
 func checkHostPort(addr string) error {
@@ -147,7 +104,7 @@ func checkHostPort(addr string) error {
 	if _, err := netip.ParseAddr(host); err == nil {
 		return nil
 	}
-	if err := checkServerName(host); err != nil || strings.Contains(host, ":") {
+	if !mxid.ValidServerName(host) || strings.Contains(host, ":") {
 		return fmt.Errorf("invalid host %q", host)
 	}
 	return nil

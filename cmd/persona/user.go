@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"persona/api"
+	"persona/internal/mxid"
 	"persona/internal/node"
 )
 
@@ -46,8 +47,8 @@ func userPending(args []string, stdout, stderr io.Writer) error {
 	if user == "" {
 		return errors.New("user pending: @user:server is required")
 	}
-	if local, server, ok := strings.Cut(strings.TrimPrefix(user, "@"), ":"); !strings.HasPrefix(user, "@") || !ok || local == "" || server == "" {
-		return fmt.Errorf("user pending: %q is not a user ID: want @localpart:server", user)
+	if _, _, err := mxid.ParseUserID(user); err != nil {
+		return fmt.Errorf("user pending: %q is not a user ID: want @localpart:server (%v)", user, err)
 	}
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {

@@ -40,7 +40,7 @@ bench:
 generate:
 	@command -v protoc >/dev/null || { echo "needs protoc: apt-get install -y protobuf-compiler"; exit 1; }
 	$(GO) install $(PROTOC_GEN_GO)
-	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I actors --go_out=actors --go_opt=paths=source_relative actors/*.proto
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I wire --go_out=wire --go_opt=paths=source_relative wire/*.proto
 
 clean:
 	rm -rf bin

@@ -6,12 +6,13 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // register creates the account, the profile (displayname) and the first device.
-func (u *user) register(ctx actor.Context, m *Register) {
+func (u *user) register(ctx actor.Context, m *wire.Register) {
 	if u.exists {
-		ctx.Respond(&Done{Error: conflict(Error_USER, "User ID already taken.")})
+		ctx.Respond(&wire.Done{Error: conflict(wire.Error_USER, "User ID already taken.")})
 		return
 	}
 	u.exists = true
@@ -28,24 +29,24 @@ func (u *user) register(ctx actor.Context, m *Register) {
 	if m.Device != nil {
 		u.putDevice(&b, m.Device)
 	}
-	u.commit(ctx, &b, &Done{}, func() {
+	u.commit(ctx, &b, &wire.Done{}, func() {
 		u.committed, u.committedJSON = prof, nil
 		u.publishEntry()
 	})
 }
 
-func (u *user) addDevice(ctx actor.Context, m *AddDevice) {
+func (u *user) addDevice(ctx actor.Context, m *wire.AddDevice) {
 	if !u.exists {
-		ctx.Respond(&Done{Error: notFound(Error_USER, "Unknown user.")})
+		ctx.Respond(&wire.Done{Error: notFound(wire.Error_USER, "Unknown user.")})
 		return
 	}
 	var b storage.Batch
 	u.putDevice(&b, m.Device)
-	u.commit(ctx, &b, &Done{}, nil)
+	u.commit(ctx, &b, &wire.Done{}, nil)
 }
 
 // putDevice records a device; a device id that exists gets a new token.
-func (u *user) putDevice(b *storage.Batch, d *NewDevice) {
+func (u *user) putDevice(b *storage.Batch, d *wire.NewDevice) {
 	if old, ok := u.devices[d.DeviceId]; ok {
 		delete(u.tokens, string(old.TokenHash))
 		u.h.tokens.Delete(string(old.TokenHash))
@@ -59,18 +60,18 @@ func (u *user) putDevice(b *storage.Batch, d *NewDevice) {
 	b.Set(u.key("dev", d.DeviceId), mustJSON(rec))
 }
 
-func (u *user) authenticate(ctx actor.Context, m *Authenticate) {
+func (u *user) authenticate(ctx actor.Context, m *wire.Authenticate) {
 	dev, ok := u.tokens[string(m.TokenHash)]
 	if !ok || !u.exists {
-		ctx.Respond(&AuthReply{})
+		ctx.Respond(&wire.AuthReply{})
 		return
 	}
-	ctx.Respond(&AuthReply{Ok: true, DeviceId: dev, Admin: u.account.Admin})
+	ctx.Respond(&wire.AuthReply{Ok: true, DeviceId: dev, Admin: u.account.Admin})
 }
 
 // removeDevices logs devices out. Their tokens stop working at once; the
 // answer waits until the removal is durable.
-func (u *user) removeDevices(ctx actor.Context, m *RemoveDevices) {
+func (u *user) removeDevices(ctx actor.Context, m *wire.RemoveDevices) {
 	ids := m.DeviceIds
 	if m.All {
 		ids = ids[:0]
@@ -90,8 +91,8 @@ func (u *user) removeDevices(ctx actor.Context, m *RemoveDevices) {
 		b.Delete(u.key("dev", id))
 	}
 	if b.Len() == 0 {
-		ctx.Respond(&Done{})
+		ctx.Respond(&wire.Done{})
 		return
 	}
-	u.commit(ctx, &b, &Done{}, nil)
+	u.commit(ctx, &b, &wire.Done{}, nil)
 }

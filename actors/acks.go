@@ -3,6 +3,8 @@ package actors
 import (
 	"sync"
 	"time"
+
+	"persona/wire"
 )
 
 // ackWindow is how long the node gathers rooms' acks for one user.
@@ -12,15 +14,15 @@ const ackWindow = time.Millisecond
 // within ackWindow travel as one UpdateAcks message.
 type acker struct {
 	mu      sync.Mutex
-	pending map[string][]*UpdateAck
+	pending map[string][]*wire.UpdateAck
 	armed   bool
 }
 
 // ack queues a room's ack for its user's actor.
-func (h *Service) ack(a *UpdateAck) {
+func (h *Service) ack(a *wire.UpdateAck) {
 	h.acks.mu.Lock()
 	if h.acks.pending == nil {
-		h.acks.pending = map[string][]*UpdateAck{}
+		h.acks.pending = map[string][]*wire.UpdateAck{}
 	}
 	h.acks.pending[a.UserId] = append(h.acks.pending[a.UserId], a)
 	arm := !h.acks.armed
@@ -37,6 +39,6 @@ func (h *Service) flushAcks() {
 	h.acks.pending, h.acks.armed = nil, false
 	h.acks.mu.Unlock()
 	for user, acks := range pending {
-		h.Send(KindUser, user, &UpdateAcks{UserId: user, Acks: acks})
+		h.Send(KindUser, user, &wire.UpdateAcks{UserId: user, Acks: acks})
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"persona/host"
 	"persona/storage"
+	"persona/wire"
 )
 
 // DirectoryPublic is the id of the public room directory's actor.
@@ -99,10 +100,10 @@ func (d *durableActor) onCommitted(ctx actor.Context, m *committed, kind, id str
 func storageError(m proto.Message) proto.Message {
 	e := internal("internal storage error")
 	switch m.(type) {
-	case *AliasReply:
-		return &AliasReply{Error: e}
+	case *wire.AliasReply:
+		return &wire.AliasReply{Error: e}
 	default:
-		return &Done{Error: e}
+		return &wire.Done{Error: e}
 	}
 }
 
@@ -160,33 +161,33 @@ func (a *alias) Receive(ctx actor.Context) {
 		return
 	}
 	switch m := msg.(type) {
-	case *GetAlias:
+	case *wire.GetAlias:
 		if a.durable == nil {
-			ctx.Respond(&AliasReply{Error: aliasNotFound()})
+			ctx.Respond(&wire.AliasReply{Error: aliasNotFound()})
 		} else {
-			ctx.Respond(&AliasReply{RoomId: a.durable.RoomID, Creator: a.durable.Creator})
+			ctx.Respond(&wire.AliasReply{RoomId: a.durable.RoomID, Creator: a.durable.Creator})
 		}
-	case *PutAlias:
+	case *wire.PutAlias:
 		a.put(ctx, m)
-	case *DeleteAlias:
+	case *wire.DeleteAlias:
 		a.delete(ctx, m)
 	default:
-		ctx.Respond(&Done{Error: unsupported()})
+		ctx.Respond(&wire.Done{Error: unsupported()})
 	}
 	a.after(ctx)
 }
 
-func aliasNotFound() *Error {
-	return notFound(Error_ALIAS, "Room alias not found.")
+func aliasNotFound() *wire.Error {
+	return notFound(wire.Error_ALIAS, "Room alias not found.")
 }
 
-func (a *alias) put(ctx actor.Context, m *PutAlias) {
+func (a *alias) put(ctx actor.Context, m *wire.PutAlias) {
 	if m.Alias != a.id || m.RoomId == "" || strings.ContainsRune(m.RoomId, 0) || m.UserId == "" {
-		ctx.Respond(&AliasReply{Error: badValue(Error_ALIAS, "Bad alias request.")})
+		ctx.Respond(&wire.AliasReply{Error: badValue(wire.Error_ALIAS, "Bad alias request.")})
 		return
 	}
 	if a.latest != nil {
-		ctx.Respond(&AliasReply{Error: conflict(Error_ALIAS, "Room alias "+a.id+" already exists.")})
+		ctx.Respond(&wire.AliasReply{Error: conflict(wire.Error_ALIAS, "Room alias "+a.id+" already exists.")})
 		return
 	}
 	rec := &aliasRecord{RoomID: m.RoomId, Creator: m.UserId, Created: now()}
@@ -194,17 +195,17 @@ func (a *alias) put(ctx actor.Context, m *PutAlias) {
 	var b storage.Batch
 	b.Set(a.key(), mustJSON(rec))
 	b.Set(a.indexKey(rec.RoomID), []byte{})
-	a.commit(ctx, &b, &AliasReply{RoomId: rec.RoomID, Creator: rec.Creator}, func() { a.durable = rec })
+	a.commit(ctx, &b, &wire.AliasReply{RoomId: rec.RoomID, Creator: rec.Creator}, func() { a.durable = rec })
 }
 
-func (a *alias) delete(ctx actor.Context, m *DeleteAlias) {
+func (a *alias) delete(ctx actor.Context, m *wire.DeleteAlias) {
 	rec := a.latest
 	if rec == nil || (m.RoomId != "" && rec.RoomID != m.RoomId) {
-		ctx.Respond(&AliasReply{Error: aliasNotFound()})
+		ctx.Respond(&wire.AliasReply{Error: aliasNotFound()})
 		return
 	}
 	if !m.Admin && m.UserId != rec.Creator && !(m.MayChange && m.RoomId == rec.RoomID) {
-		ctx.Respond(&AliasReply{Error: forbidden("You may not delete this alias.")})
+		ctx.Respond(&wire.AliasReply{Error: forbidden("You may not delete this alias.")})
 		return
 	}
 	a.latest = nil
@@ -212,7 +213,7 @@ func (a *alias) delete(ctx actor.Context, m *DeleteAlias) {
 	b.Delete(a.key())
 	b.Delete(a.indexKey(rec.RoomID))
 	// Batches commit in order: a later put's applied sets durable again.
-	a.commit(ctx, &b, &AliasReply{RoomId: rec.RoomID, Creator: rec.Creator}, func() { a.durable = nil })
+	a.commit(ctx, &b, &wire.AliasReply{RoomId: rec.RoomID, Creator: rec.Creator}, func() { a.durable = nil })
 }
 
 // directory is the actor of the public room directory: the set of
@@ -249,9 +250,9 @@ func (d *directory) Receive(ctx actor.Context) {
 		return
 	}
 	switch m := msg.(type) {
-	case *Publish:
+	case *wire.Publish:
 		if m.RoomId == "" || strings.ContainsRune(m.RoomId, 0) {
-			ctx.Respond(&Done{Error: badValue(Error_ROOM, "Bad room ID.")})
+			ctx.Respond(&wire.Done{Error: badValue(wire.Error_ROOM, "Bad room ID.")})
 			break
 		}
 		var b storage.Batch
@@ -260,22 +261,22 @@ func (d *directory) Receive(ctx actor.Context) {
 		} else {
 			b.Delete(d.key(m.RoomId))
 		}
-		d.commit(ctx, &b, &Done{}, func() {
+		d.commit(ctx, &b, &wire.Done{}, func() {
 			if m.Visible {
 				d.rooms[m.RoomId] = true
 			} else {
 				delete(d.rooms, m.RoomId)
 			}
 		})
-	case *ListPublic:
-		out := &PublicList{RoomIds: make([]string, 0, len(d.rooms))}
+	case *wire.ListPublic:
+		out := &wire.PublicList{RoomIds: make([]string, 0, len(d.rooms))}
 		for r := range d.rooms {
 			out.RoomIds = append(out.RoomIds, r)
 		}
 		slices.Sort(out.RoomIds)
 		ctx.Respond(out)
 	default:
-		ctx.Respond(&Done{Error: unsupported()})
+		ctx.Respond(&wire.Done{Error: unsupported()})
 	}
 	d.after(ctx)
 }

@@ -15,6 +15,7 @@ import (
 
 	"persona/host"
 	"persona/storage"
+	"persona/wire"
 )
 
 // Each partition indexes its aliases by room: p/<partition>/ar/<room>/<alias>,
@@ -57,28 +58,28 @@ func (a *aliasIndex) Receive(ctx actor.Context) {
 		}
 	case *host.StopWhenIdle:
 		ctx.Stop(ctx.Self())
-	case *ListRoomAliases:
+	case *wire.ListRoomAliases:
 		ctx.Respond(a.list(m))
 	}
 }
 
 // list answers ListRoomAliases from the partition's index.
-func (a *aliasIndex) list(m *ListRoomAliases) *RoomAliasList {
+func (a *aliasIndex) list(m *wire.ListRoomAliases) *wire.RoomAliasList {
 	if m.RoomId == "" || strings.ContainsRune(m.RoomId, 0) {
-		return &RoomAliasList{Error: badValue(Error_ROOM, "Bad room ID.")}
+		return &wire.RoomAliasList{Error: badValue(wire.Error_ROOM, "Bad room ID.")}
 	}
 	aliases, err := roomAliasesIn(a.h.store, a.part, m.RoomId)
 	if err != nil {
 		a.h.log.Error("read alias index", "room", m.RoomId, "err", err)
-		return &RoomAliasList{Error: internal("internal storage error")}
+		return &wire.RoomAliasList{Error: internal("internal storage error")}
 	}
-	return &RoomAliasList{Aliases: aliases}
+	return &wire.RoomAliasList{Aliases: aliases}
 }
 
 // RoomAliases lists the local aliases that point to room, sorted: it asks
 // every partition's index for its part. A partition's error is the
 // answer's Error.
-func (h *Service) RoomAliases(ctx context.Context, room string) (*RoomAliasList, error) {
+func (h *Service) RoomAliases(ctx context.Context, room string) (*wire.RoomAliasList, error) {
 	n := h.rt.Partitions()
 	type answer struct {
 		list proto.Message
@@ -88,15 +89,15 @@ func (h *Service) RoomAliases(ctx context.Context, room string) (*RoomAliasList,
 	for p := range n {
 		answers[p] = make(chan answer, 1)
 		go func() {
-			list, err := h.rt.RequestIn(ctx, p, kindAliasIndex, strconv.Itoa(p), &ListRoomAliases{RoomId: room})
+			list, err := h.rt.RequestIn(ctx, p, kindAliasIndex, strconv.Itoa(p), &wire.ListRoomAliases{RoomId: room})
 			answers[p] <- answer{list, err}
 		}()
 	}
-	out := &RoomAliasList{Aliases: []string{}}
+	out := &wire.RoomAliasList{Aliases: []string{}}
 	var failed error
 	for _, c := range answers {
 		a := <-c
-		list, ok := a.list.(*RoomAliasList)
+		list, ok := a.list.(*wire.RoomAliasList)
 		switch {
 		case a.err != nil:
 			failed = cmp.Or(failed, a.err)
@@ -112,7 +113,7 @@ func (h *Service) RoomAliases(ctx context.Context, room string) (*RoomAliasList,
 		return nil, failed
 	}
 	if out.Error != nil {
-		return &RoomAliasList{Error: out.Error}, nil
+		return &wire.RoomAliasList{Error: out.Error}, nil
 	}
 	slices.Sort(out.Aliases)
 	return out, nil

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 func roomAliases(t *testing.T, h *Service, room string) []string {
@@ -20,10 +21,10 @@ func roomAliases(t *testing.T, h *Service, room string) []string {
 	return list.Aliases
 }
 
-func aliasAsk(t *testing.T, h *Service, alias string, m proto.Message) *AliasReply {
+func aliasAsk(t *testing.T, h *Service, alias string, m proto.Message) *wire.AliasReply {
 	t.Helper()
 	r, err := h.Request(context.Background(), KindAlias, alias, m)
-	reply, ok := r.(*AliasReply)
+	reply, ok := r.(*wire.AliasReply)
 	if err != nil || !ok || reply.Error != nil {
 		t.Fatalf("%T %s: %v %v", m, alias, err, r)
 	}
@@ -39,16 +40,16 @@ func TestAliasIndexFollowsPutAndDelete(t *testing.T) {
 	const u, room, other = "@alice:" + server, "!a:" + server, "!b:" + server
 	var want []string
 	for _, name := range []string{"#c:", "#a:", "#b:", "#d:", "#e:"} {
-		aliasAsk(t, h, name+server, &PutAlias{Alias: name + server, RoomId: room, UserId: u})
+		aliasAsk(t, h, name+server, &wire.PutAlias{Alias: name + server, RoomId: room, UserId: u})
 		want = append(want, name+server)
 	}
-	aliasAsk(t, h, "#x:"+server, &PutAlias{Alias: "#x:" + server, RoomId: other, UserId: u})
+	aliasAsk(t, h, "#x:"+server, &wire.PutAlias{Alias: "#x:" + server, RoomId: other, UserId: u})
 	slices.Sort(want)
 	if got := roomAliases(t, h, room); !slices.Equal(got, want) {
 		t.Fatalf("aliases = %v, want %v", got, want)
 	}
-	aliasAsk(t, h, "#a:"+server, &DeleteAlias{Alias: "#a:" + server, UserId: u})
-	aliasAsk(t, h, "#a:"+server, &PutAlias{Alias: "#a:" + server, RoomId: other, UserId: u})
+	aliasAsk(t, h, "#a:"+server, &wire.DeleteAlias{Alias: "#a:" + server, UserId: u})
+	aliasAsk(t, h, "#a:"+server, &wire.PutAlias{Alias: "#a:" + server, RoomId: other, UserId: u})
 	if got := roomAliases(t, h, room); !slices.Equal(got, want[1:]) {
 		t.Fatalf("aliases after a move = %v, want %v", got, want[1:])
 	}

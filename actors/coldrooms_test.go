@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // BenchmarkColdRenameInBigRooms: a member of 10 rooms of 1,000 members each
@@ -22,7 +23,7 @@ func BenchmarkColdRenameInBigRooms(b *testing.B) {
 	users := make([]string, members)
 	for i := range users {
 		users[i] = fmt.Sprintf("@m%d:%s", i, server)
-		if _, err := h.Request(ctx, KindUser, users[i], &Register{UserId: users[i], Displayname: fmt.Sprint("m", i)}); err != nil {
+		if _, err := h.Request(ctx, KindUser, users[i], &wire.Register{UserId: users[i], Displayname: fmt.Sprint("m", i)}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -32,13 +33,13 @@ func BenchmarkColdRenameInBigRooms(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			id := fmt.Sprintf("!big%d:%s", r, server)
-			if _, err := h.Request(ctx, KindRoom, id, &CreateRoom{RoomId: id, Creator: users[0], RequestJson: []byte(`{"preset":"public_chat"}`),
+			if _, err := h.Request(ctx, KindRoom, id, &wire.CreateRoom{RoomId: id, Creator: users[0], RequestJson: []byte(`{"preset":"public_chat"}`),
 				CreatorProfileJson: []byte(`{"displayname":"m0"}`), CreatorProfileVersion: 1}); err != nil {
 				b.Error(err)
 				return
 			}
 			for _, u := range users[1:] {
-				if _, err := h.Request(ctx, KindRoom, id, &ChangeMembership{RoomId: id, Sender: u, Target: u, Action: "join"}); err != nil {
+				if _, err := h.Request(ctx, KindRoom, id, &wire.ChangeMembership{RoomId: id, Sender: u, Target: u, Action: "join"}); err != nil {
 					b.Error(err)
 					return
 				}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // The delivery rule, user side. Every profile write that changes displayname
@@ -37,7 +38,7 @@ type roomCursor struct {
 	// It travels like a version, in order and resent until acknowledged,
 	// and stays here until then: a restart or a lost message cannot let a
 	// later version overtake it.
-	Snapshot *MemberUpdate `json:"snap,omitempty"`
+	Snapshot *wire.MemberUpdate `json:"snap,omitempty"`
 }
 
 // behind reports whether a joined room lacks something: a version after its
@@ -48,7 +49,7 @@ func (c *roomCursor) behind(latest uint64) bool {
 
 // deliveries is the user actor's in-memory delivery state.
 type deliveries struct {
-	history  []*MemberUpdate      // oldest first
+	history  []*wire.MemberUpdate // oldest first
 	queue    []string             // rooms to send to, in order
 	inFlight map[string]time.Time // room -> when sent
 	dirty    map[string]bool      // cursors not yet written
@@ -57,7 +58,7 @@ type deliveries struct {
 	marked   bool                 // the user's wake mark may be set: history or a snapshot is owed
 	writing  int                  // profile writes recording a version, not durable yet: they set the wake mark
 	trimmed  uint64               // every version up to this one may have left the history (joinSnapshot)
-	kept     []*MemberUpdate      // the last versions to leave the history, at most max_backlog, oldest first; durable under "kept"
+	kept     []*wire.MemberUpdate // the last versions to leave the history, at most max_backlog, oldest first; durable under "kept"
 	keptFrom uint64               // kept holds every version after this one, up to trimmed
 	fold     fold                 // the last folded run of history
 	flushing bool
@@ -81,13 +82,13 @@ func (u *user) busy() bool {
 
 // memberUpdate is the rooms' view of a profile change, or nil when neither
 // displayname nor avatar_url changed.
-func memberUpdate(before, after map[string]json.RawMessage, version uint64, mode Propagate) *MemberUpdate {
+func memberUpdate(before, after map[string]json.RawMessage, version uint64, mode wire.Propagate) *wire.MemberUpdate {
 	str := func(m map[string]json.RawMessage, k string) string {
 		var s string
 		_ = json.Unmarshal(m[k], &s)
 		return s
 	}
-	u := &MemberUpdate{Version: version, Mode: mode, WrittenMs: time.Now().UnixMilli()}
+	u := &wire.MemberUpdate{Version: version, Mode: mode, WrittenMs: time.Now().UnixMilli()}
 	u.OldDisplayname, u.Displayname = str(before, "displayname"), str(after, "displayname")
 	u.OldAvatarUrl, u.AvatarUrl = str(before, "avatar_url"), str(after, "avatar_url")
 	u.SetsDisplayname = u.OldDisplayname != u.Displayname
@@ -103,7 +104,7 @@ func (u *user) wakeKey() []byte {
 }
 
 // recordUpdate adds a new version to the batch of its profile write.
-func (u *user) recordUpdate(b *storage.Batch, upd *MemberUpdate) {
+func (u *user) recordUpdate(b *storage.Batch, upd *wire.MemberUpdate) {
 	raw, _ := proto.Marshal(upd)
 	b.Set(u.key("hist", storage.Uint64(upd.Version)), raw)
 	b.Set(u.wakeKey(), nil)
@@ -114,7 +115,7 @@ func (u *user) recordUpdate(b *storage.Batch, upd *MemberUpdate) {
 // Every room that had caught up is now one version behind; the others are
 // queued or in flight already. So a burst of writes costs a pass over the
 // rooms that caught up between two writes, not over every joined room.
-func (u *user) updateDurable(upd *MemberUpdate) {
+func (u *user) updateDurable(upd *wire.MemberUpdate) {
 	u.d.writing--
 	if err := u.ensureRooms(); err != nil {
 		// The version is durable with the user's wake mark: a restart
@@ -157,7 +158,7 @@ func (u *user) recount() {
 // setCursor changes a room's membership, acknowledged version or owed
 // snapshot, keeping the count of rooms behind and the set of those that
 // are not.
-func (u *user) setCursor(id string, c *roomCursor, membership string, acked uint64, snap *MemberUpdate) {
+func (u *user) setCursor(id string, c *roomCursor, membership string, acked uint64, snap *wire.MemberUpdate) {
 	latest := u.latest()
 	was := c.behind(latest)
 	c.Membership, c.Acked, c.Snapshot = membership, acked, snap
@@ -198,9 +199,9 @@ func (u *user) deliver() {
 // sendTo sends a room its join's snapshot, or else the versions after its
 // cursor.
 func (u *user) sendTo(id string, c *roomCursor) {
-	msg := &ProfileUpdates{RoomId: id, UserId: u.id}
+	msg := &wire.ProfileUpdates{RoomId: id, UserId: u.id}
 	if c.Snapshot != nil {
-		msg.Updates = []*MemberUpdate{c.Snapshot}
+		msg.Updates = []*wire.MemberUpdate{c.Snapshot}
 	} else {
 		msg.Updates, msg.Snapshot, msg.Skipped = u.updatesAfter(c.Acked)
 	}
@@ -211,11 +212,11 @@ func (u *user) sendTo(id string, c *roomCursor) {
 // updatesAfter is what a room that acknowledged acked lacks: every later
 // version in order or, beyond max_backlog, the latest alone with every key
 // folded in (a snapshot that skipped the others).
-func (u *user) updatesAfter(acked uint64) (ups []*MemberUpdate, snapshot bool, skipped uint64) {
+func (u *user) updatesAfter(acked uint64) (ups []*wire.MemberUpdate, snapshot bool, skipped uint64) {
 	h := u.d.history
 	i := sort.Search(len(h), func(i int) bool { return h[i].Version > acked })
 	if n := len(h) - i; n > u.h.cfg.Propagation.MaxBacklog {
-		return []*MemberUpdate{u.folded(i)}, true, uint64(n - 1)
+		return []*wire.MemberUpdate{u.folded(i)}, true, uint64(n - 1)
 	}
 	return slices.Clone(h[i:]), false, 0
 }
@@ -223,7 +224,7 @@ func (u *user) updatesAfter(acked uint64) (ups []*MemberUpdate, snapshot bool, s
 // folded is coalesce of the history from index i on. Rooms that lag alike
 // share one (messages are not changed once sent), so a burst of writes
 // costs one fold per cursor, not one per room.
-func (u *user) folded(i int) *MemberUpdate {
+func (u *user) folded(i int) *wire.MemberUpdate {
 	h := u.d.history
 	from, to := h[i].Version, h[len(h)-1].Version
 	if f := u.d.fold; f.upd != nil && f.from == from && f.to == to {
@@ -237,14 +238,14 @@ func (u *user) folded(i int) *MemberUpdate {
 // fold is the last coalesced run of history: versions from..to.
 type fold struct {
 	from, to uint64
-	upd      *MemberUpdate
+	upd      *wire.MemberUpdate
 }
 
 // coalesce folds versions into one: per key, the last value written, with
 // that write's mode, and the global value before the first of them.
-func coalesce(ups []*MemberUpdate) *MemberUpdate {
+func coalesce(ups []*wire.MemberUpdate) *wire.MemberUpdate {
 	last := ups[len(ups)-1]
-	out := &MemberUpdate{Version: last.Version, Mode: last.Mode, WrittenMs: last.WrittenMs}
+	out := &wire.MemberUpdate{Version: last.Version, Mode: last.Mode, WrittenMs: last.WrittenMs}
 	for _, x := range ups {
 		if x.SetsDisplayname {
 			if !out.SetsDisplayname {
@@ -263,7 +264,7 @@ func coalesce(ups []*MemberUpdate) *MemberUpdate {
 }
 
 // onAcks takes a batch of rooms' acks, then sends and writes once.
-func (u *user) onAcks(m *UpdateAcks) {
+func (u *user) onAcks(m *wire.UpdateAcks) {
 	for _, a := range m.Acks {
 		u.onAck(a)
 	}
@@ -272,7 +273,7 @@ func (u *user) onAcks(m *UpdateAcks) {
 }
 
 // onAck advances one room's cursor.
-func (u *user) onAck(m *UpdateAck) {
+func (u *user) onAck(m *wire.UpdateAck) {
 	c := u.rooms[m.RoomId]
 	if c == nil {
 		return
@@ -455,10 +456,10 @@ func (u *user) loadDeliveries() error {
 
 // loadVersions reads the profile versions stored under the user's key
 // part, oldest first.
-func (u *user) loadVersions(part string) ([]*MemberUpdate, error) {
-	var out []*MemberUpdate
+func (u *user) loadVersions(part string) ([]*wire.MemberUpdate, error) {
+	var out []*wire.MemberUpdate
 	err := u.h.store.Scan(storage.Prefix(string(u.key(part))), nil, func(k, v []byte) error {
-		upd := &MemberUpdate{}
+		upd := &wire.MemberUpdate{}
 		if err := proto.Unmarshal(v, upd); err != nil {
 			return fmt.Errorf("decode profile version: %w", err)
 		}
@@ -491,16 +492,16 @@ func (u *user) ensureRooms() error {
 	return nil
 }
 
-func (u *user) rooms2reply() *RoomsReply {
-	out := &RoomsReply{}
+func (u *user) rooms2reply() *wire.RoomsReply {
+	out := &wire.RoomsReply{}
 	for id, c := range u.rooms {
-		out.Rooms = append(out.Rooms, &RoomMembership{RoomId: id, Membership: c.Membership, Stream: c.Stream, Forgotten: c.Forgotten})
+		out.Rooms = append(out.Rooms, &wire.RoomMembership{RoomId: id, Membership: c.Membership, Stream: c.Stream, Forgotten: c.Forgotten})
 	}
 	return out
 }
 
-func (u *user) pending(limit int) *PendingReply {
-	out := &PendingReply{Version: u.latest(), Behind: uint64(max(0, u.d.behind))}
+func (u *user) pending(limit int) *wire.PendingReply {
+	out := &wire.PendingReply{Version: u.latest(), Behind: uint64(max(0, u.d.behind))}
 	listed := map[string]bool{}
 	list := func(id string) {
 		c := u.rooms[id]
@@ -509,7 +510,7 @@ func (u *user) pending(limit int) *PendingReply {
 		}
 		listed[id] = true
 		_, sent := u.d.inFlight[id]
-		out.Rooms = append(out.Rooms, &PendingRoom{RoomId: id, Acked: c.Acked, InFlight: sent})
+		out.Rooms = append(out.Rooms, &wire.PendingRoom{RoomId: id, Acked: c.Acked, InFlight: sent})
 	}
 	// Every room behind is in flight or queued: no pass over all the rooms.
 	for id := range u.d.inFlight {

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"persona/config"
+	"persona/wire"
 )
 
 // TestUpdatesAfterFoldsBeyondTheBacklog checks what a lagging room is sent:
@@ -14,10 +15,10 @@ func TestUpdatesAfterFoldsBeyondTheBacklog(t *testing.T) {
 	cfg := config.Default()
 	cfg.Propagation.MaxBacklog = 2
 	u := &user{h: &Service{cfg: cfg}}
-	rename := func(v uint64, old, name string) *MemberUpdate {
-		return &MemberUpdate{Version: v, SetsDisplayname: true, OldDisplayname: old, Displayname: name}
+	rename := func(v uint64, old, name string) *wire.MemberUpdate {
+		return &wire.MemberUpdate{Version: v, SetsDisplayname: true, OldDisplayname: old, Displayname: name}
 	}
-	u.d.history = []*MemberUpdate{rename(3, "a", "b"), rename(4, "b", "c"), rename(5, "c", "d"),
+	u.d.history = []*wire.MemberUpdate{rename(3, "a", "b"), rename(4, "b", "c"), rename(5, "c", "d"),
 		{Version: 6, SetsAvatarUrl: true, OldAvatarUrl: "mxc://s/1", AvatarUrl: "mxc://s/2"}}
 
 	ups, snap, skipped := u.updatesAfter(4)

@@ -9,41 +9,42 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // putFilter stores a filter under an id made from its content, so that the
 // same filter uploaded twice has one id.
-func (u *user) putFilter(ctx actor.Context, m *PutFilter) {
+func (u *user) putFilter(ctx actor.Context, m *wire.PutFilter) {
 	if !u.exists {
-		ctx.Respond(&FilterReply{Error: notFound(Error_USER, "Unknown user.")})
+		ctx.Respond(&wire.FilterReply{Error: notFound(wire.Error_USER, "Unknown user.")})
 		return
 	}
 	sum := sha256.Sum256(m.FilterJson)
 	id := hex.EncodeToString(sum[:8])
 	var b storage.Batch
 	b.Set(u.key("filter", id), m.FilterJson)
-	u.commit(ctx, &b, &FilterReply{FilterId: id}, nil)
+	u.commit(ctx, &b, &wire.FilterReply{FilterId: id}, nil)
 }
 
-func (u *user) getFilter(ctx actor.Context, m *GetFilter) {
+func (u *user) getFilter(ctx actor.Context, m *wire.GetFilter) {
 	raw, err := u.h.store.Get(u.key("filter", m.FilterId))
 	if errors.Is(err, storage.ErrNotFound) || m.FilterId == "" {
-		ctx.Respond(&FilterReply{Error: notFound(Error_FILTER, "No such filter.")})
+		ctx.Respond(&wire.FilterReply{Error: notFound(wire.Error_FILTER, "No such filter.")})
 		return
 	}
 	if err != nil {
-		ctx.Respond(&FilterReply{Error: internal("read filter")})
+		ctx.Respond(&wire.FilterReply{Error: internal("read filter")})
 		return
 	}
-	ctx.Respond(&FilterReply{FilterId: m.FilterId, FilterJson: raw})
+	ctx.Respond(&wire.FilterReply{FilterId: m.FilterId, FilterJson: raw})
 }
 
-func (u *user) getDevices() *DevicesReply {
-	out := &DevicesReply{}
+func (u *user) getDevices() *wire.DevicesReply {
+	out := &wire.DevicesReply{}
 	for id, d := range u.devices {
-		out.Devices = append(out.Devices, &DeviceInfo{DeviceId: id, DisplayName: d.DisplayName, CreatedMs: d.Created})
+		out.Devices = append(out.Devices, &wire.DeviceInfo{DeviceId: id, DisplayName: d.DisplayName, CreatedMs: d.Created})
 	}
-	slices.SortFunc(out.Devices, func(a, b *DeviceInfo) int {
+	slices.SortFunc(out.Devices, func(a, b *wire.DeviceInfo) int {
 		if a.DeviceId < b.DeviceId {
 			return -1
 		}
@@ -52,15 +53,15 @@ func (u *user) getDevices() *DevicesReply {
 	return out
 }
 
-func (u *user) renameDevice(ctx actor.Context, m *RenameDevice) {
+func (u *user) renameDevice(ctx actor.Context, m *wire.RenameDevice) {
 	d, ok := u.devices[m.DeviceId]
 	if !ok {
-		ctx.Respond(&Done{Error: notFound(Error_DEVICE, "Unknown device.")})
+		ctx.Respond(&wire.Done{Error: notFound(wire.Error_DEVICE, "Unknown device.")})
 		return
 	}
 	d.DisplayName = m.DisplayName
 	u.devices[m.DeviceId] = d
 	var b storage.Batch
 	b.Set(u.key("dev", m.DeviceId), mustJSON(d))
-	u.commit(ctx, &b, &Done{}, nil)
+	u.commit(ctx, &b, &wire.Done{}, nil)
 }

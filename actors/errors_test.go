@@ -3,19 +3,21 @@ package actors
 import (
 	"errors"
 	"testing"
+
+	"persona/wire"
 )
 
 func TestErrorIsAGoError(t *testing.T) {
-	var err error = notFound(Error_ROOM, "Unknown room.")
-	var e *Error
-	if !errors.As(err, &e) || e.Kind != Error_NOT_FOUND || e.Subject != Error_ROOM {
+	var err error = notFound(wire.Error_ROOM, "Unknown room.")
+	var e *wire.Error
+	if !errors.As(err, &e) || e.Kind != wire.Error_NOT_FOUND || e.Subject != wire.Error_ROOM {
 		t.Fatalf("errors.As found %v", e)
 	}
 	for _, tc := range []struct {
-		e    *Error
+		e    *wire.Error
 		want string
 	}{
-		{notFound(Error_ROOM, "Unknown room."), "not_found room: Unknown room."},
+		{notFound(wire.Error_ROOM, "Unknown room."), "not_found room: Unknown room."},
 		{forbidden("No."), "forbidden: No."},
 		{internal("read filter"), "internal: read filter"},
 		{unsupported(), "unsupported: Unknown request."},

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"persona/wire"
 )
 
 // BenchmarkHistoryPage: a room whose first 100 messages are followed by
@@ -22,7 +24,7 @@ func BenchmarkHistoryPage(b *testing.B) {
 			defer st.Close()
 			defer h.Stop()
 			room, reader, from := historyRoom(b, h, 100, renames)
-			page := &GetMessages{RoomId: room, UserId: reader, From: from, Dir: "b", Limit: 100}
+			page := &wire.GetMessages{RoomId: room, UserId: reader, From: from, Dir: "b", Limit: 100}
 			checkHistoryPage(b, h, page) // also reads the room's state in, as any first request does
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -42,26 +44,26 @@ func historyRoom(b *testing.B, h *Service, messages, renames int) (room, reader,
 	ctx := context.Background()
 	creator, reader := "@creator:"+server, "@reader:"+server
 	room = "!history:" + server
-	send := func(msg *SendEvent) {
+	send := func(msg *wire.SendEvent) {
 		r, err := h.Request(ctx, KindRoom, room, msg)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if e := r.(*SendReply).Error; e != nil {
+		if e := r.(*wire.SendReply).Error; e != nil {
 			b.Fatal(e)
 		}
 	}
-	r, err := h.Request(ctx, KindRoom, room, &CreateRoom{RoomId: room, Creator: creator, RequestJson: []byte(`{"preset":"public_chat"}`),
+	r, err := h.Request(ctx, KindRoom, room, &wire.CreateRoom{RoomId: room, Creator: creator, RequestJson: []byte(`{"preset":"public_chat"}`),
 		CreatorProfileJson: []byte(`{"displayname":"creator"}`), CreatorProfileVersion: 1})
-	if err != nil || r.(*SendReply).Error != nil {
+	if err != nil || r.(*wire.SendReply).Error != nil {
 		b.Fatalf("create: %v %v", err, r)
 	}
-	if r, err := h.Request(ctx, KindRoom, room, &ChangeMembership{RoomId: room, Sender: reader, Target: reader, Action: "join",
-		ProfileJson: []byte(`{"displayname":"reader"}`), ProfileVersion: 1}); err != nil || r.(*SendReply).Error != nil {
+	if r, err := h.Request(ctx, KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: reader, Target: reader, Action: "join",
+		ProfileJson: []byte(`{"displayname":"reader"}`), ProfileVersion: 1}); err != nil || r.(*wire.SendReply).Error != nil {
 		b.Fatalf("join: %v %v", err, r)
 	}
 	for i := range messages {
-		send(&SendEvent{RoomId: room, Sender: creator, Type: "m.room.message", TxnId: fmt.Sprint("m", i),
+		send(&wire.SendEvent{RoomId: room, Sender: creator, Type: "m.room.message", TxnId: fmt.Sprint("m", i),
 			ContentJson: []byte(fmt.Sprintf(`{"msgtype":"m.text","body":"message %d"}`, i))})
 	}
 	after = posToken(uint64(messages + 6)) // 5 events create the room, 1 joins the reader
@@ -73,7 +75,7 @@ func historyRoom(b *testing.B, h *Service, messages, renames int) (room, reader,
 			defer wg.Done()
 			for i := w; i < renames; i += inFlight {
 				content, _ := json.Marshal(map[string]any{"membership": "join", "displayname": fmt.Sprint("reader ", i)})
-				send(&SendEvent{RoomId: room, Sender: reader, Type: "m.room.member", IsState: true, StateKey: reader, ContentJson: content,
+				send(&wire.SendEvent{RoomId: room, Sender: reader, Type: "m.room.member", IsState: true, StateKey: reader, ContentJson: content,
 					GlobalProfileJson: []byte(`{"displayname":"reader"}`)})
 			}
 		}()
@@ -84,12 +86,12 @@ func historyRoom(b *testing.B, h *Service, messages, renames int) (room, reader,
 
 // checkHistoryPage asks for page and fails unless it holds 100 messages,
 // each with the reader joined.
-func checkHistoryPage(b *testing.B, h *Service, page *GetMessages) {
+func checkHistoryPage(b *testing.B, h *Service, page *wire.GetMessages) {
 	r, err := h.Request(context.Background(), KindRoom, page.RoomId, page)
 	if err != nil {
 		b.Fatal(err)
 	}
-	reply := r.(*MessagesReply)
+	reply := r.(*wire.MessagesReply)
 	if reply.Error != nil || len(reply.Chunk) != int(page.Limit) {
 		b.Fatalf("page: %v, %d events, want %d", reply.Error, len(reply.Chunk), page.Limit)
 	}

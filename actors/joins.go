@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // Joins, user side. A room tells the user's actor of each membership
@@ -18,9 +19,9 @@ import (
 // whose notice comes late.
 
 // onMembership records a room's word on the user's membership there.
-func (u *user) onMembership(m *MembershipChanged) {
+func (u *user) onMembership(m *wire.MembershipChanged) {
 	ack := func() {
-		u.h.Send(KindRoom, m.RoomId, &MembershipAck{RoomId: m.RoomId, UserId: u.id, Stream: m.Stream})
+		u.h.Send(KindRoom, m.RoomId, &wire.MembershipAck{RoomId: m.RoomId, UserId: u.id, Stream: m.Stream})
 	}
 	c := u.rooms[m.RoomId]
 	if !u.exists || (c != nil && m.Stream <= c.Stream) {
@@ -37,7 +38,7 @@ func (u *user) onMembership(m *MembershipChanged) {
 	// profile).
 	first := c.Acked == 0
 	acked, snap := c.Acked, c.Snapshot
-	var restored []*MemberUpdate
+	var restored []*wire.MemberUpdate
 	switch {
 	case m.Membership != "join":
 		snap = nil
@@ -96,7 +97,7 @@ func (u *user) onMembership(m *MembershipChanged) {
 // its mode: such a join gets the snapshot. So does a rejoin, since the room
 // may hold versions applied before the leave that the join's older content
 // undid.
-func (u *user) joinSnapshot(carried uint64, first bool) (snap *MemberUpdate, restored []*MemberUpdate) {
+func (u *user) joinSnapshot(carried uint64, first bool) (snap *wire.MemberUpdate, restored []*wire.MemberUpdate) {
 	reason := "rejoin"
 	switch {
 	case carried >= u.committed.Version:
@@ -117,7 +118,7 @@ func (u *user) joinSnapshot(carried uint64, first bool) (snap *MemberUpdate, res
 	var dn, av string
 	_ = jsonString(u.committed.Fields["displayname"], &dn)
 	_ = jsonString(u.committed.Fields["avatar_url"], &av)
-	return &MemberUpdate{Version: u.committed.Version, Mode: Propagate_PROPAGATE_DEFAULT, WrittenMs: now(),
+	return &wire.MemberUpdate{Version: u.committed.Version, Mode: wire.Propagate_PROPAGATE_DEFAULT, WrittenMs: now(),
 		SetsDisplayname: true, Displayname: dn, SetsAvatarUrl: true, AvatarUrl: av}, nil
 }
 
@@ -127,9 +128,9 @@ func (u *user) defaultAfter(carried uint64) bool {
 	if u.committed.Unlisted > carried {
 		return false
 	}
-	for _, upds := range [][]*MemberUpdate{u.d.kept, u.d.history} {
+	for _, upds := range [][]*wire.MemberUpdate{u.d.kept, u.d.history} {
 		for _, upd := range upds {
-			if upd.Version > carried && upd.Mode != Propagate_PROPAGATE_DEFAULT {
+			if upd.Version > carried && upd.Mode != wire.Propagate_PROPAGATE_DEFAULT {
 				return false
 			}
 		}
@@ -140,7 +141,7 @@ func (u *user) defaultAfter(carried uint64) bool {
 // keep adds versions leaving the history to the kept ones, dropping the
 // oldest beyond max_backlog (from storage too, in the next flush): a room
 // that lags further gets the latest alone anyway (updatesAfter).
-func (u *user) keep(left []*MemberUpdate) {
+func (u *user) keep(left []*wire.MemberUpdate) {
 	stored := len(u.d.kept)
 	kept := append(u.d.kept, left...)
 	n := max(0, len(kept)-u.h.cfg.Propagation.MaxBacklog)
@@ -157,8 +158,8 @@ func (u *user) keep(left []*MemberUpdate) {
 }
 
 // versionIn is version v of ups (in version order), or nil.
-func versionIn(ups []*MemberUpdate, v uint64) *MemberUpdate {
-	i, ok := slices.BinarySearchFunc(ups, v, func(u *MemberUpdate, v uint64) int { return cmp.Compare(u.Version, v) })
+func versionIn(ups []*wire.MemberUpdate, v uint64) *wire.MemberUpdate {
+	i, ok := slices.BinarySearchFunc(ups, v, func(u *wire.MemberUpdate, v uint64) int { return cmp.Compare(u.Version, v) })
 	if !ok {
 		return nil
 	}
@@ -168,7 +169,7 @@ func versionIn(ups []*MemberUpdate, v uint64) *MemberUpdate {
 // restore puts the kept versions after carried back in front of the
 // history and returns them. Every room but the one joining has
 // acknowledged them, so only that room's cursor is behind them.
-func (u *user) restore(carried uint64) []*MemberUpdate {
+func (u *user) restore(carried uint64) []*wire.MemberUpdate {
 	i := sort.Search(len(u.d.kept), func(i int) bool { return u.d.kept[i].Version > carried })
 	restored := u.d.kept[i:]
 	u.d.kept = slices.Clone(u.d.kept[:i])

@@ -12,6 +12,7 @@ import (
 	"persona/config"
 	"persona/metrics"
 	"persona/storage"
+	"persona/wire"
 )
 
 // The user's actor writes in two lanes of the store's committer: profile
@@ -28,7 +29,7 @@ func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
 	h, st := newHostWith(t, t.TempDir(), config.Default())
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	u := &user{h: h, id: "@ghost:" + server} // no actor of its own: the batch alone
-	v := &MemberUpdate{Version: 5, SetsDisplayname: true, Displayname: "A-005"}
+	v := &wire.MemberUpdate{Version: 5, SetsDisplayname: true, Displayname: "A-005"}
 	raw, _ := proto.Marshal(v)
 	var restored storage.Batch // what onMembership wrote when it restored v
 	restored.Set(u.key("hist", storage.Uint64(5)), raw)
@@ -36,7 +37,7 @@ func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
 	if err := st.CommitSync(&restored); err != nil {
 		t.Fatal(err)
 	}
-	u.d = deliveries{history: []*MemberUpdate{v}, marked: true, dirty: map[string]bool{
+	u.d = deliveries{history: []*wire.MemberUpdate{v}, marked: true, dirty: map[string]bool{
 		"\x00hist" + storage.Uint64(5): true, // from the round that ended before the restore
 		"\x00kept" + storage.Uint64(5): true,
 		"\x00wake":                     true,
@@ -121,17 +122,17 @@ func newWakeRace(t *testing.T) *wakeRace {
 	r.alice, r.bob = registerUser(t, r.h, "alice"), registerUser(t, r.h, "bob")
 	r.room = createRoom(t, r.h, r.alice, 0)
 	network := func(kind, id string, msg proto.Message, deliver func()) {
-		if _, ok := msg.(*UpdateAcks); ok && r.dropAcks.Load() {
+		if _, ok := msg.(*wire.UpdateAcks); ok && r.dropAcks.Load() {
 			return
 		}
-		if _, ok := msg.(*MembershipChanged); ok && r.dropNotices.Load() {
+		if _, ok := msg.(*wire.MembershipChanged); ok && r.dropNotices.Load() {
 			return
 		}
 		deliver()
 	}
 	r.h.rt.SetNetwork(network)
 	r.dropAcks.Store(true) // A-001's ack is lost: alice's actor will send it again
-	setName(t, r.h, r.alice, "A-001", Propagate_PROPAGATE_DEFAULT)
+	setName(t, r.h, r.alice, "A-001", wire.Propagate_PROPAGATE_DEFAULT)
 	_, r.v1 = profileOf(t, r.h, r.alice)
 	eventually(t, "A-001 in the room", func() bool { return memberName(t, r.h, r.room, r.alice) == "A-001" })
 	return r
@@ -142,7 +143,7 @@ func (r *wakeRace) rename(user, name string) chan error {
 	done := make(chan error, 1)
 	go func() {
 		v, _ := json.Marshal(name)
-		_, err := r.h.Request(context.Background(), KindUser, user, &SetProfileField{UserId: user, Key: "displayname", ValueJson: v})
+		_, err := r.h.Request(context.Background(), KindUser, user, &wire.SetProfileField{UserId: user, Key: "displayname", ValueJson: v})
 		done <- err
 	}()
 	return done
@@ -216,13 +217,13 @@ func TestAFlushKeepsTheWakeMarkOfASnapshotOwedMeanwhile(t *testing.T) {
 func TestForgetLandsAfterTheLeave(t *testing.T) {
 	r := newWakeRace(t)
 	r.dropNotices.Store(true) // the leave's notice comes later, while the committer is held
-	if rep := askKind[*SendReply](t, r.h, KindRoom, r.room, &ChangeMembership{RoomId: r.room, Sender: r.alice, Target: r.alice, Action: "leave"}); rep.Error != nil {
+	if rep := askKind[*wire.SendReply](t, r.h, KindRoom, r.room, &wire.ChangeMembership{RoomId: r.room, Sender: r.alice, Target: r.alice, Action: "leave"}); rep.Error != nil {
 		t.Fatal(rep.Error)
 	}
 	r.holdCommitter()
 	r.dropNotices.Store(false) // the room sends the notice again: alice's actor writes the cursor
 	eventually(t, "alice's actor hears of the leave", func() bool {
-		for _, m := range ask[*RoomsReply](t, r.h, r.alice, &GetRooms{UserId: r.alice}).Rooms {
+		for _, m := range ask[*wire.RoomsReply](t, r.h, r.alice, &wire.GetRooms{UserId: r.alice}).Rooms {
 			if m.RoomId == r.room {
 				return m.Membership == "leave"
 			}
@@ -231,7 +232,7 @@ func TestForgetLandsAfterTheLeave(t *testing.T) {
 	})
 	forgot := make(chan error, 1)
 	go func() {
-		_, err := r.h.Request(context.Background(), KindUser, r.alice, &ForgetRoom{UserId: r.alice, RoomId: r.room})
+		_, err := r.h.Request(context.Background(), KindUser, r.alice, &wire.ForgetRoom{UserId: r.alice, RoomId: r.room})
 		forgot <- err
 	}()
 	time.Sleep(100 * time.Millisecond) // the forget reaches the committer

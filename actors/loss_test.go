@@ -19,6 +19,7 @@ import (
 
 	"persona/config"
 	"persona/storage"
+	"persona/wire"
 )
 
 // TestPropagationOverALossyNetworkConverges runs the delivery protocol
@@ -46,8 +47,8 @@ func TestPropagationOverALossyNetworkConverges(t *testing.T) {
 	membership, joins := map[string]string{}, map[string]int{}
 	change := func(room, action string, prof []byte, v uint64) {
 		t.Helper()
-		r, err := h.Request(context.Background(), KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: action, ProfileJson: prof, ProfileVersion: v})
-		if err != nil || r.(*SendReply).Error != nil {
+		r, err := h.Request(context.Background(), KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: action, ProfileJson: prof, ProfileVersion: v})
+		if err != nil || r.(*wire.SendReply).Error != nil {
 			t.Fatalf("%s %s: %v %v", action, room, err, r)
 		}
 		membership[room] = action
@@ -63,7 +64,7 @@ func TestPropagationOverALossyNetworkConverges(t *testing.T) {
 	for step := 1; step <= 40; step++ {
 		old, v := profileOf(t, h, alice) // read before the rename: a join racing it
 		last = fmt.Sprintf("A-%03d", step)
-		setName(t, h, alice, last, Propagate_PROPAGATE_DEFAULT)
+		setName(t, h, alice, last, wire.Propagate_PROPAGATE_DEFAULT)
 		switch {
 		case step%5 == 0 && next < len(rooms):
 			change(rooms[next], "join", old, v) // owed the new name: in order from the history, or as a snapshot
@@ -127,7 +128,7 @@ func checkMemberHistory(t *testing.T, h *Service, room, reader, user string, joi
 	var events []map[string]any
 	from := ""
 	for {
-		r := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: reader, Dir: "f", From: from, Limit: 100})
+		r := askKind[*wire.MessagesReply](t, h, KindRoom, room, &wire.GetMessages{RoomId: room, UserId: reader, Dir: "f", From: from, Limit: 100})
 		if r.Error != nil {
 			t.Fatalf("messages of %s: %v", room, r.Error)
 		}
@@ -184,7 +185,7 @@ func newLossyNetwork(seed uint64) *lossyNetwork {
 
 func (n *lossyNetwork) carry(_, _ string, msg proto.Message, deliver func()) {
 	switch msg.(type) {
-	case *ProfileUpdates, *UpdateAcks, *MembershipChanged, *MembershipAck:
+	case *wire.ProfileUpdates, *wire.UpdateAcks, *wire.MembershipChanged, *wire.MembershipAck:
 	default:
 		deliver()
 		return
@@ -234,7 +235,7 @@ func TestAcknowledgedNoticesNeedNoWake(t *testing.T) {
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	var wakes atomic.Int32
 	network := func(kind, id string, msg proto.Message, deliver func()) {
-		if _, ok := msg.(*Wake); ok && kind == KindRoom {
+		if _, ok := msg.(*wire.Wake); ok && kind == KindRoom {
 			wakes.Add(1)
 		}
 		deliver()
@@ -243,7 +244,7 @@ func TestAcknowledgedNoticesNeedNoWake(t *testing.T) {
 	alice := registerUser(t, h, "alice")
 	room := createRoom(t, h, alice, 0)
 	eventually(t, "the room in alice's list", func() bool {
-		rooms := ask[*RoomsReply](t, h, alice, &GetRooms{UserId: alice}).Rooms
+		rooms := ask[*wire.RoomsReply](t, h, alice, &wire.GetRooms{UserId: alice}).Rooms
 		return len(rooms) == 1 && rooms[0].RoomId == room
 	})
 	time.Sleep(cfg.Propagation.ResendAfter * 3 / 2)

@@ -11,6 +11,7 @@ import (
 	"persona/config"
 	"persona/metrics"
 	"persona/storage"
+	"persona/wire"
 )
 
 // BenchmarkIdleRoomMemory measures what an active, idle room actor costs:
@@ -35,15 +36,15 @@ func BenchmarkIdleRoomMemory(b *testing.B) {
 	}
 	ctx := context.Background()
 	creator := "@creator:" + server
-	if _, err := h.Request(ctx, KindUser, creator, &Register{UserId: creator, Displayname: "creator"}); err != nil {
+	if _, err := h.Request(ctx, KindUser, creator, &wire.Register{UserId: creator, Displayname: "creator"}); err != nil {
 		b.Fatal(err)
 	}
 	ids := make([]string, rooms)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("!mem%d:%s", i, server)
-		r, err := h.Request(ctx, KindRoom, ids[i], &CreateRoom{RoomId: ids[i], Creator: creator, RequestJson: []byte(`{}`),
+		r, err := h.Request(ctx, KindRoom, ids[i], &wire.CreateRoom{RoomId: ids[i], Creator: creator, RequestJson: []byte(`{}`),
 			CreatorProfileJson: []byte(`{"displayname":"creator"}`), CreatorProfileVersion: 1})
-		if err != nil || r.(*SendReply).Error != nil {
+		if err != nil || r.(*wire.SendReply).Error != nil {
 			b.Fatalf("create: %v %v", err, r)
 		}
 	}
@@ -56,7 +57,7 @@ func BenchmarkIdleRoomMemory(b *testing.B) {
 		time.Sleep(5 * time.Second)
 		before, beforeObjects := heap()
 		for _, id := range ids {
-			if _, err := h.Request(ctx, KindRoom, id, &GetState{RoomId: id, UserId: creator, Type: "m.room.create"}); err != nil {
+			if _, err := h.Request(ctx, KindRoom, id, &wire.GetState{RoomId: id, UserId: creator, Type: "m.room.create"}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -23,6 +23,7 @@ import (
 	"persona/config"
 	personametrics "persona/metrics"
 	"persona/storage"
+	"persona/wire"
 )
 
 // Sizes of BenchmarkRoomsInStorage.
@@ -75,9 +76,9 @@ func BenchmarkRoomsInStorage(b *testing.B) {
 		creators[i] = fmt.Sprintf("@creator%d:%s", i, server)
 	}
 	parallel(b, len(creators), func(i int) error {
-		r, err := h.Request(ctx, KindUser, creators[i], &Register{UserId: creators[i], Displayname: fmt.Sprintf("Creator %d", i)})
-		if err == nil && r.(*Done).Error != nil {
-			err = fmt.Errorf("register %s: %s", creators[i], r.(*Done).Error.Message)
+		r, err := h.Request(ctx, KindUser, creators[i], &wire.Register{UserId: creators[i], Displayname: fmt.Sprintf("Creator %d", i)})
+		if err == nil && r.(*wire.Done).Error != nil {
+			err = fmt.Errorf("register %s: %s", creators[i], r.(*wire.Done).Error.Message)
 		}
 		return err
 	})
@@ -109,11 +110,11 @@ func BenchmarkRoomsInStorage(b *testing.B) {
 	parallel(b, sample, func(j int) error {
 		i := picks[j]
 		id := benchRoomID(i)
-		r, err := h.Request(ctx, KindRoom, id, &GetState{RoomId: id, UserId: creators[i/roomsPerCreator], All: true})
+		r, err := h.Request(ctx, KindRoom, id, &wire.GetState{RoomId: id, UserId: creators[i/roomsPerCreator], All: true})
 		if err != nil {
 			return fmt.Errorf("read %s: %w", id, err)
 		}
-		if rep := r.(*StateReply); rep.Error != nil || len(rep.EventsJson) < 6 {
+		if rep := r.(*wire.StateReply); rep.Error != nil || len(rep.EventsJson) < 6 {
 			return fmt.Errorf("read %s: %d events, error %v", id, len(rep.EventsJson), rep.Error)
 		}
 		return nil
@@ -139,22 +140,22 @@ func BenchmarkRoomsInStorage(b *testing.B) {
 // createBenchRoom asks as api.createRoom does: the creator's profile, then
 // CreateRoom to the room's actor.
 func createBenchRoom(ctx context.Context, h *Service, creator string, i int) error {
-	r, err := h.Request(ctx, KindUser, creator, &GetProfile{UserId: creator})
+	r, err := h.Request(ctx, KindUser, creator, &wire.GetProfile{UserId: creator})
 	if err != nil {
 		return fmt.Errorf("profile of %s: %w", creator, err)
 	}
-	p := r.(*ProfileReply)
+	p := r.(*wire.ProfileReply)
 	var fields map[string]any
 	_ = json.Unmarshal(p.FieldsJson, &fields)
 	profile := mustJSON(map[string]any{"displayname": fields["displayname"]})
 	id := benchRoomID(i)
-	r, err = h.Request(ctx, KindRoom, id, &CreateRoom{RoomId: id, Creator: creator,
+	r, err = h.Request(ctx, KindRoom, id, &wire.CreateRoom{RoomId: id, Creator: creator,
 		RequestJson:        mustJSON(map[string]string{"name": fmt.Sprintf("Room %d", i), "topic": "a room among many"}),
 		CreatorProfileJson: profile, CreatorProfileVersion: p.Version})
 	if err != nil {
 		return fmt.Errorf("create %s: %w", id, err)
 	}
-	if e := r.(*SendReply).Error; e != nil {
+	if e := r.(*wire.SendReply).Error; e != nil {
 		return fmt.Errorf("create %s: %s", id, e.Message)
 	}
 	return nil

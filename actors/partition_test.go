@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"persona/wire"
 )
 
 // An idle actor asks its partition to stop it; the partition stops that
@@ -25,12 +27,12 @@ func TestIdlePassivationStopsOnlyTheIdleActor(t *testing.T) {
 			room = id
 		}
 	}
-	if r := ask[*Done](t, h, u, &Register{UserId: u, Displayname: "alice"}); r.Error != nil {
+	if r := ask[*wire.Done](t, h, u, &wire.Register{UserId: u, Displayname: "alice"}); r.Error != nil {
 		t.Fatal(r.Error)
 	}
 	ctx := context.Background()
-	r, err := h.Request(ctx, KindRoom, room, &CreateRoom{RoomId: room, Creator: u, RequestJson: []byte(`{}`)})
-	if err != nil || r.(*SendReply).Error != nil {
+	r, err := h.Request(ctx, KindRoom, room, &wire.CreateRoom{RoomId: room, Creator: u, RequestJson: []byte(`{}`)})
+	if err != nil || r.(*wire.SendReply).Error != nil {
 		t.Fatalf("create: %v %v", err, r)
 	}
 	// alice stays busy while her room idles and passivates.
@@ -40,7 +42,7 @@ func TestIdlePassivationStopsOnlyTheIdleActor(t *testing.T) {
 			t.Fatal("the room did not passivate within 5 s")
 		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := h.Request(rctx, KindUser, u, &GetProfile{UserId: u})
+		_, err := h.Request(rctx, KindUser, u, &wire.GetProfile{UserId: u})
 		cancel()
 		if err != nil {
 			t.Fatalf("alice, busy while her room passivates: %v", err)
@@ -50,8 +52,8 @@ func TestIdlePassivationStopsOnlyTheIdleActor(t *testing.T) {
 	if n := actorMetric(t, h, "persona_actor_activations_total", KindUser); n != 1 {
 		t.Fatalf("alice's actor was activated %d times: stopped while busy", n)
 	}
-	r, err = h.Request(ctx, KindRoom, room, &GetState{RoomId: room, UserId: u, All: true})
-	if err != nil || r.(*StateReply).Error != nil || len(r.(*StateReply).EventsJson) == 0 {
+	r, err = h.Request(ctx, KindRoom, room, &wire.GetState{RoomId: room, UserId: u, All: true})
+	if err != nil || r.(*wire.StateReply).Error != nil || len(r.(*wire.StateReply).EventsJson) == 0 {
 		t.Fatalf("read after passivation: %v %v", err, r)
 	}
 }
@@ -89,7 +91,7 @@ func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
 	alice := registerUser(t, h, "alice")
 	room := createRoom(t, h, alice, 0)
 	eventually(t, "room list", func() bool {
-		return len(ask[*RoomsReply](t, h, alice, &GetRooms{UserId: alice}).Rooms) == 1
+		return len(ask[*wire.RoomsReply](t, h, alice, &wire.GetRooms{UserId: alice}).Rooms) == 1
 	})
 	h.Stop()
 	st.Close()
@@ -97,9 +99,9 @@ func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
 	h, st = newTestHost(t, dir, time.Hour) // the room is not active now
 	defer st.Close()
 	defer h.Stop()
-	setName(t, h, alice, "Alice Again", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "Alice Again", wire.Propagate_PROPAGATE_DEFAULT)
 	eventually(t, "the rename to reach the room", func() bool {
-		return ask[*PendingReply](t, h, alice, &GetPending{UserId: alice}).Behind == 0
+		return ask[*wire.PendingReply](t, h, alice, &wire.GetPending{UserId: alice}).Behind == 0
 	})
 	// passivate_after is an hour: only PropagationIdle can stop the room.
 	eventually(t, "the room to passivate", func() bool {

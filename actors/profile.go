@@ -15,6 +15,7 @@ import (
 
 	"persona/internal/mxid"
 	"persona/storage"
+	"persona/wire"
 )
 
 // Profile limits from the spec (MSC4133): the whole profile in canonical JSON,
@@ -36,27 +37,27 @@ type FieldLimits struct {
 var keyGrammar = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,254}$`)
 
 // ValidateKey checks a profile key name.
-func ValidateKey(key string) *Error {
+func ValidateKey(key string) *wire.Error {
 	if len(key) > MaxKeyBytes {
-		return tooLarge(Error_KEY, fmt.Sprintf("Key names are limited to %d bytes.", MaxKeyBytes))
+		return tooLarge(wire.Error_KEY, fmt.Sprintf("Key names are limited to %d bytes.", MaxKeyBytes))
 	}
 	if !keyGrammar.MatchString(key) {
-		return badValue(Error_KEY, "Invalid profile key.")
+		return badValue(wire.Error_KEY, "Invalid profile key.")
 	}
 	return nil
 }
 
 // ValidateValue checks the JSON value of a profile field and returns it in
 // canonical JSON.
-func ValidateValue(key string, value json.RawMessage, lim FieldLimits) (json.RawMessage, *Error) {
-	invalid := func(f string, a ...any) (json.RawMessage, *Error) {
-		return nil, badValue(Error_FIELD, fmt.Sprintf(f, a...))
+func ValidateValue(key string, value json.RawMessage, lim FieldLimits) (json.RawMessage, *wire.Error) {
+	invalid := func(f string, a ...any) (json.RawMessage, *wire.Error) {
+		return nil, badValue(wire.Error_FIELD, fmt.Sprintf(f, a...))
 	}
 	canon := bytes.Clone(value)
 	err := canonicaljson.Canonicalize((*json.RawMessage)(&canon))
 	// The canonicaliser mangles some valid input (lone surrogates): check its output too.
 	if err != nil || !json.Valid(value) || !json.Valid(canon) {
-		return nil, malformed(Error_FIELD, "Value is not valid JSON.")
+		return nil, malformed(wire.Error_FIELD, "Value is not valid JSON.")
 	}
 	switch key {
 	case "displayname", "avatar_url", "m.tz":
@@ -119,17 +120,17 @@ func clearing(key string, v json.RawMessage) bool {
 	return (key == "displayname" || key == "avatar_url") && bytes.Equal(v, []byte(`""`))
 }
 
-func (u *user) readProfile() *ProfileReply {
+func (u *user) readProfile() *wire.ProfileReply {
 	if !u.exists {
-		return &ProfileReply{}
+		return &wire.ProfileReply{}
 	}
 	if u.committedJSON == nil {
 		u.committedJSON = mustJSON(u.committed.Fields)
 	}
-	return &ProfileReply{Exists: true, FieldsJson: u.committedJSON, Version: u.committed.Version}
+	return &wire.ProfileReply{Exists: true, FieldsJson: u.committedJSON, Version: u.committed.Version}
 }
 
-func (u *user) setField(ctx actor.Context, m *SetProfileField) {
+func (u *user) setField(ctx actor.Context, m *wire.SetProfileField) {
 	fields := maps.Clone(u.profile.Fields)
 	if clearing(m.Key, m.ValueJson) {
 		delete(fields, m.Key)
@@ -139,16 +140,16 @@ func (u *user) setField(ctx actor.Context, m *SetProfileField) {
 	u.write(ctx, fields, m.Key, "set", m.Propagate)
 }
 
-func (u *user) deleteField(ctx actor.Context, m *DeleteProfileField) {
+func (u *user) deleteField(ctx actor.Context, m *wire.DeleteProfileField) {
 	fields := maps.Clone(u.profile.Fields)
 	delete(fields, m.Key)
 	u.write(ctx, fields, m.Key, "delete", m.Propagate)
 }
 
-func (u *user) replaceProfile(ctx actor.Context, m *ReplaceProfile) {
+func (u *user) replaceProfile(ctx actor.Context, m *wire.ReplaceProfile) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(m.FieldsJson, &fields); err != nil {
-		ctx.Respond(&WriteReply{Error: malformed(Error_PROFILE, "Profile is not a JSON object.")})
+		ctx.Respond(&wire.WriteReply{Error: malformed(wire.Error_PROFILE, "Profile is not a JSON object.")})
 		return
 	}
 	for k, v := range fields {
@@ -165,38 +166,38 @@ func (u *user) replaceProfile(ctx actor.Context, m *ReplaceProfile) {
 // A write that changes displayname or avatar_url becomes a version for the
 // user's rooms too (unless mode is none): stored with the profile in one
 // batch, delivered once durable.
-func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field, op string, mode Propagate) {
+func (u *user) write(ctx actor.Context, fields map[string]json.RawMessage, field, op string, mode wire.Propagate) {
 	if !u.exists {
-		ctx.Respond(&WriteReply{Error: notFound(Error_USER, "Unknown user.")})
+		ctx.Respond(&wire.WriteReply{Error: notFound(wire.Error_USER, "Unknown user.")})
 		return
 	}
 	if ProfileSize(fields) > MaxProfileBytes {
-		ctx.Respond(&WriteReply{Error: tooLarge(Error_PROFILE,
+		ctx.Respond(&wire.WriteReply{Error: tooLarge(wire.Error_PROFILE,
 			fmt.Sprintf("The profile would exceed %d bytes.", MaxProfileBytes))})
 		return
 	}
 	if maps.EqualFunc(fields, u.profile.Fields, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
-		u.commit(ctx, &storage.Batch{}, &WriteReply{Version: u.profile.Version}, nil)
+		u.commit(ctx, &storage.Batch{}, &wire.WriteReply{Version: u.profile.Version}, nil)
 		return
 	}
 	rec := profileRecord{Version: u.profile.Version + 1, Fields: fields, Unlisted: u.profile.Unlisted}
 	upd := memberUpdate(u.profile.Fields, fields, rec.Version, mode)
-	if upd != nil && mode == Propagate_PROPAGATE_NONE {
+	if upd != nil && mode == wire.Propagate_PROPAGATE_NONE {
 		rec.Unlisted = rec.Version
 	}
 	u.profile = rec
 	var b storage.Batch
 	b.Set(u.key("profile"), mustJSON(rec))
-	if upd != nil && mode != Propagate_PROPAGATE_NONE {
+	if upd != nil && mode != wire.Propagate_PROPAGATE_NONE {
 		u.recordUpdate(&b, upd)
 	}
-	u.commit(ctx, &b, &WriteReply{Version: rec.Version}, func() {
+	u.commit(ctx, &b, &wire.WriteReply{Version: rec.Version}, func() {
 		u.committed, u.committedJSON = rec, nil
 		u.publishEntry()
 		if u.h.metrics != nil {
 			u.h.metrics.ProfileWrite(field, op)
 		}
-		if upd != nil && mode != Propagate_PROPAGATE_NONE {
+		if upd != nil && mode != wire.Propagate_PROPAGATE_NONE {
 			// The fan-out starts once the client has its answer: a pass
 			// over every joined room is not the writer's wait.
 			u.afterReply = append(u.afterReply, func() {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix/crypto/canonicaljson"
+
+	"persona/wire"
 )
 
 // FuzzValidateField checks that validation never panics, that what it
@@ -27,7 +29,7 @@ func FuzzValidateField(f *testing.F) {
 		}
 		canon, e := ValidateValue(key, value, lim)
 		if e != nil {
-			if (e.Kind != Error_BAD_VALUE && e.Kind != Error_MALFORMED) || e.Message == "" {
+			if (e.Kind != wire.Error_BAD_VALUE && e.Kind != wire.Error_MALFORMED) || e.Message == "" {
 				t.Fatalf("bad error %v", e)
 			}
 			return

@@ -17,6 +17,7 @@ import (
 
 	"persona/config"
 	"persona/storage"
+	"persona/wire"
 )
 
 // The committer answers a write before the user's actor has handled the
@@ -30,11 +31,11 @@ func TestReadAfterAnswerSeesTheWriteDuringAFanOut(t *testing.T) {
 		createRoom(t, h, alice, i)
 	}
 	eventually(t, "room list", func() bool {
-		return len(ask[*RoomsReply](t, h, alice, &GetRooms{UserId: alice}).Rooms) == 200
+		return len(ask[*wire.RoomsReply](t, h, alice, &wire.GetRooms{UserId: alice}).Rooms) == 200
 	})
 	for i := range 100 {
 		name := fmt.Sprint("A", i)
-		setName(t, h, alice, name, Propagate_PROPAGATE_DEFAULT)
+		setName(t, h, alice, name, wire.Propagate_PROPAGATE_DEFAULT)
 		prof, v := profileOf(t, h, alice)
 		if want := fmt.Sprintf(`{"displayname":%q}`, name); string(prof) != want || v != uint64(i+2) {
 			t.Fatalf("read after write %d: %s v%d, want %s v%d", i, prof, v, want, i+2)
@@ -52,10 +53,10 @@ func TestJoinWithAnOlderProfileGetsTheNewer(t *testing.T) {
 	createRoom(t, h, alice, 0)
 	room := createRoom(t, h, bob, 1)
 	old, v := profileOf(t, h, alice) // read for the join
-	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "Alice 2", wire.Propagate_PROPAGATE_DEFAULT)
 	waitPropagated(t, h, alice)
-	r, err := h.Request(context.Background(), KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v})
-	if err != nil || r.(*SendReply).Error != nil {
+	r, err := h.Request(context.Background(), KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v})
+	if err != nil || r.(*wire.SendReply).Error != nil {
 		t.Fatalf("join: %v %v", err, r)
 	}
 	eventually(t, "the rename in the room joined with the older profile", func() bool {
@@ -63,9 +64,9 @@ func TestJoinWithAnOlderProfileGetsTheNewer(t *testing.T) {
 	})
 	// A join gets the profile current when it lands, as one that read it
 	// then would have, even after a change kept out of the user's rooms.
-	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_NONE)
+	setName(t, h, alice, "Alice 3", wire.Propagate_PROPAGATE_NONE)
 	other := createRoom(t, h, bob, 2)
-	if r, err := h.Request(context.Background(), KindRoom, other, &ChangeMembership{RoomId: other, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); err != nil || r.(*SendReply).Error != nil {
+	if r, err := h.Request(context.Background(), KindRoom, other, &wire.ChangeMembership{RoomId: other, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); err != nil || r.(*wire.SendReply).Error != nil {
 		t.Fatalf("join: %v %v", err, r)
 	}
 	eventually(t, "the current profile in the second room", func() bool {
@@ -84,18 +85,18 @@ func TestJoinWithItsOwnNameKeepsIt(t *testing.T) {
 	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
 	room := createRoom(t, h, bob, 1)
 	old, v := profileOf(t, h, alice) // read for the join
-	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
-	r, err := h.Request(context.Background(), KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join",
+	setName(t, h, alice, "Alice 2", wire.Propagate_PROPAGATE_DEFAULT)
+	r, err := h.Request(context.Background(), KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join",
 		ProfileJson: old, ProfileVersion: v, ContentJson: []byte(`{"displayname":"Al here"}`)})
-	if err != nil || r.(*SendReply).Error != nil {
+	if err != nil || r.(*wire.SendReply).Error != nil {
 		t.Fatalf("join: %v %v", err, r)
 	}
-	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "Alice 3", wire.Propagate_PROPAGATE_DEFAULT)
 	waitPropagated(t, h, alice)
 	if n := memberName(t, h, room, alice); n != "Al here" {
 		t.Fatalf("the join's own displayname became %q", n)
 	}
-	setName(t, h, alice, "Alice 4", Propagate_PROPAGATE_ALL)
+	setName(t, h, alice, "Alice 4", wire.Propagate_PROPAGATE_ALL)
 	eventually(t, "propagate_to=all replacing the room's own name", func() bool {
 		return memberName(t, h, room, alice) == "Alice 4"
 	})
@@ -117,10 +118,10 @@ func TestJoinSnapshotSurvivesARestart(t *testing.T) {
 		rooms = append(rooms, createRoom(t, h, bob, i+1))
 	}
 	old, v := profileOf(t, h, alice) // read for the joins
-	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "Alice 2", wire.Propagate_PROPAGATE_DEFAULT)
 	waitPropagated(t, h, alice)
 	for i, room := range rooms {
-		if r, err := h.Request(context.Background(), KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); err != nil || r.(*SendReply).Error != nil {
+		if r, err := h.Request(context.Background(), KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); err != nil || r.(*wire.SendReply).Error != nil {
 			t.Fatalf("join: %v %v", err, r)
 		}
 		if i%2 == 0 { // at once, or after a moment: the snapshot on its way
@@ -134,7 +135,7 @@ func TestJoinSnapshotSurvivesARestart(t *testing.T) {
 	for _, room := range rooms {
 		eventually(t, "the snapshot in "+room, func() bool { return memberName(t, h, room, alice) == "Alice 2" })
 	}
-	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_UNCHANGED)
+	setName(t, h, alice, "Alice 3", wire.Propagate_PROPAGATE_UNCHANGED)
 	for _, room := range rooms {
 		eventually(t, "the unchanged rename in "+room, func() bool { return memberName(t, h, room, alice) == "Alice 3" })
 	}
@@ -149,20 +150,20 @@ func TestRenameAppliedOnceAcrossARestart(t *testing.T) {
 	h, st := newTestHost(t, dir, time.Minute)
 	alice := registerUser(t, h, "alice")
 	room := createRoom(t, h, alice, 1)
-	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "A-001", wire.Propagate_PROPAGATE_DEFAULT)
 	waitPropagated(t, h, alice)
 	_, v := profileOf(t, h, alice)
 	h.Stop()
 	st.Close()
 	h, st = newTestHost(t, dir, time.Minute)
 	t.Cleanup(func() { h.Stop(); st.Close() })
-	h.Send(KindRoom, room, &ProfileUpdates{RoomId: room, UserId: alice, Updates: []*MemberUpdate{
-		{Version: v, Mode: Propagate_PROPAGATE_DEFAULT, SetsDisplayname: true, OldDisplayname: "alice", Displayname: "applied twice"},
+	h.Send(KindRoom, room, &wire.ProfileUpdates{RoomId: room, UserId: alice, Updates: []*wire.MemberUpdate{
+		{Version: v, Mode: wire.Propagate_PROPAGATE_DEFAULT, SetsDisplayname: true, OldDisplayname: "alice", Displayname: "applied twice"},
 	}})
-	setName(t, h, alice, "A-002", Propagate_PROPAGATE_DEFAULT) // after the resend, in the same room's mailbox order
+	setName(t, h, alice, "A-002", wire.Propagate_PROPAGATE_DEFAULT) // after the resend, in the same room's mailbox order
 	eventually(t, "A-002", func() bool { return memberName(t, h, room, alice) == "A-002" })
 	checkMemberHistory(t, h, room, alice, alice, 1, "join")
-	r := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: alice, Dir: "b", Limit: 100})
+	r := askKind[*wire.MessagesReply](t, h, KindRoom, room, &wire.GetMessages{RoomId: room, UserId: alice, Dir: "b", Limit: 100})
 	for _, raw := range r.Chunk {
 		if strings.Contains(string(raw), "applied twice") {
 			t.Fatalf("the version was applied again after the restart: %s", raw)
@@ -183,7 +184,7 @@ func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
 	var mu sync.Mutex
 	lost := 0
 	drop := func(kind, id string, msg proto.Message, deliver func()) {
-		if _, ok := msg.(*ProfileUpdates); ok && id == room {
+		if _, ok := msg.(*wire.ProfileUpdates); ok && id == room {
 			mu.Lock()
 			lost++
 			mu.Unlock()
@@ -193,8 +194,8 @@ func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
 	}
 	h.rt.SetNetwork(drop)
 	old, v := profileOf(t, h, alice) // read for the join
-	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
-	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
+	setName(t, h, alice, "Alice 2", wire.Propagate_PROPAGATE_DEFAULT)
+	if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
 		t.Fatal(r.Error)
 	}
 	eventually(t, "the snapshot sent and lost", func() bool { mu.Lock(); defer mu.Unlock(); return lost > 0 })
@@ -206,7 +207,7 @@ func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
 	h, st = newTestHost(t, dir, time.Minute)
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	eventually(t, "the snapshot after the restart", func() bool { return memberName(t, h, room, alice) == "Alice 2" })
-	setName(t, h, alice, "Alice 3", Propagate_PROPAGATE_UNCHANGED)
+	setName(t, h, alice, "Alice 3", wire.Propagate_PROPAGATE_UNCHANGED)
 	eventually(t, "the unchanged rename", func() bool { return memberName(t, h, room, alice) == "Alice 3" })
 }
 
@@ -215,7 +216,7 @@ func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
 // acknowledged them yet) gets those renames in order, each recorded, not
 // the latest alone.
 func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
-	h, room, alice, bob := firstJoinRacing(t, Propagate_PROPAGATE_DEFAULT, false)
+	h, room, alice, bob := firstJoinRacing(t, wire.Propagate_PROPAGATE_DEFAULT, false)
 	if names, want := memberNames(t, h, room, bob, alice), []string{"alice", "A-001", "A-002"}; !slices.Equal(names, want) {
 		t.Fatalf("alice's member events in the joined room: %v, want %v", names, want)
 	}
@@ -226,7 +227,7 @@ func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
 // version, so the join that follows is a first join too (builds before
 // this test sent it the latest profile alone, as to a rejoin).
 func TestJoinAfterAnInviteRacingRenamesGetsEachVersion(t *testing.T) {
-	h, room, alice, bob := firstJoinRacing(t, Propagate_PROPAGATE_DEFAULT, true)
+	h, room, alice, bob := firstJoinRacing(t, wire.Propagate_PROPAGATE_DEFAULT, true)
 	// The invite here carries no profile (the API's invites do).
 	if names, want := memberNames(t, h, room, bob, alice), []string{"<nil>", "alice", "A-001", "A-002"}; !slices.Equal(names, want) {
 		t.Fatalf("alice's member events in the joined room (invite, join, renames): %v, want %v", names, want)
@@ -239,7 +240,7 @@ func TestJoinAfterAnInviteRacingRenamesGetsEachVersion(t *testing.T) {
 // TestJoinWithAnOlderProfileGetsTheNewer's joins do: the join may have
 // come after both, and would then have carried the change.
 func TestFirstJoinRacingAChangeKeptOutOfRoomsGetsTheCurrentProfile(t *testing.T) {
-	h, room, alice, _ := firstJoinRacing(t, Propagate_PROPAGATE_NONE, false)
+	h, room, alice, _ := firstJoinRacing(t, wire.Propagate_PROPAGATE_NONE, false)
 	if got := memberName(t, h, room, alice); got != "A-002" {
 		t.Fatalf("the joined room ends with %q", got)
 	}
@@ -263,7 +264,7 @@ func checkJoinSnapshots(t *testing.T, h *Service, mode, unknown float64) {
 // "A-002" in mode second, while rooms' acks are lost: the writes stay in
 // alice's history. It returns once the room shows "A-002" and every room
 // has caught up.
-func firstJoinRacing(t *testing.T, second Propagate, invite bool) (h *Service, room, alice, bob string) {
+func firstJoinRacing(t *testing.T, second wire.Propagate, invite bool) (h *Service, room, alice, bob string) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Propagation.ResendAfter = 50 * time.Millisecond
@@ -274,7 +275,7 @@ func firstJoinRacing(t *testing.T, second Propagate, invite bool) (h *Service, r
 	room = createRoom(t, h, bob, 1)
 	var hold atomic.Bool
 	network := func(kind, id string, msg proto.Message, deliver func()) {
-		if _, ok := msg.(*UpdateAcks); ok && hold.Load() {
+		if _, ok := msg.(*wire.UpdateAcks); ok && hold.Load() {
 			return
 		}
 		deliver()
@@ -282,14 +283,14 @@ func firstJoinRacing(t *testing.T, second Propagate, invite bool) (h *Service, r
 	h.rt.SetNetwork(network)
 	hold.Store(true)
 	if invite {
-		if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: bob, Target: alice, Action: "invite"}); r.Error != nil {
+		if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: bob, Target: alice, Action: "invite"}); r.Error != nil {
 			t.Fatal(r.Error)
 		}
 	}
 	old, v := profileOf(t, h, alice) // read for the join
-	setName(t, h, alice, "A-001", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "A-001", wire.Propagate_PROPAGATE_DEFAULT)
 	setName(t, h, alice, "A-002", second)
-	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
+	if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
 		t.Fatal(r.Error)
 	}
 	eventually(t, "A-002 in the joined room", func() bool { return memberName(t, h, room, alice) == "A-002" })
@@ -327,7 +328,7 @@ func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 			room := createRoom(t, h, bob, 1)
 			var hold atomic.Bool // the room's notices of alice's join are lost
 			network := func(kind, id string, msg proto.Message, deliver func()) {
-				if m, ok := msg.(*MembershipChanged); ok && m.RoomId == room && hold.Load() {
+				if m, ok := msg.(*wire.MembershipChanged); ok && m.RoomId == room && hold.Load() {
 					return
 				}
 				deliver()
@@ -335,11 +336,11 @@ func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 			h.rt.SetNetwork(network)
 			hold.Store(true)
 			old, v := profileOf(t, h, alice) // read for the join
-			if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
+			if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: alice, Target: alice, Action: "join", ProfileJson: old, ProfileVersion: v}); r.Error != nil {
 				t.Fatal(r.Error)
 			}
 			for _, name := range []string{"A-001", "A-002", "A-003"} {
-				setName(t, h, alice, name, Propagate_PROPAGATE_DEFAULT)
+				setName(t, h, alice, name, wire.Propagate_PROPAGATE_DEFAULT)
 			}
 			eventually(t, "A-003 in alice's own room", func() bool { return memberName(t, h, own, alice) == "A-003" })
 			waitPropagated(t, h, alice)
@@ -366,7 +367,7 @@ func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 // timeline (its first page), oldest first, as reader sees them.
 func memberNames(t *testing.T, h *Service, room, reader, user string) []string {
 	t.Helper()
-	r := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: reader, Dir: "f", Limit: 100})
+	r := askKind[*wire.MessagesReply](t, h, KindRoom, room, &wire.GetMessages{RoomId: room, UserId: reader, Dir: "f", Limit: 100})
 	var names []string
 	for _, raw := range r.Chunk {
 		var ev struct {
@@ -397,7 +398,7 @@ func TestKeptVersionsStayWithinTheBacklog(t *testing.T) {
 		var names []string
 		prefix := storage.Key("p", partitionName(h.Partition(alice)), "u", alice, "kept")
 		if err := st.Scan(storage.Prefix(string(prefix)), nil, func(_, v []byte) error {
-			var upd MemberUpdate
+			var upd wire.MemberUpdate
 			if err := proto.Unmarshal(v, &upd); err != nil {
 				return err
 			}
@@ -410,7 +411,7 @@ func TestKeptVersionsStayWithinTheBacklog(t *testing.T) {
 	}
 	rename := func(names ...string) {
 		for _, name := range names {
-			setName(t, h, alice, name, Propagate_PROPAGATE_DEFAULT)
+			setName(t, h, alice, name, wire.Propagate_PROPAGATE_DEFAULT)
 			waitPropagated(t, h, alice)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"persona/internal/cputime"
+	"persona/wire"
 )
 
 // BenchmarkWarmRename: a user in 3,000 rooms, every room active, renames.
@@ -65,7 +66,7 @@ func BenchmarkColdRename(b *testing.B) {
 // joinRooms registers user and creates rooms rooms with user in each.
 func joinRooms(b *testing.B, h *Service, user string, rooms int) {
 	ctx := context.Background()
-	if _, err := h.Request(ctx, KindUser, user, &Register{UserId: user, Displayname: "renamer"}); err != nil {
+	if _, err := h.Request(ctx, KindUser, user, &wire.Register{UserId: user, Displayname: "renamer"}); err != nil {
 		b.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -75,7 +76,7 @@ func joinRooms(b *testing.B, h *Service, user string, rooms int) {
 			defer wg.Done()
 			for r := w; r < rooms; r += 8 {
 				id := fmt.Sprintf("!room%d:%s", r, server)
-				if _, err := h.Request(ctx, KindRoom, id, &CreateRoom{RoomId: id, Creator: user, RequestJson: []byte(`{}`),
+				if _, err := h.Request(ctx, KindRoom, id, &wire.CreateRoom{RoomId: id, Creator: user, RequestJson: []byte(`{}`),
 					CreatorProfileJson: []byte(`{"displayname":"renamer"}`), CreatorProfileVersion: 1}); err != nil {
 					b.Error(err)
 					return
@@ -92,15 +93,15 @@ func renameAndWait(tb testing.TB, h *Service, user, name string) {
 	ctx := context.Background()
 	v, _ := json.Marshal(name)
 	start := time.Now()
-	if _, err := h.Request(ctx, KindUser, user, &SetProfileField{UserId: user, Key: "displayname", ValueJson: v}); err != nil {
+	if _, err := h.Request(ctx, KindUser, user, &wire.SetProfileField{UserId: user, Key: "displayname", ValueJson: v}); err != nil {
 		tb.Fatal(err)
 	}
 	for {
-		r, err := h.Request(ctx, KindUser, user, &GetPending{UserId: user})
+		r, err := h.Request(ctx, KindUser, user, &wire.GetPending{UserId: user})
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if r.(*PendingReply).Behind == 0 {
+		if r.(*wire.PendingReply).Behind == 0 {
 			return
 		}
 		if time.Since(start) > time.Minute {

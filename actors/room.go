@@ -13,6 +13,7 @@ import (
 
 	"persona/host"
 	"persona/storage"
+	"persona/wire"
 )
 
 // room is the actor of one room: it owns the room's state and timeline and
@@ -160,7 +161,7 @@ func (r *room) Receive(ctx actor.Context) {
 			return
 		}
 		switch m.(type) {
-		case *ProfileUpdates, *MembershipAck, *Wake:
+		case *wire.ProfileUpdates, *wire.MembershipAck, *wire.Wake:
 		default:
 			r.clientSeen = true
 			if r.released {
@@ -182,44 +183,44 @@ func (r *room) Receive(ctx actor.Context) {
 }
 
 func (r *room) handle(ctx actor.Context, msg proto.Message) {
-	if c, ok := msg.(*CreateRoom); ok {
+	if c, ok := msg.(*wire.CreateRoom); ok {
 		r.create(ctx, c)
 		return
 	}
 	if !r.exists {
 		switch m := msg.(type) {
-		case *ProfileUpdates:
+		case *wire.ProfileUpdates:
 			r.ackUpdates(m.UserId, lastVersion(m), true, 0)
-		case *MembershipAck, *Wake:
+		case *wire.MembershipAck, *wire.Wake:
 		default:
 			ctx.Respond(notFoundReply(msg))
 		}
 		return
 	}
 	switch m := msg.(type) {
-	case *SendEvent:
+	case *wire.SendEvent:
 		r.send(ctx, m)
-	case *ChangeMembership:
+	case *wire.ChangeMembership:
 		r.changeMembership(ctx, m)
-	case *GetState:
+	case *wire.GetState:
 		ctx.Respond(r.getState(m))
-	case *RoomSummary:
+	case *wire.RoomSummary:
 		ctx.Respond(r.summary(m))
-	case *SearchMembers:
+	case *wire.SearchMembers:
 		ctx.Respond(r.searchMembers(m))
-	case *GetMessages:
+	case *wire.GetMessages:
 		ctx.Respond(r.getMessages(m))
-	case *GetEvent:
+	case *wire.GetEvent:
 		ctx.Respond(r.getEvent(m))
-	case *GetContext:
+	case *wire.GetContext:
 		ctx.Respond(r.getContext(m))
-	case *RoomSync:
+	case *wire.RoomSync:
 		ctx.Respond(r.sync(m))
-	case *ProfileUpdates:
+	case *wire.ProfileUpdates:
 		r.applyUpdates(ctx, m)
-	case *MembershipAck:
+	case *wire.MembershipAck:
 		r.membershipAcked(ctx, m)
-	case *Wake:
+	case *wire.Wake:
 		r.renotifyMembers()
 	default:
 		r.h.log.Warn("room actor got an unknown message", "type", fmt.Sprintf("%T", msg))
@@ -228,20 +229,20 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 
 // notFoundReply is the answer of the right type for a room that does not exist.
 func notFoundReply(m proto.Message) proto.Message {
-	e := notFound(Error_ROOM, "Unknown room.")
+	e := notFound(wire.Error_ROOM, "Unknown room.")
 	switch m.(type) {
-	case *GetState:
-		return &StateReply{Error: forbidden("You are not a member of this room.")} // as for a room you cannot see
-	case *GetMessages:
-		return &MessagesReply{Error: forbidden("You are not a member of this room.")}
-	case *GetEvent:
-		return &EventReply{Error: e}
-	case *RoomSync:
-		return &RoomSyncReply{Error: e}
-	case *GetContext:
-		return &ContextReply{Error: e}
+	case *wire.GetState:
+		return &wire.StateReply{Error: forbidden("You are not a member of this room.")} // as for a room you cannot see
+	case *wire.GetMessages:
+		return &wire.MessagesReply{Error: forbidden("You are not a member of this room.")}
+	case *wire.GetEvent:
+		return &wire.EventReply{Error: e}
+	case *wire.RoomSync:
+		return &wire.RoomSyncReply{Error: e}
+	case *wire.GetContext:
+		return &wire.ContextReply{Error: e}
 	default:
-		return &SendReply{Error: e}
+		return &wire.SendReply{Error: e}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // applyUpdates is the room's side of profile propagation. For each version
@@ -15,7 +16,7 @@ import (
 // and records the version. Older or repeated versions are acknowledged and
 // ignored, so deliveries may be repeated, reordered or resent: the effect is
 // exactly once and never goes backwards. The ack is cumulative.
-func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
+func (r *room) applyUpdates(ctx actor.Context, m *wire.ProfileUpdates) {
 	if r.membership(m.UserId) != "join" {
 		r.ackUpdates(m.UserId, lastVersion(m), true, 0)
 		return
@@ -53,7 +54,7 @@ func (r *room) applyUpdates(ctx actor.Context, m *ProfileUpdates) {
 // per version that changes it. The member event must be in r.state
 // (readMember). False: an event could not be appended, and the room
 // aborted what b held.
-func (r *room) applyMember(b *storage.Batch, user string, ups []*MemberUpdate) (writtenMs int64, events int, ok bool) {
+func (r *room) applyMember(b *storage.Batch, user string, ups []*wire.MemberUpdate) (writtenMs int64, events int, ok bool) {
 	contents, written := applyVersions(r.member(user), r.memberContent(user), ups, r.h.cfg.Profile.PreserveRoomOverrides)
 	for _, content := range contents {
 		sk := user
@@ -71,7 +72,7 @@ func (r *room) applyMember(b *storage.Batch, user string, ups []*MemberUpdate) (
 // rec.Version to content (the member content now) and returns the member
 // content of each event to append, encoded: one per version that changed
 // something. rec advances to the last version seen.
-func applyVersions(rec *memberRec, content map[string]any, ups []*MemberUpdate, preserve bool) (events []json.RawMessage, writtenMs int64) {
+func applyVersions(rec *memberRec, content map[string]any, ups []*wire.MemberUpdate, preserve bool) (events []json.RawMessage, writtenMs int64) {
 	for _, u := range ups {
 		if u.Version <= rec.Version {
 			continue // a duplicate or a resend: already applied
@@ -89,7 +90,7 @@ func applyVersions(rec *memberRec, content map[string]any, ups []*MemberUpdate, 
 // room's own value; default takes it unless the room holds a value of its
 // own (and preserve is on); unchanged takes it only where the room's value
 // equals the old global value (MSC4466).
-func takeUpdate(rec *memberRec, content map[string]any, u *MemberUpdate, preserve bool) bool {
+func takeUpdate(rec *memberRec, content map[string]any, u *wire.MemberUpdate, preserve bool) bool {
 	changed := false
 	apply := func(key string, sets bool, value, old string) {
 		if !sets {
@@ -97,13 +98,13 @@ func takeUpdate(rec *memberRec, content map[string]any, u *MemberUpdate, preserv
 		}
 		have, _ := content[key].(string)
 		switch u.Mode {
-		case Propagate_PROPAGATE_NONE:
+		case wire.Propagate_PROPAGATE_NONE:
 			return
-		case Propagate_PROPAGATE_UNCHANGED:
+		case wire.Propagate_PROPAGATE_UNCHANGED:
 			if have != old {
 				return
 			}
-		case Propagate_PROPAGATE_DEFAULT:
+		case wire.Propagate_PROPAGATE_DEFAULT:
 			if rec.Own[key] && preserve {
 				return
 			}
@@ -139,14 +140,14 @@ func (r *room) memberContent(user string) map[string]any {
 
 // ackUpdates acknowledges every version up to version to the user's actor.
 func (r *room) ackUpdates(user string, version uint64, notMember bool, written int64) {
-	a := &UpdateAck{RoomId: r.id, UserId: user, Version: version, NotMember: notMember, WrittenMs: written}
+	a := &wire.UpdateAck{RoomId: r.id, UserId: user, Version: version, NotMember: notMember, WrittenMs: written}
 	if notMember {
 		a.Stream, _ = r.memberStream(user)
 	}
 	r.h.ack(a)
 }
 
-func lastVersion(m *ProfileUpdates) uint64 {
+func lastVersion(m *wire.ProfileUpdates) uint64 {
 	if len(m.Updates) == 0 {
 		return 0
 	}

@@ -2,10 +2,11 @@ package actors
 
 import (
 	"fmt"
-
 	"testing"
 
 	"pgregory.net/rapid"
+
+	"persona/wire"
 )
 
 // TestApplyRuleUnderAFaultyNetwork checks the delivery protocol end to end
@@ -19,11 +20,11 @@ func TestApplyRuleUnderAFaultyNetwork(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		n := rapid.IntRange(1, 12).Draw(t, "versions")
 		preserve := rapid.Bool().Draw(t, "preserve")
-		ups := make([]*MemberUpdate, n)
+		ups := make([]*wire.MemberUpdate, n)
 		global := map[string]string{"displayname": "start", "avatar_url": ""}
 		for i := range ups {
-			u := &MemberUpdate{Version: uint64(2 * (i + 1)), // gaps: not every profile version reaches rooms
-				Mode: Propagate(rapid.IntRange(0, 2).Draw(t, "mode")), OldDisplayname: global["displayname"], OldAvatarUrl: global["avatar_url"]}
+			u := &wire.MemberUpdate{Version: uint64(2 * (i + 1)), // gaps: not every profile version reaches rooms
+				Mode: wire.Propagate(rapid.IntRange(0, 2).Draw(t, "mode")), OldDisplayname: global["displayname"], OldAvatarUrl: global["avatar_url"]}
 			if rapid.Bool().Draw(t, "setsName") || !rapid.Bool().Draw(t, "setsAvatar") {
 				u.SetsDisplayname, u.Displayname = true, rapid.SampledFrom([]string{"", "a", "b", "c"}).Draw(t, "name")
 				global["displayname"] = u.Displayname
@@ -53,7 +54,7 @@ func TestApplyRuleUnderAFaultyNetwork(t *testing.T) {
 		var acked uint64
 		type msg struct {
 			ack uint64
-			ups []*MemberUpdate
+			ups []*wire.MemberUpdate
 		}
 		var net []msg
 		send := func() {

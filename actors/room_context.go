@@ -1,13 +1,15 @@
 package actors
 
+import "persona/wire"
+
 // getContext answers /context: the event, up to limit/2 visible events on
 // each side (filtered), tokens to page on from either end, and the state
 // at the last event returned.
-func (r *room) getContext(m *GetContext) *ContextReply {
-	notFound := &ContextReply{Error: notFound(Error_EVENT, "Event not found.")}
+func (r *room) getContext(m *wire.GetContext) *wire.ContextReply {
+	notFound := &wire.ContextReply{Error: notFound(wire.Error_EVENT, "Event not found.")}
 	upto, e := r.view(m.UserId)
 	if e != nil {
-		return &ContextReply{Error: e}
+		return &wire.ContextReply{Error: e}
 	}
 	ev := r.eventByID(m.EventId)
 	v := r.visibility(m.UserId)
@@ -16,14 +18,14 @@ func (r *room) getContext(m *GetContext) *ContextReply {
 	}
 	f, err := parseFilter(m.FilterJson)
 	if err != nil {
-		return &ContextReply{Error: malformed(Error_FILTER, "Bad filter.")}
+		return &wire.ContextReply{Error: malformed(wire.Error_FILTER, "Bad filter.")}
 	}
 	limit := int(m.Limit)
 	if m.Limit == 0 {
 		limit = 10
 	}
 	before, after := limit/2, limit-limit/2
-	out := &ContextReply{Event: r.clientEvent(ev, m.DeviceId, m.UserId), Start: posToken(ev.Pos), End: posToken(ev.Pos + 1)}
+	out := &wire.ContextReply{Event: r.clientEvent(ev, m.DeviceId, m.UserId), Start: posToken(ev.Pos), End: posToken(ev.Pos + 1)}
 	if before > 0 && ev.Pos > 0 {
 		n := 0
 		_ = r.scan(ev.Pos-1, true, func(x *evRecord) bool {

@@ -9,12 +9,13 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // changeMembership is join, leave, invite, kick, ban or unban, with the
 // checks of the room's join rules and power levels. extra is content a
 // client set on its own member event (merged into the new event).
-func (r *room) changeMembership(ctx actor.Context, m *ChangeMembership) {
+func (r *room) changeMembership(ctx actor.Context, m *wire.ChangeMembership) {
 	var extra map[string]any
 	if len(m.ContentJson) > 0 {
 		_ = json.Unmarshal(m.ContentJson, &extra)
@@ -23,11 +24,11 @@ func (r *room) changeMembership(ctx actor.Context, m *ChangeMembership) {
 	r.membershipEvent(ctx, m, extra)
 }
 
-func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map[string]any) {
+func (r *room) membershipEvent(ctx actor.Context, m *wire.ChangeMembership, extra map[string]any) {
 	cur, target, sender := r.membership(m.Target), m.Target, m.Sender
 	senderIn := r.membership(sender) == "join"
 	content := map[string]any{}
-	var e *Error
+	var e *wire.Error
 	switch m.Action {
 	case "forget":
 		r.forget(ctx, m)
@@ -39,7 +40,7 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 		case cur == "ban":
 			e = forbidden("You are banned from this room.")
 		case cur == "join" && len(extra) == 0:
-			ctx.Respond(&SendReply{EventId: r.state[stateKey{"m.room.member", target}].ID})
+			ctx.Respond(&wire.SendReply{EventId: r.state[stateKey{"m.room.member", target}].ID})
 			return
 		case cur != "join" && cur != "invite" && r.joinRule() != "public":
 			e = forbidden("You are not invited to this room.")
@@ -93,10 +94,10 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 		}
 		content["membership"] = "leave"
 	default:
-		e = badValue(Error_MEMBERSHIP, "Unknown membership action.")
+		e = badValue(wire.Error_MEMBERSHIP, "Unknown membership action.")
 	}
 	if e != nil {
-		ctx.Respond(&SendReply{Error: e})
+		ctx.Respond(&wire.SendReply{Error: e})
 		return
 	}
 	for k, v := range extra {
@@ -111,7 +112,7 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 	sk := target
 	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: sender, Content: mustJSON(content)}
 	if err := r.append(&b, ev); err != nil {
-		ctx.Respond(&SendReply{Error: internal(err.Error())})
+		ctx.Respond(&wire.SendReply{Error: internal(err.Error())})
 		return
 	}
 	rec := r.member(target)
@@ -121,7 +122,7 @@ func (r *room) membershipEvent(ctx actor.Context, m *ChangeMembership, extra map
 		r.markOwn(rec, content, m.ProfileJson) // a join's own displayname, say
 	}
 	r.putMember(&b, target)
-	r.commitMembership(ctx, &b, &SendReply{EventId: ev.ID}, []string{target})
+	r.commitMembership(ctx, &b, &wire.SendReply{EventId: ev.ID}, []string{target})
 }
 
 func (r *room) joinRule() string {
@@ -134,14 +135,14 @@ func (r *room) joinRule() string {
 // user's own join event with new displayname or avatar_url sets this room's
 // profile: the room remembers, key by key, which values differ from the
 // user's global profile, and later global writes leave those alone.
-func (r *room) memberEvent(ctx actor.Context, m *SendEvent) {
+func (r *room) memberEvent(ctx actor.Context, m *wire.SendEvent) {
 	var content map[string]any
 	if json.Unmarshal(m.ContentJson, &content) != nil || content == nil {
-		ctx.Respond(&SendReply{Error: malformed(Error_MEMBERSHIP, "Member content must be an object.")})
+		ctx.Respond(&wire.SendReply{Error: malformed(wire.Error_MEMBERSHIP, "Member content must be an object.")})
 		return
 	}
 	membership, _ := content["membership"].(string)
-	cm := &ChangeMembership{RoomId: r.id, Sender: m.Sender, Target: m.StateKey, ProfileJson: m.GlobalProfileJson, ProfileVersion: m.ProfileVersion}
+	cm := &wire.ChangeMembership{RoomId: r.id, Sender: m.Sender, Target: m.StateKey, ProfileJson: m.GlobalProfileJson, ProfileVersion: m.ProfileVersion}
 	cm.Reason, _ = content["reason"].(string)
 	switch membership {
 	case "join":
@@ -163,7 +164,7 @@ func (r *room) memberEvent(ctx actor.Context, m *SendEvent) {
 	case "invite", "ban":
 		cm.Action = membership
 	default:
-		ctx.Respond(&SendReply{Error: malformed(Error_MEMBERSHIP, "Unknown membership.")})
+		ctx.Respond(&wire.SendReply{Error: malformed(wire.Error_MEMBERSHIP, "Unknown membership.")})
 		return
 	}
 	r.membershipEvent(ctx, cm, content)
@@ -194,7 +195,7 @@ func (r *room) markOwn(rec *memberRec, content map[string]any, globalJSON []byte
 }
 
 // ownProfile records a joined user's per-room profile.
-func (r *room) ownProfile(ctx actor.Context, m *SendEvent, content map[string]any) {
+func (r *room) ownProfile(ctx actor.Context, m *wire.SendEvent, content map[string]any) {
 	strip(content)
 	content["membership"] = "join"
 	rec := r.member(m.Sender)
@@ -203,11 +204,11 @@ func (r *room) ownProfile(ctx actor.Context, m *SendEvent, content map[string]an
 	sk := m.Sender
 	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.Sender, Content: mustJSON(content), Txn: m.TxnId, Device: m.DeviceId}
 	if err := r.append(&b, ev); err != nil {
-		ctx.Respond(&SendReply{Error: internal(err.Error())})
+		ctx.Respond(&wire.SendReply{Error: internal(err.Error())})
 		return
 	}
 	r.putMember(&b, m.Sender)
-	r.commit(ctx, &b, &SendReply{EventId: ev.ID}, nil)
+	r.commit(ctx, &b, &wire.SendReply{EventId: ev.ID}, nil)
 }
 
 // commitMembership commits a membership change and then tells the actors of
@@ -237,7 +238,7 @@ func (r *room) notifyMember(user string, after uint64) (sent bool) {
 	if !ok || stream <= after || !r.local(user) {
 		return false
 	}
-	r.h.Send(KindUser, user, &MembershipChanged{
+	r.h.Send(KindUser, user, &wire.MembershipChanged{
 		UserId: user, RoomId: r.id, Membership: r.membership(user), Stream: stream, ProfileVersion: r.member(user).Version,
 	})
 	r.armRenotify()
@@ -254,7 +255,7 @@ func (r *room) armRenotify() {
 		return
 	}
 	h, id := r.h, r.id
-	r.renotify = time.AfterFunc(h.cfg.Propagation.ResendAfter, func() { h.Send(KindRoom, id, &Wake{Id: id}) })
+	r.renotify = time.AfterFunc(h.cfg.Propagation.ResendAfter, func() { h.Send(KindRoom, id, &wire.Wake{Id: id}) })
 }
 
 // renotifyMembers tells every local member whose actor has not
@@ -273,7 +274,7 @@ func (r *room) renotifyMembers() {
 	}
 }
 
-func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
+func (r *room) membershipAcked(ctx actor.Context, m *wire.MembershipAck) {
 	rec := r.members[m.UserId]
 	if rec == nil || m.Stream <= rec.Notified {
 		return
@@ -299,14 +300,14 @@ func (r *room) membershipAcked(ctx actor.Context, m *MembershipAck) {
 
 // forget marks the room forgotten for a user who is not in it: the user can
 // no longer read it, until joining again.
-func (r *room) forget(ctx actor.Context, m *ChangeMembership) {
+func (r *room) forget(ctx actor.Context, m *wire.ChangeMembership) {
 	if cur := r.membership(m.Sender); cur == "join" || cur == "invite" {
-		ctx.Respond(&SendReply{Error: conflict(Error_MEMBERSHIP, "You are still in the room: leave it first.")})
+		ctx.Respond(&wire.SendReply{Error: conflict(wire.Error_MEMBERSHIP, "You are still in the room: leave it first.")})
 		return
 	}
 	rec := r.member(m.Sender)
 	rec.Forgotten = true
 	var b storage.Batch
 	r.putMember(&b, m.Sender)
-	r.commit(ctx, &b, &SendReply{}, nil)
+	r.commit(ctx, &b, &wire.SendReply{}, nil)
 }

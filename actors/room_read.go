@@ -8,11 +8,12 @@ import (
 	"strconv"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // view is how much of the room a user may read: every event up to position
 // upto (a departed member reads up to its leave).
-func (r *room) view(user string) (upto uint64, e *Error) {
+func (r *room) view(user string) (upto uint64, e *wire.Error) {
 	if rec := r.members[user]; rec != nil && rec.Forgotten && r.membership(user) != "join" {
 		return 0, forbidden("You have forgotten this room.")
 	}
@@ -23,7 +24,7 @@ func (r *room) view(user string) (upto uint64, e *Error) {
 // still reaches the user's incremental sync. Reads stop at the last durable
 // event: what memory holds beyond it is still being committed, and a crash
 // could lose it.
-func (r *room) history(user string) (upto uint64, e *Error) {
+func (r *room) history(user string) (upto uint64, e *wire.Error) {
 	if r.durable == 0 {
 		return 0, forbidden("You are not a member of this room.")
 	}
@@ -61,10 +62,10 @@ func (r *room) stateAt(pos uint64) []*evRecord {
 	return out
 }
 
-func (r *room) getState(m *GetState) *StateReply {
+func (r *room) getState(m *wire.GetState) *wire.StateReply {
 	upto, e := r.view(m.UserId)
 	if e != nil {
-		return &StateReply{Error: e}
+		return &wire.StateReply{Error: e}
 	}
 	if m.At != "" {
 		if pos, ok := r.parseToken(m.At); ok && pos > 0 && pos-1 < upto {
@@ -77,7 +78,7 @@ func (r *room) getState(m *GetState) *StateReply {
 			evs = append(evs, ev)
 		}
 		if len(evs) == 0 {
-			return &StateReply{Error: notFound(Error_EVENT, "No such state event.")}
+			return &wire.StateReply{Error: notFound(wire.Error_EVENT, "No such state event.")}
 		}
 	} else {
 		for _, ev := range r.stateAt(upto) {
@@ -93,7 +94,7 @@ func (r *room) getState(m *GetState) *StateReply {
 			evs = append(evs, ev)
 		}
 	}
-	out := &StateReply{}
+	out := &wire.StateReply{}
 	for _, ev := range evs {
 		out.EventsJson = append(out.EventsJson, r.clientEvent(ev, "", ""))
 	}
@@ -183,14 +184,14 @@ func (r *room) scan(from uint64, backward bool, fn func(*evRecord) bool) error {
 	return r.h.store.Scan(prefix, start, visit)
 }
 
-func (r *room) getMessages(m *GetMessages) *MessagesReply {
+func (r *room) getMessages(m *wire.GetMessages) *wire.MessagesReply {
 	upto, e := r.view(m.UserId)
 	if e != nil {
-		return &MessagesReply{Error: e}
+		return &wire.MessagesReply{Error: e}
 	}
 	f, err := parseFilter(m.FilterJson)
 	if err != nil {
-		return &MessagesReply{Error: malformed(Error_FILTER, "Bad filter.")}
+		return &wire.MessagesReply{Error: malformed(wire.Error_FILTER, "Bad filter.")}
 	}
 	backward := m.Dir != "f"
 	from := uint64(0)
@@ -200,14 +201,14 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 	if m.From != "" {
 		var ok bool
 		if from, ok = r.parseToken(m.From); !ok {
-			return &MessagesReply{Error: badValue(Error_TOKEN, "Bad from token.")}
+			return &wire.MessagesReply{Error: badValue(wire.Error_TOKEN, "Bad from token.")}
 		}
 	}
 	to, hasTo := uint64(0), m.To != ""
 	if hasTo {
 		var ok bool
 		if to, ok = r.parseToken(m.To); !ok {
-			return &MessagesReply{Error: badValue(Error_TOKEN, "Bad to token.")}
+			return &wire.MessagesReply{Error: badValue(wire.Error_TOKEN, "Bad to token.")}
 		}
 	}
 	limit := int(m.Limit)
@@ -217,7 +218,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 	if f.Limit > 0 {
 		limit = min(limit, f.Limit)
 	}
-	out := &MessagesReply{Start: posToken(from)}
+	out := &wire.MessagesReply{Start: posToken(from)}
 	var last uint64
 	more := false
 	seen := 0
@@ -250,7 +251,7 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 		return true
 	})
 	if err != nil && !errors.Is(err, storage.ErrStopScan) {
-		return &MessagesReply{Error: internal("read timeline")}
+		return &wire.MessagesReply{Error: internal("read timeline")}
 	}
 	if len(out.Chunk) > 0 || more { // as Synapse: an end token whenever events came back
 		if backward {
@@ -269,8 +270,8 @@ func (r *room) getMessages(m *GetMessages) *MessagesReply {
 	return out
 }
 
-func (r *room) getEvent(m *GetEvent) *EventReply {
-	notFound := &EventReply{Error: notFound(Error_EVENT, "Event not found.")}
+func (r *room) getEvent(m *wire.GetEvent) *wire.EventReply {
+	notFound := &wire.EventReply{Error: notFound(wire.Error_EVENT, "Event not found.")}
 	upto, e := r.view(m.UserId)
 	if e != nil {
 		return notFound
@@ -279,7 +280,7 @@ func (r *room) getEvent(m *GetEvent) *EventReply {
 	if ev == nil || ev.Pos > upto || !r.visibility(m.UserId).sees(ev) {
 		return notFound
 	}
-	return &EventReply{EventJson: r.clientEvent(ev, m.DeviceId, m.UserId)}
+	return &wire.EventReply{EventJson: r.clientEvent(ev, m.DeviceId, m.UserId)}
 }
 
 // eventByID reads an event by its id, or nil: at the position the id names
@@ -304,9 +305,9 @@ func (r *room) eventByID(id string) *evRecord {
 // sync is the room's part of a /sync: the timeline since the user's last
 // sync (at most limit events), the state the client lacks before it, and
 // the room's membership counts.
-func (r *room) sync(m *RoomSync) *RoomSyncReply {
+func (r *room) sync(m *wire.RoomSync) *wire.RoomSyncReply {
 	membership := r.membership(m.UserId)
-	out := &RoomSyncReply{Membership: membership}
+	out := &wire.RoomSyncReply{Membership: membership}
 	for sk, ev := range r.state {
 		if sk.typ == "m.room.member" {
 			switch membershipOf(ev) {
@@ -340,11 +341,11 @@ func (r *room) sync(m *RoomSync) *RoomSyncReply {
 	}
 	upto, e := r.history(m.UserId)
 	if e != nil {
-		return &RoomSyncReply{Error: e}
+		return &wire.RoomSyncReply{Error: e}
 	}
 	rf, err := parseRoomFilter(m.FilterJson)
 	if err != nil {
-		return &RoomSyncReply{Error: malformed(Error_FILTER, "Bad filter.")}
+		return &wire.RoomSyncReply{Error: malformed(wire.Error_FILTER, "Bad filter.")}
 	}
 	limit := int(m.Limit) // the filter's, or the default: 0 asks for no timeline at all
 	if !m.FullState && r.quietSince(upto, m.Since, m.Upto) {

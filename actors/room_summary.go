@@ -1,16 +1,18 @@
 package actors
 
+import "persona/wire"
+
 // summary is what the public room directory shows of the room: public
 // information, read from current state whoever asks. Joined says whether
 // m.UserId is joined; MayChange whether
 // m.UserId is joined with the power to send m.room.canonical_alias, which
 // also lets a user change the room's aliases and directory visibility.
-func (r *room) summary(m *RoomSummary) *RoomSummaryReply {
+func (r *room) summary(m *wire.RoomSummary) *wire.RoomSummaryReply {
 	str := func(typ, field string) string {
 		v, _ := r.stateContent(typ, "")[field].(string)
 		return v
 	}
-	out := &RoomSummaryReply{
+	out := &wire.RoomSummaryReply{
 		Name:              str("m.room.name", "name"),
 		Topic:             str("m.room.topic", "topic"),
 		CanonicalAlias:    str("m.room.canonical_alias", "alias"),

@@ -15,6 +15,7 @@ import (
 
 	"persona/config"
 	"persona/storage"
+	"persona/wire"
 )
 
 const server = "persona.test"
@@ -28,12 +29,12 @@ func hostFor(t *testing.T, dir string) *Service {
 
 func registerUser(t *testing.T, h *Service, name string) string {
 	id := "@" + name + ":" + server
-	ask[*Done](t, h, id, &Register{UserId: id, Displayname: name})
+	ask[*wire.Done](t, h, id, &wire.Register{UserId: id, Displayname: name})
 	return id
 }
 
 func profileOf(t *testing.T, h *Service, user string) ([]byte, uint64) {
-	p := ask[*ProfileReply](t, h, user, &GetProfile{UserId: user})
+	p := ask[*wire.ProfileReply](t, h, user, &wire.GetProfile{UserId: user})
 	var f map[string]any
 	_ = json.Unmarshal(p.FieldsJson, &f)
 	out := map[string]any{}
@@ -50,8 +51,8 @@ func createRoom(t *testing.T, h *Service, creator string, i int) string {
 	t.Helper()
 	id := fmt.Sprintf("!room%d:%s", i, server)
 	prof, v := profileOf(t, h, creator)
-	r, err := h.Request(context.Background(), KindRoom, id, &CreateRoom{RoomId: id, Creator: creator, RequestJson: []byte(`{"preset":"public_chat"}`), CreatorProfileJson: prof, CreatorProfileVersion: v})
-	if err != nil || r.(*SendReply).Error != nil {
+	r, err := h.Request(context.Background(), KindRoom, id, &wire.CreateRoom{RoomId: id, Creator: creator, RequestJson: []byte(`{"preset":"public_chat"}`), CreatorProfileJson: prof, CreatorProfileVersion: v})
+	if err != nil || r.(*wire.SendReply).Error != nil {
 		t.Fatalf("create %s: %v %v", id, err, r)
 	}
 	return id
@@ -59,11 +60,11 @@ func createRoom(t *testing.T, h *Service, creator string, i int) string {
 
 // memberName is the displayname in user's member event in room.
 func memberName(t *testing.T, h *Service, room, user string) string {
-	r, err := h.Request(context.Background(), KindRoom, room, &GetState{RoomId: room, UserId: user, Type: "m.room.member", StateKey: user})
+	r, err := h.Request(context.Background(), KindRoom, room, &wire.GetState{RoomId: room, UserId: user, Type: "m.room.member", StateKey: user})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sr := r.(*StateReply)
+	sr := r.(*wire.StateReply)
 	if sr.Error != nil || len(sr.EventsJson) == 0 {
 		t.Fatalf("state of %s: %v", room, sr.Error)
 	}
@@ -81,7 +82,7 @@ func waitPropagated(t *testing.T, h *Service, users ...string) {
 	t.Helper()
 	for _, u := range users {
 		eventually(t, "rooms of "+u+" caught up", func() bool {
-			return ask[*PendingReply](t, h, u, &GetPending{UserId: u}).Behind == 0
+			return ask[*wire.PendingReply](t, h, u, &wire.GetPending{UserId: u}).Behind == 0
 		})
 	}
 }
@@ -97,10 +98,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func setName(t *testing.T, h *Service, user, name string, mode Propagate) {
+func setName(t *testing.T, h *Service, user, name string, mode wire.Propagate) {
 	t.Helper()
 	v, _ := json.Marshal(name)
-	if w := ask[*WriteReply](t, h, user, &SetProfileField{UserId: user, Key: "displayname", ValueJson: v, Propagate: mode}); w.Error != nil {
+	if w := ask[*wire.WriteReply](t, h, user, &wire.SetProfileField{UserId: user, Key: "displayname", ValueJson: v, Propagate: mode}); w.Error != nil {
 		t.Fatal(w.Error)
 	}
 }
@@ -113,16 +114,16 @@ func TestRenamePropagatesToEveryRoom(t *testing.T) {
 		rooms = append(rooms, createRoom(t, h, alice, i))
 	}
 	eventually(t, "room list", func() bool {
-		return len(ask[*RoomsReply](t, h, alice, &GetRooms{UserId: alice}).Rooms) == 50
+		return len(ask[*wire.RoomsReply](t, h, alice, &wire.GetRooms{UserId: alice}).Rooms) == 50
 	})
 	for _, n := range []string{"A1", "A2", "A3"} {
-		setName(t, h, alice, n, Propagate_PROPAGATE_DEFAULT)
+		setName(t, h, alice, n, wire.Propagate_PROPAGATE_DEFAULT)
 	}
 	for _, r := range rooms {
 		eventually(t, "rename in "+r, func() bool { return memberName(t, h, r, alice) == "A3" })
 	}
 	eventually(t, "nothing pending", func() bool {
-		return len(ask[*PendingReply](t, h, alice, &GetPending{UserId: alice}).Rooms) == 0
+		return len(ask[*wire.PendingReply](t, h, alice, &wire.GetPending{UserId: alice}).Rooms) == 0
 	})
 }
 
@@ -130,32 +131,32 @@ func TestOverridesAndModes(t *testing.T) {
 	h := hostFor(t, t.TempDir())
 	bob := registerUser(t, h, "bob")
 	r1, r2 := createRoom(t, h, bob, 1), createRoom(t, h, bob, 2)
-	eventually(t, "rooms", func() bool { return len(ask[*RoomsReply](t, h, bob, &GetRooms{UserId: bob}).Rooms) == 2 })
+	eventually(t, "rooms", func() bool { return len(ask[*wire.RoomsReply](t, h, bob, &wire.GetRooms{UserId: bob}).Rooms) == 2 })
 	prof, v := profileOf(t, h, bob)
-	r, _ := h.Request(context.Background(), KindRoom, r1, &SendEvent{RoomId: r1, Sender: bob, Type: "m.room.member", IsState: true, StateKey: bob,
+	r, _ := h.Request(context.Background(), KindRoom, r1, &wire.SendEvent{RoomId: r1, Sender: bob, Type: "m.room.member", IsState: true, StateKey: bob,
 		ContentJson: []byte(`{"membership":"join","displayname":"Bobby in r1"}`), GlobalProfileJson: prof, ProfileVersion: v})
-	if r.(*SendReply).Error != nil {
-		t.Fatal(r.(*SendReply).Error)
+	if r.(*wire.SendReply).Error != nil {
+		t.Fatal(r.(*wire.SendReply).Error)
 	}
-	setName(t, h, bob, "Robert", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, bob, "Robert", wire.Propagate_PROPAGATE_DEFAULT)
 	eventually(t, "r2 renamed", func() bool { return memberName(t, h, r2, bob) == "Robert" })
 	if got := memberName(t, h, r1, bob); got != "Bobby in r1" {
 		t.Fatalf("override clobbered: %q", got)
 	}
-	setName(t, h, bob, "Bert", Propagate_PROPAGATE_UNCHANGED)
+	setName(t, h, bob, "Bert", wire.Propagate_PROPAGATE_UNCHANGED)
 	eventually(t, "r2 unchanged-mode rename", func() bool { return memberName(t, h, r2, bob) == "Bert" })
 	if got := memberName(t, h, r1, bob); got != "Bobby in r1" {
 		t.Fatalf("unchanged mode touched an override: %q", got)
 	}
 	// none changes the global name only; unchanged then skips rooms that
 	// kept the older name (MSC4466).
-	setName(t, h, bob, "Rob", Propagate_PROPAGATE_NONE)
-	setName(t, h, bob, "Bo", Propagate_PROPAGATE_UNCHANGED)
+	setName(t, h, bob, "Rob", wire.Propagate_PROPAGATE_NONE)
+	setName(t, h, bob, "Bo", wire.Propagate_PROPAGATE_UNCHANGED)
 	time.Sleep(100 * time.Millisecond)
 	if got := memberName(t, h, r2, bob); got != "Bert" {
 		t.Fatalf("none or unchanged reached r2: %q", got)
 	}
-	setName(t, h, bob, "Everywhere", Propagate_PROPAGATE_ALL)
+	setName(t, h, bob, "Everywhere", wire.Propagate_PROPAGATE_ALL)
 	eventually(t, "all-mode", func() bool { return memberName(t, h, r1, bob) == "Everywhere" })
 }
 
@@ -167,8 +168,8 @@ func TestPropagationResumesAfterRestart(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		rooms = append(rooms, createRoom(t, h, carol, i))
 	}
-	eventually(t, "rooms", func() bool { return len(ask[*RoomsReply](t, h, carol, &GetRooms{UserId: carol}).Rooms) == 20 })
-	setName(t, h, carol, "Before stop", Propagate_PROPAGATE_DEFAULT)
+	eventually(t, "rooms", func() bool { return len(ask[*wire.RoomsReply](t, h, carol, &wire.GetRooms{UserId: carol}).Rooms) == 20 })
+	setName(t, h, carol, "Before stop", wire.Propagate_PROPAGATE_DEFAULT)
 	h.Stop() // at once: deliveries may be in flight
 	st.Close()
 	h2 := hostFor(t, dir)
@@ -187,20 +188,20 @@ func TestEventIDsNamePositions(t *testing.T) {
 	room := createRoom(t, h, alice, 1)
 	send := func(h *Service, body string) string {
 		t.Helper()
-		r, err := h.Request(context.Background(), KindRoom, room, &SendEvent{RoomId: room, Sender: alice, DeviceId: "D", TxnId: body,
+		r, err := h.Request(context.Background(), KindRoom, room, &wire.SendEvent{RoomId: room, Sender: alice, DeviceId: "D", TxnId: body,
 			Type: "m.room.message", ContentJson: []byte(`{"msgtype":"m.text","body":"` + body + `"}`)})
-		if err != nil || r.(*SendReply).Error != nil {
+		if err != nil || r.(*wire.SendReply).Error != nil {
 			t.Fatalf("send: %v %v", err, r)
 		}
-		return r.(*SendReply).EventId
+		return r.(*wire.SendReply).EventId
 	}
 	found := func(h *Service, id string) bool {
 		t.Helper()
-		r, err := h.Request(context.Background(), KindRoom, room, &GetEvent{RoomId: room, UserId: alice, EventId: id})
+		r, err := h.Request(context.Background(), KindRoom, room, &wire.GetEvent{RoomId: room, UserId: alice, EventId: id})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return r.(*EventReply).Error == nil
+		return r.(*wire.EventReply).Error == nil
 	}
 	var ids []string
 	for i := range 3 {
@@ -245,11 +246,11 @@ func TestReadsStopAtTheLastDurableEvent(t *testing.T) {
 	room := createRoom(t, h, alice, 1)
 	topic := func() string {
 		t.Helper()
-		r, err := h.Request(context.Background(), KindRoom, room, &GetState{RoomId: room, UserId: alice, Type: "m.room.topic"})
+		r, err := h.Request(context.Background(), KindRoom, room, &wire.GetState{RoomId: room, UserId: alice, Type: "m.room.topic"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sr := r.(*StateReply); sr.Error == nil && len(sr.EventsJson) == 1 {
+		if sr := r.(*wire.StateReply); sr.Error == nil && len(sr.EventsJson) == 1 {
 			var ev struct {
 				Content struct{ Topic string } `json:"content"`
 			}
@@ -261,9 +262,9 @@ func TestReadsStopAtTheLastDurableEvent(t *testing.T) {
 	setTopic := func(s string) chan error {
 		done := make(chan error, 1)
 		go func() {
-			r, err := h.Request(context.Background(), KindRoom, room, &SendEvent{RoomId: room, Sender: alice, Type: "m.room.topic", IsState: true, ContentJson: []byte(`{"topic":"` + s + `"}`)})
-			if err == nil && r.(*SendReply).Error != nil {
-				err = fmt.Errorf("%v", r.(*SendReply).Error)
+			r, err := h.Request(context.Background(), KindRoom, room, &wire.SendEvent{RoomId: room, Sender: alice, Type: "m.room.topic", IsState: true, ContentJson: []byte(`{"topic":"` + s + `"}`)})
+			if err == nil && r.(*wire.SendReply).Error != nil {
+				err = fmt.Errorf("%v", r.(*wire.SendReply).Error)
 			}
 			done <- err
 		}()
@@ -309,16 +310,16 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 	alice := registerUser(t, h, "alice")
 	bob := registerUser(t, h, "bob")
 	room := createRoom(t, h, alice, 1)
-	if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: bob, Target: bob, Action: "join"}); r.Error != nil {
+	if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: bob, Target: bob, Action: "join"}); r.Error != nil {
 		t.Fatal(r.Error)
 	}
 	h.Stop()
 	st.Close()
 
 	h2 := hostFor(t, dir)
-	setName(t, h2, alice, "Woken", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h2, alice, "Woken", wire.Propagate_PROPAGATE_DEFAULT)
 	waitPropagated(t, h2, alice)
-	all := askKind[*StateReply](t, h2, KindRoom, room, &GetState{RoomId: room, UserId: bob, All: true})
+	all := askKind[*wire.StateReply](t, h2, KindRoom, room, &wire.GetState{RoomId: room, UserId: bob, All: true})
 	types := map[string]int{}
 	for _, raw := range all.EventsJson {
 		var ev struct {
@@ -339,10 +340,10 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 	if types["m.room.member"] != 2 {
 		t.Fatalf("state has %d members, want 2", types["m.room.member"])
 	}
-	topic := func(sender string) *Error {
-		return askKind[*SendReply](t, h2, KindRoom, room, &SendEvent{RoomId: room, Sender: sender, Type: "m.room.power_levels", IsState: true, ContentJson: []byte(`{"users":{"` + sender + `":100}}`)}).Error
+	topic := func(sender string) *wire.Error {
+		return askKind[*wire.SendReply](t, h2, KindRoom, room, &wire.SendEvent{RoomId: room, Sender: sender, Type: "m.room.power_levels", IsState: true, ContentJson: []byte(`{"users":{"` + sender + `":100}}`)}).Error
 	}
-	if e := topic(bob); e == nil || e.Kind != Error_FORBIDDEN {
+	if e := topic(bob); e == nil || e.Kind != wire.Error_FORBIDDEN {
 		t.Fatalf("bob changed the power levels: %v", e)
 	}
 	if e := topic(alice); e != nil {
@@ -363,7 +364,7 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 	room := createRoom(t, h, alice, 1)
 	for _, u := range []string{bob, carol} {
 		prof, v := profileOf(t, h, u)
-		if r := askKind[*SendReply](t, h, KindRoom, room, &ChangeMembership{RoomId: room, Sender: u, Target: u, Action: "join", ProfileJson: prof, ProfileVersion: v}); r.Error != nil {
+		if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: u, Target: u, Action: "join", ProfileJson: prof, ProfileVersion: v}); r.Error != nil {
 			t.Fatal(r.Error)
 		}
 	}
@@ -405,10 +406,10 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 	if err := r.readUnread(); err != nil || r.meta.Creator != alice || r.meta.NextPos != next || len(r.state) < 7 {
 		t.Fatalf("after readUnread: %v, creator %q, next %d (want %d), %d events", err, r.meta.Creator, r.meta.NextPos, next, len(r.state))
 	}
-	setName(t, h2, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
-	setName(t, h2, bob, "Bob 2", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h2, alice, "Alice 2", wire.Propagate_PROPAGATE_DEFAULT)
+	setName(t, h2, bob, "Bob 2", wire.Propagate_PROPAGATE_DEFAULT)
 	waitPropagated(t, h2, alice, bob)
-	members := askKind[*StateReply](t, h2, KindRoom, room, &GetState{RoomId: room, UserId: carol, Members: true})
+	members := askKind[*wire.StateReply](t, h2, KindRoom, room, &wire.GetState{RoomId: room, UserId: carol, Members: true})
 	names := map[string]string{}
 	for _, raw := range members.EventsJson {
 		var ev struct {
@@ -474,7 +475,7 @@ func TestWokenUserWritesBeforeReadingItsRooms(t *testing.T) {
 	for i := range 5 {
 		rooms = append(rooms, createRoom(t, h, dave, i))
 	}
-	eventually(t, "rooms", func() bool { return len(ask[*RoomsReply](t, h, dave, &GetRooms{UserId: dave}).Rooms) == 5 })
+	eventually(t, "rooms", func() bool { return len(ask[*wire.RoomsReply](t, h, dave, &wire.GetRooms{UserId: dave}).Rooms) == 5 })
 	h.Stop()
 	st.Close()
 
@@ -490,7 +491,7 @@ func TestWokenUserWritesBeforeReadingItsRooms(t *testing.T) {
 		t.Fatalf("ensureRooms: %v, %d rooms, %d behind, %d current", err, len(u.rooms), u.d.behind, len(u.d.current))
 	}
 
-	setName(t, h, dave, "Woken", Propagate_PROPAGATE_DEFAULT) // the actor's first message since the restart
+	setName(t, h, dave, "Woken", wire.Propagate_PROPAGATE_DEFAULT) // the actor's first message since the restart
 	waitPropagated(t, h, dave)
 	for _, r := range rooms {
 		if got := memberName(t, h, r, dave); got != "Woken" {
@@ -510,11 +511,11 @@ func TestIdleRoomReleasesItsState(t *testing.T) {
 	room := createRoom(t, h, alice, 1)
 	send := func(txn, typ, key string, content string) string {
 		t.Helper()
-		m := &SendEvent{RoomId: room, Sender: alice, DeviceId: "D", TxnId: txn, Type: typ, ContentJson: []byte(content)}
+		m := &wire.SendEvent{RoomId: room, Sender: alice, DeviceId: "D", TxnId: txn, Type: typ, ContentJson: []byte(content)}
 		if key != "-" {
 			m.IsState, m.StateKey = true, key
 		}
-		r := askKind[*SendReply](t, h, KindRoom, room, m)
+		r := askKind[*wire.SendReply](t, h, KindRoom, room, m)
 		if r.Error != nil {
 			t.Fatal(r.Error)
 		}
@@ -529,17 +530,17 @@ func TestIdleRoomReleasesItsState(t *testing.T) {
 		t.Fatalf("a resent txn after release answered %s, want %s", again, first)
 	}
 	send("t2", "m.room.message", "-", `{"msgtype":"m.text","body":"two"}`)
-	setName(t, h, alice, "Alice 2", Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "Alice 2", wire.Propagate_PROPAGATE_DEFAULT)
 	waitPropagated(t, h, alice)
 	idle()
-	state := askKind[*StateReply](t, h, KindRoom, room, &GetState{RoomId: room, UserId: alice, All: true})
+	state := askKind[*wire.StateReply](t, h, KindRoom, room, &wire.GetState{RoomId: room, UserId: alice, All: true})
 	all := string(bytes.Join(state.EventsJson, []byte{'\n'}))
 	for _, want := range []string{`"Released"`, `"Alice 2"`, `"m.room.create"`, `"m.room.power_levels"`} {
 		if !strings.Contains(all, want) {
 			t.Fatalf("state after release lacks %s:\n%s", want, all)
 		}
 	}
-	msgs := askKind[*MessagesReply](t, h, KindRoom, room, &GetMessages{RoomId: room, UserId: alice, Dir: "f", Limit: 100})
+	msgs := askKind[*wire.MessagesReply](t, h, KindRoom, room, &wire.GetMessages{RoomId: room, UserId: alice, Dir: "f", Limit: 100})
 	var last uint64
 	var bodies []string
 	for _, raw := range msgs.Chunk {

@@ -9,6 +9,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // createRequest is the part of the /createRoom body the room reads.
@@ -25,14 +26,14 @@ type createRequest struct {
 	PowerLevelContentOverride map[string]any    `json:"power_level_content_override"`
 }
 
-func (r *room) create(ctx actor.Context, m *CreateRoom) {
+func (r *room) create(ctx actor.Context, m *wire.CreateRoom) {
 	if r.exists {
-		ctx.Respond(&SendReply{Error: conflict(Error_ROOM, "Room already exists.")})
+		ctx.Respond(&wire.SendReply{Error: conflict(wire.Error_ROOM, "Room already exists.")})
 		return
 	}
 	var req createRequest
 	if err := json.Unmarshal(m.RequestJson, &req); err != nil {
-		ctx.Respond(&SendReply{Error: malformed(Error_ROOM, "Bad /createRoom body.")})
+		ctx.Respond(&wire.SendReply{Error: malformed(wire.Error_ROOM, "Bad /createRoom body.")})
 		return
 	}
 	if req.Preset == "" {
@@ -116,13 +117,13 @@ func (r *room) create(ctx actor.Context, m *CreateRoom) {
 	}
 	if err != nil {
 		r.exists = false
-		ctx.Respond(&SendReply{Error: internal("Could not create the room.")})
+		ctx.Respond(&wire.SendReply{Error: internal("Could not create the room.")})
 		return
 	}
 	rec := r.member(m.Creator)
 	rec.Version = m.CreatorProfileVersion
 	r.putMember(&b, m.Creator)
-	r.commitMembership(ctx, &b, &SendReply{}, append([]string{m.Creator}, req.Invite...))
+	r.commitMembership(ctx, &b, &wire.SendReply{}, append([]string{m.Creator}, req.Invite...))
 }
 
 // topicContent is a topic with its m.topic form (rich topics, spec v1.15).
@@ -158,42 +159,42 @@ func (r *room) putMember(b *storage.Batch, user string) {
 }
 
 // send appends a client's event after the checks that matter for it.
-func (r *room) send(ctx actor.Context, m *SendEvent) {
+func (r *room) send(ctx actor.Context, m *wire.SendEvent) {
 	if m.Type == "m.room.member" && m.IsState {
 		r.memberEvent(ctx, m)
 		return
 	}
 	if m.TxnId != "" {
 		if id, err := r.h.store.Get(r.key("txn", m.Sender+"\x00"+m.DeviceId+"\x00"+m.TxnId)); err == nil {
-			ctx.Respond(&SendReply{EventId: string(id)})
+			ctx.Respond(&wire.SendReply{EventId: string(id)})
 			return
 		}
 	}
 	if r.membership(m.Sender) != "join" {
-		ctx.Respond(&SendReply{Error: forbidden("You are not joined to this room.")})
+		ctx.Respond(&wire.SendReply{Error: forbidden("You are not joined to this room.")})
 		return
 	}
 	if m.Type == "m.room.create" {
-		ctx.Respond(&SendReply{Error: malformed(Error_EVENT, "A room has one create event: it cannot be sent again.")})
+		ctx.Respond(&wire.SendReply{Error: malformed(wire.Error_EVENT, "A room has one create event: it cannot be sent again.")})
 		return
 	}
 	if r.powerLevel(m.Sender) < r.required("", m.Type, m.IsState) {
-		ctx.Respond(&SendReply{Error: forbidden("Your power level is too low to send this event.")})
+		ctx.Respond(&wire.SendReply{Error: forbidden("Your power level is too low to send this event.")})
 		return
 	}
 	if m.IsState && len(m.StateKey) > 0 && m.StateKey[0] == '@' && m.StateKey != m.Sender {
-		ctx.Respond(&SendReply{Error: forbidden("You may not set state keyed by another user.")})
+		ctx.Respond(&wire.SendReply{Error: forbidden("You may not set state keyed by another user.")})
 		return
 	}
 	if m.Type == "m.room.power_levels" {
 		if e := r.checkPowerLevels(m.Sender, m.ContentJson); e != nil {
-			ctx.Respond(&SendReply{Error: e})
+			ctx.Respond(&wire.SendReply{Error: e})
 			return
 		}
 	}
 	if m.IsState {
 		if cur := r.state[stateKey{m.Type, m.StateKey}]; cur != nil && cur.Sender == m.Sender && jsonEqual(cur.Content, m.ContentJson) {
-			ctx.Respond(&SendReply{EventId: cur.ID}) // the same state again: nothing new
+			ctx.Respond(&wire.SendReply{EventId: cur.ID}) // the same state again: nothing new
 			return
 		}
 	}
@@ -204,20 +205,20 @@ func (r *room) send(ctx actor.Context, m *SendEvent) {
 	}
 	var b storage.Batch
 	if err := r.append(&b, ev); err != nil {
-		ctx.Respond(&SendReply{Error: internal(err.Error())})
+		ctx.Respond(&wire.SendReply{Error: internal(err.Error())})
 		return
 	}
-	r.commit(ctx, &b, &SendReply{EventId: ev.ID}, nil)
+	r.commit(ctx, &b, &wire.SendReply{EventId: ev.ID}, nil)
 }
 
 // checkPowerLevels refuses a power-levels change that gives or takes more
 // power than the sender has.
-func (r *room) checkPowerLevels(sender string, content []byte) *Error {
+func (r *room) checkPowerLevels(sender string, content []byte) *wire.Error {
 	var next struct {
 		Users map[string]float64 `json:"users"`
 	}
 	if json.Unmarshal(content, &next) != nil {
-		return malformed(Error_EVENT, "Bad power levels.")
+		return malformed(wire.Error_EVENT, "Bad power levels.")
 	}
 	mine := r.powerLevel(sender)
 	old := r.stateContent("m.room.power_levels", "")

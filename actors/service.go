@@ -25,6 +25,7 @@ import (
 	"persona/host"
 	"persona/metrics"
 	"persona/storage"
+	"persona/wire"
 )
 
 // Kinds of actors.
@@ -161,7 +162,7 @@ func (h *Service) wake() error {
 			return fmt.Errorf("scan wake marks: %w", err)
 		}
 		for _, m := range marks {
-			h.Send(m[0], m[1], &Wake{Id: m[1]})
+			h.Send(m[0], m[1], &wire.Wake{Id: m[1]})
 		}
 	}
 	return nil
@@ -204,7 +205,7 @@ func (h *Service) stayActive(ctx actor.Context) { h.rt.StayActive(ctx) }
 // membership acks wait their turn.
 func urgentForRoom(m any) bool {
 	switch m := m.(type) {
-	case *ProfileUpdates, *MembershipAck:
+	case *wire.ProfileUpdates, *wire.MembershipAck:
 		return false
 	case *committed:
 		return m.client
@@ -214,27 +215,25 @@ func urgentForRoom(m any) bool {
 	return false
 }
 
-// Priorities in a user's mailbox (protoactor's default is 4): the news that
-// a write is durable goes first, since a client waits on its answer; rooms'
-// acks go last, since a delay only postpones the next sends of a fan-out.
-// Acks are cumulative and carry versions, so overtaking them is harmless.
-func (*committed) GetPriority() int8  { return 7 }
-func (*UpdateAcks) GetPriority() int8 { return 2 }
+// GetPriority puts the news that a write is durable first in a user's
+// mailbox (protoactor's default is 4), since a client waits on its answer;
+// rooms' acks go last (wire.UpdateAcks.GetPriority).
+func (*committed) GetPriority() int8 { return 7 }
 
 // Authenticate checks an access token's hash for user, from the node's cache
 // or the user's actor. The actor drops a token from the cache when its
 // device is removed.
-func (h *Service) Authenticate(ctx context.Context, user string, hash []byte) (*AuthReply, error) {
+func (h *Service) Authenticate(ctx context.Context, user string, hash []byte) (*wire.AuthReply, error) {
 	if a, ok := h.tokens.Load(string(hash)); ok {
-		return a.(*AuthReply), nil
+		return a.(*wire.AuthReply), nil
 	}
-	reply, err := h.Request(ctx, KindUser, user, &Authenticate{UserId: user, TokenHash: hash})
+	reply, err := h.Request(ctx, KindUser, user, &wire.Authenticate{UserId: user, TokenHash: hash})
 	if err != nil {
 		return nil, err
 	}
-	a, ok := reply.(*AuthReply)
+	a, ok := reply.(*wire.AuthReply)
 	if !ok {
-		return &AuthReply{}, nil
+		return &wire.AuthReply{}, nil
 	}
 	if a.Ok {
 		h.tokens.Store(string(hash), a)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // A store whose rooms predate the state index keyed by position (one
@@ -51,10 +52,10 @@ func olderStore(t *testing.T) *historyOps {
 	o.settle()
 	for i, u := range o.readers {
 		eventually(t, u+"'s room known", func() bool {
-			rooms := ask[*RoomsReply](t, o.h, u, &GetRooms{UserId: u}).Rooms
-			return slices.ContainsFunc(rooms, func(r *RoomMembership) bool { return r.RoomId == o.room && r.Membership == "join" })
+			rooms := ask[*wire.RoomsReply](t, o.h, u, &wire.GetRooms{UserId: u}).Rooms
+			return slices.ContainsFunc(rooms, func(r *wire.RoomMembership) bool { return r.RoomId == o.room && r.Membership == "join" })
 		})
-		setName(t, o.h, u, fmt.Sprint("global ", i), Propagate_PROPAGATE_ALL)
+		setName(t, o.h, u, fmt.Sprint("global ", i), wire.Propagate_PROPAGATE_ALL)
 		_, v := profileOf(t, o.h, u)
 		eventually(t, u+"'s rename applied", func() bool {
 			m, ok := parseMemberIndex(o.indexEntries()[string(currentIndexKey(t, o.h, o.st, o.room, u))])

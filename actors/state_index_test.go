@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"persona/storage"
+	"persona/wire"
 )
 
 // The room's answers at past positions (each event's unsigned.membership,
@@ -82,7 +83,7 @@ func (o *historyOps) run(n int) {
 			if o.rng.IntN(2) == 0 {
 				sender = u
 			}
-			o.send(&SendEvent{Sender: sender, Type: "m.room.message", TxnId: fmt.Sprint("t", i),
+			o.send(&wire.SendEvent{Sender: sender, Type: "m.room.message", TxnId: fmt.Sprint("t", i),
 				ContentJson: []byte(fmt.Sprintf(`{"msgtype":"m.text","body":"message %d"}`, i))})
 		case k < 80:
 			actions := []string{"join", "leave", "invite", "kick", "ban", "unban"}
@@ -110,21 +111,21 @@ func (o *historyOps) run(n int) {
 
 func (o *historyOps) rename(u string, i int) {
 	content, _ := json.Marshal(map[string]any{"membership": "join", "displayname": fmt.Sprint(u, " ", i)})
-	o.send(&SendEvent{Sender: u, Type: "m.room.member", IsState: true, StateKey: u, ContentJson: content, GlobalProfileJson: []byte(`{}`)})
+	o.send(&wire.SendEvent{Sender: u, Type: "m.room.member", IsState: true, StateKey: u, ContentJson: content, GlobalProfileJson: []byte(`{}`)})
 }
 
 func (o *historyOps) state(typ, key string, content map[string]any) {
 	c, _ := json.Marshal(content)
-	o.send(&SendEvent{Sender: o.creator, Type: typ, IsState: true, StateKey: key, ContentJson: c})
+	o.send(&wire.SendEvent{Sender: o.creator, Type: typ, IsState: true, StateKey: key, ContentJson: c})
 }
 
-func (o *historyOps) send(m *SendEvent) {
+func (o *historyOps) send(m *wire.SendEvent) {
 	m.RoomId = o.room
-	askKind[*SendReply](o.t, o.h, KindRoom, o.room, m)
+	askKind[*wire.SendReply](o.t, o.h, KindRoom, o.room, m)
 }
 
 func (o *historyOps) change(sender, target, action string) {
-	askKind[*SendReply](o.t, o.h, KindRoom, o.room, &ChangeMembership{RoomId: o.room, Sender: sender, Target: target, Action: action,
+	askKind[*wire.SendReply](o.t, o.h, KindRoom, o.room, &wire.ChangeMembership{RoomId: o.room, Sender: sender, Target: target, Action: action,
 		ProfileJson: []byte(`{}`)})
 }
 
@@ -240,14 +241,14 @@ func (o *historyOps) check() {
 				members = append(members, ev.ID)
 			}
 		}
-		if got := o.stateIDs(&GetState{All: true, At: at}); !sameSet(got, all) {
+		if got := o.stateIDs(&wire.GetState{All: true, At: at}); !sameSet(got, all) {
 			o.t.Fatalf("state at %d: %q, the log's %q", pos, got, all)
 		}
-		if got := o.stateIDs(&GetState{Members: true, At: at}); !sameSet(got, members) {
+		if got := o.stateIDs(&wire.GetState{Members: true, At: at}); !sameSet(got, members) {
 			o.t.Fatalf("members at %d: %q, the log's %q", pos, got, members)
 		}
 		for sk := range log.after[len(log.events)-1] {
-			r := askKind[*StateReply](o.t, o.h, KindRoom, o.room, &GetState{RoomId: o.room, UserId: reader, Type: sk.typ, StateKey: sk.key, At: at})
+			r := askKind[*wire.StateReply](o.t, o.h, KindRoom, o.room, &wire.GetState{RoomId: o.room, UserId: reader, Type: sk.typ, StateKey: sk.key, At: at})
 			want := log.after[pos][sk]
 			switch {
 			case want == nil && r.Error == nil:
@@ -287,7 +288,7 @@ func (o *historyOps) pages(reader, dir string, log *stateLog) []string {
 	var ids []string
 	from := ""
 	for range len(log.events) + 1 {
-		r := askKind[*MessagesReply](o.t, o.h, KindRoom, o.room, &GetMessages{RoomId: o.room, UserId: reader, From: from, Dir: dir, Limit: uint32(1 + o.rng.IntN(40))})
+		r := askKind[*wire.MessagesReply](o.t, o.h, KindRoom, o.room, &wire.GetMessages{RoomId: o.room, UserId: reader, From: from, Dir: dir, Limit: uint32(1 + o.rng.IntN(40))})
 		if r.Error != nil {
 			o.t.Fatal(r.Error)
 		}
@@ -316,9 +317,9 @@ func (o *historyOps) pages(reader, dir string, log *stateLog) []string {
 	return nil
 }
 
-func (o *historyOps) stateIDs(m *GetState) []string {
+func (o *historyOps) stateIDs(m *wire.GetState) []string {
 	m.RoomId, m.UserId = o.room, o.readers[0]
-	r := askKind[*StateReply](o.t, o.h, KindRoom, o.room, m)
+	r := askKind[*wire.StateReply](o.t, o.h, KindRoom, o.room, m)
 	if r.Error != nil {
 		o.t.Fatal(r.Error)
 	}

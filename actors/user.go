@@ -12,6 +12,7 @@ import (
 
 	"persona/host"
 	"persona/storage"
+	"persona/wire"
 )
 
 // user is the actor of one local user: it owns the account, the devices and
@@ -143,7 +144,7 @@ func (u *user) Receive(ctx actor.Context) {
 // needsRooms tells the messages whose handling reads the room cursors.
 func needsRooms(m proto.Message) bool {
 	switch m.(type) {
-	case *UpdateAcks, *MembershipChanged, *ForgetRoom, *GetRooms, *GetPending, *Wake:
+	case *wire.UpdateAcks, *wire.MembershipChanged, *wire.ForgetRoom, *wire.GetRooms, *wire.GetPending, *wire.Wake:
 		return true
 	}
 	return false
@@ -151,50 +152,50 @@ func needsRooms(m proto.Message) bool {
 
 func (u *user) handle(ctx actor.Context, msg proto.Message) {
 	switch m := msg.(type) {
-	case *Register:
+	case *wire.Register:
 		u.register(ctx, m)
-	case *GetAccount:
-		ctx.Respond(&Account{Exists: u.exists, PasswordHash: u.account.PasswordHash, Admin: u.account.Admin})
-	case *AddDevice:
+	case *wire.GetAccount:
+		ctx.Respond(&wire.Account{Exists: u.exists, PasswordHash: u.account.PasswordHash, Admin: u.account.Admin})
+	case *wire.AddDevice:
 		u.addDevice(ctx, m)
-	case *Authenticate:
+	case *wire.Authenticate:
 		u.authenticate(ctx, m)
-	case *RemoveDevices:
+	case *wire.RemoveDevices:
 		u.removeDevices(ctx, m)
-	case *GetProfile:
+	case *wire.GetProfile:
 		ctx.Respond(u.readProfile())
-	case *SetProfileField:
+	case *wire.SetProfileField:
 		u.setField(ctx, m)
-	case *DeleteProfileField:
+	case *wire.DeleteProfileField:
 		u.deleteField(ctx, m)
-	case *ReplaceProfile:
+	case *wire.ReplaceProfile:
 		u.replaceProfile(ctx, m)
-	case *UpdateAcks:
+	case *wire.UpdateAcks:
 		u.onAcks(m)
-	case *MembershipChanged:
+	case *wire.MembershipChanged:
 		u.onMembership(m)
-	case *ForgetRoom:
+	case *wire.ForgetRoom:
 		if c, ok := u.rooms[m.RoomId]; ok && c.Membership != "join" {
 			c.Forgotten = true
 			var b storage.Batch
 			b.Set(u.key("room", m.RoomId), mustJSON(c))
-			u.commitIn(ctx, &b, &Done{}, nil, false) // after the cursor's other writes
+			u.commitIn(ctx, &b, &wire.Done{}, nil, false) // after the cursor's other writes
 		} else {
-			ctx.Respond(&Done{})
+			ctx.Respond(&wire.Done{})
 		}
-	case *GetRooms:
+	case *wire.GetRooms:
 		ctx.Respond(u.rooms2reply())
-	case *GetPending:
+	case *wire.GetPending:
 		ctx.Respond(u.pending(int(m.Limit)))
-	case *PutFilter:
+	case *wire.PutFilter:
 		u.putFilter(ctx, m)
-	case *GetFilter:
+	case *wire.GetFilter:
 		u.getFilter(ctx, m)
-	case *GetDevices:
+	case *wire.GetDevices:
 		ctx.Respond(u.getDevices())
-	case *RenameDevice:
+	case *wire.RenameDevice:
 		u.renameDevice(ctx, m)
-	case *Wake: // a restart: what was owed to the rooms is in their cursors and the history
+	case *wire.Wake: // a restart: what was owed to the rooms is in their cursors and the history
 		u.d.marked = true
 		u.deliver()
 	default:
@@ -309,12 +310,12 @@ func (u *user) onCommitted(ctx actor.Context, m *committed) {
 func internalError(m proto.Message) proto.Message {
 	e := internal("internal storage error")
 	switch m.(type) {
-	case *WriteReply, *SetProfileField, *DeleteProfileField, *ReplaceProfile:
-		return &WriteReply{Error: e}
-	case *AuthReply, *Authenticate:
-		return &AuthReply{}
+	case *wire.WriteReply, *wire.SetProfileField, *wire.DeleteProfileField, *wire.ReplaceProfile:
+		return &wire.WriteReply{Error: e}
+	case *wire.AuthReply, *wire.Authenticate:
+		return &wire.AuthReply{}
 	default:
-		return &Done{Error: e}
+		return &wire.Done{Error: e}
 	}
 }
 

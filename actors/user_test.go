@@ -14,6 +14,7 @@ import (
 	"persona/config"
 	"persona/metrics"
 	"persona/storage"
+	"persona/wire"
 )
 
 // newTestHost opens a store in dir and a host on it whose actors passivate
@@ -71,22 +72,22 @@ func TestProfileWritesSurvivePassivationAndRestart(t *testing.T) {
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, 50*time.Millisecond)
 	const u = "@alice:test"
-	if r := ask[*Done](t, h, u, &Register{UserId: u, Displayname: "alice", Device: &NewDevice{DeviceId: "D1", TokenHash: []byte("h1")}}); r.Error != nil {
+	if r := ask[*wire.Done](t, h, u, &wire.Register{UserId: u, Displayname: "alice", Device: &wire.NewDevice{DeviceId: "D1", TokenHash: []byte("h1")}}); r.Error != nil {
 		t.Fatal(r.Error)
 	}
-	if r := ask[*Done](t, h, u, &Register{UserId: u}); r.Error.GetKind() != Error_CONFLICT || r.Error.GetSubject() != Error_USER {
+	if r := ask[*wire.Done](t, h, u, &wire.Register{UserId: u}); r.Error.GetKind() != wire.Error_CONFLICT || r.Error.GetSubject() != wire.Error_USER {
 		t.Fatalf("second register: %v", r)
 	}
-	w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "displayname", ValueJson: []byte(`"Alice"`)})
+	w := ask[*wire.WriteReply](t, h, u, &wire.SetProfileField{UserId: u, Key: "displayname", ValueJson: []byte(`"Alice"`)})
 	if w.Error != nil || w.Version != 2 {
 		t.Fatalf("set: %v", w)
 	}
 	time.Sleep(300 * time.Millisecond) // passivates
-	p := ask[*ProfileReply](t, h, u, &GetProfile{UserId: u})
+	p := ask[*wire.ProfileReply](t, h, u, &wire.GetProfile{UserId: u})
 	if string(p.FieldsJson) != `{"displayname":"Alice"}` || p.Version != 2 {
 		t.Fatalf("after passivation: %s v%d", p.FieldsJson, p.Version)
 	}
-	if a := ask[*AuthReply](t, h, u, &Authenticate{UserId: u, TokenHash: []byte("h1")}); !a.Ok || a.DeviceId != "D1" {
+	if a := ask[*wire.AuthReply](t, h, u, &wire.Authenticate{UserId: u, TokenHash: []byte("h1")}); !a.Ok || a.DeviceId != "D1" {
 		t.Fatalf("auth: %v", a)
 	}
 	h.Stop()
@@ -95,12 +96,12 @@ func TestProfileWritesSurvivePassivationAndRestart(t *testing.T) {
 	h, st = newTestHost(t, dir, time.Minute)
 	defer st.Close()
 	defer h.Stop()
-	p = ask[*ProfileReply](t, h, u, &GetProfile{UserId: u})
+	p = ask[*wire.ProfileReply](t, h, u, &wire.GetProfile{UserId: u})
 	if string(p.FieldsJson) != `{"displayname":"Alice"}` {
 		t.Fatalf("after restart: %s", p.FieldsJson)
 	}
-	ask[*Done](t, h, u, &RemoveDevices{UserId: u, All: true})
-	if a := ask[*AuthReply](t, h, u, &Authenticate{UserId: u, TokenHash: []byte("h1")}); a.Ok {
+	ask[*wire.Done](t, h, u, &wire.RemoveDevices{UserId: u, All: true})
+	if a := ask[*wire.AuthReply](t, h, u, &wire.Authenticate{UserId: u, TokenHash: []byte("h1")}); a.Ok {
 		t.Fatal("token works after logout")
 	}
 }
@@ -110,12 +111,12 @@ func TestProfileTooLargeAndConcurrentWriters(t *testing.T) {
 	defer st.Close()
 	defer h.Stop()
 	const u = "@bob:test"
-	ask[*Done](t, h, u, &Register{UserId: u})
+	ask[*wire.Done](t, h, u, &wire.Register{UserId: u})
 	big, _ := json.Marshal(strings.Repeat("x", 40000))
-	if w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "a.one", ValueJson: big}); w.Error != nil {
+	if w := ask[*wire.WriteReply](t, h, u, &wire.SetProfileField{UserId: u, Key: "a.one", ValueJson: big}); w.Error != nil {
 		t.Fatal(w.Error)
 	}
-	if w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "a.two", ValueJson: big}); w.Error.GetKind() != Error_LIMIT_EXCEEDED || w.Error.GetSubject() != Error_PROFILE {
+	if w := ask[*wire.WriteReply](t, h, u, &wire.SetProfileField{UserId: u, Key: "a.two", ValueJson: big}); w.Error.GetKind() != wire.Error_LIMIT_EXCEEDED || w.Error.GetSubject() != wire.Error_PROFILE {
 		t.Fatalf("second big field: %v", w)
 	}
 	var wg sync.WaitGroup
@@ -124,13 +125,13 @@ func TestProfileTooLargeAndConcurrentWriters(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			v, _ := json.Marshal(fmt.Sprint("name", i))
-			if w := ask[*WriteReply](t, h, u, &SetProfileField{UserId: u, Key: "displayname", ValueJson: v}); w.Error != nil {
+			if w := ask[*wire.WriteReply](t, h, u, &wire.SetProfileField{UserId: u, Key: "displayname", ValueJson: v}); w.Error != nil {
 				t.Error(w.Error)
 			}
 		}()
 	}
 	wg.Wait()
-	p := ask[*ProfileReply](t, h, u, &GetProfile{UserId: u})
+	p := ask[*wire.ProfileReply](t, h, u, &wire.GetProfile{UserId: u})
 	if p.Version < 3 || p.Version > 22 {
 		t.Fatalf("version %d after 20 writes", p.Version)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"persona/host"
 	"persona/storage"
+	"persona/wire"
 )
 
 // KindUserDir is the user directory: one actor (id "local") indexing local
@@ -24,7 +25,7 @@ const KindUserDir = "userdir"
 type userDir struct {
 	h       *Service
 	id      string
-	entries map[string]*DirectoryEntry
+	entries map[string]*wire.DirectoryEntry
 	loadErr error
 }
 
@@ -43,11 +44,11 @@ func (d *userDir) Receive(ctx actor.Context) {
 		d.h.idle(ctx, false)
 	case *host.StopWhenIdle:
 		ctx.Stop(ctx.Self())
-	case *DirectoryEntry:
+	case *wire.DirectoryEntry:
 		d.update(m)
-	case *SearchUsers:
+	case *wire.SearchUsers:
 		if d.loadErr != nil {
-			ctx.Respond(&SearchReply{})
+			ctx.Respond(&wire.SearchReply{})
 			return
 		}
 		ctx.Respond(d.search(m))
@@ -55,10 +56,10 @@ func (d *userDir) Receive(ctx actor.Context) {
 }
 
 func (d *userDir) load() error {
-	d.entries = map[string]*DirectoryEntry{}
+	d.entries = map[string]*wire.DirectoryEntry{}
 	prefix := storage.Prefix(string(d.key("e")))
 	return d.h.store.Scan(prefix, nil, func(k, v []byte) error {
-		e := &DirectoryEntry{}
+		e := &wire.DirectoryEntry{}
 		if err := proto.Unmarshal(v, e); err != nil {
 			return errors.Join(errors.New("decode directory entry"), err)
 		}
@@ -69,7 +70,7 @@ func (d *userDir) load() error {
 
 // update stores an entry when it changed. Losing one in a crash is healed by
 // the user's next activation, so it is written without waiting.
-func (d *userDir) update(e *DirectoryEntry) {
+func (d *userDir) update(e *wire.DirectoryEntry) {
 	if old := d.entries[e.UserId]; old != nil && proto.Equal(old, e) {
 		return
 	}
@@ -86,9 +87,9 @@ func (d *userDir) update(e *DirectoryEntry) {
 
 // search matches term, case-insensitively, against each word of the
 // displayname and the user ID, best matches (prefix of a word) first.
-func (d *userDir) search(m *SearchUsers) *SearchReply {
+func (d *userDir) search(m *wire.SearchUsers) *wire.SearchReply {
 	term := strings.ToLower(strings.TrimSpace(m.Term))
-	out := &SearchReply{}
+	out := &wire.SearchReply{}
 	if term == "" {
 		return out
 	}
@@ -112,13 +113,13 @@ func (d *userDir) search(m *SearchUsers) *SearchReply {
 
 // searchHit is a directory entry that matched a search, with its score.
 type searchHit struct {
-	e     *DirectoryEntry
+	e     *wire.DirectoryEntry
 	score int
 }
 
 // bestHits orders hits best score first, then by user ID, and keeps the
 // first limit (0: 50); limited reports that some were left out.
-func bestHits(hits []searchHit, limit uint32) (entries []*DirectoryEntry, limited bool) {
+func bestHits(hits []searchHit, limit uint32) (entries []*wire.DirectoryEntry, limited bool) {
 	sort.Slice(hits, func(i, j int) bool {
 		if hits[i].score != hits[j].score {
 			return hits[i].score > hits[j].score
@@ -160,5 +161,5 @@ func (u *user) publishEntry() {
 	var dn, av string
 	_ = jsonString(u.committed.Fields["displayname"], &dn)
 	_ = jsonString(u.committed.Fields["avatar_url"], &av)
-	u.h.Send(KindUserDir, "local", &DirectoryEntry{UserId: u.id, Displayname: dn, AvatarUrl: av})
+	u.h.Send(KindUserDir, "local", &wire.DirectoryEntry{UserId: u.id, Displayname: dn, AvatarUrl: av})
 }

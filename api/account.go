@@ -14,6 +14,7 @@ import (
 
 	"persona/actors"
 	"persona/internal/mxid"
+	"persona/wire"
 )
 
 func (s *Server) accountRoutes() {
@@ -120,7 +121,7 @@ func (s *Server) createAccount(r *http.Request, user id.UserID, password string,
 	if displayname == "" {
 		displayname = user.Localpart()
 	}
-	msg := &actors.Register{UserId: string(user), PasswordHash: hash, Admin: admin, Displayname: displayname}
+	msg := &wire.Register{UserId: string(user), PasswordHash: hash, Admin: admin, Displayname: displayname}
 	var token string
 	if !inhibitLogin {
 		if deviceID == "" {
@@ -128,9 +129,9 @@ func (s *Server) createAccount(r *http.Request, user id.UserID, password string,
 		}
 		var th []byte
 		token, th = newToken(user)
-		msg.Device = &actors.NewDevice{DeviceId: deviceID, TokenHash: th, DisplayName: deviceName}
+		msg.Device = &wire.NewDevice{DeviceId: deviceID, TokenHash: th, DisplayName: deviceName}
 	}
-	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, string(user), msg); err != nil {
+	if _, err := askAs[*wire.Done](r.Context(), s, actors.KindUser, string(user), msg); err != nil {
 		return nil, err
 	}
 	resp := map[string]any{"user_id": user, "home_server": s.cfg.ServerName}
@@ -149,7 +150,7 @@ func (s *Server) registerAvailable(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
+	acct, err := askAs[*wire.Account](r.Context(), s, actors.KindUser, string(user), &wire.GetAccount{UserId: string(user)})
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +200,7 @@ func (s *Server) login(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, errBadLogin
 	}
-	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, string(user), &actors.GetAccount{UserId: string(user)})
+	acct, err := askAs[*wire.Account](r.Context(), s, actors.KindUser, string(user), &wire.GetAccount{UserId: string(user)})
 	if err != nil {
 		return nil, err
 	}
@@ -212,8 +213,8 @@ func (s *Server) login(r *http.Request) (any, error) {
 		deviceID = newDeviceID()
 	}
 	token, th := newToken(user)
-	dev := &actors.NewDevice{DeviceId: deviceID, TokenHash: th, DisplayName: req.InitialDeviceDisplayName}
-	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, string(user), &actors.AddDevice{UserId: string(user), Device: dev}); err != nil {
+	dev := &wire.NewDevice{DeviceId: deviceID, TokenHash: th, DisplayName: req.InitialDeviceDisplayName}
+	if _, err := askAs[*wire.Done](r.Context(), s, actors.KindUser, string(user), &wire.AddDevice{UserId: string(user), Device: dev}); err != nil {
 		return nil, err
 	}
 	return map[string]any{"user_id": user, "access_token": token, "device_id": deviceID, "home_server": s.cfg.ServerName}, nil
@@ -224,15 +225,15 @@ func (s *Server) whoami(_ *http.Request, sess *session) (any, error) {
 }
 
 func (s *Server) logout(r *http.Request, sess *session) (any, error) {
-	return s.removeDevices(r, &actors.RemoveDevices{UserId: string(sess.user), DeviceIds: []string{sess.device}})
+	return s.removeDevices(r, &wire.RemoveDevices{UserId: string(sess.user), DeviceIds: []string{sess.device}})
 }
 
 func (s *Server) logoutAll(r *http.Request, sess *session) (any, error) {
-	return s.removeDevices(r, &actors.RemoveDevices{UserId: string(sess.user), All: true})
+	return s.removeDevices(r, &wire.RemoveDevices{UserId: string(sess.user), All: true})
 }
 
-func (s *Server) removeDevices(r *http.Request, m *actors.RemoveDevices) (any, error) {
-	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, m.UserId, m); err != nil {
+func (s *Server) removeDevices(r *http.Request, m *wire.RemoveDevices) (any, error) {
+	if _, err := askAs[*wire.Done](r.Context(), s, actors.KindUser, m.UserId, m); err != nil {
 		return nil, err
 	}
 	return map[string]any{}, nil

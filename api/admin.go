@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 // SecretHeader carries the registration shared secret to admin endpoints, so
@@ -56,7 +57,7 @@ func (s *Server) pending(r *http.Request) (any, error) {
 		}
 		limit = n
 	}
-	p, err := askAs[*actors.PendingReply](r.Context(), s, actors.KindUser, user, &actors.GetPending{UserId: user, Limit: uint32(limit)})
+	p, err := askAs[*wire.PendingReply](r.Context(), s, actors.KindUser, user, &wire.GetPending{UserId: user, Limit: uint32(limit)})
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +78,7 @@ func (s *Server) localUserParam(r *http.Request) (string, error) {
 	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
 		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("%s is not a user of this server (%s).", user, s.cfg.ServerName))
 	}
-	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, user, &actors.GetAccount{UserId: user})
+	acct, err := askAs[*wire.Account](r.Context(), s, actors.KindUser, user, &wire.GetAccount{UserId: user})
 	if err != nil {
 		return "", err
 	}

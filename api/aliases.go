@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 // roomAliases is GET /rooms/{roomId}/aliases: the local aliases of a room,
@@ -19,18 +20,18 @@ func (s *Server) roomAliases(r *http.Request, sess *session) (any, error) {
 	if err == nil && strings.ContainsRune(room, 0) {
 		err = errorf(400, "M_INVALID_PARAM", "Invalid room ID.")
 	}
-	var sum *actors.RoomSummaryReply
+	var sum *wire.RoomSummaryReply
 	if err == nil {
 		sum, err = s.roomSummary(r.Context(), room, string(sess.user))
 	}
 	forbidden := errorf(403, "M_FORBIDDEN", "You may not list this room's aliases.")
-	if isKind(err, actors.Error_NOT_FOUND) {
+	if isKind(err, wire.Error_NOT_FOUND) {
 		err = forbidden
 	}
 	if err == nil && !sum.Joined && sum.HistoryVisibility != "world_readable" {
 		err = forbidden
 	}
-	var list *actors.RoomAliasList
+	var list *wire.RoomAliasList
 	if err == nil {
 		list, err = s.host.RoomAliases(r.Context(), room)
 		if errors.Is(err, actors.ErrTimeout) {
@@ -98,9 +99,9 @@ func (s *Server) checkCanonicalAlias(ctx context.Context, room string, content, 
 		if server, _ := parseAlias(a); server != s.cfg.ServerName {
 			continue
 		}
-		reply, err := askAs[*actors.AliasReply](ctx, s, actors.KindAlias, a, &actors.GetAlias{Alias: a})
+		reply, err := askAs[*wire.AliasReply](ctx, s, actors.KindAlias, a, &wire.GetAlias{Alias: a})
 		switch {
-		case isKind(err, actors.Error_NOT_FOUND) || (err == nil && reply.RoomId != room):
+		case isKind(err, wire.Error_NOT_FOUND) || (err == nil && reply.RoomId != room):
 			return errorf(400, "M_BAD_ALIAS", "Room alias "+a+" does not point to this room.")
 		case err != nil:
 			return err
@@ -125,9 +126,9 @@ func (s *Server) checkNewCanonicalAlias(ctx context.Context, room, user, key str
 // currentCanonicalAlias is the content of the room's current
 // m.room.canonical_alias event under key as user sees it (nil: none).
 func (s *Server) currentCanonicalAlias(ctx context.Context, room, user, key string) ([]byte, error) {
-	msg := &actors.GetState{RoomId: room, UserId: user, Type: "m.room.canonical_alias", StateKey: key}
-	reply, err := askAs[*actors.StateReply](ctx, s, actors.KindRoom, room, msg)
-	if isKind(err, actors.Error_NOT_FOUND) {
+	msg := &wire.GetState{RoomId: room, UserId: user, Type: "m.room.canonical_alias", StateKey: key}
+	reply, err := askAs[*wire.StateReply](ctx, s, actors.KindRoom, room, msg)
+	if isKind(err, wire.Error_NOT_FOUND) {
 		return nil, nil
 	}
 	if err != nil || len(reply.EventsJson) == 0 {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 func (s *Server) contextRoutes() {
@@ -30,14 +31,14 @@ func (s *Server) eventContext(r *http.Request, sess *session) (any, error) {
 		}
 		limit = min(limit, 1000)
 	}
-	msg := &actors.GetContext{RoomId: room, UserId: string(sess.user), DeviceId: sess.device, EventId: eventID, Limit: uint32(limit)}
+	msg := &wire.GetContext{RoomId: room, UserId: string(sess.user), DeviceId: sess.device, EventId: eventID, Limit: uint32(limit)}
 	if f := r.URL.Query().Get("filter"); f != "" {
 		if !json.Valid([]byte(f)) || !strings.HasPrefix(strings.TrimSpace(f), "{") {
 			return nil, errorf(400, "M_INVALID_PARAM", "filter must be a JSON object.")
 		}
 		msg.FilterJson = []byte(f)
 	}
-	reply, err := askAs[*actors.ContextReply](r.Context(), s, actors.KindRoom, room, msg)
+	reply, err := askAs[*wire.ContextReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 func (s *Server) deviceRoutes() {
@@ -23,7 +24,7 @@ type deviceJSON struct {
 }
 
 func (s *Server) devices(r *http.Request, sess *session) ([]deviceJSON, error) {
-	reply, err := askAs[*actors.DevicesReply](r.Context(), s, actors.KindUser, string(sess.user), &actors.GetDevices{UserId: string(sess.user)})
+	reply, err := askAs[*wire.DevicesReply](r.Context(), s, actors.KindUser, string(sess.user), &wire.GetDevices{UserId: string(sess.user)})
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +71,8 @@ func (s *Server) renameDevice(r *http.Request, sess *session) (any, error) {
 	if body.DisplayName == nil {
 		return map[string]any{}, nil
 	}
-	msg := &actors.RenameDevice{UserId: string(sess.user), DeviceId: r.PathValue("deviceId"), DisplayName: *body.DisplayName}
-	if _, err := askAs[*actors.Done](r.Context(), s, actors.KindUser, string(sess.user), msg); err != nil {
+	msg := &wire.RenameDevice{UserId: string(sess.user), DeviceId: r.PathValue("deviceId"), DisplayName: *body.DisplayName}
+	if _, err := askAs[*wire.Done](r.Context(), s, actors.KindUser, string(sess.user), msg); err != nil {
 		return nil, err
 	}
 	return map[string]any{}, nil
@@ -105,7 +106,7 @@ func (s *Server) checkPassword(r *http.Request, sess *session, body *uiaBody) er
 	if u, err := s.newUserID(who); err != nil || u != sess.user {
 		return errorf(403, "M_FORBIDDEN", "You can only authenticate as yourself.")
 	}
-	acct, err := askAs[*actors.Account](r.Context(), s, actors.KindUser, string(sess.user), &actors.GetAccount{UserId: string(sess.user)})
+	acct, err := askAs[*wire.Account](r.Context(), s, actors.KindUser, string(sess.user), &wire.GetAccount{UserId: string(sess.user)})
 	if err != nil {
 		return err
 	}
@@ -136,7 +137,7 @@ func (s *Server) deleteDevice(r *http.Request, sess *session) (any, error) {
 	if err := s.checkPassword(r, sess, &body); err != nil {
 		return nil, err
 	}
-	return s.removeDevices(r, &actors.RemoveDevices{UserId: string(sess.user), DeviceIds: []string{id}})
+	return s.removeDevices(r, &wire.RemoveDevices{UserId: string(sess.user), DeviceIds: []string{id}})
 }
 
 func (s *Server) deleteDevices(r *http.Request, sess *session) (any, error) {
@@ -147,5 +148,5 @@ func (s *Server) deleteDevices(r *http.Request, sess *session) (any, error) {
 	if err := s.checkPassword(r, sess, &body); err != nil {
 		return nil, err
 	}
-	return s.removeDevices(r, &actors.RemoveDevices{UserId: string(sess.user), DeviceIds: body.Devices})
+	return s.removeDevices(r, &wire.RemoveDevices{UserId: string(sess.user), DeviceIds: body.Devices})
 }

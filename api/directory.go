@@ -14,6 +14,7 @@ import (
 
 	"persona/actors"
 	"persona/internal/mxid"
+	"persona/wire"
 )
 
 // directoryRoutes registers room aliases and the public room directory.
@@ -58,7 +59,7 @@ func (s *Server) resolveAlias(ctx context.Context, a string) (string, error) {
 	if server != s.cfg.ServerName {
 		return "", errorf(404, "M_NOT_FOUND", "Room alias "+a+" not found: federation is not available yet.")
 	}
-	reply, err := askAs[*actors.AliasReply](ctx, s, actors.KindAlias, a, &actors.GetAlias{Alias: a})
+	reply, err := askAs[*wire.AliasReply](ctx, s, actors.KindAlias, a, &wire.GetAlias{Alias: a})
 	if err != nil {
 		return "", err
 	}
@@ -87,12 +88,12 @@ func (s *Server) putAlias(r *http.Request, sess *session) (any, error) {
 		err = errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID %q.", *body.RoomID))
 	}
 	if err == nil { // the room must exist and the user see it
-		_, err = askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, *body.RoomID,
-			&actors.GetState{RoomId: *body.RoomID, UserId: user, Type: "m.room.create"})
+		_, err = askAs[*wire.StateReply](r.Context(), s, actors.KindRoom, *body.RoomID,
+			&wire.GetState{RoomId: *body.RoomID, UserId: user, Type: "m.room.create"})
 	}
 	if err == nil {
-		_, err = askAs[*actors.AliasReply](r.Context(), s, actors.KindAlias, alias,
-			&actors.PutAlias{Alias: alias, RoomId: *body.RoomID, UserId: user})
+		_, err = askAs[*wire.AliasReply](r.Context(), s, actors.KindAlias, alias,
+			&wire.PutAlias{Alias: alias, RoomId: *body.RoomID, UserId: user})
 	}
 	return map[string]any{}, err
 }
@@ -101,11 +102,11 @@ func (s *Server) putAlias(r *http.Request, sess *session) (any, error) {
 // power to change the room's canonical alias may.
 func (s *Server) deleteAlias(r *http.Request, sess *session) (any, error) {
 	alias := r.PathValue("roomAlias")
-	msg := &actors.DeleteAlias{Alias: alias, UserId: string(sess.user), Admin: sess.admin}
-	var cur *actors.AliasReply
+	msg := &wire.DeleteAlias{Alias: alias, UserId: string(sess.user), Admin: sess.admin}
+	var cur *wire.AliasReply
 	err := s.localAlias(alias)
 	if err == nil {
-		cur, err = askAs[*actors.AliasReply](r.Context(), s, actors.KindAlias, alias, &actors.GetAlias{Alias: alias})
+		cur, err = askAs[*wire.AliasReply](r.Context(), s, actors.KindAlias, alias, &wire.GetAlias{Alias: alias})
 	}
 	if err == nil && cur.Creator != msg.UserId && !sess.admin {
 		if sum, err := s.roomSummary(r.Context(), cur.RoomId, msg.UserId); err == nil && sum.MayChange {
@@ -113,7 +114,7 @@ func (s *Server) deleteAlias(r *http.Request, sess *session) (any, error) {
 		}
 	}
 	if err == nil {
-		_, err = askAs[*actors.AliasReply](r.Context(), s, actors.KindAlias, alias, msg)
+		_, err = askAs[*wire.AliasReply](r.Context(), s, actors.KindAlias, alias, msg)
 	}
 	if err == nil {
 		s.dropCanonicalAlias(r.Context(), cur.RoomId, alias, sess)
@@ -125,8 +126,8 @@ func (s *Server) deleteAlias(r *http.Request, sess *session) (any, error) {
 // m.room.canonical_alias event, sent by the user who deleted it (as Synapse
 // does); when that user may not send it, the event stays as it is.
 func (s *Server) dropCanonicalAlias(ctx context.Context, room, alias string, sess *session) {
-	st, err := askAs[*actors.StateReply](ctx, s, actors.KindRoom, room,
-		&actors.GetState{RoomId: room, UserId: string(sess.user), Type: "m.room.canonical_alias"})
+	st, err := askAs[*wire.StateReply](ctx, s, actors.KindRoom, room,
+		&wire.GetState{RoomId: room, UserId: string(sess.user), Type: "m.room.canonical_alias"})
 	if err != nil || len(st.EventsJson) == 0 {
 		return
 	}
@@ -151,18 +152,18 @@ func (s *Server) dropCanonicalAlias(ctx context.Context, room, alias string, ses
 		return
 	}
 	content, _ := json.Marshal(ev.Content)
-	if _, err := askAs[*actors.SendReply](ctx, s, actors.KindRoom, room, &actors.SendEvent{RoomId: room, Sender: string(sess.user),
+	if _, err := askAs[*wire.SendReply](ctx, s, actors.KindRoom, room, &wire.SendEvent{RoomId: room, Sender: string(sess.user),
 		DeviceId: sess.device, Type: "m.room.canonical_alias", IsState: true, ContentJson: content}); err != nil {
 		s.log.Debug("deleted alias left in the canonical alias event", "room", room, "alias", alias, "err", err)
 	}
 }
 
-func (s *Server) roomSummary(ctx context.Context, room, user string) (*actors.RoomSummaryReply, error) {
-	return askAs[*actors.RoomSummaryReply](ctx, s, actors.KindRoom, room, &actors.RoomSummary{RoomId: room, UserId: user})
+func (s *Server) roomSummary(ctx context.Context, room, user string) (*wire.RoomSummaryReply, error) {
+	return askAs[*wire.RoomSummaryReply](ctx, s, actors.KindRoom, room, &wire.RoomSummary{RoomId: room, UserId: user})
 }
 
 func (s *Server) publicList(ctx context.Context) ([]string, error) {
-	list, err := askAs[*actors.PublicList](ctx, s, actors.KindDirectory, actors.DirectoryPublic, &actors.ListPublic{})
+	list, err := askAs[*wire.PublicList](ctx, s, actors.KindDirectory, actors.DirectoryPublic, &wire.ListPublic{})
 	return list.GetRoomIds(), err
 }
 
@@ -199,7 +200,7 @@ func (s *Server) putVisibility(r *http.Request, sess *session) (any, error) {
 			err = errorf(400, "M_INVALID_PARAM", "Field visibility must be public or private.")
 		}
 	}
-	var sum *actors.RoomSummaryReply
+	var sum *wire.RoomSummaryReply
 	if err == nil {
 		sum, err = s.roomSummary(r.Context(), room, string(sess.user))
 	}
@@ -207,7 +208,7 @@ func (s *Server) putVisibility(r *http.Request, sess *session) (any, error) {
 		err = errorf(403, "M_FORBIDDEN", "You may not change this room's visibility in the directory.")
 	}
 	if err == nil {
-		_, err = askAs[*actors.Done](r.Context(), s, actors.KindDirectory, actors.DirectoryPublic, &actors.Publish{RoomId: room, Visible: vis == "public"})
+		_, err = askAs[*wire.Done](r.Context(), s, actors.KindDirectory, actors.DirectoryPublic, &wire.Publish{RoomId: room, Visible: vis == "public"})
 	}
 	return map[string]any{}, err
 }
@@ -348,8 +349,8 @@ func (s *Server) createAlias(ctx context.Context, body map[string]json.RawMessag
 	if strings.ContainsRune(name, ':') || s.localAlias(alias) != nil {
 		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room_alias_name %q.", name))
 	}
-	_, err := askAs[*actors.AliasReply](ctx, s, actors.KindAlias, alias, &actors.PutAlias{Alias: alias, RoomId: room, UserId: user})
-	if isKind(err, actors.Error_CONFLICT) {
+	_, err := askAs[*wire.AliasReply](ctx, s, actors.KindAlias, alias, &wire.PutAlias{Alias: alias, RoomId: room, UserId: user})
+	if isKind(err, wire.Error_CONFLICT) {
 		return "", errorf(400, "M_ROOM_IN_USE", "Room alias "+alias+" is already in use.")
 	}
 	if err != nil {
@@ -372,8 +373,8 @@ func (s *Server) releaseAlias(ctx context.Context, alias, room, user string) {
 	if alias == "" {
 		return
 	}
-	msg := &actors.DeleteAlias{Alias: alias, UserId: user, RoomId: room}
-	if _, err := askAs[*actors.AliasReply](context.WithoutCancel(ctx), s, actors.KindAlias, alias, msg); err != nil {
+	msg := &wire.DeleteAlias{Alias: alias, UserId: user, RoomId: room}
+	if _, err := askAs[*wire.AliasReply](context.WithoutCancel(ctx), s, actors.KindAlias, alias, msg); err != nil {
 		s.log.Error("release alias of a room not created", "alias", alias, "err", err)
 	}
 }
@@ -385,8 +386,8 @@ func (s *Server) publishCreated(ctx context.Context, body map[string]json.RawMes
 	if !oneOf(body["visibility"], "public") {
 		return
 	}
-	msg := &actors.Publish{RoomId: room, Visible: true}
-	if _, err := askAs[*actors.Done](context.WithoutCancel(ctx), s, actors.KindDirectory, actors.DirectoryPublic, msg); err != nil {
+	msg := &wire.Publish{RoomId: room, Visible: true}
+	if _, err := askAs[*wire.Done](context.WithoutCancel(ctx), s, actors.KindDirectory, actors.DirectoryPublic, msg); err != nil {
 		s.log.Error("publish new room", "room", room, "err", err)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"persona/actors"
+	"persona/wire"
 )
 
 // Error is a Matrix error answer: an HTTP status, an errcode and a message.
@@ -49,38 +49,38 @@ type errcode struct {
 // errorClass is an actor's error kind and subject; the subject NONE stands
 // for every subject without an entry of its own.
 type errorClass struct {
-	kind    actors.Error_Kind
-	subject actors.Error_Subject
+	kind    wire.Error_Kind
+	subject wire.Error_Subject
 }
 
 // errcodes is the answer to each kind of actor error, and to the subjects
 // whose errcode the spec names apart.
 var errcodes = map[errorClass]errcode{
-	{actors.Error_INTERNAL, actors.Error_NONE}:          {500, "M_UNKNOWN"},
-	{actors.Error_NOT_FOUND, actors.Error_NONE}:         {404, "M_NOT_FOUND"},
-	{actors.Error_FORBIDDEN, actors.Error_NONE}:         {403, "M_FORBIDDEN"},
-	{actors.Error_BAD_VALUE, actors.Error_NONE}:         {400, "M_INVALID_PARAM"},
-	{actors.Error_MALFORMED, actors.Error_NONE}:         {400, "M_BAD_JSON"},
-	{actors.Error_LIMIT_EXCEEDED, actors.Error_NONE}:    {429, "M_LIMIT_EXCEEDED"},
-	{actors.Error_LIMIT_EXCEEDED, actors.Error_KEY}:     {400, "M_KEY_TOO_LARGE"},
-	{actors.Error_LIMIT_EXCEEDED, actors.Error_PROFILE}: {400, "M_PROFILE_TOO_LARGE"},
-	{actors.Error_CONFLICT, actors.Error_NONE}:          {409, "M_UNKNOWN"},
-	{actors.Error_CONFLICT, actors.Error_USER}:          {400, "M_USER_IN_USE"},
-	{actors.Error_CONFLICT, actors.Error_ROOM}:          {400, "M_ROOM_IN_USE"},
-	{actors.Error_CONFLICT, actors.Error_MEMBERSHIP}:    {400, "M_UNKNOWN"},
-	{actors.Error_UNSUPPORTED, actors.Error_NONE}:       {400, "M_UNRECOGNIZED"},
-	{actors.Error_UNAVAILABLE, actors.Error_NONE}:       {503, "M_UNKNOWN"},
+	{wire.Error_INTERNAL, wire.Error_NONE}:          {500, "M_UNKNOWN"},
+	{wire.Error_NOT_FOUND, wire.Error_NONE}:         {404, "M_NOT_FOUND"},
+	{wire.Error_FORBIDDEN, wire.Error_NONE}:         {403, "M_FORBIDDEN"},
+	{wire.Error_BAD_VALUE, wire.Error_NONE}:         {400, "M_INVALID_PARAM"},
+	{wire.Error_MALFORMED, wire.Error_NONE}:         {400, "M_BAD_JSON"},
+	{wire.Error_LIMIT_EXCEEDED, wire.Error_NONE}:    {429, "M_LIMIT_EXCEEDED"},
+	{wire.Error_LIMIT_EXCEEDED, wire.Error_KEY}:     {400, "M_KEY_TOO_LARGE"},
+	{wire.Error_LIMIT_EXCEEDED, wire.Error_PROFILE}: {400, "M_PROFILE_TOO_LARGE"},
+	{wire.Error_CONFLICT, wire.Error_NONE}:          {409, "M_UNKNOWN"},
+	{wire.Error_CONFLICT, wire.Error_USER}:          {400, "M_USER_IN_USE"},
+	{wire.Error_CONFLICT, wire.Error_ROOM}:          {400, "M_ROOM_IN_USE"},
+	{wire.Error_CONFLICT, wire.Error_MEMBERSHIP}:    {400, "M_UNKNOWN"},
+	{wire.Error_UNSUPPORTED, wire.Error_NONE}:       {400, "M_UNRECOGNIZED"},
+	{wire.Error_UNAVAILABLE, wire.Error_NONE}:       {503, "M_UNKNOWN"},
 }
 
 // fromActor is the answer to an actor's error, looked up in errcodes: its
 // kind and subject, else its kind, else an internal error.
-func fromActor(e *actors.Error) *Error {
+func fromActor(e *wire.Error) *Error {
 	c, ok := errcodes[errorClass{e.GetKind(), e.GetSubject()}]
 	if !ok {
-		c, ok = errcodes[errorClass{e.GetKind(), actors.Error_NONE}]
+		c, ok = errcodes[errorClass{e.GetKind(), wire.Error_NONE}]
 	}
 	if !ok {
-		c = errcodes[errorClass{actors.Error_INTERNAL, actors.Error_NONE}]
+		c = errcodes[errorClass{wire.Error_INTERNAL, wire.Error_NONE}]
 	}
 	return &Error{Status: c.status, Code: c.code, Message: e.GetMessage(), RetryAfterMs: int64(e.GetRetryAfterMs())}
 }
@@ -92,7 +92,7 @@ func answer(err error) *Error {
 	if errors.As(err, &e) {
 		return e
 	}
-	var ae *actors.Error
+	var ae *wire.Error
 	if errors.As(err, &ae) {
 		return fromActor(ae)
 	}
@@ -100,8 +100,8 @@ func answer(err error) *Error {
 }
 
 // isKind reports whether err is an actor's error of kind k.
-func isKind(err error, k actors.Error_Kind) bool {
-	var ae *actors.Error
+func isKind(err error, k wire.Error_Kind) bool {
+	var ae *wire.Error
 	return errors.As(err, &ae) && ae.Kind == k
 }
 

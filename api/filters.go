@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 func (s *Server) filterRoutes() {
@@ -39,7 +40,7 @@ func (s *Server) putFilter(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	raw, _ := json.Marshal(obj)
-	reply, err := askAs[*actors.FilterReply](r.Context(), s, actors.KindUser, string(sess.user), &actors.PutFilter{UserId: string(sess.user), FilterJson: raw})
+	reply, err := askAs[*wire.FilterReply](r.Context(), s, actors.KindUser, string(sess.user), &wire.PutFilter{UserId: string(sess.user), FilterJson: raw})
 	if err != nil {
 		return nil, err
 	}
@@ -118,8 +119,8 @@ func (s *Server) getFilter(r *http.Request, sess *session) (any, error) {
 	if err := ownUser(r, sess); err != nil {
 		return nil, err
 	}
-	reply, err := askAs[*actors.FilterReply](r.Context(), s, actors.KindUser, string(sess.user),
-		&actors.GetFilter{UserId: string(sess.user), FilterId: r.PathValue("filterId")})
+	reply, err := askAs[*wire.FilterReply](r.Context(), s, actors.KindUser, string(sess.user),
+		&wire.GetFilter{UserId: string(sess.user), FilterId: r.PathValue("filterId")})
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +133,7 @@ func (s *Server) loadFilter(r *http.Request, sess *session, f string) ([]byte, e
 	if f == "" || f[0] == '{' {
 		return []byte(f), nil
 	}
-	reply, err := askAs[*actors.FilterReply](r.Context(), s, actors.KindUser, string(sess.user), &actors.GetFilter{UserId: string(sess.user), FilterId: f})
+	reply, err := askAs[*wire.FilterReply](r.Context(), s, actors.KindUser, string(sess.user), &wire.GetFilter{UserId: string(sess.user), FilterId: f})
 	if err != nil {
 		return nil, errorf(400, "M_INVALID_PARAM", "Unknown filter id.")
 	}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 // profilePrefixes serve the profile API: the stable paths and MSC4133's
@@ -54,7 +55,7 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 		// Remote profiles come with federation.
 		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
 	}
-	p, err := askAs[*actors.ProfileReply](r.Context(), s, actors.KindUser, user, &actors.GetProfile{UserId: user})
+	p, err := askAs[*wire.ProfileReply](r.Context(), s, actors.KindUser, user, &wire.GetProfile{UserId: user})
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +69,7 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 // (profile.limit_to_shared_rooms).
 func (s *Server) shareRoom(r *http.Request, a, b string) error {
 	joined := func(user string) (map[string]bool, error) {
-		reply, err := askAs[*actors.RoomsReply](r.Context(), s, actors.KindUser, user, &actors.GetRooms{UserId: user})
+		reply, err := askAs[*wire.RoomsReply](r.Context(), s, actors.KindUser, user, &wire.GetRooms{UserId: user})
 		if err != nil {
 			return nil, err
 		}
@@ -198,7 +199,7 @@ func (s *Server) putField(r *http.Request, sess *session) (any, error) {
 	if upload {
 		reply["avatar_url"] = value
 	}
-	return s.profileWrite(r, user, &actors.SetProfileField{UserId: user, Key: key, ValueJson: value, Propagate: mode}, reply)
+	return s.profileWrite(r, user, &wire.SetProfileField{UserId: user, Key: key, ValueJson: value, Propagate: mode}, reply)
 }
 
 // fieldValue reads the JSON body of a field write: an object holding the key.
@@ -251,7 +252,7 @@ func (s *Server) deleteField(r *http.Request, sess *session) (any, error) {
 	if err := s.rateLimit(sess); err != nil {
 		return nil, err
 	}
-	return s.profileWrite(r, user, &actors.DeleteProfileField{UserId: user, Key: key, Propagate: mode}, map[string]any{})
+	return s.profileWrite(r, user, &wire.DeleteProfileField{UserId: user, Key: key, Propagate: mode}, map[string]any{})
 }
 
 // replaceProfile is MSC4437's whole-profile PUT: every key is checked, and the
@@ -283,12 +284,12 @@ func (s *Server) replaceProfile(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	b, _ := json.Marshal(obj)
-	return s.profileWrite(r, user, &actors.ReplaceProfile{UserId: user, FieldsJson: b, Propagate: mode}, map[string]any{})
+	return s.profileWrite(r, user, &wire.ReplaceProfile{UserId: user, FieldsJson: b, Propagate: mode}, map[string]any{})
 }
 
 // profileWrite sends a write to the user's actor and answers once it is durable.
 func (s *Server) profileWrite(r *http.Request, user string, msg proto.Message, ok map[string]any) (any, error) {
-	if _, err := askAs[*actors.WriteReply](r.Context(), s, actors.KindUser, user, msg); err != nil {
+	if _, err := askAs[*wire.WriteReply](r.Context(), s, actors.KindUser, user, msg); err != nil {
 		return nil, err
 	}
 	return ok, nil
@@ -307,7 +308,7 @@ func (s *Server) rateLimit(sess *session) error {
 // propagation reads MSC4466's propagate_to and MSC4069's propagate query
 // parameters (stable and unstable names). They apply to displayname and
 // avatar_url only; other keys ignore them.
-func propagation(r *http.Request, key string) (actors.Propagate, error) {
+func propagation(r *http.Request, key string) (wire.Propagate, error) {
 	q := r.URL.Query()
 	first := func(names ...string) (string, bool) {
 		for _, n := range names {
@@ -317,15 +318,15 @@ func propagation(r *http.Request, key string) (actors.Propagate, error) {
 		}
 		return "", false
 	}
-	mode := actors.Propagate_PROPAGATE_DEFAULT
+	mode := wire.Propagate_PROPAGATE_DEFAULT
 	if v, ok := first("propagate_to", "computer.gingershaped.msc4466.propagate_to"); ok {
 		switch v {
 		case "all":
-			mode = actors.Propagate_PROPAGATE_ALL
+			mode = wire.Propagate_PROPAGATE_ALL
 		case "unchanged":
-			mode = actors.Propagate_PROPAGATE_UNCHANGED
+			mode = wire.Propagate_PROPAGATE_UNCHANGED
 		case "none":
-			mode = actors.Propagate_PROPAGATE_NONE
+			mode = wire.Propagate_PROPAGATE_NONE
 		default:
 			return 0, errorf(400, "M_INVALID_PARAM", "propagate_to must be all, unchanged or none.")
 		}
@@ -334,13 +335,13 @@ func propagation(r *http.Request, key string) (actors.Propagate, error) {
 		switch v {
 		case "true":
 		case "false":
-			mode = actors.Propagate_PROPAGATE_NONE
+			mode = wire.Propagate_PROPAGATE_NONE
 		default:
 			return 0, errorf(400, "M_INVALID_PARAM", "propagate must be true or false.")
 		}
 	}
 	if key != "displayname" && key != "avatar_url" {
-		return actors.Propagate_PROPAGATE_DEFAULT, nil
+		return wire.Propagate_PROPAGATE_DEFAULT, nil
 	}
 	return mode, nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 // readRoutes registers the timeline reads.
@@ -44,7 +45,7 @@ func (s *Server) messages(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	q := r.URL.Query()
-	msg := &actors.GetMessages{RoomId: room, UserId: string(sess.user), DeviceId: sess.device,
+	msg := &wire.GetMessages{RoomId: room, UserId: string(sess.user), DeviceId: sess.device,
 		From: q.Get("from"), To: q.Get("to"), Dir: q.Get("dir")}
 	switch msg.Dir {
 	case "":
@@ -62,7 +63,7 @@ func (s *Server) messages(r *http.Request, sess *session) (any, error) {
 		}
 		msg.FilterJson = []byte(f)
 	}
-	reply, err := askAs[*actors.MessagesReply](r.Context(), s, actors.KindRoom, room, msg)
+	reply, err := askAs[*wire.MessagesReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
 		return nil, err
 	}
@@ -86,8 +87,8 @@ func (s *Server) getEvent(r *http.Request, sess *session) (any, error) {
 	if !strings.HasPrefix(eventID, "$") || len(eventID) > 255 {
 		return nil, errorf(400, "M_INVALID_PARAM", "Invalid event ID.")
 	}
-	msg := &actors.GetEvent{RoomId: room, UserId: string(sess.user), EventId: eventID, DeviceId: sess.device}
-	reply, err := askAs[*actors.EventReply](r.Context(), s, actors.KindRoom, room, msg)
+	msg := &wire.GetEvent{RoomId: room, UserId: string(sess.user), EventId: eventID, DeviceId: sess.device}
+	reply, err := askAs[*wire.EventReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 // stateRoutes registers the room state, send and member routes. A state key
@@ -41,8 +42,8 @@ func (s *Server) getAllState(r *http.Request, sess *session) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), All: true}
-	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
+	msg := &wire.GetState{RoomId: room, UserId: string(sess.user), All: true}
+	reply, err := askAs[*wire.StateReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
 		return nil, err
 	}
@@ -56,8 +57,8 @@ func (s *Server) getStateEvent(r *http.Request, sess *session) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), Type: typ, StateKey: key}
-	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
+	msg := &wire.GetState{RoomId: room, UserId: string(sess.user), Type: typ, StateKey: key}
+	reply, err := askAs[*wire.StateReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +95,7 @@ func (s *Server) putStateEvent(r *http.Request, sess *session) (any, error) {
 			return nil, err
 		}
 	}
-	msg := &actors.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device, Type: typ,
+	msg := &wire.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device, Type: typ,
 		IsState: true, StateKey: key, ContentJson: content}
 	if typ == "m.room.member" && key == string(sess.user) {
 		if msg.GlobalProfileJson, msg.ProfileVersion, _, err = s.memberProfile(r.Context(), key); err != nil {
@@ -119,7 +120,7 @@ func (s *Server) sendEvent(r *http.Request, sess *session) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.send(r, &actors.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device,
+	return s.send(r, &wire.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device,
 		TxnId: txn, Type: typ, ContentJson: content})
 }
 
@@ -147,8 +148,8 @@ const (
 )
 
 // send hands an event to its room and answers its id.
-func (s *Server) send(r *http.Request, msg *actors.SendEvent) (any, error) {
-	reply, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, msg.RoomId, msg)
+func (s *Server) send(r *http.Request, msg *wire.SendEvent) (any, error) {
+	reply, err := askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, msg.RoomId, msg)
 	if err != nil {
 		return nil, err
 	}
@@ -166,12 +167,12 @@ func (s *Server) members(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	q := r.URL.Query()
-	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), Members: true,
+	msg := &wire.GetState{RoomId: room, UserId: string(sess.user), Members: true,
 		Membership: q.Get("membership"), NotMembership: q.Get("not_membership"), At: q.Get("at")}
 	if !memberships[msg.Membership] || !memberships[msg.NotMembership] {
 		return nil, errorf(400, "M_INVALID_PARAM", "Unknown membership.")
 	}
-	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
+	reply, err := askAs[*wire.StateReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
 		return nil, err
 	}
@@ -192,8 +193,8 @@ func (s *Server) joinedMembers(r *http.Request, sess *session) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	msg := &actors.GetState{RoomId: room, UserId: string(sess.user), Members: true, Membership: "join"}
-	reply, err := askAs[*actors.StateReply](r.Context(), s, actors.KindRoom, room, msg)
+	msg := &wire.GetState{RoomId: room, UserId: string(sess.user), Members: true, Membership: "join"}
+	reply, err := askAs[*wire.StateReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
 		return nil, err
 	}

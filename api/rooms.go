@@ -10,6 +10,7 @@ import (
 
 	"persona/actors"
 	"persona/internal/mxid"
+	"persona/wire"
 )
 
 // roomRoutes registers the rooms API, /sync and presence.
@@ -54,7 +55,7 @@ func rawEvents(evs [][]byte) []json.RawMessage {
 // object with displayname and avatar_url (those set as strings), and its
 // version. exists is false for an unknown user.
 func (s *Server) memberProfile(ctx context.Context, user string) (profile []byte, version uint64, exists bool, err error) {
-	p, err := askAs[*actors.ProfileReply](ctx, s, actors.KindUser, user, &actors.GetProfile{UserId: user})
+	p, err := askAs[*wire.ProfileReply](ctx, s, actors.KindUser, user, &wire.GetProfile{UserId: user})
 	if err != nil || !p.Exists {
 		return nil, 0, false, err
 	}
@@ -111,9 +112,9 @@ func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	raw, _ := json.Marshal(body)
-	msg := &actors.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
+	msg := &wire.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
 		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees}
-	if _, err := askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg); err != nil {
+	if _, err := askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg); err != nil {
 		s.releaseAlias(r.Context(), alias, room, string(sess.user))
 		return nil, err
 	}
@@ -280,7 +281,7 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 	if err := decodeBytes(raw, &body, self); err != nil {
 		return nil, err
 	}
-	msg := &actors.ChangeMembership{RoomId: room, Sender: string(sess.user), Target: string(sess.user), Action: action}
+	msg := &wire.ChangeMembership{RoomId: room, Sender: string(sess.user), Target: string(sess.user), Action: action}
 	if action == "join" && len(bytes.TrimSpace(raw)) > 0 {
 		msg.ContentJson = raw // custom member content (e.g. from /join's body)
 	}
@@ -303,10 +304,10 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 		msg.ProfileJson, msg.ProfileVersion, err = s.targetProfile(r.Context(), msg.Target)
 	}
 	if err == nil {
-		_, err = askAs[*actors.SendReply](r.Context(), s, actors.KindRoom, room, msg)
+		_, err = askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg)
 	}
 	if err == nil && action == "forget" {
-		_, err = askAs[*actors.Done](r.Context(), s, actors.KindUser, string(sess.user), &actors.ForgetRoom{UserId: string(sess.user), RoomId: room})
+		_, err = askAs[*wire.Done](r.Context(), s, actors.KindUser, string(sess.user), &wire.ForgetRoom{UserId: string(sess.user), RoomId: room})
 	}
 	switch {
 	case err != nil:
@@ -321,7 +322,7 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 // joinedRooms lists the rooms the user's actor has the user joined to.
 func (s *Server) joinedRooms(r *http.Request, sess *session) (any, error) {
 	user := string(sess.user)
-	rooms, err := askAs[*actors.RoomsReply](r.Context(), s, actors.KindUser, user, &actors.GetRooms{UserId: user})
+	rooms, err := askAs[*wire.RoomsReply](r.Context(), s, actors.KindUser, user, &wire.GetRooms{UserId: user})
 	if err != nil {
 		return nil, err
 	}

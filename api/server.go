@@ -20,6 +20,7 @@ import (
 	"persona/config"
 	"persona/metrics"
 	"persona/storage"
+	"persona/wire"
 )
 
 // Server is the Client-Server API of one node.
@@ -175,7 +176,7 @@ func askAs[T proto.Message](ctx context.Context, s *Server, kind, id string, msg
 		s.log.Error("actor request failed", "kind", kind, "err", err)
 		return zero, errInternal
 	}
-	if e, ok := reply.(interface{ GetError() *actors.Error }); ok && e.GetError() != nil {
+	if e, ok := reply.(interface{ GetError() *wire.Error }); ok && e.GetError() != nil {
 		return zero, e.GetError()
 	}
 	t, ok := reply.(T)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 const (
@@ -231,7 +232,7 @@ func (r *syncResponse) empty() bool {
 func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*syncResponse, error) {
 	user := string(sess.user)
 	pos := s.host.StreamPosition()
-	rooms, err := askAs[*actors.RoomsReply](ctx, s, actors.KindUser, user, &actors.GetRooms{UserId: user})
+	rooms, err := askAs[*wire.RoomsReply](ctx, s, actors.KindUser, user, &wire.GetRooms{UserId: user})
 	if err != nil {
 		return nil, err
 	}
@@ -244,10 +245,10 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 		presenceChanged = s.host.PresenceChangedSince(p.since)
 	}
 	skip, skipped := p.since > 0 && !p.fullState && len(presenceChanged) <= maxPresenceChecks, false
-	var memberships []*actors.RoomMembership
-	var reqs []*actors.RoomSync
+	var memberships []*wire.RoomMembership
+	var reqs []*wire.RoomSync
 	for _, m := range rooms.Rooms {
-		q := &actors.RoomSync{RoomId: m.RoomId, UserId: user, Since: p.since, Limit: p.limit, FullState: p.fullState,
+		q := &wire.RoomSync{RoomId: m.RoomId, UserId: user, Since: p.since, Limit: p.limit, FullState: p.fullState,
 			Upto: pos, DeviceId: sess.device, FilterJson: p.roomFilter}
 		switch {
 		case m.Stream > pos:
@@ -347,11 +348,11 @@ const maxPresenceChecks = 64
 // sharesRoom reports whether other is joined to one of the rooms mine joins
 // (other's actor knows its rooms). A remote user, which has no actor here,
 // shares none.
-func (s *Server) sharesRoom(ctx context.Context, other string, mine []*actors.RoomMembership) bool {
+func (s *Server) sharesRoom(ctx context.Context, other string, mine []*wire.RoomMembership) bool {
 	if _, server, err := parseUserID(other); err != nil || server != s.cfg.ServerName {
 		return false
 	}
-	theirs, err := askAs[*actors.RoomsReply](ctx, s, actors.KindUser, other, &actors.GetRooms{UserId: other})
+	theirs, err := askAs[*wire.RoomsReply](ctx, s, actors.KindUser, other, &wire.GetRooms{UserId: other})
 	if err != nil {
 		return false
 	}
@@ -373,8 +374,8 @@ func (s *Server) sharesRoom(ctx context.Context, other string, mine []*actors.Ro
 // answers a client error for this user (it no longer counts them as a
 // member, say) is left out as nil; any other failure fails the sync, since
 // skipping a room would lose its events.
-func (s *Server) roomSyncs(ctx context.Context, reqs []*actors.RoomSync) ([]*actors.RoomSyncReply, error) {
-	out := make([]*actors.RoomSyncReply, len(reqs))
+func (s *Server) roomSyncs(ctx context.Context, reqs []*wire.RoomSync) ([]*wire.RoomSyncReply, error) {
+	out := make([]*wire.RoomSyncReply, len(reqs))
 	errs := make([]error, len(reqs))
 	sem := make(chan struct{}, syncParallel)
 	var wg sync.WaitGroup
@@ -382,7 +383,7 @@ func (s *Server) roomSyncs(ctx context.Context, reqs []*actors.RoomSync) ([]*act
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			out[i], errs[i] = askAs[*actors.RoomSyncReply](ctx, s, actors.KindRoom, q.RoomId, q)
+			out[i], errs[i] = askAs[*wire.RoomSyncReply](ctx, s, actors.KindRoom, q.RoomId, q)
 		})
 	}
 	wg.Wait()
@@ -406,11 +407,11 @@ func rawList(evs [][]byte) eventList {
 	return l
 }
 
-func timelineOf(reply *actors.RoomSyncReply) timeline {
+func timelineOf(reply *wire.RoomSyncReply) timeline {
 	return timeline{Events: rawEvents(reply.Timeline), Limited: reply.Limited, PrevBatch: reply.PrevBatch}
 }
 
-func joinedSection(reply *actors.RoomSyncReply) *joinedRoom {
+func joinedSection(reply *wire.RoomSyncReply) *joinedRoom {
 	return &joinedRoom{
 		Timeline: timelineOf(reply), State: rawList(reply.State),
 		Ephemeral: rawList(nil), AccountData: rawList(nil),
@@ -457,7 +458,7 @@ func stripped(lists ...[][]byte) []any {
 }
 
 // joinsIn is the users whose join appears in a room's part of a sync.
-func joinsIn(reply *actors.RoomSyncReply) map[string]bool {
+func joinsIn(reply *wire.RoomSyncReply) map[string]bool {
 	out := map[string]bool{}
 	for _, raw := range append(append([][]byte{}, reply.Timeline...), reply.State...) {
 		var ev struct {

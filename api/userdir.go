@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"persona/actors"
+	"persona/wire"
 )
 
 func (s *Server) userDirRoutes() {
@@ -46,7 +47,7 @@ func (s *Server) searchUsers(r *http.Request, sess *session) (any, error) {
 		limit = min(*body.Limit, 100)
 	}
 	searcher := string(sess.user)
-	found, err := askAs[*actors.SearchReply](r.Context(), s, actors.KindUserDir, "local", &actors.SearchUsers{Term: *body.SearchTerm, Limit: 200})
+	found, err := askAs[*wire.SearchReply](r.Context(), s, actors.KindUserDir, "local", &wire.SearchUsers{Term: *body.SearchTerm, Limit: 200})
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +62,7 @@ func (s *Server) searchUsers(r *http.Request, sess *session) (any, error) {
 	inRooms, roomsLimited := s.roomMatches(r.Context(), searcher, rooms, *body.SearchTerm, limit)
 	results, limited := []searchResult{}, found.Limited || roomsLimited
 	seen := map[string]bool{}
-	add := func(e *actors.DirectoryEntry) bool {
+	add := func(e *wire.DirectoryEntry) bool {
 		if len(results) == limit {
 			limited = true
 			return false
@@ -110,13 +111,13 @@ const (
 // entry per user, with the name of the first room in which they matched,
 // names starting with the term first. A room that cannot answer is passed
 // over. limited reports that a room had more matches than it returned.
-func (s *Server) roomMatches(ctx context.Context, searcher string, rooms []string, term string, limit int) (entries []*actors.DirectoryEntry, limited bool) {
+func (s *Server) roomMatches(ctx context.Context, searcher string, rooms []string, term string, limit int) (entries []*wire.DirectoryEntry, limited bool) {
 	term = strings.ToLower(strings.TrimSpace(term))
 	if term == "" || limit == 0 || len(rooms) == 0 {
 		return nil, false
 	}
 	rooms = rooms[:min(len(rooms), memberSearchRooms)]
-	replies := make([]*actors.MemberMatches, len(rooms))
+	replies := make([]*wire.MemberMatches, len(rooms))
 	sem := make(chan struct{}, memberSearchParallel)
 	var wg sync.WaitGroup
 	for i, room := range rooms {
@@ -124,8 +125,8 @@ func (s *Server) roomMatches(ctx context.Context, searcher string, rooms []strin
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			reply, err := askAs[*actors.MemberMatches](ctx, s, actors.KindRoom, room,
-				&actors.SearchMembers{RoomId: room, UserId: searcher, Term: term, Limit: uint32(limit) + 1})
+			reply, err := askAs[*wire.MemberMatches](ctx, s, actors.KindRoom, room,
+				&wire.SearchMembers{RoomId: room, UserId: searcher, Term: term, Limit: uint32(limit) + 1})
 			if err == nil {
 				replies[i] = reply
 			}
@@ -154,11 +155,11 @@ func (s *Server) roomMatches(ctx context.Context, searcher string, rooms []strin
 
 // joinedRoomList lists the rooms a user has joined, earliest join first.
 func (s *Server) joinedRoomList(ctx context.Context, user string) ([]string, error) {
-	reply, err := askAs[*actors.RoomsReply](ctx, s, actors.KindUser, user, &actors.GetRooms{UserId: user})
+	reply, err := askAs[*wire.RoomsReply](ctx, s, actors.KindUser, user, &wire.GetRooms{UserId: user})
 	if err != nil {
 		return nil, err
 	}
-	var joined []*actors.RoomMembership
+	var joined []*wire.RoomMembership
 	for _, m := range reply.Rooms {
 		if m.Membership == "join" {
 			joined = append(joined, m)
@@ -209,7 +210,7 @@ func (s *Server) visibleTo(ctx context.Context, searcher string, searcherRooms m
 			break
 		}
 		checked++
-		sum, err := askAs[*actors.RoomSummaryReply](ctx, s, actors.KindRoom, room, &actors.RoomSummary{RoomId: room})
+		sum, err := askAs[*wire.RoomSummaryReply](ctx, s, actors.KindRoom, room, &wire.RoomSummary{RoomId: room})
 		if err == nil && sum.JoinRule == "public" {
 			return true, nil
 		}

@@ -15,7 +15,7 @@ import (
 
 // putRegion names the trace region of a profile write inside the node: the
 // host marks every request to an actor as "<kind> <message type>".
-const putRegion = "user *actors.SetProfileField"
+const putRegion = "user *wire.SetProfileField"
 
 // committerFunc is the store's committer, the goroutine that writes every
 // batch to badger and syncs the commit log.

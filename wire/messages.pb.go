@@ -8,7 +8,7 @@
 // 	protoc        v3.21.12
 // source: messages.proto
 
-package actors
+package wire
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -228,8 +228,8 @@ func (Error_Subject) EnumDescriptor() ([]byte, []int) {
 // HTTP status and a Matrix errcode.
 type Error struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          Error_Kind             `protobuf:"varint,4,opt,name=kind,proto3,enum=persona.actors.Error_Kind" json:"kind,omitempty"`
-	Subject       Error_Subject          `protobuf:"varint,5,opt,name=subject,proto3,enum=persona.actors.Error_Subject" json:"subject,omitempty"`
+	Kind          Error_Kind             `protobuf:"varint,4,opt,name=kind,proto3,enum=persona.wire.Error_Kind" json:"kind,omitempty"`
+	Subject       Error_Subject          `protobuf:"varint,5,opt,name=subject,proto3,enum=persona.wire.Error_Subject" json:"subject,omitempty"`
 	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	RetryAfterMs  uint64                 `protobuf:"varint,6,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // LIMIT_EXCEEDED of a rate: when to try again
 	unknownFields protoimpl.UnknownFields
@@ -923,7 +923,7 @@ type SetProfileField struct {
 	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	ValueJson     []byte                 `protobuf:"bytes,3,opt,name=value_json,json=valueJson,proto3" json:"value_json,omitempty"`
-	Propagate     Propagate              `protobuf:"varint,4,opt,name=propagate,proto3,enum=persona.actors.Propagate" json:"propagate,omitempty"`
+	Propagate     Propagate              `protobuf:"varint,4,opt,name=propagate,proto3,enum=persona.wire.Propagate" json:"propagate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -991,7 +991,7 @@ type DeleteProfileField struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	Propagate     Propagate              `protobuf:"varint,3,opt,name=propagate,proto3,enum=persona.actors.Propagate" json:"propagate,omitempty"`
+	Propagate     Propagate              `protobuf:"varint,3,opt,name=propagate,proto3,enum=persona.wire.Propagate" json:"propagate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1052,7 +1052,7 @@ type ReplaceProfile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	FieldsJson    []byte                 `protobuf:"bytes,2,opt,name=fields_json,json=fieldsJson,proto3" json:"fields_json,omitempty"`
-	Propagate     Propagate              `protobuf:"varint,3,opt,name=propagate,proto3,enum=persona.actors.Propagate" json:"propagate,omitempty"`
+	Propagate     Propagate              `protobuf:"varint,3,opt,name=propagate,proto3,enum=persona.wire.Propagate" json:"propagate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1544,10 +1544,10 @@ var File_messages_proto protoreflect.FileDescriptor
 
 const file_messages_proto_rawDesc = "" +
 	"\n" +
-	"\x0emessages.proto\x12\x0epersona.actors\"\xe7\x03\n" +
-	"\x05Error\x12.\n" +
-	"\x04kind\x18\x04 \x01(\x0e2\x1a.persona.actors.Error.KindR\x04kind\x127\n" +
-	"\asubject\x18\x05 \x01(\x0e2\x1d.persona.actors.Error.SubjectR\asubject\x12\x18\n" +
+	"\x0emessages.proto\x12\fpersona.wire\"\xe3\x03\n" +
+	"\x05Error\x12,\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x18.persona.wire.Error.KindR\x04kind\x125\n" +
+	"\asubject\x18\x05 \x01(\x0e2\x1b.persona.wire.Error.SubjectR\asubject\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12$\n" +
 	"\x0eretry_after_ms\x18\x06 \x01(\x04R\fretryAfterMs\"\x94\x01\n" +
 	"\x04Kind\x12\f\n" +
@@ -1576,13 +1576,13 @@ const file_messages_proto_rawDesc = "" +
 	"\x05TOKEN\x10\n" +
 	"\x12\x0e\n" +
 	"\n" +
-	"MEMBERSHIP\x10\vJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03\"\xb3\x01\n" +
+	"MEMBERSHIP\x10\vJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03\"\xb1\x01\n" +
 	"\bRegister\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12#\n" +
 	"\rpassword_hash\x18\x02 \x01(\fR\fpasswordHash\x12\x14\n" +
 	"\x05admin\x18\x03 \x01(\bR\x05admin\x12 \n" +
-	"\vdisplayname\x18\x04 \x01(\tR\vdisplayname\x121\n" +
-	"\x06device\x18\x05 \x01(\v2\x19.persona.actors.NewDeviceR\x06device\"j\n" +
+	"\vdisplayname\x18\x04 \x01(\tR\vdisplayname\x12/\n" +
+	"\x06device\x18\x05 \x01(\v2\x17.persona.wire.NewDeviceR\x06device\"j\n" +
 	"\tNewDevice\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x1d\n" +
 	"\n" +
@@ -1594,10 +1594,10 @@ const file_messages_proto_rawDesc = "" +
 	"\aAccount\x12\x16\n" +
 	"\x06exists\x18\x01 \x01(\bR\x06exists\x12#\n" +
 	"\rpassword_hash\x18\x02 \x01(\fR\fpasswordHash\x12\x14\n" +
-	"\x05admin\x18\x03 \x01(\bR\x05admin\"W\n" +
+	"\x05admin\x18\x03 \x01(\bR\x05admin\"U\n" +
 	"\tAddDevice\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\x121\n" +
-	"\x06device\x18\x02 \x01(\v2\x19.persona.actors.NewDeviceR\x06device\"F\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12/\n" +
+	"\x06device\x18\x02 \x01(\v2\x17.persona.wire.NewDeviceR\x06device\"F\n" +
 	"\fAuthenticate\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
 	"\n" +
@@ -1610,9 +1610,9 @@ const file_messages_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
 	"\n" +
 	"device_ids\x18\x02 \x03(\tR\tdeviceIds\x12\x10\n" +
-	"\x03all\x18\x03 \x01(\bR\x03all\"3\n" +
-	"\x04Done\x12+\n" +
-	"\x05error\x18\x01 \x01(\v2\x15.persona.actors.ErrorR\x05error\"%\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"1\n" +
+	"\x04Done\x12)\n" +
+	"\x05error\x18\x01 \x01(\v2\x13.persona.wire.ErrorR\x05error\"%\n" +
 	"\n" +
 	"GetProfile\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"a\n" +
@@ -1620,43 +1620,43 @@ const file_messages_proto_rawDesc = "" +
 	"\x06exists\x18\x01 \x01(\bR\x06exists\x12\x1f\n" +
 	"\vfields_json\x18\x02 \x01(\fR\n" +
 	"fieldsJson\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x04R\aversion\"\x94\x01\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"\x92\x01\n" +
 	"\x0fSetProfileField\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1d\n" +
 	"\n" +
-	"value_json\x18\x03 \x01(\fR\tvalueJson\x127\n" +
-	"\tpropagate\x18\x04 \x01(\x0e2\x19.persona.actors.PropagateR\tpropagate\"x\n" +
+	"value_json\x18\x03 \x01(\fR\tvalueJson\x125\n" +
+	"\tpropagate\x18\x04 \x01(\x0e2\x17.persona.wire.PropagateR\tpropagate\"v\n" +
 	"\x12DeleteProfileField\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\x127\n" +
-	"\tpropagate\x18\x03 \x01(\x0e2\x19.persona.actors.PropagateR\tpropagate\"\x83\x01\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x125\n" +
+	"\tpropagate\x18\x03 \x01(\x0e2\x17.persona.wire.PropagateR\tpropagate\"\x81\x01\n" +
 	"\x0eReplaceProfile\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1f\n" +
 	"\vfields_json\x18\x02 \x01(\fR\n" +
-	"fieldsJson\x127\n" +
-	"\tpropagate\x18\x03 \x01(\x0e2\x19.persona.actors.PropagateR\tpropagate\"S\n" +
+	"fieldsJson\x125\n" +
+	"\tpropagate\x18\x03 \x01(\x0e2\x17.persona.wire.PropagateR\tpropagate\"Q\n" +
 	"\n" +
 	"WriteReply\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x04R\aversion\x12+\n" +
-	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"E\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12)\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"E\n" +
 	"\tPutFilter\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1f\n" +
 	"\vfilter_json\x18\x02 \x01(\fR\n" +
 	"filterJson\"A\n" +
 	"\tGetFilter\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
-	"\tfilter_id\x18\x02 \x01(\tR\bfilterId\"x\n" +
+	"\tfilter_id\x18\x02 \x01(\tR\bfilterId\"v\n" +
 	"\vFilterReply\x12\x1b\n" +
 	"\tfilter_id\x18\x01 \x01(\tR\bfilterId\x12\x1f\n" +
 	"\vfilter_json\x18\x02 \x01(\fR\n" +
-	"filterJson\x12+\n" +
-	"\x05error\x18\x03 \x01(\v2\x15.persona.actors.ErrorR\x05error\"%\n" +
+	"filterJson\x12)\n" +
+	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\"%\n" +
 	"\n" +
 	"GetDevices\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"D\n" +
-	"\fDevicesReply\x124\n" +
-	"\adevices\x18\x01 \x03(\v2\x1a.persona.actors.DeviceInfoR\adevices\"k\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"B\n" +
+	"\fDevicesReply\x122\n" +
+	"\adevices\x18\x01 \x03(\v2\x18.persona.wire.DeviceInfoR\adevices\"k\n" +
 	"\n" +
 	"DeviceInfo\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12!\n" +
@@ -1671,7 +1671,7 @@ const file_messages_proto_rawDesc = "" +
 	"\x11PROPAGATE_DEFAULT\x10\x00\x12\x11\n" +
 	"\rPROPAGATE_ALL\x10\x01\x12\x17\n" +
 	"\x13PROPAGATE_UNCHANGED\x10\x02\x12\x12\n" +
-	"\x0ePROPAGATE_NONE\x10\x03B\x10Z\x0epersona/actorsb\x06proto3"
+	"\x0ePROPAGATE_NONE\x10\x03B\x0eZ\fpersona/wireb\x06proto3"
 
 var (
 	file_messages_proto_rawDescOnce sync.Once
@@ -1688,45 +1688,45 @@ func file_messages_proto_rawDescGZIP() []byte {
 var file_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_messages_proto_goTypes = []any{
-	(Propagate)(0),             // 0: persona.actors.Propagate
-	(Error_Kind)(0),            // 1: persona.actors.Error.Kind
-	(Error_Subject)(0),         // 2: persona.actors.Error.Subject
-	(*Error)(nil),              // 3: persona.actors.Error
-	(*Register)(nil),           // 4: persona.actors.Register
-	(*NewDevice)(nil),          // 5: persona.actors.NewDevice
-	(*GetAccount)(nil),         // 6: persona.actors.GetAccount
-	(*Account)(nil),            // 7: persona.actors.Account
-	(*AddDevice)(nil),          // 8: persona.actors.AddDevice
-	(*Authenticate)(nil),       // 9: persona.actors.Authenticate
-	(*AuthReply)(nil),          // 10: persona.actors.AuthReply
-	(*RemoveDevices)(nil),      // 11: persona.actors.RemoveDevices
-	(*Done)(nil),               // 12: persona.actors.Done
-	(*GetProfile)(nil),         // 13: persona.actors.GetProfile
-	(*ProfileReply)(nil),       // 14: persona.actors.ProfileReply
-	(*SetProfileField)(nil),    // 15: persona.actors.SetProfileField
-	(*DeleteProfileField)(nil), // 16: persona.actors.DeleteProfileField
-	(*ReplaceProfile)(nil),     // 17: persona.actors.ReplaceProfile
-	(*WriteReply)(nil),         // 18: persona.actors.WriteReply
-	(*PutFilter)(nil),          // 19: persona.actors.PutFilter
-	(*GetFilter)(nil),          // 20: persona.actors.GetFilter
-	(*FilterReply)(nil),        // 21: persona.actors.FilterReply
-	(*GetDevices)(nil),         // 22: persona.actors.GetDevices
-	(*DevicesReply)(nil),       // 23: persona.actors.DevicesReply
-	(*DeviceInfo)(nil),         // 24: persona.actors.DeviceInfo
-	(*RenameDevice)(nil),       // 25: persona.actors.RenameDevice
+	(Propagate)(0),             // 0: persona.wire.Propagate
+	(Error_Kind)(0),            // 1: persona.wire.Error.Kind
+	(Error_Subject)(0),         // 2: persona.wire.Error.Subject
+	(*Error)(nil),              // 3: persona.wire.Error
+	(*Register)(nil),           // 4: persona.wire.Register
+	(*NewDevice)(nil),          // 5: persona.wire.NewDevice
+	(*GetAccount)(nil),         // 6: persona.wire.GetAccount
+	(*Account)(nil),            // 7: persona.wire.Account
+	(*AddDevice)(nil),          // 8: persona.wire.AddDevice
+	(*Authenticate)(nil),       // 9: persona.wire.Authenticate
+	(*AuthReply)(nil),          // 10: persona.wire.AuthReply
+	(*RemoveDevices)(nil),      // 11: persona.wire.RemoveDevices
+	(*Done)(nil),               // 12: persona.wire.Done
+	(*GetProfile)(nil),         // 13: persona.wire.GetProfile
+	(*ProfileReply)(nil),       // 14: persona.wire.ProfileReply
+	(*SetProfileField)(nil),    // 15: persona.wire.SetProfileField
+	(*DeleteProfileField)(nil), // 16: persona.wire.DeleteProfileField
+	(*ReplaceProfile)(nil),     // 17: persona.wire.ReplaceProfile
+	(*WriteReply)(nil),         // 18: persona.wire.WriteReply
+	(*PutFilter)(nil),          // 19: persona.wire.PutFilter
+	(*GetFilter)(nil),          // 20: persona.wire.GetFilter
+	(*FilterReply)(nil),        // 21: persona.wire.FilterReply
+	(*GetDevices)(nil),         // 22: persona.wire.GetDevices
+	(*DevicesReply)(nil),       // 23: persona.wire.DevicesReply
+	(*DeviceInfo)(nil),         // 24: persona.wire.DeviceInfo
+	(*RenameDevice)(nil),       // 25: persona.wire.RenameDevice
 }
 var file_messages_proto_depIdxs = []int32{
-	1,  // 0: persona.actors.Error.kind:type_name -> persona.actors.Error.Kind
-	2,  // 1: persona.actors.Error.subject:type_name -> persona.actors.Error.Subject
-	5,  // 2: persona.actors.Register.device:type_name -> persona.actors.NewDevice
-	5,  // 3: persona.actors.AddDevice.device:type_name -> persona.actors.NewDevice
-	3,  // 4: persona.actors.Done.error:type_name -> persona.actors.Error
-	0,  // 5: persona.actors.SetProfileField.propagate:type_name -> persona.actors.Propagate
-	0,  // 6: persona.actors.DeleteProfileField.propagate:type_name -> persona.actors.Propagate
-	0,  // 7: persona.actors.ReplaceProfile.propagate:type_name -> persona.actors.Propagate
-	3,  // 8: persona.actors.WriteReply.error:type_name -> persona.actors.Error
-	3,  // 9: persona.actors.FilterReply.error:type_name -> persona.actors.Error
-	24, // 10: persona.actors.DevicesReply.devices:type_name -> persona.actors.DeviceInfo
+	1,  // 0: persona.wire.Error.kind:type_name -> persona.wire.Error.Kind
+	2,  // 1: persona.wire.Error.subject:type_name -> persona.wire.Error.Subject
+	5,  // 2: persona.wire.Register.device:type_name -> persona.wire.NewDevice
+	5,  // 3: persona.wire.AddDevice.device:type_name -> persona.wire.NewDevice
+	3,  // 4: persona.wire.Done.error:type_name -> persona.wire.Error
+	0,  // 5: persona.wire.SetProfileField.propagate:type_name -> persona.wire.Propagate
+	0,  // 6: persona.wire.DeleteProfileField.propagate:type_name -> persona.wire.Propagate
+	0,  // 7: persona.wire.ReplaceProfile.propagate:type_name -> persona.wire.Propagate
+	3,  // 8: persona.wire.WriteReply.error:type_name -> persona.wire.Error
+	3,  // 9: persona.wire.FilterReply.error:type_name -> persona.wire.Error
+	24, // 10: persona.wire.DevicesReply.devices:type_name -> persona.wire.DeviceInfo
 	11, // [11:11] is the sub-list for method output_type
 	11, // [11:11] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name

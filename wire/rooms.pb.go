@@ -6,7 +6,7 @@
 // 	protoc        v3.21.12
 // source: rooms.proto
 
-package actors
+package wire
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -1061,7 +1061,7 @@ func (x *RoomSyncReply) GetInvitedCount() uint64 {
 type MemberUpdate struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Version         uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Mode            Propagate              `protobuf:"varint,2,opt,name=mode,proto3,enum=persona.actors.Propagate" json:"mode,omitempty"`
+	Mode            Propagate              `protobuf:"varint,2,opt,name=mode,proto3,enum=persona.wire.Propagate" json:"mode,omitempty"`
 	SetsDisplayname bool                   `protobuf:"varint,3,opt,name=sets_displayname,json=setsDisplayname,proto3" json:"sets_displayname,omitempty"`
 	Displayname     string                 `protobuf:"bytes,4,opt,name=displayname,proto3" json:"displayname,omitempty"` // "" removes it
 	SetsAvatarUrl   bool                   `protobuf:"varint,5,opt,name=sets_avatar_url,json=setsAvatarUrl,proto3" json:"sets_avatar_url,omitempty"`
@@ -2142,15 +2142,15 @@ var File_rooms_proto protoreflect.FileDescriptor
 
 const file_rooms_proto_rawDesc = "" +
 	"\n" +
-	"\vrooms.proto\x12\x0epersona.actors\x1a\x0emessages.proto\"\xfd\x02\n" +
+	"\vrooms.proto\x12\fpersona.wire\x1a\x0emessages.proto\"\xfb\x02\n" +
 	"\n" +
 	"CreateRoom\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x18\n" +
 	"\acreator\x18\x02 \x01(\tR\acreator\x12!\n" +
 	"\frequest_json\x18\x03 \x01(\fR\vrequestJson\x120\n" +
 	"\x14creator_profile_json\x18\x04 \x01(\fR\x12creatorProfileJson\x126\n" +
-	"\x17creator_profile_version\x18\x05 \x01(\x04R\x15creatorProfileVersion\x12g\n" +
-	"\x15invitee_profiles_json\x18\x06 \x03(\v23.persona.actors.CreateRoom.InviteeProfilesJsonEntryR\x13inviteeProfilesJson\x1aF\n" +
+	"\x17creator_profile_version\x18\x05 \x01(\x04R\x15creatorProfileVersion\x12e\n" +
+	"\x15invitee_profiles_json\x18\x06 \x03(\v21.persona.wire.CreateRoom.InviteeProfilesJsonEntryR\x13inviteeProfilesJson\x1aF\n" +
 	"\x18InviteeProfilesJsonEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb8\x02\n" +
@@ -2165,10 +2165,10 @@ const file_rooms_proto_rawDesc = "" +
 	"\fcontent_json\x18\b \x01(\fR\vcontentJson\x12.\n" +
 	"\x13global_profile_json\x18\t \x01(\fR\x11globalProfileJson\x12'\n" +
 	"\x0fprofile_version\x18\n" +
-	" \x01(\x04R\x0eprofileVersion\"S\n" +
+	" \x01(\x04R\x0eprofileVersion\"Q\n" +
 	"\tSendReply\x12\x19\n" +
-	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12+\n" +
-	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"\xfa\x01\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12)\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"\xfa\x01\n" +
 	"\x10ChangeMembership\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x16\n" +
@@ -2189,12 +2189,12 @@ const file_rooms_proto_rawDesc = "" +
 	"membership\x18\a \x01(\tR\n" +
 	"membership\x12%\n" +
 	"\x0enot_membership\x18\b \x01(\tR\rnotMembership\x12\x0e\n" +
-	"\x02at\x18\t \x01(\tR\x02at\"Z\n" +
+	"\x02at\x18\t \x01(\tR\x02at\"X\n" +
 	"\n" +
 	"StateReply\x12\x1f\n" +
 	"\vevents_json\x18\x01 \x03(\fR\n" +
-	"eventsJson\x12+\n" +
-	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"\xc9\x01\n" +
+	"eventsJson\x12)\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"\xc9\x01\n" +
 	"\vGetMessages\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x12\n" +
@@ -2204,23 +2204,23 @@ const file_rooms_proto_rawDesc = "" +
 	"\x05limit\x18\x06 \x01(\rR\x05limit\x12\x1f\n" +
 	"\vfilter_json\x18\a \x01(\fR\n" +
 	"filterJson\x12\x1b\n" +
-	"\tdevice_id\x18\b \x01(\tR\bdeviceId\"\x90\x01\n" +
+	"\tdevice_id\x18\b \x01(\tR\bdeviceId\"\x8e\x01\n" +
 	"\rMessagesReply\x12\x14\n" +
 	"\x05chunk\x18\x01 \x03(\fR\x05chunk\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\tR\x05start\x12\x10\n" +
 	"\x03end\x18\x03 \x01(\tR\x03end\x12\x14\n" +
-	"\x05state\x18\x04 \x03(\fR\x05state\x12+\n" +
-	"\x05error\x18\x05 \x01(\v2\x15.persona.actors.ErrorR\x05error\"t\n" +
+	"\x05state\x18\x04 \x03(\fR\x05state\x12)\n" +
+	"\x05error\x18\x05 \x01(\v2\x13.persona.wire.ErrorR\x05error\"t\n" +
 	"\bGetEvent\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x19\n" +
 	"\bevent_id\x18\x03 \x01(\tR\aeventId\x12\x1b\n" +
-	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\"X\n" +
+	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\"V\n" +
 	"\n" +
 	"EventReply\x12\x1d\n" +
 	"\n" +
-	"event_json\x18\x01 \x01(\fR\teventJson\x12+\n" +
-	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"\xd9\x01\n" +
+	"event_json\x18\x01 \x01(\fR\teventJson\x12)\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"\xd9\x01\n" +
 	"\bRoomSync\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x14\n" +
@@ -2231,7 +2231,7 @@ const file_rooms_proto_rawDesc = "" +
 	"\x04upto\x18\x06 \x01(\x04R\x04upto\x12\x1b\n" +
 	"\tdevice_id\x18\a \x01(\tR\bdeviceId\x12\x1f\n" +
 	"\vfilter_json\x18\b \x01(\fR\n" +
-	"filterJson\"\xa7\x02\n" +
+	"filterJson\"\xa5\x02\n" +
 	"\rRoomSyncReply\x12\x1e\n" +
 	"\n" +
 	"membership\x18\x01 \x01(\tR\n" +
@@ -2240,14 +2240,14 @@ const file_rooms_proto_rawDesc = "" +
 	"\alimited\x18\x03 \x01(\bR\alimited\x12\x1d\n" +
 	"\n" +
 	"prev_batch\x18\x04 \x01(\tR\tprevBatch\x12\x14\n" +
-	"\x05state\x18\x05 \x03(\fR\x05state\x12+\n" +
-	"\x05error\x18\x06 \x01(\v2\x15.persona.actors.ErrorR\x05error\x12\x16\n" +
+	"\x05state\x18\x05 \x03(\fR\x05state\x12)\n" +
+	"\x05error\x18\x06 \x01(\v2\x13.persona.wire.ErrorR\x05error\x12\x16\n" +
 	"\x06joined\x18\a \x03(\tR\x06joined\x12!\n" +
 	"\fjoined_count\x18\b \x01(\x04R\vjoinedCount\x12#\n" +
-	"\rinvited_count\x18\t \x01(\x04R\finvitedCount\"\xd9\x02\n" +
+	"\rinvited_count\x18\t \x01(\x04R\finvitedCount\"\xd7\x02\n" +
 	"\fMemberUpdate\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x04R\aversion\x12-\n" +
-	"\x04mode\x18\x02 \x01(\x0e2\x19.persona.actors.PropagateR\x04mode\x12)\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12+\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x17.persona.wire.PropagateR\x04mode\x12)\n" +
 	"\x10sets_displayname\x18\x03 \x01(\bR\x0fsetsDisplayname\x12 \n" +
 	"\vdisplayname\x18\x04 \x01(\tR\vdisplayname\x12&\n" +
 	"\x0fsets_avatar_url\x18\x05 \x01(\bR\rsetsAvatarUrl\x12\x1d\n" +
@@ -2256,11 +2256,11 @@ const file_rooms_proto_rawDesc = "" +
 	"\x0fold_displayname\x18\a \x01(\tR\x0eoldDisplayname\x12$\n" +
 	"\x0eold_avatar_url\x18\b \x01(\tR\foldAvatarUrl\x12\x1d\n" +
 	"\n" +
-	"written_ms\x18\t \x01(\x03R\twrittenMs\"\xb0\x01\n" +
+	"written_ms\x18\t \x01(\x03R\twrittenMs\"\xae\x01\n" +
 	"\x0eProfileUpdates\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\x126\n" +
-	"\aupdates\x18\x03 \x03(\v2\x1c.persona.actors.MemberUpdateR\aupdates\x12\x1a\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x124\n" +
+	"\aupdates\x18\x03 \x03(\v2\x1a.persona.wire.MemberUpdateR\aupdates\x12\x1a\n" +
 	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\x12\x18\n" +
 	"\askipped\x18\x05 \x01(\x04R\askipped\"\xad\x01\n" +
 	"\tUpdateAck\x12\x17\n" +
@@ -2271,11 +2271,11 @@ const file_rooms_proto_rawDesc = "" +
 	"not_member\x18\x04 \x01(\bR\tnotMember\x12\x1d\n" +
 	"\n" +
 	"written_ms\x18\x05 \x01(\x03R\twrittenMs\x12\x16\n" +
-	"\x06stream\x18\x06 \x01(\x04R\x06stream\"T\n" +
+	"\x06stream\x18\x06 \x01(\x04R\x06stream\"R\n" +
 	"\n" +
 	"UpdateAcks\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\x12-\n" +
-	"\x04acks\x18\x02 \x03(\v2\x19.persona.actors.UpdateAckR\x04acks\"\xa6\x01\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12+\n" +
+	"\x04acks\x18\x02 \x03(\v2\x17.persona.wire.UpdateAckR\x04acks\"\xa6\x01\n" +
 	"\x11MembershipChanged\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x17\n" +
 	"\aroom_id\x18\x02 \x01(\tR\x06roomId\x12\x1e\n" +
@@ -2293,10 +2293,10 @@ const file_rooms_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x17\n" +
 	"\aroom_id\x18\x02 \x01(\tR\x06roomId\"#\n" +
 	"\bGetRooms\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"B\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"@\n" +
 	"\n" +
-	"RoomsReply\x124\n" +
-	"\x05rooms\x18\x01 \x03(\v2\x1e.persona.actors.RoomMembershipR\x05rooms\"\x7f\n" +
+	"RoomsReply\x122\n" +
+	"\x05rooms\x18\x01 \x03(\v2\x1c.persona.wire.RoomMembershipR\x05rooms\"\x7f\n" +
 	"\x0eRoomMembership\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x1e\n" +
 	"\n" +
@@ -2307,10 +2307,10 @@ const file_rooms_proto_rawDesc = "" +
 	"\n" +
 	"GetPending\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"s\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"q\n" +
 	"\fPendingReply\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x04R\aversion\x121\n" +
-	"\x05rooms\x18\x02 \x03(\v2\x1b.persona.actors.PendingRoomR\x05rooms\x12\x16\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12/\n" +
+	"\x05rooms\x18\x02 \x03(\v2\x19.persona.wire.PendingRoomR\x05rooms\x12\x16\n" +
 	"\x06behind\x18\x03 \x01(\x04R\x06behind\"Y\n" +
 	"\vPendingRoom\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x14\n" +
@@ -2326,15 +2326,15 @@ const file_rooms_proto_rawDesc = "" +
 	"\bevent_id\x18\x04 \x01(\tR\aeventId\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\rR\x05limit\x12\x1f\n" +
 	"\vfilter_json\x18\x06 \x01(\fR\n" +
-	"filterJson\"\xd7\x01\n" +
+	"filterJson\"\xd5\x01\n" +
 	"\fContextReply\x12\x14\n" +
 	"\x05event\x18\x01 \x01(\fR\x05event\x12#\n" +
 	"\revents_before\x18\x02 \x03(\fR\feventsBefore\x12!\n" +
 	"\fevents_after\x18\x03 \x03(\fR\veventsAfter\x12\x14\n" +
 	"\x05start\x18\x04 \x01(\tR\x05start\x12\x10\n" +
 	"\x03end\x18\x05 \x01(\tR\x03end\x12\x14\n" +
-	"\x05state\x18\x06 \x03(\fR\x05state\x12+\n" +
-	"\x05error\x18\a \x01(\v2\x15.persona.actors.ErrorR\x05errorB\x10Z\x0epersona/actorsb\x06proto3"
+	"\x05state\x18\x06 \x03(\fR\x05state\x12)\n" +
+	"\x05error\x18\a \x01(\v2\x13.persona.wire.ErrorR\x05errorB\x0eZ\fpersona/wireb\x06proto3"
 
 var (
 	file_rooms_proto_rawDescOnce sync.Once
@@ -2350,51 +2350,51 @@ func file_rooms_proto_rawDescGZIP() []byte {
 
 var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_rooms_proto_goTypes = []any{
-	(*CreateRoom)(nil),        // 0: persona.actors.CreateRoom
-	(*SendEvent)(nil),         // 1: persona.actors.SendEvent
-	(*SendReply)(nil),         // 2: persona.actors.SendReply
-	(*ChangeMembership)(nil),  // 3: persona.actors.ChangeMembership
-	(*GetState)(nil),          // 4: persona.actors.GetState
-	(*StateReply)(nil),        // 5: persona.actors.StateReply
-	(*GetMessages)(nil),       // 6: persona.actors.GetMessages
-	(*MessagesReply)(nil),     // 7: persona.actors.MessagesReply
-	(*GetEvent)(nil),          // 8: persona.actors.GetEvent
-	(*EventReply)(nil),        // 9: persona.actors.EventReply
-	(*RoomSync)(nil),          // 10: persona.actors.RoomSync
-	(*RoomSyncReply)(nil),     // 11: persona.actors.RoomSyncReply
-	(*MemberUpdate)(nil),      // 12: persona.actors.MemberUpdate
-	(*ProfileUpdates)(nil),    // 13: persona.actors.ProfileUpdates
-	(*UpdateAck)(nil),         // 14: persona.actors.UpdateAck
-	(*UpdateAcks)(nil),        // 15: persona.actors.UpdateAcks
-	(*MembershipChanged)(nil), // 16: persona.actors.MembershipChanged
-	(*MembershipAck)(nil),     // 17: persona.actors.MembershipAck
-	(*ForgetRoom)(nil),        // 18: persona.actors.ForgetRoom
-	(*GetRooms)(nil),          // 19: persona.actors.GetRooms
-	(*RoomsReply)(nil),        // 20: persona.actors.RoomsReply
-	(*RoomMembership)(nil),    // 21: persona.actors.RoomMembership
-	(*GetPending)(nil),        // 22: persona.actors.GetPending
-	(*PendingReply)(nil),      // 23: persona.actors.PendingReply
-	(*PendingRoom)(nil),       // 24: persona.actors.PendingRoom
-	(*Wake)(nil),              // 25: persona.actors.Wake
-	(*GetContext)(nil),        // 26: persona.actors.GetContext
-	(*ContextReply)(nil),      // 27: persona.actors.ContextReply
-	nil,                       // 28: persona.actors.CreateRoom.InviteeProfilesJsonEntry
-	(*Error)(nil),             // 29: persona.actors.Error
-	(Propagate)(0),            // 30: persona.actors.Propagate
+	(*CreateRoom)(nil),        // 0: persona.wire.CreateRoom
+	(*SendEvent)(nil),         // 1: persona.wire.SendEvent
+	(*SendReply)(nil),         // 2: persona.wire.SendReply
+	(*ChangeMembership)(nil),  // 3: persona.wire.ChangeMembership
+	(*GetState)(nil),          // 4: persona.wire.GetState
+	(*StateReply)(nil),        // 5: persona.wire.StateReply
+	(*GetMessages)(nil),       // 6: persona.wire.GetMessages
+	(*MessagesReply)(nil),     // 7: persona.wire.MessagesReply
+	(*GetEvent)(nil),          // 8: persona.wire.GetEvent
+	(*EventReply)(nil),        // 9: persona.wire.EventReply
+	(*RoomSync)(nil),          // 10: persona.wire.RoomSync
+	(*RoomSyncReply)(nil),     // 11: persona.wire.RoomSyncReply
+	(*MemberUpdate)(nil),      // 12: persona.wire.MemberUpdate
+	(*ProfileUpdates)(nil),    // 13: persona.wire.ProfileUpdates
+	(*UpdateAck)(nil),         // 14: persona.wire.UpdateAck
+	(*UpdateAcks)(nil),        // 15: persona.wire.UpdateAcks
+	(*MembershipChanged)(nil), // 16: persona.wire.MembershipChanged
+	(*MembershipAck)(nil),     // 17: persona.wire.MembershipAck
+	(*ForgetRoom)(nil),        // 18: persona.wire.ForgetRoom
+	(*GetRooms)(nil),          // 19: persona.wire.GetRooms
+	(*RoomsReply)(nil),        // 20: persona.wire.RoomsReply
+	(*RoomMembership)(nil),    // 21: persona.wire.RoomMembership
+	(*GetPending)(nil),        // 22: persona.wire.GetPending
+	(*PendingReply)(nil),      // 23: persona.wire.PendingReply
+	(*PendingRoom)(nil),       // 24: persona.wire.PendingRoom
+	(*Wake)(nil),              // 25: persona.wire.Wake
+	(*GetContext)(nil),        // 26: persona.wire.GetContext
+	(*ContextReply)(nil),      // 27: persona.wire.ContextReply
+	nil,                       // 28: persona.wire.CreateRoom.InviteeProfilesJsonEntry
+	(*Error)(nil),             // 29: persona.wire.Error
+	(Propagate)(0),            // 30: persona.wire.Propagate
 }
 var file_rooms_proto_depIdxs = []int32{
-	28, // 0: persona.actors.CreateRoom.invitee_profiles_json:type_name -> persona.actors.CreateRoom.InviteeProfilesJsonEntry
-	29, // 1: persona.actors.SendReply.error:type_name -> persona.actors.Error
-	29, // 2: persona.actors.StateReply.error:type_name -> persona.actors.Error
-	29, // 3: persona.actors.MessagesReply.error:type_name -> persona.actors.Error
-	29, // 4: persona.actors.EventReply.error:type_name -> persona.actors.Error
-	29, // 5: persona.actors.RoomSyncReply.error:type_name -> persona.actors.Error
-	30, // 6: persona.actors.MemberUpdate.mode:type_name -> persona.actors.Propagate
-	12, // 7: persona.actors.ProfileUpdates.updates:type_name -> persona.actors.MemberUpdate
-	14, // 8: persona.actors.UpdateAcks.acks:type_name -> persona.actors.UpdateAck
-	21, // 9: persona.actors.RoomsReply.rooms:type_name -> persona.actors.RoomMembership
-	24, // 10: persona.actors.PendingReply.rooms:type_name -> persona.actors.PendingRoom
-	29, // 11: persona.actors.ContextReply.error:type_name -> persona.actors.Error
+	28, // 0: persona.wire.CreateRoom.invitee_profiles_json:type_name -> persona.wire.CreateRoom.InviteeProfilesJsonEntry
+	29, // 1: persona.wire.SendReply.error:type_name -> persona.wire.Error
+	29, // 2: persona.wire.StateReply.error:type_name -> persona.wire.Error
+	29, // 3: persona.wire.MessagesReply.error:type_name -> persona.wire.Error
+	29, // 4: persona.wire.EventReply.error:type_name -> persona.wire.Error
+	29, // 5: persona.wire.RoomSyncReply.error:type_name -> persona.wire.Error
+	30, // 6: persona.wire.MemberUpdate.mode:type_name -> persona.wire.Propagate
+	12, // 7: persona.wire.ProfileUpdates.updates:type_name -> persona.wire.MemberUpdate
+	14, // 8: persona.wire.UpdateAcks.acks:type_name -> persona.wire.UpdateAck
+	21, // 9: persona.wire.RoomsReply.rooms:type_name -> persona.wire.RoomMembership
+	24, // 10: persona.wire.PendingReply.rooms:type_name -> persona.wire.PendingRoom
+	29, // 11: persona.wire.ContextReply.error:type_name -> persona.wire.Error
 	12, // [12:12] is the sub-list for method output_type
 	12, // [12:12] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name

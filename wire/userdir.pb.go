@@ -6,7 +6,7 @@
 // 	protoc        v3.21.12
 // source: userdir.proto
 
-package actors
+package wire
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -321,7 +321,7 @@ var File_userdir_proto protoreflect.FileDescriptor
 
 const file_userdir_proto_rawDesc = "" +
 	"\n" +
-	"\ruserdir.proto\x12\x0epersona.actors\"j\n" +
+	"\ruserdir.proto\x12\fpersona.wire\"j\n" +
 	"\x0eDirectoryEntry\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12 \n" +
 	"\vdisplayname\x18\x02 \x01(\tR\vdisplayname\x12\x1d\n" +
@@ -329,18 +329,18 @@ const file_userdir_proto_rawDesc = "" +
 	"avatar_url\x18\x03 \x01(\tR\tavatarUrl\"7\n" +
 	"\vSearchUsers\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\tR\x04term\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"a\n" +
-	"\vSearchReply\x128\n" +
-	"\aentries\x18\x01 \x03(\v2\x1e.persona.actors.DirectoryEntryR\aentries\x12\x18\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"_\n" +
+	"\vSearchReply\x126\n" +
+	"\aentries\x18\x01 \x03(\v2\x1c.persona.wire.DirectoryEntryR\aentries\x12\x18\n" +
 	"\alimited\x18\x02 \x01(\bR\alimited\"k\n" +
 	"\rSearchMembers\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x12\n" +
 	"\x04term\x18\x03 \x01(\tR\x04term\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"c\n" +
-	"\rMemberMatches\x128\n" +
-	"\aentries\x18\x01 \x03(\v2\x1e.persona.actors.DirectoryEntryR\aentries\x12\x18\n" +
-	"\alimited\x18\x02 \x01(\bR\alimitedB\x10Z\x0epersona/actorsb\x06proto3"
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"a\n" +
+	"\rMemberMatches\x126\n" +
+	"\aentries\x18\x01 \x03(\v2\x1c.persona.wire.DirectoryEntryR\aentries\x12\x18\n" +
+	"\alimited\x18\x02 \x01(\bR\alimitedB\x0eZ\fpersona/wireb\x06proto3"
 
 var (
 	file_userdir_proto_rawDescOnce sync.Once
@@ -356,15 +356,15 @@ func file_userdir_proto_rawDescGZIP() []byte {
 
 var file_userdir_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_userdir_proto_goTypes = []any{
-	(*DirectoryEntry)(nil), // 0: persona.actors.DirectoryEntry
-	(*SearchUsers)(nil),    // 1: persona.actors.SearchUsers
-	(*SearchReply)(nil),    // 2: persona.actors.SearchReply
-	(*SearchMembers)(nil),  // 3: persona.actors.SearchMembers
-	(*MemberMatches)(nil),  // 4: persona.actors.MemberMatches
+	(*DirectoryEntry)(nil), // 0: persona.wire.DirectoryEntry
+	(*SearchUsers)(nil),    // 1: persona.wire.SearchUsers
+	(*SearchReply)(nil),    // 2: persona.wire.SearchReply
+	(*SearchMembers)(nil),  // 3: persona.wire.SearchMembers
+	(*MemberMatches)(nil),  // 4: persona.wire.MemberMatches
 }
 var file_userdir_proto_depIdxs = []int32{
-	0, // 0: persona.actors.SearchReply.entries:type_name -> persona.actors.DirectoryEntry
-	0, // 1: persona.actors.MemberMatches.entries:type_name -> persona.actors.DirectoryEntry
+	0, // 0: persona.wire.SearchReply.entries:type_name -> persona.wire.DirectoryEntry
+	0, // 1: persona.wire.MemberMatches.entries:type_name -> persona.wire.DirectoryEntry
 	2, // [2:2] is the sub-list for method output_type
 	2, // [2:2] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name

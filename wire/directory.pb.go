@@ -6,7 +6,7 @@
 // 	protoc        v3.21.12
 // source: directory.proto
 
-package actors
+package wire
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -704,7 +704,7 @@ var File_directory_proto protoreflect.FileDescriptor
 
 const file_directory_proto_rawDesc = "" +
 	"\n" +
-	"\x0fdirectory.proto\x12\x0epersona.actors\x1a\x0emessages.proto\"R\n" +
+	"\x0fdirectory.proto\x12\fpersona.wire\x1a\x0emessages.proto\"R\n" +
 	"\bPutAlias\x12\x14\n" +
 	"\x05alias\x18\x01 \x01(\tR\x05alias\x12\x17\n" +
 	"\aroom_id\x18\x02 \x01(\tR\x06roomId\x12\x17\n" +
@@ -717,29 +717,29 @@ const file_directory_proto_rawDesc = "" +
 	"\x05admin\x18\x03 \x01(\bR\x05admin\x12\x17\n" +
 	"\aroom_id\x18\x04 \x01(\tR\x06roomId\x12\x1d\n" +
 	"\n" +
-	"may_change\x18\x05 \x01(\bR\tmayChange\"l\n" +
+	"may_change\x18\x05 \x01(\bR\tmayChange\"j\n" +
 	"\n" +
 	"AliasReply\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x18\n" +
-	"\acreator\x18\x02 \x01(\tR\acreator\x12+\n" +
-	"\x05error\x18\x03 \x01(\v2\x15.persona.actors.ErrorR\x05error\"*\n" +
+	"\acreator\x18\x02 \x01(\tR\acreator\x12)\n" +
+	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\"*\n" +
 	"\x0fListRoomAliases\x12\x17\n" +
-	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"V\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"T\n" +
 	"\rRoomAliasList\x12\x18\n" +
-	"\aaliases\x18\x01 \x03(\tR\aaliases\x12+\n" +
-	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"<\n" +
+	"\aaliases\x18\x01 \x03(\tR\aaliases\x12)\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"<\n" +
 	"\aPublish\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x18\n" +
 	"\avisible\x18\x02 \x01(\bR\avisible\"\f\n" +
 	"\n" +
-	"ListPublic\"T\n" +
+	"ListPublic\"R\n" +
 	"\n" +
 	"PublicList\x12\x19\n" +
-	"\broom_ids\x18\x01 \x03(\tR\aroomIds\x12+\n" +
-	"\x05error\x18\x02 \x01(\v2\x15.persona.actors.ErrorR\x05error\"?\n" +
+	"\broom_ids\x18\x01 \x03(\tR\aroomIds\x12)\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"?\n" +
 	"\vRoomSummary\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xa2\x03\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xa0\x03\n" +
 	"\x10RoomSummaryReply\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12'\n" +
@@ -753,9 +753,9 @@ const file_directory_proto_rawDesc = "" +
 	"\troom_type\x18\t \x01(\tR\broomType\x12\x1d\n" +
 	"\n" +
 	"may_change\x18\n" +
-	" \x01(\bR\tmayChange\x12+\n" +
-	"\x05error\x18\v \x01(\v2\x15.persona.actors.ErrorR\x05error\x12\x16\n" +
-	"\x06joined\x18\f \x01(\bR\x06joinedB\x10Z\x0epersona/actorsb\x06proto3"
+	" \x01(\bR\tmayChange\x12)\n" +
+	"\x05error\x18\v \x01(\v2\x13.persona.wire.ErrorR\x05error\x12\x16\n" +
+	"\x06joined\x18\f \x01(\bR\x06joinedB\x0eZ\fpersona/wireb\x06proto3"
 
 var (
 	file_directory_proto_rawDescOnce sync.Once
@@ -771,24 +771,24 @@ func file_directory_proto_rawDescGZIP() []byte {
 
 var file_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_directory_proto_goTypes = []any{
-	(*PutAlias)(nil),         // 0: persona.actors.PutAlias
-	(*GetAlias)(nil),         // 1: persona.actors.GetAlias
-	(*DeleteAlias)(nil),      // 2: persona.actors.DeleteAlias
-	(*AliasReply)(nil),       // 3: persona.actors.AliasReply
-	(*ListRoomAliases)(nil),  // 4: persona.actors.ListRoomAliases
-	(*RoomAliasList)(nil),    // 5: persona.actors.RoomAliasList
-	(*Publish)(nil),          // 6: persona.actors.Publish
-	(*ListPublic)(nil),       // 7: persona.actors.ListPublic
-	(*PublicList)(nil),       // 8: persona.actors.PublicList
-	(*RoomSummary)(nil),      // 9: persona.actors.RoomSummary
-	(*RoomSummaryReply)(nil), // 10: persona.actors.RoomSummaryReply
-	(*Error)(nil),            // 11: persona.actors.Error
+	(*PutAlias)(nil),         // 0: persona.wire.PutAlias
+	(*GetAlias)(nil),         // 1: persona.wire.GetAlias
+	(*DeleteAlias)(nil),      // 2: persona.wire.DeleteAlias
+	(*AliasReply)(nil),       // 3: persona.wire.AliasReply
+	(*ListRoomAliases)(nil),  // 4: persona.wire.ListRoomAliases
+	(*RoomAliasList)(nil),    // 5: persona.wire.RoomAliasList
+	(*Publish)(nil),          // 6: persona.wire.Publish
+	(*ListPublic)(nil),       // 7: persona.wire.ListPublic
+	(*PublicList)(nil),       // 8: persona.wire.PublicList
+	(*RoomSummary)(nil),      // 9: persona.wire.RoomSummary
+	(*RoomSummaryReply)(nil), // 10: persona.wire.RoomSummaryReply
+	(*Error)(nil),            // 11: persona.wire.Error
 }
 var file_directory_proto_depIdxs = []int32{
-	11, // 0: persona.actors.AliasReply.error:type_name -> persona.actors.Error
-	11, // 1: persona.actors.RoomAliasList.error:type_name -> persona.actors.Error
-	11, // 2: persona.actors.PublicList.error:type_name -> persona.actors.Error
-	11, // 3: persona.actors.RoomSummaryReply.error:type_name -> persona.actors.Error
+	11, // 0: persona.wire.AliasReply.error:type_name -> persona.wire.Error
+	11, // 1: persona.wire.RoomAliasList.error:type_name -> persona.wire.Error
+	11, // 2: persona.wire.PublicList.error:type_name -> persona.wire.Error
+	11, // 3: persona.wire.RoomSummaryReply.error:type_name -> persona.wire.Error
 	4,  // [4:4] is the sub-list for method output_type
 	4,  // [4:4] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name

@@ -7,11 +7,8 @@ import (
 	"persona/wire"
 )
 
-// ackWindow is how long the node gathers rooms' acks for one user.
-const ackWindow = time.Millisecond
-
 // acker coalesces the acks rooms send to user actors: acks for one user
-// within ackWindow travel as one UpdateAcks message.
+// within Options.AckWindow travel as one UpdateAcks message.
 type acker struct {
 	mu      sync.Mutex
 	pending map[string][]*wire.UpdateAck
@@ -29,7 +26,7 @@ func (h *Service) ack(a *wire.UpdateAck) {
 	h.acks.armed = true
 	h.acks.mu.Unlock()
 	if arm {
-		time.AfterFunc(ackWindow, h.flushAcks)
+		time.AfterFunc(h.opts.AckWindow, h.flushAcks)
 	}
 }
 

@@ -54,11 +54,14 @@ type Options struct {
 	// PresenceTimeout is how long a user who is not offline stays so with
 	// no /sync in progress (Synapse waits 30 s too).
 	PresenceTimeout time.Duration
+	// AckWindow is how long the node gathers rooms' acks for one user into
+	// one message.
+	AckWindow time.Duration
 }
 
 // DefaultOptions returns the options a node runs with.
 func DefaultOptions() Options {
-	return Options{PropagationIdle: 5 * time.Second, PresenceTimeout: 30 * time.Second}
+	return Options{PropagationIdle: 5 * time.Second, PresenceTimeout: 30 * time.Second, AckWindow: time.Millisecond}
 }
 
 // withDefaults returns o with every zero field set to its default.
@@ -66,6 +69,7 @@ func (o Options) withDefaults() Options {
 	d := DefaultOptions()
 	o.PropagationIdle = cmp.Or(o.PropagationIdle, d.PropagationIdle)
 	o.PresenceTimeout = cmp.Or(o.PresenceTimeout, d.PresenceTimeout)
+	o.AckWindow = cmp.Or(o.AckWindow, d.AckWindow)
 	return o
 }
 
@@ -76,6 +80,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("actors: PropagationIdle = %v, want > 0", o.PropagationIdle)
 	case o.PresenceTimeout < 0:
 		return fmt.Errorf("actors: PresenceTimeout = %v, want > 0", o.PresenceTimeout)
+	case o.AckWindow < 0:
+		return fmt.Errorf("actors: AckWindow = %v, want > 0", o.AckWindow)
 	}
 	return nil
 }

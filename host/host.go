@@ -15,6 +15,7 @@
 package host
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +48,13 @@ type Options struct {
 	// Workers is the number of goroutines that run the mailboxes of kinds
 	// with MailboxWorkers; 0 means one less than GOMAXPROCS, at least one.
 	Workers int
+	// NetYieldEvery is how long a worker runs mailboxes before it lets the
+	// network be polled: the longest a client's request waits to be read
+	// while every processor runs actors.
+	NetYieldEvery time.Duration
+	// WorkerThroughput is how many messages a workers-run mailbox processes
+	// before it yields its worker to the next actor.
+	WorkerThroughput int
 	// RequestTimeout bounds a Request whose context has no deadline.
 	RequestTimeout time.Duration
 	// Metrics receives activations, passivations and mailbox depths; nil
@@ -59,20 +67,20 @@ type Options struct {
 // DefaultOptions returns the defaults of the options not configured.
 func DefaultOptions() Options {
 	return Options{
-		Workers:        max(1, runtime.GOMAXPROCS(0)-1),
-		RequestTimeout: 30 * time.Second,
+		Workers:          max(1, runtime.GOMAXPROCS(0)-1),
+		NetYieldEvery:    time.Millisecond,
+		WorkerThroughput: 300,
+		RequestTimeout:   30 * time.Second,
 	}
 }
 
 // withDefaults returns o with every zero field set to its default.
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
-	if o.Workers == 0 {
-		o.Workers = d.Workers
-	}
-	if o.RequestTimeout == 0 {
-		o.RequestTimeout = d.RequestTimeout
-	}
+	o.Workers = cmp.Or(o.Workers, d.Workers)
+	o.NetYieldEvery = cmp.Or(o.NetYieldEvery, d.NetYieldEvery)
+	o.WorkerThroughput = cmp.Or(o.WorkerThroughput, d.WorkerThroughput)
+	o.RequestTimeout = cmp.Or(o.RequestTimeout, d.RequestTimeout)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -88,6 +96,10 @@ func (o Options) validate() error {
 		return fmt.Errorf("host: PassivateAfter = %v, want > 0", o.PassivateAfter)
 	case o.Workers < 1:
 		return fmt.Errorf("host: Workers = %d, want >= 1", o.Workers)
+	case o.NetYieldEvery <= 0:
+		return fmt.Errorf("host: NetYieldEvery = %v, want > 0", o.NetYieldEvery)
+	case o.WorkerThroughput < 1:
+		return fmt.Errorf("host: WorkerThroughput = %d, want >= 1", o.WorkerThroughput)
 	case o.RequestTimeout <= 0:
 		return fmt.Errorf("host: RequestTimeout = %v, want > 0", o.RequestTimeout)
 	}
@@ -150,7 +162,7 @@ func New(opts Options, kinds ...Kind) (*Host, error) {
 		return nil, err
 	}
 	h := &Host{opts: opts, kinds: map[string]Kind{}, depths: map[string]*depth{"partition": {}},
-		stop: make(chan struct{}), workers: newWorkers(opts.Workers)}
+		stop: make(chan struct{}), workers: newWorkers(opts.Workers, opts.NetYieldEvery)}
 	for _, k := range kinds {
 		if _, dup := h.kinds[k.Name]; dup || k.Name == "" || k.New == nil {
 			h.workers.stop()

@@ -139,7 +139,7 @@ func (p *partition) activate(ctx actor.Context, k key) *slot {
 	case MailboxPriority:
 		opts = []actor.PropsOption{actor.WithMailbox(actor.UnboundedPriority(depth))}
 	case MailboxWorkers:
-		lane := &lane{w: p.h.workers, urgent: kind.Urgent}
+		lane := &lane{w: p.h.workers, urgent: kind.Urgent, throughput: p.h.opts.WorkerThroughput}
 		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(depth, lane)), actor.WithDispatcher(lane)}
 	default:
 		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(depth))}

@@ -120,6 +120,9 @@ func TestOptionsValidate(t *testing.T) {
 		{Partitions: 1 << 17, PassivateAfter: time.Second},
 		{Partitions: 4},
 		{Partitions: 4, PassivateAfter: time.Second, Workers: -1},
+		{Partitions: 4, PassivateAfter: time.Second, NetYieldEvery: -time.Millisecond},
+		{Partitions: 4, PassivateAfter: time.Second, WorkerThroughput: -1},
+		{Partitions: 4, PassivateAfter: time.Second, RequestTimeout: -time.Second},
 	} {
 		if h, err := New(o); err == nil {
 			h.Stop()

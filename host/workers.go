@@ -26,15 +26,13 @@ type workers struct {
 	stopped    bool
 	wg         sync.WaitGroup
 	net        *netYield
+	netEvery   time.Duration // how long a worker runs mailboxes before it yields to the network
 }
 
-// netEvery is how long a worker runs mailboxes before it yields to the
-// network.
-const netEvery = time.Millisecond
-
-// newWorkers starts n worker goroutines.
-func newWorkers(n int) *workers {
-	w := &workers{}
+// newWorkers starts n worker goroutines that yield to the network every
+// netEvery.
+func newWorkers(n int, netEvery time.Duration) *workers {
+	w := &workers{netEvery: netEvery}
 	w.net, _ = newNetYield() // without it workers yield with Gosched alone
 	w.ready.L = &w.mu
 	w.wg.Add(n)
@@ -65,7 +63,7 @@ func (w *workers) work() {
 			return
 		}
 		fn()
-		if now := time.Now(); now.Sub(polled) < netEvery {
+		if now := time.Now(); now.Sub(polled) < w.netEvery {
 			runtime.Gosched()
 		} else {
 			w.net.yield()
@@ -131,16 +129,17 @@ func (f *fifo) pop() func() {
 // mailbox: a message its kind calls urgent puts the actor's next turn in
 // the fast lane.
 type lane struct {
-	w      *workers
-	urgent func(msg any) bool
-	fast   atomic.Bool
+	w          *workers
+	urgent     func(msg any) bool
+	throughput int
+	fast       atomic.Bool
 }
 
 // Schedule queues the actor's mailbox run in its lane.
 func (l *lane) Schedule(fn func()) { l.w.schedule(fn, l.fast.Swap(false)) }
 
 // Throughput is how many messages the mailbox processes before it yields.
-func (l *lane) Throughput() int { return 300 }
+func (l *lane) Throughput() int { return l.throughput }
 
 // MessagePosted marks the actor fast for an urgent message.
 func (l *lane) MessagePosted(m any) {

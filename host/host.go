@@ -10,8 +10,10 @@
 // on nodes, and federation reaches actors of other servers, behind these
 // same calls.
 //
-// The host knows nothing of users or rooms: the domain registers its kinds
-// (Kind) and their mailboxes, and owns every message.
+// The host owns the actor system, the partition actors and the room
+// workers' goroutines. It knows nothing of users or rooms and touches no
+// storage: the domain registers its kinds (Kind) and their mailboxes, and
+// owns every message and every key.
 package host
 
 import (
@@ -32,7 +34,8 @@ import (
 	"persona/metrics"
 )
 
-// ErrTimeout is returned by Request when the actor did not answer in time.
+// ErrTimeout is returned by Request and RequestIn when the actor did not
+// answer in time.
 var ErrTimeout = errors.New("host: request timed out")
 
 // Options tune a Host. Partitions and PassivateAfter come from the node's
@@ -122,7 +125,8 @@ const (
 	MailboxWorkers
 )
 
-// Kind is one kind of actor the host activates.
+// Kind describes one kind of actor the host activates: its name, how to
+// make one and its mailbox.
 type Kind struct {
 	// Name addresses the kind in Send and Request.
 	Name string
@@ -155,7 +159,10 @@ type Host struct {
 	network atomic.Pointer[Network]
 }
 
-// New starts the actor system and one partition actor per partition.
+// New starts the actor system and one partition actor per partition, with
+// kinds as the actors they activate. It fails, leaving nothing running, on
+// options that cannot work or a kind that is unnamed, has no New or is
+// registered twice.
 func New(opts Options, kinds ...Kind) (*Host, error) {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
@@ -226,7 +233,9 @@ func PartitionKey(p int) string { return fmt.Sprintf("%04x", p) }
 // PassivateAfter returns how long an actor stays idle before it is stopped.
 func (h *Host) PassivateAfter() time.Duration { return h.opts.PassivateAfter }
 
-// Send delivers msg to the actor kind/id without waiting.
+// Send delivers msg to the actor kind/id without waiting, activating it if
+// needed; the messages of one sender to one actor arrive in order, unless
+// a Network set by SetNetwork reorders them.
 func (h *Host) Send(kind, id string, msg proto.Message) {
 	to := h.parts[h.Partition(id)]
 	if n := h.network.Load(); n != nil {
@@ -238,14 +247,14 @@ func (h *Host) Send(kind, id string, msg proto.Message) {
 }
 
 // Request sends msg to the actor kind/id and waits for its answer, at most
-// until ctx ends or RequestTimeout passes.
+// until ctx ends or RequestTimeout passes (then ErrTimeout).
 func (h *Host) Request(ctx context.Context, kind, id string, msg proto.Message) (proto.Message, error) {
 	return h.RequestIn(ctx, h.Partition(id), kind, id, msg)
 }
 
-// RequestIn is Request to the actor kind/id of partition p rather than of
-// id's own partition: for actors that stand for a partition (an index of
-// its keys), one per partition.
+// RequestIn sends msg to the actor kind/id of partition p, rather than of
+// id's own partition, and waits as Request does: for actors that stand for
+// a partition (an index of its keys), one per partition.
 func (h *Host) RequestIn(ctx context.Context, p int, kind, id string, msg proto.Message) (proto.Message, error) {
 	timeout := h.opts.RequestTimeout
 	if dl, ok := ctx.Deadline(); ok {

@@ -9,10 +9,17 @@ import (
 // a mailbox middleware adds on post and subtracts on receive.
 type depth struct{ n atomic.Int64 }
 
-func (d *depth) MailboxStarted()     {}
-func (d *depth) MessagePosted(any)   { d.n.Add(1) }
+// MailboxStarted is part of actor.MailboxMiddleware.
+func (d *depth) MailboxStarted() {}
+
+// MessagePosted counts a message in.
+func (d *depth) MessagePosted(any) { d.n.Add(1) }
+
+// MessageReceived counts a message out.
 func (d *depth) MessageReceived(any) { d.n.Add(-1) }
-func (d *depth) MailboxEmpty()       {}
+
+// MailboxEmpty is part of actor.MailboxMiddleware.
+func (d *depth) MailboxEmpty() {}
 
 // sampleDepths publishes the mailbox depths to metrics every second until
 // stop is closed.

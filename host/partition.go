@@ -64,6 +64,8 @@ func newPartition(h *Host, index int) *partition {
 	return &partition{h: h, index: index, actors: map[key]*slot{}, byPID: map[string]key{}}
 }
 
+// Receive routes an envelope to its actor, activating it or holding the
+// message while it stops, and handles the passivation protocol.
 func (p *partition) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *envelope:

@@ -31,12 +31,13 @@ func (b *Batch) Delete(key []byte) { b.ops = append(b.ops, op{key: key, del: tru
 // Grow makes room for n more writes.
 func (b *Batch) Grow(n int) { b.ops = slices.Grow(b.ops, n) }
 
-// Len is the number of writes in the batch.
+// Len returns the number of writes in the batch.
 func (b *Batch) Len() int { return len(b.ops) }
 
-// Committer makes batches durable. Done is called exactly once, from another
-// goroutine, after the batch is synced to disk (nil) or failed.
+// Committer makes batches durable.
 type Committer interface {
+	// Commit queues b; done is called exactly once, from another
+	// goroutine, after b is synced to disk (nil) or failed.
 	Commit(b *Batch, done func(error))
 }
 
@@ -50,8 +51,8 @@ type pending struct {
 // Batches of one caller are committed in the order Commit was called.
 func (s *Store) Commit(b *Batch, done func(error)) { s.enqueue(s.commits, b, done) }
 
-// CommitUrgent is Commit for a write a client is waiting on: it goes into
-// the next round ahead of background batches. A caller must not mix Commit
+// CommitUrgent queues b as Commit does, for a write a client is waiting
+// on: it goes into the next round ahead of background batches. A caller must not mix Commit
 // and CommitUrgent for writes whose relative order matters.
 func (s *Store) CommitUrgent(b *Batch, done func(error)) { s.enqueue(s.urgent, b, done) }
 

@@ -31,7 +31,7 @@ func (i *Iterator) Valid() bool { return i.it.ValidForPrefix(i.prefix) }
 // Next moves to the next key in the iterator's direction.
 func (i *Iterator) Next() { i.it.Next() }
 
-// Key is the current key, valid until the iterator moves.
+// Key returns the current key, valid until the iterator moves.
 func (i *Iterator) Key() []byte { return i.it.Item().Key() }
 
 // Value calls fn with the current value, valid only during the call, and

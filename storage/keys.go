@@ -21,8 +21,8 @@ func Key(parts ...string) []byte {
 	return k
 }
 
-// Prefix is Key(parts...) followed by the separator: every key made by
-// Key(append(parts, more...)...) starts with it.
+// Prefix returns Key(parts...) followed by the separator: every key made
+// by Key(append(parts, more...)...) starts with it.
 func Prefix(parts ...string) []byte { return append(Key(parts...), sep) }
 
 // Uint64 encodes n so that byte order equals numeric order.

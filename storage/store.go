@@ -3,8 +3,13 @@
 // group committer per node, so that every acknowledged write is synced to disk
 // while thousands of writers share each fsync.
 //
-// storage knows nothing of users, rooms or Matrix: each actor owns a key prefix
-// and is the only code that reads or writes it.
+// storage owns the badger directory and the commit log in it
+// (<dir>/commitlog); nothing else opens them. It knows nothing of users,
+// rooms or Matrix and imports no other persona package: each actor owns a
+// key prefix and is the only code that reads or writes it, and storage
+// never interprets an actor's keys or values. Its own key is the sequence
+// number of the last transaction written (seqKey), for the commit log's
+// recovery.
 package storage
 
 import (
@@ -145,8 +150,8 @@ func (s *Store) Scan(prefix, start []byte, fn func(key, value []byte) error) err
 	return s.db.View(func(txn *badger.Txn) error { return scan(txn, prefix, start, false, fn) })
 }
 
-// ScanReverse is Scan in descending key order; start (nil: the last key of
-// prefix) is the first key visited.
+// ScanReverse calls fn as Scan does, in descending key order; start (nil:
+// the last key of prefix) is the first key visited.
 func (s *Store) ScanReverse(prefix, start []byte, fn func(key, value []byte) error) error {
 	return s.db.View(func(txn *badger.Txn) error { return scan(txn, prefix, start, true, fn) })
 }
@@ -163,15 +168,17 @@ type Snapshot struct{ txn *badger.Txn }
 // Snapshot opens a Snapshot.
 func (s *Store) Snapshot() *Snapshot { return &Snapshot{txn: s.db.NewTransaction(false)} }
 
-// Get is Store.Get at the snapshot's moment.
+// Get returns a copy of the value at key as the snapshot sees the store,
+// or ErrNotFound.
 func (v *Snapshot) Get(key []byte) ([]byte, error) { return get(v.txn, key) }
 
-// Scan is Store.Scan at the snapshot's moment.
+// Scan calls fn as Store.Scan does, on the keys the snapshot sees.
 func (v *Snapshot) Scan(prefix, start []byte, fn func(key, value []byte) error) error {
 	return scan(v.txn, prefix, start, false, fn)
 }
 
-// ScanReverse is Store.ScanReverse at the snapshot's moment.
+// ScanReverse calls fn as Store.ScanReverse does, on the keys the
+// snapshot sees.
 func (v *Snapshot) ScanReverse(prefix, start []byte, fn func(key, value []byte) error) error {
 	return scan(v.txn, prefix, start, true, fn)
 }
@@ -246,15 +253,22 @@ func (s *Store) gcLoop() {
 // badgerLogger forwards badger's warnings and errors to slog.
 type badgerLogger struct{ l *slog.Logger }
 
+// Errorf logs a badger error.
 func (b badgerLogger) Errorf(f string, a ...any) {
 	if b.l != nil {
 		b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
 	}
 }
+
+// Warningf logs a badger warning.
 func (b badgerLogger) Warningf(f string, a ...any) {
 	if b.l != nil {
 		b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
 	}
 }
-func (badgerLogger) Infof(string, ...any)  {}
+
+// Infof drops badger's information messages.
+func (badgerLogger) Infof(string, ...any) {}
+
+// Debugf drops badger's debug messages.
 func (badgerLogger) Debugf(string, ...any) {}

@@ -1,6 +1,8 @@
 // Package mxid parses the Matrix identifiers persona checks, server names
 // and user IDs, by the grammar of the spec's appendix, on top of
-// mautrix-go's id package. Every check of either in persona goes through it.
+// mautrix-go's id package. Every check of either in persona goes through
+// it. It holds no state and imports no other persona package; what an ID
+// may do (who may act as it, where it lives) is for its callers.
 package mxid
 
 import (
@@ -48,8 +50,8 @@ func ValidServerName(s string) bool {
 // ParseUserID splits a user ID, @localpart:server, into its localpart and
 // server name. The ID is at most 255 bytes, its localpart is not empty and
 // its server name is valid (ParseServerName). The localpart may hold any
-// character but ':' and NUL: IDs made before today's grammar still exist,
-// and the spec asks that they be accepted.
+// character but ':' and NUL: the spec's historical user IDs, outside its
+// grammar for new ones, must be accepted.
 func ParseUserID(s string) (localpart, server string, err error) {
 	if len(s) > id.UserIDMaxLength {
 		return "", "", fmt.Errorf("user ID longer than %d bytes", id.UserIDMaxLength)

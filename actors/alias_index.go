@@ -20,7 +20,8 @@ import (
 
 // Each partition indexes its aliases by room: p/<partition>/ar/<room>/<alias>,
 // written in the same batch as the alias's record, so the index is exactly
-// as durable as the aliases. A partition actor answers for its own index.
+// as durable as the aliases. An aliasIndex actor, one per partition, answers
+// for its index.
 
 func aliasIndexKey(partition int, room, alias string) []byte {
 	return storage.Key("p", partitionName(partition), "ar", room, alias)

@@ -34,7 +34,7 @@ func (s *Server) accountRoutes() {
 func parseUserID(s string) (localpart, server string, err error) {
 	localpart, server, err = mxid.ParseUserID(s)
 	if err != nil {
-		return "", "", errorf(400, "M_INVALID_PARAM", "Invalid user ID.")
+		return "", "", invalidParam("Invalid user ID.")
 	}
 	return localpart, server, nil
 }
@@ -45,16 +45,16 @@ func (s *Server) newUserID(username string) (id.UserID, error) {
 	local := strings.ToLower(strings.TrimPrefix(username, "@"))
 	if l, srv, ok := strings.Cut(local, ":"); ok {
 		if srv != strings.ToLower(s.cfg.ServerName) {
-			return "", errorf(400, "M_INVALID_USERNAME", "User ID must be on this server.")
+			return "", invalidUsername("User ID must be on this server.")
 		}
 		local = l
 	}
 	if id.ValidateUserLocalpart(local) != nil {
-		return "", errorf(400, "M_INVALID_USERNAME", "User ID may only contain a-z, 0-9, and ._=-/+")
+		return "", invalidUsername("User ID may only contain a-z, 0-9, and ._=-/+")
 	}
 	u := id.NewUserID(local, s.cfg.ServerName)
 	if len(u) > 255 {
-		return "", errorf(400, "M_INVALID_USERNAME", "User ID is too long.")
+		return "", invalidUsername("User ID is too long.")
 	}
 	return u, nil
 }
@@ -89,7 +89,7 @@ func (s *Server) register(r *http.Request) (any, error) {
 		return nil, errorf(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled.")
 	}
 	if !s.cfg.Registration.Open {
-		return nil, errorf(403, "M_FORBIDDEN", "Registration is disabled.")
+		return nil, forbidden("Registration is disabled.")
 	}
 	if req.Auth == nil || req.Auth.Type != "m.login.dummy" {
 		return nil, uiaRequired("m.login.dummy")
@@ -102,7 +102,7 @@ func (s *Server) register(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if len(req.Password) > 512 {
-		return nil, errorf(400, "M_INVALID_PARAM", "Password too long.")
+		return nil, invalidParam("Password too long.")
 	}
 	return s.createAccount(r, user, req.Password, false, "", req.DeviceID, req.InitialDeviceDisplayName, req.InhibitLogin)
 }
@@ -115,7 +115,7 @@ func (s *Server) createAccount(r *http.Request, user id.UserID, password string,
 	if password != "" {
 		var err error
 		if hash, err = bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost); err != nil {
-			return nil, errorf(400, "M_INVALID_PARAM", "Password cannot be used.")
+			return nil, invalidParam("Password cannot be used.")
 		}
 	}
 	if displayname == "" {
@@ -176,7 +176,7 @@ type loginRequest struct {
 	InitialDeviceDisplayName string `json:"initial_device_display_name"`
 }
 
-var errBadLogin = errorf(403, "M_FORBIDDEN", "Invalid username or password.")
+var errBadLogin = forbidden("Invalid username or password.")
 
 func (s *Server) login(r *http.Request) (any, error) {
 	var req loginRequest
@@ -184,17 +184,17 @@ func (s *Server) login(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if req.Type != "m.login.password" {
-		return nil, errorf(400, "M_UNKNOWN", "Unknown login type.")
+		return nil, badRequest("Unknown login type.")
 	}
 	name := req.User
 	if req.Identifier != nil {
 		if req.Identifier.Type != "m.id.user" {
-			return nil, errorf(400, "M_UNKNOWN", "Unknown identifier type.")
+			return nil, badRequest("Unknown identifier type.")
 		}
 		name = req.Identifier.User
 	}
 	if name == "" || req.Password == "" {
-		return nil, errorf(400, "M_BAD_JSON", "User and password are required.")
+		return nil, badJSON("User and password are required.")
 	}
 	user, err := s.newUserID(name)
 	if err != nil {
@@ -274,7 +274,7 @@ func (n *nonces) use(nonce string) bool {
 
 func (s *Server) adminNonce(*http.Request) (any, error) {
 	if s.secret == "" {
-		return nil, errorf(400, "M_UNKNOWN", "Shared secret registration is not enabled.")
+		return nil, badRequest("Shared secret registration is not enabled.")
 	}
 	return map[string]string{"nonce": s.nonces.issue()}, nil
 }
@@ -311,17 +311,17 @@ func (s *Server) adminRegister(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if s.secret == "" {
-		return nil, errorf(400, "M_UNKNOWN", "Shared secret registration is not enabled.")
+		return nil, badRequest("Shared secret registration is not enabled.")
 	}
 	if req.Nonce == "" || req.Username == "" || req.MAC == "" {
-		return nil, errorf(400, "M_MISSING_PARAM", "nonce, username and mac are required.")
+		return nil, missingParam("nonce, username and mac are required.")
 	}
 	if !s.nonces.use(req.Nonce) {
-		return nil, errorf(400, "M_UNKNOWN", "Unrecognised nonce.")
+		return nil, badRequest("Unrecognised nonce.")
 	}
 	want := RegistrationMAC(s.secret, req.Nonce, req.Username, req.Password, req.Admin, req.UserType)
 	if !hmac.Equal([]byte(want), []byte(strings.ToLower(req.MAC))) {
-		return nil, errorf(403, "M_FORBIDDEN", "HMAC incorrect.")
+		return nil, forbidden("HMAC incorrect.")
 	}
 	user, err := s.newUserID(req.Username)
 	if err != nil {

@@ -24,7 +24,7 @@ func (s *Server) admin(h handler) handler {
 	return func(r *http.Request) (any, error) {
 		if sec := r.Header.Get(SecretHeader); sec != "" {
 			if s.secret == "" || subtle.ConstantTimeCompare([]byte(sec), []byte(s.secret)) != 1 {
-				return nil, errorf(403, "M_FORBIDDEN", "Wrong shared secret.")
+				return nil, forbidden("Wrong shared secret.")
 			}
 			return h(r)
 		}
@@ -33,7 +33,7 @@ func (s *Server) admin(h handler) handler {
 			return nil, err
 		}
 		if !sess.admin {
-			return nil, errorf(403, "M_FORBIDDEN", "You are not a server admin.")
+			return nil, forbidden("You are not a server admin.")
 		}
 		return h(r)
 	}
@@ -53,7 +53,7 @@ func (s *Server) pending(r *http.Request) (any, error) {
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 10000 {
-			return nil, errorf(400, "M_INVALID_PARAM", "limit must be a number from 0 to 10000.")
+			return nil, invalidParam("limit must be a number from 0 to 10000.")
 		}
 		limit = n
 	}
@@ -76,14 +76,14 @@ func (s *Server) localUserParam(r *http.Request) (string, error) {
 		return "", err
 	}
 	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
-		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("%s is not a user of this server (%s).", user, s.cfg.ServerName))
+		return "", invalidParam(fmt.Sprintf("%s is not a user of this server (%s).", user, s.cfg.ServerName))
 	}
 	acct, err := askAs[*wire.Account](r.Context(), s, actors.KindUser, user, &wire.GetAccount{UserId: user})
 	if err != nil {
 		return "", err
 	}
 	if !acct.Exists {
-		return "", errorf(404, "M_NOT_FOUND", fmt.Sprintf("User %s does not exist.", user))
+		return "", notFound(fmt.Sprintf("User %s does not exist.", user))
 	}
 	return user, nil
 }

@@ -18,13 +18,13 @@ import (
 func (s *Server) roomAliases(r *http.Request, sess *session) (any, error) {
 	room, err := roomParam(r)
 	if err == nil && strings.ContainsRune(room, 0) {
-		err = errorf(400, "M_INVALID_PARAM", "Invalid room ID.")
+		err = invalidParam("Invalid room ID.")
 	}
 	var sum *wire.RoomSummaryReply
 	if err == nil {
 		sum, err = s.roomSummary(r.Context(), room, string(sess.user))
 	}
-	forbidden := errorf(403, "M_FORBIDDEN", "You may not list this room's aliases.")
+	forbidden := forbidden("You may not list this room's aliases.")
 	if isKind(err, wire.Error_NOT_FOUND) {
 		err = forbidden
 	}
@@ -59,7 +59,7 @@ type canonicalAliases struct {
 func parseCanonicalAlias(content []byte) (*canonicalAliases, error) {
 	var c canonicalAliases
 	if err := json.Unmarshal(content, &c); err != nil {
-		return nil, errorf(400, "M_INVALID_PARAM", "Field alias must be a string and alt_aliases a list of strings.")
+		return nil, invalidParam("Field alias must be a string and alt_aliases a list of strings.")
 	}
 	all := c.AltAliases
 	if c.Alias != nil && *c.Alias != "" {

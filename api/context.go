@@ -22,19 +22,19 @@ func (s *Server) eventContext(r *http.Request, sess *session) (any, error) {
 	}
 	eventID := r.PathValue("eventId")
 	if !strings.HasPrefix(eventID, "$") || len(eventID) > 255 {
-		return nil, errorf(400, "M_INVALID_PARAM", "Invalid event ID.")
+		return nil, invalidParam("Invalid event ID.")
 	}
 	limit := uint64(10)
 	if v := r.URL.Query().Get("limit"); v != "" {
 		if limit, err = strconv.ParseUint(v, 10, 32); err != nil {
-			return nil, errorf(400, "M_INVALID_PARAM", "limit must be a non-negative integer.")
+			return nil, invalidParam("limit must be a non-negative integer.")
 		}
 		limit = min(limit, 1000)
 	}
 	msg := &wire.GetContext{RoomId: room, UserId: string(sess.user), DeviceId: sess.device, EventId: eventID, Limit: uint32(limit)}
 	if f := r.URL.Query().Get("filter"); f != "" {
 		if !json.Valid([]byte(f)) || !strings.HasPrefix(strings.TrimSpace(f), "{") {
-			return nil, errorf(400, "M_INVALID_PARAM", "filter must be a JSON object.")
+			return nil, invalidParam("filter must be a JSON object.")
 		}
 		msg.FilterJson = []byte(f)
 	}

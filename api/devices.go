@@ -58,7 +58,7 @@ func (s *Server) getDevice(r *http.Request, sess *session) (any, error) {
 			return d, nil
 		}
 	}
-	return nil, errorf(404, "M_NOT_FOUND", "Unknown device.")
+	return nil, notFound("Unknown device.")
 }
 
 func (s *Server) renameDevice(r *http.Request, sess *session) (any, error) {
@@ -104,7 +104,7 @@ func (s *Server) checkPassword(r *http.Request, sess *session, body *uiaBody) er
 		who = body.Auth.Identifier.User
 	}
 	if u, err := s.newUserID(who); err != nil || u != sess.user {
-		return errorf(403, "M_FORBIDDEN", "You can only authenticate as yourself.")
+		return forbidden("You can only authenticate as yourself.")
 	}
 	acct, err := askAs[*wire.Account](r.Context(), s, actors.KindUser, string(sess.user), &wire.GetAccount{UserId: string(sess.user)})
 	if err != nil {
@@ -132,7 +132,7 @@ func (s *Server) deleteDevice(r *http.Request, sess *session) (any, error) {
 		found = found || d.DeviceID == id
 	}
 	if !found {
-		return nil, errorf(404, "M_NOT_FOUND", "Unknown device.")
+		return nil, notFound("Unknown device.")
 	}
 	if err := s.checkPassword(r, sess, &body); err != nil {
 		return nil, err

@@ -36,7 +36,7 @@ func parseAlias(a string) (server string, err error) {
 	badRune := func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || r == unicode.ReplacementChar }
 	if len(a) > 255 || !strings.HasPrefix(a, "#") || !ok || local == "" || !mxid.ValidServerName(server) ||
 		strings.IndexFunc(local, badRune) >= 0 {
-		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room alias %q.", a))
+		return "", invalidParam(fmt.Sprintf("Invalid room alias %q.", a))
 	}
 	return server, nil
 }
@@ -45,7 +45,7 @@ func parseAlias(a string) (server string, err error) {
 func (s *Server) localAlias(a string) error {
 	server, err := parseAlias(a)
 	if err == nil && server != s.cfg.ServerName {
-		err = errorf(400, "M_INVALID_PARAM", "Room alias must be on "+s.cfg.ServerName+".")
+		err = invalidParam("Room alias must be on " + s.cfg.ServerName + ".")
 	}
 	return err
 }
@@ -57,7 +57,7 @@ func (s *Server) resolveAlias(ctx context.Context, a string) (string, error) {
 		return "", err
 	}
 	if server != s.cfg.ServerName {
-		return "", errorf(404, "M_NOT_FOUND", "Room alias "+a+" not found: federation is not available yet.")
+		return "", notFound("Room alias " + a + " not found: federation is not available yet.")
 	}
 	reply, err := askAs[*wire.AliasReply](ctx, s, actors.KindAlias, a, &wire.GetAlias{Alias: a})
 	if err != nil {
@@ -82,10 +82,10 @@ func (s *Server) putAlias(r *http.Request, sess *session) (any, error) {
 		err = s.decode(r, &body, false)
 	}
 	if err == nil && body.RoomID == nil {
-		err = errorf(400, "M_MISSING_PARAM", "Missing room_id.")
+		err = missingParam("Missing room_id.")
 	}
 	if err == nil && !validRoomID(*body.RoomID) {
-		err = errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID %q.", *body.RoomID))
+		err = invalidParam(fmt.Sprintf("Invalid room ID %q.", *body.RoomID))
 	}
 	if err == nil { // the room must exist and the user see it
 		_, err = askAs[*wire.StateReply](r.Context(), s, actors.KindRoom, *body.RoomID,
@@ -197,7 +197,7 @@ func (s *Server) putVisibility(r *http.Request, sess *session) (any, error) {
 	vis := "public"
 	if err == nil && body.Visibility != nil {
 		if vis = *body.Visibility; vis != "public" && vis != "private" {
-			err = errorf(400, "M_INVALID_PARAM", "Field visibility must be public or private.")
+			err = invalidParam("Field visibility must be public or private.")
 		}
 	}
 	var sum *wire.RoomSummaryReply
@@ -205,7 +205,7 @@ func (s *Server) putVisibility(r *http.Request, sess *session) (any, error) {
 		sum, err = s.roomSummary(r.Context(), room, string(sess.user))
 	}
 	if err == nil && !sum.MayChange && !sess.admin {
-		err = errorf(403, "M_FORBIDDEN", "You may not change this room's visibility in the directory.")
+		err = forbidden("You may not change this room's visibility in the directory.")
 	}
 	if err == nil {
 		_, err = askAs[*wire.Done](r.Context(), s, actors.KindDirectory, actors.DirectoryPublic, &wire.Publish{RoomId: room, Visible: vis == "public"})
@@ -245,7 +245,7 @@ func (s *Server) publicRoomsGet(r *http.Request) (any, error) {
 		n, aerr := strconv.Atoi(v)
 		pq.Limit = &n
 		if aerr != nil {
-			err = errorf(400, "M_INVALID_PARAM", "Bad limit.")
+			err = invalidParam("Bad limit.")
 		}
 	}
 	return s.answerPublic(r, pq, err)
@@ -263,11 +263,11 @@ func (s *Server) answerPublic(r *http.Request, pq *publicQuery, err error) (any,
 	offset := 0
 	if err == nil && pq.Since != nil && *pq.Since != "" {
 		if offset, err = strconv.Atoi(*pq.Since); err != nil || offset < 0 {
-			err = errorf(400, "M_INVALID_PARAM", "Bad since token.")
+			err = invalidParam("Bad since token.")
 		}
 	}
 	if server := r.URL.Query().Get("server"); err == nil && server != "" && server != s.cfg.ServerName {
-		err = errorf(404, "M_NOT_FOUND", "Remote room directories need federation, which is not available yet.")
+		err = notFound("Remote room directories need federation, which is not available yet.")
 	}
 	var ids []string
 	if err == nil {
@@ -340,14 +340,14 @@ func (s *Server) summaries(ctx context.Context, ids []string) []*publicRoom {
 func (s *Server) createAlias(ctx context.Context, body map[string]json.RawMessage, room, user string) (string, error) {
 	var name string
 	if v, ok := body["room_alias_name"]; ok && jsonKind(v) != 'n' && (jsonKind(v) != '"' || json.Unmarshal(v, &name) != nil) {
-		return "", errorf(400, "M_BAD_JSON", "Field room_alias_name must be a string.")
+		return "", badJSON("Field room_alias_name must be a string.")
 	}
 	if name == "" {
 		return "", nil
 	}
 	alias := "#" + name + ":" + s.cfg.ServerName
 	if strings.ContainsRune(name, ':') || s.localAlias(alias) != nil {
-		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room_alias_name %q.", name))
+		return "", invalidParam(fmt.Sprintf("Invalid room_alias_name %q.", name))
 	}
 	_, err := askAs[*wire.AliasReply](ctx, s, actors.KindAlias, alias, &wire.PutAlias{Alias: alias, RoomId: room, UserId: user})
 	if isKind(err, wire.Error_CONFLICT) {

@@ -29,6 +29,31 @@ func errorf(status int, code, msg string) *Error {
 	return &Error{Status: status, Code: code, Message: msg}
 }
 
+// Errors of a request the api refuses itself, one constructor per errcode.
+
+// invalidParam answers a parameter or field with a bad value.
+func invalidParam(msg string) *Error { return errorf(400, "M_INVALID_PARAM", msg) }
+
+// missingParam answers a required parameter or field left out.
+func missingParam(msg string) *Error { return errorf(400, "M_MISSING_PARAM", msg) }
+
+// badJSON answers a body that is JSON but not of the shape required.
+func badJSON(msg string) *Error { return errorf(400, "M_BAD_JSON", msg) }
+
+// badRequest answers a request refused for a reason the spec names no
+// errcode for.
+func badRequest(msg string) *Error { return errorf(400, "M_UNKNOWN", msg) }
+
+// invalidUsername answers a user ID or localpart this server will not
+// register.
+func invalidUsername(msg string) *Error { return errorf(400, "M_INVALID_USERNAME", msg) }
+
+// forbidden answers a request its sender may not make.
+func forbidden(msg string) *Error { return errorf(403, "M_FORBIDDEN", msg) }
+
+// notFound answers a request for something that does not exist.
+func notFound(msg string) *Error { return errorf(404, "M_NOT_FOUND", msg) }
+
 // Errors used by several handlers.
 var (
 	errMissingToken = errorf(401, "M_MISSING_TOKEN", "Missing access token.")

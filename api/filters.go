@@ -21,7 +21,7 @@ func ownUser(r *http.Request, sess *session) error {
 		return err
 	}
 	if user != string(sess.user) {
-		return errorf(403, "M_FORBIDDEN", "You can only manage your own filters.")
+		return forbidden("You can only manage your own filters.")
 	}
 	return nil
 }
@@ -52,11 +52,11 @@ func checkFilter(obj map[string]json.RawMessage) error {
 	kinds := map[string]byte{"event_fields": '[', "event_format": '"', "presence": '{', "account_data": '{', "room": '{'}
 	for k, want := range kinds {
 		if v, ok := obj[k]; ok && jsonKind(v) != want && jsonKind(v) != 'n' {
-			return errorf(400, "M_BAD_JSON", "Filter field "+k+" has the wrong type.")
+			return badJSON("Filter field " + k + " has the wrong type.")
 		}
 	}
 	if v, ok := obj["event_format"]; ok && !oneOf(v, "client", "federation") {
-		return errorf(400, "M_BAD_JSON", "event_format must be client or federation.")
+		return badJSON("event_format must be client or federation.")
 	}
 	var room struct {
 		Rooms, NotRooms            []any
@@ -65,7 +65,7 @@ func checkFilter(obj map[string]json.RawMessage) error {
 	}
 	if raw, ok := obj["room"]; ok && jsonKind(raw) == '{' {
 		if err := json.Unmarshal(raw, &room); err != nil {
-			return errorf(400, "M_BAD_JSON", "Bad room filter.")
+			return badJSON("Bad room filter.")
 		}
 		for _, f := range []*eventFilterJSON{room.Timeline, room.State, room.Ephemeral, room.AccountData} {
 			if err := f.check(); err != nil {
@@ -90,7 +90,7 @@ func (f *eventFilterJSON) check() error {
 	if f == nil {
 		return nil
 	}
-	bad := func(what string) error { return errorf(400, "M_BAD_JSON", "Filter "+what+" is invalid.") }
+	bad := func(what string) error { return badJSON("Filter " + what + " is invalid.") }
 	for _, list := range [][]any{f.Types, f.NotTypes} {
 		for _, v := range list {
 			if _, ok := v.(string); !ok {
@@ -135,7 +135,7 @@ func (s *Server) loadFilter(r *http.Request, sess *session, f string) ([]byte, e
 	}
 	reply, err := askAs[*wire.FilterReply](r.Context(), s, actors.KindUser, string(sess.user), &wire.GetFilter{UserId: string(sess.user), FilterId: f})
 	if err != nil {
-		return nil, errorf(400, "M_INVALID_PARAM", "Unknown filter id.")
+		return nil, invalidParam("Unknown filter id.")
 	}
 	return reply.FilterJson, nil
 }

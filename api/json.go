@@ -16,7 +16,7 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 		return nil, errTooLarge
 	}
 	if err != nil {
-		return nil, errorf(400, "M_UNKNOWN", "Could not read the request body.")
+		return nil, badRequest("Could not read the request body.")
 	}
 	return body, nil
 }
@@ -33,7 +33,7 @@ func (s *Server) readObject(r *http.Request) (map[string]json.RawMessage, error)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
-		return nil, errorf(400, "M_BAD_JSON", "Body must be a JSON object.")
+		return nil, badJSON("Body must be a JSON object.")
 	}
 	return obj, nil
 }
@@ -57,14 +57,14 @@ func decodeBytes(body []byte, v any, allowEmpty bool) error {
 		return errNotJSON
 	}
 	if bytes.TrimSpace(body)[0] != '{' {
-		return errorf(400, "M_BAD_JSON", "Body must be a JSON object.")
+		return badJSON("Body must be a JSON object.")
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return errorf(400, "M_BAD_JSON", "Field "+te.Field+" has the wrong type.")
+			return badJSON("Field " + te.Field + " has the wrong type.")
 		}
-		return errorf(400, "M_BAD_JSON", "Body does not match the expected shape.")
+		return badJSON("Body does not match the expected shape.")
 	}
 	return nil
 }

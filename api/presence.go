@@ -25,19 +25,19 @@ func (s *Server) putPresence(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	if user != string(sess.user) {
-		return nil, errorf(403, "M_FORBIDDEN", "You may only set your own presence.")
+		return nil, forbidden("You may only set your own presence.")
 	}
 	var body presenceBody
 	if err := s.decode(r, &body, false); err != nil {
 		return nil, err
 	}
 	if body.Presence == nil {
-		return nil, errorf(400, "M_MISSING_PARAM", "Missing presence.")
+		return nil, missingParam("Missing presence.")
 	}
 	switch *body.Presence {
 	case "online", "offline", "unavailable":
 	default:
-		return nil, errorf(400, "M_INVALID_PARAM", "presence must be online, offline or unavailable.")
+		return nil, invalidParam("presence must be online, offline or unavailable.")
 	}
 	if err := s.host.SetPresence(user, *body.Presence, body.StatusMsg); err != nil {
 		s.log.Error("set presence", "user", user, "err", err)

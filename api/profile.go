@@ -53,14 +53,14 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 	}
 	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
 		// Remote profiles come with federation.
-		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
+		return nil, notFound("Profile was not found.")
 	}
 	p, err := askAs[*wire.ProfileReply](r.Context(), s, actors.KindUser, user, &wire.GetProfile{UserId: user})
 	if err != nil {
 		return nil, err
 	}
 	if !p.Exists {
-		return nil, errorf(404, "M_NOT_FOUND", "Profile was not found.")
+		return nil, notFound("Profile was not found.")
 	}
 	return p.FieldsJson, nil
 }
@@ -94,7 +94,7 @@ func (s *Server) shareRoom(r *http.Request, a, b string) error {
 			return nil
 		}
 	}
-	return errorf(403, "M_FORBIDDEN", "You do not share a room with this user.")
+	return forbidden("You do not share a room with this user.")
 }
 
 // readFields is readProfile decoded.
@@ -147,7 +147,7 @@ func (s *Server) getField(r *http.Request) (any, error) {
 	}
 	v, ok := fields[key]
 	if !ok {
-		return nil, errorf(404, "M_NOT_FOUND", "Profile field was not found.")
+		return nil, notFound("Profile field was not found.")
 	}
 	return map[string]json.RawMessage{key: v}, nil
 }
@@ -165,10 +165,10 @@ func (s *Server) writeTarget(r *http.Request, sess *session, withKey bool) (user
 		}
 	}
 	if user != string(sess.user) && !sess.admin {
-		return "", "", errorf(403, "M_FORBIDDEN", "You may only change your own profile.")
+		return "", "", forbidden("You may only change your own profile.")
 	}
 	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
-		return "", "", errorf(403, "M_FORBIDDEN", "Cannot change the profile of a remote user.")
+		return "", "", forbidden("Cannot change the profile of a remote user.")
 	}
 	return user, key, nil
 }
@@ -210,7 +210,7 @@ func (s *Server) fieldValue(r *http.Request, key string) (json.RawMessage, error
 	}
 	raw, ok := obj[key]
 	if !ok {
-		return nil, errorf(400, "M_MISSING_PARAM", "Missing key '"+key+"'.")
+		return nil, missingParam("Missing key '" + key + "'.")
 	}
 	canon, e := actors.ValidateValue(key, raw, s.fieldLimits())
 	if e != nil {
@@ -328,7 +328,7 @@ func propagation(r *http.Request, key string) (wire.Propagate, error) {
 		case "none":
 			mode = wire.Propagate_PROPAGATE_NONE
 		default:
-			return 0, errorf(400, "M_INVALID_PARAM", "propagate_to must be all, unchanged or none.")
+			return 0, invalidParam("propagate_to must be all, unchanged or none.")
 		}
 	}
 	if v, ok := first("propagate", "org.matrix.msc4069.propagate"); ok {
@@ -337,7 +337,7 @@ func propagation(r *http.Request, key string) (wire.Propagate, error) {
 		case "false":
 			mode = wire.Propagate_PROPAGATE_NONE
 		default:
-			return 0, errorf(400, "M_INVALID_PARAM", "propagate must be true or false.")
+			return 0, invalidParam("propagate must be true or false.")
 		}
 	}
 	if key != "displayname" && key != "avatar_url" {

@@ -31,7 +31,7 @@ func (s *Server) getPushRuleset(_ *http.Request, sess *session) (any, error) {
 func (s *Server) getPushRule(r *http.Request, sess *session) (any, error) {
 	rules, ok := defaultPushRules(sess.user).kind(r.PathValue("kind"))
 	if !ok {
-		return nil, errorf(400, "M_INVALID_PARAM", "Unknown push rule kind.")
+		return nil, invalidParam("Unknown push rule kind.")
 	}
 	var rule map[string]any
 	for _, x := range rules {
@@ -40,7 +40,7 @@ func (s *Server) getPushRule(r *http.Request, sess *session) (any, error) {
 		}
 	}
 	if rule == nil {
-		return nil, errorf(404, "M_NOT_FOUND", "No such push rule.")
+		return nil, notFound("No such push rule.")
 	}
 	switch attr := r.PathValue("attr"); attr {
 	case "":

@@ -27,7 +27,7 @@ func queryLimit(v string, def, most int) (uint32, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
-		return 0, errorf(400, "M_INVALID_PARAM", "limit must be a positive integer.")
+		return 0, invalidParam("limit must be a positive integer.")
 	}
 	return uint32(min(n, most)), nil
 }
@@ -52,14 +52,14 @@ func (s *Server) messages(r *http.Request, sess *session) (any, error) {
 		msg.Dir = "b"
 	case "b", "f":
 	default:
-		return nil, errorf(400, "M_INVALID_PARAM", "dir must be b or f.")
+		return nil, invalidParam("dir must be b or f.")
 	}
 	if msg.Limit, err = queryLimit(q.Get("limit"), 10, maxMessages); err != nil {
 		return nil, err
 	}
 	if f := q.Get("filter"); f != "" {
 		if !isJSONObject([]byte(f)) {
-			return nil, errorf(400, "M_INVALID_PARAM", "filter must be a JSON object.")
+			return nil, invalidParam("filter must be a JSON object.")
 		}
 		msg.FilterJson = []byte(f)
 	}
@@ -85,7 +85,7 @@ func (s *Server) getEvent(r *http.Request, sess *session) (any, error) {
 	}
 	eventID := r.PathValue("eventId")
 	if !strings.HasPrefix(eventID, "$") || len(eventID) > 255 {
-		return nil, errorf(400, "M_INVALID_PARAM", "Invalid event ID.")
+		return nil, invalidParam("Invalid event ID.")
 	}
 	msg := &wire.GetEvent{RoomId: room, UserId: string(sess.user), EventId: eventID, DeviceId: sess.device}
 	reply, err := askAs[*wire.EventReply](r.Context(), s, actors.KindRoom, room, msg)
@@ -93,7 +93,7 @@ func (s *Server) getEvent(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	if len(reply.EventJson) == 0 {
-		return nil, errorf(404, "M_NOT_FOUND", "Event not found.")
+		return nil, notFound("Event not found.")
 	}
 	return json.RawMessage(reply.EventJson), nil
 }

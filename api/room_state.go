@@ -29,10 +29,10 @@ func eventTarget(r *http.Request) (room, typ, stateKey string, err error) {
 	}
 	typ, stateKey = r.PathValue("eventType"), r.PathValue("stateKey")
 	if typ == "" || len(typ) > 255 {
-		return "", "", "", errorf(400, "M_INVALID_PARAM", "Invalid event type.")
+		return "", "", "", invalidParam("Invalid event type.")
 	}
 	if len(stateKey) > 255 {
-		return "", "", "", errorf(400, "M_INVALID_PARAM", "State key too long.")
+		return "", "", "", invalidParam("State key too long.")
 	}
 	return room, typ, stateKey, nil
 }
@@ -63,7 +63,7 @@ func (s *Server) getStateEvent(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	if len(reply.EventsJson) == 0 {
-		return nil, errorf(404, "M_NOT_FOUND", "Event not found.")
+		return nil, notFound("Event not found.")
 	}
 	ev := reply.EventsJson[0]
 	if r.URL.Query().Get("format") == "event" {
@@ -114,7 +114,7 @@ func (s *Server) sendEvent(r *http.Request, sess *session) (any, error) {
 	}
 	txn := r.PathValue("txnId")
 	if len(txn) > 255 {
-		return nil, errorf(400, "M_INVALID_PARAM", "Transaction ID too long.")
+		return nil, invalidParam("Transaction ID too long.")
 	}
 	content, err := s.readContent(r)
 	if err != nil {
@@ -170,7 +170,7 @@ func (s *Server) members(r *http.Request, sess *session) (any, error) {
 	msg := &wire.GetState{RoomId: room, UserId: string(sess.user), Members: true,
 		Membership: q.Get("membership"), NotMembership: q.Get("not_membership"), At: q.Get("at")}
 	if !memberships[msg.Membership] || !memberships[msg.NotMembership] {
-		return nil, errorf(400, "M_INVALID_PARAM", "Unknown membership.")
+		return nil, invalidParam("Unknown membership.")
 	}
 	reply, err := askAs[*wire.StateReply](r.Context(), s, actors.KindRoom, room, msg)
 	if err != nil {
@@ -218,7 +218,7 @@ func (s *Server) joinedMembers(r *http.Request, sess *session) (any, error) {
 	}
 	if _, ok := joined[string(sess.user)]; !ok {
 		// Only members may list who is joined now.
-		return nil, errorf(403, "M_FORBIDDEN", "You are not joined to this room.")
+		return nil, forbidden("You are not joined to this room.")
 	}
 	return map[string]any{"joined": joined}, nil
 }

@@ -37,7 +37,7 @@ func validRoomID(room string) bool {
 func roomParam(r *http.Request) (string, error) {
 	room := r.PathValue("roomId")
 	if !validRoomID(room) {
-		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID %q.", room))
+		return "", invalidParam(fmt.Sprintf("Invalid room ID %q.", room))
 	}
 	return room, nil
 }
@@ -75,14 +75,14 @@ func (s *Server) memberProfile(ctx context.Context, user string) (profile []byte
 // must exist; remote ones need federation, which comes later.
 func (s *Server) targetProfile(ctx context.Context, user string) ([]byte, uint64, error) {
 	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
-		return nil, 0, errorf(403, "M_FORBIDDEN", "Cannot invite "+user+": federation is not available yet.")
+		return nil, 0, forbidden("Cannot invite " + user + ": federation is not available yet.")
 	}
 	profile, version, exists, err := s.memberProfile(ctx, user)
 	if err != nil {
 		return nil, 0, err
 	}
 	if !exists {
-		return nil, 0, errorf(404, "M_NOT_FOUND", "Unknown user "+user+".")
+		return nil, 0, notFound("Unknown user " + user + ".")
 	}
 	return profile, version, nil
 }
@@ -141,21 +141,21 @@ func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMe
 	want := map[string]byte{"name": '"', "topic": '"', "power_level_content_override": '{', "creation_content": '{', "initial_state": '['}
 	for k, kind := range want {
 		if v, ok := body[k]; ok && jsonKind(v) != kind {
-			return nil, errorf(400, "M_BAD_JSON", "Field "+k+" has the wrong type.")
+			return nil, badJSON("Field " + k + " has the wrong type.")
 		}
 	}
 	if v, ok := body["is_direct"]; ok && jsonKind(v) != 't' && jsonKind(v) != 'f' {
-		return nil, errorf(400, "M_BAD_JSON", "Field is_direct must be a boolean.")
+		return nil, badJSON("Field is_direct must be a boolean.")
 	}
 	enums := map[string][]string{"preset": {"private_chat", "public_chat", "trusted_private_chat"}, "visibility": {"public", "private"}}
 	for k, allowed := range enums {
 		if v, ok := body[k]; ok && !oneOf(v, allowed...) {
-			return nil, errorf(400, "M_INVALID_PARAM", "Field "+k+" must be one of "+strings.Join(allowed, ", ")+".")
+			return nil, invalidParam("Field " + k + " must be one of " + strings.Join(allowed, ", ") + ".")
 		}
 	}
 	if v, ok := body["room_version"]; ok {
 		if jsonKind(v) != '"' {
-			return nil, errorf(400, "M_BAD_JSON", "room_version must be a string.")
+			return nil, badJSON("room_version must be a string.")
 		}
 		if !oneOf(v, roomVersions...) {
 			return nil, errorf(400, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version.")
@@ -170,11 +170,11 @@ func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMe
 	if v, ok := body["invite"]; ok {
 		var invite []string
 		if err := json.Unmarshal(v, &invite); err != nil || jsonKind(v) != '[' {
-			return nil, errorf(400, "M_INVALID_PARAM", "Field invite must be a list of user IDs.")
+			return nil, invalidParam("Field invite must be a list of user IDs.")
 		}
 		for _, u := range invite {
 			if _, _, err := parseUserID(u); err != nil {
-				return nil, errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid user ID %q in invite.", u))
+				return nil, invalidParam(fmt.Sprintf("Invalid user ID %q in invite.", u))
 			}
 		}
 		for _, u := range invite {
@@ -212,7 +212,7 @@ func oneOf(v json.RawMessage, allowed ...string) bool {
 func checkInitialState(v json.RawMessage) error {
 	var evs []map[string]json.RawMessage
 	if err := json.Unmarshal(v, &evs); err != nil {
-		return errorf(400, "M_BAD_JSON", "Field initial_state must be a list of events.")
+		return badJSON("Field initial_state must be a list of events.")
 	}
 	for i, ev := range evs {
 		bad := ev == nil || !isNonEmptyString(ev["type"])
@@ -223,7 +223,7 @@ func checkInitialState(v json.RawMessage) error {
 			bad = true
 		}
 		if bad {
-			return errorf(400, "M_BAD_JSON", fmt.Sprintf("initial_state[%d] must be an event with a string type.", i))
+			return badJSON(fmt.Sprintf("initial_state[%d] must be an event with a string type.", i))
 		}
 	}
 	return nil
@@ -245,7 +245,7 @@ func (s *Server) joinByIDOrAlias(r *http.Request, sess *session) (any, error) {
 		}
 		return s.changeMembership(r, sess, room, "join")
 	case !validRoomID(target):
-		return nil, errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid room ID or alias %q.", target))
+		return nil, invalidParam(fmt.Sprintf("Invalid room ID or alias %q.", target))
 	default:
 		return s.changeMembership(r, sess, target, "join")
 	}
@@ -290,7 +290,7 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 	}
 	if !self {
 		if body.UserID == nil {
-			return nil, errorf(400, "M_MISSING_PARAM", "Missing user_id.")
+			return nil, missingParam("Missing user_id.")
 		}
 		if _, _, err := parseUserID(*body.UserID); err != nil {
 			return nil, err

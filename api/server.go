@@ -218,7 +218,7 @@ func (s *Server) capabilities(*http.Request, *session) (any, error) {
 func userIDParam(r *http.Request) (string, error) {
 	u := r.PathValue("userId")
 	if _, _, err := parseUserID(u); err != nil {
-		return "", errorf(400, "M_INVALID_PARAM", fmt.Sprintf("Invalid user ID %q.", u))
+		return "", invalidParam(fmt.Sprintf("Invalid user ID %q.", u))
 	}
 	return u, nil
 }

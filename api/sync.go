@@ -39,7 +39,7 @@ func parseSince(tok string) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(strings.TrimPrefix(tok, "s"), 10, 64)
 	if err != nil || !strings.HasPrefix(tok, "s") {
-		return 0, errorf(400, "M_INVALID_PARAM", "Invalid since token.")
+		return 0, invalidParam("Invalid since token.")
 	}
 	return n, nil
 }
@@ -58,7 +58,7 @@ func parseSyncParams(r *http.Request) (*syncParams, error) {
 	if t := q.Get("timeout"); t != "" {
 		ms, err := strconv.ParseInt(t, 10, 64)
 		if err != nil || ms < 0 {
-			return nil, errorf(400, "M_INVALID_PARAM", "timeout must be a non-negative integer.")
+			return nil, invalidParam("timeout must be a non-negative integer.")
 		}
 		p.timeout = min(time.Duration(min(ms, 1<<40))*time.Millisecond, maxSyncTimeout)
 	}
@@ -67,21 +67,21 @@ func parseSyncParams(r *http.Request) (*syncParams, error) {
 	case "true":
 		p.fullState = true
 	default:
-		return nil, errorf(400, "M_INVALID_PARAM", "full_state must be true or false.")
+		return nil, invalidParam("full_state must be true or false.")
 	}
 	p.filter = q.Get("filter")
 	switch v := q.Get("set_presence"); v {
 	case "", "online", "offline", "unavailable":
 		p.setPresence = v
 	default:
-		return nil, errorf(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable.")
+		return nil, invalidParam("set_presence must be online, offline or unavailable.")
 	}
 	return p, nil
 }
 
 // readFilter takes room.timeline.limit and the room part of a sync filter.
 func (p *syncParams) readFilter(f []byte) error {
-	bad := errorf(400, "M_INVALID_PARAM", "Invalid filter.")
+	bad := invalidParam("Invalid filter.")
 	var filter struct {
 		Room     json.RawMessage `json:"room"`
 		Presence json.RawMessage `json:"presence"`

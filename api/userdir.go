@@ -37,12 +37,12 @@ func (s *Server) searchUsers(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	if body.SearchTerm == nil {
-		return nil, errorf(400, "M_MISSING_PARAM", "Missing search_term.")
+		return nil, missingParam("Missing search_term.")
 	}
 	limit := 10
 	if body.Limit != nil {
 		if *body.Limit < 0 {
-			return nil, errorf(400, "M_INVALID_PARAM", "limit must not be negative.")
+			return nil, invalidParam("limit must not be negative.")
 		}
 		limit = min(*body.Limit, 100)
 	}

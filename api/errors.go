@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"persona/media"
 	"persona/wire"
 )
 
@@ -97,6 +98,25 @@ var errcodes = map[errorClass]errcode{
 	{wire.Error_UNAVAILABLE, wire.Error_NONE}:       {503, "M_UNKNOWN"},
 }
 
+// sentinels is the answer to each error the media store names, matched
+// with errors.Is; any other error of the store is a failure of the disk
+// beneath it, answered as an internal error.
+var sentinels = []struct {
+	err error
+	errcode
+	message string
+}{
+	{media.ErrNotFound, errcode{404, "M_NOT_FOUND"}, "Media not found."},
+	{media.ErrNotYetUploaded, errcode{504, "M_NOT_YET_UPLOADED"}, "The media has not been uploaded yet."},
+	{media.ErrTooLarge, errcode{413, "M_TOO_LARGE"}, "Request body too large."},
+	{media.ErrNotCreator, errcode{403, "M_FORBIDDEN"}, "This media ID was created by another user."},
+	{media.ErrAlreadyUploaded, errcode{409, "M_CANNOT_OVERWRITE_MEDIA"}, "Media has already been uploaded to this ID."},
+	{media.ErrBadFilename, errcode{400, "M_INVALID_PARAM"}, "Invalid filename."},
+	{media.ErrBadThumbnailSpec, errcode{400, "M_INVALID_PARAM"}, "Invalid thumbnail size or method."},
+	{media.ErrImageTooLarge, errcode{400, "M_UNKNOWN"}, "The image is too large to thumbnail."},
+	{media.ErrBusy, errcode{503, "M_UNKNOWN"}, "The server is busy; try again."},
+}
+
 // fromActor is the answer to an actor's error, looked up in errcodes: its
 // kind and subject, else its kind, else an internal error.
 func fromActor(e *wire.Error) *Error {
@@ -111,7 +131,8 @@ func fromActor(e *wire.Error) *Error {
 }
 
 // answer is the Matrix error err is answered with: an api Error as it is,
-// an actor's Error through errcodes, anything else an internal error.
+// an actor's Error through errcodes, a sentinel through sentinels,
+// anything else an internal error.
 func answer(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
@@ -120,6 +141,11 @@ func answer(err error) *Error {
 	var ae *wire.Error
 	if errors.As(err, &ae) {
 		return fromActor(ae)
+	}
+	for _, s := range sentinels {
+		if errors.Is(err, s.err) {
+			return &Error{Status: s.status, Code: s.code, Message: s.message}
+		}
 	}
 	return errInternal
 }

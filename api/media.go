@@ -1,22 +1,20 @@
 package api
 
-// The media repository: uploads (plain and asynchronous, via /create and PUT),
-// downloads, thumbnails and the upload limit. Content is kept in the node's
-// store, deduplicated by SHA-256 (see media_store.go), and served with
-// headers that keep it inert in browsers (media_serve.go). Only local media
-// is served; remote server names are not found until federation exists.
+// The media API: uploads (plain and asynchronous, via /create and PUT),
+// downloads, thumbnails and the upload limit, over the node's media.Store.
+// This side parses paths and queries and serves content with headers that
+// keep it inert in browsers (media_serve.go); what is stored and how is the
+// media package's. Only local media is served; remote server names are not
+// found until federation exists.
 
 import (
 	"context"
-	"mime"
 	"net/http"
-	"strings"
-	"time"
-	"unicode/utf8"
-)
+	"regexp"
 
-// pendingTTL is how long an id reserved by /create may wait for its content.
-const pendingTTL = 24 * time.Hour
+	"persona/internal/mxid"
+	"persona/media"
+)
 
 // mediaRoutes registers the media API: the legacy /_matrix/media/{v3,r0}
 // endpoints, /create, and the authenticated /_matrix/client/v1/media ones.
@@ -58,37 +56,22 @@ func (s *Server) upload(r *http.Request, sess *session) (any, error) {
 
 // storeMedia stores body as a new local media item of uploader and returns
 // its mxc:// URI. It is also the entry point for other handlers (an avatar
-// uploaded with the profile). Bad input (too large, bad filename) is an *Error.
+// uploaded with the profile).
 func (s *Server) storeMedia(ctx context.Context, body []byte, contentType, filename string, uploader string) (mxc string, err error) {
-	if int64(len(body)) > s.cfg.Limits.MaxUploadBytes {
-		return "", errTooLarge
-	}
-	m, err := newMediaMeta(contentType, filename, uploader)
+	id, err := s.media.Put(ctx, media.Upload{Body: body, ContentType: contentType, Filename: filename, Uploader: uploader})
 	if err != nil {
-		return "", err
-	}
-	if ctx.Err() != nil {
-		return "", errUnavailable
-	}
-	id := newMediaID()
-	if err := s.writeMedia(id, m, body); err != nil {
-		return "", err
+		return "", s.mediaErr(err)
 	}
 	return s.mxc(id), nil
 }
 
 // createMedia reserves a media id for a later PUT: POST /create.
-func (s *Server) createMedia(r *http.Request, sess *session) (any, error) {
-	now := time.Now()
-	m := &mediaMeta{
-		Uploader: string(sess.user), CreatedMs: now.UnixMilli(),
-		Pending: true, ExpiresMs: now.Add(pendingTTL).UnixMilli(),
+func (s *Server) createMedia(_ *http.Request, sess *session) (any, error) {
+	id, expires, err := s.media.Reserve(string(sess.user))
+	if err != nil {
+		return nil, s.mediaErr(err)
 	}
-	id := newMediaID()
-	if err := s.writeMedia(id, m, nil); err != nil {
-		return nil, err
-	}
-	return map[string]any{"content_uri": s.mxc(id), "unused_expires_at": m.ExpiresMs}, nil
+	return map[string]any{"content_uri": s.mxc(id), "unused_expires_at": expires.UnixMilli()}, nil
 }
 
 // uploadTo fills a reserved media id, once, for its creator:
@@ -96,76 +79,65 @@ func (s *Server) createMedia(r *http.Request, sess *session) (any, error) {
 func (s *Server) uploadTo(r *http.Request, sess *session) (any, error) {
 	id, err := s.mediaPath(r)
 	if err == nil {
-		err = s.checkReservation(id, string(sess.user)) // answer early, before the body
+		err = s.media.CheckReservation(id, string(sess.user)) // answer early, before the body
 	}
 	if err != nil {
-		return nil, err
+		return nil, s.mediaErr(err)
 	}
 	body, err := s.readUpload(r)
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMediaMeta(r.Header.Get("Content-Type"), r.URL.Query().Get("filename"), string(sess.user))
-	if err != nil {
-		return nil, err
-	}
-	unlock := lockMedia(id)
-	defer unlock()
-	if err := s.checkReservation(id, string(sess.user)); err != nil { // again, under the lock
-		return nil, err
-	}
-	if err := s.writeMedia(id, m, body); err != nil {
-		return nil, err
+	u := media.Upload{Body: body, ContentType: r.Header.Get("Content-Type"), Filename: r.URL.Query().Get("filename"), Uploader: string(sess.user)}
+	if err := s.media.Fill(r.Context(), id, u); err != nil {
+		return nil, s.mediaErr(err)
 	}
 	return struct{}{}, nil
 }
 
-// checkReservation checks that user may PUT content to id now.
-func (s *Server) checkReservation(id, user string) error {
-	m, err := s.loadMeta(id)
-	switch {
-	case err != nil:
-		return err
-	case m.Uploader != user:
-		return errorf(403, "M_FORBIDDEN", "This media ID was created by another user.")
-	case !m.Pending:
-		return errorf(409, "M_CANNOT_OVERWRITE_MEDIA", "Media has already been uploaded to this ID.")
-	case m.expired(time.Now()):
-		return errMediaNotFound
-	}
-	return nil
-}
-
 // mediaConfig answers GET /config.
 func (s *Server) mediaConfig(*http.Request, *session) (any, error) {
-	return map[string]int64{"m.upload.size": s.cfg.Limits.MaxUploadBytes}, nil
+	return map[string]int64{"m.upload.size": s.uploadLimit()}, nil
 }
+
+// uploadLimit is the largest media upload accepted, in bytes.
+func (s *Server) uploadLimit() int64 { return s.media.Options().MaxUploadBytes }
 
 // readUpload reads an upload body, refusing one over the upload limit before
 // reading it when its Content-Length already says so.
 func (s *Server) readUpload(r *http.Request) ([]byte, error) {
-	if r.ContentLength > s.cfg.Limits.MaxUploadBytes {
+	if r.ContentLength > s.uploadLimit() {
 		return nil, errTooLarge
 	}
-	return readBody(r, s.cfg.Limits.MaxUploadBytes)
+	return readBody(r, s.uploadLimit())
 }
 
-// newMediaMeta builds the record of a new upload. The content type is kept
-// normalised (application/octet-stream when absent or malformed); what is
-// served is decided on download. The filename must be valid UTF-8 of at most
-// 255 bytes.
-func newMediaMeta(contentType, filename, uploader string) (*mediaMeta, error) {
-	if !utf8.ValidString(filename) || len(filename) > 255 {
-		return nil, errorf(400, "M_INVALID_PARAM", "Invalid filename.")
+// mediaIDPattern is the grammar of a media id in a path.
+var mediaIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
+
+// mediaPath validates the {serverName} and {mediaId} path values and returns
+// the media id. Media of other servers is not found until the federation
+// step fetches remote media.
+func (s *Server) mediaPath(r *http.Request) (string, error) {
+	server, id := r.PathValue("serverName"), r.PathValue("mediaId")
+	if !mxid.ValidServerName(server) || !mediaIDPattern.MatchString(id) {
+		return "", errorf(400, "M_INVALID_PARAM", "Invalid server name or media ID.")
 	}
-	ct := "application/octet-stream"
-	if mt, params, err := mime.ParseMediaType(strings.TrimSpace(contentType)); err == nil && len(contentType) <= 255 {
-		if f := mime.FormatMediaType(mt, params); f != "" {
-			ct = f
-		}
+	if server != s.cfg.ServerName {
+		return "", media.ErrNotFound
 	}
-	return &mediaMeta{ContentType: ct, Filename: filename, Uploader: uploader, CreatedMs: time.Now().UnixMilli()}, nil
+	return id, nil
 }
 
 // mxc is the content URI of a local media id.
 func (s *Server) mxc(id string) string { return "mxc://" + s.cfg.ServerName + "/" + id }
+
+// mediaErr returns err of the media store, logging it first when it is a
+// failure of the store itself: its answer, an internal error, hides it
+// from the client.
+func (s *Server) mediaErr(err error) error {
+	if err != nil && answer(err) == errInternal {
+		s.log.Error("media store failed", "err", err)
+	}
+	return err
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -15,23 +16,35 @@ func (s *Server) download(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout, err := mediaTimeout(r)
+	timeout, err := s.mediaTimeout(r)
 	if err != nil {
 		return nil, err
 	}
-	m, err := s.awaitMedia(r.Context(), id, timeout)
+	m, body, err := s.media.Get(r.Context(), id, timeout)
 	if err != nil {
-		return nil, err
-	}
-	body, err := s.readBlob(m.SHA)
-	if err != nil {
-		return nil, err
+		return nil, s.mediaErr(err)
 	}
 	name := r.PathValue("fileName")
 	if name == "" {
 		name = m.Filename
 	}
 	return &mediaFile{body, m.ContentType, name, m.SHA, time.UnixMilli(m.CreatedMs)}, nil
+}
+
+// mediaTimeout parses the timeout_ms query parameter: how long a read waits
+// for a pending upload, by default and at most the media store's MaxWait.
+func (s *Server) mediaTimeout(r *http.Request) (time.Duration, error) {
+	maxWait := s.media.Options().MaxWait
+	v := r.URL.Query().Get("timeout_ms")
+	if v == "" {
+		return maxWait, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, errorf(400, "M_INVALID_PARAM", "timeout_ms must be an integer.")
+	}
+	ms = min(max(ms, 0), maxWait.Milliseconds())
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // mediaCSP forbids scripts, plugins and network access to anything a browser

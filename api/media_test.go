@@ -1,63 +1,51 @@
-package api
+package api_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"persona/actors"
 	"persona/config"
-	"persona/metrics"
-	"persona/storage"
+	"persona/internal/testnode"
 )
 
-// mediaTestServer is a real node (store, actors, API) behind httptest, with
-// one registered user.
+// mediaTestServer is a real node (store, media, actors, API) on loopback,
+// with one registered user.
 type mediaTestServer struct {
 	t     *testing.T
 	url   string
-	store *storage.Store
 	token string
 }
 
 // mediaTestUploadLimit keeps the too-large test cheap.
 const mediaTestUploadLimit = 1 << 20
 
+// mediaIDPattern is the grammar of media ids in paths.
+var mediaIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
+
+// mediaCSP is the Content-Security-Policy media is served with.
+const mediaCSP = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; " +
+	"style-src 'unsafe-inline'; media-src 'self'; object-src 'self';"
+
+// serverName is the test node's server name; mxcPrefix starts the content URI
+// of its media.
+const (
+	serverName = testnode.ServerName
+	mxcPrefix  = "mxc://" + serverName + "/"
+)
+
 func newMediaTestServer(t *testing.T) *mediaTestServer {
 	t.Helper()
-	st, err := storage.Open(t.TempDir(), storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.Registration.Open = true
-	cfg.ServerName = "test"
-	cfg.Limits.MaxUploadBytes = mediaTestUploadLimit
-	m := metrics.New(st)
-	h, err := actors.New(st, cfg, m, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(New(Options{Config: cfg, Host: h, Store: st, Metrics: m}))
-	t.Cleanup(func() {
-		ts.Close()
-		h.Stop()
-		_ = st.Close()
-	})
-	s := &mediaTestServer{t: t, url: ts.URL, store: st}
-	var reg struct {
-		AccessToken string `json:"access_token"`
-	}
-	s.json("POST", "/_matrix/client/v3/register", "", 200,
-		`{"username":"alice","password":"secretpw12","auth":{"type":"m.login.dummy"}}`, &reg)
-	s.token = reg.AccessToken
-	return s
+	n := testnode.Start(t, "", func(c *config.Config) { c.Limits.MaxUploadBytes = mediaTestUploadLimit })
+	return &mediaTestServer{t: t, url: n.URL, token: n.Register("alice").AccessToken}
 }
 
 // with returns s reporting to t (a subtest).
@@ -132,15 +120,17 @@ func (s *mediaTestServer) upload(body []byte, contentType, filename string) stri
 	var r struct {
 		ContentURI string `json:"content_uri"`
 	}
-	if resp.StatusCode != 200 || json.Unmarshal(out, &r) != nil || !strings.HasPrefix(r.ContentURI, "mxc://test/") {
+	if resp.StatusCode != 200 || json.Unmarshal(out, &r) != nil || !strings.HasPrefix(r.ContentURI, mxcPrefix) {
 		s.t.Fatalf("upload: %d %s", resp.StatusCode, out)
 	}
-	return strings.TrimPrefix(r.ContentURI, "mxc://test/")
+	return strings.TrimPrefix(r.ContentURI, mxcPrefix)
 }
 
 // TestMedia runs the end-to-end media tests against one node: registering
-// a user is slow (bcrypt), more so under -race.
+// a user is slow (bcrypt), more so under -race. The subtests share the node
+// and nothing else.
 func TestMedia(t *testing.T) {
+	t.Parallel()
 	s := newMediaTestServer(t)
 	for _, c := range []struct {
 		name string
@@ -150,7 +140,10 @@ func TestMedia(t *testing.T) {
 		{"LimitsAndBadInput", testMediaLimitsAndBadInput}, {"CreateThenUpload", testMediaCreateThenUpload},
 		{"Thumbnail", testMediaThumbnail}, {"ThumbnailBomb", testMediaThumbnailBomb},
 	} {
-		t.Run(c.name, func(t *testing.T) { c.f(t, s.with(t)) })
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.f(t, s.with(t))
+		})
 	}
 }
 
@@ -160,8 +153,8 @@ func testMediaUploadDownload(t *testing.T, s *mediaTestServer) {
 	if !mediaIDPattern.MatchString(id) || len(id) != 24 {
 		t.Fatalf("media id %q", id)
 	}
-	for _, p := range []string{"/_matrix/client/v1/media/download/test/" + id, "/_matrix/media/v3/download/test/" + id,
-		"/_matrix/media/r0/download/test/" + id} {
+	for _, p := range []string{"/_matrix/client/v1/media/download/", "/_matrix/media/v3/download/", "/_matrix/media/r0/download/"} {
+		p += serverName + "/" + id
 		resp, out := s.do("GET", p, s.token, "", nil)
 		h := resp.Header
 		if resp.StatusCode != 200 || !bytes.Equal(out, body) {
@@ -179,13 +172,13 @@ func testMediaUploadDownload(t *testing.T, s *mediaTestServer) {
 		}
 	}
 	// A file name in the path wins, RFC 6266-encoded.
-	resp, _ := s.do("GET", "/_matrix/client/v1/media/download/test/"+id+"/h%C3%A9llo%20w.txt", s.token, "", nil)
+	resp, _ := s.do("GET", "/_matrix/client/v1/media/download/"+serverName+"/"+id+"/h%C3%A9llo%20w.txt", s.token, "", nil)
 	if cd := resp.Header.Get("Content-Disposition"); cd != `inline; filename*=utf-8''h%C3%A9llo%20w.txt` {
 		t.Errorf("disposition %q", cd)
 	}
 	// Empty bodies are allowed; no Content-Type means octet-stream.
 	id = s.upload(nil, "", "")
-	resp, out := s.do("GET", "/_matrix/media/v3/download/test/"+id, "", "", nil)
+	resp, out := s.do("GET", "/_matrix/media/v3/download/"+serverName+"/"+id, "", "", nil)
 	if resp.StatusCode != 200 || len(out) != 0 || resp.Header.Get("Content-Type") != "application/octet-stream" ||
 		resp.Header.Get("Content-Disposition") != "attachment" {
 		t.Fatalf("empty: %d %q %v", resp.StatusCode, out, resp.Header)
@@ -194,21 +187,21 @@ func testMediaUploadDownload(t *testing.T, s *mediaTestServer) {
 
 func testMediaDedupAndUnsafeTypes(t *testing.T, s *mediaTestServer) {
 	html := []byte("<html><script>alert(1)</script></html>")
-	countBlobs := func() (n int) {
-		_ = s.store.Scan(storage.Prefix("media", "blob"), nil, func(_, _ []byte) error { n++; return nil })
-		return n
-	}
-	before := countBlobs()
 	a, b := s.upload(html, "text/html", "x.html"), s.upload(html, "text/html", "y.html")
 	if a == b {
 		t.Fatal("same media id twice")
 	}
-	if n := countBlobs() - before; n != 1 {
-		t.Fatalf("%d new blobs, want 1", n)
+	// Both ids name one content: the etag is its SHA-256.
+	sum := sha256.Sum256(html)
+	for _, id := range []string{a, b} {
+		resp, _ := s.do("GET", "/_matrix/media/v3/download/"+serverName+"/"+id, "", "", nil)
+		if etag := resp.Header.Get("ETag"); etag != `"`+hex.EncodeToString(sum[:])+`"` {
+			t.Errorf("%s: etag %s", id, etag)
+		}
 	}
 	for _, ct := range []string{"text/html", "image/svg+xml", "application/javascript", "text/xml"} {
 		id := s.upload(html, ct, "")
-		resp, _ := s.do("GET", "/_matrix/media/v3/download/test/"+id+"/page.html", "", "", nil)
+		resp, _ := s.do("GET", "/_matrix/media/v3/download/"+serverName+"/"+id+"/page.html", "", "", nil)
 		if resp.Header.Get("Content-Type") != "application/octet-stream" ||
 			resp.Header.Get("Content-Disposition") != `attachment; filename=page.html` {
 			t.Errorf("%s served as %v", ct, resp.Header)
@@ -226,18 +219,18 @@ func testMediaLimitsAndBadInput(t *testing.T, s *mediaTestServer) {
 	resp, out = s.do("POST", "/_matrix/media/v3/upload", "", "image/png", "x")
 	s.wantError(resp, out, 401, "M_MISSING_TOKEN")
 	id := s.upload([]byte("x"), "", "")
-	resp, out = s.do("GET", "/_matrix/client/v1/media/download/test/"+id, "", "", nil)
+	resp, out = s.do("GET", "/_matrix/client/v1/media/download/"+serverName+"/"+id, "", "", nil)
 	s.wantError(resp, out, 401, "M_MISSING_TOKEN")
 
 	for _, p := range []string{
-		"/_matrix/media/v3/download/test/..%2F..%2Fetc%2Fpasswd",
-		"/_matrix/media/v3/download/test/a%2Fb",
+		"/_matrix/media/v3/download/" + serverName + "/..%2F..%2Fetc%2Fpasswd",
+		"/_matrix/media/v3/download/" + serverName + "/a%2Fb",
 		"/_matrix/media/v3/download/..%2F/abc",
-		"/_matrix/media/v3/download/test/%00",
-		"/_matrix/media/v3/download/test/" + strings.Repeat("a", 256),
-		"/_matrix/media/v3/download/test/doesnotexist",
+		"/_matrix/media/v3/download/" + serverName + "/%00",
+		"/_matrix/media/v3/download/" + serverName + "/" + strings.Repeat("a", 256),
+		"/_matrix/media/v3/download/" + serverName + "/doesnotexist",
 		"/_matrix/media/v3/download/other.example/" + id,
-		"/_matrix/client/v1/media/thumbnail/test/a%2F..?width=1&height=1",
+		"/_matrix/client/v1/media/thumbnail/" + serverName + "/a%2F..?width=1&height=1",
 	} {
 		resp, out := s.do("GET", p, s.token, "", nil)
 		var e struct{ Errcode string }
@@ -247,7 +240,7 @@ func testMediaLimitsAndBadInput(t *testing.T, s *mediaTestServer) {
 	}
 	// Literal dot segments are cleaned (and redirected) by the mux before
 	// routing; they must still never reach a handler nor fail.
-	resp, out = s.do("GET", "/_matrix/media/v3/download/test/../../id", "", "", nil)
+	resp, out = s.do("GET", "/_matrix/media/v3/download/"+serverName+"/../../id", "", "", nil)
 	if resp.StatusCode < 300 || resp.StatusCode >= 500 || !bytes.Contains(out, []byte("errcode")) {
 		t.Errorf("dot segments: %d %s", resp.StatusCode, out)
 	}
@@ -268,11 +261,11 @@ func testMediaCreateThenUpload(t *testing.T, s *mediaTestServer) {
 		UnusedExpiresAt int64  `json:"unused_expires_at"`
 	}
 	s.json("POST", "/_matrix/media/v1/create", s.token, 200, "", &c)
-	id := strings.TrimPrefix(c.ContentURI, "mxc://test/")
+	id := strings.TrimPrefix(c.ContentURI, mxcPrefix)
 	if c.UnusedExpiresAt <= time.Now().UnixMilli() || !mediaIDPattern.MatchString(id) {
 		t.Fatalf("create: %+v", c)
 	}
-	resp, out := s.do("GET", "/_matrix/media/v3/download/test/"+id+"?timeout_ms=200", "", "", nil)
+	resp, out := s.do("GET", "/_matrix/media/v3/download/"+serverName+"/"+id+"?timeout_ms=200", "", "", nil)
 	s.wantError(resp, out, 504, "M_NOT_YET_UPLOADED")
 
 	// A download waiting when the content arrives gets it.
@@ -280,18 +273,18 @@ func testMediaCreateThenUpload(t *testing.T, s *mediaTestServer) {
 	var got []byte
 	var status int
 	wg.Go(func() {
-		resp, out := s.do("GET", "/_matrix/client/v1/media/download/test/"+id+"?timeout_ms=3000", s.token, "", nil)
+		resp, out := s.do("GET", "/_matrix/client/v1/media/download/"+serverName+"/"+id+"?timeout_ms=3000", s.token, "", nil)
 		got, status = out, resp.StatusCode
 	})
 	time.Sleep(150 * time.Millisecond)
-	s.json("PUT", "/_matrix/media/v3/upload/test/"+id, s.token, 200, "late content", nil)
+	s.json("PUT", "/_matrix/media/v3/upload/"+serverName+"/"+id, s.token, 200, "late content", nil)
 	wg.Wait()
 	if status != 200 || string(got) != "late content" {
 		t.Fatalf("waiting download: %d %q", status, got)
 	}
-	resp, out = s.do("PUT", "/_matrix/media/v3/upload/test/"+id, s.token, "text/plain", "again")
+	resp, out = s.do("PUT", "/_matrix/media/v3/upload/"+serverName+"/"+id, s.token, "text/plain", "again")
 	s.wantError(resp, out, 409, "M_CANNOT_OVERWRITE_MEDIA")
-	resp, out = s.do("PUT", "/_matrix/media/v3/upload/test/AAAAAAAAAAAAAAAAAAAAAAAA", s.token, "text/plain", "x")
+	resp, out = s.do("PUT", "/_matrix/media/v3/upload/"+serverName+"/AAAAAAAAAAAAAAAAAAAAAAAA", s.token, "text/plain", "x")
 	s.wantError(resp, out, 404, "M_NOT_FOUND")
 
 	// Another user may not fill someone else's reservation.
@@ -301,30 +294,7 @@ func testMediaCreateThenUpload(t *testing.T, s *mediaTestServer) {
 	s.json("POST", "/_matrix/client/v3/register", "", 200,
 		`{"username":"bob","password":"secretpw12","auth":{"type":"m.login.dummy"}}`, &bob)
 	s.json("POST", "/_matrix/media/v1/create", s.token, 200, "", &c)
-	resp, out = s.do("PUT", "/_matrix/media/v3/upload/test/"+strings.TrimPrefix(c.ContentURI, "mxc://test/"),
+	resp, out = s.do("PUT", "/_matrix/media/v3/upload/"+serverName+"/"+strings.TrimPrefix(c.ContentURI, mxcPrefix),
 		bob.AccessToken, "text/plain", "x")
 	s.wantError(resp, out, 403, "M_FORBIDDEN")
-}
-
-func TestMediaHelpers(t *testing.T) {
-	seen := map[string]bool{}
-	for range 100 {
-		id := newMediaID()
-		if len(id) != 24 || strings.ContainsAny(id, "-_") || !mediaIDPattern.MatchString(id) || seen[id] {
-			t.Fatalf("bad or repeated id %q", id)
-		}
-		seen[id] = true
-	}
-	for in, want := range map[string]string{
-		"image/PNG": "image/png", "text/plain; charset=UTF-8": "text/plain; charset=UTF-8",
-		"image/png; foo=bar": "image/png", "text/html": "application/octet-stream",
-		"image/svg+xml": "application/octet-stream", "garbage;;": "application/octet-stream",
-	} {
-		if got, _ := safeContentType(in); got != want {
-			t.Errorf("safeContentType(%q) = %q, want %q", in, got, want)
-		}
-	}
-	if got := contentDisposition(false, "a\"b\r\n.txt"); strings.ContainsAny(got, "\r\n") {
-		t.Errorf("disposition %q", got)
-	}
 }

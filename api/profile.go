@@ -222,7 +222,7 @@ func (s *Server) fieldValue(r *http.Request, key string) (json.RawMessage, error
 // uploadAvatar is persona's extension: PUT avatar_url with an image body
 // stores the image as media and sets the avatar to it in one call.
 func (s *Server) uploadAvatar(r *http.Request, sess *session) (json.RawMessage, error) {
-	body, err := readBody(r, s.cfg.Limits.MaxUploadBytes)
+	body, err := readBody(r, s.uploadLimit())
 	if err != nil {
 		return nil, err
 	}

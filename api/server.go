@@ -1,7 +1,7 @@
 // Package api serves the Matrix Client-Server API (and the media API) over
 // net/http. A handler decodes the request, authorises it, sends one message to
-// the actor that owns the data and encodes the answer; it never touches an
-// actor's storage keys.
+// the actor that owns the data (or calls the media store) and encodes the
+// answer; it never reads or writes the node's keys itself.
 package api
 
 import (
@@ -18,8 +18,8 @@ import (
 
 	"persona/actors"
 	"persona/config"
+	"persona/media"
 	"persona/metrics"
-	"persona/storage"
 	"persona/wire"
 )
 
@@ -27,7 +27,7 @@ import (
 type Server struct {
 	cfg     *config.Config
 	host    *actors.Service
-	store   *storage.Store
+	media   *media.Store
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	secret  string // registration shared secret
@@ -40,7 +40,7 @@ type Server struct {
 type Options struct {
 	Config       *config.Config
 	Host         *actors.Service
-	Store        *storage.Store
+	Media        *media.Store
 	Metrics      *metrics.Metrics
 	Log          *slog.Logger
 	SharedSecret string
@@ -52,7 +52,7 @@ func New(o Options) *Server {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg: o.Config, host: o.Host, store: o.Store, metrics: o.Metrics, log: o.Log,
+		cfg: o.Config, host: o.Host, media: o.Media, metrics: o.Metrics, log: o.Log,
 		secret:  o.SharedSecret,
 		limiter: newLimiter(o.Config.Profile.RateLimit.Burst, o.Config.Profile.RateLimit.PerSecond),
 		nonces:  newNonces(),

@@ -1,5 +1,6 @@
-// Package node assembles one persona node: storage, actors, the Client-Server
-// API and the metrics listener, started in that order and stopped in reverse.
+// Package node assembles one persona node: storage, media, actors, the
+// Client-Server API and the metrics listener, started in that order and
+// stopped in reverse.
 // `persona serve` and the end-to-end tests start nodes through it.
 package node
 
@@ -22,6 +23,7 @@ import (
 	"persona/actors"
 	"persona/api"
 	"persona/config"
+	"persona/media"
 	"persona/metrics"
 	"persona/storage"
 )
@@ -60,13 +62,18 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	md, err := media.New(st, media.Options{MaxUploadBytes: cfg.Limits.MaxUploadBytes, Log: log})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 2)}
 	m = metrics.New(st)
 	if n.host, err = actors.New(st, cfg, m, log); err != nil {
 		_ = st.Close()
 		return nil, err
 	}
-	srv := api.New(api.Options{Config: cfg, Host: n.host, Store: st, Metrics: m, Log: log, SharedSecret: secret})
+	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret})
 
 	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {
 		n.stopCore()

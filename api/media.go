@@ -121,7 +121,7 @@ var mediaIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
 func (s *Server) mediaPath(r *http.Request) (string, error) {
 	server, id := r.PathValue("serverName"), r.PathValue("mediaId")
 	if !mxid.ValidServerName(server) || !mediaIDPattern.MatchString(id) {
-		return "", errorf(400, "M_INVALID_PARAM", "Invalid server name or media ID.")
+		return "", invalidParam("Invalid server name or media ID.")
 	}
 	if server != s.cfg.ServerName {
 		return "", media.ErrNotFound

@@ -41,7 +41,7 @@ func (s *Server) mediaTimeout(r *http.Request) (time.Duration, error) {
 	}
 	ms, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		return 0, errorf(400, "M_INVALID_PARAM", "timeout_ms must be an integer.")
+		return 0, invalidParam("timeout_ms must be an integer.")
 	}
 	ms = min(max(ms, 0), maxWait.Milliseconds())
 	return time.Duration(ms) * time.Millisecond, nil

@@ -38,7 +38,7 @@ func thumbParams(r *http.Request) (media.ThumbnailSpec, error) {
 	w, errW := strconv.ParseInt(q.Get("width"), 10, 32)
 	h, errH := strconv.ParseInt(q.Get("height"), 10, 32)
 	if errW != nil || errH != nil || w <= 0 || h <= 0 {
-		return media.ThumbnailSpec{}, errorf(400, "M_INVALID_PARAM", "width and height must be positive integers.")
+		return media.ThumbnailSpec{}, invalidParam("width and height must be positive integers.")
 	}
 	method := media.Method(q.Get("method"))
 	switch method {
@@ -46,7 +46,7 @@ func thumbParams(r *http.Request) (media.ThumbnailSpec, error) {
 		method = media.Scale
 	case media.Scale, media.Crop:
 	default:
-		return media.ThumbnailSpec{}, errorf(400, "M_INVALID_PARAM", `method must be "scale" or "crop".`)
+		return media.ThumbnailSpec{}, invalidParam(`method must be "scale" or "crop".`)
 	}
 	return media.ThumbnailSpec{Width: int(w), Height: int(h), Method: method}, nil
 }

@@ -1,0 +1,51 @@
+package layout
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// allowed lists, for each package, the persona packages it may import:
+// the graph ARCHITECTURE.md draws.
+var allowed = map[string][]string{
+	"persona/cmd/persona":       {"api", "config", "internal/mxid", "internal/node"},
+	"persona/internal/node":     {"api", "actors", "media", "storage", "metrics", "config"},
+	"persona/internal/testnode": {"internal/node", "config"},
+	"persona/api":               {"actors", "media", "wire", "metrics", "config", "internal/mxid"},
+	"persona/media":             {"storage"},
+	"persona/actors":            {"wire", "host", "storage", "metrics", "config", "internal/mxid"},
+	"persona/host":              {"metrics"},
+	"persona/wire":              {},
+	"persona/storage":           {},
+	"persona/metrics":           {},
+	"persona/config":            {"internal/mxid"},
+	"persona/internal/mxid":     {},
+	"persona/internal/cputime":  {},
+	"persona/internal/layout":   {},
+}
+
+// TestImportsRunOneWay fails when a package imports a persona package
+// outside its list, or when a package is missing from the list.
+func TestImportsRunOneWay(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "persona/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		pkg, imports := fields[0], fields[1:]
+		may, ok := allowed[pkg]
+		if !ok {
+			t.Errorf("%s is not in the layout: add it to allowed and to ARCHITECTURE.md", pkg)
+			continue
+		}
+		for _, imp := range imports {
+			dep, ok := strings.CutPrefix(imp, "persona/")
+			if ok && !slices.Contains(may, dep) {
+				t.Errorf("%s imports %s: the layout allows %v", pkg, imp, may)
+			}
+		}
+	}
+}

@@ -13,9 +13,9 @@ import (
 )
 
 // An idle actor asks its partition to stop it; the partition stops that
-// actor alone, and the next message activates it again from storage.
-// (Asking with Send, without a sender, once made the partition panic and
-// restart, which stopped every actor of the partition, busy or not.)
+// actor alone (another of its actors, busy meanwhile, stays active: it is
+// activated once), and the next message activates the stopped one again
+// from storage.
 func TestIdlePassivationStopsOnlyTheIdleActor(t *testing.T) {
 	h, st := newTestHost(t, t.TempDir(), 100*time.Millisecond)
 	defer st.Close()

@@ -224,8 +224,8 @@ func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
 }
 
 // TestJoinAfterAnInviteRacingRenamesGetsEachVersion: an invite applies no
-// version, so the join that follows is a first join too (builds before
-// this test sent it the latest profile alone, as to a rejoin).
+// version, so the join that follows is a first join too: it gets each
+// version in order, not the latest profile alone as a rejoin does.
 func TestJoinAfterAnInviteRacingRenamesGetsEachVersion(t *testing.T) {
 	h, room, alice, bob := firstJoinRacing(t, wire.Propagate_PROPAGATE_DEFAULT, true)
 	// The invite here carries no profile (the API's invites do).

@@ -355,8 +355,8 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 // alone: it reads the renamed member's event, tells the other members'
 // syncs, and reads every other event before its first client request. The
 // room's last event, a member's join, load keeps as it passes it.
-// An index entry written before the index carried membership (the
-// position alone) makes the room read that member's event at once.
+// An index entry of the position alone, without the membership, makes
+// the room read that member's event at once.
 func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
@@ -368,8 +368,8 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 			t.Fatal(r.Error)
 		}
 	}
-	// bob's entry as the oldest versions wrote it: the position alone;
-	// carol's as the next did: no profile version.
+	// bob's entry in its shortest stored form, the position alone; carol's
+	// in the form without a profile version.
 	h.Stop()
 	bobKey, carolKey := currentIndexKey(t, h, st, room, bob), currentIndexKey(t, h, st, room, carol)
 	raw, err := st.Get(bobKey)
@@ -448,8 +448,10 @@ func currentIndexKey(t *testing.T, h *Service, st *storage.Store, room, user str
 	return key
 }
 
-// A member's index entry ends with the position, as every entry did before
-// it carried more: older versions of persona read it the same way.
+// A member's index entry ends with the position, as every state index
+// entry does: whatever reads an entry's position from its last eight
+// bytes (storage.ParseUint64, or a reader that knows entries of the
+// position alone) reads a member's entry the same way.
 func TestMemberIndexEndsWithThePosition(t *testing.T) {
 	m := memberIndex{pos: 7, stream: 1 << 40, membership: 1}
 	v := m.encode()

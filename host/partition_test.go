@@ -72,8 +72,8 @@ func (a *busyOnce) Receive(ctx actor.Context) {
 }
 
 // An actor that turned busy after asking to stop, waiting on a message the
-// partition now holds, asks to be routed to again: the message reaches it.
-// (Once it waited for ever, and so did every request to it.)
+// partition now holds, asks to be routed to again: the message reaches it,
+// and a request to it is answered.
 func TestActorBusyWhenToldToStopResumes(t *testing.T) {
 	t.Parallel()
 	h, _ := newTestHost(t, 50*time.Millisecond, func(h *Host) actor.Actor { return &awaitsHeld{h: h} })

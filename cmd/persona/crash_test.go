@@ -96,10 +96,11 @@ propagation:
 		t.Fatalf("after creating rooms: %v\n%s", err, node.out.tail())
 	}
 
-	// 3.-6., twice: kill right after the last acknowledged rename (the
-	// acceptance scenario), then once some rooms have acknowledged and
-	// others not (rooms that applied a version whose ack the user actor
-	// never wrote down are sent it again and must not apply it twice).
+	// 3.-6., twice: kill right after the last acknowledged rename (which
+	// survives, as every acknowledged one does), then once some rooms have
+	// acknowledged and others not (rooms that applied a version whose ack
+	// the user actor never wrote down are sent it again and must not apply
+	// it twice).
 	var written []string
 	renameBurst := func(k int) {
 		t.Helper()

@@ -26,6 +26,7 @@ import (
 // before that flush. The flush must not delete it: the join's room lacks
 // it, and after a crash the version would be lost for that room.
 func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
+	t.Parallel()
 	h, st := newHostWith(t, t.TempDir(), config.Default())
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	u := &user{h: h, id: "@ghost:" + server} // no actor of its own: the batch alone
@@ -89,6 +90,8 @@ func TestWakeMarkOutlivesARoundEndingDuringAWrite(t *testing.T) {
 
 // wakeRace is alice in one room with a rename, A-001, applied there but
 // not acknowledged yet, on a store whose committer can be held on a round.
+// The tests built on it are not parallel: their sleeps let writes reach
+// the held committer, which a loaded machine does not promise.
 type wakeRace struct {
 	t                *testing.T
 	h                *Service
@@ -196,6 +199,7 @@ func (r *wakeRace) finish(alice chan error) {
 // stays empty). The flush must leave the mark: a restart resends the
 // snapshot only if it is there.
 func TestAFlushKeepsTheWakeMarkOfASnapshotOwedMeanwhile(t *testing.T) {
+	t.Parallel()
 	h, st := newHostWith(t, t.TempDir(), config.Default())
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	u := &user{h: h, id: "@ghost:" + server}

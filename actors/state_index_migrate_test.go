@@ -18,6 +18,7 @@ import (
 // entry is the old one (a member's with the profile version the room
 // applied), and no old entry is left.
 func TestStateIndexBuiltForOlderStores(t *testing.T) {
+	t.Parallel()
 	o := olderStore(t)
 	want := o.indexEntries()
 	o.h.Stop()
@@ -28,8 +29,10 @@ func TestStateIndexBuiltForOlderStores(t *testing.T) {
 // A start that stopped while building the index, before or after some old
 // entries were deleted, builds the rest at the next start.
 func TestStateIndexBuildResumesAfterAStop(t *testing.T) {
+	t.Parallel()
 	for _, stop := range []string{"writing entries", "deleting old entries"} {
 		t.Run(stop, func(t *testing.T) {
+			t.Parallel()
 			o := olderStore(t)
 			want := o.indexEntries()
 			o.h.Stop()

@@ -20,6 +20,7 @@ import (
 // renames, joins, leaves, invites, kicks, bans, messages and state
 // changes (some keyed with NUL and 0x01), across a restart.
 func TestStateAtPositionsMatchesTheEventLog(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h := newHistoryOps(t, dir)
 	h.run(150)

@@ -478,7 +478,8 @@ func metricValue(metricsAddr, sample string) (float64, error) {
 
 // keepAlive makes the bench's HTTP client keep connections to the child
 // alive under crashConc concurrent requests, until the test ends; close
-// its idle connections when the child is killed.
+// its idle connections when the child is killed. It sets the package's
+// client: a test that calls it is not parallel.
 func keepAlive(t *testing.T) *http.Transport {
 	transport := &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64}
 	saved := httpClient.Transport

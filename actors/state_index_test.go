@@ -41,8 +41,8 @@ type historyOps struct {
 	room    string
 	creator string
 	readers []string
-	// oldTypes keeps NUL out of event types, as an older store's index
-	// could not tell them apart
+	// oldTypes keeps NUL out of event types, as the per-key form of the
+	// index cannot tell them apart
 	oldTypes bool
 }
 

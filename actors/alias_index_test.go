@@ -34,6 +34,7 @@ func aliasAsk(t *testing.T, h *Service, alias string, m proto.Message) *wire.Ali
 // The index follows every put and delete, whichever partitions the aliases
 // fall in, and a moved alias leaves its old room's list.
 func TestAliasIndexFollowsPutAndDelete(t *testing.T) {
+	t.Parallel()
 	h, st := newTestHost(t, t.TempDir(), time.Minute)
 	defer st.Close()
 	defer h.Stop()
@@ -61,12 +62,14 @@ func TestAliasIndexFollowsPutAndDelete(t *testing.T) {
 	}
 }
 
-// A store whose aliases predate the index gets it built once at start.
-func TestAliasIndexBuiltForOlderStores(t *testing.T) {
+// A store that holds alias records without their index gets the index
+// built once at start.
+func TestAliasIndexBuiltWhenMissing(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	const alias, room = "#old:" + server, "!old:" + server
 	h, st := newTestHost(t, dir, time.Minute)
-	var b storage.Batch // the record alone, as older versions wrote it
+	var b storage.Batch // the record alone, without its index entry
 	b.Set(storage.Key("p", partitionName(h.Partition(alias)), "a", alias), mustJSON(&aliasRecord{RoomID: room, Creator: "@a:" + server}))
 	b.Delete(aliasIndexMark)
 	h.Stop()

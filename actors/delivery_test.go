@@ -12,6 +12,7 @@ import (
 // (the last value of each key, the global value before the first), shared
 // by rooms that lag alike and rebuilt when a version is added.
 func TestUpdatesAfterFoldsBeyondTheBacklog(t *testing.T) {
+	t.Parallel()
 	cfg := config.Default()
 	cfg.Propagation.MaxBacklog = 2
 	u := &user{h: &Service{cfg: cfg}}

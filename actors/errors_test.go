@@ -8,6 +8,7 @@ import (
 )
 
 func TestErrorIsAGoError(t *testing.T) {
+	t.Parallel()
 	var err error = notFound(wire.Error_ROOM, "Unknown room.")
 	var e *wire.Error
 	if !errors.As(err, &e) || e.Kind != wire.Error_NOT_FOUND || e.Subject != wire.Error_ROOM {

@@ -26,6 +26,7 @@ import (
 // before that flush. The flush must not delete it: the join's room lacks
 // it, and after a crash the version would be lost for that room.
 func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
+	t.Parallel()
 	h, st := newHostWith(t, t.TempDir(), config.Default())
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	u := &user{h: h, id: "@ghost:" + server} // no actor of its own: the batch alone
@@ -63,8 +64,8 @@ func TestAFlushKeepsAVersionRestoredMeanwhile(t *testing.T) {
 // by deleting the user's wake mark, and the next profile write sets it
 // again, in the urgent lane, which goes before batches queued earlier in
 // the background lane. The mark must be there once both are written, or a
-// restart would not resume the write's fan-out (builds before this test
-// deleted it in the background lane, after the write).
+// restart would not resume the write's fan-out: the round's deletion does
+// not land after the write's mark.
 func TestWakeMarkOutlivesTheEndOfTheRoundBefore(t *testing.T) {
 	r := newWakeRace(t)
 	r.holdCommitter()
@@ -75,8 +76,9 @@ func TestWakeMarkOutlivesTheEndOfTheRoundBefore(t *testing.T) {
 }
 
 // TestWakeMarkOutlivesARoundEndingDuringAWrite: the round ends while the
-// next profile write is on its way to disk; the end's deletion of the wake
-// mark comes after the write's mark (builds before this test deleted it).
+// next profile write is on its way to disk, so the end's deletion of the
+// wake mark comes after the write's mark; the mark is there once both are
+// written.
 func TestWakeMarkOutlivesARoundEndingDuringAWrite(t *testing.T) {
 	r := newWakeRace(t)
 	r.holdCommitter()
@@ -88,6 +90,8 @@ func TestWakeMarkOutlivesARoundEndingDuringAWrite(t *testing.T) {
 
 // wakeRace is alice in one room with a rename, A-001, applied there but
 // not acknowledged yet, on a store whose committer can be held on a round.
+// The tests built on it are not parallel: their sleeps let writes reach
+// the held committer, which a loaded machine does not promise.
 type wakeRace struct {
 	t                *testing.T
 	h                *Service
@@ -195,6 +199,7 @@ func (r *wakeRace) finish(alice chan error) {
 // stays empty). The flush must leave the mark: a restart resends the
 // snapshot only if it is there.
 func TestAFlushKeepsTheWakeMarkOfASnapshotOwedMeanwhile(t *testing.T) {
+	t.Parallel()
 	h, st := newHostWith(t, t.TempDir(), config.Default())
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	u := &user{h: h, id: "@ghost:" + server}
@@ -210,10 +215,9 @@ func TestAFlushKeepsTheWakeMarkOfASnapshotOwedMeanwhile(t *testing.T) {
 
 // TestForgetLandsAfterTheLeave: the user's actor writes a room's cursor
 // when the room's notice of a leave comes, and again when the user forgets
-// the room. With both writes queued, the forget must land last, or the
-// stored cursor is not forgotten and the room comes back to initial syncs
-// after a restart (builds before this test wrote the forget in the urgent
-// lane, ahead of the leave's).
+// the room. With both writes queued, the forget must land last (it goes in
+// no lane ahead of the leave's), or the stored cursor is not forgotten and
+// the room comes back to initial syncs after a restart.
 func TestForgetLandsAfterTheLeave(t *testing.T) {
 	r := newWakeRace(t)
 	r.dropNotices.Store(true) // the leave's notice comes later, while the committer is held

@@ -31,6 +31,7 @@ import (
 // since each join; a room the user left must record nothing after the
 // leave. LOSS_SEED=N picks another network.
 func TestPropagationOverALossyNetworkConverges(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	seed := uint64(1)
 	if s, err := strconv.ParseUint(os.Getenv("LOSS_SEED"), 10, 64); err == nil {
@@ -229,6 +230,7 @@ func newLossyHost(t *testing.T, dir string, net *lossyNetwork) (*Service, *stora
 // room is acknowledged, the room's resend timer is stopped: no Wake comes
 // resend_after later (for a passivated room it would load it again).
 func TestAcknowledgedNoticesNeedNoWake(t *testing.T) {
+	t.Parallel()
 	cfg := config.Default()
 	cfg.Propagation.ResendAfter = time.Second // far longer than an ack takes, even under -race
 	h, st := newHostWith(t, t.TempDir(), cfg)

@@ -9,14 +9,17 @@ import (
 	"testing"
 	"time"
 
+	"persona/config"
 	"persona/wire"
 )
 
 // An idle actor asks its partition to stop it; the partition stops that
-// actor alone, and the next message activates it again from storage.
-// (Asking with Send, without a sender, once made the partition panic and
-// restart, which stopped every actor of the partition, busy or not.)
+// actor alone (another of its actors, busy meanwhile, stays active: it is
+// activated once), and the next message activates the stopped one again
+// from storage.
 func TestIdlePassivationStopsOnlyTheIdleActor(t *testing.T) {
+	// Not parallel: alice must not idle for 100 ms between two requests,
+	// which a loaded machine does not promise.
 	h, st := newTestHost(t, t.TempDir(), 100*time.Millisecond)
 	defer st.Close()
 	defer h.Stop()
@@ -86,6 +89,7 @@ func actorMetric(t testing.TB, h *Service, name, kind string) int {
 // after Options.PropagationIdle, not passivate_after: a fan-out does not keep every
 // room it woke in memory.
 func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Hour)
 	alice := registerUser(t, h, "alice")
@@ -96,7 +100,9 @@ func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
 	h.Stop()
 	st.Close()
 
-	h, st = newTestHost(t, dir, time.Hour) // the room is not active now
+	cfg := config.Default()
+	cfg.Actors.PassivateAfter = time.Hour
+	h, st = newHostOpts(t, dir, cfg, Options{PropagationIdle: 500 * time.Millisecond}) // the room is not active now
 	defer st.Close()
 	defer h.Stop()
 	setName(t, h, alice, "Alice Again", wire.Propagate_PROPAGATE_DEFAULT)
@@ -115,6 +121,8 @@ func TestRoomWokenByPropagationPassivatesSoon(t *testing.T) {
 // TestPassivationLeavesNoDeadLetters: an idle user and an idle room stop
 // once each; nothing is sent to them after they are gone.
 func TestPassivationLeavesNoDeadLetters(t *testing.T) {
+	// Not parallel: its 100 ms idle timeout, as in
+	// TestProfileWritesSurvivePassivationAndRestart.
 	h, st := newTestHost(t, t.TempDir(), 100*time.Millisecond)
 	defer st.Close()
 	alice := registerUser(t, h, "alice")

@@ -12,8 +12,10 @@ import (
 // /sync in progress for PresenceTimeout goes offline, with a new stream
 // position so that others see it.
 func TestSyncKeepsUsersOnline(t *testing.T) {
+	t.Parallel()
 	const presenceTimeout = 300 * time.Millisecond
-	h, _ := newHostOpts(t, t.TempDir(), config.Default(), Options{PresenceTimeout: presenceTimeout})
+	h, st := newHostOpts(t, t.TempDir(), config.Default(), Options{PresenceTimeout: presenceTimeout})
+	defer st.Close()
 	defer h.Stop()
 	const a, b, c = "@a:" + server, "@b:" + server, "@c:" + server
 

@@ -25,6 +25,7 @@ import (
 // a read sent after the answer sees the write, even while the actor is
 // busy with its own fan-out's acks.
 func TestReadAfterAnswerSeesTheWriteDuringAFanOut(t *testing.T) {
+	t.Parallel()
 	h := hostFor(t, t.TempDir())
 	alice := registerUser(t, h, "alice")
 	for i := range 200 {
@@ -48,6 +49,7 @@ func TestReadAfterAnswerSeesTheWriteDuringAFanOut(t *testing.T) {
 // rename that lands in between, and finishes its fan-out before the user's
 // actor hears of the join, must still reach the joined room.
 func TestJoinWithAnOlderProfileGetsTheNewer(t *testing.T) {
+	t.Parallel()
 	h := hostFor(t, t.TempDir())
 	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
 	createRoom(t, h, alice, 0)
@@ -81,6 +83,7 @@ func TestJoinWithAnOlderProfileGetsTheNewer(t *testing.T) {
 // as the user's own, so neither the current profile sent with the ack of a
 // join that raced a rename, nor a later rename, replaces it.
 func TestJoinWithItsOwnNameKeepsIt(t *testing.T) {
+	t.Parallel()
 	h := hostFor(t, t.TempDir())
 	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
 	room := createRoom(t, h, bob, 1)
@@ -109,6 +112,7 @@ func TestJoinWithItsOwnNameKeepsIt(t *testing.T) {
 // window between the cursor's commit and the snapshot's delivery that a
 // crash could hit is not reproduced here.)
 func TestJoinSnapshotSurvivesARestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
 	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
@@ -146,6 +150,7 @@ func TestJoinSnapshotSurvivesARestart(t *testing.T) {
 // restart the room must still know it applied it: the same version sent
 // again changes nothing.
 func TestRenameAppliedOnceAcrossARestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
 	alice := registerUser(t, h, "alice")
@@ -177,6 +182,7 @@ func TestRenameAppliedOnceAcrossARestart(t *testing.T) {
 // nothing else in flight, and after the restart the cursor alone must
 // bring the room the newer name, before any later version.
 func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
 	alice, bob := registerUser(t, h, "alice"), registerUser(t, h, "bob")
@@ -216,6 +222,7 @@ func TestJoinSnapshotSurvivesALostDeliveryAndACrash(t *testing.T) {
 // acknowledged them yet) gets those renames in order, each recorded, not
 // the latest alone.
 func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
+	t.Parallel()
 	h, room, alice, bob := firstJoinRacing(t, wire.Propagate_PROPAGATE_DEFAULT, false)
 	if names, want := memberNames(t, h, room, bob, alice), []string{"alice", "A-001", "A-002"}; !slices.Equal(names, want) {
 		t.Fatalf("alice's member events in the joined room: %v, want %v", names, want)
@@ -224,9 +231,10 @@ func TestFirstJoinRacingRenamesGetsEachVersion(t *testing.T) {
 }
 
 // TestJoinAfterAnInviteRacingRenamesGetsEachVersion: an invite applies no
-// version, so the join that follows is a first join too (builds before
-// this test sent it the latest profile alone, as to a rejoin).
+// version, so the join that follows is a first join too: it gets each
+// version in order, not the latest profile alone as a rejoin does.
 func TestJoinAfterAnInviteRacingRenamesGetsEachVersion(t *testing.T) {
+	t.Parallel()
 	h, room, alice, bob := firstJoinRacing(t, wire.Propagate_PROPAGATE_DEFAULT, true)
 	// The invite here carries no profile (the API's invites do).
 	if names, want := memberNames(t, h, room, bob, alice), []string{"<nil>", "alice", "A-001", "A-002"}; !slices.Equal(names, want) {
@@ -240,6 +248,7 @@ func TestJoinAfterAnInviteRacingRenamesGetsEachVersion(t *testing.T) {
 // TestJoinWithAnOlderProfileGetsTheNewer's joins do: the join may have
 // come after both, and would then have carried the change.
 func TestFirstJoinRacingAChangeKeptOutOfRoomsGetsTheCurrentProfile(t *testing.T) {
+	t.Parallel()
 	h, room, alice, _ := firstJoinRacing(t, wire.Propagate_PROPAGATE_NONE, false)
 	if got := memberName(t, h, room, alice); got != "A-002" {
 		t.Fatalf("the joined room ends with %q", got)
@@ -306,6 +315,7 @@ func firstJoinRacing(t *testing.T, second wire.Propagate, invite bool) (h *Servi
 // user's actor keeps the last max_backlog versions that left the history.
 // Beyond max_backlog it gets the latest alone.
 func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		backlog  int
 		restart  bool // the node restarts before the notice comes again
@@ -317,6 +327,7 @@ func TestLateJoinNoticeGetsEachVersion(t *testing.T) {
 		{64, true, []string{"alice", "A-001", "A-002", "A-003"}, 0},
 	} {
 		t.Run(fmt.Sprintf("max_backlog %d restart %v", tc.backlog, tc.restart), func(t *testing.T) {
+			t.Parallel()
 			cfg := config.Default()
 			cfg.Propagation.ResendAfter = 50 * time.Millisecond
 			cfg.Propagation.MaxBacklog = tc.backlog
@@ -387,6 +398,7 @@ func memberNames(t *testing.T, h *Service, room, reader, user string) []string {
 // versions that left the history, and drops the older ones, also when
 // max_backlog is lowered across a restart.
 func TestKeptVersionsStayWithinTheBacklog(t *testing.T) {
+	t.Parallel()
 	cfg := config.Default()
 	cfg.Propagation.MaxBacklog = 3
 	dir := t.TempDir()

@@ -17,6 +17,7 @@ import (
 // version once in order, it never applies a version twice or goes back, and
 // it appends at most one event per version.
 func TestApplyRuleUnderAFaultyNetwork(t *testing.T) {
+	t.Parallel()
 	rapid.Check(t, func(t *rapid.T) {
 		n := rapid.IntRange(1, 12).Draw(t, "versions")
 		preserve := rapid.Bool().Draw(t, "preserve")

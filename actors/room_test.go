@@ -107,6 +107,7 @@ func setName(t *testing.T, h *Service, user, name string, mode wire.Propagate) {
 }
 
 func TestRenamePropagatesToEveryRoom(t *testing.T) {
+	t.Parallel()
 	h := hostFor(t, t.TempDir())
 	alice := registerUser(t, h, "alice")
 	var rooms []string
@@ -128,6 +129,7 @@ func TestRenamePropagatesToEveryRoom(t *testing.T) {
 }
 
 func TestOverridesAndModes(t *testing.T) {
+	t.Parallel()
 	h := hostFor(t, t.TempDir())
 	bob := registerUser(t, h, "bob")
 	r1, r2 := createRoom(t, h, bob, 1), createRoom(t, h, bob, 2)
@@ -152,7 +154,7 @@ func TestOverridesAndModes(t *testing.T) {
 	// kept the older name (MSC4466).
 	setName(t, h, bob, "Rob", wire.Propagate_PROPAGATE_NONE)
 	setName(t, h, bob, "Bo", wire.Propagate_PROPAGATE_UNCHANGED)
-	time.Sleep(100 * time.Millisecond)
+	waitPropagated(t, h, bob) // both rooms have the unchanged-mode version
 	if got := memberName(t, h, r2, bob); got != "Bert" {
 		t.Fatalf("none or unchanged reached r2: %q", got)
 	}
@@ -161,6 +163,7 @@ func TestOverridesAndModes(t *testing.T) {
 }
 
 func TestPropagationResumesAfterRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
 	carol := registerUser(t, h, "carol")
@@ -182,6 +185,7 @@ func TestPropagationResumesAfterRestart(t *testing.T) {
 // found by id without an index; an id naming a position it does not hold
 // is not found; after a restart the room goes on from the last event.
 func TestEventIDsNamePositions(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
 	alice := registerUser(t, h, "alice")
@@ -240,6 +244,8 @@ func TestEventIDsNamePositions(t *testing.T) {
 // being committed (two of them here, the second replacing the first) stays
 // invisible until it is on disk, since a crash could still lose it.
 func TestReadsStopAtTheLastDurableEvent(t *testing.T) {
+	// Not parallel: its sleeps let both writes reach the held committer,
+	// which a loaded machine does not promise.
 	h, st := newTestHost(t, t.TempDir(), time.Minute)
 	t.Cleanup(func() { h.Stop(); st.Close() })
 	alice := registerUser(t, h, "alice")
@@ -305,6 +311,7 @@ func TestReadsStopAtTheLastDurableEvent(t *testing.T) {
 // first client request finds the whole state read, and the power levels
 // still decide who may change it.
 func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
 	alice := registerUser(t, h, "alice")
@@ -355,9 +362,10 @@ func TestRoomWokenByPropagationAnswersWithItsWholeState(t *testing.T) {
 // alone: it reads the renamed member's event, tells the other members'
 // syncs, and reads every other event before its first client request. The
 // room's last event, a member's join, load keeps as it passes it.
-// An index entry written before the index carried membership (the
-// position alone) makes the room read that member's event at once.
+// An index entry of the position alone, without the membership, makes
+// the room read that member's event at once.
 func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
 	alice, bob, carol := registerUser(t, h, "alice"), registerUser(t, h, "bob"), registerUser(t, h, "carol")
@@ -368,8 +376,8 @@ func TestRoomWokenByPropagationKnowsMembersFromTheIndex(t *testing.T) {
 			t.Fatal(r.Error)
 		}
 	}
-	// bob's entry as the oldest versions wrote it: the position alone;
-	// carol's as the next did: no profile version.
+	// bob's entry in its shortest stored form, the position alone; carol's
+	// in the form without a profile version.
 	h.Stop()
 	bobKey, carolKey := currentIndexKey(t, h, st, room, bob), currentIndexKey(t, h, st, room, carol)
 	raw, err := st.Get(bobKey)
@@ -448,9 +456,12 @@ func currentIndexKey(t *testing.T, h *Service, st *storage.Store, room, user str
 	return key
 }
 
-// A member's index entry ends with the position, as every entry did before
-// it carried more: older versions of persona read it the same way.
+// A member's index entry ends with the position, as every state index
+// entry does: whatever reads an entry's position from its last eight
+// bytes (storage.ParseUint64, or a reader that knows entries of the
+// position alone) reads a member's entry the same way.
 func TestMemberIndexEndsWithThePosition(t *testing.T) {
+	t.Parallel()
 	m := memberIndex{pos: 7, stream: 1 << 40, membership: 1}
 	v := m.encode()
 	if got := storage.ParseUint64(v); got != 7 {
@@ -468,6 +479,7 @@ func TestMemberIndexEndsWithThePosition(t *testing.T) {
 // storage leaves its room cursors there until a message needs them; a
 // rename then reads them after its answer, and reaches every room.
 func TestWokenUserWritesBeforeReadingItsRooms(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
 	dave := registerUser(t, h, "dave")
@@ -504,6 +516,9 @@ func TestWokenUserWritesBeforeReadingItsRooms(t *testing.T) {
 // the next request: the state, the timeline, sends (positions go on, a
 // resent txn id answers the same event) and propagation are as before.
 func TestIdleRoomReleasesItsState(t *testing.T) {
+	// Not parallel: it sleeps for the room's 50 ms idle timeout to fire,
+	// which under load races as in
+	// TestProfileWritesSurvivePassivationAndRestart.
 	const propagationIdle = 50 * time.Millisecond
 	h, st := newHostOpts(t, t.TempDir(), config.Default(), Options{PropagationIdle: propagationIdle})
 	t.Cleanup(func() { h.Stop(); st.Close() })

@@ -11,13 +11,14 @@ import (
 	"persona/wire"
 )
 
-// A store whose rooms predate the state index keyed by position (one
+// A store whose rooms hold the state index in its per-key form (one
 // entry per state key under "st", the current event's, some in the
-// oldest form: the position alone) gets the index built once at start:
+// shortest form: the position alone) gets the index built once at start:
 // the room then answers of its past as its event log says, each current
 // entry is the old one (a member's with the profile version the room
 // applied), and no old entry is left.
-func TestStateIndexBuiltForOlderStores(t *testing.T) {
+func TestStateIndexBuiltFromThePerKeyIndex(t *testing.T) {
+	t.Parallel()
 	o := olderStore(t)
 	want := o.indexEntries()
 	o.h.Stop()
@@ -28,8 +29,10 @@ func TestStateIndexBuiltForOlderStores(t *testing.T) {
 // A start that stopped while building the index, before or after some old
 // entries were deleted, builds the rest at the next start.
 func TestStateIndexBuildResumesAfterAStop(t *testing.T) {
+	t.Parallel()
 	for _, stop := range []string{"writing entries", "deleting old entries"} {
 		t.Run(stop, func(t *testing.T) {
+			t.Parallel()
 			o := olderStore(t)
 			want := o.indexEntries()
 			o.h.Stop()
@@ -77,13 +80,13 @@ func (o *historyOps) indexEntries() map[string][]byte {
 	return out
 }
 
-// toOldIndex rewrites the room's index, entries (the host stopped), as an
-// older store held it: each state key's current entry under "st", the
-// creator's in the oldest form (its position alone). keep tells whether
-// an entry of the new index stays (current: whether it is its run's
-// last); a current entry that stays has no old one, as after a start
-// that built it. oldest says whether the creator's entry takes the oldest
-// form. It deletes the mark of the index built.
+// toOldIndex rewrites the room's index, entries (the host stopped), in
+// the per-key form: each state key's current entry under "st", the
+// creator's in the shortest form (its position alone). keep tells whether
+// an entry of the index by position stays (current: whether it is its
+// run's last); a current entry that stays has no per-key one, as after a
+// start that built it. oldest says whether the creator's entry takes the
+// shortest form. It deletes the mark of the index built.
 func (o *historyOps) toOldIndex(entries map[string][]byte, keep func(current bool) bool, oldest bool) {
 	base := newRoom(o.h, o.room).key("")
 	spPrefix := newRoom(o.h, o.room).key("sp", "")

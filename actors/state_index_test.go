@@ -20,6 +20,7 @@ import (
 // renames, joins, leaves, invites, kicks, bans, messages and state
 // changes (some keyed with NUL and 0x01), across a restart.
 func TestStateAtPositionsMatchesTheEventLog(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h := newHistoryOps(t, dir)
 	h.run(150)
@@ -40,8 +41,8 @@ type historyOps struct {
 	room    string
 	creator string
 	readers []string
-	// oldTypes keeps NUL out of event types, as an older store's index
-	// could not tell them apart
+	// oldTypes keeps NUL out of event types, as the per-key form of the
+	// index cannot tell them apart
 	oldTypes bool
 }
 

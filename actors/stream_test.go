@@ -12,6 +12,7 @@ import (
 // since a position only if it had an event after it; when the index is full
 // its older half goes and older positions become unknown again.
 func TestStreamKnowsWhichRoomsChanged(t *testing.T) {
+	t.Parallel()
 	st, err := storage.Open(t.TempDir(), storage.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +69,7 @@ func TestStreamKnowsWhichRoomsChanged(t *testing.T) {
 // after the current one is reserved before it is needed, and a reopened
 // stream starts above every position handed out.
 func TestStreamReservesAhead(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	st, err := storage.Open(dir, storage.Options{})
 	if err != nil {

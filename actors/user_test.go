@@ -69,6 +69,9 @@ func askKind[T proto.Message](t *testing.T, h *Service, kind, id string, m proto
 }
 
 func TestProfileWritesSurvivePassivationAndRestart(t *testing.T) {
+	// Not parallel: under load its 50 ms idle timeout fires while the
+	// actor takes a message, where protoactor's receive-timeout timer
+	// races with the actor's goroutine (the race detector reports it).
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, 50*time.Millisecond)
 	const u = "@alice:test"
@@ -82,7 +85,9 @@ func TestProfileWritesSurvivePassivationAndRestart(t *testing.T) {
 	if w.Error != nil || w.Version != 2 {
 		t.Fatalf("set: %v", w)
 	}
-	time.Sleep(300 * time.Millisecond) // passivates
+	eventually(t, "the user's actor passivated", func() bool {
+		return actorMetric(t, h, "persona_actor_passivations_total", KindUser) >= 1
+	})
 	p := ask[*wire.ProfileReply](t, h, u, &wire.GetProfile{UserId: u})
 	if string(p.FieldsJson) != `{"displayname":"Alice"}` || p.Version != 2 {
 		t.Fatalf("after passivation: %s v%d", p.FieldsJson, p.Version)
@@ -107,6 +112,7 @@ func TestProfileWritesSurvivePassivationAndRestart(t *testing.T) {
 }
 
 func TestProfileTooLargeAndConcurrentWriters(t *testing.T) {
+	t.Parallel()
 	h, st := newTestHost(t, t.TempDir(), time.Minute)
 	defer st.Close()
 	defer h.Stop()
@@ -138,6 +144,7 @@ func TestProfileTooLargeAndConcurrentWriters(t *testing.T) {
 }
 
 func TestValidateKey(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		key, want string // want: the error's kind and subject, "" for none
 	}{

@@ -26,6 +26,7 @@ func mustCreateRoom(t *testing.T, c *mautrix.Client, req *mautrix.ReqCreateRoom)
 }
 
 func TestRoomAliasesList(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	n := testnode.Start(t, dir, nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
@@ -97,6 +98,7 @@ func TestRoomAliasesList(t *testing.T) {
 }
 
 func TestCanonicalAliasChecks(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	ctx := context.Background()
@@ -183,6 +185,7 @@ func TestCanonicalAliasChecks(t *testing.T) {
 }
 
 func TestCreateRoomCanonicalAlias(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice := n.Register("alice")
 	ctx := context.Background()

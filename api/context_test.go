@@ -14,6 +14,7 @@ import (
 )
 
 func TestEventContext(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	n := testnode.Start(t, "", nil)
 	alice, eve := n.Register("ctxAlice"), n.Register("ctxEve")

@@ -10,6 +10,7 @@ import (
 // gets the flows (401, no errcode), a wrong password the flows with
 // M_FORBIDDEN, the right one deletes the device.
 func TestDeleteDeviceAsksForThePassword(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	erin := n.Register("erin")
 	url := n.URL + "/_matrix/client/v3/devices/" + string(erin.DeviceID)

@@ -44,6 +44,7 @@ func aliasURL(n *testnode.Node, alias string) string {
 }
 
 func TestDirectoryAliases(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	ctx := context.Background()
@@ -101,6 +102,7 @@ func TestDirectoryAliases(t *testing.T) {
 }
 
 func TestDirectoryCreateRoomAlias(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice := n.Register("alice")
 	ctx := context.Background()
@@ -141,6 +143,7 @@ func publicRooms(t *testing.T, n *testnode.Node, query string) (map[string]map[s
 }
 
 func TestDirectoryPublicRooms(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	n := testnode.Start(t, dir, nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
@@ -218,6 +221,7 @@ func TestDirectoryPublicRooms(t *testing.T) {
 }
 
 func TestDirectoryBadInput(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice := n.Register("alice")
 	tok := alice.AccessToken

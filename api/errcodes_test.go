@@ -10,6 +10,7 @@ import (
 // answer with: each gets the status and errcode the spec (or, where it
 // names none, Synapse) gives that case.
 func TestActorErrorsMapToSpecErrcodes(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		kind       wire.Error_Kind
@@ -60,6 +61,7 @@ func TestActorErrorsMapToSpecErrcodes(t *testing.T) {
 // TestEveryErrorKindHasAnAnswer checks that no kind falls through to the
 // internal error unless it is one, and that a limit's wait reaches the client.
 func TestEveryErrorKindHasAnAnswer(t *testing.T) {
+	t.Parallel()
 	for k := range wire.Error_Kind_name {
 		kind := wire.Error_Kind(k)
 		if _, ok := errcodes[errorClass{kind, wire.Error_NONE}]; !ok {

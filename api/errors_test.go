@@ -40,6 +40,7 @@ func do(t *testing.T, method, url, token, ctype string, body string) (int, map[s
 }
 
 func TestBadInputGetsMatrixErrors(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", func(c *config.Config) { c.Limits.MaxRequestBytes = 4096 })
 	alice := n.Register("alice")
 	n.Register("bob")
@@ -99,6 +100,7 @@ func TestBadInputGetsMatrixErrors(t *testing.T) {
 }
 
 func TestProfileSizeLimit(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	tok := n.Register("big").AccessToken
 	me := n.URL + "/_matrix/client/v3/profile/@big:" + testnode.ServerName
@@ -116,6 +118,7 @@ func TestProfileSizeLimit(t *testing.T) {
 }
 
 func TestRateLimitAndAdminExemption(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", func(c *config.Config) {
 		c.Profile.RateLimit.Burst = 3
 		c.Profile.RateLimit.PerSecond = 0.1
@@ -164,6 +167,7 @@ func registerShared(t *testing.T, n *testnode.Node, name string, admin bool) str
 }
 
 func TestSharedSecretWrongMAC(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	_, nb, _ := do(t, "GET", n.URL+"/_synapse/admin/v1/register", "", "", "")
 	body := `{"nonce":"` + nb["nonce"].(string) + `","username":"eve","password":"pw","admin":true,"mac":"00"}`
@@ -173,6 +177,7 @@ func TestSharedSecretWrongMAC(t *testing.T) {
 }
 
 func TestRegistrationClosedAndRequireAuth(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", func(c *config.Config) {
 		c.Registration.Open = false
 		c.Profile.RequireAuth = true
@@ -192,6 +197,7 @@ func TestRegistrationClosedAndRequireAuth(t *testing.T) {
 }
 
 func TestKeysFilterAndAvatarUpload(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	tok := n.Register("dora").AccessToken
 	me := n.URL + "/_matrix/client/v3/profile/@dora:" + testnode.ServerName

@@ -36,6 +36,7 @@ func membersAt(t *testing.T, cli *mautrix.Client, room id.RoomID, at string) []s
 // as Synapse answers, so the members at it are those the sync saw, not the
 // nobody of before m.room.create.
 func TestMembersAtPrevBatch(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
 	ctx := context.Background()

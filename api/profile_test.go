@@ -58,6 +58,7 @@ func wantDisplayname(t *testing.T, cli *mautrix.Client, user id.UserID, want str
 // reads their own profile and those of users joined to a room with them,
 // nobody else's, and loses sight of a user once no room is shared.
 func TestProfileLimitToSharedRooms(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", func(c *config.Config) { c.Profile.LimitToSharedRooms = true })
 	ctx := context.Background()
 	alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
@@ -104,6 +105,7 @@ func TestProfileLimitToSharedRooms(t *testing.T) {
 // TestProfileReadableByDefault: with profile.limit_to_shared_rooms off (the
 // default), any profile is readable, by any user or without a token.
 func TestProfileReadableByDefault(t *testing.T) {
+	t.Parallel()
 	if config.Default().Profile.LimitToSharedRooms {
 		t.Fatal("profile.limit_to_shared_rooms is on by default")
 	}

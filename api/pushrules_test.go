@@ -22,6 +22,7 @@ func (twoMembers) GetMemberCount() int       { return 2 }
 // made for them, through mautrix's client, and they decide as the spec
 // says; one rule, its enabled flag and its actions read alone.
 func TestDefaultPushRules(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	ctx := context.Background()
 	alice := n.Register("alice")

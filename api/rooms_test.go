@@ -51,6 +51,7 @@ func doRaw(t *testing.T, method, u, token, body string) (int, []byte) {
 // TestRoomInputValidation covers bad input that is refused before any room
 // is asked.
 func TestRoomInputValidation(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice := n.Register("alice")
 	tok := alice.AccessToken
@@ -124,6 +125,7 @@ func TestRoomInputValidation(t *testing.T) {
 }
 
 func TestPresence(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice := n.Register("alice")
 	ctx := context.Background()
@@ -202,6 +204,7 @@ func createRoom(t *testing.T, alice, bob *mautrix.Client) id.RoomID {
 }
 
 func TestRoomMessagesAndState(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
 	ctx := context.Background()
@@ -337,6 +340,7 @@ func TestRoomMessagesAndState(t *testing.T) {
 // invite list carry each invitee's global displayname and avatar, as those
 // of /invite do.
 func TestCreateRoomInvitesCarryProfiles(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	ctx := context.Background()
@@ -359,6 +363,7 @@ func TestCreateRoomInvitesCarryProfiles(t *testing.T) {
 // TestCreateEventCannotBeSentAgain: a room has one create event; sending
 // another is a bad request (400), as Complement expects.
 func TestCreateEventCannotBeSentAgain(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	room := createRoom(t, alice, bob)

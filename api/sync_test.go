@@ -40,6 +40,7 @@ func bodies(evs []*event.Event) []string {
 }
 
 func TestSync(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
 	ctx := context.Background()
@@ -153,6 +154,7 @@ func TestSync(t *testing.T) {
 // message arrives exactly once. It needs the room's sync to leave out events
 // above upto even when they commit while the room reads.
 func TestSyncNoGapsNoRepeats(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	ctx := context.Background()
@@ -240,6 +242,7 @@ func hasPresence(resp *mautrix.RespSync, user id.UserID, p event.Presence) bool 
 // TestSyncTimelineLimitZero: a filter's timeline.limit 0 asks for no
 // timeline: the room comes with its state, limited, in joined and left rooms.
 func TestSyncTimelineLimitZero(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	ctx := context.Background()

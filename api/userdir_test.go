@@ -14,6 +14,7 @@ import (
 // room-specific name is found, and shown, only by the other members of that
 // room; users who share nothing with the searcher are not found.
 func TestUserDirectory(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	n := testnode.Start(t, "", nil)
 	alice, bob, eve := n.Register("dirAlice"), n.Register("dirBob"), n.Register("dirEve")

@@ -18,6 +18,7 @@ import (
 // "shared", those from their invite on under "invited", those from their
 // join on under "joined"; through /messages, /event, /context and /sync.
 func TestHistoryVisibility(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	ctx := context.Background()
 	for setting, visible := range map[string][]string{

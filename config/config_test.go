@@ -35,12 +35,14 @@ func wantAll(t *testing.T, err error, want ...string) {
 }
 
 func TestDefaultValidates(t *testing.T) {
+	t.Parallel()
 	if err := Default().Validate(); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestGenerateRoundTrip(t *testing.T) {
+	t.Parallel()
 	got, err := parse("", Generate(), noEnv)
 	if err != nil {
 		t.Fatalf("Parse(Generate()): %v\n%s", err, Generate())
@@ -75,6 +77,7 @@ func TestGenerateRoundTrip(t *testing.T) {
 }
 
 func TestGenerateCommentsEveryKey(t *testing.T) {
+	t.Parallel()
 	var doc yaml.Node
 	if err := yaml.Unmarshal(Generate(), &doc); err != nil {
 		t.Fatal(err)
@@ -95,6 +98,7 @@ func TestGenerateCommentsEveryKey(t *testing.T) {
 }
 
 func TestParseEmpty(t *testing.T) {
+	t.Parallel()
 	for _, in := range []string{"", "\n", "# only a comment\n", "---\n", "listen:\n", "listen: {}\nlog: ~\n"} {
 		got, err := parse("", []byte(in), noEnv)
 		if err != nil {
@@ -106,6 +110,7 @@ func TestParseEmpty(t *testing.T) {
 }
 
 func TestParseValues(t *testing.T) {
+	t.Parallel()
 	in := "server_name: example.org\nlisten:\n  metrics: \"\"\nprofile:\n  rate_limit:\n    per_second: 0.5\nactors:\n  passivate_after: 90s\n"
 	got, err := parse("", []byte(in), noEnv)
 	if err != nil {
@@ -122,6 +127,7 @@ func TestParseValues(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, in string
 		want     []string
@@ -157,6 +163,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestEnv(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -188,6 +195,7 @@ func TestEnv(t *testing.T) {
 }
 
 func TestEnvErrors(t *testing.T) {
+	t.Parallel()
 	_, err := parse("", nil, env(map[string]string{
 		"PERSONA_ACTORS_PARTITIONS":        "many",
 		"PERSONA_REGISTRATION_OPEN":        "yes please",
@@ -200,6 +208,7 @@ func TestEnvErrors(t *testing.T) {
 }
 
 func TestEnvNamesUnique(t *testing.T) {
+	t.Parallel()
 	seen := map[string]bool{}
 	leaves(reflect.ValueOf(Default()).Elem(), nil, func(path []string, _ reflect.Value) {
 		name := envName(path)
@@ -234,6 +243,7 @@ func TestLoadEnv(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.yaml")
 	_, err := Load(missing)
@@ -251,6 +261,7 @@ func TestLoadErrors(t *testing.T) {
 }
 
 func TestSharedSecretPath(t *testing.T) {
+	t.Parallel()
 	c := Default()
 	c.DataDir = "/var/lib/persona"
 	if got, want := c.SharedSecretPath(), filepath.Join("/var/lib/persona", "registration_shared_secret"); got != want {

@@ -7,6 +7,7 @@ import (
 )
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		set  func(*Config)
@@ -50,6 +51,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestValidateReportsAll(t *testing.T) {
+	t.Parallel()
 	c := Default()
 	c.Limits.MaxUploadBytes = -1
 	c.Profile.RateLimit.Burst = -1

@@ -61,6 +61,7 @@ func TestNetYieldPollsTheNetwork(t *testing.T) {
 // TestNetYieldAfterClose: a nil yield (no pipe) falls back to Gosched, and
 // close ends the pipe's reader.
 func TestNetYieldAfterClose(t *testing.T) {
+	t.Parallel()
 	var none *netYield
 	none.yield()
 	none.close()

@@ -73,7 +73,7 @@ func (a *busyOnce) Receive(ctx actor.Context) {
 
 // An actor that turned busy after asking to stop, waiting on a message the
 // partition now holds, asks to be routed to again: the message reaches it,
-// and so does every later request.
+// and a request to it is answered.
 func TestActorBusyWhenToldToStopResumes(t *testing.T) {
 	t.Parallel()
 	h, _ := newTestHost(t, 50*time.Millisecond, func(h *Host) actor.Actor { return &awaitsHeld{h: h} })

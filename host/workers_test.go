@@ -6,6 +6,7 @@ import "testing"
 // the waiting runs to the front: a stale run would keep a passivated actor
 // (its mailbox, context and state) in memory.
 func TestFifoForgetsRunsItHandedOut(t *testing.T) {
+	t.Parallel()
 	var f fifo
 	const n = 3000
 	for i := range n {

@@ -16,6 +16,7 @@ import (
 // TestP99Since: the bound is the smallest bucket holding 99% of the PUTs
 // counted between two scrapes.
 func TestP99Since(t *testing.T) {
+	t.Parallel()
 	before := histogram{.005: 100, .01: 100, .025: 100}
 	after := histogram{.005: 150, .01: 199, .025: 200}
 	if b, n := after.p99Since(before); b != .01 || n != 100 {
@@ -32,6 +33,7 @@ func TestP99Since(t *testing.T) {
 
 // TestPercentile: nearest rank, so that a p99 of 100 values is the 99th.
 func TestPercentile(t *testing.T) {
+	t.Parallel()
 	var d []time.Duration
 	for i := 1; i <= 100; i++ {
 		d = append(d, time.Duration(i))
@@ -48,7 +50,8 @@ func TestPercentile(t *testing.T) {
 }
 
 // TestBenchPropagationAgainstANode runs the whole bench, its trace report
-// included, against a real node with three rooms.
+// included, against a real node with three rooms. Not parallel: the bench
+// sets the package's HTTP client and starts a trace (one per process).
 func TestBenchPropagationAgainstANode(t *testing.T) {
 	n := testnode.Start(t, "", func(c *config.Config) { c.Profile.RateLimit.Burst = 0 })
 	path := filepath.Join(t.TempDir(), "persona.yaml")

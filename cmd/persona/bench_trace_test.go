@@ -18,7 +18,8 @@ import (
 
 // TestTraceReport: a trace of real commits, each inside a profile write's
 // region, reports those writes, the commit log's syncs the committer made
-// for them, and the GC's marking.
+// for them, and the GC's marking. Not parallel: a process runs one trace
+// at a time.
 func TestTraceReport(t *testing.T) {
 	dir := t.TempDir()
 	s, err := storage.Open(filepath.Join(dir, "db"), storage.Options{})

@@ -96,10 +96,11 @@ propagation:
 		t.Fatalf("after creating rooms: %v\n%s", err, node.out.tail())
 	}
 
-	// 3.-6., twice: kill right after the last acknowledged rename (the
-	// acceptance scenario), then once some rooms have acknowledged and
-	// others not (rooms that applied a version whose ack the user actor
-	// never wrote down are sent it again and must not apply it twice).
+	// 3.-6., twice: kill right after the last acknowledged rename (which
+	// survives, as every acknowledged one does), then once some rooms have
+	// acknowledged and others not (rooms that applied a version whose ack
+	// the user actor never wrote down are sent it again and must not apply
+	// it twice).
 	var written []string
 	renameBurst := func(k int) {
 		t.Helper()
@@ -477,7 +478,8 @@ func metricValue(metricsAddr, sample string) (float64, error) {
 
 // keepAlive makes the bench's HTTP client keep connections to the child
 // alive under crashConc concurrent requests, until the test ends; close
-// its idle connections when the child is killed.
+// its idle connections when the child is killed. It sets the package's
+// client: a test that calls it is not parallel.
 func keepAlive(t *testing.T) *http.Transport {
 	transport := &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64}
 	saved := httpClient.Transport

@@ -12,6 +12,7 @@ import (
 )
 
 func TestGenerateConfigIsTheDefaults(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	if err := run([]string{"generate-config"}, &out, &out); err != nil {
 		t.Fatal(err)
@@ -26,6 +27,7 @@ func TestGenerateConfigIsTheDefaults(t *testing.T) {
 }
 
 func TestUserCreateThroughSharedSecret(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	file := filepath.Join(t.TempDir(), "persona.yaml")
 	yaml := "server_name: " + testnode.ServerName + "\nregistration:\n  shared_secret: " + n.Config.Registration.SharedSecret + "\n"
@@ -47,6 +49,7 @@ func TestUserCreateThroughSharedSecret(t *testing.T) {
 }
 
 func TestServeRejectsBadConfig(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "persona.yaml")
 	_ = os.WriteFile(file, []byte("listen:\n  clinet: 1.2.3.4:1\n"), 0o600)
 	var errOut bytes.Buffer

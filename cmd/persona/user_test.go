@@ -19,6 +19,7 @@ import (
 // whose rename has reached its room, then the errors for users it cannot
 // show (unknown, remote, malformed).
 func TestUserPending(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	file := filepath.Join(t.TempDir(), "persona.yaml")
 	yaml := "server_name: " + testnode.ServerName + "\nregistration:\n  shared_secret: " + n.Config.Registration.SharedSecret + "\n"

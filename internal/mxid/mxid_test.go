@@ -6,6 +6,7 @@ import (
 )
 
 func TestParseServerName(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, in string
 		host     string // "" when invalid
@@ -60,6 +61,7 @@ func TestParseServerName(t *testing.T) {
 }
 
 func TestParseUserID(t *testing.T) {
+	t.Parallel()
 	long := "@" + strings.Repeat("a", 254-len(":example.org")) + ":example.org" // 255 bytes
 	for _, tc := range []struct {
 		name, in          string

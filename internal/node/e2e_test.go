@@ -17,6 +17,7 @@ import (
 var ctx = context.Background()
 
 func TestProfileWithMautrix(t *testing.T) {
+	t.Parallel()
 	n := testnode.Start(t, "", nil)
 	alice := n.Register("alice")
 	bob := n.Register("bob")
@@ -104,6 +105,7 @@ func TestProfileWithMautrix(t *testing.T) {
 }
 
 func TestProfilesSurviveRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	n := testnode.Start(t, dir, nil)
 	const users = 25
@@ -138,6 +140,7 @@ func TestProfilesSurviveRestart(t *testing.T) {
 // TestStopClosesUnusedConnections: a connection that never sent a request
 // does not hold a stop (net/http alone would wait five seconds for it).
 func TestStopClosesUnusedConnections(t *testing.T) {
+	// Not parallel: it bounds how long a stop takes.
 	n := testnode.Start(t, "", nil)
 	conn, err := net.Dial("tcp", n.ClientAddr())
 	if err != nil {

@@ -36,6 +36,7 @@ func setRoomNick(t *testing.T, cli *mautrix.Client, room id.RoomID, nick string)
 }
 
 func TestPerRoomNameSurvivesGlobalRename(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice := n.Register("alice")
 	rooms := createRooms(t, alice, 2)
@@ -62,6 +63,7 @@ func TestPerRoomNameSurvivesGlobalRename(t *testing.T) {
 }
 
 func TestPropagateNoneAndFalseLeaveRoomsAlone(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice := n.Register("alice")
 	rooms := createRooms(t, alice, 3)
@@ -115,6 +117,7 @@ func TestPropagateNoneAndFalseLeaveRoomsAlone(t *testing.T) {
 }
 
 func TestPropagateUnchangedSkipsRoomsWithTheirOwnValue(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice := n.Register("alice")
 	rooms := createRooms(t, alice, 2)
@@ -134,6 +137,7 @@ func TestPropagateUnchangedSkipsRoomsWithTheirOwnValue(t *testing.T) {
 }
 
 func TestAvatarChangeKeepsRoomNick(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice := n.Register("alice")
 	rooms := createRooms(t, alice, 2)
@@ -156,6 +160,7 @@ func TestAvatarChangeKeepsRoomNick(t *testing.T) {
 }
 
 func TestMemberEventContentRules(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice, carol := n.Register("alice"), n.Register("carol")
 	rooms := createRooms(t, alice, 2)
@@ -216,6 +221,7 @@ func TestMemberEventContentRules(t *testing.T) {
 // after a newer one. Three users, one after another, each in the same 40
 // rooms: the race is in the timing.
 func TestRenamesRacingJoinsConverge(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice := n.Register("alice")
 	rooms := createRooms(t, alice, 40)
@@ -259,6 +265,7 @@ func TestRenamesRacingJoinsConverge(t *testing.T) {
 // room ends with the last name, and no room's timeline shows an older name
 // after a newer one.
 func TestRenamesRacingRejoinsConverge(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	rooms := createRooms(t, alice, 20)

@@ -277,6 +277,7 @@ func checkNames(t *testing.T, reader *mautrix.Client, rooms []id.RoomID, user id
 }
 
 func TestRenameReaches1And50And1000Rooms(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	for _, count := range []int{1, 50, 1000} {
 		cli := n.Register(fmt.Sprintf("rooms%d", count))
@@ -291,6 +292,7 @@ func TestRenameReaches1And50And1000Rooms(t *testing.T) {
 }
 
 func TestQuickRenamesEndWithTheLastAndNeverGoBack(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice := n.Register("alice")
 	rooms := createRooms(t, alice, 30)
@@ -321,6 +323,7 @@ func TestQuickRenamesEndWithTheLastAndNeverGoBack(t *testing.T) {
 }
 
 func TestOtherMemberSeesRenameInSync(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	room := createRooms(t, alice, 1)[0]
@@ -368,6 +371,7 @@ func TestOtherMemberSeesRenameInSync(t *testing.T) {
 }
 
 func TestLateJoinerSeesRenamedMember(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice := n.Register("alice")
 	room := createRooms(t, alice, 1)[0]
@@ -394,6 +398,7 @@ func TestLateJoinerSeesRenamedMember(t *testing.T) {
 }
 
 func TestLeftRoomsAreUntouched(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	rooms := createRooms(t, alice, 2)
@@ -424,6 +429,7 @@ func TestLeftRoomsAreUntouched(t *testing.T) {
 }
 
 func TestConcurrentRenamesConverge(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice := n.Register("alice")
 	rooms := createRooms(t, alice, 10)
@@ -443,6 +449,7 @@ func TestConcurrentRenamesConverge(t *testing.T) {
 // member event for bob after the kick, and every other room ends with the
 // last name.
 func TestKicksRacingRenamesLeaveKickedRoomsAlone(t *testing.T) {
+	t.Parallel()
 	n := startNode(t)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	rooms := createRooms(t, alice, 20)

@@ -22,6 +22,7 @@ const DirectoryPublic = "public"
 // that answers a write once its batch is durable, and passivation when idle.
 type durableActor struct {
 	h          *Service
+	idle       *host.IdleWatch
 	commitSeq  uint64
 	waiting    []waiter
 	stopIdle   bool
@@ -35,9 +36,9 @@ func (d *durableActor) receive(ctx actor.Context, kind, id string) (proto.Messag
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		d.loadFailed = d.reload()
-		ctx.SetReceiveTimeout(d.h.cfg.Actors.PassivateAfter)
-	case *actor.ReceiveTimeout:
-		d.h.idle(ctx, len(d.waiting) > 0)
+		d.idle.Set(d.h.cfg.Actors.PassivateAfter)
+	case *host.IdleTimeout:
+		d.h.idle(ctx, d.idle, len(d.waiting) > 0)
 	case *host.StopWhenIdle:
 		d.stopIdle = true
 		d.after(ctx)

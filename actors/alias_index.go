@@ -43,19 +43,20 @@ func roomAliasesIn(store *storage.Store, p int, room string) ([]string, error) {
 type aliasIndex struct {
 	h    *Service
 	part int
+	idle *host.IdleWatch
 }
 
-func newAliasIndex(h *Service, id string) actor.Actor {
+func newAliasIndex(h *Service, id string, idle *host.IdleWatch) actor.Actor {
 	p, _ := strconv.Atoi(id)
-	return &aliasIndex{h: h, part: p}
+	return &aliasIndex{h: h, part: p, idle: idle}
 }
 
 func (a *aliasIndex) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *actor.Started, *actor.ReceiveTimeout:
-		ctx.SetReceiveTimeout(a.h.rt.PassivateAfter())
-		if _, timeout := m.(*actor.ReceiveTimeout); timeout {
-			a.h.idle(ctx, false)
+	case *actor.Started, *host.IdleTimeout:
+		a.idle.Set(a.h.rt.PassivateAfter())
+		if _, timeout := m.(*host.IdleTimeout); timeout {
+			a.h.idle(ctx, a.idle, false)
 		}
 	case *host.StopWhenIdle:
 		ctx.Stop(ctx.Self())

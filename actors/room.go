@@ -23,6 +23,7 @@ type room struct {
 	h    *Service
 	id   string
 	part int // the room's partition
+	idle *host.IdleWatch
 
 	exists bool
 	meta   roomMeta
@@ -140,11 +141,11 @@ func (r *room) Receive(ctx actor.Context) {
 		// Until a client asks something of it, a room only applies
 		// propagation and passivates soon: a fan-out to 100,000 rooms then
 		// keeps the rooms of its last seconds in memory, not all of them.
-		ctx.SetReceiveTimeout(min(r.h.cfg.Actors.PassivateAfter, r.h.opts.PropagationIdle))
+		r.idle.Set(min(r.h.cfg.Actors.PassivateAfter, r.h.opts.PropagationIdle))
 		return
-	case *actor.ReceiveTimeout:
-		if !r.release(ctx) {
-			r.h.idle(ctx, len(r.waiting) > 0)
+	case *host.IdleTimeout:
+		if !r.release() {
+			r.h.idle(ctx, r.idle, len(r.waiting) > 0)
 		}
 		return
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
@@ -165,7 +166,7 @@ func (r *room) Receive(ctx actor.Context) {
 			r.clientSeen = true
 			if r.released {
 				r.released = false
-				ctx.SetReceiveTimeout(min(r.h.cfg.Actors.PassivateAfter, r.h.opts.PropagationIdle))
+				r.idle.Set(min(r.h.cfg.Actors.PassivateAfter, r.h.opts.PropagationIdle))
 			}
 			if err := r.readUnread(); err != nil {
 				r.h.log.Error("room actor cannot read its state", "room", r.id, "err", err)

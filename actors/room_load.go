@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/asynkron/protoactor-go/actor"
-
 	"persona/storage"
 )
 
@@ -171,7 +169,7 @@ func (r *room) indexEntry(key, v []byte) (run int, pos uint64, unindexed bool, e
 // Member events stay, for the renames to come. It reports whether it
 // released; a room with commits in flight, or one whose commit failed,
 // does not.
-func (r *room) release(ctx actor.Context) bool {
+func (r *room) release() bool {
 	rest := r.h.cfg.Actors.PassivateAfter - r.h.opts.PropagationIdle
 	if !r.clientSeen || r.released || rest <= 0 || len(r.waiting) > 0 || len(r.unsynced) > 0 || r.failed != nil {
 		return false
@@ -185,7 +183,7 @@ func (r *room) release(ctx actor.Context) bool {
 		r.unread = r.unread.add(sk.typ, sk.key, ev.Pos)
 	}
 	r.state, r.released = members, true
-	ctx.SetReceiveTimeout(rest)
+	r.idle.Set(rest)
 	return true
 }
 

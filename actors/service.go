@@ -133,12 +133,28 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	ho := opts.Host
 	ho.Partitions, ho.PassivateAfter, ho.Metrics, ho.Log = cfg.Actors.Partitions, cfg.Actors.PassivateAfter, m, log
 	h.rt, err = host.New(ho,
-		host.Kind{Name: KindUser, New: func(id string) actor.Actor { return newUser(h, id) }, Mailbox: host.MailboxPriority},
-		host.Kind{Name: KindRoom, New: func(id string) actor.Actor { return newRoom(h, id) }, Mailbox: host.MailboxWorkers, Urgent: urgentForRoom},
-		host.Kind{Name: KindAlias, New: func(id string) actor.Actor { return newAlias(h, id) }},
-		host.Kind{Name: KindDirectory, New: func(id string) actor.Actor { return newDirectory(h, id) }},
-		host.Kind{Name: KindUserDir, New: func(id string) actor.Actor { return newUserDir(h, id) }},
-		host.Kind{Name: kindAliasIndex, New: func(id string) actor.Actor { return newAliasIndex(h, id) }},
+		host.Kind{Name: KindUser, New: func(id string, idle *host.IdleWatch) actor.Actor {
+			u := newUser(h, id)
+			u.idle = idle
+			return u
+		}, Mailbox: host.MailboxPriority},
+		host.Kind{Name: KindRoom, New: func(id string, idle *host.IdleWatch) actor.Actor {
+			r := newRoom(h, id)
+			r.idle = idle
+			return r
+		}, Mailbox: host.MailboxWorkers, Urgent: urgentForRoom},
+		host.Kind{Name: KindAlias, New: func(id string, idle *host.IdleWatch) actor.Actor {
+			a := newAlias(h, id)
+			a.idle = idle
+			return a
+		}},
+		host.Kind{Name: KindDirectory, New: func(id string, idle *host.IdleWatch) actor.Actor {
+			d := newDirectory(h, id)
+			d.idle = idle
+			return d
+		}},
+		host.Kind{Name: KindUserDir, New: func(id string, idle *host.IdleWatch) actor.Actor { return newUserDir(h, id, idle) }},
+		host.Kind{Name: kindAliasIndex, New: func(id string, idle *host.IdleWatch) actor.Actor { return newAliasIndex(h, id, idle) }},
 	)
 	if err != nil {
 		return nil, err
@@ -200,11 +216,11 @@ func (h *Service) Request(ctx context.Context, kind, id string, msg proto.Messag
 // Send delivers msg to the actor kind/id without waiting.
 func (h *Service) Send(kind, id string, msg proto.Message) { h.rt.Send(kind, id, msg) }
 
-// idle answers an actor's ReceiveTimeout (host.Host.Idle).
-func (h *Service) idle(ctx actor.Context, busy bool) { h.rt.Idle(ctx, busy) }
+// idle answers an actor's host.IdleTimeout (host.Host.Idle).
+func (h *Service) idle(ctx actor.Context, w *host.IdleWatch, busy bool) { h.rt.Idle(ctx, w, busy) }
 
 // stayActive answers host.StopWhenIdle for a busy actor (host.Host.StayActive).
-func (h *Service) stayActive(ctx actor.Context) { h.rt.StayActive(ctx) }
+func (h *Service) stayActive(ctx actor.Context, w *host.IdleWatch) { h.rt.StayActive(ctx, w) }
 
 // urgentForRoom puts a room's next turn in the workers' fast lane for a
 // client's request or the commit a client waits on; propagation and

@@ -20,8 +20,9 @@ import (
 // writer of that prefix, answers a write only after it is durable, and
 // passivates when idle.
 type user struct {
-	h  *Service
-	id string
+	h    *Service
+	id   string
+	idle *host.IdleWatch
 
 	exists  bool
 	account accountRecord
@@ -95,7 +96,7 @@ func (u *user) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		u.loadFailed = u.load()
-		ctx.SetReceiveTimeout(u.h.cfg.Actors.PassivateAfter)
+		u.idle.Set(u.h.cfg.Actors.PassivateAfter)
 		if u.loadFailed == nil && len(u.d.history) > 0 { // resume after a restart
 			u.loadFailed = u.ensureRooms()
 			if u.loadFailed == nil {
@@ -106,14 +107,14 @@ func (u *user) Receive(ctx actor.Context) {
 			u.publishEntry()
 		}
 		return
-	case *actor.ReceiveTimeout:
-		u.h.idle(ctx, u.busy())
+	case *host.IdleTimeout:
+		u.h.idle(ctx, u.idle, u.busy())
 		return
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
 		return // stopping already: asking again would reach a dead actor
 	case *host.StopWhenIdle:
 		if u.busy() { // busy since it asked: acks may be held for it
-			u.h.stayActive(ctx)
+			u.h.stayActive(ctx, u.idle)
 			return
 		}
 		u.stopIdle = true

@@ -25,11 +25,14 @@ const KindUserDir = "userdir"
 type userDir struct {
 	h       *Service
 	id      string
+	idle    *host.IdleWatch
 	entries map[string]*wire.DirectoryEntry
 	loadErr error
 }
 
-func newUserDir(h *Service, id string) *userDir { return &userDir{h: h, id: id} }
+func newUserDir(h *Service, id string, idle *host.IdleWatch) *userDir {
+	return &userDir{h: h, id: id, idle: idle}
+}
 
 func (d *userDir) key(parts ...string) []byte {
 	return storage.Key(append([]string{"p", partitionName(d.h.Partition(d.id)), "ud", d.id}, parts...)...)
@@ -39,9 +42,9 @@ func (d *userDir) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		d.loadErr = d.load()
-		ctx.SetReceiveTimeout(d.h.cfg.Actors.PassivateAfter)
-	case *actor.ReceiveTimeout:
-		d.h.idle(ctx, false)
+		d.idle.Set(d.h.cfg.Actors.PassivateAfter)
+	case *host.IdleTimeout:
+		d.h.idle(ctx, d.idle, false)
 	case *host.StopWhenIdle:
 		ctx.Stop(ctx.Self())
 	case *wire.DirectoryEntry:

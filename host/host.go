@@ -5,6 +5,8 @@
 // number of partitions; a partition actor activates the actors of its
 // partition on their first message, forwards their messages in each
 // sender's order, and passivates them when idle without losing a message.
+// The host watches idleness itself: each activation has an IdleWatch that
+// the actor sets, and that gives it IdleTimeout on its own turn.
 // Send and Request are the one place that resolves where an actor lives:
 // on one node every partition is local; the cluster layer places partitions
 // on nodes, and federation reaches actors of other servers, behind these
@@ -131,8 +133,10 @@ type Kind struct {
 	// Name addresses the kind in Send and Request.
 	Name string
 	// New returns a new actor for id; it is started on the id's first
-	// message after it was passivated or the node started.
-	New func(id string) actor.Actor
+	// message after it was passivated or the node started. idle is the
+	// actor's own watch: the actor sets it (IdleWatch.Set) to get
+	// IdleTimeout when it has had no message for a while.
+	New func(id string, idle *IdleWatch) actor.Actor
 	// Mailbox is how its actors receive their messages.
 	Mailbox Mailbox
 	// Urgent, with MailboxWorkers, reports whether a message posted to an

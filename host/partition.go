@@ -31,22 +31,22 @@ type held struct {
 // passivate is sent by an idle actor to its partition.
 type passivate struct{}
 
-// StopWhenIdle tells an actor that asked to stop (Idle) that no more
-// messages will reach it: it stops itself with ctx.Stop(ctx.Self()), or, if
-// it turned busy meanwhile, calls StayActive.
+// StopWhenIdle tells an actor that asked to stop (Idle, on its
+// IdleTimeout) that no more messages will reach it: it stops itself with
+// ctx.Stop(ctx.Self()), or, if it turned busy meanwhile, calls StayActive.
 type StopWhenIdle struct{}
 
 // resume is sent by an actor that got stopWhenIdle but turned busy
 // meanwhile: the partition routes to it again, held messages first.
 type resume struct{}
 
-// Idle answers an actor's ReceiveTimeout: an idle actor asks its partition
-// to stop it (a Request, since the partition knows the actor by the
-// sender) and later gets StopWhenIdle; a busy one looks again after
-// PassivateAfter, because protoactor disarms the timeout once it fires.
-func (h *Host) Idle(ctx actor.Context, busy bool) {
+// Idle answers an actor's IdleTimeout: an idle actor asks its partition to
+// stop it (a Request, since the partition knows the actor by the sender)
+// and later gets StopWhenIdle; a busy one sets idle to PassivateAfter and
+// looks again then, since the watch is disarmed once it fires.
+func (h *Host) Idle(ctx actor.Context, idle *IdleWatch, busy bool) {
 	if busy {
-		ctx.SetReceiveTimeout(h.opts.PassivateAfter)
+		idle.Set(h.opts.PassivateAfter)
 		return
 	}
 	ctx.Request(ctx.Parent(), &passivate{})
@@ -54,10 +54,11 @@ func (h *Host) Idle(ctx actor.Context, busy bool) {
 
 // StayActive answers StopWhenIdle for an actor that turned busy after it
 // asked to stop and may wait on messages the partition now holds (a user's
-// room acks): it asks to be routed to again, and to stop later.
-func (h *Host) StayActive(ctx actor.Context) {
+// room acks): it asks to be routed to again, and sets idle to
+// PassivateAfter to stop later.
+func (h *Host) StayActive(ctx actor.Context, idle *IdleWatch) {
 	ctx.Request(ctx.Parent(), &resume{})
-	ctx.SetReceiveTimeout(h.opts.PassivateAfter)
+	idle.Set(h.opts.PassivateAfter)
 }
 
 func newPartition(h *Host, index int) *partition {
@@ -146,7 +147,9 @@ func (p *partition) activate(ctx actor.Context, k key) *slot {
 	default:
 		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(depth))}
 	}
-	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return kind.New(k.id) }, opts...))
+	idle := newIdleWatch(p.h.system.Root)
+	opts = append(opts, actor.WithReceiverMiddleware(idle.receive))
+	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return kind.New(k.id, idle) }, opts...))
 	s := &slot{pid: pid}
 	p.actors[k] = s
 	p.byPID[pid.Id] = k

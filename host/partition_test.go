@@ -12,12 +12,12 @@ import (
 )
 
 // newTestHost starts a host with one kind, "test", made by newActor.
-func newTestHost(t *testing.T, passivateAfter time.Duration, newActor func(h *Host) actor.Actor) (*Host, *metrics.Metrics) {
+func newTestHost(t *testing.T, passivateAfter time.Duration, newActor func(h *Host, idle *IdleWatch) actor.Actor) (*Host, *metrics.Metrics) {
 	t.Helper()
 	m := metrics.New(nil)
 	var h *Host
 	h, err := New(Options{Partitions: 4, PassivateAfter: passivateAfter, Metrics: m},
-		Kind{Name: "test", New: func(string) actor.Actor { return newActor(h) }})
+		Kind{Name: "test", New: func(_ string, idle *IdleWatch) actor.Actor { return newActor(h, idle) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,11 +36,11 @@ func ping(t *testing.T, h *Host, id string, timeout time.Duration) {
 }
 
 // An actor busy when its idle timeout fires is passivated once it is idle:
-// protoactor fires a receive timeout once, so the actor must arm it again.
+// the watch fires once, so the actor must arm it again.
 func TestBusyActorPassivatesOnceIdle(t *testing.T) {
 	t.Parallel()
 	stopped := make(chan struct{})
-	h, _ := newTestHost(t, 50*time.Millisecond, func(h *Host) actor.Actor { return &busyOnce{h: h, stopped: stopped} })
+	h, _ := newTestHost(t, 50*time.Millisecond, func(h *Host, idle *IdleWatch) actor.Actor { return &busyOnce{h: h, idle: idle, stopped: stopped} })
 	ping(t, h, "busy", 5*time.Second)
 	select {
 	case <-stopped:
@@ -52,6 +52,7 @@ func TestBusyActorPassivatesOnceIdle(t *testing.T) {
 // busyOnce is busy when its first idle timeout fires, idle at the next.
 type busyOnce struct {
 	h        *Host
+	idle     *IdleWatch
 	timeouts int
 	stopped  chan struct{}
 }
@@ -59,10 +60,10 @@ type busyOnce struct {
 func (a *busyOnce) Receive(ctx actor.Context) {
 	switch ctx.Message().(type) {
 	case *actor.Started:
-		ctx.SetReceiveTimeout(a.h.PassivateAfter())
-	case *actor.ReceiveTimeout:
+		a.idle.Set(a.h.PassivateAfter())
+	case *IdleTimeout:
 		a.timeouts++
-		a.h.Idle(ctx, a.timeouts == 1)
+		a.h.Idle(ctx, a.idle, a.timeouts == 1)
 	case *StopWhenIdle:
 		ctx.Stop(ctx.Self())
 		close(a.stopped)
@@ -76,7 +77,7 @@ func (a *busyOnce) Receive(ctx actor.Context) {
 // and a request to it is answered.
 func TestActorBusyWhenToldToStopResumes(t *testing.T) {
 	t.Parallel()
-	h, _ := newTestHost(t, 50*time.Millisecond, func(h *Host) actor.Actor { return &awaitsHeld{h: h} })
+	h, _ := newTestHost(t, 50*time.Millisecond, func(h *Host, idle *IdleWatch) actor.Actor { return &awaitsHeld{h: h, idle: idle} })
 	ping(t, h, "await", 5*time.Second)
 	time.Sleep(200 * time.Millisecond) // the actor asks to stop, then turns busy
 	ping(t, h, "await", 2*time.Second)
@@ -86,6 +87,7 @@ func TestActorBusyWhenToldToStopResumes(t *testing.T) {
 // until its next message, which comes through the partition.
 type awaitsHeld struct {
 	h     *Host
+	idle  *IdleWatch
 	asked bool
 	busy  bool
 }
@@ -93,15 +95,15 @@ type awaitsHeld struct {
 func (a *awaitsHeld) Receive(ctx actor.Context) {
 	switch ctx.Message().(type) {
 	case *actor.Started:
-		ctx.SetReceiveTimeout(a.h.PassivateAfter())
-	case *actor.ReceiveTimeout:
+		a.idle.Set(a.h.PassivateAfter())
+	case *IdleTimeout:
 		if !a.asked {
 			a.asked, a.busy = true, true
-			a.h.Idle(ctx, false)
+			a.h.Idle(ctx, a.idle, false)
 		}
 	case *StopWhenIdle:
 		if a.busy {
-			a.h.StayActive(ctx)
+			a.h.StayActive(ctx, a.idle)
 		} else {
 			ctx.Stop(ctx.Self())
 		}
@@ -129,8 +131,8 @@ func TestOptionsValidate(t *testing.T) {
 			t.Errorf("New(%+v) = nil error", o)
 		}
 	}
-	if _, err := New(Options{Partitions: 4, PassivateAfter: time.Second}, Kind{Name: "a", New: func(string) actor.Actor { return nil }},
-		Kind{Name: "a", New: func(string) actor.Actor { return nil }}); err == nil {
+	if _, err := New(Options{Partitions: 4, PassivateAfter: time.Second}, Kind{Name: "a", New: func(string, *IdleWatch) actor.Actor { return nil }},
+		Kind{Name: "a", New: func(string, *IdleWatch) actor.Actor { return nil }}); err == nil {
 		t.Error("a kind registered twice was accepted")
 	}
 }

@@ -28,8 +28,16 @@ type IdleWatch struct {
 	d     time.Duration // 0: disarmed
 	gen   uint64        // the tick of the current arming carries it
 	timer *time.Timer
-	last  time.Time // when the idle time being watched began
+	last  time.Duration // when the idle time being watched began, as sinceStart
 }
+
+// start is when the process started: a watch keeps the time of the last
+// message as the monotonic time since then, in 8 bytes rather than a
+// time.Time's 24, for every idle actor in memory.
+var start = time.Now()
+
+// sinceStart returns the monotonic time since start.
+func sinceStart() time.Duration { return time.Since(start) }
 
 // idleTick is posted by the watch's timer; gen tells a tick of an earlier
 // arming, which the watch ignores.
@@ -46,7 +54,7 @@ func (w *IdleWatch) Set(d time.Duration) {
 		panic("host: IdleWatch.Set with a duration <= 0")
 	}
 	w.disarm()
-	w.d, w.last = d, time.Now()
+	w.d, w.last = d, sinceStart()
 	gen, root, self := w.gen, w.root, w.self
 	w.timer = time.AfterFunc(d, func() { root.Send(self, &idleTick{gen: gen}) })
 }
@@ -76,7 +84,7 @@ func (w *IdleWatch) receive(next actor.ReceiverFunc) actor.ReceiverFunc {
 			w.disarm()
 		}
 		next(c, env)
-		w.last = time.Now()
+		w.last = sinceStart()
 	}
 }
 
@@ -86,7 +94,7 @@ func (w *IdleWatch) tick(c actor.ReceiverContext, next actor.ReceiverFunc, m *id
 	if m.gen != w.gen || w.d == 0 {
 		return
 	}
-	if rest := w.d - time.Since(w.last); rest > 0 {
+	if rest := w.d - (sinceStart() - w.last); rest > 0 {
 		w.timer.Reset(rest)
 		return
 	}

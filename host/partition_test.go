@@ -2,10 +2,12 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"persona/metrics"
@@ -135,4 +137,24 @@ func TestOptionsValidate(t *testing.T) {
 		Kind{Name: "a", New: func(string, *IdleWatch) actor.Actor { return nil }}); err == nil {
 		t.Error("a kind registered twice was accepted")
 	}
+}
+
+// A stopped host leaves no goroutine behind: its partitions, actors,
+// workers, network-yield reader, metrics sampler and idle timers all end
+// with Stop.
+func TestStopLeavesNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var h *Host
+	h, err := New(Options{Partitions: 4, PassivateAfter: 20 * time.Millisecond, Metrics: metrics.New(nil)},
+		Kind{Name: "test", New: func(_ string, idle *IdleWatch) actor.Actor {
+			return &busyOnce{h: h, idle: idle, stopped: make(chan struct{})}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		ping(t, h, fmt.Sprint("a", i), 5*time.Second)
+	}
+	time.Sleep(50 * time.Millisecond) // some idle timers fire, others are armed
+	h.Stop()
 }

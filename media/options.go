@@ -1,6 +1,7 @@
 package media
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,21 +55,15 @@ func DefaultOptions() Options {
 // the one place the defaults are applied.
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
-	orDefault(&o.PendingTTL, d.PendingTTL)
-	orDefault(&o.MaxWait, d.MaxWait)
-	orDefault(&o.PollInterval, d.PollInterval)
-	orDefault(&o.ThumbnailSlots, d.ThumbnailSlots)
-	orDefault(&o.MaxThumbnailPixels, d.MaxThumbnailPixels)
+	o.PendingTTL = cmp.Or(o.PendingTTL, d.PendingTTL)
+	o.MaxWait = cmp.Or(o.MaxWait, d.MaxWait)
+	o.PollInterval = cmp.Or(o.PollInterval, d.PollInterval)
+	o.ThumbnailSlots = cmp.Or(o.ThumbnailSlots, d.ThumbnailSlots)
+	o.MaxThumbnailPixels = cmp.Or(o.MaxThumbnailPixels, d.MaxThumbnailPixels)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	return o
-}
-
-func orDefault[T int | int64 | time.Duration](v *T, def T) {
-	if *v == 0 {
-		*v = def
-	}
 }
 
 // validate reports every field of o (defaults applied) that the store

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -106,31 +107,25 @@ const minMemTableSize = (1<<20*100 + 14) / 15
 // withDefaults returns o with every zero field set to its default; it is
 // the one place the defaults are.
 func (o Options) withDefaults() Options {
-	orDefault(&o.MaxBatchesPerRound, 4096)
-	orDefault(&o.MaxOpsPerRound, 4096)
-	orDefault(&o.TxnOps, 256)
-	orDefault(&o.QueueBatches, 4096)
-	orDefault(&o.UrgentQueueBatches, 1024)
-	orDefault(&o.UrgentCalm, 50*time.Millisecond)
-	orDefault(&o.BusyGap, 20*time.Millisecond)
-	orDefault(&o.StarveAfter, 10*time.Millisecond)
-	orDefault(&o.SegmentBytes, 8<<20)
-	orDefault(&o.SpareSegments, 8)
-	orDefault(&o.MemTableSize, 32<<20)
-	orDefault(&o.NumLevelZeroTables, 30)
-	orDefault(&o.NumLevelZeroTablesStall, 60)
-	orDefault(&o.BlockCacheSize, 32<<20)
-	orDefault(&o.IndexCacheSize, 16<<20)
-	orDefault(&o.ValueLogFileSize, 256<<20)
-	orDefault(&o.ValueLogGCInterval, 5*time.Minute)
-	orDefault(&o.ValueLogGCDiscardRatio, 0.5)
+	o.MaxBatchesPerRound = cmp.Or(o.MaxBatchesPerRound, 4096)
+	o.MaxOpsPerRound = cmp.Or(o.MaxOpsPerRound, 4096)
+	o.TxnOps = cmp.Or(o.TxnOps, 256)
+	o.QueueBatches = cmp.Or(o.QueueBatches, 4096)
+	o.UrgentQueueBatches = cmp.Or(o.UrgentQueueBatches, 1024)
+	o.UrgentCalm = cmp.Or(o.UrgentCalm, 50*time.Millisecond)
+	o.BusyGap = cmp.Or(o.BusyGap, 20*time.Millisecond)
+	o.StarveAfter = cmp.Or(o.StarveAfter, 10*time.Millisecond)
+	o.SegmentBytes = cmp.Or(o.SegmentBytes, 8<<20)
+	o.SpareSegments = cmp.Or(o.SpareSegments, 8)
+	o.MemTableSize = cmp.Or(o.MemTableSize, 32<<20)
+	o.NumLevelZeroTables = cmp.Or(o.NumLevelZeroTables, 30)
+	o.NumLevelZeroTablesStall = cmp.Or(o.NumLevelZeroTablesStall, 60)
+	o.BlockCacheSize = cmp.Or(o.BlockCacheSize, 32<<20)
+	o.IndexCacheSize = cmp.Or(o.IndexCacheSize, 16<<20)
+	o.ValueLogFileSize = cmp.Or(o.ValueLogFileSize, 256<<20)
+	o.ValueLogGCInterval = cmp.Or(o.ValueLogGCInterval, 5*time.Minute)
+	o.ValueLogGCDiscardRatio = cmp.Or(o.ValueLogGCDiscardRatio, 0.5)
 	return o
-}
-
-func orDefault[T int | int64 | time.Duration | float64](v *T, def T) {
-	if *v == 0 {
-		*v = def
-	}
 }
 
 // validate reports every field of o (defaults applied) that the store

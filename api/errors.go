@@ -102,19 +102,18 @@ var errcodes = map[errorClass]errcode{
 // with errors.Is; any other error of the store is a failure of the disk
 // beneath it, answered as an internal error.
 var sentinels = []struct {
-	err error
-	errcode
-	message string
+	err    error
+	answer *Error
 }{
-	{media.ErrNotFound, errcode{404, "M_NOT_FOUND"}, "Media not found."},
-	{media.ErrNotYetUploaded, errcode{504, "M_NOT_YET_UPLOADED"}, "The media has not been uploaded yet."},
-	{media.ErrTooLarge, errcode{413, "M_TOO_LARGE"}, "Request body too large."},
-	{media.ErrNotCreator, errcode{403, "M_FORBIDDEN"}, "This media ID was created by another user."},
-	{media.ErrAlreadyUploaded, errcode{409, "M_CANNOT_OVERWRITE_MEDIA"}, "Media has already been uploaded to this ID."},
-	{media.ErrBadFilename, errcode{400, "M_INVALID_PARAM"}, "Invalid filename."},
-	{media.ErrBadThumbnailSpec, errcode{400, "M_INVALID_PARAM"}, "Invalid thumbnail size or method."},
-	{media.ErrImageTooLarge, errcode{400, "M_UNKNOWN"}, "The image is too large to thumbnail."},
-	{media.ErrBusy, errcode{503, "M_UNKNOWN"}, "The server is busy; try again."},
+	{media.ErrNotFound, notFound("Media not found.")},
+	{media.ErrNotYetUploaded, errorf(504, "M_NOT_YET_UPLOADED", "The media has not been uploaded yet.")},
+	{media.ErrTooLarge, errTooLarge},
+	{media.ErrNotCreator, forbidden("This media ID was created by another user.")},
+	{media.ErrAlreadyUploaded, errorf(409, "M_CANNOT_OVERWRITE_MEDIA", "Media has already been uploaded to this ID.")},
+	{media.ErrBadFilename, invalidParam("Invalid filename.")},
+	{media.ErrBadThumbnailSpec, invalidParam("Invalid thumbnail size or method.")},
+	{media.ErrImageTooLarge, badRequest("The image is too large to thumbnail.")},
+	{media.ErrBusy, errUnavailable},
 }
 
 // fromActor is the answer to an actor's error, looked up in errcodes: its
@@ -144,7 +143,7 @@ func answer(err error) *Error {
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s.err) {
-			return &Error{Status: s.status, Code: s.code, Message: s.message}
+			return s.answer
 		}
 	}
 	return errInternal

@@ -112,7 +112,7 @@ func install(ctx context.Context, dir string, progress io.Writer) error {
 	cmd.Stdout, cmd.Stderr = &out, &out
 
 	start := time.Now()
-	fmt.Fprintf(progress, "dendrite: building %s into %s (about 2 min on 2 cores the first time)\n", Version, dir)
+	fmt.Fprintf(progress, "dendrite: building %s into %s (2 to 4 min on 2 cores the first time)\n", Version, dir)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {

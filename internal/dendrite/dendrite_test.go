@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,7 +113,9 @@ func TestDendriteRestartKeepsData(t *testing.T) {
 	if _, err := alice.Whoami(ctx); err == nil {
 		t.Fatal("whoami answered while the peer was stopped")
 	}
-	s.Restart()
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
 
 	if s.ClientURL != clientURL || s.FederationURL != fedURL || s.ServerName != name {
 		t.Fatalf("after restart the peer is %s %s %s, was %s %s %s", s.ClientURL, s.FederationURL, s.ServerName, clientURL, fedURL, name)
@@ -178,4 +182,38 @@ func signingKeys(t *testing.T, s *Server) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestRestartReportsAPeerThatCannotStart takes the peer's client port while
+// it is stopped: Restart returns an error and leaves nothing running, and
+// once the port is free again Restart brings the peer back.
+func TestRestartReportsAPeerThatCannotStart(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+	s.Stop()
+	taken, err := net.Listen("tcp", strings.TrimPrefix(s.ClientURL, "http://"))
+	if err != nil {
+		t.Fatalf("take the client port: %v", err)
+	}
+	if err := s.Restart(); err == nil {
+		t.Fatal("Restart returned no error with the client port taken")
+	}
+	s.mu.Lock()
+	running := s.proc != nil
+	s.mu.Unlock()
+	if running {
+		t.Fatal("a failed Restart left a process behind")
+	}
+	_ = taken.Close()
+	if err := s.Restart(); err != nil {
+		t.Fatalf("Restart with the port free again: %v", err)
+	}
+	resp, err := http.Get(s.ClientURL + "/_matrix/client/versions")
+	if err != nil {
+		t.Fatalf("versions after restart: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("versions after restart: %s", resp.Status)
+	}
 }

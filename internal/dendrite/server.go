@@ -118,7 +118,9 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	})
 	t.Cleanup(s.Stop)
-	s.Restart()
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -149,16 +151,17 @@ func (s *Server) setup(binDir string) error {
 }
 
 // Restart starts the peer again with the same config, data and ports,
-// stopping it first if it runs, and returns once it answers. It fails the
-// test that started the server when the peer does not come up.
-func (s *Server) Restart() {
-	s.t.Helper()
+// stopping it first if it runs, and returns once it answers. When the peer
+// does not come up, Restart ends the process and returns why; the tail of
+// its log is printed when the test fails. It may be called from any
+// goroutine.
+func (s *Server) Restart() error {
 	s.Stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	log, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		s.t.Fatalf("open dendrite log: %v", err)
+		return fmt.Errorf("open dendrite log: %w", err)
 	}
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Dir = s.Dir
@@ -167,17 +170,20 @@ func (s *Server) Restart() {
 	err = cmd.Start()
 	_ = log.Close()
 	if err != nil {
-		s.t.Fatalf("start dendrite: %v", err)
+		return fmt.Errorf("start dendrite: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	s.proc, s.exited = cmd, exited
 	if err := s.waitReady(exited); err != nil {
-		s.t.Fatalf("dendrite %s did not come up: %v\nlast lines of %s:\n%s", s.ServerName, err, s.logPath, tail(s.logPath, 60))
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("dendrite %s did not come up (log in %s): %w", s.ServerName, s.logPath, err)
 	}
+	s.proc, s.exited = cmd, exited
+	return nil
 }
 
 // waitReady polls the client and federation listeners until both answer,
@@ -216,8 +222,9 @@ func (s *Server) waitReady(exited <-chan struct{}) error {
 }
 
 // Stop ends the peer: SIGTERM to its PID, then SIGKILL after
-// opts.StopTimeout. Stopping a stopped peer does nothing. It fails the test
-// that started the server if the peer had already exited by itself.
+// opts.StopTimeout. Stopping a stopped peer does nothing. It marks the test
+// that started the server failed if the peer had exited by itself. It may
+// be called from any goroutine.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

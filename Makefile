@@ -4,7 +4,7 @@ BIN         := bin/persona
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 
-.PHONY: build run test lint unit complement bench generate clean
+.PHONY: build run test lint unit dendrite complement bench generate clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/persona
@@ -26,8 +26,15 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-unit:
+unit: dendrite
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Builds the Dendrite peer the federation tests run (internal/dendrite) into
+# build/dendrite-<version>, once: later runs find it there. The first build
+# downloads Dendrite's modules and compiles it with cgo (sqlite); `go test`
+# alone builds it too, on the first test that needs it.
+dendrite:
+	$(GO) run ./internal/dendrite/cmd/ensure
 
 complement: build
 	.ci/complement $(BIN)

@@ -24,6 +24,10 @@ var allowed = map[string][]string{
 	"persona/internal/mxid":     {},
 	"persona/internal/cputime":  {},
 	"persona/internal/layout":   {},
+
+	// Test support: a real Dendrite peer, built by its own command.
+	"persona/internal/dendrite":            {},
+	"persona/internal/dendrite/cmd/ensure": {"internal/dendrite"},
 }
 
 // TestImportsRunOneWay fails when a package imports a persona package

@@ -23,6 +23,7 @@ var allowed = map[string][]string{
 	"persona/config":            {"internal/mxid"},
 	"persona/internal/mxid":     {},
 	"persona/internal/cputime":  {},
+	"persona/internal/pdu":      {},
 	"persona/internal/layout":   {},
 
 	// Test support: a real Dendrite peer, built by its own command.

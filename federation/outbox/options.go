@@ -22,6 +22,8 @@ type Client interface {
 	SendTransaction(ctx context.Context, t gomatrixserverlib.Transaction) (fclient.RespSend, error)
 }
 
+var _ Client = fclient.FederationClient(nil)
+
 // The spec's limits on one transaction.
 const (
 	specMaxPDUs = 50

@@ -178,12 +178,16 @@ func (o *destination) sent(m *sent) {
 		o.backOff()
 		return
 	}
-	refused := 0
+	refused, example := 0, ""
 	for id, r := range m.res.PDUs {
 		if r.Error != "" {
 			refused++
-			o.s.opts.Log.Info("destination refused a PDU", "destination", o.name, "txn", t.id, "event", id, "error", r.Error)
+			example = id + ": " + r.Error
 		}
+	}
+	if refused > 0 {
+		o.s.opts.Log.Info("destination refused PDUs of a transaction", "destination", o.name, "txn", t.id,
+			"refused", refused, "one", example)
 	}
 	if met != nil {
 		met.OutboxTransaction(t.pdus, refused, m.took)

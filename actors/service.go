@@ -57,6 +57,10 @@ type Options struct {
 	// AckWindow is how long the node gathers rooms' acks for one user into
 	// one message.
 	AckWindow time.Duration
+	// Kinds are more kinds of actors the host runs, registered after the
+	// domain's (the federation outbox's, for one); their names must differ
+	// from the domain's.
+	Kinds []host.Kind
 }
 
 // DefaultOptions returns the options a node runs with.
@@ -132,7 +136,7 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		presence: presences{users: map[string]*Presence{}}, stop: make(chan struct{})}
 	ho := opts.Host
 	ho.Partitions, ho.PassivateAfter, ho.Metrics, ho.Log = cfg.Actors.Partitions, cfg.Actors.PassivateAfter, m, log
-	h.rt, err = host.New(ho,
+	h.rt, err = host.New(ho, append([]host.Kind{
 		host.Kind{Name: KindUser, New: func(id string, idle *host.IdleWatch) actor.Actor {
 			u := newUser(h, id)
 			u.idle = idle
@@ -155,7 +159,7 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 		}},
 		host.Kind{Name: KindUserDir, New: func(id string, idle *host.IdleWatch) actor.Actor { return newUserDir(h, id, idle) }},
 		host.Kind{Name: kindAliasIndex, New: func(id string, idle *host.IdleWatch) actor.Actor { return newAliasIndex(h, id, idle) }},
-	)
+	}, opts.Kinds...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +204,10 @@ func (h *Service) Stop() {
 	}
 	h.rt.Stop()
 }
+
+// Runtime returns the host the actors run on, for the kinds of
+// Options.Kinds that need it after New (to send, or to post to themselves).
+func (h *Service) Runtime() *host.Host { return h.rt }
 
 // Partition returns the partition of an identity.
 func (h *Service) Partition(id string) int { return h.rt.Partition(id) }

@@ -30,6 +30,7 @@ type Metrics struct {
 	joinSnapshots                          *prometheus.CounterVec
 	mailboxDepth                           *prometheus.GaugeVec
 	commitWrite, commitSync, commitBatches prometheus.Histogram
+	outbox                                 *outboxMetrics
 }
 
 // Sizer reports storage sizes; the store implements it.
@@ -113,6 +114,7 @@ func New(store Sizer) *Metrics {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
 	})
 	m.reg.MustRegister(m.commitWrite, m.commitSync, m.commitBatches)
+	m.outbox = newOutboxMetrics(m.reg)
 	m.reg.MustRegister(m.httpDuration, m.profileWrites, m.activations, m.passivations,
 		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.noticesResent, m.coalesced, m.joinSnapshots, m.mailboxDepth)
 	if store != nil {

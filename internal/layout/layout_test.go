@@ -17,6 +17,7 @@ var allowed = map[string][]string{
 	"persona/media":             {"storage"},
 	"persona/actors":            {"wire", "host", "storage", "metrics", "config", "internal/mxid"},
 	"persona/host":              {"metrics"},
+	"persona/federation/outbox": {"host", "storage", "wire", "metrics"},
 	"persona/wire":              {},
 	"persona/storage":           {},
 	"persona/metrics":           {},

@@ -30,6 +30,8 @@ type Metrics struct {
 	joinSnapshots                          *prometheus.CounterVec
 	mailboxDepth                           *prometheus.GaugeVec
 	commitWrite, commitSync, commitBatches prometheus.Histogram
+	federationDuration                     *prometheus.HistogramVec
+	keyFetches                             *prometheus.CounterVec
 }
 
 // Sizer reports storage sizes; the store implements it.
@@ -115,6 +117,7 @@ func New(store Sizer) *Metrics {
 	m.reg.MustRegister(m.commitWrite, m.commitSync, m.commitBatches)
 	m.reg.MustRegister(m.httpDuration, m.profileWrites, m.activations, m.passivations,
 		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.noticesResent, m.coalesced, m.joinSnapshots, m.mailboxDepth)
+	m.newFederation()
 	if store != nil {
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

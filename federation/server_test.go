@@ -2,10 +2,15 @@ package federation_test
 
 import (
 	"bytes"
+	"crypto/tls"
+	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 
 	"persona/federation"
 	"persona/storage"
@@ -62,4 +67,31 @@ func TestNewWarnsOfTestSettings(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestShutdownLeavesNoGoroutines: after requests both ways (key fetches
+// over the client's connections, a signed request to the listener),
+// Shutdown and closing the store end every goroutine the servers started.
+func TestShutdownLeavesNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	a := startPeer(t, peerConfig{})
+	b := startPeer(t, peerConfig{})
+	whoami(a)
+	cli := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	req := signed(t, a.url(), b.Identity(), a.name, nil, "POST", "/_matrix/federation/v1/whoami", map[string]int{"n": 1})
+	resp, err := cli.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("signed request: %d", resp.StatusCode)
+	}
+	if err := verify(b.KeyRing(), a.name, signedByJSON(t, a.Identity())); err != nil {
+		t.Fatal(err)
+	}
+	cli.CloseIdleConnections()
+	a.stop()
+	b.stop()
 }

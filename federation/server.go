@@ -140,9 +140,12 @@ func (o Options) check() error {
 			errs = append(errs, fmt.Errorf("notary %q: %w", n, err))
 		}
 	}
-	for name, d := range map[string]time.Duration{"KeyValidity": o.KeyValidity, "RequestTimeout": o.RequestTimeout, "ResolveTTL": o.ResolveTTL} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{{"KeyValidity", o.KeyValidity}, {"RequestTimeout", o.RequestTimeout}, {"ResolveTTL", o.ResolveTTL}} {
+		if d.d < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.d))
 		}
 	}
 	if o.MaxRequestBytes < 0 {

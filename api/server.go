@@ -74,6 +74,7 @@ func (s *Server) handle(method, path string, h handler) {
 
 func (s *Server) routes() {
 	s.route("GET /_matrix/client/versions", s.versions)
+	s.wellKnownRoutes()
 	s.handle("GET", "/capabilities", s.authed(s.capabilities))
 	s.accountRoutes()
 	s.profileRoutes()

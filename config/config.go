@@ -18,6 +18,8 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Listen holds the network addresses served.
 	Listen Listen `yaml:"listen"`
+	// Federation configures the Server-Server API and this server's identity.
+	Federation Federation `yaml:"federation"`
 	// Registration controls who may create accounts.
 	Registration Registration `yaml:"registration"`
 	// Limits caps request and upload sizes.
@@ -38,6 +40,36 @@ type Listen struct {
 	Client string `yaml:"client"`
 	// Metrics is the host:port of the Prometheus /metrics endpoint; "" disables it.
 	Metrics string `yaml:"metrics"`
+	// Federation is the host:port of the Server-Server API, served over TLS;
+	// "" disables federation.
+	Federation string `yaml:"federation"`
+}
+
+// Federation configures how persona talks to other Matrix servers.
+type Federation struct {
+	// TLSCert is the PEM certificate (chain) of the federation listener and
+	// TLSKey its PEM private key; both "" means a self-signed certificate
+	// made on first start and kept in DataDir.
+	TLSCert string `yaml:"tls_cert"`
+	// TLSKey is the PEM private key of TLSCert.
+	TLSKey string `yaml:"tls_key"`
+	// WellKnownServer, when set, is the "m.server" that
+	// /.well-known/matrix/server answers on the client listener.
+	WellKnownServer string `yaml:"well_known_server"`
+	// TrustedKeyServers are notaries: servers whose /_matrix/key/v2/query is
+	// asked for the keys of servers that cannot be reached directly.
+	TrustedKeyServers []string `yaml:"trusted_key_servers"`
+	// Destinations maps a server name to the base URL
+	// (https://host:port) its requests go to, bypassing server discovery.
+	Destinations map[string]string `yaml:"destinations"`
+	// InsecureSkipVerify accepts any TLS certificate from peers.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// KeyValidity is how far ahead of now the valid_until_ts of this
+	// server's key response lies.
+	KeyValidity time.Duration `yaml:"key_validity"`
+	// AllowProfileLookup lets other servers read local profiles through
+	// /_matrix/federation/v1/query/profile; false answers 403.
+	AllowProfileLookup bool `yaml:"allow_profile_lookup"`
 }
 
 // Registration controls account creation.
@@ -116,8 +148,15 @@ func Default() *Config {
 		ServerName: "localhost:8008",
 		DataDir:    "./data",
 		Listen: Listen{
-			Client:  "127.0.0.1:8008",
-			Metrics: "127.0.0.1:9108",
+			Client:     "127.0.0.1:8008",
+			Metrics:    "127.0.0.1:9108",
+			Federation: "127.0.0.1:8448",
+		},
+		Federation: Federation{
+			TrustedKeyServers:  []string{},
+			Destinations:       map[string]string{},
+			KeyValidity:        7 * 24 * time.Hour,
+			AllowProfileLookup: true,
 		},
 		Registration: Registration{Open: false, SharedSecret: ""},
 		Limits: Limits{

@@ -65,6 +65,13 @@ func TestGenerateRoundTrip(t *testing.T) {
 			f.SetInt(f.Int() + 1)
 		case f.Kind() == reflect.Float64:
 			f.SetFloat(f.Float() + 0.5)
+		case f.Kind() == reflect.Slice:
+			f.Set(reflect.Append(f, reflect.ValueOf("x.example"), reflect.ValueOf(`q"uote`)))
+		case f.Kind() == reflect.Map:
+			f.SetMapIndex(reflect.ValueOf("x.example:8448"), reflect.ValueOf("https://127.0.0.1:8448"))
+			f.SetMapIndex(reflect.ValueOf("[::1]:1"), reflect.ValueOf(`a"b`))
+		default:
+			t.Fatalf("no change for a %s: extend this test", f.Type())
 		}
 	})
 	var back Config
@@ -126,6 +133,53 @@ func TestParseValues(t *testing.T) {
 	}
 }
 
+func TestParseFederation(t *testing.T) {
+	t.Parallel()
+	in := `listen:
+  federation: "127.0.0.1:0"
+federation:
+  tls_cert: /etc/persona/fed.crt
+  tls_key: /etc/persona/fed.key
+  well_known_server: matrix.example.org:443
+  trusted_key_servers: [matrix.org, "notary.example:8448"]
+  destinations:
+    "127.0.0.1:8449": https://127.0.0.1:8449
+    b.example: "https://[::1]:8450/"
+  insecure_skip_verify: true
+  key_validity: 24h
+  allow_profile_lookup: false
+`
+	got, err := parse("", []byte(in), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Listen.Federation = "127.0.0.1:0"
+	want.Federation = Federation{
+		TLSCert:            "/etc/persona/fed.crt",
+		TLSKey:             "/etc/persona/fed.key",
+		WellKnownServer:    "matrix.example.org:443",
+		TrustedKeyServers:  []string{"matrix.org", "notary.example:8448"},
+		Destinations:       map[string]string{"127.0.0.1:8449": "https://127.0.0.1:8449", "b.example": "https://[::1]:8450/"},
+		InsecureSkipVerify: true,
+		KeyValidity:        24 * time.Hour,
+		AllowProfileLookup: false,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v, want %+v", got.Federation, want.Federation)
+	}
+
+	got, err = parse("", []byte("listen:\n  federation: \"\"\nfederation:\n  trusted_key_servers: []\n  destinations: {}\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = Default()
+	want.Listen.Federation = ""
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("empty list and mapping: got %+v, want %+v", got, want)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -150,6 +204,17 @@ func TestParseErrors(t *testing.T) {
 		{"several at once", "foo: 1\nlimits:\n  max_upload_bytes: x\n", []string{"line 1:", `"foo"`, "line 3:", "limits.max_upload_bytes"}},
 		{"syntax", "listen:\n  client: [\n", []string{"line"}},
 		{"two documents", "log: {}\n---\nlog: {}\n", []string{"line 2:", "one YAML document"}},
+		{"scalar for list", "federation:\n  trusted_key_servers: matrix.org\n", []string{"line 2:", "federation.trusted_key_servers:", "expected a list"}},
+		{"null list", "federation:\n  trusted_key_servers:\n", []string{"line 2:", "federation.trusted_key_servers: no value", "[]"}},
+		{"list of lists", "federation:\n  trusted_key_servers: [a, [b]]\n", []string{"line 2:", "federation.trusted_key_servers[1]:", "a list"}},
+		{"null item", "federation:\n  trusted_key_servers:\n    - a\n    -\n", []string{"line 4:", "federation.trusted_key_servers[1]: no value"}},
+		{"list for mapping", "federation:\n  destinations: [a]\n", []string{"line 2:", "federation.destinations:", "expected a mapping", "a list"}},
+		{"null mapping", "federation:\n  destinations:\n", []string{"line 2:", "federation.destinations: no value", "{}"}},
+		{"mapping value", "federation:\n  destinations:\n    a.example: {url: x}\n", []string{"line 3:", `federation.destinations["a.example"]:`, "a mapping"}},
+		{"duplicate destination", "federation:\n  destinations:\n    a.example: https://a\n    a.example: https://b\n", []string{"line 4:", `duplicate key federation.destinations["a.example"]`}},
+		{"federation bool", "federation:\n  insecure_skip_verify: 1\n", []string{"line 2:", "federation.insecure_skip_verify:", "boolean"}},
+		{"federation duration", "federation:\n  key_validity: 7d\n", []string{"line 2:", "federation.key_validity:", "duration"}},
+		{"federation unknown", "federation:\n  tls_certificate: x\n", []string{"line 2:", `unknown key "federation.tls_certificate"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,6 +242,19 @@ func TestEnv(t *testing.T) {
 		{"nested int", map[string]string{"PERSONA_PROFILE_RATE_LIMIT_BURST": "0"}, func(c *Config) { c.Profile.RateLimit.Burst = 0 }},
 		{"float", map[string]string{"PERSONA_PROFILE_RATE_LIMIT_PER_SECOND": "2.5"}, func(c *Config) { c.Profile.RateLimit.PerSecond = 2.5 }},
 		{"duration", map[string]string{"PERSONA_ACTORS_PASSIVATE_AFTER": "1h"}, func(c *Config) { c.Actors.PassivateAfter = time.Hour }},
+		{"federation off", map[string]string{"PERSONA_LISTEN_FEDERATION": ""}, func(c *Config) { c.Listen.Federation = "" }},
+		{"list", map[string]string{"PERSONA_FEDERATION_TRUSTED_KEY_SERVERS": "matrix.org, n.example:8448"}, func(c *Config) {
+			c.Federation.TrustedKeyServers = []string{"matrix.org", "n.example:8448"}
+		}},
+		{"empty list", map[string]string{"PERSONA_FEDERATION_TRUSTED_KEY_SERVERS": ""}, func(c *Config) { c.Federation.TrustedKeyServers = []string{} }},
+		{"mapping", map[string]string{"PERSONA_FEDERATION_DESTINATIONS": "127.0.0.1:8449=https://127.0.0.1:8449,b.example = https://b.example"}, func(c *Config) {
+			c.Federation.Destinations = map[string]string{"127.0.0.1:8449": "https://127.0.0.1:8449", "b.example": "https://b.example"}
+		}},
+		{"federation bool", map[string]string{"PERSONA_FEDERATION_INSECURE_SKIP_VERIFY": "true"}, func(c *Config) { c.Federation.InsecureSkipVerify = true }},
+		{"federation duration", map[string]string{"PERSONA_FEDERATION_KEY_VALIDITY": "1h"}, func(c *Config) { c.Federation.KeyValidity = time.Hour }},
+		{"federation files", map[string]string{"PERSONA_FEDERATION_TLS_CERT": "c.pem", "PERSONA_FEDERATION_TLS_KEY": "k.pem"}, func(c *Config) {
+			c.Federation.TLSCert, c.Federation.TLSKey = "c.pem", "k.pem"
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,6 +283,15 @@ func TestEnvErrors(t *testing.T) {
 
 	_, err = parse("", nil, env(map[string]string{"PERSONA_ACTORS_PARTITIONS": "0"}))
 	wantAll(t, err, "actors.partitions")
+
+	_, err = parse("", nil, env(map[string]string{
+		"PERSONA_FEDERATION_DESTINATIONS":        "a.example https://a.example",
+		"PERSONA_FEDERATION_TRUSTED_KEY_SERVERS": "a.example,,b.example",
+	}))
+	wantAll(t, err, "PERSONA_FEDERATION_DESTINATIONS", "a=b,c=d", "PERSONA_FEDERATION_TRUSTED_KEY_SERVERS", "a,b")
+
+	_, err = parse("", nil, env(map[string]string{"PERSONA_FEDERATION_DESTINATIONS": "a.example=http://a.example"}))
+	wantAll(t, err, `federation.destinations["a.example"]`)
 }
 
 func TestEnvNamesUnique(t *testing.T) {
@@ -217,7 +304,8 @@ func TestEnvNamesUnique(t *testing.T) {
 		}
 		seen[name] = true
 	})
-	for _, name := range []string{"PERSONA_SERVER_NAME", "PERSONA_DATA_DIR", "PERSONA_LISTEN_CLIENT", "PERSONA_PROFILE_RATE_LIMIT_BURST", "PERSONA_ACTORS_PASSIVATE_AFTER"} {
+	for _, name := range []string{"PERSONA_SERVER_NAME", "PERSONA_DATA_DIR", "PERSONA_LISTEN_CLIENT", "PERSONA_PROFILE_RATE_LIMIT_BURST", "PERSONA_ACTORS_PASSIVATE_AFTER",
+		"PERSONA_LISTEN_FEDERATION", "PERSONA_FEDERATION_DESTINATIONS", "PERSONA_FEDERATION_ALLOW_PROFILE_LOOKUP"} {
 		if !seen[name] {
 			t.Errorf("no key maps to %s", name)
 		}

@@ -2,6 +2,8 @@ package config
 
 import (
 	"bytes"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -25,9 +27,11 @@ func generate(c *Config) []byte {
 }
 
 var fileTemplate = template.Must(template.New("persona.yaml").Funcs(template.FuncMap{
-	"q":   strconv.Quote,
-	"dur": func(d time.Duration) string { return strconv.Quote(shortDuration(d)) },
-	"num": func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) },
+	"q":    strconv.Quote,
+	"dur":  func(d time.Duration) string { return strconv.Quote(shortDuration(d)) },
+	"num":  func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) },
+	"list": flowList,
+	"dict": flowMap,
 }).Parse(`# persona.yaml: configuration of the persona Matrix profile daemon.
 #
 # Every key is optional; a missing key keeps the default shown here. Unknown
@@ -52,6 +56,46 @@ listen:
   # host:port of the Prometheus /metrics endpoint; "" disables it.
   # Keep it off public interfaces: metrics reveal usage patterns.
   metrics: {{q .Listen.Metrics}}
+  # host:port of the federation (Server-Server) API, served over TLS; "" disables
+  # federation. Other servers reach this one here, so it faces the network they
+  # are on; 8448 is the port they try when discovery names none.
+  federation: {{q .Listen.Federation}}
+
+# Federation with other Matrix servers: this server's TLS certificate, where
+# peers' keys come from and how peers are reached. The signing key is made on
+# first start and kept in <data_dir>/signing.key; losing it makes peers
+# distrust events this server signed before.
+federation:
+  # File of the federation listener's PEM certificate, with its chain. Left ""
+  # with tls_key, a self-signed certificate is made on first start and kept in
+  # <data_dir>/tls.crt and tls.key: peers that verify certificates refuse it,
+  # so set a real one (from an ACME client, say) for public federation.
+  tls_cert: {{q .Federation.TLSCert}}
+  # File of the PEM private key of tls_cert; set both or neither.
+  tls_key: {{q .Federation.TLSKey}}
+  # When set, /.well-known/matrix/server on the client listener answers
+  # {"m.server": this}: peers then reach server_name at this host:port, for
+  # when the federation listener is not at server_name:8448.
+  well_known_server: {{q .Federation.WellKnownServer}}
+  # Notaries: server names whose /_matrix/key/v2/query is asked for a peer's
+  # keys when the peer does not answer itself. Each is trusted with every key it
+  # vouches for; their own keys are fetched from them directly.
+  trusted_key_servers: {{list .Federation.TrustedKeyServers}}
+  # Server name -> base URL ("https://127.0.0.1:8449") of peers reached at that
+  # URL instead of by server discovery (well-known, SRV, DNS). For tests and
+  # private networks; logged at start, since it overrides what DNS says.
+  destinations: {{dict .Federation.Destinations}}
+  # true accepts any TLS certificate from peers, self-signed ones included.
+  # For tests on one machine only: anyone on the path can then pose as a peer.
+  insecure_skip_verify: {{.Federation.InsecureSkipVerify}}
+  # How long peers may cache this server's signing key (valid_until_ts of
+  # /_matrix/key/v2/server). Longer saves them fetches; shorter makes a
+  # replaced key reach them sooner. Peers cap it at 7 days.
+  key_validity: {{dur .Federation.KeyValidity}}
+  # true lets other servers read local users' profiles
+  # (/_matrix/federation/v1/query/profile); false answers them 403. The peer is
+  # authenticated by its signature, so profile.require_auth does not apply.
+  allow_profile_lookup: {{.Federation.AllowProfileLookup}}
 
 # Who may create accounts.
 registration:
@@ -137,4 +181,22 @@ func shortDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// flowList renders items as a YAML flow sequence of quoted strings.
+func flowList(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// flowMap renders m as a YAML flow mapping of quoted strings, in key order.
+func flowMap(m map[string]string) string {
+	q := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		q = append(q, strconv.Quote(k)+": "+strconv.Quote(m[k]))
+	}
+	return "{" + strings.Join(q, ", ") + "}"
 }

@@ -138,6 +138,14 @@ func check(n *yaml.Node, t reflect.Type, path string, add func(int, string, ...a
 
 // checkValue reports a value v that does not fit a field of type t.
 func checkValue(v *yaml.Node, t reflect.Type, key string, add func(int, string, ...any)) {
+	switch t.Kind() {
+	case reflect.Slice:
+		checkList(v, t, key, add)
+		return
+	case reflect.Map:
+		checkMap(v, t, key, add)
+		return
+	}
 	switch {
 	case v.Kind != yaml.ScalarNode:
 		add(v.Line, "%s: expected %s, got %s", key, describe(t), kindName(v))
@@ -147,6 +155,49 @@ func checkValue(v *yaml.Node, t reflect.Type, key string, add func(int, string, 
 		add(v.Line, "%s: no value; remove the key for the default", key)
 	case !tagFits(v.ShortTag(), t) || v.Decode(reflect.New(t).Interface()) != nil:
 		add(v.Line, "%s: cannot parse %q as %s", key, v.Value, describe(t))
+	}
+}
+
+// checkList reports a value v that is not a list fitting the slice type t,
+// or an item that does not fit t's element type.
+func checkList(v *yaml.Node, t reflect.Type, key string, add func(int, string, ...any)) {
+	switch {
+	case isNull(v):
+		add(v.Line, "%s: no value; write [] for an empty list or remove the key for the default", key)
+	case v.Kind != yaml.SequenceNode:
+		add(v.Line, "%s: expected %s, got %s", key, describe(t), kindName(v))
+	default:
+		for i, item := range v.Content {
+			checkValue(deref(item), t.Elem(), fmt.Sprintf("%s[%d]", key, i), add)
+		}
+	}
+}
+
+// checkMap reports a value v that is not a mapping fitting the map type t,
+// a duplicate key, or a value that does not fit t's element type.
+func checkMap(v *yaml.Node, t reflect.Type, key string, add func(int, string, ...any)) {
+	switch {
+	case isNull(v):
+		add(v.Line, "%s: no value; write {} for an empty mapping or remove the key for the default", key)
+		return
+	case v.Kind != yaml.MappingNode:
+		add(v.Line, "%s: expected %s, got %s", key, describe(t), kindName(v))
+		return
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := deref(v.Content[i]), deref(v.Content[i+1])
+		entry := fmt.Sprintf("%s[%q]", key, k.Value)
+		if k.Kind != yaml.ScalarNode || isNull(k) {
+			add(k.Line, "%s: expected %s, got %s as a key", key, describe(t), kindName(k))
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			add(k.Line, "duplicate key %s (first at line %d)", entry, first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		checkValue(val, t.Elem(), entry, add)
 	}
 }
 
@@ -204,6 +255,10 @@ func describe(t reflect.Type) string {
 		return "an integer"
 	case t.Kind() == reflect.Float64:
 		return "a number"
+	case t.Kind() == reflect.Slice:
+		return "a list such as [a, b]"
+	case t.Kind() == reflect.Map:
+		return "a mapping such as {a: b}"
 	}
 	return "a string"
 }
@@ -248,18 +303,35 @@ func applyEnv(c *Config, lookup func(string) (string, bool)) error {
 		name := envName(path)
 		if s, ok := lookup(name); ok {
 			if err := setFromString(f, s); err != nil {
-				errs = append(errs, fmt.Errorf("%s: cannot parse %q as %s", name, s, describe(f.Type())))
+				errs = append(errs, fmt.Errorf("%s: cannot parse %q as %s", name, s, describeEnv(f.Type())))
 			}
 		}
 	})
 	return errors.Join(errs...)
 }
 
-// setFromString parses s into f according to f's type; f is left alone on error.
+// describeEnv names the kind of value an environment variable for a field
+// of type t holds.
+func describeEnv(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Slice:
+		return "a list such as a,b"
+	case reflect.Map:
+		return "a mapping such as a=b,c=d"
+	}
+	return describe(t)
+}
+
+// setFromString parses s into f according to f's type; f is left alone on
+// error. A list is written a,b and a mapping a=b,c=d; "" is empty.
 func setFromString(f reflect.Value, s string) error {
 	var v any
 	var err error
 	switch {
+	case f.Kind() == reflect.Slice:
+		v, err = splitList(s)
+	case f.Kind() == reflect.Map:
+		v, err = splitMap(s)
 	case f.Type() == durationType:
 		v, err = time.ParseDuration(s)
 	case f.Kind() == reflect.String:
@@ -279,4 +351,39 @@ func setFromString(f reflect.Value, s string) error {
 		f.Set(reflect.ValueOf(v).Convert(f.Type()))
 	}
 	return err
+}
+
+// splitList parses a,b into its items, each trimmed; "" is the empty list.
+func splitList(s string) ([]string, error) {
+	items := []string{}
+	if strings.TrimSpace(s) == "" {
+		return items, nil
+	}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			return nil, errors.New("empty item")
+		}
+		items = append(items, item)
+	}
+	return items, nil
+}
+
+// splitMap parses a=b,c=d into its entries, each part trimmed; "" is the
+// empty mapping.
+func splitMap(s string) (map[string]string, error) {
+	items, err := splitList(s)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(items))
+	for _, item := range items {
+		k, v, ok := strings.Cut(item, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if _, dup := m[k]; !ok || k == "" || dup {
+			return nil, fmt.Errorf("bad entry %q", item)
+		}
+		m[k] = v
+	}
+	return m, nil
 }

@@ -3,9 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +36,12 @@ func (c *Config) Validate() error {
 			p.add("listen.metrics", `%v or "" to disable (got %q)`, err, c.Listen.Metrics)
 		}
 	}
+	if c.Listen.Federation != "" {
+		if err := checkHostPort(c.Listen.Federation); err != nil {
+			p.add("listen.federation", `%v or "" to disable (got %q)`, err, c.Listen.Federation)
+		}
+	}
+	c.Federation.validate(&p)
 	positive(&p, "limits.max_upload_bytes", c.Limits.MaxUploadBytes)
 	positive(&p, "limits.max_request_bytes", c.Limits.MaxRequestBytes)
 	p.between("profile.max_displayname_chars", c.Profile.MaxDisplaynameChars, 1, 65536)
@@ -106,6 +115,49 @@ func checkHostPort(addr string) error {
 	}
 	if !mxid.ValidServerName(host) || strings.Contains(host, ":") {
 		return fmt.Errorf("invalid host %q", host)
+	}
+	return nil
+}
+
+// validate adds the problems of the federation section to p.
+func (f *Federation) validate(p *problems) {
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		p.add("federation.tls_cert", `and federation.tls_key must both be set, or both "" for a self-signed certificate (got %q and %q)`, f.TLSCert, f.TLSKey)
+	}
+	if f.WellKnownServer != "" {
+		if _, _, err := mxid.ParseServerName(f.WellKnownServer); err != nil {
+			p.add("federation.well_known_server", "%v (got %q)", err, f.WellKnownServer)
+		}
+	}
+	for i, name := range f.TrustedKeyServers {
+		if _, _, err := mxid.ParseServerName(name); err != nil {
+			p.add(fmt.Sprintf("federation.trusted_key_servers[%d]", i), "%v (got %q)", err, name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(f.Destinations)) {
+		key := fmt.Sprintf("federation.destinations[%q]", name)
+		if _, _, err := mxid.ParseServerName(name); err != nil {
+			p.add(key, "the key is no server name: %v", err)
+		}
+		if err := checkBaseURL(f.Destinations[name]); err != nil {
+			p.add(key, "%v (got %q)", err, f.Destinations[name])
+		}
+	}
+	p.positiveDuration("federation.key_validity", f.KeyValidity)
+}
+
+// checkBaseURL checks a destination's base URL: https://host[:port], with
+// no path, query or user.
+func checkBaseURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return errors.New(`must be a base URL such as "https://127.0.0.1:8448"`)
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port must be 1-65535, not %q", port)
+		}
 	}
 	return nil
 }

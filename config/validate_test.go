@@ -33,6 +33,27 @@ func TestValidate(t *testing.T) {
 		{"displayname", func(c *Config) { c.Profile.MaxDisplaynameChars = 0 }, "profile.max_displayname_chars:"},
 		{"resend", func(c *Config) { c.Propagation.ResendAfter = 0 }, "propagation.resend_after:"},
 		{"format", func(c *Config) { c.Log.Format = "JSON" }, "log.format:"},
+		{"federation off", func(c *Config) { c.Listen.Federation = "" }, ""},
+		{"federation any port", func(c *Config) { c.Listen.Federation = "127.0.0.1:0" }, ""},
+		{"federation no port", func(c *Config) { c.Listen.Federation = "127.0.0.1" }, "listen.federation:"},
+		{"cert without key", func(c *Config) { c.Federation.TLSCert = "c.pem" }, "federation.tls_cert:"},
+		{"key without cert", func(c *Config) { c.Federation.TLSKey = "k.pem" }, "federation.tls_key"},
+		{"cert and key", func(c *Config) { c.Federation.TLSCert, c.Federation.TLSKey = "c.pem", "k.pem" }, ""},
+		{"well-known", func(c *Config) { c.Federation.WellKnownServer = "matrix.example.org:443" }, ""},
+		{"bad well-known", func(c *Config) { c.Federation.WellKnownServer = "https://matrix.example.org" }, "federation.well_known_server:"},
+		{"notaries", func(c *Config) { c.Federation.TrustedKeyServers = []string{"matrix.org", "127.0.0.1:8449"} }, ""},
+		{"bad notary", func(c *Config) { c.Federation.TrustedKeyServers = []string{"matrix.org", "no_such"} }, "federation.trusted_key_servers[1]:"},
+		{"destinations", func(c *Config) {
+			c.Federation.Destinations = map[string]string{"127.0.0.1:8449": "https://127.0.0.1:8449", "[::1]:8450": "https://[::1]:8450/", "b.example": "https://b.example"}
+		}, ""},
+		{"bad destination name", func(c *Config) { c.Federation.Destinations = map[string]string{"a_b": "https://127.0.0.1:8449"} }, `federation.destinations["a_b"]: the key`},
+		{"plain http destination", func(c *Config) { c.Federation.Destinations = map[string]string{"a.example": "http://127.0.0.1:8449"} }, `federation.destinations["a.example"]:`},
+		{"destination path", func(c *Config) {
+			c.Federation.Destinations = map[string]string{"a.example": "https://a.example/matrix"}
+		}, `federation.destinations["a.example"]:`},
+		{"destination port", func(c *Config) { c.Federation.Destinations = map[string]string{"a.example": "https://a.example:0"} }, `federation.destinations["a.example"]: port`},
+		{"destination host", func(c *Config) { c.Federation.Destinations = map[string]string{"a.example": "127.0.0.1:8449"} }, `federation.destinations["a.example"]:`},
+		{"key validity", func(c *Config) { c.Federation.KeyValidity = 0 }, "federation.key_validity:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,135 +1,46 @@
 package metrics
 
 import (
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// outboxMetrics are the federation outbox's collectors. The per-destination
-// gauges cover the destinations whose outbox is in memory (it has entries
-// queued, or had lately): an idle one leaves, which bounds their series.
-type outboxMetrics struct {
-	transactions, failures prometheus.Counter
-	pdus                   prometheus.Histogram
-	latency                prometheus.Histogram
-	refused, dropped       prometheus.Counter
-	dests                  *destinations
-}
+// keySources are the places the key ring looks for another server's keys:
+// the node's store, the server itself and the configured notaries.
+var keySources = []string{"store", "direct", "notary"}
 
-func newOutboxMetrics(reg *prometheus.Registry) *outboxMetrics {
-	o := &outboxMetrics{
-		transactions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "persona_federation_transactions_total",
-			Help: "Federation transactions a destination answered 200.",
-		}),
-		failures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "persona_federation_transaction_failures_total",
-			Help: "Attempts to send a federation transaction that failed (network, timeout, non-200); the transaction is sent again after a back-off.",
-		}),
-		pdus: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "persona_federation_transaction_pdus",
-			Help:    "PDUs in each federation transaction delivered.",
-			Buckets: []float64{0, 1, 2, 5, 10, 20, 30, 40, 50},
-		}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "persona_federation_transaction_seconds",
-			Help:    "Time from sending a federation transaction to the destination's 200.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
-		}),
-		refused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "persona_federation_pdus_refused_total",
-			Help: "PDUs a destination answered with an error in a 200 to their transaction; they are not sent again.",
-		}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "persona_federation_outbox_dropped_pdus_total",
-			Help: "Queued PDUs dropped because the oldest entry of their destination's queue passed the horizon; each room's latest PDU is kept.",
-		}),
-		dests: &destinations{
-			m: map[string]destState{},
-			queued: prometheus.NewDesc("persona_federation_outbox_queued",
-				"Entries (PDUs and EDUs) queued for a destination and not yet delivered.", []string{"destination"}, nil),
-			age: prometheus.NewDesc("persona_federation_outbox_oldest_age_seconds",
-				"Age of the oldest entry queued for a destination; 0 when none.", []string{"destination"}, nil),
-			backoff: prometheus.NewDesc("persona_federation_outbox_backoff_seconds",
-				"Seconds until the next attempt to send to a destination that failed; 0 when healthy.", []string{"destination"}, nil),
-		},
-	}
-	reg.MustRegister(o.transactions, o.failures, o.pdus, o.latency, o.refused, o.dropped, o.dests)
-	return o
-}
+// keyResults are the outcomes of one look for keys: some found, none
+// found, or a failure (the source did not answer, or answered wrongly).
+var keyResults = []string{"found", "none", "error"}
 
-// destState is what the gauges of one destination are computed from.
-type destState struct {
-	queued          int
-	oldest, retryAt time.Time
-}
-
-// destinations is a collector of the per-destination gauges: ages and
-// back-offs are computed when scraped.
-type destinations struct {
-	mu                   sync.Mutex
-	m                    map[string]destState
-	queued, age, backoff *prometheus.Desc
-}
-
-// Describe is part of prometheus.Collector.
-func (d *destinations) Describe(ch chan<- *prometheus.Desc) {
-	ch <- d.queued
-	ch <- d.age
-	ch <- d.backoff
-}
-
-// Collect is part of prometheus.Collector.
-func (d *destinations) Collect(ch chan<- prometheus.Metric) {
-	now := time.Now()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for name, s := range d.m {
-		var age, wait float64
-		if !s.oldest.IsZero() {
-			age = max(0, now.Sub(s.oldest).Seconds())
+// newFederation registers the collectors of the federation listener and
+// the key ring.
+func (m *Metrics) newFederation() {
+	m.federationDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "persona_federation_request_duration_seconds",
+		Help:    "Time to answer a request of another server on the federation listener, by route pattern, method and status; _count counts requests.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
+	}, []string{"route", "method", "status"})
+	m.keyFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "persona_federation_key_fetches_total",
+		Help: "Looks for other servers' signing keys, by source (store, direct, notary) and result (found, none, error).",
+	}, []string{"source", "result"})
+	for _, source := range keySources {
+		for _, result := range keyResults {
+			m.keyFetches.WithLabelValues(source, result) // exported at 0 from the start
 		}
-		if !s.retryAt.IsZero() {
-			wait = max(0, s.retryAt.Sub(now).Seconds())
-		}
-		ch <- prometheus.MustNewConstMetric(d.queued, prometheus.GaugeValue, float64(s.queued), name)
-		ch <- prometheus.MustNewConstMetric(d.age, prometheus.GaugeValue, age, name)
-		ch <- prometheus.MustNewConstMetric(d.backoff, prometheus.GaugeValue, wait, name)
 	}
+	m.reg.MustRegister(m.federationDuration, m.keyFetches)
 }
 
-// OutboxState records a destination's queue: its entries not yet
-// delivered, when the oldest was queued (zero: none) and when the next
-// attempt after a failure is due (zero: not backing off).
-func (m *Metrics) OutboxState(dest string, queued int, oldest, retryAt time.Time) {
-	d := m.outbox.dests
-	d.mu.Lock()
-	d.m[dest] = destState{queued: queued, oldest: oldest, retryAt: retryAt}
-	d.mu.Unlock()
+// FederationRequest records one answered request on the federation listener.
+func (m *Metrics) FederationRequest(route, method, status string, d time.Duration) {
+	m.federationDuration.WithLabelValues(route, method, status).Observe(d.Seconds())
 }
 
-// OutboxGone removes a destination whose outbox left memory from the
-// gauges.
-func (m *Metrics) OutboxGone(dest string) {
-	d := m.outbox.dests
-	d.mu.Lock()
-	delete(d.m, dest)
-	d.mu.Unlock()
+// KeyFetch counts one look for keys at source ("store", "direct" or
+// "notary") with its result ("found", "none" or "error").
+func (m *Metrics) KeyFetch(source, result string) {
+	m.keyFetches.WithLabelValues(source, result).Inc()
 }
-
-// OutboxTransaction counts a transaction delivered with pdus PDUs, refused
-// of which the destination answered with an error, took after it was sent.
-func (m *Metrics) OutboxTransaction(pdus, refused int, took time.Duration) {
-	m.outbox.transactions.Inc()
-	m.outbox.pdus.Observe(float64(pdus))
-	m.outbox.latency.Observe(took.Seconds())
-	m.outbox.refused.Add(float64(refused))
-}
-
-// OutboxTransactionFailed counts a failed attempt to send a transaction.
-func (m *Metrics) OutboxTransactionFailed() { m.outbox.failures.Inc() }
-
-// OutboxDropped counts PDUs dropped by the horizon.
-func (m *Metrics) OutboxDropped(n int) { m.outbox.dropped.Add(float64(n)) }

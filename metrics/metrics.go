@@ -31,6 +31,8 @@ type Metrics struct {
 	mailboxDepth                           *prometheus.GaugeVec
 	commitWrite, commitSync, commitBatches prometheus.Histogram
 	outbox                                 *outboxMetrics
+	federationDuration                     *prometheus.HistogramVec
+	keyFetches                             *prometheus.CounterVec
 }
 
 // Sizer reports storage sizes; the store implements it.
@@ -117,6 +119,7 @@ func New(store Sizer) *Metrics {
 	m.outbox = newOutboxMetrics(m.reg)
 	m.reg.MustRegister(m.httpDuration, m.profileWrites, m.activations, m.passivations,
 		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.noticesResent, m.coalesced, m.joinSnapshots, m.mailboxDepth)
+	m.newFederation()
 	if store != nil {
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

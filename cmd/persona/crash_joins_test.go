@@ -27,7 +27,7 @@ func TestCrashMidJoinsConverges(t *testing.T) {
 	transport := keepAlive(t)
 	addrs := freeLoopbackAddrs(t, 2)
 	cfgPath := filepath.Join(t.TempDir(), "persona.yaml")
-	cfg := fmt.Sprintf("server_name: \"localhost\"\ndata_dir: %q\nlisten:\n  client: %q\n  metrics: %q\nregistration:\n  shared_secret: %q\n",
+	cfg := fmt.Sprintf("server_name: \"localhost\"\ndata_dir: %q\nlisten:\n  client: %q\n  metrics: %q\n  federation: \"\"\nregistration:\n  shared_secret: %q\n",
 		filepath.Join(t.TempDir(), "data"), addrs[0], addrs[1], crashSecret)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -66,6 +66,7 @@ data_dir: %q
 listen:
   client: %q
   metrics: %q
+  federation: ""
 registration:
   open: false
   shared_secret: %q

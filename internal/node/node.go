@@ -1,6 +1,6 @@
 // Package node assembles one persona node: storage, media, actors, the
-// Client-Server API and the metrics listener, started in that order and
-// stopped in reverse.
+// Client-Server API, the federation listener and the metrics listener,
+// started in that order and stopped in reverse.
 // `persona serve` and the end-to-end tests start nodes through it.
 package node
 
@@ -23,6 +23,7 @@ import (
 	"persona/actors"
 	"persona/api"
 	"persona/config"
+	"persona/federation"
 	"persona/media"
 	"persona/metrics"
 	"persona/storage"
@@ -38,6 +39,8 @@ type Node struct {
 	metricsLn *http.Server
 	clientLn  net.Listener
 	metricsL  net.Listener
+	fed       *federation.Server
+	fedL      net.Listener
 	done      chan error
 	stopOnce  sync.Once
 	stopErr   error
@@ -67,7 +70,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 2)}
+	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 3)}
 	m = metrics.New(st)
 	if n.host, err = actors.New(st, cfg, m, log); err != nil {
 		_ = st.Close()
@@ -84,9 +87,17 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	n.client.ConnState = fresh.track
 	n.client.RegisterOnShutdown(fresh.close)
 	go n.serve(n.client, n.clientLn)
+	if cfg.Listen.Federation != "" {
+		if err := n.startFederation(m); err != nil {
+			_ = n.client.Close()
+			n.stopCore()
+			return nil, err
+		}
+	}
 	if cfg.Listen.Metrics != "" {
 		if n.metricsL, err = net.Listen("tcp", cfg.Listen.Metrics); err != nil {
 			_ = n.client.Close()
+			n.closeFederation()
 			n.stopCore()
 			return nil, fmt.Errorf("listen.metrics %s: %w", cfg.Listen.Metrics, err)
 		}
@@ -98,8 +109,39 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		n.metricsLn = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go n.serve(n.metricsLn, n.metricsL)
 	}
-	log.Info("persona node started", "server_name", cfg.ServerName, "client", n.ClientAddr(), "metrics", n.MetricsAddr(), "data_dir", cfg.DataDir)
+	log.Info("persona node started", "server_name", cfg.ServerName, "client", n.ClientAddr(),
+		"federation", n.FederationAddr(), "metrics", n.MetricsAddr(), "data_dir", cfg.DataDir)
 	return n, nil
+}
+
+// startFederation loads the server's identity, listens on
+// listen.federation and serves federation requests over TLS.
+func (n *Node) startFederation(m *metrics.Metrics) error {
+	o := federation.OptionsFrom(n.cfg)
+	o.Store, o.Metrics, o.Log = n.store, m, n.log
+	fed, err := federation.New(o)
+	if err != nil {
+		return err
+	}
+	if n.fedL, err = net.Listen("tcp", n.cfg.Listen.Federation); err != nil {
+		return fmt.Errorf("listen.federation %s: %w", n.cfg.Listen.Federation, err)
+	}
+	n.fed = fed
+	go func() {
+		if err := fed.Serve(n.fedL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.done <- err
+		}
+	}()
+	return nil
+}
+
+// closeFederation stops the federation listener at once, if started.
+func (n *Node) closeFederation() {
+	if n.fed != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = n.fed.Shutdown(ctx)
+	}
 }
 
 // freshConns are the client connections that have not sent a request yet.
@@ -139,6 +181,19 @@ func (n *Node) serve(s *http.Server, l net.Listener) {
 // ClientAddr is the address the Client-Server API listens on.
 func (n *Node) ClientAddr() string { return n.clientLn.Addr().String() }
 
+// FederationAddr is the address the federation listener listens on, or ""
+// when federation is disabled.
+func (n *Node) FederationAddr() string {
+	if n.fedL == nil {
+		return ""
+	}
+	return n.fedL.Addr().String()
+}
+
+// Federation returns the node's federation server (its identity, key ring,
+// client and routes), or nil when federation is disabled.
+func (n *Node) Federation() *federation.Server { return n.fed }
+
 // MetricsAddr is the address of /metrics, or "" when disabled.
 func (n *Node) MetricsAddr() string {
 	if n.metricsL == nil {
@@ -156,6 +211,11 @@ func (n *Node) Failed() <-chan error { return n.done }
 func (n *Node) Stop(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.stopErr = n.client.Shutdown(ctx)
+		if n.fed != nil {
+			if e := n.fed.Shutdown(ctx); n.stopErr == nil {
+				n.stopErr = e
+			}
+		}
 		if n.metricsLn != nil {
 			_ = n.metricsLn.Shutdown(ctx)
 		}

@@ -1,5 +1,6 @@
 // Package testnode starts real persona nodes for tests: a temp data dir, free
-// loopback ports, open registration, and a Matrix client library ready to use.
+// loopback ports (the federation listener's too), open registration, and a
+// Matrix client library ready to use.
 package testnode
 
 import (
@@ -39,6 +40,7 @@ func Start(t testing.TB, dir string, tune func(*config.Config)) *Node {
 	cfg.ServerName = ServerName
 	cfg.Listen.Client = "127.0.0.1:0"
 	cfg.Listen.Metrics = "127.0.0.1:0"
+	cfg.Listen.Federation = "127.0.0.1:0"
 	cfg.Registration.Open = true
 	cfg.Registration.SharedSecret = "test-secret"
 	if tune != nil {

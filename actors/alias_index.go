@@ -3,8 +3,6 @@ package actors
 import (
 	"cmp"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -120,30 +118,3 @@ func (h *Service) RoomAliases(ctx context.Context, room string) (*wire.RoomAlias
 	slices.Sort(out.Aliases)
 	return out, nil
 }
-
-// indexAliases builds the index from the alias records of a store written
-// before it existed, once (the mark aliasIndexMark says it is done).
-func indexAliases(store *storage.Store, partitions int) error {
-	if _, err := store.Get(aliasIndexMark); err == nil || !errors.Is(err, storage.ErrNotFound) {
-		return err
-	}
-	var b storage.Batch
-	for p := range partitions {
-		prefix := storage.Prefix("p", partitionName(p), "a")
-		err := store.Scan(prefix, nil, func(k, v []byte) error {
-			var rec aliasRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode alias: %w", err)
-			}
-			b.Set(aliasIndexKey(p, rec.RoomID, string(k[len(prefix):])), []byte{})
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("index aliases: %w", err)
-		}
-	}
-	b.Set(aliasIndexMark, []byte{})
-	return store.CommitSync(&b)
-}
-
-var aliasIndexMark = []byte("migrated/alias-index")

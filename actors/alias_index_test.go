@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"persona/storage"
 	"persona/wire"
 )
 
@@ -59,30 +58,5 @@ func TestAliasIndexFollowsPutAndDelete(t *testing.T) {
 	}
 	if got := roomAliases(t, h, "!none:"+server); got == nil || len(got) != 0 {
 		t.Fatalf("aliases of a room without any = %#v, want empty", got)
-	}
-}
-
-// A store that holds alias records without their index gets the index
-// built once at start.
-func TestAliasIndexBuiltWhenMissing(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	const alias, room = "#old:" + server, "!old:" + server
-	h, st := newTestHost(t, dir, time.Minute)
-	var b storage.Batch // the record alone, without its index entry
-	b.Set(storage.Key("p", partitionName(h.Partition(alias)), "a", alias), mustJSON(&aliasRecord{RoomID: room, Creator: "@a:" + server}))
-	b.Delete(aliasIndexMark)
-	h.Stop()
-	if err := st.CommitSync(&b); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	h, st = newTestHost(t, dir, time.Minute)
-	defer st.Close()
-	defer h.Stop()
-	if got := roomAliases(t, h, room); !slices.Equal(got, []string{alias}) {
-		t.Fatalf("aliases = %v", got)
 	}
 }

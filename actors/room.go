@@ -27,6 +27,7 @@ type room struct {
 
 	exists bool
 	meta   roomMeta
+	tip    tip                    // the room's last event
 	state  map[stateKey]*evRecord // current state, read so far
 	// unread holds the positions of state events load left in storage, and
 	// unreadMembers what the state index says of members whose events it
@@ -50,19 +51,40 @@ type room struct {
 	released   bool        // its state went back to storage since the last client request (release)
 	loadFailed error
 	past       *stateHistory // the state history the message being handled read (pastState)
+	out        outboundState // per other server, the last position its outbox acknowledged (room_outbound.go)
+	outgoing   []outgoing    // local events to send other servers once durable
+	remote     *[]string     // servers with joined members, once worked out (servers)
 }
 
 type stateKey struct{ typ, key string }
 
-// roomMeta is the room's stored header.
+// tip is the id and depth of a room's last event.
+type tip struct {
+	id    string
+	depth int64
+}
+
+// roomMeta is the room's stored header, rewritten when the state every
+// event's auth names changes or the room's DAG forks.
 type roomMeta struct {
 	Creator string `json:"creator"`
 	Version string `json:"version"`
-	NextPos uint64 `json:"next"` // position of the next event (in memory; stored only by older versions)
+	NextPos uint64 `json:"next,omitempty"` // position of the next event (in memory only)
+	// Create, Power and JoinRules are the ids of the current create,
+	// power levels and join rules events.
+	Create    string `json:"create,omitempty"`
+	Power     string `json:"pl,omitempty"`
+	JoinRules string `json:"jr,omitempty"`
+	// Extremities are the room's forward extremities when they are not
+	// its last event alone, and Depth the greatest depth among them.
+	Extremities []string `json:"fx,omitempty"`
+	Depth       int64    `json:"depth,omitempty"`
 }
 
-// evRecord is a stored event: the client-format fields plus what persona
-// needs (positions, the sender's txn id).
+// evRecord is a stored event: the PDU's fields (content canonical), what
+// clients see of the state it replaced, and what persona needs
+// (positions, the sender's txn id). A local event's PDU is rebuilt from
+// these fields (pduOf); a remote one is kept as it came.
 type evRecord struct {
 	ID         string          `json:"id"`
 	Type       string          `json:"t"`
@@ -70,6 +92,12 @@ type evRecord struct {
 	Sender     string          `json:"u"`
 	TS         int64           `json:"ts"`
 	Content    json.RawMessage `json:"c"`
+	PrevEvents []string        `json:"pe"`
+	AuthEvents []string        `json:"ae"`
+	Depth      int64           `json:"dp"`
+	Redacts    string          `json:"rd,omitempty"`
+	PDU        json.RawMessage `json:"pdu,omitempty"` // a remote event as it came, signatures included
+	Outlier    bool            `json:"o,omitempty"`   // held for state and auth, outside the timeline
 	Prev       json.RawMessage `json:"pc,omitempty"`
 	PrevSender string          `json:"ps,omitempty"`
 	PrevID     string          `json:"pid,omitempty"`
@@ -79,6 +107,7 @@ type evRecord struct {
 	Device     string          `json:"d,omitempty"`
 
 	prev       *evRecord // the state event it replaced, until it is durable: storage may not hold that one yet
+	relay      bool      // a remote event this room sends on to the other servers (appendRemote)
 	membership uint8     // of a member event, once read from Content: its index in memberships
 }
 
@@ -137,6 +166,7 @@ func (r *room) Receive(ctx actor.Context) {
 		r.loadFailed = r.load()
 		if r.loadFailed == nil {
 			r.renotifyMembers()
+			r.resendOutbound()
 		}
 		// Until a client asks something of it, a room only applies
 		// propagation and passivates soon: a fan-out to 100,000 rooms then
@@ -161,7 +191,7 @@ func (r *room) Receive(ctx actor.Context) {
 			return
 		}
 		switch m.(type) {
-		case *wire.ProfileUpdates, *wire.MembershipAck, *wire.Wake:
+		case *wire.ProfileUpdates, *wire.MembershipAck, *wire.Wake, *wire.OutboundAck:
 		default:
 			r.clientSeen = true
 			if r.released {
@@ -183,15 +213,19 @@ func (r *room) Receive(ctx actor.Context) {
 }
 
 func (r *room) handle(ctx actor.Context, msg proto.Message) {
-	if c, ok := msg.(*wire.CreateRoom); ok {
-		r.create(ctx, c)
+	switch m := msg.(type) {
+	case *wire.CreateRoom:
+		r.create(ctx, m)
+		return
+	case *wire.JoinedRemote:
+		r.joinedRemote(ctx, m)
 		return
 	}
 	if !r.exists {
 		switch m := msg.(type) {
 		case *wire.ProfileUpdates:
 			r.ackUpdates(m.UserId, lastVersion(m), true, 0)
-		case *wire.MembershipAck, *wire.Wake:
+		case *wire.MembershipAck, *wire.Wake, *wire.OutboundAck:
 		default:
 			ctx.Respond(notFoundReply(msg))
 		}
@@ -212,6 +246,18 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 		ctx.Respond(r.getMessages(m))
 	case *wire.GetEvent:
 		ctx.Respond(r.getEvent(m))
+	case *wire.GetPDUs:
+		ctx.Respond(r.getPDUs(m))
+	case *wire.ReceivePDU:
+		r.receive(ctx, m)
+	case *wire.MakeMembership:
+		ctx.Respond(r.makeMembership(m))
+	case *wire.SendMembership:
+		r.sendMembership(ctx, m)
+	case *wire.GetRoomVersion:
+		ctx.Respond(&wire.RoomVersionReply{RoomVersion: r.meta.Version, Extremities: r.extremities()})
+	case *wire.FederationRead:
+		ctx.Respond(r.federationRead(m))
 	case *wire.GetContext:
 		ctx.Respond(r.getContext(m))
 	case *wire.RoomSync:
@@ -222,6 +268,8 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 		r.membershipAcked(ctx, m)
 	case *wire.Wake:
 		r.renotifyMembers()
+	case *wire.OutboundAck:
+		r.outboundAcked(m)
 	default:
 		r.h.log.Warn("room actor got an unknown message", "type", fmt.Sprintf("%T", msg))
 	}
@@ -237,6 +285,18 @@ func notFoundReply(m proto.Message) proto.Message {
 		return &wire.MessagesReply{Error: forbidden("You are not a member of this room.")}
 	case *wire.GetEvent:
 		return &wire.EventReply{Error: e}
+	case *wire.GetPDUs:
+		return &wire.PDUsReply{Error: e}
+	case *wire.ReceivePDU:
+		return &wire.ReceiveReply{Error: e}
+	case *wire.MakeMembership:
+		return &wire.MakeMembershipReply{Error: e}
+	case *wire.SendMembership:
+		return &wire.SendMembershipReply{Error: e}
+	case *wire.GetRoomVersion:
+		return &wire.RoomVersionReply{}
+	case *wire.FederationRead:
+		return &wire.FederationReadReply{Error: e}
 	case *wire.RoomSync:
 		return &wire.RoomSyncReply{Error: e}
 	case *wire.GetContext:
@@ -254,8 +314,8 @@ func notFoundReply(m proto.Message) proto.Message {
 func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
 	r.commitSeq++
 	seq, self, rt := r.commitSeq, ctx.Self(), r.h.rt
-	inFlight, wake, next, unsynced := r.inFlight, r.wakeUsers, r.meta.NextPos, r.unsynced
-	r.inFlight, r.wakeUsers, r.unsynced = nil, nil, nil
+	inFlight, wake, next, unsynced, out := r.inFlight, r.wakeUsers, r.meta.NextPos, r.unsynced, r.outgoing
+	r.inFlight, r.wakeUsers, r.unsynced, r.outgoing = nil, nil, nil, nil
 	urgent := reply != nil && r.background == 0
 	if !urgent {
 		r.background++
@@ -273,6 +333,9 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 			}
 			if applied != nil {
 				applied()
+			}
+			if len(out) > 0 {
+				r.sendOutgoing(out)
 			}
 		}
 		if len(inFlight) > 0 {

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"slices"
-	"strconv"
 	"time"
 
 	"persona/storage"
@@ -14,27 +13,33 @@ import (
 // event-id index, and the state index entry of a state event. It updates the
 // in-memory state at once; the caller commits b.
 func (r *room) append(b *storage.Batch, ev *evRecord) error {
+	if ev.TS == 0 {
+		ev.TS = time.Now().UnixMilli()
+	}
+	if ev.StateKey != nil && ev.Type == "m.room.member" {
+		if _, err := r.readMember(*ev.StateKey); err != nil { // into r.state, for prev and auth_events
+			return err
+		}
+	}
+	if ev.PDU == nil {
+		if err := r.seal(ev); err != nil {
+			return err
+		}
+	}
 	stream, err := r.h.stream.take()
 	if err != nil {
 		return err
 	}
 	ev.Pos, ev.Stream = r.meta.NextPos, stream
 	r.meta.NextPos++
-	if ev.ID == "" {
-		ev.ID = newEventID(ev.Pos)
-	} else { // an id that does not name its position needs the index
-		b.Set(r.key("eid", ev.ID), []byte(storage.Uint64(ev.Pos)))
-	}
-	if ev.TS == 0 {
-		ev.TS = time.Now().UnixMilli()
+	r.tip = tip{ev.ID, ev.Depth}
+	b.Set(r.key("eid", ev.ID), []byte(storage.Uint64(ev.Pos)))
+	header := r.noteAuthState(ev) || ev.Pos == 0
+	if ev.PDU == nil && len(r.meta.Extremities) > 0 { // a local event follows every extremity (receive sets them after a remote one)
+		r.meta.Extremities, r.meta.Depth, header = nil, 0, true
 	}
 	if ev.StateKey != nil {
 		sk := stateKey{ev.Type, *ev.StateKey}
-		if sk.typ == "m.room.member" {
-			if _, err := r.readMember(sk.key); err != nil { // into r.state, for prev
-				return err
-			}
-		}
 		if prev := r.state[sk]; prev != nil {
 			ev.Prev, ev.PrevSender, ev.PrevID = prev.Content, prev.Sender, prev.ID
 			ev.prev = prev
@@ -56,9 +61,13 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 	if ev.Txn != "" {
 		b.Set(r.key("txn", ev.Sender+"\x00"+ev.Device+"\x00"+ev.Txn), []byte(ev.ID))
 	}
-	if ev.Pos == 0 { // the header is written once; the next position is the last event's, plus one
+	if header { // the next position is the last event's, plus one: it is not stored
 		b.Set(r.key("meta"), mustJSON(r.meta))
 	}
+	if ev.Type == "m.room.member" {
+		r.remote = nil
+	}
+	r.noteOutbound(b, ev)
 	r.inFlight = append(r.inFlight, stream)
 	r.wakeUsers = append(r.wakeUsers, r.audience(ev)...)
 	return nil
@@ -84,26 +93,6 @@ func (r *room) audience(ev *evRecord) []string {
 		users = append(users, *ev.StateKey)
 	}
 	return users
-}
-
-// Event ids name their event's position in the room: 20 random characters
-// (unique across rooms and servers), then the position in base 36, so a
-// lookup by id needs no index. Ids of other forms go through the room's
-// "eid" index.
-const eventIDRandom = 20
-
-func newEventID(pos uint64) string {
-	return "$" + randomID(eventIDRandom) + strconv.FormatUint(pos, 36)
-}
-
-// eventIDPos is the position an event id names, if it has the form
-// newEventID gives.
-func eventIDPos(id string) (uint64, bool) {
-	if len(id) <= 1+eventIDRandom || id[0] != '$' {
-		return 0, false
-	}
-	pos, err := strconv.ParseUint(id[1+eventIDRandom:], 36, 64)
-	return pos, err == nil
 }
 
 // clientEvent is an event in the Matrix client format, as viewer's device
@@ -229,10 +218,13 @@ func (r *room) required(action string, eventType string, isState bool) int64 {
 	return num("events_default")
 }
 
-// strip removes the keys a copied member content must not carry (MSC4466).
+// strip removes the keys a copied member content must not carry
+// (MSC4466), and third_party_invite, which belongs to the join it came
+// with (and which servers redact differently from room version 11).
 func strip(content map[string]any) {
 	delete(content, "reason")
 	delete(content, "join_authorised_via_users_server")
+	delete(content, "third_party_invite")
 }
 
 // randomID is n random characters from [A-Za-z0-9].

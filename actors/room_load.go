@@ -22,10 +22,11 @@ import (
 // a long history, not one per part or per state event.
 func (r *room) load() error {
 	r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
-	r.meta, r.metaUnread = roomMeta{}, true
+	r.meta, r.metaUnread, r.tip = roomMeta{}, true, tip{}
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
-	spPrefix, mrPrefix, evPrefix, metaKey := r.key("sp", ""), r.key("mr", ""), r.key("ev", ""), r.key("meta")
+	spPrefix, mrPrefix, evPrefix, metaKey, obKey := r.key("sp", ""), r.key("mr", ""), r.key("ev", ""), r.key("meta"), r.key("ob")
+	r.out, r.remote, r.outgoing = nil, nil, nil
 	var members []uint64 // member events the index does not describe
 	var last *evRecord   // the room's last event
 	found, err := false, error(nil)
@@ -51,6 +52,11 @@ func (r *room) load() error {
 			run = append(run[:0], k[:len(spPrefix)+n]...)
 			skipRun(it, run)
 			continue
+		case bytes.Equal(k, obKey):
+			err = it.Value(func(v []byte) (err error) {
+				r.out, err = decodeOutbound(v)
+				return err
+			})
 		case bytes.HasPrefix(k, mrPrefix):
 			err = it.Value(func(v []byte) error {
 				var rec memberRec
@@ -72,9 +78,10 @@ func (r *room) load() error {
 			// The last event's position says where the room goes on (the
 			// header's is not rewritten per event).
 			r.meta.NextPos, found = storage.ParseUint64(k)+1, true
-			_ = it.Value(func(v []byte) error {
-				if ev := new(evRecord); json.Unmarshal(v, ev) == nil { // a bad one stays unread: its readers report it
-					last = ev
+			err = it.Value(func(v []byte) error { // its id and depth are the next event's prev_events and depth - 1
+				last = new(evRecord)
+				if err := json.Unmarshal(v, last); err != nil {
+					return fmt.Errorf("decode the last event: %w", err)
 				}
 				return nil
 			})
@@ -93,6 +100,7 @@ func (r *room) load() error {
 			rec.Version = m.version
 		}
 	}
+	r.tip = tip{last.ID, last.Depth}
 	r.keepLast(last)
 	for _, p := range members {
 		ev, err := r.readEventFrom(snap, p)

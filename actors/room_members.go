@@ -112,7 +112,7 @@ func (r *room) membershipEvent(ctx actor.Context, m *wire.ChangeMembership, extr
 	sk := target
 	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: sender, Content: mustJSON(content)}
 	if err := r.append(&b, ev); err != nil {
-		ctx.Respond(&wire.SendReply{Error: internal(err.Error())})
+		ctx.Respond(&wire.SendReply{Error: appendError(err)})
 		return
 	}
 	rec := r.member(target)
@@ -204,7 +204,7 @@ func (r *room) ownProfile(ctx actor.Context, m *wire.SendEvent, content map[stri
 	sk := m.Sender
 	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.Sender, Content: mustJSON(content), Txn: m.TxnId, Device: m.DeviceId}
 	if err := r.append(&b, ev); err != nil {
-		ctx.Respond(&wire.SendReply{Error: internal(err.Error())})
+		ctx.Respond(&wire.SendReply{Error: appendError(err)})
 		return
 	}
 	r.putMember(&b, m.Sender)
@@ -282,20 +282,32 @@ func (r *room) membershipAcked(ctx actor.Context, m *wire.MembershipAck) {
 	var b storage.Batch
 	rec.Notified = m.Stream
 	r.putMember(&b, m.UserId)
-	pending := false
-	for user, rec := range r.members {
-		if stream, ok := r.memberStream(user); ok && r.local(user) && stream > rec.Notified {
-			pending = true
-			break
-		}
-	}
-	if !pending {
-		b.Delete(r.wakeKey())
+	if !r.noticesPending() {
+		r.settle(&b)
 		if r.renotify != nil && r.renotify.Stop() { // every notice acknowledged: no Wake needed
 			r.renotify = nil
 		}
 	}
 	r.commit(ctx, &b, nil, nil)
+}
+
+// noticesPending reports whether a local user's actor has not acknowledged
+// its latest membership here.
+func (r *room) noticesPending() bool {
+	for user, rec := range r.members {
+		if stream, ok := r.memberStream(user); ok && r.local(user) && stream > rec.Notified {
+			return true
+		}
+	}
+	return false
+}
+
+// settle removes the room's wake mark in b when nothing is owed: no notice
+// to a local user's actor, no event to another server.
+func (r *room) settle(b *storage.Batch) {
+	if !r.noticesPending() && !r.outboundPending() {
+		b.Delete(r.wakeKey())
+	}
 }
 
 // forget marks the room forgotten for a user who is not in it: the user can

@@ -173,6 +173,9 @@ func (r *room) scan(from uint64, backward bool, fn func(*evRecord) bool) error {
 		if err := json.Unmarshal(v, &ev); err != nil {
 			return err
 		}
+		if ev.Outlier {
+			return nil
+		}
 		if !fn(&ev) {
 			return storage.ErrStopScan
 		}
@@ -283,14 +286,8 @@ func (r *room) getEvent(m *wire.GetEvent) *wire.EventReply {
 	return &wire.EventReply{EventJson: r.clientEvent(ev, m.DeviceId, m.UserId)}
 }
 
-// eventByID reads an event by its id, or nil: at the position the id names
-// (newEventID), else through the id index.
+// eventByID reads an event by its id, or nil.
 func (r *room) eventByID(id string) *evRecord {
-	if pos, ok := eventIDPos(id); ok && pos < r.meta.NextPos {
-		if ev, err := r.readEvent(pos); err == nil && ev.ID == id {
-			return ev
-		}
-	}
 	raw, err := r.h.store.Get(r.key("eid", id))
 	if err != nil {
 		return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"reflect"
+	"strconv"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -54,7 +55,10 @@ func (r *room) create(ctx actor.Context, m *wire.CreateRoom) {
 	}
 	create := map[string]any{}
 	maps.Copy(create, req.CreationContent)
-	create["creator"], create["room_version"] = m.Creator, req.RoomVersion
+	create["room_version"] = req.RoomVersion
+	if n, _ := strconv.Atoi(req.RoomVersion); n < 11 { // from v11 the sender is the creator (MSC2175)
+		create["creator"] = m.Creator
+	}
 	member := profileContent(m.CreatorProfileJson)
 	member["membership"] = "join"
 	pl := map[string]any{
@@ -117,7 +121,8 @@ func (r *room) create(ctx actor.Context, m *wire.CreateRoom) {
 	}
 	if err != nil {
 		r.exists = false
-		ctx.Respond(&wire.SendReply{Error: internal("Could not create the room.")})
+		r.abort() // back to no room
+		ctx.Respond(&wire.SendReply{Error: appendError(err)})
 		return
 	}
 	rec := r.member(m.Creator)
@@ -205,7 +210,7 @@ func (r *room) send(ctx actor.Context, m *wire.SendEvent) {
 	}
 	var b storage.Batch
 	if err := r.append(&b, ev); err != nil {
-		ctx.Respond(&wire.SendReply{Error: internal(err.Error())})
+		ctx.Respond(&wire.SendReply{Error: appendError(err)})
 		return
 	}
 	r.commit(ctx, &b, &wire.SendReply{EventId: ev.ID}, nil)

@@ -12,6 +12,7 @@ package actors
 import (
 	"cmp"
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -61,6 +62,15 @@ type Options struct {
 	// domain's (the federation outbox's, for one); their names must differ
 	// from the domain's.
 	Kinds []host.Kind
+	// Signing is the server's key, which signs the PDUs that leave the
+	// server. Without one the service makes a key that it does not keep.
+	Signing Signing
+}
+
+// Signing is a server signing key and its id ("ed25519:...").
+type Signing struct {
+	KeyID string
+	Key   ed25519.PrivateKey
 }
 
 // DefaultOptions returns the options a node runs with.
@@ -74,6 +84,10 @@ func (o Options) withDefaults() Options {
 	o.PropagationIdle = cmp.Or(o.PropagationIdle, d.PropagationIdle)
 	o.PresenceTimeout = cmp.Or(o.PresenceTimeout, d.PresenceTimeout)
 	o.AckWindow = cmp.Or(o.AckWindow, d.AckWindow)
+	if o.Signing.Key == nil {
+		_, key, _ := ed25519.GenerateKey(nil)
+		o.Signing = Signing{KeyID: "ed25519:ephemeral", Key: key}
+	}
 	return o
 }
 
@@ -126,10 +140,7 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	if err != nil {
 		return nil, err
 	}
-	if err := indexAliases(store, cfg.Actors.Partitions); err != nil {
-		return nil, err
-	}
-	if err := indexStateHistory(store, cfg.Actors.Partitions, log); err != nil {
+	if err := checkFormat(store); err != nil {
 		return nil, err
 	}
 	h := &Service{opts: opts, store: store, cfg: cfg, metrics: m, log: log, stream: st,
@@ -232,10 +243,10 @@ func (h *Service) stayActive(ctx actor.Context, w *host.IdleWatch) { h.rt.StayAc
 
 // urgentForRoom puts a room's next turn in the workers' fast lane for a
 // client's request or the commit a client waits on; propagation and
-// membership acks wait their turn.
+// membership acks, outbox acks and other servers' events wait their turn.
 func urgentForRoom(m any) bool {
 	switch m := m.(type) {
-	case *wire.ProfileUpdates, *wire.MembershipAck:
+	case *wire.ProfileUpdates, *wire.MembershipAck, *wire.OutboundAck, *wire.ReceivePDU:
 		return false
 	case *committed:
 		return m.client

@@ -303,7 +303,7 @@ func (o *historyOps) pages(reader, dir string, log *stateLog) []string {
 			if err := json.Unmarshal(raw, &ev); err != nil {
 				o.t.Fatal(err)
 			}
-			pos, _ := eventIDPos(ev.ID)
+			pos := eventPos(o.t, o.h, o.room, ev.ID)
 			if want := log.membership(reader, pos); ev.Unsigned.Membership != want {
 				o.t.Fatalf("%s's membership at %d: %q, the log's %q", reader, pos, ev.Unsigned.Membership, want)
 			}

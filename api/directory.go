@@ -52,23 +52,37 @@ func (s *Server) localAlias(a string) error {
 
 // resolveAlias is the room an alias points to.
 func (s *Server) resolveAlias(ctx context.Context, a string) (string, error) {
+	room, _, err := s.resolveAliasServers(ctx, a)
+	return room, err
+}
+
+// resolveAliasServers is resolveAlias with the servers to join through: an
+// alias of another server is asked of it.
+func (s *Server) resolveAliasServers(ctx context.Context, a string) (string, []string, error) {
 	server, err := parseAlias(a)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if server != s.cfg.ServerName {
-		return "", notFound("Room alias " + a + " not found: federation is not available yet.")
+		if s.remote == nil {
+			return "", nil, notFound("Room alias " + a + " not found: this server does not federate.")
+		}
+		room, servers, err := s.remote.ResolveAlias(ctx, a)
+		if err != nil {
+			return "", nil, notFound("Room alias " + a + " not found: " + err.Error())
+		}
+		return room, servers, nil
 	}
 	reply, err := askAs[*wire.AliasReply](ctx, s, actors.KindAlias, a, &wire.GetAlias{Alias: a})
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return reply.RoomId, nil
+	return reply.RoomId, []string{s.cfg.ServerName}, nil
 }
 
 func (s *Server) getAlias(r *http.Request) (any, error) {
-	room, err := s.resolveAlias(r.Context(), r.PathValue("roomAlias"))
-	return map[string]any{"room_id": room, "servers": []string{s.cfg.ServerName}}, err
+	room, servers, err := s.resolveAliasServers(r.Context(), r.PathValue("roomAlias"))
+	return map[string]any{"room_id": room, "servers": servers}, err
 }
 
 // putAlias creates an alias for a room the user can see.

@@ -188,11 +188,11 @@ func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMe
 	return profiles, nil
 }
 
-// oneOf reports whether v is a JSON string equal to one of allowed.
-// roomVersions are the room versions rooms may be created with. Events are
-// stored in the client format; the version matters once federation does.
-var roomVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}
+// roomVersions are the room versions rooms may be created with: those
+// whose event ids are reference hashes (from v3).
+var roomVersions = []string{"3", "4", "5", "6", "7", "8", "9", "10", "11"}
 
+// oneOf reports whether v is a JSON string equal to one of allowed.
 func oneOf(v json.RawMessage, allowed ...string) bool {
 	var str string
 	if jsonKind(v) != '"' || json.Unmarshal(v, &str) != nil {
@@ -239,11 +239,11 @@ func (s *Server) joinByIDOrAlias(r *http.Request, sess *session) (any, error) {
 	target := r.PathValue("roomIdOrAlias")
 	switch {
 	case strings.HasPrefix(target, "#"):
-		room, err := s.resolveAlias(r.Context(), target)
+		room, servers, err := s.resolveAliasServers(r.Context(), target)
 		if err != nil {
 			return nil, err
 		}
-		return s.changeMembership(r, sess, room, "join")
+		return s.changeMembership(r, sess, room, "join", servers...)
 	case !validRoomID(target):
 		return nil, invalidParam(fmt.Sprintf("Invalid room ID or alias %q.", target))
 	default:
@@ -271,7 +271,10 @@ type membershipBody struct {
 // room. Join and leave act on the sender and may have an empty body; the
 // others name their target in user_id. Joins and invites carry the target's
 // global profile, which becomes the member event's displayname and avatar.
-func (s *Server) changeMembership(r *http.Request, sess *session, room, action string) (any, error) {
+// A join of a room this server does not hold goes through another server
+// (Remote), the first that answers of servers, the request's server_name
+// and the room id's server.
+func (s *Server) changeMembership(r *http.Request, sess *session, room, action string, servers ...string) (any, error) {
 	self := action == "join" || action == "leave" || action == "forget"
 	raw, err := readBody(r, s.cfg.Limits.MaxRequestBytes)
 	if err != nil {
@@ -305,6 +308,9 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 	}
 	if err == nil {
 		_, err = askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg)
+		if action == "join" && s.remote != nil && isKind(err, wire.Error_NOT_FOUND) {
+			err = s.joinRemote(r.Context(), msg, joinServers(r, room, servers))
+		}
 	}
 	if err == nil && action == "forget" {
 		_, err = askAs[*wire.Done](r.Context(), s, actors.KindUser, string(sess.user), &wire.ForgetRoom{UserId: string(sess.user), RoomId: room})

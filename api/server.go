@@ -31,6 +31,7 @@ type Server struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	secret  string // registration shared secret
+	remote  Remote // other servers (nil: none)
 	limiter *limiter
 	nonces  *nonces
 	mux     *http.ServeMux
@@ -44,6 +45,8 @@ type Options struct {
 	Metrics      *metrics.Metrics
 	Log          *slog.Logger
 	SharedSecret string
+	// Remote reaches other servers; nil on a node without federation.
+	Remote Remote
 }
 
 // New builds the API server and its routes.
@@ -53,7 +56,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{
 		cfg: o.Config, host: o.Host, media: o.Media, metrics: o.Metrics, log: o.Log,
-		secret:  o.SharedSecret,
+		secret: o.SharedSecret, remote: o.Remote,
 		limiter: newLimiter(o.Config.Profile.RateLimit.Burst, o.Config.Profile.RateLimit.PerSecond),
 		nonces:  newNonces(),
 		mux:     http.NewServeMux(),
@@ -205,14 +208,22 @@ func (s *Server) versions(*http.Request) (any, error) {
 func (s *Server) capabilities(*http.Request, *session) (any, error) {
 	return map[string]any{"capabilities": map[string]any{
 		"m.change_password": map[string]bool{"enabled": false},
-		"m.room_versions": map[string]any{
-			"default": "10", "available": map[string]string{"10": "stable"},
-		},
+		"m.room_versions": map[string]any{"default": "10", "available": availableVersions()},
 		"m.set_displayname": map[string]bool{"enabled": true},
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
 		"m.profile_fields":  map[string]bool{"enabled": true},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 	}}, nil
+}
+
+// availableVersions are the room versions rooms may be created with, all
+// stable.
+func availableVersions() map[string]string {
+	out := map[string]string{}
+	for _, v := range roomVersions {
+		out[v] = "stable"
+	}
+	return out
 }
 
 // userIDParam parses a {userId} path value.

@@ -68,3 +68,13 @@ func ParseUserID(s string) (localpart, server string, err error) {
 	}
 	return localpart, server, nil
 }
+
+// ServerOf is the server name of a user id (after its first colon), or ""
+// when it has none. It does not check the id: ParseUserID does.
+func ServerOf(user string) string {
+	_, server, ok := strings.Cut(user, ":")
+	if !ok {
+		return ""
+	}
+	return server
+}

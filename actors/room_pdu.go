@@ -1,0 +1,174 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"persona/internal/pdu"
+	"persona/wire"
+)
+
+// A room's events are PDUs: each names the events it follows
+// (prev_events, the room's forward extremities), the state that allows it
+// (auth_events) and its depth, and its id is the reference hash of the
+// event, redacted and unsigned. A local event is hashed when the room
+// appends it and signed only when it leaves the server (signPDU): a room
+// whose members are all local never pays for a signature.
+
+// seal fills a local event's DAG fields (prev_events, auth_events, depth),
+// makes its content canonical and gives it its reference-hash id. The
+// event must not be in r.state yet, and a member event's previous member
+// event must be (readMember): auth_events names it.
+func (r *room) seal(ev *evRecord) error {
+	content, err := pdu.Canonical(ev.Content)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errBadContent, err)
+	}
+	ev.Content = content
+	if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
+		ev.PrevEvents, ev.AuthEvents, ev.Depth = []string{}, []string{}, 1
+	} else {
+		ev.PrevEvents, ev.Depth = r.extremities(), max(r.tip.depth, r.meta.Depth)+1
+		ev.AuthEvents = r.authEvents(ev)
+	}
+	h, err := pdu.Hash(r.pduOf(ev), r.meta.Version)
+	if err != nil {
+		return fmt.Errorf("hash event: %w", err)
+	}
+	ev.ID = h.EventID
+	return nil
+}
+
+// errBadContent is seal's error for content that is not canonical JSON
+// (floats, integers beyond 2^53, duplicate keys...).
+var errBadContent = errors.New("event content cannot be canonical JSON")
+
+// appendError is the answer to a write whose event could not be appended.
+func appendError(err error) *wire.Error {
+	if errors.Is(err, errBadContent) {
+		return malformed(wire.Error_EVENT, err.Error())
+	}
+	return internal(err.Error())
+}
+
+// pduOf is ev in the PDU builder's terms.
+func (r *room) pduOf(ev *evRecord) *pdu.Event {
+	return &pdu.Event{
+		RoomID: r.id, Sender: ev.Sender, Origin: r.h.cfg.ServerName, Type: ev.Type, StateKey: ev.StateKey,
+		Content: ev.Content, Redacts: ev.Redacts, PrevEvents: ev.PrevEvents, AuthEvents: ev.AuthEvents,
+		Depth: ev.Depth, OriginServerTS: ev.TS,
+	}
+}
+
+// extremities are the room's forward extremities: the events a new event
+// follows. While the room's DAG is a line they are its last event.
+func (r *room) extremities() []string {
+	if len(r.meta.Extremities) > 0 {
+		return r.meta.Extremities
+	}
+	if r.tip.id == "" {
+		return []string{}
+	}
+	return []string{r.tip.id}
+}
+
+// authEvents lists the state events that allow ev (the spec's "auth events
+// selection"): the create event, the power levels, the sender's member
+// event, and for a member event the target's, and the join rules when the
+// target joins, is invited or knocks.
+func (r *room) authEvents(ev *evRecord) []string {
+	ids := make([]string, 0, 5)
+	add := func(id string) {
+		if id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	add(r.meta.Create)
+	add(r.meta.Power)
+	add(r.currentID("m.room.member", ev.Sender))
+	if ev.Type == "m.room.member" && ev.StateKey != nil {
+		add(r.currentID("m.room.member", *ev.StateKey))
+		switch membershipOf(ev) {
+		case "join", "invite", "knock":
+			add(r.meta.JoinRules)
+		}
+	}
+	return ids
+}
+
+// currentID is the id of the current member event of user, or "". The
+// caller has read it into r.state (readMember).
+func (r *room) currentID(typ, key string) string {
+	if ev := r.state[stateKey{typ, key}]; ev != nil {
+		return ev.ID
+	}
+	return ""
+}
+
+// noteAuthState keeps the ids of the state events every event's auth
+// names in the room's header, so that a room that only applies renames
+// never reads them; it reports whether the header changed.
+func (r *room) noteAuthState(ev *evRecord) bool {
+	if ev.StateKey == nil || *ev.StateKey != "" {
+		return false
+	}
+	switch ev.Type {
+	case "m.room.create":
+		r.meta.Create = ev.ID
+	case "m.room.power_levels":
+		r.meta.Power = ev.ID
+	case "m.room.join_rules":
+		r.meta.JoinRules = ev.ID
+	default:
+		return false
+	}
+	return true
+}
+
+// signedPDU is ev as other servers get it: a remote event as it came, a
+// local one rebuilt from its fields and signed with the server's key.
+func (r *room) signedPDU(ev *evRecord) ([]byte, error) {
+	if ev.PDU != nil {
+		return ev.PDU, nil
+	}
+	e := r.pduOf(ev)
+	h, err := pdu.Hash(e, r.meta.Version)
+	if err != nil {
+		return nil, err
+	}
+	if h.EventID != ev.ID {
+		return nil, fmt.Errorf("event %s rebuilds as %s", ev.ID, h.EventID)
+	}
+	s := r.h.opts.Signing
+	return pdu.JSON(e, r.meta.Version, h, s.KeyID, s.Key)
+}
+
+// unsignedPDU is a local event's PDU without signatures, for the room's
+// own use.
+func (r *room) unsignedPDU(ev *evRecord) ([]byte, error) {
+	e := r.pduOf(ev)
+	h, err := pdu.Hash(e, r.meta.Version)
+	if err != nil {
+		return nil, err
+	}
+	return pdu.JSON(e, r.meta.Version, h, "", nil)
+}
+
+// getPDUs answers the events asked for that the room holds, as PDUs.
+func (r *room) getPDUs(m *wire.GetPDUs) *wire.PDUsReply {
+	out := &wire.PDUsReply{}
+	for _, id := range m.EventIds {
+		ev := r.eventByID(id)
+		if ev == nil || ev.Pos >= r.durable {
+			continue
+		}
+		j, err := r.signedPDU(ev)
+		if err != nil {
+			r.h.log.Error("room cannot rebuild an event", "room", r.id, "event", id, "err", err)
+			return &wire.PDUsReply{Error: internal("Cannot rebuild an event.")}
+		}
+		out.Pdus = append(out.Pdus, j)
+	}
+	return out
+}

@@ -1,0 +1,226 @@
+package actors
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"persona/storage"
+	"persona/wire"
+)
+
+// A room takes events from other servers here. The federation layer has
+// checked each PDU's signatures and content hash and fetched what the
+// room said it lacked; the room checks the rest: the event belongs to it,
+// its prev_events are known, and the auth rules allow it against the state
+// before it (the state after its prev event, or the resolution (state
+// resolution v2) of the states after each where the DAG forks). An
+// accepted event takes the next position like a local one; the room's
+// forward extremities lose its prev_events and gain it.
+
+// receive answers m with the outcome for its PDU.
+func (r *room) receive(ctx actor.Context, m *wire.ReceivePDU) {
+	ev, reply := r.checkRemote(m)
+	if ev == nil {
+		ctx.Respond(reply)
+		return
+	}
+	var b storage.Batch
+	if ev.StateKey() != nil && ev.Type() == "m.room.member" {
+		if _, err := r.readMember(*ev.StateKey()); err != nil {
+			ctx.Respond(&wire.ReceiveReply{Error: internal(err.Error())})
+			return
+		}
+	}
+	if err := r.appendRemote(&b, ev, m.Pdu, false); err != nil {
+		ctx.Respond(&wire.ReceiveReply{Error: internal(err.Error())})
+		return
+	}
+	var notify []string
+	if ev.Type() == "m.room.member" && ev.StateKey() != nil && r.local(*ev.StateKey()) {
+		notify = []string{*ev.StateKey()}
+	}
+	if len(notify) > 0 {
+		r.commitMembership(ctx, &b, &wire.ReceiveReply{}, notify)
+		return
+	}
+	r.commit(ctx, &b, &wire.ReceiveReply{}, nil)
+}
+
+// checkRemote parses and checks m's PDU; a nil event comes with the answer
+// to give (accepted already, refused, or prev events missing).
+func (r *room) checkRemote(m *wire.ReceivePDU) (gomatrixserverlib.PDU, *wire.ReceiveReply) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(r.meta.Version))
+	if err != nil {
+		return nil, &wire.ReceiveReply{Rejected: "unsupported room version " + r.meta.Version}
+	}
+	ev, err := verImpl.NewEventFromTrustedJSON(m.Pdu, false)
+	if err != nil {
+		return nil, &wire.ReceiveReply{Rejected: "malformed event: " + err.Error()}
+	}
+	if ev.RoomID().String() != r.id {
+		return nil, &wire.ReceiveReply{Rejected: "the event is not of this room"}
+	}
+	if r.known(ev.EventID()) {
+		return nil, &wire.ReceiveReply{} // a resend: held already
+	}
+	var missing []string
+	var prevs []*evRecord
+	for _, id := range ev.PrevEventIDs() {
+		if p := r.eventByID(id); p != nil && p.Pos < r.meta.NextPos {
+			prevs = append(prevs, p)
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, &wire.ReceiveReply{Missing: missing}
+	}
+	state, err := r.stateBefore(verImpl, ev, prevs)
+	if err != nil {
+		return nil, &wire.ReceiveReply{Rejected: err.Error()}
+	}
+	provider, err := gomatrixserverlib.NewAuthEvents(state)
+	if err != nil {
+		return nil, &wire.ReceiveReply{Rejected: err.Error()}
+	}
+	if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
+		return nil, &wire.ReceiveReply{Rejected: "auth: " + err.Error()}
+	}
+	return ev, nil
+}
+
+// userIDForSender maps a sender to its user id: in the room versions
+// persona speaks they are the same.
+func userIDForSender(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(s), true)
+}
+
+// known reports whether the room holds an event.
+func (r *room) known(id string) bool {
+	_, err := r.h.store.Get(r.key("eid", id))
+	return err == nil
+}
+
+// stateBefore is the state ev's auth needs, as it was before ev: after its
+// prev event, or resolved across its prev events.
+func (r *room) stateBefore(verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, prevs []*evRecord) ([]gomatrixserverlib.PDU, error) {
+	tuples := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples()
+	var sets [][]gomatrixserverlib.PDU
+	for _, p := range prevs {
+		var set []gomatrixserverlib.PDU
+		for _, t := range tuples {
+			rec, err := r.stateAfter(t.EventType, t.StateKey, p.Pos)
+			if err != nil {
+				return nil, err
+			}
+			if rec == nil {
+				continue
+			}
+			e, err := r.parsePDU(verImpl, rec)
+			if err != nil {
+				return nil, err
+			}
+			set = append(set, e)
+		}
+		sets = append(sets, set)
+	}
+	if len(sets) == 1 {
+		return sets[0], nil
+	}
+	var chain []gomatrixserverlib.PDU
+	for _, set := range sets {
+		c, err := r.authChain(verImpl, set)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, c...)
+	}
+	return gomatrixserverlib.ResolveConflictsNew(verImpl.Version(), sets, chain, userIDForSender, func(string) bool { return false })
+}
+
+// stateAfter is the state event of (typ, key) in force after the event at
+// position pos, or nil.
+func (r *room) stateAfter(typ, key string, pos uint64) (*evRecord, error) {
+	if cur := r.state[stateKey{typ, key}]; cur != nil && cur.Pos <= pos {
+		return cur, nil
+	}
+	if pos+1 == r.meta.NextPos { // the last event: the current state
+		if typ == "m.room.member" {
+			return r.readMember(key)
+		}
+		if err := r.readUnread(); err != nil {
+			return nil, err
+		}
+		return r.state[stateKey{typ, key}], nil
+	}
+	return r.pastState().event(typ, key, pos)
+}
+
+// authChain is the events that events' auth_events name, and theirs, to
+// the create event.
+func (r *room) authChain(verImpl gomatrixserverlib.IRoomVersion, events []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]bool{}
+	var out []gomatrixserverlib.PDU
+	queue := slices.Clone(events)
+	for len(queue) > 0 {
+		e := queue[0]
+		queue = queue[1:]
+		for _, id := range e.AuthEventIDs() {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			rec := r.eventByID(id)
+			if rec == nil {
+				return nil, fmt.Errorf("auth event %s is missing", id)
+			}
+			a, err := r.parsePDU(verImpl, rec)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, a)
+			queue = append(queue, a)
+		}
+	}
+	return out, nil
+}
+
+// parsePDU is a stored event as gomatrixserverlib's PDU (unsigned when
+// local: it stays in the room).
+func (r *room) parsePDU(verImpl gomatrixserverlib.IRoomVersion, rec *evRecord) (gomatrixserverlib.PDU, error) {
+	raw := rec.PDU
+	if raw == nil {
+		var err error
+		if raw, err = r.unsignedPDU(rec); err != nil {
+			return nil, err
+		}
+	}
+	return verImpl.NewEventFromTrustedJSON(raw, false)
+}
+
+// afterRemote is the room's forward extremities once ev joins them.
+func (r *room) afterRemote(ev gomatrixserverlib.PDU) []string {
+	var out []string
+	for _, id := range r.extremities() {
+		if !slices.Contains(ev.PrevEventIDs(), id) {
+			out = append(out, id)
+		}
+	}
+	return append(out, ev.EventID())
+}
+
+// recordOf is a remote event as the room stores it.
+func recordOf(ev gomatrixserverlib.PDU, raw []byte) *evRecord {
+	rec := &evRecord{ID: ev.EventID(), Type: ev.Type(), StateKey: ev.StateKey(), Sender: string(ev.SenderID()),
+		TS: int64(ev.OriginServerTS()), Content: json.RawMessage(ev.Content()), PrevEvents: ev.PrevEventIDs(),
+		AuthEvents: ev.AuthEventIDs(), Depth: ev.Depth(), PDU: raw}
+	if ev.Type() == "m.room.member" {
+		_ = membershipOf(rec)
+	}
+	return rec
+}

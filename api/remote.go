@@ -1,0 +1,58 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"persona/wire"
+)
+
+// Remote is what the client API asks of other servers; the federation
+// layer implements it, and a node without federation has none.
+type Remote interface {
+	// Join joins a local user to a room that lives on other servers,
+	// through the first of servers that answers, with content as the
+	// member event's content; it returns once the room is here.
+	Join(ctx context.Context, room, user string, servers []string, content map[string]any, profileVersion uint64) error
+	// ResolveAlias asks an alias's server for its room and the servers to
+	// join it through.
+	ResolveAlias(ctx context.Context, alias string) (room string, servers []string, err error)
+}
+
+// joinRemote joins a room this server does not hold, for the user of
+// msg, through servers: the join's member content is the user's profile,
+// then the request body's keys.
+func (s *Server) joinRemote(ctx context.Context, msg *wire.ChangeMembership, servers []string) error {
+	content := map[string]any{}
+	_ = json.Unmarshal(msg.ProfileJson, &content)
+	if len(msg.ContentJson) > 0 {
+		var extra map[string]any
+		_ = json.Unmarshal(msg.ContentJson, &extra)
+		for k, v := range extra {
+			if k != "membership" {
+				content[k] = v
+			}
+		}
+	}
+	if msg.Reason != "" {
+		content["reason"] = msg.Reason
+	}
+	content["membership"] = "join"
+	if err := s.remote.Join(ctx, msg.RoomId, msg.Target, servers, content, msg.ProfileVersion); err != nil {
+		return errorf(http.StatusNotFound, "M_UNKNOWN", "Could not join the room through another server: "+err.Error())
+	}
+	return nil
+}
+
+// joinServers are the servers a join may go through: the request's
+// server_name (and via) values, then the room id's own server.
+func joinServers(r *http.Request, room string, more []string) []string {
+	out := append(r.URL.Query()["server_name"], r.URL.Query()["via"]...)
+	out = append(out, more...)
+	if _, server, ok := strings.Cut(room, ":"); ok {
+		out = append(out, server)
+	}
+	return out
+}

@@ -31,7 +31,29 @@ func (m *Metrics) newFederation() {
 			m.keyFetches.WithLabelValues(source, result) // exported at 0 from the start
 		}
 	}
-	m.reg.MustRegister(m.federationDuration, m.keyFetches)
+	m.txnsIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "persona_federation_transactions_received_total",
+		Help: "Transactions other servers sent, by result (applied, duplicate: a resend answered from the record).",
+	}, []string{"result"})
+	m.pdusRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "persona_federation_pdus_rejected_total",
+		Help: "PDUs of other servers' transactions that were refused, by reason (malformed, unknown_room, signature, auth, missing_prev, other).",
+	}, []string{"reason"})
+	m.reg.MustRegister(m.federationDuration, m.keyFetches, m.txnsIn, m.pdusRejected)
+}
+
+// FederationTxnIn counts one transaction received, by result.
+func (m *Metrics) FederationTxnIn(result string) {
+	if m != nil {
+		m.txnsIn.WithLabelValues(result).Inc()
+	}
+}
+
+// FederationPDURejected counts one refused PDU, by reason.
+func (m *Metrics) FederationPDURejected(reason string) {
+	if m != nil {
+		m.pdusRejected.WithLabelValues(reason).Inc()
+	}
 }
 
 // FederationRequest records one answered request on the federation listener.

@@ -33,6 +33,7 @@ type Metrics struct {
 	outbox                                 *outboxMetrics
 	federationDuration                     *prometheus.HistogramVec
 	keyFetches                             *prometheus.CounterVec
+	txnsIn, pdusRejected                   *prometheus.CounterVec
 }
 
 // Sizer reports storage sizes; the store implements it.

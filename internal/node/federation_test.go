@@ -15,7 +15,6 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"persona/config"
-	"persona/federation"
 	"persona/internal/testnode"
 )
 
@@ -105,15 +104,14 @@ func TestTwoNodesNamedByAddress(t *testing.T) {
 		t.Fatalf("a verifies b's signature: %v %v", err, res)
 	}
 
-	a.Federation().Handle("GET /_matrix/federation/v1/query/profile", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]string{"displayname": "asked by " + string(federation.Origin(r.Context()))})
-	}))
+	if err := alice.SetDisplayName(ctx, "Alice of A"); err != nil {
+		t.Fatal(err)
+	}
 	p, err := b.Federation().Client().LookupProfile(ctx, bid.ServerName, spec.ServerName(a.Config.ServerName), string(alice.UserID), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "asked by " + string(bid.ServerName); p.DisplayName != want {
+	if want := "Alice of A"; p.DisplayName != want {
 		t.Fatalf("displayname %q, want %q", p.DisplayName, want)
 	}
 }

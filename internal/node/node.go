@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +25,9 @@ import (
 	"persona/api"
 	"persona/config"
 	"persona/federation"
+	"persona/federation/outbox"
+	"persona/federation/rooms"
+	"persona/host"
 	"persona/media"
 	"persona/metrics"
 	"persona/storage"
@@ -40,6 +44,8 @@ type Node struct {
 	clientLn  net.Listener
 	metricsL  net.Listener
 	fed       *federation.Server
+	outbox    *outbox.Service
+	rooms     *rooms.Service
 	fedL      net.Listener
 	done      chan error
 	stopOnce  sync.Once
@@ -72,11 +78,28 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 3)}
 	m = metrics.New(st)
-	if n.host, err = actors.New(st, cfg, m, log); err != nil {
+	var opts actors.Options
+	if cfg.Listen.Federation != "" {
+		if opts, err = n.newFederation(m); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+	}
+	if n.host, err = actors.NewWith(st, cfg, m, log, opts); err != nil {
 		_ = st.Close()
 		return nil, err
 	}
-	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret})
+	var remote api.Remote
+	if n.fed != nil {
+		n.outbox.Attach(n.host.Runtime())
+		if err := n.outbox.Resume(); err != nil {
+			n.stopCore()
+			return nil, err
+		}
+		n.rooms = rooms.New(rooms.Options{Config: cfg, Actors: n.host, Server: n.fed, Store: st, Metrics: m, Log: log})
+		remote = n.rooms
+	}
+	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret, Remote: remote})
 
 	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {
 		n.stopCore()
@@ -114,21 +137,34 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	return n, nil
 }
 
-// startFederation loads the server's identity, listens on
-// listen.federation and serves federation requests over TLS.
-func (n *Node) startFederation(m *metrics.Metrics) error {
+// newFederation loads the server's identity and makes the federation
+// server and the outbox; it answers the actors' options that run the
+// outbox's actors and sign with the server's key.
+func (n *Node) newFederation(m *metrics.Metrics) (actors.Options, error) {
 	o := federation.OptionsFrom(n.cfg)
 	o.Store, o.Metrics, o.Log = n.store, m, n.log
 	fed, err := federation.New(o)
 	if err != nil {
-		return err
+		return actors.Options{}, err
 	}
+	ob, err := outbox.New(n.store, outbox.Options{Origin: spec.ServerName(n.cfg.ServerName), Client: fed.Client(), Metrics: m, Log: n.log})
+	if err != nil {
+		return actors.Options{}, err
+	}
+	n.fed, n.outbox = fed, ob
+	id := fed.Identity()
+	return actors.Options{Kinds: []host.Kind{ob.Kind()}, Signing: actors.Signing{KeyID: string(id.KeyID), Key: id.PrivateKey}}, nil
+}
+
+// startFederation listens on listen.federation and serves federation
+// requests over TLS.
+func (n *Node) startFederation(_ *metrics.Metrics) error {
+	var err error
 	if n.fedL, err = net.Listen("tcp", n.cfg.Listen.Federation); err != nil {
 		return fmt.Errorf("listen.federation %s: %w", n.cfg.Listen.Federation, err)
 	}
-	n.fed = fed
 	go func() {
-		if err := fed.Serve(n.fedL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.fed.Serve(n.fedL); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.done <- err
 		}
 	}()
@@ -229,6 +265,9 @@ func (n *Node) Stop(ctx context.Context) error {
 func (n *Node) stopCore() error {
 	if n.host != nil {
 		n.host.Stop()
+	}
+	if n.outbox != nil {
+		n.outbox.Close()
 	}
 	return n.store.Close()
 }

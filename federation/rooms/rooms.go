@@ -1,0 +1,212 @@
+// Package rooms is the server-server API's room protocol on persona's
+// actors: transactions of PDUs from other servers, the join and leave
+// handshakes both as the resident server and as the joining one, the reads
+// a peer fills gaps with (event, state, auth chain, backfill, missing
+// events), and the profile and directory queries. Network calls happen
+// here, never in an actor: a room says what it lacks, and this package
+// fetches it and hands it back.
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"google.golang.org/protobuf/proto"
+
+	"persona/actors"
+	"persona/config"
+	"persona/federation"
+	"persona/metrics"
+	"persona/storage"
+	"persona/wire"
+)
+
+// Options configure the room protocol.
+type Options struct {
+	Config  *config.Config
+	Actors  *actors.Service
+	Server  *federation.Server
+	Store   *storage.Store
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	// RequestTimeout bounds one call to another server.
+	RequestTimeout time.Duration
+}
+
+// Service serves the room protocol and joins rooms on other servers.
+type Service struct {
+	opts   Options
+	cfg    *config.Config
+	actors *actors.Service
+	fed    *federation.Server
+	store  *storage.Store
+	log    *slog.Logger
+}
+
+// New registers the room protocol's routes on o.Server.
+func New(o Options) *Service {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = 30 * time.Second
+	}
+	s := &Service{opts: o, cfg: o.Config, actors: o.Actors, fed: o.Server, store: o.Store, log: o.Log}
+	h := func(f func(*http.Request, spec.ServerName) (any, error)) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			out, err := f(r, federation.Origin(r.Context()))
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, out)
+		})
+	}
+	const v1, v2 = "/_matrix/federation/v1", "/_matrix/federation/v2"
+	srv := o.Server
+	srv.Handle("PUT "+v1+"/send/{txnID}", h(s.send))
+	srv.Handle("GET "+v1+"/make_join/{roomID}/{userID}", h(s.makeJoin))
+	srv.Handle("PUT "+v2+"/send_join/{roomID}/{eventID}", h(s.sendJoin))
+	srv.Handle("PUT "+v1+"/send_join/{roomID}/{eventID}", h(s.sendJoinV1))
+	srv.Handle("GET "+v1+"/make_leave/{roomID}/{userID}", h(s.makeLeave))
+	srv.Handle("PUT "+v2+"/send_leave/{roomID}/{eventID}", h(s.sendLeave))
+	srv.Handle("PUT "+v1+"/send_leave/{roomID}/{eventID}", h(s.sendLeaveV1))
+	srv.Handle("GET "+v1+"/event/{eventID}", h(s.event))
+	srv.Handle("GET "+v1+"/state/{roomID}", h(s.read("state")))
+	srv.Handle("GET "+v1+"/state_ids/{roomID}", h(s.read("state_ids")))
+	srv.Handle("GET "+v1+"/event_auth/{roomID}/{eventID}", h(s.read("event_auth")))
+	srv.Handle("GET "+v1+"/backfill/{roomID}", h(s.read("backfill")))
+	srv.Handle("POST "+v1+"/get_missing_events/{roomID}", h(s.read("missing")))
+	srv.Handle("GET "+v1+"/query/profile", h(s.queryProfile))
+	srv.Handle("GET "+v1+"/query/directory", h(s.queryDirectory))
+	return s
+}
+
+// matrixError is an answer other than 200.
+type matrixError struct {
+	status  int
+	errcode string
+	msg     string
+}
+
+func (e *matrixError) Error() string { return e.errcode + ": " + e.msg }
+
+func errorf(status int, errcode, format string, args ...any) error {
+	return &matrixError{status, errcode, fmt.Sprintf(format, args...)}
+}
+
+// fromWire is an actor's error as the server-server API answers it.
+func fromWire(e *wire.Error) error {
+	switch e.Kind {
+	case wire.Error_NOT_FOUND:
+		return errorf(http.StatusNotFound, "M_NOT_FOUND", "%s", e.Error())
+	case wire.Error_FORBIDDEN:
+		return errorf(http.StatusForbidden, "M_FORBIDDEN", "%s", e.Error())
+	case wire.Error_MALFORMED, wire.Error_BAD_VALUE:
+		return errorf(http.StatusBadRequest, "M_BAD_JSON", "%s", e.Error())
+	}
+	return errorf(http.StatusInternalServerError, "M_UNKNOWN", "%s", e.Error())
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var inc *incompatible
+	if errors.As(err, &inc) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"errcode": "M_INCOMPATIBLE_ROOM_VERSION",
+			"error": "Your server does not support the room's version.", "room_version": inc.version})
+		return
+	}
+	var me *matrixError
+	if !errors.As(err, &me) {
+		me = &matrixError{http.StatusInternalServerError, "M_UNKNOWN", err.Error()}
+	}
+	writeJSON(w, me.status, map[string]string{"errcode": me.errcode, "error": me.msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error."}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// ask sends an actor a request and answers its reply as T, or the reply's
+// error.
+func ask[T interface {
+	proto.Message
+	GetError() *wire.Error
+}](ctx context.Context, s *Service, kind, id string, msg proto.Message) (T, error) {
+	var zero T
+	reply, err := s.actors.Request(ctx, kind, id, msg)
+	if err != nil {
+		return zero, err
+	}
+	out, ok := reply.(T)
+	if !ok {
+		if d, isDone := reply.(*wire.Done); isDone && d.Error != nil {
+			return zero, fromWire(d.Error)
+		}
+		return zero, fmt.Errorf("%T answered %T", msg, reply)
+	}
+	if e := out.GetError(); e != nil {
+		return zero, fromWire(e)
+	}
+	return out, nil
+}
+
+// roomVersion is a room's version here, or a 404 for a room this server
+// is not in.
+func (s *Service) roomVersion(ctx context.Context, room string) (gomatrixserverlib.IRoomVersion, error) {
+	reply, err := ask[*wire.RoomVersionReply](ctx, s, actors.KindRoom, room, &wire.GetRoomVersion{RoomId: room})
+	if err != nil {
+		return nil, err
+	}
+	if reply.RoomVersion == "" {
+		return nil, errorf(http.StatusNotFound, "M_NOT_FOUND", "Unknown room %s.", room)
+	}
+	return gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(reply.RoomVersion))
+}
+
+// userIDForSender maps a sender to its user id: the same in the room
+// versions persona speaks.
+func userIDForSender(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(s), true)
+}
+
+// verify parses a PDU of a room of version verImpl and checks its content
+// hash and its signatures.
+func (s *Service) verify(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, raw []byte) (gomatrixserverlib.PDU, error) {
+	ev, err := verImpl.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("malformed event: %w", err)
+	}
+	if ev.Redacted() && !sameContent(raw, ev.Content()) {
+		return nil, errors.New("the content hash does not match the event")
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.fed.KeyRing(), userIDForSender); err != nil {
+		return nil, fmt.Errorf("signatures: %w", err)
+	}
+	return ev, nil
+}
+
+// sameContent reports whether raw's content is content.
+func sameContent(raw, content []byte) bool {
+	var ev struct {
+		Content json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(raw, &ev) != nil {
+		return false
+	}
+	a, err1 := gomatrixserverlib.CanonicalJSON(ev.Content)
+	b, err2 := gomatrixserverlib.CanonicalJSON(content)
+	return err1 == nil && err2 == nil && string(a) == string(b)
+}

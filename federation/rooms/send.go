@@ -1,0 +1,189 @@
+package rooms
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"persona/actors"
+	"persona/storage"
+	"persona/wire"
+)
+
+// Transactions in: PUT /_matrix/federation/v1/send/{txnId}. A transaction
+// is answered once per (origin, txnId): its answer is kept, and a resend
+// gets it again without applying anything twice. Each PDU is checked
+// (content hash, signatures) and handed to its room; a room that lacks the
+// PDU's prev events gets them from the origin (get_missing_events) first.
+// A bad PDU is reported in the answer and does not stop the others.
+
+// Transaction limits of the spec.
+const (
+	maxPDUs = 50
+	maxEDUs = 100
+	// missingDepth bounds how far one PDU's missing prev events are
+	// fetched recursively.
+	missingDepth = 3
+	// missingLimit is how many missing events one request asks for.
+	missingLimit = 20
+)
+
+// transaction is the body of /send.
+type transaction struct {
+	Origin         string            `json:"origin"`
+	OriginServerTS int64             `json:"origin_server_ts"`
+	PDUs           []json.RawMessage `json:"pdus"`
+	EDUs           []json.RawMessage `json:"edus"`
+}
+
+// pduResult is one PDU's outcome in the answer.
+type pduResult struct {
+	Error string `json:"error,omitempty"`
+}
+
+func (s *Service) send(r *http.Request, origin spec.ServerName) (any, error) {
+	txnID := r.PathValue("txnID")
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "M_UNKNOWN", "Could not read the body.")
+	}
+	var t transaction
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&t); err != nil {
+		return nil, errorf(http.StatusBadRequest, "M_BAD_JSON", "Bad transaction: %v", err)
+	}
+	if len(t.PDUs) > maxPDUs || len(t.EDUs) > maxEDUs {
+		return nil, errorf(http.StatusBadRequest, "M_BAD_JSON", "A transaction holds at most %d PDUs and %d EDUs.", maxPDUs, maxEDUs)
+	}
+	key := storage.Key("fi", string(origin), txnID)
+	if done, err := s.store.Get(key); err == nil {
+		s.opts.Metrics.FederationTxnIn("duplicate")
+		return json.RawMessage(done), nil
+	}
+	results := map[string]pduResult{}
+	for _, raw := range t.PDUs {
+		id, err := s.receivePDU(r.Context(), origin, raw)
+		if id == "" {
+			s.log.Info("transaction PDU dropped", "origin", origin, "txn", txnID, "err", err)
+			s.opts.Metrics.FederationPDURejected(reasonOf(err))
+			continue
+		}
+		results[id] = pduResult{}
+		if err != nil {
+			results[id] = pduResult{Error: err.Error()}
+			s.opts.Metrics.FederationPDURejected(reasonOf(err))
+		}
+	}
+	out, _ := json.Marshal(map[string]any{"pdus": results})
+	var b storage.Batch
+	b.Set(key, out)
+	if err := s.store.CommitSync(&b); err != nil {
+		return nil, err
+	}
+	s.opts.Metrics.FederationTxnIn("applied")
+	return json.RawMessage(out), nil
+}
+
+// rejection is why a PDU was refused, as a metric label.
+type rejection struct {
+	reason string
+	err    error
+}
+
+func (r *rejection) Error() string { return r.err.Error() }
+func (r *rejection) Unwrap() error { return r.err }
+
+func reject(reason string, err error) error { return &rejection{reason, err} }
+
+func reasonOf(err error) string {
+	var r *rejection
+	if errors.As(err, &r) {
+		return r.reason
+	}
+	return "other"
+}
+
+// receivePDU checks one PDU and hands it to its room; it returns the
+// event's id ("" when none could be computed) and why it was refused.
+func (s *Service) receivePDU(ctx context.Context, origin spec.ServerName, raw []byte) (string, error) {
+	var head struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || head.RoomID == "" {
+		return "", reject("malformed", errors.New("no room_id"))
+	}
+	verImpl, err := s.roomVersion(ctx, head.RoomID)
+	if err != nil {
+		return "", reject("unknown_room", err)
+	}
+	ev, err := s.verify(ctx, verImpl, raw)
+	if err != nil {
+		if ev, perr := verImpl.NewEventFromUntrustedJSON(raw); perr == nil {
+			return ev.EventID(), reject("signature", err)
+		}
+		return "", reject("malformed", err)
+	}
+	return ev.EventID(), s.deliver(ctx, origin, verImpl, ev, missingDepth)
+}
+
+// deliver hands a checked event to its room, fetching the prev events the
+// room lacks from origin first (up to depth levels of them).
+func (s *Service) deliver(ctx context.Context, origin spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, depth int) error {
+	room := ev.RoomID().String()
+	msg := &wire.ReceivePDU{RoomId: room, Origin: string(origin), Pdu: ev.JSON()}
+	reply, err := ask[*wire.ReceiveReply](ctx, s, actors.KindRoom, room, msg)
+	if err != nil {
+		return err
+	}
+	if len(reply.Missing) > 0 && depth > 0 {
+		if err := s.fetchMissing(ctx, origin, verImpl, ev, depth); err != nil {
+			return reject("missing_prev", err)
+		}
+		if reply, err = ask[*wire.ReceiveReply](ctx, s, actors.KindRoom, room, msg); err != nil {
+			return err
+		}
+	}
+	switch {
+	case reply.Rejected != "":
+		return reject("auth", errors.New(reply.Rejected))
+	case len(reply.Missing) > 0:
+		return reject("missing_prev", errors.New("prev events unknown and not fetched"))
+	}
+	return nil
+}
+
+// fetchMissing asks origin for the events between the room's forward
+// extremities and ev, and delivers them oldest first.
+func (s *Service) fetchMissing(ctx context.Context, origin spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, depth int) error {
+	room := ev.RoomID().String()
+	info, err := ask[*wire.RoomVersionReply](ctx, s, actors.KindRoom, room, &wire.GetRoomVersion{RoomId: room})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := s.fed.Client().LookupMissingEvents(ctx, spec.ServerName(s.cfg.ServerName), origin, room,
+		fclient.MissingEvents{Limit: missingLimit, EarliestEvents: info.Extremities, LatestEvents: []string{ev.EventID()}}, verImpl.Version())
+	if err != nil {
+		return err
+	}
+	events := resp.Events.UntrustedEvents(verImpl.Version())
+	slices.SortStableFunc(events, func(a, b gomatrixserverlib.PDU) int { return cmp.Compare(a.Depth(), b.Depth()) })
+	for _, m := range events {
+		checked, err := s.verify(ctx, verImpl, m.JSON())
+		if err != nil {
+			continue
+		}
+		_ = s.deliver(ctx, origin, verImpl, checked, depth-1)
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+package node_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"persona/config"
+	"persona/internal/testnode"
+)
+
+// byAddress names a node after its federation listener (127.0.0.1:PORT),
+// which peers reach with no discovery; peers' certificates are self-signed.
+func byAddress(t *testing.T) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Listen.Federation = freeAddr(t)
+		c.ServerName = c.Listen.Federation
+		c.Federation.InsecureSkipVerify = true
+	}
+}
+
+// memberName is the displayname of user's member event in room, as cli
+// reads the room's state ("" when it has none yet).
+func memberName(ctx context.Context, cli *mautrix.Client, room id.RoomID, user id.UserID) string {
+	var content event.MemberEventContent
+	if err := cli.StateEvent(ctx, room, event.StateMember, string(user), &content); err != nil {
+		return ""
+	}
+	return content.Displayname
+}
+
+// waitFor polls cond until it holds, for at most d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Two persona servers share a room: a user of B joins a room of A through
+// B's client API, and renames on either side reach the other side's copy
+// of the room, in order.
+func TestTwoServersShareARoom(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "across"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins through B: %v", err)
+	}
+	waitFor(t, 20*time.Second, "A's room to hold bob", func() bool { return memberName(ctx, alice, room, bob.UserID) == "bob" })
+	if got := memberName(ctx, bob, room, alice.UserID); got != "alice" {
+		t.Fatalf("B's copy of the room names alice %q", got)
+	}
+
+	for _, name := range []string{"Alice 1", "Alice 2", "Alice 3"} {
+		if err := alice.SetDisplayName(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "alice's last name on B", func() bool { return memberName(ctx, bob, room, alice.UserID) == "Alice 3" })
+	if err := bob.SetDisplayName(ctx, "Bob of B"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "bob's name on A", func() bool { return memberName(ctx, alice, room, bob.UserID) == "Bob of B" })
+
+	var names []string // B saw alice's renames in order
+	msgs, err := bob.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(msgs.Chunk) - 1; i >= 0; i-- {
+		ev := msgs.Chunk[i]
+		if ev.Type == event.StateMember && ev.GetStateKey() == string(alice.UserID) {
+			_ = ev.Content.ParseRaw(ev.Type)
+			names = append(names, ev.Content.AsMember().Displayname)
+		}
+	}
+	if len(names) < 3 || names[len(names)-3] != "Alice 1" || names[len(names)-2] != "Alice 2" || names[len(names)-1] != "Alice 3" {
+		t.Fatalf("B's timeline of alice's member events: %q", names)
+	}
+}

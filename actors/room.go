@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/host"
+	"persona/internal/mxid"
 	"persona/storage"
 	"persona/wire"
 )
@@ -79,6 +80,9 @@ type roomMeta struct {
 	// its last event alone, and Depth the greatest depth among them.
 	Extremities []string `json:"fx,omitempty"`
 	Depth       int64    `json:"depth,omitempty"`
+	// InvitedOnly marks a room held here only as a remote server's invite
+	// of a local user (room_invite.go).
+	InvitedOnly bool `json:"invited,omitempty"`
 }
 
 // evRecord is a stored event: the PDU's fields (content canonical), what
@@ -98,6 +102,7 @@ type evRecord struct {
 	Redacts    string          `json:"rd,omitempty"`
 	PDU        json.RawMessage `json:"pdu,omitempty"` // a remote event as it came, signatures included
 	Outlier    bool            `json:"o,omitempty"`   // held for state and auth, outside the timeline
+	Stripped   bool            `json:"sp,omitempty"`  // stripped state that came with a remote invite: no PDU
 	Prev       json.RawMessage `json:"pc,omitempty"`
 	PrevSender string          `json:"ps,omitempty"`
 	PrevID     string          `json:"pid,omitempty"`
@@ -220,6 +225,9 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 	case *wire.JoinedRemote:
 		r.joinedRemote(ctx, m)
 		return
+	case *wire.InvitedRemote:
+		r.invitedRemote(ctx, m)
+		return
 	}
 	if !r.exists {
 		switch m := msg.(type) {
@@ -251,11 +259,15 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 	case *wire.ReceivePDU:
 		r.receive(ctx, m)
 	case *wire.MakeMembership:
-		ctx.Respond(r.makeMembership(m))
+		if m.Membership == "invite" {
+			ctx.Respond(r.makeInvite(m))
+		} else {
+			ctx.Respond(r.makeMembership(m))
+		}
 	case *wire.SendMembership:
 		r.sendMembership(ctx, m)
 	case *wire.GetRoomVersion:
-		ctx.Respond(&wire.RoomVersionReply{RoomVersion: r.meta.Version, Extremities: r.extremities()})
+		ctx.Respond(r.versionReply())
 	case *wire.FederationRead:
 		ctx.Respond(r.federationRead(m))
 	case *wire.GetContext:
@@ -273,6 +285,16 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 	default:
 		r.h.log.Warn("room actor got an unknown message", "type", fmt.Sprintf("%T", msg))
 	}
+}
+
+// versionReply answers GetRoomVersion: a room held only as an invite
+// names the inviting server to join through.
+func (r *room) versionReply() *wire.RoomVersionReply {
+	out := &wire.RoomVersionReply{RoomVersion: r.meta.Version, Extremities: r.extremities(), InvitedOnly: r.meta.InvitedOnly}
+	if r.meta.InvitedOnly {
+		out.Servers = []string{mxid.ServerOf(r.meta.Creator)}
+	}
+	return out
 }
 
 // notFoundReply is the answer of the right type for a room that does not exist.

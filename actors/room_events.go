@@ -21,7 +21,7 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 			return err
 		}
 	}
-	if ev.PDU == nil {
+	if ev.PDU == nil && !ev.Stripped {
 		if err := r.seal(ev); err != nil {
 			return err
 		}

@@ -19,6 +19,9 @@ import (
 
 // makeMembership answers the template of a remote user's join or leave.
 func (r *room) makeMembership(m *wire.MakeMembership) *wire.MakeMembershipReply {
+	if r.meta.InvitedOnly {
+		return &wire.MakeMembershipReply{Error: notFound(wire.Error_ROOM, "This server is not in the room.")}
+	}
 	cur := r.membership(m.UserId)
 	switch {
 	case m.Membership == "join" && cur == "ban":
@@ -62,7 +65,10 @@ func (r *room) sendMembership(ctx actor.Context, m *wire.SendMembership) {
 			ctx.Respond(&wire.SendMembershipReply{})
 			return
 		}
-	case ev.Type() != "m.room.member" || ev.StateKey() == nil || *ev.StateKey() != string(ev.SenderID()):
+	case ev.Type() != "m.room.member" || ev.StateKey() == nil:
+		refuse("not a member event")
+		return
+	case m.Membership != "invite" && *ev.StateKey() != string(ev.SenderID()):
 		refuse("not a member event of its sender")
 		return
 	case mxid.ServerOf(string(ev.SenderID())) != m.Origin:
@@ -79,7 +85,7 @@ func (r *room) sendMembership(ctx actor.Context, m *wire.SendMembership) {
 		}
 	}
 	var out *wire.SendMembershipReply
-	if m.Membership == "join" {
+	if m.Membership == "join" && ev != nil {
 		var err error
 		if out, err = r.stateAndAuthChain(); err != nil {
 			ctx.Respond(&wire.SendMembershipReply{Error: internal(err.Error())})
@@ -89,8 +95,14 @@ func (r *room) sendMembership(ctx actor.Context, m *wire.SendMembership) {
 	} else {
 		out = &wire.SendMembershipReply{}
 	}
-	if ev == nil { // a join held already: answer again
-		ctx.Respond(out)
+	if ev == nil { // held already
+		if m.Membership == "join" {
+			if out, err := r.stateAndAuthChain(); err == nil {
+				ctx.Respond(out)
+				return
+			}
+		}
+		ctx.Respond(&wire.SendMembershipReply{})
 		return
 	}
 	var b storage.Batch
@@ -168,7 +180,7 @@ func (r *room) appendRemote(b *storage.Batch, ev gomatrixserverlib.PDU, raw []by
 // outliers (held for auth and state, outside the timeline), then the join
 // event starts the timeline.
 func (r *room) joinedRemote(ctx actor.Context, m *wire.JoinedRemote) {
-	if r.exists {
+	if r.exists && !r.meta.InvitedOnly {
 		r.receive(ctx, &wire.ReceivePDU{RoomId: r.id, Pdu: m.Join}) // a rejoin: the room goes on
 		return
 	}
@@ -190,7 +202,7 @@ func (r *room) joinedRemote(ctx actor.Context, m *wire.JoinedRemote) {
 		return
 	}
 	r.exists = true
-	r.meta = roomMeta{Version: m.RoomVersion}
+	r.meta = roomMeta{Version: m.RoomVersion} // an invite held here is left in the history, outside the timeline
 	var b storage.Batch
 	seen := map[string]bool{}
 	var outliers []gomatrixserverlib.PDU

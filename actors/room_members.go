@@ -25,6 +25,10 @@ func (r *room) changeMembership(ctx actor.Context, m *wire.ChangeMembership) {
 }
 
 func (r *room) membershipEvent(ctx actor.Context, m *wire.ChangeMembership, extra map[string]any) {
+	if r.meta.InvitedOnly {
+		r.invitedOnlyMembership(ctx, m)
+		return
+	}
 	cur, target, sender := r.membership(m.Target), m.Target, m.Sender
 	senderIn := r.membership(sender) == "join"
 	content := map[string]any{}

@@ -63,6 +63,9 @@ func (r *room) servers() []string {
 // leaves or is kicked learns it). A server new to the room starts at this
 // event; a remote user's join starts its server after the join.
 func (r *room) noteOutbound(b *storage.Batch, ev *evRecord) {
+	if ev.Stripped || r.meta.InvitedOnly {
+		return
+	}
 	if ev.PDU != nil {
 		b.Set(eventRoomKey(ev.ID), []byte(r.id))
 	}

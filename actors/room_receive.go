@@ -65,6 +65,9 @@ func (r *room) checkRemote(m *wire.ReceivePDU) (gomatrixserverlib.PDU, *wire.Rec
 	if ev.RoomID().String() != r.id {
 		return nil, &wire.ReceiveReply{Rejected: "the event is not of this room"}
 	}
+	if r.meta.InvitedOnly {
+		return nil, &wire.ReceiveReply{Rejected: "this server is not in the room"}
+	}
 	if r.known(ev.EventID()) {
 		return nil, &wire.ReceiveReply{} // a resend: held already
 	}

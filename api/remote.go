@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -19,6 +20,12 @@ type Remote interface {
 	// ResolveAlias asks an alias's server for its room and the servers to
 	// join it through.
 	ResolveAlias(ctx context.Context, alias string) (room string, servers []string, err error)
+	// Invite has a local user invite a user of another server, whose
+	// server signs the invite before the room holds it.
+	Invite(ctx context.Context, room, sender, target, reason string) error
+	// RejectInvite rejects another server's invite of a local user
+	// through the inviting server (make_leave, send_leave).
+	RejectInvite(ctx context.Context, room, user string) error
 }
 
 // joinRemote joins a room this server does not hold, for the user of
@@ -55,4 +62,15 @@ func joinServers(r *http.Request, room string, more []string) []string {
 		out = append(out, server)
 	}
 	return out
+}
+
+// remoteError is the client's answer for a failed call to another server:
+// an actor's error keeps its meaning (a room's refusal is 403), anything
+// else is the other server's failure.
+func remoteError(err error) error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return err
+	}
+	return errorf(http.StatusBadGateway, "M_UNKNOWN", "Another server refused or could not be reached: "+err.Error())
 }

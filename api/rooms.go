@@ -71,12 +71,9 @@ func (s *Server) memberProfile(ctx context.Context, user string) (profile []byte
 	return b, p.Version, true, nil
 }
 
-// targetProfile is the profile of a user about to be invited: local users
-// must exist; remote ones need federation, which comes later.
+// targetProfile is the profile of a local user about to be invited, who
+// must exist.
 func (s *Server) targetProfile(ctx context.Context, user string) ([]byte, uint64, error) {
-	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
-		return nil, 0, forbidden("Cannot invite " + user + ": federation is not available yet.")
-	}
 	profile, version, exists, err := s.memberProfile(ctx, user)
 	if err != nil {
 		return nil, 0, err
@@ -111,6 +108,7 @@ func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 		s.releaseAlias(r.Context(), alias, room, string(sess.user))
 		return nil, err
 	}
+	remote := remoteInvitees(body, invitees)
 	raw, _ := json.Marshal(body)
 	msg := &wire.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
 		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees}
@@ -119,7 +117,32 @@ func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	s.publishCreated(r.Context(), body, room)
+	for _, u := range remote { // the room exists whatever another server answers
+		if err := s.remote.Invite(r.Context(), room, string(sess.user), u, ""); err != nil {
+			s.log.Warn("invite at room creation failed", "room", room, "invitee", u, "err", err)
+		}
+	}
 	return map[string]string{"room_id": room}, nil
+}
+
+// remoteInvitees takes the users of other servers out of body's invite
+// list (the room invites its own users as it is created) and returns them.
+func remoteInvitees(body map[string]json.RawMessage, local map[string][]byte) []string {
+	var invite, keep, remote []string
+	if json.Unmarshal(body["invite"], &invite) != nil {
+		return nil
+	}
+	for _, u := range invite {
+		if _, ok := local[u]; ok {
+			keep = append(keep, u)
+		} else {
+			remote = append(remote, u)
+		}
+	}
+	if len(remote) > 0 {
+		body["invite"], _ = json.Marshal(keep)
+	}
+	return remote
 }
 
 // jsonKind is the first byte of a valid JSON value, which names its type:
@@ -178,6 +201,12 @@ func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMe
 			}
 		}
 		for _, u := range invite {
+			if _, server, _ := parseUserID(u); server != s.cfg.ServerName {
+				if s.remote == nil {
+					return nil, forbidden("Cannot invite " + u + ": this server does not federate.")
+				}
+				continue // invited through its server once the room exists
+			}
 			profile, _, err := s.targetProfile(ctx, u)
 			if err != nil {
 				return nil, err
@@ -300,6 +329,15 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 		}
 		msg.Target = *body.UserID
 	}
+	if _, server, _ := parseUserID(msg.Target); action == "invite" && server != s.cfg.ServerName {
+		if s.remote == nil {
+			return nil, forbidden("Cannot invite " + msg.Target + ": this server does not federate.")
+		}
+		if err := s.remote.Invite(r.Context(), room, msg.Sender, msg.Target, msg.Reason); err != nil {
+			return nil, remoteError(err)
+		}
+		return map[string]any{}, nil
+	}
 	switch action {
 	case "join":
 		msg.ProfileJson, msg.ProfileVersion, _, err = s.memberProfile(r.Context(), msg.Target)
@@ -308,8 +346,16 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 	}
 	if err == nil {
 		_, err = askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg)
-		if action == "join" && s.remote != nil && isKind(err, wire.Error_NOT_FOUND) {
+		switch {
+		case action == "join" && s.remote != nil && isKind(err, wire.Error_NOT_FOUND):
 			err = s.joinRemote(r.Context(), msg, joinServers(r, room, servers))
+		case action == "leave" && s.remote != nil && isKind(err, wire.Error_NOT_FOUND):
+			if err = s.remote.RejectInvite(r.Context(), room, msg.Sender); err == nil {
+				msg.ToldRemote = true
+				_, err = askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg)
+			} else {
+				err = remoteError(err)
+			}
 		}
 	}
 	if err == nil && action == "forget" {

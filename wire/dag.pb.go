@@ -262,7 +262,8 @@ type MakeMembership struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
 	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Membership    string                 `protobuf:"bytes,3,opt,name=membership,proto3" json:"membership,omitempty"` // join | leave
+	Membership    string                 `protobuf:"bytes,3,opt,name=membership,proto3" json:"membership,omitempty"` // join | leave | invite
+	Sender        string                 `protobuf:"bytes,4,opt,name=sender,proto3" json:"sender,omitempty"`         // invite: the local user who invites user_id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -318,6 +319,13 @@ func (x *MakeMembership) GetMembership() string {
 	return ""
 }
 
+func (x *MakeMembership) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
 // MakeMembershipReply answers MakeMembership: the room's version and the
 // event template (type, room_id, sender, state_key, content, prev_events,
 // auth_events, depth), or why the user may not.
@@ -326,6 +334,7 @@ type MakeMembershipReply struct {
 	RoomVersion   string                 `protobuf:"bytes,1,opt,name=room_version,json=roomVersion,proto3" json:"room_version,omitempty"`
 	Event         []byte                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
 	Error         *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	InviteState   [][]byte               `protobuf:"bytes,4,rep,name=invite_state,json=inviteState,proto3" json:"invite_state,omitempty"` // invite: the stripped state the invitee's server gets
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,6 +390,13 @@ func (x *MakeMembershipReply) GetError() *Error {
 	return nil
 }
 
+func (x *MakeMembershipReply) GetInviteState() [][]byte {
+	if x != nil {
+		return x.InviteState
+	}
+	return nil
+}
+
 // SendMembership hands a room a remote user's signed member event
 // (send_join, send_leave), its signatures checked.
 type SendMembership struct {
@@ -388,7 +404,7 @@ type SendMembership struct {
 	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
 	Origin        string                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
 	Pdu           []byte                 `protobuf:"bytes,3,opt,name=pdu,proto3" json:"pdu,omitempty"`
-	Membership    string                 `protobuf:"bytes,4,opt,name=membership,proto3" json:"membership,omitempty"` // join | leave
+	Membership    string                 `protobuf:"bytes,4,opt,name=membership,proto3" json:"membership,omitempty"` // join | leave | invite (a local user's, signed by the invitee's server too)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -583,6 +599,8 @@ type RoomVersionReply struct {
 	RoomVersion   string                 `protobuf:"bytes,1,opt,name=room_version,json=roomVersion,proto3" json:"room_version,omitempty"`
 	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	Extremities   []string               `protobuf:"bytes,3,rep,name=extremities,proto3" json:"extremities,omitempty"`
+	InvitedOnly   bool                   `protobuf:"varint,4,opt,name=invited_only,json=invitedOnly,proto3" json:"invited_only,omitempty"` // the room is here only as a remote invite
+	Servers       []string               `protobuf:"bytes,5,rep,name=servers,proto3" json:"servers,omitempty"`                             // invited_only: the servers to join through
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,6 +656,91 @@ func (x *RoomVersionReply) GetExtremities() []string {
 	return nil
 }
 
+func (x *RoomVersionReply) GetInvitedOnly() bool {
+	if x != nil {
+		return x.InvitedOnly
+	}
+	return false
+}
+
+func (x *RoomVersionReply) GetServers() []string {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+// InvitedRemote keeps another server's invite of a local user: the room is
+// here only as the invite and its stripped state, until the user joins
+// (through the inviting server) or rejects it.
+type InvitedRemote struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	RoomVersion   string                 `protobuf:"bytes,2,opt,name=room_version,json=roomVersion,proto3" json:"room_version,omitempty"`
+	Invite        []byte                 `protobuf:"bytes,3,opt,name=invite,proto3" json:"invite,omitempty"`                              // the invite event, signed by both servers
+	InviteState   [][]byte               `protobuf:"bytes,4,rep,name=invite_state,json=inviteState,proto3" json:"invite_state,omitempty"` // stripped state events (type, state_key, content, sender)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvitedRemote) Reset() {
+	*x = InvitedRemote{}
+	mi := &file_dag_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvitedRemote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvitedRemote) ProtoMessage() {}
+
+func (x *InvitedRemote) ProtoReflect() protoreflect.Message {
+	mi := &file_dag_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvitedRemote.ProtoReflect.Descriptor instead.
+func (*InvitedRemote) Descriptor() ([]byte, []int) {
+	return file_dag_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *InvitedRemote) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *InvitedRemote) GetRoomVersion() string {
+	if x != nil {
+		return x.RoomVersion
+	}
+	return ""
+}
+
+func (x *InvitedRemote) GetInvite() []byte {
+	if x != nil {
+		return x.Invite
+	}
+	return nil
+}
+
+func (x *InvitedRemote) GetInviteState() [][]byte {
+	if x != nil {
+		return x.InviteState
+	}
+	return nil
+}
+
 // JoinedRemote makes a room that a local user joined through another
 // server: the state and auth chain that server gave (checked), then the
 // join event.
@@ -656,7 +759,7 @@ type JoinedRemote struct {
 
 func (x *JoinedRemote) Reset() {
 	*x = JoinedRemote{}
-	mi := &file_dag_proto_msgTypes[10]
+	mi := &file_dag_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +771,7 @@ func (x *JoinedRemote) String() string {
 func (*JoinedRemote) ProtoMessage() {}
 
 func (x *JoinedRemote) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[10]
+	mi := &file_dag_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +784,7 @@ func (x *JoinedRemote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinedRemote.ProtoReflect.Descriptor instead.
 func (*JoinedRemote) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{10}
+	return file_dag_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JoinedRemote) GetRoomId() string {
@@ -754,7 +857,7 @@ type FederationRead struct {
 
 func (x *FederationRead) Reset() {
 	*x = FederationRead{}
-	mi := &file_dag_proto_msgTypes[11]
+	mi := &file_dag_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +869,7 @@ func (x *FederationRead) String() string {
 func (*FederationRead) ProtoMessage() {}
 
 func (x *FederationRead) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[11]
+	mi := &file_dag_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +882,7 @@ func (x *FederationRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationRead.ProtoReflect.Descriptor instead.
 func (*FederationRead) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{11}
+	return file_dag_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FederationRead) GetRoomId() string {
@@ -852,7 +955,7 @@ type FederationReadReply struct {
 
 func (x *FederationReadReply) Reset() {
 	*x = FederationReadReply{}
-	mi := &file_dag_proto_msgTypes[12]
+	mi := &file_dag_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +967,7 @@ func (x *FederationReadReply) String() string {
 func (*FederationReadReply) ProtoMessage() {}
 
 func (x *FederationReadReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[12]
+	mi := &file_dag_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +980,7 @@ func (x *FederationReadReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationReadReply.ProtoReflect.Descriptor instead.
 func (*FederationReadReply) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{12}
+	return file_dag_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FederationReadReply) GetPdus() [][]byte {
@@ -934,17 +1037,19 @@ const file_dag_proto_rawDesc = "" +
 	"\fReceiveReply\x12\x1a\n" +
 	"\brejected\x18\x01 \x01(\tR\brejected\x12\x18\n" +
 	"\amissing\x18\x02 \x03(\tR\amissing\x12)\n" +
-	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\"b\n" +
+	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\"z\n" +
 	"\x0eMakeMembership\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1e\n" +
 	"\n" +
 	"membership\x18\x03 \x01(\tR\n" +
-	"membership\"y\n" +
+	"membership\x12\x16\n" +
+	"\x06sender\x18\x04 \x01(\tR\x06sender\"\x9c\x01\n" +
 	"\x13MakeMembershipReply\x12!\n" +
 	"\froom_version\x18\x01 \x01(\tR\vroomVersion\x12\x14\n" +
 	"\x05event\x18\x02 \x01(\fR\x05event\x12)\n" +
-	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\"s\n" +
+	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\x12!\n" +
+	"\finvite_state\x18\x04 \x03(\fR\vinviteState\"s\n" +
 	"\x0eSendMembership\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x10\n" +
@@ -960,11 +1065,18 @@ const file_dag_proto_rawDesc = "" +
 	"\brejected\x18\x04 \x01(\tR\brejected\x12)\n" +
 	"\x05error\x18\x05 \x01(\v2\x13.persona.wire.ErrorR\x05error\")\n" +
 	"\x0eGetRoomVersion\x12\x17\n" +
-	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"\x82\x01\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"\xbf\x01\n" +
 	"\x10RoomVersionReply\x12!\n" +
 	"\froom_version\x18\x01 \x01(\tR\vroomVersion\x12)\n" +
 	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\x12 \n" +
-	"\vextremities\x18\x03 \x03(\tR\vextremities\"\xd5\x01\n" +
+	"\vextremities\x18\x03 \x03(\tR\vextremities\x12!\n" +
+	"\finvited_only\x18\x04 \x01(\bR\vinvitedOnly\x12\x18\n" +
+	"\aservers\x18\x05 \x03(\tR\aservers\"\x86\x01\n" +
+	"\rInvitedRemote\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12!\n" +
+	"\froom_version\x18\x02 \x01(\tR\vroomVersion\x12\x16\n" +
+	"\x06invite\x18\x03 \x01(\fR\x06invite\x12!\n" +
+	"\finvite_state\x18\x04 \x03(\fR\vinviteState\"\xd5\x01\n" +
 	"\fJoinedRemote\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12!\n" +
 	"\froom_version\x18\x02 \x01(\tR\vroomVersion\x12\x14\n" +
@@ -1003,7 +1115,7 @@ func file_dag_proto_rawDescGZIP() []byte {
 	return file_dag_proto_rawDescData
 }
 
-var file_dag_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_dag_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_dag_proto_goTypes = []any{
 	(*GetPDUs)(nil),             // 0: persona.wire.GetPDUs
 	(*PDUsReply)(nil),           // 1: persona.wire.PDUsReply
@@ -1015,18 +1127,19 @@ var file_dag_proto_goTypes = []any{
 	(*SendMembershipReply)(nil), // 7: persona.wire.SendMembershipReply
 	(*GetRoomVersion)(nil),      // 8: persona.wire.GetRoomVersion
 	(*RoomVersionReply)(nil),    // 9: persona.wire.RoomVersionReply
-	(*JoinedRemote)(nil),        // 10: persona.wire.JoinedRemote
-	(*FederationRead)(nil),      // 11: persona.wire.FederationRead
-	(*FederationReadReply)(nil), // 12: persona.wire.FederationReadReply
-	(*Error)(nil),               // 13: persona.wire.Error
+	(*InvitedRemote)(nil),       // 10: persona.wire.InvitedRemote
+	(*JoinedRemote)(nil),        // 11: persona.wire.JoinedRemote
+	(*FederationRead)(nil),      // 12: persona.wire.FederationRead
+	(*FederationReadReply)(nil), // 13: persona.wire.FederationReadReply
+	(*Error)(nil),               // 14: persona.wire.Error
 }
 var file_dag_proto_depIdxs = []int32{
-	13, // 0: persona.wire.PDUsReply.error:type_name -> persona.wire.Error
-	13, // 1: persona.wire.ReceiveReply.error:type_name -> persona.wire.Error
-	13, // 2: persona.wire.MakeMembershipReply.error:type_name -> persona.wire.Error
-	13, // 3: persona.wire.SendMembershipReply.error:type_name -> persona.wire.Error
-	13, // 4: persona.wire.RoomVersionReply.error:type_name -> persona.wire.Error
-	13, // 5: persona.wire.FederationReadReply.error:type_name -> persona.wire.Error
+	14, // 0: persona.wire.PDUsReply.error:type_name -> persona.wire.Error
+	14, // 1: persona.wire.ReceiveReply.error:type_name -> persona.wire.Error
+	14, // 2: persona.wire.MakeMembershipReply.error:type_name -> persona.wire.Error
+	14, // 3: persona.wire.SendMembershipReply.error:type_name -> persona.wire.Error
+	14, // 4: persona.wire.RoomVersionReply.error:type_name -> persona.wire.Error
+	14, // 5: persona.wire.FederationReadReply.error:type_name -> persona.wire.Error
 	6,  // [6:6] is the sub-list for method output_type
 	6,  // [6:6] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
@@ -1046,7 +1159,7 @@ func file_dag_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dag_proto_rawDesc), len(file_dag_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -293,6 +293,7 @@ type ChangeMembership struct {
 	ProfileJson    []byte                 `protobuf:"bytes,6,opt,name=profile_json,json=profileJson,proto3" json:"profile_json,omitempty"` // the target's global profile, for join and invite
 	ProfileVersion uint64                 `protobuf:"varint,7,opt,name=profile_version,json=profileVersion,proto3" json:"profile_version,omitempty"`
 	ContentJson    []byte                 `protobuf:"bytes,8,opt,name=content_json,json=contentJson,proto3" json:"content_json,omitempty"` // extra member content from the request body (joins)
+	ToldRemote     bool                   `protobuf:"varint,9,opt,name=told_remote,json=toldRemote,proto3" json:"told_remote,omitempty"`   // leave of a room held only as a remote invite: its server has the rejection
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -381,6 +382,13 @@ func (x *ChangeMembership) GetContentJson() []byte {
 		return x.ContentJson
 	}
 	return nil
+}
+
+func (x *ChangeMembership) GetToldRemote() bool {
+	if x != nil {
+		return x.ToldRemote
+	}
+	return false
 }
 
 // GetState reads current state: one event (type and state_key), all of it
@@ -2168,7 +2176,7 @@ const file_rooms_proto_rawDesc = "" +
 	" \x01(\x04R\x0eprofileVersion\"Q\n" +
 	"\tSendReply\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12)\n" +
-	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"\xfa\x01\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"\x9b\x02\n" +
 	"\x10ChangeMembership\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x16\n" +
@@ -2177,7 +2185,9 @@ const file_rooms_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12!\n" +
 	"\fprofile_json\x18\x06 \x01(\fR\vprofileJson\x12'\n" +
 	"\x0fprofile_version\x18\a \x01(\x04R\x0eprofileVersion\x12!\n" +
-	"\fcontent_json\x18\b \x01(\fR\vcontentJson\"\xf0\x01\n" +
+	"\fcontent_json\x18\b \x01(\fR\vcontentJson\x12\x1f\n" +
+	"\vtold_remote\x18\t \x01(\bR\n" +
+	"toldRemote\"\xf0\x01\n" +
 	"\bGetState\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x12\n" +

@@ -142,6 +142,9 @@ func (s *Service) Join(ctx context.Context, room, user string, servers []string,
 	if err != nil {
 		return err
 	}
+	if info, err := ask[*wire.RoomVersionReply](ctx, s, actors.KindRoom, room, &wire.GetRoomVersion{RoomId: room}); err == nil && info.InvitedOnly {
+		servers = append(slices.Clone(info.Servers), servers...) // the inviting server first
+	}
 	id := s.fed.Identity()
 	var errs []error
 	for _, server := range servers {
@@ -152,9 +155,11 @@ func (s *Service) Join(ctx context.Context, room, user string, servers []string,
 		resp, ferr := gomatrixserverlib.PerformJoin(jctx, joinClient{s.fed.Client()}, gomatrixserverlib.PerformJoinInput{
 			UserID: uid, RoomID: rid, ServerName: spec.ServerName(server), Content: content,
 			PrivateKey: id.PrivateKey, KeyID: id.KeyID, KeyRing: s.fed.KeyRing(),
-			EventProvider:             func(gomatrixserverlib.RoomVersion, []string) ([]gomatrixserverlib.PDU, error) { return nil, nil },
-			UserIDQuerier:             userIDForSender,
-			GetOrCreateSenderID:       func(_ context.Context, u spec.UserID, _ spec.RoomID, _ string) (spec.SenderID, ed25519.PrivateKey, error) { return spec.SenderIDFromUserID(u), nil, nil },
+			EventProvider: func(gomatrixserverlib.RoomVersion, []string) ([]gomatrixserverlib.PDU, error) { return nil, nil },
+			UserIDQuerier: userIDForSender,
+			GetOrCreateSenderID: func(_ context.Context, u spec.UserID, _ spec.RoomID, _ string) (spec.SenderID, ed25519.PrivateKey, error) {
+				return spec.SenderIDFromUserID(u), nil, nil
+			},
 			StoreSenderIDFromPublicID: func(context.Context, spec.SenderID, string, spec.RoomID) error { return nil },
 		})
 		cancel()

@@ -23,6 +23,7 @@ import (
 	"persona/actors"
 	"persona/config"
 	"persona/federation"
+	"persona/internal/mxid"
 	"persona/metrics"
 	"persona/storage"
 	"persona/wire"
@@ -78,6 +79,7 @@ func New(o Options) *Service {
 	srv.Handle("GET "+v1+"/make_leave/{roomID}/{userID}", h(s.makeLeave))
 	srv.Handle("PUT "+v2+"/send_leave/{roomID}/{eventID}", h(s.sendLeave))
 	srv.Handle("PUT "+v1+"/send_leave/{roomID}/{eventID}", h(s.sendLeaveV1))
+	srv.Handle("PUT "+v2+"/invite/{roomID}/{eventID}", h(s.inviteV2))
 	srv.Handle("GET "+v1+"/event/{eventID}", h(s.event))
 	srv.Handle("GET "+v1+"/state/{roomID}", h(s.read("state")))
 	srv.Handle("GET "+v1+"/state_ids/{roomID}", h(s.read("state_ids")))
@@ -94,25 +96,35 @@ type matrixError struct {
 	status  int
 	errcode string
 	msg     string
+	cause   *wire.Error // an actor's refusal, for callers that map it themselves
 }
 
 func (e *matrixError) Error() string { return e.errcode + ": " + e.msg }
 
+// Unwrap is the actor's error behind e, if any.
+func (e *matrixError) Unwrap() error {
+	if e.cause == nil {
+		return nil
+	}
+	return e.cause
+}
+
 func errorf(status int, errcode, format string, args ...any) error {
-	return &matrixError{status, errcode, fmt.Sprintf(format, args...)}
+	return &matrixError{status: status, errcode: errcode, msg: fmt.Sprintf(format, args...)}
 }
 
 // fromWire is an actor's error as the server-server API answers it.
 func fromWire(e *wire.Error) error {
+	out := &matrixError{status: http.StatusInternalServerError, errcode: "M_UNKNOWN", msg: e.Error(), cause: e}
 	switch e.Kind {
 	case wire.Error_NOT_FOUND:
-		return errorf(http.StatusNotFound, "M_NOT_FOUND", "%s", e.Error())
+		out.status, out.errcode = http.StatusNotFound, "M_NOT_FOUND"
 	case wire.Error_FORBIDDEN:
-		return errorf(http.StatusForbidden, "M_FORBIDDEN", "%s", e.Error())
+		out.status, out.errcode = http.StatusForbidden, "M_FORBIDDEN"
 	case wire.Error_MALFORMED, wire.Error_BAD_VALUE:
-		return errorf(http.StatusBadRequest, "M_BAD_JSON", "%s", e.Error())
+		out.status, out.errcode = http.StatusBadRequest, "M_BAD_JSON"
 	}
-	return errorf(http.StatusInternalServerError, "M_UNKNOWN", "%s", e.Error())
+	return out
 }
 
 func writeError(w http.ResponseWriter, err error) {
@@ -124,7 +136,7 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	var me *matrixError
 	if !errors.As(err, &me) {
-		me = &matrixError{http.StatusInternalServerError, "M_UNKNOWN", err.Error()}
+		me = &matrixError{status: http.StatusInternalServerError, errcode: "M_UNKNOWN", msg: err.Error()}
 	}
 	writeJSON(w, me.status, map[string]string{"errcode": me.errcode, "error": me.msg})
 }
@@ -194,6 +206,33 @@ func (s *Service) verify(ctx context.Context, verImpl gomatrixserverlib.IRoomVer
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.fed.KeyRing(), userIDForSender); err != nil {
 		return nil, fmt.Errorf("signatures: %w", err)
+	}
+	return ev, nil
+}
+
+// verifySender is verify for an invite on its way to the invitee's
+// server, which holds only its sender's signature yet.
+func (s *Service) verifySender(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, raw []byte) (gomatrixserverlib.PDU, error) {
+	ev, err := verImpl.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("malformed event: %w", err)
+	}
+	if ev.Redacted() && !sameContent(raw, ev.Content()) {
+		return nil, errors.New("the content hash does not match the event")
+	}
+	redacted, err := verImpl.RedactEventJSON(ev.JSON())
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.fed.KeyRing().VerifyJSONs(ctx, []gomatrixserverlib.VerifyJSONRequest{{
+		ServerName: spec.ServerName(mxid.ServerOf(string(ev.SenderID()))), AtTS: ev.OriginServerTS(), Message: redacted,
+		ValidityCheckingFunc: gomatrixserverlib.StrictValiditySignatureCheck,
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("signatures: %w", err)
+	}
+	if res[0].Error != nil {
+		return nil, fmt.Errorf("signatures: %w", res[0].Error)
 	}
 	return ev, nil
 }

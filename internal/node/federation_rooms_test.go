@@ -95,3 +95,64 @@ func TestTwoServersShareARoom(t *testing.T) {
 		t.Fatalf("B's timeline of alice's member events: %q", names)
 	}
 }
+
+// A user of A invites a user of B to a private room: B's server signs the
+// invite, B's user sees it in /sync and joins through A; then the other
+// way round, and an invite can be rejected.
+func TestInvitesAcrossServers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	invitedTo := func(cli *mautrix.Client, room id.RoomID) bool {
+		resp, err := cli.SyncRequest(ctx, 0, "", "", false, "")
+		if err != nil {
+			return false
+		}
+		_, ok := resp.Rooms.Invite[room]
+		return ok
+	}
+	for _, tc := range []struct {
+		name                     string
+		inviter, invitee         *mautrix.Client
+		inviterNode, inviteeNode *testnode.Node
+	}{{"A invites B", alice, bob, a, b}, {"B invites A", bob, alice, b, a}} {
+		created, err := tc.inviter.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: tc.name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		if _, err := tc.inviter.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: tc.invitee.UserID}); err != nil {
+			t.Fatalf("%s: invite: %v", tc.name, err)
+		}
+		waitFor(t, 20*time.Second, tc.name+": the invite in the invitee's sync", func() bool { return invitedTo(tc.invitee, room) })
+		if _, err := tc.invitee.JoinRoomByID(ctx, room); err != nil {
+			t.Fatalf("%s: join after the invite: %v", tc.name, err)
+		}
+		waitFor(t, 20*time.Second, tc.name+": the invitee joined in the inviter's room", func() bool {
+			var content event.MemberEventContent
+			return tc.inviter.StateEvent(ctx, room, event.StateMember, string(tc.invitee.UserID), &content) == nil && content.Membership == event.MembershipJoin
+		})
+	}
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "declined"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.InviteUser(ctx, created.RoomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the second invite", func() bool { return invitedTo(bob, created.RoomID) })
+	if _, err := bob.LeaveRoom(ctx, created.RoomID); err != nil {
+		t.Fatalf("reject the invite: %v", err)
+	}
+	if invitedTo(bob, created.RoomID) {
+		t.Fatal("a rejected invite is still in the invitee's sync")
+	}
+	waitFor(t, 20*time.Second, "the rejection in the inviter's room", func() bool {
+		var content event.MemberEventContent
+		return alice.StateEvent(ctx, created.RoomID, event.StateMember, string(bob.UserID), &content) == nil && content.Membership == event.MembershipLeave
+	})
+}

@@ -1,0 +1,143 @@
+package actors
+
+import (
+	"encoding/json"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"persona/storage"
+	"persona/wire"
+)
+
+// Invites across servers. A local user's invite of a remote user needs the
+// invitee's server's signature before the room may hold it: the room hands
+// out the template (makeInvite), the federation layer builds and signs it,
+// has the invitee's server sign it too (/invite), and gives it back
+// (SendMembership "invite"). A remote server's invite of a local user makes
+// a room here that holds only the invite and the stripped state that came
+// with it (invitedRemote), enough for the user's /sync, until the user
+// joins through the inviting server.
+
+// makeInvite answers the template of sender's invite of a remote user.
+func (r *room) makeInvite(m *wire.MakeMembership) *wire.MakeMembershipReply {
+	if r.meta.InvitedOnly {
+		return &wire.MakeMembershipReply{Error: forbidden("You are not joined to this room.")}
+	}
+	cur := r.membership(m.UserId)
+	switch {
+	case r.membership(m.Sender) != "join":
+		return &wire.MakeMembershipReply{Error: forbidden("You are not joined to this room.")}
+	case r.powerLevel(m.Sender) < r.required("invite", "", false):
+		return &wire.MakeMembershipReply{Error: forbidden("Your power level is too low to invite.")}
+	case cur == "join":
+		return &wire.MakeMembershipReply{Error: forbidden(m.UserId + " is already in the room.")}
+	case cur == "ban":
+		return &wire.MakeMembershipReply{Error: forbidden(m.UserId + " is banned from the room.")}
+	}
+	if _, err := r.readMember(m.UserId); err != nil {
+		return &wire.MakeMembershipReply{Error: internal(err.Error())}
+	}
+	if _, err := r.readMember(m.Sender); err != nil {
+		return &wire.MakeMembershipReply{Error: internal(err.Error())}
+	}
+	sk := m.UserId
+	ev := &evRecord{Type: "m.room.member", StateKey: &sk, Sender: m.Sender, Content: mustJSON(map[string]string{"membership": "invite"})}
+	template := map[string]any{
+		"type": ev.Type, "room_id": r.id, "sender": ev.Sender, "state_key": sk, "content": json.RawMessage(ev.Content),
+		"prev_events": r.extremities(), "auth_events": r.authEvents(ev), "depth": max(r.tip.depth, r.meta.Depth) + 1,
+	}
+	out := &wire.MakeMembershipReply{RoomVersion: r.meta.Version, Event: mustJSON(template)}
+	for sk, ev := range r.state {
+		switch sk.typ {
+		case "m.room.create", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption":
+		case "m.room.member":
+			if sk.key != m.Sender {
+				continue
+			}
+		default:
+			continue
+		}
+		out.InviteState = append(out.InviteState, mustJSON(map[string]any{"type": ev.Type, "state_key": sk.key, "content": ev.Content, "sender": ev.Sender}))
+	}
+	return out
+}
+
+// invitedRemote keeps a remote server's invite of a local user (or, in a
+// room this server is in, takes the invite as any remote event).
+func (r *room) invitedRemote(ctx actor.Context, m *wire.InvitedRemote) {
+	if r.exists && !r.meta.InvitedOnly {
+		r.receive(ctx, &wire.ReceivePDU{RoomId: r.id, Pdu: m.Invite})
+		return
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(m.RoomVersion))
+	if err != nil {
+		ctx.Respond(&wire.ReceiveReply{Rejected: err.Error()})
+		return
+	}
+	ev, err := verImpl.NewEventFromTrustedJSON(m.Invite, false)
+	if err != nil || ev.StateKey() == nil || !r.local(*ev.StateKey()) {
+		ctx.Respond(&wire.ReceiveReply{Rejected: "not an invite of a local user"})
+		return
+	}
+	if !r.exists {
+		r.exists, r.meta = true, roomMeta{Version: m.RoomVersion, Creator: string(ev.SenderID()), InvitedOnly: true}
+	}
+	var b storage.Batch
+	for _, raw := range m.InviteState {
+		var st struct {
+			Type     string          `json:"type"`
+			StateKey *string         `json:"state_key"`
+			Content  json.RawMessage `json:"content"`
+			Sender   string          `json:"sender"`
+		}
+		if json.Unmarshal(raw, &st) != nil || st.StateKey == nil || st.Type == "" || (st.Type == "m.room.member" && *st.StateKey == *ev.StateKey()) {
+			continue
+		}
+		rec := &evRecord{ID: "$stripped-" + randomID(20), Type: st.Type, StateKey: st.StateKey, Sender: st.Sender, Content: st.Content, Outlier: true, Stripped: true}
+		if err := r.append(&b, rec); err != nil {
+			r.abort()
+			ctx.Respond(&wire.ReceiveReply{Error: internal(err.Error())})
+			return
+		}
+	}
+	user := *ev.StateKey()
+	if _, err := r.readMember(user); err != nil {
+		ctx.Respond(&wire.ReceiveReply{Error: internal(err.Error())})
+		return
+	}
+	rec := recordOf(ev, m.Invite)
+	rec.Outlier = true
+	if err := r.append(&b, rec); err != nil {
+		r.abort()
+		ctx.Respond(&wire.ReceiveReply{Error: internal(err.Error())})
+		return
+	}
+	b.Set(r.key("meta"), mustJSON(r.meta))
+	r.commitMembership(ctx, &b, &wire.ReceiveReply{}, []string{user})
+}
+
+// invitedOnlyMembership answers a local membership change in a room held
+// only as a remote invite: a join or a leave goes through the inviting
+// server (the room answers "not found", and the api goes through Remote),
+// and once that server has the rejection, the leave is recorded here.
+func (r *room) invitedOnlyMembership(ctx actor.Context, m *wire.ChangeMembership) {
+	switch {
+	case m.Action == "join" || (m.Action == "leave" && !m.ToldRemote):
+		ctx.Respond(&wire.SendReply{Error: notFound(wire.Error_ROOM, "The room is on another server: go through it.")})
+		return
+	case m.Action != "leave" || m.Target != m.Sender || r.membership(m.Sender) != "invite":
+		ctx.Respond(&wire.SendReply{Error: forbidden("You are not joined to this room.")})
+		return
+	}
+	sk := m.Sender
+	rec := &evRecord{ID: "$stripped-" + randomID(20), Type: "m.room.member", StateKey: &sk, Sender: m.Sender,
+		Content: mustJSON(map[string]string{"membership": "leave"}), Outlier: true, Stripped: true}
+	var b storage.Batch
+	if err := r.append(&b, rec); err != nil {
+		r.abort()
+		ctx.Respond(&wire.SendReply{Error: internal(err.Error())})
+		return
+	}
+	r.commitMembership(ctx, &b, &wire.SendReply{EventId: rec.ID}, []string{m.Sender})
+}

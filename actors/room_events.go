@@ -3,6 +3,7 @@ package actors
 import (
 	"crypto/rand"
 	"encoding/json"
+	"math"
 	"slices"
 	"time"
 
@@ -167,8 +168,12 @@ var memberships = [...]string{"", "join", "leave", "invite", "ban", "knock"}
 // joined is "join" in memberships.
 const joined uint8 = 1
 
-// powerLevel is a user's power level.
+// powerLevel is a user's power level; from room version 12 the room's
+// creators hold one above any other (MSC4289).
 func (r *room) powerLevel(user string) int64 {
+	if versionAtLeast(r.meta.Version, 12) && r.isCreator(user) {
+		return math.MaxInt64
+	}
 	pl := r.stateContent("m.room.power_levels", "")
 	if pl == nil {
 		if user == r.meta.Creator {
@@ -185,6 +190,22 @@ func (r *room) powerLevel(user string) int64 {
 		return int64(v)
 	}
 	return 0
+}
+
+// isCreator reports whether user created the room (its create event's
+// sender) or is named in its additional_creators.
+func (r *room) isCreator(user string) bool {
+	if user == r.meta.Creator {
+		return true
+	}
+	c := r.stateContent("m.room.create", "")
+	extra, _ := c["additional_creators"].([]any)
+	for _, u := range extra {
+		if u == user {
+			return true
+		}
+	}
+	return false
 }
 
 // required is the power level an action or event type needs.

@@ -130,7 +130,7 @@ func (r *room) stateAndAuthChain() (*wire.SendMembershipReply, error) {
 		}
 		out.State = append(out.State, j)
 		inState[ev.ID] = true
-		queue = append(queue, ev.AuthEvents...)
+		queue = append(queue, r.authRefs(ev)...)
 	}
 	seen := map[string]bool{}
 	for len(queue) > 0 {
@@ -149,7 +149,7 @@ func (r *room) stateAndAuthChain() (*wire.SendMembershipReply, error) {
 			return nil, err
 		}
 		out.AuthChain = append(out.AuthChain, j)
-		queue = append(queue, ev.AuthEvents...)
+		queue = append(queue, r.authRefs(ev)...)
 	}
 	return out, nil
 }

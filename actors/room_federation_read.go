@@ -82,7 +82,7 @@ func (r *room) withAuthChain(state []*evRecord, idsOnly, withState bool) *wire.F
 		if withState && !add(ev, &out.Pdus, &out.PduIds) {
 			return &wire.FederationReadReply{Error: internal("Cannot rebuild an event.")}
 		}
-		queue = append(queue, ev.AuthEvents...)
+		queue = append(queue, r.authRefs(ev)...)
 	}
 	for len(queue) > 0 {
 		id := queue[0]
@@ -98,7 +98,7 @@ func (r *room) withAuthChain(state []*evRecord, idsOnly, withState bool) *wire.F
 		if !add(ev, &out.AuthChain, &out.AuthChainIds) {
 			return &wire.FederationReadReply{Error: internal("Cannot rebuild an event.")}
 		}
-		queue = append(queue, ev.AuthEvents...)
+		queue = append(queue, r.authRefs(ev)...)
 	}
 	return out
 }

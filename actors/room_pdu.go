@@ -54,8 +54,12 @@ func appendError(err error) *wire.Error {
 
 // pduOf is ev in the PDU builder's terms.
 func (r *room) pduOf(ev *evRecord) *pdu.Event {
+	room := r.id
+	if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" && versionAtLeast(r.meta.Version, 12) {
+		room = "" // the room id is the create event's hash
+	}
 	return &pdu.Event{
-		RoomID: r.id, Sender: ev.Sender, Origin: r.h.cfg.ServerName, Type: ev.Type, StateKey: ev.StateKey,
+		RoomID: room, Sender: ev.Sender, Origin: r.h.cfg.ServerName, Type: ev.Type, StateKey: ev.StateKey,
 		Content: ev.Content, Redacts: ev.Redacts, PrevEvents: ev.PrevEvents, AuthEvents: ev.AuthEvents,
 		Depth: ev.Depth, OriginServerTS: ev.TS,
 	}
@@ -84,7 +88,9 @@ func (r *room) authEvents(ev *evRecord) []string {
 			ids = append(ids, id)
 		}
 	}
-	add(r.meta.Create)
+	if !versionAtLeast(r.meta.Version, 12) { // from v12 the room id names the create event
+		add(r.meta.Create)
+	}
 	add(r.meta.Power)
 	add(r.currentID("m.room.member", ev.Sender))
 	if ev.Type == "m.room.member" && ev.StateKey != nil {
@@ -171,4 +177,14 @@ func (r *room) getPDUs(m *wire.GetPDUs) *wire.PDUsReply {
 		out.Pdus = append(out.Pdus, j)
 	}
 	return out
+}
+
+// authRefs are the events ev's auth chain goes on with: its auth_events,
+// and from room version 12, where the room id names the create event
+// instead, the create event.
+func (r *room) authRefs(ev *evRecord) []string {
+	if !versionAtLeast(r.meta.Version, 12) || r.meta.Create == "" || ev.ID == r.meta.Create {
+		return ev.AuthEvents
+	}
+	return append(slices.Clone(ev.AuthEvents), r.meta.Create)
 }

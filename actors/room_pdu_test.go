@@ -25,7 +25,7 @@ import (
 // per-room name, messages, a leave, and a restart between writes.
 func TestRoomEventsArePDUsTheAuthRulesAllow(t *testing.T) {
 	t.Parallel()
-	for _, version := range []string{"10", "11"} {
+	for _, version := range []string{"10", "11", "12"} {
 		t.Run("v"+version, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
@@ -36,7 +36,14 @@ func TestRoomEventsArePDUsTheAuthRulesAllow(t *testing.T) {
 			room := "!pdu" + version + ":" + server
 			prof, v := profileOf(t, h, alice)
 			create := fmt.Sprintf(`{"preset":"public_chat","room_version":%q,"name":"PDUs <&> \u2028"}`, version)
-			if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.CreateRoom{RoomId: room, Creator: alice, RequestJson: []byte(create), CreatorProfileJson: prof, CreatorProfileVersion: v}); r.Error != nil {
+			created := time.Now().UnixMilli()
+			if version == "12" {
+				var err error
+				if room, err = RoomIDForVersion12(server, alice, []byte(create), created); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.CreateRoom{RoomId: room, Creator: alice, RequestJson: []byte(create), CreatorProfileJson: prof, CreatorProfileVersion: v, CreatedMs: created}); r.Error != nil {
 				t.Fatal(r.Error)
 			}
 			bp, bv := profileOf(t, h, bob)
@@ -63,7 +70,14 @@ func TestRoomEventsArePDUsTheAuthRulesAllow(t *testing.T) {
 			defer func() { h.Stop(); st.Close() }()
 			setName(t, h, bob, "Bob again", wire.Propagate_PROPAGATE_ALL)
 			waitPropagated(t, h, bob)
-			send(h, alice, "m.room.power_levels", "", `{"users":{"`+alice+`":100,"`+bob+`":50},"users_default":0,"events":{},"state_default":50,"events_default":0,"ban":50,"kick":50,"redact":50,"invite":0}`)
+			pl := `{"users":{"` + alice + `":100,"` + bob + `":50},"users_default":0,"events":{},"state_default":50,"events_default":0,"ban":50,"kick":50,"redact":50,"invite":0}`
+			if version == "12" { // the creator's power is above the power levels
+				if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.SendEvent{RoomId: room, Sender: alice, Type: "m.room.power_levels", IsState: true, ContentJson: []byte(pl)}); r.Error == nil {
+					t.Fatal("a v12 room took power levels that name its creator")
+				}
+				pl = `{"users":{"` + bob + `":50},"users_default":0,"events":{},"state_default":50,"events_default":0,"ban":50,"kick":50,"redact":50,"invite":0}`
+			}
+			send(h, alice, "m.room.power_levels", "", pl)
 			send(h, alice, "m.room.topic", "", `{"topic":"after the power levels"}`)
 			if r := askKind[*wire.SendReply](t, h, KindRoom, room, &wire.ChangeMembership{RoomId: room, Sender: bob, Target: bob, Action: "leave"}); r.Error != nil {
 				t.Fatal(r.Error)

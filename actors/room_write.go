@@ -3,12 +3,14 @@ package actors
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"strconv"
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"persona/internal/pdu"
 	"persona/storage"
 	"persona/wire"
 )
@@ -51,18 +53,21 @@ func (r *room) create(ctx actor.Context, m *wire.CreateRoom) {
 	var b storage.Batch
 	add := func(typ, key string, content any) error {
 		sk := key
-		return r.append(&b, &evRecord{Type: typ, StateKey: &sk, Sender: m.Creator, Content: mustJSON(content)})
+		ev := &evRecord{Type: typ, StateKey: &sk, Sender: m.Creator, Content: mustJSON(content)}
+		if typ == "m.room.create" {
+			ev.TS = m.CreatedMs
+		}
+		return r.append(&b, ev)
 	}
-	create := map[string]any{}
-	maps.Copy(create, req.CreationContent)
-	create["room_version"] = req.RoomVersion
-	if n, _ := strconv.Atoi(req.RoomVersion); n < 11 { // from v11 the sender is the creator (MSC2175)
-		create["creator"] = m.Creator
-	}
+	create := createContent(m.Creator, req)
 	member := profileContent(m.CreatorProfileJson)
 	member["membership"] = "join"
+	creatorLevel := map[string]any{m.Creator: 100}
+	if versionAtLeast(req.RoomVersion, 12) { // creators hold unlimited power outside the power levels (MSC4289)
+		creatorLevel = map[string]any{}
+	}
 	pl := map[string]any{
-		"users":          map[string]any{m.Creator: 100},
+		"users":          creatorLevel,
 		"users_default":  0,
 		"events":         map[string]any{"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100, "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100, "m.room.server_acl": 100, "m.room.encryption": 100},
 		"events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50, "invite": 0,
@@ -129,6 +134,44 @@ func (r *room) create(ctx actor.Context, m *wire.CreateRoom) {
 	rec.Version = m.CreatorProfileVersion
 	r.putMember(&b, m.Creator)
 	r.commitMembership(ctx, &b, &wire.SendReply{}, append([]string{m.Creator}, req.Invite...))
+}
+
+// createContent is the content of a room's create event.
+func createContent(creator string, req createRequest) map[string]any {
+	create := map[string]any{}
+	maps.Copy(create, req.CreationContent)
+	create["room_version"] = req.RoomVersion
+	if !versionAtLeast(req.RoomVersion, 11) { // from v11 the sender is the creator (MSC2175)
+		create["creator"] = creator
+	}
+	return create
+}
+
+// versionAtLeast reports whether room version v is n or later.
+func versionAtLeast(v string, n int) bool {
+	k, err := strconv.Atoi(v)
+	return err == nil && k >= n
+}
+
+// RoomIDForVersion12 is the id of the room of version 12 that creator's
+// /createRoom body (request) makes at createdMs on server: the hash of
+// its create event, which the room then builds alike.
+func RoomIDForVersion12(server, creator string, request []byte, createdMs int64) (string, error) {
+	var req createRequest
+	if err := json.Unmarshal(request, &req); err != nil {
+		return "", err
+	}
+	content, err := pdu.Canonical(mustJSON(createContent(creator, req)))
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errBadContent, err)
+	}
+	sk := ""
+	h, err := pdu.Hash(&pdu.Event{Sender: creator, Origin: server, Type: "m.room.create", StateKey: &sk, Content: content,
+		PrevEvents: []string{}, AuthEvents: []string{}, Depth: 1, OriginServerTS: createdMs}, "12")
+	if err != nil {
+		return "", err
+	}
+	return pdu.RoomIDFor(h.EventID), nil
 }
 
 // topicContent is a topic with its m.topic form (rich topics, spec v1.15).
@@ -224,6 +267,11 @@ func (r *room) checkPowerLevels(sender string, content []byte) *wire.Error {
 	}
 	if json.Unmarshal(content, &next) != nil {
 		return malformed(wire.Error_EVENT, "Bad power levels.")
+	}
+	for u := range next.Users {
+		if versionAtLeast(r.meta.Version, 12) && r.isCreator(u) {
+			return forbidden("A creator's power is above the power levels: they cannot name " + u + ".")
+		}
 	}
 	mine := r.powerLevel(sender)
 	old := r.stateContent("m.room.power_levels", "")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"persona/actors"
 	"persona/internal/mxid"
@@ -28,9 +29,17 @@ func (s *Server) roomRoutes() {
 }
 
 // validRoomID checks the room ID grammar: !opaque:server.
+// A room id is "!opaque:server", or from room version 12 "!" and the
+// create event's hash (43 characters of unpadded URL-safe base64).
 func validRoomID(room string) bool {
-	opaque, server, ok := strings.Cut(strings.TrimPrefix(room, "!"), ":")
-	return len(room) <= 255 && strings.HasPrefix(room, "!") && ok && opaque != "" && mxid.ValidServerName(server)
+	if !strings.HasPrefix(room, "!") || len(room) > 255 {
+		return false
+	}
+	opaque, server, ok := strings.Cut(room[1:], ":")
+	if !ok {
+		return len(opaque) == 43 && strings.Trim(opaque, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == ""
+	}
+	return opaque != "" && mxid.ValidServerName(server)
 }
 
 // roomParam is the {roomId} path value, checked.
@@ -100,6 +109,14 @@ func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	room := "!" + randomString(14)[:18] + ":" + s.cfg.ServerName
+	var created int64
+	if oneOf(body["room_version"], "12") { // the room id is the create event's hash
+		created = time.Now().UnixMilli()
+		raw, _ := json.Marshal(body)
+		if room, err = actors.RoomIDForVersion12(s.cfg.ServerName, string(sess.user), raw, created); err != nil {
+			return nil, badJSON("Bad creation_content: " + err.Error())
+		}
+	}
 	alias, err := s.createAlias(r.Context(), body, room, string(sess.user))
 	if err != nil {
 		return nil, err
@@ -111,7 +128,7 @@ func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 	remote := remoteInvitees(body, invitees)
 	raw, _ := json.Marshal(body)
 	msg := &wire.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
-		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees}
+		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees, CreatedMs: created}
 	if _, err := askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg); err != nil {
 		s.releaseAlias(r.Context(), alias, room, string(sess.user))
 		return nil, err
@@ -219,7 +236,7 @@ func (s *Server) checkCreateRoom(ctx context.Context, body map[string]json.RawMe
 
 // roomVersions are the room versions rooms may be created with: those
 // whose event ids are reference hashes (from v3).
-var roomVersions = []string{"3", "4", "5", "6", "7", "8", "9", "10", "11"}
+var roomVersions = []string{"3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
 
 // oneOf reports whether v is a JSON string equal to one of allowed.
 func oneOf(v json.RawMessage, allowed ...string) bool {

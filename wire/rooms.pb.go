@@ -34,6 +34,7 @@ type CreateRoom struct {
 	CreatorProfileJson    []byte                 `protobuf:"bytes,4,opt,name=creator_profile_json,json=creatorProfileJson,proto3" json:"creator_profile_json,omitempty"` // {"displayname"?, "avatar_url"?} of the creator
 	CreatorProfileVersion uint64                 `protobuf:"varint,5,opt,name=creator_profile_version,json=creatorProfileVersion,proto3" json:"creator_profile_version,omitempty"`
 	InviteeProfilesJson   map[string][]byte      `protobuf:"bytes,6,rep,name=invitee_profiles_json,json=inviteeProfilesJson,proto3" json:"invitee_profiles_json,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // invitee -> {"displayname"?, "avatar_url"?}
+	CreatedMs             int64                  `protobuf:"varint,7,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`                                                                                                          // the create event's origin_server_ts (room version 12: the room id is its hash)
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -108,6 +109,13 @@ func (x *CreateRoom) GetInviteeProfilesJson() map[string][]byte {
 		return x.InviteeProfilesJson
 	}
 	return nil
+}
+
+func (x *CreateRoom) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
 }
 
 // SendEvent appends a message or state event sent by a client.
@@ -2150,7 +2158,7 @@ var File_rooms_proto protoreflect.FileDescriptor
 
 const file_rooms_proto_rawDesc = "" +
 	"\n" +
-	"\vrooms.proto\x12\fpersona.wire\x1a\x0emessages.proto\"\xfb\x02\n" +
+	"\vrooms.proto\x12\fpersona.wire\x1a\x0emessages.proto\"\x9a\x03\n" +
 	"\n" +
 	"CreateRoom\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x18\n" +
@@ -2158,7 +2166,9 @@ const file_rooms_proto_rawDesc = "" +
 	"\frequest_json\x18\x03 \x01(\fR\vrequestJson\x120\n" +
 	"\x14creator_profile_json\x18\x04 \x01(\fR\x12creatorProfileJson\x126\n" +
 	"\x17creator_profile_version\x18\x05 \x01(\x04R\x15creatorProfileVersion\x12e\n" +
-	"\x15invitee_profiles_json\x18\x06 \x03(\v21.persona.wire.CreateRoom.InviteeProfilesJsonEntryR\x13inviteeProfilesJson\x1aF\n" +
+	"\x15invitee_profiles_json\x18\x06 \x03(\v21.persona.wire.CreateRoom.InviteeProfilesJsonEntryR\x13inviteeProfilesJson\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\a \x01(\x03R\tcreatedMs\x1aF\n" +
 	"\x18InviteeProfilesJsonEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb8\x02\n" +

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,4 +156,38 @@ func TestInvitesAcrossServers(t *testing.T) {
 		var content event.MemberEventContent
 		return alice.StateEvent(ctx, created.RoomID, event.StateMember, string(bob.UserID), &content) == nil && content.Membership == event.MembershipLeave
 	})
+}
+
+// Rooms of version 12 (and 11) are created here, their room id the hash
+// of the create event, and a user of another server joins and renames in
+// them.
+func TestNewRoomVersionsAcrossServers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	for _, version := range []string{"11", "12"} {
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: id.RoomVersion(version)})
+		if err != nil {
+			t.Fatalf("v%s: %v", version, err)
+		}
+		room := created.RoomID
+		if version == "12" && strings.Contains(string(room), ":") {
+			t.Fatalf("a v12 room id names a server: %s", room)
+		}
+		if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+			t.Fatalf("v%s: bob joins: %v", version, err)
+		}
+		if err := bob.SetDisplayName(ctx, "Bob v"+version); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "bob's rename in the v"+version+" room on A", func() bool {
+			return memberName(ctx, alice, room, bob.UserID) == "Bob v"+version
+		})
+		if _, err := alice.SendStateEvent(ctx, room, event.StateRoomName, "", &event.RoomNameEventContent{Name: "v" + version}); err != nil {
+			t.Fatalf("v%s: the creator sets the name: %v", version, err)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -27,7 +28,14 @@ type keyDB struct {
 	self     *fclient.SigningIdentity
 	validity time.Duration
 	metrics  *metrics.Metrics
+
+	mu     sync.Mutex // guards cached
+	cached map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult
 }
+
+// maxCachedKeys bounds the keys kept in memory; past it the cache starts
+// again (every key is in the store).
+const maxCachedKeys = 4096
 
 func keyKey(server spec.ServerName, id gomatrixserverlib.KeyID) []byte {
 	return storage.Key("fk", "key", string(server), string(id))
@@ -44,14 +52,25 @@ func (d *keyDB) FetcherName() string { return "persona key store" }
 // the key ring decides which it may use.
 func (d *keyDB) FetchKeys(_ context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
 	out := make(map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, len(reqs))
-	view := d.store.Snapshot()
-	defer view.Close()
+	var view *storage.Snapshot
+	defer func() {
+		if view != nil {
+			view.Close()
+		}
+	}()
 	for req := range reqs {
 		if req.ServerName == d.self.ServerName {
 			if req.KeyID == d.self.KeyID {
 				out[req] = d.ownKey(time.Now())
 			}
 			continue
+		}
+		if res, ok := d.cachedKey(req); ok {
+			out[req] = res
+			continue
+		}
+		if view == nil {
+			view = d.store.Snapshot()
 		}
 		v, err := view.Get(keyKey(req.ServerName, req.KeyID))
 		if errors.Is(err, storage.ErrNotFound) {
@@ -66,6 +85,7 @@ func (d *keyDB) FetchKeys(_ context.Context, reqs map[gomatrixserverlib.PublicKe
 			return nil, fmt.Errorf("key %s %s: %w", req.ServerName, req.KeyID, err)
 		}
 		out[req] = res
+		d.cache(req, res)
 	}
 	d.metrics.KeyFetch("store", found(len(out)))
 	return out, nil
@@ -102,7 +122,15 @@ func (d *keyDB) StoreKeys(_ context.Context, results map[gomatrixserverlib.Publi
 	if b.Len() == 0 {
 		return nil
 	}
-	return d.store.CommitSync(&b)
+	if err := d.store.CommitSync(&b); err != nil {
+		return err
+	}
+	for req, res := range results {
+		if req.ServerName != d.self.ServerName {
+			d.cache(req, res)
+		}
+	}
+	return nil
 }
 
 // current returns server's stored keys that are valid at now.
@@ -152,4 +180,22 @@ func found(n int) string {
 		return "none"
 	}
 	return "found"
+}
+
+// cachedKey is a key read or stored since start.
+func (d *keyDB) cachedKey(req gomatrixserverlib.PublicKeyLookupRequest) (gomatrixserverlib.PublicKeyLookupResult, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	res, ok := d.cached[req]
+	return res, ok
+}
+
+// cache keeps a key in memory: a signature check then reads no storage.
+func (d *keyDB) cache(req gomatrixserverlib.PublicKeyLookupRequest, res gomatrixserverlib.PublicKeyLookupResult) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cached == nil || len(d.cached) >= maxCachedKeys {
+		d.cached = map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	}
+	d.cached[req] = res
 }

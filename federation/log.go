@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/matrix-org/util"
 	"github.com/sirupsen/logrus"
 )
 
@@ -45,4 +46,11 @@ func (h slogHook) Fire(e *logrus.Entry) error {
 	}
 	h.log.Log(ctx, level, e.Message, attrs...)
 	return nil
+}
+
+// WithLibraryLogger returns ctx carrying the logger gomatrixserverlib
+// looks for, which writes to the server's log: calls into the library made
+// outside a request (a join, an invite) log there, not to stderr.
+func (s *Server) WithLibraryLogger(ctx context.Context) context.Context {
+	return util.ContextWithLogger(ctx, s.libLog)
 }

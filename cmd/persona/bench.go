@@ -20,7 +20,7 @@ import (
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: persona bench profile|propagation [flags]")
+		fmt.Fprintln(stderr, "usage: persona bench profile|propagation|federation [flags]")
 		return errors.New("bench: which benchmark?")
 	}
 	switch args[0] {
@@ -28,6 +28,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return benchProfile(args[1:], stdout, stderr)
 	case "propagation":
 		return benchPropagation(args[1:], stdout, stderr)
+	case "federation":
+		return benchFederation(args[1:], stdout, stderr)
 	default:
 		return fmt.Errorf("bench: unknown benchmark %q", args[0])
 	}

@@ -44,6 +44,10 @@ type destination struct {
 	retry       *time.Timer
 
 	delivered, dropped uint64
+
+	lastQueued time.Time   // when the last entry arrived
+	lingering  time.Time   // since when a transaction that could still fill waits; zero: none waits
+	linger     *time.Timer // ends the wait (lingerTick)
 }
 
 // roomMark is what the outbox knows of a room: the highest pos it queued,
@@ -125,6 +129,8 @@ func (o *destination) Receive(ctx actor.Context) {
 		if m.gen == o.gen {
 			o.retryAt, o.retry = time.Time{}, nil
 		}
+	case *lingerTick:
+		o.linger = nil
 	}
 	o.pump()
 	o.flush()
@@ -211,6 +217,7 @@ func (o *destination) queuePDUs(m *wire.OutboundPDUs) {
 		pdus = slices.SortedFunc(slices.Values(pdus), func(a, b *wire.OutboundPDU) int { return cmp.Compare(a.Pos, b.Pos) })
 	}
 	top, now := mark.queued, o.s.opts.Now()
+	o.lastQueued = time.Now()
 	var w *write
 	for _, p := range pdus {
 		if p.Pos <= top {
@@ -237,6 +244,7 @@ func (o *destination) queuePDUs(m *wire.OutboundPDUs) {
 
 // queueEDU queues an EDU; nothing is acked.
 func (o *destination) queueEDU(m *wire.OutboundEDU) {
+	o.lastQueued = time.Now()
 	if len(m.Content) > 0 && !json.Valid(m.Content) {
 		o.s.opts.Log.Error("outbox drops an EDU whose content is not JSON", "destination", o.name, "type", m.Type)
 		return

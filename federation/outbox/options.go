@@ -57,6 +57,14 @@ type Options struct {
 	Horizon time.Duration
 	// RequestTimeout bounds one attempt to send a transaction. Default 30 s.
 	RequestTimeout time.Duration
+	// Linger is how long the outbox waits for more entries before it sends
+	// a transaction it could still fill: while entries keep coming (a
+	// fan-out) it sends only full transactions, so a rename in N rooms
+	// shared with a server goes as ceil(N/MaxPDUs) transactions. Default
+	// 10 ms.
+	Linger time.Duration
+	// MaxLinger bounds the wait Linger adds to an entry. Default 200 ms.
+	MaxLinger time.Duration
 	// Metrics receives queue depths, transactions and back-offs; nil
 	// disables them.
 	Metrics *metrics.Metrics
@@ -76,6 +84,8 @@ func DefaultOptions() Options {
 		BackoffMax:     time.Hour,
 		Horizon:        24 * time.Hour,
 		RequestTimeout: 30 * time.Second,
+		Linger:         10 * time.Millisecond,
+		MaxLinger:      200 * time.Millisecond,
 		Log:            slog.New(slog.DiscardHandler),
 		Now:            time.Now,
 	}
@@ -91,6 +101,8 @@ func (o Options) withDefaults() Options {
 	o.BackoffMax = cmp.Or(o.BackoffMax, d.BackoffMax)
 	o.Horizon = cmp.Or(o.Horizon, d.Horizon)
 	o.RequestTimeout = cmp.Or(o.RequestTimeout, d.RequestTimeout)
+	o.Linger = cmp.Or(o.Linger, d.Linger)
+	o.MaxLinger = cmp.Or(o.MaxLinger, d.MaxLinger)
 	if o.Log == nil {
 		o.Log = d.Log
 	}
@@ -130,6 +142,12 @@ func (o Options) validate() error {
 	}
 	if o.RequestTimeout < 0 {
 		bad("RequestTimeout", o.RequestTimeout, "more than 0")
+	}
+	if o.Linger < 0 {
+		bad("Linger", o.Linger, "more than 0")
+	}
+	if o.MaxLinger < o.Linger {
+		bad("MaxLinger", o.MaxLinger, fmt.Sprintf("at least Linger (%v)", o.Linger))
 	}
 	return errors.Join(errs...)
 }

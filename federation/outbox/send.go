@@ -41,6 +41,36 @@ type sent struct {
 // retryTick ends back-off gen.
 type retryTick struct{ gen uint64 }
 
+// lingerTick ends a wait for more entries.
+type lingerTick struct{}
+
+// lingers reports whether the next transaction should wait for more
+// entries, arming a tick for the end of the wait: it could hold more, and
+// entries arrived within Linger, for no longer than MaxLinger.
+func (o *destination) lingers() bool {
+	now := time.Now()
+	if o.queued >= o.s.opts.MaxPDUs {
+		o.lingering = time.Time{}
+		return false
+	}
+	if o.lingering.IsZero() {
+		o.lingering = now
+	}
+	end := o.lastQueued.Add(o.s.opts.Linger)
+	if cap := o.lingering.Add(o.s.opts.MaxLinger); cap.Before(end) {
+		end = cap
+	}
+	if !now.Before(end) {
+		o.lingering = time.Time{}
+		return false
+	}
+	if o.linger == nil {
+		rt, self := o.s.rt, o.self
+		o.linger = time.AfterFunc(end.Sub(now), func() { rt.Post(self, &lingerTick{}) })
+	}
+	return true
+}
+
 // pump sends the transaction in flight if it may go, or makes the next one
 // of what is queued: one in flight at a time, none while backing off.
 func (o *destination) pump() {
@@ -53,7 +83,7 @@ func (o *destination) pump() {
 		}
 		return
 	}
-	if o.queued == 0 {
+	if o.queued == 0 || o.lingers() {
 		return
 	}
 	now := o.s.opts.Now()
@@ -270,6 +300,10 @@ func (o *destination) halt() {
 	if o.retry != nil {
 		o.retry.Stop()
 		o.retry = nil
+	}
+	if o.linger != nil {
+		o.linger.Stop()
+		o.linger = nil
 	}
 	o.gen++
 }

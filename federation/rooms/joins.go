@@ -151,7 +151,7 @@ func (s *Service) Join(ctx context.Context, room, user string, servers []string,
 		if server == "" || server == s.cfg.ServerName {
 			continue
 		}
-		jctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+		jctx, cancel := context.WithTimeout(s.fed.WithLibraryLogger(ctx), s.opts.RequestTimeout)
 		resp, ferr := gomatrixserverlib.PerformJoin(jctx, joinClient{s.fed.Client()}, gomatrixserverlib.PerformJoinInput{
 			UserID: uid, RoomID: rid, ServerName: spec.ServerName(server), Content: content,
 			PrivateKey: id.PrivateKey, KeyID: id.KeyID, KeyRing: s.fed.KeyRing(),

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -49,6 +50,8 @@ type Service struct {
 	fed    *federation.Server
 	store  *storage.Store
 	log    *slog.Logger
+
+	versions sync.Map // room id -> gomatrixserverlib.IRoomVersion: a room's version never changes
 }
 
 // New registers the room protocol's routes on o.Server.
@@ -178,14 +181,21 @@ func ask[T interface {
 // roomVersion is a room's version here, or a 404 for a room this server
 // is not in.
 func (s *Service) roomVersion(ctx context.Context, room string) (gomatrixserverlib.IRoomVersion, error) {
+	if v, ok := s.versions.Load(room); ok {
+		return v.(gomatrixserverlib.IRoomVersion), nil
+	}
 	reply, err := ask[*wire.RoomVersionReply](ctx, s, actors.KindRoom, room, &wire.GetRoomVersion{RoomId: room})
 	if err != nil {
 		return nil, err
 	}
-	if reply.RoomVersion == "" {
+	if reply.RoomVersion == "" || reply.InvitedOnly {
 		return nil, errorf(http.StatusNotFound, "M_NOT_FOUND", "Unknown room %s.", room)
 	}
-	return gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(reply.RoomVersion))
+	v, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(reply.RoomVersion))
+	if err == nil {
+		s.versions.Store(room, v)
+	}
+	return v, err
 }
 
 // userIDForSender maps a sender to its user id: the same in the room

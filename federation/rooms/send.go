@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -69,20 +70,7 @@ func (s *Service) send(r *http.Request, origin spec.ServerName) (any, error) {
 		s.opts.Metrics.FederationTxnIn("duplicate")
 		return json.RawMessage(done), nil
 	}
-	results := map[string]pduResult{}
-	for _, raw := range t.PDUs {
-		id, err := s.receivePDU(r.Context(), origin, raw)
-		if id == "" {
-			s.log.Info("transaction PDU dropped", "origin", origin, "txn", txnID, "err", err)
-			s.opts.Metrics.FederationPDURejected(reasonOf(err))
-			continue
-		}
-		results[id] = pduResult{}
-		if err != nil {
-			results[id] = pduResult{Error: err.Error()}
-			s.opts.Metrics.FederationPDURejected(reasonOf(err))
-		}
-	}
+	results := s.receivePDUs(r.Context(), origin, t.PDUs)
 	out, _ := json.Marshal(map[string]any{"pdus": results})
 	var b storage.Batch
 	b.Set(key, out)
@@ -91,6 +79,57 @@ func (s *Service) send(r *http.Request, origin spec.ServerName) (any, error) {
 	}
 	s.opts.Metrics.FederationTxnIn("applied")
 	return json.RawMessage(out), nil
+}
+
+// roomsAtOnce is how many rooms of one transaction take their PDUs at the
+// same time: a room's PDUs go in order, one after the other, and rooms
+// side by side let the store commit them together.
+const roomsAtOnce = 16
+
+// receivePDUs checks and delivers a transaction's PDUs, room by room in
+// parallel and in order within a room, and answers the result of each.
+func (s *Service) receivePDUs(ctx context.Context, origin spec.ServerName, pdus []json.RawMessage) map[string]pduResult {
+	byRoom := map[string][]json.RawMessage{}
+	var order []string
+	for _, raw := range pdus {
+		var head struct {
+			RoomID string `json:"room_id"`
+		}
+		_ = json.Unmarshal(raw, &head)
+		if _, ok := byRoom[head.RoomID]; !ok {
+			order = append(order, head.RoomID)
+		}
+		byRoom[head.RoomID] = append(byRoom[head.RoomID], raw)
+	}
+	results := map[string]pduResult{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, roomsAtOnce)
+	for _, room := range order {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			for _, raw := range byRoom[room] {
+				id, err := s.receivePDU(ctx, origin, raw)
+				if err != nil {
+					s.opts.Metrics.FederationPDURejected(reasonOf(err))
+				}
+				if id == "" {
+					s.log.Info("transaction PDU dropped", "origin", origin, "err", err)
+					continue
+				}
+				mu.Lock()
+				results[id] = pduResult{}
+				if err != nil {
+					results[id] = pduResult{Error: err.Error()}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return results
 }
 
 // rejection is why a PDU was refused, as a metric label.

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"persona/config"
@@ -40,30 +39,14 @@ func sameAddress(was *config.Config, tune func(*config.Config)) func(*config.Con
 }
 
 // memberNames are the displaynames of user's member events in room's
-// timeline as cli reads it, oldest first, back to the room's start.
+// timeline as cli reads it, oldest first.
 func memberNames(ctx context.Context, t *testing.T, cli *mautrix.Client, room id.RoomID, user id.UserID) []string {
 	t.Helper()
-	var names []string
-	from := ""
-	for range 50 {
-		page, err := cli.Messages(ctx, room, from, "", mautrix.DirectionBackward, nil, 100)
-		if err != nil {
-			t.Fatalf("messages of %s: %v", room, err)
-		}
-		for _, ev := range page.Chunk {
-			if ev.Type == event.StateMember && ev.GetStateKey() == string(user) {
-				_ = ev.Content.ParseRaw(ev.Type)
-				names = append(names, ev.Content.AsMember().Displayname)
-			}
-		}
-		if page.End == "" || len(page.Chunk) == 0 {
-			slices.Reverse(names)
-			return names
-		}
-		from = page.End
+	names, err := testnode.MemberNames(ctx, cli, room, user)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("the timeline of %s did not end within 50 pages", room)
-	return nil
+	return names
 }
 
 // shareRoom has alice of a create a public room and bob of b join it

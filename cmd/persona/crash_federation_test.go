@@ -22,7 +22,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"persona/config"
 	"persona/internal/testnode"
 )
 
@@ -137,12 +136,8 @@ func TestSIGKILLMidTransaction(t *testing.T) {
 	defer cancel()
 	keepAlive(t)
 
-	addrs := freeLoopbackAddrs(t, 4)
-	b := testnode.Start(t, "", func(c *config.Config) {
-		c.Listen.Federation = addrs[3]
-		c.ServerName = addrs[3]
-		c.Federation.InsecureSkipVerify = true
-	})
+	addrs := freeLoopbackAddrs(t, 3)
+	b := testnode.Start(t, "", testnode.ByAddress(t))
 	proxy := startTxnProxy(t, b.FederationAddr())
 
 	nameA := addrs[2]

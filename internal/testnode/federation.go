@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -14,10 +15,27 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"persona/config"
 )
 
 // Federation by hand: a test that plays another server signs requests and
 // builds PDUs as a node, to send a node what no well-behaved server would.
+
+// ByAddress names a node after its federation listener (127.0.0.1:PORT,
+// on a port free a moment ago), which other nodes reach with no discovery,
+// and makes it take their self-signed certificates.
+func ByAddress(tb testing.TB) func(*config.Config) {
+	return func(c *config.Config) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		c.Listen.Federation, c.ServerName, c.Federation.InsecureSkipVerify = addr, addr, true
+	}
+}
 
 // Request is a federation request a node sends by hand.
 type Request struct {

@@ -55,6 +55,10 @@ type room struct {
 	out        outboundState // per other server, the last position its outbox acknowledged (room_outbound.go)
 	outgoing   []outgoing    // local events to send other servers once durable
 	remote     *[]string     // servers with joined members, once worked out (servers)
+
+	// arriving holds the remote events appended since the last durable
+	// one, by id, with their positions (known).
+	arriving map[string]uint64
 }
 
 type stateKey struct{ typ, key string }

@@ -26,7 +26,7 @@ func (r *room) load() error {
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
 	spPrefix, mrPrefix, evPrefix, metaKey, obKey := r.key("sp", ""), r.key("mr", ""), r.key("ev", ""), r.key("meta"), r.key("ob")
-	r.out, r.remote, r.outgoing = nil, nil, nil
+	r.out, r.remote, r.outgoing, r.arriving = nil, nil, nil, nil
 	var members []uint64 // member events the index does not describe
 	var last *evRecord   // the room's last event
 	found, err := false, error(nil)

@@ -26,6 +26,12 @@ import (
 func (r *room) receive(ctx actor.Context, m *wire.ReceivePDU) {
 	ev, reply := r.checkRemote(m)
 	if ev == nil {
+		if reply.Rejected == "" && reply.Error == nil && len(reply.Missing) == 0 && len(r.waiting) > 0 {
+			// Held already, maybe on its way to disk: answered once what
+			// is before it is durable.
+			r.commit(ctx, &storage.Batch{}, reply, nil)
+			return
+		}
 		ctx.Respond(reply)
 		return
 	}
@@ -103,10 +109,29 @@ func userIDForSender(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) {
 	return spec.NewUserID(string(s), true)
 }
 
-// known reports whether the room holds an event.
+// known reports whether the room holds an event, on disk or on its way
+// there: a PDU that comes again while its first copy is being committed is
+// a resend too.
 func (r *room) known(id string) bool {
+	if _, ok := r.arriving[id]; ok {
+		return true
+	}
 	_, err := r.h.store.Get(r.key("eid", id))
 	return err == nil
+}
+
+// arrived notes a remote event appended at pos, for known, and forgets
+// those durable since: storage answers for them.
+func (r *room) arrived(id string, pos uint64) {
+	for other, p := range r.arriving {
+		if p < r.durable {
+			delete(r.arriving, other)
+		}
+	}
+	if r.arriving == nil {
+		r.arriving = map[string]uint64{}
+	}
+	r.arriving[id] = pos
 }
 
 // stateBefore is the state ev's auth needs, as it was before ev: after its

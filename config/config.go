@@ -70,6 +70,18 @@ type Federation struct {
 	// AllowProfileLookup lets other servers read local profiles through
 	// /_matrix/federation/v1/query/profile; false answers 403.
 	AllowProfileLookup bool `yaml:"allow_profile_lookup"`
+	// OutboxBackoffMin is the shortest wait before a transaction another
+	// server did not accept is sent to it again; each failure in a row
+	// doubles the window the wait is drawn from, up to OutboxBackoffMax.
+	// Shorter finds a returning server sooner, longer spares one that is down.
+	OutboxBackoffMin time.Duration `yaml:"outbox_backoff_min"`
+	// OutboxBackoffMax is the longest wait between two attempts to send to
+	// a server.
+	OutboxBackoffMax time.Duration `yaml:"outbox_backoff_max"`
+	// OutboxHorizon is how old the oldest entry queued for a server may grow
+	// before its queue is compacted to each room's latest event; the server
+	// then fetches the events in between itself (get_missing_events).
+	OutboxHorizon time.Duration `yaml:"outbox_horizon"`
 }
 
 // Registration controls account creation.
@@ -157,6 +169,9 @@ func Default() *Config {
 			Destinations:       map[string]string{},
 			KeyValidity:        7 * 24 * time.Hour,
 			AllowProfileLookup: true,
+			OutboxBackoffMin:   time.Second,
+			OutboxBackoffMax:   time.Hour,
+			OutboxHorizon:      24 * time.Hour,
 		},
 		Registration: Registration{Open: false, SharedSecret: ""},
 		Limits: Limits{

@@ -148,6 +148,9 @@ federation:
   insecure_skip_verify: true
   key_validity: 24h
   allow_profile_lookup: false
+  outbox_backoff_min: 100ms
+  outbox_backoff_max: 2s
+  outbox_horizon: 1h
 `
 	got, err := parse("", []byte(in), noEnv)
 	if err != nil {
@@ -164,6 +167,9 @@ federation:
 		InsecureSkipVerify: true,
 		KeyValidity:        24 * time.Hour,
 		AllowProfileLookup: false,
+		OutboxBackoffMin:   100 * time.Millisecond,
+		OutboxBackoffMax:   2 * time.Second,
+		OutboxHorizon:      time.Hour,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got.Federation, want.Federation)
@@ -252,6 +258,9 @@ func TestEnv(t *testing.T) {
 		}},
 		{"federation bool", map[string]string{"PERSONA_FEDERATION_INSECURE_SKIP_VERIFY": "true"}, func(c *Config) { c.Federation.InsecureSkipVerify = true }},
 		{"federation duration", map[string]string{"PERSONA_FEDERATION_KEY_VALIDITY": "1h"}, func(c *Config) { c.Federation.KeyValidity = time.Hour }},
+		{"outbox back-off", map[string]string{"PERSONA_FEDERATION_OUTBOX_BACKOFF_MIN": "50ms", "PERSONA_FEDERATION_OUTBOX_BACKOFF_MAX": "1s", "PERSONA_FEDERATION_OUTBOX_HORIZON": "30m"}, func(c *Config) {
+			c.Federation.OutboxBackoffMin, c.Federation.OutboxBackoffMax, c.Federation.OutboxHorizon = 50*time.Millisecond, time.Second, 30*time.Minute
+		}},
 		{"federation files", map[string]string{"PERSONA_FEDERATION_TLS_CERT": "c.pem", "PERSONA_FEDERATION_TLS_KEY": "k.pem"}, func(c *Config) {
 			c.Federation.TLSCert, c.Federation.TLSKey = "c.pem", "k.pem"
 		}},

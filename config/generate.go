@@ -96,6 +96,19 @@ federation:
   # (/_matrix/federation/v1/query/profile); false answers them 403. The peer is
   # authenticated by its signature, so profile.require_auth does not apply.
   allow_profile_lookup: {{.Federation.AllowProfileLookup}}
+  # After a server fails to take a transaction (down, unreachable, an error),
+  # the next attempt waits at least this long; each failure in a row doubles
+  # the window the wait is drawn from. Shorter finds a returning server
+  # sooner, longer spares one that is struggling.
+  outbox_backoff_min: {{dur .Federation.OutboxBackoffMin}}
+  # The longest wait between two attempts to send to a server. A server back
+  # after a long outage gets its events at most this late (or at a restart).
+  outbox_backoff_max: {{dur .Federation.OutboxBackoffMax}}
+  # Once the oldest event queued for a server is this old, its queue keeps
+  # only each room's latest event and the server fetches the ones in between
+  # itself. Longer keeps more on disk for a server that is down; shorter
+  # makes one that returns ask for more.
+  outbox_horizon: {{dur .Federation.OutboxHorizon}}
 
 # Who may create accounts.
 registration:

@@ -144,6 +144,11 @@ func (f *Federation) validate(p *problems) {
 		}
 	}
 	p.positiveDuration("federation.key_validity", f.KeyValidity)
+	p.positiveDuration("federation.outbox_backoff_min", f.OutboxBackoffMin)
+	if f.OutboxBackoffMax < f.OutboxBackoffMin {
+		p.add("federation.outbox_backoff_max", "must be at least federation.outbox_backoff_min (%s) (got %q)", f.OutboxBackoffMin, f.OutboxBackoffMax)
+	}
+	p.positiveDuration("federation.outbox_horizon", f.OutboxHorizon)
 }
 
 // checkBaseURL checks a destination's base URL: https://host[:port], with

@@ -54,6 +54,14 @@ func TestValidate(t *testing.T) {
 		{"destination port", func(c *Config) { c.Federation.Destinations = map[string]string{"a.example": "https://a.example:0"} }, `federation.destinations["a.example"]: port`},
 		{"destination host", func(c *Config) { c.Federation.Destinations = map[string]string{"a.example": "127.0.0.1:8449"} }, `federation.destinations["a.example"]:`},
 		{"key validity", func(c *Config) { c.Federation.KeyValidity = 0 }, "federation.key_validity:"},
+		{"short back-off", func(c *Config) {
+			c.Federation.OutboxBackoffMin, c.Federation.OutboxBackoffMax = 50*time.Millisecond, 50*time.Millisecond
+		}, ""},
+		{"no back-off", func(c *Config) { c.Federation.OutboxBackoffMin = 0 }, "federation.outbox_backoff_min:"},
+		{"back-off max below min", func(c *Config) {
+			c.Federation.OutboxBackoffMin, c.Federation.OutboxBackoffMax = time.Minute, time.Second
+		}, "federation.outbox_backoff_max: must be at least federation.outbox_backoff_min"},
+		{"no horizon", func(c *Config) { c.Federation.OutboxHorizon = -time.Hour }, "federation.outbox_horizon:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -147,7 +147,9 @@ func (n *Node) newFederation(m *metrics.Metrics) (actors.Options, error) {
 	if err != nil {
 		return actors.Options{}, err
 	}
-	ob, err := outbox.New(n.store, outbox.Options{Origin: spec.ServerName(n.cfg.ServerName), Client: fed.Client(), Metrics: m, Log: n.log})
+	f := n.cfg.Federation
+	ob, err := outbox.New(n.store, outbox.Options{Origin: spec.ServerName(n.cfg.ServerName), Client: fed.Client(),
+		BackoffMin: f.OutboxBackoffMin, BackoffMax: f.OutboxBackoffMax, Horizon: f.OutboxHorizon, Metrics: m, Log: n.log})
 	if err != nil {
 		return actors.Options{}, err
 	}

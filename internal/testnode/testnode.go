@@ -7,11 +7,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"persona/config"
 	"persona/internal/node"
@@ -99,4 +102,30 @@ func (n *Node) Client(cli *mautrix.Client) *mautrix.Client {
 		n.t.Fatal(err)
 	}
 	return c
+}
+
+// MemberNames are the displaynames of user's member events in room's
+// timeline as cli reads it, oldest first, back to where cli's server's
+// timeline starts.
+func MemberNames(ctx context.Context, cli *mautrix.Client, room id.RoomID, user id.UserID) ([]string, error) {
+	var names []string
+	from := ""
+	for range 50 {
+		page, err := cli.Messages(ctx, room, from, "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			return nil, fmt.Errorf("messages of %s: %w", room, err)
+		}
+		for _, ev := range page.Chunk {
+			if ev.Type == event.StateMember && ev.GetStateKey() == string(user) {
+				_ = ev.Content.ParseRaw(ev.Type)
+				names = append(names, ev.Content.AsMember().Displayname)
+			}
+		}
+		if page.End == "" || len(page.Chunk) == 0 {
+			slices.Reverse(names)
+			return names, nil
+		}
+		from = page.End
+	}
+	return nil, fmt.Errorf("the timeline of %s did not end within 50 pages", room)
 }

@@ -57,13 +57,23 @@ type Options struct {
 	Horizon time.Duration
 	// RequestTimeout bounds one attempt to send a transaction. Default 30 s.
 	RequestTimeout time.Duration
+	// Linger is how long a transaction with room for more waits, when every
+	// entry it would carry is background (wire.OutboundPDUs.Background: a
+	// profile's fan-out, a resend), after the last entry was queued: a
+	// fan-out's PDUs then go in full transactions. An entry a client waits
+	// on goes at once. Longer fills transactions on a busier machine and
+	// delays a lone background PDU by as much. Default 250 ms.
+	Linger time.Duration
+	// MaxLinger bounds the Linger waits from the oldest entry queued, so
+	// that a slow trickle of background PDUs still goes. Default 2 s.
+	MaxLinger time.Duration
 	// Metrics receives queue depths, transactions and back-offs; nil
 	// disables them.
 	Metrics *metrics.Metrics
 	// Log receives what goes wrong; nil discards it.
 	Log *slog.Logger
-	// Now is the clock entries are queued by and the horizon measured with;
-	// nil means time.Now.
+	// Now is the clock entries are queued by, and the horizon and lingers
+	// measured with; nil means time.Now.
 	Now func() time.Time
 }
 
@@ -76,6 +86,8 @@ func DefaultOptions() Options {
 		BackoffMax:     time.Hour,
 		Horizon:        24 * time.Hour,
 		RequestTimeout: 30 * time.Second,
+		Linger:         250 * time.Millisecond,
+		MaxLinger:      2 * time.Second,
 		Log:            slog.New(slog.DiscardHandler),
 		Now:            time.Now,
 	}
@@ -91,6 +103,8 @@ func (o Options) withDefaults() Options {
 	o.BackoffMax = cmp.Or(o.BackoffMax, d.BackoffMax)
 	o.Horizon = cmp.Or(o.Horizon, d.Horizon)
 	o.RequestTimeout = cmp.Or(o.RequestTimeout, d.RequestTimeout)
+	o.Linger = cmp.Or(o.Linger, d.Linger)
+	o.MaxLinger = cmp.Or(o.MaxLinger, d.MaxLinger)
 	if o.Log == nil {
 		o.Log = d.Log
 	}
@@ -130,6 +144,12 @@ func (o Options) validate() error {
 	}
 	if o.RequestTimeout < 0 {
 		bad("RequestTimeout", o.RequestTimeout, "more than 0")
+	}
+	if o.Linger < 0 {
+		bad("Linger", o.Linger, "more than 0")
+	}
+	if o.MaxLinger < o.Linger {
+		bad("MaxLinger", o.MaxLinger, fmt.Sprintf("at least Linger (%v)", o.Linger))
 	}
 	return errors.Join(errs...)
 }

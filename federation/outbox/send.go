@@ -41,6 +41,9 @@ type sent struct {
 // retryTick ends back-off gen.
 type retryTick struct{ gen uint64 }
 
+// lingerTick ends a wait for more entries.
+type lingerTick struct{}
+
 // pump sends the transaction in flight if it may go, or makes the next one
 // of what is queued: one in flight at a time, none while backing off.
 func (o *destination) pump() {
@@ -53,7 +56,7 @@ func (o *destination) pump() {
 		}
 		return
 	}
-	if o.queued == 0 {
+	if o.queued == 0 || o.lingers() {
 		return
 	}
 	now := o.s.opts.Now()
@@ -82,6 +85,41 @@ func (o *destination) pump() {
 	o.txn = t
 	w := o.tail(0)
 	w.record, w.txn = record{id: t.id, ts: t.ts, last: t.last}.encode(), t
+}
+
+// lingers reports whether the next transaction, with room for more,
+// waits for more entries: while new ones are on their way to disk (they go
+// along), and, when no entry a client waits on is queued, until Linger has
+// passed since the last one came, at most MaxLinger since the oldest. It
+// arms the timer that ends the wait.
+func (o *destination) lingers() bool {
+	if o.queued >= o.s.opts.MaxPDUs {
+		return false
+	}
+	for _, w := range o.writes {
+		if w.entries > 0 {
+			return true // its written news pumps again
+		}
+	}
+	now := o.s.opts.Now()
+	wait := min(o.latest.Add(o.s.opts.Linger).Sub(now), o.oldest.Add(o.s.opts.MaxLinger).Sub(now))
+	if o.urgent > o.sentThrough || o.latest.IsZero() || wait <= 0 {
+		o.stopLinger()
+		return false
+	}
+	if o.linger == nil {
+		rt, self := o.s.rt, o.self
+		o.linger = time.AfterFunc(wait, func() { rt.Post(self, &lingerTick{}) })
+	}
+	return true
+}
+
+// stopLinger ends the wait for more entries.
+func (o *destination) stopLinger() {
+	if o.linger != nil {
+		o.linger.Stop()
+		o.linger = nil
+	}
 }
 
 // read fills t with the entries after the last transaction delivered: when
@@ -271,6 +309,7 @@ func (o *destination) halt() {
 		o.retry.Stop()
 		o.retry = nil
 	}
+	o.stopLinger()
 	o.gen++
 }
 

@@ -89,11 +89,15 @@ func (o *destination) pump() {
 
 // lingers reports whether the next transaction, with room for more,
 // waits for more entries: while new ones are on their way to disk (they go
-// along), and, when no entry a client waits on is queued, until Linger has
-// passed since the last one came, at most MaxLinger since the oldest. It
-// arms the timer that ends the wait.
+// along) unless an entry a client waits on is on disk already, and, when
+// none is queued, until Linger has passed since the last entry came; at
+// most MaxLinger since the oldest. It arms the timer that ends the wait.
 func (o *destination) lingers() bool {
-	if o.queued >= o.s.opts.MaxPDUs {
+	now := o.s.opts.Now()
+	client := o.urgent > o.sentThrough
+	capped := o.oldest.Add(o.s.opts.MaxLinger).Sub(now)
+	if o.queued >= o.s.opts.MaxPDUs || client && o.urgent <= o.durable || capped <= 0 {
+		o.stopLinger()
 		return false
 	}
 	for _, w := range o.writes {
@@ -101,9 +105,8 @@ func (o *destination) lingers() bool {
 			return true // its written news pumps again
 		}
 	}
-	now := o.s.opts.Now()
-	wait := min(o.latest.Add(o.s.opts.Linger).Sub(now), o.oldest.Add(o.s.opts.MaxLinger).Sub(now))
-	if o.urgent > o.sentThrough || o.latest.IsZero() || wait <= 0 {
+	wait := min(o.latest.Add(o.s.opts.Linger).Sub(now), capped)
+	if client || o.latest.IsZero() || wait <= 0 {
 		o.stopLinger()
 		return false
 	}

@@ -361,7 +361,7 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 				applied()
 			}
 			if len(out) > 0 {
-				r.sendOutgoing(out)
+				r.sendOutgoing(out, reply == nil)
 			}
 		}
 		if len(inFlight) > 0 {

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"crypto/rand"
 	"encoding/json"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -140,4 +141,15 @@ func (r *room) invitedOnlyMembership(ctx actor.Context, m *wire.ChangeMembership
 		return
 	}
 	r.commitMembership(ctx, &b, &wire.SendReply{EventId: rec.ID}, []string{m.Sender})
+}
+
+// randomID is n random characters from [A-Za-z0-9].
+func randomID(n int) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
 }

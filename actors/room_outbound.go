@@ -129,8 +129,9 @@ type outgoing struct {
 	dests []string
 }
 
-// sendOutgoing hands durable events to their destinations' outboxes.
-func (r *room) sendOutgoing(evs []outgoing) {
+// sendOutgoing hands durable events to their destinations' outboxes;
+// background says no client waits on them (a profile's fan-out).
+func (r *room) sendOutgoing(evs []outgoing, background bool) {
 	msgs := map[string]*wire.OutboundPDUs{}
 	for _, o := range evs {
 		j, err := r.signedPDU(o.ev)
@@ -141,7 +142,7 @@ func (r *room) sendOutgoing(evs []outgoing) {
 		for _, d := range o.dests {
 			m := msgs[d]
 			if m == nil {
-				m = &wire.OutboundPDUs{Destination: d, RoomId: r.id}
+				m = &wire.OutboundPDUs{Destination: d, RoomId: r.id, Background: background}
 				msgs[d] = m
 			}
 			m.Pdus = append(m.Pdus, &wire.OutboundPDU{Pos: o.ev.Pos, Json: j})
@@ -179,13 +180,13 @@ func (r *room) resendOutbound() {
 const outboundBatch = 200
 
 // sendAfter sends dest the room's local events after position acked that
-// it is owed, and reports whether there were any.
+// it is owed, as background, and reports whether there were any.
 func (r *room) sendAfter(dest string, acked uint64) (owed bool, err error) {
-	msg := &wire.OutboundPDUs{Destination: dest, RoomId: r.id}
+	msg := &wire.OutboundPDUs{Destination: dest, RoomId: r.id, Background: true}
 	flush := func() {
 		if len(msg.Pdus) > 0 {
 			r.h.rt.Send(KindOutbox, dest, msg)
-			msg = &wire.OutboundPDUs{Destination: dest, RoomId: r.id}
+			msg = &wire.OutboundPDUs{Destination: dest, RoomId: r.id, Background: true}
 		}
 	}
 	err = r.h.store.Scan(r.key("ev", ""), r.key("ev", storage.Uint64(acked+1)), func(k, v []byte) error {

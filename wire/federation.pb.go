@@ -29,10 +29,14 @@ const (
 // destination. The room sends it at least once: again after a restart,
 // until an OutboundAck covers its last pos.
 type OutboundPDUs struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Destination   string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
-	RoomId        string                 `protobuf:"bytes,2,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
-	Pdus          []*OutboundPDU         `protobuf:"bytes,3,rep,name=pdus,proto3" json:"pdus,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Destination string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	RoomId      string                 `protobuf:"bytes,2,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	Pdus        []*OutboundPDU         `protobuf:"bytes,3,rep,name=pdus,proto3" json:"pdus,omitempty"`
+	// background marks events no client waits on (a profile's fan-out, a
+	// resend after a restart): the outbox may hold them briefly, so that a
+	// fan-out goes in full transactions.
+	Background    bool `protobuf:"varint,4,opt,name=background,proto3" json:"background,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -86,6 +90,13 @@ func (x *OutboundPDUs) GetPdus() []*OutboundPDU {
 		return x.Pdus
 	}
 	return nil
+}
+
+func (x *OutboundPDUs) GetBackground() bool {
+	if x != nil {
+		return x.Background
+	}
+	return false
 }
 
 // OutboundPDU is one event of OutboundPDUs.
@@ -453,11 +464,14 @@ var File_federation_proto protoreflect.FileDescriptor
 
 const file_federation_proto_rawDesc = "" +
 	"\n" +
-	"\x10federation.proto\x12\fpersona.wire\"x\n" +
+	"\x10federation.proto\x12\fpersona.wire\"\x98\x01\n" +
 	"\fOutboundPDUs\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x17\n" +
 	"\aroom_id\x18\x02 \x01(\tR\x06roomId\x12-\n" +
-	"\x04pdus\x18\x03 \x03(\v2\x19.persona.wire.OutboundPDUR\x04pdus\"3\n" +
+	"\x04pdus\x18\x03 \x03(\v2\x19.persona.wire.OutboundPDUR\x04pdus\x12\x1e\n" +
+	"\n" +
+	"background\x18\x04 \x01(\bR\n" +
+	"background\"3\n" +
 	"\vOutboundPDU\x12\x10\n" +
 	"\x03pos\x18\x01 \x01(\x04R\x03pos\x12\x12\n" +
 	"\x04json\x18\x02 \x01(\fR\x04json\"Z\n" +

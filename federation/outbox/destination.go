@@ -29,6 +29,9 @@ type destination struct {
 	durable uint64 // the last seq on disk
 	queued  int    // entries on disk not yet delivered or dropped
 	oldest  time.Time
+	latest  time.Time // when the last entry was queued since activation
+	urgent  uint64    // the last seq of an entry a client waits on (not background)
+	linger  *time.Timer
 	rooms   map[string]*roomMark // the rooms heard from since activation
 
 	writes  []*write // in order; writes[0] is on its way to disk while writing
@@ -44,10 +47,6 @@ type destination struct {
 	retry       *time.Timer
 
 	delivered, dropped uint64
-
-	lastQueued time.Time   // when the last entry arrived
-	lingering  time.Time   // since when a transaction that could still fill waits; zero: none waits
-	linger     *time.Timer // ends the wait (lingerTick)
 }
 
 // roomMark is what the outbox knows of a room: the highest pos it queued,
@@ -130,7 +129,7 @@ func (o *destination) Receive(ctx actor.Context) {
 			o.retryAt, o.retry = time.Time{}, nil
 		}
 	case *lingerTick:
-		o.linger = nil
+		o.linger = nil // pump waits again, or sends
 	}
 	o.pump()
 	o.flush()
@@ -217,7 +216,6 @@ func (o *destination) queuePDUs(m *wire.OutboundPDUs) {
 		pdus = slices.SortedFunc(slices.Values(pdus), func(a, b *wire.OutboundPDU) int { return cmp.Compare(a.Pos, b.Pos) })
 	}
 	top, now := mark.queued, o.s.opts.Now()
-	o.lastQueued = time.Now()
 	var w *write
 	for _, p := range pdus {
 		if p.Pos <= top {
@@ -228,7 +226,7 @@ func (o *destination) queuePDUs(m *wire.OutboundPDUs) {
 			o.s.opts.Log.Error("outbox drops a PDU that is not JSON", "destination", o.name, "room", m.RoomId, "pos", p.Pos)
 			continue
 		}
-		w = o.add(entry{kind: pduEntry, at: now, name: m.RoomId, pos: p.Pos, body: p.Json})
+		w = o.add(entry{kind: pduEntry, at: now, name: m.RoomId, pos: p.Pos, body: p.Json}, m.Background)
 		w.acks[m.RoomId] = p.Pos
 	}
 	switch {
@@ -244,17 +242,21 @@ func (o *destination) queuePDUs(m *wire.OutboundPDUs) {
 
 // queueEDU queues an EDU; nothing is acked.
 func (o *destination) queueEDU(m *wire.OutboundEDU) {
-	o.lastQueued = time.Now()
 	if len(m.Content) > 0 && !json.Valid(m.Content) {
 		o.s.opts.Log.Error("outbox drops an EDU whose content is not JSON", "destination", o.name, "type", m.Type)
 		return
 	}
-	o.add(entry{kind: eduEntry, at: o.s.opts.Now(), name: m.Type, body: m.Content})
+	o.add(entry{kind: eduEntry, at: o.s.opts.Now(), name: m.Type, body: m.Content}, false)
 }
 
-// add gives e the next seq and puts it in a write.
-func (o *destination) add(e entry) *write {
+// add gives e the next seq and puts it in a write; background says no
+// client waits on it.
+func (o *destination) add(e entry, background bool) *write {
 	o.seq++
+	o.latest = e.at
+	if !background {
+		o.urgent = o.seq
+	}
 	v := e.encode()
 	w := o.tail(len(v))
 	w.b.Set(queueKey(o.name, o.seq), v)

@@ -57,21 +57,23 @@ type Options struct {
 	Horizon time.Duration
 	// RequestTimeout bounds one attempt to send a transaction. Default 30 s.
 	RequestTimeout time.Duration
-	// Linger is how long the outbox waits for more entries before it sends
-	// a transaction it could still fill: while entries keep coming (a
-	// fan-out) it sends only full transactions, so a rename in N rooms
-	// shared with a server goes as ceil(N/MaxPDUs) transactions. Default
-	// 10 ms.
+	// Linger is how long a transaction with room for more waits, when every
+	// entry it would carry is background (wire.OutboundPDUs.Background: a
+	// profile's fan-out, a resend), after the last entry was queued: a
+	// fan-out's PDUs then go in full transactions. An entry a client waits
+	// on goes at once. Longer fills transactions on a busier machine and
+	// delays a lone background PDU by as much. Default 250 ms.
 	Linger time.Duration
-	// MaxLinger bounds the wait Linger adds to an entry. Default 200 ms.
+	// MaxLinger bounds the Linger waits from the oldest entry queued, so
+	// that a slow trickle of background PDUs still goes. Default 2 s.
 	MaxLinger time.Duration
 	// Metrics receives queue depths, transactions and back-offs; nil
 	// disables them.
 	Metrics *metrics.Metrics
 	// Log receives what goes wrong; nil discards it.
 	Log *slog.Logger
-	// Now is the clock entries are queued by and the horizon measured with;
-	// nil means time.Now.
+	// Now is the clock entries are queued by, and the horizon and lingers
+	// measured with; nil means time.Now.
 	Now func() time.Time
 }
 
@@ -84,8 +86,8 @@ func DefaultOptions() Options {
 		BackoffMax:     time.Hour,
 		Horizon:        24 * time.Hour,
 		RequestTimeout: 30 * time.Second,
-		Linger:         10 * time.Millisecond,
-		MaxLinger:      200 * time.Millisecond,
+		Linger:         250 * time.Millisecond,
+		MaxLinger:      2 * time.Second,
 		Log:            slog.New(slog.DiscardHandler),
 		Now:            time.Now,
 	}

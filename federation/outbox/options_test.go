@@ -38,6 +38,8 @@ func TestOptionsValidate(t *testing.T) {
 			[]string{"MaxPDUs", "Horizon", "RequestTimeout"}},
 		{"back-off upside down", func(o *Options) { o.BackoffMin, o.BackoffMax = time.Minute, time.Second }, []string{"BackoffMax"}},
 		{"negative back-off", func(o *Options) { o.BackoffMin = -time.Second }, []string{"BackoffMin"}},
+		{"linger upside down", func(o *Options) { o.Linger, o.MaxLinger = time.Second, time.Millisecond }, []string{"MaxLinger"}},
+		{"negative linger", func(o *Options) { o.Linger = -time.Second }, []string{"Linger"}},
 		{"everything at once", func(o *Options) { o.Origin, o.Client, o.MaxEDUs = "", nil, 500 }, []string{"Origin", "Client", "MaxEDUs"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,7 +52,8 @@ func TestOptionsValidate(t *testing.T) {
 				}
 				if d := DefaultOptions(); s.opts.MaxPDUs != d.MaxPDUs || s.opts.MaxEDUs != d.MaxEDUs ||
 					s.opts.BackoffMin != d.BackoffMin || s.opts.BackoffMax != d.BackoffMax ||
-					s.opts.Horizon != d.Horizon || s.opts.RequestTimeout != d.RequestTimeout || s.opts.Now == nil || s.opts.Log == nil {
+					s.opts.Horizon != d.Horizon || s.opts.RequestTimeout != d.RequestTimeout ||
+					s.opts.Linger != d.Linger || s.opts.MaxLinger != d.MaxLinger || s.opts.Now == nil || s.opts.Log == nil {
 					t.Errorf("zero options became %+v, want the defaults %+v", s.opts, d)
 				}
 				return

@@ -44,33 +44,6 @@ type retryTick struct{ gen uint64 }
 // lingerTick ends a wait for more entries.
 type lingerTick struct{}
 
-// lingers reports whether the next transaction should wait for more
-// entries, arming a tick for the end of the wait: it could hold more, and
-// entries arrived within Linger, for no longer than MaxLinger.
-func (o *destination) lingers() bool {
-	now := time.Now()
-	if o.queued >= o.s.opts.MaxPDUs {
-		o.lingering = time.Time{}
-		return false
-	}
-	if o.lingering.IsZero() {
-		o.lingering = now
-	}
-	end := o.lastQueued.Add(o.s.opts.Linger)
-	if cap := o.lingering.Add(o.s.opts.MaxLinger); cap.Before(end) {
-		end = cap
-	}
-	if !now.Before(end) {
-		o.lingering = time.Time{}
-		return false
-	}
-	if o.linger == nil {
-		rt, self := o.s.rt, o.self
-		o.linger = time.AfterFunc(end.Sub(now), func() { rt.Post(self, &lingerTick{}) })
-	}
-	return true
-}
-
 // pump sends the transaction in flight if it may go, or makes the next one
 // of what is queued: one in flight at a time, none while backing off.
 func (o *destination) pump() {
@@ -112,6 +85,44 @@ func (o *destination) pump() {
 	o.txn = t
 	w := o.tail(0)
 	w.record, w.txn = record{id: t.id, ts: t.ts, last: t.last}.encode(), t
+}
+
+// lingers reports whether the next transaction, with room for more,
+// waits for more entries: while new ones are on their way to disk (they go
+// along) unless an entry a client waits on is on disk already, and, when
+// none is queued, until Linger has passed since the last entry came; at
+// most MaxLinger since the oldest. It arms the timer that ends the wait.
+func (o *destination) lingers() bool {
+	now := o.s.opts.Now()
+	client := o.urgent > o.sentThrough
+	capped := o.oldest.Add(o.s.opts.MaxLinger).Sub(now)
+	if o.queued >= o.s.opts.MaxPDUs || client && o.urgent <= o.durable || capped <= 0 {
+		o.stopLinger()
+		return false
+	}
+	for _, w := range o.writes {
+		if w.entries > 0 {
+			return true // its written news pumps again
+		}
+	}
+	wait := min(o.latest.Add(o.s.opts.Linger).Sub(now), capped)
+	if client || o.latest.IsZero() || wait <= 0 {
+		o.stopLinger()
+		return false
+	}
+	if o.linger == nil {
+		rt, self := o.s.rt, o.self
+		o.linger = time.AfterFunc(wait, func() { rt.Post(self, &lingerTick{}) })
+	}
+	return true
+}
+
+// stopLinger ends the wait for more entries.
+func (o *destination) stopLinger() {
+	if o.linger != nil {
+		o.linger.Stop()
+		o.linger = nil
+	}
 }
 
 // read fills t with the entries after the last transaction delivered: when
@@ -301,10 +312,7 @@ func (o *destination) halt() {
 		o.retry.Stop()
 		o.retry = nil
 	}
-	if o.linger != nil {
-		o.linger.Stop()
-		o.linger = nil
-	}
+	o.stopLinger()
 	o.gen++
 }
 

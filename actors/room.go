@@ -54,6 +54,13 @@ type room struct {
 	out        outboundState // per other server, the last position its outbox acknowledged (room_outbound.go)
 	outgoing   []outgoing    // local events to send other servers once durable
 	remote     *[]string     // servers with joined members, once worked out (servers)
+
+	// rejected holds the refused remote events read or recorded so far,
+	// with their prev events (room_rejected.go).
+	rejected map[string][]string
+	// refused is the event checkRemote last refused by the auth rules, for
+	// receive to record.
+	refused *refusal
 }
 
 type stateKey struct{ typ, key string }

@@ -1,0 +1,125 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"persona/internal/testnode"
+)
+
+// peerEvents builds and sends, as server b, events of a room on server a.
+type peerEvents struct {
+	t            *testing.T
+	ctx          context.Context
+	a, b         *testnode.Node
+	room         string
+	ver          gomatrixserverlib.RoomVersion
+	origin, dest spec.ServerName
+	txn          int
+}
+
+// build signs an event of sender with the given prev and auth events.
+func (p *peerEvents) build(sender, typ string, stateKey *string, content map[string]any, prev, auth []string) gomatrixserverlib.PDU {
+	p.t.Helper()
+	raw, err := json.Marshal(content)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	proto := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: p.room, Type: typ, StateKey: stateKey,
+		Content: raw, PrevEvents: prev, AuthEvents: auth, Depth: 100}
+	id := p.b.Federation().Identity()
+	ev, err := gomatrixserverlib.MustGetRoomVersion(p.ver).NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), id.ServerName, id.KeyID, id.PrivateKey)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return ev
+}
+
+// send sends ev in a transaction of its own and returns a's verdict on it
+// ("" when it took it).
+func (p *peerEvents) send(ev gomatrixserverlib.PDU) string {
+	p.t.Helper()
+	p.txn++
+	resp, err := p.b.Federation().Client().SendTransaction(p.ctx, gomatrixserverlib.Transaction{
+		TransactionID: gomatrixserverlib.TransactionID(fmt.Sprintf("peer-%d-%d", time.Now().UnixNano(), p.txn)),
+		Origin:        p.origin, Destination: p.dest, OriginServerTS: spec.AsTimestamp(time.Now()),
+		PDUs: []json.RawMessage{ev.JSON()},
+	})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	res, ok := resp.PDUs[ev.EventID()]
+	if !ok {
+		p.t.Fatalf("no verdict on %s: %v", ev.EventID(), resp.PDUs)
+	}
+	return res.Error
+}
+
+// An event the auth rules refuse stays out of the room, and so does every
+// event that names it among its auth events; an event that follows it (a
+// prev event) is taken, on the state before it.
+func TestRejectedEventsStayInTheDAGOnly(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	state, err := alice.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create, power := string(state[event.StateCreate][""].ID), string(state[event.StatePowerLevels][""].ID)
+	join := string(state[event.StateMember][string(bob.UserID)].ID)
+	p := &peerEvents{t: t, ctx: ctx, a: a, b: b, room: string(room), ver: "10",
+		origin: spec.ServerName(b.Config.ServerName), dest: spec.ServerName(a.Config.ServerName)}
+	sender := string(bob.UserID)
+
+	grab := p.build(sender, "m.room.power_levels", new(string), map[string]any{"users": map[string]any{sender: 100}},
+		[]string{join}, []string{create, power, join})
+	if verdict := p.send(grab); verdict == "" {
+		t.Fatal("a power levels change by a user without power was taken")
+	}
+	citing := p.build(sender, "m.room.message", nil, map[string]any{"body": "cites the refused event"},
+		[]string{join}, []string{create, grab.EventID(), join})
+	if verdict := p.send(citing); verdict == "" {
+		t.Fatal("an event with a refused auth event was taken")
+	}
+	following := p.build(sender, "m.room.message", nil, map[string]any{"body": "follows the refused event"},
+		[]string{grab.EventID()}, []string{create, power, join})
+	if verdict := p.send(following); verdict != "" {
+		t.Fatalf("an event following a refused one was refused: %s", verdict)
+	}
+
+	for ev, want := range map[gomatrixserverlib.PDU]bool{grab: false, citing: false, following: true} {
+		_, err := alice.GetEvent(ctx, room, id.EventID(ev.EventID()))
+		var httpErr mautrix.HTTPError
+		switch {
+		case want && err != nil:
+			t.Errorf("alice cannot read %s: %v", ev.EventID(), err)
+		case !want && (err == nil || !errors.As(err, &httpErr) || httpErr.Response.StatusCode != 404):
+			t.Errorf("alice reads the refused %s: %v", ev.EventID(), err)
+		}
+	}
+	if _, err := alice.SendText(ctx, room, "after"); err != nil {
+		t.Fatalf("alice writes after the refused events: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +40,8 @@ func (p *peerEvents) build(sender, typ string, stateKey *string, content map[str
 		Content: raw, PrevEvents: prev, AuthEvents: auth, Depth: 100}
 	id := p.b.Federation().Identity()
 	ev, err := gomatrixserverlib.MustGetRoomVersion(p.ver).NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), id.ServerName, id.KeyID, id.PrivateKey)
-	if err != nil {
+	var invalid gomatrixserverlib.EventValidationError
+	if err != nil && !(errors.As(err, &invalid) && invalid.Persistable) {
 		p.t.Fatal(err)
 	}
 	return ev
@@ -121,5 +123,47 @@ func TestRejectedEventsStayInTheDAGOnly(t *testing.T) {
 	}
 	if _, err := alice.SendText(ctx, room, "after"); err != nil {
 		t.Fatalf("alice writes after the refused events: %v", err)
+	}
+}
+
+// A state key over 255 bytes but within 255 codepoints is one rooms before
+// version 11 hold: an event with one is taken, and so is the next.
+func TestLongStateKeysOfOldRoomVersions(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10",
+		PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{alice.UserID: 100, bob.UserID: 50}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	state, err := alice.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create, power := string(state[event.StateCreate][""].ID), string(state[event.StatePowerLevels][""].ID)
+	join := string(state[event.StateMember][string(bob.UserID)].ID)
+	p := &peerEvents{t: t, ctx: ctx, a: a, b: b, room: string(room), ver: "10",
+		origin: spec.ServerName(b.Config.ServerName), dest: spec.ServerName(a.Config.ServerName)}
+	sender := string(bob.UserID)
+
+	long := strings.Repeat("\U0001F4A5", 70) // 280 bytes, 70 codepoints
+	breaker := p.build(sender, "my.room.breaker", &long, map[string]any{}, []string{join}, []string{create, power, join})
+	if verdict := p.send(breaker); verdict != "" {
+		t.Fatalf("the event with a 280-byte state key was refused: %s", verdict)
+	}
+	next := p.build(sender, "m.room.message", nil, map[string]any{"body": "after"}, []string{breaker.EventID()}, []string{create, power, join})
+	if verdict := p.send(next); verdict != "" {
+		t.Fatalf("the event after it was refused: %s", verdict)
+	}
+	if _, err := alice.GetEvent(ctx, room, id.EventID(next.EventID())); err != nil {
+		t.Fatalf("alice cannot read the event after it: %v", err)
 	}
 }

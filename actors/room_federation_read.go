@@ -18,6 +18,9 @@ const maxFederationRead = 100
 
 // federationRead answers m for the server m.Origin.
 func (r *room) federationRead(m *wire.FederationRead) *wire.FederationReadReply {
+	if !r.serverAllowed(m.Origin) {
+		return &wire.FederationReadReply{Error: forbidden("The room's server ACL denies your server.")}
+	}
 	if !r.serverMayRead(m.Origin) {
 		return &wire.FederationReadReply{Error: forbidden("Your server has no member in this room.")}
 	}

@@ -64,6 +64,9 @@ func (r *room) receive(ctx actor.Context, m *wire.ReceivePDU) {
 // to give (accepted already, refused, or prev events missing). An event the
 // auth rules refuse is left in r.refused, for receive to record.
 func (r *room) checkRemote(m *wire.ReceivePDU) (gomatrixserverlib.PDU, *wire.ReceiveReply) {
+	if !r.serverAllowed(m.Origin) {
+		return nil, &wire.ReceiveReply{Rejected: "the room's server ACL denies " + m.Origin}
+	}
 	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(r.meta.Version))
 	if err != nil {
 		return nil, &wire.ReceiveReply{Rejected: "unsupported room version " + r.meta.Version}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -165,5 +166,58 @@ func TestLongStateKeysOfOldRoomVersions(t *testing.T) {
 	}
 	if _, err := alice.GetEvent(ctx, room, id.EventID(next.EventID())); err != nil {
 		t.Fatalf("alice cannot read the event after it: %v", err)
+	}
+}
+
+// A room's server ACL shuts a denied server out: its events are refused,
+// its reads and join templates are forbidden.
+func TestServerACLShutsOutADeniedServer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	state, err := alice.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create, power := string(state[event.StateCreate][""].ID), string(state[event.StatePowerLevels][""].ID)
+	join := string(state[event.StateMember][string(bob.UserID)].ID)
+	p := &peerEvents{t: t, ctx: ctx, a: a, b: b, room: string(room), ver: "10",
+		origin: spec.ServerName(b.Config.ServerName), dest: spec.ServerName(a.Config.ServerName)}
+	sender := string(bob.UserID)
+	before := p.build(sender, "m.room.message", nil, map[string]any{"body": "before the ACL"}, []string{join}, []string{create, power, join})
+	if verdict := p.send(before); verdict != "" {
+		t.Fatalf("bob's message before the ACL was refused: %s", verdict)
+	}
+
+	// Every node here is on 127.0.0.1; the room's own server is never denied.
+	acl, err := alice.SendStateEvent(ctx, room, event.StateServerACL, "", map[string]any{"allow": []string{"*"}, "deny": []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := p.build(sender, "m.room.message", nil, map[string]any{"body": "after the ACL"}, []string{string(acl.EventID)}, []string{create, power, join})
+	if verdict := p.send(after); verdict == "" {
+		t.Fatal("bob's message after the ACL was taken")
+	}
+	fed := b.Federation().Client()
+	if _, err := fed.LookupMissingEvents(ctx, p.origin, p.dest, string(room),
+		fclient.MissingEvents{Limit: 10, EarliestEvents: []string{create}, LatestEvents: []string{string(acl.EventID)}}, "10"); statusOf(err) != 403 {
+		t.Errorf("get_missing_events of the denied server: %v, want 403", err)
+	}
+	if _, err := fed.MakeJoin(ctx, p.origin, p.dest, string(room), "@carol:"+b.Config.ServerName); statusOf(err) != 403 {
+		t.Errorf("make_join for a user of the denied server: %v, want 403", err)
+	}
+	if _, err := alice.GetEvent(ctx, room, id.EventID(after.EventID())); err == nil {
+		t.Error("alice reads bob's message sent after the ACL")
 	}
 }

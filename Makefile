@@ -16,8 +16,10 @@ run: build
 	./$(BIN) serve --config persona.yaml
 
 # Every test: the linters, the Go tests with the race detector, then
-# Complement (the Matrix conformance suite in ../shared/complement) against a
-# fresh node, failing on any failure not in docs/complement-skips.txt.
+# Complement (the Matrix conformance suite in ../shared/complement) against
+# fresh nodes, its client tests and its federation tests, failing on any
+# failure not in docs/complement-skips.txt or
+# docs/complement-federation-skips.txt.
 test: lint unit complement
 
 lint:

@@ -59,6 +59,12 @@ type room struct {
 	// arriving holds the remote events appended since the last durable
 	// one, by id, with their positions (known).
 	arriving map[string]uint64
+	// rejected holds the refused remote events read or recorded so far,
+	// with their prev events (room_rejected.go).
+	rejected map[string][]string
+	// refused is the event checkRemote last refused by the auth rules, for
+	// receive to record.
+	refused *refusal
 }
 
 type stateKey struct{ typ, key string }

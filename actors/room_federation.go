@@ -24,6 +24,8 @@ func (r *room) makeMembership(m *wire.MakeMembership) *wire.MakeMembershipReply 
 	}
 	cur := r.membership(m.UserId)
 	switch {
+	case !r.serverAllowed(mxid.ServerOf(m.UserId)):
+		return &wire.MakeMembershipReply{Error: forbidden("The room's server ACL denies your server.")}
 	case m.Membership == "join" && cur == "ban":
 		return &wire.MakeMembershipReply{Error: forbidden("You are banned from this room.")}
 	case m.Membership == "join" && cur != "join" && cur != "invite" && r.joinRule() != "public":

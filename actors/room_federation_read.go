@@ -3,6 +3,9 @@ package actors
 import (
 	"slices"
 
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"persona/internal/mxid"
 	"persona/wire"
 )
 
@@ -15,6 +18,9 @@ const maxFederationRead = 100
 
 // federationRead answers m for the server m.Origin.
 func (r *room) federationRead(m *wire.FederationRead) *wire.FederationReadReply {
+	if !r.serverAllowed(m.Origin) {
+		return &wire.FederationReadReply{Error: forbidden("The room's server ACL denies your server.")}
+	}
 	if !r.serverMayRead(m.Origin) {
 		return &wire.FederationReadReply{Error: forbidden("Your server has no member in this room.")}
 	}
@@ -43,9 +49,9 @@ func (r *room) federationRead(m *wire.FederationRead) *wire.FederationReadReply 
 		}
 		return r.withAuthChain(state, m.What == "state_ids", m.What != "event_auth")
 	case "backfill":
-		return r.backfill(m.From, limit)
+		return r.backfill(m.From, limit, r.serverSees(m.Origin))
 	case "missing":
-		return r.missingEvents(m.Earliest, m.From, limit, m.MinDepth)
+		return r.missingEvents(m.Earliest, m.From, limit, m.MinDepth, r.serverSees(m.Origin))
 	}
 	return &wire.FederationReadReply{Error: badValue(wire.Error_EVENT, "Unknown read.")}
 }
@@ -103,9 +109,68 @@ func (r *room) withAuthChain(state []*evRecord, idsOnly, withState bool) *wire.F
 	return out
 }
 
+// serverSees decides which events a server may have whole, by the room's
+// history visibility in force when each was sent: "world_readable" and
+// "shared" events, the default, it may; "invited" events if one of its
+// users was then invited or joined; "joined" events if one was then
+// joined. The others it gets redacted (the spec's "Server behaviour" of
+// history visibility).
+func (r *room) serverSees(server string) func(*evRecord) bool {
+	hv := r.state[stateKey{"m.room.history_visibility", ""}]
+	if hv == nil || (permissive(hv) && hv.prev == nil && hv.PrevID == "") {
+		return func(*evRecord) bool { return true }
+	}
+	var users []string
+	for sk := range r.state {
+		if sk.typ == "m.room.member" && mxid.ServerOf(sk.key) == server {
+			users = append(users, sk.key)
+		}
+	}
+	for user := range r.unreadMembers {
+		if mxid.ServerOf(user) == server {
+			users = append(users, user)
+		}
+	}
+	return func(ev *evRecord) bool {
+		setting := "shared" // before any history_visibility event
+		if h := r.before(hv, ev.Pos); h != nil {
+			setting = historySetting(h)
+		}
+		if setting != "joined" && setting != "invited" {
+			return true
+		}
+		for _, u := range users {
+			switch r.membershipAt(u, ev.Pos) { // after ev: the server's own join counts
+			case "join":
+				return true
+			case "invite":
+				if setting == "invited" {
+					return true
+				}
+			}
+		}
+		return false
+	}
+}
+
+// pduFor is ev as a server that sees it (or not) gets it: whole, or
+// redacted as the room's version redacts, signatures and hashes kept.
+func (r *room) pduFor(ev *evRecord, sees func(*evRecord) bool) ([]byte, error) {
+	j, err := r.signedPDU(ev)
+	if err != nil || sees(ev) {
+		return j, err
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(r.meta.Version))
+	if err != nil {
+		return nil, err
+	}
+	return verImpl.RedactEventJSON(j)
+}
+
 // backfill answers up to limit events from those in from backwards, in
-// the room's order, newest first as the spec's examples give them.
-func (r *room) backfill(from []string, limit int) *wire.FederationReadReply {
+// the room's order, newest first as the spec's examples give them,
+// redacted where sees says.
+func (r *room) backfill(from []string, limit int, sees func(*evRecord) bool) *wire.FederationReadReply {
 	start := uint64(0)
 	for _, id := range from {
 		if ev := r.eventByID(id); ev != nil && ev.Pos < r.durable {
@@ -115,7 +180,7 @@ func (r *room) backfill(from []string, limit int) *wire.FederationReadReply {
 	out := &wire.FederationReadReply{}
 	var failed error
 	_ = r.scan(start, true, func(ev *evRecord) bool {
-		j, err := r.signedPDU(ev)
+		j, err := r.pduFor(ev, sees)
 		if err != nil {
 			failed = err
 			return false
@@ -130,8 +195,9 @@ func (r *room) backfill(from []string, limit int) *wire.FederationReadReply {
 }
 
 // missingEvents walks prev_events back from latest, stopping at earliest
-// and at min_depth, and answers what it found oldest first.
-func (r *room) missingEvents(earliest, latest []string, limit int, minDepth int64) *wire.FederationReadReply {
+// and at min_depth, and answers what it found oldest first, redacted where
+// sees says.
+func (r *room) missingEvents(earliest, latest []string, limit int, minDepth int64, sees func(*evRecord) bool) *wire.FederationReadReply {
 	stop := map[string]bool{}
 	for _, id := range earliest {
 		stop[id] = true
@@ -161,7 +227,7 @@ func (r *room) missingEvents(earliest, latest []string, limit int, minDepth int6
 	slices.SortFunc(found, func(a, b *evRecord) int { return int(a.Pos) - int(b.Pos) })
 	out := &wire.FederationReadReply{}
 	for _, ev := range found {
-		j, err := r.signedPDU(ev)
+		j, err := r.pduFor(ev, sees)
 		if err != nil {
 			return &wire.FederationReadReply{Error: internal(err.Error())}
 		}

@@ -16,15 +16,24 @@ import (
 // A room takes events from other servers here. The federation layer has
 // checked each PDU's signatures and content hash and fetched what the
 // room said it lacked; the room checks the rest: the event belongs to it,
-// its prev_events are known, and the auth rules allow it against the state
-// before it (the state after its prev event, or the resolution (state
+// its prev_events are known, the auth rules allow it by the auth events it
+// cites (each held by the room: one it rejected never is) and against the
+// state before it (the state after its prev event, or the resolution (state
 // resolution v2) of the states after each where the DAG forks). An
 // accepted event takes the next position like a local one; the room's
 // forward extremities lose its prev_events and gain it.
 
 // receive answers m with the outcome for its PDU.
 func (r *room) receive(ctx actor.Context, m *wire.ReceivePDU) {
+	r.refused = nil
 	ev, reply := r.checkRemote(m)
+	if refused := r.refused; refused != nil {
+		r.refused = nil
+		var b storage.Batch
+		r.recordRejected(&b, refused.id, refused.prevs)
+		r.commit(ctx, &b, reply, nil)
+		return
+	}
 	if ev == nil {
 		if reply.Rejected == "" && reply.Error == nil && len(reply.Missing) == 0 && len(r.waiting) > 0 {
 			// Held already, maybe on its way to disk: answered once what
@@ -58,8 +67,12 @@ func (r *room) receive(ctx actor.Context, m *wire.ReceivePDU) {
 }
 
 // checkRemote parses and checks m's PDU; a nil event comes with the answer
-// to give (accepted already, refused, or prev events missing).
+// to give (accepted already, refused, or prev events missing). An event the
+// auth rules refuse is left in r.refused, for receive to record.
 func (r *room) checkRemote(m *wire.ReceivePDU) (gomatrixserverlib.PDU, *wire.ReceiveReply) {
+	if !r.serverAllowed(m.Origin) {
+		return nil, &wire.ReceiveReply{Rejected: "the room's server ACL denies " + m.Origin}
+	}
 	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(r.meta.Version))
 	if err != nil {
 		return nil, &wire.ReceiveReply{Rejected: "unsupported room version " + r.meta.Version}
@@ -77,17 +90,28 @@ func (r *room) checkRemote(m *wire.ReceivePDU) (gomatrixserverlib.PDU, *wire.Rec
 	if r.known(ev.EventID()) {
 		return nil, &wire.ReceiveReply{} // a resend: held already
 	}
+	if r.isRejected(ev.EventID()) {
+		return nil, &wire.ReceiveReply{Rejected: "the auth rules refused this event before"}
+	}
 	var missing []string
 	var prevs []*evRecord
+	seen := map[string]bool{}
 	for _, id := range ev.PrevEventIDs() {
-		if p := r.eventByID(id); p != nil && p.Pos < r.meta.NextPos {
-			prevs = append(prevs, p)
+		if recs, ok := r.prevRecords(id, seen); ok {
+			prevs = append(prevs, recs...)
 		} else {
 			missing = append(missing, id)
 		}
 	}
 	if len(missing) > 0 {
 		return nil, &wire.ReceiveReply{Missing: missing}
+	}
+	if len(prevs) == 0 {
+		return nil, &wire.ReceiveReply{Rejected: "the event follows no event of the room"}
+	}
+	if err := r.allowedByAuthEvents(verImpl, ev); err != nil {
+		r.refused = &refusal{ev.EventID(), ev.PrevEventIDs()}
+		return nil, &wire.ReceiveReply{Rejected: err.Error()}
 	}
 	state, err := r.stateBefore(verImpl, ev, prevs)
 	if err != nil {
@@ -98,9 +122,39 @@ func (r *room) checkRemote(m *wire.ReceivePDU) (gomatrixserverlib.PDU, *wire.Rec
 		return nil, &wire.ReceiveReply{Rejected: err.Error()}
 	}
 	if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
+		r.refused = &refusal{ev.EventID(), ev.PrevEventIDs()}
 		return nil, &wire.ReceiveReply{Rejected: "auth: " + err.Error()}
 	}
 	return ev, nil
+}
+
+// allowedByAuthEvents checks ev against the events it cites as its auth
+// events: each must be one the room holds (a rejected event never is), and
+// the auth rules must allow ev by them.
+func (r *room) allowedByAuthEvents(verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) error {
+	var cited []gomatrixserverlib.PDU
+	for _, id := range ev.AuthEventIDs() {
+		rec := r.eventByID(id)
+		if rec == nil || rec.Pos >= r.meta.NextPos {
+			if r.isRejected(id) {
+				return fmt.Errorf("auth event %s was rejected", id)
+			}
+			return fmt.Errorf("auth event %s is unknown", id)
+		}
+		a, err := r.parsePDU(verImpl, rec)
+		if err != nil {
+			return err
+		}
+		cited = append(cited, a)
+	}
+	provider, err := gomatrixserverlib.NewAuthEvents(cited)
+	if err != nil {
+		return fmt.Errorf("auth events: %w", err)
+	}
+	if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
+		return fmt.Errorf("auth by its auth events: %w", err)
+	}
+	return nil
 }
 
 // userIDForSender maps a sender to its user id: in the room versions

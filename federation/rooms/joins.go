@@ -92,14 +92,20 @@ func (s *Service) sendMembership(r *http.Request, origin spec.ServerName, member
 	if err != nil {
 		return nil, err
 	}
-	ev, err := s.verify(r.Context(), verImpl, body)
+	ev, err := parseUntrusted(verImpl, body)
 	switch {
 	case err != nil:
-		return nil, errorf(http.StatusBadRequest, "M_BAD_JSON", "%v", err)
+		return nil, errorf(http.StatusBadRequest, "M_BAD_JSON", "Malformed event: %v", err)
 	case ev.EventID() != eventID:
 		return nil, errorf(http.StatusBadRequest, "M_BAD_JSON", "The event's id is %s, not %s.", ev.EventID(), eventID)
 	case ev.RoomID().String() != room:
 		return nil, errorf(http.StatusBadRequest, "M_BAD_JSON", "The event is of another room.")
+	}
+	if err := checkMembershipEvent(ev, origin, membership); err != nil {
+		return nil, err
+	}
+	if ev, err = s.verify(r.Context(), verImpl, body); err != nil {
+		return nil, errorf(http.StatusBadRequest, "M_BAD_JSON", "%v", err)
 	}
 	reply, err := ask[*wire.SendMembershipReply](r.Context(), s, actors.KindRoom, room, &wire.SendMembership{RoomId: room, Origin: string(origin), Pdu: ev.JSON(), Membership: membership})
 	if err != nil {
@@ -115,6 +121,25 @@ func (s *Service) sendMembership(r *http.Request, origin spec.ServerName, member
 		"origin": s.cfg.ServerName, "state": rawList(reply.State), "auth_chain": rawList(reply.AuthChain),
 		"members_omitted": false, "servers_in_room": reply.ServersInRoom,
 	}, nil
+}
+
+// checkMembershipEvent refuses, before any auth check, an event that is
+// not a member event of its sender with the membership the endpoint takes
+// (400), or whose sender is not of the server that sent it (403).
+func checkMembershipEvent(ev gomatrixserverlib.PDU, origin spec.ServerName, membership string) error {
+	sender := string(ev.SenderID())
+	switch {
+	case ev.Type() != spec.MRoomMember:
+		return errorf(http.StatusBadRequest, "M_BAD_JSON", "Not an m.room.member event.")
+	case ev.StateKey() == nil || *ev.StateKey() != sender:
+		return errorf(http.StatusBadRequest, "M_BAD_JSON", "The state key is not the sender.")
+	case mxid.ServerOf(sender) != string(origin):
+		return errorf(http.StatusForbidden, "M_FORBIDDEN", "The sender is not of the server that sent the event.")
+	}
+	if m, err := ev.Membership(); err != nil || m != membership {
+		return errorf(http.StatusBadRequest, "M_BAD_JSON", "Not a %s event.", membership)
+	}
+	return nil
 }
 
 func rawList(items [][]byte) []json.RawMessage {

@@ -204,10 +204,23 @@ func userIDForSender(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) {
 	return spec.NewUserID(string(s), true)
 }
 
+// parseUntrusted parses a PDU of another server. An event over a size
+// limit that its room version counts in codepoints, not bytes (versions
+// before 11), is taken: rooms hold such events, and refusing them would
+// break the rooms.
+func parseUntrusted(verImpl gomatrixserverlib.IRoomVersion, raw []byte) (gomatrixserverlib.PDU, error) {
+	ev, err := verImpl.NewEventFromUntrustedJSON(raw)
+	var invalid gomatrixserverlib.EventValidationError
+	if errors.As(err, &invalid) && invalid.Persistable && ev != nil {
+		return ev, nil
+	}
+	return ev, err
+}
+
 // verify parses a PDU of a room of version verImpl and checks its content
 // hash and its signatures.
 func (s *Service) verify(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, raw []byte) (gomatrixserverlib.PDU, error) {
-	ev, err := verImpl.NewEventFromUntrustedJSON(raw)
+	ev, err := parseUntrusted(verImpl, raw)
 	if err != nil {
 		return nil, fmt.Errorf("malformed event: %w", err)
 	}

@@ -166,7 +166,7 @@ func (s *Service) receivePDU(ctx context.Context, origin spec.ServerName, raw []
 	}
 	ev, err := s.verify(ctx, verImpl, raw)
 	if err != nil {
-		if ev, perr := verImpl.NewEventFromUntrustedJSON(raw); perr == nil {
+		if ev, perr := parseUntrusted(verImpl, raw); perr == nil {
 			return ev.EventID(), reject("signature", err)
 		}
 		return "", reject("malformed", err)

@@ -70,6 +70,13 @@ type Federation struct {
 	// AllowProfileLookup lets other servers read local profiles through
 	// /_matrix/federation/v1/query/profile; false answers 403.
 	AllowProfileLookup bool `yaml:"allow_profile_lookup"`
+	// ProfileCacheTTL is how long a profile another server answered is
+	// served from the cache before it is asked again.
+	ProfileCacheTTL time.Duration `yaml:"profile_cache_ttl"`
+	// ProfileCacheErrorTTL is how long a failed profile query (no such
+	// user, refused, server unreachable) is answered from memory before
+	// the server is asked again.
+	ProfileCacheErrorTTL time.Duration `yaml:"profile_cache_error_ttl"`
 }
 
 // Registration controls account creation.
@@ -153,10 +160,12 @@ func Default() *Config {
 			Federation: "127.0.0.1:8448",
 		},
 		Federation: Federation{
-			TrustedKeyServers:  []string{},
-			Destinations:       map[string]string{},
-			KeyValidity:        7 * 24 * time.Hour,
-			AllowProfileLookup: true,
+			TrustedKeyServers:    []string{},
+			Destinations:         map[string]string{},
+			KeyValidity:          7 * 24 * time.Hour,
+			AllowProfileLookup:   true,
+			ProfileCacheTTL:      24 * time.Hour,
+			ProfileCacheErrorTTL: time.Minute,
 		},
 		Registration: Registration{Open: false, SharedSecret: ""},
 		Limits: Limits{

@@ -148,6 +148,8 @@ federation:
   insecure_skip_verify: true
   key_validity: 24h
   allow_profile_lookup: false
+  profile_cache_ttl: 2h
+  profile_cache_error_ttl: 30s
 `
 	got, err := parse("", []byte(in), noEnv)
 	if err != nil {
@@ -156,14 +158,16 @@ federation:
 	want := Default()
 	want.Listen.Federation = "127.0.0.1:0"
 	want.Federation = Federation{
-		TLSCert:            "/etc/persona/fed.crt",
-		TLSKey:             "/etc/persona/fed.key",
-		WellKnownServer:    "matrix.example.org:443",
-		TrustedKeyServers:  []string{"matrix.org", "notary.example:8448"},
-		Destinations:       map[string]string{"127.0.0.1:8449": "https://127.0.0.1:8449", "b.example": "https://[::1]:8450/"},
-		InsecureSkipVerify: true,
-		KeyValidity:        24 * time.Hour,
-		AllowProfileLookup: false,
+		TLSCert:              "/etc/persona/fed.crt",
+		TLSKey:               "/etc/persona/fed.key",
+		WellKnownServer:      "matrix.example.org:443",
+		TrustedKeyServers:    []string{"matrix.org", "notary.example:8448"},
+		Destinations:         map[string]string{"127.0.0.1:8449": "https://127.0.0.1:8449", "b.example": "https://[::1]:8450/"},
+		InsecureSkipVerify:   true,
+		KeyValidity:          24 * time.Hour,
+		AllowProfileLookup:   false,
+		ProfileCacheTTL:      2 * time.Hour,
+		ProfileCacheErrorTTL: 30 * time.Second,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got.Federation, want.Federation)

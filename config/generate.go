@@ -96,6 +96,16 @@ federation:
   # (/_matrix/federation/v1/query/profile); false answers them 403. The peer is
   # authenticated by its signature, so profile.require_auth does not apply.
   allow_profile_lookup: {{.Federation.AllowProfileLookup}}
+  # How long a profile of another server's user, as that server answered it,
+  # is served from the cache (kept in the database) before that server is
+  # asked again. The user's member events and profile updates from that server
+  # refresh it meanwhile; longer saves queries, shorter shows custom fields
+  # changed there sooner.
+  profile_cache_ttl: {{dur .Federation.ProfileCacheTTL}}
+  # How long a failed profile query (no such user, refused, server down) is
+  # answered from memory before that server is asked again: what keeps a busy
+  # client from sending a query per request to a server that is down.
+  profile_cache_error_ttl: {{dur .Federation.ProfileCacheErrorTTL}}
 
 # Who may create accounts.
 registration:

@@ -144,6 +144,8 @@ func (f *Federation) validate(p *problems) {
 		}
 	}
 	p.positiveDuration("federation.key_validity", f.KeyValidity)
+	p.positiveDuration("federation.profile_cache_ttl", f.ProfileCacheTTL)
+	p.positiveDuration("federation.profile_cache_error_ttl", f.ProfileCacheErrorTTL)
 }
 
 // checkBaseURL checks a destination's base URL: https://host[:port], with

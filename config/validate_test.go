@@ -54,6 +54,8 @@ func TestValidate(t *testing.T) {
 		{"destination port", func(c *Config) { c.Federation.Destinations = map[string]string{"a.example": "https://a.example:0"} }, `federation.destinations["a.example"]: port`},
 		{"destination host", func(c *Config) { c.Federation.Destinations = map[string]string{"a.example": "127.0.0.1:8449"} }, `federation.destinations["a.example"]:`},
 		{"key validity", func(c *Config) { c.Federation.KeyValidity = 0 }, "federation.key_validity:"},
+		{"profile cache ttl", func(c *Config) { c.Federation.ProfileCacheTTL = 0 }, "federation.profile_cache_ttl:"},
+		{"profile cache error ttl", func(c *Config) { c.Federation.ProfileCacheErrorTTL = -time.Second }, "federation.profile_cache_error_ttl:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

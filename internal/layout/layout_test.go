@@ -29,6 +29,9 @@ var allowed = map[string][]string{
 	"persona/internal/pdu":      {},
 	"persona/internal/layout":   {},
 
+	// The cache of other servers' users' profiles.
+	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},
+
 	// Test support: a real Dendrite peer, built by its own command.
 	"persona/internal/dendrite":            {},
 	"persona/internal/dendrite/cmd/ensure": {"internal/dendrite"},

@@ -208,7 +208,7 @@ func (s *Server) versions(*http.Request) (any, error) {
 func (s *Server) capabilities(*http.Request, *session) (any, error) {
 	return map[string]any{"capabilities": map[string]any{
 		"m.change_password": map[string]bool{"enabled": false},
-		"m.room_versions": map[string]any{"default": "10", "available": availableVersions()},
+		"m.room_versions":   map[string]any{"default": "10", "available": availableVersions()},
 		"m.set_displayname": map[string]bool{"enabled": true},
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
 		"m.profile_fields":  map[string]bool{"enabled": true},

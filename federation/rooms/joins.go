@@ -152,9 +152,11 @@ func (s *Service) Join(ctx context.Context, room, user string, servers []string,
 		resp, ferr := gomatrixserverlib.PerformJoin(jctx, joinClient{s.fed.Client()}, gomatrixserverlib.PerformJoinInput{
 			UserID: uid, RoomID: rid, ServerName: spec.ServerName(server), Content: content,
 			PrivateKey: id.PrivateKey, KeyID: id.KeyID, KeyRing: s.fed.KeyRing(),
-			EventProvider:             func(gomatrixserverlib.RoomVersion, []string) ([]gomatrixserverlib.PDU, error) { return nil, nil },
-			UserIDQuerier:             userIDForSender,
-			GetOrCreateSenderID:       func(_ context.Context, u spec.UserID, _ spec.RoomID, _ string) (spec.SenderID, ed25519.PrivateKey, error) { return spec.SenderIDFromUserID(u), nil, nil },
+			EventProvider: func(gomatrixserverlib.RoomVersion, []string) ([]gomatrixserverlib.PDU, error) { return nil, nil },
+			UserIDQuerier: userIDForSender,
+			GetOrCreateSenderID: func(_ context.Context, u spec.UserID, _ spec.RoomID, _ string) (spec.SenderID, ed25519.PrivateKey, error) {
+				return spec.SenderIDFromUserID(u), nil, nil
+			},
 			StoreSenderIDFromPublicID: func(context.Context, spec.SenderID, string, spec.RoomID) error { return nil },
 		})
 		cancel()

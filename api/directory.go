@@ -50,14 +50,8 @@ func (s *Server) localAlias(a string) error {
 	return err
 }
 
-// resolveAlias is the room an alias points to.
-func (s *Server) resolveAlias(ctx context.Context, a string) (string, error) {
-	room, _, err := s.resolveAliasServers(ctx, a)
-	return room, err
-}
-
-// resolveAliasServers is resolveAlias with the servers to join through: an
-// alias of another server is asked of it.
+// resolveAliasServers is the room an alias points to, with the servers to
+// join it through: an alias of another server is asked of it.
 func (s *Server) resolveAliasServers(ctx context.Context, a string) (string, []string, error) {
 	server, err := parseAlias(a)
 	if err != nil {

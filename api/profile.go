@@ -52,8 +52,7 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 		}
 	}
 	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
-		// Remote profiles come with federation.
-		return nil, notFound("Profile was not found.")
+		return s.remoteProfile(r.Context(), user)
 	}
 	p, err := askAs[*wire.ProfileReply](r.Context(), s, actors.KindUser, user, &wire.GetProfile{UserId: user})
 	if err != nil {
@@ -66,8 +65,11 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 }
 
 // shareRoom checks that a and b are joined to a common room
-// (profile.limit_to_shared_rooms).
+// (profile.limit_to_shared_rooms); a is a local user.
 func (s *Server) shareRoom(r *http.Request, a, b string) error {
+	if _, server, _ := parseUserID(b); server != s.cfg.ServerName {
+		return s.shareRoomWithRemote(r, a, b)
+	}
 	joined := func(user string) (map[string]bool, error) {
 		reply, err := askAs[*wire.RoomsReply](r.Context(), s, actors.KindUser, user, &wire.GetRooms{UserId: user})
 		if err != nil {
@@ -344,4 +346,38 @@ func propagation(r *http.Request, key string) (wire.Propagate, error) {
 		return wire.Propagate_PROPAGATE_DEFAULT, nil
 	}
 	return mode, nil
+}
+
+// shareRoomWithRemote checks that local user a and b, a user of another
+// server, are joined to a common room: b has no actor here that knows its
+// rooms, so a's joined rooms are asked for b's membership, until one says
+// join.
+func (s *Server) shareRoomWithRemote(r *http.Request, a, b string) error {
+	reply, err := askAs[*wire.RoomsReply](r.Context(), s, actors.KindUser, a, &wire.GetRooms{UserId: a})
+	if err != nil {
+		return err
+	}
+	for _, m := range reply.Rooms {
+		if m.Membership != "join" {
+			continue
+		}
+		st, err := askAs[*wire.StateReply](r.Context(), s, actors.KindRoom, m.RoomId,
+			&wire.GetState{RoomId: m.RoomId, UserId: a, Type: "m.room.member", StateKey: b})
+		if isKind(err, wire.Error_NOT_FOUND) || isKind(err, wire.Error_FORBIDDEN) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		for _, raw := range st.EventsJson {
+			var ev struct {
+				Content struct {
+					Membership string `json:"membership"`
+				} `json:"content"`
+			}
+			if json.Unmarshal(raw, &ev) == nil && ev.Content.Membership == "join" {
+				return nil
+			}
+		}
+	}
+	return forbidden("You do not share a room with this user.")
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -19,6 +20,36 @@ type Remote interface {
 	// ResolveAlias asks an alias's server for its room and the servers to
 	// join it through.
 	ResolveAlias(ctx context.Context, alias string) (room string, servers []string, err error)
+	// Profile returns every field of the profile of user, a user of
+	// another server, as a JSON object. It fails with a *wire.Error when
+	// the user's server refuses (NOT_FOUND, FORBIDDEN) or this server
+	// fails (INTERNAL, UNAVAILABLE); any other error means the user's
+	// server gave no usable answer, and wraps context.DeadlineExceeded
+	// when it did not answer in time.
+	Profile(ctx context.Context, user string) (json.RawMessage, error)
+}
+
+// remoteProfile is the profile of another server's user, through Remote:
+// the user's server's 404 and 403 as they are. When that server gives no
+// usable answer the answer is 502, or 504 when it did not answer in time:
+// the spec names no status for it, and a gateway's say what happened
+// without blaming this server (500).
+func (s *Server) remoteProfile(ctx context.Context, user string) (json.RawMessage, error) {
+	if s.remote == nil {
+		return nil, notFound("Profile was not found.")
+	}
+	fields, err := s.remote.Profile(ctx, user)
+	var refused *wire.Error
+	switch {
+	case err == nil:
+		return fields, nil
+	case errors.As(err, &refused):
+		return nil, err
+	case errors.Is(err, context.DeadlineExceeded):
+		return nil, errorf(http.StatusGatewayTimeout, "M_UNKNOWN", "The user's server did not answer in time.")
+	}
+	s.log.Info("remote profile lookup failed", "user", user, "err", err)
+	return nil, errorf(http.StatusBadGateway, "M_UNKNOWN", "Could not fetch the profile from the user's server.")
 }
 
 // joinRemote joins a room this server does not hold, for the user of

@@ -31,6 +31,11 @@ var (
 	ErrNotFound = errors.New("profiles: the user's server has no profile for the user")
 	// ErrForbidden is the server's 403: it does not share the profile.
 	ErrForbidden = errors.New("profiles: the user's server does not share the profile")
+	// ErrNoAnswer wraps the failure of a query the server gave no usable
+	// answer to: it did not answer (the cause is wrapped too, so a timeout
+	// is context.DeadlineExceeded), or answered another status, or no
+	// profile.
+	ErrNoAnswer = errors.New("profiles: no usable answer from the user's server")
 	// ErrClosed is the answer to a lookup after Close.
 	ErrClosed = errors.New("profiles: the cache is closed")
 )
@@ -75,9 +80,9 @@ func New(o Options) (*Cache, error) {
 	return &Cache{opts: o, ctx: ctx, cancel: cancel, calls: map[string]*call{}, failures: map[string]failure{}}, nil
 }
 
-// Close ends the queries on their way (their lookups fail) and waits for
-// their goroutines; lookups after it fail with ErrClosed. Call it before
-// the store closes.
+// Close ends the queries on their way and waits for their goroutines;
+// their lookups, and lookups after it, fail with ErrClosed. Call it
+// before the store closes.
 func (c *Cache) Close() {
 	c.mu.Lock()
 	c.closed = true
@@ -90,10 +95,18 @@ func (c *Cache) Close() {
 // being of another server: from the cache while the entry is fresh, else
 // from one query to the user's server that concurrent lookups share. A
 // server that does not answer leaves an expired entry in use. It fails
-// with ErrNotFound or ErrForbidden when the server answers so, else with
-// the query's failure (errors.Is(err, context.DeadlineExceeded) when it
-// timed out), or ctx's error when ctx ends first.
+// with ErrNotFound or ErrForbidden when the server answers so, with an
+// error wrapping ErrNoAnswer when it gives no usable answer (and
+// context.DeadlineExceeded when it timed out), with ctx's error when ctx
+// ends first, and with ErrClosed after Close; any other error is the
+// store's.
 func (c *Cache) Lookup(ctx context.Context, user string) (json.RawMessage, error) {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
 	if a, ok, err := c.cached(user); err != nil || ok {
 		if err == nil {
 			c.opts.Metrics.RemoteProfileLookup(a.source)
@@ -205,6 +218,9 @@ func (c *Cache) refresh(user string) (fields json.RawMessage, stale bool, err er
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.RequestTimeout)
 	defer cancel()
 	got, qerr := c.query(ctx, user)
+	if c.ctx.Err() != nil {
+		return nil, false, ErrClosed // Close ended it: nothing to learn of the server
+	}
 	c.opts.Metrics.RemoteProfileQuery(resultOf(qerr))
 	if qerr == nil {
 		fresh := &entry{Fields: got, Queried: now.UnixMilli()}

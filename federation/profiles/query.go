@@ -25,6 +25,11 @@ type queryError struct {
 	err    error
 }
 
+// noAnswer is a failure of result "unreachable" or "error".
+func noAnswer(result string, err error) *queryError {
+	return &queryError{result, fmt.Errorf("%w: %w", ErrNoAnswer, err)}
+}
+
 func (e *queryError) Error() string { return e.err.Error() }
 func (e *queryError) Unwrap() error { return e.err }
 
@@ -44,28 +49,28 @@ func resultOf(err error) string {
 func (c *Cache) query(ctx context.Context, user string) (map[string]json.RawMessage, error) {
 	server := mxid.ServerOf(user)
 	if server == "" {
-		return nil, &queryError{"error", fmt.Errorf("no server in user ID %q", user)}
+		return nil, noAnswer("error", fmt.Errorf("no server in user ID %q", user))
 	}
 	id := c.opts.Identity
 	req := fclient.NewFederationRequest(http.MethodGet, id.ServerName, spec.ServerName(server),
 		"/_matrix/federation/v1/query/profile?user_id="+url.QueryEscape(user))
 	if err := req.Sign(id.ServerName, id.KeyID, id.PrivateKey); err != nil {
-		return nil, &queryError{"error", fmt.Errorf("sign the query: %w", err)}
+		return nil, noAnswer("error", fmt.Errorf("sign the query: %w", err))
 	}
 	hreq, err := req.HTTPRequest()
 	if err != nil {
-		return nil, &queryError{"error", err}
+		return nil, noAnswer("error", err)
 	}
 	var raw json.RawMessage
 	if err := c.opts.Client.DoRequestAndParseResponse(ctx, hreq, &raw); err != nil {
 		return nil, classify(server, err)
 	}
 	if len(raw) > maxProfileBytes {
-		return nil, &queryError{"error", fmt.Errorf("%s answered a profile of %d bytes, more than the %d allowed", server, len(raw), maxProfileBytes)}
+		return nil, noAnswer("error", fmt.Errorf("%s answered a profile of %d bytes, more than the %d allowed", server, len(raw), maxProfileBytes))
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
-		return nil, &queryError{"error", fmt.Errorf("%s answered no JSON object", server)}
+		return nil, noAnswer("error", fmt.Errorf("%s answered no JSON object", server))
 	}
 	return fields, nil
 }
@@ -83,9 +88,9 @@ func classify(server string, err error) error {
 	case errors.As(err, &he) && he.Code == http.StatusForbidden:
 		return &queryError{"forbidden", ErrForbidden}
 	case errors.As(err, &he):
-		return &queryError{"error", fmt.Errorf("%s answered %d", server, he.Code)}
+		return noAnswer("error", fmt.Errorf("%s answered %d", server, he.Code))
 	case errors.As(err, &syntax), errors.As(err, &typ):
-		return &queryError{"error", fmt.Errorf("%s answered no JSON: %w", server, err)}
+		return noAnswer("error", fmt.Errorf("%s answered no JSON: %w", server, err))
 	}
-	return &queryError{"unreachable", fmt.Errorf("query %s: %w", server, err)}
+	return noAnswer("unreachable", fmt.Errorf("query %s: %w", server, err))
 }

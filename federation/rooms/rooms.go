@@ -23,6 +23,7 @@ import (
 	"persona/actors"
 	"persona/config"
 	"persona/federation"
+	"persona/federation/profiles"
 	"persona/metrics"
 	"persona/storage"
 	"persona/wire"
@@ -36,6 +37,10 @@ type Options struct {
 	Store   *storage.Store
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
+	// Profiles is the cache of other servers' users' profiles: Profile
+	// reads it, member events from other servers refresh it. nil: no
+	// remote profiles.
+	Profiles *profiles.Cache
 	// RequestTimeout bounds one call to another server.
 	RequestTimeout time.Duration
 }

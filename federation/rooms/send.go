@@ -132,7 +132,12 @@ func (s *Service) receivePDU(ctx context.Context, origin spec.ServerName, raw []
 		}
 		return "", reject("malformed", err)
 	}
-	return ev.EventID(), s.deliver(ctx, origin, verImpl, ev, missingDepth)
+	prev := s.memberBefore(ctx, ev)
+	if err := s.deliver(ctx, origin, verImpl, ev, missingDepth); err != nil {
+		return ev.EventID(), err
+	}
+	s.memberChanged(ev, prev)
+	return ev.EventID(), nil
 }
 
 // deliver hands a checked event to its room, fetching the prev events the

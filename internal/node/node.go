@@ -26,6 +26,7 @@ import (
 	"persona/config"
 	"persona/federation"
 	"persona/federation/outbox"
+	"persona/federation/profiles"
 	"persona/federation/rooms"
 	"persona/host"
 	"persona/media"
@@ -46,6 +47,7 @@ type Node struct {
 	fed       *federation.Server
 	outbox    *outbox.Service
 	rooms     *rooms.Service
+	profiles  *profiles.Cache
 	fedL      net.Listener
 	done      chan error
 	stopOnce  sync.Once
@@ -96,7 +98,13 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 			n.stopCore()
 			return nil, err
 		}
-		n.rooms = rooms.New(rooms.Options{Config: cfg, Actors: n.host, Server: n.fed, Store: st, Metrics: m, Log: log})
+		n.profiles, err = profiles.New(profiles.Options{Store: st, Client: n.fed.Client(), Identity: n.fed.Identity(),
+			TTL: cfg.Federation.ProfileCacheTTL, ErrorTTL: cfg.Federation.ProfileCacheErrorTTL, Metrics: m, Log: log})
+		if err != nil {
+			n.stopCore()
+			return nil, err
+		}
+		n.rooms = rooms.New(rooms.Options{Config: cfg, Actors: n.host, Server: n.fed, Store: st, Metrics: m, Log: log, Profiles: n.profiles})
 		remote = n.rooms
 	}
 	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret, Remote: remote})
@@ -268,6 +276,9 @@ func (n *Node) stopCore() error {
 	}
 	if n.outbox != nil {
 		n.outbox.Close()
+	}
+	if n.profiles != nil {
+		n.profiles.Close()
 	}
 	return n.store.Close()
 }

@@ -1,0 +1,339 @@
+package node_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrix"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"persona/config"
+	"persona/internal/testnode"
+)
+
+// profileOf reads user's profile (or its field key) through cli's server.
+func profileOf(cli *mautrix.Client, user id.UserID, key ...string) (map[string]any, error) {
+	path := []any{"v3", "profile", user}
+	for _, k := range key {
+		path = append(path, k)
+	}
+	var out map[string]any
+	_, err := cli.MakeRequest(ctx, http.MethodGet, cli.BuildClientURL(path...), nil, &out)
+	return out, err
+}
+
+// matrixError is the HTTP status and errcode of a failed client request.
+func matrixError(err error) (int, string) {
+	var he mautrix.HTTPError
+	if !errors.As(err, &he) || he.Response == nil {
+		return 0, ""
+	}
+	code := ""
+	if he.RespError != nil {
+		code = he.RespError.ErrCode
+	}
+	return he.Response.StatusCode, code
+}
+
+// wantError fails unless err is a Matrix error of status and errcode.
+func wantError(t *testing.T, what string, err error, status int, errcode string) {
+	t.Helper()
+	if got, code := matrixError(err); got != status || code != errcode {
+		t.Fatalf("%s: got %v (%d %s), want %d %s", what, err, got, code, status, errcode)
+	}
+}
+
+// metric sums the samples of name in n's /metrics whose labels hold every
+// one of labels (`key="value"`).
+func metric(t *testing.T, n *testnode.Node, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + n.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+next:
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		sample, value, _ := strings.Cut(line, "} ")
+		for _, l := range labels {
+			if !strings.Contains(sample, l) {
+				continue next
+			}
+		}
+		if !strings.Contains(line, "} ") {
+			_, value, _ = strings.Cut(line, " ")
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("metric %s: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// profileQueriesAnswered counts the profile queries n's federation
+// listener answered.
+func profileQueriesAnswered(t *testing.T, n *testnode.Node) float64 {
+	t.Helper()
+	return metric(t, n, "persona_federation_request_duration_seconds_count", `route="GET /_matrix/federation/v1/query/profile"`)
+}
+
+// signedProfileQuery sends GET /query/profile for user to server, signed
+// by from, and returns the profile or the status and errcode it answered.
+func signedProfileQuery(t *testing.T, from *testnode.Node, server, user string) (map[string]any, int, string) {
+	t.Helper()
+	fed := from.Federation()
+	me := fed.Identity()
+	req := fclient.NewFederationRequest(http.MethodGet, me.ServerName, spec.ServerName(server),
+		"/_matrix/federation/v1/query/profile?user_id="+url.QueryEscape(user))
+	if err := req.Sign(me.ServerName, me.KeyID, me.PrivateKey); err != nil {
+		t.Fatal(err)
+	}
+	hreq, err := req.HTTPRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	err = fed.Client().DoRequestAndParseResponse(ctx, hreq, &out)
+	var he gomatrix.HTTPError
+	switch {
+	case err == nil:
+		return out, http.StatusOK, ""
+	case errors.As(err, &he):
+		var re gomatrix.RespError
+		_ = json.Unmarshal(he.Contents, &re)
+		return nil, he.Code, re.ErrCode
+	}
+	t.Fatalf("query %s at %s: %v", user, server, err)
+	return nil, 0, ""
+}
+
+// TestRemoteProfileIsQueriedOnce: a client of A reads a user of B's
+// profile, custom fields included. Twenty concurrent reads cost B one
+// query, so do the single-field reads after them and A's restart (the
+// cache is on disk); a user B does not have costs one query however often
+// it is asked for (404), and so does a user of a server that is down
+// (502).
+func TestRemoteProfileIsQueriedOnce(t *testing.T) {
+	t.Parallel()
+	aAddr, aDir := freeAddr(t), t.TempDir()
+	atAddr := func(c *config.Config) {
+		c.Listen.Federation, c.ServerName, c.Federation.InsecureSkipVerify = aAddr, aAddr, true
+	}
+	a := testnode.Start(t, aDir, atAddr)
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	for key, value := range map[string]string{"displayname": "Bob", "avatar_url": "mxc://b.example/bob", "org.example.pronouns": "they/them"} {
+		if err := putProfile(bob, key, value, nil); err != nil {
+			t.Fatalf("bob sets %s: %v", key, err)
+		}
+	}
+	want := map[string]any{"displayname": "Bob", "avatar_url": "mxc://b.example/bob", "org.example.pronouns": "they/them"}
+
+	const readers = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for range readers {
+		wg.Go(func() {
+			got, err := profileOf(alice, bob.UserID)
+			if err == nil && !equalJSON(got, want) {
+				err = errors.New("profile " + toJSON(got))
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("alice reads bob's profile: %v", err)
+		}
+	}
+	for key, value := range want {
+		got, err := profileOf(alice, bob.UserID, key)
+		if err != nil || got[key] != value || len(got) != 1 {
+			t.Fatalf("alice reads bob's %s: %v %v", key, got, err)
+		}
+	}
+	_, err := profileOf(alice, bob.UserID, "org.example.unset")
+	wantError(t, "a field bob has not set", err, http.StatusNotFound, "M_NOT_FOUND")
+	if n := profileQueriesAnswered(t, b); n != 1 {
+		t.Fatalf("B answered %v profile queries, want 1", n)
+	}
+	if q, s := metric(t, a, "persona_remote_profile_lookups_total", `source="query"`), metric(t, a, "persona_remote_profile_lookups_total", `source="shared"`); q != 1 || s < 1 {
+		t.Errorf("A's lookups: %v made the query, %v shared it; want 1 and some", q, s)
+	}
+
+	nobody := id.UserID("@nobody:" + b.Config.ServerName)
+	for range 5 {
+		_, err := profileOf(alice, nobody)
+		wantError(t, "a user B does not have", err, http.StatusNotFound, "M_NOT_FOUND")
+	}
+	if n := profileQueriesAnswered(t, b); n != 2 {
+		t.Fatalf("B answered %v profile queries after five reads of a user it lacks, want 2", n)
+	}
+	down := id.UserID("@ghost:" + freeAddr(t))
+	for range 5 {
+		_, err := profileOf(alice, down)
+		wantError(t, "a user of a server that is down", err, http.StatusBadGateway, "M_UNKNOWN")
+	}
+	for result, want := range map[string]float64{"found": 1, "not_found": 1, "unreachable": 1} {
+		if got := metric(t, a, "persona_remote_profile_queries_total", `result="`+result+`"`); got != want {
+			t.Errorf("A's queries with result %s: %v, want %v", result, got, want)
+		}
+	}
+
+	a.Stop()
+	a = testnode.Start(t, aDir, atAddr)
+	if got, err := profileOf(a.Client(alice), bob.UserID); err != nil || !equalJSON(got, want) {
+		t.Fatalf("after A's restart, bob's profile: %v %v", got, err)
+	}
+	if n := profileQueriesAnswered(t, b); n != 2 {
+		t.Fatalf("B answered %v profile queries after A's restart, want still 2", n)
+	}
+}
+
+func toJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func equalJSON(a, b any) bool { return toJSON(a) == toJSON(b) }
+
+// TestMemberEventsRefreshTheRemoteProfileCache: bob of B shares two rooms
+// with A. His member events refresh A's cache of his profile, and a
+// per-room name does not: changing the name of a room that already had
+// its own leaves the cache alone, a global rename reaches it through the
+// room that showed the global name. Reads and events together cost B one
+// query.
+func TestMemberEventsRefreshTheRemoteProfileCache(t *testing.T) {
+	t.Parallel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	var rooms [2]id.RoomID
+	for i := range rooms {
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rooms[i] = created.RoomID
+		if _, err := bob.JoinRoom(ctx, string(rooms[i]), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+			t.Fatalf("bob joins through B: %v", err)
+		}
+		waitFor(t, 20*time.Second, "A's room to hold bob", func() bool { return memberName(ctx, alice, rooms[i], bob.UserID) == "bob" })
+	}
+	own, global := rooms[0], rooms[1]
+	setRoomNick(t, bob, own, "Bob here")
+	waitFor(t, 20*time.Second, "bob's name in his own room on A", func() bool { return memberName(ctx, alice, own, bob.UserID) == "Bob here" })
+
+	cachedName := func() string {
+		t.Helper()
+		p, err := profileOf(alice, bob.UserID)
+		if err != nil {
+			t.Fatalf("alice reads bob's profile: %v", err)
+		}
+		name, _ := p["displayname"].(string)
+		return name
+	}
+	if got := cachedName(); got != "bob" {
+		t.Fatalf("bob's profile on A: %q, want his global name", got)
+	}
+
+	setRoomNick(t, bob, own, "Bob here again")
+	waitFor(t, 20*time.Second, "bob's new room name on A", func() bool { return memberName(ctx, alice, own, bob.UserID) == "Bob here again" })
+	if got := cachedName(); got != "bob" {
+		t.Fatalf("a per-room name reached the cache: %q", got)
+	}
+
+	for _, name := range []string{"Bob 2", "Bob 3", "Bob 4"} {
+		rename(t, bob, name, nil)
+		waitFor(t, 20*time.Second, "bob's rename in the global room on A", func() bool { return memberName(ctx, alice, global, bob.UserID) == name })
+		waitFor(t, 5*time.Second, "bob's rename in A's cache", func() bool { return cachedName() == name })
+	}
+	if err := putProfile(bob, "avatar_url", "mxc://b.example/new", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "bob's avatar in A's cache", func() bool {
+		p, err := profileOf(alice, bob.UserID, "avatar_url")
+		return err == nil && p["avatar_url"] == "mxc://b.example/new"
+	})
+	if got := memberName(ctx, alice, own, bob.UserID); got != "Bob here again" {
+		t.Fatalf("bob's own room on A names him %q after global renames", got)
+	}
+	if n := profileQueriesAnswered(t, b); n != 1 {
+		t.Fatalf("B answered %v profile queries, want 1", n)
+	}
+	if n := metric(t, a, "persona_remote_profile_cache_updates_total", `source="member_event"`); n != 4 {
+		t.Fatalf("A took %v member events into its cache, want 4 (three renames and an avatar)", n)
+	}
+}
+
+// TestProfileQueriesOtherServersMayNotMake: a server with
+// federation.allow_profile_lookup false answers a signed query 403
+// M_FORBIDDEN, which reaches A's client as it is. Under
+// profile.limit_to_shared_rooms a server answers only servers with a user
+// in a room with the user asked for, and its own clients may read only
+// the remote users they share a room with.
+func TestProfileQueriesOtherServersMayNotMake(t *testing.T) {
+	t.Parallel()
+	a := testnode.Start(t, "", byAddress(t))
+	closed := testnode.Start(t, "", func(c *config.Config) {
+		byAddress(t)(c)
+		c.Federation.AllowProfileLookup = false
+	})
+	shy := testnode.Start(t, "", func(c *config.Config) {
+		byAddress(t)(c)
+		c.Profile.LimitToSharedRooms = true
+	})
+	alice, carol, dave := a.Register("alice"), closed.Register("carol"), shy.Register("dave")
+
+	if _, status, code := signedProfileQuery(t, a, closed.Config.ServerName, carol.UserID.String()); status != http.StatusForbidden || code != "M_FORBIDDEN" {
+		t.Fatalf("a signed query to a server that shares no profiles: %d %s", status, code)
+	}
+	_, err := profileOf(alice, carol.UserID)
+	wantError(t, "alice reads carol's profile", err, http.StatusForbidden, "M_FORBIDDEN")
+
+	if _, status, code := signedProfileQuery(t, a, shy.Config.ServerName, dave.UserID.String()); status != http.StatusForbidden || code != "M_FORBIDDEN" {
+		t.Fatalf("a signed query for a user who shares no room with A's: %d %s", status, code)
+	}
+	_, err = profileOf(dave, alice.UserID)
+	wantError(t, "dave reads the profile of alice, with whom he shares no room", err, http.StatusForbidden, "M_FORBIDDEN")
+
+	created, err := dave.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.JoinRoom(ctx, string(created.RoomID), &mautrix.ReqJoinRoom{Via: []string{shy.Config.ServerName}}); err != nil {
+		t.Fatalf("alice joins dave's room: %v", err)
+	}
+	waitFor(t, 20*time.Second, "dave's room to hold alice", func() bool { return memberName(ctx, dave, created.RoomID, alice.UserID) == "alice" })
+	if p, status, code := signedProfileQuery(t, a, shy.Config.ServerName, dave.UserID.String()); status != http.StatusOK || p["displayname"] != "dave" {
+		t.Fatalf("a signed query for a user who shares a room with A's: %d %s %v", status, code, p)
+	}
+	if p, err := profileOf(dave, alice.UserID); err != nil || p["displayname"] != "alice" {
+		t.Fatalf("dave reads alice's profile once they share a room: %v %v", p, err)
+	}
+	if _, status, _ := signedProfileQuery(t, a, shy.Config.ServerName, "@nobody:"+shy.Config.ServerName); status != http.StatusForbidden {
+		t.Fatalf("a query for a user the server lacks answered %d: it must not tell such a user from one who shares no room", status)
+	}
+}

@@ -92,6 +92,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	var remote api.Remote
+	var ob api.Outbox
 	if n.fed != nil {
 		n.outbox.Attach(n.host.Runtime())
 		if err := n.outbox.Resume(); err != nil {
@@ -105,9 +106,9 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 			return nil, err
 		}
 		n.rooms = rooms.New(rooms.Options{Config: cfg, Actors: n.host, Server: n.fed, Store: st, Metrics: m, Log: log, Profiles: n.profiles})
-		remote = n.rooms
+		remote, ob = n.rooms, n.outbox
 	}
-	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret, Remote: remote})
+	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret, Remote: remote, Outbox: ob})
 
 	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {
 		n.stopCore()

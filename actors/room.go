@@ -258,6 +258,8 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 		ctx.Respond(&wire.RoomVersionReply{RoomVersion: r.meta.Version, Extremities: r.extremities()})
 	case *wire.FederationRead:
 		ctx.Respond(r.federationRead(m))
+	case *wire.GetServers:
+		ctx.Respond(&wire.ServersReply{Servers: slices.Clone(r.servers())})
 	case *wire.GetContext:
 		ctx.Respond(r.getContext(m))
 	case *wire.RoomSync:
@@ -297,6 +299,8 @@ func notFoundReply(m proto.Message) proto.Message {
 		return &wire.RoomVersionReply{}
 	case *wire.FederationRead:
 		return &wire.FederationReadReply{Error: e}
+	case *wire.GetServers:
+		return &wire.ServersReply{Error: e}
 	case *wire.RoomSync:
 		return &wire.RoomSyncReply{Error: e}
 	case *wire.GetContext:

@@ -235,10 +235,12 @@ func TestExpiredEntryAnswersWhileItsServerIsDown(t *testing.T) {
 	}
 }
 
-// TestMemberEventRule: a member event changes a field the cache holds only
-// when the room showed the cached value before it; a value it changed is
-// served until VerifyAfter, and then a query checks it.
-func TestMemberEventRule(t *testing.T) {
+// TestMemberEventsAndUpdates: a member event changes a field the cache
+// holds only when the room showed the cached value before it; a value it
+// changed is served until VerifyAfter, and then a query checks it. A
+// profile update (MSC4259) changes any field of a cached profile, within
+// the limits of a profile.
+func TestMemberEventsAndUpdates(t *testing.T) {
 	t.Parallel()
 	a := testnode.Start(t, "", byAddress(t))
 	b := testnode.Start(t, "", byAddress(t))
@@ -303,6 +305,27 @@ func TestMemberEventRule(t *testing.T) {
 	}
 	if got := f.metric(t, `persona_remote_profile_cache_updates_total{source="member_event"}`); got != 2 {
 		t.Fatalf("member-event updates counted: %v, want 2", got)
+	}
+
+	big := json.RawMessage(`"` + strings.Repeat("x", 64<<10) + `"`)
+	for _, tc := range []struct {
+		name    string
+		user    string
+		fields  map[string]json.RawMessage
+		changed bool
+	}{
+		{"a name that is no string", user, map[string]json.RawMessage{"displayname": json.RawMessage(`7`)}, false},
+		{"a profile over 64 KiB", user, map[string]json.RawMessage{"org.example.big": big}, false},
+		{"a user not cached", carol.UserID.String(), map[string]json.RawMessage{"displayname": json.RawMessage(`"C"`)}, false},
+		{"nothing new", user, map[string]json.RawMessage{"displayname": json.RawMessage(`"Bob"`)}, false},
+		{"a new name and a field dropped", user, map[string]json.RawMessage{"displayname": json.RawMessage(`"Robert"`), "avatar_url": json.RawMessage(`null`)}, true},
+	} {
+		if changed, err := f.cache.Updated(tc.user, tc.fields); err != nil || changed != tc.changed {
+			t.Fatalf("update with %s: changed %v (%v), want %v", tc.name, changed, err, tc.changed)
+		}
+	}
+	if raw, err := f.cache.Lookup(ctx, user); err != nil || string(raw) != `{"displayname":"Robert"}` {
+		t.Fatalf("bob's profile after the updates: %s %v", raw, err)
 	}
 }
 

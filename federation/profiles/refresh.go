@@ -2,7 +2,9 @@ package profiles
 
 import (
 	"encoding/json"
+	"maps"
 	"reflect"
+	"slices"
 )
 
 // Between two queries, a remote user's member events refresh the cached
@@ -87,4 +89,43 @@ func value(raw json.RawMessage) any {
 		return nil
 	}
 	return v
+}
+
+// Updated applies a profile update of user's own server (MSC4259's EDU)
+// to user's cached profile: each field of fields takes its value, null
+// removes it, fields left out are unchanged. A user the cache does not
+// hold is left alone, as is an update that would make the profile larger
+// than the spec allows or give displayname or avatar_url a value that is
+// not a string. It reports whether the cache changed.
+func (c *Cache) Updated(user string, fields map[string]json.RawMessage) (bool, error) {
+	c.writing.Lock()
+	defer c.writing.Unlock()
+	e, err := c.read(user)
+	if err != nil || e == nil {
+		return false, err
+	}
+	next := maps.Clone(e.Fields)
+	if next == nil {
+		next = map[string]json.RawMessage{}
+	}
+	for f, raw := range fields {
+		v := value(raw)
+		if _, ok := v.(string); v != nil && !ok && slices.Contains(memberFields, f) {
+			return false, nil
+		}
+		if v == nil {
+			delete(next, f)
+		} else {
+			next[f] = raw
+		}
+	}
+	if b, _ := json.Marshal(next); len(b) > maxProfileBytes || string(b) == string(e.json()) {
+		return false, nil
+	}
+	e.Fields = next
+	if err := c.write(user, e); err != nil {
+		return false, err
+	}
+	c.opts.Metrics.RemoteProfileUpdate("edu")
+	return true, nil
 }

@@ -151,3 +151,35 @@ func (s *Service) sharesRoom(ctx context.Context, user string, server spec.Serve
 	}
 	return false, nil
 }
+
+// Profile update EDUs (MSC4259): the type of the stable name and of the
+// unstable prefix.
+const (
+	eduProfile         = "m.profile"
+	eduProfileUnstable = "uk.tcpip.msc4259.profile"
+)
+
+// receiveEDU applies a profile update EDU of a transaction from origin to
+// the profile cache; EDUs of other types are not persona's concern. An
+// update is taken only about a user of origin: a server speaks for its own
+// users, and the MSC forbids forwarding another's.
+func (s *Service) receiveEDU(origin spec.ServerName, raw json.RawMessage) {
+	var edu struct {
+		Type    string `json:"edu_type"`
+		Content struct {
+			UserID string                     `json:"user_id"`
+			Fields map[string]json.RawMessage `json:"fields"`
+		} `json:"content"`
+	}
+	if s.opts.Profiles == nil || json.Unmarshal(raw, &edu) != nil || (edu.Type != eduProfile && edu.Type != eduProfileUnstable) {
+		return
+	}
+	user := edu.Content.UserID
+	if _, server, err := mxid.ParseUserID(user); err != nil || server != string(origin) || len(edu.Content.Fields) == 0 {
+		s.log.Info("profile update refused", "origin", origin, "user", user)
+		return
+	}
+	if _, err := s.opts.Profiles.Updated(user, edu.Content.Fields); err != nil {
+		s.log.Warn("profile cache not updated", "user", user, "err", err)
+	}
+}

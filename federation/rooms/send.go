@@ -24,7 +24,8 @@ import (
 // gets it again without applying anything twice. Each PDU is checked
 // (content hash, signatures) and handed to its room; a room that lacks the
 // PDU's prev events gets them from the origin (get_missing_events) first.
-// A bad PDU is reported in the answer and does not stop the others.
+// A bad PDU is reported in the answer and does not stop the others. Of the
+// EDUs, profile updates refresh the profile cache; the others are dropped.
 
 // Transaction limits of the spec.
 const (
@@ -82,6 +83,9 @@ func (s *Service) send(r *http.Request, origin spec.ServerName) (any, error) {
 			results[id] = pduResult{Error: err.Error()}
 			s.opts.Metrics.FederationPDURejected(reasonOf(err))
 		}
+	}
+	for _, raw := range t.EDUs {
+		s.receiveEDU(origin, raw)
 	}
 	out, _ := json.Marshal(map[string]any{"pdus": results})
 	var b storage.Batch

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrix"
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"maunium.net/go/mautrix"
@@ -335,5 +336,56 @@ func TestProfileQueriesOtherServersMayNotMake(t *testing.T) {
 	}
 	if _, status, _ := signedProfileQuery(t, a, shy.Config.ServerName, "@nobody:"+shy.Config.ServerName); status != http.StatusForbidden {
 		t.Fatalf("a query for a user the server lacks answered %d: it must not tell such a user from one who shares no room", status)
+	}
+}
+
+// TestProfileUpdateEDURefreshesTheCache: a profile update EDU (MSC4259)
+// from a user's own server changes B's cached profile, custom fields
+// included, with no query; one about a user of another server is dropped.
+func TestProfileUpdateEDURefreshesTheCache(t *testing.T) {
+	t.Parallel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	c := testnode.Start(t, "", byAddress(t))
+	alice, bob, carol := a.Register("alice"), b.Register("bob"), c.Register("carol")
+	if err := putProfile(alice, "org.example.pronouns", "she/her", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []id.UserID{alice.UserID, carol.UserID} {
+		if _, err := profileOf(bob, u); err != nil {
+			t.Fatalf("bob reads %s: %v", u, err)
+		}
+	}
+	send := func(txn string, edus ...gomatrixserverlib.EDU) {
+		t.Helper()
+		resp, err := a.Federation().Client().SendTransaction(ctx, gomatrixserverlib.Transaction{
+			TransactionID: gomatrixserverlib.TransactionID(txn), Origin: spec.ServerName(a.Config.ServerName),
+			Destination: spec.ServerName(b.Config.ServerName), OriginServerTS: spec.AsTimestamp(time.Now()), EDUs: edus,
+		})
+		if err != nil {
+			t.Fatalf("A sends B transaction %s: %v (%+v)", txn, err, resp)
+		}
+	}
+	update := func(typ string, user id.UserID, fields string) gomatrixserverlib.EDU {
+		return gomatrixserverlib.EDU{Type: typ, Content: spec.RawJSON(`{"user_id":"` + user.String() + `","fields":` + fields + `}`)}
+	}
+	send("edu1", update("uk.tcpip.msc4259.profile", alice.UserID, `{"displayname":"Alice","org.example.pronouns":null,"org.example.lang":"en"}`),
+		update("m.profile", carol.UserID, `{"displayname":"Not Carol"}`))
+	want := map[string]any{"displayname": "Alice", "org.example.lang": "en"}
+	if got, err := profileOf(bob, alice.UserID); err != nil || !equalJSON(got, want) {
+		t.Fatalf("alice's profile on B after her server's update: %v %v, want %v", got, err, want)
+	}
+	if got, err := profileOf(bob, carol.UserID); err != nil || got["displayname"] != "carol" {
+		t.Fatalf("carol's profile on B after A spoke for her: %v %v", got, err)
+	}
+	send("edu2", update("m.profile", alice.UserID, `{"displayname":"Alice L."}`))
+	if got, err := profileOf(bob, alice.UserID, "displayname"); err != nil || got["displayname"] != "Alice L." {
+		t.Fatalf("alice's name on B after an m.profile update: %v %v", got, err)
+	}
+	if n := profileQueriesAnswered(t, a); n != 1 {
+		t.Fatalf("A answered %v profile queries, want 1", n)
+	}
+	if n := metric(t, b, "persona_remote_profile_cache_updates_total", `source="edu"`); n != 2 {
+		t.Fatalf("B took %v profile EDUs into its cache, want 2", n)
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"mime"
 	"net/http"
@@ -201,7 +202,11 @@ func (s *Server) putField(r *http.Request, sess *session) (any, error) {
 	if upload {
 		reply["avatar_url"] = value
 	}
-	return s.profileWrite(r, user, &wire.SetProfileField{UserId: user, Key: key, ValueJson: value, Propagate: mode}, reply)
+	out, err := s.profileWrite(r, user, &wire.SetProfileField{UserId: user, Key: key, ValueJson: value, Propagate: mode}, reply)
+	if err == nil {
+		s.announceProfile(user, map[string]json.RawMessage{key: value})
+	}
+	return out, err
 }
 
 // fieldValue reads the JSON body of a field write: an object holding the key.
@@ -254,7 +259,11 @@ func (s *Server) deleteField(r *http.Request, sess *session) (any, error) {
 	if err := s.rateLimit(sess); err != nil {
 		return nil, err
 	}
-	return s.profileWrite(r, user, &wire.DeleteProfileField{UserId: user, Key: key, Propagate: mode}, map[string]any{})
+	out, err := s.profileWrite(r, user, &wire.DeleteProfileField{UserId: user, Key: key, Propagate: mode}, map[string]any{})
+	if err == nil {
+		s.announceProfile(user, map[string]json.RawMessage{key: json.RawMessage("null")})
+	}
+	return out, err
 }
 
 // replaceProfile is MSC4437's whole-profile PUT: every key is checked, and the
@@ -285,8 +294,35 @@ func (s *Server) replaceProfile(r *http.Request, sess *session) (any, error) {
 	if err := s.rateLimit(sess); err != nil {
 		return nil, err
 	}
+	var before map[string]json.RawMessage
+	if s.remote != nil { // the fields the replace removes are announced as null
+		if p, err := askAs[*wire.ProfileReply](r.Context(), s, actors.KindUser, user, &wire.GetProfile{UserId: user}); err == nil {
+			_ = json.Unmarshal(p.FieldsJson, &before)
+		}
+	}
 	b, _ := json.Marshal(obj)
-	return s.profileWrite(r, user, &wire.ReplaceProfile{UserId: user, FieldsJson: b, Propagate: mode}, map[string]any{})
+	out, err := s.profileWrite(r, user, &wire.ReplaceProfile{UserId: user, FieldsJson: b, Propagate: mode}, map[string]any{})
+	if err == nil {
+		s.announceProfile(user, profileDiff(before, obj))
+	}
+	return out, err
+}
+
+// profileDiff is what changed from profile before to after: the fields
+// after sets to another value, and null for those it removes.
+func profileDiff(before, after map[string]json.RawMessage) map[string]json.RawMessage {
+	out := map[string]json.RawMessage{}
+	for k, v := range after {
+		if old, ok := before[k]; !ok || !bytes.Equal(old, v) {
+			out[k] = v
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			out[k] = json.RawMessage("null")
+		}
+	}
+	return out
 }
 
 // profileWrite sends a write to the user's actor and answers once it is durable.

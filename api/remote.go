@@ -27,6 +27,18 @@ type Remote interface {
 	// server gave no usable answer, and wraps context.DeadlineExceeded
 	// when it did not answer in time.
 	Profile(ctx context.Context, user string) (json.RawMessage, error)
+	// ProfileChanged tells the servers that share a room with user, a
+	// local user, that fields of its profile changed (a null value: the
+	// field was removed). It returns at once; the telling is best effort.
+	ProfileChanged(user string, fields map[string]json.RawMessage)
+}
+
+// announceProfile tells other servers that fields of user's profile
+// changed, when this node federates.
+func (s *Server) announceProfile(user string, fields map[string]json.RawMessage) {
+	if s.remote != nil && len(fields) > 0 {
+		s.remote.ProfileChanged(user, fields)
+	}
 }
 
 // remoteProfile is the profile of another server's user, through Remote:

@@ -53,9 +53,12 @@ type Service struct {
 	fed    *federation.Server
 	store  *storage.Store
 	log    *slog.Logger
+
+	announce *announcer // local profile changes to tell other servers
 }
 
-// New registers the room protocol's routes on o.Server.
+// New registers the room protocol's routes on o.Server and starts the
+// goroutine that announces local profile changes; Close stops it.
 func New(o Options) *Service {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -64,6 +67,7 @@ func New(o Options) *Service {
 		o.RequestTimeout = 30 * time.Second
 	}
 	s := &Service{opts: o, cfg: o.Config, actors: o.Actors, fed: o.Server, store: o.Store, log: o.Log}
+	s.announce = newAnnouncer(s)
 	h := func(f func(*http.Request, spec.ServerName) (any, error)) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			out, err := f(r, federation.Origin(r.Context()))

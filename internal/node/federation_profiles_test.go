@@ -389,3 +389,66 @@ func TestProfileUpdateEDURefreshesTheCache(t *testing.T) {
 		t.Fatalf("B took %v profile EDUs into its cache, want 2", n)
 	}
 }
+
+// TestProfileChangesReachSharingServersAsEDUs: alice of A changes her
+// profile in ways no member event carries (a custom field set and
+// removed, a rename kept out of rooms, the whole profile replaced); B,
+// where bob shares a room with her, sees each in its cache through a
+// profile update EDU, with no query. C, which shares no room with her, is
+// sent nothing.
+func TestProfileChangesReachSharingServersAsEDUs(t *testing.T) {
+	t.Parallel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	c := testnode.Start(t, "", byAddress(t))
+	alice, bob, carol := a.Register("alice"), b.Register("bob"), c.Register("carol")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(ctx, string(created.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins through B: %v", err)
+	}
+	waitFor(t, 20*time.Second, "A's room to hold bob", func() bool { return memberName(ctx, alice, created.RoomID, bob.UserID) == "bob" })
+	for _, reader := range []*mautrix.Client{bob, carol} {
+		if _, err := profileOf(reader, alice.UserID); err != nil {
+			t.Fatalf("%s reads alice's profile: %v", reader.UserID, err)
+		}
+	}
+	seen := func(what string, want map[string]any) {
+		t.Helper()
+		waitFor(t, 20*time.Second, what+" on B", func() bool {
+			got, err := profileOf(bob, alice.UserID)
+			return err == nil && equalJSON(got, want)
+		})
+	}
+
+	if err := putProfile(alice, "org.example.lang", "fr", nil); err != nil {
+		t.Fatal(err)
+	}
+	seen("a custom field set", map[string]any{"displayname": "alice", "org.example.lang": "fr"})
+	if err := deleteProfile(alice, "org.example.lang", nil); err != nil {
+		t.Fatal(err)
+	}
+	seen("a custom field removed", map[string]any{"displayname": "alice"})
+	rename(t, alice, "Alice", map[string]string{"propagate_to": "none"})
+	seen("a rename kept out of rooms", map[string]any{"displayname": "Alice"})
+	replace := alice.BuildClientURL("v3", "profile", alice.UserID)
+	if _, err := alice.MakeRequest(ctx, http.MethodPut, replace, map[string]any{"org.example.lang": "de", "m.tz": "Europe/Berlin"}, nil); err != nil {
+		t.Fatalf("alice replaces her profile: %v", err)
+	}
+	seen("the whole profile replaced", map[string]any{"org.example.lang": "de", "m.tz": "Europe/Berlin"})
+
+	if n := profileQueriesAnswered(t, a); n != 2 {
+		t.Fatalf("A answered %v profile queries, want 2 (one from B, one from C)", n)
+	}
+	if n := metric(t, b, "persona_remote_profile_cache_updates_total", `source="edu"`); n != 4 {
+		t.Fatalf("B took %v profile EDUs into its cache, want 4", n)
+	}
+	if toB, toC := metric(t, b, "persona_federation_transactions_received_total"), metric(t, c, "persona_federation_transactions_received_total"); toB == 0 || toC != 0 {
+		t.Fatalf("transactions received: %v by B, %v by C, which shares no room with alice; want some and none", toB, toC)
+	}
+	if got, err := profileOf(carol, alice.UserID); err != nil || !equalJSON(got, map[string]any{"displayname": "alice"}) {
+		t.Fatalf("alice's profile on C: %v %v, want the one C asked for", got, err)
+	}
+}

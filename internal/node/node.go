@@ -272,6 +272,9 @@ func (n *Node) Stop(ctx context.Context) error {
 }
 
 func (n *Node) stopCore() error {
+	if n.rooms != nil {
+		n.rooms.Close()
+	}
 	if n.host != nil {
 		n.host.Stop()
 	}

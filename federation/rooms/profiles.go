@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -121,7 +122,7 @@ func (s *Service) mayReadProfile(ctx context.Context, user string, origin spec.S
 
 // sharesRoom reports whether local user is joined to a room where a user
 // of server is joined too: the user's joined rooms are asked for their
-// joined members, until one has one of server.
+// other servers, until one names server.
 func (s *Service) sharesRoom(ctx context.Context, user string, server spec.ServerName) (bool, error) {
 	reply, err := s.actors.Request(ctx, actors.KindUser, user, &wire.GetRooms{UserId: user})
 	if err != nil {
@@ -135,18 +136,12 @@ func (s *Service) sharesRoom(ctx context.Context, user string, server spec.Serve
 		if m.Membership != "join" {
 			continue
 		}
-		st, err := ask[*wire.StateReply](ctx, s, actors.KindRoom, m.RoomId,
-			&wire.GetState{RoomId: m.RoomId, UserId: user, Members: true, Membership: "join"})
+		st, err := ask[*wire.ServersReply](ctx, s, actors.KindRoom, m.RoomId, &wire.GetServers{RoomId: m.RoomId})
 		if err != nil {
-			continue // gone or no longer readable: shares nothing
+			continue // gone meanwhile: shares nothing
 		}
-		for _, raw := range st.EventsJson {
-			var ev struct {
-				StateKey string `json:"state_key"`
-			}
-			if json.Unmarshal(raw, &ev) == nil && mxid.ServerOf(ev.StateKey) == string(server) {
-				return true, nil
-			}
+		if slices.Contains(st.Servers, string(server)) {
+			return true, nil
 		}
 	}
 	return false, nil

@@ -279,6 +279,10 @@ type entry struct {
 	// Check is when a value a member event put in Fields is to be checked
 	// by a query (unix ms); 0 when none is.
 	Check int64 `json:"c,omitempty"`
+	// Updates is set once the user's server has sent a profile update
+	// since the answer: it tells every change, so member events are no
+	// longer heeded.
+	Updates bool `json:"u,omitempty"`
 }
 
 // fresh reports whether e may answer a lookup at now.

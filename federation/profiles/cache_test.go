@@ -239,7 +239,7 @@ func TestExpiredEntryAnswersWhileItsServerIsDown(t *testing.T) {
 // holds only when the room showed the cached value before it; a value it
 // changed is served until VerifyAfter, and then a query checks it. A
 // profile update (MSC4259) changes any field of a cached profile, within
-// the limits of a profile.
+// the limits of a profile, and member events are not heeded after it.
 func TestMemberEventsAndUpdates(t *testing.T) {
 	t.Parallel()
 	a := testnode.Start(t, "", byAddress(t))
@@ -326,6 +326,9 @@ func TestMemberEventsAndUpdates(t *testing.T) {
 	}
 	if raw, err := f.cache.Lookup(ctx, user); err != nil || string(raw) != `{"displayname":"Robert"}` {
 		t.Fatalf("bob's profile after the updates: %s %v", raw, err)
+	}
+	if changed, err := f.cache.MemberChanged(user, member(`,"displayname":"Robert"`), member(`,"displayname":"Bobby"`)); err != nil || changed {
+		t.Fatalf("a member event once bob's server sends updates: changed %v (%v), want no change", changed, err)
 	}
 }
 

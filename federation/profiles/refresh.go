@@ -23,6 +23,12 @@ import (
 // lookup VerifyAfter later (one query per user, however many events).
 // Only a user the cache holds is refreshed: an event does not make an
 // entry, since it lacks the other fields.
+//
+// A server that sends profile update EDUs (MSC4259) tells every change of
+// a profile, in order, and what it tells is the global profile. Once one
+// has come for a user (since the last query), the user's member events are
+// not heeded: they add nothing, may have a per-room name, and may arrive
+// after a newer update.
 
 // memberFields are the profile fields a member event carries.
 var memberFields = []string{"displayname", "avatar_url"}
@@ -47,7 +53,7 @@ func (c *Cache) MemberChanged(user string, prev, next json.RawMessage) (bool, er
 	c.writing.Lock()
 	defer c.writing.Unlock()
 	e, err := c.read(user)
-	if err != nil || e == nil {
+	if err != nil || e == nil || e.Updates {
 		return false, err
 	}
 	changed := false
@@ -93,10 +99,11 @@ func value(raw json.RawMessage) any {
 
 // Updated applies a profile update of user's own server (MSC4259's EDU)
 // to user's cached profile: each field of fields takes its value, null
-// removes it, fields left out are unchanged. A user the cache does not
-// hold is left alone, as is an update that would make the profile larger
-// than the spec allows or give displayname or avatar_url a value that is
-// not a string. It reports whether the cache changed.
+// removes it, fields left out are unchanged; from then on the user's
+// member events are not heeded (above). A user the cache does not hold is
+// left alone, as is an update that would make the profile larger than the
+// spec allows or give displayname or avatar_url a value that is not a
+// string. It reports whether the profile changed.
 func (c *Cache) Updated(user string, fields map[string]json.RawMessage) (bool, error) {
 	c.writing.Lock()
 	defer c.writing.Unlock()
@@ -119,13 +126,20 @@ func (c *Cache) Updated(user string, fields map[string]json.RawMessage) (bool, e
 			next[f] = raw
 		}
 	}
-	if b, _ := json.Marshal(next); len(b) > maxProfileBytes || string(b) == string(e.json()) {
+	b, _ := json.Marshal(next)
+	if len(b) > maxProfileBytes {
 		return false, nil
 	}
-	e.Fields = next
+	changed := string(b) != string(e.json())
+	if !changed && e.Updates {
+		return false, nil
+	}
+	e.Fields, e.Updates = next, true
 	if err := c.write(user, e); err != nil {
 		return false, err
 	}
-	c.opts.Metrics.RemoteProfileUpdate("edu")
-	return true, nil
+	if changed {
+		c.opts.Metrics.RemoteProfileUpdate("edu")
+	}
+	return changed, nil
 }

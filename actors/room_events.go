@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"slices"
 	"time"
@@ -225,15 +224,4 @@ func strip(content map[string]any) {
 	delete(content, "reason")
 	delete(content, "join_authorised_via_users_server")
 	delete(content, "third_party_invite")
-}
-
-// randomID is n random characters from [A-Za-z0-9].
-func randomID(n int) string {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -482,4 +484,29 @@ func TestProfileChangesReachSharingServersAsEDUs(t *testing.T) {
 	if got, err := profileOf(carol, alice.UserID); err != nil || !equalJSON(got, map[string]any{"displayname": "alice"}) {
 		t.Fatalf("alice's profile on C: %v %v, want the one C asked for", got, err)
 	}
+}
+
+// TestRemoteProfileTimeoutIs504: a user's server that takes connections
+// and never answers costs A's client a 504 M_UNKNOWN once the query's
+// time is up, never a 500.
+func TestRemoteProfileTimeoutIs504(t *testing.T) {
+	t.Parallel()
+	a := testnode.Start(t, "", byAddress(t))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // reads what it is sent until the client hangs up, answers nothing
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
+		}
+	}()
+	alice := a.Register("alice")
+	_, err = profileOf(alice, id.UserID("@mute:"+l.Addr().String()))
+	wantError(t, "a user of a server that never answers", err, http.StatusGatewayTimeout, "M_UNKNOWN")
 }

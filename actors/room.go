@@ -280,6 +280,8 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 		ctx.Respond(r.versionReply())
 	case *wire.FederationRead:
 		ctx.Respond(r.federationRead(m))
+	case *wire.GetServers:
+		ctx.Respond(&wire.ServersReply{Servers: slices.Clone(r.servers())})
 	case *wire.GetContext:
 		ctx.Respond(r.getContext(m))
 	case *wire.RoomSync:
@@ -329,6 +331,8 @@ func notFoundReply(m proto.Message) proto.Message {
 		return &wire.RoomVersionReply{}
 	case *wire.FederationRead:
 		return &wire.FederationReadReply{Error: e}
+	case *wire.GetServers:
+		return &wire.ServersReply{Error: e}
 	case *wire.RoomSync:
 		return &wire.RoomSyncReply{Error: e}
 	case *wire.GetContext:

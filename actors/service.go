@@ -243,10 +243,11 @@ func (h *Service) stayActive(ctx actor.Context, w *host.IdleWatch) { h.rt.StayAc
 
 // urgentForRoom puts a room's next turn in the workers' fast lane for a
 // client's request or the commit a client waits on; propagation and
-// membership acks, outbox acks and other servers' events wait their turn.
+// membership acks, outbox acks, other servers' events and the servers
+// asked for by a profile update's fan-out wait their turn.
 func urgentForRoom(m any) bool {
 	switch m := m.(type) {
-	case *wire.ProfileUpdates, *wire.MembershipAck, *wire.OutboundAck, *wire.ReceivePDU:
+	case *wire.ProfileUpdates, *wire.MembershipAck, *wire.OutboundAck, *wire.ReceivePDU, *wire.GetServers:
 		return false
 	case *committed:
 		return m.client

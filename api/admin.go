@@ -1,10 +1,12 @@
 package api
 
 import (
+	"context"
 	"crypto/subtle"
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"persona/actors"
 	"persona/wire"
@@ -16,6 +18,60 @@ const SecretHeader = "X-Persona-Shared-Secret"
 
 func (s *Server) adminRoutes() {
 	s.route("GET /_persona/admin/v1/users/{userId}/pending", s.admin(s.pending))
+	s.route("GET /_persona/admin/v1/federation/destinations", s.admin(s.destinations))
+}
+
+// Outbox is what the admin API reads of the federation outbox; a node
+// without federation has none.
+type Outbox interface {
+	// Destinations returns the state of every destination server the
+	// outbox holds anything of.
+	Destinations(ctx context.Context) ([]*wire.DestinationState, error)
+}
+
+// destinations shows each destination of the federation outbox: what is
+// queued for it and since when, the transaction in flight, the failures in
+// a row and when the next attempt is due, what it took and what was
+// dropped. Times are unix milliseconds, ages and waits milliseconds from
+// now as this server sees it (0 when there is none).
+func (s *Server) destinations(r *http.Request) (any, error) {
+	if s.outbox == nil {
+		return nil, notFound("This node does not federate: it has no outbox.")
+	}
+	dests, err := s.outbox.Destinations(r.Context())
+	if err != nil {
+		s.log.Error("read the outbox's destinations", "err", err)
+		return nil, errInternal
+	}
+	now := time.Now().UnixMilli()
+	since := func(ms int64) int64 { // how long ago ms was; 0 for none
+		if ms == 0 {
+			return 0
+		}
+		return max(0, now-ms)
+	}
+	until := func(ms int64) int64 { // how long until ms; 0 for none or past
+		if ms == 0 {
+			return 0
+		}
+		return max(0, ms-now)
+	}
+	out := make([]map[string]any, 0, len(dests))
+	for _, d := range dests {
+		out = append(out, map[string]any{
+			"destination":        d.Destination,
+			"queued":             d.Queued,
+			"oldest_queued_ts":   d.OldestQueuedMs,
+			"oldest_age_ms":      since(d.OldestQueuedMs),
+			"txn_in_flight":      d.TxnInFlight,
+			"failures":           d.Failures,
+			"next_attempt_ts":    d.NextAttemptMs,
+			"next_attempt_in_ms": until(d.NextAttemptMs),
+			"delivered_txns":     d.DeliveredTxns,
+			"dropped_pdus":       d.DroppedPdus,
+		})
+	}
+	return map[string]any{"now_ts": now, "destinations": out}, nil
 }
 
 // admin wraps a handler for server admins: an admin's access token, or the

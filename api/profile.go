@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"mime"
 	"net/http"
@@ -52,8 +53,7 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 		}
 	}
 	if _, server, _ := parseUserID(user); server != s.cfg.ServerName {
-		// Remote profiles come with federation.
-		return nil, notFound("Profile was not found.")
+		return s.remoteProfile(r.Context(), user)
 	}
 	p, err := askAs[*wire.ProfileReply](r.Context(), s, actors.KindUser, user, &wire.GetProfile{UserId: user})
 	if err != nil {
@@ -66,8 +66,11 @@ func (s *Server) readProfile(r *http.Request) (json.RawMessage, error) {
 }
 
 // shareRoom checks that a and b are joined to a common room
-// (profile.limit_to_shared_rooms).
+// (profile.limit_to_shared_rooms); a is a local user.
 func (s *Server) shareRoom(r *http.Request, a, b string) error {
+	if _, server, _ := parseUserID(b); server != s.cfg.ServerName {
+		return s.shareRoomWithRemote(r, a, b)
+	}
 	joined := func(user string) (map[string]bool, error) {
 		reply, err := askAs[*wire.RoomsReply](r.Context(), s, actors.KindUser, user, &wire.GetRooms{UserId: user})
 		if err != nil {
@@ -199,7 +202,11 @@ func (s *Server) putField(r *http.Request, sess *session) (any, error) {
 	if upload {
 		reply["avatar_url"] = value
 	}
-	return s.profileWrite(r, user, &wire.SetProfileField{UserId: user, Key: key, ValueJson: value, Propagate: mode}, reply)
+	out, err := s.profileWrite(r, user, &wire.SetProfileField{UserId: user, Key: key, ValueJson: value, Propagate: mode}, reply)
+	if err == nil {
+		s.announceProfile(user, map[string]json.RawMessage{key: value})
+	}
+	return out, err
 }
 
 // fieldValue reads the JSON body of a field write: an object holding the key.
@@ -252,7 +259,11 @@ func (s *Server) deleteField(r *http.Request, sess *session) (any, error) {
 	if err := s.rateLimit(sess); err != nil {
 		return nil, err
 	}
-	return s.profileWrite(r, user, &wire.DeleteProfileField{UserId: user, Key: key, Propagate: mode}, map[string]any{})
+	out, err := s.profileWrite(r, user, &wire.DeleteProfileField{UserId: user, Key: key, Propagate: mode}, map[string]any{})
+	if err == nil {
+		s.announceProfile(user, map[string]json.RawMessage{key: json.RawMessage("null")})
+	}
+	return out, err
 }
 
 // replaceProfile is MSC4437's whole-profile PUT: every key is checked, and the
@@ -283,8 +294,35 @@ func (s *Server) replaceProfile(r *http.Request, sess *session) (any, error) {
 	if err := s.rateLimit(sess); err != nil {
 		return nil, err
 	}
+	var before map[string]json.RawMessage
+	if s.remote != nil { // the fields the replace removes are announced as null
+		if p, err := askAs[*wire.ProfileReply](r.Context(), s, actors.KindUser, user, &wire.GetProfile{UserId: user}); err == nil {
+			_ = json.Unmarshal(p.FieldsJson, &before)
+		}
+	}
 	b, _ := json.Marshal(obj)
-	return s.profileWrite(r, user, &wire.ReplaceProfile{UserId: user, FieldsJson: b, Propagate: mode}, map[string]any{})
+	out, err := s.profileWrite(r, user, &wire.ReplaceProfile{UserId: user, FieldsJson: b, Propagate: mode}, map[string]any{})
+	if err == nil {
+		s.announceProfile(user, profileDiff(before, obj))
+	}
+	return out, err
+}
+
+// profileDiff is what changed from profile before to after: the fields
+// after sets to another value, and null for those it removes.
+func profileDiff(before, after map[string]json.RawMessage) map[string]json.RawMessage {
+	out := map[string]json.RawMessage{}
+	for k, v := range after {
+		if old, ok := before[k]; !ok || !bytes.Equal(old, v) {
+			out[k] = v
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			out[k] = json.RawMessage("null")
+		}
+	}
+	return out
 }
 
 // profileWrite sends a write to the user's actor and answers once it is durable.
@@ -344,4 +382,38 @@ func propagation(r *http.Request, key string) (wire.Propagate, error) {
 		return wire.Propagate_PROPAGATE_DEFAULT, nil
 	}
 	return mode, nil
+}
+
+// shareRoomWithRemote checks that local user a and b, a user of another
+// server, are joined to a common room: b has no actor here that knows its
+// rooms, so a's joined rooms are asked for b's membership, until one says
+// join.
+func (s *Server) shareRoomWithRemote(r *http.Request, a, b string) error {
+	reply, err := askAs[*wire.RoomsReply](r.Context(), s, actors.KindUser, a, &wire.GetRooms{UserId: a})
+	if err != nil {
+		return err
+	}
+	for _, m := range reply.Rooms {
+		if m.Membership != "join" {
+			continue
+		}
+		st, err := askAs[*wire.StateReply](r.Context(), s, actors.KindRoom, m.RoomId,
+			&wire.GetState{RoomId: m.RoomId, UserId: a, Type: "m.room.member", StateKey: b})
+		if isKind(err, wire.Error_NOT_FOUND) || isKind(err, wire.Error_FORBIDDEN) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		for _, raw := range st.EventsJson {
+			var ev struct {
+				Content struct {
+					Membership string `json:"membership"`
+				} `json:"content"`
+			}
+			if json.Unmarshal(raw, &ev) == nil && ev.Content.Membership == "join" {
+				return nil
+			}
+		}
+	}
+	return forbidden("You do not share a room with this user.")
 }

@@ -26,6 +26,48 @@ type Remote interface {
 	// RejectInvite rejects another server's invite of a local user
 	// through the inviting server (make_leave, send_leave).
 	RejectInvite(ctx context.Context, room, user string) error
+	// Profile returns every field of the profile of user, a user of
+	// another server, as a JSON object. It fails with a *wire.Error when
+	// the user's server refuses (NOT_FOUND, FORBIDDEN) or this server
+	// fails (INTERNAL, UNAVAILABLE); any other error means the user's
+	// server gave no usable answer, and wraps context.DeadlineExceeded
+	// when it did not answer in time.
+	Profile(ctx context.Context, user string) (json.RawMessage, error)
+	// ProfileChanged tells the servers that share a room with user, a
+	// local user, that fields of its profile changed (a null value: the
+	// field was removed). It returns at once; the telling is best effort.
+	ProfileChanged(user string, fields map[string]json.RawMessage)
+}
+
+// announceProfile tells other servers that fields of user's profile
+// changed, when this node federates.
+func (s *Server) announceProfile(user string, fields map[string]json.RawMessage) {
+	if s.remote != nil && len(fields) > 0 {
+		s.remote.ProfileChanged(user, fields)
+	}
+}
+
+// remoteProfile is the profile of another server's user, through Remote:
+// the user's server's 404 and 403 as they are. When that server gives no
+// usable answer the answer is 502, or 504 when it did not answer in time:
+// the spec names no status for it, and a gateway's say what happened
+// without blaming this server (500).
+func (s *Server) remoteProfile(ctx context.Context, user string) (json.RawMessage, error) {
+	if s.remote == nil {
+		return nil, notFound("Profile was not found.")
+	}
+	fields, err := s.remote.Profile(ctx, user)
+	var refused *wire.Error
+	switch {
+	case err == nil:
+		return fields, nil
+	case errors.As(err, &refused):
+		return nil, err
+	case errors.Is(err, context.DeadlineExceeded):
+		return nil, errorf(http.StatusGatewayTimeout, "M_UNKNOWN", "The user's server did not answer in time.")
+	}
+	s.log.Info("remote profile lookup failed", "user", user, "err", err)
+	return nil, errorf(http.StatusBadGateway, "M_UNKNOWN", "Could not fetch the profile from the user's server.")
 }
 
 // joinRemote joins a room this server does not hold, for the user of

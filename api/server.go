@@ -32,6 +32,7 @@ type Server struct {
 	log     *slog.Logger
 	secret  string // registration shared secret
 	remote  Remote // other servers (nil: none)
+	outbox  Outbox // the federation outbox (nil: none)
 	limiter *limiter
 	nonces  *nonces
 	mux     *http.ServeMux
@@ -47,6 +48,9 @@ type Options struct {
 	SharedSecret string
 	// Remote reaches other servers; nil on a node without federation.
 	Remote Remote
+	// Outbox is the federation outbox the admin API shows; nil on a node
+	// without federation.
+	Outbox Outbox
 }
 
 // New builds the API server and its routes.
@@ -56,7 +60,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{
 		cfg: o.Config, host: o.Host, media: o.Media, metrics: o.Metrics, log: o.Log,
-		secret: o.SharedSecret, remote: o.Remote,
+		secret: o.SharedSecret, remote: o.Remote, outbox: o.Outbox,
 		limiter: newLimiter(o.Config.Profile.RateLimit.Burst, o.Config.Profile.RateLimit.PerSecond),
 		nonces:  newNonces(),
 		mux:     http.NewServeMux(),

@@ -82,6 +82,13 @@ type Federation struct {
 	// before its queue is compacted to each room's latest event; the server
 	// then fetches the events in between itself (get_missing_events).
 	OutboxHorizon time.Duration `yaml:"outbox_horizon"`
+	// ProfileCacheTTL is how long a profile another server answered is
+	// served from the cache before it is asked again.
+	ProfileCacheTTL time.Duration `yaml:"profile_cache_ttl"`
+	// ProfileCacheErrorTTL is how long a failed profile query (no such
+	// user, refused, server unreachable) is answered from memory before
+	// the server is asked again.
+	ProfileCacheErrorTTL time.Duration `yaml:"profile_cache_error_ttl"`
 }
 
 // Registration controls account creation.
@@ -165,13 +172,15 @@ func Default() *Config {
 			Federation: "127.0.0.1:8448",
 		},
 		Federation: Federation{
-			TrustedKeyServers:  []string{},
-			Destinations:       map[string]string{},
-			KeyValidity:        7 * 24 * time.Hour,
-			AllowProfileLookup: true,
-			OutboxBackoffMin:   time.Second,
-			OutboxBackoffMax:   time.Hour,
-			OutboxHorizon:      24 * time.Hour,
+			TrustedKeyServers:    []string{},
+			Destinations:         map[string]string{},
+			KeyValidity:          7 * 24 * time.Hour,
+			AllowProfileLookup:   true,
+			OutboxBackoffMin:     time.Second,
+			OutboxBackoffMax:     time.Hour,
+			OutboxHorizon:        24 * time.Hour,
+			ProfileCacheTTL:      24 * time.Hour,
+			ProfileCacheErrorTTL: time.Minute,
 		},
 		Registration: Registration{Open: false, SharedSecret: ""},
 		Limits: Limits{

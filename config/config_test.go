@@ -151,6 +151,8 @@ federation:
   outbox_backoff_min: 100ms
   outbox_backoff_max: 2s
   outbox_horizon: 1h
+  profile_cache_ttl: 2h
+  profile_cache_error_ttl: 30s
 `
 	got, err := parse("", []byte(in), noEnv)
 	if err != nil {
@@ -159,17 +161,19 @@ federation:
 	want := Default()
 	want.Listen.Federation = "127.0.0.1:0"
 	want.Federation = Federation{
-		TLSCert:            "/etc/persona/fed.crt",
-		TLSKey:             "/etc/persona/fed.key",
-		WellKnownServer:    "matrix.example.org:443",
-		TrustedKeyServers:  []string{"matrix.org", "notary.example:8448"},
-		Destinations:       map[string]string{"127.0.0.1:8449": "https://127.0.0.1:8449", "b.example": "https://[::1]:8450/"},
-		InsecureSkipVerify: true,
-		KeyValidity:        24 * time.Hour,
-		AllowProfileLookup: false,
-		OutboxBackoffMin:   100 * time.Millisecond,
-		OutboxBackoffMax:   2 * time.Second,
-		OutboxHorizon:      time.Hour,
+		TLSCert:              "/etc/persona/fed.crt",
+		TLSKey:               "/etc/persona/fed.key",
+		WellKnownServer:      "matrix.example.org:443",
+		TrustedKeyServers:    []string{"matrix.org", "notary.example:8448"},
+		Destinations:         map[string]string{"127.0.0.1:8449": "https://127.0.0.1:8449", "b.example": "https://[::1]:8450/"},
+		InsecureSkipVerify:   true,
+		KeyValidity:          24 * time.Hour,
+		AllowProfileLookup:   false,
+		OutboxBackoffMin:     100 * time.Millisecond,
+		OutboxBackoffMax:     2 * time.Second,
+		OutboxHorizon:        time.Hour,
+		ProfileCacheTTL:      2 * time.Hour,
+		ProfileCacheErrorTTL: 30 * time.Second,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got.Federation, want.Federation)

@@ -109,6 +109,16 @@ federation:
   # itself. Longer keeps more on disk for a server that is down; shorter
   # makes one that returns ask for more.
   outbox_horizon: {{dur .Federation.OutboxHorizon}}
+  # How long a profile of another server's user, as that server answered it,
+  # is served from the cache (kept in the database) before that server is
+  # asked again. The user's member events and profile updates from that server
+  # refresh it meanwhile; longer saves queries, shorter shows custom fields
+  # changed there sooner.
+  profile_cache_ttl: {{dur .Federation.ProfileCacheTTL}}
+  # How long a failed profile query (no such user, refused, server down) is
+  # answered from memory before that server is asked again: what keeps a busy
+  # client from sending a query per request to a server that is down.
+  profile_cache_error_ttl: {{dur .Federation.ProfileCacheErrorTTL}}
 
 # Who may create accounts.
 registration:

@@ -34,6 +34,7 @@ type Metrics struct {
 	federationDuration                     *prometheus.HistogramVec
 	keyFetches                             *prometheus.CounterVec
 	txnsIn, pdusRejected                   *prometheus.CounterVec
+	remoteProfiles                         *remoteProfileMetrics
 }
 
 // Sizer reports storage sizes; the store implements it.
@@ -121,6 +122,7 @@ func New(store Sizer) *Metrics {
 	m.reg.MustRegister(m.httpDuration, m.profileWrites, m.activations, m.passivations,
 		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.noticesResent, m.coalesced, m.joinSnapshots, m.mailboxDepth)
 	m.newFederation()
+	m.remoteProfiles = newRemoteProfileMetrics(m.reg)
 	if store != nil {
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -1018,6 +1018,105 @@ func (x *FederationReadReply) GetError() *Error {
 	return nil
 }
 
+// GetServers asks a room for the other servers with members joined to it:
+// where what concerns its members goes (a profile update EDU, say).
+type GetServers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServers) Reset() {
+	*x = GetServers{}
+	mi := &file_dag_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServers) ProtoMessage() {}
+
+func (x *GetServers) ProtoReflect() protoreflect.Message {
+	mi := &file_dag_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServers.ProtoReflect.Descriptor instead.
+func (*GetServers) Descriptor() ([]byte, []int) {
+	return file_dag_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetServers) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+// ServersReply answers GetServers, servers in name order.
+type ServersReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Servers       []string               `protobuf:"bytes,1,rep,name=servers,proto3" json:"servers,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServersReply) Reset() {
+	*x = ServersReply{}
+	mi := &file_dag_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServersReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServersReply) ProtoMessage() {}
+
+func (x *ServersReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dag_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServersReply.ProtoReflect.Descriptor instead.
+func (*ServersReply) Descriptor() ([]byte, []int) {
+	return file_dag_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ServersReply) GetServers() []string {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+func (x *ServersReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_dag_proto protoreflect.FileDescriptor
 
 const file_dag_proto_rawDesc = "" +
@@ -1101,7 +1200,13 @@ const file_dag_proto_rawDesc = "" +
 	"auth_chain\x18\x02 \x03(\fR\tauthChain\x12\x17\n" +
 	"\apdu_ids\x18\x03 \x03(\tR\x06pduIds\x12$\n" +
 	"\x0eauth_chain_ids\x18\x04 \x03(\tR\fauthChainIds\x12)\n" +
-	"\x05error\x18\x05 \x01(\v2\x13.persona.wire.ErrorR\x05errorB\x0eZ\fpersona/wireb\x06proto3"
+	"\x05error\x18\x05 \x01(\v2\x13.persona.wire.ErrorR\x05error\"%\n" +
+	"\n" +
+	"GetServers\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\"S\n" +
+	"\fServersReply\x12\x18\n" +
+	"\aservers\x18\x01 \x03(\tR\aservers\x12)\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05errorB\x0eZ\fpersona/wireb\x06proto3"
 
 var (
 	file_dag_proto_rawDescOnce sync.Once
@@ -1115,7 +1220,7 @@ func file_dag_proto_rawDescGZIP() []byte {
 	return file_dag_proto_rawDescData
 }
 
-var file_dag_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_dag_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_dag_proto_goTypes = []any{
 	(*GetPDUs)(nil),             // 0: persona.wire.GetPDUs
 	(*PDUsReply)(nil),           // 1: persona.wire.PDUsReply
@@ -1131,20 +1236,23 @@ var file_dag_proto_goTypes = []any{
 	(*JoinedRemote)(nil),        // 11: persona.wire.JoinedRemote
 	(*FederationRead)(nil),      // 12: persona.wire.FederationRead
 	(*FederationReadReply)(nil), // 13: persona.wire.FederationReadReply
-	(*Error)(nil),               // 14: persona.wire.Error
+	(*GetServers)(nil),          // 14: persona.wire.GetServers
+	(*ServersReply)(nil),        // 15: persona.wire.ServersReply
+	(*Error)(nil),               // 16: persona.wire.Error
 }
 var file_dag_proto_depIdxs = []int32{
-	14, // 0: persona.wire.PDUsReply.error:type_name -> persona.wire.Error
-	14, // 1: persona.wire.ReceiveReply.error:type_name -> persona.wire.Error
-	14, // 2: persona.wire.MakeMembershipReply.error:type_name -> persona.wire.Error
-	14, // 3: persona.wire.SendMembershipReply.error:type_name -> persona.wire.Error
-	14, // 4: persona.wire.RoomVersionReply.error:type_name -> persona.wire.Error
-	14, // 5: persona.wire.FederationReadReply.error:type_name -> persona.wire.Error
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	16, // 0: persona.wire.PDUsReply.error:type_name -> persona.wire.Error
+	16, // 1: persona.wire.ReceiveReply.error:type_name -> persona.wire.Error
+	16, // 2: persona.wire.MakeMembershipReply.error:type_name -> persona.wire.Error
+	16, // 3: persona.wire.SendMembershipReply.error:type_name -> persona.wire.Error
+	16, // 4: persona.wire.RoomVersionReply.error:type_name -> persona.wire.Error
+	16, // 5: persona.wire.FederationReadReply.error:type_name -> persona.wire.Error
+	16, // 6: persona.wire.ServersReply.error:type_name -> persona.wire.Error
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_dag_proto_init() }
@@ -1159,7 +1267,7 @@ func file_dag_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dag_proto_rawDesc), len(file_dag_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,6 +1,6 @@
 // Command persona is the profile and membership-propagation engine of a
 // Matrix homeserver. One binary, several subcommands: serve, generate-config,
-// user, bench.
+// user, federation, bench.
 package main
 
 import (
@@ -19,6 +19,7 @@ Usage:
   persona user create NAME [--admin] [--password PW] [--config FILE]
                                              register a user on a running node, print its token
   persona user pending @user:server          show the rooms a user's latest profile has not reached yet
+  persona federation destinations            show each destination server's outbox: queue, failures, next attempt
   persona bench profile [flags]              load a running node with profile reads and writes
   persona bench propagation --rooms N        time one rename's fan-out to N rooms
   persona version                            print the version
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return generateConfig(rest, stdout)
 	case "user":
 		return userCmd(rest, stdout, stderr)
+	case "federation":
+		return federationCmd(rest, stdout, stderr)
 	case "bench":
 		return benchCmd(rest, stdout, stderr)
 	case "version":

@@ -97,16 +97,17 @@ func nonNil(ids []string) []string {
 }
 
 // queryProfile is GET /query/profile: every field of a local user's
-// profile, custom ones included, or the one field asked for.
-func (s *Service) queryProfile(r *http.Request, _ spec.ServerName) (any, error) {
+// profile, custom ones included, or the one field asked for, to a server
+// that may read it (mayReadProfile).
+func (s *Service) queryProfile(r *http.Request, origin spec.ServerName) (any, error) {
 	user, field := r.URL.Query().Get("user_id"), r.URL.Query().Get("field")
 	if _, server, err := mxid.ParseUserID(user); err != nil {
 		return nil, errorf(http.StatusBadRequest, "M_INVALID_PARAM", "Invalid user_id.")
 	} else if server != s.cfg.ServerName {
 		return nil, errorf(http.StatusNotFound, "M_NOT_FOUND", "The user is not of this server.")
 	}
-	if !s.cfg.Federation.AllowProfileLookup {
-		return nil, errorf(http.StatusForbidden, "M_FORBIDDEN", "This server does not share profiles.")
+	if err := s.mayReadProfile(r.Context(), user, origin); err != nil {
+		return nil, err
 	}
 	reply, err := s.actors.Request(r.Context(), actors.KindUser, user, &wire.GetProfile{UserId: user})
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"persona/actors"
 	"persona/config"
 	"persona/federation"
+	"persona/federation/profiles"
 	"persona/internal/mxid"
 	"persona/metrics"
 	"persona/storage"
@@ -38,6 +39,10 @@ type Options struct {
 	Store   *storage.Store
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
+	// Profiles is the cache of other servers' users' profiles: Profile
+	// reads it, member events from other servers refresh it. nil: no
+	// remote profiles.
+	Profiles *profiles.Cache
 	// RequestTimeout bounds one call to another server.
 	RequestTimeout time.Duration
 }
@@ -51,10 +56,12 @@ type Service struct {
 	store  *storage.Store
 	log    *slog.Logger
 
-	versions sync.Map // room id -> gomatrixserverlib.IRoomVersion: a room's version never changes
+	versions sync.Map   // room id -> gomatrixserverlib.IRoomVersion: a room's version never changes
+	announce *announcer // local profile changes to tell other servers
 }
 
-// New registers the room protocol's routes on o.Server.
+// New registers the room protocol's routes on o.Server and starts the
+// goroutine that announces local profile changes; Close stops it.
 func New(o Options) *Service {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -63,6 +70,7 @@ func New(o Options) *Service {
 		o.RequestTimeout = 30 * time.Second
 	}
 	s := &Service{opts: o, cfg: o.Config, actors: o.Actors, fed: o.Server, store: o.Store, log: o.Log}
+	s.announce = newAnnouncer(s)
 	h := func(f func(*http.Request, spec.ServerName) (any, error)) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			out, err := f(r, federation.Origin(r.Context()))

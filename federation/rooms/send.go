@@ -25,7 +25,8 @@ import (
 // gets it again without applying anything twice. Each PDU is checked
 // (content hash, signatures) and handed to its room; a room that lacks the
 // PDU's prev events gets them from the origin (get_missing_events) first.
-// A bad PDU is reported in the answer and does not stop the others.
+// A bad PDU is reported in the answer and does not stop the others. Of the
+// EDUs, profile updates refresh the profile cache; the others are dropped.
 
 // Transaction limits of the spec.
 const (
@@ -71,6 +72,9 @@ func (s *Service) send(r *http.Request, origin spec.ServerName) (any, error) {
 		return json.RawMessage(done), nil
 	}
 	results := s.receivePDUs(r.Context(), origin, t.PDUs)
+	for _, raw := range t.EDUs {
+		s.receiveEDU(origin, raw)
+	}
 	out, _ := json.Marshal(map[string]any{"pdus": results})
 	var b storage.Batch
 	b.Set(key, out)
@@ -171,7 +175,12 @@ func (s *Service) receivePDU(ctx context.Context, origin spec.ServerName, raw []
 		}
 		return "", reject("malformed", err)
 	}
-	return ev.EventID(), s.deliver(ctx, origin, verImpl, ev, missingDepth)
+	prev := s.memberBefore(ctx, ev)
+	if err := s.deliver(ctx, origin, verImpl, ev, missingDepth); err != nil {
+		return ev.EventID(), err
+	}
+	s.memberChanged(ev, prev)
+	return ev.EventID(), nil
 }
 
 // deliver hands a checked event to its room, fetching the prev events the

@@ -11,12 +11,12 @@ import (
 // the graph ARCHITECTURE.md draws.
 var allowed = map[string][]string{
 	"persona/cmd/persona":       {"api", "config", "internal/mxid", "internal/node"},
-	"persona/internal/node":     {"api", "actors", "media", "federation", "federation/outbox", "federation/rooms", "host", "storage", "metrics", "config"},
+	"persona/internal/node":     {"api", "actors", "media", "federation", "federation/outbox", "federation/profiles", "federation/rooms", "host", "storage", "metrics", "config"},
 	"persona/internal/testnode": {"internal/node", "config"},
 	"persona/api":               {"actors", "media", "wire", "metrics", "config", "internal/mxid"},
 	"persona/media":             {"storage"},
 	"persona/federation":        {"storage", "config", "metrics", "internal/mxid", "wire", "host"},
-	"persona/federation/rooms":  {"actors", "federation", "wire", "storage", "metrics", "config", "internal/mxid"},
+	"persona/federation/rooms":  {"actors", "federation", "federation/profiles", "wire", "storage", "metrics", "config", "internal/mxid"},
 	"persona/actors":            {"wire", "host", "storage", "metrics", "config", "internal/mxid", "internal/pdu"},
 	"persona/host":              {"metrics"},
 	"persona/federation/outbox": {"host", "storage", "wire", "metrics"},
@@ -28,6 +28,9 @@ var allowed = map[string][]string{
 	"persona/internal/cputime":  {},
 	"persona/internal/pdu":      {},
 	"persona/internal/layout":   {},
+
+	// The cache of other servers' users' profiles.
+	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},
 
 	// Test support: a real Dendrite peer, built by its own command.
 	"persona/internal/dendrite":            {},

@@ -3,11 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -121,31 +117,7 @@ func TestCatchUpAfterADowntime(t *testing.T) {
 	if got, want := memberNames(ctx, t, alice, room, alice.UserID), append([]string{"alice"}, written...); !slices.Equal(got, want) {
 		t.Fatalf("A's own timeline of alice's member events: %q", got)
 	}
-	if failed := metric(t, a.MetricsAddr(), "persona_federation_transaction_failures_total"); failed < 1 {
+	if failed := metric(t, a, "persona_federation_transaction_failures_total"); failed < 1 {
 		t.Fatalf("A's outbox never failed to reach B: %v failures", failed)
 	}
-}
-
-// metric reads one sample from a node's /metrics (0 when absent).
-func metric(t *testing.T, addr, sample string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", sample, err)
-			}
-			return f
-		}
-	}
-	return 0
 }

@@ -26,6 +26,7 @@ import (
 	"persona/config"
 	"persona/federation"
 	"persona/federation/outbox"
+	"persona/federation/profiles"
 	"persona/federation/rooms"
 	"persona/host"
 	"persona/media"
@@ -46,6 +47,7 @@ type Node struct {
 	fed       *federation.Server
 	outbox    *outbox.Service
 	rooms     *rooms.Service
+	profiles  *profiles.Cache
 	fedL      net.Listener
 	done      chan error
 	stopOnce  sync.Once
@@ -90,16 +92,23 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	var remote api.Remote
+	var ob api.Outbox
 	if n.fed != nil {
 		n.outbox.Attach(n.host.Runtime())
 		if err := n.outbox.Resume(); err != nil {
 			n.stopCore()
 			return nil, err
 		}
-		n.rooms = rooms.New(rooms.Options{Config: cfg, Actors: n.host, Server: n.fed, Store: st, Metrics: m, Log: log})
-		remote = n.rooms
+		n.profiles, err = profiles.New(profiles.Options{Store: st, Client: n.fed.Client(), Identity: n.fed.Identity(),
+			TTL: cfg.Federation.ProfileCacheTTL, ErrorTTL: cfg.Federation.ProfileCacheErrorTTL, Metrics: m, Log: log})
+		if err != nil {
+			n.stopCore()
+			return nil, err
+		}
+		n.rooms = rooms.New(rooms.Options{Config: cfg, Actors: n.host, Server: n.fed, Store: st, Metrics: m, Log: log, Profiles: n.profiles})
+		remote, ob = n.rooms, n.outbox
 	}
-	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret, Remote: remote})
+	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret, Remote: remote, Outbox: ob})
 
 	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {
 		n.stopCore()
@@ -265,11 +274,17 @@ func (n *Node) Stop(ctx context.Context) error {
 }
 
 func (n *Node) stopCore() error {
+	if n.rooms != nil {
+		n.rooms.Close()
+	}
 	if n.host != nil {
 		n.host.Stop()
 	}
 	if n.outbox != nil {
 		n.outbox.Close()
+	}
+	if n.profiles != nil {
+		n.profiles.Close()
 	}
 	return n.store.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 
@@ -63,7 +64,7 @@ func (s *Server) remoteProfile(ctx context.Context, user string) (json.RawMessag
 		return fields, nil
 	case errors.As(err, &refused):
 		return nil, err
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return nil, errorf(http.StatusGatewayTimeout, "M_UNKNOWN", "The user's server did not answer in time.")
 	}
 	s.log.Info("remote profile lookup failed", "user", user, "err", err)
@@ -115,4 +116,11 @@ func remoteError(err error) error {
 		return err
 	}
 	return errorf(http.StatusBadGateway, "M_UNKNOWN", "Another server refused or could not be reached: "+err.Error())
+}
+
+// isTimeout reports whether err is a network timeout (a connection or a
+// TLS handshake that took too long).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 
 	"github.com/matrix-org/util"
 	"github.com/sirupsen/logrus"
@@ -54,3 +55,7 @@ func (h slogHook) Fire(e *logrus.Entry) error {
 func (s *Server) WithLibraryLogger(ctx context.Context) context.Context {
 	return util.ContextWithLogger(ctx, s.libLog)
 }
+
+// quietGlobalLogger keeps gomatrixserverlib's calls that log to logrus's
+// global logger (those made with a background context) to warnings.
+var quietGlobalLogger sync.Once

@@ -191,6 +191,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("federation: %w", err)
 	}
 	s := &Server{opts: o, id: id, router: rt, mux: http.NewServeMux(), libLog: libraryLogger(o.Log)}
+	quietGlobalLogger.Do(func() { logrus.SetLevel(logrus.WarnLevel) })
 	s.client = fclient.NewFederationClient([]*fclient.SigningIdentity{id},
 		fclient.WithTransport(rt), fclient.WithTimeout(o.RequestTimeout), fclient.WithUserAgent("persona/"+o.Version))
 	s.keys = &keyDB{store: o.Store, self: id, validity: o.KeyValidity, metrics: o.Metrics}

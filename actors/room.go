@@ -106,8 +106,8 @@ type evRecord struct {
 	Sender     string          `json:"u"`
 	TS         int64           `json:"ts"`
 	Content    json.RawMessage `json:"c"`
-	PrevEvents []string        `json:"pe"`
-	AuthEvents []string        `json:"ae"`
+	PrevEvents []string        `json:"pe,omitempty"`
+	AuthEvents []string        `json:"ae,omitempty"`
 	Depth      int64           `json:"dp"`
 	Redacts    string          `json:"rd,omitempty"`
 	PDU        json.RawMessage `json:"pdu,omitempty"` // a remote event as it came, signatures included
@@ -121,9 +121,10 @@ type evRecord struct {
 	Txn        string          `json:"x,omitempty"`
 	Device     string          `json:"d,omitempty"`
 
-	prev       *evRecord // the state event it replaced, until it is durable: storage may not hold that one yet
-	relay      bool      // a remote event this room sends on to the other servers (appendRemote)
-	membership uint8     // of a member event, once read from Content: its index in memberships
+	prev        *evRecord // the state event it replaced, until it is durable: storage may not hold that one yet
+	relay       bool      // a remote event this room sends on to the other servers (appendRemote)
+	followsLast bool      // a local event whose prev_events are the room's last event alone (seal)
+	membership  uint8     // of a member event, once read from Content: its index in memberships
 }
 
 // memberRec is what the room keeps of each user's profile propagation: the

@@ -57,7 +57,7 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 		}
 		b.Set(r.stateIndexKey(ev.Type, *ev.StateKey, ev.Pos), index)
 	}
-	b.Set(r.key("ev", storage.Uint64(ev.Pos)), mustJSON(ev))
+	b.Set(r.key("ev", storage.Uint64(ev.Pos)), r.encodeEvent(ev))
 	if ev.Txn != "" {
 		b.Set(r.key("txn", ev.Sender+"\x00"+ev.Device+"\x00"+ev.Txn), []byte(ev.ID))
 	}

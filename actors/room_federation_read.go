@@ -207,7 +207,8 @@ func (r *room) missingEvents(earliest, latest []string, limit int, minDepth int6
 	queue := []string{}
 	for _, id := range latest {
 		if ev := r.eventByID(id); ev != nil {
-			queue = append(queue, ev.PrevEvents...)
+			prev, _ := r.prevOf(ev)
+			queue = append(queue, prev...)
 		}
 	}
 	for len(queue) > 0 && len(found) < limit {
@@ -222,7 +223,8 @@ func (r *room) missingEvents(earliest, latest []string, limit int, minDepth int6
 			continue
 		}
 		found = append(found, ev)
-		queue = append(queue, ev.PrevEvents...)
+		prev, _ := r.prevOf(ev)
+		queue = append(queue, prev...)
 	}
 	slices.SortFunc(found, func(a, b *evRecord) int { return int(a.Pos) - int(b.Pos) })
 	out := &wire.FederationReadReply{}

@@ -157,6 +157,7 @@ func (r *room) sendOutgoing(evs []outgoing, background bool) {
 // events after what it acknowledged; a destination owed nothing is caught
 // up to the room's last event.
 func (r *room) resendOutbound() {
+	defer r.endRequest() // rebuilding events read the state history
 	for dest, acked := range r.out {
 		if acked+1 >= r.durable {
 			continue

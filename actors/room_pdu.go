@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -30,9 +31,14 @@ func (r *room) seal(ev *evRecord) error {
 		ev.PrevEvents, ev.AuthEvents, ev.Depth = []string{}, []string{}, 1
 	} else {
 		ev.PrevEvents, ev.Depth = r.extremities(), max(r.tip.depth, r.meta.Depth)+1
+		ev.followsLast = len(r.meta.Extremities) == 0
 		ev.AuthEvents = r.authEvents(ev)
 	}
-	h, err := pdu.Hash(r.pduOf(ev), r.meta.Version)
+	e, err := r.pduOf(ev)
+	if err != nil {
+		return err
+	}
+	h, err := pdu.Hash(e, r.meta.Version)
 	if err != nil {
 		return fmt.Errorf("hash event: %w", err)
 	}
@@ -52,17 +58,121 @@ func appendError(err error) *wire.Error {
 	return internal(err.Error())
 }
 
-// pduOf is ev in the PDU builder's terms.
-func (r *room) pduOf(ev *evRecord) *pdu.Event {
+// pduOf is a local event in the PDU builder's terms.
+func (r *room) pduOf(ev *evRecord) (*pdu.Event, error) {
 	room := r.id
 	if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" && versionAtLeast(r.meta.Version, 12) {
 		room = "" // the room id is the create event's hash
 	}
+	prev, err := r.prevOf(ev)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := r.authOf(ev)
+	if err != nil {
+		return nil, err
+	}
 	return &pdu.Event{
 		RoomID: room, Sender: ev.Sender, Origin: r.h.cfg.ServerName, Type: ev.Type, StateKey: ev.StateKey,
-		Content: ev.Content, Redacts: ev.Redacts, PrevEvents: ev.PrevEvents, AuthEvents: ev.AuthEvents,
+		Content: ev.Content, Redacts: ev.Redacts, PrevEvents: prev, AuthEvents: auth,
 		Depth: ev.Depth, OriginServerTS: ev.TS,
+	}, nil
+}
+
+// A stored event leaves out what it can be rebuilt from (encodeEvent):
+// a local event's auth_events are the spec's selection from the state
+// before it, which the state index keeps, and its prev_events, when it
+// followed the room's last event alone, that event; a remote event's are
+// in its PDU. prevOf and authOf give them back. They read what a PDU
+// needs (the event rebuilt and signed when it leaves, a peer's read),
+// never what the fan-out of a rename needs, and each rebuilt event's id is
+// checked against the one it was given (signedPDU), so a rebuild that
+// differed would be refused, not sent.
+
+// encodeEvent is ev as stored.
+func (r *room) encodeEvent(ev *evRecord) []byte {
+	if ev.Stripped {
+		return mustJSON(ev)
 	}
+	stored := *ev
+	if ev.PDU != nil || ev.followsLast || ev.Pos == 0 {
+		stored.PrevEvents = nil
+	}
+	stored.AuthEvents = nil
+	return mustJSON(&stored)
+}
+
+// prevOf is ev's prev_events.
+func (r *room) prevOf(ev *evRecord) ([]string, error) {
+	switch {
+	case ev.PrevEvents != nil || ev.Stripped:
+		return ev.PrevEvents, nil
+	case ev.PDU != nil:
+		dag, err := dagOf(ev.PDU)
+		return dag.Prev, err
+	case ev.Pos == 0:
+		return []string{}, nil
+	}
+	last, err := r.readEvent(ev.Pos - 1)
+	if err != nil {
+		return nil, err
+	}
+	ev.PrevEvents = []string{last.ID}
+	return ev.PrevEvents, nil
+}
+
+// authOf is ev's auth_events.
+func (r *room) authOf(ev *evRecord) ([]string, error) {
+	switch {
+	case ev.AuthEvents != nil || ev.Stripped:
+		return ev.AuthEvents, nil
+	case ev.PDU != nil:
+		dag, err := dagOf(ev.PDU)
+		return dag.Auth, err
+	case ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "":
+		return []string{}, nil
+	}
+	past := r.pastState()
+	id := func(typ, key string) (string, error) {
+		e, err := past.event(typ, key, ev.Pos-1)
+		if e == nil || err != nil {
+			return "", err
+		}
+		return e.ID, nil
+	}
+	var want [][2]string
+	if !versionAtLeast(r.meta.Version, 12) {
+		want = append(want, [2]string{"m.room.create", ""})
+	}
+	want = append(want, [2]string{"m.room.power_levels", ""}, [2]string{"m.room.member", ev.Sender})
+	if ev.Type == "m.room.member" && ev.StateKey != nil {
+		want = append(want, [2]string{"m.room.member", *ev.StateKey})
+		switch membershipOf(ev) {
+		case "join", "invite", "knock":
+			want = append(want, [2]string{"m.room.join_rules", ""})
+		}
+	}
+	ids := make([]string, 0, len(want))
+	for _, w := range want {
+		x, err := id(w[0], w[1])
+		if err != nil {
+			return nil, err
+		}
+		if x != "" && !slices.Contains(ids, x) {
+			ids = append(ids, x)
+		}
+	}
+	ev.AuthEvents = ids
+	return ids, nil
+}
+
+// dagOf reads a PDU's prev_events and auth_events.
+func dagOf(raw []byte) (d struct {
+	Prev []string `json:"prev_events"`
+	Auth []string `json:"auth_events"`
+}, err error) {
+	err = json.Unmarshal(raw, &d)
+	return d, err
 }
 
 // extremities are the room's forward extremities: the events a new event
@@ -138,7 +248,10 @@ func (r *room) signedPDU(ev *evRecord) ([]byte, error) {
 	if ev.PDU != nil {
 		return ev.PDU, nil
 	}
-	e := r.pduOf(ev)
+	e, err := r.pduOf(ev)
+	if err != nil {
+		return nil, err
+	}
 	h, err := pdu.Hash(e, r.meta.Version)
 	if err != nil {
 		return nil, err
@@ -153,7 +266,10 @@ func (r *room) signedPDU(ev *evRecord) ([]byte, error) {
 // unsignedPDU is a local event's PDU without signatures, for the room's
 // own use.
 func (r *room) unsignedPDU(ev *evRecord) ([]byte, error) {
-	e := r.pduOf(ev)
+	e, err := r.pduOf(ev)
+	if err != nil {
+		return nil, err
+	}
 	h, err := pdu.Hash(e, r.meta.Version)
 	if err != nil {
 		return nil, err
@@ -183,8 +299,12 @@ func (r *room) getPDUs(m *wire.GetPDUs) *wire.PDUsReply {
 // and from room version 12, where the room id names the create event
 // instead, the create event.
 func (r *room) authRefs(ev *evRecord) []string {
-	if !versionAtLeast(r.meta.Version, 12) || r.meta.Create == "" || ev.ID == r.meta.Create {
-		return ev.AuthEvents
+	auth, err := r.authOf(ev)
+	if err != nil {
+		r.h.log.Error("room cannot rebuild an event's auth events", "room", r.id, "event", ev.ID, "err", err)
 	}
-	return append(slices.Clone(ev.AuthEvents), r.meta.Create)
+	if !versionAtLeast(r.meta.Version, 12) || r.meta.Create == "" || ev.ID == r.meta.Create {
+		return auth
+	}
+	return append(slices.Clone(auth), r.meta.Create)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"persona/actors"
+	"persona/storage"
 	"persona/wire"
 )
 
@@ -95,6 +96,9 @@ func (a *announcer) run() {
 // tell queues the EDU of user's changed fields for every server with a
 // member joined to one of user's joined rooms.
 func (a *announcer) tell(user string, fields map[string]json.RawMessage) error {
+	if !a.s.federated() {
+		return nil // no other server was ever met: no room has members elsewhere
+	}
 	ctx, cancel := context.WithTimeout(a.ctx, announceTimeout)
 	defer cancel()
 	reply, err := a.s.actors.Request(ctx, actors.KindUser, user, &wire.GetRooms{UserId: user})
@@ -129,4 +133,23 @@ func (a *announcer) tell(user string, fields map[string]json.RawMessage) error {
 		a.s.actors.Send(actors.KindOutbox, server, &wire.OutboundEDU{Destination: server, Type: eduProfileUnstable, Content: content})
 	}
 	return nil
+}
+
+// federated reports whether this server ever met another (holds another
+// server's key, which every join, invite or transaction between them
+// fetched): until then no room has members elsewhere, and a profile
+// change need not ask the user's rooms for their servers.
+func (s *Service) federated() bool {
+	if s.met.Load() {
+		return true
+	}
+	found := false
+	_ = s.store.Scan(storage.Prefix("fk", "key"), nil, func(_, _ []byte) error {
+		found = true
+		return storage.ErrStopScan
+	})
+	if found {
+		s.met.Store(true)
+	}
+	return found
 }

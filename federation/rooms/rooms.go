@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -56,8 +57,9 @@ type Service struct {
 	store  *storage.Store
 	log    *slog.Logger
 
-	versions sync.Map   // room id -> gomatrixserverlib.IRoomVersion: a room's version never changes
-	announce *announcer // local profile changes to tell other servers
+	versions sync.Map    // room id -> gomatrixserverlib.IRoomVersion: a room's version never changes
+	announce *announcer  // local profile changes to tell other servers
+	met      atomic.Bool // another server's key is stored (federated)
 }
 
 // New registers the room protocol's routes on o.Server and starts the

@@ -246,7 +246,7 @@ func (o *destination) queueEDU(m *wire.OutboundEDU) {
 		o.s.opts.Log.Error("outbox drops an EDU whose content is not JSON", "destination", o.name, "type", m.Type)
 		return
 	}
-	o.add(entry{kind: eduEntry, at: o.s.opts.Now(), name: m.Type, body: m.Content}, false)
+	o.add(entry{kind: eduEntry, at: o.s.opts.Now(), name: m.Type, body: m.Content}, true) // the EDUs sent are profile updates: they ride with a fan-out's PDUs
 }
 
 // add gives e the next seq and puts it in a write; background says no

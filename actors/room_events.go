@@ -64,8 +64,8 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 	if header { // the next position is the last event's, plus one: it is not stored
 		b.Set(r.key("meta"), mustJSON(r.meta))
 	}
-	if ev.Type == "m.room.member" {
-		r.remote = nil
+	if ev.Type == "m.room.member" && (ev.prev == nil || membershipOf(ev.prev) != membershipOf(ev)) {
+		r.remote = nil // a rename keeps who is joined: the servers stand
 	}
 	r.noteOutbound(b, ev)
 	r.inFlight = append(r.inFlight, stream)

@@ -10,9 +10,13 @@ import (
 )
 
 // A stopped service and a closed store leave no goroutine behind, after
-// registrations, a room and a rename's fan-out.
+// registrations, a room and a rename's fan-out. protoactor's dead-letter
+// throttle is the one exception: a message that meets a stopping actor
+// starts a goroutine that ends by itself after the throttle interval (1 s),
+// which can outlast goleak's retries.
 func TestStopLeavesNoGoroutines(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
 	h, st := newHostWith(t, t.TempDir(), config.Default())
 	alice := registerUser(t, h, "alice")
 	createRoom(t, h, alice, 2)

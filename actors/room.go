@@ -65,6 +65,9 @@ type room struct {
 	// refused is the event checkRemote last refused by the auth rules, for
 	// receive to record.
 	refused *refusal
+	// parsed holds events parsed for the auth rules (parsePDU), by id: the
+	// next remote event mostly cites the same auth events.
+	parsed map[string]parsedEvent
 }
 
 type stateKey struct{ typ, key string }

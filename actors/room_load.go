@@ -190,7 +190,7 @@ func (r *room) release() bool {
 		}
 		r.unread = r.unread.add(sk.typ, sk.key, ev.Pos)
 	}
-	r.state, r.released = members, true
+	r.state, r.released, r.parsed = members, true, nil
 	r.idle.Set(rest)
 	return true
 }

@@ -55,6 +55,7 @@ func (r *room) receive(ctx actor.Context, m *wire.ReceivePDU) {
 		ctx.Respond(&wire.ReceiveReply{Error: internal(err.Error())})
 		return
 	}
+	r.keepParsed(ev, r.meta.NextPos-1)
 	var notify []string
 	if ev.Type() == "m.room.member" && ev.StateKey() != nil && r.local(*ev.StateKey()) {
 		notify = []string{*ev.StateKey()}
@@ -77,7 +78,12 @@ func (r *room) checkRemote(m *wire.ReceivePDU) (gomatrixserverlib.PDU, *wire.Rec
 	if err != nil {
 		return nil, &wire.ReceiveReply{Rejected: "unsupported room version " + r.meta.Version}
 	}
-	ev, err := verImpl.NewEventFromTrustedJSON(m.Pdu, false)
+	var ev gomatrixserverlib.PDU
+	if m.EventId != "" {
+		ev, err = verImpl.NewEventFromTrustedJSONWithEventID(m.EventId, m.Pdu, false)
+	} else {
+		ev, err = verImpl.NewEventFromTrustedJSON(m.Pdu, false)
+	}
 	if err != nil {
 		return nil, &wire.ReceiveReply{Rejected: "malformed event: " + err.Error()}
 	}
@@ -134,6 +140,10 @@ func (r *room) checkRemote(m *wire.ReceivePDU) (gomatrixserverlib.PDU, *wire.Rec
 func (r *room) allowedByAuthEvents(verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) error {
 	var cited []gomatrixserverlib.PDU
 	for _, id := range ev.AuthEventIDs() {
+		if p, ok := r.parsed[id]; ok && p.pos < r.meta.NextPos {
+			cited = append(cited, p.ev)
+			continue
+		}
 		rec := r.eventByID(id)
 		if rec == nil || rec.Pos >= r.meta.NextPos {
 			if r.isRejected(id) {
@@ -272,9 +282,22 @@ func (r *room) authChain(verImpl gomatrixserverlib.IRoomVersion, events []gomatr
 	return out, nil
 }
 
+// parsedEvent is an event the room holds at pos, parsed.
+type parsedEvent struct {
+	ev  gomatrixserverlib.PDU
+	pos uint64
+}
+
+// maxParsed bounds a room's parsed events: past it they are dropped
+// together, and the ones still cited are parsed again.
+const maxParsed = 32
+
 // parsePDU is a stored event as gomatrixserverlib's PDU (unsigned when
-// local: it stays in the room).
+// local: it stays in the room), parsed once while it stays in r.parsed.
 func (r *room) parsePDU(verImpl gomatrixserverlib.IRoomVersion, rec *evRecord) (gomatrixserverlib.PDU, error) {
+	if p, ok := r.parsed[rec.ID]; ok && p.pos == rec.Pos {
+		return p.ev, nil
+	}
 	raw := rec.PDU
 	if raw == nil {
 		var err error
@@ -282,7 +305,20 @@ func (r *room) parsePDU(verImpl gomatrixserverlib.IRoomVersion, rec *evRecord) (
 			return nil, err
 		}
 	}
-	return verImpl.NewEventFromTrustedJSON(raw, false)
+	ev, err := verImpl.NewEventFromTrustedJSONWithEventID(rec.ID, raw, false)
+	if err != nil {
+		return nil, err
+	}
+	r.keepParsed(ev, rec.Pos)
+	return ev, nil
+}
+
+// keepParsed keeps ev, held at pos, for parsePDU and the auth checks.
+func (r *room) keepParsed(ev gomatrixserverlib.PDU, pos uint64) {
+	if r.parsed == nil || len(r.parsed) >= maxParsed {
+		r.parsed = make(map[string]parsedEvent, maxParsed)
+	}
+	r.parsed[ev.EventID()] = parsedEvent{ev, pos}
 }
 
 // afterRemote is the room's forward extremities once ev joins them.

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // keySources are the places the key ring looks for another server's keys:
@@ -39,7 +40,11 @@ func (m *Metrics) newFederation() {
 		Name: "persona_federation_pdus_rejected_total",
 		Help: "PDUs of other servers' transactions that were refused, by reason (malformed, unknown_room, signature, auth, missing_prev, other).",
 	}, []string{"reason"})
-	m.reg.MustRegister(m.federationDuration, m.keyFetches, m.txnsIn, m.pdusRejected)
+	m.pdusAccepted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "persona_federation_pdus_accepted_total",
+		Help: "PDUs of other servers' transactions that their rooms accepted and made durable (resends of held events included).",
+	})
+	m.reg.MustRegister(m.federationDuration, m.keyFetches, m.txnsIn, m.pdusRejected, m.pdusAccepted)
 }
 
 // FederationTxnIn counts one transaction received, by result.
@@ -54,6 +59,22 @@ func (m *Metrics) FederationPDURejected(reason string) {
 	if m != nil {
 		m.pdusRejected.WithLabelValues(reason).Inc()
 	}
+}
+
+// FederationPDUAccepted counts one PDU its room accepted.
+func (m *Metrics) FederationPDUAccepted() {
+	if m != nil {
+		m.pdusAccepted.Inc()
+	}
+}
+
+// FederationPDUsAccepted is how many PDUs rooms accepted so far.
+func (m *Metrics) FederationPDUsAccepted() float64 {
+	var d dto.Metric
+	if m.pdusAccepted.Write(&d) != nil {
+		return 0
+	}
+	return d.GetCounter().GetValue()
 }
 
 // FederationRequest records one answered request on the federation listener.

@@ -34,6 +34,7 @@ type Metrics struct {
 	federationDuration                     *prometheus.HistogramVec
 	keyFetches                             *prometheus.CounterVec
 	txnsIn, pdusRejected                   *prometheus.CounterVec
+	pdusAccepted                           prometheus.Counter
 	remoteProfiles                         *remoteProfileMetrics
 }
 

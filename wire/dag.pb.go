@@ -134,10 +134,13 @@ func (x *PDUsReply) GetError() *Error {
 // ReceivePDU hands a room an event from another server (origin), whose
 // signatures and content hash the federation layer has checked.
 type ReceivePDU struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
-	Origin        string                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
-	Pdu           []byte                 `protobuf:"bytes,3,opt,name=pdu,proto3" json:"pdu,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	RoomId string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	Origin string                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	Pdu    []byte                 `protobuf:"bytes,3,opt,name=pdu,proto3" json:"pdu,omitempty"`
+	// event_id is the PDU's id as the federation layer computed it when it
+	// checked the PDU, so that the room need not hash it again.
+	EventId       string `protobuf:"bytes,4,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -191,6 +194,13 @@ func (x *ReceivePDU) GetPdu() []byte {
 		return x.Pdu
 	}
 	return nil
+}
+
+func (x *ReceivePDU) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
 }
 
 // ReceiveReply answers ReceivePDU: accepted (or held already) when
@@ -1127,12 +1137,13 @@ const file_dag_proto_rawDesc = "" +
 	"\tevent_ids\x18\x02 \x03(\tR\beventIds\"J\n" +
 	"\tPDUsReply\x12\x12\n" +
 	"\x04pdus\x18\x01 \x03(\fR\x04pdus\x12)\n" +
-	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"O\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"j\n" +
 	"\n" +
 	"ReceivePDU\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x10\n" +
-	"\x03pdu\x18\x03 \x01(\fR\x03pdu\"o\n" +
+	"\x03pdu\x18\x03 \x01(\fR\x03pdu\x12\x19\n" +
+	"\bevent_id\x18\x04 \x01(\tR\aeventId\"o\n" +
 	"\fReceiveReply\x12\x1a\n" +
 	"\brejected\x18\x01 \x01(\tR\brejected\x12\x18\n" +
 	"\amissing\x18\x02 \x03(\tR\amissing\x12)\n" +

@@ -118,6 +118,8 @@ func (s *Service) receivePDUs(ctx context.Context, origin spec.ServerName, pdus 
 				id, err := s.receivePDU(ctx, origin, raw)
 				if err != nil {
 					s.opts.Metrics.FederationPDURejected(reasonOf(err))
+				} else {
+					s.opts.Metrics.FederationPDUAccepted()
 				}
 				if id == "" {
 					s.log.Info("transaction PDU dropped", "origin", origin, "err", err)
@@ -187,7 +189,7 @@ func (s *Service) receivePDU(ctx context.Context, origin spec.ServerName, raw []
 // room lacks from origin first (up to depth levels of them).
 func (s *Service) deliver(ctx context.Context, origin spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, depth int) error {
 	room := ev.RoomID().String()
-	msg := &wire.ReceivePDU{RoomId: room, Origin: string(origin), Pdu: ev.JSON()}
+	msg := &wire.ReceivePDU{RoomId: room, Origin: string(origin), Pdu: ev.JSON(), EventId: ev.EventID()}
 	reply, err := ask[*wire.ReceiveReply](ctx, s, actors.KindRoom, room, msg)
 	if err != nil {
 		return err

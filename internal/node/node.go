@@ -49,6 +49,7 @@ type Node struct {
 	rooms     *rooms.Service
 	profiles  *profiles.Cache
 	fedL      net.Listener
+	metrics   *metrics.Metrics
 	done      chan error
 	stopOnce  sync.Once
 	stopErr   error
@@ -80,6 +81,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 3)}
 	m = metrics.New(st)
+	n.metrics = m
 	var opts actors.Options
 	if cfg.Listen.Federation != "" {
 		if opts, err = n.newFederation(m); err != nil {
@@ -240,6 +242,10 @@ func (n *Node) FederationAddr() string {
 // Federation returns the node's federation server (its identity, key ring,
 // client and routes), or nil when federation is disabled.
 func (n *Node) Federation() *federation.Server { return n.fed }
+
+// Metrics is the node's collectors, for an in-process reader such as a
+// benchmark.
+func (n *Node) Metrics() *metrics.Metrics { return n.metrics }
 
 // MetricsAddr is the address of /metrics, or "" when disabled.
 func (n *Node) MetricsAddr() string {

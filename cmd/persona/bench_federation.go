@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"persona/config"
+	"persona/internal/cputime"
 	"persona/internal/node"
 )
 
@@ -111,14 +112,14 @@ func benchFederation(args []string, stdout, stderr io.Writer) error {
 		for i, n := range nodes {
 			accepted[i] = n.Metrics().FederationPDUsAccepted()
 		}
-		start := time.Now()
+		start, cpu0 := time.Now(), cputime.Process()
 		if err := call(http.MethodPut, base(nodes[0])+"/_matrix/client/v3/profile/"+neturl.PathEscape(ids[0])+"/displayname", tokens[0], map[string]string{"displayname": name}, nil); err != nil {
 			return err
 		}
 		if err := waitAccepted(nodes[1:], accepted[1:], *rooms, 2*time.Minute); err != nil {
 			return err
 		}
-		last := time.Since(start)
+		last, cpu := time.Since(start), cputime.Process()-cpu0
 		var wg sync.WaitGroup
 		var failed atomic.Value
 		for i := 1; i < len(nodes); i++ {
@@ -138,8 +139,8 @@ func benchFederation(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "rename %d: applied on all %d servers in %.0f ms (%d PDUs each, %.0f PDUs/s per destination); %d transactions, %.1f PDUs and %.1f ms each\n",
-			r, *servers, ms(last), *rooms, float64(*rooms)/last.Seconds(), txns-txns0, (pdus-pdus0)/float64(max(1, txns-txns0)), 1000*(secs-secs0)/float64(max(1, txns-txns0)))
+		fmt.Fprintf(stdout, "rename %d: applied on all %d servers in %.0f ms, %.2f s of CPU (%d PDUs each, %.0f PDUs/s per destination); %d transactions, %.1f PDUs and %.1f ms each\n",
+			r, *servers, ms(last), cpu.Seconds(), *rooms, float64(*rooms)/last.Seconds(), txns-txns0, (pdus-pdus0)/float64(max(1, txns-txns0)), 1000*(secs-secs0)/float64(max(1, txns-txns0)))
 		txns0, pdus0, secs0 = txns, pdus, secs
 	}
 	return nil

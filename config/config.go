@@ -82,6 +82,10 @@ type Federation struct {
 	// before its queue is compacted to each room's latest event; the server
 	// then fetches the events in between itself (get_missing_events).
 	OutboxHorizon time.Duration `yaml:"outbox_horizon"`
+	// InboundTxnTTL is how long the answer to another server's transaction
+	// is kept, to answer a resend of the same txnId without applying it
+	// again.
+	InboundTxnTTL time.Duration `yaml:"inbound_txn_ttl"`
 	// ProfileCacheTTL is how long a profile another server answered is
 	// served from the cache before it is asked again.
 	ProfileCacheTTL time.Duration `yaml:"profile_cache_ttl"`
@@ -179,6 +183,7 @@ func Default() *Config {
 			OutboxBackoffMin:     time.Second,
 			OutboxBackoffMax:     time.Hour,
 			OutboxHorizon:        24 * time.Hour,
+			InboundTxnTTL:        24 * time.Hour,
 			ProfileCacheTTL:      24 * time.Hour,
 			ProfileCacheErrorTTL: time.Minute,
 		},

@@ -151,6 +151,7 @@ federation:
   outbox_backoff_min: 100ms
   outbox_backoff_max: 2s
   outbox_horizon: 1h
+  inbound_txn_ttl: 2h
   profile_cache_ttl: 2h
   profile_cache_error_ttl: 30s
 `
@@ -172,6 +173,7 @@ federation:
 		OutboxBackoffMin:     100 * time.Millisecond,
 		OutboxBackoffMax:     2 * time.Second,
 		OutboxHorizon:        time.Hour,
+		InboundTxnTTL:        2 * time.Hour,
 		ProfileCacheTTL:      2 * time.Hour,
 		ProfileCacheErrorTTL: 30 * time.Second,
 	}

@@ -109,6 +109,10 @@ federation:
   # itself. Longer keeps more on disk for a server that is down; shorter
   # makes one that returns ask for more.
   outbox_horizon: {{dur .Federation.OutboxHorizon}}
+  # How long the answer to another server's transaction is kept, so that a
+  # resend of it (the same txnId) gets the same answer and is not applied
+  # again. Every event is applied once whatever this is; longer costs disk.
+  inbound_txn_ttl: {{dur .Federation.InboundTxnTTL}}
   # How long a profile of another server's user, as that server answered it,
   # is served from the cache (kept in the database) before that server is
   # asked again. The user's member events and profile updates from that server

@@ -149,6 +149,7 @@ func (f *Federation) validate(p *problems) {
 		p.add("federation.outbox_backoff_max", "must be at least federation.outbox_backoff_min (%s) (got %q)", f.OutboxBackoffMin, f.OutboxBackoffMax)
 	}
 	p.positiveDuration("federation.outbox_horizon", f.OutboxHorizon)
+	p.positiveDuration("federation.inbound_txn_ttl", f.InboundTxnTTL)
 	p.positiveDuration("federation.profile_cache_ttl", f.ProfileCacheTTL)
 	p.positiveDuration("federation.profile_cache_error_ttl", f.ProfileCacheErrorTTL)
 }

@@ -62,6 +62,7 @@ func TestValidate(t *testing.T) {
 			c.Federation.OutboxBackoffMin, c.Federation.OutboxBackoffMax = time.Minute, time.Second
 		}, "federation.outbox_backoff_max: must be at least federation.outbox_backoff_min"},
 		{"no horizon", func(c *Config) { c.Federation.OutboxHorizon = -time.Hour }, "federation.outbox_horizon:"},
+		{"no txn ttl", func(c *Config) { c.Federation.InboundTxnTTL = 0 }, "federation.inbound_txn_ttl:"},
 		{"profile cache ttl", func(c *Config) { c.Federation.ProfileCacheTTL = 0 }, "federation.profile_cache_ttl:"},
 		{"profile cache error ttl", func(c *Config) { c.Federation.ProfileCacheErrorTTL = -time.Second }, "federation.profile_cache_error_ttl:"},
 	}

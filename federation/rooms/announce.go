@@ -64,10 +64,13 @@ func (s *Service) ProfileChanged(user string, fields map[string]json.RawMessage)
 }
 
 // Close stops announcing profile changes, dropping those not yet told,
-// and waits for its goroutine. Call it before the actors stop.
+// and sweeping transaction records, and waits for both goroutines. Call
+// it before the actors stop.
 func (s *Service) Close() {
 	s.announce.cancel()
+	s.stopSweep()
 	<-s.announce.done
+	<-s.swept
 }
 
 func (a *announcer) run() {

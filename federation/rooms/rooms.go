@@ -60,10 +60,14 @@ type Service struct {
 	versions sync.Map    // room id -> gomatrixserverlib.IRoomVersion: a room's version never changes
 	announce *announcer  // local profile changes to tell other servers
 	met      atomic.Bool // another server's key is stored (federated)
+
+	stopSweep func()        // ends sweepTxns
+	swept     chan struct{} // closed when sweepTxns returns
 }
 
 // New registers the room protocol's routes on o.Server and starts the
-// goroutine that announces local profile changes; Close stops it.
+// goroutines that announce local profile changes and sweep expired
+// transaction records; Close stops them.
 func New(o Options) *Service {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -73,6 +77,9 @@ func New(o Options) *Service {
 	}
 	s := &Service{opts: o, cfg: o.Config, actors: o.Actors, fed: o.Server, store: o.Store, log: o.Log}
 	s.announce = newAnnouncer(s)
+	ctx, stop := context.WithCancel(context.Background())
+	s.stopSweep, s.swept = stop, make(chan struct{})
+	go s.sweepTxns(ctx, s.swept)
 	h := func(f func(*http.Request, spec.ServerName) (any, error)) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			out, err := f(r, federation.Origin(r.Context()))

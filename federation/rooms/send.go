@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -66,10 +67,11 @@ func (s *Service) send(r *http.Request, origin spec.ServerName) (any, error) {
 	if len(t.PDUs) > maxPDUs || len(t.EDUs) > maxEDUs {
 		return nil, errorf(http.StatusBadRequest, "M_BAD_JSON", "A transaction holds at most %d PDUs and %d EDUs.", maxPDUs, maxEDUs)
 	}
-	key := storage.Key("fi", string(origin), txnID)
+	key := txnKey(origin, txnID)
 	if done, err := s.store.Get(key); err == nil {
 		s.opts.Metrics.FederationTxnIn("duplicate")
-		return json.RawMessage(done), nil
+		_, answer := txnAnswer(done)
+		return json.RawMessage(answer), nil
 	}
 	results := s.receivePDUs(r.Context(), origin, t.PDUs)
 	for _, raw := range t.EDUs {
@@ -77,7 +79,7 @@ func (s *Service) send(r *http.Request, origin spec.ServerName) (any, error) {
 	}
 	out, _ := json.Marshal(map[string]any{"pdus": results})
 	var b storage.Batch
-	b.Set(key, out)
+	b.Set(key, txnRecord(time.Now(), out))
 	if err := s.store.CommitSync(&b); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
+	"persona/config"
 	"persona/internal/testnode"
 )
 
@@ -98,11 +99,18 @@ func FuzzInboundTransaction(f *testing.F) {
 // twoServers starts nodes A and B, named by their federation listeners,
 // and has a user of B join a public room of A's user; it returns the
 // nodes, the room and B's user.
-func twoServers(tb testing.TB) (a, b *testnode.Node, room string, bob string) {
+// tuneA, if given, changes A's config first.
+func twoServers(tb testing.TB, tuneA ...func(*config.Config)) (a, b *testnode.Node, room string, bob string) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a, b = testnode.Start(tb, "", testnode.ByAddress(tb)), testnode.Start(tb, "", testnode.ByAddress(tb))
+	a = testnode.Start(tb, "", func(c *config.Config) {
+		testnode.ByAddress(tb)(c)
+		for _, tune := range tuneA {
+			tune(c)
+		}
+	})
+	b = testnode.Start(tb, "", testnode.ByAddress(tb))
 	alice, bobCli := a.Register("alice"), b.Register("bob")
 	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {

@@ -14,7 +14,8 @@ type outboxMetrics struct {
 	transactions, failures prometheus.Counter
 	pdus                   prometheus.Histogram
 	latency                prometheus.Histogram
-	refused, dropped       prometheus.Counter
+	refused                prometheus.Counter
+	dropped                *prometheus.CounterVec
 	dests                  *destinations
 }
 
@@ -42,10 +43,10 @@ func newOutboxMetrics(reg *prometheus.Registry) *outboxMetrics {
 			Name: "persona_federation_pdus_refused_total",
 			Help: "PDUs a destination answered with an error in a 200 to their transaction; they are not sent again.",
 		}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persona_federation_outbox_dropped_pdus_total",
-			Help: "Queued PDUs dropped because the oldest entry of their destination's queue passed the horizon; each room's latest PDU is kept.",
-		}),
+			Help: "Queued PDUs dropped, by reason: horizon (the oldest entry of their destination's queue passed the horizon; each room's latest PDU is kept) or refused (the destination refused their whole transaction with a 4xx). The destination fetches them from later events' prev_events when it needs them.",
+		}, []string{"reason"}),
 		dests: &destinations{
 			m: map[string]destState{},
 			queued: prometheus.NewDesc("persona_federation_outbox_queued",
@@ -55,6 +56,9 @@ func newOutboxMetrics(reg *prometheus.Registry) *outboxMetrics {
 			backoff: prometheus.NewDesc("persona_federation_outbox_backoff_seconds",
 				"Seconds until the next attempt to send to a destination that failed; 0 when healthy.", []string{"destination"}, nil),
 		},
+	}
+	for _, reason := range []string{"horizon", "refused"} {
+		o.dropped.WithLabelValues(reason) // exported at 0 from the start
 	}
 	reg.MustRegister(o.transactions, o.failures, o.pdus, o.latency, o.refused, o.dropped, o.dests)
 	return o
@@ -131,5 +135,7 @@ func (m *Metrics) OutboxTransaction(pdus, refused int, took time.Duration) {
 // OutboxTransactionFailed counts a failed attempt to send a transaction.
 func (m *Metrics) OutboxTransactionFailed() { m.outbox.failures.Inc() }
 
-// OutboxDropped counts PDUs dropped by the horizon.
-func (m *Metrics) OutboxDropped(n int) { m.outbox.dropped.Add(float64(n)) }
+// OutboxDropped counts n PDUs dropped for reason ("horizon" or "refused").
+func (m *Metrics) OutboxDropped(reason string, n int) {
+	m.outbox.dropped.WithLabelValues(reason).Add(float64(n))
+}

@@ -387,7 +387,7 @@ func TestHorizonKeepsEachRoomsLatestPDU(t *testing.T) {
 		t.Errorf("%d transactions, want 2, the second with the 2 EDUs", len(txns))
 	}
 	waitFor(t, 10*time.Second, "the queue empty", func() bool { return n.state(w.dest).Queued == 0 })
-	if got := n.metric("persona_federation_outbox_dropped_pdus_total"); got != 28 {
+	if got := n.metric(`persona_federation_outbox_dropped_pdus_total{reason="horizon"}`); got != 28 {
 		t.Errorf("dropped PDUs counted: %v, want 28", got)
 	}
 	if st := n.state(w.dest); st.DroppedPdus != 28 {
@@ -477,5 +477,39 @@ func TestOutboxPassivatesOnceEmpty(t *testing.T) {
 	})
 	if got := n.metric(`persona_federation_outbox_queued{destination="peer.test"}`); got != -1 {
 		t.Errorf("a passivated outbox still exports its queue (%v)", got)
+	}
+}
+
+// A destination that refuses a whole transaction with a 4xx would refuse
+// the same body again: the outbox drops its PDUs (counted) and goes on to
+// the next transaction, where a 429 or a 500 is sent again after a
+// back-off.
+func TestRefusedTransactionIsDroppedNotRetried(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.peer.answerNext(1, http.StatusBadRequest)
+	n := w.start(Options{BackoffMin: 20 * time.Millisecond, BackoffMax: 50 * time.Millisecond}, time.Minute)
+	room := newRoom(w.origin)
+	n.queue(w.dest, room, pdus(room, 1, 5)...)
+	waitFor(t, 10*time.Second, "the 400", func() bool { return len(w.peer.txns()) == 1 })
+	waitFor(t, 10*time.Second, "the queue empty after it", func() bool { return n.state(w.dest).Queued == 0 })
+	if txns := w.peer.txns(); len(txns) != 1 || txns[0].status != http.StatusBadRequest {
+		t.Fatalf("%d requests, want the one answered 400", len(txns))
+	}
+	if got := n.metric(`persona_federation_outbox_dropped_pdus_total{reason="refused"}`); got != 5 {
+		t.Errorf("refused PDUs dropped: %v, want 5", got)
+	}
+	if st := n.state(w.dest); st.DroppedPdus != 5 || st.Failures != 0 {
+		t.Errorf("state %v, want 5 dropped and no failure in a row", st)
+	}
+
+	w.peer.answerNext(2, http.StatusTooManyRequests)
+	n.queue(w.dest, room, pdus(room, 6, 7)...)
+	waitFor(t, 10*time.Second, "pos 6 and 7 delivered", func() bool { return len(w.pdusTo(w.dest)) == 2 })
+	if got, want := w.pdusTo(w.dest), []string{key(room, 6), key(room, 7)}; !slices.Equal(got, want) {
+		t.Errorf("delivered %v, want %v", got, want)
+	}
+	if txns := w.peer.txns(); len(txns) != 4 || txns[3].status != http.StatusOK {
+		t.Errorf("%d requests, want the 400, two 429s and a 200", len(txns))
 	}
 }

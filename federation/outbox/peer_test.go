@@ -31,14 +31,15 @@ type peer struct {
 	pub    ed25519.PublicKey
 	srv    *httptest.Server
 
-	mu        sync.Mutex
-	got       []gotTxn // in the order they were answered (or abandoned)
-	arrivals  int
-	fails     int           // answer 500 to this many more requests
-	hold      chan struct{} // non-nil: requests wait until it is closed
-	refuse    bool          // answer 200 with an error for every PDU
-	active    int
-	maxActive int
+	mu         sync.Mutex
+	got        []gotTxn // in the order they were answered (or abandoned)
+	arrivals   int
+	fails      int // answer failStatus to this many more requests
+	failStatus int
+	hold       chan struct{} // non-nil: requests wait until it is closed
+	refuse     bool          // answer 200 with an error for every PDU
+	active     int
+	maxActive  int
 }
 
 // gotTxn is one request the peer got.
@@ -103,7 +104,7 @@ func (p *peer) send(w http.ResponseWriter, r *http.Request) {
 	p.arrivals++
 	p.active++
 	p.maxActive = max(p.maxActive, p.active)
-	hold, fail, refuse := p.hold, p.fails > 0, p.refuse
+	hold, fail, failStatus, refuse := p.hold, p.fails > 0, p.failStatus, p.refuse
 	if fail {
 		p.fails--
 	}
@@ -122,7 +123,7 @@ func (p *peer) send(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if fail {
-		got.status = http.StatusInternalServerError
+		got.status = failStatus
 		w.WriteHeader(got.status)
 		_, _ = w.Write([]byte(`{"errcode":"M_UNKNOWN","error":"told to fail"}`))
 		return
@@ -160,9 +161,12 @@ func (p *peer) release() {
 }
 
 // failNext answers the next n requests 500.
-func (p *peer) failNext(n int) {
+func (p *peer) failNext(n int) { p.answerNext(n, http.StatusInternalServerError) }
+
+// answerNext answers the next n requests with status, an error.
+func (p *peer) answerNext(n, status int) {
 	p.mu.Lock()
-	p.fails = n
+	p.fails, p.failStatus = n, status
 	p.mu.Unlock()
 }
 

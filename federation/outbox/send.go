@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"time"
 
 	"github.com/matrix-org/gomatrix"
@@ -201,14 +202,27 @@ func (o *destination) send(t *txn) {
 }
 
 // sent takes the destination's answer: a 200 delivers the transaction,
-// whatever it says of each PDU (the destination has them); anything else
-// backs off and sends it again.
+// whatever it says of each PDU (the destination has them); a 4xx that
+// refuses the transaction as such (refusedWhole) drops it, since the same
+// txnId must carry the same body again; anything else backs off and sends
+// it again.
 func (o *destination) sent(m *sent) {
 	if m.gen != o.gen || o.txn == nil {
 		return
 	}
 	o.sending = nil
 	t, met := o.txn, o.s.opts.Metrics
+	if m.err != nil && refusedWhole(m.err) {
+		o.s.opts.Log.Warn("destination refused a whole transaction: its PDUs are dropped, the destination fetches them from later events when it needs them",
+			"destination", o.name, "txn", t.id, "pdus", t.pdus, "err", describe(m.err))
+		if met != nil {
+			met.OutboxTransactionFailed()
+			met.OutboxDropped("refused", t.pdus)
+		}
+		o.dropped += uint64(t.pdus)
+		o.done(t)
+		return
+	}
 	if m.err != nil {
 		o.s.opts.Log.Warn("transaction not delivered", "destination", o.name, "txn", t.id,
 			"failures", o.failures+1, "err", describe(m.err))
@@ -234,6 +248,12 @@ func (o *destination) sent(m *sent) {
 		met.OutboxTransaction(t.pdus, refused, m.took)
 	}
 	o.delivered++
+	o.done(t)
+}
+
+// done ends t, delivered or dropped: its entries leave the queue and the
+// next transaction may go.
+func (o *destination) done(t *txn) {
 	o.failures = 0
 	w := o.tail(0)
 	for _, seq := range t.seqs {
@@ -248,6 +268,18 @@ func (o *destination) sent(m *sent) {
 			o.s.opts.Log.Error("outbox cannot read its queue", "destination", o.name, "err", err)
 		}
 	}
+}
+
+// refusedWhole reports whether err is a destination's 4xx answer that
+// refuses a transaction as such (a malformed or oversized body, say), so
+// that sending it again would be refused again. 401 (the destination could
+// not check the signature yet), 408 and 429 are worth another attempt.
+func refusedWhole(err error) bool {
+	var h gomatrix.HTTPError
+	if !errors.As(err, &h) || h.Code < 400 || h.Code >= 500 {
+		return false
+	}
+	return h.Code != http.StatusUnauthorized && h.Code != http.StatusRequestTimeout && h.Code != http.StatusTooManyRequests
 }
 
 // describe returns err for a log line: a destination's error answer as its
@@ -366,7 +398,7 @@ func (o *destination) compact() (map[string]uint64, error) {
 		o.s.opts.Log.Warn("outbox dropped PDUs older than its horizon but each room's latest",
 			"destination", o.name, "dropped", len(drop), "rooms", len(latest))
 		if o.s.opts.Metrics != nil {
-			o.s.opts.Metrics.OutboxDropped(len(drop))
+			o.s.opts.Metrics.OutboxDropped("horizon", len(drop))
 		}
 	}
 	return latest, nil

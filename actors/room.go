@@ -123,9 +123,9 @@ type evRecord struct {
 	Stream     uint64          `json:"s"`
 	Txn        string          `json:"x,omitempty"`
 	Device     string          `json:"d,omitempty"`
+	Relay      bool            `json:"rl,omitempty"` // a remote event this room sends on to the other servers (appendRemote)
 
 	prev        *evRecord // the state event it replaced, until it is durable: storage may not hold that one yet
-	relay       bool      // a remote event this room sends on to the other servers (appendRemote)
 	followsLast bool      // a local event whose prev_events are the room's last event alone (seal)
 	membership  uint8     // of a member event, once read from Content: its index in memberships
 }

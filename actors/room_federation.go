@@ -163,7 +163,7 @@ func (r *room) stateAndAuthChain() (*wire.SendMembershipReply, error) {
 func (r *room) appendRemote(b *storage.Batch, ev gomatrixserverlib.PDU, raw []byte, relay bool) error {
 	extremities, depth := r.afterRemote(ev), max(r.tip.depth, r.meta.Depth)
 	rec := recordOf(ev, raw)
-	rec.relay = relay
+	rec.Relay = relay
 	if err := r.append(b, rec); err != nil {
 		return err
 	}

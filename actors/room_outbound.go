@@ -69,7 +69,7 @@ func (r *room) noteOutbound(b *storage.Batch, ev *evRecord) {
 	if ev.PDU != nil {
 		b.Set(eventRoomKey(ev.ID), []byte(r.id))
 	}
-	if ev.PDU != nil && !ev.relay { // another server's event: its origin sends it
+	if ev.PDU != nil && !ev.Relay { // another server's event: its origin sends it
 		if ev.Type == "m.room.member" && ev.StateKey != nil && membershipOf(ev) == "join" {
 			if s := mxid.ServerOf(*ev.StateKey); s != r.h.cfg.ServerName {
 				if r.out == nil {
@@ -89,7 +89,7 @@ func (r *room) noteOutbound(b *storage.Batch, ev *evRecord) {
 			dests = append(dests, s)
 		}
 	}
-	if ev.relay { // not back to where it came from
+	if ev.Relay { // not back to where it came from
 		dests = slices.DeleteFunc(slices.Clone(dests), func(d string) bool { return d == mxid.ServerOf(ev.Sender) })
 	}
 	if len(dests) == 0 {
@@ -154,8 +154,8 @@ func (r *room) sendOutgoing(evs []outgoing, background bool) {
 }
 
 // resendOutbound hands each destination's outbox, at activation, the local
-// events after what it acknowledged; a destination owed nothing is caught
-// up to the room's last event.
+// and relayed events after what it acknowledged; a destination owed
+// nothing is caught up to the room's last event.
 func (r *room) resendOutbound() {
 	defer r.endRequest() // rebuilding events read the state history
 	for dest, acked := range r.out {
@@ -180,8 +180,9 @@ func (r *room) resendOutbound() {
 // outboundBatch is the most events one OutboundPDUs carries.
 const outboundBatch = 200
 
-// sendAfter sends dest the room's local events after position acked that
-// it is owed, as background, and reports whether there were any.
+// sendAfter sends dest the room's local and relayed events after position
+// acked that it is owed, as background, and reports whether there were
+// any.
 func (r *room) sendAfter(dest string, acked uint64) (owed bool, err error) {
 	msg := &wire.OutboundPDUs{Destination: dest, RoomId: r.id, Background: true}
 	flush := func() {
@@ -199,7 +200,7 @@ func (r *room) sendAfter(dest string, acked uint64) (owed bool, err error) {
 		if err := json.Unmarshal(v, ev); err != nil {
 			return fmt.Errorf("decode event %d: %w", pos, err)
 		}
-		if ev.PDU != nil || !r.owed(dest, ev) {
+		if ev.PDU != nil && (!ev.Relay || mxid.ServerOf(ev.Sender) == dest) || !r.owed(dest, ev) {
 			return nil
 		}
 		j, err := r.signedPDU(ev)
@@ -230,7 +231,14 @@ func (r *room) owed(dest string, ev *evRecord) bool {
 		}
 	}
 	for _, u := range users {
-		if mxid.ServerOf(u) == dest && r.membershipAt(u, ev.Pos) == "join" {
+		if mxid.ServerOf(u) != dest {
+			continue
+		}
+		if _, err := r.readMember(u); err != nil { // a member load left unread is not in r.state yet
+			r.h.log.Error("room cannot read a member", "room", r.id, "user", u, "err", err)
+			continue
+		}
+		if r.membershipAt(u, ev.Pos) == "join" {
 			return true
 		}
 	}

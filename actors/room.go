@@ -211,6 +211,14 @@ func (r *room) Receive(ctx actor.Context) {
 		}
 		switch m.(type) {
 		case *wire.ProfileUpdates, *wire.MembershipAck, *wire.Wake, *wire.OutboundAck:
+		case *wire.ReceivePDU:
+			// Another server's event needs the room's header and the few
+			// members its auth names (read one by one), never every member.
+			if err := r.readUnreadHeader(); err != nil {
+				r.h.log.Error("room actor cannot read its state", "room", r.id, "err", err)
+				ctx.Respond(internalError(m))
+				return
+			}
 		default:
 			r.clientSeen = true
 			if r.released {

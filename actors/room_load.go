@@ -203,6 +203,34 @@ func (r *room) readUnread() error {
 	}
 	snap := r.h.store.Snapshot()
 	defer snap.Close()
+	if err := r.readHeaderFrom(snap); err != nil {
+		return err
+	}
+	for user, m := range r.unreadMembers {
+		ev, err := r.readEventFrom(snap, m.pos)
+		if err != nil {
+			return err
+		}
+		r.state[stateKey{"m.room.member", user}] = ev
+		delete(r.unreadMembers, user)
+	}
+	r.unreadMembers = nil // an emptied map keeps its memory
+	return nil
+}
+
+// readUnreadHeader is readUnread but for the members.
+func (r *room) readUnreadHeader() error {
+	if len(r.unread) == 0 && !r.metaUnread {
+		return nil
+	}
+	snap := r.h.store.Snapshot()
+	defer snap.Close()
+	return r.readHeaderFrom(snap)
+}
+
+// readHeaderFrom reads the meta and non-member state events load left in
+// storage.
+func (r *room) readHeaderFrom(snap *storage.Snapshot) error {
 	if r.metaUnread {
 		raw, err := snap.Get(r.key("meta"))
 		if err != nil {
@@ -222,15 +250,7 @@ func (r *room) readUnread() error {
 		}
 		r.state[sk], r.unread = ev, rest
 	}
-	for user, m := range r.unreadMembers {
-		ev, err := r.readEventFrom(snap, m.pos)
-		if err != nil {
-			return err
-		}
-		r.state[stateKey{"m.room.member", user}] = ev
-		delete(r.unreadMembers, user)
-	}
-	r.unread, r.unreadMembers = nil, nil // emptied maps keep their memory
+	r.unread = nil
 	return nil
 }
 

@@ -245,7 +245,7 @@ func (r *room) stateAfter(typ, key string, pos uint64) (*evRecord, error) {
 		if typ == "m.room.member" {
 			return r.readMember(key)
 		}
-		if err := r.readUnread(); err != nil {
+		if err := r.readUnreadHeader(); err != nil {
 			return nil, err
 		}
 		return r.state[stateKey{typ, key}], nil

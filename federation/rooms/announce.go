@@ -96,6 +96,10 @@ func (a *announcer) run() {
 	}
 }
 
+// roomsAsked is how many of a user's rooms tell asks for their servers at
+// once.
+const roomsAsked = 32
+
 // tell queues the EDU of user's changed fields for every server with a
 // member joined to one of user's joined rooms.
 func (a *announcer) tell(user string, fields map[string]json.RawMessage) error {
@@ -113,18 +117,28 @@ func (a *announcer) tell(user string, fields map[string]json.RawMessage) error {
 		return fmt.Errorf("GetRooms answered %T", reply)
 	}
 	servers := map[string]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, roomsAsked)
 	for _, m := range rooms.Rooms {
 		if m.Membership != "join" {
 			continue
 		}
-		st, err := ask[*wire.ServersReply](ctx, a.s, actors.KindRoom, m.RoomId, &wire.GetServers{RoomId: m.RoomId})
-		if err != nil {
-			continue // gone meanwhile: nobody there to tell
-		}
-		for _, server := range st.Servers {
-			servers[server] = true
-		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			st, err := ask[*wire.ServersReply](ctx, a.s, actors.KindRoom, m.RoomId, &wire.GetServers{RoomId: m.RoomId})
+			if err != nil {
+				return // gone meanwhile: nobody there to tell
+			}
+			mu.Lock()
+			for _, server := range st.Servers {
+				servers[server] = true
+			}
+			mu.Unlock()
+		})
 	}
+	wg.Wait()
 	if len(servers) == 0 {
 		return nil
 	}

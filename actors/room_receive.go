@@ -174,18 +174,19 @@ func (r *room) known(id string) bool {
 	return err == nil
 }
 
-// arrived notes a remote event appended at pos, for known, and forgets
-// those durable since: storage answers for them.
-func (r *room) arrived(id string, pos uint64) {
-	for other, p := range r.arriving {
-		if p < r.durable {
+// arrived notes a remote event just appended, for known and
+// redactionTarget, and forgets those durable since: storage answers for
+// them.
+func (r *room) arrived(ev *evRecord) {
+	for other, e := range r.arriving {
+		if e.Pos < r.durable {
 			delete(r.arriving, other)
 		}
 	}
 	if r.arriving == nil {
-		r.arriving = map[string]uint64{}
+		r.arriving = map[string]*evRecord{}
 	}
-	r.arriving[id] = pos
+	r.arriving[ev.ID] = ev
 }
 
 // stateBefore is the state ev's auth needs, as it was before ev: after its
@@ -300,7 +301,7 @@ func (r *room) afterRemote(ev gomatrixserverlib.PDU) []string {
 func recordOf(ev gomatrixserverlib.PDU, raw []byte) *evRecord {
 	rec := &evRecord{ID: ev.EventID(), Type: ev.Type(), StateKey: ev.StateKey(), Sender: string(ev.SenderID()),
 		TS: int64(ev.OriginServerTS()), Content: json.RawMessage(ev.Content()), PrevEvents: ev.PrevEventIDs(),
-		AuthEvents: ev.AuthEventIDs(), Depth: ev.Depth(), PDU: raw}
+		AuthEvents: ev.AuthEventIDs(), Depth: ev.Depth(), Redacts: redactsOf(ev), PDU: raw}
 	if ev.Type() == "m.room.member" {
 		_ = membershipOf(rec)
 	}

@@ -371,6 +371,7 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 		}
 		if r.failed == nil {
 			r.durable = next
+			r.forgetArrived()
 			if r.h.metrics != nil && len(inFlight) > 0 {
 				r.h.metrics.RoomEvents(len(inFlight))
 			}

@@ -175,18 +175,25 @@ func (r *room) known(id string) bool {
 }
 
 // arrived notes a remote event just appended, for known and
-// redactionTarget, and forgets those durable since: storage answers for
-// them.
+// redactionTarget, until it is durable (forgetArrived).
 func (r *room) arrived(ev *evRecord) {
-	for other, e := range r.arriving {
-		if e.Pos < r.durable {
-			delete(r.arriving, other)
-		}
-	}
 	if r.arriving == nil {
 		r.arriving = map[string]*evRecord{}
 	}
 	r.arriving[ev.ID] = ev
+}
+
+// forgetArrived forgets the remote events durable since they were
+// appended: storage answers for them.
+func (r *room) forgetArrived() {
+	for id, e := range r.arriving {
+		if e.Pos < r.durable {
+			delete(r.arriving, id)
+		}
+	}
+	if len(r.arriving) == 0 {
+		r.arriving = nil // an emptied map keeps its memory
+	}
 }
 
 // stateBefore is the state ev's auth needs, as it was before ev: after its

@@ -57,8 +57,8 @@ type room struct {
 	remote     *[]string     // servers with joined members, once worked out (servers)
 
 	// arriving holds the remote events appended since the last durable
-	// one, by id, with their positions (known).
-	arriving map[string]uint64
+	// one, by id (known, redactionTarget).
+	arriving map[string]*evRecord
 	// rejected holds the refused remote events read or recorded so far,
 	// with their prev events (room_rejected.go).
 	rejected map[string][]string
@@ -113,6 +113,8 @@ type evRecord struct {
 	AuthEvents []string        `json:"ae,omitempty"`
 	Depth      int64           `json:"dp"`
 	Redacts    string          `json:"rd,omitempty"`
+	RedactedBy string          `json:"rb,omitempty"`  // the redaction that applied to it (room_redact.go)
+	Hash       []byte          `json:"h,omitempty"`   // a redacted local event's content hash as built, which its PDU keeps
 	PDU        json.RawMessage `json:"pdu,omitempty"` // a remote event as it came, signatures included
 	Outlier    bool            `json:"o,omitempty"`   // held for state and auth, outside the timeline
 	Stripped   bool            `json:"sp,omitempty"`  // stripped state that came with a remote invite: no PDU
@@ -264,6 +266,8 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 	switch m := msg.(type) {
 	case *wire.SendEvent:
 		r.send(ctx, m)
+	case *wire.RedactEvent:
+		r.redactEvent(ctx, m)
 	case *wire.ChangeMembership:
 		r.changeMembership(ctx, m)
 	case *wire.GetState:
@@ -329,6 +333,8 @@ func notFoundReply(m proto.Message) proto.Message {
 		return &wire.StateReply{Error: forbidden("You are not a member of this room.")} // as for a room you cannot see
 	case *wire.GetMessages:
 		return &wire.MessagesReply{Error: forbidden("You are not a member of this room.")}
+	case *wire.RedactEvent:
+		return &wire.SendReply{Error: forbidden("You are not a member of this room.")}
 	case *wire.GetEvent:
 		return &wire.EventReply{Error: e}
 	case *wire.GetPDUs:
@@ -376,6 +382,7 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 		}
 		if r.failed == nil {
 			r.durable = next
+			r.forgetArrived()
 			if r.h.metrics != nil && len(inFlight) > 0 {
 				r.h.metrics.RoomEvents(len(inFlight))
 			}

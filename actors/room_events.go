@@ -32,6 +32,11 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 	}
 	ev.Pos, ev.Stream = r.meta.NextPos, stream
 	r.meta.NextPos++
+	if ev.PDU != nil && !ev.Outlier { // a redaction may have come first
+		if err := r.redactIfAwaited(b, ev); err != nil {
+			return err
+		}
+	}
 	r.tip = tip{ev.ID, ev.Depth}
 	b.Set(r.key("eid", ev.ID), []byte(storage.Uint64(ev.Pos)))
 	header := r.noteAuthState(ev) || ev.Pos == 0
@@ -59,7 +64,12 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 	}
 	b.Set(r.key("ev", storage.Uint64(ev.Pos)), r.encodeEvent(ev))
 	if ev.Txn != "" {
-		b.Set(r.key("txn", ev.Sender+"\x00"+ev.Device+"\x00"+ev.Txn), []byte(ev.ID))
+		b.Set(r.txnKey(ev.Redacts != "", ev.Sender, ev.Device, ev.Txn), []byte(ev.ID))
+	}
+	if ev.Type == "m.room.redaction" && !ev.Outlier && !ev.Stripped {
+		if err := r.applyRedaction(b, ev); err != nil {
+			return err
+		}
 	}
 	if header { // the next position is the last event's, plus one: it is not stored
 		b.Set(r.key("meta"), mustJSON(r.meta))
@@ -99,13 +109,22 @@ func (r *room) audience(ev *evRecord) []string {
 // sees it: its own events carry their transaction id, and every event the
 // viewer's membership at that point (unsigned.membership, MSC4115).
 func (r *room) clientEvent(ev *evRecord, device, viewer string) []byte {
+	return mustJSON(r.clientFields(ev, device, viewer, true))
+}
+
+// clientFields is clientEvent's object; a redacted event carries the
+// redaction (redacted_because) when because is set. A redacted event
+// shows no prev_content (the redaction algorithm keeps no unsigned).
+func (r *room) clientFields(ev *evRecord, device, viewer string, because bool) map[string]any {
 	unsigned := map[string]any{"age": max(0, time.Now().UnixMilli()-ev.TS)}
 	if viewer != "" {
 		unsigned["membership"] = r.membershipAt(viewer, ev.Pos)
 	}
 	if ev.Prev != nil {
-		unsigned["prev_content"] = ev.Prev
-		unsigned["prev_sender"] = ev.PrevSender
+		if ev.RedactedBy == "" {
+			unsigned["prev_content"] = ev.Prev
+			unsigned["prev_sender"] = ev.PrevSender
+		}
 		unsigned["replaces_state"] = ev.PrevID
 	}
 	if ev.Txn != "" && device != "" && ev.Device == device {
@@ -118,7 +137,10 @@ func (r *room) clientEvent(ev *evRecord, device, viewer string) []byte {
 	if ev.StateKey != nil {
 		out["state_key"] = *ev.StateKey
 	}
-	return mustJSON(out)
+	if ev.RedactedBy != "" || ev.Redacts != "" {
+		r.clientRedaction(ev, out, unsigned, because)
+	}
+	return out
 }
 
 // stateContent returns the content of a state event, decoded, or nil.

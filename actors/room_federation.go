@@ -167,7 +167,7 @@ func (r *room) appendRemote(b *storage.Batch, ev gomatrixserverlib.PDU, raw []by
 	if err := r.append(b, rec); err != nil {
 		return err
 	}
-	r.arrived(rec.ID, rec.Pos)
+	r.arrived(rec)
 	if forked := !slices.Equal(extremities, []string{rec.ID}); forked || len(r.meta.Extremities) > 0 {
 		r.meta.Extremities, r.meta.Depth = nil, 0
 		if forked {

@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -242,15 +244,38 @@ func (r *room) noteAuthState(ev *evRecord) bool {
 	return true
 }
 
-// signedPDU is ev as other servers get it: a remote event as it came, a
-// local one rebuilt from its fields and signed with the server's key.
+// signedPDU is ev as other servers get it: a remote event as it came (or
+// as its redaction left it), a local one rebuilt from its fields and
+// signed with the server's key.
 func (r *room) signedPDU(ev *evRecord) ([]byte, error) {
 	if ev.PDU != nil {
 		return ev.PDU, nil
 	}
+	s := r.h.opts.Signing
+	return r.localPDU(ev, s.KeyID, s.Key)
+}
+
+// unsignedPDU is a local event's PDU without signatures, for the room's
+// own use.
+func (r *room) unsignedPDU(ev *evRecord) ([]byte, error) { return r.localPDU(ev, "", nil) }
+
+// localPDU rebuilds a local event's PDU, redacted when the event was
+// (from the content hash it was built with), signed when key is not nil;
+// an event that rebuilds with another id is an error.
+func (r *room) localPDU(ev *evRecord, keyID string, key ed25519.PrivateKey) ([]byte, error) {
 	e, err := r.pduOf(ev)
 	if err != nil {
 		return nil, err
+	}
+	if len(ev.Hash) > 0 {
+		if len(ev.Hash) != sha256.Size {
+			return nil, fmt.Errorf("event %s: content hash of %d bytes", ev.ID, len(ev.Hash))
+		}
+		id, j, err := pdu.Redacted(e, r.meta.Version, [sha256.Size]byte(ev.Hash), keyID, key)
+		if err == nil && id != ev.ID {
+			err = fmt.Errorf("event %s rebuilds as %s", ev.ID, id)
+		}
+		return j, err
 	}
 	h, err := pdu.Hash(e, r.meta.Version)
 	if err != nil {
@@ -259,22 +284,7 @@ func (r *room) signedPDU(ev *evRecord) ([]byte, error) {
 	if h.EventID != ev.ID {
 		return nil, fmt.Errorf("event %s rebuilds as %s", ev.ID, h.EventID)
 	}
-	s := r.h.opts.Signing
-	return pdu.JSON(e, r.meta.Version, h, s.KeyID, s.Key)
-}
-
-// unsignedPDU is a local event's PDU without signatures, for the room's
-// own use.
-func (r *room) unsignedPDU(ev *evRecord) ([]byte, error) {
-	e, err := r.pduOf(ev)
-	if err != nil {
-		return nil, err
-	}
-	h, err := pdu.Hash(e, r.meta.Version)
-	if err != nil {
-		return nil, err
-	}
-	return pdu.JSON(e, r.meta.Version, h, "", nil)
+	return pdu.JSON(e, r.meta.Version, h, keyID, key)
 }
 
 // getPDUs answers the events asked for that the room holds, as PDUs.

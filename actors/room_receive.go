@@ -184,18 +184,26 @@ func (r *room) known(id string) bool {
 	return err == nil
 }
 
-// arrived notes a remote event appended at pos, for known, and forgets
-// those durable since: storage answers for them.
-func (r *room) arrived(id string, pos uint64) {
-	for other, p := range r.arriving {
-		if p < r.durable {
-			delete(r.arriving, other)
+// arrived notes a remote event just appended, for known and
+// redactionTarget, until it is durable (forgetArrived).
+func (r *room) arrived(ev *evRecord) {
+	if r.arriving == nil {
+		r.arriving = map[string]*evRecord{}
+	}
+	r.arriving[ev.ID] = ev
+}
+
+// forgetArrived forgets the remote events durable since they were
+// appended: storage answers for them.
+func (r *room) forgetArrived() {
+	for id, e := range r.arriving {
+		if e.Pos < r.durable {
+			delete(r.arriving, id)
 		}
 	}
-	if r.arriving == nil {
-		r.arriving = map[string]uint64{}
+	if len(r.arriving) == 0 {
+		r.arriving = nil // an emptied map keeps its memory
 	}
-	r.arriving[id] = pos
 }
 
 // stateBefore is the state ev's auth needs, as it was before ev: after its
@@ -336,7 +344,7 @@ func (r *room) afterRemote(ev gomatrixserverlib.PDU) []string {
 func recordOf(ev gomatrixserverlib.PDU, raw []byte) *evRecord {
 	rec := &evRecord{ID: ev.EventID(), Type: ev.Type(), StateKey: ev.StateKey(), Sender: string(ev.SenderID()),
 		TS: int64(ev.OriginServerTS()), Content: json.RawMessage(ev.Content()), PrevEvents: ev.PrevEventIDs(),
-		AuthEvents: ev.AuthEventIDs(), Depth: ev.Depth(), PDU: raw}
+		AuthEvents: ev.AuthEventIDs(), Depth: ev.Depth(), Redacts: redactsOf(ev), PDU: raw}
 	if ev.Type() == "m.room.member" {
 		_ = membershipOf(rec)
 	}

@@ -213,7 +213,7 @@ func (r *room) send(ctx actor.Context, m *wire.SendEvent) {
 		return
 	}
 	if m.TxnId != "" {
-		if id, err := r.h.store.Get(r.key("txn", m.Sender+"\x00"+m.DeviceId+"\x00"+m.TxnId)); err == nil {
+		if id, err := r.h.store.Get(r.txnKey(false, m.Sender, m.DeviceId, m.TxnId)); err == nil {
 			ctx.Respond(&wire.SendReply{EventId: string(id)})
 			return
 		}

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	"persona/actors"
 	"persona/wire"
@@ -18,6 +19,7 @@ func (s *Server) stateRoutes() {
 	s.handle("PUT", "/rooms/{roomId}/state/{eventType}", s.authed(s.putStateEvent))
 	s.handle("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey...}", s.authed(s.putStateEvent))
 	s.handle("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", s.authed(s.sendEvent))
+	s.handle("PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", s.authed(s.redactEvent))
 	s.handle("GET", "/rooms/{roomId}/members", s.authed(s.members))
 	s.handle("GET", "/rooms/{roomId}/joined_members", s.authed(s.joinedMembers))
 }
@@ -122,6 +124,41 @@ func (s *Server) sendEvent(r *http.Request, sess *session) (any, error) {
 	}
 	return s.send(r, &wire.SendEvent{RoomId: room, Sender: string(sess.user), DeviceId: sess.device,
 		TxnId: txn, Type: typ, ContentJson: content})
+}
+
+// redactEvent redacts an event: the room sends an m.room.redaction with
+// the body's reason (an empty body is {}). A repeated transaction of the
+// same device gets the first redaction's id.
+func (s *Server) redactEvent(r *http.Request, sess *session) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	eventID, txn := r.PathValue("eventId"), r.PathValue("txnId")
+	if !strings.HasPrefix(eventID, "$") || len(eventID) > 255 {
+		return nil, invalidParam("Invalid event ID.")
+	}
+	if len(txn) > 255 {
+		return nil, invalidParam("Transaction ID too long.")
+	}
+	var body map[string]json.RawMessage
+	if err := s.decode(r, &body, true); err != nil {
+		return nil, err
+	}
+	if reason, ok := body["reason"]; ok && jsonKind(reason) != '"' {
+		return nil, badJSON("reason must be a string.")
+	}
+	delete(body, "redacts") // the room puts it where the room version wants it
+	content, err := json.Marshal(body)
+	if err != nil || len(content)+eventOverhead > maxEventBytes {
+		return nil, errorf(413, "M_TOO_LARGE", "The event would exceed 65536 bytes.")
+	}
+	reply, err := askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, &wire.RedactEvent{RoomId: room,
+		Sender: string(sess.user), DeviceId: sess.device, TxnId: txn, EventId: eventID, ContentJson: content})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"event_id": reply.EventId}, nil
 }
 
 // readContent reads an event content body: a JSON object.

@@ -237,7 +237,93 @@ func (x *SendEvent) GetProfileVersion() uint64 {
 	return 0
 }
 
-// SendReply answers SendEvent, CreateRoom and ChangeMembership.
+// RedactEvent appends a client's m.room.redaction of an event of the room
+// (PUT /redact), which the room then holds redacted. Answered by SendReply.
+type RedactEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	Sender        string                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	TxnId         string                 `protobuf:"bytes,4,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	EventId       string                 `protobuf:"bytes,5,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`             // the event to redact
+	ContentJson   []byte                 `protobuf:"bytes,6,opt,name=content_json,json=contentJson,proto3" json:"content_json,omitempty"` // the redaction's content: a reason, if any
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedactEvent) Reset() {
+	*x = RedactEvent{}
+	mi := &file_rooms_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedactEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedactEvent) ProtoMessage() {}
+
+func (x *RedactEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_rooms_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedactEvent.ProtoReflect.Descriptor instead.
+func (*RedactEvent) Descriptor() ([]byte, []int) {
+	return file_rooms_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RedactEvent) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *RedactEvent) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *RedactEvent) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *RedactEvent) GetTxnId() string {
+	if x != nil {
+		return x.TxnId
+	}
+	return ""
+}
+
+func (x *RedactEvent) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *RedactEvent) GetContentJson() []byte {
+	if x != nil {
+		return x.ContentJson
+	}
+	return nil
+}
+
+// SendReply answers SendEvent, RedactEvent, CreateRoom and ChangeMembership.
 type SendReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EventId       string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
@@ -248,7 +334,7 @@ type SendReply struct {
 
 func (x *SendReply) Reset() {
 	*x = SendReply{}
-	mi := &file_rooms_proto_msgTypes[2]
+	mi := &file_rooms_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +346,7 @@ func (x *SendReply) String() string {
 func (*SendReply) ProtoMessage() {}
 
 func (x *SendReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[2]
+	mi := &file_rooms_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +359,7 @@ func (x *SendReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReply.ProtoReflect.Descriptor instead.
 func (*SendReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{2}
+	return file_rooms_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SendReply) GetEventId() string {
@@ -308,7 +394,7 @@ type ChangeMembership struct {
 
 func (x *ChangeMembership) Reset() {
 	*x = ChangeMembership{}
-	mi := &file_rooms_proto_msgTypes[3]
+	mi := &file_rooms_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +406,7 @@ func (x *ChangeMembership) String() string {
 func (*ChangeMembership) ProtoMessage() {}
 
 func (x *ChangeMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[3]
+	mi := &file_rooms_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +419,7 @@ func (x *ChangeMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMembership.ProtoReflect.Descriptor instead.
 func (*ChangeMembership) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{3}
+	return file_rooms_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ChangeMembership) GetRoomId() string {
@@ -418,7 +504,7 @@ type GetState struct {
 
 func (x *GetState) Reset() {
 	*x = GetState{}
-	mi := &file_rooms_proto_msgTypes[4]
+	mi := &file_rooms_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +516,7 @@ func (x *GetState) String() string {
 func (*GetState) ProtoMessage() {}
 
 func (x *GetState) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[4]
+	mi := &file_rooms_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +529,7 @@ func (x *GetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetState.ProtoReflect.Descriptor instead.
 func (*GetState) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{4}
+	return file_rooms_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetState) GetRoomId() string {
@@ -520,7 +606,7 @@ type StateReply struct {
 
 func (x *StateReply) Reset() {
 	*x = StateReply{}
-	mi := &file_rooms_proto_msgTypes[5]
+	mi := &file_rooms_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +618,7 @@ func (x *StateReply) String() string {
 func (*StateReply) ProtoMessage() {}
 
 func (x *StateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[5]
+	mi := &file_rooms_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +631,7 @@ func (x *StateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateReply.ProtoReflect.Descriptor instead.
 func (*StateReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{5}
+	return file_rooms_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StateReply) GetEventsJson() [][]byte {
@@ -579,7 +665,7 @@ type GetMessages struct {
 
 func (x *GetMessages) Reset() {
 	*x = GetMessages{}
-	mi := &file_rooms_proto_msgTypes[6]
+	mi := &file_rooms_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +677,7 @@ func (x *GetMessages) String() string {
 func (*GetMessages) ProtoMessage() {}
 
 func (x *GetMessages) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[6]
+	mi := &file_rooms_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +690,7 @@ func (x *GetMessages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessages.ProtoReflect.Descriptor instead.
 func (*GetMessages) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{6}
+	return file_rooms_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetMessages) GetRoomId() string {
@@ -677,7 +763,7 @@ type MessagesReply struct {
 
 func (x *MessagesReply) Reset() {
 	*x = MessagesReply{}
-	mi := &file_rooms_proto_msgTypes[7]
+	mi := &file_rooms_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +775,7 @@ func (x *MessagesReply) String() string {
 func (*MessagesReply) ProtoMessage() {}
 
 func (x *MessagesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[7]
+	mi := &file_rooms_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +788,7 @@ func (x *MessagesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagesReply.ProtoReflect.Descriptor instead.
 func (*MessagesReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{7}
+	return file_rooms_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MessagesReply) GetChunk() [][]byte {
@@ -753,7 +839,7 @@ type GetEvent struct {
 
 func (x *GetEvent) Reset() {
 	*x = GetEvent{}
-	mi := &file_rooms_proto_msgTypes[8]
+	mi := &file_rooms_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +851,7 @@ func (x *GetEvent) String() string {
 func (*GetEvent) ProtoMessage() {}
 
 func (x *GetEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[8]
+	mi := &file_rooms_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +864,7 @@ func (x *GetEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvent.ProtoReflect.Descriptor instead.
 func (*GetEvent) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{8}
+	return file_rooms_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetEvent) GetRoomId() string {
@@ -820,7 +906,7 @@ type EventReply struct {
 
 func (x *EventReply) Reset() {
 	*x = EventReply{}
-	mi := &file_rooms_proto_msgTypes[9]
+	mi := &file_rooms_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +918,7 @@ func (x *EventReply) String() string {
 func (*EventReply) ProtoMessage() {}
 
 func (x *EventReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[9]
+	mi := &file_rooms_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +931,7 @@ func (x *EventReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventReply.ProtoReflect.Descriptor instead.
 func (*EventReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{9}
+	return file_rooms_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EventReply) GetEventJson() []byte {
@@ -879,7 +965,7 @@ type RoomSync struct {
 
 func (x *RoomSync) Reset() {
 	*x = RoomSync{}
-	mi := &file_rooms_proto_msgTypes[10]
+	mi := &file_rooms_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +977,7 @@ func (x *RoomSync) String() string {
 func (*RoomSync) ProtoMessage() {}
 
 func (x *RoomSync) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[10]
+	mi := &file_rooms_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +990,7 @@ func (x *RoomSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomSync.ProtoReflect.Descriptor instead.
 func (*RoomSync) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{10}
+	return file_rooms_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RoomSync) GetRoomId() string {
@@ -981,7 +1067,7 @@ type RoomSyncReply struct {
 
 func (x *RoomSyncReply) Reset() {
 	*x = RoomSyncReply{}
-	mi := &file_rooms_proto_msgTypes[11]
+	mi := &file_rooms_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1079,7 @@ func (x *RoomSyncReply) String() string {
 func (*RoomSyncReply) ProtoMessage() {}
 
 func (x *RoomSyncReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[11]
+	mi := &file_rooms_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1092,7 @@ func (x *RoomSyncReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomSyncReply.ProtoReflect.Descriptor instead.
 func (*RoomSyncReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{11}
+	return file_rooms_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RoomSyncReply) GetMembership() string {
@@ -1091,7 +1177,7 @@ type MemberUpdate struct {
 
 func (x *MemberUpdate) Reset() {
 	*x = MemberUpdate{}
-	mi := &file_rooms_proto_msgTypes[12]
+	mi := &file_rooms_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1189,7 @@ func (x *MemberUpdate) String() string {
 func (*MemberUpdate) ProtoMessage() {}
 
 func (x *MemberUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[12]
+	mi := &file_rooms_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1202,7 @@ func (x *MemberUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpdate.ProtoReflect.Descriptor instead.
 func (*MemberUpdate) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{12}
+	return file_rooms_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MemberUpdate) GetVersion() uint64 {
@@ -1197,7 +1283,7 @@ type ProfileUpdates struct {
 
 func (x *ProfileUpdates) Reset() {
 	*x = ProfileUpdates{}
-	mi := &file_rooms_proto_msgTypes[13]
+	mi := &file_rooms_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1295,7 @@ func (x *ProfileUpdates) String() string {
 func (*ProfileUpdates) ProtoMessage() {}
 
 func (x *ProfileUpdates) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[13]
+	mi := &file_rooms_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1308,7 @@ func (x *ProfileUpdates) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProfileUpdates.ProtoReflect.Descriptor instead.
 func (*ProfileUpdates) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{13}
+	return file_rooms_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ProfileUpdates) GetRoomId() string {
@@ -1279,7 +1365,7 @@ type UpdateAck struct {
 
 func (x *UpdateAck) Reset() {
 	*x = UpdateAck{}
-	mi := &file_rooms_proto_msgTypes[14]
+	mi := &file_rooms_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1377,7 @@ func (x *UpdateAck) String() string {
 func (*UpdateAck) ProtoMessage() {}
 
 func (x *UpdateAck) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[14]
+	mi := &file_rooms_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1390,7 @@ func (x *UpdateAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAck.ProtoReflect.Descriptor instead.
 func (*UpdateAck) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{14}
+	return file_rooms_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateAck) GetRoomId() string {
@@ -1362,7 +1448,7 @@ type UpdateAcks struct {
 
 func (x *UpdateAcks) Reset() {
 	*x = UpdateAcks{}
-	mi := &file_rooms_proto_msgTypes[15]
+	mi := &file_rooms_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1460,7 @@ func (x *UpdateAcks) String() string {
 func (*UpdateAcks) ProtoMessage() {}
 
 func (x *UpdateAcks) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[15]
+	mi := &file_rooms_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1473,7 @@ func (x *UpdateAcks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAcks.ProtoReflect.Descriptor instead.
 func (*UpdateAcks) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{15}
+	return file_rooms_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateAcks) GetUserId() string {
@@ -1419,7 +1505,7 @@ type MembershipChanged struct {
 
 func (x *MembershipChanged) Reset() {
 	*x = MembershipChanged{}
-	mi := &file_rooms_proto_msgTypes[16]
+	mi := &file_rooms_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1517,7 @@ func (x *MembershipChanged) String() string {
 func (*MembershipChanged) ProtoMessage() {}
 
 func (x *MembershipChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[16]
+	mi := &file_rooms_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1530,7 @@ func (x *MembershipChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipChanged.ProtoReflect.Descriptor instead.
 func (*MembershipChanged) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{16}
+	return file_rooms_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MembershipChanged) GetUserId() string {
@@ -1494,7 +1580,7 @@ type MembershipAck struct {
 
 func (x *MembershipAck) Reset() {
 	*x = MembershipAck{}
-	mi := &file_rooms_proto_msgTypes[17]
+	mi := &file_rooms_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1592,7 @@ func (x *MembershipAck) String() string {
 func (*MembershipAck) ProtoMessage() {}
 
 func (x *MembershipAck) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[17]
+	mi := &file_rooms_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1605,7 @@ func (x *MembershipAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipAck.ProtoReflect.Descriptor instead.
 func (*MembershipAck) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{17}
+	return file_rooms_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MembershipAck) GetRoomId() string {
@@ -1554,7 +1640,7 @@ type ForgetRoom struct {
 
 func (x *ForgetRoom) Reset() {
 	*x = ForgetRoom{}
-	mi := &file_rooms_proto_msgTypes[18]
+	mi := &file_rooms_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1652,7 @@ func (x *ForgetRoom) String() string {
 func (*ForgetRoom) ProtoMessage() {}
 
 func (x *ForgetRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[18]
+	mi := &file_rooms_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1665,7 @@ func (x *ForgetRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetRoom.ProtoReflect.Descriptor instead.
 func (*ForgetRoom) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{18}
+	return file_rooms_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ForgetRoom) GetUserId() string {
@@ -1606,7 +1692,7 @@ type GetRooms struct {
 
 func (x *GetRooms) Reset() {
 	*x = GetRooms{}
-	mi := &file_rooms_proto_msgTypes[19]
+	mi := &file_rooms_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1704,7 @@ func (x *GetRooms) String() string {
 func (*GetRooms) ProtoMessage() {}
 
 func (x *GetRooms) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[19]
+	mi := &file_rooms_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1717,7 @@ func (x *GetRooms) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRooms.ProtoReflect.Descriptor instead.
 func (*GetRooms) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{19}
+	return file_rooms_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetRooms) GetUserId() string {
@@ -1651,7 +1737,7 @@ type RoomsReply struct {
 
 func (x *RoomsReply) Reset() {
 	*x = RoomsReply{}
-	mi := &file_rooms_proto_msgTypes[20]
+	mi := &file_rooms_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1749,7 @@ func (x *RoomsReply) String() string {
 func (*RoomsReply) ProtoMessage() {}
 
 func (x *RoomsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[20]
+	mi := &file_rooms_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1762,7 @@ func (x *RoomsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomsReply.ProtoReflect.Descriptor instead.
 func (*RoomsReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{20}
+	return file_rooms_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RoomsReply) GetRooms() []*RoomMembership {
@@ -1699,7 +1785,7 @@ type RoomMembership struct {
 
 func (x *RoomMembership) Reset() {
 	*x = RoomMembership{}
-	mi := &file_rooms_proto_msgTypes[21]
+	mi := &file_rooms_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1797,7 @@ func (x *RoomMembership) String() string {
 func (*RoomMembership) ProtoMessage() {}
 
 func (x *RoomMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[21]
+	mi := &file_rooms_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1810,7 @@ func (x *RoomMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomMembership.ProtoReflect.Descriptor instead.
 func (*RoomMembership) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{21}
+	return file_rooms_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RoomMembership) GetRoomId() string {
@@ -1767,7 +1853,7 @@ type GetPending struct {
 
 func (x *GetPending) Reset() {
 	*x = GetPending{}
-	mi := &file_rooms_proto_msgTypes[22]
+	mi := &file_rooms_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1865,7 @@ func (x *GetPending) String() string {
 func (*GetPending) ProtoMessage() {}
 
 func (x *GetPending) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[22]
+	mi := &file_rooms_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1878,7 @@ func (x *GetPending) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPending.ProtoReflect.Descriptor instead.
 func (*GetPending) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{22}
+	return file_rooms_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetPending) GetUserId() string {
@@ -1821,7 +1907,7 @@ type PendingReply struct {
 
 func (x *PendingReply) Reset() {
 	*x = PendingReply{}
-	mi := &file_rooms_proto_msgTypes[23]
+	mi := &file_rooms_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +1919,7 @@ func (x *PendingReply) String() string {
 func (*PendingReply) ProtoMessage() {}
 
 func (x *PendingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[23]
+	mi := &file_rooms_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +1932,7 @@ func (x *PendingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingReply.ProtoReflect.Descriptor instead.
 func (*PendingReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{23}
+	return file_rooms_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PendingReply) GetVersion() uint64 {
@@ -1882,7 +1968,7 @@ type PendingRoom struct {
 
 func (x *PendingRoom) Reset() {
 	*x = PendingRoom{}
-	mi := &file_rooms_proto_msgTypes[24]
+	mi := &file_rooms_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +1980,7 @@ func (x *PendingRoom) String() string {
 func (*PendingRoom) ProtoMessage() {}
 
 func (x *PendingRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[24]
+	mi := &file_rooms_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +1993,7 @@ func (x *PendingRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRoom.ProtoReflect.Descriptor instead.
 func (*PendingRoom) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{24}
+	return file_rooms_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PendingRoom) GetRoomId() string {
@@ -1941,7 +2027,7 @@ type Wake struct {
 
 func (x *Wake) Reset() {
 	*x = Wake{}
-	mi := &file_rooms_proto_msgTypes[25]
+	mi := &file_rooms_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2039,7 @@ func (x *Wake) String() string {
 func (*Wake) ProtoMessage() {}
 
 func (x *Wake) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[25]
+	mi := &file_rooms_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2052,7 @@ func (x *Wake) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wake.ProtoReflect.Descriptor instead.
 func (*Wake) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{25}
+	return file_rooms_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Wake) GetId() string {
@@ -1991,7 +2077,7 @@ type GetContext struct {
 
 func (x *GetContext) Reset() {
 	*x = GetContext{}
-	mi := &file_rooms_proto_msgTypes[26]
+	mi := &file_rooms_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2089,7 @@ func (x *GetContext) String() string {
 func (*GetContext) ProtoMessage() {}
 
 func (x *GetContext) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[26]
+	mi := &file_rooms_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2102,7 @@ func (x *GetContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContext.ProtoReflect.Descriptor instead.
 func (*GetContext) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{26}
+	return file_rooms_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetContext) GetRoomId() string {
@@ -2077,7 +2163,7 @@ type ContextReply struct {
 
 func (x *ContextReply) Reset() {
 	*x = ContextReply{}
-	mi := &file_rooms_proto_msgTypes[27]
+	mi := &file_rooms_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2175,7 @@ func (x *ContextReply) String() string {
 func (*ContextReply) ProtoMessage() {}
 
 func (x *ContextReply) ProtoReflect() protoreflect.Message {
-	mi := &file_rooms_proto_msgTypes[27]
+	mi := &file_rooms_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2188,7 @@ func (x *ContextReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextReply.ProtoReflect.Descriptor instead.
 func (*ContextReply) Descriptor() ([]byte, []int) {
-	return file_rooms_proto_rawDescGZIP(), []int{27}
+	return file_rooms_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ContextReply) GetEvent() []byte {
@@ -2183,7 +2269,14 @@ const file_rooms_proto_rawDesc = "" +
 	"\fcontent_json\x18\b \x01(\fR\vcontentJson\x12.\n" +
 	"\x13global_profile_json\x18\t \x01(\fR\x11globalProfileJson\x12'\n" +
 	"\x0fprofile_version\x18\n" +
-	" \x01(\x04R\x0eprofileVersion\"Q\n" +
+	" \x01(\x04R\x0eprofileVersion\"\xb0\x01\n" +
+	"\vRedactEvent\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12\x15\n" +
+	"\x06txn_id\x18\x04 \x01(\tR\x05txnId\x12\x19\n" +
+	"\bevent_id\x18\x05 \x01(\tR\aeventId\x12!\n" +
+	"\fcontent_json\x18\x06 \x01(\fR\vcontentJson\"Q\n" +
 	"\tSendReply\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12)\n" +
 	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"\x9b\x02\n" +
@@ -2368,53 +2461,54 @@ func file_rooms_proto_rawDescGZIP() []byte {
 	return file_rooms_proto_rawDescData
 }
 
-var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_rooms_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_rooms_proto_goTypes = []any{
 	(*CreateRoom)(nil),        // 0: persona.wire.CreateRoom
 	(*SendEvent)(nil),         // 1: persona.wire.SendEvent
-	(*SendReply)(nil),         // 2: persona.wire.SendReply
-	(*ChangeMembership)(nil),  // 3: persona.wire.ChangeMembership
-	(*GetState)(nil),          // 4: persona.wire.GetState
-	(*StateReply)(nil),        // 5: persona.wire.StateReply
-	(*GetMessages)(nil),       // 6: persona.wire.GetMessages
-	(*MessagesReply)(nil),     // 7: persona.wire.MessagesReply
-	(*GetEvent)(nil),          // 8: persona.wire.GetEvent
-	(*EventReply)(nil),        // 9: persona.wire.EventReply
-	(*RoomSync)(nil),          // 10: persona.wire.RoomSync
-	(*RoomSyncReply)(nil),     // 11: persona.wire.RoomSyncReply
-	(*MemberUpdate)(nil),      // 12: persona.wire.MemberUpdate
-	(*ProfileUpdates)(nil),    // 13: persona.wire.ProfileUpdates
-	(*UpdateAck)(nil),         // 14: persona.wire.UpdateAck
-	(*UpdateAcks)(nil),        // 15: persona.wire.UpdateAcks
-	(*MembershipChanged)(nil), // 16: persona.wire.MembershipChanged
-	(*MembershipAck)(nil),     // 17: persona.wire.MembershipAck
-	(*ForgetRoom)(nil),        // 18: persona.wire.ForgetRoom
-	(*GetRooms)(nil),          // 19: persona.wire.GetRooms
-	(*RoomsReply)(nil),        // 20: persona.wire.RoomsReply
-	(*RoomMembership)(nil),    // 21: persona.wire.RoomMembership
-	(*GetPending)(nil),        // 22: persona.wire.GetPending
-	(*PendingReply)(nil),      // 23: persona.wire.PendingReply
-	(*PendingRoom)(nil),       // 24: persona.wire.PendingRoom
-	(*Wake)(nil),              // 25: persona.wire.Wake
-	(*GetContext)(nil),        // 26: persona.wire.GetContext
-	(*ContextReply)(nil),      // 27: persona.wire.ContextReply
-	nil,                       // 28: persona.wire.CreateRoom.InviteeProfilesJsonEntry
-	(*Error)(nil),             // 29: persona.wire.Error
-	(Propagate)(0),            // 30: persona.wire.Propagate
+	(*RedactEvent)(nil),       // 2: persona.wire.RedactEvent
+	(*SendReply)(nil),         // 3: persona.wire.SendReply
+	(*ChangeMembership)(nil),  // 4: persona.wire.ChangeMembership
+	(*GetState)(nil),          // 5: persona.wire.GetState
+	(*StateReply)(nil),        // 6: persona.wire.StateReply
+	(*GetMessages)(nil),       // 7: persona.wire.GetMessages
+	(*MessagesReply)(nil),     // 8: persona.wire.MessagesReply
+	(*GetEvent)(nil),          // 9: persona.wire.GetEvent
+	(*EventReply)(nil),        // 10: persona.wire.EventReply
+	(*RoomSync)(nil),          // 11: persona.wire.RoomSync
+	(*RoomSyncReply)(nil),     // 12: persona.wire.RoomSyncReply
+	(*MemberUpdate)(nil),      // 13: persona.wire.MemberUpdate
+	(*ProfileUpdates)(nil),    // 14: persona.wire.ProfileUpdates
+	(*UpdateAck)(nil),         // 15: persona.wire.UpdateAck
+	(*UpdateAcks)(nil),        // 16: persona.wire.UpdateAcks
+	(*MembershipChanged)(nil), // 17: persona.wire.MembershipChanged
+	(*MembershipAck)(nil),     // 18: persona.wire.MembershipAck
+	(*ForgetRoom)(nil),        // 19: persona.wire.ForgetRoom
+	(*GetRooms)(nil),          // 20: persona.wire.GetRooms
+	(*RoomsReply)(nil),        // 21: persona.wire.RoomsReply
+	(*RoomMembership)(nil),    // 22: persona.wire.RoomMembership
+	(*GetPending)(nil),        // 23: persona.wire.GetPending
+	(*PendingReply)(nil),      // 24: persona.wire.PendingReply
+	(*PendingRoom)(nil),       // 25: persona.wire.PendingRoom
+	(*Wake)(nil),              // 26: persona.wire.Wake
+	(*GetContext)(nil),        // 27: persona.wire.GetContext
+	(*ContextReply)(nil),      // 28: persona.wire.ContextReply
+	nil,                       // 29: persona.wire.CreateRoom.InviteeProfilesJsonEntry
+	(*Error)(nil),             // 30: persona.wire.Error
+	(Propagate)(0),            // 31: persona.wire.Propagate
 }
 var file_rooms_proto_depIdxs = []int32{
-	28, // 0: persona.wire.CreateRoom.invitee_profiles_json:type_name -> persona.wire.CreateRoom.InviteeProfilesJsonEntry
-	29, // 1: persona.wire.SendReply.error:type_name -> persona.wire.Error
-	29, // 2: persona.wire.StateReply.error:type_name -> persona.wire.Error
-	29, // 3: persona.wire.MessagesReply.error:type_name -> persona.wire.Error
-	29, // 4: persona.wire.EventReply.error:type_name -> persona.wire.Error
-	29, // 5: persona.wire.RoomSyncReply.error:type_name -> persona.wire.Error
-	30, // 6: persona.wire.MemberUpdate.mode:type_name -> persona.wire.Propagate
-	12, // 7: persona.wire.ProfileUpdates.updates:type_name -> persona.wire.MemberUpdate
-	14, // 8: persona.wire.UpdateAcks.acks:type_name -> persona.wire.UpdateAck
-	21, // 9: persona.wire.RoomsReply.rooms:type_name -> persona.wire.RoomMembership
-	24, // 10: persona.wire.PendingReply.rooms:type_name -> persona.wire.PendingRoom
-	29, // 11: persona.wire.ContextReply.error:type_name -> persona.wire.Error
+	29, // 0: persona.wire.CreateRoom.invitee_profiles_json:type_name -> persona.wire.CreateRoom.InviteeProfilesJsonEntry
+	30, // 1: persona.wire.SendReply.error:type_name -> persona.wire.Error
+	30, // 2: persona.wire.StateReply.error:type_name -> persona.wire.Error
+	30, // 3: persona.wire.MessagesReply.error:type_name -> persona.wire.Error
+	30, // 4: persona.wire.EventReply.error:type_name -> persona.wire.Error
+	30, // 5: persona.wire.RoomSyncReply.error:type_name -> persona.wire.Error
+	31, // 6: persona.wire.MemberUpdate.mode:type_name -> persona.wire.Propagate
+	13, // 7: persona.wire.ProfileUpdates.updates:type_name -> persona.wire.MemberUpdate
+	15, // 8: persona.wire.UpdateAcks.acks:type_name -> persona.wire.UpdateAck
+	22, // 9: persona.wire.RoomsReply.rooms:type_name -> persona.wire.RoomMembership
+	25, // 10: persona.wire.PendingReply.rooms:type_name -> persona.wire.PendingRoom
+	30, // 11: persona.wire.ContextReply.error:type_name -> persona.wire.Error
 	12, // [12:12] is the sub-list for method output_type
 	12, // [12:12] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
@@ -2434,7 +2528,7 @@ func file_rooms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rooms_proto_rawDesc), len(file_rooms_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -122,17 +122,13 @@ func JSON(e *Event, v string, h Hashes, keyID string, key ed25519.PrivateKey) ([
 	}
 	var sig *signature
 	if key != nil {
-		if len(key) != ed25519.PrivateKeySize {
-			return nil, fmt.Errorf("pdu: signing key of %d bytes", len(key))
-		}
-		if !utf8.ValidString(keyID) {
-			return nil, errors.New("pdu: key ID is not UTF-8")
-		}
 		redacted, err := b.appendEvent(make([]byte, 0, 1024), formRedacted, &h.Content, nil)
 		if err != nil {
 			return nil, err
 		}
-		sig = &signature{keyID: keyID, sig: ed25519.Sign(key, redacted)}
+		if sig, err = sign(keyID, key, redacted); err != nil {
+			return nil, err
+		}
 	}
 	out, err := b.appendEvent(make([]byte, 0, len(b.content)+1024), formFull, &h.Content, sig)
 	if err != nil {
@@ -142,6 +138,19 @@ func JSON(e *Event, v string, h Hashes, keyID string, key ed25519.PrivateKey) ([
 		return nil, fmt.Errorf("pdu: event of %d bytes, more than %d", len(out), maxPDUBytes)
 	}
 	return out, nil
+}
+
+// sign signs the redacted form of an event with key under keyID; it
+// returns an error for a key of the wrong size or a key ID that is not
+// UTF-8.
+func sign(keyID string, key ed25519.PrivateKey, redacted []byte) (*signature, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("pdu: signing key of %d bytes", len(key))
+	}
+	if !utf8.ValidString(keyID) {
+		return nil, errors.New("pdu: key ID is not UTF-8")
+	}
+	return &signature{keyID: keyID, sig: ed25519.Sign(key, redacted)}, nil
 }
 
 // builder is an event checked for a room version, with the content the

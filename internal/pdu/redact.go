@@ -1,9 +1,55 @@
 package pdu
 
 import (
+	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"strings"
 )
+
+// RedactContent returns what room version v's redaction algorithm keeps of
+// the content of an event of type typ; content is canonical (Canonical),
+// and so is what it returns. Like Event.Content, content never holds the
+// redacts of an m.room.redaction: from version 11 that key, which the
+// algorithm keeps, is Event.Redacts.
+func RedactContent(v, typ string, content []byte) ([]byte, error) {
+	r := rulesFor(v)
+	if r == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnsupportedVersion, v)
+	}
+	return appendRedacted(make([]byte, 0, len(content)), content, r.keptContent(typ))
+}
+
+// Redacted returns the event ID of e in room version v and its PDU as the
+// version's redaction algorithm leaves it, what a server holds and serves
+// once e is redacted: the bytes gomatrixserverlib's RedactEventJSON keeps
+// of JSON's, in canonical JSON, signed in the name of e.Origin with key
+// under keyID when key is not nil. contentHash is the content hash e was
+// built with (Hash's Content): e.Content may be the content it was built
+// with or what RedactContent kept of it, redaction keeping the same of
+// both. It returns an error where JSON does.
+func Redacted(e *Event, v string, contentHash [32]byte, keyID string, key ed25519.PrivateKey) (string, []byte, error) {
+	b, err := prepare(e, v)
+	if err != nil {
+		return "", nil, err
+	}
+	redacted, err := b.appendEvent(make([]byte, 0, 1024), formRedacted, &contentHash, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	sum := sha256.Sum256(redacted)
+	id := b.r.eventID(sum[:])
+	if key == nil {
+		return id, redacted, nil
+	}
+	sig, err := sign(keyID, key, redacted)
+	if err != nil {
+		return "", nil, err
+	}
+	out, err := b.appendEvent(make([]byte, 0, len(redacted)+128), formRedacted, &contentHash, sig)
+	return id, out, err
+}
 
 // errNotCanonical is returned for content that is not a canonical JSON
 // object.

@@ -208,6 +208,7 @@ func (r *room) redactRecord(ev *evRecord, by string) error {
 		ev.Content, ev.Hash = kept, h.Content[:]
 	}
 	ev.RedactedBy = by
+	delete(r.parsed, ev.ID) // parsed before the redaction
 	return nil
 }
 

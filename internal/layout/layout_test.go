@@ -29,6 +29,9 @@ var allowed = map[string][]string{
 	"persona/internal/pdu":      {},
 	"persona/internal/layout":   {},
 
+	// The cluster membership (memberlist).
+	"persona/cluster": {"metrics"},
+
 	// The cache of other servers' users' profiles.
 	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},
 

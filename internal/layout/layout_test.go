@@ -11,9 +11,9 @@ import (
 // the graph ARCHITECTURE.md draws.
 var allowed = map[string][]string{
 	"persona/cmd/persona":       {"api", "config", "internal/mxid", "internal/node"},
-	"persona/internal/node":     {"api", "actors", "media", "federation", "federation/outbox", "federation/profiles", "federation/rooms", "host", "storage", "metrics", "config"},
+	"persona/internal/node":     {"api", "actors", "media", "federation", "federation/outbox", "federation/profiles", "federation/rooms", "host", "storage", "metrics", "config", "cluster"},
 	"persona/internal/testnode": {"internal/node", "config"},
-	"persona/api":               {"actors", "media", "wire", "metrics", "config", "internal/mxid"},
+	"persona/api":               {"actors", "media", "wire", "metrics", "config", "internal/mxid", "cluster"},
 	"persona/media":             {"storage"},
 	"persona/federation":        {"storage", "config", "metrics", "internal/mxid", "wire", "host"},
 	"persona/federation/rooms":  {"actors", "federation", "federation/profiles", "wire", "storage", "metrics", "config", "internal/mxid"},

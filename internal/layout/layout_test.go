@@ -35,6 +35,9 @@ var allowed = map[string][]string{
 	// The cache of other servers' users' profiles.
 	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},
 
+	// Test support: hosts of their own (network namespaces) for child processes.
+	"persona/internal/netns": {},
+
 	// Test support: a real Dendrite peer, built by its own command.
 	"persona/internal/dendrite":            {},
 	"persona/internal/dendrite/cmd/ensure": {"internal/dendrite"},

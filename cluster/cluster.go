@@ -232,9 +232,10 @@ func Start(o Options) (*Membership, error) {
 		_ = tr.Shutdown()
 		return nil, err
 	}
-	m.view = newView(m.name, o.Partitions, o.Metrics, m.log)
-
 	c := memberlist.DefaultLANConfig()
+	m.view = newView(m.name, o.Partitions, suspicion{mult: o.SuspicionMult, maxMult: c.SuspicionMaxTimeoutMult, probe: o.ProbeInterval},
+		o.Metrics, m.log)
+
 	c.Name = m.name
 	c.Transport = tr
 	c.BindAddr, c.BindPort = bind.Addr().String(), port
@@ -324,9 +325,9 @@ func (m *Membership) Subscribe() (<-chan Event, func()) { return m.view.subscrib
 
 // Leave tells the cluster this node leaves, waiting up to timeout for
 // that to be gossiped; the others then list it as left rather than dead.
-// It first flags its metadata leaving (memberlist's leave notification
-// does not tell a leave from a failure), then leaves memberlist. Call
-// Shutdown afterwards. Leave is idempotent.
+// It first gossips its metadata flagged leaving and not ready
+// (memberlist's leave notification does not tell a leave from a failure),
+// then leaves memberlist. Call Shutdown afterwards. Leave is idempotent.
 func (m *Membership) Leave(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	m.mu.Lock()
@@ -337,6 +338,7 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	flagged := m.left
 	m.left = true
 	if !flagged {
+		m.local.Ready = false
 		b, err := encodeMeta(m.local, m.opts.Partitions, true)
 		if err != nil {
 			m.mu.Unlock()

@@ -249,7 +249,7 @@ func TestFailRejoinLeave(t *testing.T) {
 		}
 		break
 	}
-	waitMembers(t, c, 5*time.Second, "b left", func(ms map[string]Member) bool { return ms["b"].State == StateLeft })
+	waitMembers(t, c, 5*time.Second, "b left", func(ms map[string]Member) bool { return ms["b"].State == StateLeft && !ms["b"].Ready })
 	if err := b.SetLocal(Meta{}); err != ErrLeft {
 		t.Fatalf("SetLocal after Leave: %v, want ErrLeft", err)
 	}

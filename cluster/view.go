@@ -20,6 +20,7 @@ import (
 type view struct {
 	self       string
 	partitions int
+	suspicion  suspicion
 	metrics    *metrics.Metrics
 	log        *slog.Logger
 
@@ -32,11 +33,12 @@ type view struct {
 // entry is a member and its raw metadata.
 type entry struct {
 	Member
-	raw []byte
+	raw          []byte
+	suspectUntil time.Time // when a suspicion read from the log lapses
 }
 
-func newView(self string, partitions int, m *metrics.Metrics, log *slog.Logger) *view {
-	v := &view{self: self, partitions: partitions, metrics: m, log: log,
+func newView(self string, partitions int, s suspicion, m *metrics.Metrics, log *slog.Logger) *view {
+	v := &view{self: self, partitions: partitions, suspicion: s, metrics: m, log: log,
 		byName: map[string]*entry{}, subs: map[*subscription]struct{}{}}
 	v.count()
 	return v
@@ -155,10 +157,19 @@ func (v *view) applyOne(n note) (Event, bool) {
 		if n.kind == noteAlive {
 			from, to = StateSuspect, StateAlive
 		}
-		if e == nil || e.State != from || n.name == v.self {
+		if e == nil || n.name == v.self {
+			return Event{}, false
+		}
+		if n.kind == noteSuspect && e.State == StateSuspect {
+			e.suspectUntil = n.at.Add(v.suspicion.window(len(v.byName)))
+		}
+		if e.State != from {
 			return Event{}, false
 		}
 		e.State, e.Since = to, n.at
+		if to == StateSuspect {
+			e.suspectUntil = n.at.Add(v.suspicion.window(len(v.byName)))
+		}
 		return Event{Kind: EventUpdate, Member: e.snapshot()}, true
 	}
 	return Event{}, false
@@ -190,9 +201,18 @@ func (e *entry) snapshot() Member {
 	return m
 }
 
-// refresh drops members dead or left for longer than forget, and sets the
-// gauges again.
+// refresh ends suspicions that lapsed, drops members dead or left for
+// longer than forget, and sets the gauges again.
 func (v *view) refresh(now time.Time, forget time.Duration, health int) {
+	var lapsed []note
+	v.mu.Lock()
+	for name, e := range v.byName {
+		if e.State == StateSuspect && now.After(e.suspectUntil) {
+			lapsed = append(lapsed, note{kind: noteAlive, name: name, at: now})
+		}
+	}
+	v.mu.Unlock()
+	v.apply(lapsed)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for name, e := range v.byName {

@@ -10,7 +10,7 @@ import (
 // state of the member and the event each note makes.
 func TestViewStates(t *testing.T) {
 	t.Parallel()
-	v := newView("self", 8, nil, slog.New(slog.DiscardHandler))
+	v := newView("self", 8, suspicion{mult: 4, maxMult: 6, probe: time.Second}, nil, slog.New(slog.DiscardHandler))
 	events, cancel := v.subscribe()
 	defer cancel()
 	meta := func(m Meta, leaving bool) []byte {
@@ -87,5 +87,33 @@ func TestViewStates(t *testing.T) {
 	v.refresh(at.Add(30*time.Minute), 10*time.Minute, 0)
 	if ms := v.members(); len(ms) != 2 || ms[0].Name != "c" || ms[1].Name != "d" {
 		t.Fatalf("after forgetting members gone 10 minutes: %+v, want c (gone since) and d", ms)
+	}
+}
+
+// TestSuspicionLapses: a suspicion read from memberlist's log that neither
+// a death nor a refute ends lapses once memberlist could no longer hold
+// it, and each new failed probe holds it again from then.
+func TestSuspicionLapses(t *testing.T) {
+	t.Parallel()
+	s := suspicion{mult: 4, maxMult: 6, probe: time.Second}
+	for n, want := range map[int]time.Duration{1: 5 * time.Second, 3: 5 * time.Second, 10: 25 * time.Second, 100: 49 * time.Second} {
+		if got := s.window(n); got != want {
+			t.Errorf("window(%d) = %s, want %s", n, got, want)
+		}
+	}
+	v := newView("self", 8, s, nil, slog.New(slog.DiscardHandler))
+	at := time.Unix(1000, 0)
+	v.apply([]note{{kind: noteJoin, name: "self", at: at}, {kind: noteJoin, name: "b", at: at}, {kind: noteJoin, name: "c", at: at}})
+	state := func() State { return v.members()[0].State }
+	v.apply([]note{{kind: noteSuspect, name: "b", at: at}})
+	v.refresh(at.Add(4*time.Second), time.Hour, 0)
+	v.apply([]note{{kind: noteSuspect, name: "b", at: at.Add(4 * time.Second)}})
+	v.refresh(at.Add(8*time.Second), time.Hour, 0)
+	if state() != StateSuspect {
+		t.Fatalf("b %s 4 s into a suspicion renewed at 4 s, want suspect", state())
+	}
+	v.refresh(at.Add(9*time.Second+time.Millisecond), time.Hour, 0)
+	if state() != StateAlive {
+		t.Fatalf("b %s once the suspicion lapsed, want alive", state())
 	}
 }

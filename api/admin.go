@@ -19,6 +19,7 @@ const SecretHeader = "X-Persona-Shared-Secret"
 func (s *Server) adminRoutes() {
 	s.route("GET /_persona/admin/v1/users/{userId}/pending", s.admin(s.pending))
 	s.route("GET /_persona/admin/v1/federation/destinations", s.admin(s.destinations))
+	s.route("GET /_persona/admin/v1/cluster/members", s.admin(s.clusterMembers))
 }
 
 // Outbox is what the admin API reads of the federation outbox; a node

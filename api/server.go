@@ -30,9 +30,10 @@ type Server struct {
 	media   *media.Store
 	metrics *metrics.Metrics
 	log     *slog.Logger
-	secret  string // registration shared secret
-	remote  Remote // other servers (nil: none)
-	outbox  Outbox // the federation outbox (nil: none)
+	secret  string  // registration shared secret
+	remote  Remote  // other servers (nil: none)
+	outbox  Outbox  // the federation outbox (nil: none)
+	cluster Cluster // the cluster membership (nil: none)
 	limiter *limiter
 	nonces  *nonces
 	mux     *http.ServeMux
@@ -51,6 +52,9 @@ type Options struct {
 	// Outbox is the federation outbox the admin API shows; nil on a node
 	// without federation.
 	Outbox Outbox
+	// Cluster is the cluster membership the admin API shows; nil on a
+	// node outside a cluster.
+	Cluster Cluster
 }
 
 // New builds the API server and its routes.
@@ -60,7 +64,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{
 		cfg: o.Config, host: o.Host, media: o.Media, metrics: o.Metrics, log: o.Log,
-		secret: o.SharedSecret, remote: o.Remote, outbox: o.Outbox,
+		secret: o.SharedSecret, remote: o.Remote, outbox: o.Outbox, cluster: o.Cluster,
 		limiter: newLimiter(o.Config.Profile.RateLimit.Burst, o.Config.Profile.RateLimit.PerSecond),
 		nonces:  newNonces(),
 		mux:     http.NewServeMux(),

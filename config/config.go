@@ -30,6 +30,8 @@ type Config struct {
 	Propagation Propagation `yaml:"propagation"`
 	// Actors tunes the per-user actor system.
 	Actors Actors `yaml:"actors"`
+	// Cluster makes the node a member of a persona cluster.
+	Cluster Cluster `yaml:"cluster"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
 }
@@ -156,6 +158,38 @@ type Actors struct {
 	PassivateAfter time.Duration `yaml:"passivate_after"`
 }
 
+// Cluster configures the node's membership of a persona cluster.
+type Cluster struct {
+	// Enabled makes the node join a cluster; false runs it alone.
+	Enabled bool `yaml:"enabled"`
+	// NodeName is the node's name, unique in the cluster; "" is the host
+	// name and the bind port ("host-7946").
+	NodeName string `yaml:"node_name"`
+	// Bind is the IP:port of the membership protocol (memberlist), TCP and UDP.
+	Bind string `yaml:"bind"`
+	// Advertise is the IP:port the other nodes reach Bind at; "" is Bind's.
+	Advertise string `yaml:"advertise"`
+	// ActorBind is the host:port of the node's actor system (protoactor
+	// remote); the others learn it through the membership.
+	ActorBind string `yaml:"actor_bind"`
+	// Join lists the host:port (their Bind or Advertise) of nodes to join;
+	// empty starts a new cluster.
+	Join []string `yaml:"join"`
+	// ReplicationFactor is how many nodes hold each partition, capped by
+	// the number of nodes.
+	ReplicationFactor int `yaml:"replication_factor"`
+	// Partitions is the number of partitions of the cluster, fixed for its
+	// life; it must equal actors.partitions.
+	Partitions int `yaml:"partitions"`
+	// ElectionTimeout is how long a partition's replicas wait for their
+	// leader before electing another.
+	ElectionTimeout time.Duration `yaml:"election_timeout"`
+	// GossipKeyFile is a file of base64 keys that encrypt the membership
+	// protocol, one per line (the first encrypts, each decrypts); ""
+	// gossips in the clear.
+	GossipKeyFile string `yaml:"gossip_key_file"`
+}
+
 // Log configures logging.
 type Log struct {
 	// Level is one of debug, info, warn, error.
@@ -208,6 +242,15 @@ func Default() *Config {
 		Actors: Actors{
 			Partitions:     64,
 			PassivateAfter: 2 * time.Minute,
+		},
+		Cluster: Cluster{
+			Enabled:           false,
+			Bind:              "127.0.0.1:7946",
+			ActorBind:         "127.0.0.1:8090",
+			Join:              []string{},
+			ReplicationFactor: 3,
+			Partitions:        64,
+			ElectionTimeout:   time.Second,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}

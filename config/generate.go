@@ -189,6 +189,50 @@ actors:
   # reloads them from storage. Shorter saves memory, longer saves reloads.
   passivate_after: {{dur .Actors.PassivateAfter}}
 
+# Membership of a persona cluster: nodes that share the users and rooms
+# between them. The membership protocol (hashicorp/memberlist, SWIM gossip)
+# finds nodes failed within about 5 s with its LAN timings.
+cluster:
+  # true makes this node a member of a cluster; false runs it alone (the
+  # keys below are still checked, but not used).
+  enabled: {{.Cluster.Enabled}}
+  # The node's name, unique in the cluster and kept across restarts (a node
+  # back under its name takes its place again). "" is the host name and the
+  # bind port, e.g. "db1-7946".
+  node_name: {{q .Cluster.NodeName}}
+  # IP:port of the membership protocol, TCP and UDP (open both in firewalls).
+  # 0.0.0.0 listens on all interfaces.
+  bind: {{q .Cluster.Bind}}
+  # IP:port the other nodes reach bind at, when that differs (NAT, a
+  # container's published port, bind 0.0.0.0); "" is bind's (with 0.0.0.0,
+  # a private address of the machine).
+  advertise: {{q .Cluster.Advertise}}
+  # host:port of this node's actor system, where other nodes send the
+  # messages of the partitions it leads; gossiped to them. A host 0.0.0.0
+  # or "" is told to the others as the advertised address.
+  actor_bind: {{q .Cluster.ActorBind}}
+  # host:port (bind or advertise) of nodes to join at start: any one that
+  # answers is enough, so list several. Empty starts a new cluster. Nodes
+  # not answering are tried again every 5 s while this node is alone.
+  join: {{list .Cluster.Join}}
+  # How many nodes hold a copy of each partition; fewer nodes hold one each.
+  # More survives more failures at the cost of more writes and disk.
+  replication_factor: {{.Cluster.ReplicationFactor}}
+  # Number of partitions users and rooms hash to, fixed for the life of the
+  # cluster; it must equal actors.partitions. More spreads leadership more
+  # evenly across nodes; at most 1024.
+  partitions: {{.Cluster.Partitions}}
+  # How long a partition's replicas wait without hearing their leader before
+  # they elect another. Shorter fails over sooner; too short elects needlessly
+  # on a busy node.
+  election_timeout: {{dur .Cluster.ElectionTimeout}}
+  # File of base64 keys (16, 24 or 32 bytes: "openssl rand -base64 32"), one
+  # a line, that encrypt and authenticate the membership protocol; "" sends
+  # it in the clear. The first key encrypts, each decrypts: to change keys,
+  # add the new one second on every node, then move it first, then drop the
+  # old one. Keep the file private (0600).
+  gossip_key_file: {{q .Cluster.GossipKeyFile}}
+
 # Log verbosity and format.
 log:
   # debug, info, warn or error. debug is verbose and may log user IDs.

@@ -36,6 +36,7 @@ type Metrics struct {
 	txnsIn, pdusRejected                   *prometheus.CounterVec
 	pdusAccepted                           prometheus.Counter
 	remoteProfiles                         *remoteProfileMetrics
+	clusterM                               clusterMetrics
 }
 
 // Sizer reports storage sizes; the store implements it.

@@ -5,12 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"text/tabwriter"
 	"time"
-
-	"persona/api"
-	"persona/internal/node"
 )
 
 func federationCmd(args []string, stdout, stderr io.Writer) error {
@@ -47,24 +43,10 @@ func federationDestinations(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("federation destinations: unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := loadConfig(*path, stderr)
-	if err != nil {
-		return err
-	}
-	secret, err := node.SharedSecret(cfg)
-	if err != nil {
-		return err
-	}
-	base := *url
-	if base == "" {
-		base = "http://" + cfg.Listen.Client
-	}
 	var out struct {
 		Destinations []destination `json:"destinations"`
 	}
-	req, _ := http.NewRequest(http.MethodGet, base+"/_persona/admin/v1/federation/destinations", nil)
-	req.Header.Set(api.SecretHeader, secret)
-	if err := do(req, &out); err != nil {
+	if err := adminGet(*path, *url, "/_persona/admin/v1/federation/destinations", stderr, &out); err != nil {
 		return err
 	}
 	if len(out.Destinations) == 0 {

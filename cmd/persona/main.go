@@ -1,6 +1,6 @@
 // Command persona is the profile and membership-propagation engine of a
 // Matrix homeserver. One binary, several subcommands: serve, generate-config,
-// user, federation, bench.
+// user, federation, cluster, bench.
 package main
 
 import (
@@ -20,6 +20,7 @@ Usage:
                                              register a user on a running node, print its token
   persona user pending @user:server          show the rooms a user's latest profile has not reached yet
   persona federation destinations            show each destination server's outbox: queue, failures, next attempt
+  persona cluster members                    show the cluster's nodes as a node sees them: address, state, readiness, partitions
   persona bench profile [flags]              load a running node with profile reads and writes
   persona bench propagation --rooms N        time one rename's fan-out to N rooms
   persona version                            print the version
@@ -53,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return userCmd(rest, stdout, stderr)
 	case "federation":
 		return federationCmd(rest, stdout, stderr)
+	case "cluster":
+		return clusterCmd(rest, stdout, stderr)
 	case "bench":
 		return benchCmd(rest, stdout, stderr)
 	case "version":

@@ -11,9 +11,9 @@ import (
 // the graph ARCHITECTURE.md draws.
 var allowed = map[string][]string{
 	"persona/cmd/persona":       {"api", "config", "internal/mxid", "internal/node"},
-	"persona/internal/node":     {"api", "actors", "media", "federation", "federation/outbox", "federation/profiles", "federation/rooms", "host", "storage", "metrics", "config"},
+	"persona/internal/node":     {"api", "actors", "media", "federation", "federation/outbox", "federation/profiles", "federation/rooms", "host", "storage", "metrics", "config", "cluster"},
 	"persona/internal/testnode": {"internal/node", "config"},
-	"persona/api":               {"actors", "media", "wire", "metrics", "config", "internal/mxid"},
+	"persona/api":               {"actors", "media", "wire", "metrics", "config", "internal/mxid", "cluster"},
 	"persona/media":             {"storage"},
 	"persona/federation":        {"storage", "config", "metrics", "internal/mxid", "wire", "host"},
 	"persona/federation/rooms":  {"actors", "federation", "federation/profiles", "wire", "storage", "metrics", "config", "internal/mxid"},
@@ -29,8 +29,14 @@ var allowed = map[string][]string{
 	"persona/internal/pdu":      {},
 	"persona/internal/layout":   {},
 
+	// The cluster membership (memberlist).
+	"persona/cluster": {"metrics"},
+
 	// The cache of other servers' users' profiles.
 	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},
+
+	// Test support: hosts of their own (network namespaces) for child processes.
+	"persona/internal/netns": {},
 
 	// Test support: a real Dendrite peer, built by its own command.
 	"persona/internal/dendrite":            {},

@@ -1,6 +1,8 @@
-// Package node assembles one persona node: storage, media, actors, the
-// Client-Server API, the federation listener and the metrics listener,
-// started in that order and stopped in reverse.
+// Package node assembles one persona node: storage, media, actors, with
+// cluster.enabled the cluster membership, the Client-Server API, the
+// federation listener and the metrics listener, started in that order and
+// stopped in reverse; the node tells the cluster it is ready once all
+// have started.
 // `persona serve` and the end-to-end tests start nodes through it.
 package node
 
@@ -23,6 +25,7 @@ import (
 
 	"persona/actors"
 	"persona/api"
+	"persona/cluster"
 	"persona/config"
 	"persona/federation"
 	"persona/federation/outbox"
@@ -50,6 +53,8 @@ type Node struct {
 	profiles  *profiles.Cache
 	fedL      net.Listener
 	metrics   *metrics.Metrics
+	members   *cluster.Membership
+	left      bool // leaveCluster ran
 	done      chan error
 	stopOnce  sync.Once
 	stopErr   error
@@ -110,7 +115,16 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		n.rooms = rooms.New(rooms.Options{Config: cfg, Actors: n.host, Server: n.fed, Store: st, Metrics: m, Log: log, Profiles: n.profiles})
 		remote, ob = n.rooms, n.outbox
 	}
-	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret, Remote: remote, Outbox: ob})
+	var members api.Cluster
+	if cfg.Cluster.Enabled {
+		if err := n.startCluster(); err != nil {
+			n.stopCore()
+			return nil, err
+		}
+		members = n.members
+	}
+	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret,
+		Remote: remote, Outbox: ob, Cluster: members})
 
 	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {
 		n.stopCore()
@@ -143,9 +157,50 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		n.metricsLn = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go n.serve(n.metricsLn, n.metricsL)
 	}
+	if n.members != nil {
+		local := n.members.Local()
+		local.Ready = true
+		if err := n.members.SetLocal(local); err != nil {
+			log.Warn("tell the cluster this node is ready", "err", err)
+		}
+	}
 	log.Info("persona node started", "server_name", cfg.ServerName, "client", n.ClientAddr(),
-		"federation", n.FederationAddr(), "metrics", n.MetricsAddr(), "data_dir", cfg.DataDir)
+		"federation", n.FederationAddr(), "metrics", n.MetricsAddr(), "cluster", n.ClusterName(), "data_dir", cfg.DataDir)
 	return n, nil
+}
+
+// startCluster joins the cluster as cluster.* says, not ready yet.
+func (n *Node) startCluster() error {
+	c := n.cfg.Cluster
+	keys, err := c.GossipKeys()
+	if err != nil {
+		return fmt.Errorf("cluster.gossip_key_file: %w", err)
+	}
+	n.members, err = cluster.Start(cluster.Options{Name: c.NodeName, Bind: c.Bind, Advertise: c.Advertise, Join: c.Join,
+		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind}, Keys: keys, Metrics: n.metrics, Log: n.log})
+	return err
+}
+
+// leaveTimeout bounds how long Stop waits for the cluster to hear this
+// node leave.
+const leaveTimeout = 5 * time.Second
+
+// leaveCluster leaves the cluster, if in one, and stops the membership;
+// again, it does nothing.
+func (n *Node) leaveCluster(ctx context.Context) error {
+	if n.members == nil || n.left {
+		return nil
+	}
+	n.left = true
+	timeout := leaveTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	err := n.members.Leave(timeout)
+	if e := n.members.Shutdown(); err == nil {
+		err = e
+	}
+	return err
 }
 
 // newFederation loads the server's identity and makes the federation
@@ -239,6 +294,18 @@ func (n *Node) FederationAddr() string {
 	return n.fedL.Addr().String()
 }
 
+// Cluster returns the node's cluster membership, or nil when
+// cluster.enabled is false.
+func (n *Node) Cluster() *cluster.Membership { return n.members }
+
+// ClusterName is the node's name in the cluster, or "" outside one.
+func (n *Node) ClusterName() string {
+	if n.members == nil {
+		return ""
+	}
+	return n.members.Name()
+}
+
 // Federation returns the node's federation server (its identity, key ring,
 // client and routes), or nil when federation is disabled.
 func (n *Node) Federation() *federation.Server { return n.fed }
@@ -258,11 +325,15 @@ func (n *Node) MetricsAddr() string {
 // Failed reports a listener that stopped on its own.
 func (n *Node) Failed() <-chan error { return n.done }
 
-// Stop stops accepting requests, lets those in flight finish (up to ctx),
-// then stops the actors and closes storage.
+// Stop leaves the cluster (if in one: the others then list this node as
+// left, not failed), stops accepting requests, lets those in flight finish
+// (up to ctx), then stops the actors and closes storage.
 // Stop is idempotent.
 func (n *Node) Stop(ctx context.Context) error {
 	n.stopOnce.Do(func() {
+		if err := n.leaveCluster(ctx); err != nil {
+			n.log.Warn("leave the cluster", "err", err)
+		}
 		n.stopErr = n.client.Shutdown(ctx)
 		if n.fed != nil {
 			if e := n.fed.Shutdown(ctx); n.stopErr == nil {
@@ -280,6 +351,9 @@ func (n *Node) Stop(ctx context.Context) error {
 }
 
 func (n *Node) stopCore() error {
+	if err := n.leaveCluster(context.Background()); err != nil {
+		n.log.Warn("leave the cluster", "err", err)
+	}
 	if n.rooms != nil {
 		n.rooms.Close()
 	}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"persona/api"
+	"persona/internal/netns"
+)
+
+const clusterSecret = "cluster-secret"
+
+// deadBound is how soon after a SIGKILL the others must list the node
+// dead: measured at 5.1-6.5 s with memberlist's LAN timings on three
+// nodes (docs/BENCHMARKS.md), given slack for a busy machine.
+const deadBound = 12 * time.Second
+
+// clusterProc is one node of TestClusterOfProcesses: its host, its
+// addresses and its process.
+type clusterProc struct {
+	name                                 string
+	host                                 *netns.Host
+	client, metrics, gossip, actor, file string
+	child                                *crashChild
+}
+
+func (p *clusterProc) base() string { return "http://" + p.client }
+
+func (p *clusterProc) start(t *testing.T) {
+	t.Helper()
+	p.child = startChild(t, p.host.Command(os.Args[0], "-test.run=^$"), p.file, p.base())
+}
+
+// TestClusterOfProcesses starts three `persona serve` processes with
+// cluster.enabled, each on a host of its own (a network namespace with its
+// own address; loopback ports where namespaces cannot be made). Each lists
+// all three alive and ready, with each one's addresses. SIGKILL one: the
+// others declare it dead, within the bound logged. Restarted, it rejoins.
+// SIGTERM another: the others list it as left, not dead, and it exits 0.
+// `persona cluster members` shows the cluster through any node.
+func TestClusterOfProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes, one of them twice, and waits for failure detection")
+	}
+	start := time.Now()
+	defer func() { t.Logf("wall time %s", time.Since(start).Round(time.Millisecond)) }()
+
+	nt := netns.New(t, 3)
+	saved := httpClient.Transport
+	httpClient.Transport = nt.Transport() // the test's requests reach the hosts; not parallel
+	t.Cleanup(func() { httpClient.Transport = saved })
+
+	procs := make([]*clusterProc, 3)
+	var loopback []string
+	if !nt.Isolated {
+		loopback = freeLoopbackAddrs(t, 3*len(procs))
+	}
+	for i, h := range nt.Hosts {
+		p := &clusterProc{name: "n" + strconv.Itoa(i+1), host: h}
+		if nt.Isolated { // hosts of their own: the same ports everywhere
+			at := func(port int) string { return net.JoinHostPort(h.Addr.String(), strconv.Itoa(port)) }
+			p.client, p.metrics, p.gossip, p.actor = at(8008), at(9108), at(7946), at(8090)
+		} else {
+			p.client, p.metrics, p.gossip, p.actor = loopback[3*i], loopback[3*i+1], loopback[3*i+2], "127.0.0.1:8090"
+		}
+		procs[i] = p
+	}
+	seeds := make([]string, len(procs))
+	for i, p := range procs {
+		seeds[i] = strconv.Quote(p.gossip)
+	}
+	for _, p := range procs {
+		p.file = filepath.Join(t.TempDir(), "persona.yaml")
+		cfg := fmt.Sprintf(`server_name: "persona.test"
+data_dir: %q
+listen:
+  client: %q
+  metrics: %q
+  federation: ""
+registration:
+  shared_secret: %q
+cluster:
+  enabled: true
+  node_name: %q
+  bind: %q
+  actor_bind: %q
+  join: [%s]
+`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, clusterSecret, p.name, p.gossip, p.actor, strings.Join(seeds, ", "))
+		if err := os.WriteFile(p.file, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, p := range procs {
+			if p.child == nil {
+				continue
+			}
+			if strings.Contains(p.child.out.tail(), "DATA RACE") {
+				t.Errorf("%s reported a data race:\n%s", p.name, p.child.out.tail())
+			} else if t.Failed() {
+				t.Logf("%s: %s", p.name, p.child.out.tail())
+			}
+		}
+	}()
+	n1, n2, n3 := procs[0], procs[1], procs[2]
+	t.Logf("hosts of their own: %v; gossip at %s, %s, %s", nt.Isolated, n1.gossip, n2.gossip, n3.gossip)
+
+	// 1. All three see each other alive and ready, with each one's addresses.
+	phase := time.Now()
+	for _, p := range procs {
+		p.start(t)
+	}
+	everyone := func(ms map[string]clusterMember) bool {
+		for _, p := range procs {
+			m := ms[p.name]
+			if m.State != "alive" || !m.Ready || m.Address != p.gossip || m.ActorAddr != p.actor {
+				return false
+			}
+		}
+		return len(ms) == len(procs)
+	}
+	for _, p := range procs {
+		waitView(t, p, procs, "all three alive and ready with their addresses", 20*time.Second, everyone)
+	}
+	t.Logf("three nodes started and see each other in %s", time.Since(phase).Round(time.Millisecond))
+
+	// 2. SIGKILL n3: n1 and n2 declare it dead. With memberlist's LAN
+	// timings a probe finds n3 silent within about 1.5 s (1 s interval, 0.5
+	// s timeout, then indirect probes), and with three members the
+	// suspicion runs its 4 s minimum: about 5-7 s in all.
+	phase = time.Now()
+	n3.child.kill()
+	for _, p := range []*clusterProc{n1, n2} {
+		waitView(t, p, procs, "n3 dead", deadBound, func(ms map[string]clusterMember) bool { return ms["n3"].State == "dead" })
+		t.Logf("%s declared n3 dead %s after its SIGKILL", p.name, time.Since(phase).Round(time.Millisecond))
+	}
+
+	// 3. n3 restarted on its data and addresses rejoins.
+	phase = time.Now()
+	n3.start(t)
+	for _, p := range procs {
+		waitView(t, p, procs, "n3 back, all three alive and ready", 20*time.Second, everyone)
+	}
+	t.Logf("n3 rejoined %s after its restart began", time.Since(phase).Round(time.Millisecond))
+
+	// 4. SIGTERM n2: it leaves, and n1 and n3 list it as left.
+	phase = time.Now()
+	if err := n2.child.terminate(20 * time.Second); err != nil {
+		t.Fatalf("n2 after SIGTERM: %v\n%s", err, n2.child.out.tail())
+	}
+	t.Logf("n2 exited %s after its SIGTERM", time.Since(phase).Round(time.Millisecond))
+	for _, p := range []*clusterProc{n1, n3} {
+		waitView(t, p, procs, "n2 left", 10*time.Second, func(ms map[string]clusterMember) bool {
+			return ms["n2"].State == "left" && ms["n1"].State == "alive" && ms["n3"].State == "alive"
+		})
+	}
+	t.Logf("n1 and n3 list n2 as left %s after its SIGTERM", time.Since(phase).Round(time.Millisecond))
+	for sample, want := range map[string]float64{`persona_cluster_members{state="alive"}`: 2, `persona_cluster_members{state="left"}`: 1,
+		`persona_cluster_members{state="dead"}`: 0, `persona_cluster_events_total{kind="leave"}`: 1} {
+		if got, err := metricValue(n1.metrics, sample); err != nil || got != want {
+			t.Errorf("n1's %s = %v, %v; want %v", sample, got, err, want)
+		}
+	}
+	if fails, err := metricValue(n1.metrics, `persona_cluster_events_total{kind="fail"}`); err != nil || fails < 1 {
+		t.Errorf("n1 counted %v failures (%v), want n3's at least", fails, err)
+	}
+
+	// 5. persona cluster members through n3.
+	out, err := clusterMembersOf(t, n3)
+	if err != nil {
+		t.Fatalf("persona cluster members: %v", err)
+	}
+	t.Logf("persona cluster members through n3:\n%s", out)
+	for _, row := range []string{
+		`^n1 +` + regexp.QuoteMeta(n1.gossip) + ` +` + regexp.QuoteMeta(n1.actor) + ` +alive +yes +- +-$`,
+		`^n2 +` + regexp.QuoteMeta(n2.gossip) + ` +` + regexp.QuoteMeta(n2.actor) + ` +left +no +- +-$`,
+		`^n3 \(this node\) +` + regexp.QuoteMeta(n3.gossip) + ` +` + regexp.QuoteMeta(n3.actor) + ` +alive +yes +- +-$`,
+	} {
+		if !regexp.MustCompile(`(?m)` + row).MatchString(out) {
+			t.Errorf("no row matching %s", row)
+		}
+	}
+}
+
+// waitView polls p's cluster members until ok holds, or fails after limit.
+func waitView(t *testing.T, p *clusterProc, procs []*clusterProc, what string, limit time.Duration, ok func(map[string]clusterMember) bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		ms, err := membersOf(p)
+		if err == nil && ok(ms) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s not within %s: %+v, %v", p.name, what, limit, ms, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// membersOf reads p's cluster members from its admin API, by name.
+func membersOf(p *clusterProc) (map[string]clusterMember, error) {
+	req, err := http.NewRequest(http.MethodGet, p.base()+"/_persona/admin/v1/cluster/members", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(api.SecretHeader, clusterSecret)
+	var out struct {
+		Members []clusterMember `json:"members"`
+	}
+	if err := do(req, &out); err != nil {
+		return nil, err
+	}
+	ms := map[string]clusterMember{}
+	for _, m := range out.Members {
+		ms[m.Name] = m
+	}
+	return ms, nil
+}
+
+// clusterMembersOf runs `persona cluster members` against p.
+func clusterMembersOf(t *testing.T, p *clusterProc) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run([]string{"cluster", "members", "--config", p.file, "--url", p.base()}, &out, &errOut)
+	return out.String(), err
+}

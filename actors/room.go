@@ -65,6 +65,9 @@ type room struct {
 	// refused is the event checkRemote last refused by the auth rules, for
 	// receive to record.
 	refused *refusal
+	// gaps holds the states after events that filled gaps, read or
+	// recorded so far (room_gap.go).
+	gaps map[string]map[string]string
 }
 
 type stateKey struct{ typ, key string }
@@ -269,6 +272,10 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 		ctx.Respond(r.getPDUs(m))
 	case *wire.ReceivePDU:
 		r.receive(ctx, m)
+	case *wire.GetLacking:
+		ctx.Respond(r.lacking(m))
+	case *wire.ReceiveState:
+		r.receiveState(ctx, m)
 	case *wire.MakeMembership:
 		if m.Membership == "invite" {
 			ctx.Respond(r.makeInvite(m))
@@ -322,8 +329,10 @@ func notFoundReply(m proto.Message) proto.Message {
 		return &wire.EventReply{Error: e}
 	case *wire.GetPDUs:
 		return &wire.PDUsReply{Error: e}
-	case *wire.ReceivePDU:
+	case *wire.ReceivePDU, *wire.ReceiveState:
 		return &wire.ReceiveReply{Error: e}
+	case *wire.GetLacking:
+		return &wire.LackingReply{Error: e}
 	case *wire.MakeMembership:
 		return &wire.MakeMembershipReply{Error: e}
 	case *wire.SendMembership:

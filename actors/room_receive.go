@@ -196,7 +196,7 @@ func (r *room) stateBefore(verImpl gomatrixserverlib.IRoomVersion, ev gomatrixse
 	for _, p := range prevs {
 		var set []gomatrixserverlib.PDU
 		for _, t := range tuples {
-			rec, err := r.stateAfter(t.EventType, t.StateKey, p.Pos)
+			rec, err := r.stateAfterPrev(p, t.EventType, t.StateKey)
 			if err != nil {
 				return nil, err
 			}

@@ -59,7 +59,9 @@ func (r *room) recordRejected(b *storage.Batch, id string, prevs []string) {
 
 // prevRecords are the events whose state an event naming id as a prev
 // event follows: that event, or for a refused one the events its own prev
-// events lead to; ok is false when one of them is unknown.
+// events lead to, unless a gap's filling gave the state after it (an
+// outlier record then stands for it: room_gap.go); ok is false when one of
+// them is unknown.
 func (r *room) prevRecords(id string, seen map[string]bool) (recs []*evRecord, ok bool) {
 	if seen[id] {
 		return nil, true
@@ -67,6 +69,9 @@ func (r *room) prevRecords(id string, seen map[string]bool) (recs []*evRecord, o
 	seen[id] = true
 	if p := r.eventByID(id); p != nil && p.Pos < r.meta.NextPos {
 		return []*evRecord{p}, true
+	}
+	if r.gapState(id) != nil {
+		return []*evRecord{{ID: id, Outlier: true}}, true
 	}
 	prevs := r.rejectedPrevs(id)
 	if prevs == nil {

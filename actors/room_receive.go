@@ -29,6 +29,7 @@ func (r *room) receive(ctx actor.Context, m *wire.ReceivePDU) {
 	ev, reply := r.checkRemote(m)
 	if refused := r.refused; refused != nil {
 		r.refused = nil
+		reply.AuthRejected = r.citesRejected(m.Pdu)
 		var b storage.Batch
 		r.recordRejected(&b, refused.id, refused.prevs)
 		r.commit(ctx, &b, reply, nil)

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"encoding/json"
+	"slices"
 
 	"persona/storage"
 )
@@ -85,4 +86,14 @@ func (r *room) prevRecords(id string, seen map[string]bool) (recs []*evRecord, o
 		recs = append(recs, more...)
 	}
 	return recs, true
+}
+
+// citesRejected reports whether the event pdu cites as an auth event one
+// the room refused.
+func (r *room) citesRejected(pdu []byte) bool {
+	dag, err := dagOf(pdu)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(dag.Auth, func(id string) bool { return !r.known(id) && r.isRejected(id) })
 }

@@ -196,11 +196,15 @@ func (x *ReceivePDU) GetPdu() []byte {
 // ReceiveReply answers ReceivePDU: accepted (or held already) when
 // rejected is "" and missing is empty; rejected says why the room refused
 // it; missing lists prev events the room lacks (fetch them, then ask again).
+// auth_rejected says the refusal is for an auth event the event cites that
+// the room refused before (the spec rejects the event for it), not for the
+// event itself.
 type ReceiveReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rejected      string                 `protobuf:"bytes,1,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	Missing       []string               `protobuf:"bytes,2,rep,name=missing,proto3" json:"missing,omitempty"`
 	Error         *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	AuthRejected  bool                   `protobuf:"varint,4,opt,name=auth_rejected,json=authRejected,proto3" json:"auth_rejected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +258,13 @@ func (x *ReceiveReply) GetError() *Error {
 		return x.Error
 	}
 	return nil
+}
+
+func (x *ReceiveReply) GetAuthRejected() bool {
+	if x != nil {
+		return x.AuthRejected
+	}
+	return false
 }
 
 // GetLacking asks a room which of some events it neither holds nor
@@ -1321,11 +1332,12 @@ const file_dag_proto_rawDesc = "" +
 	"ReceivePDU\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x10\n" +
-	"\x03pdu\x18\x03 \x01(\fR\x03pdu\"o\n" +
+	"\x03pdu\x18\x03 \x01(\fR\x03pdu\"\x94\x01\n" +
 	"\fReceiveReply\x12\x1a\n" +
 	"\brejected\x18\x01 \x01(\tR\brejected\x12\x18\n" +
 	"\amissing\x18\x02 \x03(\tR\amissing\x12)\n" +
-	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\"B\n" +
+	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\x12#\n" +
+	"\rauth_rejected\x18\x04 \x01(\bR\fauthRejected\"B\n" +
 	"\n" +
 	"GetLacking\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x1b\n" +

@@ -23,8 +23,11 @@ import (
 // (content hash, signatures) and handed to its room; a room that lacks the
 // PDU's prev events gets them, or the state after them, from the origin
 // first (gap.go). A bad PDU is reported in the answer and does not stop
-// the others. Of the EDUs, profile updates refresh the profile cache; the
-// others are dropped.
+// the others; a PDU refused only because an auth event it cites was
+// refused before is answered as taken, as Synapse and Dendrite answer it:
+// the fault is not the PDU's, and its sender can do nothing about it. Of
+// the EDUs, profile updates refresh the profile cache; the others are
+// dropped.
 
 // Transaction limits of the spec.
 const (
@@ -118,7 +121,7 @@ func (s *Service) receivePDUs(ctx context.Context, origin spec.ServerName, pdus 
 				}
 				mu.Lock()
 				results[id] = pduResult{}
-				if err != nil {
+				if err != nil && reasonOf(err) != "auth_event" {
 					results[id] = pduResult{Error: err.Error()}
 				}
 				mu.Unlock()
@@ -195,6 +198,8 @@ func (s *Service) deliver(ctx context.Context, origin spec.ServerName, verImpl g
 		}
 	}
 	switch {
+	case reply.Rejected != "" && reply.AuthRejected:
+		return reject("auth_event", errors.New(reply.Rejected))
 	case reply.Rejected != "":
 		return reject("auth", errors.New(reply.Rejected))
 	case len(reply.Missing) > 0:

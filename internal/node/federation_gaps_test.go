@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"persona/config"
@@ -254,4 +255,59 @@ func TestGapIsFilledFromTheStateAtItsEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "A to take bob's rename after the gap", func() bool { return memberName(ctx, g.alice, g.room, g.bob.UserID) == "Bob after" })
+}
+
+// A gap whose state cites an event its server does not give (/event
+// answers 404) leaves that event's descendants in the auth chain rejected:
+// the renames after it, held for the state or sent, never reach A's
+// state, A's copy keeps bob's name from before the gap, and A's answer to
+// B's transaction names no error for the last rename, which A refused only
+// for the rejected auth event it cites.
+func TestGapWithAnEventNotToBeHad(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const renames = 30
+	g := newGap(ctx, t, renames)
+	lost := g.ids[4]
+	g.toB.withheld.Store(string(lost), struct{}{})
+	rejectedBefore := metric(t, g.a, "persona_federation_pdus_rejected_total", `reason="auth_event"`)
+
+	g.open(t)
+	waitFor(t, 30*time.Second, "A to answer B's transaction of the last rename", func() bool {
+		return metric(t, g.a, "persona_federation_pdus_rejected_total", `reason="auth_event"`) > rejectedBefore
+	})
+	if !slices.ContainsFunc(g.toB.requests("/_matrix/federation/v1/event/"), func(s string) bool {
+		return strings.HasSuffix(s, string(lost)) || strings.HasSuffix(s, strings.ReplaceAll(string(lost), "$", "%24"))
+	}) {
+		t.Fatalf("A never asked B for %s", lost)
+	}
+	if refused := metric(t, g.b, "persona_federation_pdus_refused_total"); refused != 0 {
+		t.Fatalf("A's answer named an error for %v of B's PDUs", refused)
+	}
+	want := g.before[len(g.before)-1]
+	if got, err := currentMember(ctx, g.alice, g.room, g.bob.UserID); err != nil || got != want {
+		t.Fatalf("A names bob %v (%v), want %v as before the gap", got, err, want)
+	}
+	steps, _, err := memberSteps(ctx, g.alice, g.room, g.bob.UserID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(steps, g.before) {
+		t.Fatalf("A's timeline of bob's member events %v, want %v as before the gap", steps, g.before)
+	}
+
+	// The room goes on for A's own users.
+	resp, err := g.alice.SendText(ctx, g.room, "after the gap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "B to take alice's message", func() bool {
+		_, err := g.bob.GetEvent(ctx, g.room, resp.EventID)
+		return err == nil
+	})
+	var content event.MemberEventContent
+	if err := g.alice.StateEvent(ctx, g.room, event.StateMember, string(g.bob.UserID), &content); err != nil || content.Displayname != want.Displayname {
+		t.Fatalf("A's state of bob after alice's message: %+v (%v)", content, err)
+	}
 }

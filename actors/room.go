@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/host"
-	"persona/internal/mxid"
 	"persona/storage"
 	"persona/wire"
 )
@@ -312,7 +311,7 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 func (r *room) versionReply() *wire.RoomVersionReply {
 	out := &wire.RoomVersionReply{RoomVersion: r.meta.Version, Extremities: r.extremities(), InvitedOnly: r.meta.InvitedOnly}
 	if r.meta.InvitedOnly {
-		out.Servers = []string{mxid.ServerOf(r.meta.Creator)}
+		out.Servers = r.inviteServers()
 	}
 	return out
 }

@@ -3,10 +3,12 @@ package actors
 import (
 	"crypto/rand"
 	"encoding/json"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"persona/internal/mxid"
 	"persona/storage"
 	"persona/wire"
 )
@@ -18,7 +20,7 @@ import (
 // (SendMembership "invite"). A remote server's invite of a local user makes
 // a room here that holds only the invite and the stripped state that came
 // with it (invitedRemote), enough for the user's /sync, until the user
-// joins through the inviting server.
+// joins through the inviting server or rejects the invite.
 
 // makeInvite answers the template of sender's invite of a remote user.
 func (r *room) makeInvite(m *wire.MakeMembership) *wire.MakeMembershipReply {
@@ -118,10 +120,34 @@ func (r *room) invitedRemote(ctx actor.Context, m *wire.InvitedRemote) {
 	r.commitMembership(ctx, &b, &wire.ReceiveReply{}, []string{user})
 }
 
+// inviteServers are the servers a room held only as remote invites is
+// reached through: the first inviting server, the others that invited,
+// then those of the senders of the stripped state that came with the
+// invites (the room's creator's, say), each once.
+func (r *room) inviteServers() []string {
+	var invites, others, out []string
+	for sk, ev := range r.state {
+		if sk.typ == "m.room.member" && r.local(sk.key) && membershipOf(ev) == "invite" {
+			invites = append(invites, ev.Sender)
+		} else {
+			others = append(others, ev.Sender)
+		}
+	}
+	slices.Sort(invites)
+	slices.Sort(others)
+	for _, user := range slices.Concat([]string{r.meta.Creator}, invites, others) {
+		if s := mxid.ServerOf(user); s != "" && s != r.h.cfg.ServerName && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // invitedOnlyMembership answers a local membership change in a room held
-// only as a remote invite: a join or a leave goes through the inviting
-// server (the room answers "not found", and the api goes through Remote),
-// and once that server has the rejection, the leave is recorded here.
+// only as a remote invite: a join or a leave goes through the room's
+// servers (the room answers "not found", and the api goes through Remote),
+// and once they were asked, the leave is recorded here, whether one took
+// the rejection or none could: the invite leaves the user's invites.
 func (r *room) invitedOnlyMembership(ctx actor.Context, m *wire.ChangeMembership) {
 	switch {
 	case m.Action == "join" || (m.Action == "leave" && !m.ToldRemote):

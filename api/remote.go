@@ -25,7 +25,8 @@ type Remote interface {
 	// server signs the invite before the room holds it.
 	Invite(ctx context.Context, room, sender, target, reason string) error
 	// RejectInvite rejects another server's invite of a local user
-	// through the inviting server (make_leave, send_leave).
+	// through the first of the room's servers that takes it (make_leave,
+	// send_leave); it fails when none does.
 	RejectInvite(ctx context.Context, room, user string) error
 	// Profile returns every field of the profile of user, a user of
 	// another server, as a JSON object. It fails with a *wire.Error when

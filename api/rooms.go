@@ -367,12 +367,14 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 		case action == "join" && s.remote != nil && isKind(err, wire.Error_NOT_FOUND):
 			err = s.joinRemote(r.Context(), msg, joinServers(r, room, servers))
 		case action == "leave" && s.remote != nil && isKind(err, wire.Error_NOT_FOUND):
-			if err = s.remote.RejectInvite(r.Context(), room, msg.Sender); err == nil {
-				msg.ToldRemote = true
-				_, err = askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg)
-			} else {
-				err = remoteError(err)
+			// A rejection no server takes is recorded here all the same
+			// (Synapse's out-of-band rejection): the invite leaves the
+			// user's invites, as the spec has it.
+			if rerr := s.remote.RejectInvite(r.Context(), room, msg.Sender); rerr != nil {
+				s.log.Warn("invite rejected on this server only: no server of the room took the rejection", "room", room, "user", msg.Sender, "err", rerr)
 			}
+			msg.ToldRemote = true
+			_, err = askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg)
 		}
 	}
 	if err == nil && action == "forget" {

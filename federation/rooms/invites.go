@@ -143,15 +143,20 @@ func (s *Service) Invite(ctx context.Context, room, sender, target, reason strin
 }
 
 // RejectInvite rejects another server's invite of a local user: a leave
-// built from the inviting server's template (make_leave), signed here and
-// sent back (send_leave).
+// built from a template of one of the room's servers (make_leave), signed
+// here and sent back (send_leave). The servers are tried in turn: the
+// inviting server, the others the invites name (their stripped state's
+// senders), then the room id's server.
 func (s *Service) RejectInvite(ctx context.Context, room, user string) error {
 	info, err := ask[*wire.RoomVersionReply](ctx, s, actors.KindRoom, room, &wire.GetRoomVersion{RoomId: room})
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, server := range info.Servers {
+	for _, server := range ServersOf(room, info.Servers) {
+		if server == s.cfg.ServerName {
+			continue
+		}
 		sctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 		err := s.leaveThrough(sctx, spec.ServerName(server), room, user)
 		cancel()

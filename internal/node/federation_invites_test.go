@@ -1,0 +1,107 @@
+package node_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"persona/internal/testnode"
+)
+
+// syncedSince syncs cli from since and returns the answer.
+func syncedSince(ctx context.Context, t *testing.T, cli *mautrix.Client, since string) *mautrix.RespSync {
+	t.Helper()
+	resp, err := cli.SyncRequest(ctx, 0, since, "", false, "")
+	if err != nil {
+		t.Fatalf("%s syncs: %v", cli.UserID, err)
+	}
+	return resp
+}
+
+// invited reports whether cli's sync lists room among its invites.
+func invited(ctx context.Context, t *testing.T, cli *mautrix.Client, room id.RoomID) bool {
+	_, ok := syncedSince(ctx, t, cli, "").Rooms.Invite[room]
+	return ok
+}
+
+// waitLeftWith waits until a sync of cli from since lists room among its
+// leaves with cli's user's leave event in its timeline, sent by sender,
+// and returns that event.
+func waitLeftWith(ctx context.Context, t *testing.T, cli *mautrix.Client, since string, room id.RoomID, sender id.UserID) *event.Event {
+	t.Helper()
+	var leave *event.Event
+	waitFor(t, 20*time.Second, string(cli.UserID)+"'s sync to list its leave of "+string(room), func() bool {
+		left, ok := syncedSince(ctx, t, cli, since).Rooms.Leave[room]
+		if !ok {
+			return false
+		}
+		for _, ev := range left.Timeline.Events {
+			if ev.Type == event.StateMember && ev.GetStateKey() == string(cli.UserID) && ev.Content.Raw["membership"] == "leave" && ev.Sender == sender {
+				leave = ev
+				return true
+			}
+		}
+		return false
+	})
+	if invited(ctx, t, cli, room) {
+		t.Fatalf("%s is still invited to %s after its leave", cli.UserID, room)
+	}
+	return leave
+}
+
+// An invite's rejection goes through the room's other servers when the
+// inviting one is down (the server of the room's creator, named by the
+// invite's stripped state), and when no server can be reached it is
+// recorded on the invitee's server alone: either way the invitee's client
+// gets 200, and its /sync moves the room from its invites to its leaves,
+// with the leave.
+func TestInviteRejectionGoesThroughTheRoomsOtherServers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	c := testnode.Start(t, "", byAddress(t))
+	alice, bob, carol := a.Register("alice"), b.Register("bob"), c.Register("carol")
+
+	created, err := carol.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "carol's"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := alice.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{c.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	waitMembership(ctx, t, carol, room, alice.UserID, "join")
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "bob's invite", func() bool { return invited(ctx, t, bob, room) })
+	waitMembership(ctx, t, carol, room, bob.UserID, "invite")
+	since := syncedSince(ctx, t, bob, "").NextBatch
+
+	a.Stop() // the inviting server
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatalf("bob rejects the invite while the inviting server is down: %v", err)
+	}
+	waitLeftWith(ctx, t, bob, since, room, bob.UserID)
+	waitMembership(ctx, t, carol, room, bob.UserID, "leave")
+
+	// No server of the room can be reached: the rejection is B's alone.
+	created, err = carol.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone := created.RoomID
+	waitFor(t, 20*time.Second, "bob's second invite", func() bool { return invited(ctx, t, bob, alone) })
+	since = syncedSince(ctx, t, bob, "").NextBatch
+	c.Stop()
+	if _, err := bob.LeaveRoom(ctx, alone); err != nil {
+		t.Fatalf("bob rejects an invite no server of the room can take: %v", err)
+	}
+	waitLeftWith(ctx, t, bob, since, alone, bob.UserID)
+}

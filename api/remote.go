@@ -22,8 +22,9 @@ type Remote interface {
 	// join it through.
 	ResolveAlias(ctx context.Context, alias string) (room string, servers []string, err error)
 	// Invite has a local user invite a user of another server, whose
-	// server signs the invite before the room holds it.
-	Invite(ctx context.Context, room, sender, target, reason string) error
+	// server signs the invite before the room holds it; isDirect marks
+	// the invite as a direct chat's (is_direct in its content).
+	Invite(ctx context.Context, room, sender, target, reason string, isDirect bool) error
 	// RejectInvite rejects another server's invite of a local user
 	// through the first of the room's servers that takes it (make_leave,
 	// send_leave); it fails when none does.

@@ -126,6 +126,8 @@ func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	remote := remoteInvitees(body, invitees)
+	var isDirect bool // checked a boolean (checkCreateRoom)
+	_ = json.Unmarshal(body["is_direct"], &isDirect)
 	raw, _ := json.Marshal(body)
 	msg := &wire.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
 		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees, CreatedMs: created}
@@ -135,7 +137,7 @@ func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 	}
 	s.publishCreated(r.Context(), body, room)
 	for _, u := range remote { // the room exists whatever another server answers
-		if err := s.remote.Invite(r.Context(), room, string(sess.user), u, ""); err != nil {
+		if err := s.remote.Invite(r.Context(), room, string(sess.user), u, "", isDirect); err != nil {
 			s.log.Warn("invite at room creation failed", "room", room, "invitee", u, "err", err)
 		}
 	}
@@ -350,7 +352,7 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 		if s.remote == nil {
 			return nil, forbidden("Cannot invite " + msg.Target + ": this server does not federate.")
 		}
-		if err := s.remote.Invite(r.Context(), room, msg.Sender, msg.Target, msg.Reason); err != nil {
+		if err := s.remote.Invite(r.Context(), room, msg.Sender, msg.Target, msg.Reason, false); err != nil {
 			return nil, remoteError(err)
 		}
 		return map[string]any{}, nil

@@ -89,8 +89,9 @@ func (s *Service) checkInvite(ctx context.Context, origin spec.ServerName, verIm
 	return ev.Sign(string(id.ServerName), id.KeyID, id.PrivateKey), nil
 }
 
-// Invite has a local user (sender) invite a user of another server.
-func (s *Service) Invite(ctx context.Context, room, sender, target, reason string) error {
+// Invite has a local user (sender) invite a user of another server; the
+// invite's content carries reason and, for a direct chat, is_direct.
+func (s *Service) Invite(ctx context.Context, room, sender, target, reason string, isDirect bool) error {
 	tmpl, err := ask[*wire.MakeMembershipReply](ctx, s, actors.KindRoom, room, &wire.MakeMembership{RoomId: room, UserId: target, Membership: "invite", Sender: sender})
 	if err != nil {
 		return err
@@ -103,8 +104,15 @@ func (s *Service) Invite(ctx context.Context, room, sender, target, reason strin
 	if err := json.Unmarshal(tmpl.Event, &proto); err != nil {
 		return err
 	}
+	content := map[string]any{"membership": "invite"}
 	if reason != "" {
-		proto.Content, _ = json.Marshal(map[string]string{"membership": "invite", "reason": reason})
+		content["reason"] = reason
+	}
+	if isDirect {
+		content["is_direct"] = true
+	}
+	if proto.Content, err = json.Marshal(content); err != nil {
+		return err
 	}
 	id := s.fed.Identity()
 	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), id.ServerName, id.KeyID, id.PrivateKey)

@@ -105,3 +105,51 @@ func TestInviteRejectionGoesThroughTheRoomsOtherServers(t *testing.T) {
 	}
 	waitLeftWith(ctx, t, bob, since, alone, bob.UserID)
 }
+
+// A direct chat's invite of a user of another server says is_direct, as a
+// local invitee's does, and the invitee's join carries it in its
+// prev_content, with the inviter as prev_sender.
+func TestDirectChatInviteIsDirectAcrossServers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", Invite: []id.UserID{bob.UserID}, IsDirect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	var invite *event.Event
+	waitFor(t, 20*time.Second, "bob's invite", func() bool {
+		inv, ok := syncedSince(ctx, t, bob, "").Rooms.Invite[room]
+		if !ok {
+			return false
+		}
+		for _, ev := range inv.State.Events {
+			if ev.Type == event.StateMember && ev.GetStateKey() == string(bob.UserID) {
+				invite = ev
+			}
+		}
+		return invite != nil
+	})
+	if invite.Content.Raw["is_direct"] != true {
+		t.Fatalf("bob's invite as his server shows it: %v, want is_direct", invite.Content.Raw)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	_, ids, err := memberSteps(ctx, bob, room, bob.UserID)
+	if err != nil || len(ids) == 0 {
+		t.Fatalf("bob's member events on B: %v %v", ids, err)
+	}
+	join, err := bob.GetEvent(ctx, room, ids[len(ids)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := join.Unsigned.PrevContent
+	if join.Content.Raw["membership"] != "join" || prev == nil || prev.Raw["membership"] != "invite" || prev.Raw["is_direct"] != true || join.Unsigned.PrevSender != alice.UserID {
+		t.Fatalf("bob's join on B: content %v, prev_content %v, prev_sender %s; want a join after alice's direct invite", join.Content.Raw, prev, join.Unsigned.PrevSender)
+	}
+}

@@ -25,6 +25,10 @@ import (
 
 // receive answers m with the outcome for its PDU.
 func (r *room) receive(ctx actor.Context, m *wire.ReceivePDU) {
+	if r.meta.InvitedOnly {
+		r.rescinded(ctx, m)
+		return
+	}
 	r.refused = nil
 	ev, reply := r.checkRemote(m)
 	if refused := r.refused; refused != nil {

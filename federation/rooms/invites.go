@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,7 +23,9 @@ import (
 // here (the room then exists only as the invite until the user joins). A
 // local user's invite of a remote user is built from the room's template,
 // signed here, sent to the invitee's server for its signature, and handed
-// to the room.
+// to the room. The room sends a kick of such an invitee (the invite
+// rescinded) to the invitee's server too, which takes it from the inviter
+// alone (receiveInvited).
 
 // inviteV2 is PUT /_matrix/federation/v2/invite/{roomId}/{eventId}.
 func (s *Service) inviteV2(r *http.Request, origin spec.ServerName) (any, error) {
@@ -87,6 +90,36 @@ func (s *Service) checkInvite(ctx context.Context, origin spec.ServerName, verIm
 	}
 	id := s.fed.Identity()
 	return ev.Sign(string(id.ServerName), id.KeyID, id.PrivateKey), nil
+}
+
+// receiveInvited hands a PDU of a room held here only as remote invites
+// to the room, which takes it only as the inviter's rescinding of an
+// invite (a leave of the invitee); held is false when the room is not held
+// that way.
+func (s *Service) receiveInvited(ctx context.Context, origin spec.ServerName, room string, raw []byte) (id string, held bool, err error) {
+	info, err := ask[*wire.RoomVersionReply](ctx, s, actors.KindRoom, room, &wire.GetRoomVersion{RoomId: room})
+	if err != nil || !info.InvitedOnly {
+		return "", false, nil
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(info.RoomVersion))
+	if err != nil {
+		return "", false, nil
+	}
+	ev, err := s.verify(ctx, verImpl, raw)
+	if err != nil {
+		if ev, perr := parseUntrusted(verImpl, raw); perr == nil {
+			return ev.EventID(), true, reject("signature", err)
+		}
+		return "", true, reject("malformed", err)
+	}
+	reply, err := ask[*wire.ReceiveReply](ctx, s, actors.KindRoom, room, &wire.ReceivePDU{RoomId: room, Origin: string(origin), Pdu: ev.JSON()})
+	switch {
+	case err != nil:
+		return ev.EventID(), true, err
+	case reply.Rejected != "":
+		return ev.EventID(), true, reject("unknown_room", errors.New(reply.Rejected))
+	}
+	return ev.EventID(), true, nil
 }
 
 // Invite has a local user (sender) invite a user of another server; the

@@ -162,6 +162,9 @@ func (s *Service) receivePDU(ctx context.Context, origin spec.ServerName, raw []
 	}
 	verImpl, err := s.roomVersion(ctx, head.RoomID)
 	if err != nil {
+		if id, held, err := s.receiveInvited(ctx, origin, head.RoomID, raw); held {
+			return id, err
+		}
 		return "", reject("unknown_room", err)
 	}
 	ev, err := s.verify(ctx, verImpl, raw)

@@ -153,3 +153,54 @@ func TestDirectChatInviteIsDirectAcrossServers(t *testing.T) {
 		t.Fatalf("bob's join on B: content %v, prev_content %v, prev_sender %s; want a join after alice's direct invite", join.Content.Raw, prev, join.Unsigned.PrevSender)
 	}
 }
+
+// The user who invited a user of another server rescinds the invite with a
+// kick: the kick reaches the invitee's server, which is not in the room,
+// and the invite leaves the invitee's invites. A kick by any other member
+// does not: the invitee's server refuses it and the invite stands.
+func TestInviterRescindsAnInviteAcrossServers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, alice2, bob := a.Register("alice"), a.Register("alice2"), b.Register("bob")
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	waitFor(t, 20*time.Second, "bob's invite", func() bool { return invited(ctx, t, bob, room) })
+	since := syncedSince(ctx, t, bob, "").NextBatch
+	if _, err := alice.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "rescinded"}); err != nil {
+		t.Fatal(err)
+	}
+	leave := waitLeftWith(ctx, t, bob, since, room, alice.UserID)
+	if leave.Content.Raw["reason"] != "rescinded" || leave.Unsigned.PrevContent == nil || leave.Unsigned.PrevContent.Raw["membership"] != "invite" {
+		t.Fatalf("the rescinding as bob's server shows it: content %v, prev_content %v", leave.Content.Raw, leave.Unsigned.PrevContent)
+	}
+
+	created, err = alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{alice2.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := created.RoomID
+	if _, err := alice2.JoinRoomByID(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice2.InviteUser(ctx, other, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "bob's invite by alice2", func() bool { return invited(ctx, t, bob, other) })
+	refused := metric(t, a, "persona_federation_pdus_refused_total")
+	if _, err := alice.KickUser(ctx, other, &mautrix.ReqKickUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "B to refuse the kick by a member who did not invite", func() bool {
+		return metric(t, a, "persona_federation_pdus_refused_total") > refused
+	})
+	if !invited(ctx, t, bob, other) {
+		t.Fatal("a kick by a member who did not invite bob rescinded his invite")
+	}
+}

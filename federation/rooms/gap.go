@@ -3,10 +3,12 @@ package rooms
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 
+	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -65,7 +67,7 @@ func (s *Service) fetchMissing(ctx context.Context, origin spec.ServerName, verI
 			continue
 		}
 		if err := s.deliverPulled(ctx, origin, verImpl, checked); err != nil {
-			s.log.Info("missing event not taken", "origin", origin, "event", m.EventID(), "err", err)
+			s.log.Info("missing event not taken", "origin", origin, "event", m.EventID(), "err", describe(err))
 		}
 	}
 	return nil
@@ -133,8 +135,11 @@ func (s *Service) fetchEvents(ctx context.Context, origin spec.ServerName, verIm
 		go func() {
 			defer func() { <-slots; wg.Done() }()
 			ev, err := s.fetchEvent(ctx, origin, verImpl, id)
-			if err != nil || ev.RoomID().String() != room {
-				s.log.Info("event of a gap's state not had", "origin", origin, "event", id, "err", err)
+			if err == nil && ev.RoomID().String() != room {
+				err = fmt.Errorf("the event is of %s", ev.RoomID())
+			}
+			if err != nil {
+				s.log.Info("event of a gap's state not had", "origin", origin, "event", id, "err", describe(err))
 				return
 			}
 			mu.Lock()
@@ -144,6 +149,16 @@ func (s *Service) fetchEvents(ctx context.Context, origin spec.ServerName, verIm
 	}
 	wg.Wait()
 	return out
+}
+
+// describe is err for a log line: another server's error answer as its
+// status and the start of its body, not the body's bytes one by one.
+func describe(err error) string {
+	var h gomatrix.HTTPError
+	if errors.As(err, &h) {
+		return fmt.Sprintf("HTTP %d: %.200s", h.Code, h.Contents)
+	}
+	return err.Error()
 }
 
 // fetchEvent fetches the event id from origin and checks it.

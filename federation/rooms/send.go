@@ -194,7 +194,7 @@ func (s *Service) deliver(ctx context.Context, origin spec.ServerName, verImpl g
 	}
 	if len(reply.Missing) > 0 {
 		if err := s.fetchMissing(ctx, origin, verImpl, ev); err != nil {
-			s.log.Info("get_missing_events failed", "origin", origin, "event", ev.EventID(), "err", err)
+			s.log.Info("get_missing_events failed", "origin", origin, "event", ev.EventID(), "err", describe(err))
 		}
 		if reply, err = s.receive(ctx, origin, ev); err != nil {
 			return err

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"persona/host"
-	"persona/internal/mxid"
 	"persona/storage"
 	"persona/wire"
 )
@@ -68,6 +67,9 @@ type room struct {
 	// parsed holds events parsed for the auth rules (parsePDU), by id: the
 	// next remote event mostly cites the same auth events.
 	parsed map[string]parsedEvent
+	// gaps holds the states after events that filled gaps, read or
+	// recorded so far (room_gap.go).
+	gaps map[string]map[string]string
 }
 
 type stateKey struct{ typ, key string }
@@ -284,6 +286,10 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 		ctx.Respond(r.getPDUs(m))
 	case *wire.ReceivePDU:
 		r.receive(ctx, m)
+	case *wire.GetLacking:
+		ctx.Respond(r.lacking(m))
+	case *wire.ReceiveState:
+		r.receiveState(ctx, m)
 	case *wire.MakeMembership:
 		if m.Membership == "invite" {
 			ctx.Respond(r.makeInvite(m))
@@ -320,7 +326,7 @@ func (r *room) handle(ctx actor.Context, msg proto.Message) {
 func (r *room) versionReply() *wire.RoomVersionReply {
 	out := &wire.RoomVersionReply{RoomVersion: r.meta.Version, Extremities: r.extremities(), InvitedOnly: r.meta.InvitedOnly}
 	if r.meta.InvitedOnly {
-		out.Servers = []string{mxid.ServerOf(r.meta.Creator)}
+		out.Servers = r.inviteServers()
 	}
 	return out
 }
@@ -339,8 +345,10 @@ func notFoundReply(m proto.Message) proto.Message {
 		return &wire.EventReply{Error: e}
 	case *wire.GetPDUs:
 		return &wire.PDUsReply{Error: e}
-	case *wire.ReceivePDU:
+	case *wire.ReceivePDU, *wire.ReceiveState:
 		return &wire.ReceiveReply{Error: e}
+	case *wire.GetLacking:
+		return &wire.LackingReply{Error: e}
 	case *wire.MakeMembership:
 		return &wire.MakeMembershipReply{Error: e}
 	case *wire.SendMembership:

@@ -3,10 +3,12 @@ package actors
 import (
 	"crypto/rand"
 	"encoding/json"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"persona/internal/mxid"
 	"persona/storage"
 	"persona/wire"
 )
@@ -18,7 +20,8 @@ import (
 // (SendMembership "invite"). A remote server's invite of a local user makes
 // a room here that holds only the invite and the stripped state that came
 // with it (invitedRemote), enough for the user's /sync, until the user
-// joins through the inviting server.
+// joins through the inviting server, rejects the invite, or the inviter
+// rescinds it (rescinded).
 
 // makeInvite answers the template of sender's invite of a remote user.
 func (r *room) makeInvite(m *wire.MakeMembership) *wire.MakeMembershipReply {
@@ -118,10 +121,82 @@ func (r *room) invitedRemote(ctx actor.Context, m *wire.InvitedRemote) {
 	r.commitMembership(ctx, &b, &wire.ReceiveReply{}, []string{user})
 }
 
+// rescinded takes, in a room held only as remote invites, the leave of an
+// invited local user by the user who invited them, from that user's
+// server: the inviter rescinds the invite, and its server sends the leave
+// to the invitee's, which is not in the room. An invite the room holds
+// already is a resend; any other event of the room is refused.
+func (r *room) rescinded(ctx actor.Context, m *wire.ReceivePDU) {
+	refuse := func(why string) { ctx.Respond(&wire.ReceiveReply{Rejected: why}) }
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(r.meta.Version))
+	if err != nil {
+		refuse("unsupported room version " + r.meta.Version)
+		return
+	}
+	ev, err := verImpl.NewEventFromTrustedJSON(m.Pdu, false)
+	if err != nil || ev.RoomID().String() != r.id {
+		refuse("malformed event")
+		return
+	}
+	if r.known(ev.EventID()) {
+		ctx.Respond(&wire.ReceiveReply{}) // held already
+		return
+	}
+	var invite *evRecord
+	if ev.Type() == "m.room.member" && ev.StateKey() != nil && r.local(*ev.StateKey()) {
+		if invite, err = r.readMember(*ev.StateKey()); err != nil {
+			ctx.Respond(&wire.ReceiveReply{Error: internal(err.Error())})
+			return
+		}
+	}
+	membership, _ := ev.Membership()
+	switch {
+	case invite == nil || membershipOf(invite) != "invite" || membership != "leave":
+		refuse("this server is not in the room")
+		return
+	case string(ev.SenderID()) != invite.Sender || mxid.ServerOf(invite.Sender) != m.Origin:
+		refuse("only the user who invited may rescind an invite")
+		return
+	}
+	rec := recordOf(ev, m.Pdu)
+	rec.Outlier = true
+	var b storage.Batch
+	if err := r.append(&b, rec); err != nil {
+		r.abort()
+		ctx.Respond(&wire.ReceiveReply{Error: internal(err.Error())})
+		return
+	}
+	r.commitMembership(ctx, &b, &wire.ReceiveReply{}, []string{*ev.StateKey()})
+}
+
+// inviteServers are the servers a room held only as remote invites is
+// reached through: the first inviting server, the others that invited,
+// then those of the senders of the stripped state that came with the
+// invites (the room's creator's, say), each once.
+func (r *room) inviteServers() []string {
+	var invites, others, out []string
+	for sk, ev := range r.state {
+		if sk.typ == "m.room.member" && r.local(sk.key) && membershipOf(ev) == "invite" {
+			invites = append(invites, ev.Sender)
+		} else {
+			others = append(others, ev.Sender)
+		}
+	}
+	slices.Sort(invites)
+	slices.Sort(others)
+	for _, user := range slices.Concat([]string{r.meta.Creator}, invites, others) {
+		if s := mxid.ServerOf(user); s != "" && s != r.h.cfg.ServerName && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // invitedOnlyMembership answers a local membership change in a room held
-// only as a remote invite: a join or a leave goes through the inviting
-// server (the room answers "not found", and the api goes through Remote),
-// and once that server has the rejection, the leave is recorded here.
+// only as a remote invite: a join or a leave goes through the room's
+// servers (the room answers "not found", and the api goes through Remote),
+// and once they were asked, the leave is recorded here, whether one took
+// the rejection or none could: the invite leaves the user's invites.
 func (r *room) invitedOnlyMembership(ctx actor.Context, m *wire.ChangeMembership) {
 	switch {
 	case m.Action == "join" || (m.Action == "leave" && !m.ToldRemote):

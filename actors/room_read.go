@@ -336,6 +336,12 @@ func (r *room) sync(m *wire.RoomSync) *wire.RoomSyncReply {
 		}
 		return out
 	}
+	if r.meta.InvitedOnly { // no timeline here: a rejected or rescinded invite shows as the user's leave alone
+		if ev, err := r.readMember(m.UserId); err == nil && ev != nil && ev.Stream > m.Since && (m.Upto == 0 || ev.Stream <= m.Upto) {
+			out.Timeline = [][]byte{r.clientEvent(ev, m.DeviceId, m.UserId)}
+		}
+		return out
+	}
 	upto, e := r.history(m.UserId)
 	if e != nil {
 		return &wire.RoomSyncReply{Error: e}

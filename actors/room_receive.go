@@ -25,10 +25,15 @@ import (
 
 // receive answers m with the outcome for its PDU.
 func (r *room) receive(ctx actor.Context, m *wire.ReceivePDU) {
+	if r.meta.InvitedOnly {
+		r.rescinded(ctx, m)
+		return
+	}
 	r.refused = nil
 	ev, reply := r.checkRemote(m)
 	if refused := r.refused; refused != nil {
 		r.refused = nil
+		reply.AuthRejected = r.citesRejected(m.Pdu)
 		var b storage.Batch
 		r.recordRejected(&b, refused.id, refused.prevs)
 		r.commit(ctx, &b, reply, nil)
@@ -214,7 +219,7 @@ func (r *room) stateBefore(verImpl gomatrixserverlib.IRoomVersion, ev gomatrixse
 	for _, p := range prevs {
 		var set []gomatrixserverlib.PDU
 		for _, t := range tuples {
-			rec, err := r.stateAfter(t.EventType, t.StateKey, p.Pos)
+			rec, err := r.stateAfterPrev(p, t.EventType, t.StateKey)
 			if err != nil {
 				return nil, err
 			}

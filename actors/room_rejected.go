@@ -2,6 +2,7 @@ package actors
 
 import (
 	"encoding/json"
+	"slices"
 
 	"persona/storage"
 )
@@ -59,7 +60,9 @@ func (r *room) recordRejected(b *storage.Batch, id string, prevs []string) {
 
 // prevRecords are the events whose state an event naming id as a prev
 // event follows: that event, or for a refused one the events its own prev
-// events lead to; ok is false when one of them is unknown.
+// events lead to, unless a gap's filling gave the state after it (an
+// outlier record then stands for it: room_gap.go); ok is false when one of
+// them is unknown.
 func (r *room) prevRecords(id string, seen map[string]bool) (recs []*evRecord, ok bool) {
 	if seen[id] {
 		return nil, true
@@ -67,6 +70,9 @@ func (r *room) prevRecords(id string, seen map[string]bool) (recs []*evRecord, o
 	seen[id] = true
 	if p := r.eventByID(id); p != nil && p.Pos < r.meta.NextPos {
 		return []*evRecord{p}, true
+	}
+	if r.gapState(id) != nil {
+		return []*evRecord{{ID: id, Outlier: true}}, true
 	}
 	prevs := r.rejectedPrevs(id)
 	if prevs == nil {
@@ -80,4 +86,14 @@ func (r *room) prevRecords(id string, seen map[string]bool) (recs []*evRecord, o
 		recs = append(recs, more...)
 	}
 	return recs, true
+}
+
+// citesRejected reports whether the event pdu cites as an auth event one
+// the room refused.
+func (r *room) citesRejected(pdu []byte) bool {
+	dag, err := dagOf(pdu)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(dag.Auth, func(id string) bool { return !r.known(id) && r.isRejected(id) })
 }

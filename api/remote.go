@@ -22,10 +22,12 @@ type Remote interface {
 	// join it through.
 	ResolveAlias(ctx context.Context, alias string) (room string, servers []string, err error)
 	// Invite has a local user invite a user of another server, whose
-	// server signs the invite before the room holds it.
-	Invite(ctx context.Context, room, sender, target, reason string) error
+	// server signs the invite before the room holds it; isDirect marks
+	// the invite as a direct chat's (is_direct in its content).
+	Invite(ctx context.Context, room, sender, target, reason string, isDirect bool) error
 	// RejectInvite rejects another server's invite of a local user
-	// through the inviting server (make_leave, send_leave).
+	// through the first of the room's servers that takes it (make_leave,
+	// send_leave); it fails when none does.
 	RejectInvite(ctx context.Context, room, user string) error
 	// Profile returns every field of the profile of user, a user of
 	// another server, as a JSON object. It fails with a *wire.Error when

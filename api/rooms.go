@@ -126,6 +126,8 @@ func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 		return nil, err
 	}
 	remote := remoteInvitees(body, invitees)
+	var isDirect bool // checked a boolean (checkCreateRoom)
+	_ = json.Unmarshal(body["is_direct"], &isDirect)
 	raw, _ := json.Marshal(body)
 	msg := &wire.CreateRoom{RoomId: room, Creator: string(sess.user), RequestJson: raw,
 		CreatorProfileJson: profile, CreatorProfileVersion: version, InviteeProfilesJson: invitees, CreatedMs: created}
@@ -135,7 +137,7 @@ func (s *Server) createRoom(r *http.Request, sess *session) (any, error) {
 	}
 	s.publishCreated(r.Context(), body, room)
 	for _, u := range remote { // the room exists whatever another server answers
-		if err := s.remote.Invite(r.Context(), room, string(sess.user), u, ""); err != nil {
+		if err := s.remote.Invite(r.Context(), room, string(sess.user), u, "", isDirect); err != nil {
 			s.log.Warn("invite at room creation failed", "room", room, "invitee", u, "err", err)
 		}
 	}
@@ -350,7 +352,7 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 		if s.remote == nil {
 			return nil, forbidden("Cannot invite " + msg.Target + ": this server does not federate.")
 		}
-		if err := s.remote.Invite(r.Context(), room, msg.Sender, msg.Target, msg.Reason); err != nil {
+		if err := s.remote.Invite(r.Context(), room, msg.Sender, msg.Target, msg.Reason, false); err != nil {
 			return nil, remoteError(err)
 		}
 		return map[string]any{}, nil
@@ -367,12 +369,14 @@ func (s *Server) changeMembership(r *http.Request, sess *session, room, action s
 		case action == "join" && s.remote != nil && isKind(err, wire.Error_NOT_FOUND):
 			err = s.joinRemote(r.Context(), msg, joinServers(r, room, servers))
 		case action == "leave" && s.remote != nil && isKind(err, wire.Error_NOT_FOUND):
-			if err = s.remote.RejectInvite(r.Context(), room, msg.Sender); err == nil {
-				msg.ToldRemote = true
-				_, err = askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg)
-			} else {
-				err = remoteError(err)
+			// A rejection no server takes is recorded here all the same
+			// (Synapse's out-of-band rejection): the invite leaves the
+			// user's invites, as the spec has it.
+			if rerr := s.remote.RejectInvite(r.Context(), room, msg.Sender); rerr != nil {
+				s.log.Warn("invite rejected on this server only: no server of the room took the rejection", "room", room, "user", msg.Sender, "err", rerr)
 			}
+			msg.ToldRemote = true
+			_, err = askAs[*wire.SendReply](r.Context(), s, actors.KindRoom, room, msg)
 		}
 	}
 	if err == nil && action == "forget" {

@@ -38,7 +38,7 @@ func (m *Metrics) newFederation() {
 	}, []string{"result"})
 	m.pdusRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "persona_federation_pdus_rejected_total",
-		Help: "PDUs of other servers' transactions that were refused, by reason (malformed, unknown_room, signature, auth, missing_prev, other).",
+		Help: "PDUs of other servers' transactions that were refused, by reason (malformed, unknown_room, signature, auth, auth_event: only for a refused auth event it cites, answered as taken, missing_prev, other).",
 	}, []string{"reason"})
 	m.pdusAccepted = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "persona_federation_pdus_accepted_total",

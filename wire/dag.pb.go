@@ -206,11 +206,15 @@ func (x *ReceivePDU) GetEventId() string {
 // ReceiveReply answers ReceivePDU: accepted (or held already) when
 // rejected is "" and missing is empty; rejected says why the room refused
 // it; missing lists prev events the room lacks (fetch them, then ask again).
+// auth_rejected says the refusal is for an auth event the event cites that
+// the room refused before (the spec rejects the event for it), not for the
+// event itself.
 type ReceiveReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rejected      string                 `protobuf:"bytes,1,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	Missing       []string               `protobuf:"bytes,2,rep,name=missing,proto3" json:"missing,omitempty"`
 	Error         *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	AuthRejected  bool                   `protobuf:"varint,4,opt,name=auth_rejected,json=authRejected,proto3" json:"auth_rejected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -266,6 +270,202 @@ func (x *ReceiveReply) GetError() *Error {
 	return nil
 }
 
+func (x *ReceiveReply) GetAuthRejected() bool {
+	if x != nil {
+		return x.AuthRejected
+	}
+	return false
+}
+
+// GetLacking asks a room which of some events it neither holds nor
+// refused: those the state at a gap needs fetched.
+type GetLacking struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	EventIds      []string               `protobuf:"bytes,2,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLacking) Reset() {
+	*x = GetLacking{}
+	mi := &file_dag_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLacking) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLacking) ProtoMessage() {}
+
+func (x *GetLacking) ProtoReflect() protoreflect.Message {
+	mi := &file_dag_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLacking.ProtoReflect.Descriptor instead.
+func (*GetLacking) Descriptor() ([]byte, []int) {
+	return file_dag_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetLacking) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *GetLacking) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
+	}
+	return nil
+}
+
+// LackingReply answers GetLacking: the ids the room lacks, in the order
+// asked, each once.
+type LackingReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EventIds      []string               `protobuf:"bytes,1,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LackingReply) Reset() {
+	*x = LackingReply{}
+	mi := &file_dag_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LackingReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LackingReply) ProtoMessage() {}
+
+func (x *LackingReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dag_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LackingReply.ProtoReflect.Descriptor instead.
+func (*LackingReply) Descriptor() ([]byte, []int) {
+	return file_dag_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LackingReply) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
+	}
+	return nil
+}
+
+func (x *LackingReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// ReceiveState hands a room the state at an event it lacks (at), as the
+// server origin gave it (/state_ids): the ids of the state before that
+// event, and the events of that state and of its auth chain the room
+// lacked (with at itself when it could be had), signatures checked. The
+// room answers a ReceiveReply once what it took is durable.
+type ReceiveState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	Origin        string                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	At            string                 `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	StateIds      []string               `protobuf:"bytes,4,rep,name=state_ids,json=stateIds,proto3" json:"state_ids,omitempty"`
+	Pdus          [][]byte               `protobuf:"bytes,5,rep,name=pdus,proto3" json:"pdus,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveState) Reset() {
+	*x = ReceiveState{}
+	mi := &file_dag_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveState) ProtoMessage() {}
+
+func (x *ReceiveState) ProtoReflect() protoreflect.Message {
+	mi := &file_dag_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveState.ProtoReflect.Descriptor instead.
+func (*ReceiveState) Descriptor() ([]byte, []int) {
+	return file_dag_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReceiveState) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *ReceiveState) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *ReceiveState) GetAt() string {
+	if x != nil {
+		return x.At
+	}
+	return ""
+}
+
+func (x *ReceiveState) GetStateIds() []string {
+	if x != nil {
+		return x.StateIds
+	}
+	return nil
+}
+
+func (x *ReceiveState) GetPdus() [][]byte {
+	if x != nil {
+		return x.Pdus
+	}
+	return nil
+}
+
 // MakeMembership asks a room for the template of a member event a remote
 // user's server fills and signs (make_join, make_leave).
 type MakeMembership struct {
@@ -280,7 +480,7 @@ type MakeMembership struct {
 
 func (x *MakeMembership) Reset() {
 	*x = MakeMembership{}
-	mi := &file_dag_proto_msgTypes[4]
+	mi := &file_dag_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +492,7 @@ func (x *MakeMembership) String() string {
 func (*MakeMembership) ProtoMessage() {}
 
 func (x *MakeMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[4]
+	mi := &file_dag_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +505,7 @@ func (x *MakeMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MakeMembership.ProtoReflect.Descriptor instead.
 func (*MakeMembership) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{4}
+	return file_dag_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MakeMembership) GetRoomId() string {
@@ -351,7 +551,7 @@ type MakeMembershipReply struct {
 
 func (x *MakeMembershipReply) Reset() {
 	*x = MakeMembershipReply{}
-	mi := &file_dag_proto_msgTypes[5]
+	mi := &file_dag_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +563,7 @@ func (x *MakeMembershipReply) String() string {
 func (*MakeMembershipReply) ProtoMessage() {}
 
 func (x *MakeMembershipReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[5]
+	mi := &file_dag_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +576,7 @@ func (x *MakeMembershipReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MakeMembershipReply.ProtoReflect.Descriptor instead.
 func (*MakeMembershipReply) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{5}
+	return file_dag_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MakeMembershipReply) GetRoomVersion() string {
@@ -421,7 +621,7 @@ type SendMembership struct {
 
 func (x *SendMembership) Reset() {
 	*x = SendMembership{}
-	mi := &file_dag_proto_msgTypes[6]
+	mi := &file_dag_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +633,7 @@ func (x *SendMembership) String() string {
 func (*SendMembership) ProtoMessage() {}
 
 func (x *SendMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[6]
+	mi := &file_dag_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +646,7 @@ func (x *SendMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMembership.ProtoReflect.Descriptor instead.
 func (*SendMembership) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{6}
+	return file_dag_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SendMembership) GetRoomId() string {
@@ -493,7 +693,7 @@ type SendMembershipReply struct {
 
 func (x *SendMembershipReply) Reset() {
 	*x = SendMembershipReply{}
-	mi := &file_dag_proto_msgTypes[7]
+	mi := &file_dag_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +705,7 @@ func (x *SendMembershipReply) String() string {
 func (*SendMembershipReply) ProtoMessage() {}
 
 func (x *SendMembershipReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[7]
+	mi := &file_dag_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +718,7 @@ func (x *SendMembershipReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMembershipReply.ProtoReflect.Descriptor instead.
 func (*SendMembershipReply) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{7}
+	return file_dag_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SendMembershipReply) GetState() [][]byte {
@@ -567,7 +767,7 @@ type GetRoomVersion struct {
 
 func (x *GetRoomVersion) Reset() {
 	*x = GetRoomVersion{}
-	mi := &file_dag_proto_msgTypes[8]
+	mi := &file_dag_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +779,7 @@ func (x *GetRoomVersion) String() string {
 func (*GetRoomVersion) ProtoMessage() {}
 
 func (x *GetRoomVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[8]
+	mi := &file_dag_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +792,7 @@ func (x *GetRoomVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoomVersion.ProtoReflect.Descriptor instead.
 func (*GetRoomVersion) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{8}
+	return file_dag_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetRoomVersion) GetRoomId() string {
@@ -617,7 +817,7 @@ type RoomVersionReply struct {
 
 func (x *RoomVersionReply) Reset() {
 	*x = RoomVersionReply{}
-	mi := &file_dag_proto_msgTypes[9]
+	mi := &file_dag_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +829,7 @@ func (x *RoomVersionReply) String() string {
 func (*RoomVersionReply) ProtoMessage() {}
 
 func (x *RoomVersionReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[9]
+	mi := &file_dag_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +842,7 @@ func (x *RoomVersionReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomVersionReply.ProtoReflect.Descriptor instead.
 func (*RoomVersionReply) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{9}
+	return file_dag_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RoomVersionReply) GetRoomVersion() string {
@@ -695,7 +895,7 @@ type InvitedRemote struct {
 
 func (x *InvitedRemote) Reset() {
 	*x = InvitedRemote{}
-	mi := &file_dag_proto_msgTypes[10]
+	mi := &file_dag_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +907,7 @@ func (x *InvitedRemote) String() string {
 func (*InvitedRemote) ProtoMessage() {}
 
 func (x *InvitedRemote) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[10]
+	mi := &file_dag_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +920,7 @@ func (x *InvitedRemote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitedRemote.ProtoReflect.Descriptor instead.
 func (*InvitedRemote) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{10}
+	return file_dag_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InvitedRemote) GetRoomId() string {
@@ -769,7 +969,7 @@ type JoinedRemote struct {
 
 func (x *JoinedRemote) Reset() {
 	*x = JoinedRemote{}
-	mi := &file_dag_proto_msgTypes[11]
+	mi := &file_dag_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +981,7 @@ func (x *JoinedRemote) String() string {
 func (*JoinedRemote) ProtoMessage() {}
 
 func (x *JoinedRemote) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[11]
+	mi := &file_dag_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +994,7 @@ func (x *JoinedRemote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinedRemote.ProtoReflect.Descriptor instead.
 func (*JoinedRemote) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{11}
+	return file_dag_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JoinedRemote) GetRoomId() string {
@@ -867,7 +1067,7 @@ type FederationRead struct {
 
 func (x *FederationRead) Reset() {
 	*x = FederationRead{}
-	mi := &file_dag_proto_msgTypes[12]
+	mi := &file_dag_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1079,7 @@ func (x *FederationRead) String() string {
 func (*FederationRead) ProtoMessage() {}
 
 func (x *FederationRead) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[12]
+	mi := &file_dag_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1092,7 @@ func (x *FederationRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationRead.ProtoReflect.Descriptor instead.
 func (*FederationRead) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{12}
+	return file_dag_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FederationRead) GetRoomId() string {
@@ -965,7 +1165,7 @@ type FederationReadReply struct {
 
 func (x *FederationReadReply) Reset() {
 	*x = FederationReadReply{}
-	mi := &file_dag_proto_msgTypes[13]
+	mi := &file_dag_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1177,7 @@ func (x *FederationReadReply) String() string {
 func (*FederationReadReply) ProtoMessage() {}
 
 func (x *FederationReadReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[13]
+	mi := &file_dag_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1190,7 @@ func (x *FederationReadReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationReadReply.ProtoReflect.Descriptor instead.
 func (*FederationReadReply) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{13}
+	return file_dag_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FederationReadReply) GetPdus() [][]byte {
@@ -1039,7 +1239,7 @@ type GetServers struct {
 
 func (x *GetServers) Reset() {
 	*x = GetServers{}
-	mi := &file_dag_proto_msgTypes[14]
+	mi := &file_dag_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1251,7 @@ func (x *GetServers) String() string {
 func (*GetServers) ProtoMessage() {}
 
 func (x *GetServers) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[14]
+	mi := &file_dag_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1264,7 @@ func (x *GetServers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServers.ProtoReflect.Descriptor instead.
 func (*GetServers) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{14}
+	return file_dag_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetServers) GetRoomId() string {
@@ -1085,7 +1285,7 @@ type ServersReply struct {
 
 func (x *ServersReply) Reset() {
 	*x = ServersReply{}
-	mi := &file_dag_proto_msgTypes[15]
+	mi := &file_dag_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1297,7 @@ func (x *ServersReply) String() string {
 func (*ServersReply) ProtoMessage() {}
 
 func (x *ServersReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dag_proto_msgTypes[15]
+	mi := &file_dag_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1310,7 @@ func (x *ServersReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServersReply.ProtoReflect.Descriptor instead.
 func (*ServersReply) Descriptor() ([]byte, []int) {
-	return file_dag_proto_rawDescGZIP(), []int{15}
+	return file_dag_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ServersReply) GetServers() []string {
@@ -1143,11 +1343,25 @@ const file_dag_proto_rawDesc = "" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x10\n" +
 	"\x03pdu\x18\x03 \x01(\fR\x03pdu\x12\x19\n" +
-	"\bevent_id\x18\x04 \x01(\tR\aeventId\"o\n" +
+	"\bevent_id\x18\x04 \x01(\tR\aeventId\"\x94\x01\n" +
 	"\fReceiveReply\x12\x1a\n" +
 	"\brejected\x18\x01 \x01(\tR\brejected\x12\x18\n" +
 	"\amissing\x18\x02 \x03(\tR\amissing\x12)\n" +
-	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\"z\n" +
+	"\x05error\x18\x03 \x01(\v2\x13.persona.wire.ErrorR\x05error\x12#\n" +
+	"\rauth_rejected\x18\x04 \x01(\bR\fauthRejected\"B\n" +
+	"\n" +
+	"GetLacking\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x1b\n" +
+	"\tevent_ids\x18\x02 \x03(\tR\beventIds\"V\n" +
+	"\fLackingReply\x12\x1b\n" +
+	"\tevent_ids\x18\x01 \x03(\tR\beventIds\x12)\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"\x80\x01\n" +
+	"\fReceiveState\x12\x17\n" +
+	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x0e\n" +
+	"\x02at\x18\x03 \x01(\tR\x02at\x12\x1b\n" +
+	"\tstate_ids\x18\x04 \x03(\tR\bstateIds\x12\x12\n" +
+	"\x04pdus\x18\x05 \x03(\fR\x04pdus\"z\n" +
 	"\x0eMakeMembership\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1e\n" +
@@ -1231,39 +1445,43 @@ func file_dag_proto_rawDescGZIP() []byte {
 	return file_dag_proto_rawDescData
 }
 
-var file_dag_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_dag_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_dag_proto_goTypes = []any{
 	(*GetPDUs)(nil),             // 0: persona.wire.GetPDUs
 	(*PDUsReply)(nil),           // 1: persona.wire.PDUsReply
 	(*ReceivePDU)(nil),          // 2: persona.wire.ReceivePDU
 	(*ReceiveReply)(nil),        // 3: persona.wire.ReceiveReply
-	(*MakeMembership)(nil),      // 4: persona.wire.MakeMembership
-	(*MakeMembershipReply)(nil), // 5: persona.wire.MakeMembershipReply
-	(*SendMembership)(nil),      // 6: persona.wire.SendMembership
-	(*SendMembershipReply)(nil), // 7: persona.wire.SendMembershipReply
-	(*GetRoomVersion)(nil),      // 8: persona.wire.GetRoomVersion
-	(*RoomVersionReply)(nil),    // 9: persona.wire.RoomVersionReply
-	(*InvitedRemote)(nil),       // 10: persona.wire.InvitedRemote
-	(*JoinedRemote)(nil),        // 11: persona.wire.JoinedRemote
-	(*FederationRead)(nil),      // 12: persona.wire.FederationRead
-	(*FederationReadReply)(nil), // 13: persona.wire.FederationReadReply
-	(*GetServers)(nil),          // 14: persona.wire.GetServers
-	(*ServersReply)(nil),        // 15: persona.wire.ServersReply
-	(*Error)(nil),               // 16: persona.wire.Error
+	(*GetLacking)(nil),          // 4: persona.wire.GetLacking
+	(*LackingReply)(nil),        // 5: persona.wire.LackingReply
+	(*ReceiveState)(nil),        // 6: persona.wire.ReceiveState
+	(*MakeMembership)(nil),      // 7: persona.wire.MakeMembership
+	(*MakeMembershipReply)(nil), // 8: persona.wire.MakeMembershipReply
+	(*SendMembership)(nil),      // 9: persona.wire.SendMembership
+	(*SendMembershipReply)(nil), // 10: persona.wire.SendMembershipReply
+	(*GetRoomVersion)(nil),      // 11: persona.wire.GetRoomVersion
+	(*RoomVersionReply)(nil),    // 12: persona.wire.RoomVersionReply
+	(*InvitedRemote)(nil),       // 13: persona.wire.InvitedRemote
+	(*JoinedRemote)(nil),        // 14: persona.wire.JoinedRemote
+	(*FederationRead)(nil),      // 15: persona.wire.FederationRead
+	(*FederationReadReply)(nil), // 16: persona.wire.FederationReadReply
+	(*GetServers)(nil),          // 17: persona.wire.GetServers
+	(*ServersReply)(nil),        // 18: persona.wire.ServersReply
+	(*Error)(nil),               // 19: persona.wire.Error
 }
 var file_dag_proto_depIdxs = []int32{
-	16, // 0: persona.wire.PDUsReply.error:type_name -> persona.wire.Error
-	16, // 1: persona.wire.ReceiveReply.error:type_name -> persona.wire.Error
-	16, // 2: persona.wire.MakeMembershipReply.error:type_name -> persona.wire.Error
-	16, // 3: persona.wire.SendMembershipReply.error:type_name -> persona.wire.Error
-	16, // 4: persona.wire.RoomVersionReply.error:type_name -> persona.wire.Error
-	16, // 5: persona.wire.FederationReadReply.error:type_name -> persona.wire.Error
-	16, // 6: persona.wire.ServersReply.error:type_name -> persona.wire.Error
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	19, // 0: persona.wire.PDUsReply.error:type_name -> persona.wire.Error
+	19, // 1: persona.wire.ReceiveReply.error:type_name -> persona.wire.Error
+	19, // 2: persona.wire.LackingReply.error:type_name -> persona.wire.Error
+	19, // 3: persona.wire.MakeMembershipReply.error:type_name -> persona.wire.Error
+	19, // 4: persona.wire.SendMembershipReply.error:type_name -> persona.wire.Error
+	19, // 5: persona.wire.RoomVersionReply.error:type_name -> persona.wire.Error
+	19, // 6: persona.wire.FederationReadReply.error:type_name -> persona.wire.Error
+	19, // 7: persona.wire.ServersReply.error:type_name -> persona.wire.Error
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_dag_proto_init() }
@@ -1278,7 +1496,7 @@ func file_dag_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dag_proto_rawDesc), len(file_dag_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -387,7 +387,7 @@ type ChangeMembership struct {
 	ProfileJson    []byte                 `protobuf:"bytes,6,opt,name=profile_json,json=profileJson,proto3" json:"profile_json,omitempty"` // the target's global profile, for join and invite
 	ProfileVersion uint64                 `protobuf:"varint,7,opt,name=profile_version,json=profileVersion,proto3" json:"profile_version,omitempty"`
 	ContentJson    []byte                 `protobuf:"bytes,8,opt,name=content_json,json=contentJson,proto3" json:"content_json,omitempty"` // extra member content from the request body (joins)
-	ToldRemote     bool                   `protobuf:"varint,9,opt,name=told_remote,json=toldRemote,proto3" json:"told_remote,omitempty"`   // leave of a room held only as a remote invite: its server has the rejection
+	ToldRemote     bool                   `protobuf:"varint,9,opt,name=told_remote,json=toldRemote,proto3" json:"told_remote,omitempty"`   // leave of a room held only as a remote invite: its servers were asked to take the rejection (one took it, or none could)
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }

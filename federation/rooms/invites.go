@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,7 +23,9 @@ import (
 // here (the room then exists only as the invite until the user joins). A
 // local user's invite of a remote user is built from the room's template,
 // signed here, sent to the invitee's server for its signature, and handed
-// to the room.
+// to the room. The room sends a kick of such an invitee (the invite
+// rescinded) to the invitee's server too, which takes it from the inviter
+// alone (receiveInvited).
 
 // inviteV2 is PUT /_matrix/federation/v2/invite/{roomId}/{eventId}.
 func (s *Service) inviteV2(r *http.Request, origin spec.ServerName) (any, error) {
@@ -89,8 +92,39 @@ func (s *Service) checkInvite(ctx context.Context, origin spec.ServerName, verIm
 	return ev.Sign(string(id.ServerName), id.KeyID, id.PrivateKey), nil
 }
 
-// Invite has a local user (sender) invite a user of another server.
-func (s *Service) Invite(ctx context.Context, room, sender, target, reason string) error {
+// receiveInvited hands a PDU of a room held here only as remote invites
+// to the room, which takes it only as the inviter's rescinding of an
+// invite (a leave of the invitee); held is false when the room is not held
+// that way.
+func (s *Service) receiveInvited(ctx context.Context, origin spec.ServerName, room string, raw []byte) (id string, held bool, err error) {
+	info, err := ask[*wire.RoomVersionReply](ctx, s, actors.KindRoom, room, &wire.GetRoomVersion{RoomId: room})
+	if err != nil || !info.InvitedOnly {
+		return "", false, nil
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(info.RoomVersion))
+	if err != nil {
+		return "", false, nil
+	}
+	ev, err := s.verify(ctx, verImpl, raw)
+	if err != nil {
+		if ev, perr := parseUntrusted(verImpl, raw); perr == nil {
+			return ev.EventID(), true, reject("signature", err)
+		}
+		return "", true, reject("malformed", err)
+	}
+	reply, err := ask[*wire.ReceiveReply](ctx, s, actors.KindRoom, room, &wire.ReceivePDU{RoomId: room, Origin: string(origin), Pdu: ev.JSON()})
+	switch {
+	case err != nil:
+		return ev.EventID(), true, err
+	case reply.Rejected != "":
+		return ev.EventID(), true, reject("unknown_room", errors.New(reply.Rejected))
+	}
+	return ev.EventID(), true, nil
+}
+
+// Invite has a local user (sender) invite a user of another server; the
+// invite's content carries reason and, for a direct chat, is_direct.
+func (s *Service) Invite(ctx context.Context, room, sender, target, reason string, isDirect bool) error {
 	tmpl, err := ask[*wire.MakeMembershipReply](ctx, s, actors.KindRoom, room, &wire.MakeMembership{RoomId: room, UserId: target, Membership: "invite", Sender: sender})
 	if err != nil {
 		return err
@@ -103,8 +137,15 @@ func (s *Service) Invite(ctx context.Context, room, sender, target, reason strin
 	if err := json.Unmarshal(tmpl.Event, &proto); err != nil {
 		return err
 	}
+	content := map[string]any{"membership": "invite"}
 	if reason != "" {
-		proto.Content, _ = json.Marshal(map[string]string{"membership": "invite", "reason": reason})
+		content["reason"] = reason
+	}
+	if isDirect {
+		content["is_direct"] = true
+	}
+	if proto.Content, err = json.Marshal(content); err != nil {
+		return err
 	}
 	id := s.fed.Identity()
 	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), id.ServerName, id.KeyID, id.PrivateKey)
@@ -143,15 +184,20 @@ func (s *Service) Invite(ctx context.Context, room, sender, target, reason strin
 }
 
 // RejectInvite rejects another server's invite of a local user: a leave
-// built from the inviting server's template (make_leave), signed here and
-// sent back (send_leave).
+// built from a template of one of the room's servers (make_leave), signed
+// here and sent back (send_leave). The servers are tried in turn: the
+// inviting server, the others the invites name (their stripped state's
+// senders), then the room id's server.
 func (s *Service) RejectInvite(ctx context.Context, room, user string) error {
 	info, err := ask[*wire.RoomVersionReply](ctx, s, actors.KindRoom, room, &wire.GetRoomVersion{RoomId: room})
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, server := range info.Servers {
+	for _, server := range ServersOf(room, info.Servers) {
+		if server == s.cfg.ServerName {
+			continue
+		}
 		sctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 		err := s.leaveThrough(sctx, spec.ServerName(server), room, user)
 		cancel()

@@ -2,18 +2,15 @@ package rooms
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"persona/actors"
@@ -25,19 +22,18 @@ import (
 // is answered once per (origin, txnId): its answer is kept, and a resend
 // gets it again without applying anything twice. Each PDU is checked
 // (content hash, signatures) and handed to its room; a room that lacks the
-// PDU's prev events gets them from the origin (get_missing_events) first.
-// A bad PDU is reported in the answer and does not stop the others. Of the
-// EDUs, profile updates refresh the profile cache; the others are dropped.
+// PDU's prev events gets them, or the state after them, from the origin
+// first (gap.go). A bad PDU is reported in the answer and does not stop
+// the others; a PDU refused only because an auth event it cites was
+// refused before is answered as taken, as Synapse and Dendrite answer it:
+// the fault is not the PDU's, and its sender can do nothing about it. Of
+// the EDUs, profile updates refresh the profile cache; the others are
+// dropped.
 
 // Transaction limits of the spec.
 const (
 	maxPDUs = 50
 	maxEDUs = 100
-	// missingDepth bounds how far one PDU's missing prev events are
-	// fetched recursively.
-	missingDepth = 3
-	// missingLimit is how many missing events one request asks for.
-	missingLimit = 20
 )
 
 // transaction is the body of /send.
@@ -129,7 +125,7 @@ func (s *Service) receivePDUs(ctx context.Context, origin spec.ServerName, pdus 
 				}
 				mu.Lock()
 				results[id] = pduResult{}
-				if err != nil {
+				if err != nil && reasonOf(err) != "auth_event" {
 					results[id] = pduResult{Error: err.Error()}
 				}
 				mu.Unlock()
@@ -170,6 +166,9 @@ func (s *Service) receivePDU(ctx context.Context, origin spec.ServerName, raw []
 	}
 	verImpl, err := s.roomVersion(ctx, head.RoomID)
 	if err != nil {
+		if id, held, err := s.receiveInvited(ctx, origin, head.RoomID, raw); held {
+			return id, err
+		}
 		return "", reject("unknown_room", err)
 	}
 	ev, err := s.verify(ctx, verImpl, raw)
@@ -180,31 +179,34 @@ func (s *Service) receivePDU(ctx context.Context, origin spec.ServerName, raw []
 		return "", reject("malformed", err)
 	}
 	prev := s.memberBefore(ctx, ev)
-	if err := s.deliver(ctx, origin, verImpl, ev, missingDepth); err != nil {
+	if err := s.deliver(ctx, origin, verImpl, ev); err != nil {
 		return ev.EventID(), err
 	}
 	s.memberChanged(ev, prev)
 	return ev.EventID(), nil
 }
 
-// deliver hands a checked event to its room, fetching the prev events the
-// room lacks from origin first (up to depth levels of them).
-func (s *Service) deliver(ctx context.Context, origin spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, depth int) error {
-	room := ev.RoomID().String()
-	msg := &wire.ReceivePDU{RoomId: room, Origin: string(origin), Pdu: ev.JSON(), EventId: ev.EventID()}
-	reply, err := ask[*wire.ReceiveReply](ctx, s, actors.KindRoom, room, msg)
+// deliver hands a checked event to its room, filling first the gap before
+// it that its room reports (gap.go). An event pushed to this server whose
+// prev events stay missing is refused, as Synapse refuses it: the state at
+// them would be the sender's word alone, and the event could become the
+// room's only forward extremity on it.
+func (s *Service) deliver(ctx context.Context, origin spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) error {
+	reply, err := s.receive(ctx, origin, ev)
 	if err != nil {
 		return err
 	}
-	if len(reply.Missing) > 0 && depth > 0 {
-		if err := s.fetchMissing(ctx, origin, verImpl, ev, depth); err != nil {
-			return reject("missing_prev", err)
+	if len(reply.Missing) > 0 {
+		if err := s.fetchMissing(ctx, origin, verImpl, ev); err != nil {
+			s.log.Info("get_missing_events failed", "origin", origin, "event", ev.EventID(), "err", describe(err))
 		}
-		if reply, err = ask[*wire.ReceiveReply](ctx, s, actors.KindRoom, room, msg); err != nil {
+		if reply, err = s.receive(ctx, origin, ev); err != nil {
 			return err
 		}
 	}
 	switch {
+	case reply.Rejected != "" && reply.AuthRejected:
+		return reject("auth_event", errors.New(reply.Rejected))
 	case reply.Rejected != "":
 		return reject("auth", errors.New(reply.Rejected))
 	case len(reply.Missing) > 0:
@@ -213,29 +215,8 @@ func (s *Service) deliver(ctx context.Context, origin spec.ServerName, verImpl g
 	return nil
 }
 
-// fetchMissing asks origin for the events between the room's forward
-// extremities and ev, and delivers them oldest first.
-func (s *Service) fetchMissing(ctx context.Context, origin spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, depth int) error {
+// receive hands ev, from origin, to its room and returns the room's answer.
+func (s *Service) receive(ctx context.Context, origin spec.ServerName, ev gomatrixserverlib.PDU) (*wire.ReceiveReply, error) {
 	room := ev.RoomID().String()
-	info, err := ask[*wire.RoomVersionReply](ctx, s, actors.KindRoom, room, &wire.GetRoomVersion{RoomId: room})
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-	defer cancel()
-	resp, err := s.fed.Client().LookupMissingEvents(ctx, spec.ServerName(s.cfg.ServerName), origin, room,
-		fclient.MissingEvents{Limit: missingLimit, EarliestEvents: info.Extremities, LatestEvents: []string{ev.EventID()}}, verImpl.Version())
-	if err != nil {
-		return err
-	}
-	events := resp.Events.UntrustedEvents(verImpl.Version())
-	slices.SortStableFunc(events, func(a, b gomatrixserverlib.PDU) int { return cmp.Compare(a.Depth(), b.Depth()) })
-	for _, m := range events {
-		checked, err := s.verify(ctx, verImpl, m.JSON())
-		if err != nil {
-			continue
-		}
-		_ = s.deliver(ctx, origin, verImpl, checked, depth-1)
-	}
-	return nil
+	return ask[*wire.ReceiveReply](ctx, s, actors.KindRoom, room, &wire.ReceivePDU{RoomId: room, Origin: string(origin), Pdu: ev.JSON(), EventId: ev.EventID()})
 }

@@ -69,8 +69,10 @@ func (p *peerEvents) send(ev gomatrixserverlib.PDU) string {
 }
 
 // An event the auth rules refuse stays out of the room, and so does every
-// event that names it among its auth events; an event that follows it (a
-// prev event) is taken, on the state before it.
+// event that names it among its auth events (the transaction's answer
+// names no error for such an event: the refusal is for another event's
+// fault); an event that follows it (a prev event) is taken, on the state
+// before it.
 func TestRejectedEventsStayInTheDAGOnly(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -103,8 +105,12 @@ func TestRejectedEventsStayInTheDAGOnly(t *testing.T) {
 	}
 	citing := p.build(sender, "m.room.message", nil, map[string]any{"body": "cites the refused event"},
 		[]string{join}, []string{create, grab.EventID(), join})
-	if verdict := p.send(citing); verdict == "" {
-		t.Fatal("an event with a refused auth event was taken")
+	rejected := metric(t, a, "persona_federation_pdus_rejected_total", `reason="auth_event"`)
+	if verdict := p.send(citing); verdict != "" {
+		t.Fatalf("an event refused only for the refused auth event it cites was answered with an error: %s", verdict)
+	}
+	if got := metric(t, a, "persona_federation_pdus_rejected_total", `reason="auth_event"`); got != rejected+1 {
+		t.Fatalf("A counted %v events refused for a refused auth event, want %v", got, rejected+1)
 	}
 	following := p.build(sender, "m.room.message", nil, map[string]any{"body": "follows the refused event"},
 		[]string{grab.EventID()}, []string{create, power, join})

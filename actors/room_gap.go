@@ -106,30 +106,18 @@ func (r *room) receiveState(ctx actor.Context, m *wire.ReceiveState) {
 // each must be held, by the room or among those of the same state taken
 // before it (held), and the auth rules must allow the event by them.
 func (r *room) allowedByCited(verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, held map[string]gomatrixserverlib.PDU) error {
-	var cited []gomatrixserverlib.PDU
-	for _, id := range ev.AuthEventIDs() {
-		if a, ok := held[id]; ok {
-			cited = append(cited, a)
-			continue
-		}
-		rec := r.eventByID(id)
-		if rec == nil || rec.Pos >= r.meta.NextPos {
-			if r.isRejected(id) {
-				return fmt.Errorf("auth event %s was rejected", id)
-			}
-			return fmt.Errorf("auth event %s is not to be had", id)
-		}
-		a, err := r.parsePDU(verImpl, rec)
-		if err != nil {
-			return err
-		}
-		cited = append(cited, a)
+	cited, err := r.citedAuthEvents(verImpl, ev, held)
+	if err != nil {
+		return err
 	}
 	provider, err := gomatrixserverlib.NewAuthEvents(cited)
 	if err != nil {
 		return fmt.Errorf("auth events: %w", err)
 	}
-	return gomatrixserverlib.Allowed(ev, provider, userIDForSender)
+	if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
+		return fmt.Errorf("auth by its auth events: %w", err)
+	}
+	return nil
 }
 
 // authOrder is batch's events, each after the events of batch it cites as

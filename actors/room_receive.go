@@ -143,8 +143,19 @@ func (r *room) checkRemote(m *wire.ReceivePDU) (gomatrixserverlib.PDU, *wire.Rec
 // events: each must be one the room holds (a rejected event never is), and
 // the auth rules must allow ev by them.
 func (r *room) allowedByAuthEvents(verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) error {
+	return r.allowedByCited(verImpl, ev, nil)
+}
+
+// citedAuthEvents is the auth events ev cites, parsed: from held (events
+// checked together with ev) or the room. Each must be one the room holds;
+// a rejected event never is.
+func (r *room) citedAuthEvents(verImpl gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, held map[string]gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
 	var cited []gomatrixserverlib.PDU
 	for _, id := range ev.AuthEventIDs() {
+		if a, ok := held[id]; ok {
+			cited = append(cited, a)
+			continue
+		}
 		if p, ok := r.parsed[id]; ok && p.pos < r.meta.NextPos {
 			cited = append(cited, p.ev)
 			continue
@@ -152,24 +163,17 @@ func (r *room) allowedByAuthEvents(verImpl gomatrixserverlib.IRoomVersion, ev go
 		rec := r.eventByID(id)
 		if rec == nil || rec.Pos >= r.meta.NextPos {
 			if r.isRejected(id) {
-				return fmt.Errorf("auth event %s was rejected", id)
+				return nil, fmt.Errorf("auth event %s was rejected", id)
 			}
-			return fmt.Errorf("auth event %s is unknown", id)
+			return nil, fmt.Errorf("auth event %s is unknown", id)
 		}
 		a, err := r.parsePDU(verImpl, rec)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cited = append(cited, a)
 	}
-	provider, err := gomatrixserverlib.NewAuthEvents(cited)
-	if err != nil {
-		return fmt.Errorf("auth events: %w", err)
-	}
-	if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
-		return fmt.Errorf("auth by its auth events: %w", err)
-	}
-	return nil
+	return cited, nil
 }
 
 // userIDForSender maps a sender to its user id: in the room versions

@@ -29,6 +29,9 @@ var allowed = map[string][]string{
 	"persona/internal/pdu":      {},
 	"persona/internal/layout":   {},
 
+	// The replication driver: etcd raft over groups, no persona package.
+	"persona/cluster/raft": {},
+
 	// The cache of other servers' users' profiles.
 	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},
 

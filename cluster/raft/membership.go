@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -128,6 +129,10 @@ func (d *Driver) TransferLeader(ctx context.Context, group, to uint64) error {
 		st := g.rn.BasicStatus()
 		if st.Lead == to {
 			reply <- nil
+			return
+		}
+		if !slices.Contains(g.cs.GetVoters(), to) {
+			reply <- fmt.Errorf("raft: group %d: node %d is not a voter", group, to)
 			return
 		}
 		if st.RaftState != raft.StateLeader {

@@ -16,15 +16,17 @@ import (
 
 // BenchmarkReplicatedProposals runs 3 nodes in this process over loopback
 // TCP, each with its log and a badger state machine on disk, G groups
-// replicated on all three, and 64 proposers that each propose 300-byte
+// replicated on all three, and P proposers that each propose 300-byte
 // commands to a random group's leader and wait for the acknowledgement.
 // An op is one acknowledged proposal. It reports proposals/s, fsyncs/s
 // of each node's log, proposals per entry and per fsync, the latency, and
 // the process's CPU (all three nodes) per proposal.
 // Run: go test -run '^$' -bench ReplicatedProposals -benchtime 100000x ./cluster/raft
 func BenchmarkReplicatedProposals(b *testing.B) {
-	for _, g := range []int{1, 64} {
-		b.Run(fmt.Sprintf("groups=%d", g), func(b *testing.B) { benchProposals(b, g, 64) })
+	for _, c := range []struct{ groups, proposers int }{{1, 64}, {64, 64}, {64, 256}} {
+		b.Run(fmt.Sprintf("groups=%d/proposers=%d", c.groups, c.proposers), func(b *testing.B) {
+			benchProposals(b, c.groups, c.proposers)
+		})
 	}
 }
 

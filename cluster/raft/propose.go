@@ -71,8 +71,12 @@ func (w *waiter) finish(err error) {
 // group committed it on a quorum and this node applied it. Only the
 // group's leader takes proposals: another replica returns a
 // *NotLeaderError. The proposals to a group that reach the driver in one
-// round go into one entry. data must not be modified afterwards. When ctx
-// ends first, the command may still be applied later.
+// round go into one entry. data must not be modified afterwards.
+//
+// nil means applied; *NotLeaderError and ErrDropped mean not applied,
+// and the command may be proposed again. Any other error (ctx's,
+// ErrClosed, ErrUnknownGroup for a replica removed meanwhile,
+// ErrUnknownOutcome) leaves it unknown: the command may yet be applied.
 func (d *Driver) Propose(ctx context.Context, group uint64, data []byte) error {
 	if s, err := d.Status(group); err != nil {
 		return err

@@ -280,18 +280,20 @@ func (d *Driver) run() {
 	t := time.NewTicker(d.opts.TickInterval)
 	defer t.Stop()
 	for {
-		select {
-		case <-d.stop:
-			d.shutdown(ErrClosed)
-			return
-		case <-t.C:
-			d.tick()
-		case in := <-d.inbox:
-			d.receive(in)
-		case p := <-d.props:
-			d.queueProposal(p)
-		case op := <-d.ops:
-			op()
+		if len(d.touched) == 0 { // else the last round left work: go on at once
+			select {
+			case <-d.stop:
+				d.shutdown(ErrClosed)
+				return
+			case <-t.C:
+				d.tick()
+			case in := <-d.inbox:
+				d.receive(in)
+			case p := <-d.props:
+				d.queueProposal(p)
+			case op := <-d.ops:
+				op()
+			}
 		}
 	drain:
 		for range maxDrain {
@@ -304,6 +306,9 @@ func (d *Driver) run() {
 				d.queueProposal(p)
 			case op := <-d.ops:
 				op()
+			case <-d.stop:
+				d.shutdown(ErrClosed)
+				return
 			default:
 				break drain
 			}

@@ -38,6 +38,9 @@ func (d *Driver) round() error {
 	}
 	for _, r := range rs {
 		r.g.rn.Advance(r.rd)
+		if r.g.rn.HasReady() {
+			d.touch(r.g) // what Advance stepped (its own votes and appends) made more work
+		}
 		for _, m := range r.rd.Messages {
 			if m.GetType() == pb.MsgSnap {
 				// Queued to be written: once it is, the follower has it

@@ -145,6 +145,22 @@ func (d *Driver) unpublish(group uint64) {
 	}
 }
 
+// WaitLeader waits until this node knows a leader of group (itself or
+// another) and returns it; ErrUnknownGroup if the node holds no replica
+// of it.
+func (d *Driver) WaitLeader(ctx context.Context, group uint64) (uint64, error) {
+	var lead uint64
+	gone := false
+	err := d.waitStatus(ctx, group, func(s Status, ok bool) bool {
+		lead, gone = s.Leader, !ok
+		return !ok || s.Leader != 0
+	})
+	if err == nil && gone {
+		err = ErrUnknownGroup
+	}
+	return lead, err
+}
+
 // waitStatus waits until cond holds for group's status (ok false: the
 // group is gone), ctx ends or the driver stops.
 func (d *Driver) waitStatus(ctx context.Context, group uint64, cond func(s Status, ok bool) bool) error {

@@ -9,13 +9,14 @@
 //
 // The log is a file of the driver's own in Options.Dir, not badger: a
 // round's records are one pwrite and one fdatasync of a plain file. The
-// spike that measured this driver (one badger batch and one DB.Sync per
-// round: 9.2k entries/s at 64 groups on 3 nodes) found badger's sync path
-// the cost that grows with writers, and persona's storage package measured
-// DB.Sync (an msync of badger's memtable log) at twice the time and three
-// times the CPU of pwrite and fdatasync for the same round
-// (docs/BENCHMARKS.md, "Commit log sync"); the storage commit log, which
-// this log is to replace, already works that way. The entries since the
+// prototype of this driver (research/raft-spike.md in the design notes:
+// one badger batch and one DB.Sync per round, 9.2k entries/s at 64 groups
+// on 3 nodes) found badger's sync path the cost that grows with writers,
+// and persona's storage package measured DB.Sync (an msync of badger's
+// memtable log) at twice the time and three times the CPU of pwrite and
+// fdatasync for the same round (docs/BENCHMARKS.md, "Commit log sync");
+// the storage commit log, which this log is to replace, already works
+// that way. The entries since the
 // last checkpoint are also kept in memory (raft's MemoryStorage), as etcd
 // keeps its own, so raft never reads the file; the log is read only at
 // start.

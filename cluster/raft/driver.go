@@ -132,8 +132,8 @@ type Stats struct {
 const bootstrapIndex = 1
 
 // Open recovers the log in opts.Dir, starts a replica of every group it
-// holds, and starts the driver loop and tr. The Driver owns tr from then
-// on: Close closes it.
+// holds, and starts the driver loop and tr. Once Open succeeds the Driver
+// owns tr: Close closes it; when Open fails, tr is still the caller's.
 func Open(opts Options, sm StateMachine, tr Transport) (*Driver, error) {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
@@ -178,6 +178,7 @@ func Open(opts Options, sm StateMachine, tr Transport) (*Driver, error) {
 	}
 	for _, g := range d.groups {
 		d.publish(g)
+		d.touch(g) // the first round looks at every group
 	}
 	if err := tr.Start(receiver{d}); err != nil {
 		l.close()

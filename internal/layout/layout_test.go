@@ -31,6 +31,8 @@ var allowed = map[string][]string{
 
 	// The cluster membership (memberlist).
 	"persona/cluster": {"metrics"},
+	// The replication driver: etcd raft over groups, no persona package.
+	"persona/cluster/raft": {},
 
 	// The cache of other servers' users' profiles.
 	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},

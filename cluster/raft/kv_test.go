@@ -1,0 +1,156 @@
+package raft
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// kvMachine is a StateMachine on a real badger: a command "key=value"
+// sets key in its group's key range g/<group>/k/, and g/<group>/applied
+// holds the group's applied index. Writes are not synced until Sync, as
+// a node's state machine would be.
+type kvMachine struct {
+	db       *badger.DB
+	restores atomic.Int64
+}
+
+func openKV(dir string) (*kvMachine, error) {
+	opts := badger.DefaultOptions(dir).WithLogger(nil).WithSyncWrites(false).
+		WithMemTableSize(8 << 20).WithValueThreshold(1 << 10).WithNumCompactors(2)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &kvMachine{db: db}, nil
+}
+
+func (m *kvMachine) close() error { return m.db.Close() }
+
+func groupPrefix(group uint64) []byte { return binary.BigEndian.AppendUint64([]byte("g/"), group) }
+
+func appliedKey(group uint64) []byte { return append(groupPrefix(group), "/applied"...) }
+
+func dataPrefix(group uint64) []byte { return append(groupPrefix(group), "/k/"...) }
+
+func (m *kvMachine) Applied(group uint64) (uint64, error) {
+	var index uint64
+	err := m.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(appliedKey(group))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error { index = binary.BigEndian.Uint64(v); return nil })
+	})
+	return index, err
+}
+
+// Apply writes the round in one badger transaction, or in several, each
+// holding whole updates, when one is too big.
+func (m *kvMachine) Apply(updates []Update) error {
+	txn := m.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	for _, u := range updates {
+		set := func(t *badger.Txn) error {
+			for _, c := range u.Commands {
+				k, v, ok := bytes.Cut(c, []byte("="))
+				if !ok {
+					return fmt.Errorf("command %q is no key=value", c)
+				}
+				if err := t.Set(append(dataPrefix(u.Group), k...), bytes.Clone(v)); err != nil {
+					return err
+				}
+			}
+			return t.Set(appliedKey(u.Group), binary.BigEndian.AppendUint64(nil, u.Index))
+		}
+		if err := set(txn); errors.Is(err, badger.ErrTxnTooBig) {
+			txn.Discard()
+			txn = m.db.NewTransaction(true) // the update goes whole into a new one
+			if err := set(txn); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+	}
+	return txn.Commit()
+}
+
+func (m *kvMachine) Sync() error { return m.db.Sync() }
+
+func (m *kvMachine) Snapshot(group uint64) ([]byte, error) {
+	var out []byte
+	err := m.scan(group, func(k, v []byte) {
+		out = binary.AppendUvarint(out, uint64(len(k)))
+		out = append(out, k...)
+		out = binary.AppendUvarint(out, uint64(len(v)))
+		out = append(out, v...)
+	})
+	return out, err
+}
+
+func (m *kvMachine) Restore(group, index uint64, data []byte) error {
+	var old [][]byte
+	if err := m.scan(group, func(k, _ []byte) { old = append(old, bytes.Clone(k)) }); err != nil {
+		return err
+	}
+	wb := m.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range old {
+		if err := wb.Delete(append(dataPrefix(group), k...)); err != nil {
+			return err
+		}
+	}
+	r := reader{b: data}
+	for len(r.b) > 0 && r.err == nil {
+		k, v := r.bytes(), r.bytes()
+		if err := wb.Set(append(dataPrefix(group), k...), bytes.Clone(v)); err != nil {
+			return err
+		}
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if err := wb.Set(appliedKey(group), binary.BigEndian.AppendUint64(nil, index)); err != nil {
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	m.restores.Add(1)
+	return m.db.Sync()
+}
+
+// scan calls fn with every key (without the group's prefix) and value of
+// group's state.
+func (m *kvMachine) scan(group uint64, fn func(k, v []byte)) error {
+	prefix := dataPrefix(group)
+	return m.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			fn(it.Item().Key()[len(prefix):], v)
+		}
+		return nil
+	})
+}
+
+// dump returns group's state as a map.
+func (m *kvMachine) dump(group uint64) (map[string]string, error) {
+	out := map[string]string{}
+	err := m.scan(group, func(k, v []byte) { out[string(k)] = string(v) })
+	return out, err
+}

@@ -1,0 +1,158 @@
+package raft
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// AddGroup starts a replica of group on this node and returns once the
+// log holds it. With peers (this node among them), the group starts with
+// those voters, as every one of them must start it; without, the replica
+// waits, empty, for a leader to add it (AddReplica) and send it a
+// snapshot. A group this node holds already is left as it is. The state
+// machine must hold nothing of the group.
+func (d *Driver) AddGroup(ctx context.Context, group uint64, peers []uint64) error {
+	return d.call(ctx, func(reply chan<- error) {
+		if d.groups[group] != nil {
+			reply <- nil
+			return
+		}
+		if applied, err := d.sm.Applied(group); err != nil || applied > 0 {
+			reply <- fmt.Errorf("raft: add group %d: the state machine holds its state up to index %d (%v): remove it first", group, applied, err)
+			return
+		}
+		gl := &groupLog{}
+		if len(peers) > 0 {
+			gl.snap = &pb.SnapshotMetadata{Index: new(uint64(bootstrapIndex)), Term: new(uint64(1)), ConfState: &pb.ConfState{Voters: peers}}
+		}
+		g, err := d.newGroup(group, gl)
+		if err != nil {
+			reply <- fmt.Errorf("raft: add group %d: %w", group, err)
+			return
+		}
+		d.groups[group] = g
+		d.log.addSnapshot(group, g.snap)
+		d.afterWrite = append(d.afterWrite, reply)
+		d.touch(g)
+		d.publish(g)
+	})
+}
+
+// RemoveGroup stops this node's replica of group and forgets it; the
+// state machine's state of the group is left to the caller. It returns
+// once the log holds the removal. Proposals waiting on the group fail
+// with ErrUnknownGroup. It does not change the group's membership: that
+// is RemoveReplica, on the leader.
+func (d *Driver) RemoveGroup(ctx context.Context, group uint64) error {
+	return d.call(ctx, func(reply chan<- error) {
+		g := d.groups[group]
+		if g == nil {
+			reply <- ErrUnknownGroup
+			return
+		}
+		d.dropGroup(g, ErrUnknownGroup)
+		d.log.addRemove(group)
+		d.afterWrite = append(d.afterWrite, reply)
+	})
+}
+
+// dropGroup forgets g, failing what waits on it with err.
+func (d *Driver) dropGroup(g *group, err error) {
+	g.removed = true
+	g.failWaiting(err)
+	delete(d.groups, g.id)
+	d.unpublish(g.id)
+}
+
+// AddReplica makes node a voter of group and returns once the change is
+// applied here. Only the leader takes it (else *NotLeaderError). node must
+// have started an empty replica (AddGroup without peers); it catches up
+// from a snapshot. One membership change at a time: another one not yet
+// applied makes this one fail with ErrDropped.
+func (d *Driver) AddReplica(ctx context.Context, group, node uint64) error {
+	return d.changeReplicas(ctx, group, pb.ConfChangeAddNode, node)
+}
+
+// RemoveReplica removes node from group's replicas and returns once the
+// change is applied here. Only the leader takes it (else
+// *NotLeaderError); a leader that removes itself steps down once the
+// change is applied. The removed node forgets its replica if it applies
+// the change; if it is gone or cut off, RemoveGroup on it does.
+func (d *Driver) RemoveReplica(ctx context.Context, group, node uint64) error {
+	return d.changeReplicas(ctx, group, pb.ConfChangeRemoveNode, node)
+}
+
+func (d *Driver) changeReplicas(ctx context.Context, group uint64, typ pb.ConfChangeType, node uint64) error {
+	if node == 0 {
+		return fmt.Errorf("raft: group %d: node 0 is no node", group)
+	}
+	return d.call(ctx, func(reply chan<- error) {
+		g := d.groups[group]
+		if g == nil {
+			reply <- ErrUnknownGroup
+			return
+		}
+		if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader {
+			reply <- &NotLeaderError{Group: group, Leader: st.Lead}
+			return
+		}
+		id := d.nextID()
+		cc := &pb.ConfChangeV2{
+			Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(node)}},
+			Context: binary.AppendUvarint(nil, id),
+		}
+		if err := g.rn.ProposeConfChange(cc); err != nil {
+			reply <- ErrDropped
+			return
+		}
+		g.proposed = append(g.proposed, &waiter{id: id, props: []*proposal{{group: group, done: reply}}})
+		d.touch(g)
+	})
+}
+
+// TransferLeader asks group's leader, this node, to hand leadership to
+// node to, and returns once this node knows to leads. It returns
+// *NotLeaderError on another replica. Raft gives up a transfer that has
+// not ended within an election timeout; ctx bounds the wait.
+func (d *Driver) TransferLeader(ctx context.Context, group, to uint64) error {
+	err := d.call(ctx, func(reply chan<- error) {
+		g := d.groups[group]
+		if g == nil {
+			reply <- ErrUnknownGroup
+			return
+		}
+		st := g.rn.BasicStatus()
+		if st.Lead == to {
+			reply <- nil
+			return
+		}
+		if !slices.Contains(g.cs.GetVoters(), to) {
+			reply <- fmt.Errorf("raft: group %d: node %d is not a voter", group, to)
+			return
+		}
+		if st.RaftState != raft.StateLeader {
+			reply <- &NotLeaderError{Group: group, Leader: st.Lead}
+			return
+		}
+		g.rn.TransferLeader(to)
+		d.touch(g)
+		reply <- nil
+	})
+	if err != nil {
+		return err
+	}
+	gone := false
+	err = d.waitStatus(ctx, group, func(s Status, ok bool) bool {
+		gone = !ok
+		return !ok || s.Leader == to
+	})
+	if err == nil && gone {
+		return ErrUnknownGroup
+	}
+	return err
+}

@@ -1,0 +1,289 @@
+package raft
+
+import (
+	"fmt"
+	"slices"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// round handles the Ready of every group touched since the last round:
+// snapshots restored and every group's entries and hard state written to
+// the log, synced once if raft asks for durability; then the messages,
+// one batch per peer; then the committed entries, applied in one call.
+// An error is fatal: the log or the state machine failed.
+func (d *Driver) round() error {
+	rs := d.readies[:0]
+	for _, g := range d.touched {
+		g.touched = false
+		if !g.removed && g.rn.HasReady() {
+			rs = append(rs, ready{g: g, rd: g.rn.Ready()})
+		}
+	}
+	clear(d.touched)
+	d.touched = d.touched[:0]
+	defer func() { clear(rs); d.readies = rs[:0] }()
+	if len(rs) == 0 && !d.log.pending() {
+		return nil
+	}
+
+	if err := d.persist(rs); err != nil {
+		return err
+	}
+	unreachable := d.send(rs)
+	if err := d.apply(rs); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		r.g.rn.Advance(r.rd)
+		if r.g.rn.HasReady() {
+			d.touch(r.g) // what Advance stepped (its own votes and appends) made more work
+		}
+		for _, m := range r.rd.Messages {
+			if m.GetType() == pb.MsgSnap {
+				// Queued to be written: once it is, the follower has it
+				// (a lost one shows as a refused append, and raft sends
+				// the snapshot again).
+				r.g.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFinish)
+			}
+		}
+	}
+	for _, in := range unreachable {
+		d.receive(in)
+	}
+	for _, r := range rs {
+		if r.g.removed {
+			d.dropGroup(r.g, ErrUnknownGroup)
+			d.log.addRemove(r.g.id) // written with the next round
+			continue
+		}
+		d.publish(r.g)
+	}
+	return nil
+}
+
+// persist makes the round's snapshots, entries and hard states durable,
+// then hands them to the groups' MemoryStorage.
+func (d *Driver) persist(rs []ready) error {
+	sync := len(d.afterWrite) > 0
+	entries := 0
+	for _, r := range rs {
+		g, rd := r.g, r.rd
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			m := rd.Snapshot.GetMetadata()
+			if err := d.sm.Restore(g.id, m.GetIndex(), rd.Snapshot.GetData()); err != nil {
+				return fmt.Errorf("group %d: restore the snapshot at %d: %w", g.id, m.GetIndex(), err)
+			}
+			d.log.addSnapshot(g.id, m)
+			sync = true
+		}
+		d.log.addEntries(g.id, rd.Entries)
+		entries += len(rd.Entries)
+		if rd.HardState != nil {
+			d.log.addHardState(g.id, rd.HardState)
+		}
+		sync = sync || rd.MustSync
+	}
+	wrote := d.log.pending()
+	if err := d.log.write(sync); err != nil {
+		return fmt.Errorf("write the raft log: %w", err)
+	}
+	for _, ch := range d.afterWrite {
+		ch <- nil
+	}
+	clear(d.afterWrite)
+	d.afterWrite = d.afterWrite[:0]
+	d.mu.Lock()
+	if wrote {
+		d.stats.Rounds++
+	}
+	if wrote && sync {
+		d.stats.Syncs++
+	}
+	d.stats.Entries += uint64(entries)
+	d.mu.Unlock()
+
+	for _, r := range rs {
+		g, rd := r.g, r.rd
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			m := rd.Snapshot.GetMetadata()
+			if err := g.ms.ApplySnapshot(&pb.Snapshot{Metadata: m}); err != nil {
+				return fmt.Errorf("group %d: %w", g.id, err)
+			}
+			g.snap, g.cs, g.confs = m, m.GetConfState(), nil
+			g.applied, g.smApplied = m.GetIndex(), m.GetIndex() // the state is the snapshot's now
+			g.settleSnapshot(m.GetIndex())
+			d.mu.Lock()
+			d.stats.SnapshotsRestored++
+			d.mu.Unlock()
+		}
+		if err := g.ms.Append(rd.Entries); err != nil {
+			return fmt.Errorf("group %d: %w", g.id, err)
+		}
+		if rd.HardState != nil {
+			g.hs = rd.HardState
+			if err := g.ms.SetHardState(rd.HardState); err != nil {
+				return err
+			}
+		}
+		d.placeProposed(g, rd.Entries)
+	}
+	return nil
+}
+
+// send hands the transport each peer's messages of the round as one
+// batch. It returns the batches the transport could not take, to be
+// reported once the groups have advanced.
+func (d *Driver) send(rs []ready) []inbound {
+	out := map[uint64][]Envelope{}
+	snaps := uint64(0)
+	for _, r := range rs {
+		for _, m := range r.rd.Messages {
+			out[m.GetTo()] = append(out[m.GetTo()], Envelope{Group: r.g.id, Msg: m})
+			if m.GetType() == pb.MsgSnap {
+				snaps++
+			}
+		}
+	}
+	if snaps > 0 {
+		d.mu.Lock()
+		d.stats.SnapshotsSent += snaps
+		d.mu.Unlock()
+	}
+	var failed []inbound
+	for to, msgs := range out {
+		if err := d.tr.Send(to, msgs); err != nil {
+			failed = append(failed, inbound{peer: to, msgs: msgs, failed: true})
+		}
+	}
+	return failed
+}
+
+// apply applies the round's committed entries: membership changes to
+// raft, commands to the state machine in one Apply, then tells the
+// proposers.
+func (d *Driver) apply(rs []ready) error {
+	updates := d.updates[:0]
+	defer func() { clear(updates); d.updates = updates[:0] }()
+	applied := 0
+	for _, r := range rs {
+		g, ents := r.g, r.rd.CommittedEntries
+		if len(ents) == 0 {
+			continue
+		}
+		applied += len(ents)
+		var cmds [][]byte
+		for _, e := range ents {
+			switch e.GetType() {
+			case pb.EntryNormal:
+				if e.GetIndex() > g.smApplied && len(e.GetData()) > 0 {
+					var err error
+					if cmds, err = appendCommands(cmds, e.GetData()); err != nil {
+						return fmt.Errorf("group %d: entry %d: %w", g.id, e.GetIndex(), err)
+					}
+				}
+			case pb.EntryConfChange, pb.EntryConfChangeV2:
+				if err := d.applyConfChange(g, e); err != nil {
+					return fmt.Errorf("group %d: entry %d: %w", g.id, e.GetIndex(), err)
+				}
+			}
+		}
+		last := ents[len(ents)-1].GetIndex()
+		g.applied = last
+		if last > g.smApplied {
+			updates = append(updates, Update{Group: g.id, Index: last, Commands: cmds})
+		}
+	}
+	if len(updates) > 0 {
+		if err := d.sm.Apply(updates); err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+	}
+	props, entries := 0, 0
+	for _, r := range rs {
+		props, entries = r.g.countOwn(r.rd.CommittedEntries, props, entries)
+		r.g.settle(r.rd.CommittedEntries)
+	}
+	d.mu.Lock()
+	d.stats.Applied += uint64(applied)
+	d.stats.Proposals += uint64(props)
+	d.stats.ProposalEntries += uint64(entries)
+	d.mu.Unlock()
+	return nil
+}
+
+// countOwn adds to props and entries the proposals of g's waiters that
+// ents applies, and their entries.
+func (g *group) countOwn(ents []*pb.Entry, props, entries int) (int, int) {
+	if len(ents) == 0 {
+		return props, entries
+	}
+	first, last := ents[0].GetIndex(), ents[len(ents)-1].GetIndex()
+	for _, w := range g.waiting {
+		if w.index >= first && w.index <= last && ents[w.index-first].GetTerm() == w.term && len(w.props) > 0 && w.props[0].data != nil {
+			props += len(w.props)
+			entries++
+		}
+	}
+	return props, entries
+}
+
+// applyConfChange applies a committed membership change to g's raft. A
+// change that removes this node marks the group for removal at the end
+// of the round.
+func (d *Driver) applyConfChange(g *group, e *pb.Entry) error {
+	var cc pb.ConfChangeI
+	if e.GetType() == pb.EntryConfChange {
+		var v1 pb.ConfChange
+		if err := proto.Unmarshal(e.GetData(), &v1); err != nil {
+			return err
+		}
+		cc = &v1
+	} else {
+		var v2 pb.ConfChangeV2
+		if err := proto.Unmarshal(e.GetData(), &v2); err != nil {
+			return err
+		}
+		cc = &v2
+	}
+	cs := g.rn.ApplyConfChange(cc)
+	g.cs = cs
+	g.confs = append(g.confs, confAt{index: e.GetIndex(), cs: cs})
+	self := d.opts.NodeID
+	if !slices.Contains(cs.GetVoters(), self) && !slices.Contains(cs.GetLearners(), self) &&
+		!slices.Contains(cs.GetVotersOutgoing(), self) && !slices.Contains(cs.GetLearnersNext(), self) {
+		g.removed = true
+	}
+	return nil
+}
+
+// groupStorage is a group's MemoryStorage whose snapshot is the state
+// machine's state of the group, taken when raft asks for it.
+type groupStorage struct {
+	*raft.MemoryStorage
+	d *Driver
+	g *group
+}
+
+// Snapshot returns the group's state at its applied index. Raft asks from
+// the driver loop, when a follower needs entries the log no longer has.
+func (s groupStorage) Snapshot() (*pb.Snapshot, error) {
+	g := s.g
+	if g.applied == 0 || g.applied < g.smApplied {
+		return nil, raft.ErrSnapshotTemporarilyUnavailable // still applying what it had before it opened
+	}
+	term, err := g.ms.Term(g.applied)
+	if err != nil {
+		return nil, raft.ErrSnapshotTemporarilyUnavailable
+	}
+	data, err := s.d.sm.Snapshot(g.id)
+	if err != nil {
+		s.d.logger.Error("raft: snapshot of the state machine", "group", g.id, "err", err)
+		return nil, raft.ErrSnapshotTemporarilyUnavailable
+	}
+	return &pb.Snapshot{Data: data, Metadata: &pb.SnapshotMetadata{
+		Index: new(g.applied), Term: new(term), ConfState: proto.CloneOf(g.cs),
+	}}, nil
+}

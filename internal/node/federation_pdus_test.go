@@ -30,6 +30,48 @@ type peerEvents struct {
 	txn          int
 }
 
+// sharedRoom is a room of version 10 that alice of server A created
+// public and bob of server B joined, with B's peer of it.
+type sharedRoom struct {
+	*peerEvents
+	alice               *mautrix.Client
+	id                  id.RoomID
+	bob                 string // bob's user id: the sender of the peer's events
+	create, power, join string // ids of the create, power levels and bob's join events
+}
+
+// newSharedRoom starts servers A and B and makes their shared room;
+// levels, if given, are its users' power levels.
+func newSharedRoom(t *testing.T, ctx context.Context, levels func(alice, bob id.UserID) map[id.UserID]int) *sharedRoom {
+	t.Helper()
+	a := testnode.Start(t, "", byAddress(t))
+	b := testnode.Start(t, "", byAddress(t))
+	alice, bob := a.Register("alice"), b.Register("bob")
+	req := &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"}
+	if levels != nil {
+		req.PowerLevelOverride = &event.PowerLevelsEventContent{Users: levels(alice.UserID, bob.UserID)}
+	}
+	created, err := alice.CreateRoom(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	state, err := alice.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sharedRoom{
+		peerEvents: &peerEvents{t: t, ctx: ctx, a: a, b: b, room: string(room), ver: "10",
+			origin: spec.ServerName(b.Config.ServerName), dest: spec.ServerName(a.Config.ServerName)},
+		alice: alice, id: room, bob: string(bob.UserID),
+		create: string(state[event.StateCreate][""].ID), power: string(state[event.StatePowerLevels][""].ID),
+		join: string(state[event.StateMember][string(bob.UserID)].ID),
+	}
+}
+
 // build signs an event of sender with the given prev and auth events.
 func (p *peerEvents) build(sender, typ string, stateKey *string, content map[string]any, prev, auth []string) gomatrixserverlib.PDU {
 	p.t.Helper()
@@ -77,26 +119,9 @@ func TestRejectedEventsStayInTheDAGOnly(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a := testnode.Start(t, "", byAddress(t))
-	b := testnode.Start(t, "", byAddress(t))
-	alice, bob := a.Register("alice"), b.Register("bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
-		t.Fatal(err)
-	}
-	state, err := alice.State(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	create, power := string(state[event.StateCreate][""].ID), string(state[event.StatePowerLevels][""].ID)
-	join := string(state[event.StateMember][string(bob.UserID)].ID)
-	p := &peerEvents{t: t, ctx: ctx, a: a, b: b, room: string(room), ver: "10",
-		origin: spec.ServerName(b.Config.ServerName), dest: spec.ServerName(a.Config.ServerName)}
-	sender := string(bob.UserID)
+	s := newSharedRoom(t, ctx, nil)
+	p, alice, room, sender := s.peerEvents, s.alice, s.id, s.bob
+	create, power, join := s.create, s.power, s.join
 
 	grab := p.build(sender, "m.room.power_levels", new(string), map[string]any{"users": map[string]any{sender: 100}},
 		[]string{join}, []string{create, power, join})
@@ -105,11 +130,11 @@ func TestRejectedEventsStayInTheDAGOnly(t *testing.T) {
 	}
 	citing := p.build(sender, "m.room.message", nil, map[string]any{"body": "cites the refused event"},
 		[]string{join}, []string{create, grab.EventID(), join})
-	rejected := metric(t, a, "persona_federation_pdus_rejected_total", `reason="auth_event"`)
+	rejected := metric(t, s.a, "persona_federation_pdus_rejected_total", `reason="auth_event"`)
 	if verdict := p.send(citing); verdict != "" {
 		t.Fatalf("an event refused only for the refused auth event it cites was answered with an error: %s", verdict)
 	}
-	if got := metric(t, a, "persona_federation_pdus_rejected_total", `reason="auth_event"`); got != rejected+1 {
+	if got := metric(t, s.a, "persona_federation_pdus_rejected_total", `reason="auth_event"`); got != rejected+1 {
 		t.Fatalf("A counted %v events refused for a refused auth event, want %v", got, rejected+1)
 	}
 	following := p.build(sender, "m.room.message", nil, map[string]any{"body": "follows the refused event"},
@@ -139,27 +164,9 @@ func TestLongStateKeysOfOldRoomVersions(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a := testnode.Start(t, "", byAddress(t))
-	b := testnode.Start(t, "", byAddress(t))
-	alice, bob := a.Register("alice"), b.Register("bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10",
-		PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{alice.UserID: 100, bob.UserID: 50}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
-		t.Fatal(err)
-	}
-	state, err := alice.State(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	create, power := string(state[event.StateCreate][""].ID), string(state[event.StatePowerLevels][""].ID)
-	join := string(state[event.StateMember][string(bob.UserID)].ID)
-	p := &peerEvents{t: t, ctx: ctx, a: a, b: b, room: string(room), ver: "10",
-		origin: spec.ServerName(b.Config.ServerName), dest: spec.ServerName(a.Config.ServerName)}
-	sender := string(bob.UserID)
+	s := newSharedRoom(t, ctx, func(alice, bob id.UserID) map[id.UserID]int { return map[id.UserID]int{alice: 100, bob: 50} })
+	p, alice, room, sender := s.peerEvents, s.alice, s.id, s.bob
+	create, power, join := s.create, s.power, s.join
 
 	long := strings.Repeat("\U0001F4A5", 70) // 280 bytes, 70 codepoints
 	breaker := p.build(sender, "my.room.breaker", &long, map[string]any{}, []string{join}, []string{create, power, join})
@@ -181,26 +188,9 @@ func TestServerACLShutsOutADeniedServer(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a := testnode.Start(t, "", byAddress(t))
-	b := testnode.Start(t, "", byAddress(t))
-	alice, bob := a.Register("alice"), b.Register("bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
-		t.Fatal(err)
-	}
-	state, err := alice.State(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	create, power := string(state[event.StateCreate][""].ID), string(state[event.StatePowerLevels][""].ID)
-	join := string(state[event.StateMember][string(bob.UserID)].ID)
-	p := &peerEvents{t: t, ctx: ctx, a: a, b: b, room: string(room), ver: "10",
-		origin: spec.ServerName(b.Config.ServerName), dest: spec.ServerName(a.Config.ServerName)}
-	sender := string(bob.UserID)
+	s := newSharedRoom(t, ctx, nil)
+	p, alice, room, sender := s.peerEvents, s.alice, s.id, s.bob
+	create, power, join := s.create, s.power, s.join
 	before := p.build(sender, "m.room.message", nil, map[string]any{"body": "before the ACL"}, []string{join}, []string{create, power, join})
 	if verdict := p.send(before); verdict != "" {
 		t.Fatalf("bob's message before the ACL was refused: %s", verdict)
@@ -215,12 +205,12 @@ func TestServerACLShutsOutADeniedServer(t *testing.T) {
 	if verdict := p.send(after); verdict == "" {
 		t.Fatal("bob's message after the ACL was taken")
 	}
-	fed := b.Federation().Client()
+	fed := s.b.Federation().Client()
 	if _, err := fed.LookupMissingEvents(ctx, p.origin, p.dest, string(room),
 		fclient.MissingEvents{Limit: 10, EarliestEvents: []string{create}, LatestEvents: []string{string(acl.EventID)}}, "10"); statusOf(err) != 403 {
 		t.Errorf("get_missing_events of the denied server: %v, want 403", err)
 	}
-	if _, err := fed.MakeJoin(ctx, p.origin, p.dest, string(room), "@carol:"+b.Config.ServerName); statusOf(err) != 403 {
+	if _, err := fed.MakeJoin(ctx, p.origin, p.dest, string(room), "@carol:"+s.b.Config.ServerName); statusOf(err) != 403 {
 		t.Errorf("make_join for a user of the denied server: %v, want 403", err)
 	}
 	if _, err := alice.GetEvent(ctx, room, id.EventID(after.EventID())); err == nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"persona/internal/testnode"
@@ -117,33 +116,16 @@ func TestRedactionBeforeItsEvent(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a := testnode.Start(t, "", byAddress(t))
-	b := testnode.Start(t, "", byAddress(t))
-	alice, bob := a.Register("alice"), b.Register("bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
-		t.Fatal(err)
-	}
-	state, err := alice.State(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	create, power := string(state[event.StateCreate][""].ID), string(state[event.StatePowerLevels][""].ID)
-	join := string(state[event.StateMember][string(bob.UserID)].ID)
-	p := &peerEvents{t: t, ctx: ctx, a: a, b: b, room: string(room), ver: "10",
-		origin: spec.ServerName(b.Config.ServerName), dest: spec.ServerName(a.Config.ServerName)}
-	sender := string(bob.UserID)
+	s := newSharedRoom(t, ctx, nil)
+	p, alice, room, sender := s.peerEvents, s.alice, s.id, s.bob
+	create, power, join := s.create, s.power, s.join
 	auth := []string{create, power, join}
 
 	late := p.build(sender, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "sent after its redaction"}, []string{join}, auth)
 	raw, _ := json.Marshal(map[string]any{"reason": "first"})
 	proto := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: string(room), Type: "m.room.redaction", Redacts: late.EventID(),
 		Content: raw, PrevEvents: []string{join}, AuthEvents: auth, Depth: 100}
-	identity := b.Federation().Identity()
+	identity := s.b.Federation().Identity()
 	redaction, err := gomatrixserverlib.MustGetRoomVersion("10").NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), identity.ServerName, identity.KeyID, identity.PrivateKey)
 	if err != nil {
 		t.Fatal(err)

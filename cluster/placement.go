@@ -111,3 +111,26 @@ func (p *placer) replicas(partition uint64, dst []string) []string {
 	}
 	return dst
 }
+
+// Placement returns the partitions this node should hold a replica of,
+// ascending: those Place puts it on, rf replicas to a partition, over this
+// node and the members alive or suspect (a suspicion is not yet a
+// failure) and ready.
+func (m *Membership) Placement(rf int) []int {
+	var names []string
+	for _, mem := range m.Members() {
+		if mem.Name == m.name || mem.Ready && (mem.State == StateAlive || mem.State == StateSuspect) {
+			names = append(names, mem.Name)
+		}
+	}
+	if !slices.Contains(names, m.name) {
+		names = append(names, m.name)
+	}
+	var ps []int
+	for p, rs := range Place(m.opts.Partitions, names, rf) {
+		if slices.Contains(rs, m.name) {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,14 +30,23 @@ func inCluster(name, actorAddr string, seeds ...string) func(*config.Config) {
 
 // TestNodesFormACluster starts two nodes with cluster.enabled, the second
 // joining the first: each lists both alive and ready with their actor
-// addresses, and the admin API shows them. A node stopped leaves: the
-// other lists it as left, not dead, and counts it in its metrics. A node
+// addresses, and the admin API shows them. With one replica to a
+// partition, each gossips as followed the partitions placement puts on it,
+// and none as led. A node stopped leaves: the other lists it as left, not
+// dead, counts it in its metrics and follows every partition. A node
 // outside a cluster has no cluster, no cluster metrics and answers the
 // admin API 404.
 func TestNodesFormACluster(t *testing.T) {
 	t.Parallel()
-	a := testnode.Start(t, "", inCluster("a", "127.0.0.1:18090"))
-	b := testnode.Start(t, "", inCluster("b", ":18091", a.Cluster().Addr()))
+	const partitions = 16
+	onePerPartition := func(tune func(*config.Config)) func(*config.Config) {
+		return func(c *config.Config) {
+			tune(c)
+			c.Cluster.Partitions, c.Cluster.ReplicationFactor = partitions, 1
+		}
+	}
+	a := testnode.Start(t, "", onePerPartition(inCluster("a", "127.0.0.1:18090")))
+	b := testnode.Start(t, "", onePerPartition(inCluster("b", ":18091", a.Cluster().Addr())))
 	for _, n := range []*testnode.Node{a, b} {
 		members := waitCluster(t, n, "both alive and ready", func(ms map[string]cluster.Member) bool {
 			return len(ms) == 2 && ms["a"].State == cluster.StateAlive && ms["a"].Ready && ms["b"].State == cluster.StateAlive && ms["b"].Ready
@@ -44,6 +54,28 @@ func TestNodesFormACluster(t *testing.T) {
 		if members["a"].ActorAddr != "127.0.0.1:18090" || members["b"].ActorAddr != "127.0.0.1:18091" {
 			t.Fatalf("%s sees the actor addresses %q and %q", n.ClusterName(), members["a"].ActorAddr, members["b"].ActorAddr)
 		}
+	}
+	// following reports whether each member named follows the partitions
+	// Place puts on it over them all, and leads none.
+	following := func(names ...string) func(map[string]cluster.Member) bool {
+		return func(ms map[string]cluster.Member) bool {
+			placed := cluster.Place(partitions, names, 1)
+			for _, name := range names {
+				var want []int
+				for p, rs := range placed {
+					if rs[0] == name {
+						want = append(want, p)
+					}
+				}
+				if !slices.Equal(ms[name].Followed, want) || len(ms[name].Led) != 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	for _, n := range []*testnode.Node{a, b} {
+		waitCluster(t, n, "each following the partitions placed on it", following("a", "b"))
 	}
 
 	var out struct {
@@ -69,6 +101,7 @@ func TestNodesFormACluster(t *testing.T) {
 
 	b.Stop()
 	waitCluster(t, a, "b left", func(ms map[string]cluster.Member) bool { return ms["b"].State == cluster.StateLeft })
+	waitCluster(t, a, "a following every partition", following("a"))
 	for _, sample := range []string{`persona_cluster_members{state="alive"} 1`, `persona_cluster_members{state="left"} 1`,
 		`persona_cluster_members{state="dead"} 0`, `persona_cluster_events_total{kind="leave"} 1`, `persona_cluster_events_total{kind="fail"} 0`} {
 		if m := metricsOf(t, a); !strings.Contains(m, "\n"+sample+"\n") {

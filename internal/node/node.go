@@ -54,6 +54,7 @@ type Node struct {
 	fedL      net.Listener
 	metrics   *metrics.Metrics
 	members   *cluster.Membership
+	placement *follower
 	left      bool // leaveCluster ran
 	done      chan error
 	stopOnce  sync.Once
@@ -158,11 +159,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		go n.serve(n.metricsLn, n.metricsL)
 	}
 	if n.members != nil {
-		local := n.members.Local()
-		local.Ready = true
-		if err := n.members.SetLocal(local); err != nil {
-			log.Warn("tell the cluster this node is ready", "err", err)
-		}
+		n.followPlacement()
 	}
 	log.Info("persona node started", "server_name", cfg.ServerName, "client", n.ClientAddr(),
 		"federation", n.FederationAddr(), "metrics", n.MetricsAddr(), "cluster", n.ClusterName(), "data_dir", cfg.DataDir)
@@ -192,6 +189,7 @@ func (n *Node) leaveCluster(ctx context.Context) error {
 		return nil
 	}
 	n.left = true
+	n.stopPlacement()
 	timeout := leaveTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))

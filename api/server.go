@@ -34,6 +34,7 @@ type Server struct {
 	remote  Remote  // other servers (nil: none)
 	outbox  Outbox  // the federation outbox (nil: none)
 	cluster Cluster // the cluster membership (nil: none)
+	probes  Probes  // the node's health and readiness (nil: not served)
 	limiter *limiter
 	nonces  *nonces
 	mux     *http.ServeMux
@@ -55,6 +56,8 @@ type Options struct {
 	// Cluster is the cluster membership the admin API shows; nil on a
 	// node outside a cluster.
 	Cluster Cluster
+	// Probes answers GET /health and GET /ready; nil serves neither.
+	Probes Probes
 }
 
 // New builds the API server and its routes.
@@ -64,7 +67,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{
 		cfg: o.Config, host: o.Host, media: o.Media, metrics: o.Metrics, log: o.Log,
-		secret: o.SharedSecret, remote: o.Remote, outbox: o.Outbox, cluster: o.Cluster,
+		secret: o.SharedSecret, remote: o.Remote, outbox: o.Outbox, cluster: o.Cluster, probes: o.Probes,
 		limiter: newLimiter(o.Config.Profile.RateLimit.Burst, o.Config.Profile.RateLimit.PerSecond),
 		nonces:  newNonces(),
 		mux:     http.NewServeMux(),
@@ -98,6 +101,9 @@ func (s *Server) routes() {
 	s.roomRoutes()
 	s.directoryRoutes()
 	s.pushRuleRoutes()
+	if s.probes != nil {
+		ProbeRoutes(s.mux, s.probes)
+	}
 }
 
 // ServeHTTP answers one request through the middleware: CORS, panics turned

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"runtime"
@@ -208,11 +209,14 @@ func (s *Store) drain(backlog []*pending) {
 func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	var round []*pending
 	var errs []error
+	var failed error // a transaction or the sync failed: the store's fault, not one batch's
 	wrote := false
 	write := func(ps []*pending) {
 		n := len(round)
 		round, errs = append(round, ps...), append(errs, make([]error, len(ps))...)
-		wrote = s.write(ps, errs[n:]) || wrote
+		w, err := s.write(ps, errs[n:])
+		wrote = w || wrote
+		failed = cmp.Or(failed, err)
 	}
 	start := time.Now()
 	write(urgent)
@@ -244,12 +248,16 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	written := time.Now()
 	if wrote {
 		if err := s.sync(); err != nil {
+			failed = cmp.Or(failed, err)
 			for i := range errs {
 				if errs[i] == nil {
 					errs[i] = err
 				}
 			}
 		}
+	}
+	if wrote || failed != nil {
+		s.noteRound(failed)
 	}
 	if s.opts.OnRound != nil {
 		s.opts.OnRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
@@ -299,9 +307,9 @@ func (s *Store) report(round []*pending, errs []error) {
 
 // write applies the round in as few transactions as badger allows, never
 // splitting one batch across two transactions. A batch that cannot fit one
-// transaction fails alone. It reports whether anything was written.
-func (s *Store) write(round []*pending, errs []error) bool {
-	wrote := false
+// transaction fails alone. It reports whether anything was written, and
+// the error of a transaction that failed to commit.
+func (s *Store) write(round []*pending, errs []error) (wrote bool, failed error) {
 	for i := 0; i < len(round); {
 		n, err := s.writeSome(round[i:])
 		switch {
@@ -312,13 +320,14 @@ func (s *Store) write(round []*pending, errs []error) bool {
 			for j := i; j < i+n; j++ {
 				errs[j] = err
 			}
+			failed = cmp.Or(failed, err)
 			i += n
 		default:
 			wrote = true
 			i += n
 		}
 	}
-	return wrote
+	return wrote, failed
 }
 
 // writeSome commits the longest prefix of round that fits one transaction and

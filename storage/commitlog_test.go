@@ -276,13 +276,22 @@ func TestLogStartsAnewAfterAFailedWrite(t *testing.T) {
 	if err := commit("before"); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Health(); err != nil {
+		t.Fatalf("health after a good round: %v", err)
+	}
 	failed := s.log.n
 	s.log.f.Close() // the committer is idle: its next write fails
 	if err := commit("failed"); err == nil {
 		t.Fatal("a round whose log write failed reported success")
 	}
+	if err := s.Health(); err == nil || !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("health after a failed round: %v, want the round's error", err)
+	}
 	if err := commit("after"); err != nil {
 		t.Fatalf("the round after a failed one: %v", err)
+	}
+	if err := s.Health(); err != nil {
+		t.Fatalf("health after the store went on: %v", err)
 	}
 	if ns, _ := segments(filepath.Join(dir, logDir)); len(ns) != 1 || ns[0] <= failed {
 		t.Fatalf("segments %v after starting anew from %d", ns, failed)

@@ -60,6 +60,7 @@ type Store struct {
 	valueLimit int // badger's ValueThreshold
 	stats      CommitStats
 	statsMu    sync.Mutex
+	failure    roundFailure // what Health reports of the last round
 }
 
 // CommitStats counts the committer's work since the store opened.

@@ -176,6 +176,9 @@ func TestCommitAfterClose(t *testing.T) {
 	if err := s.CommitSync(&b); !errors.Is(err, ErrClosed) {
 		t.Fatalf("commit after close: %v", err)
 	}
+	if err := s.Health(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("health after close: %v", err)
+	}
 }
 
 // heldStore is a store whose committer stops in its first round until

@@ -2,7 +2,8 @@
 // cluster.enabled the cluster membership, the Client-Server API, the
 // federation listener and the metrics listener, started in that order and
 // stopped in reverse; the node tells the cluster it is ready once all
-// have started.
+// have started, and GET /ready answers 200 from then until Stop begins
+// (health.go).
 // `persona serve` and the end-to-end tests start nodes through it.
 package node
 
@@ -21,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"persona/actors"
@@ -59,6 +61,11 @@ type Node struct {
 	done      chan error
 	stopOnce  sync.Once
 	stopErr   error
+	phase     atomic.Int32          // phaseStarting, phaseServing or phaseStopping
+	failure   atomic.Pointer[error] // the first listener that stopped on its own
+	// beforeClose, when set, runs in Stop once the node answers not
+	// ready, before it leaves the cluster and closes its listeners.
+	beforeClose func()
 }
 
 // Start opens the data directory, starts the actors and listens on the
@@ -87,6 +94,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 3)}
 	m = metrics.New(st)
+	m.Ready(n.ready)
 	n.metrics = m
 	var opts actors.Options
 	if cfg.Listen.Federation != "" {
@@ -125,7 +133,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		members = n.members
 	}
 	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret,
-		Remote: remote, Outbox: ob, Cluster: members})
+		Remote: remote, Outbox: ob, Cluster: members, Probes: n})
 
 	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {
 		n.stopCore()
@@ -152,6 +160,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
+		api.ProbeRoutes(mux, n)
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index) // the metrics listener is for operators
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
@@ -161,6 +170,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	if n.members != nil {
 		n.followPlacement()
 	}
+	n.phase.Store(phaseServing)
 	log.Info("persona node started", "server_name", cfg.ServerName, "client", n.ClientAddr(),
 		"federation", n.FederationAddr(), "metrics", n.MetricsAddr(), "cluster", n.ClusterName(), "data_dir", cfg.DataDir)
 	return n, nil
@@ -231,7 +241,7 @@ func (n *Node) startFederation(_ *metrics.Metrics) error {
 	}
 	go func() {
 		if err := n.fed.Serve(n.fedL); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.done <- err
+			n.noteFailure(err)
 		}
 	}()
 	return nil
@@ -276,7 +286,7 @@ func (f *freshConns) close() {
 
 func (n *Node) serve(s *http.Server, l net.Listener) {
 	if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		n.done <- err
+		n.noteFailure(err)
 	}
 }
 
@@ -323,12 +333,18 @@ func (n *Node) MetricsAddr() string {
 // Failed reports a listener that stopped on its own.
 func (n *Node) Failed() <-chan error { return n.done }
 
-// Stop leaves the cluster (if in one: the others then list this node as
-// left, not failed), stops accepting requests, lets those in flight finish
-// (up to ctx), then stops the actors and closes storage.
+// Stop turns the node not ready (GET /ready answers 503 "stopping", so
+// that a load balancer stops sending it traffic), leaves the cluster (if
+// in one: the others then list this node as left, not failed), stops
+// accepting requests, lets those in flight finish (up to ctx), then stops
+// the actors and closes storage.
 // Stop is idempotent.
 func (n *Node) Stop(ctx context.Context) error {
 	n.stopOnce.Do(func() {
+		n.phase.Store(phaseStopping)
+		if n.beforeClose != nil {
+			n.beforeClose()
+		}
 		if err := n.leaveCluster(ctx); err != nil {
 			n.log.Warn("leave the cluster", "err", err)
 		}

@@ -19,16 +19,18 @@ type Probes interface {
 
 // ProbeRoutes serves p on mux: GET /health (liveness) answers 200
 // {"status":"ok"} and GET /ready (readiness) 200 {"status":"ready"}, else
-// 503 {"status": ..., "reason": ...}. Neither needs a token; both are
-// served on the client listener, for a load balancer in front of it, and
-// on the metrics listener, for an operator's probes.
-func ProbeRoutes(mux *http.ServeMux, p Probes) {
-	mux.HandleFunc("GET /health", probe(p.Live, "ok"))
-	mux.HandleFunc("GET /ready", probe(p.Ready, "ready"))
+// 503 {"status": ..., "reason": ...}, the reason only with reasons (it may
+// name a file or an address: the operators' listener shows it, the
+// clients' does not). Neither needs a token; both are served on the client
+// listener, for a load balancer in front of it, and on the metrics
+// listener, for an operator's probes.
+func ProbeRoutes(mux *http.ServeMux, p Probes, reasons bool) {
+	mux.HandleFunc("GET /health", probe(p.Live, "ok", reasons))
+	mux.HandleFunc("GET /ready", probe(p.Ready, "ready", reasons))
 }
 
 // probe answers check's status: 200 with ok when it returns "", else 503.
-func probe(check func() (string, string), ok string) http.HandlerFunc {
+func probe(check func() (string, string), ok string, reasons bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		status, reason := check()
@@ -36,6 +38,10 @@ func probe(check func() (string, string), ok string) http.HandlerFunc {
 			writeJSON(w, http.StatusOK, map[string]string{"status": ok})
 			return
 		}
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status, "reason": reason})
+		out := map[string]string{"status": status}
+		if reasons {
+			out["reason"] = reason
+		}
+		writeJSON(w, http.StatusServiceUnavailable, out)
 	}
 }

@@ -102,7 +102,7 @@ func (s *Server) routes() {
 	s.directoryRoutes()
 	s.pushRuleRoutes()
 	if s.probes != nil {
-		ProbeRoutes(s.mux, s.probes)
+		ProbeRoutes(s.mux, s.probes, false)
 	}
 }
 

@@ -111,8 +111,9 @@ func TestProbesFollowTheNodesLife(t *testing.T) {
 		t.Fatalf("Stop did not probe the listeners before closing them: %+v", during)
 	}
 	for i, a := range during {
-		if a.code != http.StatusServiceUnavailable || a.status != "stopping" || a.reason == "" {
-			t.Errorf("probe %d while stopping: %+v, want 503 stopping with a reason", i, a)
+		operators := i >= 2 // the metrics listener's probes: bases[1]
+		if a.code != http.StatusServiceUnavailable || a.status != "stopping" || (a.reason != "") != operators {
+			t.Errorf("probe %d while stopping: %+v, want 503 stopping, with a reason on the metrics listener only", i, a)
 		}
 	}
 	if gauge != "persona_ready 0" {
@@ -127,13 +128,14 @@ func TestProbesFollowTheNodesLife(t *testing.T) {
 }
 
 // TestHealthFailsWithTheStore: a node whose store is closed under it
-// answers /health and /ready 503 "failing", naming storage.
+// answers /health and /ready 503 "failing", naming storage on the metrics
+// listener (and no reason on the client listener).
 func TestHealthFailsWithTheStore(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.ServerName = "persona.test"
-	cfg.Listen.Client, cfg.Listen.Metrics, cfg.Listen.Federation = "127.0.0.1:0", "", ""
+	cfg.Listen.Client, cfg.Listen.Metrics, cfg.Listen.Federation = "127.0.0.1:0", "127.0.0.1:0", ""
 	cfg.Registration.SharedSecret = "test-secret"
 	n, err := Start(cfg, nil)
 	if err != nil {
@@ -144,9 +146,12 @@ func TestHealthFailsWithTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{"/health", "/ready"} {
-		a := getProbe(t, "http://"+n.ClientAddr()+path)
+		a := getProbe(t, "http://"+n.MetricsAddr()+path)
 		if a.code != http.StatusServiceUnavailable || a.status != "failing" || !strings.Contains(a.reason, "storage") {
 			t.Errorf("%s with the store closed: %+v", path, a)
+		}
+		if a := getProbe(t, "http://"+n.ClientAddr()+path); a.code != http.StatusServiceUnavailable || a.status != "failing" || a.reason != "" {
+			t.Errorf("%s on the client listener with the store closed: %+v, want 503 failing with no reason", path, a)
 		}
 	}
 }

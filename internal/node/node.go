@@ -160,7 +160,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
-		api.ProbeRoutes(mux, n)
+		api.ProbeRoutes(mux, n, true)
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index) // the metrics listener is for operators
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

@@ -30,6 +30,8 @@ type Config struct {
 	Propagation Propagation `yaml:"propagation"`
 	// Actors tunes the per-user actor system.
 	Actors Actors `yaml:"actors"`
+	// Storage tunes how the node's database makes writes durable.
+	Storage Storage `yaml:"storage"`
 	// Cluster makes the node a member of a persona cluster.
 	Cluster Cluster `yaml:"cluster"`
 	// Log configures logging.
@@ -158,6 +160,14 @@ type Actors struct {
 	PassivateAfter time.Duration `yaml:"passivate_after"`
 }
 
+// Storage tunes how the node's database makes writes durable.
+type Storage struct {
+	// CommitPath is "log", the store's own commit log, or "raft"
+	// (experimental), a raft group whose only member is this node, its log
+	// in DataDir/raft in the commit log's place.
+	CommitPath string `yaml:"commit_path"`
+}
+
 // Cluster configures the node's membership of a persona cluster.
 type Cluster struct {
 	// Enabled makes the node join a cluster; false runs it alone.
@@ -243,6 +253,7 @@ func Default() *Config {
 			Partitions:     64,
 			PassivateAfter: 2 * time.Minute,
 		},
+		Storage: Storage{CommitPath: "log"},
 		Cluster: Cluster{
 			Enabled:           false,
 			Bind:              "127.0.0.1:7946",

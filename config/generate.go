@@ -189,6 +189,14 @@ actors:
   # reloads them from storage. Shorter saves memory, longer saves reloads.
   passivate_after: {{dur .Actors.PassivateAfter}}
 
+# How the database makes writes durable.
+storage:
+  # log: every write is synced to the store's own commit log. raft
+  # (experimental, for measuring): a raft group whose only member is this
+  # node takes the commit log's place, its log in <data_dir>/raft. Switch
+  # only on a stopped node; raft back to log needs a clean stop.
+  commit_path: {{q .Storage.CommitPath}}
+
 # Membership of a persona cluster: nodes that share the users and rooms
 # between them. The membership protocol (hashicorp/memberlist, SWIM gossip)
 # finds nodes failed within about 5 s with its LAN timings.

@@ -58,6 +58,7 @@ func (c *Config) Validate() error {
 	p.positiveDuration("propagation.resend_after", c.Propagation.ResendAfter)
 	p.between("actors.partitions", c.Actors.Partitions, 1, 65536)
 	p.positiveDuration("actors.passivate_after", c.Actors.PassivateAfter)
+	p.oneOf("storage.commit_path", c.Storage.CommitPath, "log", "raft")
 	c.Cluster.validate(&p, c.Actors.Partitions)
 	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	p.oneOf("log.format", c.Log.Format, "text", "json")

@@ -33,6 +33,8 @@ func TestValidate(t *testing.T) {
 		{"displayname", func(c *Config) { c.Profile.MaxDisplaynameChars = 0 }, "profile.max_displayname_chars:"},
 		{"resend", func(c *Config) { c.Propagation.ResendAfter = 0 }, "propagation.resend_after:"},
 		{"format", func(c *Config) { c.Log.Format = "JSON" }, "log.format:"},
+		{"commit path raft", func(c *Config) { c.Storage.CommitPath = "raft" }, ""},
+		{"commit path bad", func(c *Config) { c.Storage.CommitPath = "wal" }, "storage.commit_path:"},
 		{"federation off", func(c *Config) { c.Listen.Federation = "" }, ""},
 		{"federation any port", func(c *Config) { c.Listen.Federation = "127.0.0.1:0" }, ""},
 		{"federation no port", func(c *Config) { c.Listen.Federation = "127.0.0.1" }, "listen.federation:"},

@@ -207,6 +207,9 @@ func (s *Store) drain(backlog []*pending) {
 // once and reports. It returns the background batches left for the next
 // round.
 func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
+	if s.opts.CommitPath != nil {
+		return s.proposeRound(urgent, backlog)
+	}
 	var round []*pending
 	var errs []error
 	var failed error // a transaction or the sync failed: the store's fault, not one batch's

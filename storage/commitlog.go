@@ -80,23 +80,29 @@ func (l *commitLog) add(seq uint64, batches []*pending) {
 	l.buf = append(l.buf, make([]byte, recordHeader)...)
 	l.buf = binary.BigEndian.AppendUint64(l.buf, seq)
 	for _, p := range batches {
-		for _, o := range p.b.ops {
-			kind := byte(opSet)
-			if o.del {
-				kind = opDelete
-			}
-			l.buf = append(l.buf, kind)
-			l.buf = binary.AppendUvarint(l.buf, uint64(len(o.key)))
-			l.buf = append(l.buf, o.key...)
-			if !o.del {
-				l.buf = binary.AppendUvarint(l.buf, uint64(len(o.value)))
-				l.buf = append(l.buf, o.value...)
-			}
-		}
+		l.buf = appendOps(l.buf, p.b.ops)
 	}
 	payload := l.buf[start+recordHeader:]
 	binary.BigEndian.PutUint32(l.buf[start:], uint32(len(payload)))
 	binary.BigEndian.PutUint32(l.buf[start+4:], crc32.Checksum(payload, castagnoli))
+}
+
+// appendOps appends the encoding of ops to b.
+func appendOps(b []byte, ops []op) []byte {
+	for _, o := range ops {
+		kind := byte(opSet)
+		if o.del {
+			kind = opDelete
+		}
+		b = append(b, kind)
+		b = binary.AppendUvarint(b, uint64(len(o.key)))
+		b = append(b, o.key...)
+		if !o.del {
+			b = binary.AppendUvarint(b, uint64(len(o.value)))
+			b = append(b, o.value...)
+		}
+	}
+	return b
 }
 
 // flush writes the queued records and syncs them.
@@ -312,10 +318,13 @@ func uvarintBytes(b []byte) (field, rest []byte, err error) {
 	return b[k : k+int(n)], b[k+int(n):], nil
 }
 
-// newTxn starts badger transaction seq: it records its own number.
+// newTxn starts badger transaction seq: it records its own number, except
+// on the CommitPath, where ApplyCommitted records the applied index.
 func (s *Store) newTxn(seq uint64) *badger.Txn {
 	txn := s.db.NewTransaction(true)
-	_ = txn.Set(seqKey, []byte(Uint64(seq))) // the first write of a transaction: it fits
+	if s.opts.CommitPath == nil {
+		_ = txn.Set(seqKey, []byte(Uint64(seq))) // the first write of a transaction: it fits
+	}
 	return txn
 }
 

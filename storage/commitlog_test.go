@@ -224,8 +224,12 @@ func TestRecoveryAppliesWhatBadgerLacks(t *testing.T) {
 // log.
 func TestAcknowledgedWritesSurviveLosingBadgersLog(t *testing.T) {
 	t.Parallel()
+	testAcknowledgedWritesSurviveLosingBadgersLog(t, openPlain)
+}
+
+func testAcknowledgedWritesSurviveLosingBadgersLog(t *testing.T, opn opener) {
 	live := t.TempDir()
-	s, err := Open(live, Options{})
+	s, err := opn(t, live, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +255,7 @@ func TestAcknowledgedWritesSurviveLosingBadgersLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(lost, Options{})
+	r, err := opn(t, lost, Options{})
 	if err != nil {
 		t.Fatalf("open a copy without badger's memtable and value logs (%d files copied): %v. A power loss "+
 			"may lose those unsynced logs whole, and recovery (recoverLog, commitlog.go) needs badger to open "+

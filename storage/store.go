@@ -9,13 +9,16 @@
 // key prefix and is the only code that reads or writes it, and storage
 // never interprets an actor's keys or values. Its own key is the sequence
 // number of the last transaction written (seqKey), for the commit log's
-// recovery.
+// recovery. With Options.CommitPath (experimental) a replicated log takes
+// the commit log's place, and its own key is the index of the last record
+// of that log applied (appliedKey).
 package storage
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -61,6 +64,14 @@ type Store struct {
 	stats      CommitStats
 	statsMu    sync.Mutex
 	failure    roundFailure // what Health reports of the last round
+	// On the CommitPath: proposed numbers the committer's last round;
+	// waitID is the round it waits for, waitErrs its batches' outcomes
+	// and applyTook the time ApplyCommitted spent on it.
+	proposed  uint64
+	applyMu   sync.Mutex
+	waitID    uint64
+	waitErrs  []error
+	applyTook time.Duration
 }
 
 // CommitStats counts the committer's work since the store opened.
@@ -106,6 +117,10 @@ func Open(dir string, opts Options) (*Store, error) {
 			opts.Logger.Warn("storage: the database had lost acknowledged writes after a crash; applied them again from the commit log",
 				"transactions", applied, "last", s.seq)
 		}
+		if opts.CommitPath != nil { // the commit log, recovered, is not written to
+			s.log.f.Close()
+			s.log = nil
+		}
 	}
 	s.wg.Add(2)
 	go s.committer()
@@ -118,7 +133,8 @@ func Open(dir string, opts Options) (*Store, error) {
 const lockedDirError = "Cannot acquire directory lock"
 
 // Close stops the committer after it has committed every batch already
-// submitted, then closes badger.
+// submitted, then closes the CommitPath if it is an io.Closer, then
+// badger.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	if s.closed {
@@ -132,7 +148,11 @@ func (s *Store) Close() error {
 	if s.log != nil {
 		s.log.f.Close()
 	}
-	return s.db.Close()
+	var err error
+	if c, ok := s.opts.CommitPath.(io.Closer); ok {
+		err = c.Close()
+	}
+	return errors.Join(err, s.db.Close())
 }
 
 // Get returns a copy of the value at key, or ErrNotFound.

@@ -10,9 +10,11 @@ import (
 	"time"
 )
 
-func open(t *testing.T, dir string) *Store {
+func open(t *testing.T, dir string) *Store { return openWith(t, openPlain, dir) }
+
+func openWith(t *testing.T, opn opener, dir string) *Store {
 	t.Helper()
-	s, err := Open(dir, Options{})
+	s, err := opn(t, dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,8 +23,12 @@ func open(t *testing.T, dir string) *Store {
 
 func TestCommitSurvivesReopen(t *testing.T) {
 	t.Parallel()
+	testCommitSurvivesReopen(t, openPlain)
+}
+
+func testCommitSurvivesReopen(t *testing.T, opn opener) {
 	dir := t.TempDir()
-	s := open(t, dir)
+	s := openWith(t, opn, dir)
 	var b Batch
 	b.Set(Key("u", "@a:x", "profile"), []byte("v1"))
 	b.Set(Key("u", "@b:x", "profile"), []byte("v2"))
@@ -37,7 +43,7 @@ func TestCommitSurvivesReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = open(t, dir)
+	s = openWith(t, opn, dir)
 	defer s.Close()
 	if v, err := s.Get(Key("u", "@a:x", "profile")); err != nil || string(v) != "v1" {
 		t.Fatalf("get a = %q, %v", v, err)
@@ -64,7 +70,11 @@ func TestSecondOpenFailsClearly(t *testing.T) {
 
 func TestGroupCommitManyWriters(t *testing.T) {
 	t.Parallel()
-	s := open(t, t.TempDir())
+	testGroupCommitManyWriters(t, openPlain)
+}
+
+func testGroupCommitManyWriters(t *testing.T, opn opener) {
+	s := openWith(t, opn, t.TempDir())
 	defer s.Close()
 	const writers, each = 32, 50
 	var wg sync.WaitGroup
@@ -138,7 +148,11 @@ func TestScanOrderAndStop(t *testing.T) {
 
 func TestBatchLargerThanOneTxnStaysWhole(t *testing.T) {
 	t.Parallel()
-	s, err := Open("", Options{InMemory: true})
+	testBatchLargerThanOneTxnStaysWhole(t, openPlain)
+}
+
+func testBatchLargerThanOneTxnStaysWhole(t *testing.T, opn opener) {
+	s, err := opn(t, "", Options{InMemory: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +183,11 @@ func TestBatchLargerThanOneTxnStaysWhole(t *testing.T) {
 
 func TestCommitAfterClose(t *testing.T) {
 	t.Parallel()
-	s := open(t, t.TempDir())
+	testCommitAfterClose(t, openPlain)
+}
+
+func testCommitAfterClose(t *testing.T, opn opener) {
+	s := openWith(t, opn, t.TempDir())
 	s.Close()
 	var b Batch
 	b.Set(Key("k"), []byte("v"))
@@ -191,7 +209,7 @@ type heldStore struct {
 	rounds [][2]int
 }
 
-func openHeld(t *testing.T, opts Options) *heldStore {
+func openHeldWith(t *testing.T, opn opener, opts Options) *heldStore {
 	t.Helper()
 	h := &heldStore{gate: make(chan struct{})}
 	opts.OnRound = func(batches, ops int, _, _ time.Duration) {
@@ -203,7 +221,7 @@ func openHeld(t *testing.T, opts Options) *heldStore {
 			<-h.gate
 		}
 	}
-	s, err := Open(t.TempDir(), opts)
+	s, err := opn(t, t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +250,11 @@ func (h *heldStore) seen() [][2]int {
 // before it; those follow, in the order they were queued.
 func TestUrgentBatchSkipsTheQueue(t *testing.T) {
 	t.Parallel()
-	s := openHeld(t, Options{})
+	testUrgentBatchSkipsTheQueue(t, openPlain)
+}
+
+func testUrgentBatchSkipsTheQueue(t *testing.T, opn opener) {
+	s := openHeldWith(t, opn, Options{})
 	var order []string // done callbacks run one at a time, on the committer
 	var wg sync.WaitGroup
 	commit := func(urgent bool, name string) {
@@ -279,9 +301,13 @@ func TestUrgentBatchSkipsTheQueue(t *testing.T) {
 // client's next write waits for a short sync.
 func TestBackgroundRoundsStaySmallAfterUrgent(t *testing.T) {
 	t.Parallel()
+	testBackgroundRoundsStaySmallAfterUrgent(t, openPlain)
+}
+
+func testBackgroundRoundsStaySmallAfterUrgent(t *testing.T, opn opener) {
 	// The whole test is "just after" the urgent batch; transactions of
 	// 100 keys, not the default, show the round follows the store's own.
-	s := openHeld(t, Options{UrgentCalm: time.Hour, TxnOps: 100})
+	s := openHeldWith(t, opn, Options{UrgentCalm: time.Hour, TxnOps: 100})
 	txnOps := s.opts.TxnOps
 	var wg sync.WaitGroup
 	wg.Add(1)

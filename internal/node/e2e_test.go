@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"persona/config"
 	"persona/internal/testnode"
 )
 
@@ -106,8 +107,19 @@ func TestProfileWithMautrix(t *testing.T) {
 
 func TestProfilesSurviveRestart(t *testing.T) {
 	t.Parallel()
+	testProfilesSurviveRestart(t, nil)
+}
+
+// TestProfilesSurviveRestartOnRaft: with storage.commit_path: raft the
+// writes go through a raft group of one, and survive a restart alike.
+func TestProfilesSurviveRestartOnRaft(t *testing.T) {
+	t.Parallel()
+	testProfilesSurviveRestart(t, func(c *config.Config) { c.Storage.CommitPath = "raft" })
+}
+
+func testProfilesSurviveRestart(t *testing.T, tune func(*config.Config)) {
 	dir := t.TempDir()
-	n := testnode.Start(t, dir, nil)
+	n := testnode.Start(t, dir, tune)
 	const users = 25
 	want := map[id.UserID]string{}
 	tokens := map[id.UserID]string{}
@@ -124,7 +136,7 @@ func TestProfilesSurviveRestart(t *testing.T) {
 	}
 	n.Stop()
 
-	n = testnode.Start(t, dir, nil)
+	n = testnode.Start(t, dir, tune)
 	for u, name := range want {
 		c, _ := mautrix.NewClient(n.URL, u, tokens[u])
 		p, err := c.GetProfile(ctx, u)

@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,8 +81,8 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	var m *metrics.Metrics
-	st, err := storage.Open(filepath.Join(cfg.DataDir, "db"), storage.Options{Logger: log,
-		OnRound: func(b, o int, w, s time.Duration) { m.CommitRound(b, o, w, s) }})
+	st, err := openStore(cfg.DataDir, storage.Options{Logger: log,
+		OnRound: func(b, o int, w, s time.Duration) { m.CommitRound(b, o, w, s) }}, cfg.Storage.CommitPath == "raft", log)
 	if err != nil {
 		return nil, err
 	}

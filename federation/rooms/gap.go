@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 
@@ -106,8 +107,11 @@ func (s *Service) fetchState(ctx context.Context, origin spec.ServerName, verImp
 		if len(lack.EventIds) > maxStateFetch {
 			return fmt.Errorf("the state at %s needs %d events fetched, more than %d", at, len(lack.EventIds), maxStateFetch)
 		}
-		msg := &wire.ReceiveState{RoomId: room, Origin: string(origin), At: at, StateIds: ids.StateEventIDs,
-			Pdus: s.fetchEvents(ctx, origin, verImpl, room, lack.EventIds)}
+		pdus, err := s.fetchEvents(ctx, origin, verImpl, room, lack.EventIds)
+		if err != nil {
+			return err // nothing recorded: a later event asks again
+		}
+		msg := &wire.ReceiveState{RoomId: room, Origin: string(origin), At: at, StateIds: ids.StateEventIDs, Pdus: pdus}
 		reply, err := ask[*wire.ReceiveReply](ctx, s, actors.KindRoom, room, msg)
 		if err != nil {
 			return err
@@ -121,12 +125,17 @@ func (s *Service) fetchState(ctx context.Context, origin spec.ServerName, verImp
 
 // fetchEvents fetches events of room from origin (/event), fetchesAtOnce
 // at a time, and returns those whose signatures and content hash check,
-// in no particular order. An event that cannot be had is left out.
-func (s *Service) fetchEvents(ctx context.Context, origin spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, room string, ids []string) [][]byte {
+// in no particular order. An event origin does not give (a 4xx, or another
+// event, or one that fails its checks) is left out, and the room rejects
+// what rests on it; an event not had for a cause that may pass (no answer,
+// a 5xx, 408, 429) fails the whole fetch instead, so that nothing is
+// rejected before its time ("premature to reject", as Synapse says).
+func (s *Service) fetchEvents(ctx context.Context, origin spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, room string, ids []string) ([][]byte, error) {
 	var (
-		mu  sync.Mutex
-		out [][]byte
-		wg  sync.WaitGroup
+		mu      sync.Mutex
+		out     [][]byte
+		passing error
+		wg      sync.WaitGroup
 	)
 	slots := make(chan struct{}, fetchesAtOnce)
 	for _, id := range ids {
@@ -136,19 +145,36 @@ func (s *Service) fetchEvents(ctx context.Context, origin spec.ServerName, verIm
 			defer func() { <-slots; wg.Done() }()
 			ev, err := s.fetchEvent(ctx, origin, verImpl, id)
 			if err == nil && ev.RoomID().String() != room {
-				err = fmt.Errorf("the event is of %s", ev.RoomID())
-			}
-			if err != nil {
-				s.log.Info("event of a gap's state not had", "origin", origin, "event", id, "err", describe(err))
-				return
+				err = fmt.Errorf("%w: it is of %s", errNotGiven, ev.RoomID())
 			}
 			mu.Lock()
-			out = append(out, ev.JSON())
-			mu.Unlock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				out = append(out, ev.JSON())
+			case mayPass(err):
+				passing = cmp.Or(passing, fmt.Errorf("event %s of a gap's state: %w", id, err))
+			default:
+				s.log.Info("event of a gap's state not had", "origin", origin, "event", id, "err", describe(err))
+			}
 		}()
 	}
 	wg.Wait()
-	return out
+	return out, passing
+}
+
+// errNotGiven is a server's answer to /event that holds no such event of
+// the room: asking again gets the same.
+var errNotGiven = errors.New("no such event given")
+
+// mayPass reports whether a failure to fetch from another server may
+// pass: no answer, a 5xx, 408 or 429; not a 4xx, nor errNotGiven.
+func mayPass(err error) bool {
+	var h gomatrix.HTTPError
+	if errors.As(err, &h) {
+		return h.Code >= 500 || h.Code == http.StatusRequestTimeout || h.Code == http.StatusTooManyRequests
+	}
+	return !errors.Is(err, errNotGiven)
 }
 
 // describe is err for a log line: another server's error answer as its
@@ -175,5 +201,5 @@ func (s *Service) fetchEvent(ctx context.Context, origin spec.ServerName, verImp
 			return ev, nil
 		}
 	}
-	return nil, fmt.Errorf("%s answered no event %s", origin, id)
+	return nil, fmt.Errorf("%w: %s answered no event %s", errNotGiven, origin, id)
 }

@@ -26,14 +26,16 @@ import (
 
 // fedProxy stands between a node and the federation listener of another
 // (target): it forwards every request and notes it, but answers 503 to
-// transactions while shut (the target seems down to their sender), and 404
-// to /event of the events it withholds.
+// transactions while shut (the target seems down to their sender), 404
+// to /event of the events it withholds, and 502 to /event of a flaky event
+// as many times as it says.
 type fedProxy struct {
 	*httptest.Server
 	target   string
 	client   *http.Client
 	shut     atomic.Bool
 	withheld sync.Map // event id -> struct{}
+	flaky    sync.Map // event id -> *atomic.Int32, the 502s left
 
 	mu   sync.Mutex
 	seen []string // "METHOD path?query" of each request, in order
@@ -58,6 +60,10 @@ func (p *fedProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ev, ok := strings.CutPrefix(r.URL.Path, "/_matrix/federation/v1/event/"); ok {
+		if left, ok := p.flaky.Load(ev); ok && left.(*atomic.Int32).Add(-1) >= 0 {
+			http.Error(w, "flaky", http.StatusBadGateway)
+			return
+		}
 		if _, withheld := p.withheld.Load(ev); withheld {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusNotFound)
@@ -309,5 +315,35 @@ func TestGapWithAnEventNotToBeHad(t *testing.T) {
 	var content event.MemberEventContent
 	if err := g.alice.StateEvent(ctx, g.room, event.StateMember, string(g.bob.UserID), &content); err != nil || content.Displayname != want.Displayname {
 		t.Fatalf("A's state of bob after alice's message: %+v (%v)", content, err)
+	}
+}
+
+// A gap whose state cites an event its server fails to give for a while
+// (/event answers 502) is not filled then, and nothing is rejected for it:
+// the next event of B brings the gap again, the event is had, and A takes
+// every rename, the last one first among them.
+func TestGapWithAnEventNotHadYet(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const renames = 30
+	g := newGap(ctx, t, renames)
+	late := g.ids[4]
+	left := new(atomic.Int32)
+	left.Store(1)
+	g.toB.flaky.Store(string(late), left)
+	rejectedBefore := metric(t, g.a, "persona_federation_pdus_rejected_total", `reason="auth_event"`)
+
+	g.open(t)
+	waitFor(t, 30*time.Second, "A to ask B for the flaky event", func() bool { return left.Load() <= 0 })
+	if err := g.bob.SetDisplayName(ctx, "Bob after"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "A to take bob's rename after the gap", func() bool { return memberName(ctx, g.alice, g.room, g.bob.UserID) == "Bob after" })
+	if got := metric(t, g.a, "persona_federation_pdus_rejected_total", `reason="auth_event"`); got != rejectedBefore {
+		t.Errorf("A rejected %v events for a rejected auth event, want none", got-rejectedBefore)
+	}
+	if refused := metric(t, g.b, "persona_federation_pdus_refused_total"); refused != 0 {
+		t.Errorf("A refused %v of B's PDUs", refused)
 	}
 }

@@ -27,8 +27,9 @@ import (
 
 // txnProxy stands between a server and the federation listener of another
 // (target): it forwards every request and records each transaction it
-// carries. While holding, it forwards a transaction and keeps the answer
-// from the sender, until the sender goes away.
+// carries. A transaction that arrives while it holds is forwarded, and its
+// answer kept
+// from the sender until the sender goes away.
 type txnProxy struct {
 	*httptest.Server
 	target string
@@ -58,6 +59,10 @@ func startTxnProxy(t *testing.T, target string) *txnProxy {
 }
 
 func (p *txnProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Whether to hold is decided as the request arrives: a transaction
+	// under way when holding begins (its effect on the target visible
+	// before its answer reaches the sender) still gets its answer.
+	holding := p.hold.Load()
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return
@@ -93,7 +98,7 @@ func (p *txnProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.mu.Unlock()
 		var pdus []json.RawMessage
 		_ = json.Unmarshal(t.PDUs, &pdus)
-		if p.hold.Load() && len(pdus) > 0 { // a transaction of EDUs alone (profile updates) passes
+		if holding && len(pdus) > 0 { // a transaction of EDUs alone (profile updates) passes
 			p.held <- txn
 			<-r.Context().Done()
 			return

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -34,21 +33,11 @@ type clusterMember struct {
 // clusterMembers prints the members of a running node's cluster as that
 // node sees them, through its admin API.
 func clusterMembers(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cluster members", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "config of the node (default ./persona.yaml if present)")
-	url := fs.String("url", "", "base URL of the node (default: from listen.client)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("cluster members: unexpected argument %q", fs.Arg(0))
-	}
 	var out struct {
 		Self    string          `json:"self"`
 		Members []clusterMember `json:"members"`
 	}
-	if err := adminGet(*path, *url, "/_persona/admin/v1/cluster/members", stderr, &out); err != nil {
+	if err := adminCommand("cluster members", args, "/_persona/admin/v1/cluster/members", stderr, &out); err != nil {
 		return err
 	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)

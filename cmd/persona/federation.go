@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -33,20 +32,10 @@ type destination struct {
 // federationDestinations prints the state of each destination of a
 // running node's federation outbox, through its admin API.
 func federationDestinations(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("federation destinations", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "config of the node (default ./persona.yaml if present)")
-	url := fs.String("url", "", "base URL of the node (default: from listen.client)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("federation destinations: unexpected argument %q", fs.Arg(0))
-	}
 	var out struct {
 		Destinations []destination `json:"destinations"`
 	}
-	if err := adminGet(*path, *url, "/_persona/admin/v1/federation/destinations", stderr, &out); err != nil {
+	if err := adminCommand("federation destinations", args, "/_persona/admin/v1/federation/destinations", stderr, &out); err != nil {
 		return err
 	}
 	if len(out.Destinations) == 0 {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -339,24 +338,11 @@ func TestMemberEventsAndUpdates(t *testing.T) {
 func TestQueryTimesOutAndCloseEndsQueries(t *testing.T) {
 	t.Parallel()
 	a := testnode.Start(t, "", byAddress(t))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() { // reads what it is sent until the client hangs up, answers nothing
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
-		}
-	}()
-	silent := "@mute:" + l.Addr().String()
+	mute := testnode.SilentServer(t)
+	silent := "@mute:" + mute
 
 	f := newCache(t, a, profiles.Options{RequestTimeout: 200 * time.Millisecond})
-	_, err = f.cache.Lookup(context.Background(), silent)
+	_, err := f.cache.Lookup(context.Background(), silent)
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, profiles.ErrNoAnswer) {
 		t.Fatalf("lookup at a server that never answers: %v", err)
 	}
@@ -380,5 +366,4 @@ func TestQueryTimesOutAndCloseEndsQueries(t *testing.T) {
 	if _, err := g.cache.Lookup(context.Background(), silent); !errors.Is(err, profiles.ErrClosed) {
 		t.Fatalf("a lookup after Close: %v", err)
 	}
-	_ = l.Close()
 }

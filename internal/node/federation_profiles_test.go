@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -492,21 +490,8 @@ func TestProfileChangesReachSharingServersAsEDUs(t *testing.T) {
 func TestRemoteProfileTimeoutIs504(t *testing.T) {
 	t.Parallel()
 	a := testnode.Start(t, "", byAddress(t))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() { // reads what it is sent until the client hangs up, answers nothing
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
-		}
-	}()
+	mute := testnode.SilentServer(t)
 	alice := a.Register("alice")
-	_, err = profileOf(alice, id.UserID("@mute:"+l.Addr().String()))
+	_, err := profileOf(alice, id.UserID("@mute:"+mute))
 	wantError(t, "a user of a server that never answers", err, http.StatusGatewayTimeout, "M_UNKNOWN")
 }

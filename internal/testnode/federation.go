@@ -193,3 +193,25 @@ func (tip *Tip) Build(t testing.TB, id fclient.SigningIdentity, sender, typ stri
 	}
 	return ev
 }
+
+// SilentServer listens on a loopback port that takes connections, reads
+// what it is sent and never answers, until the test ends; it returns the
+// port's address, a server name that needs no discovery.
+func SilentServer(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
+		}
+	}()
+	return l.Addr().String()
+}

@@ -4,7 +4,7 @@ BIN         := bin/persona
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 
-.PHONY: build run test lint unit dendrite complement bench generate clean
+.PHONY: build run cluster test lint unit dendrite complement bench generate clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/persona
@@ -14,6 +14,11 @@ build:
 run: build
 	@[ -f persona.yaml ] || { ./$(BIN) generate-config > persona.yaml && echo "wrote persona.yaml"; }
 	./$(BIN) serve --config persona.yaml
+
+# Starts a cluster of three nodes on loopback (clients on 127.0.0.1:8008,
+# 8018 and 8028), its config and data in ./cluster-data; Ctrl-C stops it.
+cluster: build
+	deploy/local-cluster.sh
 
 # Every test: the linters, the Go tests with the race detector, then
 # Complement (the Matrix conformance suite in ../shared/complement) against

@@ -57,6 +57,10 @@ type Federation struct {
 	TLSCert string `yaml:"tls_cert"`
 	// TLSKey is the PEM private key of TLSCert.
 	TLSKey string `yaml:"tls_key"`
+	// SigningKeyFile is the file holding the server's ed25519 signing key,
+	// made on first start when missing; "" means signing.key in DataDir.
+	// The nodes of a cluster are one server: they name one file, or copies.
+	SigningKeyFile string `yaml:"signing_key_file"`
 	// WellKnownServer, when set, is the "m.server" that
 	// /.well-known/matrix/server answers on the client listener.
 	WellKnownServer string `yaml:"well_known_server"`

@@ -62,10 +62,13 @@ listen:
   federation: {{q .Listen.Federation}}
 
 # Federation with other Matrix servers: this server's TLS certificate, where
-# peers' keys come from and how peers are reached. The signing key is made on
-# first start and kept in <data_dir>/signing.key; losing it makes peers
-# distrust events this server signed before.
+# peers' keys come from and how peers are reached.
 federation:
+  # File of the server's signing key, made on first start when missing; ""
+  # keeps it in <data_dir>/signing.key. Losing it makes peers distrust events
+  # this server signed before. The nodes of a cluster are one server and sign
+  # with one key: give them one file (on shared storage) or copies of it.
+  signing_key_file: {{q .Federation.SigningKeyFile}}
   # File of the federation listener's PEM certificate, with its chain. Left ""
   # with tls_key, a self-signed certificate is made on first start and kept in
   # <data_dir>/tls.crt and tls.key: peers that verify certificates refuse it,

@@ -17,23 +17,27 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
-// signingKeyFile is the file in the data directory holding the signing key.
+// signingKeyFile is the file in the data directory holding the signing key
+// unless federation.signing_key_file names another.
 const signingKeyFile = "signing.key"
 
 // pemKeyType is the PEM block type of Dendrite's matrix_key.pem.
 const pemKeyType = "MATRIX PRIVATE KEY"
 
-// loadIdentity reads the signing key in dir, or makes one and writes it
-// there (mode 0600) when there is none.
-func loadIdentity(dir string, name spec.ServerName) (*fclient.SigningIdentity, error) {
-	path := filepath.Join(dir, signingKeyFile)
+// loadIdentity reads the signing key in the file path, or makes one and
+// writes it there (mode 0600) when there is none.
+func loadIdentity(path string, name spec.ServerName) (*fclient.SigningIdentity, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		id, key := newSigningKey()
-		if err := writeFileAtomic(path, formatSigningKey(id, key)); err != nil {
+		err = createFileAtomic(path, formatSigningKey(id, key))
+		if err == nil {
+			return &fclient.SigningIdentity{ServerName: name, KeyID: id, PrivateKey: key}, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("write signing key: %w", err)
 		}
-		return &fclient.SigningIdentity{ServerName: name, KeyID: id, PrivateKey: key}, nil
+		data, err = os.ReadFile(path) // another node sharing the file made it first
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read signing key: %w", err)
@@ -95,25 +99,47 @@ func parseSigningKey(data []byte) (gomatrixserverlib.KeyID, ed25519.PrivateKey, 
 // renamed over it once synced, so a crash leaves the old file or the new
 // one, never a part.
 func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	tmp, err := writeTemp(path, data)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name()) // fails once renamed
-	if err := f.Chmod(0o600); err != nil {
-		_ = f.Close()
+	defer os.Remove(tmp) // fails once renamed
+	return os.Rename(tmp, path)
+}
+
+// createFileAtomic writes data to path as writeFileAtomic does, unless
+// path exists: then it leaves the file as it is and returns an error
+// matching os.ErrExist. Of processes sharing path that start together,
+// one writes it and the others read what it wrote.
+func createFileAtomic(path string, data []byte) error {
+	tmp, err := writeTemp(path, data)
+	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
+	defer os.Remove(tmp)
+	return os.Link(tmp, path)
+}
+
+// writeTemp writes data (mode 0600) to a new synced file beside path and
+// returns its name.
+func writeTemp(path string, data []byte) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return "", err
 	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.Write(data)
 	}
-	if err := f.Close(); err != nil {
-		return err
+	if err == nil {
+		err = f.Sync()
 	}
-	return os.Rename(f.Name(), path)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }

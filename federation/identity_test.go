@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 )
 
 // TestSigningKeyMadeOnceAndKept: the first load makes a key and writes it
@@ -21,14 +23,14 @@ import (
 func TestSigningKeyMadeOnceAndKept(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	first, err := loadIdentity(dir, "a.test")
+	path := filepath.Join(dir, signingKeyFile)
+	first, err := loadIdentity(path, "a.test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(string(first.KeyID), "ed25519:") || len(first.KeyID) <= len("ed25519:") {
 		t.Fatalf("key ID %q", first.KeyID)
 	}
-	path := filepath.Join(dir, signingKeyFile)
 	info, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +43,7 @@ func TestSigningKeyMadeOnceAndKept(t *testing.T) {
 	if len(f) != 3 || f[0] != "ed25519" || "ed25519:"+f[1] != string(first.KeyID) {
 		t.Fatalf("file %q is not in Synapse's format for %s", data, first.KeyID)
 	}
-	again, err := loadIdentity(dir, "a.test")
+	again, err := loadIdentity(path, "a.test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +53,37 @@ func TestSigningKeyMadeOnceAndKept(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("data dir holds %d files, want the key alone", len(entries))
+	}
+}
+
+// TestNodesSharingAKeyFileAgree: nodes of one cluster that name one
+// signing key file and start together end with one key, the file's.
+func TestNodesSharingAKeyFileAgree(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "shared.key")
+	const nodes = 8
+	ids := make([]*fclient.SigningIdentity, nodes)
+	errs := make([]error, nodes)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Go(func() { ids[i], errs[i] = loadIdentity(path, "a.test") })
+	}
+	wg.Wait()
+	onDisk, err := loadIdentity(path, "a.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range nodes {
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i, errs[i])
+		}
+		if ids[i].KeyID != onDisk.KeyID || !ids[i].PrivateKey.Equal(onDisk.PrivateKey) {
+			t.Fatalf("node %d signs with %s, the file holds %s", i, ids[i].KeyID, onDisk.KeyID)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Fatalf("the directory holds %d files, want the key alone", len(entries))
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -42,10 +43,14 @@ type Options struct {
 	// ServerName is this server's name; it signs as it and accepts requests
 	// addressed to it.
 	ServerName string
-	// DataDir holds the signing key (signing.key) and, unless TLSCert is
+	// DataDir holds the signing key (signing.key, unless SigningKeyFile
+	// names another file) and, unless TLSCert is
 	// set, the self-signed certificate (tls.crt, tls.key); both are made on
 	// first start.
 	DataDir string
+	// SigningKeyFile is the signing key's file; "" means signing.key in
+	// DataDir.
+	SigningKeyFile string
 	// TLSCert and TLSKey are PEM files of the listener's certificate and
 	// key; "" for both uses the self-signed one.
 	TLSCert, TLSKey string
@@ -85,7 +90,7 @@ func OptionsFrom(cfg *config.Config) Options {
 	f := cfg.Federation
 	return Options{
 		ServerName: cfg.ServerName, DataDir: cfg.DataDir,
-		TLSCert: f.TLSCert, TLSKey: f.TLSKey, KeyValidity: f.KeyValidity,
+		SigningKeyFile: f.SigningKeyFile, TLSCert: f.TLSCert, TLSKey: f.TLSKey, KeyValidity: f.KeyValidity,
 		Notaries: f.TrustedKeyServers, Destinations: f.Destinations, InsecureSkipVerify: f.InsecureSkipVerify,
 	}
 }
@@ -169,8 +174,8 @@ type Server struct {
 	handler http.Handler
 }
 
-// New loads (or makes, on first start) the signing key and certificate in
-// o.DataDir and builds the server's routes, key ring and client. It does
+// New loads (or makes, on first start) the signing key and certificate
+// and builds the server's routes, key ring and client. It does
 // not listen: see Serve.
 func New(o Options) (*Server, error) {
 	o = o.withDefaults()
@@ -178,7 +183,11 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("federation: %w", err)
 	}
 	name := spec.ServerName(o.ServerName)
-	id, err := loadIdentity(o.DataDir, name)
+	keyFile := o.SigningKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(o.DataDir, signingKeyFile)
+	}
+	id, err := loadIdentity(keyFile, name)
 	if err != nil {
 		return nil, fmt.Errorf("federation: %w", err)
 	}

@@ -37,6 +37,10 @@ var allowed = map[string][]string{
 	// The cache of other servers' users' profiles.
 	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},
 
+	// Test support: histories of profile operations, checked for
+	// linearizability (porcupine).
+	"persona/internal/lincheck": {},
+
 	// Test support: hosts of their own (network namespaces) for child processes.
 	"persona/internal/netns": {},
 

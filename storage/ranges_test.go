@@ -1,0 +1,143 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"testing"
+)
+
+// contents returns every key under prefix with its value.
+func contents(t *testing.T, s *Store, prefix []byte) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	if err := s.Scan(prefix, nil, func(k, v []byte) error { got[string(k)] = string(v); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestImportRangeReplacesTheRangeAlone: a range exported from one store
+// and imported into another replaces what the other held under the
+// prefix, keys it lacked included, leaves every key outside the prefix as
+// it was, applies done, and is all still there after a reopen.
+func TestImportRangeReplacesTheRangeAlone(t *testing.T) {
+	t.Parallel()
+	prefix := []byte("p/0001/")
+	src := open(t, t.TempDir())
+	b := &Batch{}
+	for i := range 500 {
+		b.Set(fmt.Appendf(nil, "p/0001/u/%04d", i), bytes.Repeat([]byte{byte(i)}, i%64))
+	}
+	b.Set([]byte("p/0002/u/x"), []byte("another range"))
+	b.Delete([]byte("p/0001/u/0007"))
+	if err := src.CommitSync(b); err != nil {
+		t.Fatal(err)
+	}
+	want := contents(t, src, prefix)
+	data, err := src.ExportRange(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	dst := open(t, dir)
+	old := &Batch{}
+	old.Set([]byte("p/0001/u/stale"), []byte("gone after the import"))
+	old.Set([]byte("p/0001/u/0001"), []byte("overwritten"))
+	old.Set([]byte("p/0000/u/y"), []byte("kept"))
+	old.Set([]byte("p/0001"), []byte("kept: not under the prefix"))
+	if err := dst.CommitSync(old); err != nil {
+		t.Fatal(err)
+	}
+	done := &Batch{}
+	done.Set([]byte("\xffapplied/1"), []byte("42"))
+	if err := dst.ImportRange(prefix, data, done); err != nil {
+		t.Fatal(err)
+	}
+	check := func(s *Store) {
+		t.Helper()
+		if got := contents(t, s, prefix); !maps.Equal(got, want) {
+			t.Fatalf("the range holds %d keys, want the %d exported", len(got), len(want))
+		}
+		for k, v := range map[string]string{"p/0000/u/y": "kept", "p/0001": "kept: not under the prefix", "\xffapplied/1": "42"} {
+			if got, err := s.Get([]byte(k)); err != nil || string(got) != v {
+				t.Fatalf("%q = %q, %v; want %q", k, got, err, v)
+			}
+		}
+		if unfinished, err := s.ImportUnfinished(prefix); err != nil || unfinished {
+			t.Fatalf("ImportUnfinished = %v, %v after a finished import", unfinished, err)
+		}
+	}
+	check(dst)
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(open(t, dir))
+}
+
+// TestImportRangeCutShortIsReported: an import that began and did not
+// finish is reported until an import of the range completes.
+func TestImportRangeCutShortIsReported(t *testing.T) {
+	t.Parallel()
+	prefix := []byte("p/0003/")
+	dir := t.TempDir()
+	s := open(t, dir)
+	began := &Batch{}
+	began.Set(append(bytes.Clone(importingPrefix), prefix...), nil) // what a crash after the mark leaves
+	began.Set([]byte("p/0003/half"), []byte("written before the crash"))
+	if err := s.CommitSync(began); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	if unfinished, err := s.ImportUnfinished(prefix); err != nil || !unfinished {
+		t.Fatalf("ImportUnfinished = %v, %v; want true", unfinished, err)
+	}
+	if unfinished, _ := s.ImportUnfinished([]byte("p/0004/")); unfinished {
+		t.Fatal("another range reported unfinished")
+	}
+	if err := s.ImportRange(prefix, nil, &Batch{}); err != nil {
+		t.Fatal(err)
+	}
+	if unfinished, err := s.ImportUnfinished(prefix); err != nil || unfinished {
+		t.Fatalf("ImportUnfinished = %v, %v after the import completed", unfinished, err)
+	}
+	if got := contents(t, s, prefix); len(got) != 0 {
+		t.Fatalf("an empty import left %v", got)
+	}
+}
+
+// TestImportRangeRefusesKeysOutsideIt: an export holding a key outside
+// the prefix, or a done batch writing inside it, is refused and changes
+// nothing.
+func TestImportRangeRefusesKeysOutsideIt(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir())
+	b := &Batch{}
+	b.Set([]byte("p/0005/a"), []byte("1"))
+	b.Set([]byte("p/0006/b"), []byte("2"))
+	if err := s.CommitSync(b); err != nil {
+		t.Fatal(err)
+	}
+	wide, err := s.ExportRange([]byte("p/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ImportRange([]byte("p/0005/"), wide, &Batch{}); err == nil {
+		t.Fatal("an export with another range's key was imported")
+	}
+	inside := &Batch{}
+	inside.Set([]byte("p/0005/applied"), []byte("1"))
+	if err := s.ImportRange([]byte("p/0005/"), nil, inside); err == nil {
+		t.Fatal("a done batch writing inside the range was taken")
+	}
+	if err := s.ImportRange([]byte("p/0005/"), []byte{0x05, 'p'}, &Batch{}); err == nil {
+		t.Fatal("a truncated export was imported")
+	}
+	if got := contents(t, s, []byte("p/")); len(got) != 2 {
+		t.Fatalf("refused imports changed the store: %v", got)
+	}
+}

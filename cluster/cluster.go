@@ -263,17 +263,24 @@ func Start(o Options) (*Membership, error) {
 	return m, nil
 }
 
-// withActorHost returns m with the host of its ActorAddr set to host when
-// it is empty or unspecified.
+// withActorHost returns m with the host of its ActorAddr and RaftAddr set
+// to host where it is empty or unspecified.
 func withActorHost(m Meta, host string) Meta {
-	h, port, err := net.SplitHostPort(m.ActorAddr)
+	m.ActorAddr, m.RaftAddr = withHost(m.ActorAddr, host), withHost(m.RaftAddr, host)
+	return m
+}
+
+// withHost returns addr with its host set to host when it is empty or
+// unspecified.
+func withHost(addr, host string) string {
+	h, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return m
+		return addr
 	}
 	if ip, err := netip.ParseAddr(h); h == "" || err == nil && ip.IsUnspecified() {
-		m.ActorAddr = net.JoinHostPort(host, port)
+		return net.JoinHostPort(host, port)
 	}
-	return m
+	return addr
 }
 
 // Name returns the node's name in the cluster.

@@ -15,6 +15,9 @@ type Meta struct {
 	// ActorAddr is the host:port of the node's actor system (protoactor
 	// remote), where the partitions it leads are reached.
 	ActorAddr string
+	// RaftAddr is the host:port where the node takes the replication
+	// traffic of the partitions it holds; "" for none.
+	RaftAddr string
 	// Ready reports that the node serves: it has started, and leads or
 	// follows the partitions it claims.
 	Ready bool
@@ -26,9 +29,9 @@ type Meta struct {
 }
 
 // metaVersion is the version of the encoding encodeMeta writes. A later
-// version appends its fields after those of version 1, so a reader of
-// version 1 reads any later one.
-const metaVersion = 1
+// version appends its fields after those of the one before, so a reader of
+// version 1 reads any later one; version 2 added RaftAddr.
+const metaVersion = 2
 
 // The flag bits: Meta.Ready, and the node leaving the cluster (set by
 // Leave, so that the others tell its leave from a failure: memberlist
@@ -44,7 +47,8 @@ const (
 //	version (1 byte), flags (1 byte: bit 0 ready, bit 1 leaving),
 //	partitions (uvarint), len(ActorAddr) (uvarint), ActorAddr,
 //	led bitmap, followed bitmap (each ceil(partitions/8) bytes;
-//	partition p is bit p%8 of byte p/8)
+//	partition p is bit p%8 of byte p/8),
+//	since version 2: len(RaftAddr) (uvarint), RaftAddr
 //
 // It fails when a partition is out of range or both led and followed, or
 // when the encoding exceeds memberlist.MetaMaxSize.
@@ -65,7 +69,7 @@ func encodeMeta(m Meta, partitions int, leaving bool) ([]byte, error) {
 			return nil, fmt.Errorf("cluster: partition %d is both led and followed", i*8+lowestBit(both))
 		}
 	}
-	b := make([]byte, 0, 2+2*binary.MaxVarintLen64+len(m.ActorAddr)+len(led)+len(followed))
+	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(m.ActorAddr)+len(led)+len(followed)+len(m.RaftAddr))
 	var flags byte
 	if m.Ready {
 		flags |= metaReady
@@ -79,9 +83,11 @@ func encodeMeta(m Meta, partitions int, leaving bool) ([]byte, error) {
 	b = append(b, m.ActorAddr...)
 	b = append(b, led...)
 	b = append(b, followed...)
+	b = binary.AppendUvarint(b, uint64(len(m.RaftAddr)))
+	b = append(b, m.RaftAddr...)
 	if len(b) > memberlist.MetaMaxSize {
-		return nil, fmt.Errorf("cluster: node metadata of %d bytes exceeds memberlist's %d (%d partitions, actor address %q)",
-			len(b), memberlist.MetaMaxSize, partitions, m.ActorAddr)
+		return nil, fmt.Errorf("cluster: node metadata of %d bytes exceeds memberlist's %d (%d partitions, actor address %q, raft address %q)",
+			len(b), memberlist.MetaMaxSize, partitions, m.ActorAddr, m.RaftAddr)
 	}
 	return b, nil
 }
@@ -121,6 +127,14 @@ func decodeMeta(b []byte) (decoded, error) {
 	d.partitions = int(partitions)
 	d.Led = members(rest[:size], d.partitions)
 	d.Followed = members(rest[size:2*size], d.partitions)
+	if b[0] >= 2 {
+		rest = rest[2*size:]
+		raftLen, n := binary.Uvarint(rest)
+		if n <= 0 || raftLen > uint64(len(rest)-n) {
+			return decoded{}, errMeta
+		}
+		d.RaftAddr = string(rest[n : n+int(raftLen)])
+	}
 	return d, nil
 }
 

@@ -18,6 +18,7 @@ func TestMetaRoundTrip(t *testing.T) {
 		partitions := rapid.IntRange(1, 1024).Draw(t, "partitions")
 		in := Meta{
 			ActorAddr: rapid.StringMatching(`[a-z0-9.:\[\]]{0,60}`).Draw(t, "actor"),
+			RaftAddr:  rapid.StringMatching(`[a-z0-9.:\[\]]{0,60}`).Draw(t, "raft"),
 			Ready:     rapid.Bool().Draw(t, "ready"),
 		}
 		for p := range partitions {
@@ -40,8 +41,8 @@ func TestMetaRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		if out.partitions != partitions || out.leaving != leaving || out.ActorAddr != in.ActorAddr || out.Ready != in.Ready ||
-			!slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
+		if out.partitions != partitions || out.leaving != leaving || out.ActorAddr != in.ActorAddr || out.RaftAddr != in.RaftAddr ||
+			out.Ready != in.Ready || !slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
 			t.Fatalf("decode(encode(%+v, %d, %v)) = %+v", in, partitions, leaving, out)
 		}
 	})
@@ -70,21 +71,26 @@ func TestMetaDefaultSize(t *testing.T) {
 	}
 }
 
-// TestMetaLaterVersion reads metadata of a later version, which appends
-// fields after version 1's.
-func TestMetaLaterVersion(t *testing.T) {
+// TestMetaOtherVersions reads metadata of a later version, which appends
+// fields after this one's, and of version 1, which has no raft address.
+func TestMetaOtherVersions(t *testing.T) {
 	t.Parallel()
-	in := Meta{ActorAddr: "10.0.0.1:8090", Ready: true, Led: []int{1, 5}, Followed: []int{0, 7}}
+	in := Meta{ActorAddr: "10.0.0.1:8090", RaftAddr: "10.0.0.1:8190", Ready: true, Led: []int{1, 5}, Followed: []int{0, 7}}
 	b, err := encodeMeta(in, 8, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[0] = 2
-	b = append(b, 0xde, 0xad, 0xbe, 0xef)
-	out, err := decodeMeta(b)
-	if err != nil || out.partitions != 8 || !out.leaving || out.ActorAddr != in.ActorAddr || !out.Ready ||
+	later := append([]byte{metaVersion + 1}, b[1:]...)
+	later = append(later, 0xde, 0xad, 0xbe, 0xef)
+	out, err := decodeMeta(later)
+	if err != nil || out.partitions != 8 || !out.leaving || out.ActorAddr != in.ActorAddr || out.RaftAddr != in.RaftAddr || !out.Ready ||
 		!slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
-		t.Fatalf("version 2 with more fields: %+v, %v", out, err)
+		t.Fatalf("a later version with more fields: %+v, %v", out, err)
+	}
+	v1 := append([]byte{1}, b[1:len(b)-1-len(in.RaftAddr)]...)
+	out, err = decodeMeta(v1)
+	if err != nil || out.ActorAddr != in.ActorAddr || out.RaftAddr != "" || !slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
+		t.Fatalf("version 1: %+v, %v", out, err)
 	}
 }
 

@@ -36,6 +36,9 @@ func (c *Cluster) validate(p *problems, actorPartitions int) {
 	if err := checkHostPort(c.ActorBind); err != nil {
 		p.add("cluster.actor_bind", "%v (got %q)", err, c.ActorBind)
 	}
+	if err := checkHostPort(c.RaftBind); err != nil {
+		p.add("cluster.raft_bind", "%v (got %q)", err, c.RaftBind)
+	}
 	for i, seed := range c.Join {
 		if err := checkSeed(seed); err != nil {
 			p.add(fmt.Sprintf("cluster.join[%d]", i), "%v (got %q)", err, seed)

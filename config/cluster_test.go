@@ -20,6 +20,7 @@ func TestParseCluster(t *testing.T) {
   bind: 0.0.0.0:7946
   advertise: 10.0.0.1:7946
   actor_bind: 0.0.0.0:8090
+  raft_bind: 0.0.0.0:8190
   join: ["10.0.0.2:7946", "persona-3.internal:7946"]
   replication_factor: 5
   partitions: 64
@@ -36,6 +37,7 @@ func TestParseCluster(t *testing.T) {
 		Bind:              "0.0.0.0:7946",
 		Advertise:         "10.0.0.1:7946",
 		ActorBind:         "0.0.0.0:8090",
+		RaftBind:          "0.0.0.0:8190",
 		Join:              []string{"10.0.0.2:7946", "persona-3.internal:7946"},
 		ReplicationFactor: 5,
 		Partitions:        64,
@@ -95,6 +97,7 @@ func TestValidateCluster(t *testing.T) {
 		{"advertise port 0", func(c *Cluster) { c.Advertise = "10.0.0.1:0" }, "cluster.advertise: port must be a number 1-65535"},
 		{"advertise name", func(c *Cluster) { c.Advertise = "node1:7946" }, "cluster.advertise: the host must be an IP address"},
 		{"actor bind", func(c *Cluster) { c.ActorBind = "8090" }, "cluster.actor_bind:"},
+		{"raft bind", func(c *Cluster) { c.RaftBind = "" }, "cluster.raft_bind:"},
 		{"seeds", func(c *Cluster) { c.Join = []string{"10.0.0.2:7946", "node3.example:7946", "[fd00::3]:7946"} }, ""},
 		{"seed without port", func(c *Cluster) { c.Join = []string{"10.0.0.2:7946", "10.0.0.3"} }, "cluster.join[1]: must be host:port"},
 		{"seed port 0", func(c *Cluster) { c.Join = []string{"10.0.0.2:0"} }, "cluster.join[0]: port"},

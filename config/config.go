@@ -186,6 +186,10 @@ type Cluster struct {
 	// ActorBind is the host:port of the node's actor system (protoactor
 	// remote); the others learn it through the membership.
 	ActorBind string `yaml:"actor_bind"`
+	// RaftBind is the host:port where the node takes the replication
+	// traffic of the partitions it holds (raft); the others learn it
+	// through the membership.
+	RaftBind string `yaml:"raft_bind"`
 	// Join lists the host:port (their Bind or Advertise) of nodes to join;
 	// empty starts a new cluster.
 	Join []string `yaml:"join"`
@@ -262,6 +266,7 @@ func Default() *Config {
 			Enabled:           false,
 			Bind:              "127.0.0.1:7946",
 			ActorBind:         "127.0.0.1:8090",
+			RaftBind:          "127.0.0.1:8190",
 			Join:              []string{},
 			ReplicationFactor: 3,
 			Partitions:        64,

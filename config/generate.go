@@ -222,6 +222,10 @@ cluster:
   # messages of the partitions it leads; gossiped to them. A host 0.0.0.0
   # or "" is told to the others as the advertised address.
   actor_bind: {{q .Cluster.ActorBind}}
+  # host:port where this node takes the replication traffic (raft) of the
+  # partitions it holds a copy of; gossiped to the others. A host 0.0.0.0 or
+  # "" is told to the others as the advertised address.
+  raft_bind: {{q .Cluster.RaftBind}}
   # host:port (bind or advertise) of nodes to join at start: any one that
   # answers is enough, so list several. Empty starts a new cluster. Nodes
   # not answering are tried again every 5 s while this node is alone.

@@ -7,7 +7,7 @@
 # with a registration secret of its own), and takes its addresses from
 # PERSONA_* variables: node i serves clients on 127.0.0.1:8008+10i, metrics
 # on 9108+10i, federation on 8448+10i, gossips on 7946+i and reaches actors
-# on 8090+i, with its data in DIR/node<i>. The nodes are one server: one
+# on 8090+i, replicates on 8190+i, with its data in DIR/node<i>. The nodes are one server: one
 # server name and one signing key file (DIR/signing.key).
 set -eu
 
@@ -52,6 +52,7 @@ while [ "$i" -lt "$nodes" ]; do
 	PERSONA_CLUSTER_NODE_NAME="node$i" \
 	PERSONA_CLUSTER_BIND="127.0.0.1:$((7946 + i))" \
 	PERSONA_CLUSTER_ACTOR_BIND="127.0.0.1:$((8090 + i))" \
+	PERSONA_CLUSTER_RAFT_BIND="127.0.0.1:$((8190 + i))" \
 	PERSONA_CLUSTER_JOIN="$join" \
 		"$bin" serve --config "$cfg" >"$dir/node$i.log" 2>&1 &
 	pids="$pids $!"

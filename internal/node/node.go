@@ -183,7 +183,7 @@ func (n *Node) startCluster() error {
 		return fmt.Errorf("cluster.gossip_key_file: %w", err)
 	}
 	n.members, err = cluster.Start(cluster.Options{Name: c.NodeName, Bind: c.Bind, Advertise: c.Advertise, Join: c.Join,
-		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind}, Keys: keys, Metrics: n.metrics, Log: n.log})
+		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: c.RaftBind}, Keys: keys, Metrics: n.metrics, Log: n.log})
 	return err
 }
 

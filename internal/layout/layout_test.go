@@ -33,6 +33,8 @@ var allowed = map[string][]string{
 	"persona/cluster": {"metrics"},
 	// The replication driver: etcd raft over groups, no persona package.
 	"persona/cluster/raft": {},
+	// The controller keeping each partition's group where placement wants it.
+	"persona/cluster/replicas": {"cluster", "cluster/raft"},
 
 	// The cache of other servers' users' profiles.
 	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},

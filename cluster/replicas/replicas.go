@@ -38,11 +38,12 @@ import (
 // node, never 0.
 func NodeID(name string) uint64 { return cmp.Or(xxhash.Sum64String(name), 1) }
 
-// Group is the raft group of partition p; group 0 is none.
-func Group(p int) uint64 { return uint64(p) + 1 }
+// Group is the raft group of partition p. Group 0 is none, and group 1
+// the node's own keys, which no other node holds.
+func Group(p int) uint64 { return uint64(p) + 2 }
 
 // Partition is the partition of group g (Group's inverse).
-func Partition(g uint64) int { return int(g) - 1 }
+func Partition(g uint64) int { return int(g) - 2 }
 
 // Options configure a Controller. Partitions, ReplicationFactor and
 // BootstrapExpect must be set.

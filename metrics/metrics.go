@@ -161,10 +161,12 @@ func (m *Metrics) ProfileWrite(field, op string) {
 	m.profileWrites.WithLabelValues(field, op).Inc()
 }
 
-// Activated counts an actor brought into memory.
+// Activated counts an actor brought into memory; the passivations of its
+// kind are exported from then on, at 0 until one is stopped.
 func (m *Metrics) Activated(kind string) {
 	m.activations.WithLabelValues(kind).Inc()
 	m.actorsActive.WithLabelValues(kind).Inc()
+	m.passivations.WithLabelValues(kind)
 }
 
 // Passivated counts an actor stopped (idle, or at shutdown).

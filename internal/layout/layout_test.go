@@ -46,6 +46,9 @@ var allowed = map[string][]string{
 	// Test support: hosts of their own (network namespaces) for child processes.
 	"persona/internal/netns": {},
 
+	// The operators' dashboard and Prometheus rules; only its tests have code.
+	"persona/deploy": {},
+
 	// Test support: a real Dendrite peer, built by its own command.
 	"persona/internal/dendrite":            {},
 	"persona/internal/dendrite/cmd/ensure": {"internal/dendrite"},

@@ -32,6 +32,7 @@ import (
 
 	"persona/cluster"
 	"persona/cluster/raft"
+	"persona/metrics"
 )
 
 // NodeID is the raft replica id of the node named name: the same on every
@@ -71,6 +72,9 @@ type Options struct {
 	// after the driver forgot it, to delete the group's state; nil keeps
 	// it.
 	Drop func(group uint64) error
+	// Metrics receives the partitions led and followed, leader changes
+	// and replica changes; nil disables them.
+	Metrics *metrics.Metrics
 	// Log receives what the controller does; nil discards it.
 	Log *slog.Logger
 }
@@ -84,8 +88,9 @@ type Controller struct {
 	wake     chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
-	mu       sync.Mutex // guards draining, founded, gossiped and removed
-	removed  []uint64   // groups the driver forgot, their state not yet dropped
+	mu       sync.Mutex        // guards draining, founded, gossiped and removed
+	removed  []uint64          // groups the driver forgot, their state not yet dropped
+	leaders  map[uint64]uint64 // the leader last known of each group
 	draining bool
 	founded  bool
 	gossiped [2][]int             // led and followed, as last gossiped
@@ -101,7 +106,7 @@ func Start(d *raft.Driver, m *cluster.Membership, o Options) *Controller {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	c := &Controller{opts: o, d: d, m: m, self: NodeID(m.Name()), wake: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{}), moved: map[uint64]time.Time{}}
+		stop: make(chan struct{}), done: make(chan struct{}), moved: map[uint64]time.Time{}, leaders: map[uint64]uint64{}}
 	go c.run()
 	return c
 }
@@ -111,11 +116,16 @@ func Start(d *raft.Driver, m *cluster.Membership, o Options) *Controller {
 // forgot (removed by its group, or by forget) has its state dropped on
 // the next pass. It never blocks.
 func (c *Controller) OnEvent(ev raft.Event) {
-	if ev.Removed {
-		c.mu.Lock()
+	c.mu.Lock()
+	switch {
+	case ev.Removed:
 		c.removed = append(c.removed, ev.Group)
-		c.mu.Unlock()
+		delete(c.leaders, ev.Group)
+	case ev.Leader != 0 && ev.Leader != c.leaders[ev.Group]:
+		c.leaders[ev.Group] = ev.Leader
+		c.opts.Metrics.ClusterLeaderChange()
 	}
+	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -245,6 +255,7 @@ func (c *Controller) lead(st raft.Status, want []uint64) {
 	for _, id := range want {
 		if !slices.Contains(st.Voters, id) {
 			c.do("add a replica", g, id, func(ctx context.Context) error { return c.d.AddReplica(ctx, g, id) })
+			c.opts.Metrics.ClusterReplicaChange("add")
 			return
 		}
 	}
@@ -257,6 +268,7 @@ func (c *Controller) lead(st raft.Status, want []uint64) {
 			return
 		}
 		c.do("remove a replica", g, id, func(ctx context.Context) error { return c.d.RemoveReplica(ctx, g, id) })
+		c.opts.Metrics.ClusterReplicaChange("remove")
 		return
 	}
 	if want[0] != c.self {
@@ -320,6 +332,7 @@ func (c *Controller) transfer(g, to uint64) {
 	}
 	c.moved[g] = time.Now()
 	c.do("hand leadership over", g, to, func(ctx context.Context) error { return c.d.TransferLeader(ctx, g, to) })
+	c.opts.Metrics.ClusterReplicaChange("transfer")
 }
 
 // forget drops this node's replica of g, which its group removed while
@@ -383,6 +396,7 @@ func (c *Controller) gossip() {
 	}
 	slices.Sort(led)
 	slices.Sort(followed)
+	c.opts.Metrics.ClusterPartitions(len(led), len(followed))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if slices.Equal(led, c.gossiped[0]) && slices.Equal(followed, c.gossiped[1]) {

@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +22,7 @@ import (
 
 	"persona/cluster"
 	"persona/cluster/raft"
+	"persona/metrics"
 	"persona/storage"
 )
 
@@ -92,12 +97,13 @@ func (m *store) contents(t *testing.T, g uint64) map[string]string {
 // node is one member: memberlist, a raft driver on loopback TCP over a
 // real store, and its controller.
 type node struct {
-	name string
-	m    *cluster.Membership
-	d    *raft.Driver
-	c    *Controller
-	sm   *store
-	once sync.Once
+	name    string
+	metrics *metrics.Metrics
+	m       *cluster.Membership
+	d       *raft.Driver
+	c       *Controller
+	sm      *store
+	once    sync.Once
 }
 
 // startNode starts a member named name that joins seeds and founds the
@@ -108,7 +114,7 @@ func startNode(t *testing.T, name string, expect int, seeds ...string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{name: name, sm: &store{s: st}}
+	n := &node{name: name, sm: &store{s: st}, metrics: metrics.New(nil)}
 	tr, err := raft.ListenTCP(raft.TCPOptions{NodeID: NodeID(name), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +139,7 @@ func startNode(t *testing.T, name string, expect int, seeds ...string) *node {
 	}
 	n.c = Start(n.d, n.m, Options{Partitions: testPartitions, ReplicationFactor: 3, BootstrapExpect: expect,
 		Interval: 100 * time.Millisecond, ChangeTimeout: 2 * time.Second, SetPeer: tr.SetPeer, Drop: n.sm.Drop,
-		Log: slog.New(slog.DiscardHandler)})
+		Metrics: n.metrics, Log: slog.New(slog.DiscardHandler)})
 	ctl.Store(n.c)
 	t.Cleanup(n.kill)
 	return n
@@ -278,12 +284,42 @@ func TestFoundersPlaceGroupsAndSpreadLeadership(t *testing.T) {
 		}
 		return nil
 	})
+	eventually(t, 5*time.Second, "the partitions each node leads and follows, in its metrics", func() error {
+		var led, followed, changes float64
+		for _, n := range nodes {
+			led += sample(t, n.metrics, `persona_cluster_partitions{role="leader"}`)
+			followed += sample(t, n.metrics, `persona_cluster_partitions{role="follower"}`)
+			changes += sample(t, n.metrics, `persona_cluster_leader_changes_total`)
+		}
+		if led != testPartitions || followed != 2*testPartitions || changes < testPartitions {
+			return fmt.Errorf("%v led, %v followed, %v leader changes", led, followed, changes)
+		}
+		return nil
+	})
 	state := map[uint64]map[string]string{}
 	for g := range want {
 		propose(t, nodes, g, "k", fmt.Sprint("v", g))
 		state[g] = map[string]string{"k": fmt.Sprint("v", g)}
 	}
 	eventually(t, 5*time.Second, "every replica applied the writes", func() error { return sameEverywhere(t, nodes, state) })
+}
+
+// sample returns the value of one sample (name and labels as the text
+// format prints them) that m exports, 0 if it exports none.
+func sample(t *testing.T, m *metrics.Metrics, series string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for line := range strings.Lines(rec.Body.String()) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // TestFailedMemberIsReplaced: when a member dies, each group it held gets

@@ -34,7 +34,7 @@ var allowed = map[string][]string{
 	// The replication driver: etcd raft over groups, no persona package.
 	"persona/cluster/raft": {},
 	// The controller keeping each partition's group where placement wants it.
-	"persona/cluster/replicas": {"cluster", "cluster/raft"},
+	"persona/cluster/replicas": {"cluster", "cluster/raft", "metrics"},
 
 	// The cache of other servers' users' profiles.
 	"persona/federation/profiles": {"storage", "metrics", "internal/mxid"},

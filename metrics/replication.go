@@ -1,0 +1,73 @@
+package metrics
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// replicationMetrics are the collectors of the partitions' raft groups on
+// this node, registered on first use.
+type replicationMetrics struct {
+	once       sync.Once
+	partitions *prometheus.GaugeVec
+	leaders    prometheus.Counter
+	changes    *prometheus.CounterVec
+}
+
+// replicationRoles are the roles a node holds a partition's replica in.
+var replicationRoles = []string{"leader", "follower"}
+
+// replicationChanges are the membership changes of a group a leader makes.
+var replicationChanges = []string{"add", "remove", "transfer"}
+
+// replication returns the replication collectors, registered once.
+func (m *Metrics) replication() *replicationMetrics {
+	r := &m.replicationM
+	r.once.Do(func() {
+		r.partitions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persona_cluster_partitions",
+			Help: "Partitions this node holds a replica of, by role: leader (it hosts the partition's actors) or follower.",
+		}, []string{"role"})
+		r.leaders = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "persona_cluster_leader_changes_total",
+			Help: "Times this node learned of a new leader of a partition it holds (an election or a transfer).",
+		})
+		r.changes = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persona_cluster_replica_changes_total",
+			Help: "Changes this node made, as leader, to its partitions' replicas: add or remove a voter, transfer leadership.",
+		}, []string{"change"})
+		for _, role := range replicationRoles {
+			r.partitions.WithLabelValues(role)
+		}
+		for _, c := range replicationChanges {
+			r.changes.WithLabelValues(c)
+		}
+		m.reg.MustRegister(r.partitions, r.leaders, r.changes)
+	})
+	return r
+}
+
+// ClusterPartitions sets how many partitions this node leads and follows.
+func (m *Metrics) ClusterPartitions(led, followed int) {
+	if m != nil {
+		r := m.replication()
+		r.partitions.WithLabelValues("leader").Set(float64(led))
+		r.partitions.WithLabelValues("follower").Set(float64(followed))
+	}
+}
+
+// ClusterLeaderChange counts a new leader of a partition this node holds.
+func (m *Metrics) ClusterLeaderChange() {
+	if m != nil {
+		m.replication().leaders.Inc()
+	}
+}
+
+// ClusterReplicaChange counts a change (add, remove or transfer) this
+// node made to a partition's replicas.
+func (m *Metrics) ClusterReplicaChange(change string) {
+	if m != nil {
+		m.replication().changes.WithLabelValues(change).Inc()
+	}
+}

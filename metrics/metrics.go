@@ -37,6 +37,7 @@ type Metrics struct {
 	pdusAccepted                           prometheus.Counter
 	remoteProfiles                         *remoteProfileMetrics
 	clusterM                               clusterMetrics
+	remoteM                                remoteMetrics
 }
 
 // Sizer reports storage sizes; the store implements it.

@@ -310,10 +310,10 @@ func (h *Host) RequestIn(ctx context.Context, p int, kind, id string, msg proto.
 	if rtrace.IsEnabled() { // execution traces show each request to an actor
 		defer rtrace.StartRegion(ctx, fmt.Sprintf("%s %T", kind, msg)).End()
 	}
-	_, local, _ := h.owner(p)
+	_, local, known := h.owner(p)
 	began := time.Now()
 	res, err := h.system.Root.RequestFuture(h.parts[p], &envelope{kind: kind, id: id, msg: msg}, timeout).Result()
-	if !local && err == nil {
+	if known && !local && err == nil {
 		h.opts.Metrics.RemoteRequest(kind, time.Since(began))
 	}
 	if errors.Is(err, actor.ErrTimeout) {

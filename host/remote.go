@@ -17,9 +17,11 @@ import (
 // StartRemote starts protoactor's remote on bind (host:port), so that the
 // partition actors of other nodes reach this node's at advertise, the
 // address they know it by (the actor address it gossips). Call it once,
-// before the first message to a partition another node owns; Stop stops
-// it. protoactor's remote has data races of its own: do not start two in
-// one process built with -race.
+// before the first message to a partition another node owns and while no
+// actor is being activated (protoactor sets the actor system's address
+// without a lock; a Placement that knows no owner yet holds every
+// message); Stop stops it. protoactor's remote has data races of its own:
+// do not start two in one process built with -race.
 func (h *Host) StartRemote(bind, advertise string) (err error) {
 	host, port, err := net.SplitHostPort(bind)
 	if err != nil {

@@ -33,8 +33,12 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# Tests that start protoactor's remote in the test process are built
+# without -race (protoactor races on grpc's global logger), so they run in
+# a second pass.
 unit: dendrite
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -run Remote ./host
 
 # Builds the Dendrite peer the federation tests run (internal/dendrite) into
 # build/dendrite-<version>, once: later runs find it there. The first build

@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"persona/host"
 	"persona/storage"
 	"persona/wire"
 )
@@ -410,6 +411,24 @@ func (u *user) resend() {
 				u.sendTo(id, c)
 				n++
 			}
+		}
+	}
+	if n > 0 && u.h.metrics != nil {
+		u.h.metrics.Retried(n)
+	}
+	u.armTimer()
+}
+
+// resendMoved sends again, without waiting for resend_after, what the
+// rooms of partitions that changed owners have not acknowledged: across
+// nodes a message is delivered at most once, and one in flight when its
+// room's owner changed is lost. Rooms ignore what they already applied.
+func (u *user) resendMoved(m *host.Moved) {
+	n := 0
+	for id := range u.d.inFlight {
+		if c := u.rooms[id]; c != nil && c.Membership == "join" && m.Has(u.h.Partition(id)) {
+			u.sendTo(id, c)
+			n++
 		}
 	}
 	if n > 0 && u.h.metrics != nil {

@@ -152,7 +152,7 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 			u := newUser(h, id)
 			u.idle = idle
 			return u
-		}, Mailbox: host.MailboxPriority},
+		}, Mailbox: host.MailboxPriority, Moved: true},
 		host.Kind{Name: KindRoom, New: func(id string, idle *host.IdleWatch) actor.Actor {
 			r := newRoom(h, id)
 			r.idle = idle

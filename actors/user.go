@@ -121,6 +121,8 @@ func (u *user) Receive(ctx actor.Context) {
 		u.stopIdle = true
 	case *resendTick:
 		u.resend()
+	case *host.Moved:
+		u.resendMoved(m)
 	case *committed:
 		u.onCommitted(ctx, m)
 	case proto.Message:

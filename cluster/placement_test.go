@@ -298,4 +298,13 @@ func TestMembershipPlacement(t *testing.T) {
 	}
 	placed(a, "a", "c")
 	placed(c, "a", "c")
+	// The owner of a partition is its first replica, named with its actor
+	// address.
+	for _, m := range []*Membership{a, c} {
+		for p, o := range m.Owners() {
+			if want := Replicas(p, []string{"a", "c"}, 1)[0]; o.Name != want || o.ActorAddr != "127.0.0.1:8090" {
+				t.Fatalf("%s: partition %d owned by %+v, want %s at 127.0.0.1:8090", m.Name(), p, o, want)
+			}
+		}
+	}
 }

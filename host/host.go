@@ -8,9 +8,11 @@
 // The host watches idleness itself: each activation has an IdleWatch that
 // the actor sets, and that gives it IdleTimeout on its own turn.
 // Send and Request are the one place that resolves where an actor lives:
-// on one node every partition is local; the cluster layer places partitions
-// on nodes, and federation reaches actors of other servers, behind these
-// same calls.
+// they post to the local partition actor, which delivers to the actor when
+// this node owns the partition (Placement; without one every partition is
+// local), sends the message in a wire.Envelope to the owner's partition
+// actor over protoactor's remote (StartRemote) when another node does, and
+// holds it while no owner is known.
 //
 // The host owns the actor system, the partition actors and the room
 // workers' goroutines. It knows nothing of users or rooms and touches no
@@ -30,7 +32,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/cespare/xxhash/v2"
+	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/protobuf/proto"
 
 	"persona/metrics"
@@ -67,6 +69,24 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Log receives the runtime's errors; nil discards them.
 	Log *slog.Logger
+
+	// Placement names the owner of each partition; nil owns them all here.
+	Placement Placement
+	// HoldFor is how long a partition actor holds a message while no
+	// owner of its partition is known, before it drops it. Longer rides
+	// out a slower change of placement; the sender of a dropped message
+	// (the delivery rule's resend) or its requester's timeout covers it.
+	HoldFor time.Duration
+	// MaxHeld is how many messages a partition actor holds at most while
+	// no owner is known; it drops those beyond.
+	MaxHeld int
+	// MaxHops is how many times a message may be forwarded between nodes
+	// that each think another owns its partition (views of the cluster
+	// that differ for a moment) before it is dropped.
+	MaxHops int
+	// RemoteQueue is the length of protoactor remote's queues, per peer
+	// and for all: protoactor allocates them whole.
+	RemoteQueue int
 }
 
 // DefaultOptions returns the defaults of the options not configured.
@@ -76,6 +96,10 @@ func DefaultOptions() Options {
 		NetYieldEvery:    time.Millisecond,
 		WorkerThroughput: 300,
 		RequestTimeout:   30 * time.Second,
+		HoldFor:          10 * time.Second,
+		MaxHeld:          10000,
+		MaxHops:          3,
+		RemoteQueue:      4096,
 	}
 }
 
@@ -86,6 +110,10 @@ func (o Options) withDefaults() Options {
 	o.NetYieldEvery = cmp.Or(o.NetYieldEvery, d.NetYieldEvery)
 	o.WorkerThroughput = cmp.Or(o.WorkerThroughput, d.WorkerThroughput)
 	o.RequestTimeout = cmp.Or(o.RequestTimeout, d.RequestTimeout)
+	o.HoldFor = cmp.Or(o.HoldFor, d.HoldFor)
+	o.MaxHeld = cmp.Or(o.MaxHeld, d.MaxHeld)
+	o.MaxHops = cmp.Or(o.MaxHops, d.MaxHops)
+	o.RemoteQueue = cmp.Or(o.RemoteQueue, d.RemoteQueue)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -107,6 +135,14 @@ func (o Options) validate() error {
 		return fmt.Errorf("host: WorkerThroughput = %d, want >= 1", o.WorkerThroughput)
 	case o.RequestTimeout <= 0:
 		return fmt.Errorf("host: RequestTimeout = %v, want > 0", o.RequestTimeout)
+	case o.HoldFor <= 0:
+		return fmt.Errorf("host: HoldFor = %v, want > 0", o.HoldFor)
+	case o.MaxHeld < 1:
+		return fmt.Errorf("host: MaxHeld = %d, want >= 1", o.MaxHeld)
+	case o.MaxHops < 1:
+		return fmt.Errorf("host: MaxHops = %d, want >= 1", o.MaxHops)
+	case o.RemoteQueue < 1:
+		return fmt.Errorf("host: RemoteQueue = %d, want >= 1", o.RemoteQueue)
 	}
 	return nil
 }
@@ -142,6 +178,9 @@ type Kind struct {
 	// Urgent, with MailboxWorkers, reports whether a message posted to an
 	// actor puts its next turn in the workers' fast lane; nil means never.
 	Urgent func(msg any) bool
+	// Moved reports that the kind's active actors get a *Moved when
+	// partitions change owners (PlacementChanged).
+	Moved bool
 }
 
 // Network carries what Send sends, as a cluster's network may: it calls
@@ -161,6 +200,7 @@ type Host struct {
 	stop    chan struct{}
 	dead    atomic.Int64
 	network atomic.Pointer[Network]
+	remote  *remote.Remote // nil until StartRemote
 }
 
 // New starts the actor system and one partition actor per partition, with
@@ -218,6 +258,9 @@ func (h *Host) Stop() {
 	for _, p := range h.parts {
 		_ = h.system.Root.PoisonFuture(p).Wait()
 	}
+	if h.remote != nil {
+		h.remote.Shutdown(false) // closes its connections at once: the partitions are gone
+	}
 	h.system.Shutdown()
 	h.workers.stop()
 }
@@ -227,7 +270,7 @@ func (h *Host) Partitions() int { return len(h.parts) }
 
 // Partition returns the partition of an identity.
 func (h *Host) Partition(id string) int {
-	return int(xxhash.Sum64String(id) % uint64(len(h.parts)))
+	return PartitionOf(id, len(h.parts))
 }
 
 // PartitionKey returns partition p's name in storage keys: every key an
@@ -267,7 +310,12 @@ func (h *Host) RequestIn(ctx context.Context, p int, kind, id string, msg proto.
 	if rtrace.IsEnabled() { // execution traces show each request to an actor
 		defer rtrace.StartRegion(ctx, fmt.Sprintf("%s %T", kind, msg)).End()
 	}
+	_, local, known := h.owner(p)
+	began := time.Now()
 	res, err := h.system.Root.RequestFuture(h.parts[p], &envelope{kind: kind, id: id, msg: msg}, timeout).Result()
+	if known && !local && err == nil {
+		h.opts.Metrics.RemoteRequest(kind, time.Since(began))
+	}
 	if errors.Is(err, actor.ErrTimeout) {
 		return nil, ErrTimeout
 	}
@@ -299,7 +347,8 @@ func (h *Host) SetNetwork(n Network) {
 func (h *Host) DeadLetters() int64 { return h.dead.Load() }
 
 // envelope carries a message to the actor kind/id through its partition. It
-// stays local; across nodes the cluster layer wraps msg in protobuf.
+// stays local; across nodes the partition actor sends msg in a
+// wire.Envelope.
 type envelope struct {
 	kind, id string
 	msg      any

@@ -1,7 +1,11 @@
 package host
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
+
+	"persona/wire"
 )
 
 // partition activates the actors of one partition and forwards their
@@ -13,6 +17,11 @@ type partition struct {
 	index  int
 	actors map[key]*slot
 	byPID  map[string]key
+	// waiting holds the messages that wait for an owner to be known.
+	waiting   []pending
+	holdTimer *time.Timer
+	// remotes are the partition actors of other nodes, by address.
+	remotes map[string]*actor.PID
 }
 
 type key struct{ kind, id string }
@@ -62,27 +71,26 @@ func (h *Host) StayActive(ctx actor.Context, idle *IdleWatch) {
 }
 
 func newPartition(h *Host, index int) *partition {
-	return &partition{h: h, index: index, actors: map[key]*slot{}, byPID: map[string]key{}}
+	return &partition{h: h, index: index, actors: map[key]*slot{}, byPID: map[string]key{}, remotes: map[string]*actor.PID{}}
 }
 
-// Receive routes an envelope to its actor, activating it or holding the
-// message while it stops, and handles the passivation protocol.
+// Receive routes a message, local or from another node, to its actor's
+// owner (route), and handles the passivation protocol.
 func (p *partition) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *envelope:
-		k := key{m.kind, m.id}
-		s := p.actors[k]
-		switch {
-		case s == nil:
-			s = p.activate(ctx, k)
-			if s == nil {
-				return
-			}
-		case s.stopping:
-			s.held = append(s.held, held{m.msg, ctx.Sender()})
-			return
+		p.route(ctx, pending{kind: m.kind, id: m.id, msg: m.msg, sender: ctx.Sender()})
+	case *wire.Envelope:
+		p.route(ctx, pending{kind: m.Kind, id: m.Id, env: m, sender: ctx.Sender()})
+	case *placementChanged:
+		p.placementChanged(ctx, m)
+	case *holdTick:
+		p.holdTimer = nil
+		p.reroute(ctx)
+	case *actor.Stopping:
+		if p.holdTimer != nil {
+			p.holdTimer.Stop()
 		}
-		forward(ctx, s.pid, m.msg, ctx.Sender())
 	case *passivate:
 		if k, ok := p.byPID[ctx.Sender().Id]; ok {
 			p.actors[k].stopping = true
@@ -118,6 +126,36 @@ func (p *partition) Receive(ctx actor.Context) {
 			}
 		}
 	}
+}
+
+// deliver passes a message for a partition this node owns to its actor,
+// activating it, or holding the message while the actor stops. A message
+// from another node is decoded first; one of a type this node does not
+// know is dropped.
+func (p *partition) deliver(ctx actor.Context, m pending) {
+	if m.env != nil {
+		msg, err := decode(m.env)
+		if err != nil {
+			p.h.opts.Metrics.Envelope("dropped_unknown_type")
+			p.h.opts.Log.Error("a message from another node cannot be read: dropped", "kind", m.kind, "err", err)
+			return
+		}
+		p.h.opts.Metrics.Envelope("received")
+		m.msg = msg
+	}
+	k := key{m.kind, m.id}
+	s := p.actors[k]
+	switch {
+	case s == nil:
+		s = p.activate(ctx, k)
+		if s == nil {
+			return
+		}
+	case s.stopping:
+		s.held = append(s.held, held{m.msg, m.sender})
+		return
+	}
+	forward(ctx, s.pid, m.msg, m.sender)
 }
 
 // forward passes msg on to pid, keeping its sender. A message without one

@@ -38,6 +38,7 @@ type Metrics struct {
 	remoteProfiles                         *remoteProfileMetrics
 	clusterM                               clusterMetrics
 	replicationM                           replicationMetrics
+	remoteM                                remoteMetrics
 }
 
 // Sizer reports storage sizes; the store implements it.

@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,12 +26,13 @@ const clusterSecret = "cluster-secret"
 // nodes (docs/BENCHMARKS.md), given slack for a busy machine.
 const deadBound = 12 * time.Second
 
-// clusterProc is one node of TestClusterOfProcesses: its host, its
+// clusterProc is one node of a cluster of processes: its host, its
 // addresses and its process.
 type clusterProc struct {
 	name                                 string
 	host                                 *netns.Host
 	client, metrics, gossip, actor, file string
+	bin                                  string // persona built without -race
 	child                                *crashChild
 }
 
@@ -37,7 +40,119 @@ func (p *clusterProc) base() string { return "http://" + p.client }
 
 func (p *clusterProc) start(t *testing.T) {
 	t.Helper()
-	p.child = startChild(t, p.host.Command(os.Args[0], "-test.run=^$"), p.file, p.base())
+	p.child = startChild(t, p.host.Command(p.bin, "serve", "--config", p.file), p.file, p.base())
+}
+
+var (
+	buildOnce sync.Once
+	built     string
+	buildErr  error
+)
+
+// personaBinary builds persona once per test binary, without -race: the
+// nodes of a cluster start protoactor's remote, which a race build leaves
+// out (internal/node), and a test run with -race stays valid.
+func personaBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "persona-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		built = filepath.Join(dir, "persona")
+		out, err := exec.Command("go", "build", "-o", built, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return built
+}
+
+// newClusterOfProcesses makes n nodes with cluster.enabled and open
+// registration, each on a host of its own (a network namespace with its
+// own address; loopback ports where namespaces cannot be made), joining
+// each other; none is started. The test's HTTP client reaches the hosts
+// until it ends; a node's log is shown when the test fails.
+func newClusterOfProcesses(t *testing.T, n int) ([]*clusterProc, *netns.Net) {
+	t.Helper()
+	bin := personaBinary(t)
+	nt := netns.New(t, n)
+	saved := httpClient.Transport
+	httpClient.Transport = nt.Transport() // the test's requests reach the hosts; not parallel
+	t.Cleanup(func() { httpClient.Transport = saved })
+
+	procs := make([]*clusterProc, n)
+	var loopback []string
+	if !nt.Isolated {
+		loopback = freeLoopbackAddrs(t, 4*n)
+	}
+	for i, h := range nt.Hosts {
+		p := &clusterProc{name: "n" + strconv.Itoa(i+1), host: h, bin: bin}
+		if nt.Isolated { // hosts of their own: the same ports everywhere
+			at := func(port int) string { return net.JoinHostPort(h.Addr.String(), strconv.Itoa(port)) }
+			p.client, p.metrics, p.gossip, p.actor = at(8008), at(9108), at(7946), at(8090)
+		} else {
+			p.client, p.metrics, p.gossip, p.actor = loopback[4*i], loopback[4*i+1], loopback[4*i+2], loopback[4*i+3]
+		}
+		procs[i] = p
+	}
+	seeds := make([]string, n)
+	for i, p := range procs {
+		seeds[i] = strconv.Quote(p.gossip)
+	}
+	for _, p := range procs {
+		p.file = filepath.Join(t.TempDir(), "persona.yaml")
+		cfg := fmt.Sprintf(`server_name: "persona.test"
+data_dir: %q
+listen:
+  client: %q
+  metrics: %q
+  federation: ""
+registration:
+  open: true
+  shared_secret: %q
+cluster:
+  enabled: true
+  node_name: %q
+  bind: %q
+  actor_bind: %q
+  join: [%s]
+`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, clusterSecret, p.name, p.gossip, p.actor, strings.Join(seeds, ", "))
+		if err := os.WriteFile(p.file, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			if p.child == nil {
+				continue
+			}
+			if strings.Contains(p.child.out.tail(), "DATA RACE") {
+				t.Errorf("%s reported a data race:\n%s", p.name, p.child.out.tail())
+			} else if t.Failed() {
+				t.Logf("%s: %s", p.name, p.child.out.tail())
+			}
+		}
+	})
+	return procs, nt
+}
+
+// allReady reports whether ms lists every one of procs alive and ready,
+// with its addresses, and no other.
+func allReady(procs []*clusterProc) func(map[string]clusterMember) bool {
+	return func(ms map[string]clusterMember) bool {
+		for _, p := range procs {
+			m := ms[p.name]
+			if m.State != "alive" || !m.Ready || m.Address != p.gossip || m.ActorAddr != p.actor {
+				return false
+			}
+		}
+		return len(ms) == len(procs)
+	}
 }
 
 // TestClusterOfProcesses starts three `persona serve` processes with
@@ -53,64 +168,7 @@ func TestClusterOfProcesses(t *testing.T) {
 	}
 	start := time.Now()
 	defer func() { t.Logf("wall time %s", time.Since(start).Round(time.Millisecond)) }()
-
-	nt := netns.New(t, 3)
-	saved := httpClient.Transport
-	httpClient.Transport = nt.Transport() // the test's requests reach the hosts; not parallel
-	t.Cleanup(func() { httpClient.Transport = saved })
-
-	procs := make([]*clusterProc, 3)
-	var loopback []string
-	if !nt.Isolated {
-		loopback = freeLoopbackAddrs(t, 3*len(procs))
-	}
-	for i, h := range nt.Hosts {
-		p := &clusterProc{name: "n" + strconv.Itoa(i+1), host: h}
-		if nt.Isolated { // hosts of their own: the same ports everywhere
-			at := func(port int) string { return net.JoinHostPort(h.Addr.String(), strconv.Itoa(port)) }
-			p.client, p.metrics, p.gossip, p.actor = at(8008), at(9108), at(7946), at(8090)
-		} else {
-			p.client, p.metrics, p.gossip, p.actor = loopback[3*i], loopback[3*i+1], loopback[3*i+2], "127.0.0.1:8090"
-		}
-		procs[i] = p
-	}
-	seeds := make([]string, len(procs))
-	for i, p := range procs {
-		seeds[i] = strconv.Quote(p.gossip)
-	}
-	for _, p := range procs {
-		p.file = filepath.Join(t.TempDir(), "persona.yaml")
-		cfg := fmt.Sprintf(`server_name: "persona.test"
-data_dir: %q
-listen:
-  client: %q
-  metrics: %q
-  federation: ""
-registration:
-  shared_secret: %q
-cluster:
-  enabled: true
-  node_name: %q
-  bind: %q
-  actor_bind: %q
-  join: [%s]
-`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, clusterSecret, p.name, p.gossip, p.actor, strings.Join(seeds, ", "))
-		if err := os.WriteFile(p.file, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	defer func() {
-		for _, p := range procs {
-			if p.child == nil {
-				continue
-			}
-			if strings.Contains(p.child.out.tail(), "DATA RACE") {
-				t.Errorf("%s reported a data race:\n%s", p.name, p.child.out.tail())
-			} else if t.Failed() {
-				t.Logf("%s: %s", p.name, p.child.out.tail())
-			}
-		}
-	}()
+	procs, nt := newClusterOfProcesses(t, 3)
 	n1, n2, n3 := procs[0], procs[1], procs[2]
 	t.Logf("hosts of their own: %v; gossip at %s, %s, %s", nt.Isolated, n1.gossip, n2.gossip, n3.gossip)
 
@@ -119,15 +177,7 @@ cluster:
 	for _, p := range procs {
 		p.start(t)
 	}
-	everyone := func(ms map[string]clusterMember) bool {
-		for _, p := range procs {
-			m := ms[p.name]
-			if m.State != "alive" || !m.Ready || m.Address != p.gossip || m.ActorAddr != p.actor {
-				return false
-			}
-		}
-		return len(ms) == len(procs)
-	}
+	everyone := allReady(procs)
 	for _, p := range procs {
 		waitView(t, p, procs, "all three alive and ready with their addresses", 20*time.Second, everyone)
 	}

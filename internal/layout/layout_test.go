@@ -18,7 +18,7 @@ var allowed = map[string][]string{
 	"persona/federation":        {"storage", "config", "metrics", "internal/mxid", "wire", "host"},
 	"persona/federation/rooms":  {"actors", "federation", "federation/profiles", "wire", "storage", "metrics", "config", "internal/mxid"},
 	"persona/actors":            {"wire", "host", "storage", "metrics", "config", "internal/mxid", "internal/pdu"},
-	"persona/host":              {"metrics"},
+	"persona/host":              {"metrics", "wire"},
 	"persona/federation/outbox": {"host", "storage", "wire", "metrics"},
 	"persona/wire":              {},
 	"persona/storage":           {},

@@ -56,7 +56,8 @@ type Node struct {
 	metrics   *metrics.Metrics
 	members   *cluster.Membership
 	placement *follower
-	left      bool // leaveCluster ran
+	owners    *owners // the host's placement in a cluster; nil outside one, or in a race build
+	left      bool    // leaveCluster ran
 	done      chan error
 	stopOnce  sync.Once
 	stopErr   error
@@ -101,6 +102,10 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 			_ = st.Close()
 			return nil, err
 		}
+	}
+	if cfg.Cluster.Enabled && !raceBuild {
+		n.owners = &owners{}
+		opts.Host.Placement = n.owners
 	}
 	if n.host, err = actors.NewWith(st, cfg, m, log, opts); err != nil {
 		_ = st.Close()
@@ -184,7 +189,20 @@ func (n *Node) startCluster() error {
 	}
 	n.members, err = cluster.Start(cluster.Options{Name: c.NodeName, Bind: c.Bind, Advertise: c.Advertise, Join: c.Join,
 		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: c.RaftBind}, Keys: keys, Metrics: n.metrics, Log: n.log})
-	return err
+	if err != nil {
+		return err
+	}
+	if n.owners == nil {
+		n.log.Warn("built with -race: protoactor's remote is not started, and this node owns every partition itself")
+		return nil
+	}
+	// The others reach this node's actors at the address it gossips.
+	if err := n.host.Runtime().StartRemote(c.ActorBind, n.members.Local().ActorAddr); err != nil {
+		_ = n.members.Shutdown()
+		n.members = nil
+		return fmt.Errorf("cluster.actor_bind: %w", err)
+	}
+	return nil
 }
 
 // leaveTimeout bounds how long Stop waits for the cluster to hear this

@@ -3,24 +3,31 @@ package node
 import (
 	"errors"
 	"slices"
+	"time"
 
 	"persona/cluster"
 )
 
 // follower is the goroutine that keeps the partitions this node gossips as
-// followed those placement gives it.
+// followed those placement gives it, and the host's owners of partitions
+// those the membership names.
 type follower struct {
 	cancel func()
 	done   chan struct{}
 }
 
-// followPlacement tells the cluster this node is ready and holds the
-// partitions placement gives it (gossiped as followed: none is led until
-// replication runs), then gossips them again whenever a membership change
-// moves them, until stopPlacement.
+// ownersRefresh is how often the owners are read again without a
+// membership event: a suspicion lapses without one.
+const ownersRefresh = time.Second
+
+// followPlacement learns the owners of the partitions, tells the cluster
+// this node is ready and holds the partitions placement gives it (gossiped
+// as followed: none is led until replication runs), then reads both again
+// whenever a membership change moves them, until stopPlacement.
 func (n *Node) followPlacement() {
 	events, cancel := n.members.Subscribe() // before the first placement, so no change is missed
 	rf := n.cfg.Cluster.ReplicationFactor
+	n.updateOwners() // before the others route here
 	local := n.members.Local()
 	local.Ready, local.Followed = true, n.members.Placement(rf)
 	if err := n.members.SetLocal(local); err != nil {
@@ -30,7 +37,19 @@ func (n *Node) followPlacement() {
 	n.placement = f
 	go func() {
 		defer close(f.done)
-		for range events {
+		tick := time.NewTicker(ownersRefresh)
+		defer tick.Stop()
+		for {
+			select {
+			case _, ok := <-events:
+				if !ok {
+					return
+				}
+			case <-tick.C:
+				n.updateOwners()
+				continue
+			}
+			n.updateOwners()
 			local := n.members.Local()
 			followed := n.members.Placement(rf)
 			if slices.Equal(local.Followed, followed) {

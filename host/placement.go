@@ -1,0 +1,155 @@
+package host
+
+import (
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/cespare/xxhash/v2"
+
+	"persona/wire"
+)
+
+// Placement tells the host which node owns each partition: the node whose
+// partition actor activates the partition's actors. The host asks it for
+// every message it routes, from its partition actors: Owner must be cheap
+// and must not block. A host without one owns every partition.
+type Placement interface {
+	// Owner returns the actor-system address (host:port) of partition p's
+	// owner and whether the owner is this node. known is false while no
+	// owner is known (the placement is changing): the host then holds the
+	// partition's messages, up to Options.HoldFor.
+	Owner(p int) (addr string, local, known bool)
+}
+
+// Moved tells the actors of a kind with Kind.Moved that partitions changed
+// owners. A message sent to an actor of such a partition may have been
+// lost (protoactor's remote delivers at most once, and nothing across an
+// owner change), so an actor that keeps what it sent until it is
+// acknowledged sends it again.
+type Moved struct {
+	// Partitions are the partitions whose owner changed, ascending.
+	Partitions []int
+}
+
+// Has reports whether partition p is among those moved.
+func (m *Moved) Has(p int) bool {
+	_, ok := slices.BinarySearch(m.Partitions, p)
+	return ok
+}
+
+// placementChanged tells a partition actor that Placement's answers
+// changed: it routes its held messages again, and tells its actors of
+// kinds with Kind.Moved which partitions moved.
+type placementChanged struct{ moved []int }
+
+// holdTick makes a partition actor route its held messages again and drop
+// those held too long.
+type holdTick struct{}
+
+// PartitionOf returns the partition of an identity among partitions:
+// Host.Partition of a host with that many.
+func PartitionOf(id string, partitions int) int {
+	return int(xxhash.Sum64String(id) % uint64(partitions))
+}
+
+// PlacementChanged tells the host that Options.Placement now answers
+// otherwise for the partitions moved (ascending; an owner became known is
+// a change too). Every partition actor routes again the messages it held
+// for want of an owner, and the actors of kinds with Kind.Moved get a
+// *Moved. It does not wait.
+func (h *Host) PlacementChanged(moved []int) {
+	moved = slices.Clone(moved)
+	for _, pid := range h.parts {
+		h.system.Root.Send(pid, &placementChanged{moved: moved})
+	}
+}
+
+// owner answers Placement.Owner, or that every partition is local when
+// the host has no Placement.
+func (h *Host) owner(p int) (addr string, local, known bool) {
+	if h.opts.Placement == nil {
+		return "", true, true
+	}
+	return h.opts.Placement.Owner(p)
+}
+
+// pending is a message a partition actor routes: a local one (msg) or an
+// envelope from another node (env), with its sender and, once held, the
+// time it is dropped at.
+type pending struct {
+	kind, id string
+	msg      any
+	env      *wire.Envelope
+	sender   *actor.PID
+	until    time.Time
+}
+
+// route delivers a message to its actor when this node owns the
+// partition, sends it to the owner when another node does, and holds it
+// while no owner is known.
+func (p *partition) route(ctx actor.Context, m pending) {
+	addr, local, known := p.h.owner(p.index)
+	switch {
+	case local:
+		p.deliver(ctx, m)
+	case known:
+		p.send(ctx, addr, m)
+	default:
+		p.hold(ctx, m)
+	}
+}
+
+// hold keeps m until an owner is known, up to Options.HoldFor and
+// Options.MaxHeld messages a partition.
+func (p *partition) hold(ctx actor.Context, m pending) {
+	if len(p.waiting) >= p.h.opts.MaxHeld {
+		p.h.opts.Metrics.Envelope("dropped_no_owner")
+		p.h.opts.Log.Warn("no owner known for a partition and too many messages held: dropped one", "partition", p.index, "kind", m.kind)
+		return
+	}
+	if m.until.IsZero() {
+		m.until = time.Now().Add(p.h.opts.HoldFor)
+		p.h.opts.Metrics.Envelope("held")
+	}
+	p.waiting = append(p.waiting, m)
+	if p.holdTimer == nil {
+		self, root := ctx.Self(), p.h.system.Root
+		p.holdTimer = time.AfterFunc(time.Until(m.until), func() { root.Send(self, &holdTick{}) })
+	}
+}
+
+// reroute routes the held messages again: those whose owner is now known
+// go, those held past their time are dropped, the others wait on.
+func (p *partition) reroute(ctx actor.Context) {
+	if p.holdTimer != nil {
+		p.holdTimer.Stop()
+		p.holdTimer = nil
+	}
+	ws := p.waiting
+	p.waiting = nil
+	now := time.Now()
+	for _, m := range ws {
+		if _, _, known := p.h.owner(p.index); !known && now.After(m.until) {
+			p.h.opts.Metrics.Envelope("dropped_no_owner")
+			p.h.opts.Log.Warn("no owner known for a partition in time: dropped a message", "partition", p.index, "kind", m.kind)
+			continue
+		}
+		p.route(ctx, m)
+	}
+}
+
+// placementChanged routes the held messages again and tells the actors of
+// kinds with Kind.Moved what moved.
+func (p *partition) placementChanged(ctx actor.Context, m *placementChanged) {
+	p.reroute(ctx)
+	if len(m.moved) == 0 {
+		return
+	}
+	moved := &Moved{Partitions: m.moved}
+	for k, s := range p.actors {
+		if p.h.kinds[k.kind].Moved && !s.stopping {
+			ctx.Send(s.pid, moved)
+		}
+	}
+}

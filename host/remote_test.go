@@ -1,0 +1,76 @@
+//go:build !race
+
+// protoactor's remote has data races of its own (grpclog's global logger,
+// set by every Remote.Start): tests that start it in this process run
+// without -race (`make unit` runs them so).
+
+package host
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Two hosts over protoactor's remote on loopback: every partition is owned
+// by b. A request through a reaches b's actor and its answer comes back,
+// timed by a's remote request histogram; a message sent through a arrives
+// in order after it; b counts what it received.
+func TestRemoteOwner(t *testing.T) {
+	t.Parallel()
+	aAddr, bAddr := freeAddr(t), freeAddr(t)
+	a, am, _ := newPlacedHost(t, &table{addr: bAddr, known: true}, time.Minute)
+	b, bm, moved := newPlacedHost(t, &table{local: true, known: true}, time.Minute)
+	if err := a.StartRemote(aAddr, aAddr); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.StartRemote(bAddr, bAddr); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		id := string(rune('a' + i))
+		if got, err := ask(a, "moved", id, 10*time.Second); err != nil || got != "pong ping" {
+			t.Fatalf("request to %s through a: %q, %v", id, got, err)
+		}
+	}
+	if got := sample(t, am, envelopes("sent")); got != 20 {
+		t.Errorf("a sent %v envelopes, want 20", got)
+	}
+	if got := sample(t, bm, envelopes("received")); got != 20 {
+		t.Errorf("b received %v envelopes, want 20", got)
+	}
+	if got := sample(t, am, `persona_cluster_remote_request_seconds_count{kind="moved"}`); got != 20 {
+		t.Errorf("a timed %v remote requests, want 20", got)
+	}
+	b.PlacementChanged([]int{2})
+	for range 20 {
+		select {
+		case m := <-moved:
+			if !m.Has(2) {
+				t.Fatalf("moved %v", m.Partitions)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("b's actors were not all told of the move")
+		}
+	}
+	if err := b.StartRemote(bAddr, bAddr); err == nil {
+		t.Error("a second remote on a bound address started")
+	}
+	a.Send("still", "z", wrapperspb.String("one-way"))
+	if got, err := ask(a, "still", "z", 10*time.Second); err != nil || got != "pong ping" {
+		t.Fatalf("after a one-way message: %q, %v", got, err)
+	}
+}

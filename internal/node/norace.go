@@ -1,0 +1,6 @@
+//go:build !race
+
+package node
+
+// raceBuild reports a binary built with -race (race.go).
+const raceBuild = false

@@ -49,7 +49,7 @@ func (u *user) addDevice(ctx actor.Context, m *wire.AddDevice) {
 func (u *user) putDevice(b *storage.Batch, d *wire.NewDevice) {
 	if old, ok := u.devices[d.DeviceId]; ok {
 		delete(u.tokens, string(old.TokenHash))
-		u.h.tokens.Delete(string(old.TokenHash))
+		u.h.tokens.forget(string(old.TokenHash))
 		if d.DisplayName == "" {
 			d.DisplayName = old.DisplayName
 		}
@@ -86,7 +86,7 @@ func (u *user) removeDevices(ctx actor.Context, m *wire.RemoveDevices) {
 			continue
 		}
 		delete(u.tokens, string(d.TokenHash))
-		u.h.tokens.Delete(string(d.TokenHash))
+		u.h.tokens.forget(string(d.TokenHash))
 		delete(u.devices, id)
 		b.Delete(u.key("dev", id))
 	}

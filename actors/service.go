@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -118,7 +117,16 @@ type Service struct {
 	presence presences
 	acks     acker
 	stop     chan struct{}
-	tokens   sync.Map // token hash -> *AuthReply: checks answered by user actors
+	tokens   tokenCache
+}
+
+// PlacementChanged tells the actors that the partitions moved changed
+// owners: the host routes their messages anew and the user actors resend
+// what the moves may have lost, and the tokens cached for their users are
+// dropped (their logouts now happen elsewhere).
+func (h *Service) PlacementChanged(moved []int) {
+	h.tokens.moved(moved)
+	h.rt.PlacementChanged(moved)
 }
 
 // New starts the node's actors on a new host and wakes those that had
@@ -264,10 +272,12 @@ func (*committed) GetPriority() int8 { return 7 }
 
 // Authenticate checks an access token's hash for user, from the node's cache
 // or the user's actor. The actor drops a token from the cache when its
-// device is removed.
+// device is removed; only tokens of the partitions this node owns are
+// cached.
 func (h *Service) Authenticate(ctx context.Context, user string, hash []byte) (*wire.AuthReply, error) {
-	if a, ok := h.tokens.Load(string(hash)); ok {
-		return a.(*wire.AuthReply), nil
+	cached, version := h.tokens.get(string(hash))
+	if cached != nil {
+		return cached, nil
 	}
 	reply, err := h.Request(ctx, KindUser, user, &wire.Authenticate{UserId: user, TokenHash: hash})
 	if err != nil {
@@ -277,8 +287,8 @@ func (h *Service) Authenticate(ctx context.Context, user string, hash []byte) (*
 	if !ok {
 		return &wire.AuthReply{}, nil
 	}
-	if a.Ok {
-		h.tokens.Store(string(hash), a)
+	if p := h.rt.Partition(user); a.Ok && h.rt.Local(p) {
+		h.tokens.put(string(hash), version, cachedToken{reply: a, partition: p})
 	}
 	return a, nil
 }

@@ -65,6 +65,13 @@ func (h *Host) PlacementChanged(moved []int) {
 	}
 }
 
+// Local reports whether this node owns partition p: it hosts the
+// partition's actors, and its storage holds the partition's state.
+func (h *Host) Local(p int) bool {
+	_, local, known := h.owner(p)
+	return local && known
+}
+
 // owner answers Placement.Owner, or that every partition is local when
 // the host has no Placement.
 func (h *Host) owner(p int) (addr string, local, known bool) {

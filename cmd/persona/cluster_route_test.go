@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"testing"
@@ -178,4 +179,28 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 		t.Fatalf("rename through n1: %v", err)
 	}
 	converged("Across 2", 15*time.Second)
+
+	// A device logged out through one node has its token refused through
+	// every node, those that accepted it just before included.
+	token := clients[n2.name].AccessToken
+	for _, p := range procs {
+		if _, err := withToken(t, p, user, token).Whoami(ctx); err != nil {
+			t.Fatalf("whoami through %s before the logout: %v", p.name, err)
+		}
+	}
+	if _, err := clients[n2.name].Logout(ctx); err != nil {
+		t.Fatalf("logout through n2: %v", err)
+	}
+	for _, p := range procs {
+		if _, err := withToken(t, p, user, token).Whoami(ctx); !errors.Is(err, mautrix.MUnknownToken) {
+			t.Errorf("whoami through %s after the logout: %v, want M_UNKNOWN_TOKEN", p.name, err)
+		}
+	}
+}
+
+// withToken is a client of p acting as user with token.
+func withToken(t *testing.T, p *clusterProc, user id.UserID, token string) *mautrix.Client {
+	cli := clientOf(t, p)
+	cli.UserID, cli.AccessToken = user, token
+	return cli
 }

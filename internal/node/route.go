@@ -53,6 +53,6 @@ func (n *Node) updateOwners() {
 	}
 	if moved := n.owners.update(n.members.Name(), n.members.Owners()); len(moved) > 0 {
 		n.log.Info("owners of partitions changed", "partitions", len(moved))
-		n.host.Runtime().PlacementChanged(moved)
+		n.host.PlacementChanged(moved)
 	}
 }

@@ -121,12 +121,23 @@ type Service struct {
 }
 
 // PlacementChanged tells the actors that the partitions moved changed
-// owners: the host routes their messages anew and the user actors resend
-// what the moves may have lost, and the tokens cached for their users are
-// dropped (their logouts now happen elsewhere).
+// owners: the host routes their messages anew, releases the actors of
+// those that went to another node, and has the user actors resend what
+// the moves may have lost; the tokens cached for their users are dropped
+// (their logouts now happen elsewhere); and the actors with unfinished
+// work in those this node now owns are woken, as at a start, to go on
+// from what storage holds.
 func (h *Service) PlacementChanged(moved []int) {
 	h.tokens.moved(moved)
 	h.rt.PlacementChanged(moved)
+	for _, p := range moved {
+		if !h.rt.Local(p) {
+			continue
+		}
+		if err := h.wakePartition(p); err != nil {
+			h.log.Warn("wake the actors of a partition this node now owns", "partition", p, "err", err)
+		}
+	}
 }
 
 // New starts the node's actors on a new host and wakes those that had
@@ -194,21 +205,29 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 // stopped: each left a mark under its partition's "wake" prefix.
 func (h *Service) wake() error {
 	for p := range h.rt.Partitions() {
-		prefix := storage.Prefix("p", partitionName(p), "wake")
-		var marks [][2]string
-		err := h.store.Scan(prefix, nil, func(k, _ []byte) error {
-			kind, id, ok := strings.Cut(string(k[len(prefix):]), "\x00")
-			if ok {
-				marks = append(marks, [2]string{kind, id})
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("scan wake marks: %w", err)
+		if err := h.wakePartition(p); err != nil {
+			return err
 		}
-		for _, m := range marks {
-			h.Send(m[0], m[1], &wire.Wake{Id: m[1]})
+	}
+	return nil
+}
+
+// wakePartition wakes the actors of partition p that have a wake mark.
+func (h *Service) wakePartition(p int) error {
+	prefix := storage.Prefix("p", partitionName(p), "wake")
+	var marks [][2]string
+	err := h.store.Scan(prefix, nil, func(k, _ []byte) error {
+		kind, id, ok := strings.Cut(string(k[len(prefix):]), "\x00")
+		if ok {
+			marks = append(marks, [2]string{kind, id})
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan wake marks of partition %d: %w", p, err)
+	}
+	for _, m := range marks {
+		h.Send(m[0], m[1], &wire.Wake{Id: m[1]})
 	}
 	return nil
 }

@@ -116,6 +116,12 @@ func (p *partition) Receive(ctx actor.Context) {
 		if p.h.opts.Metrics != nil {
 			p.h.opts.Metrics.Passivated(k.kind)
 		}
+		if len(s.held) > 0 && !p.h.Local(p.index) { // released: the owner takes them
+			for _, h := range s.held {
+				p.route(ctx, pending{kind: k.kind, id: k.id, msg: h.msg, sender: h.sender})
+			}
+			return
+		}
 		if len(s.held) > 0 {
 			ns := p.activate(ctx, k)
 			if ns == nil {

@@ -41,7 +41,10 @@ func (m *Moved) Has(p int) bool {
 // placementChanged tells a partition actor that Placement's answers
 // changed: it routes its held messages again, and tells its actors of
 // kinds with Kind.Moved which partitions moved.
-type placementChanged struct{ moved []int }
+type placementChanged struct {
+	moved []int
+	away  []int // those of moved this node did not own when the change was told
+}
 
 // holdTick makes a partition actor route its held messages again and drop
 // those held too long.
@@ -56,12 +59,19 @@ func PartitionOf(id string, partitions int) int {
 // PlacementChanged tells the host that Options.Placement now answers
 // otherwise for the partitions moved (ascending; an owner became known is
 // a change too). Every partition actor routes again the messages it held
-// for want of an owner, and the actors of kinds with Kind.Moved get a
+// for want of an owner, those of the partitions this node does not own
+// now stop their actors, and the actors of kinds with Kind.Moved get a
 // *Moved. It does not wait.
 func (h *Host) PlacementChanged(moved []int) {
 	moved = slices.Clone(moved)
+	var away []int
+	for _, p := range moved {
+		if !h.Local(p) {
+			away = append(away, p)
+		}
+	}
 	for _, pid := range h.parts {
-		h.system.Root.Send(pid, &placementChanged{moved: moved})
+		h.system.Root.Send(pid, &placementChanged{moved: moved, away: away})
 	}
 }
 
@@ -146,12 +156,32 @@ func (p *partition) reroute(ctx actor.Context) {
 	}
 }
 
-// placementChanged routes the held messages again and tells the actors of
+// release stops every actor of a partition this node no longer owns: the
+// state they hold in memory may fall behind the new owner's, and must not
+// serve again should the partition come back. What they had not yet
+// processed is lost as a move loses it (the delivery rule's resend covers
+// it); what waited for an actor to stop goes to the new owner.
+func (p *partition) release(ctx actor.Context) {
+	if len(p.actors) == 0 {
+		return
+	}
+	p.h.opts.Log.Info("released the actors of a partition another node owns now", "partition", p.index, "actors", len(p.actors))
+	for _, s := range p.actors {
+		s.stopping = true // what comes for it waits until it stopped, then goes where the partition is
+		ctx.Stop(s.pid)
+	}
+}
+
+// placementChanged routes the held messages again, releases the actors of
+// this partition if it moved to another node, and tells the actors of
 // kinds with Kind.Moved what moved.
 func (p *partition) placementChanged(ctx actor.Context, m *placementChanged) {
 	p.reroute(ctx)
 	if len(m.moved) == 0 {
 		return
+	}
+	if slices.Contains(m.away, p.index) {
+		p.release(ctx)
 	}
 	moved := &Moved{Partitions: m.moved}
 	for k, s := range p.actors {

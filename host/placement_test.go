@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,5 +242,52 @@ func TestMovedReachesTheKindsThatAsk(t *testing.T) {
 	case m := <-moved:
 		t.Fatalf("a second actor was told %v", m.Partitions)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// numbered answers a string with the number of its activation.
+type numbered struct{ n int64 }
+
+func (a *numbered) Receive(ctx actor.Context) {
+	if _, ok := ctx.Message().(*wrapperspb.StringValue); ok {
+		ctx.Respond(wrapperspb.String(strconv.FormatInt(a.n, 10)))
+	}
+}
+
+// A partition that moves to another node has its active actors stopped:
+// should it come back, its actors start afresh from storage rather than
+// from what they held in memory before the move.
+func TestMovedAwayPartitionReleasesItsActors(t *testing.T) {
+	t.Parallel()
+	pl := &table{local: true, known: true}
+	var activations atomic.Int64
+	h, err := New(Options{Partitions: 4, PassivateAfter: time.Minute, Placement: pl},
+		Kind{Name: "numbered", New: func(string, *IdleWatch) actor.Actor { return &numbered{n: activations.Add(1)} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	ask := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		res, err := h.Request(ctx, "numbered", "a", wrapperspb.String("which"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.(*wrapperspb.StringValue).Value
+	}
+	if got := ask(); got != "1" {
+		t.Fatalf("first activation answered %q", got)
+	}
+	h.PlacementChanged([]int{0, 1, 2, 3}) // still local: the actor stays
+	if got := ask(); got != "1" {
+		t.Fatalf("an actor of a partition that stayed was restarted: %q", got)
+	}
+	pl.set("", false, false)
+	h.PlacementChanged([]int{0, 1, 2, 3})
+	pl.set("", true, true)
+	h.PlacementChanged([]int{0, 1, 2, 3})
+	if got := ask(); got != "2" {
+		t.Fatalf("after its partition left and came back the actor answered %q, want a new activation", got)
 	}
 }

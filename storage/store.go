@@ -64,14 +64,14 @@ type Store struct {
 	stats      CommitStats
 	statsMu    sync.Mutex
 	failure    roundFailure // what Health reports of the last round
-	// On the CommitPath: proposed numbers the committer's last round;
-	// waitID is the round it waits for, waitErrs its batches' outcomes
-	// and applyTook the time ApplyCommitted spent on it.
-	proposed  uint64
-	applyMu   sync.Mutex
-	waitID    uint64
-	waitErrs  []error
-	applyTook time.Duration
+	// On the CommitPath: proposed numbers the proposer's last record
+	// (from a number of this open's own, as the records of an earlier
+	// one may be replayed), flights holds the records proposed and not
+	// done, flying counts them.
+	proposed uint64
+	applyMu  sync.Mutex
+	flights  map[uint64]*flight
+	flying   sync.WaitGroup
 }
 
 // CommitStats counts the committer's work since the store opened.
@@ -123,7 +123,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	s.wg.Add(2)
-	go s.committer()
+	if opts.CommitPath != nil {
+		s.proposed, s.flights = uint64(time.Now().UnixNano())<<8, map[uint64]*flight{}
+		go s.proposer()
+	} else {
+		go s.committer()
+	}
 	go s.gcLoop()
 	return s, nil
 }

@@ -62,6 +62,10 @@ type Driver struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	err       error // why the loop ended; set before done is closed
+	// propMu orders ProposeAsync's sends before the loop's last drain of
+	// props: propClosed is set, under it, once done is closed.
+	propMu     sync.RWMutex
+	propClosed bool
 
 	// The loop's own.
 	groups     map[uint64]*group
@@ -110,8 +114,9 @@ type inbound struct {
 
 // ready is a group's raft Ready of the round.
 type ready struct {
-	g  *group
-	rd raft.Ready
+	g     *group
+	rd    raft.Ready
+	early bool // its committed entries are applied before the round's write
 }
 
 // Stats counts a Driver's work since it opened.
@@ -347,11 +352,14 @@ func (d *Driver) shutdown(err error) {
 		d.logger.Error("raft: close the log", "err", cerr)
 	}
 	close(d.done)
+	d.propMu.Lock()
+	d.propClosed = true
+	d.propMu.Unlock()
 	// Whatever is still queued gets its answer.
 	for {
 		select {
 		case p := <-d.props:
-			p.done <- closed
+			p.done(closed)
 		default:
 			return
 		}

@@ -83,7 +83,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	}
 	var m *metrics.Metrics
 	st, err := openStore(cfg.DataDir, storage.Options{Logger: log,
-		OnRound: func(b, o int, w, s time.Duration) { m.CommitRound(b, o, w, s) }}, cfg.Storage.CommitPath == "raft", log)
+		OnRound: func(b, o int, w, s time.Duration) { m.CommitRound(b, o, w, s) }}, cfg.Storage.CommitPath == "raft", cfg.Actors.Partitions, log)
 	if err != nil {
 		return nil, err
 	}

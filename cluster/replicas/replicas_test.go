@@ -138,7 +138,7 @@ func startNode(t *testing.T, name string, expect int, seeds ...string) *node {
 		t.Fatal(err)
 	}
 	n.c = Start(n.d, n.m, Options{Partitions: testPartitions, ReplicationFactor: 3, BootstrapExpect: expect,
-		Interval: 100 * time.Millisecond, ChangeTimeout: 2 * time.Second, SetPeer: tr.SetPeer, Drop: n.sm.Drop,
+		Interval: 100 * time.Millisecond, ChangeTimeout: 2 * time.Second, ReplaceAfter: time.Second, SetPeer: tr.SetPeer, Drop: n.sm.Drop,
 		Metrics: n.metrics, Log: slog.New(slog.DiscardHandler)})
 	ctl.Store(n.c)
 	t.Cleanup(n.kill)

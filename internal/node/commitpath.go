@@ -92,14 +92,22 @@ func (r *raftPath) Apply(updates []raft.Update) error {
 // Sync makes the applied records durable in the store.
 func (r *raftPath) Sync() error { return r.s.SyncApplied() }
 
-// Snapshot refuses: a group of one has no follower to send it to.
-func (r *raftPath) Snapshot(uint64) ([]byte, error) {
-	return nil, errors.New("a group of one sends no snapshot")
+// Snapshot returns a partition's key range; the node's own group, which
+// no other node holds, has none to give.
+func (r *raftPath) Snapshot(g uint64) ([]byte, error) {
+	if g == nodeGroup {
+		return nil, errors.New("the node's own group sends no snapshot")
+	}
+	return r.s.ExportPartition(rangeOf(g))
 }
 
-// Restore refuses: a group of one has no leader to take one from.
-func (r *raftPath) Restore(uint64, uint64, []byte) error {
-	return errors.New("a group of one takes no snapshot")
+// Restore replaces a partition's key range with a snapshot of its group's
+// leader.
+func (r *raftPath) Restore(g, index uint64, data []byte) error {
+	if g == nodeGroup {
+		return errors.New("the node's own group takes no snapshot")
+	}
+	return r.s.RestorePartition(rangeOf(g), index, data)
 }
 
 // Close closes the driver, if it was opened; the store calls it once its

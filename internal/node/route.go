@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"sync/atomic"
 
 	"persona/cluster"
@@ -28,6 +29,9 @@ func (o *owners) Owner(p int) (addr string, local, known bool) {
 		return "", false, false
 	}
 	own := t.owners[p]
+	if own.Name == "" {
+		return "", false, false
+	}
 	return own.ActorAddr, own.Name == t.self, true
 }
 
@@ -44,15 +48,19 @@ func (o *owners) update(self string, now []cluster.Owner) []int {
 	return moved
 }
 
-// updateOwners reads the owners from the membership and, if any changed,
-// tells the host (which routes its held messages and has the user actors
-// resend what the moved partitions may have lost).
-func (n *Node) updateOwners() {
+// updateOwners reads the owners from the partitions' groups and, if any
+// changed, tells the host (which routes its held messages and has the
+// user actors resend what the moved partitions may have lost). It reports
+// whether every partition has an owner.
+func (n *Node) updateOwners() (all bool) {
+	now := n.repl.owners(n.members, n.cfg.Actors.Partitions)
+	all = !slices.ContainsFunc(now, func(o cluster.Owner) bool { return o.Name == "" })
 	if n.owners == nil {
-		return
+		return all
 	}
-	if moved := n.owners.update(n.members.Name(), n.members.Owners()); len(moved) > 0 {
+	if moved := n.owners.update(n.members.Name(), now); len(moved) > 0 {
 		n.log.Info("owners of partitions changed", "partitions", len(moved))
 		n.host.PlacementChanged(moved)
 	}
+	return all
 }

@@ -77,7 +77,8 @@ type Driver struct {
 
 	mu      sync.Mutex
 	pub     map[uint64]Status
-	changed chan struct{} // closed and replaced when a status changes
+	leases  map[uint64]time.Time // the end of each led group's lease (lease.go)
+	changed chan struct{}        // closed and replaced when a status changes
 	stats   Stats
 }
 
@@ -97,6 +98,7 @@ type group struct {
 	waiting   []*waiter            // entries appended, waiting to be applied
 	touched   bool
 	removed   bool
+	answered  map[uint64]time.Time // a leader's: when each voter last answered it
 }
 
 // confAt is the membership from an index on.
@@ -166,6 +168,7 @@ func Open(opts Options, sm StateMachine, tr Transport) (*Driver, error) {
 		groups:  map[uint64]*group{},
 		seq:     mrand.Uint64(),
 		pub:     map[uint64]Status{},
+		leases:  map[uint64]time.Time{},
 		changed: make(chan struct{}),
 	}
 	for id, gl := range logs {
@@ -399,6 +402,7 @@ func (d *Driver) receive(in inbound) {
 			continue
 		}
 		_ = g.rn.Step(e.Msg) // raft refuses only messages it has no use for
+		d.noteAnswer(g, e.Msg)
 	}
 }
 

@@ -120,6 +120,10 @@ func (d *Driver) publish(g *group) {
 	d.mu.Lock()
 	old, had := d.pub[g.id]
 	d.pub[g.id] = s
+	if s.Role != Leader || !had || old.Term != s.Term {
+		delete(d.leases, g.id) // a lease is a term's: a new one starts with the answers to it
+		g.answered = nil
+	}
 	changed := !had || old.Role != s.Role || old.Leader != s.Leader || old.Term != s.Term ||
 		!slices.Equal(old.Voters, s.Voters) || !slices.Equal(old.Learners, s.Learners)
 	if changed {
@@ -137,6 +141,7 @@ func (d *Driver) publish(g *group) {
 func (d *Driver) unpublish(group uint64) {
 	d.mu.Lock()
 	delete(d.pub, group)
+	delete(d.leases, group)
 	close(d.changed)
 	d.changed = make(chan struct{})
 	d.mu.Unlock()

@@ -74,11 +74,11 @@ func personaBinary(t *testing.T) string {
 }
 
 // newClusterOfProcesses makes n nodes with cluster.enabled and open
-// registration, each on a host of its own (a network namespace with its
+// registration (extra: more of their config, top-level YAML), each on a host of its own (a network namespace with its
 // own address; loopback ports where namespaces cannot be made), joining
 // each other; none is started. The test's HTTP client reaches the hosts
 // until it ends; a node's log is shown when the test fails.
-func newClusterOfProcesses(t *testing.T, n int) ([]*clusterProc, *netns.Net) {
+func newClusterOfProcesses(t *testing.T, n int, extra ...string) ([]*clusterProc, *netns.Net) {
 	t.Helper()
 	bin := personaBinary(t)
 	nt := netns.New(t, n)
@@ -123,7 +123,8 @@ cluster:
   actor_bind: %q
   raft_bind: %q
   join: [%s]
-`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, clusterSecret, p.name, p.gossip, p.actor, p.raft, strings.Join(seeds, ", "))
+`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, clusterSecret, p.name, p.gossip, p.actor, p.raft, strings.Join(seeds, ", ")) +
+			strings.Join(extra, "")
 		if err := os.WriteFile(p.file, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

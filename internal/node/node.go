@@ -27,6 +27,7 @@ import (
 	"persona/actors"
 	"persona/api"
 	"persona/cluster"
+	"persona/cluster/replicas"
 	"persona/config"
 	"persona/federation"
 	"persona/federation/outbox"
@@ -111,7 +112,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		}
 	}
 	if cfg.Cluster.Enabled && !raceBuild {
-		n.owners = &owners{}
+		n.owners = &owners{lease: func(p int) bool { return repl.path.d.LeaseValid(replicas.Group(p)) }}
 		opts.Host.Placement = n.owners
 	}
 	if n.host, err = actors.NewWith(st, cfg, m, log, opts); err != nil {

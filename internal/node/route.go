@@ -13,6 +13,9 @@ import (
 // until the node turns ready; meanwhile the host holds what it routes.
 type owners struct {
 	table atomic.Pointer[ownerTable]
+	// lease reports whether this node's lease of partition p's group runs:
+	// a partition it leads is its own only then (replication.go).
+	lease func(p int) bool
 }
 
 // ownerTable is one view of the owners: this node's name and every
@@ -31,6 +34,9 @@ func (o *owners) Owner(p int) (addr string, local, known bool) {
 	own := t.owners[p]
 	if own.Name == "" {
 		return "", false, false
+	}
+	if own.Name == t.self && o.lease != nil && !o.lease(p) {
+		return "", false, false // deposed, or about to learn so: hold until the group says
 	}
 	return own.ActorAddr, own.Name == t.self, true
 }

@@ -292,7 +292,7 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	if s.opts.OnRound != nil {
 		s.opts.OnRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
 	}
-	s.report(round, errs)
+	s.report(round, errs, true)
 	s.sealFull()
 	return backlog
 }
@@ -306,10 +306,10 @@ func opsIn(round []*pending) int {
 }
 
 // report tells every batch of the round its outcome: urgent batches
-// first, then, after yielding the processor so that the goroutines woken
-// for waiting clients run now rather than after the whole report,
-// background batches. Each lane keeps its order.
-func (s *Store) report(round []*pending, errs []error) {
+// first, then, if yield, after yielding the processor so that the
+// goroutines woken for waiting clients run now rather than after the
+// whole report, background batches. Each lane keeps its order.
+func (s *Store) report(round []*pending, errs []error, yield bool) {
 	s.statsMu.Lock()
 	s.stats.Rounds++
 	s.stats.Batches += uint64(len(round))
@@ -329,7 +329,7 @@ func (s *Store) report(round []*pending, errs []error) {
 		}
 		return told
 	}
-	if tell(true) {
+	if tell(true) && yield {
 		runtime.Gosched()
 	}
 	tell(false)

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -73,12 +72,22 @@ func opsSize(ops []op) int {
 }
 
 // flight is a record proposed and not yet done: its batches, their
-// outcomes as ApplyCommitted found them, and the time it spent on them.
+// outcomes as ApplyCommitted found them, and its round.
 type flight struct {
 	round []*pending
 	errs  []error
-	took  time.Duration
-	start time.Time
+	of    *landing
+}
+
+// landing is a round proposed, as its records land: for OnRound, what it
+// wrote, when it started, the time ApplyCommitted spent on it, and how
+// many of its records are still to land.
+type landing struct {
+	batches, ops int
+	start        time.Time
+	took         time.Duration
+	left         int
+	release      func() // nil, or frees the round's background slot
 }
 
 // backgroundInFlight is how many rounds of background batches the
@@ -184,8 +193,7 @@ func (s *Store) propose(round []*pending, release func()) {
 		}
 		byRange[p.rng] = append(byRange[p.rng], p)
 	}
-	left := atomic.Int32{}
-	left.Store(int32(len(ranges)))
+	l := &landing{batches: len(round), ops: opsIn(round), start: start, left: len(ranges), release: release}
 	for _, rng := range ranges {
 		ps := byRange[rng]
 		s.proposed++
@@ -200,24 +208,25 @@ func (s *Store) propose(round []*pending, release func()) {
 			rec = appendOps(rec, p.b.ops)
 		}
 		s.applyMu.Lock()
-		s.flights[id] = &flight{round: ps, start: start}
+		s.flights[id] = &flight{round: ps, of: l}
 		s.applyMu.Unlock()
 		s.flying.Add(1)
-		s.opts.CommitPath.Propose(rng, rec, func(err error) {
-			s.land(id, err)
-			if left.Add(-1) == 0 && release != nil {
-				release()
-			}
-		})
+		s.opts.CommitPath.Propose(rng, rec, func(err error) { s.land(id, err) })
 	}
 }
 
-// land reports the record id proposed, done with err.
+// land reports the record id, done with err. The last record of a round
+// to land tells OnRound and yields the processor after telling its urgent
+// batches (once a round: the records of a round land in one driver round,
+// and a yield each would hold the driver up).
 func (s *Store) land(id uint64, err error) {
 	defer s.flying.Done()
 	s.applyMu.Lock()
 	f := s.flights[id]
 	delete(s.flights, id)
+	l := f.of
+	l.left--
+	last := l.left == 0
 	s.applyMu.Unlock()
 	errs := f.errs
 	if errs == nil {
@@ -231,10 +240,13 @@ func (s *Store) land(id uint64, err error) {
 		}
 	}
 	s.noteRound(err)
-	if s.opts.OnRound != nil {
-		s.opts.OnRound(len(f.round), opsIn(f.round), f.took, time.Since(f.start)-f.took)
+	if last && s.opts.OnRound != nil {
+		s.opts.OnRound(l.batches, l.ops, l.took, time.Since(l.start)-l.took)
 	}
-	s.report(f.round, errs)
+	s.report(f.round, errs, last)
+	if last && l.release != nil {
+		l.release()
+	}
 }
 
 // AppliedIndex returns, on the CommitPath, the index of the last record
@@ -302,7 +314,7 @@ func (s *Store) ApplyCommitted(applied []Applied) error {
 	s.applyMu.Lock()
 	for _, sp := range spans {
 		if f := s.flights[sp.id]; f != nil && len(f.round) == sp.to-sp.from {
-			f.errs, f.took = errs[sp.from:sp.to:sp.to], took
+			f.errs, f.of.took = errs[sp.from:sp.to:sp.to], took
 		}
 	}
 	s.applyMu.Unlock()

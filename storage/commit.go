@@ -73,7 +73,12 @@ func (s *Store) enqueue(q chan *pending, b *Batch, done func(error)) {
 		done(ErrClosed)
 		return
 	}
-	q <- &pending{b: b, done: done, urgent: q == s.urgent, rng: rng}
+	p := &pending{b: b, done: done, urgent: q == s.urgent, rng: rng}
+	if p.urgent && s.opts.CommitPath != nil {
+		s.proposeUrgent(p)
+		return
+	}
+	q <- p
 }
 
 // ErrSpansRanges is returned for a batch whose keys are in two key

@@ -27,9 +27,11 @@ type CommitPath interface {
 	// Propose hands record, of key range rng, to the log; done runs
 	// once the record is durable in the log and the store has applied
 	// it (ApplyCommitted returned), or with the reason it will not be.
-	// The records of one range are applied in the order Propose was
-	// called, and their done run in that order. Propose may block while
-	// the log is full; done must not block.
+	// Propose is called from several goroutines at once (CommitUrgent's
+	// callers and the committer); the records one of them proposes to a
+	// range are applied in the order of its calls, and their done run in
+	// that order. Propose may block while the log is full; done must not
+	// block.
 	Propose(rng int, record []byte, done func(error))
 }
 
@@ -96,13 +98,11 @@ type landing struct {
 // ahead of it in the log.
 const backgroundInFlight = 1
 
-// proposer is the committer on the CommitPath. Urgent batches are
-// proposed as soon as they come, each range's in one record, without
-// waiting for what is in flight: the log puts them in its next round.
-// Background batches are proposed a round at a time (up to
-// MaxOpsPerRound keys, TxnOps within UrgentCalm of an urgent batch), the
-// next once the last is applied. Each record is reported when done:
-// urgent batches first.
+// proposer is the committer on the CommitPath for background batches:
+// they are proposed a round at a time (up to MaxOpsPerRound keys, TxnOps
+// within UrgentCalm of an urgent batch), the next once the last is
+// applied. Urgent batches do not pass through it: CommitUrgent proposes
+// each at once, from its caller (proposeUrgent).
 func (s *Store) proposer() {
 	defer s.wg.Done()
 	var backlog []*pending
@@ -146,7 +146,7 @@ func (s *Store) proposer() {
 			}
 		}
 		limit := s.opts.MaxOpsPerRound
-		if time.Since(s.urgentAt) < s.opts.UrgentCalm {
+		if time.Since(time.Unix(0, s.lastUrgent.Load())) < s.opts.UrgentCalm {
 			limit = s.opts.TxnOps
 		}
 		n, ops := 0, 0
@@ -175,16 +175,26 @@ func (s *Store) drainProposals(backlog []*pending) {
 	s.flying.Wait()
 }
 
+// proposeUrgent proposes p, an urgent batch, at once, from the caller's
+// goroutine: it lands in the log's next round, behind nothing but what
+// that round holds, and without a hand-off to the proposer. The caller
+// holds closeMu's read lock and has checked the store is open.
+func (s *Store) proposeUrgent(p *pending) {
+	start := time.Now()
+	s.lastUrgent.Store(start.UnixNano())
+	s.proposeAt(start, []*pending{p}, nil)
+}
+
 // propose proposes round, one record per key range in the order of their
 // first batches, and calls release once every record is done.
 func (s *Store) propose(round []*pending, release func()) {
 	if len(round) == 0 {
 		return
 	}
-	start := time.Now()
-	if round[0].urgent {
-		s.noteUrgent(start)
-	}
+	s.proposeAt(time.Now(), round, release)
+}
+
+func (s *Store) proposeAt(start time.Time, round []*pending, release func()) {
 	var ranges []int
 	byRange := map[int][]*pending{}
 	for _, p := range round {
@@ -196,8 +206,7 @@ func (s *Store) propose(round []*pending, release func()) {
 	l := &landing{batches: len(round), ops: opsIn(round), start: start, left: len(ranges), release: release}
 	for _, rng := range ranges {
 		ps := byRange[rng]
-		s.proposed++
-		id := s.proposed
+		id := s.proposed.Add(1)
 		size := 8
 		for _, p := range ps {
 			size += binary.MaxVarintLen64 + opsSize(p.b.ops)
@@ -215,10 +224,10 @@ func (s *Store) propose(round []*pending, release func()) {
 	}
 }
 
-// land reports the record id, done with err. The last record of a round
-// to land tells OnRound and yields the processor after telling its urgent
-// batches (once a round: the records of a round land in one driver round,
-// and a yield each would hold the driver up).
+// land reports the record id, done with err; the last record of a round
+// to land tells OnRound. It does not yield the processor after urgent
+// batches as the commit log's rounds do: records land from the log's
+// loop, one urgent batch each, and a yield each would hold the loop up.
 func (s *Store) land(id uint64, err error) {
 	defer s.flying.Done()
 	s.applyMu.Lock()
@@ -243,7 +252,7 @@ func (s *Store) land(id uint64, err error) {
 	if last && s.opts.OnRound != nil {
 		s.opts.OnRound(l.batches, l.ops, l.took, time.Since(l.start)-l.took)
 	}
-	s.report(f.round, errs, last)
+	s.report(f.round, errs, false)
 	if last && l.release != nil {
 		l.release()
 	}

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -68,10 +69,11 @@ type Store struct {
 	// (from a number of this open's own, as the records of an earlier
 	// one may be replayed), flights holds the records proposed and not
 	// done, flying counts them.
-	proposed uint64
-	applyMu  sync.Mutex
-	flights  map[uint64]*flight
-	flying   sync.WaitGroup
+	proposed   atomic.Uint64
+	lastUrgent atomic.Int64 // when the last urgent batch was proposed, Unix nanoseconds
+	applyMu    sync.Mutex
+	flights    map[uint64]*flight
+	flying     sync.WaitGroup
 }
 
 // CommitStats counts the committer's work since the store opened.
@@ -124,7 +126,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s.wg.Add(2)
 	if opts.CommitPath != nil {
-		s.proposed, s.flights = uint64(time.Now().UnixNano())<<8, map[uint64]*flight{}
+		s.proposed.Store(uint64(time.Now().UnixNano()) << 8)
+		s.flights = map[uint64]*flight{}
 		go s.proposer()
 	} else {
 		go s.committer()

@@ -7,11 +7,14 @@
 // (<dir>/commitlog); nothing else opens them. It knows nothing of users,
 // rooms or Matrix and imports no other persona package: each actor owns a
 // key prefix and is the only code that reads or writes it, and storage
-// never interprets an actor's keys or values. Its own key is the sequence
-// number of the last transaction written (seqKey), for the commit log's
-// recovery. With Options.CommitPath (experimental) a replicated log takes
-// the commit log's place, and its own key is the index of the last record
-// of that log applied (appliedKey).
+// never interprets an actor's values, and of its keys only the partition
+// a key is under (Key("p", partition, ...)), which is its key range: a
+// batch's keys must share one. Its own key is the sequence number of the
+// last transaction written (seqKey), for the commit log's recovery. With
+// Options.CommitPath (experimental) a replicated log per key range (a
+// partition, or the node's own keys: NodeRange) takes the commit log's
+// place, and its own keys are each range's index of the last record of
+// that log applied (appliedKey).
 package storage
 
 import (

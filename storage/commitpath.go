@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -220,7 +221,15 @@ func (s *Store) proposeAt(start time.Time, round []*pending, release func()) {
 		s.flights[id] = &flight{round: ps, of: l}
 		s.applyMu.Unlock()
 		s.flying.Add(1)
-		s.opts.CommitPath.Propose(rng, rec, func(err error) { s.land(id, err) })
+		var returned atomic.Bool
+		s.opts.CommitPath.Propose(rng, rec, func(err error) {
+			if !returned.Load() { // refused at once: done runs on another goroutine
+				go s.land(id, err)
+				return
+			}
+			s.land(id, err)
+		})
+		returned.Store(true)
 	}
 }
 

@@ -73,7 +73,12 @@ func (s *Store) enqueue(q chan *pending, b *Batch, done func(error)) {
 		done(ErrClosed)
 		return
 	}
-	q <- &pending{b: b, done: done, urgent: q == s.urgent, rng: rng}
+	p := &pending{b: b, done: done, urgent: q == s.urgent, rng: rng}
+	if p.urgent && s.opts.CommitPath != nil {
+		s.proposeUrgent(p)
+		return
+	}
+	q <- p
 }
 
 // ErrSpansRanges is returned for a batch whose keys are in two key
@@ -292,7 +297,7 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	if s.opts.OnRound != nil {
 		s.opts.OnRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
 	}
-	s.report(round, errs)
+	s.report(round, errs, true)
 	s.sealFull()
 	return backlog
 }
@@ -306,10 +311,10 @@ func opsIn(round []*pending) int {
 }
 
 // report tells every batch of the round its outcome: urgent batches
-// first, then, after yielding the processor so that the goroutines woken
-// for waiting clients run now rather than after the whole report,
-// background batches. Each lane keeps its order.
-func (s *Store) report(round []*pending, errs []error) {
+// first, then, if yield, after yielding the processor so that the
+// goroutines woken for waiting clients run now rather than after the
+// whole report, background batches. Each lane keeps its order.
+func (s *Store) report(round []*pending, errs []error, yield bool) {
 	s.statsMu.Lock()
 	s.stats.Rounds++
 	s.stats.Batches += uint64(len(round))
@@ -329,7 +334,7 @@ func (s *Store) report(round []*pending, errs []error) {
 		}
 		return told
 	}
-	if tell(true) {
+	if tell(true) && yield {
 		runtime.Gosched()
 	}
 	tell(false)

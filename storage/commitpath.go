@@ -28,9 +28,11 @@ type CommitPath interface {
 	// Propose hands record, of key range rng, to the log; done runs
 	// once the record is durable in the log and the store has applied
 	// it (ApplyCommitted returned), or with the reason it will not be.
-	// The records of one range are applied in the order Propose was
-	// called, and their done run in that order. Propose may block while
-	// the log is full; done must not block.
+	// Propose is called from several goroutines at once (CommitUrgent's
+	// callers and the committer); the records one of them proposes to a
+	// range are applied in the order of its calls, and their done run in
+	// that order. Propose may block while the log is full; done must not
+	// block.
 	Propose(rng int, record []byte, done func(error))
 }
 
@@ -73,12 +75,22 @@ func opsSize(ops []op) int {
 }
 
 // flight is a record proposed and not yet done: its batches, their
-// outcomes as ApplyCommitted found them, and the time it spent on them.
+// outcomes as ApplyCommitted found them, and its round.
 type flight struct {
 	round []*pending
 	errs  []error
-	took  time.Duration
-	start time.Time
+	of    *landing
+}
+
+// landing is a round proposed, as its records land: for OnRound, what it
+// wrote, when it started, the time ApplyCommitted spent on it, and how
+// many of its records are still to land.
+type landing struct {
+	batches, ops int
+	start        time.Time
+	took         time.Duration
+	left         int
+	release      func() // nil, or frees the round's background slot
 }
 
 // backgroundInFlight is how many rounds of background batches the
@@ -87,13 +99,11 @@ type flight struct {
 // ahead of it in the log.
 const backgroundInFlight = 1
 
-// proposer is the committer on the CommitPath. Urgent batches are
-// proposed as soon as they come, each range's in one record, without
-// waiting for what is in flight: the log puts them in its next round.
-// Background batches are proposed a round at a time (up to
-// MaxOpsPerRound keys, TxnOps within UrgentCalm of an urgent batch), the
-// next once the last is applied. Each record is reported when done:
-// urgent batches first.
+// proposer is the committer on the CommitPath for background batches:
+// they are proposed a round at a time (up to MaxOpsPerRound keys, TxnOps
+// within UrgentCalm of an urgent batch), the next once the last is
+// applied. Urgent batches do not pass through it: CommitUrgent proposes
+// each at once, from its caller (proposeUrgent).
 func (s *Store) proposer() {
 	defer s.wg.Done()
 	var backlog []*pending
@@ -137,7 +147,7 @@ func (s *Store) proposer() {
 			}
 		}
 		limit := s.opts.MaxOpsPerRound
-		if time.Since(s.urgentAt) < s.opts.UrgentCalm {
+		if time.Since(time.Unix(0, s.lastUrgent.Load())) < s.opts.UrgentCalm {
 			limit = s.opts.TxnOps
 		}
 		n, ops := 0, 0
@@ -166,16 +176,26 @@ func (s *Store) drainProposals(backlog []*pending) {
 	s.flying.Wait()
 }
 
+// proposeUrgent proposes p, an urgent batch, at once, from the caller's
+// goroutine: it lands in the log's next round, behind nothing but what
+// that round holds, and without a hand-off to the proposer. The caller
+// holds closeMu's read lock and has checked the store is open.
+func (s *Store) proposeUrgent(p *pending) {
+	start := time.Now()
+	s.lastUrgent.Store(start.UnixNano())
+	s.proposeAt(start, []*pending{p}, nil)
+}
+
 // propose proposes round, one record per key range in the order of their
 // first batches, and calls release once every record is done.
 func (s *Store) propose(round []*pending, release func()) {
 	if len(round) == 0 {
 		return
 	}
-	start := time.Now()
-	if round[0].urgent {
-		s.noteUrgent(start)
-	}
+	s.proposeAt(time.Now(), round, release)
+}
+
+func (s *Store) proposeAt(start time.Time, round []*pending, release func()) {
 	var ranges []int
 	byRange := map[int][]*pending{}
 	for _, p := range round {
@@ -184,12 +204,10 @@ func (s *Store) propose(round []*pending, release func()) {
 		}
 		byRange[p.rng] = append(byRange[p.rng], p)
 	}
-	left := atomic.Int32{}
-	left.Store(int32(len(ranges)))
+	l := &landing{batches: len(round), ops: opsIn(round), start: start, left: len(ranges), release: release}
 	for _, rng := range ranges {
 		ps := byRange[rng]
-		s.proposed++
-		id := s.proposed
+		id := s.proposed.Add(1)
 		size := 8
 		for _, p := range ps {
 			size += binary.MaxVarintLen64 + opsSize(p.b.ops)
@@ -200,24 +218,33 @@ func (s *Store) propose(round []*pending, release func()) {
 			rec = appendOps(rec, p.b.ops)
 		}
 		s.applyMu.Lock()
-		s.flights[id] = &flight{round: ps, start: start}
+		s.flights[id] = &flight{round: ps, of: l}
 		s.applyMu.Unlock()
 		s.flying.Add(1)
+		var returned atomic.Bool
 		s.opts.CommitPath.Propose(rng, rec, func(err error) {
-			s.land(id, err)
-			if left.Add(-1) == 0 && release != nil {
-				release()
+			if !returned.Load() { // refused at once: done runs on another goroutine
+				go s.land(id, err)
+				return
 			}
+			s.land(id, err)
 		})
+		returned.Store(true)
 	}
 }
 
-// land reports the record id proposed, done with err.
+// land reports the record id, done with err; the last record of a round
+// to land tells OnRound. It does not yield the processor after urgent
+// batches as the commit log's rounds do: records land from the log's
+// loop, one urgent batch each, and a yield each would hold the loop up.
 func (s *Store) land(id uint64, err error) {
 	defer s.flying.Done()
 	s.applyMu.Lock()
 	f := s.flights[id]
 	delete(s.flights, id)
+	l := f.of
+	l.left--
+	last := l.left == 0
 	s.applyMu.Unlock()
 	errs := f.errs
 	if errs == nil {
@@ -231,10 +258,13 @@ func (s *Store) land(id uint64, err error) {
 		}
 	}
 	s.noteRound(err)
-	if s.opts.OnRound != nil {
-		s.opts.OnRound(len(f.round), opsIn(f.round), f.took, time.Since(f.start)-f.took)
+	if last && s.opts.OnRound != nil {
+		s.opts.OnRound(l.batches, l.ops, l.took, time.Since(l.start)-l.took)
 	}
-	s.report(f.round, errs)
+	s.report(f.round, errs, false)
+	if last && l.release != nil {
+		l.release()
+	}
 }
 
 // AppliedIndex returns, on the CommitPath, the index of the last record
@@ -302,7 +332,7 @@ func (s *Store) ApplyCommitted(applied []Applied) error {
 	s.applyMu.Lock()
 	for _, sp := range spans {
 		if f := s.flights[sp.id]; f != nil && len(f.round) == sp.to-sp.from {
-			f.errs, f.took = errs[sp.from:sp.to:sp.to], took
+			f.errs, f.of.took = errs[sp.from:sp.to:sp.to], took
 		}
 	}
 	s.applyMu.Unlock()

@@ -246,3 +246,27 @@ func copyWithoutBadgersLogs(t *testing.T, dir string) string {
 	}
 	return lost
 }
+
+// TestARefusedRecordFailsItsBatches: a record the log refuses at once (a
+// key range without a group) fails its batches, on another goroutine than
+// the caller's, so that a done may commit again; the store goes on.
+func TestARefusedRecordFailsItsBatches(t *testing.T) {
+	t.Parallel()
+	s := openWith(t, openOnRaft, t.TempDir())
+	defer s.Close()
+	var b Batch
+	b.Set(partKey(testPartitions+5, "x"), []byte("v"))
+	done := make(chan error, 1)
+	s.CommitUrgent(&b, func(err error) {
+		var again Batch
+		again.Set(partKey(0, "after"), []byte("v"))
+		done <- errors.Join(err, s.CommitSync(&again))
+	})
+	err := <-done
+	if !errors.Is(err, raft.ErrUnknownGroup) {
+		t.Fatalf("a batch of a range without a group: %v, want raft.ErrUnknownGroup", err)
+	}
+	if v, err := s.Get(partKey(0, "after")); err != nil || string(v) != "v" {
+		t.Fatalf("the batch committed from the refused one's done: %q, %v", v, err)
+	}
+}

@@ -92,6 +92,7 @@ type group struct {
 	applied   uint64               // the last entry applied
 	smApplied uint64               // entries up to it were applied before the driver opened
 	cs        *pb.ConfState        // the membership as of applied
+	pubCS     *pb.ConfState        // the membership last published
 	confs     []confAt             // membership changes applied after snap
 	queued    []*proposal          // proposals of this round, not yet given to raft
 	proposed  []*waiter            // entries given to raft this round
@@ -325,6 +326,12 @@ func (d *Driver) run() {
 		}
 		d.proposeQueued()
 		err := d.round()
+		if err == nil && len(d.touched) > 0 {
+			// What the round's Advance committed (a group of one's entries,
+			// durable now) is applied before more proposals are taken, so
+			// that their proposers hear of it a round sooner.
+			err = d.round()
+		}
 		if err == nil && d.log.appended() >= d.opts.SegmentBytes {
 			err = d.checkpoint()
 		}

@@ -247,8 +247,27 @@ func (d *Driver) placeProposed(g *group, ents []*pb.Entry) {
 	if len(g.proposed) == 0 {
 		return
 	}
-	byID := make(map[uint64]*waiter, len(g.proposed))
-	for _, w := range g.proposed {
+	if len(g.proposed) == 1 && len(ents) > 0 {
+		// The common case: one entry proposed this round, the last raft
+		// gave to persist.
+		w, e := g.proposed[0], ents[len(ents)-1]
+		g.proposed = g.proposed[:0]
+		if e.GetType() == pb.EntryNormal && entryID(e.GetData()) == w.id {
+			w.index, w.term = e.GetIndex(), e.GetTerm()
+			g.waiting = append(g.waiting, w)
+		} else {
+			d.placeProposedAmong(g, []*waiter{w}, ents)
+		}
+		return
+	}
+	d.placeProposedAmong(g, g.proposed, ents)
+	g.proposed = g.proposed[:0]
+}
+
+// placeProposedAmong places each of ws among ents, or drops it.
+func (d *Driver) placeProposedAmong(g *group, ws []*waiter, ents []*pb.Entry) {
+	byID := make(map[uint64]*waiter, len(ws))
+	for _, w := range ws {
 		byID[w.id] = w
 	}
 	for _, e := range ents {
@@ -268,12 +287,11 @@ func (d *Driver) placeProposed(g *group, ents []*pb.Entry) {
 			delete(byID, id)
 		}
 	}
-	for _, w := range g.proposed {
+	for _, w := range ws {
 		if byID[w.id] != nil {
 			w.finish(ErrDropped)
 		}
 	}
-	g.proposed = g.proposed[:0]
 }
 
 // settle finishes the waiters of g whose entries are among ents, the

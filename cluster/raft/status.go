@@ -109,16 +109,20 @@ func cmpUint(a, b uint64) int {
 func (d *Driver) publish(g *group) {
 	st := g.rn.BasicStatus()
 	s := Status{
-		Group:    g.id,
-		Role:     roleOf(st.RaftState),
-		Leader:   st.Lead,
-		Term:     st.GetTerm(),
-		Applied:  g.applied,
-		Voters:   sorted(g.cs.GetVoters()),
-		Learners: sorted(g.cs.GetLearners()),
+		Group:   g.id,
+		Role:    roleOf(st.RaftState),
+		Leader:  st.Lead,
+		Term:    st.GetTerm(),
+		Applied: g.applied,
 	}
 	d.mu.Lock()
 	old, had := d.pub[g.id]
+	if had && g.pubCS == g.cs {
+		s.Voters, s.Learners = old.Voters, old.Learners // the same membership: no copy
+	} else {
+		s.Voters, s.Learners = sorted(g.cs.GetVoters()), sorted(g.cs.GetLearners())
+		g.pubCS = g.cs
+	}
 	d.pub[g.id] = s
 	if s.Role != Leader || !had || old.Term != s.Term {
 		delete(d.leases, g.id) // a lease is a term's: a new one starts with the answers to it

@@ -221,7 +221,8 @@ func (c *Controller) pass() {
 }
 
 // survey tells the transport where each member's raft listens, and
-// returns, sorted, the members alive (or suspect) and not leaving, and
+// returns, sorted, the members alive (or suspect), not leaving and not
+// draining, and
 // those placement places replicas on: the live ones and those gone (dead,
 // left or leaving) for less than ReplaceAfter; and whether any other
 // member gossips a partition (the cluster was founded).
@@ -237,7 +238,7 @@ func (c *Controller) survey(members []cluster.Member) (live, placed []string, fo
 			continue
 		}
 		switch {
-		case (mb.State == cluster.StateAlive || mb.State == cluster.StateSuspect) && !mb.Leaving:
+		case (mb.State == cluster.StateAlive || mb.State == cluster.StateSuspect) && !mb.Leaving && !mb.Draining:
 			live = append(live, mb.Name)
 			placed = append(placed, mb.Name)
 		case time.Since(mb.Since) < c.opts.ReplaceAfter:
@@ -303,13 +304,17 @@ func (c *Controller) lead(st raft.Status, want, live []uint64) {
 // Drain stops changing replicas and hands the leadership of every group
 // this node leads to another voter, the one placement prefers among the
 // live members without this node. It returns once this node leads no
-// group another live voter could lead, or with ctx's error. A node
-// stopping calls it, so that its partitions are served elsewhere before
-// it goes.
+// group another live voter could lead, or with ctx's error. It gossips
+// the node as draining first, so that the others hand it no leadership
+// back. A node stopping calls it, so that its partitions are served
+// elsewhere before it goes.
 func (c *Controller) Drain(ctx context.Context) error {
 	c.mu.Lock()
 	c.draining = true
 	c.mu.Unlock()
+	if err := c.m.UpdateLocal(func(m *cluster.Meta) { m.Draining = true }); err != nil && !errors.Is(err, cluster.ErrLeft) {
+		c.opts.Log.Warn("replicas: tell the cluster this node drains", "err", err)
+	}
 	for {
 		live, _, _ := c.survey(c.m.Members())
 		live = slices.DeleteFunc(live, func(n string) bool { return n == c.m.Name() })

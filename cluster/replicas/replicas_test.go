@@ -231,7 +231,12 @@ func propose(t *testing.T, nodes []*node, g uint64, key, value string) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no leader of group %d took %s=%s", g, key, value)
+			var seen []string
+			for _, n := range nodes {
+				st, err := n.d.Status(g)
+				seen = append(seen, fmt.Sprintf("%s: %+v %v", n.name, st, err))
+			}
+			t.Fatalf("no leader of group %d took %s=%s: %v", g, key, value, seen)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -393,6 +398,9 @@ func TestDrainHandsLeadershipOver(t *testing.T) {
 		if s.Role == raft.Leader {
 			t.Fatalf("a still leads group %d after draining", s.Group)
 		}
+	}
+	if err := a.m.Leave(time.Second); err != nil { // as a stopping node does next
+		t.Fatal(err)
 	}
 	for g := range want {
 		propose(t, []*node{b, c}, g, "after", "the drain")

@@ -71,6 +71,7 @@ type Driver struct {
 	groups     map[uint64]*group
 	touched    []*group // groups that may have work this round
 	seq        uint64   // proposal counter
+	ticks      uint64   // ticks so far
 	afterWrite []chan<- error
 	readies    []ready
 	updates    []Update
@@ -99,7 +100,7 @@ type group struct {
 	waiting   []*waiter            // entries appended, waiting to be applied
 	touched   bool
 	removed   bool
-	answered  map[uint64]time.Time // a leader's: when each voter last answered it
+	confirms  []confirm // a leader's confirmations of its leadership asked for, oldest first (lease.go)
 }
 
 // confAt is the membership from an index on.
@@ -390,6 +391,10 @@ func (d *Driver) tick() {
 		g.rn.Tick()
 		d.touch(g)
 	}
+	d.ticks++
+	if d.ticks%uint64(d.opts.HeartbeatTicks) == 0 {
+		d.askConfirms()
+	}
 }
 
 // receive steps a received batch into its groups, or tells them of a
@@ -409,7 +414,6 @@ func (d *Driver) receive(in inbound) {
 			continue
 		}
 		_ = g.rn.Step(e.Msg) // raft refuses only messages it has no use for
-		d.noteAnswer(g, e.Msg)
 	}
 }
 

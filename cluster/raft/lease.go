@@ -1,66 +1,78 @@
 package raft
 
 import (
-	"slices"
+	"encoding/binary"
 	"time"
 
 	"go.etcd.io/raft/v3"
-	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 // A leader's lease is the time until which no other replica can have been
 // elected: a follower campaigns only after an election timeout without
 // hearing from the leader, so once a quorum of voters (the leader among
-// them) answered the leader's messages, none of them votes for another
-// before the quorum's oldest answer plus an election timeout. The lease
-// ends half an election timeout after that answer, leaving the other half
-// to messages late on the network and to clocks running at other rates.
+// them) answered a heartbeat the leader sent at time t, none of them votes
+// for another before t plus an election timeout. The lease ends half an
+// election timeout after t, leaving the other half to clocks running at
+// other rates. Each heartbeat interval the driver asks raft to confirm its
+// leadership (ReadIndex: a heartbeat round that carries a context of its
+// own), and the answer, once a quorum acknowledged it, renews the lease
+// from the time that round was sent, never from when the answers arrived:
+// answers a leader finds waiting after it was paused or cut off were sent
+// before, and renew nothing.
+//
 // A leader that serves reads from its own state without asking the group
-// does so only within its lease (LeaseValid): a leader paused or cut off
-// while the others elected another sees its lease lapse before it learns
-// that it was deposed.
+// does so only within its lease (LeaseValid).
 
-// noteAnswer records that voter from answered the leader of g now, and
-// renews g's lease. Driver loop only.
-func (d *Driver) noteAnswer(g *group, m *pb.Message) {
-	if t := m.GetType(); t != pb.MsgHeartbeatResp && t != pb.MsgAppResp {
-		return
-	}
-	if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader || m.GetTerm() != st.GetTerm() {
-		return // an answer to another term's leader
-	}
-	if g.answered == nil {
-		g.answered = map[uint64]time.Time{}
-	}
-	g.answered[m.GetFrom()] = time.Now()
-	d.renewLease(g)
+// maxConfirms bounds the confirmations of leadership a group keeps waiting.
+const maxConfirms = 64
+
+// confirm is a confirmation of leadership asked for at sent.
+type confirm struct {
+	id   uint64
+	sent time.Time
 }
 
-// renewLease sets g's lease from its voters' last answers, this node
-// answering itself now. Driver loop only.
-func (d *Driver) renewLease(g *group) {
-	voters := g.cs.GetVoters()
-	if !slices.Contains(voters, d.opts.NodeID) {
-		return
-	}
+// askConfirms asks each group this node leads with other voters to confirm
+// its leadership. Driver loop only, on heartbeat ticks.
+func (d *Driver) askConfirms() {
 	now := time.Now()
-	times := make([]time.Time, 0, len(voters))
-	for _, v := range voters {
-		if v == d.opts.NodeID {
-			times = append(times, now)
-		} else if t, ok := g.answered[v]; ok {
-			times = append(times, t)
+	for _, g := range d.groups {
+		if len(g.cs.GetVoters()) < 2 || g.rn.BasicStatus().RaftState != raft.StateLeader {
+			g.confirms = g.confirms[:0]
+			continue
+		}
+		id := d.nextID()
+		if len(g.confirms) == maxConfirms {
+			g.confirms = append(g.confirms[:0], g.confirms[1:]...)
+		}
+		g.confirms = append(g.confirms, confirm{id: id, sent: now})
+		g.rn.ReadIndex(binary.AppendUvarint(nil, id))
+		d.touch(g)
+	}
+}
+
+// confirmed renews g's lease from the confirmations rd answers. Driver
+// loop only.
+func (d *Driver) confirmed(g *group, rd *raft.Ready) {
+	for _, rs := range rd.ReadStates {
+		id, n := binary.Uvarint(rs.RequestCtx)
+		if n <= 0 {
+			continue
+		}
+		for i, c := range g.confirms {
+			if c.id != id {
+				continue
+			}
+			until := c.sent.Add(time.Duration(d.opts.ElectionTicks) * d.opts.TickInterval / 2)
+			d.mu.Lock()
+			if until.After(d.leases[g.id]) {
+				d.leases[g.id] = until
+			}
+			d.mu.Unlock()
+			g.confirms = append(g.confirms[:0], g.confirms[i+1:]...)
+			break
 		}
 	}
-	quorum := len(voters)/2 + 1
-	if len(times) < quorum {
-		return
-	}
-	slices.SortFunc(times, func(a, b time.Time) int { return b.Compare(a) }) // newest first
-	until := times[quorum-1].Add(time.Duration(d.opts.ElectionTicks) * d.opts.TickInterval / 2)
-	d.mu.Lock()
-	d.leases[g.id] = until
-	d.mu.Unlock()
 }
 
 // LeaseValid reports whether this node leads group and its lease runs: no

@@ -22,6 +22,7 @@ func (d *Driver) round() error {
 		g.touched = false
 		if !g.removed && g.rn.HasReady() {
 			rs = append(rs, ready{g: g, rd: g.rn.Ready()})
+			d.confirmed(g, &rs[len(rs)-1].rd)
 		}
 	}
 	clear(d.touched)

@@ -126,7 +126,7 @@ func (d *Driver) publish(g *group) {
 	d.pub[g.id] = s
 	if s.Role != Leader || !had || old.Term != s.Term {
 		delete(d.leases, g.id) // a lease is a term's: a new one starts with the answers to it
-		g.answered = nil
+		g.confirms = g.confirms[:0]
 	}
 	changed := !had || old.Role != s.Role || old.Leader != s.Leader || old.Term != s.Term ||
 		!slices.Equal(old.Voters, s.Voters) || !slices.Equal(old.Learners, s.Learners)

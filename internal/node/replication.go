@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -155,20 +156,29 @@ func (r *replication) onEvent(ev raft.Event) {
 		ctl.OnEvent(ev)
 	}
 	if !ev.Removed && ev.Role == raft.Leader && ev.Group != nodeGroup {
-		g, term := ev.Group, ev.Term
-		go r.path.d.ProposeAsync(g, nil, func(err error) {
-			if err != nil {
-				return // no longer leader, or closing: the next election tells again
-			}
-			r.mu.Lock()
-			if st, err := r.path.d.Status(g); err == nil && st.Role == raft.Leader && st.Term == term {
-				r.caughtUp[g] = term
-			}
-			r.mu.Unlock()
-			r.poke()
-		})
+		go r.catchUp(ev.Group, ev.Term)
 	}
 	r.poke()
+}
+
+// catchUp proposes a barrier to group g, which this node leads in term,
+// and once it is applied marks g caught up. A barrier raft drops (a
+// leadership transfer under way, say) is proposed again while the node
+// still leads g in that term; the next election starts another.
+func (r *replication) catchUp(g, term uint64) {
+	r.path.d.ProposeAsync(g, nil, func(err error) {
+		st, serr := r.path.d.Status(g)
+		leads := serr == nil && st.Role == raft.Leader && st.Term == term
+		switch {
+		case err == nil && leads:
+			r.mu.Lock()
+			r.caughtUp[g] = term
+			r.mu.Unlock()
+			r.poke()
+		case err != nil && leads && !errors.Is(err, raft.ErrClosed):
+			time.AfterFunc(50*time.Millisecond, func() { r.catchUp(g, term) })
+		}
+	})
 }
 
 // poke wakes the placement loop without waiting.

@@ -3,6 +3,7 @@ package actors
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -67,7 +68,7 @@ func (r *room) noteOutbound(b *storage.Batch, ev *evRecord) {
 		return
 	}
 	if ev.PDU != nil {
-		b.Set(eventRoomKey(ev.ID), []byte(r.id))
+		b.Set(eventRoomKey(r.part, ev.ID), []byte(r.id))
 	}
 	if ev.PDU != nil && !ev.Relay { // another server's event: its origin sends it
 		if ev.Type == "m.room.member" && ev.StateKey != nil && membershipOf(ev) == "join" {
@@ -106,20 +107,34 @@ func (r *room) noteOutbound(b *storage.Batch, ev *evRecord) {
 	}
 	b.Set(r.wakeKey(), nil)
 	if ev.PDU == nil {
-		b.Set(eventRoomKey(ev.ID), []byte(r.id))
+		b.Set(eventRoomKey(r.part, ev.ID), []byte(r.id))
 	}
 	r.outgoing = append(r.outgoing, outgoing{ev, dests})
 }
 
 // eventRoomKey indexes the room of an event other servers know of (one
-// that came from or went to another server): a peer asks for it by id
-// alone.
-func eventRoomKey(id string) []byte { return storage.Key("fe", id) }
+// that came from or went to another server), in the room's partition, so
+// that the room's batch that appends the event writes it too: a peer
+// asks for it by id alone.
+func eventRoomKey(partition int, id string) []byte {
+	return storage.Key("p", partitionName(partition), "fe", id)
+}
+
+// legacyEventRoomKey is where the index was kept before it moved into
+// the rooms' partitions; stores written then still hold it.
+func legacyEventRoomKey(id string) []byte { return storage.Key("fe", id) }
 
 // RoomOfEvent is the room of an event other servers know of, or
-// storage.ErrNotFound.
+// storage.ErrNotFound. It looks in every partition, the event's room
+// being unknown.
 func (h *Service) RoomOfEvent(id string) (string, error) {
-	v, err := h.store.Get(eventRoomKey(id))
+	for p := range h.rt.Partitions() {
+		v, err := h.store.Get(eventRoomKey(p, id))
+		if !errors.Is(err, storage.ErrNotFound) {
+			return string(v), err
+		}
+	}
+	v, err := h.store.Get(legacyEventRoomKey(id))
 	return string(v), err
 }
 

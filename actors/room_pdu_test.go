@@ -178,11 +178,13 @@ func TestOlderDataDirectoryIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	h, st := newTestHost(t, dir, time.Minute)
 	h.Stop()
-	var b storage.Batch
+	var b, old storage.Batch // a key range each
 	b.Delete(formatKey)
-	b.Set(storage.Key("p", partitionName(0), "r", "!old:"+server, "meta"), []byte(`{"creator":"@a:`+server+`","version":"10"}`))
-	if err := st.CommitSync(&b); err != nil {
-		t.Fatal(err)
+	old.Set(storage.Key("p", partitionName(0), "r", "!old:"+server, "meta"), []byte(`{"creator":"@a:`+server+`","version":"10"}`))
+	for _, b := range []*storage.Batch{&b, &old} {
+		if err := st.CommitSync(b); err != nil {
+			t.Fatal(err)
+		}
 	}
 	_, err := NewWith(st, config.Default(), nil, nil, Options{})
 	if err != ErrOldFormat {

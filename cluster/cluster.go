@@ -182,6 +182,8 @@ type Membership struct {
 	left  bool   // Leave or Shutdown was called
 	shut  bool   // Shutdown was called
 
+	updateMu sync.Mutex // UpdateLocal's, one at a time
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -321,6 +323,17 @@ func (m *Membership) SetLocal(meta Meta) error {
 		return fmt.Errorf("cluster: gossip the node's metadata: %w", err)
 	}
 	return nil
+}
+
+// UpdateLocal changes the node's metadata with change, which gets a copy
+// of it, and gossips the result as SetLocal does. Updates are made one at
+// a time, so that callers changing different fields keep each other's.
+func (m *Membership) UpdateLocal(change func(*Meta)) error {
+	m.updateMu.Lock()
+	defer m.updateMu.Unlock()
+	meta := m.Local()
+	change(&meta)
+	return m.SetLocal(meta)
 }
 
 // Subscribe returns a channel of every membership event from now on, in

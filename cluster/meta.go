@@ -21,6 +21,9 @@ type Meta struct {
 	// Ready reports that the node serves: it has started, and leads or
 	// follows the partitions it claims.
 	Ready bool
+	// Draining reports that the node hands its partitions' leadership
+	// over before it stops: the others lead them meanwhile.
+	Draining bool
 	// Led lists the partitions whose replicas the node leads, ascending.
 	Led []int
 	// Followed lists the partitions the node holds a replica of without
@@ -37,8 +40,9 @@ const metaVersion = 2
 // Leave, so that the others tell its leave from a failure: memberlist
 // tells its event delegate the one like the other).
 const (
-	metaReady   = 1 << 0
-	metaLeaving = 1 << 1
+	metaReady    = 1 << 0
+	metaLeaving  = 1 << 1
+	metaDraining = 1 << 2
 )
 
 // encodeMeta encodes m for a cluster of partitions partitions, flagged
@@ -77,6 +81,9 @@ func encodeMeta(m Meta, partitions int, leaving bool) ([]byte, error) {
 	if leaving {
 		flags |= metaLeaving
 	}
+	if m.Draining {
+		flags |= metaDraining
+	}
 	b = append(b, metaVersion, flags)
 	b = binary.AppendUvarint(b, uint64(partitions))
 	b = binary.AppendUvarint(b, uint64(len(m.ActorAddr)))
@@ -107,7 +114,7 @@ func decodeMeta(b []byte) (decoded, error) {
 	if len(b) < 2 || b[0] < 1 {
 		return decoded{}, errMeta
 	}
-	d := decoded{Meta: Meta{Ready: b[1]&metaReady != 0}, leaving: b[1]&metaLeaving != 0}
+	d := decoded{Meta: Meta{Ready: b[1]&metaReady != 0, Draining: b[1]&metaDraining != 0}, leaving: b[1]&metaLeaving != 0}
 	rest := b[2:]
 	partitions, n := binary.Uvarint(rest)
 	if n <= 0 || partitions < 1 || partitions > 8*memberlist.MetaMaxSize {

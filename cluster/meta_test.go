@@ -20,6 +20,7 @@ func TestMetaRoundTrip(t *testing.T) {
 			ActorAddr: rapid.StringMatching(`[a-z0-9.:\[\]]{0,60}`).Draw(t, "actor"),
 			RaftAddr:  rapid.StringMatching(`[a-z0-9.:\[\]]{0,60}`).Draw(t, "raft"),
 			Ready:     rapid.Bool().Draw(t, "ready"),
+			Draining:  rapid.Bool().Draw(t, "draining"),
 		}
 		for p := range partitions {
 			switch rapid.IntRange(0, 3).Draw(t, "role") {
@@ -42,7 +43,7 @@ func TestMetaRoundTrip(t *testing.T) {
 			t.Fatalf("decode: %v", err)
 		}
 		if out.partitions != partitions || out.leaving != leaving || out.ActorAddr != in.ActorAddr || out.RaftAddr != in.RaftAddr ||
-			out.Ready != in.Ready || !slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
+			out.Ready != in.Ready || out.Draining != in.Draining || !slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
 			t.Fatalf("decode(encode(%+v, %d, %v)) = %+v", in, partitions, leaving, out)
 		}
 	})

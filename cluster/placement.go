@@ -112,52 +112,10 @@ func (p *placer) replicas(partition uint64, dst []string) []string {
 	return dst
 }
 
-// Placement returns the partitions this node should hold a replica of,
-// ascending: those Place puts it on, rf replicas to a partition, over this
-// node and the members alive or suspect (a suspicion is not yet a
-// failure) and ready.
-func (m *Membership) Placement(rf int) []int {
-	names, _ := m.placed()
-	var ps []int
-	for p, rs := range Place(m.opts.Partitions, names, rf) {
-		if slices.Contains(rs, m.name) {
-			ps = append(ps, p)
-		}
-	}
-	return ps
-}
-
 // Owner is the member whose actors hold a partition.
 type Owner struct {
 	// Name is the member's name.
 	Name string
 	// ActorAddr is the host:port of its actor system.
 	ActorAddr string
-}
-
-// Owners returns the owner of every partition until replication elects
-// leaders: the first of its replicas (Replicas' preferred leader) over the
-// members Placement places on. Owners[p].Name is this node's name for the
-// partitions it owns.
-func (m *Membership) Owners() []Owner {
-	names, addrs := m.placed()
-	out := make([]Owner, m.opts.Partitions)
-	for p, rs := range Place(m.opts.Partitions, names, 1) {
-		out[p] = Owner{Name: rs[0], ActorAddr: addrs[rs[0]]}
-	}
-	return out
-}
-
-// placed returns the names of the members placement places on (this node
-// and the members alive or suspect and ready) and their actor addresses.
-func (m *Membership) placed() ([]string, map[string]string) {
-	names := []string{m.name}
-	addrs := map[string]string{m.name: m.Local().ActorAddr}
-	for _, mem := range m.Members() {
-		if mem.Name != m.name && mem.Ready && (mem.State == StateAlive || mem.State == StateSuspect) {
-			names = append(names, mem.Name)
-			addrs[mem.Name] = mem.ActorAddr
-		}
-	}
-	return names, addrs
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 )
 
 var placementSeed = flag.Uint64("placement.seed", 0, "seed of the member names the placement tests draw; 0 draws one")
@@ -238,73 +237,5 @@ func BenchmarkPlace(b *testing.B) {
 				Place(partitions, ms, 3)
 			}
 		})
-	}
-}
-
-// TestMembershipPlacement starts three members, two of them ready, then a
-// fourth joining not ready: each places itself and the ready members
-// alive, as Place does over their names. Once the fourth is ready it
-// takes its partitions; once a ready member stops, the others place
-// without it.
-func TestMembershipPlacement(t *testing.T) {
-	t.Parallel()
-	const rf = 2
-	a := start(t, "a")
-	b := start(t, "b", a.Addr())
-	c := start(t, "c", a.Addr())
-	d := start(t, "d", a.Addr())
-	all := []*Membership{a, b, c, d}
-	for _, m := range []*Membership{a, b} {
-		ready := m.Local()
-		ready.Ready = true
-		if err := m.SetLocal(ready); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// placed waits until m's placement is what Place puts it on over names.
-	placed := func(m *Membership, names ...string) {
-		t.Helper()
-		var want []int
-		for p, rs := range Place(8, names, rf) {
-			if slices.Contains(rs, m.Name()) {
-				want = append(want, p)
-			}
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for got := m.Placement(rf); !slices.Equal(got, want); got = m.Placement(rf) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s places itself on %v, want %v over %q; members %+v", m.Name(), got, want, names, m.Members())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	for _, m := range all {
-		waitMembers(t, m, 5*time.Second, "all four alive", allAlive("a", "b", "c", "d"))
-	}
-	placed(a, "a", "b")
-	placed(b, "a", "b")
-	placed(c, "a", "b", "c") // not ready itself, it still places itself
-	ready := c.Local()
-	ready.Ready = true
-	if err := c.SetLocal(ready); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range all[:3] {
-		placed(m, "a", "b", "c")
-	}
-	placed(d, "a", "b", "c", "d")
-	if err := b.Shutdown(); err != nil {
-		t.Fatal(err)
-	}
-	placed(a, "a", "c")
-	placed(c, "a", "c")
-	// The owner of a partition is its first replica, named with its actor
-	// address.
-	for _, m := range []*Membership{a, c} {
-		for p, o := range m.Owners() {
-			if want := Replicas(p, []string{"a", "c"}, 1)[0]; o.Name != want || o.ActorAddr != "127.0.0.1:8090" {
-				t.Fatalf("%s: partition %d owned by %+v, want %s at 127.0.0.1:8090", m.Name(), p, o, want)
-			}
-		}
 	}
 }

@@ -167,8 +167,9 @@ type Actors struct {
 // Storage tunes how the node's database makes writes durable.
 type Storage struct {
 	// CommitPath is "log", the store's own commit log, or "raft"
-	// (experimental), a raft group whose only member is this node, its log
-	// in DataDir/raft in the commit log's place.
+	// (experimental), a raft group per partition and one for the node's
+	// own keys, this node their only member, their log in DataDir/raft in
+	// the commit log's place.
 	CommitPath string `yaml:"commit_path"`
 }
 

@@ -195,9 +195,10 @@ actors:
 # How the database makes writes durable.
 storage:
   # log: every write is synced to the store's own commit log. raft
-  # (experimental, for measuring): a raft group whose only member is this
-  # node takes the commit log's place, its log in <data_dir>/raft. Switch
-  # only on a stopped node; raft back to log needs a clean stop.
+  # (experimental, for measuring): raft groups whose only member is this
+  # node, one per partition and one for the node's own keys, take the
+  # commit log's place, their log in <data_dir>/raft. Switch only on a
+  # stopped node; raft back to log needs a clean stop.
   commit_path: {{q .Storage.CommitPath}}
 
 # Membership of a persona cluster: nodes that share the users and rooms

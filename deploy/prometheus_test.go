@@ -44,7 +44,7 @@ func TestPrometheusAnswersEveryExpression(t *testing.T) {
 	a := testnode.Start(t, "", func(c *config.Config) {
 		testnode.ByAddress(t)(c)
 		c.Cluster.Enabled, c.Cluster.NodeName = true, "a"
-		c.Cluster.Bind, c.Cluster.ActorBind = "127.0.0.1:0", "127.0.0.1:0"
+		c.Cluster.Bind, c.Cluster.ActorBind, c.Cluster.RaftBind = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	})
 	b := testnode.Start(t, "", testnode.ByAddress(t))
 	load(ctx, t, a, b)

@@ -38,7 +38,10 @@ func (b *Batch) Len() int { return len(b.ops) }
 // Committer makes batches durable.
 type Committer interface {
 	// Commit queues b; done is called exactly once, from another
-	// goroutine, after b is synced to disk (nil) or failed.
+	// goroutine, after b is synced to disk (nil) or failed. A batch's
+	// keys must all be in one key range: one partition's (under
+	// Key("p", partition)) or NodeRange; another is refused with
+	// ErrSpansRanges.
 	Commit(b *Batch, done func(error))
 }
 
@@ -46,6 +49,7 @@ type pending struct {
 	b      *Batch
 	done   func(error)
 	urgent bool
+	rng    int // the key range of b's keys
 }
 
 // Commit queues b for the next group commit; done runs once b is synced.
@@ -58,13 +62,44 @@ func (s *Store) Commit(b *Batch, done func(error)) { s.enqueue(s.commits, b, don
 func (s *Store) CommitUrgent(b *Batch, done func(error)) { s.enqueue(s.urgent, b, done) }
 
 func (s *Store) enqueue(q chan *pending, b *Batch, done func(error)) {
+	rng, err := b.keyRange()
+	if err != nil {
+		go done(err)
+		return
+	}
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		done(ErrClosed)
 		return
 	}
-	q <- &pending{b: b, done: done, urgent: q == s.urgent}
+	p := &pending{b: b, done: done, urgent: q == s.urgent, rng: rng}
+	if p.urgent && s.opts.CommitPath != nil {
+		s.proposeUrgent(p)
+		return
+	}
+	q <- p
+}
+
+// ErrSpansRanges is returned for a batch whose keys are in two key
+// ranges (two partitions, or a partition and NodeRange): each range is
+// its own log, so such a batch could not be atomic.
+var ErrSpansRanges = errors.New("storage: a batch spans two key ranges")
+
+// keyRange returns the key range of b's keys, or ErrSpansRanges naming
+// two keys of different ranges. An empty batch is in NodeRange.
+func (b *Batch) keyRange() (int, error) {
+	if len(b.ops) == 0 {
+		return NodeRange, nil
+	}
+	first := b.ops[0].key
+	rng := rangeOf(first)
+	for _, o := range b.ops[1:] {
+		if r := rangeOf(o.key); r != rng {
+			return 0, fmt.Errorf("%w: %q and %q", ErrSpansRanges, first, o.key)
+		}
+	}
+	return rng, nil
 }
 
 // CommitSync commits b and waits until it is durable.
@@ -207,9 +242,6 @@ func (s *Store) drain(backlog []*pending) {
 // once and reports. It returns the background batches left for the next
 // round.
 func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
-	if s.opts.CommitPath != nil {
-		return s.proposeRound(urgent, backlog)
-	}
 	var round []*pending
 	var errs []error
 	var failed error // a transaction or the sync failed: the store's fault, not one batch's
@@ -265,7 +297,7 @@ func (s *Store) commitRound(urgent, backlog []*pending) []*pending {
 	if s.opts.OnRound != nil {
 		s.opts.OnRound(len(round), opsIn(round), written.Sub(start), time.Since(written))
 	}
-	s.report(round, errs)
+	s.report(round, errs, true)
 	s.sealFull()
 	return backlog
 }
@@ -279,10 +311,10 @@ func opsIn(round []*pending) int {
 }
 
 // report tells every batch of the round its outcome: urgent batches
-// first, then, after yielding the processor so that the goroutines woken
-// for waiting clients run now rather than after the whole report,
-// background batches. Each lane keeps its order.
-func (s *Store) report(round []*pending, errs []error) {
+// first, then, if yield, after yielding the processor so that the
+// goroutines woken for waiting clients run now rather than after the
+// whole report, background batches. Each lane keeps its order.
+func (s *Store) report(round []*pending, errs []error, yield bool) {
 	s.statsMu.Lock()
 	s.stats.Rounds++
 	s.stats.Batches += uint64(len(round))
@@ -302,7 +334,7 @@ func (s *Store) report(round []*pending, errs []error) {
 		}
 		return told
 	}
-	if tell(true) {
+	if tell(true) && yield {
 		runtime.Gosched()
 	}
 	tell(false)

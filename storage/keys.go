@@ -39,3 +39,34 @@ func ParseUint64(key []byte) uint64 {
 	}
 	return binary.BigEndian.Uint64(key[len(key)-8:])
 }
+
+// NodeRange is the key range of every key under no partition: what the
+// node's own owners write (the federation outbox, the key ring, media,
+// the stream's reservation) and storage's own keys.
+const NodeRange = -1
+
+// rangeOf returns the key range key belongs to: partition p for a key
+// under Key("p", name) with name p in hex (host.PartitionKey), else
+// NodeRange.
+func rangeOf(key []byte) int {
+	if len(key) < 4 || key[0] != 'p' || key[1] != sep {
+		return NodeRange
+	}
+	p := 0
+	for i, c := range key[2:] {
+		switch {
+		case c == sep && i > 0:
+			return p
+		case c >= '0' && c <= '9':
+			p = p<<4 | int(c-'0')
+		case c >= 'a' && c <= 'f':
+			p = p<<4 | int(c-'a'+10)
+		default:
+			return NodeRange
+		}
+		if i >= 7 {
+			return NodeRange
+		}
+	}
+	return p // Key("p", name) itself
+}

@@ -22,9 +22,10 @@ type Options struct {
 	// OnRound, if set, is told of every commit round: its batches, keys
 	// written, and the time spent writing and syncing.
 	OnRound func(batches, ops int, write, sync time.Duration)
-	// CommitPath, if set, makes rounds durable instead of the commit log
-	// (experimental): each round is one record of that replicated log,
-	// applied to badger once the log has committed it. On it, OnRound's
+	// CommitPath, if set, makes batches durable instead of the commit
+	// log (experimental): each round is one record per key range of that
+	// replicated log, applied to badger once the log has committed it. On
+	// it, OnRound is told once a round's last record has landed; its
 	// write is the time spent applying and sync the rest of the round.
 	CommitPath CommitPath
 

@@ -137,3 +137,27 @@ func decodePairs(prefix, data []byte) ([]op, error) {
 	}
 	return pairs, nil
 }
+
+// partitionPrefix starts every key of partition p's range: Key("p", name)
+// with name p in four hex digits (host.PartitionKey), then the separator.
+func partitionPrefix(p int) []byte { return Prefix("p", fmt.Sprintf("%04x", p)) }
+
+// ExportPartition returns partition p's key range as ExportRange does: a
+// snapshot of p's raft group, at the index AppliedIndex(p) gives.
+func (s *Store) ExportPartition(p int) ([]byte, error) { return s.ExportRange(partitionPrefix(p)) }
+
+// RestorePartition replaces partition p's key range with data, an
+// ExportPartition of p, and records index as p's applied index with it.
+func (s *Store) RestorePartition(p int, index uint64, data []byte) error {
+	done := &Batch{}
+	done.Set(appliedKey(p), []byte(Uint64(index)))
+	return s.ImportRange(partitionPrefix(p), data, done)
+}
+
+// DropPartition deletes partition p's key range and its applied index: the
+// node no longer holds a replica of it.
+func (s *Store) DropPartition(p int) error {
+	done := &Batch{}
+	done.Delete(appliedKey(p))
+	return s.ImportRange(partitionPrefix(p), nil, done)
+}

@@ -141,3 +141,49 @@ func TestImportRangeRefusesKeysOutsideIt(t *testing.T) {
 		t.Fatalf("refused imports changed the store: %v", got)
 	}
 }
+
+// TestPartitionRestoredWithItsAppliedIndex: a partition exported from one
+// store and restored into another holds the same keys there, with the
+// applied index the restore gave it; dropping it leaves neither.
+func TestPartitionRestoredWithItsAppliedIndex(t *testing.T) {
+	t.Parallel()
+	src := open(t, t.TempDir())
+	b := &Batch{}
+	for i := range 50 {
+		b.Set(Key("p", "0007", "u", fmt.Sprint(i)), []byte{byte(i)})
+	}
+	if err := src.CommitSync(b); err != nil {
+		t.Fatal(err)
+	}
+	data, err := src.ExportPartition(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := open(t, t.TempDir())
+	other := &Batch{}
+	other.Set(Key("p", "0008", "u", "x"), []byte("another partition"))
+	if err := dst.CommitSync(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.RestorePartition(7, 42, data); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := contents(t, dst, partitionPrefix(7)), contents(t, src, partitionPrefix(7)); !maps.Equal(got, want) || len(got) != 50 {
+		t.Fatalf("restored %d keys, want the %d exported", len(got), len(want))
+	}
+	if i, err := dst.AppliedIndex(7); err != nil || i != 42 {
+		t.Fatalf("applied index %d, %v; want 42", i, err)
+	}
+	if err := dst.DropPartition(7); err != nil {
+		t.Fatal(err)
+	}
+	if got := contents(t, dst, partitionPrefix(7)); len(got) != 0 {
+		t.Fatalf("a dropped partition kept %d keys", len(got))
+	}
+	if i, err := dst.AppliedIndex(7); err != nil || i != 0 {
+		t.Fatalf("a dropped partition's applied index is %d, %v", i, err)
+	}
+	if got := contents(t, dst, partitionPrefix(8)); len(got) != 1 {
+		t.Fatalf("the other partition holds %v", got)
+	}
+}

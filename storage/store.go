@@ -7,11 +7,14 @@
 // (<dir>/commitlog); nothing else opens them. It knows nothing of users,
 // rooms or Matrix and imports no other persona package: each actor owns a
 // key prefix and is the only code that reads or writes it, and storage
-// never interprets an actor's keys or values. Its own key is the sequence
-// number of the last transaction written (seqKey), for the commit log's
-// recovery. With Options.CommitPath (experimental) a replicated log takes
-// the commit log's place, and its own key is the index of the last record
-// of that log applied (appliedKey).
+// never interprets an actor's values, and of its keys only the partition
+// a key is under (Key("p", partition, ...)), which is its key range: a
+// batch's keys must share one. Its own key is the sequence number of the
+// last transaction written (seqKey), for the commit log's recovery. With
+// Options.CommitPath (experimental) a replicated log per key range (a
+// partition, or the node's own keys: NodeRange) takes the commit log's
+// place, and its own keys are each range's index of the last record of
+// that log applied (appliedKey).
 package storage
 
 import (
@@ -22,6 +25,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -64,14 +68,15 @@ type Store struct {
 	stats      CommitStats
 	statsMu    sync.Mutex
 	failure    roundFailure // what Health reports of the last round
-	// On the CommitPath: proposed numbers the committer's last round;
-	// waitID is the round it waits for, waitErrs its batches' outcomes
-	// and applyTook the time ApplyCommitted spent on it.
-	proposed  uint64
-	applyMu   sync.Mutex
-	waitID    uint64
-	waitErrs  []error
-	applyTook time.Duration
+	// On the CommitPath: proposed numbers the proposer's last record
+	// (from a number of this open's own, as the records of an earlier
+	// one may be replayed), flights holds the records proposed and not
+	// done, flying counts them.
+	proposed   atomic.Uint64
+	lastUrgent atomic.Int64 // when the last urgent batch was proposed, Unix nanoseconds
+	applyMu    sync.Mutex
+	flights    map[uint64]*flight
+	flying     sync.WaitGroup
 }
 
 // CommitStats counts the committer's work since the store opened.
@@ -123,7 +128,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	s.wg.Add(2)
-	go s.committer()
+	if opts.CommitPath != nil {
+		s.proposed.Store(uint64(time.Now().UnixNano()) << 8)
+		s.flights = map[uint64]*flight{}
+		go s.proposer()
+	} else {
+		go s.committer()
+	}
 	go s.gcLoop()
 	return s, nil
 }

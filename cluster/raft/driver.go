@@ -62,18 +62,24 @@ type Driver struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	err       error // why the loop ended; set before done is closed
+	// propMu orders ProposeAsync's sends before the loop's last drain of
+	// props: propClosed is set, under it, once done is closed.
+	propMu     sync.RWMutex
+	propClosed bool
 
 	// The loop's own.
 	groups     map[uint64]*group
 	touched    []*group // groups that may have work this round
 	seq        uint64   // proposal counter
+	ticks      uint64   // ticks so far
 	afterWrite []chan<- error
 	readies    []ready
 	updates    []Update
 
 	mu      sync.Mutex
 	pub     map[uint64]Status
-	changed chan struct{} // closed and replaced when a status changes
+	leases  map[uint64]time.Time // the end of each led group's lease (lease.go)
+	changed chan struct{}        // closed and replaced when a status changes
 	stats   Stats
 }
 
@@ -87,12 +93,14 @@ type group struct {
 	applied   uint64               // the last entry applied
 	smApplied uint64               // entries up to it were applied before the driver opened
 	cs        *pb.ConfState        // the membership as of applied
+	pubCS     *pb.ConfState        // the membership last published
 	confs     []confAt             // membership changes applied after snap
 	queued    []*proposal          // proposals of this round, not yet given to raft
 	proposed  []*waiter            // entries given to raft this round
 	waiting   []*waiter            // entries appended, waiting to be applied
 	touched   bool
 	removed   bool
+	confirms  []confirm // a leader's confirmations of its leadership asked for, oldest first (lease.go)
 }
 
 // confAt is the membership from an index on.
@@ -110,8 +118,9 @@ type inbound struct {
 
 // ready is a group's raft Ready of the round.
 type ready struct {
-	g  *group
-	rd raft.Ready
+	g     *group
+	rd    raft.Ready
+	early bool // its committed entries are applied before the round's write
 }
 
 // Stats counts a Driver's work since it opened.
@@ -161,6 +170,7 @@ func Open(opts Options, sm StateMachine, tr Transport) (*Driver, error) {
 		groups:  map[uint64]*group{},
 		seq:     mrand.Uint64(),
 		pub:     map[uint64]Status{},
+		leases:  map[uint64]time.Time{},
 		changed: make(chan struct{}),
 	}
 	for id, gl := range logs {
@@ -317,6 +327,12 @@ func (d *Driver) run() {
 		}
 		d.proposeQueued()
 		err := d.round()
+		if err == nil && len(d.touched) > 0 {
+			// What the round's Advance committed (a group of one's entries,
+			// durable now) is applied before more proposals are taken, so
+			// that their proposers hear of it a round sooner.
+			err = d.round()
+		}
 		if err == nil && d.log.appended() >= d.opts.SegmentBytes {
 			err = d.checkpoint()
 		}
@@ -347,11 +363,14 @@ func (d *Driver) shutdown(err error) {
 		d.logger.Error("raft: close the log", "err", cerr)
 	}
 	close(d.done)
+	d.propMu.Lock()
+	d.propClosed = true
+	d.propMu.Unlock()
 	// Whatever is still queued gets its answer.
 	for {
 		select {
 		case p := <-d.props:
-			p.done <- closed
+			p.done(closed)
 		default:
 			return
 		}
@@ -371,6 +390,10 @@ func (d *Driver) tick() {
 	for _, g := range d.groups {
 		g.rn.Tick()
 		d.touch(g)
+	}
+	d.ticks++
+	if d.ticks%uint64(d.opts.HeartbeatTicks) == 0 {
+		d.askConfirms()
 	}
 }
 

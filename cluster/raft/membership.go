@@ -110,7 +110,7 @@ func (d *Driver) changeReplicas(ctx context.Context, group uint64, typ pb.ConfCh
 			reply <- ErrDropped
 			return
 		}
-		g.proposed = append(g.proposed, &waiter{id: id, props: []*proposal{{group: group, done: reply}}})
+		g.proposed = append(g.proposed, &waiter{id: id, props: []*proposal{{group: group, done: func(err error) { reply <- err }}}})
 		d.touch(g)
 	})
 }

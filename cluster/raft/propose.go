@@ -48,7 +48,7 @@ func (e *NotLeaderError) Error() string {
 type proposal struct {
 	group uint64
 	data  []byte
-	done  chan<- error // buffered: the driver never waits on it
+	done  func(error) // runs on the driver loop: must not block
 }
 
 // waiter is an entry this node proposed: the proposals it carries (a
@@ -63,7 +63,7 @@ type waiter struct {
 
 func (w *waiter) finish(err error) {
 	for _, p := range w.props {
-		p.done <- err
+		p.done(err)
 	}
 }
 
@@ -71,20 +71,20 @@ func (w *waiter) finish(err error) {
 // group committed it on a quorum and this node applied it. Only the
 // group's leader takes proposals: another replica returns a
 // *NotLeaderError. The proposals to a group that reach the driver in one
-// round go into one entry. data must not be modified afterwards.
+// round go into one entry. data must not be modified afterwards. An
+// empty data is a barrier: nothing is applied, and Propose returns once
+// every entry before it is.
 //
 // nil means applied; *NotLeaderError and ErrDropped mean not applied,
 // and the command may be proposed again. Any other error (ctx's,
 // ErrClosed, ErrUnknownGroup for a replica removed meanwhile,
 // ErrUnknownOutcome) leaves it unknown: the command may yet be applied.
 func (d *Driver) Propose(ctx context.Context, group uint64, data []byte) error {
-	if s, err := d.Status(group); err != nil {
-		return err
-	} else if s.Role != Leader {
-		return &NotLeaderError{Group: group, Leader: s.Leader}
-	}
 	done := make(chan error, 1)
-	p := &proposal{group: group, data: data, done: done}
+	p, err := d.newProposal(group, data, func(err error) { done <- err })
+	if err != nil {
+		return err
+	}
 	select {
 	case d.props <- p:
 	case <-ctx.Done():
@@ -105,6 +105,44 @@ func (d *Driver) Propose(ctx context.Context, group uint64, data []byte) error {
 			return d.closedErr()
 		}
 	}
+}
+
+// ProposeAsync proposes data as Propose does without waiting: done runs
+// once, with what Propose would return (nil: applied), from the driver
+// loop, or before ProposeAsync returns for a proposal refused at once
+// (not the leader, an unknown group, the driver closed). The proposals
+// of one caller to one group become entries in the order of the calls,
+// and their done run in that order; one that fails (ErrDropped) leaves
+// the later ones as they are. done must not block or call the Driver. It
+// blocks while Options.QueueProposals proposals wait for the loop.
+func (d *Driver) ProposeAsync(group uint64, data []byte, done func(error)) {
+	p, err := d.newProposal(group, data, done)
+	if err != nil {
+		done(err)
+		return
+	}
+	d.propMu.RLock()
+	defer d.propMu.RUnlock()
+	if d.propClosed {
+		done(d.closedErr())
+		return
+	}
+	select {
+	case d.props <- p:
+	case <-d.done:
+		done(d.closedErr())
+	}
+}
+
+// newProposal returns a proposal of data to group, or why this node does
+// not take it.
+func (d *Driver) newProposal(group uint64, data []byte, done func(error)) (*proposal, error) {
+	if s, err := d.Status(group); err != nil {
+		return nil, err
+	} else if s.Role != Leader {
+		return nil, &NotLeaderError{Group: group, Leader: s.Leader}
+	}
+	return &proposal{group: group, data: data, done: done}, nil
 }
 
 // An entry this driver proposes carries its id (uvarint) then its
@@ -143,12 +181,15 @@ func entryID(data []byte) uint64 {
 	return id
 }
 
-// appendCommands appends the commands of an entry's data to cmds.
+// appendCommands appends the commands of an entry's data to cmds, but
+// for empty ones (barriers).
 func appendCommands(cmds [][]byte, data []byte) ([][]byte, error) {
 	r := reader{b: data}
 	r.uvarint()
 	for len(r.b) > 0 && r.err == nil {
-		cmds = append(cmds, r.bytes())
+		if c := r.bytes(); len(c) > 0 {
+			cmds = append(cmds, c)
+		}
 	}
 	return cmds, r.err
 }
@@ -158,7 +199,7 @@ func appendCommands(cmds [][]byte, data []byte) ([][]byte, error) {
 func (d *Driver) queueProposal(p *proposal) {
 	g := d.groups[p.group]
 	if g == nil {
-		p.done <- ErrUnknownGroup
+		p.done(ErrUnknownGroup)
 		return
 	}
 	g.queued = append(g.queued, p)
@@ -176,7 +217,7 @@ func (d *Driver) proposeQueued() {
 		if st.RaftState != raft.StateLeader {
 			err := &NotLeaderError{Group: g.id, Leader: st.Lead}
 			for _, p := range g.queued {
-				p.done <- err
+				p.done(err)
 			}
 			g.queued = g.queued[:0]
 			continue
@@ -206,8 +247,27 @@ func (d *Driver) placeProposed(g *group, ents []*pb.Entry) {
 	if len(g.proposed) == 0 {
 		return
 	}
-	byID := make(map[uint64]*waiter, len(g.proposed))
-	for _, w := range g.proposed {
+	if len(g.proposed) == 1 && len(ents) > 0 {
+		// The common case: one entry proposed this round, the last raft
+		// gave to persist.
+		w, e := g.proposed[0], ents[len(ents)-1]
+		g.proposed = g.proposed[:0]
+		if e.GetType() == pb.EntryNormal && entryID(e.GetData()) == w.id {
+			w.index, w.term = e.GetIndex(), e.GetTerm()
+			g.waiting = append(g.waiting, w)
+		} else {
+			d.placeProposedAmong(g, []*waiter{w}, ents)
+		}
+		return
+	}
+	d.placeProposedAmong(g, g.proposed, ents)
+	g.proposed = g.proposed[:0]
+}
+
+// placeProposedAmong places each of ws among ents, or drops it.
+func (d *Driver) placeProposedAmong(g *group, ws []*waiter, ents []*pb.Entry) {
+	byID := make(map[uint64]*waiter, len(ws))
+	for _, w := range ws {
 		byID[w.id] = w
 	}
 	for _, e := range ents {
@@ -227,12 +287,11 @@ func (d *Driver) placeProposed(g *group, ents []*pb.Entry) {
 			delete(byID, id)
 		}
 	}
-	for _, w := range g.proposed {
+	for _, w := range ws {
 		if byID[w.id] != nil {
 			w.finish(ErrDropped)
 		}
 	}
-	g.proposed = g.proposed[:0]
 }
 
 // settle finishes the waiters of g whose entries are among ents, the
@@ -284,7 +343,7 @@ func (g *group) failWaiting(err error) {
 		w.finish(err)
 	}
 	for _, p := range g.queued {
-		p.done <- err
+		p.done(err)
 	}
 	g.waiting, g.proposed, g.queued = nil, nil, nil
 }

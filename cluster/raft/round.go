@@ -10,16 +10,19 @@ import (
 )
 
 // round handles the Ready of every group touched since the last round:
-// snapshots restored and every group's entries and hard state written to
-// the log, synced once if raft asks for durability; then the messages,
-// one batch per peer; then the committed entries, applied in one call.
-// An error is fatal: the log or the state machine failed.
+// the committed entries that earlier rounds made durable, applied in one
+// call (their proposers need not wait for this round's sync); snapshots
+// restored and every group's entries and hard state written to the log,
+// synced once if raft asks for durability; then the messages, one batch
+// per peer; then the other committed entries, applied in one call. An
+// error is fatal: the log or the state machine failed.
 func (d *Driver) round() error {
 	rs := d.readies[:0]
 	for _, g := range d.touched {
 		g.touched = false
 		if !g.removed && g.rn.HasReady() {
 			rs = append(rs, ready{g: g, rd: g.rn.Ready()})
+			d.confirmed(g, &rs[len(rs)-1].rd)
 		}
 	}
 	clear(d.touched)
@@ -29,11 +32,17 @@ func (d *Driver) round() error {
 		return nil
 	}
 
+	for i := range rs {
+		rs[i].early = rs[i].stableCommits()
+	}
+	if err := d.apply(rs, true); err != nil {
+		return err
+	}
 	if err := d.persist(rs); err != nil {
 		return err
 	}
 	unreachable := d.send(rs)
-	if err := d.apply(rs); err != nil {
+	if err := d.apply(rs, false); err != nil {
 		return err
 	}
 	for _, r := range rs {
@@ -161,16 +170,39 @@ func (d *Driver) send(rs []ready) []inbound {
 	return failed
 }
 
-// apply applies the round's committed entries: membership changes to
-// raft, commands to the state machine in one Apply, then tells the
-// proposers.
-func (d *Driver) apply(rs []ready) error {
+// stableCommits tells whether every committed entry of r was in the log
+// before this round, so that it may be applied before the round's write:
+// no snapshot, and none of them among the entries to write. Membership
+// changes are applied after the write: their callers look at the
+// group's status next, which the end of the round, soon after, updates
+// (a removed replica's group is dropped there).
+func (r *ready) stableCommits() bool {
+	ents := r.rd.CommittedEntries
+	if len(ents) == 0 || !raft.IsEmptySnap(r.rd.Snapshot) {
+		return false
+	}
+	for _, e := range ents {
+		if e.GetType() != pb.EntryNormal {
+			return false
+		}
+	}
+	last := ents[len(ents)-1].GetIndex()
+	if stable, err := r.g.ms.LastIndex(); err != nil || last > stable {
+		return false
+	}
+	return len(r.rd.Entries) == 0 || r.rd.Entries[0].GetIndex() > last
+}
+
+// apply applies the committed entries of the readies whose early flag is
+// early: membership changes to raft, commands to the state machine in one
+// Apply, then tells the proposers.
+func (d *Driver) apply(rs []ready, early bool) error {
 	updates := d.updates[:0]
 	defer func() { clear(updates); d.updates = updates[:0] }()
 	applied := 0
 	for _, r := range rs {
 		g, ents := r.g, r.rd.CommittedEntries
-		if len(ents) == 0 {
+		if len(ents) == 0 || r.early != early {
 			continue
 		}
 		applied += len(ents)
@@ -203,6 +235,9 @@ func (d *Driver) apply(rs []ready) error {
 	}
 	props, entries := 0, 0
 	for _, r := range rs {
+		if r.early != early {
+			continue
+		}
 		props, entries = r.g.countOwn(r.rd.CommittedEntries, props, entries)
 		r.g.settle(r.rd.CommittedEntries)
 	}

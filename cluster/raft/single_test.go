@@ -42,6 +42,8 @@ func TestGroupOfOne(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, g := range groups {
 		want[g] = map[string]string{}
+	}
+	for _, g := range groups {
 		for i := range 16 {
 			wg.Go(func() {
 				for n := range 30 {

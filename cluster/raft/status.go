@@ -109,17 +109,25 @@ func cmpUint(a, b uint64) int {
 func (d *Driver) publish(g *group) {
 	st := g.rn.BasicStatus()
 	s := Status{
-		Group:    g.id,
-		Role:     roleOf(st.RaftState),
-		Leader:   st.Lead,
-		Term:     st.GetTerm(),
-		Applied:  g.applied,
-		Voters:   sorted(g.cs.GetVoters()),
-		Learners: sorted(g.cs.GetLearners()),
+		Group:   g.id,
+		Role:    roleOf(st.RaftState),
+		Leader:  st.Lead,
+		Term:    st.GetTerm(),
+		Applied: g.applied,
 	}
 	d.mu.Lock()
 	old, had := d.pub[g.id]
+	if had && g.pubCS == g.cs {
+		s.Voters, s.Learners = old.Voters, old.Learners // the same membership: no copy
+	} else {
+		s.Voters, s.Learners = sorted(g.cs.GetVoters()), sorted(g.cs.GetLearners())
+		g.pubCS = g.cs
+	}
 	d.pub[g.id] = s
+	if s.Role != Leader || !had || old.Term != s.Term {
+		delete(d.leases, g.id) // a lease is a term's: a new one starts with the answers to it
+		g.confirms = g.confirms[:0]
+	}
 	changed := !had || old.Role != s.Role || old.Leader != s.Leader || old.Term != s.Term ||
 		!slices.Equal(old.Voters, s.Voters) || !slices.Equal(old.Learners, s.Learners)
 	if changed {
@@ -137,6 +145,7 @@ func (d *Driver) publish(g *group) {
 func (d *Driver) unpublish(group uint64) {
 	d.mu.Lock()
 	delete(d.pub, group)
+	delete(d.leases, group)
 	close(d.changed)
 	d.changed = make(chan struct{})
 	d.mu.Unlock()

@@ -5,8 +5,9 @@
 // Each node runs one Controller. It founds the groups once, when the
 // cluster's first members are all present; afterwards each group's leader
 // changes the group's voters, one at a time, toward the replicas
-// rendezvous hashing places over the live members (adding before it
-// removes, so a group never runs short of copies by choice), and hands
+// rendezvous hashing places over the live members and those gone for less
+// than a grace (adding before it removes, so a group never runs short of
+// copies by choice), and hands
 // leadership to the preferred replica, so that leadership spreads again
 // after a failure. A node that placement gives a partition it does not
 // hold starts an empty replica for the leader to add; a node removed from
@@ -66,6 +67,12 @@ type Options struct {
 	// ChangeTimeout bounds one membership change or leader transfer.
 	// Default 5 s.
 	ChangeTimeout time.Duration
+	// ReplaceAfter is how long a member may be gone (dead, left, or
+	// leaving) before its replicas are placed on other members: a node
+	// restarting keeps its replicas and catches up from its groups' logs
+	// rather than from snapshots. Its groups elect other leaders at once
+	// meanwhile. Default 1 minute.
+	ReplaceAfter time.Duration
 	// SetPeer tells the raft transport where a member listens.
 	SetPeer func(id uint64, addr string)
 	// Drop is called with a group this node no longer holds a replica of,
@@ -95,6 +102,8 @@ type Controller struct {
 	founded  bool
 	gossiped [2][]int             // led and followed, as last gossiped
 	moved    map[uint64]time.Time // last leader transfer asked, by group (run's own)
+	running  sync.WaitGroup       // changes under way
+	slots    chan struct{}        // one per change under way, concurrentChanges at most
 }
 
 // Start starts the controller of the node whose driver is d and whose
@@ -102,11 +111,13 @@ type Controller struct {
 func Start(d *raft.Driver, m *cluster.Membership, o Options) *Controller {
 	o.Interval = cmp.Or(o.Interval, time.Second)
 	o.ChangeTimeout = cmp.Or(o.ChangeTimeout, 5*time.Second)
+	o.ReplaceAfter = cmp.Or(o.ReplaceAfter, time.Minute)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	c := &Controller{opts: o, d: d, m: m, self: NodeID(m.Name()), wake: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{}), moved: map[uint64]time.Time{}, leaders: map[uint64]uint64{}}
+		stop: make(chan struct{}), done: make(chan struct{}), moved: map[uint64]time.Time{}, leaders: map[uint64]uint64{},
+		slots: make(chan struct{}, concurrentChanges)}
 	go c.run()
 	return c
 }
@@ -164,9 +175,9 @@ func (c *Controller) run() {
 // due.
 func (c *Controller) pass() {
 	members := c.m.Members()
-	live, founded := c.survey(members)
+	live, placed, founded := c.survey(members)
 	held := map[uint64]raft.Status{}
-	for _, s := range c.d.Statuses() {
+	for _, s := range c.statuses() {
 		held[s.Group] = s
 	}
 	c.mu.Lock()
@@ -184,6 +195,7 @@ func (c *Controller) pass() {
 	if !founded {
 		if len(live) >= c.opts.BootstrapExpect {
 			c.found(live)
+			c.running.Wait()
 		}
 		c.gossip()
 		return
@@ -193,25 +205,28 @@ func (c *Controller) pass() {
 			return
 		}
 		g := Group(p)
-		want := ids(cluster.Replicas(p, live, c.opts.ReplicationFactor))
+		want := ids(cluster.Replicas(p, placed, c.opts.ReplicationFactor))
 		st, ok := held[g]
 		switch {
 		case !ok && slices.Contains(want, c.self):
 			c.do("start an empty replica", g, 0, func(ctx context.Context) error { return c.d.AddGroup(ctx, g, nil) })
 		case ok && st.Role == raft.Leader:
-			c.lead(st, want)
+			c.lead(st, want, ids(live))
 		case ok && st.Applied > 0 && !slices.Contains(st.Voters, c.self) && !slices.Contains(st.Learners, c.self):
 			c.forget(g)
 		}
 	}
+	c.running.Wait()
 	c.gossip()
 }
 
 // survey tells the transport where each member's raft listens, and
-// returns the members that may hold replicas (alive or suspect, not
-// leaving), sorted, and whether any other member gossips a partition (the
-// cluster was founded).
-func (c *Controller) survey(members []cluster.Member) (live []string, founded bool) {
+// returns, sorted, the members alive (or suspect), not leaving and not
+// draining, and
+// those placement places replicas on: the live ones and those gone (dead,
+// left or leaving) for less than ReplaceAfter; and whether any other
+// member gossips a partition (the cluster was founded).
+func (c *Controller) survey(members []cluster.Member) (live, placed []string, founded bool) {
 	for _, mb := range members {
 		if mb.RaftAddr != "" && c.opts.SetPeer != nil && mb.Name != c.m.Name() {
 			c.opts.SetPeer(NodeID(mb.Name), mb.RaftAddr)
@@ -219,12 +234,20 @@ func (c *Controller) survey(members []cluster.Member) (live []string, founded bo
 		if mb.Name != c.m.Name() && len(mb.Led)+len(mb.Followed) > 0 {
 			founded = true
 		}
-		if (mb.State == cluster.StateAlive || mb.State == cluster.StateSuspect) && !mb.Leaving && mb.MetaErr == nil {
+		if mb.MetaErr != nil {
+			continue
+		}
+		switch {
+		case (mb.State == cluster.StateAlive || mb.State == cluster.StateSuspect) && !mb.Leaving && !mb.Draining:
 			live = append(live, mb.Name)
+			placed = append(placed, mb.Name)
+		case time.Since(mb.Since) < c.opts.ReplaceAfter:
+			placed = append(placed, mb.Name)
 		}
 	}
 	slices.Sort(live)
-	return live, founded
+	slices.Sort(placed)
+	return live, placed, founded
 }
 
 // found starts this node's replicas of a new cluster: every group
@@ -244,16 +267,16 @@ func (c *Controller) found(live []string) {
 }
 
 // lead makes one change toward want in a group this node leads: add a
-// missing voter, else remove one placement dropped (handing leadership
-// away first if that is this node), else hand leadership to the
-// preferred replica.
-func (c *Controller) lead(st raft.Status, want []uint64) {
+// missing voter that is live, else remove one placement dropped (handing
+// leadership away first if that is this node), else hand leadership to the
+// preferred replica if it is live.
+func (c *Controller) lead(st raft.Status, want, live []uint64) {
 	g := st.Group
 	if len(want) == 0 {
 		return
 	}
 	for _, id := range want {
-		if !slices.Contains(st.Voters, id) {
+		if !slices.Contains(st.Voters, id) && slices.Contains(live, id) {
 			c.do("add a replica", g, id, func(ctx context.Context) error { return c.d.AddReplica(ctx, g, id) })
 			c.opts.Metrics.ClusterReplicaChange("add")
 			return
@@ -264,14 +287,16 @@ func (c *Controller) lead(st raft.Status, want []uint64) {
 			continue
 		}
 		if id == c.self {
-			c.transfer(g, want[0])
+			if slices.Contains(live, want[0]) {
+				c.transfer(g, want[0])
+			}
 			return
 		}
 		c.do("remove a replica", g, id, func(ctx context.Context) error { return c.d.RemoveReplica(ctx, g, id) })
 		c.opts.Metrics.ClusterReplicaChange("remove")
 		return
 	}
-	if want[0] != c.self {
+	if want[0] != c.self && slices.Contains(live, want[0]) {
 		c.transfer(g, want[0])
 	}
 }
@@ -279,18 +304,22 @@ func (c *Controller) lead(st raft.Status, want []uint64) {
 // Drain stops changing replicas and hands the leadership of every group
 // this node leads to another voter, the one placement prefers among the
 // live members without this node. It returns once this node leads no
-// group another live voter could lead, or with ctx's error. A node
-// stopping calls it, so that its partitions are served elsewhere before
-// it goes.
+// group another live voter could lead, or with ctx's error. It gossips
+// the node as draining first, so that the others hand it no leadership
+// back. A node stopping calls it, so that its partitions are served
+// elsewhere before it goes.
 func (c *Controller) Drain(ctx context.Context) error {
 	c.mu.Lock()
 	c.draining = true
 	c.mu.Unlock()
+	if err := c.m.UpdateLocal(func(m *cluster.Meta) { m.Draining = true }); err != nil && !errors.Is(err, cluster.ErrLeft) {
+		c.opts.Log.Warn("replicas: tell the cluster this node drains", "err", err)
+	}
 	for {
-		live, _ := c.survey(c.m.Members())
+		live, _, _ := c.survey(c.m.Members())
 		live = slices.DeleteFunc(live, func(n string) bool { return n == c.m.Name() })
 		leading := 0
-		for _, s := range c.d.Statuses() {
+		for _, s := range c.statuses() {
 			if s.Role != raft.Leader {
 				continue
 			}
@@ -308,6 +337,7 @@ func (c *Controller) Drain(ctx context.Context) error {
 			g := s.Group
 			c.do("hand leadership over before stopping", g, to, func(ctx context.Context) error { return c.d.TransferLeader(ctx, g, to) })
 		}
+		c.running.Wait()
 		if leading == 0 {
 			c.gossip()
 			return nil
@@ -323,7 +353,7 @@ func (c *Controller) Drain(ctx context.Context) error {
 // transferEvery is the least time between two leader transfers of one
 // group, so that a transfer raft refuses (the target behind or down) is
 // not asked for on every pass.
-const transferEvery = 10 * time.Second
+const transferEvery = 2 * time.Second
 
 // transfer hands g's leadership to node to, at most every transferEvery.
 func (c *Controller) transfer(g, to uint64) {
@@ -364,30 +394,41 @@ func (c *Controller) drop(groups []uint64, held map[uint64]raft.Status) {
 	}
 }
 
-// do runs one change within ChangeTimeout and logs its outcome; a change
-// that fails is tried again on a later pass.
+// do starts one change, made within ChangeTimeout, and logs its outcome;
+// a change that fails is tried again on a later pass. The changes of a
+// pass run concurrently (concurrentChanges at most), and the pass waits
+// for them all.
 func (c *Controller) do(what string, g, node uint64, fn func(context.Context) error) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.ChangeTimeout)
-	defer cancel()
+	c.running.Add(1)
+	c.slots <- struct{}{}
 	go func() {
-		select {
-		case <-c.stop:
-			cancel()
-		case <-ctx.Done():
+		defer func() { <-c.slots; c.running.Done() }()
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.ChangeTimeout)
+		defer cancel()
+		go func() {
+			select {
+			case <-c.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := fn(ctx); err != nil {
+			c.opts.Log.Debug("replicas: "+what+" failed; trying again later", "partition", Partition(g), "node", node, "err", err)
+			return
 		}
+		c.opts.Log.Info("replicas: "+what, "partition", Partition(g), "node", node)
 	}()
-	if err := fn(ctx); err != nil {
-		c.opts.Log.Debug("replicas: "+what+" failed; trying again later", "partition", Partition(g), "node", node, "err", err)
-		return
-	}
-	c.opts.Log.Info("replicas: "+what, "partition", Partition(g), "node", node)
 }
+
+// concurrentChanges is how many changes of different groups the
+// controller makes at once.
+const concurrentChanges = 16
 
 // gossip tells the cluster the partitions this node leads and follows,
 // when they changed.
 func (c *Controller) gossip() {
 	var led, followed []int
-	for _, s := range c.d.Statuses() {
+	for _, s := range c.statuses() {
 		if s.Role == raft.Leader {
 			led = append(led, Partition(s.Group))
 		} else {
@@ -402,15 +443,26 @@ func (c *Controller) gossip() {
 	if slices.Equal(led, c.gossiped[0]) && slices.Equal(followed, c.gossiped[1]) {
 		return
 	}
-	local := c.m.Local()
-	local.Led, local.Followed = led, followed
-	if err := c.m.SetLocal(local); err != nil {
+	if err := c.m.UpdateLocal(func(m *cluster.Meta) { m.Led, m.Followed = led, followed }); err != nil {
 		if !errors.Is(err, cluster.ErrLeft) {
 			c.opts.Log.Warn("replicas: gossip the partitions held", "err", err)
 		}
 		return
 	}
 	c.gossiped = [2][]int{led, followed}
+}
+
+// statuses returns the driver's status of the partitions' groups it
+// holds, leaving out its other groups (the node's own).
+func (c *Controller) statuses() []raft.Status {
+	all := c.d.Statuses()
+	out := all[:0]
+	for _, s := range all {
+		if p := Partition(s.Group); p >= 0 && p < c.opts.Partitions {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // stopped reports whether Close was called.

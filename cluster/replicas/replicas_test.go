@@ -138,7 +138,7 @@ func startNode(t *testing.T, name string, expect int, seeds ...string) *node {
 		t.Fatal(err)
 	}
 	n.c = Start(n.d, n.m, Options{Partitions: testPartitions, ReplicationFactor: 3, BootstrapExpect: expect,
-		Interval: 100 * time.Millisecond, ChangeTimeout: 2 * time.Second, SetPeer: tr.SetPeer, Drop: n.sm.Drop,
+		Interval: 100 * time.Millisecond, ChangeTimeout: 2 * time.Second, ReplaceAfter: time.Second, SetPeer: tr.SetPeer, Drop: n.sm.Drop,
 		Metrics: n.metrics, Log: slog.New(slog.DiscardHandler)})
 	ctl.Store(n.c)
 	t.Cleanup(n.kill)
@@ -231,7 +231,12 @@ func propose(t *testing.T, nodes []*node, g uint64, key, value string) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no leader of group %d took %s=%s", g, key, value)
+			var seen []string
+			for _, n := range nodes {
+				st, err := n.d.Status(g)
+				seen = append(seen, fmt.Sprintf("%s: %+v %v", n.name, st, err))
+			}
+			t.Fatalf("no leader of group %d took %s=%s: %v", g, key, value, seen)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -393,6 +398,9 @@ func TestDrainHandsLeadershipOver(t *testing.T) {
 		if s.Role == raft.Leader {
 			t.Fatalf("a still leads group %d after draining", s.Group)
 		}
+	}
+	if err := a.m.Leave(time.Second); err != nil { // as a stopping node does next
+		t.Fatal(err)
 	}
 	for g := range want {
 		propose(t, []*node{b, c}, g, "after", "the drain")

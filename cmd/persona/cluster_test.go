@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,11 +30,11 @@ const deadBound = 12 * time.Second
 // clusterProc is one node of a cluster of processes: its host, its
 // addresses and its process.
 type clusterProc struct {
-	name                                 string
-	host                                 *netns.Host
-	client, metrics, gossip, actor, file string
-	bin                                  string // persona built without -race
-	child                                *crashChild
+	name                                       string
+	host                                       *netns.Host
+	client, metrics, gossip, actor, raft, file string
+	bin                                        string // persona built without -race
+	child                                      *crashChild
 }
 
 func (p *clusterProc) base() string { return "http://" + p.client }
@@ -73,11 +74,11 @@ func personaBinary(t *testing.T) string {
 }
 
 // newClusterOfProcesses makes n nodes with cluster.enabled and open
-// registration, each on a host of its own (a network namespace with its
+// registration (extra: more of their config, top-level YAML), each on a host of its own (a network namespace with its
 // own address; loopback ports where namespaces cannot be made), joining
 // each other; none is started. The test's HTTP client reaches the hosts
 // until it ends; a node's log is shown when the test fails.
-func newClusterOfProcesses(t *testing.T, n int) ([]*clusterProc, *netns.Net) {
+func newClusterOfProcesses(t *testing.T, n int, extra ...string) ([]*clusterProc, *netns.Net) {
 	t.Helper()
 	bin := personaBinary(t)
 	nt := netns.New(t, n)
@@ -88,15 +89,15 @@ func newClusterOfProcesses(t *testing.T, n int) ([]*clusterProc, *netns.Net) {
 	procs := make([]*clusterProc, n)
 	var loopback []string
 	if !nt.Isolated {
-		loopback = freeLoopbackAddrs(t, 4*n)
+		loopback = freeLoopbackAddrs(t, 5*n)
 	}
 	for i, h := range nt.Hosts {
 		p := &clusterProc{name: "n" + strconv.Itoa(i+1), host: h, bin: bin}
 		if nt.Isolated { // hosts of their own: the same ports everywhere
 			at := func(port int) string { return net.JoinHostPort(h.Addr.String(), strconv.Itoa(port)) }
-			p.client, p.metrics, p.gossip, p.actor = at(8008), at(9108), at(7946), at(8090)
+			p.client, p.metrics, p.gossip, p.actor, p.raft = at(8008), at(9108), at(7946), at(8090), at(8190)
 		} else {
-			p.client, p.metrics, p.gossip, p.actor = loopback[4*i], loopback[4*i+1], loopback[4*i+2], loopback[4*i+3]
+			p.client, p.metrics, p.gossip, p.actor, p.raft = loopback[5*i], loopback[5*i+1], loopback[5*i+2], loopback[5*i+3], loopback[5*i+4]
 		}
 		procs[i] = p
 	}
@@ -120,8 +121,10 @@ cluster:
   node_name: %q
   bind: %q
   actor_bind: %q
+  raft_bind: %q
   join: [%s]
-`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, clusterSecret, p.name, p.gossip, p.actor, strings.Join(seeds, ", "))
+`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, clusterSecret, p.name, p.gossip, p.actor, p.raft, strings.Join(seeds, ", ")) +
+			strings.Join(extra, "")
 		if err := os.WriteFile(p.file, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -224,23 +227,75 @@ func TestClusterOfProcesses(t *testing.T) {
 		t.Errorf("n1 counted %v failures (%v), want n3's at least", fails, err)
 	}
 
-	// 5. persona cluster members through n3.
-	out, err := clusterMembersOf(t, n3)
-	if err != nil {
-		t.Fatalf("persona cluster members: %v", err)
+	// 5. persona cluster members through n3. Three replicas over three
+	// nodes: n2 handed its leadership over before it left, so n1 and n3
+	// lead every partition between them, each following those the other
+	// leads, once the gossip of the last changes reached n3.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := clusterMembersOf(t, n3)
+		if err != nil {
+			t.Fatalf("persona cluster members: %v", err)
+		}
+		problem := splitLeadership(t, out, n1, n2, n3)
+		if problem == "" {
+			t.Logf("persona cluster members through n3:\n%s", out)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("persona cluster members through n3:\n%s\n%s", out, problem)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("persona cluster members through n3:\n%s", out)
-	// Three replicas over three nodes (two once n2 left): each follows
-	// every partition, and none leads one until replication runs.
-	for _, row := range []string{
-		`^n1 +` + regexp.QuoteMeta(n1.gossip) + ` +` + regexp.QuoteMeta(n1.actor) + ` +alive +yes +- +0-63$`,
-		`^n2 +` + regexp.QuoteMeta(n2.gossip) + ` +` + regexp.QuoteMeta(n2.actor) + ` +left +no +- +0-63$`,
-		`^n3 \(this node\) +` + regexp.QuoteMeta(n3.gossip) + ` +` + regexp.QuoteMeta(n3.actor) + ` +alive +yes +- +0-63$`,
-	} {
-		if !regexp.MustCompile(`(?m)` + row).MatchString(out) {
-			t.Errorf("no row matching %s", row)
+}
+
+// splitLeadership returns what is wrong in the members table out, or "":
+// n1 and n3 alive and ready, leading every partition between them and each
+// following what the other leads; n2 left, leading none.
+func splitLeadership(t *testing.T, out string, n1, n2, n3 *clusterProc) string {
+	row := func(pattern string) []string {
+		m := regexp.MustCompile(`(?m)` + pattern).FindStringSubmatch(out)
+		if m == nil {
+			return nil
+		}
+		return m[1:]
+	}
+	r1 := row(`^n1 +` + regexp.QuoteMeta(n1.gossip) + ` +` + regexp.QuoteMeta(n1.actor) + ` +alive +yes +(\S+) +(\S+)$`)
+	r3 := row(`^n3 \(this node\) +` + regexp.QuoteMeta(n3.gossip) + ` +` + regexp.QuoteMeta(n3.actor) + ` +alive +yes +(\S+) +(\S+)$`)
+	if r1 == nil || r3 == nil || row(`^n2 +`+regexp.QuoteMeta(n2.gossip)+` +`+regexp.QuoteMeta(n2.actor)+` +left +no +(-) +\S+$`) == nil {
+		return "rows not as wanted"
+	}
+	led1, led3 := parseRanges(t, r1[0]), parseRanges(t, r3[0])
+	if all := append(slices.Clone(led1), led3...); len(all) != 64 || len(slices.Compact(slices.Sorted(slices.Values(all)))) != 64 ||
+		!slices.Equal(parseRanges(t, r1[1]), led3) || !slices.Equal(parseRanges(t, r3[1]), led1) {
+		return "not every partition led by one of n1 and n3 and followed by the other"
+	}
+	return ""
+}
+
+// parseRanges reads a list of partitions as persona cluster members
+// prints it ("0,4-10,12", or "-" for none), ascending.
+func parseRanges(t *testing.T, s string) []int {
+	t.Helper()
+	var out []int
+	if s == "-" {
+		return out
+	}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil {
+			t.Fatalf("partitions %q: %v", s, err)
+		}
+		for p := a; p <= b; p++ {
+			out = append(out, p)
 		}
 	}
+	return out
 }
 
 // waitView polls p's cluster members until ok holds, or fails after limit.

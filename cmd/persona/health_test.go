@@ -32,7 +32,7 @@ func probeStatus(url string) (int, string, error) {
 // 503.
 func TestServeAnswersProbesAndStopsOnSIGTERM(t *testing.T) {
 	t.Parallel()
-	addrs := freeLoopbackAddrs(t, 4)
+	addrs := freeLoopbackAddrs(t, 5)
 	client, metrics := "http://"+addrs[0], "http://"+addrs[1]
 	cfgPath := filepath.Join(t.TempDir(), "persona.yaml")
 	cfg := fmt.Sprintf(`server_name: "persona.test"
@@ -48,7 +48,8 @@ cluster:
   node_name: "probed"
   bind: %q
   actor_bind: %q
-`, filepath.Join(t.TempDir(), "data"), addrs[0], addrs[1], addrs[2], addrs[3])
+  raft_bind: %q
+`, filepath.Join(t.TempDir(), "data"), addrs[0], addrs[1], addrs[2], addrs[3], addrs[4])
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 // the graph ARCHITECTURE.md draws.
 var allowed = map[string][]string{
 	"persona/cmd/persona":       {"api", "config", "internal/cputime", "internal/mxid", "internal/node"},
-	"persona/internal/node":     {"api", "actors", "media", "federation", "federation/outbox", "federation/profiles", "federation/rooms", "host", "storage", "metrics", "config", "cluster", "cluster/raft"},
+	"persona/internal/node":     {"api", "actors", "media", "federation", "federation/outbox", "federation/profiles", "federation/rooms", "host", "storage", "metrics", "config", "cluster", "cluster/raft", "cluster/replicas"},
 	"persona/internal/testnode": {"internal/node", "config"},
 	"persona/api":               {"actors", "media", "wire", "metrics", "config", "internal/mxid", "cluster"},
 	"persona/media":             {"storage"},

@@ -124,10 +124,32 @@ type Result struct {
 func (h *History) Check(timeout time.Duration, visualization string) (Result, error) {
 	h.mu.Lock()
 	ops := append([]porcupine.Operation(nil), h.ops...)
+	read := map[input]bool{} // the names some read returned
+	for _, op := range ops {
+		if in := op.Input.(input); !in.write {
+			read[input{in.user, true, op.Output.(string)}] = true
+		}
+	}
+	// A write of unknown outcome that no read saw may be placed last, where
+	// it changes nothing: leaving it out keeps the verdict and spares the
+	// search.
+	drop := map[int]bool{}
 	for _, i := range h.open {
 		ops[i].Return = h.now() + int64(time.Hour)
+		if !read[ops[i].Input.(input)] {
+			drop[i] = true
+		}
 	}
 	h.mu.Unlock()
+	if len(drop) > 0 {
+		kept := ops[:0]
+		for i, op := range ops {
+			if !drop[i] {
+				kept = append(kept, op)
+			}
+		}
+		ops = kept
+	}
 	model := h.model()
 	users := map[string]bool{}
 	for _, op := range ops {

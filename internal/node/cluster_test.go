@@ -24,6 +24,7 @@ func inCluster(name, actorAddr string, seeds ...string) func(*config.Config) {
 		c.Cluster.NodeName = name
 		c.Cluster.Bind = "127.0.0.1:0"
 		c.Cluster.ActorBind = actorAddr
+		c.Cluster.RaftBind = "127.0.0.1:0"
 		c.Cluster.Join = seeds
 	}
 }
@@ -31,18 +32,19 @@ func inCluster(name, actorAddr string, seeds ...string) func(*config.Config) {
 // TestNodesFormACluster starts two nodes with cluster.enabled, the second
 // joining the first: each lists both alive and ready with their actor
 // addresses, and the admin API shows them. With one replica to a
-// partition, each gossips as followed the partitions placement puts on it,
-// and none as led. A node stopped leaves: the other lists it as left, not
-// dead, counts it in its metrics and follows every partition. A node
-// outside a cluster has no cluster, no cluster metrics and answers the
-// admin API 404.
+// partition, a founds every partition's group alone, then hands b the
+// groups placement puts on b: each ends leading the partitions placed on
+// it, following none. A node stopped leaves: the other lists it as left,
+// not dead, and counts it in its metrics (the partitions whose one
+// replica it held wait for it). A node outside a cluster has no cluster,
+// no cluster metrics and answers the admin API 404.
 func TestNodesFormACluster(t *testing.T) {
 	t.Parallel()
 	const partitions = 16
 	onePerPartition := func(tune func(*config.Config)) func(*config.Config) {
 		return func(c *config.Config) {
 			tune(c)
-			c.Cluster.Partitions, c.Cluster.ReplicationFactor = partitions, 1
+			c.Cluster.Partitions, c.Actors.Partitions, c.Cluster.ReplicationFactor = partitions, partitions, 1
 		}
 	}
 	a := testnode.Start(t, "", onePerPartition(inCluster("a", "127.0.0.1:18090")))
@@ -55,9 +57,9 @@ func TestNodesFormACluster(t *testing.T) {
 			t.Fatalf("%s sees the actor addresses %q and %q", n.ClusterName(), members["a"].ActorAddr, members["b"].ActorAddr)
 		}
 	}
-	// following reports whether each member named follows the partitions
-	// Place puts on it over them all, and leads none.
-	following := func(names ...string) func(map[string]cluster.Member) bool {
+	// leading reports whether each member named leads the partitions Place
+	// puts on it over them all, and follows none.
+	leading := func(names ...string) func(map[string]cluster.Member) bool {
 		return func(ms map[string]cluster.Member) bool {
 			placed := cluster.Place(partitions, names, 1)
 			for _, name := range names {
@@ -67,7 +69,7 @@ func TestNodesFormACluster(t *testing.T) {
 						want = append(want, p)
 					}
 				}
-				if !slices.Equal(ms[name].Followed, want) || len(ms[name].Led) != 0 {
+				if !slices.Equal(ms[name].Led, want) || len(ms[name].Followed) != 0 {
 					return false
 				}
 			}
@@ -75,7 +77,7 @@ func TestNodesFormACluster(t *testing.T) {
 		}
 	}
 	for _, n := range []*testnode.Node{a, b} {
-		waitCluster(t, n, "each following the partitions placed on it", following("a", "b"))
+		waitCluster(t, n, "each leading the partitions placed on it", leading("a", "b"))
 	}
 
 	var out struct {
@@ -101,7 +103,6 @@ func TestNodesFormACluster(t *testing.T) {
 
 	b.Stop()
 	waitCluster(t, a, "b left", func(ms map[string]cluster.Member) bool { return ms["b"].State == cluster.StateLeft })
-	waitCluster(t, a, "a following every partition", following("a"))
 	for _, sample := range []string{`persona_cluster_members{state="alive"} 1`, `persona_cluster_members{state="left"} 1`,
 		`persona_cluster_members{state="dead"} 0`, `persona_cluster_events_total{kind="leave"} 1`, `persona_cluster_events_total{kind="fail"} 0`} {
 		if m := metricsOf(t, a); !strings.Contains(m, "\n"+sample+"\n") {

@@ -27,6 +27,7 @@ import (
 	"persona/actors"
 	"persona/api"
 	"persona/cluster"
+	"persona/cluster/replicas"
 	"persona/config"
 	"persona/federation"
 	"persona/federation/outbox"
@@ -56,8 +57,9 @@ type Node struct {
 	metrics   *metrics.Metrics
 	members   *cluster.Membership
 	placement *follower
-	owners    *owners // the host's placement in a cluster; nil outside one, or in a race build
-	left      bool    // leaveCluster ran
+	owners    *owners      // the host's placement in a cluster; nil outside one, or in a race build
+	repl      *replication // the partitions' raft groups shared with other nodes; nil outside a cluster
+	left      bool         // leaveCluster ran
 	done      chan error
 	stopOnce  sync.Once
 	stopErr   error
@@ -82,8 +84,14 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	var m *metrics.Metrics
-	st, err := openStore(cfg.DataDir, storage.Options{Logger: log,
-		OnRound: func(b, o int, w, s time.Duration) { m.CommitRound(b, o, w, s) }}, cfg.Storage.CommitPath == "raft", log)
+	sopts := storage.Options{Logger: log, OnRound: func(b, o int, w, s time.Duration) { m.CommitRound(b, o, w, s) }}
+	var st *storage.Store
+	var repl *replication
+	if cfg.Cluster.Enabled {
+		st, repl, err = openReplicated(cfg.DataDir, sopts, cfg, log)
+	} else {
+		st, err = openStore(cfg.DataDir, sopts, cfg.Storage.CommitPath == "raft", cfg.Actors.Partitions, log)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +100,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, store: st, done: make(chan error, 3)}
+	n := &Node{cfg: cfg, log: log, store: st, repl: repl, done: make(chan error, 3)}
 	m = metrics.New(st)
 	m.Ready(n.ready)
 	n.metrics = m
@@ -104,7 +112,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		}
 	}
 	if cfg.Cluster.Enabled && !raceBuild {
-		n.owners = &owners{}
+		n.owners = &owners{lease: func(p int) bool { return repl.path.d.LeaseValid(replicas.Group(p)) }}
 		opts.Host.Placement = n.owners
 	}
 	if n.host, err = actors.NewWith(st, cfg, m, log, opts); err != nil {
@@ -187,11 +195,13 @@ func (n *Node) startCluster() error {
 	if err != nil {
 		return fmt.Errorf("cluster.gossip_key_file: %w", err)
 	}
-	n.members, err = cluster.Start(cluster.Options{Name: c.NodeName, Bind: c.Bind, Advertise: c.Advertise, Join: c.Join,
-		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: c.RaftBind}, Keys: keys, Metrics: n.metrics, Log: n.log})
+	n.members, err = cluster.Start(cluster.Options{Name: n.repl.name, Bind: c.Bind, Advertise: c.Advertise, Join: c.Join,
+		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: n.repl.raftAddr(c.RaftBind)},
+		Keys: keys, Metrics: n.metrics, Log: n.log})
 	if err != nil {
 		return err
 	}
+	n.repl.startReplicas(n.members, n.cfg, n)
 	if n.owners == nil {
 		n.log.Warn("built with -race: protoactor's remote is not started, and this node owns every partition itself")
 		return nil
@@ -216,11 +226,14 @@ func (n *Node) leaveCluster(ctx context.Context) error {
 		return nil
 	}
 	n.left = true
-	n.stopPlacement()
 	timeout := leaveTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
+	drainCtx, cancel := context.WithTimeout(ctx, timeout)
+	n.repl.drain(drainCtx) // the partitions it leads are served elsewhere before it goes
+	cancel()
+	n.stopPlacement()
 	err := n.members.Leave(timeout)
 	if e := n.members.Shutdown(); err == nil {
 		err = e

@@ -2,37 +2,43 @@ package node
 
 import (
 	"errors"
-	"slices"
 	"time"
 
 	"persona/cluster"
 )
 
-// follower is the goroutine that keeps the partitions this node gossips as
-// followed those placement gives it, and the host's owners of partitions
-// those the membership names.
+// follower is the goroutine that keeps the host's owners of partitions
+// the leaders of their raft groups.
 type follower struct {
 	cancel func()
 	done   chan struct{}
 }
 
 // ownersRefresh is how often the owners are read again without a
-// membership event: a suspicion lapses without one.
+// membership event or a change of leader: a suspicion lapses without one.
 const ownersRefresh = time.Second
 
-// followPlacement learns the owners of the partitions, tells the cluster
-// this node is ready and holds the partitions placement gives it (gossiped
-// as followed: none is led until replication runs), then reads both again
-// whenever a membership change moves them, until stopPlacement.
+// followPlacement reads the owners of the partitions (the leaders of their
+// groups) on every membership event, every change of a group's leader and
+// every ownersRefresh, until stopPlacement, and tells the cluster this
+// node is ready once every partition has an owner: the cluster was founded
+// or joined, and each group elected a leader that caught up. The
+// partitions this node leads and follows are gossiped by the replicas
+// controller.
 func (n *Node) followPlacement() {
-	events, cancel := n.members.Subscribe() // before the first placement, so no change is missed
-	rf := n.cfg.Cluster.ReplicationFactor
-	n.updateOwners() // before the others route here
-	local := n.members.Local()
-	local.Ready, local.Followed = true, n.members.Placement(rf)
-	if err := n.members.SetLocal(local); err != nil {
-		n.log.Warn("tell the cluster this node is ready", "err", err)
+	events, cancel := n.members.Subscribe() // before the first reading, so no change is missed
+	ready := false
+	update := func() {
+		if all := n.updateOwners(); all && !ready {
+			if err := errLeftIgnored(n.members.UpdateLocal(func(m *cluster.Meta) { m.Ready = true })); err != nil {
+				n.log.Warn("tell the cluster this node is ready", "err", err)
+				return
+			}
+			ready = true
+			n.log.Info("every partition has an owner: ready")
+		}
 	}
+	update()
 	f := &follower{cancel: cancel, done: make(chan struct{})}
 	n.placement = f
 	go func() {
@@ -45,21 +51,10 @@ func (n *Node) followPlacement() {
 				if !ok {
 					return
 				}
+			case <-n.repl.changed:
 			case <-tick.C:
-				n.updateOwners()
-				continue
 			}
-			n.updateOwners()
-			local := n.members.Local()
-			followed := n.members.Placement(rf)
-			if slices.Equal(local.Followed, followed) {
-				continue
-			}
-			n.log.Info("partitions placed on this node changed", "from", len(local.Followed), "to", len(followed))
-			local.Followed = followed
-			if err := n.members.SetLocal(local); err != nil && !errors.Is(err, cluster.ErrLeft) {
-				n.log.Warn("gossip the partitions placed on this node", "err", err)
-			}
+			update()
 		}
 	}()
 }
@@ -72,4 +67,12 @@ func (n *Node) stopPlacement() {
 		<-n.placement.done
 		n.placement = nil
 	}
+}
+
+// errLeftIgnored is err unless it only says the node left the cluster.
+func errLeftIgnored(err error) error {
+	if errors.Is(err, cluster.ErrLeft) {
+		return nil
+	}
+	return err
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"sync/atomic"
 
 	"persona/cluster"
@@ -12,6 +13,9 @@ import (
 // until the node turns ready; meanwhile the host holds what it routes.
 type owners struct {
 	table atomic.Pointer[ownerTable]
+	// lease reports whether this node's lease of partition p's group runs:
+	// a partition it leads is its own only then (replication.go).
+	lease func(p int) bool
 }
 
 // ownerTable is one view of the owners: this node's name and every
@@ -28,6 +32,12 @@ func (o *owners) Owner(p int) (addr string, local, known bool) {
 		return "", false, false
 	}
 	own := t.owners[p]
+	if own.Name == "" {
+		return "", false, false
+	}
+	if own.Name == t.self && o.lease != nil && !o.lease(p) {
+		return "", false, false // deposed, or about to learn so: hold until the group says
+	}
 	return own.ActorAddr, own.Name == t.self, true
 }
 
@@ -44,15 +54,19 @@ func (o *owners) update(self string, now []cluster.Owner) []int {
 	return moved
 }
 
-// updateOwners reads the owners from the membership and, if any changed,
-// tells the host (which routes its held messages and has the user actors
-// resend what the moved partitions may have lost).
-func (n *Node) updateOwners() {
+// updateOwners reads the owners from the partitions' groups and, if any
+// changed, tells the host (which routes its held messages and has the
+// user actors resend what the moved partitions may have lost). It reports
+// whether every partition has an owner.
+func (n *Node) updateOwners() (all bool) {
+	now := n.repl.owners(n.members, n.cfg.Actors.Partitions)
+	all = !slices.ContainsFunc(now, func(o cluster.Owner) bool { return o.Name == "" })
 	if n.owners == nil {
-		return
+		return all
 	}
-	if moved := n.owners.update(n.members.Name(), n.members.Owners()); len(moved) > 0 {
+	if moved := n.owners.update(n.members.Name(), now); len(moved) > 0 {
 		n.log.Info("owners of partitions changed", "partitions", len(moved))
 		n.host.PlacementChanged(moved)
 	}
+	return all
 }

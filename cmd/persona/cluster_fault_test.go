@@ -1,0 +1,296 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"persona/cluster"
+	"persona/internal/lincheck"
+)
+
+// A fault is what befalls one node mid-stream, and how it ends.
+type fault struct {
+	name  string
+	begin func(t *testing.T, p *clusterProc)
+	end   func(t *testing.T, p *clusterProc)
+}
+
+var faults = []fault{
+	{"kill", func(t *testing.T, p *clusterProc) { p.child.kill() }, func(t *testing.T, p *clusterProc) { p.start(t) }},
+	{"pause", func(t *testing.T, p *clusterProc) { sendSignal(t, p, syscall.SIGSTOP) }, func(t *testing.T, p *clusterProc) { sendSignal(t, p, syscall.SIGCONT) }},
+	{"cut", func(t *testing.T, p *clusterProc) { link(t, p, false) }, func(t *testing.T, p *clusterProc) { link(t, p, true) }},
+}
+
+func sendSignal(t *testing.T, p *clusterProc, s syscall.Signal) {
+	if err := p.child.cmd.Process.Signal(s); err != nil {
+		t.Fatalf("%v to %s: %v", s, p.name, err)
+	}
+}
+
+func link(t *testing.T, p *clusterProc, up bool) {
+	if err := p.host.SetLink(up); err != nil {
+		t.Skipf("cut %s off: %v", p.name, err)
+	}
+}
+
+// TestClusterFaultsLoseNoAcknowledgedWrite runs three nodes, three
+// replicas to a partition, and a user in rooms spread over the nodes, led
+// by the node that will fail. Clients rename the user and read the name
+// through every node while that node is SIGKILLed (kill), SIGSTOPped
+// (pause) or cut off the network (cut), and after it is back. The history
+// of every client's operations, checked with porcupine, is that of one
+// register: no acknowledged write is lost, no read sees a name older than
+// one acknowledged before it began, and the old leader acknowledges
+// nothing it could lose. The user's profile serves writes again through
+// the other nodes within a bound (logged; docs/BENCHMARKS.md), and once
+// the node is back every room shows the last acknowledged name through
+// every node. PERSONA_FAULT_RUNS runs each kind more than once, and
+// PERSONA_FAULT_HISTORY_DIR keeps the drawing of a history that fails.
+//
+// It runs only with PERSONA_FAULTS=1: in about one run in four a
+// partition's requests through one node time out for long after the node
+// is back (docs/CLUSTER.md, "What is not yet true").
+func TestClusterFaultsLoseNoAcknowledgedWrite(t *testing.T) {
+	if testing.Short() || os.Getenv("PERSONA_FAULTS") != "1" {
+		t.Skip("PERSONA_FAULTS=1 runs it: three nodes per fault, and failovers")
+	}
+	runs := 1
+	if n, err := strconv.Atoi(os.Getenv("PERSONA_FAULT_RUNS")); err == nil && n > 0 {
+		runs = n
+	}
+	for _, f := range faults {
+		for run := range runs {
+			t.Run(fmt.Sprintf("%s/%d", f.name, run), func(t *testing.T) { faultRun(t, f) })
+		}
+	}
+}
+
+// faultRun is one run of a fault kind on a cluster of its own.
+func faultRun(t *testing.T, f fault) {
+	procs, nt := newClusterOfProcesses(t, 3, "profile:\n  rate_limit:\n    burst: 0\n")
+	if f.name == "cut" && !nt.Isolated {
+		t.Skip("no hosts of their own: no link to cut")
+	}
+	for _, p := range procs {
+		p.start(t)
+	}
+	for _, p := range procs {
+		waitView(t, p, procs, "all three alive and ready", 30*time.Second, allReady(procs))
+	}
+	waitLeaders(t, procs)
+	victim := procs[2]
+	ctx := context.Background()
+
+	// The user, whose partition the victim leads, in rooms created through
+	// each node.
+	name := ""
+	for i := 0; name == ""; i++ {
+		if c := "fault" + strconv.Itoa(i); ownerOf("@"+c+":persona.test", procs) == victim.name {
+			name = c
+		}
+	}
+	user := id.UserID("@" + name + ":persona.test")
+	clients := map[string]*mautrix.Client{}
+	for i, p := range procs {
+		cli := clientOf(t, p)
+		if i == 0 {
+			if _, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: "password-" + name}); err != nil {
+				t.Fatalf("register %s: %v", user, err)
+			}
+		}
+		if _, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Password: "password-" + name,
+			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: name}, StoreCredentials: true}); err != nil {
+			t.Fatalf("log in through %s: %v", p.name, err)
+		}
+		clients[p.name] = cli
+	}
+	var rooms []id.RoomID
+	for i := range 12 {
+		resp, err := clients[procs[i%3].name].CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "fault " + strconv.Itoa(i)})
+		if err != nil {
+			t.Fatalf("create a room: %v", err)
+		}
+		rooms = append(rooms, resp.RoomID)
+	}
+	first, err := clients[procs[0].name].GetDisplayName(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Two clients a node rename and read, 10-40 ms apart, until told to
+	// stop; the fault comes after a second of it, and ends after five more.
+	h := lincheck.New(map[string]string{user.String(): first.DisplayName})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var servedAgain time.Duration
+	var faultAt time.Time
+	var mu sync.Mutex
+	for c := range 2 * len(procs) {
+		p := procs[c%len(procs)]
+		cli := clientOf(t, p)
+		cli.UserID, cli.AccessToken = user, clients[p.name].AccessToken
+		cli.Client.Timeout = 1500 * time.Millisecond
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(c), 7))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Duration(10+rng.IntN(30)) * time.Millisecond): // a history porcupine checks in seconds
+				}
+				if rng.IntN(2) == 0 {
+					began := time.Now()
+					end := h.Write(c, user.String(), fmt.Sprintf("c%d-%d", c, i))
+					o := outcomeOf(cli.SetDisplayName(ctx, fmt.Sprintf("c%d-%d", c, i)))
+					end(o)
+					mu.Lock()
+					if o == lincheck.Acked && p != victim && !faultAt.IsZero() && began.After(faultAt) && servedAgain == 0 {
+						servedAgain = time.Since(faultAt)
+					}
+					mu.Unlock()
+					continue
+				}
+				end := h.Read(c, user.String())
+				got, err := cli.GetDisplayName(ctx, user)
+				if err != nil {
+					end("", false)
+					continue
+				}
+				end(got.DisplayName, true)
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	f.begin(t, victim)
+	mu.Lock()
+	faultAt = time.Now() // once the fault holds: the command that makes it takes a moment
+	mu.Unlock()
+	time.Sleep(5 * time.Second)
+	f.end(t, victim)
+	for _, p := range procs {
+		waitView(t, p, procs, "all three alive and ready again", 30*time.Second, allReady(procs))
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	t.Logf("%s: %d operations; writes served again through the other nodes %s after the fault", f.name, h.Len(), servedAgain.Round(time.Millisecond))
+	mu.Unlock()
+	if servedAgain == 0 {
+		t.Errorf("no write acknowledged through the other nodes while the fault lasted")
+	}
+	dir := cmp.Or(os.Getenv("PERSONA_FAULT_HISTORY_DIR"), t.TempDir()) // kept after the test when set
+	viz := filepath.Join(dir, fmt.Sprintf("%s-%d.html", f.name, time.Now().UnixNano()))
+	res, err := h.Check(time.Minute, viz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Decided || !res.Linearizable {
+		t.Fatalf("the history of %d operations is not linearizable (%+v); drawn in %s", res.Operations, res, viz)
+	}
+
+	// Every node reads one name, and every room shows it through every node.
+	final := ""
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var names []string
+		for _, p := range procs {
+			if dn, err := clients[p.name].GetDisplayName(ctx, user); err == nil {
+				names = append(names, dn.DisplayName)
+			}
+		}
+		if len(names) == len(procs) && len(slices.Compact(names)) == 1 {
+			final = names[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the nodes read %q", names)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, room := range rooms {
+		for _, p := range procs {
+			for {
+				var member event.MemberEventContent
+				err := clients[p.name].StateEvent(ctx, room, event.StateMember, string(user), &member)
+				if err == nil && member.Displayname == final {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("room %s through %s: %q, %v; want %q", room, p.name, member.Displayname, err, final)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// waitLeaders waits until every node is seen by the others to lead the
+// partitions whose preferred replica it is.
+func waitLeaders(t *testing.T, procs []*clusterProc) {
+	t.Helper()
+	want := map[string][]int{}
+	names := make([]string, len(procs))
+	for i, p := range procs {
+		names[i] = p.name
+	}
+	for p := range routePartitions {
+		owner := cluster.Replicas(p, names, 1)[0]
+		want[owner] = append(want[owner], p)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		settled := true
+		for _, p := range procs {
+			ms, err := membersOf(p)
+			if err != nil {
+				settled = false
+				break
+			}
+			for _, q := range procs {
+				if !slices.Equal(ms[q.name].Led, want[q.name]) {
+					settled = false
+				}
+			}
+		}
+		if settled {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("leadership did not settle on the preferred replicas")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// outcomeOf is what a client knows of a write from its request's error:
+// a 4xx but 408 (a timeout) refused it; anything else may or may not have
+// applied it.
+func outcomeOf(err error) lincheck.Outcome {
+	var httpErr mautrix.HTTPError
+	switch {
+	case err == nil:
+		return lincheck.Acked
+	case errors.As(err, &httpErr) && httpErr.Response != nil && httpErr.Response.StatusCode >= 400 && httpErr.Response.StatusCode < 500 &&
+		httpErr.Response.StatusCode != http.StatusRequestTimeout:
+		return lincheck.Refused
+	default:
+		return lincheck.Unknown
+	}
+}

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +14,7 @@ type replicationMetrics struct {
 	partitions *prometheus.GaugeVec
 	leaders    prometheus.Counter
 	changes    *prometheus.CounterVec
+	lag        *prometheus.GaugeVec
 }
 
 // replicationRoles are the roles a node holds a partition's replica in.
@@ -37,13 +39,17 @@ func (m *Metrics) replication() *replicationMetrics {
 			Name: "persona_cluster_replica_changes_total",
 			Help: "Changes this node made, as leader, to its partitions' replicas: add or remove a voter, transfer leadership.",
 		}, []string{"change"})
+		r.lag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persona_cluster_replication_lag_entries",
+			Help: "For each partition this node leads, the log entries its furthest-behind replica lacks.",
+		}, []string{"partition"})
 		for _, role := range replicationRoles {
 			r.partitions.WithLabelValues(role)
 		}
 		for _, c := range replicationChanges {
 			r.changes.WithLabelValues(c)
 		}
-		m.reg.MustRegister(r.partitions, r.leaders, r.changes)
+		m.reg.MustRegister(r.partitions, r.leaders, r.changes, r.lag)
 	})
 	return r
 }
@@ -69,5 +75,18 @@ func (m *Metrics) ClusterLeaderChange() {
 func (m *Metrics) ClusterReplicaChange(change string) {
 	if m != nil {
 		m.replication().changes.WithLabelValues(change).Inc()
+	}
+}
+
+// ClusterReplicationLags sets the replication lag, in entries, of each
+// partition this node leads, and drops the partitions it no longer leads.
+func (m *Metrics) ClusterReplicationLags(lags map[int]uint64) {
+	if m == nil {
+		return
+	}
+	r := m.replication()
+	r.lag.Reset()
+	for p, lag := range lags {
+		r.lag.WithLabelValues(strconv.Itoa(p)).Set(float64(lag))
 	}
 }

@@ -190,3 +190,28 @@ func (d *Driver) waitStatus(ctx context.Context, group uint64, cond func(s Statu
 		}
 	}
 }
+
+// Lags returns, for each group this node leads, how many entries its
+// furthest-behind voter lacks: the leader's last index less that voter's
+// matched index (0 when every voter has every entry).
+func (d *Driver) Lags(ctx context.Context) (map[uint64]uint64, error) {
+	out := map[uint64]uint64{}
+	err := d.call(ctx, func(reply chan<- error) {
+		for id, g := range d.groups {
+			st := g.rn.Status()
+			if st.RaftState != raft.StateLeader {
+				continue
+			}
+			last, _ := g.ms.LastIndex()
+			var lag uint64
+			for _, v := range g.cs.GetVoters() {
+				if pr, ok := st.Progress[v]; ok && pr.Match < last {
+					lag = max(lag, last-pr.Match)
+				}
+			}
+			out[id] = lag
+		}
+		reply <- nil
+	})
+	return out, err
+}

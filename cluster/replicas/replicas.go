@@ -218,6 +218,28 @@ func (c *Controller) pass() {
 	}
 	c.running.Wait()
 	c.gossip()
+	c.measureLags()
+}
+
+// measureLags exports the replication lag of each partition this node
+// leads.
+func (c *Controller) measureLags() {
+	if c.opts.Metrics == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	lags, err := c.d.Lags(ctx)
+	if err != nil {
+		return
+	}
+	byPartition := map[int]uint64{}
+	for g, lag := range lags {
+		if p := Partition(g); p >= 0 && p < c.opts.Partitions {
+			byPartition[p] = lag
+		}
+	}
+	c.opts.Metrics.ClusterReplicationLags(byPartition)
 }
 
 // survey tells the transport where each member's raft listens, and

@@ -299,6 +299,13 @@ func TestFoundersPlaceGroupsAndSpreadLeadership(t *testing.T) {
 		if led != testPartitions || followed != 2*testPartitions || changes < testPartitions {
 			return fmt.Errorf("%v led, %v followed, %v leader changes", led, followed, changes)
 		}
+		for g, voters := range want {
+			leader := nodes[slices.IndexFunc(nodes, func(n *node) bool { return NodeID(n.name) == voters[0] })]
+			series := fmt.Sprintf(`persona_cluster_replication_lag_entries{partition="%d"}`, Partition(g))
+			if !strings.Contains(metricsText(leader.metrics), series+" ") {
+				return fmt.Errorf("%s exports no %s", leader.name, series)
+			}
+		}
 		return nil
 	})
 	state := map[uint64]map[string]string{}
@@ -307,6 +314,13 @@ func TestFoundersPlaceGroupsAndSpreadLeadership(t *testing.T) {
 		state[g] = map[string]string{"k": fmt.Sprint("v", g)}
 	}
 	eventually(t, 5*time.Second, "every replica applied the writes", func() error { return sameEverywhere(t, nodes, state) })
+}
+
+// metricsText is m's exposition.
+func metricsText(m *metrics.Metrics) string {
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
 }
 
 // sample returns the value of one sample (name and labels as the text

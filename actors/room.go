@@ -414,18 +414,28 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 	}
 }
 
-// onCommitted answers every write up to m.seq, in order.
+// onCommitted records the outcome of write m.seq, and answers the writes
+// whose outcomes came, in order, up to the first still under way. The
+// urgent and background lanes may finish out of order (on the raft commit
+// path an urgent batch may be applied before a background one proposed
+// earlier, which then fails): a write is settled with its own outcome,
+// never with a later one's.
 func (r *room) onCommitted(ctx actor.Context, m *committed) {
-	for len(r.waiting) > 0 && r.waiting[0].seq <= m.seq {
+	i := slices.IndexFunc(r.waiting, func(w waiter) bool { return w.seq == m.seq })
+	if i < 0 {
+		return
+	}
+	r.waiting[i].done, r.waiting[i].err = true, m.err
+	for len(r.waiting) > 0 && r.waiting[0].done {
 		w := r.waiting[0]
 		r.waiting = r.waiting[1:]
 		if !w.urgent {
 			r.background--
 		}
 		reply := w.reply
-		if m.err != nil {
-			r.h.log.Error("room write failed", "room", r.id, "err", m.err)
-			r.failed = m.err
+		if w.err != nil {
+			r.h.log.Error("room write failed", "room", r.id, "err", w.err)
+			r.failed = w.err
 			reply = internalError(reply)
 		}
 		w.applied() // releases the stream positions either way

@@ -77,6 +77,10 @@ type waiter struct {
 	reply   proto.Message
 	applied func() // runs when durable (e.g. publish the profile to reads)
 	urgent  bool   // committed in the urgent lane
+	// A room's: the batch's outcome came (done), err is its error; the
+	// room settles its writes in order once every one before is done.
+	done bool
+	err  error
 }
 
 // committed reports that the batch seq is durable (err nil) or failed.

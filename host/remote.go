@@ -37,10 +37,16 @@ func (h *Host) StartRemote(bind, advertise string) (err error) {
 		return fmt.Errorf("host: remote listen %s: %w", bind, err)
 	}
 	_ = l.Close()
-	r := remote.NewRemote(h.system, remote.Configure(host, n, remote.WithAdvertisedHost(advertise),
+	cfg := remote.Configure(host, n, remote.WithAdvertisedHost(advertise),
 		// protoactor preallocates the queues: its default of a million
 		// entries is 16 MB per peer.
-		remote.WithEndpointWriterQueueSize(h.opts.RemoteQueue), remote.WithEndpointManagerQueueSize(h.opts.RemoteQueue)))
+		remote.WithEndpointWriterQueueSize(h.opts.RemoteQueue), remote.WithEndpointManagerQueueSize(h.opts.RemoteQueue))
+	// protoactor tries a connection to a node that is down five times, 2 s
+	// apart, holding what is sent to that node meanwhile; tried once, the
+	// writer gives up at once and the next message dials afresh. What was
+	// sent meanwhile is lost either way, as a move loses it.
+	cfg.MaxRetryCount = 1
+	r := remote.NewRemote(h.system, cfg)
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("host: start remote on %s: %v", bind, v)

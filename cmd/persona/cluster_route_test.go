@@ -175,6 +175,12 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 		waitView(t, p, procs, "n3 back, all three alive and ready", 20*time.Second, allReady(procs))
 	}
 	t.Logf("n3 ready again %s after its restart began", time.Since(phase).Round(time.Millisecond))
+	// A message sent to n3 while it was down, or just back, may be lost
+	// (protoactor's remote delivers at most once): the request waits out
+	// its timeout, and a client asks again.
+	for _, p := range procs {
+		clients[p.name].Client.Timeout = 2 * time.Second
+	}
 	if err := clients[n1.name].SetDisplayName(ctx, "Across 2"); err != nil {
 		t.Fatalf("rename through n1: %v", err)
 	}

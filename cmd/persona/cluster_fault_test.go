@@ -99,27 +99,7 @@ func faultRun(t *testing.T, f fault) {
 
 	// The user, whose partition the victim leads, in rooms created through
 	// each node.
-	name := ""
-	for i := 0; name == ""; i++ {
-		if c := "fault" + strconv.Itoa(i); ownerOf("@"+c+":persona.test", procs) == victim.name {
-			name = c
-		}
-	}
-	user := id.UserID("@" + name + ":persona.test")
-	clients := map[string]*mautrix.Client{}
-	for i, p := range procs {
-		cli := clientOf(t, p)
-		if i == 0 {
-			if _, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: "password-" + name}); err != nil {
-				t.Fatalf("register %s: %v", user, err)
-			}
-		}
-		if _, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Password: "password-" + name,
-			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: name}, StoreCredentials: true}); err != nil {
-			t.Fatalf("log in through %s: %v", p.name, err)
-		}
-		clients[p.name] = cli
-	}
+	user, clients := userOwnedBy(t, ctx, procs, "fault", victim.name, procs[0])
 	var rooms []id.RoomID
 	for i := range 12 {
 		resp, err := clients[procs[i%3].name].CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "fault " + strconv.Itoa(i)})

@@ -31,6 +31,34 @@ func ownerOf(identity string, procs []*clusterProc) string {
 	return cluster.Replicas(host.PartitionOf(identity, routePartitions), names, 1)[0]
 }
 
+// userOwnedBy registers, through via, the first user named prefix<n>
+// whose partition owner owns, and logs it in through every node; it
+// returns the user and a client a node, by node name.
+func userOwnedBy(t *testing.T, ctx context.Context, procs []*clusterProc, prefix, owner string, via *clusterProc) (id.UserID, map[string]*mautrix.Client) {
+	t.Helper()
+	name := ""
+	for i := 0; name == ""; i++ {
+		if c := prefix + strconv.Itoa(i); ownerOf("@"+c+":persona.test", procs) == owner {
+			name = c
+		}
+	}
+	user := id.UserID("@" + name + ":persona.test")
+	if _, err := clientOf(t, via).RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: "password-" + name}); err != nil {
+		t.Fatalf("register %s through %s: %v", user, via.name, err)
+	}
+	clients := map[string]*mautrix.Client{}
+	for _, p := range procs {
+		cli := clientOf(t, p)
+		resp, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Password: "password-" + name,
+			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: name}, StoreCredentials: true})
+		if err != nil || resp.UserID != user {
+			t.Fatalf("log in through %s: %v, %+v", p.name, err, resp)
+		}
+		clients[p.name] = cli
+	}
+	return user, clients
+}
+
 // clientOf is a Matrix client of p, through the test's hosts.
 func clientOf(t *testing.T, p *clusterProc) *mautrix.Client {
 	t.Helper()
@@ -69,32 +97,7 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 	ctx := context.Background()
 
 	// A user n1 owns, registered through n1, logged in through n2 and n3.
-	name := ""
-	for i := 0; name == ""; i++ {
-		if c := "route" + strconv.Itoa(i); ownerOf("@"+c+":persona.test", procs) == n1.name {
-			name = c
-		}
-	}
-	user := id.UserID("@" + name + ":persona.test")
-	clients := map[string]*mautrix.Client{}
-	for _, p := range procs {
-		cli := clientOf(t, p)
-		if p == n1 {
-			if _, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: "password-" + name}); err != nil {
-				t.Fatalf("register %s through n1: %v", user, err)
-			}
-			cli.UserID = user
-			resp, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Password: "password-" + name,
-				Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: name}, StoreCredentials: true})
-			if err != nil || resp.UserID != user {
-				t.Fatalf("log in through n1: %v, %+v", err, resp)
-			}
-		} else if _, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Password: "password-" + name,
-			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: name}, StoreCredentials: true}); err != nil {
-			t.Fatalf("log in through %s: %v", p.name, err)
-		}
-		clients[p.name] = cli
-	}
+	user, clients := userOwnedBy(t, ctx, procs, "route", n1.name, n1)
 
 	// Rooms created through each node in turn, until n2 and n3 own some.
 	var rooms []id.RoomID

@@ -7,8 +7,10 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -27,14 +29,26 @@ import (
 // and makes it take their self-signed certificates.
 func ByAddress(tb testing.TB) func(*config.Config) {
 	return func(c *config.Config) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		addr := l.Addr().String()
-		_ = l.Close()
+		addr := FreeAddr(tb)
 		c.Listen.Federation, c.ServerName, c.Federation.InsecureSkipVerify = addr, addr, true
 	}
+}
+
+// FreeAddr returns a loopback address whose port was free a moment ago,
+// for a node that must be named before it listens. The port is drawn
+// below the kernel's ephemeral range (32768 on): a listener on port 0
+// elsewhere in the test binary, or in another, never takes it meanwhile.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			_ = l.Close()
+			return addr
+		}
+	}
+	tb.Fatal("no free port in 20000-31999 after 100 tries")
+	return ""
 }
 
 // Request is a federation request a node sends by hand.

@@ -90,22 +90,22 @@ func (s *Service) Resume() error {
 }
 
 // PlacementChanged wakes the outboxes with entries queued among the
-// partitions moved that this node owns now: their queues are replicated
-// state, and the previous owner's sends continue here. Tell it after the
-// host's own PlacementChanged.
+// partitions moved: their queues are replicated state, and the previous
+// owner's sends go on from the new one. The wakes are routed to the
+// owners, held until they are known (a new leader owns its partition
+// once its lease runs, later than this call). Tell it after the host's
+// own PlacementChanged.
 func (s *Service) PlacementChanged(moved []int) {
 	if err := s.wake(moved); err != nil {
-		s.opts.Log.Warn("wake the outboxes of partitions this node now owns", "err", err)
+		s.opts.Log.Warn("wake the outboxes of partitions that moved", "err", err)
 	}
 }
 
-// wake wakes the outboxes with a queue among the local partitions of
-// parts. It reads the first keys of each destination alone, not its queue.
+// wake wakes the outboxes with a queue among the partitions parts whose
+// keys the store holds. It reads the first keys of each destination
+// alone, not its queue.
 func (s *Service) wake(parts []int) error {
 	for _, p := range parts {
-		if !s.rt.Local(p) {
-			continue
-		}
 		dests, err := s.destinations(p)
 		if err != nil {
 			return err

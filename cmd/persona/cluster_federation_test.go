@@ -76,7 +76,7 @@ func signedUp(t *testing.T, ctx context.Context, p *clusterProc, name string) *m
 	if err != nil {
 		t.Fatalf("register %s through %s: %v", name, p.name, err)
 	}
-	cli.SetCredentials(resp.UserID, resp.AccessToken)
+	cli.UserID, cli.AccessToken = resp.UserID, resp.AccessToken
 	return cli
 }
 

@@ -125,17 +125,17 @@ type Service struct {
 // those that went to another node, and has the user actors resend what
 // the moves may have lost; the tokens cached for their users are dropped
 // (their logouts now happen elsewhere); and the actors with unfinished
-// work in those this node now owns are woken, as at a start, to go on
-// from what storage holds.
+// work in those partitions are woken, as at a start, to go on from what
+// storage holds. The wakes are routed, not checked against this node's
+// ownership: a new leader owns its partition only once its lease runs,
+// later than this call, and the host holds them until then. Every replica
+// of a partition sends them, and a woken actor ignores the others.
 func (h *Service) PlacementChanged(moved []int) {
 	h.tokens.moved(moved)
 	h.rt.PlacementChanged(moved)
 	for _, p := range moved {
-		if !h.rt.Local(p) {
-			continue
-		}
 		if err := h.wakePartition(p); err != nil {
-			h.log.Warn("wake the actors of a partition this node now owns", "partition", p, "err", err)
+			h.log.Warn("wake the actors of a partition that moved", "partition", p, "err", err)
 		}
 	}
 }

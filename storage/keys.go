@@ -41,7 +41,7 @@ func ParseUint64(key []byte) uint64 {
 }
 
 // NodeRange is the key range of every key under no partition: what the
-// node's own owners write (the federation outbox, the key ring, media,
+// node's own owners write (the key ring, remote profiles, media,
 // the stream's reservation) and storage's own keys.
 const NodeRange = -1
 

@@ -30,11 +30,11 @@ const deadBound = 12 * time.Second
 // clusterProc is one node of a cluster of processes: its host, its
 // addresses and its process.
 type clusterProc struct {
-	name                                       string
-	host                                       *netns.Host
-	client, metrics, gossip, actor, raft, file string
-	bin                                        string // persona built without -race
-	child                                      *crashChild
+	name                                                   string
+	host                                                   *netns.Host
+	client, metrics, gossip, actor, raft, federation, file string
+	bin                                                    string // persona built without -race
+	child                                                  *crashChild
 }
 
 func (p *clusterProc) base() string { return "http://" + p.client }
@@ -80,28 +80,39 @@ func personaBinary(t *testing.T) string {
 // until it ends; a node's log is shown when the test fails.
 func newClusterOfProcesses(t *testing.T, n int, extra ...string) ([]*clusterProc, *netns.Net) {
 	t.Helper()
-	bin := personaBinary(t)
 	nt := netns.New(t, n)
+	return clusterOn(t, nt, nt.Hosts, false, extra...), nt
+}
+
+// clusterOn is newClusterOfProcesses on the hosts given of nt; with
+// federation, each node also has a federation listener (proc.federation).
+func clusterOn(t *testing.T, nt *netns.Net, hosts []*netns.Host, federation bool, extra ...string) []*clusterProc {
+	t.Helper()
+	bin := personaBinary(t)
 	saved := httpClient.Transport
 	httpClient.Transport = nt.Transport() // the test's requests reach the hosts; not parallel
 	t.Cleanup(func() { httpClient.Transport = saved })
 
-	procs := make([]*clusterProc, n)
+	procs := make([]*clusterProc, len(hosts))
 	var loopback []string
 	if !nt.Isolated {
-		loopback = freeLoopbackAddrs(t, 5*n)
+		loopback = freeLoopbackAddrs(t, 6*len(hosts))
 	}
-	for i, h := range nt.Hosts {
+	for i, h := range hosts {
 		p := &clusterProc{name: "n" + strconv.Itoa(i+1), host: h, bin: bin}
 		if nt.Isolated { // hosts of their own: the same ports everywhere
 			at := func(port int) string { return net.JoinHostPort(h.Addr.String(), strconv.Itoa(port)) }
-			p.client, p.metrics, p.gossip, p.actor, p.raft = at(8008), at(9108), at(7946), at(8090), at(8190)
+			p.client, p.metrics, p.gossip, p.actor, p.raft, p.federation = at(8008), at(9108), at(7946), at(8090), at(8190), at(8448)
 		} else {
-			p.client, p.metrics, p.gossip, p.actor, p.raft = loopback[5*i], loopback[5*i+1], loopback[5*i+2], loopback[5*i+3], loopback[5*i+4]
+			a := loopback[6*i:]
+			p.client, p.metrics, p.gossip, p.actor, p.raft, p.federation = a[0], a[1], a[2], a[3], a[4], a[5]
+		}
+		if !federation {
+			p.federation = ""
 		}
 		procs[i] = p
 	}
-	seeds := make([]string, n)
+	seeds := make([]string, len(procs))
 	for i, p := range procs {
 		seeds[i] = strconv.Quote(p.gossip)
 	}
@@ -112,7 +123,7 @@ data_dir: %q
 listen:
   client: %q
   metrics: %q
-  federation: ""
+  federation: %q
 registration:
   open: true
   shared_secret: %q
@@ -123,7 +134,7 @@ cluster:
   actor_bind: %q
   raft_bind: %q
   join: [%s]
-`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, clusterSecret, p.name, p.gossip, p.actor, p.raft, strings.Join(seeds, ", ")) +
+`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, p.federation, clusterSecret, p.name, p.gossip, p.actor, p.raft, strings.Join(seeds, ", ")) +
 			strings.Join(extra, "")
 		if err := os.WriteFile(p.file, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -141,7 +152,7 @@ cluster:
 			}
 		}
 	})
-	return procs, nt
+	return procs
 }
 
 // allReady reports whether ms lists every one of procs alive and ready,

@@ -22,6 +22,7 @@ import (
 type destination struct {
 	s    *Service
 	name string
+	k    keys
 	idle *host.IdleWatch
 	self *actor.PID
 
@@ -81,7 +82,7 @@ type written struct {
 }
 
 func newDestination(s *Service, name string, idle *host.IdleWatch) *destination {
-	return &destination{s: s, name: name, idle: idle}
+	return &destination{s: s, name: name, k: keysOf(s.rt, name), idle: idle}
 }
 
 // Receive handles one message, then writes and sends what it allows.
@@ -150,7 +151,7 @@ func (o *destination) load() error {
 	o.seq, o.durable, o.queued, o.oldest, o.sentThrough, o.compacted, o.txn = 0, 0, 0, time.Time{}, 0, 0, nil
 	snap := o.s.store.Snapshot()
 	defer snap.Close()
-	switch v, err := snap.Get(txnKey(o.name)); {
+	switch v, err := snap.Get(o.k.txn()); {
 	case err == nil:
 		r, err := decodeRecord(v)
 		if err != nil {
@@ -165,7 +166,7 @@ func (o *destination) load() error {
 	case err != storage.ErrNotFound:
 		return err
 	}
-	prefix := queuePrefix(o.name)
+	prefix := o.k.queuePrefix()
 	it := snap.Iterator(prefix, false)
 	defer it.Close()
 	for it.Seek(prefix); it.Valid(); it.Next() {
@@ -191,7 +192,7 @@ func (o *destination) room(room string) (*roomMark, error) {
 		return m, nil
 	}
 	m := &roomMark{}
-	switch v, err := o.s.store.Get(roomKey(o.name, room)); {
+	switch v, err := o.s.store.Get(o.k.room(room)); {
 	case err == nil:
 		m.queued = storage.ParseUint64(v)
 		m.durable = m.queued
@@ -259,7 +260,7 @@ func (o *destination) add(e entry, background bool) *write {
 	}
 	v := e.encode()
 	w := o.tail(len(v))
-	w.b.Set(queueKey(o.name, o.seq), v)
+	w.b.Set(o.k.queue(o.seq), v)
 	w.bytes += len(v)
 	w.entries++
 	w.last = o.seq
@@ -290,10 +291,10 @@ func (o *destination) flush() {
 	}
 	w := o.writes[0]
 	for room, pos := range w.acks {
-		w.b.Set(roomKey(o.name, room), []byte(storage.Uint64(pos)))
+		w.b.Set(o.k.room(room), []byte(storage.Uint64(pos)))
 	}
 	if w.record != nil {
-		w.b.Set(txnKey(o.name), w.record)
+		w.b.Set(o.k.txn(), w.record)
 	}
 	o.writing = true
 	rt, self := o.s.rt, o.self

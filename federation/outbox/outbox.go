@@ -11,7 +11,7 @@
 // exponential back-off with jitter. Nothing queued is lost across a
 // restart. The queue is deleted as the destination answers 200.
 //
-// outbox owns the fo/ keys of the store and nothing else; it knows rooms
+// outbox owns the fo/ keys under each partition and nothing else; it knows rooms
 // only by their ids and events only as JSON, and reaches them through the
 // host: rooms are the actors of kind "room".
 package outbox
@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -77,30 +78,69 @@ func (s *Service) Kind() host.Kind {
 // anything is sent to an outbox.
 func (s *Service) Attach(h *host.Host) { s.rt = h }
 
-// Resume wakes the outbox of every destination whose queue holds entries,
-// so that what was queued before the node stopped is sent. It reads the
-// first keys of each destination alone, not its queue.
+// Resume moves a queue the store holds in the layout of an older persona
+// (see migrate.go), then wakes the outbox of every destination of the
+// node's partitions whose queue holds entries, so that what was queued
+// before the node stopped is sent.
 func (s *Service) Resume() error {
-	dests, err := s.destinations()
-	if err != nil {
+	if err := s.migrate(); err != nil {
 		return err
 	}
-	for _, d := range dests {
-		if d.queued {
-			s.rt.Send(kind, d.name, &wire.Wake{Id: d.name})
+	return s.wake(s.allPartitions())
+}
+
+// PlacementChanged wakes the outboxes with entries queued among the
+// partitions moved: their queues are replicated state, and the previous
+// owner's sends go on from the new one. The wakes are routed to the
+// owners, held until they are known (a new leader owns its partition
+// once its lease runs, later than this call). Tell it after the host's
+// own PlacementChanged.
+func (s *Service) PlacementChanged(moved []int) {
+	if err := s.wake(moved); err != nil {
+		s.opts.Log.Warn("wake the outboxes of partitions that moved", "err", err)
+	}
+}
+
+// wake wakes the outboxes with a queue among the partitions parts whose
+// keys the store holds. It reads the first keys of each destination
+// alone, not its queue.
+func (s *Service) wake(parts []int) error {
+	for _, p := range parts {
+		dests, err := s.destinations(p)
+		if err != nil {
+			return err
+		}
+		for _, d := range dests {
+			if d.queued {
+				s.rt.Send(kind, d.name, &wire.Wake{Id: d.name})
+			}
 		}
 	}
 	return nil
 }
 
+func (s *Service) allPartitions() []int {
+	parts := make([]int, s.rt.Partitions())
+	for p := range parts {
+		parts[p] = p
+	}
+	return parts
+}
+
 // Destinations returns the state of every destination the store holds
 // keys of, by name: each outbox with a queue answers for itself, the
-// others have nothing queued.
+// others have nothing queued. In a cluster the store holds the keys of
+// the partitions this node replicates.
 func (s *Service) Destinations(ctx context.Context) ([]*wire.DestinationState, error) {
-	dests, err := s.destinations()
-	if err != nil {
-		return nil, err
+	var dests []known
+	for _, p := range s.allPartitions() {
+		in, err := s.destinations(p)
+		if err != nil {
+			return nil, err
+		}
+		dests = append(dests, in...)
 	}
+	slices.SortFunc(dests, func(a, b known) int { return strings.Compare(a.name, b.name) })
 	out := make([]*wire.DestinationState, 0, len(dests))
 	for _, d := range dests {
 		if !d.queued {
@@ -150,12 +190,13 @@ type known struct {
 	queued bool // its queue holds entries
 }
 
-// destinations lists the destinations the store holds keys of, in name
-// order: one seek to each destination's queue and one past its keys.
-func (s *Service) destinations() ([]known, error) {
+// destinations lists the destinations of partition p the store holds
+// keys of, in name order: one seek to each destination's queue and one
+// past its keys.
+func (s *Service) destinations(p int) ([]known, error) {
 	snap := s.store.Snapshot()
 	defer snap.Close()
-	root := destinationsPrefix()
+	root := partitionRoot(p)
 	it := snap.Iterator(root, false)
 	defer it.Close()
 	var out []known
@@ -165,11 +206,12 @@ func (s *Service) destinations() ([]known, error) {
 			return nil, fmt.Errorf("outbox: stray key %q", it.Key())
 		}
 		d := known{name: string(name)}
-		q := queuePrefix(d.name)
+		k := keys{part: host.PartitionKey(p), dest: d.name}
+		q := k.queuePrefix()
 		it.Seek(q)
 		d.queued = it.Valid() && bytes.HasPrefix(it.Key(), q)
 		out = append(out, d)
-		it.Seek(pastDestination(d.name))
+		it.Seek(k.past())
 	}
 	return slices.Clip(out), nil
 }

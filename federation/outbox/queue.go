@@ -9,10 +9,14 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"persona/host"
 	"persona/storage"
 )
 
-// A destination's keys, all under fo/<destination>/ (parts joined by NUL):
+// A destination's keys lie under p/<partition>/fo/<destination>/ (parts
+// joined by NUL), in the key range of the partition the destination maps
+// to: a cluster replicates its queue with the partition, and its outbox
+// resumes on the partition's next leader.
 //
 //	q/<seq>    a queued entry: a PDU (room, pos, JSON) or an EDU (type,
 //	           content), with the time it was queued; seq (8 bytes,
@@ -22,21 +26,29 @@ import (
 //	txn        the transaction in flight (its id, timestamp and the last seq
 //	           it carries), written before it is sent and kept once it is
 //	           delivered, so that seq never goes back
-func queuePrefix(dest string) []byte { return storage.Prefix("fo", dest, "q") }
+type keys struct{ part, dest string }
 
-func queueKey(dest string, seq uint64) []byte {
-	return storage.Key("fo", dest, "q", storage.Uint64(seq))
+// keysOf returns the keys of destination dest on h's partitions.
+func keysOf(h *host.Host, dest string) keys {
+	return keys{part: host.PartitionKey(h.Partition(dest)), dest: dest}
 }
 
-func roomKey(dest, room string) []byte { return storage.Key("fo", dest, "r", room) }
+func (k keys) queuePrefix() []byte { return storage.Prefix("p", k.part, "fo", k.dest, "q") }
 
-func txnKey(dest string) []byte { return storage.Key("fo", dest, "txn") }
+func (k keys) queue(seq uint64) []byte {
+	return storage.Key("p", k.part, "fo", k.dest, "q", storage.Uint64(seq))
+}
 
-// destinationsPrefix is the prefix of every destination's keys.
-func destinationsPrefix() []byte { return storage.Prefix("fo") }
+func (k keys) room(room string) []byte { return storage.Key("p", k.part, "fo", k.dest, "r", room) }
 
-// pastDestination returns the first key after every key of dest.
-func pastDestination(dest string) []byte { return append(storage.Key("fo", dest), 1) }
+func (k keys) txn() []byte { return storage.Key("p", k.part, "fo", k.dest, "txn") }
+
+// past returns the first key after every key of the destination.
+func (k keys) past() []byte { return append(storage.Key("p", k.part, "fo", k.dest), 1) }
+
+// partitionRoot is the prefix of the keys of every destination of
+// partition p.
+func partitionRoot(p int) []byte { return storage.Prefix("p", host.PartitionKey(p), "fo") }
 
 // Kinds of queued entries: their value's first byte.
 const (

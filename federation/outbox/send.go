@@ -143,7 +143,7 @@ func (o *destination) read(t *txn, fresh bool, latest map[string]uint64) error {
 		upTo = o.durable
 	}
 	t.seqs = t.seqs[:0]
-	err := o.s.store.Scan(queuePrefix(o.name), queueKey(o.name, o.sentThrough+1), func(k, v []byte) error {
+	err := o.s.store.Scan(o.k.queuePrefix(), o.k.queue(o.sentThrough+1), func(k, v []byte) error {
 		seq := storage.ParseUint64(k)
 		if seq > upTo {
 			return storage.ErrStopScan
@@ -257,7 +257,7 @@ func (o *destination) done(t *txn) {
 	o.failures = 0
 	w := o.tail(0)
 	for _, seq := range t.seqs {
-		w.b.Delete(queueKey(o.name, seq))
+		w.b.Delete(o.k.queue(seq))
 	}
 	w.record = record{id: t.id, ts: t.ts, last: t.last, delivered: true}.encode()
 	o.sentThrough, o.txn = t.last, nil
@@ -297,7 +297,7 @@ func describe(err error) string {
 
 // readOldest sets oldest to when the first entry not delivered was queued.
 func (o *destination) readOldest() error {
-	return o.s.store.Scan(queuePrefix(o.name), queueKey(o.name, o.sentThrough+1), func(_, v []byte) error {
+	return o.s.store.Scan(o.k.queuePrefix(), o.k.queue(o.sentThrough+1), func(_, v []byte) error {
 		e, err := decodeEntry(v)
 		if err != nil {
 			return err
@@ -353,12 +353,12 @@ func (o *destination) halt() {
 // for the events in between with get_missing_events. EDUs stay. It returns
 // the seq of each room's latest PDU.
 func (o *destination) compact() (map[string]uint64, error) {
-	from, upTo := queueKey(o.name, o.sentThrough+1), o.durable
+	from, upTo := o.k.queue(o.sentThrough+1), o.durable
 	latest := map[string]uint64{}
 	var drop []uint64
 	oldest := time.Time{}
 	pass := func(fn func(seq uint64, e entry)) error {
-		return o.s.store.Scan(queuePrefix(o.name), from, func(k, v []byte) error {
+		return o.s.store.Scan(o.k.queuePrefix(), from, func(k, v []byte) error {
 			seq := storage.ParseUint64(k)
 			if seq > upTo {
 				return storage.ErrStopScan
@@ -389,7 +389,7 @@ func (o *destination) compact() (map[string]uint64, error) {
 		return nil, err
 	}
 	for _, seq := range drop {
-		o.tail(0).b.Delete(queueKey(o.name, seq))
+		o.tail(0).b.Delete(o.k.queue(seq))
 	}
 	o.compacted, o.oldest = upTo, oldest
 	o.queued -= len(drop)

@@ -56,7 +56,8 @@ func (o *owners) update(self string, now []cluster.Owner) []int {
 
 // updateOwners reads the owners from the partitions' groups and, if any
 // changed, tells the host (which routes its held messages and has the
-// user actors resend what the moved partitions may have lost). It reports
+// user actors resend what the moved partitions may have lost) and the
+// outbox (which resumes the queues of the partitions that arrived). It reports
 // whether every partition has an owner.
 func (n *Node) updateOwners() (all bool) {
 	now := n.repl.owners(n.members, n.cfg.Actors.Partitions)
@@ -67,6 +68,9 @@ func (n *Node) updateOwners() (all bool) {
 	if moved := n.owners.update(n.members.Name(), now); len(moved) > 0 {
 		n.log.Info("owners of partitions changed", "partitions", len(moved))
 		n.host.PlacementChanged(moved)
+		if n.outbox != nil {
+			n.outbox.PlacementChanged(moved)
+		}
 	}
 	return all
 }

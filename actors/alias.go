@@ -85,7 +85,7 @@ func (d *durableActor) onCommitted(ctx actor.Context, m *committed, kind, id str
 	reply := w.reply
 	if m.err != nil {
 		d.h.log.Error("write failed", "kind", kind, "id", id, "err", m.err)
-		reply = storageError(reply)
+		reply = storageError(reply, m.err)
 	} else if w.applied != nil {
 		w.applied()
 	}
@@ -97,8 +97,12 @@ func (d *durableActor) onCommitted(ctx actor.Context, m *committed, kind, id str
 	}
 }
 
-// storageError is the answer of the right type for a write that failed.
-func storageError(m proto.Message) proto.Message {
+// storageError is the answer of the right type for a write that failed
+// with err (Reroute for one another node takes: failedWrite).
+func storageError(m proto.Message, err error) proto.Message {
+	if errors.Is(err, storage.ErrNotApplied) {
+		return &wire.Reroute{}
+	}
 	e := internal("internal storage error")
 	switch m.(type) {
 	case *wire.AliasReply:

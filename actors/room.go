@@ -436,7 +436,7 @@ func (r *room) onCommitted(ctx actor.Context, m *committed) {
 		if w.err != nil {
 			r.h.log.Error("room write failed", "room", r.id, "err", w.err)
 			r.failed = w.err
-			reply = internalError(reply)
+			reply = failedWrite(reply, w.err)
 		}
 		w.applied() // releases the stream positions either way
 		if w.to != nil && reply != nil {

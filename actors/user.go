@@ -275,7 +275,7 @@ func (u *user) commitIn(ctx actor.Context, b *storage.Batch, reply proto.Message
 		rt.Post(self, &committed{seq: seq, err: err})
 		if to != nil && reply != nil {
 			if err != nil {
-				rt.Post(to, internalError(reply))
+				rt.Post(to, failedWrite(reply, err))
 			} else {
 				rt.Post(to, reply)
 			}
@@ -312,6 +312,16 @@ func (u *user) onCommitted(ctx actor.Context, m *committed) {
 		u.failed = nil
 		u.loadFailed = u.load()
 	}
+}
+
+// failedWrite is the answer to a write that failed with err: Reroute when
+// the partition's log refused it for another node's (the requester's host
+// sends it there), else internalError.
+func failedWrite(reply proto.Message, err error) proto.Message {
+	if errors.Is(err, storage.ErrNotApplied) {
+		return &wire.Reroute{}
+	}
+	return internalError(reply)
 }
 
 // internalError is the answer of the right type for a write that failed.

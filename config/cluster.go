@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -18,6 +19,11 @@ import (
 // each node gossips two bitmaps of them (led and followed) in memberlist's
 // 512 bytes of node metadata.
 const maxClusterPartitions = 1024
+
+// maxDrainDelay is the longest cluster.drain_delay: a stop is meant to
+// end within a process supervisor's patience (systemd's 90 s, Kubernetes'
+// 30 s grace by default).
+const maxDrainDelay = 20 * time.Second
 
 // validate adds the problems of the cluster section to p; actorPartitions
 // is actors.partitions.
@@ -53,6 +59,9 @@ func (c *Cluster) validate(p *problems, actorPartitions int) {
 			actorPartitions, c.Partitions)
 	}
 	p.positiveDuration("cluster.election_timeout", c.ElectionTimeout)
+	if c.DrainDelay < 0 || c.DrainDelay > maxDrainDelay {
+		p.add("cluster.drain_delay", "must be between 0s and %s (got %s)", maxDrainDelay, c.DrainDelay)
+	}
 	if c.GossipKeyFile != "" {
 		if _, err := c.GossipKeys(); err != nil {
 			p.add("cluster.gossip_key_file", "%v", err)

@@ -25,6 +25,7 @@ func TestParseCluster(t *testing.T) {
   replication_factor: 5
   partitions: 64
   election_timeout: 300ms
+  drain_delay: 2s
   gossip_key_file: ` + keyFile + "\n"
 	got, err := parse("", []byte(in), noEnv)
 	if err != nil {
@@ -42,6 +43,7 @@ func TestParseCluster(t *testing.T) {
 		ReplicationFactor: 5,
 		Partitions:        64,
 		ElectionTimeout:   300 * time.Millisecond,
+		DrainDelay:        2 * time.Second,
 		GossipKeyFile:     keyFile,
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -111,6 +113,9 @@ func TestValidateCluster(t *testing.T) {
 		{"partitions unlike the actors' when enabled", func(c *Cluster) { c.Enabled, c.Partitions = true, 32 }, "cluster.partitions: must equal actors.partitions (64)"},
 		{"partitions unlike the actors' when disabled", func(c *Cluster) { c.Partitions = 32 }, ""},
 		{"election timeout", func(c *Cluster) { c.ElectionTimeout = 0 }, "cluster.election_timeout:"},
+		{"no drain delay", func(c *Cluster) { c.DrainDelay = 0 }, ""},
+		{"negative drain delay", func(c *Cluster) { c.DrainDelay = -time.Second }, "cluster.drain_delay: must be between 0s and 20s"},
+		{"long drain delay", func(c *Cluster) { c.DrainDelay = time.Minute }, "cluster.drain_delay: must be between 0s and 20s"},
 		{"keys", func(c *Cluster) { c.GossipKeyFile = good }, ""},
 		{"missing key file", func(c *Cluster) { c.GossipKeyFile = missing }, "cluster.gossip_key_file: cannot read the key file"},
 		{"short key", func(c *Cluster) { c.GossipKeyFile = short }, "line 1: a key of 9 bytes, want 16, 24 or 32"},

@@ -203,6 +203,13 @@ type Cluster struct {
 	// ElectionTimeout is how long a partition's replicas wait for their
 	// leader before electing another.
 	ElectionTimeout time.Duration `yaml:"election_timeout"`
+	// DrainDelay is the least time a stopping node keeps its listeners
+	// open after GET /ready turns 503, so that a load balancer sees it
+	// not ready and stops sending it requests before connections are
+	// refused. Meanwhile the node hands its partitions' leadership over
+	// and forwards what it is sent. Longer suits a slower probe; it
+	// lengthens every stop by what the drain itself does not take.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 	// GossipKeyFile is a file of base64 keys that encrypt the membership
 	// protocol, one per line (the first encrypts, each decrypts); ""
 	// gossips in the clear.
@@ -272,6 +279,7 @@ func Default() *Config {
 			ReplicationFactor: 3,
 			Partitions:        64,
 			ElectionTimeout:   time.Second,
+			DrainDelay:        5 * time.Second,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}

@@ -242,6 +242,12 @@ cluster:
   # they elect another. Shorter fails over sooner; too short elects needlessly
   # on a busy node.
   election_timeout: {{dur .Cluster.ElectionTimeout}}
+  # How long a stopping node (SIGTERM) keeps its listeners open after GET
+  # /ready turns 503, at least: a load balancer polling /ready stops sending
+  # it requests meanwhile, which it still answers (forwarding them to the
+  # partitions' new leaders). Set it above the balancer's probe interval
+  # times its failure threshold; 0 closes them once the node has left.
+  drain_delay: {{dur .Cluster.DrainDelay}}
   # File of base64 keys (16, 24 or 32 bytes: "openssl rand -base64 32"), one
   # a line, that encrypt and authenticate the membership protocol; "" sends
   # it in the clear. The first key encrypts, each decrypts: to change keys,

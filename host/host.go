@@ -301,7 +301,9 @@ func (h *Host) Request(ctx context.Context, kind, id string, msg proto.Message) 
 
 // RequestIn sends msg to the actor kind/id of partition p, rather than of
 // id's own partition, and waits as Request does: for actors that stand for
-// a partition (an index of its keys), one per partition.
+// a partition (an index of its keys), one per partition. A request
+// answered with a wire.Reroute (its partition moved before the actor took
+// it) is sent again, routed anew, within the same time.
 func (h *Host) RequestIn(ctx context.Context, p int, kind, id string, msg proto.Message) (proto.Message, error) {
 	timeout := h.opts.RequestTimeout
 	if dl, ok := ctx.Deadline(); ok {
@@ -312,7 +314,7 @@ func (h *Host) RequestIn(ctx context.Context, p int, kind, id string, msg proto.
 	}
 	_, local, known := h.owner(p)
 	began := time.Now()
-	res, err := h.system.Root.RequestFuture(h.parts[p], &envelope{kind: kind, id: id, msg: msg}, timeout).Result()
+	res, err := h.request(ctx, p, kind, id, msg, began.Add(timeout))
 	if known && !local && err == nil {
 		h.opts.Metrics.RemoteRequest(kind, time.Since(began))
 	}

@@ -30,6 +30,7 @@ type slot struct {
 	pid      *actor.PID
 	stopping bool
 	held     []held
+	handoff  *handoff
 }
 
 type held struct {
@@ -192,9 +193,10 @@ func (p *partition) activate(ctx actor.Context, k key) *slot {
 		opts = []actor.PropsOption{actor.WithMailbox(actor.Unbounded(depth))}
 	}
 	idle := newIdleWatch(p.h.system.Root)
-	opts = append(opts, actor.WithReceiverMiddleware(idle.receive))
+	ho := &handoff{root: p.h.system.Root}
+	opts = append(opts, actor.WithReceiverMiddleware(idle.receive, ho.receive))
 	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return kind.New(k.id, idle) }, opts...))
-	s := &slot{pid: pid}
+	s := &slot{pid: pid, handoff: ho}
 	p.actors[k] = s
 	p.byPID[pid.Id] = k
 	if p.h.opts.Metrics != nil {

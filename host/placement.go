@@ -158,9 +158,11 @@ func (p *partition) reroute(ctx actor.Context) {
 
 // release stops every actor of a partition this node no longer owns: the
 // state they hold in memory may fall behind the new owner's, and must not
-// serve again should the partition come back. What they had not yet
-// processed is lost as a move loses it (the delivery rule's resend covers
-// it); what waited for an actor to stop goes to the new owner.
+// serve again should the partition come back. The requests they had not
+// yet processed are answered with a wire.Reroute (handoff), so that their
+// requesters send them to the new owner; other messages are lost as a
+// move loses them (the delivery rule's resend covers them); what waited
+// for an actor to stop goes to the new owner.
 func (p *partition) release(ctx actor.Context) {
 	if len(p.actors) == 0 {
 		return
@@ -168,7 +170,8 @@ func (p *partition) release(ctx actor.Context) {
 	p.h.opts.Log.Info("released the actors of a partition another node owns now", "partition", p.index, "actors", len(p.actors))
 	for _, s := range p.actors {
 		s.stopping = true // what comes for it waits until it stopped, then goes where the partition is
-		ctx.Stop(s.pid)
+		s.handoff.moved.Store(true)
+		ctx.Poison(s.pid) // after what its mailbox holds, which handoff answers
 	}
 }
 

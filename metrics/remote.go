@@ -9,7 +9,7 @@ import (
 
 // envelopeOutcomes are the label values of persona_cluster_envelopes_total,
 // each exported at 0 from the start.
-var envelopeOutcomes = []string{"sent", "forwarded", "received", "held", "dropped_hops", "dropped_no_owner", "dropped_unknown_type"}
+var envelopeOutcomes = []string{"sent", "forwarded", "received", "held", "dropped_hops", "dropped_no_owner", "dropped_unknown_type", "rerouted"}
 
 // remoteMetrics are the collectors of actors reached across nodes,
 // registered by the first call of a method below: a node that never routes
@@ -31,7 +31,7 @@ func (m *Metrics) remote() *remoteMetrics {
 		}, []string{"kind"})
 		r.envelopes = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persona_cluster_envelopes_total",
-			Help: "Messages to actors across nodes, by outcome: sent (to the owner of their partition), forwarded (received by a node that does not own the partition, sent on to the owner it knows), received (delivered to a local actor), held (kept while no owner was known), dropped_hops (forwarded too often), dropped_no_owner (no owner known in time, or too many held), dropped_unknown_type (a message type this node does not know).",
+			Help: "Messages to actors across nodes, by outcome: sent (to the owner of their partition), forwarded (received by a node that does not own the partition, sent on to the owner it knows), received (delivered to a local actor), held (kept while no owner was known), dropped_hops (forwarded too often), dropped_no_owner (no owner known in time, or too many held), dropped_unknown_type (a message type this node does not know), rerouted (a request sent again: its partition moved before its actor took it).",
 		}, []string{"outcome"})
 		for _, o := range envelopeOutcomes {
 			r.envelopes.WithLabelValues(o)

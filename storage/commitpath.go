@@ -32,9 +32,16 @@ type CommitPath interface {
 	// callers and the committer); the records one of them proposes to a
 	// range are applied in the order of its calls, and their done run in
 	// that order. Propose may block while the log is full; done must not
-	// block.
+	// block. An error wrapping ErrNotApplied says the record was not
+	// applied and never will be here.
 	Propose(rng int, record []byte, done func(error))
 }
+
+// ErrNotApplied is the outcome of a batch that its range's log refused
+// without applying it: the range is written through another node now (its
+// group's leader moved). The batch may be written again there; the store
+// itself has not failed.
+var ErrNotApplied = errors.New("storage: not applied: the key range is written elsewhere")
 
 // Applied is what a CommitPath's log gives ApplyCommitted for one key
 // range: its records committed since the last, in order, and the index of
@@ -257,7 +264,9 @@ func (s *Store) land(id uint64, err error) {
 			}
 		}
 	}
-	s.noteRound(err)
+	if !errors.Is(err, ErrNotApplied) {
+		s.noteRound(err)
+	}
 	if last && s.opts.OnRound != nil {
 		s.opts.OnRound(l.batches, l.ops, l.took, time.Since(l.start)-l.took)
 	}

@@ -270,3 +270,31 @@ func TestARefusedRecordFailsItsBatches(t *testing.T) {
 		t.Fatalf("the batch committed from the refused one's done: %q, %v", v, err)
 	}
 }
+
+// elsewhere is a CommitPath whose ranges are all written through another
+// node: it applies nothing.
+type elsewhere struct{}
+
+func (elsewhere) Propose(_ int, _ []byte, done func(error)) {
+	done(fmt.Errorf("%w: led by another node", ErrNotApplied))
+}
+
+// TestABatchWrittenElsewhereLeavesTheStoreHealthy: a batch its range's
+// log did not apply because another node writes the range fails with
+// ErrNotApplied, and the store still reports itself healthy.
+func TestABatchWrittenElsewhereLeavesTheStoreHealthy(t *testing.T) {
+	t.Parallel()
+	s, err := Open(t.TempDir(), Options{CommitPath: elsewhere{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var b Batch
+	b.Set(partKey(0, "x"), []byte("v"))
+	if err := s.CommitSync(&b); !errors.Is(err, ErrNotApplied) {
+		t.Fatalf("commit: %v, want ErrNotApplied", err)
+	}
+	if err := s.Health(); err != nil {
+		t.Fatalf("health after a batch written elsewhere: %v", err)
+	}
+}

@@ -112,6 +112,47 @@ func (x *Envelope) GetHops() uint32 {
 	return 0
 }
 
+// Reroute answers a request that the actor it reached could not take,
+// and did not apply: its partition has moved to another node (a write
+// its group's new leader refused, or a request queued for an actor the
+// move stopped). The requesting host sends the request again, to the
+// partition's owner now, until the request's time runs out.
+type Reroute struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reroute) Reset() {
+	*x = Reroute{}
+	mi := &file_envelope_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reroute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reroute) ProtoMessage() {}
+
+func (x *Reroute) ProtoReflect() protoreflect.Message {
+	mi := &file_envelope_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reroute.ProtoReflect.Descriptor instead.
+func (*Reroute) Descriptor() ([]byte, []int) {
+	return file_envelope_proto_rawDescGZIP(), []int{1}
+}
+
 var File_envelope_proto protoreflect.FileDescriptor
 
 const file_envelope_proto_rawDesc = "" +
@@ -122,7 +163,8 @@ const file_envelope_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x12\n" +
-	"\x04hops\x18\x05 \x01(\rR\x04hopsB\x0eZ\fpersona/wireb\x06proto3"
+	"\x04hops\x18\x05 \x01(\rR\x04hops\"\t\n" +
+	"\aRerouteB\x0eZ\fpersona/wireb\x06proto3"
 
 var (
 	file_envelope_proto_rawDescOnce sync.Once
@@ -136,9 +178,10 @@ func file_envelope_proto_rawDescGZIP() []byte {
 	return file_envelope_proto_rawDescData
 }
 
-var file_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_envelope_proto_goTypes = []any{
 	(*Envelope)(nil), // 0: persona.wire.Envelope
+	(*Reroute)(nil),  // 1: persona.wire.Reroute
 }
 var file_envelope_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -159,7 +202,7 @@ func file_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envelope_proto_rawDesc), len(file_envelope_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -17,6 +17,11 @@ import (
 	"persona/internal/node"
 )
 
+// stopTimeout bounds a stop beyond cluster.drain_delay: handing the
+// partitions over and leaving, the requests in flight, the actors'
+// last writes.
+const stopTimeout = 15 * time.Second
+
 // defaultConfigFile is read when --config is not given.
 const defaultConfigFile = "persona.yaml"
 
@@ -67,7 +72,7 @@ func serve(args []string, stderr io.Writer) error {
 	case err = <-n.Failed():
 		log.Error("listener failed", "err", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout+cfg.Cluster.DrainDelay)
 	defer cancel()
 	if e := n.Stop(ctx); e != nil && !errors.Is(e, context.DeadlineExceeded) {
 		log.Error("stop", "err", e)

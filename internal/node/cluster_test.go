@@ -26,6 +26,7 @@ func inCluster(name, actorAddr string, seeds ...string) func(*config.Config) {
 		c.Cluster.ActorBind = actorAddr
 		c.Cluster.RaftBind = "127.0.0.1:0"
 		c.Cluster.Join = seeds
+		c.Cluster.DrainDelay = 0 // the tests stop nodes without a load balancer
 	}
 }
 

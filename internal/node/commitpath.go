@@ -56,7 +56,9 @@ type raftPath struct {
 	d          *raft.Driver
 }
 
-// Propose proposes record to the group of key range rng.
+// Propose proposes record to the group of key range rng. A record raft
+// did not apply because this node does not lead the group (any more) is
+// done with storage.ErrNotApplied.
 func (r *raftPath) Propose(rng int, record []byte, done func(error)) {
 	if rng != storage.NodeRange && (rng < 0 || rng >= r.partitions) {
 		done(fmt.Errorf("raft commit path: no group for partition %d of %d", rng, r.partitions))
@@ -66,7 +68,13 @@ func (r *raftPath) Propose(rng int, record []byte, done func(error)) {
 	if rng != storage.NodeRange {
 		g = partitionGroup(rng)
 	}
-	r.d.ProposeAsync(g, record, done)
+	r.d.ProposeAsync(g, record, func(err error) {
+		var notLeader *raft.NotLeaderError
+		if errors.Is(err, raft.ErrDropped) || errors.As(err, &notLeader) {
+			err = fmt.Errorf("%w: %w", storage.ErrNotApplied, err)
+		}
+		done(err)
+	})
 }
 
 // rangeOf returns the key range of group g.

@@ -220,8 +220,10 @@ func (n *Node) startCluster() error {
 const leaveTimeout = 5 * time.Second
 
 // leaveCluster leaves the cluster, if in one, and stops the membership;
-// again, it does nothing.
-func (n *Node) leaveCluster(ctx context.Context) error {
+// again, it does nothing. It hands the node's leaderships over first, then
+// waits until open (the time the listeners stay open to, at least; zero
+// for none) or ctx's end, following the partitions' owners meanwhile.
+func (n *Node) leaveCluster(ctx context.Context, open time.Time) error {
 	if n.members == nil || n.left {
 		return nil
 	}
@@ -233,6 +235,14 @@ func (n *Node) leaveCluster(ctx context.Context) error {
 	drainCtx, cancel := context.WithTimeout(ctx, timeout)
 	n.repl.drain(drainCtx) // the partitions it leads are served elsewhere before it goes
 	cancel()
+	if wait := time.Until(open); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 	n.stopPlacement()
 	err := n.members.Leave(timeout)
 	if e := n.members.Shutdown(); err == nil {
@@ -365,17 +375,20 @@ func (n *Node) Failed() <-chan error { return n.done }
 
 // Stop turns the node not ready (GET /ready answers 503 "stopping", so
 // that a load balancer stops sending it traffic), leaves the cluster (if
-// in one: the others then list this node as left, not failed), stops
-// accepting requests, lets those in flight finish (up to ctx), then stops
-// the actors and closes storage.
+// in one: it hands its partitions' leadership over, keeps answering until
+// cluster.drain_delay has passed since it turned not ready, then the
+// others list it as left, not failed), stops accepting requests, lets
+// those in flight finish (up to ctx), then stops the actors and closes
+// storage.
 // Stop is idempotent.
 func (n *Node) Stop(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.phase.Store(phaseStopping)
+		open := time.Now().Add(n.cfg.Cluster.DrainDelay)
 		if n.beforeClose != nil {
 			n.beforeClose()
 		}
-		if err := n.leaveCluster(ctx); err != nil {
+		if err := n.leaveCluster(ctx, open); err != nil {
 			n.log.Warn("leave the cluster", "err", err)
 		}
 		n.stopErr = n.client.Shutdown(ctx)
@@ -395,7 +408,7 @@ func (n *Node) Stop(ctx context.Context) error {
 }
 
 func (n *Node) stopCore() error {
-	if err := n.leaveCluster(context.Background()); err != nil {
+	if err := n.leaveCluster(context.Background(), time.Time{}); err != nil {
 		n.log.Warn("leave the cluster", "err", err)
 	}
 	if n.rooms != nil {

@@ -1,0 +1,93 @@
+package host
+
+import (
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"persona/metrics"
+)
+
+// gated answers "pong" to a string, the first one only once gate closes.
+type gated struct {
+	gate   <-chan struct{}
+	passed bool
+}
+
+func (g *gated) Receive(ctx actor.Context) {
+	if m, ok := ctx.Message().(*wrapperspb.StringValue); ok {
+		if !g.passed {
+			<-g.gate
+			g.passed = true
+		}
+		ctx.Respond(wrapperspb.String("pong " + m.Value))
+	}
+}
+
+// An actor's partition moves away while requests wait in its mailbox:
+// the one it is taking is answered by it, the queued ones are answered
+// with a Reroute, sent again by their requesters' host, held while no
+// owner is known and answered by the actor started where the partition
+// is now.
+func TestRequestsQueuedAtAMoveAreSentAgain(t *testing.T) {
+	t.Parallel()
+	pl := &table{}
+	pl.set("", true, true)
+	m := metrics.New(nil)
+	gate := make(chan struct{})
+	h, err := New(Options{Partitions: 1, PassivateAfter: time.Minute, Metrics: m, Placement: pl},
+		Kind{Name: "gated", New: func(string, *IdleWatch) actor.Actor { return &gated{gate: gate} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	answers := make(chan error, 3)
+	for range 3 {
+		go func() {
+			got, err := ask(h, "gated", "a", 10*time.Second)
+			if err == nil && got != "pong ping" {
+				err = &unexpected{got}
+			}
+			answers <- err
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.depths["gated"].n.Load() < 2 { // one taken, two queued
+		if time.Now().After(deadline) {
+			t.Fatal("the requests never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	pl.set("", false, false) // moving: no owner known
+	h.PlacementChanged([]int{0})
+	time.Sleep(200 * time.Millisecond) // the release reaches the partition
+	close(gate)
+	select {
+	case err := <-answers:
+		if err != nil {
+			t.Fatalf("the request under way: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request under way was not answered")
+	}
+	for sample(t, m, envelopes("rerouted")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the queued requests were not rerouted")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	pl.set("", true, true) // the partition is back: its owner here again
+	h.PlacementChanged([]int{0})
+	for range 2 {
+		select {
+		case err := <-answers:
+			if err != nil {
+				t.Fatalf("a queued request: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a queued request was not answered")
+		}
+	}
+}

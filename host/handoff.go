@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -50,13 +51,18 @@ const (
 )
 
 // request sends msg to the actor kind/id of partition p until it gets an
-// answer other than a wire.Reroute, waiting a little longer before each
-// try, until deadline (then ErrTimeout) or ctx's end.
+// answer other than a wire.Reroute or a dead letter (the request was not
+// delivered), waiting a little longer before each try, until deadline
+// (then ErrTimeout) or ctx's end.
 func (h *Host) request(ctx context.Context, p int, kind, id string, msg proto.Message, deadline time.Time) (any, error) {
 	wait := rerouteFirst
 	for {
 		res, err := h.system.Root.RequestFuture(h.parts[p], &envelope{kind: kind, id: id, msg: msg}, time.Until(deadline)).Result()
-		if _, again := res.(*wire.Reroute); err != nil || !again {
+		_, again := res.(*wire.Reroute)
+		// A dead letter is a request protoactor could not deliver: to a
+		// node its remote is not connected to, or to an actor stopped.
+		again = again || errors.Is(err, actor.ErrDeadLetter)
+		if !again {
 			return res, err
 		}
 		h.opts.Metrics.Envelope("rerouted")

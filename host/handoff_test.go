@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"persona/metrics"
+	"persona/wire"
 )
 
 // gated answers "pong" to a string, the first one only once gate closes.
@@ -89,5 +90,54 @@ func TestRequestsQueuedAtAMoveAreSentAgain(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("a queued request was not answered")
 		}
+	}
+}
+
+// A request the host drops, held too long for want of an owner, is
+// answered with a Reroute and sent again by its requester's host, which
+// holds it anew: once an owner is known, it is answered within its time.
+func TestRequestsHeldTooLongAreSentAgain(t *testing.T) {
+	t.Parallel()
+	pl := &table{}
+	h, m, _ := newPlacedHost(t, pl, 50*time.Millisecond)
+	answer := make(chan error, 1)
+	go func() {
+		got, err := ask(h, "still", "e", 10*time.Second)
+		if err == nil && got != "pong ping" {
+			err = &unexpected{got}
+		}
+		answer <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for sample(t, m, envelopes("dropped_no_owner")) < 2 || sample(t, m, envelopes("rerouted")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped_no_owner %v, rerouted %v; want 2 each", sample(t, m, envelopes("dropped_no_owner")), sample(t, m, envelopes("rerouted")))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pl.set("", true, true)
+	h.PlacementChanged(nil)
+	select {
+	case err := <-answer:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request was not answered once an owner was known")
+	}
+}
+
+// A request forwarded MaxHops times is dropped with a Reroute to its
+// requester, not left to wait out its time.
+func TestRequestsForwardedTooOftenAreRefused(t *testing.T) {
+	t.Parallel()
+	h, _, _ := newPlacedHost(t, &table{addr: "198.18.0.250:1", known: true}, time.Minute)
+	p := h.Partition("f")
+	res, err := h.system.Root.RequestFuture(h.parts[p], encode(t, "still", "f", wrapperspb.String("x"), uint32(h.opts.MaxHops)), 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.(*wire.Reroute); !ok {
+		t.Fatalf("answered %T, want *wire.Reroute", res)
 	}
 }

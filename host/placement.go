@@ -123,6 +123,7 @@ func (p *partition) hold(ctx actor.Context, m pending) {
 	if len(p.waiting) >= p.h.opts.MaxHeld {
 		p.h.opts.Metrics.Envelope("dropped_no_owner")
 		p.h.opts.Log.Warn("no owner known for a partition and too many messages held: dropped one", "partition", p.index, "kind", m.kind)
+		p.refuse(ctx, m)
 		return
 	}
 	if m.until.IsZero() {
@@ -133,6 +134,16 @@ func (p *partition) hold(ctx actor.Context, m pending) {
 	if p.holdTimer == nil {
 		self, root := ctx.Self(), p.h.system.Root
 		p.holdTimer = time.AfterFunc(time.Until(m.until), func() { root.Send(self, &holdTick{}) })
+	}
+}
+
+// refuse answers a request the host drops with a wire.Reroute, so that
+// its requester sends it again while its time lasts rather than wait all
+// of it for an answer that cannot come. Other messages are lost, as a
+// move loses them.
+func (p *partition) refuse(ctx actor.Context, m pending) {
+	if m.sender != nil {
+		ctx.Send(m.sender, &wire.Reroute{})
 	}
 }
 
@@ -150,6 +161,7 @@ func (p *partition) reroute(ctx actor.Context) {
 		if _, _, known := p.h.owner(p.index); !known && now.After(m.until) {
 			p.h.opts.Metrics.Envelope("dropped_no_owner")
 			p.h.opts.Log.Warn("no owner known for a partition in time: dropped a message", "partition", p.index, "kind", m.kind)
+			p.refuse(ctx, m)
 			continue
 		}
 		p.route(ctx, m)

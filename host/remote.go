@@ -84,6 +84,7 @@ func (p *partition) send(ctx actor.Context, addr string, m pending) {
 			p.h.opts.Metrics.Envelope("dropped_hops")
 			p.h.opts.Log.Warn("a message forwarded too often between nodes that disagree on its partition's owner: dropped",
 				"partition", p.index, "kind", env.Kind, "hops", env.Hops, "owner", addr)
+			p.refuse(ctx, m)
 			return
 		}
 		env = &wire.Envelope{Kind: env.Kind, Id: env.Id, Type: env.Type, Payload: env.Payload, Hops: env.Hops + 1}

@@ -117,8 +117,15 @@ func (p *partition) route(ctx actor.Context, m pending) {
 	}
 }
 
+// holdRecheck is how often a partition actor that holds messages asks
+// the Placement again. An owner can become known without a change being
+// told: a new leader owns its partition once its lease runs, which no
+// PlacementChanged announces.
+const holdRecheck = 50 * time.Millisecond
+
 // hold keeps m until an owner is known, up to Options.HoldFor and
-// Options.MaxHeld messages a partition.
+// Options.MaxHeld messages a partition, asking the Placement again every
+// holdRecheck.
 func (p *partition) hold(ctx actor.Context, m pending) {
 	if len(p.waiting) >= p.h.opts.MaxHeld {
 		p.h.opts.Metrics.Envelope("dropped_no_owner")
@@ -133,7 +140,7 @@ func (p *partition) hold(ctx actor.Context, m pending) {
 	p.waiting = append(p.waiting, m)
 	if p.holdTimer == nil {
 		self, root := ctx.Self(), p.h.system.Root
-		p.holdTimer = time.AfterFunc(time.Until(m.until), func() { root.Send(self, &holdTick{}) })
+		p.holdTimer = time.AfterFunc(min(time.Until(m.until), holdRecheck), func() { root.Send(self, &holdTick{}) })
 	}
 }
 

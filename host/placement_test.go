@@ -291,3 +291,31 @@ func TestMovedAwayPartitionReleasesItsActors(t *testing.T) {
 		t.Fatalf("after its partition left and came back the actor answered %q, want a new activation", got)
 	}
 }
+
+// An owner that becomes known without a PlacementChanged (a new leader
+// whose lease begins to run) gets the messages held for it soon, not
+// after HoldFor.
+func TestHeldMessagesGoOnceAnOwnerIsKnownUntold(t *testing.T) {
+	t.Parallel()
+	pl := &table{}
+	h, m, _ := newPlacedHost(t, pl, time.Minute)
+	answer := make(chan error, 1)
+	go func() {
+		got, err := ask(h, "still", "g", 5*time.Second)
+		if err == nil && got != "pong ping" {
+			err = &unexpected{got}
+		}
+		answer <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for sample(t, m, envelopes("held")) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the request was not held")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	pl.set("", true, true) // and no PlacementChanged
+	if err := <-answer; err != nil {
+		t.Fatal(err)
+	}
+}

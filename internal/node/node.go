@@ -232,7 +232,10 @@ func (n *Node) leaveCluster(ctx context.Context, open time.Time) error {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
-	drainCtx, cancel := context.WithTimeout(ctx, timeout)
+	// The hand-over may take the open time as well as its own: a node
+	// that leaves while it still leads keeps its groups from electing
+	// until it exits, and the others route nothing to a node that left.
+	drainCtx, cancel := context.WithTimeout(ctx, max(time.Until(open), 0)+timeout)
 	n.repl.drain(drainCtx) // the partitions it leads are served elsewhere before it goes
 	cancel()
 	if wait := time.Until(open); wait > 0 {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -109,13 +108,9 @@ func pollReady(p *clusterProc, stop <-chan struct{}) func() readiness {
 // (a client of that node stops there). The test logs the failures, the
 // window they span, and the times from the SIGTERM to not ready, to the
 // listener closing and to the exit (docs/BENCHMARKS.md, "Graceful stop").
-//
-// It runs only with PERSONA_FAULTS=1: in 3 of 5 runs a request or two
-// near the leadership moves got no answer (docs/CLUSTER.md, "What is not
-// yet true").
 func TestSIGTERMUnderLoadFailsNoRequest(t *testing.T) {
-	if testing.Short() || os.Getenv("PERSONA_FAULTS") != "1" {
-		t.Skip("PERSONA_FAULTS=1 runs it: three nodes, one stopped under load")
+	if testing.Short() {
+		t.Skip("three nodes, one stopped under load")
 	}
 	start := time.Now()
 	defer func() { t.Logf("wall time %s", time.Since(start).Round(time.Millisecond)) }()

@@ -89,6 +89,13 @@ func benchProfile(args []string, stdout, stderr io.Writer) error {
 		return call(http.MethodGet, base(i)+"/_matrix/client/v3/profile/"+url.PathEscape(ids[i]), "", nil, nil)
 	}
 	ops := map[string]func(int) error{"writes": write, "reads": read}
+	idle, err := idleCPU(metrics, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	if len(metrics) > 0 {
+		fmt.Fprintf(stdout, "nodes' CPU idle: %.3f cores (%d nodes)\n", idle, len(metrics))
+	}
 	for _, phase := range strings.Split(*phases, ",") {
 		op, ok := ops[phase]
 		if !ok {
@@ -101,8 +108,9 @@ func benchProfile(args []string, stdout, stderr io.Writer) error {
 		r := load(phase, *conc, *dur, *rate, len(ids), op, stderr)
 		fmt.Fprintf(stdout, "%-6s %9.0f/s  p50 %6.2f ms  p99 %6.2f ms  (%d ok, %d errors)\n",
 			phase, r.perSecond, ms(r.p50), ms(r.p99), r.ok, r.errors)
-		if per, sum, _, err := cpu.since(); err == nil && len(metrics) > 0 {
-			fmt.Fprintf(stdout, "       nodes' CPU: %s\n", cpuFigure(per, sum, r.ok, strings.TrimSuffix(phase, "s")))
+		if per, sum, elapsed, err := cpu.since(); err == nil && len(metrics) > 0 {
+			fmt.Fprintf(stdout, "       nodes' CPU: %s; less idle: %s\n", cpuFigure(per, sum, 0, ""),
+				cpuFigure(nil, sum-idle*elapsed.Seconds(), r.ok, strings.TrimSuffix(phase, "s")))
 		}
 		if r.firstErr != nil {
 			fmt.Fprintf(stdout, "       first error: %v\n", r.firstErr)

@@ -95,8 +95,12 @@ func (m *cpuMeter) since() (per []float64, sum float64, elapsed time.Duration, e
 }
 
 // idleCPU returns the CPU the nodes use with nothing asked of them (raft
-// heartbeats, gossip, the runtime), in cores, measured over d.
+// heartbeats, gossip, the runtime), in cores, measured over d; 0 at once
+// with no nodes to measure.
 func idleCPU(addrs []string, d time.Duration) (float64, error) {
+	if len(addrs) == 0 {
+		return 0, nil
+	}
 	m, err := startCPU(addrs)
 	if err != nil {
 		return 0, err

@@ -39,15 +39,36 @@ func widenClient(n int) {
 // nodesCPU returns the CPU seconds each node at the metrics listeners
 // addrs has used (process_cpu_seconds_total).
 func nodesCPU(addrs []string) ([]float64, error) {
+	return nodesSample(addrs, "process_cpu_seconds_total")
+}
+
+// leaderChanges returns how many times the nodes at the metrics listeners
+// addrs learned of a new leader of a partition, summed; false outside a
+// cluster.
+func leaderChanges(addrs []string) (float64, bool) {
+	vs, err := nodesSample(addrs, "persona_cluster_leader_changes_total")
+	if err != nil || len(vs) == 0 {
+		return 0, false
+	}
+	sum := 0.0
+	for _, v := range vs {
+		sum += v
+	}
+	return sum, true
+}
+
+// nodesSample reads an unlabelled sample from each node at the metrics
+// listeners addrs.
+func nodesSample(addrs []string, name string) ([]float64, error) {
 	out := make([]float64, len(addrs))
 	for i, a := range addrs {
 		body, err := scrape(a)
 		if err != nil {
 			return nil, err
 		}
-		v, ok := sample(body, "process_cpu_seconds_total")
+		v, ok := sample(body, name)
 		if !ok {
-			return nil, fmt.Errorf("%s: no process_cpu_seconds_total in /metrics", a)
+			return nil, fmt.Errorf("%s: no %s in /metrics", a, name)
 		}
 		out[i] = v
 	}

@@ -92,6 +92,7 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	leadersBefore, inCluster := leaderChanges(metrics)
 	var prop, puts []time.Duration
 	for i := 0; i < *renames; i++ {
 		time.Sleep(*pause)
@@ -213,6 +214,9 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		if rss, err := nodeRSS(m); err == nil {
 			fmt.Fprintf(stdout, "node RSS (%s): %.1f MiB\n", m, float64(rss)/(1<<20))
 		}
+	}
+	if after, ok := leaderChanges(metrics); inCluster && ok && after > leadersBefore {
+		fmt.Fprintf(stdout, "warning: the nodes learned of %.0f new partition leaders during the renames and the burst (elections or transfers)\n", after-leadersBefore)
 	}
 	if n, err := pl.moved(*base, secret); err != nil || n > 0 {
 		fmt.Fprintf(stdout, "warning: %d partitions changed leader during the run (%v)\n", n, err)

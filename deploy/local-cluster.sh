@@ -60,13 +60,13 @@ while [ "$i" -lt "$nodes" ]; do
 	i=$((i + 1))
 done
 
-# Wait until every node answers /ready, then show the members as node0 sees them.
+# Wait until node0 lists every node alive and ready (each partition has a
+# leader that caught up), then show the members as node0 sees them.
 tries=0
-until "$bin" cluster members --config "$cfg" >/dev/null 2>&1 &&
-	[ "$("$bin" cluster members --config "$cfg" 2>/dev/null | grep -c ' alive ')" -ge "$nodes" ]; do
+until [ "$("$bin" cluster members --config "$cfg" 2>/dev/null | grep -cE ' alive +yes ')" -ge "$nodes" ]; do
 	tries=$((tries + 1))
 	if [ "$tries" -gt 60 ]; then
-		echo "the nodes did not all join within 30 s; see the logs in $dir" >&2
+		echo "the nodes were not all ready within 30 s; see the logs in $dir" >&2
 		stop
 	fi
 	for pid in $pids; do

@@ -35,13 +35,15 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// benchProfile loads a running node with profile writes, then reads, from
-// many concurrent clients, and prints throughput and latency.
+// benchProfile loads a running node, or the nodes of a cluster, with
+// profile writes, then reads, from many concurrent clients, and prints
+// throughput, latency and the nodes' CPU per operation.
 func benchProfile(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench profile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config of the node (for its address and shared secret)")
-	base := fs.String("url", "", "base URL of the node (default: from listen.client)")
+	urls := fs.String("url", "", "base URL of the node, or of several nodes separated by commas: each user is written and read through one of them in turn (default: from listen.client)")
+	metricsList := fs.String("metrics", "", "host:port of the metrics listener of every node whose CPU counts, separated by commas (default: listen.metrics)")
 	users := fs.Int("users", 200, "users to register and write to")
 	conc := fs.Int("concurrency", 64, "concurrent clients")
 	dur := fs.Duration("duration", 10*time.Second, "length of each phase")
@@ -61,34 +63,55 @@ func benchProfile(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *base == "" {
-		*base = "http://" + cfg.Listen.Client
+	bases := splitList(*urls)
+	if len(bases) == 0 {
+		bases = []string{"http://" + cfg.Listen.Client}
 	}
-	httpClient.Transport = &http.Transport{MaxIdleConns: *conc * 2, MaxIdleConnsPerHost: *conc * 2}
+	metrics := splitList(*metricsList)
+	if len(metrics) == 0 && cfg.Listen.Metrics != "" {
+		metrics = []string{cfg.Listen.Metrics}
+	}
+	widenClient(*conc * 2)
+	base := func(i int) string { return bases[i%len(bases)] }
 
 	// Bench users are admins: admins are exempt from the profile rate limit.
-	tokens, ids, err := benchUsers(*base, secret, *users, *conc, stderr)
+	tokens, ids, err := benchUsers(base, secret, *users, *conc, stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "persona bench profile: %d users, %d clients, %s per phase, %s\n", *users, *conc, *dur, *base)
+	fmt.Fprintf(stdout, "persona bench profile: %d users, %d clients, %s per phase, %s\n", *users, *conc, *dur, strings.Join(bases, ", "))
 	var seq atomic.Int64
 	write := func(i int) error {
 		body := map[string]string{"displayname": fmt.Sprintf("bench %d", seq.Add(1))}
-		return call(http.MethodPut, *base+"/_matrix/client/v3/profile/"+url.PathEscape(ids[i])+"/displayname", tokens[i], body, nil)
+		return call(http.MethodPut, base(i)+"/_matrix/client/v3/profile/"+url.PathEscape(ids[i])+"/displayname", tokens[i], body, nil)
 	}
 	read := func(i int) error {
-		return call(http.MethodGet, *base+"/_matrix/client/v3/profile/"+url.PathEscape(ids[i]), "", nil, nil)
+		return call(http.MethodGet, base(i)+"/_matrix/client/v3/profile/"+url.PathEscape(ids[i]), "", nil, nil)
 	}
 	ops := map[string]func(int) error{"writes": write, "reads": read}
+	idle, err := idleCPU(metrics, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	if len(metrics) > 0 {
+		fmt.Fprintf(stdout, "nodes' CPU idle: %.3f cores (%d nodes)\n", idle, len(metrics))
+	}
 	for _, phase := range strings.Split(*phases, ",") {
 		op, ok := ops[phase]
 		if !ok {
 			return fmt.Errorf("bench: unknown phase %q", phase)
 		}
+		cpu, err := startCPU(metrics)
+		if err != nil {
+			return err
+		}
 		r := load(phase, *conc, *dur, *rate, len(ids), op, stderr)
 		fmt.Fprintf(stdout, "%-6s %9.0f/s  p50 %6.2f ms  p99 %6.2f ms  (%d ok, %d errors)\n",
 			phase, r.perSecond, ms(r.p50), ms(r.p99), r.ok, r.errors)
+		if per, sum, elapsed, err := cpu.since(); err == nil && len(metrics) > 0 {
+			fmt.Fprintf(stdout, "       nodes' CPU: %s; less idle: %s\n", cpuFigure(per, sum, 0, ""),
+				cpuFigure(nil, sum-idle*elapsed.Seconds(), r.ok, strings.TrimSuffix(phase, "s")))
+		}
 		if r.firstErr != nil {
 			fmt.Fprintf(stdout, "       first error: %v\n", r.firstErr)
 		}
@@ -106,8 +129,9 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(max(rank, 1), len(sorted))-1]
 }
 
-// benchUsers registers n users through the shared secret, conc at a time.
-func benchUsers(base, secret string, n, conc int, stderr io.Writer) (tokens, ids []string, err error) {
+// benchUsers registers n users through the shared secret, conc at a time,
+// user i through the node at base(i).
+func benchUsers(base func(int) string, secret string, n, conc int, stderr io.Writer) (tokens, ids []string, err error) {
 	tokens, ids = make([]string, n), make([]string, n)
 	run := fmt.Sprintf("bench%x", rand.Uint32())
 	p := newProgress(stderr, "registering users", n)
@@ -119,7 +143,7 @@ func benchUsers(base, secret string, n, conc int, stderr io.Writer) (tokens, ids
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				r, e := registerWithSecret(base, secret, fmt.Sprintf("%s_%d", run, i), "", true)
+				r, e := registerWithSecret(base(i), secret, fmt.Sprintf("%s_%d", run, i), "", true)
 				if e != nil {
 					mu.Lock()
 					err = e

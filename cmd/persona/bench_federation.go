@@ -68,7 +68,7 @@ func benchFederation(args []string, stdout, stderr io.Writer) error {
 	httpClient.Transport = &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 16}
 	var tokens, ids []string
 	for _, n := range nodes {
-		t, id, err := benchUsers(base(n), benchSecret, 1, 1, io.Discard)
+		t, id, err := benchUsers(func(int) string { return base(n) }, benchSecret, 1, 1, io.Discard)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,7 +23,7 @@ import (
 
 // benchPropagation measures the fan-out of one rename: a user joined to N
 // rooms renames itself; the time until every room has applied (and made
-// durable) the new name, the PUT latency, and the node's memory.
+// durable) the new name, the PUT latency, and the nodes' CPU and memory.
 func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench propagation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -34,6 +35,8 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	conc := fs.Int("concurrency", 16, "concurrent requests while creating rooms")
 	pause := fs.Duration("pause", 0, "wait this long before each timed rename (longer than the node's actors.passivate_after: the rename finds its rooms passivated)")
 	tracePath := fs.String("trace", "", "write a Go execution trace of the node during the burst to this file (needs listen.metrics), and report where its slowest profile writes waited")
+	metricsList := fs.String("metrics", "", "host:port of the metrics listener of every node whose CPU and memory count, the node at --url first (default: listen.metrics)")
+	where := fs.String("placement", "any", "in a cluster, where the user's rooms live: any node; local: partitions the node at --url leads, as it leads the user's; remote: partitions other nodes lead")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,13 +54,25 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	if *base == "" {
 		*base = "http://" + cfg.Listen.Client
 	}
-	httpClient.Transport = &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64}
-	run := fmt.Sprintf("prop%x", rand.Uint32())
-	u, err := registerWithSecret(*base, secret, run, "", true)
+	metrics := splitList(*metricsList)
+	if len(metrics) == 0 && cfg.Listen.Metrics != "" {
+		metrics = []string{cfg.Listen.Metrics}
+	}
+	if len(metrics) > 0 {
+		cfg.Listen.Metrics = metrics[0]
+	}
+	widenClient(64)
+	pl, err := newPlacement(*where, cfg.Cluster.Partitions, *base, secret)
 	if err != nil {
 		return err
 	}
-	if err := createRooms(*base, u.AccessToken, *rooms, *conc, stderr); err != nil {
+	run := fmt.Sprintf("prop%x", rand.Uint32())
+	u, err := registerWithSecret(*base, secret, pl.userName(run, cfg.ServerName), "", true)
+	if err != nil {
+		return err
+	}
+	left, err := createRooms(*base, u.AccessToken, *rooms, *conc, pl.wants, stderr)
+	if err != nil {
 		return err
 	}
 	p := &propagationProbe{base: *base, secret: secret, user: u.UserID, token: u.AccessToken}
@@ -65,6 +80,19 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "persona bench propagation: %d rooms, %s\n", *rooms, *base)
+	if pl.lead != nil {
+		fmt.Fprintf(stdout, "the user's partition led by %s, its rooms' by %s (%d rooms created and left elsewhere)\n",
+			pl.lead.self, map[string]string{"local": "the same node", "remote": "the others"}[*where], left)
+	}
+	idle, err := idleCPU(metrics, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	cpu, err := startCPU(metrics)
+	if err != nil {
+		return err
+	}
+	leadersBefore, inCluster := leaderChanges(metrics)
 	var prop, puts []time.Duration
 	for i := 0; i < *renames; i++ {
 		time.Sleep(*pause)
@@ -79,6 +107,10 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 		}
 		prop = append(prop, d)
 		fmt.Fprintf(stdout, "rename %d: PUT %6.2f ms, every room applied after %8.2f ms\n", i+1, ms(puts[i]), ms(d))
+	}
+	renamesCPU, renamesCPUSum, renamesWall, err := cpu.since()
+	if err != nil {
+		return err
 	}
 	// Meanwhile another user writes and reads its own profile: the big
 	// fan-out must not delay it.
@@ -146,6 +178,11 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 	slices.Sort(puts)
 	slices.Sort(burstPuts)
 	fmt.Fprintf(stdout, "propagation to %d rooms: p50 %.2f ms, max %.2f ms (%d renames)\n", *rooms, ms(percentile(prop, 50)), ms(prop[len(prop)-1]), len(prop))
+	if len(metrics) > 0 {
+		net := renamesCPUSum - idle*renamesWall.Seconds()
+		fmt.Fprintf(stdout, "nodes' CPU idle: %.3f cores (%d nodes); during the %d renames: %s; less idle: %s\n", idle, len(metrics), len(prop),
+			cpuFigure(renamesCPU, renamesCPUSum, 0, ""), cpuFigure(nil, net, len(prop)**rooms, "room update"))
+	}
 	fmt.Fprintf(stdout, "PUT latency, node idle: p50 %.2f ms, max %.2f ms (%d PUTs)\n", ms(percentile(puts, 50)), ms(puts[len(puts)-1]), len(puts))
 	fmt.Fprintf(stdout, "PUT latency with no fan-out (another user, back to back): p50 %.2f ms, p99 %.2f ms (%d PUTs)\n",
 		ms(percentile(floor, 50)), ms(percentile(floor, 99)), len(floor))
@@ -170,8 +207,19 @@ func benchPropagation(args []string, stdout, stderr io.Writer) error {
 			ms(percentile(afterLat[2], 50)), ms(percentile(afterLat[2], 99)), len(afterLat[2]), ms(percentile(afterLat[0], 99)), ms(percentile(afterLat[1], 99)))
 	}
 	fmt.Fprintf(stdout, "verified the last name in %d rooms' state\n", checked)
-	if rss, err := nodeRSS(cfg.Listen.Metrics); err == nil {
-		fmt.Fprintf(stdout, "node RSS: %.1f MiB\n", float64(rss)/(1<<20))
+	if p.unanswered > 0 {
+		fmt.Fprintf(stdout, "%d probes of the pending rooms unanswered within %s, asked again\n", p.unanswered, probeTimeout)
+	}
+	for _, m := range metrics {
+		if rss, err := nodeRSS(m); err == nil {
+			fmt.Fprintf(stdout, "node RSS (%s): %.1f MiB\n", m, float64(rss)/(1<<20))
+		}
+	}
+	if after, ok := leaderChanges(metrics); inCluster && ok && after > leadersBefore {
+		fmt.Fprintf(stdout, "warning: the nodes learned of %.0f new partition leaders during the renames and the burst (elections or transfers)\n", after-leadersBefore)
+	}
+	if n, err := pl.moved(*base, secret); err != nil || n > 0 {
+		fmt.Fprintf(stdout, "warning: %d partitions changed leader during the run (%v)\n", n, err)
 	}
 	if *tracePath != "" {
 		return traceReport(*tracePath, stdout, 10)
@@ -204,11 +252,14 @@ func otherUser(url, token string, stop <-chan struct{}) [3][]time.Duration {
 	}
 }
 
-// createRooms creates n rooms owned by the user, conc at a time.
-func createRooms(base, token string, n, conc int, stderr io.Writer) error {
+// createRooms creates rooms owned by the user, conc at a time, until n of
+// them are rooms it wants; it leaves the others, and returns how many.
+func createRooms(base, token string, n, conc int, wants func(roomID string) bool, stderr io.Writer) (int, error) {
 	p := newProgress(stderr, "creating rooms", n)
 	defer p.finish()
-	var next atomic.Int64
+	// A worker claims one of the n places before it creates a room, and
+	// gives the place back when it leaves the room: n rooms are kept.
+	var next, claimed, left atomic.Int64
 	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -216,28 +267,43 @@ func createRooms(base, token string, n, conc int, stderr io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+			for claimed.Add(1) <= int64(n) {
 				var out struct {
 					RoomID string `json:"room_id"`
 				}
-				if err := call(http.MethodPost, base+"/_matrix/client/v3/createRoom", token, map[string]any{"name": "bench " + strconv.FormatInt(i, 10)}, &out); err != nil {
+				err := call(http.MethodPost, base+"/_matrix/client/v3/createRoom", token, map[string]any{"name": "bench " + strconv.FormatInt(next.Add(1), 10)}, &out)
+				if err == nil && wants(out.RoomID) {
+					p.add(1)
+					continue
+				}
+				if err == nil {
+					left.Add(1)
+					err = call(http.MethodPost, base+"/_matrix/client/v3/rooms/"+neturl.PathEscape(out.RoomID)+"/leave", token, map[string]any{}, nil)
+					claimed.Add(-1)
+				}
+				if err != nil {
 					mu.Lock()
 					firstErr = err
 					mu.Unlock()
 					return
 				}
-				p.add(1)
 			}
+			claimed.Add(-1)
 		}()
 	}
 	wg.Wait()
-	return firstErr
+	return int(left.Load()), firstErr
 }
 
 // propagationProbe renames a user and watches its propagation.
 type propagationProbe struct {
 	base, secret, user, token string
+	unanswered                int // probes asked again
 }
+
+// probeTimeout bounds one probe of the user's pending rooms: in a cluster
+// a message to another node may be lost, and the probe is asked again.
+const probeTimeout = 5 * time.Second
 
 func (p *propagationProbe) rename(name string) error {
 	return call(http.MethodPut, p.base+"/_matrix/client/v3/profile/"+neturl.PathEscape(p.user)+"/displayname", p.token, map[string]string{"displayname": name}, nil)
@@ -250,15 +316,19 @@ func (p *propagationProbe) waitSettled(start time.Time, limit time.Duration) (ti
 		var out struct {
 			Pending int `json:"pending"`
 		}
-		req, _ := http.NewRequest(http.MethodGet, p.base+"/_persona/admin/v1/users/"+neturl.PathEscape(p.user)+"/pending?limit=0", nil)
+		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/_persona/admin/v1/users/"+neturl.PathEscape(p.user)+"/pending?limit=0", nil)
 		req.Header.Set(api.SecretHeader, p.secret)
-		if err := do(req, &out); err != nil {
+		err := do(req, &out)
+		cancel()
+		switch {
+		case err != nil && time.Since(start) > limit:
 			return 0, err
-		}
-		if out.Pending == 0 {
+		case err != nil:
+			p.unanswered++
+		case out.Pending == 0:
 			return time.Since(start), nil
-		}
-		if time.Since(start) > limit {
+		case time.Since(start) > limit:
 			return 0, fmt.Errorf("bench: %d rooms still behind after %s", out.Pending, limit)
 		}
 		// Each probe costs the node a request: probing every millisecond

@@ -44,7 +44,7 @@ func (p *progress) draw(force bool) {
 	if p.total > 0 {
 		frac = float64(p.done) / float64(p.total)
 	}
-	filled := int(frac * width)
+	filled := min(int(frac*width), width) // a phase's seconds may run past its length
 	fmt.Fprintf(p.w, "\r%-18s [%s%s] %3.0f%% %d/%d %.1fs", p.label,
 		strings.Repeat("#", filled), strings.Repeat(".", width-filled), frac*100, p.done, p.total, now.Sub(p.start).Seconds())
 }

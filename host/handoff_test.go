@@ -11,15 +11,18 @@ import (
 	"persona/wire"
 )
 
-// gated answers "pong" to a string, the first one only once gate closes.
+// gated answers "pong" to a string, the first one only once gate closes,
+// telling taken when it takes it.
 type gated struct {
 	gate   <-chan struct{}
+	taken  chan<- struct{}
 	passed bool
 }
 
 func (g *gated) Receive(ctx actor.Context) {
 	if m, ok := ctx.Message().(*wrapperspb.StringValue); ok {
 		if !g.passed {
+			g.taken <- struct{}{}
 			<-g.gate
 			g.passed = true
 		}
@@ -37,25 +40,31 @@ func TestRequestsQueuedAtAMoveAreSentAgain(t *testing.T) {
 	pl := &table{}
 	pl.set("", true, true)
 	m := metrics.New(nil)
-	gate := make(chan struct{})
+	gate, taken := make(chan struct{}), make(chan struct{}, 2)
 	h, err := New(Options{Partitions: 1, PassivateAfter: time.Minute, Metrics: m, Placement: pl},
-		Kind{Name: "gated", New: func(string, *IdleWatch) actor.Actor { return &gated{gate: gate} }})
+		Kind{Name: "gated", New: func(string, *IdleWatch) actor.Actor { return &gated{gate: gate, taken: taken} }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Stop)
 	answers := make(chan error, 3)
-	for range 3 {
-		go func() {
-			got, err := ask(h, "gated", "a", 10*time.Second)
-			if err == nil && got != "pong ping" {
-				err = &unexpected{got}
-			}
-			answers <- err
-		}()
+	request := func() {
+		got, err := ask(h, "gated", "a", 10*time.Second)
+		if err == nil && got != "pong ping" {
+			err = &unexpected{got}
+		}
+		answers <- err
 	}
+	go request()
+	select {
+	case <-taken:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first request never reached the actor")
+	}
+	go request()
+	go request()
 	deadline := time.Now().Add(5 * time.Second)
-	for h.depths["gated"].n.Load() < 2 { // one taken, two queued
+	for h.depths["gated"].n.Load() < 2 { // both in the actor's mailbox
 		if time.Now().After(deadline) {
 			t.Fatal("the requests never queued")
 		}
@@ -73,7 +82,8 @@ func TestRequestsQueuedAtAMoveAreSentAgain(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the request under way was not answered")
 	}
-	for sample(t, m, envelopes("rerouted")) < 2 {
+	deadline = time.Now().Add(5 * time.Second)
+	for sample(t, m, envelopes("rerouted")) < 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("the queued requests were not rerouted")
 		}

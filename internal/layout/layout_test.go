@@ -10,7 +10,9 @@ import (
 // allowed lists, for each package, the persona packages it may import:
 // the graph ARCHITECTURE.md draws.
 var allowed = map[string][]string{
-	"persona/cmd/persona":       {"api", "config", "internal/cputime", "internal/mxid", "internal/node"},
+	// cmd/persona's benches place users and rooms on the nodes they want:
+	// a partition by host.PartitionOf, its preferred leader by cluster.Replicas.
+	"persona/cmd/persona":       {"api", "config", "internal/cputime", "internal/mxid", "internal/node", "host", "cluster"},
 	"persona/internal/node":     {"api", "actors", "media", "federation", "federation/outbox", "federation/profiles", "federation/rooms", "host", "storage", "metrics", "config", "cluster", "cluster/raft", "cluster/replicas"},
 	"persona/internal/testnode": {"internal/node", "config"},
 	"persona/api":               {"actors", "media", "wire", "metrics", "config", "internal/mxid", "cluster"},

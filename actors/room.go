@@ -36,6 +36,9 @@ type room struct {
 	unreadMembers map[string]memberIndex
 	metaUnread    bool                  // meta's creator and version are still in storage
 	members       map[string]*memberRec // per user: propagation record
+	// applying holds, per user, the profile versions writes under way
+	// apply: those writes acknowledge them once durable.
+	applying map[string]underWay
 
 	durable    uint64 // position after the last durable event: clients read below it
 	commitSeq  uint64
@@ -143,6 +146,10 @@ type memberRec struct {
 	Notified  uint64          `json:"n,omitempty"`
 	Forgotten bool            `json:"f,omitempty"` // left and forgotten: no more reads
 }
+
+// underWay is what a room's profile writes under way do for one user:
+// they take its version from from (durable) to to.
+type underWay struct{ from, to uint64 }
 
 // memberIndex is the state index's entry for a member event: its position,
 // stream position and membership (an index in memberships), and the

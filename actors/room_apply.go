@@ -15,7 +15,11 @@ import (
 // global value), appends one m.room.member event when the content changes,
 // and records the version. Older or repeated versions are acknowledged and
 // ignored, so deliveries may be repeated, reordered or resent: the effect is
-// exactly once and never goes backwards. The ack is cumulative.
+// exactly once and never goes backwards. The ack is cumulative and speaks
+// only for durable versions: a repeat of a version whose write is under way
+// is left to that write, whose failure leaves it unacknowledged (it comes
+// again), and a write that lands while an earlier one fails records no
+// version the earlier one applied.
 func (r *room) applyUpdates(ctx actor.Context, m *wire.ProfileUpdates) {
 	if r.membership(m.UserId) != "join" {
 		r.ackUpdates(m.UserId, lastVersion(m), true, 0)
@@ -34,20 +38,39 @@ func (r *room) applyUpdates(ctx actor.Context, m *wire.ProfileUpdates) {
 		return // not acknowledged: the user actor sends it again
 	}
 	if rec.Version == before { // nothing new: a duplicate
-		r.ackUpdates(m.UserId, rec.Version, false, 0)
+		if _, ok := r.applying[m.UserId]; !ok {
+			r.ackUpdates(m.UserId, rec.Version, false, 0)
+		} // else the write under way acknowledges it, or fails and it comes again
 		return
 	}
 	if m.Snapshot && r.h.metrics != nil {
 		r.h.metrics.Coalesced(int(m.Skipped))
 	}
+	user, version := m.UserId, rec.Version
+	w, ok := r.applying[user]
+	if !ok {
+		w.from = before
+	}
 	if events == 0 || len(rec.Own) != own {
 		// The version applied travels in the index entry of the last
 		// event appended; with no event, or an own key dropped, the
 		// member record holds it.
-		r.putMember(&b, m.UserId)
+		b.Set(r.key("mr", user), mustJSON(rec))
 	}
-	user, version := m.UserId, rec.Version
-	r.commit(ctx, &b, nil, func() { r.ackUpdates(user, version, false, written) })
+	if r.applying == nil {
+		r.applying = map[string]underWay{}
+	}
+	w.to = version
+	r.applying[user] = w
+	r.commit(ctx, &b, nil, func() {
+		if w, ok := r.applying[user]; ok && w.to == version {
+			delete(r.applying, user)
+		} else if ok {
+			w.from = max(w.from, version)
+			r.applying[user] = w
+		}
+		r.ackUpdates(user, version, false, written)
+	})
 }
 
 // applyMember applies ups to user's member content in b: one member event

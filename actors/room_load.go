@@ -22,6 +22,7 @@ import (
 // a long history, not one per part or per state event.
 func (r *room) load() error {
 	r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
+	r.applying = nil
 	r.meta, r.metaUnread, r.tip = roomMeta{}, true, tip{}
 	snap := r.h.store.Snapshot()
 	defer snap.Close()

@@ -202,8 +202,17 @@ func (r *room) member(user string) *memberRec {
 	return rec
 }
 
+// putMember writes user's propagation record with the last profile
+// version durable: a write under way that applies a later one may fail,
+// and this batch may land nonetheless.
 func (r *room) putMember(b *storage.Batch, user string) {
-	b.Set(r.key("mr", user), mustJSON(r.members[user]))
+	rec := r.members[user]
+	if w, ok := r.applying[user]; ok {
+		durable := *rec
+		durable.Version = w.from
+		rec = &durable
+	}
+	b.Set(r.key("mr", user), mustJSON(rec))
 }
 
 // send appends a client's event after the checks that matter for it.

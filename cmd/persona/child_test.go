@@ -103,6 +103,13 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// String is all the output so far.
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // tail is the last 4 KiB of output, for failure messages.
 func (l *lockedBuffer) tail() string {
 	l.mu.Lock()

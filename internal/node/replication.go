@@ -193,7 +193,8 @@ func (r *replication) poke() {
 // as this node's driver knows it for the groups it holds, else as the
 // members gossip it. This node owns a partition it leads only once it
 // caught up on it; a partition no member is known to lead has no owner.
-func (r *replication) owners(m *cluster.Membership, partitions int) []cluster.Owner {
+// terms holds, for each partition this node owns, the term it leads in.
+func (r *replication) owners(m *cluster.Membership, partitions int) (out []cluster.Owner, terms []uint64) {
 	byID := map[uint64]cluster.Member{}
 	ledBy := make([]string, partitions)
 	addrs := map[string]string{r.name: m.Local().ActorAddr}
@@ -210,14 +211,14 @@ func (r *replication) owners(m *cluster.Membership, partitions int) []cluster.Ow
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]cluster.Owner, partitions)
+	out, terms = make([]cluster.Owner, partitions), make([]uint64, partitions)
 	for p := range partitions {
 		g := replicas.Group(p)
 		name := ledBy[p]
 		if st, err := r.path.d.Status(g); err == nil && st.Leader != 0 {
 			switch {
 			case st.Leader == r.id && r.caughtUp[g] == st.Term:
-				name = r.name
+				name, terms[p] = r.name, st.Term
 			case st.Leader == r.id:
 				name = "" // elected, not caught up yet: hold
 			default:
@@ -228,7 +229,7 @@ func (r *replication) owners(m *cluster.Membership, partitions int) []cluster.Ow
 			out[p] = cluster.Owner{Name: name, ActorAddr: addr}
 		}
 	}
-	return out
+	return out, terms
 }
 
 // drain hands the leadership of this node's groups to other voters and

@@ -23,6 +23,7 @@ type owners struct {
 type ownerTable struct {
 	self   string
 	owners []cluster.Owner
+	terms  []uint64 // the term this node leads each of its partitions in
 }
 
 // Owner implements host.Placement.
@@ -43,8 +44,8 @@ func (o *owners) Owner(p int) (addr string, local, known bool) {
 
 // update makes now the owners and returns the partitions whose owner or
 // its address changed: all of them the first time.
-func (o *owners) update(self string, now []cluster.Owner) []int {
-	old := o.table.Swap(&ownerTable{self: self, owners: now})
+func (o *owners) update(self string, now []cluster.Owner, terms []uint64) []int {
+	old := o.table.Swap(&ownerTable{self: self, owners: now, terms: terms})
 	var moved []int
 	for p, own := range now {
 		if old == nil || p >= len(old.owners) || old.owners[p] != own {
@@ -54,23 +55,56 @@ func (o *owners) update(self string, now []cluster.Owner) []int {
 	return moved
 }
 
+// renewed returns the partitions this node owned and owns now, but in
+// another term: another node led them meanwhile, unseen here.
+func (o *owners) renewed(self string, now []cluster.Owner, terms []uint64) []int {
+	old := o.table.Load()
+	if old == nil {
+		return nil
+	}
+	var out []int
+	for p, own := range now {
+		if own.Name == self && p < len(old.owners) && old.owners[p].Name == self && old.terms[p] != terms[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // updateOwners reads the owners from the partitions' groups and, if any
 // changed, tells the host (which routes its held messages and has the
 // user actors resend what the moved partitions may have lost) and the
 // outbox (which resumes the queues of the partitions that arrived). It reports
 // whether every partition has an owner.
 func (n *Node) updateOwners() (all bool) {
-	now := n.repl.owners(n.members, n.cfg.Actors.Partitions)
+	now, terms := n.repl.owners(n.members, n.cfg.Actors.Partitions)
 	all = !slices.ContainsFunc(now, func(o cluster.Owner) bool { return o.Name == "" })
 	if n.owners == nil {
 		return all
 	}
-	if moved := n.owners.update(n.members.Name(), now); len(moved) > 0 {
-		n.log.Info("owners of partitions changed", "partitions", len(moved))
-		n.host.PlacementChanged(moved)
-		if n.outbox != nil {
-			n.outbox.PlacementChanged(moved)
+	self := n.members.Name()
+	if renewed := n.owners.renewed(self, now, terms); len(renewed) > 0 {
+		// Their actors may hold what another leader has replaced since:
+		// the partitions go unowned for a moment, which releases them.
+		gap := slices.Clone(now)
+		for _, p := range renewed {
+			gap[p] = cluster.Owner{}
 		}
+		n.log.Info("partitions led again in a new term: their actors start afresh", "partitions", len(renewed))
+		n.placementChanged(n.owners.update(self, gap, terms))
+	}
+	if moved := n.owners.update(self, now, terms); len(moved) > 0 {
+		n.log.Info("owners of partitions changed", "partitions", len(moved))
+		n.placementChanged(moved)
 	}
 	return all
+}
+
+// placementChanged tells the host and the outbox that the partitions
+// moved changed owners.
+func (n *Node) placementChanged(moved []int) {
+	n.host.PlacementChanged(moved)
+	if n.outbox != nil {
+		n.outbox.PlacementChanged(moved)
+	}
 }

@@ -20,6 +20,12 @@ import (
 // answers a leader finds waiting after it was paused or cut off were sent
 // before, and renew nothing.
 //
+// A leadership transfer breaks that premise: the transferee campaigns at
+// once, and the voters grant it their votes whatever they heard from the
+// leader. A leader that hands its leadership over therefore ends its lease
+// first, and neither asks for nor takes confirmations while the transfer
+// is under way; one that raft gives up renews it from the next round.
+//
 // A leader that serves reads from its own state without asking the group
 // does so only within its lease (LeaseValid).
 
@@ -37,7 +43,7 @@ type confirm struct {
 func (d *Driver) askConfirms() {
 	now := time.Now()
 	for _, g := range d.groups {
-		if len(g.cs.GetVoters()) < 2 || g.rn.BasicStatus().RaftState != raft.StateLeader {
+		if st := g.rn.BasicStatus(); len(g.cs.GetVoters()) < 2 || st.RaftState != raft.StateLeader || st.LeadTransferee != raft.None {
 			g.confirms = g.confirms[:0]
 			continue
 		}
@@ -54,6 +60,9 @@ func (d *Driver) askConfirms() {
 // confirmed renews g's lease from the confirmations rd answers. Driver
 // loop only.
 func (d *Driver) confirmed(g *group, rd *raft.Ready) {
+	if g.rn.BasicStatus().LeadTransferee != raft.None {
+		return // the transfer ended the lease
+	}
 	for _, rs := range rd.ReadStates {
 		id, n := binary.Uvarint(rs.RequestCtx)
 		if n <= 0 {
@@ -73,6 +82,15 @@ func (d *Driver) confirmed(g *group, rd *raft.Ready) {
 			break
 		}
 	}
+}
+
+// endLease ends g's lease now, and forgets the confirmations asked for
+// before. Driver loop only.
+func (d *Driver) endLease(g *group) {
+	g.confirms = g.confirms[:0]
+	d.mu.Lock()
+	delete(d.leases, g.id)
+	d.mu.Unlock()
 }
 
 // LeaseValid reports whether this node leads group and its lease runs: no

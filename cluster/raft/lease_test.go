@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -43,4 +44,48 @@ func TestLeaseLapsesBeforeAnotherCanLead(t *testing.T) {
 	st, _ := d.Status(1)
 	t.Logf("lease lapsed %v after the followers stopped (lease %v); the node's role then: %s",
 		time.Since(stopped).Round(time.Millisecond), lease, st.Role)
+}
+
+// A leader that hands its leadership over holds no lease from then on,
+// while it still leads: the transferee campaigns at once, and the voters
+// grant it their votes whatever they heard from this leader. Here the
+// transferee is down, so the leader stays leader until raft gives the
+// transfer up; then its lease runs again.
+func TestTransferEndsTheLease(t *testing.T) {
+	c := newCluster(t, 3, []uint64{1}, nil)
+	leader := c.waitLeaders([]uint64{1}, 10*time.Second)[1]
+	d := c.driver(leader)
+	deadline := time.Now().Add(5 * time.Second)
+	for !d.LeaseValid(1) {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader of a healthy group holds no lease")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var to uint64
+	for _, n := range c.running() {
+		if n.id != leader {
+			to = n.id
+			break
+		}
+	}
+	c.stop(to)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	go func() { _ = d.TransferLeader(ctx, 1, to) }()
+	for d.LeaseValid(1) {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease runs on while the leader hands its leadership over")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st, _ := d.Status(1); st.Role != Leader {
+		t.Fatalf("the leader is %s once its lease ended, want still leader", st.Role)
+	}
+	for !d.LeaseValid(1) {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatal("the lease does not run again once the transfer is given up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

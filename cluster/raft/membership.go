@@ -139,6 +139,7 @@ func (d *Driver) TransferLeader(ctx context.Context, group, to uint64) error {
 			reply <- &NotLeaderError{Group: group, Leader: st.Lead}
 			return
 		}
+		d.endLease(g) // to campaigns at once, votes granted within this lease
 		g.rn.TransferLeader(to)
 		d.touch(g)
 		reply <- nil

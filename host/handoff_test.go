@@ -110,21 +110,9 @@ func TestRequestsHeldTooLongAreSentAgain(t *testing.T) {
 	t.Parallel()
 	pl := &table{}
 	h, m, _ := newPlacedHost(t, pl, 50*time.Millisecond)
-	answer := make(chan error, 1)
-	go func() {
-		got, err := ask(h, "still", "e", 10*time.Second)
-		if err == nil && got != "pong ping" {
-			err = &unexpected{got}
-		}
-		answer <- err
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for sample(t, m, envelopes("dropped_no_owner")) < 2 || sample(t, m, envelopes("rerouted")) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("dropped_no_owner %v, rerouted %v; want 2 each", sample(t, m, envelopes("dropped_no_owner")), sample(t, m, envelopes("rerouted")))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	answer := askLater(h, "still", "e", 10*time.Second)
+	waitEnvelopes(t, m, "dropped_no_owner", 2)
+	waitEnvelopes(t, m, "rerouted", 2)
 	pl.set("", true, true)
 	h.PlacementChanged(nil)
 	select {

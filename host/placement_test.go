@@ -99,6 +99,33 @@ func ask(h *Host, kind, id string, timeout time.Duration) (string, error) {
 	return res.(*wrapperspb.StringValue).Value, nil
 }
 
+// askLater asks kind/id as ask does, on a goroutine; the channel gets
+// an error unless the answer is "pong ping".
+func askLater(h *Host, kind, id string, timeout time.Duration) <-chan error {
+	answer := make(chan error, 1)
+	go func() {
+		got, err := ask(h, kind, id, timeout)
+		if err == nil && got != "pong ping" {
+			err = &unexpected{got}
+		}
+		answer <- err
+	}()
+	return answer
+}
+
+// waitEnvelopes waits up to 5 s until m counts at least n envelopes of
+// outcome.
+func waitEnvelopes(t *testing.T, m *metrics.Metrics, outcome string, n float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for sample(t, m, envelopes(outcome)) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v or more", outcome, sample(t, m, envelopes(outcome)), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // While no owner of a partition is known its messages wait in the
 // partition actor; once one is, they go to it, and a request made
 // meanwhile is answered.
@@ -106,21 +133,8 @@ func TestMessagesWaitForAnOwner(t *testing.T) {
 	t.Parallel()
 	pl := &table{}
 	h, m, _ := newPlacedHost(t, pl, time.Minute)
-	answer := make(chan error, 1)
-	go func() {
-		got, err := ask(h, "still", "a", 10*time.Second)
-		if err == nil && got != "pong ping" {
-			err = &unexpected{got}
-		}
-		answer <- err
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for sample(t, m, envelopes("held")) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the request was never held")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	answer := askLater(h, "still", "a", 10*time.Second)
+	waitEnvelopes(t, m, "held", 1)
 	select {
 	case err := <-answer:
 		t.Fatalf("answered while no owner was known: %v", err)
@@ -299,21 +313,8 @@ func TestHeldMessagesGoOnceAnOwnerIsKnownUntold(t *testing.T) {
 	t.Parallel()
 	pl := &table{}
 	h, m, _ := newPlacedHost(t, pl, time.Minute)
-	answer := make(chan error, 1)
-	go func() {
-		got, err := ask(h, "still", "g", 5*time.Second)
-		if err == nil && got != "pong ping" {
-			err = &unexpected{got}
-		}
-		answer <- err
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for sample(t, m, envelopes("held")) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the request was not held")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	answer := askLater(h, "still", "g", 5*time.Second)
+	waitEnvelopes(t, m, "held", 1)
 	pl.set("", true, true) // and no PlacementChanged
 	if err := <-answer; err != nil {
 		t.Fatal(err)

@@ -15,13 +15,7 @@ func TestLeaseLapsesBeforeAnotherCanLead(t *testing.T) {
 	c := newCluster(t, 3, []uint64{1}, nil)
 	leader := c.waitLeaders([]uint64{1}, 10*time.Second)[1]
 	d := c.driver(leader)
-	deadline := time.Now().Add(5 * time.Second)
-	for !d.LeaseValid(1) {
-		if time.Now().After(deadline) {
-			t.Fatal("the leader of a healthy group holds no lease")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLease(t, d)
 	for _, n := range c.running() {
 		if n.id != leader && n.d.LeaseValid(1) {
 			t.Fatalf("follower %d holds a lease", n.id)
@@ -55,13 +49,8 @@ func TestTransferEndsTheLease(t *testing.T) {
 	c := newCluster(t, 3, []uint64{1}, nil)
 	leader := c.waitLeaders([]uint64{1}, 10*time.Second)[1]
 	d := c.driver(leader)
+	waitLease(t, d)
 	deadline := time.Now().Add(5 * time.Second)
-	for !d.LeaseValid(1) {
-		if time.Now().After(deadline) {
-			t.Fatal("the leader of a healthy group holds no lease")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	var to uint64
 	for _, n := range c.running() {
 		if n.id != leader {
@@ -85,6 +74,18 @@ func TestTransferEndsTheLease(t *testing.T) {
 	for !d.LeaseValid(1) {
 		if time.Now().After(deadline.Add(5 * time.Second)) {
 			t.Fatal("the lease does not run again once the transfer is given up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitLease waits up to 5 s until d holds the lease of group 1.
+func waitLease(t *testing.T, d *Driver) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !d.LeaseValid(1) {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader of a healthy group holds no lease")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

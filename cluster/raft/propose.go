@@ -59,6 +59,9 @@ type waiter struct {
 	props []*proposal
 	index uint64
 	term  uint64
+	// overwritten: another leader's entry replaced this one, or cut it
+	// off; it fails once the waiters ahead of it are done.
+	overwritten bool
 }
 
 func (w *waiter) finish(err error) {
@@ -317,6 +320,41 @@ func (g *group) settle(ents []*pb.Entry) {
 	}
 	clear(g.waiting[len(keep):])
 	g.waiting = keep
+	g.finishOverwritten()
+}
+
+// dropOverwritten marks the waiters of g whose entries ents replace or
+// cut off: raft gives a follower the entries that overwrite its log from
+// their first index on, so a deposed leader's proposals fail as soon as
+// the new leader's entries reach it, not once it has applied up to them.
+// Same index and term is the same entry (raft's log matching). Driver
+// loop only.
+func (g *group) dropOverwritten(ents []*pb.Entry) {
+	if len(g.waiting) == 0 || len(ents) == 0 {
+		return
+	}
+	first, last := ents[0].GetIndex(), ents[len(ents)-1].GetIndex()
+	for _, w := range g.waiting {
+		if w.index >= first && (w.index > last || ents[w.index-first].GetTerm() != w.term) {
+			w.overwritten = true
+		}
+	}
+	g.finishOverwritten()
+}
+
+// finishOverwritten fails the overwritten waiters at the head of g's
+// queue: done runs in call order, so one behind a waiter still pending
+// waits for it.
+func (g *group) finishOverwritten() {
+	n := 0
+	for n < len(g.waiting) && g.waiting[n].overwritten {
+		g.waiting[n].finish(ErrDropped)
+		n++
+	}
+	if n > 0 {
+		clear(g.waiting[:n])
+		g.waiting = g.waiting[n:]
+	}
 }
 
 // settleSnapshot finishes the waiters of g whose entries a snapshot up to
@@ -332,6 +370,7 @@ func (g *group) settleSnapshot(index uint64) {
 	}
 	clear(g.waiting[len(keep):])
 	g.waiting = keep
+	g.finishOverwritten()
 }
 
 // failWaiting finishes every proposal of g still waiting with err.

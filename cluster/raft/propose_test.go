@@ -2,6 +2,7 @@ package raft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -73,5 +74,81 @@ func TestProposeAsyncKeepsTheCallOrder(t *testing.T) {
 	d.ProposeAsync(groups[0], []byte("after=close"), func(err error) { closed <- err })
 	if err := <-closed; err == nil {
 		t.Fatal("a proposal after Close succeeded")
+	}
+}
+
+// TestAnOverwrittenProposalFailsBeforeItsIndexApplies: a leader cut off
+// from its group takes a proposal it cannot commit; the others elect a
+// leader and commit entries of their own. Once the link is back, the old
+// leader's proposal fails with ErrDropped as soon as the new leader's
+// entries replace it, before the old leader applies anything at its
+// index: a deposed leader's writes are sent again at once, not after it
+// has caught up.
+func TestAnOverwrittenProposalFailsBeforeItsIndexApplies(t *testing.T) {
+	c := newCluster(t, 3, []uint64{1}, nil)
+	old := c.node(c.waitLeaders([]uint64{1}, 10*time.Second)[1])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.propose(ctx, 1, []byte("a=1")); err != nil {
+		t.Fatal(err)
+	}
+	var others []*testNode
+	for _, n := range c.running() {
+		if n.id != old.id {
+			others = append(others, n)
+		}
+	}
+	link := func(up bool) {
+		for _, o := range others {
+			to, back := "127.0.0.1:1", "127.0.0.1:1" // nothing listens there
+			if up {
+				to, back = o.addr, old.addr
+			}
+			old.tr.SetPeer(o.id, to)
+			o.tr.SetPeer(old.id, back)
+		}
+	}
+	link(false)
+	st, err := old.d.Status(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		err     error
+		applied uint64
+	}
+	done := make(chan outcome, 1)
+	old.d.ProposeAsync(1, []byte("x=1"), func(err error) {
+		applied, _ := old.sm.Applied(1)
+		done <- outcome{err, applied}
+	})
+	for i := 0; ; i++ {
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		err := others[i%2].d.Propose(pctx, 1, []byte("b=1"))
+		pcancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the others elected no leader")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case o := <-done:
+		t.Fatalf("the cut-off leader's proposal ended before the link came back: %v", o.err)
+	default:
+	}
+	link(true)
+	select {
+	case o := <-done:
+		if !errors.Is(o.err, ErrDropped) {
+			t.Fatalf("the overwritten proposal ended with %v, want ErrDropped", o.err)
+		}
+		if o.applied > st.Applied {
+			t.Fatalf("the old leader had applied up to %d when its proposal at %d failed, want at most %d", o.applied, st.Applied+1, st.Applied)
+		}
+	case <-ctx.Done():
+		t.Fatal("the overwritten proposal did not end")
 	}
 }

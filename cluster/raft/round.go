@@ -137,6 +137,7 @@ func (d *Driver) persist(rs []ready) error {
 				return err
 			}
 		}
+		g.dropOverwritten(rd.Entries)
 		d.placeProposed(g, rd.Entries)
 	}
 	return nil

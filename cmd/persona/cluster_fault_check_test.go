@@ -39,6 +39,18 @@ func (l *writeLog) add(name string, w write) {
 	l.writes[name] = w
 }
 
+// describe tells what the client learned of name's write and when, for a
+// failure's message.
+func (l *writeLog) describe(name string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w, ok := l.writes[name]
+	if !ok {
+		return "never written"
+	}
+	return fmt.Sprintf("outcome %v, began %s, took %s", w.outcome, w.began.Format("15:04:05.000"), w.ended.Sub(w.began).Round(time.Millisecond))
+}
+
 // inOrder reports the first pair of names in history (a room's names for
 // the user, oldest first) that contradicts the order their writes were
 // acknowledged in: a name whose write was acknowledged before another's
@@ -129,13 +141,39 @@ func memberNames(ctx context.Context, cli *mautrix.Client, room id.RoomID, user 
 	return nil, fmt.Errorf("room %s: more than 1,000 pages", room)
 }
 
-// waitRoomsConverged waits until every room, read through every node,
-// shows final as the user's last name, then checks each room's names
-// were applied in the order they were acknowledged. Reads go a few at a
-// time, each asked again (until deadline) when it fails or lags.
-func waitRoomsConverged(t *testing.T, ctx context.Context, procs []*clusterProc, clients map[string]*mautrix.Client,
-	rooms []id.RoomID, user id.UserID, final string, log *writeLog, deadline time.Time) {
+// agreedName waits until every node reads one display name for user,
+// and returns it.
+func agreedName(t *testing.T, ctx context.Context, procs []*clusterProc, clients map[string]*mautrix.Client, user id.UserID) string {
 	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var names []string
+		var errs []error
+		for _, p := range procs {
+			dn, err := clients[p.name].GetDisplayName(ctx, user)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
+				continue
+			}
+			names = append(names, dn.DisplayName)
+		}
+		if len(names) == len(procs) && len(slices.Compact(names)) == 1 {
+			return names[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the nodes read %q (%v)", names, errs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// roomsConverged waits until every room, read through every node, shows
+// final as the user's last name, then checks each room's names were
+// applied in the order they were acknowledged. It returns what failed.
+// Reads go a few at a time, each asked again (until deadline) when it
+// fails or lags.
+func roomsConverged(ctx context.Context, procs []*clusterProc, clients map[string]*mautrix.Client,
+	rooms []id.RoomID, user id.UserID, final string, log *writeLog, deadline time.Time) []error {
 	type read struct {
 		room id.RoomID
 		p    *clusterProc
@@ -149,7 +187,7 @@ func waitRoomsConverged(t *testing.T, ctx context.Context, procs []*clusterProc,
 				names, err := memberNames(ctx, clients[r.p.name], r.room, user)
 				for err != nil || last(names) != final {
 					if time.Now().After(deadline) {
-						err = fmt.Errorf("last of %d names %q, %v; want %q", len(names), last(names), err, final)
+						err = fmt.Errorf("last of %d names %q (%s), %v; want %q (%s)", len(names), last(names), log.describe(last(names)), err, final, log.describe(final))
 						break
 					}
 					time.Sleep(100 * time.Millisecond)
@@ -172,15 +210,11 @@ func waitRoomsConverged(t *testing.T, ctx context.Context, procs []*clusterProc,
 	close(reads)
 	wg.Wait()
 	close(errs)
-	n := 0
+	var out []error
 	for err := range errs {
-		if n++; n <= 10 {
-			t.Error(err)
-		}
+		out = append(out, err)
 	}
-	if n > 0 {
-		t.Fatalf("%d of %d room reads failed", n, len(rooms)*len(procs))
-	}
+	return out
 }
 
 func last(names []string) string {

@@ -33,6 +33,7 @@ type clusterProc struct {
 	name                                                   string
 	host                                                   *netns.Host
 	client, metrics, gossip, actor, raft, federation, file string
+	data                                                   string // data_dir
 	bin                                                    string // persona built without -race
 	child                                                  *crashChild
 }
@@ -117,7 +118,7 @@ func clusterOn(t *testing.T, nt *netns.Net, hosts []*netns.Host, federation bool
 		seeds[i] = strconv.Quote(p.gossip)
 	}
 	for _, p := range procs {
-		p.file = filepath.Join(t.TempDir(), "persona.yaml")
+		p.file, p.data = filepath.Join(t.TempDir(), "persona.yaml"), filepath.Join(t.TempDir(), "data")
 		cfg := fmt.Sprintf(`server_name: "persona.test"
 data_dir: %q
 listen:
@@ -134,7 +135,7 @@ cluster:
   actor_bind: %q
   raft_bind: %q
   join: [%s]
-`, filepath.Join(t.TempDir(), "data"), p.client, p.metrics, p.federation, clusterSecret, p.name, p.gossip, p.actor, p.raft, strings.Join(seeds, ", ")) +
+`, p.data, p.client, p.metrics, p.federation, clusterSecret, p.name, p.gossip, p.actor, p.raft, strings.Join(seeds, ", ")) +
 			strings.Join(extra, "")
 		if err := os.WriteFile(p.file, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)

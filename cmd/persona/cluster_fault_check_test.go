@@ -169,23 +169,63 @@ func agreedName(t *testing.T, ctx context.Context, procs []*clusterProc, clients
 
 // roomsConverged waits until every room, read through every node, shows
 // final as the user's last name, then checks each room's names were
-// applied in the order they were acknowledged. It returns what failed.
-// Reads go a few at a time, each asked again (until deadline) when it
-// fails or lags.
+// applied in the order they were acknowledged. It returns what failed,
+// or nothing once the profile no longer reads final (changed). Reads go
+// a few at a time, each asked again (until deadline) when it fails or
+// lags.
 func roomsConverged(ctx context.Context, procs []*clusterProc, clients map[string]*mautrix.Client,
-	rooms []id.RoomID, user id.UserID, final string, log *writeLog, deadline time.Time) []error {
+	rooms []id.RoomID, user id.UserID, final string, log *writeLog, deadline time.Time) (errs []error, changed bool) {
+	moved := make(chan struct{}) // closed once a node reads another name
+	watched := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+			for _, p := range procs {
+				if dn, err := clients[p.name].GetDisplayName(ctx, user); err == nil && dn.DisplayName != final {
+					close(moved)
+					return
+				}
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-watched
+		select {
+		case <-moved:
+			errs, changed = nil, true
+		default:
+		}
+	}()
+	gone := func() bool {
+		select {
+		case <-moved:
+			return true
+		default:
+			return false
+		}
+	}
 	type read struct {
 		room id.RoomID
 		p    *clusterProc
 	}
 	reads := make(chan read)
-	errs := make(chan error, len(rooms)*len(procs))
+	fails := make(chan error, len(rooms)*len(procs))
 	var wg sync.WaitGroup
 	for range 2 * len(procs) {
 		wg.Go(func() {
 			for r := range reads {
 				names, err := memberNames(ctx, clients[r.p.name], r.room, user)
 				for err != nil || last(names) != final {
+					if gone() {
+						break
+					}
 					if time.Now().After(deadline) {
 						err = fmt.Errorf("last of %d names %q (%s), %v; want %q (%s)", len(names), last(names), log.describe(last(names)), err, final, log.describe(final))
 						break
@@ -193,11 +233,14 @@ func roomsConverged(ctx context.Context, procs []*clusterProc, clients map[strin
 					time.Sleep(100 * time.Millisecond)
 					names, err = memberNames(ctx, clients[r.p.name], r.room, user)
 				}
+				if gone() {
+					continue // the rooms are read again for the new name
+				}
 				if err == nil {
 					err = log.inOrder(names)
 				}
 				if err != nil {
-					errs <- fmt.Errorf("room %s through %s: %w (%d names, the last %q)", r.room, r.p.name, err, len(names), names[max(0, len(names)-20):])
+					fails <- fmt.Errorf("room %s through %s: %w (%d names, the last %q)", r.room, r.p.name, err, len(names), names[max(0, len(names)-20):])
 				}
 			}
 		})
@@ -209,12 +252,11 @@ func roomsConverged(ctx context.Context, procs []*clusterProc, clients map[strin
 	}
 	close(reads)
 	wg.Wait()
-	close(errs)
-	var out []error
-	for err := range errs {
-		out = append(out, err)
+	close(fails)
+	for err := range fails {
+		errs = append(errs, err)
 	}
-	return out
+	return errs, false
 }
 
 func last(names []string) string {

@@ -21,7 +21,7 @@ func syncOnce(t *testing.T, cli *mautrix.Client, since string, timeoutMs int) *m
 	if err != nil {
 		t.Fatalf("sync as %s since %q: %v", cli.UserID, since, err)
 	}
-	if !strings.HasPrefix(resp.NextBatch, "s") {
+	if !strings.HasPrefix(resp.NextBatch, "t") {
 		t.Fatalf("next_batch = %q", resp.NextBatch)
 	}
 	return resp

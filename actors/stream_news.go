@@ -10,14 +10,15 @@ import (
 // news is what the stream has to tell the other nodes about the partitions
 // this node owns, and what it heard from them; stream.mu guards it.
 type news struct {
-	node    uint64            // this node's incarnation
-	seq     uint64            // the number of the last news told
-	rooms   map[string]uint64 // rooms with events since the last news, at their newest position
-	users   map[string]bool   // users to wake
-	all     bool              // wake everyone
-	kickC   chan struct{}     // signalled when there is news to tell
-	heard   map[uint64]uint64 // the last number heard from each other node's incarnation
-	tellers []uint64          // the incarnation that last told each partition's news
+	node    uint64               // this node's incarnation
+	seq     uint64               // the number of the last news told
+	rooms   map[string]uint64    // rooms with events since the last news, at their newest position
+	users   map[string]bool      // users to wake
+	members []*wire.MemberChange // member events of this server's users
+	all     bool                 // wake everyone
+	kickC   chan struct{}        // signalled when there is news to tell
+	heard   map[uint64]uint64    // the last number heard from each other node's incarnation
+	tellers []uint64             // the incarnation that last told each partition's news
 }
 
 func newNews(partitions int) news {
@@ -94,7 +95,8 @@ func (s *stream) collectNews() *wire.StreamNews {
 	for u := range n.users {
 		m.Users = append(m.Users, u)
 	}
-	n.rooms, n.users, n.all = map[string]uint64{}, map[string]bool{}, false
+	m.Members = n.members
+	n.rooms, n.users, n.all, n.members = map[string]uint64{}, map[string]bool{}, false, nil
 	return m
 }
 
@@ -124,6 +126,11 @@ func (s *stream) heard(m *wire.StreamNews) {
 	for i, r := range m.Rooms {
 		if i < len(m.Positions) && !s.local(s.partition(r)) {
 			s.touchedLocked(r, m.Positions[i])
+		}
+	}
+	for _, c := range m.Members {
+		if !s.local(s.partition(c.Room)) {
+			s.memberChanged(c.User, c.Room, c.Position)
 		}
 	}
 	for _, ps := range parts {

@@ -35,6 +35,9 @@ type stream struct {
 	floor []uint64
 	known []uint64 // the visible position each partition's owner told last
 	news  news
+	// members are the recent member events of this server's users, by user
+	// (stream_members.go).
+	members map[string][]memberChange
 }
 
 // noFloor is the floor of a partition the node knows nothing of yet.
@@ -45,7 +48,7 @@ const maxTrackedRooms = 1 << 17
 
 func newStream(store *storage.Store, partitions int, local func(int) bool, partition func(string) int) *stream {
 	s := &stream{store: store, local: local, partition: partition, parts: make([]*partStream, partitions),
-		subs: map[string][]chan struct{}{}, all: map[chan struct{}]bool{}, last: map[string]uint64{},
+		subs: map[string][]chan struct{}{}, all: map[chan struct{}]bool{}, last: map[string]uint64{}, members: map[string][]memberChange{},
 		floor: make([]uint64, partitions), known: make([]uint64, partitions), news: newNews(partitions)}
 	for p := range s.parts {
 		s.parts[p], s.floor[p] = newPartStream(p), noFloor

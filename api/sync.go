@@ -232,6 +232,7 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 	if err != nil {
 		return nil, err
 	}
+	s.host.CapUnseenMemberships(user, rooms.Rooms, p.since, pos)
 	// An incremental sync asks only the joined rooms with events since the
 	// token, which the stream knows, unless presence changed for too many
 	// users to check one by one whether they share a room (sharesRoom):

@@ -41,8 +41,10 @@ type StreamNews struct {
 	Rooms     []string `protobuf:"bytes,4,rep,name=rooms,proto3" json:"rooms,omitempty"`
 	Positions []uint64 `protobuf:"varint,5,rep,packed,name=positions,proto3" json:"positions,omitempty"`
 	// users are the users to wake; wake_all wakes every waiting /sync.
-	Users         []string `protobuf:"bytes,6,rep,name=users,proto3" json:"users,omitempty"`
-	WakeAll       bool     `protobuf:"varint,7,opt,name=wake_all,json=wakeAll,proto3" json:"wake_all,omitempty"`
+	Users   []string `protobuf:"bytes,6,rep,name=users,proto3" json:"users,omitempty"`
+	WakeAll bool     `protobuf:"varint,7,opt,name=wake_all,json=wakeAll,proto3" json:"wake_all,omitempty"`
+	// members are the memberships of this server's users that changed.
+	Members       []*MemberChange `protobuf:"bytes,8,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -126,6 +128,75 @@ func (x *StreamNews) GetWakeAll() bool {
 	return false
 }
 
+func (x *StreamNews) GetMembers() []*MemberChange {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// MemberChange is a user's member event in a room, at a position of the
+// room's partition's stream.
+type MemberChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Room          string                 `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
+	Position      uint64                 `protobuf:"varint,3,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberChange) Reset() {
+	*x = MemberChange{}
+	mi := &file_stream_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberChange) ProtoMessage() {}
+
+func (x *MemberChange) ProtoReflect() protoreflect.Message {
+	mi := &file_stream_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberChange.ProtoReflect.Descriptor instead.
+func (*MemberChange) Descriptor() ([]byte, []int) {
+	return file_stream_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MemberChange) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *MemberChange) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *MemberChange) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
 // PartitionStream is one partition's stream as its owner sees it.
 type PartitionStream struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -140,7 +211,7 @@ type PartitionStream struct {
 
 func (x *PartitionStream) Reset() {
 	*x = PartitionStream{}
-	mi := &file_stream_proto_msgTypes[1]
+	mi := &file_stream_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -152,7 +223,7 @@ func (x *PartitionStream) String() string {
 func (*PartitionStream) ProtoMessage() {}
 
 func (x *PartitionStream) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[1]
+	mi := &file_stream_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -165,7 +236,7 @@ func (x *PartitionStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStream.ProtoReflect.Descriptor instead.
 func (*PartitionStream) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{1}
+	return file_stream_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PartitionStream) GetPartition() uint32 {
@@ -193,7 +264,7 @@ var File_stream_proto protoreflect.FileDescriptor
 
 const file_stream_proto_rawDesc = "" +
 	"\n" +
-	"\fstream.proto\x12\fpersona.wire\"\xcc\x01\n" +
+	"\fstream.proto\x12\fpersona.wire\"\x82\x02\n" +
 	"\n" +
 	"StreamNews\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x10\n" +
@@ -202,7 +273,12 @@ const file_stream_proto_rawDesc = "" +
 	"\x05rooms\x18\x04 \x03(\tR\x05rooms\x12\x1c\n" +
 	"\tpositions\x18\x05 \x03(\x04R\tpositions\x12\x14\n" +
 	"\x05users\x18\x06 \x03(\tR\x05users\x12\x19\n" +
-	"\bwake_all\x18\a \x01(\bR\awakeAll\"]\n" +
+	"\bwake_all\x18\a \x01(\bR\awakeAll\x124\n" +
+	"\amembers\x18\b \x03(\v2\x1a.persona.wire.MemberChangeR\amembers\"R\n" +
+	"\fMemberChange\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04room\x18\x02 \x01(\tR\x04room\x12\x1a\n" +
+	"\bposition\x18\x03 \x01(\x04R\bposition\"]\n" +
 	"\x0fPartitionStream\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x18\n" +
 	"\avisible\x18\x02 \x01(\x04R\avisible\x12\x12\n" +
@@ -220,18 +296,20 @@ func file_stream_proto_rawDescGZIP() []byte {
 	return file_stream_proto_rawDescData
 }
 
-var file_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_stream_proto_goTypes = []any{
 	(*StreamNews)(nil),      // 0: persona.wire.StreamNews
-	(*PartitionStream)(nil), // 1: persona.wire.PartitionStream
+	(*MemberChange)(nil),    // 1: persona.wire.MemberChange
+	(*PartitionStream)(nil), // 2: persona.wire.PartitionStream
 }
 var file_stream_proto_depIdxs = []int32{
-	1, // 0: persona.wire.StreamNews.parts:type_name -> persona.wire.PartitionStream
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 0: persona.wire.StreamNews.parts:type_name -> persona.wire.PartitionStream
+	1, // 1: persona.wire.StreamNews.members:type_name -> persona.wire.MemberChange
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_stream_proto_init() }
@@ -245,7 +323,7 @@ func file_stream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stream_proto_rawDesc), len(file_stream_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

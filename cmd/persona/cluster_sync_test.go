@@ -74,10 +74,12 @@ func syncUntil(ctx context.Context, cli *mautrix.Client, since string, seen *syn
 }
 
 // TestClusterSyncThroughAnyNode starts three `persona serve` processes
-// with cluster.enabled. A user owned by n1 syncs through n1 while another
+// with cluster.enabled. A user owned by n2 syncs through n1 while another
 // user invites it to rooms each node owns (two each), it joins through n1,
 // and messages are sent in each: every invite, join and message reaches
-// the long poll through n1 promptly (latencies logged). Then messages
+// the long poll through n1 promptly (latencies logged), n3's rooms' too,
+// whose notices to the user's actor go from n3 to n2 while the news go
+// from n3 to n1. Then messages
 // spread over every room, sent through every node in turn, are read by
 // syncs through each node in turn, each from the token the previous node
 // gave: every message arrives exactly once. Last, n3 is SIGKILLed; once
@@ -98,8 +100,8 @@ func TestClusterSyncThroughAnyNode(t *testing.T) {
 		waitView(t, p, procs, "all three alive and ready", 20*time.Second, allReady(procs))
 	}
 	ctx := context.Background()
-	alice, reader := userOwnedBy(t, ctx, procs, "syncer", n1.name, n1)
-	bob, writer := userOwnedBy(t, ctx, procs, "sender", n2.name, n2)
+	alice, reader := userOwnedBy(t, ctx, procs, "syncer", n2.name, n1)
+	bob, writer := userOwnedBy(t, ctx, procs, "sender", n1.name, n2)
 
 	// Rooms bob creates through each node in turn, until each node owns two.
 	byOwner := map[string][]id.RoomID{}
@@ -117,7 +119,7 @@ func TestClusterSyncThroughAnyNode(t *testing.T) {
 			rooms = append(rooms, resp.RoomID)
 		}
 	}
-	t.Logf("%s owned by n1, %s by n2; rooms by owner %v", alice, bob, byOwner)
+	t.Logf("%s owned by n2, %s by n1; rooms by owner %v", alice, bob, byOwner)
 
 	// Invites, joins and messages, one room at a time, each awaited by a
 	// long poll through n1 that began before it was sent.

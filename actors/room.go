@@ -408,9 +408,6 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 				r.sendOutgoing(out, reply == nil)
 			}
 		}
-		if r.failed == nil {
-			r.h.stream.membersChanged(r, unsynced)
-		}
 		if len(inFlight) > 0 {
 			r.h.stream.touched(r.id, slices.Max(inFlight))
 		}

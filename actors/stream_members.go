@@ -32,9 +32,9 @@ const memberChangeTTL = time.Minute
 // maxMemberChanges bounds how many users' member events are kept.
 const maxMemberChanges = 1 << 16
 
-// memberChanged records that user's membership in room changed at pos, a
-// position of the room's partition, before the position is done; s.mu is
-// held.
+// memberChanged records that a room notified user's actor of its
+// membership at pos, a position of the room's partition, before the
+// position is done; s.mu is held.
 func (s *stream) memberChanged(user, room string, pos uint64) {
 	now := time.Now()
 	if s.broadcast != nil {
@@ -51,16 +51,12 @@ func (s *stream) memberChanged(user, room string, pos uint64) {
 	s.members[user] = append(list, memberChange{room: room, pos: pos, at: now})
 }
 
-// membersChanged is memberChanged for the member events among evs of the
-// users of this server.
-func (s *stream) membersChanged(r *room, evs []*evRecord) {
+// memberNotified records that a room tells user's actor of its membership
+// there at pos: a commit's notices go before its positions are done.
+func (s *stream) memberNotified(user, room string, pos uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, ev := range evs {
-		if ev.Type == "m.room.member" && ev.StateKey != nil && r.local(*ev.StateKey) {
-			s.memberChanged(*ev.StateKey, r.id, ev.Stream)
-		}
-	}
+	s.memberChanged(user, room, pos)
 }
 
 // unseenMemberships lowers pos, in each partition, below the member events

@@ -270,3 +270,29 @@ func TestSyncTimelineLimitZero(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncAfterOwnMemberEvents: a user's member events that change no
+// membership (a per-room name) do not hold back the user's syncs: the
+// messages after them come in the next incremental sync.
+func TestSyncAfterOwnMemberEvents(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, "", nil)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	ctx := context.Background()
+	room := createRoom(t, alice, bob)
+	since := syncOnce(t, alice, "", 0).NextBatch
+	content := map[string]any{"membership": "join", "displayname": "Alice here"}
+	if _, err := alice.SendStateEvent(ctx, room, event.StateMember, alice.UserID.String(), content); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := bob.SendText(ctx, room, fmt.Sprint("after ", i)); err != nil {
+			t.Fatal(err)
+		}
+		resp := syncOnce(t, alice, since, 0)
+		if j := resp.Rooms.Join[room]; j == nil || !contains(bodies(j.Timeline.Events), fmt.Sprint("after ", i)) {
+			t.Fatalf("sync %d after a per-room name: %+v", i, resp.Rooms.Join)
+		}
+		since = resp.NextBatch
+	}
+}

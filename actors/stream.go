@@ -162,10 +162,14 @@ func (s *stream) localVisible(p int) (visible, high uint64, err error) {
 
 // unload forgets partition p's reservation, which this node no longer
 // owns or owns anew: it is read again when the node hands out positions
-// of it. Positions stay above those handed out before.
+// of it, above those handed out before, here or by another owner. The
+// positions still in flight are forgotten too: their writes belong to an
+// ownership that ended, and must not hold the partition's position back
+// should it come back.
 func (s *stream) unload(p int) {
 	ps := s.parts[p]
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	ps.loaded = false
+	clear(ps.inFlight)
 }

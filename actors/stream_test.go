@@ -122,3 +122,28 @@ func TestStreamReservesAhead(t *testing.T) {
 		t.Fatalf("partition 1: position %d (%v), want at least 1000", p, err)
 	}
 }
+
+// TestStreamMovedForgetsInFlight: a partition that moves away and back
+// goes on above what it handed out, and positions left in flight by the
+// ownership that ended do not hold its position back.
+func TestStreamMovedForgetsInFlight(t *testing.T) {
+	t.Parallel()
+	s, st := newTestStream(t, t.TempDir(), 1, allLocal)
+	defer st.Close()
+	stuck, err := s.take(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s.visible(); v[0] != stuck-1 {
+		t.Fatalf("visible %d with %d in flight", v[0], stuck)
+	}
+	s.moved([]int{0})
+	next, err := s.take(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.done(0, []uint64{next}, nil)
+	if v, _ := s.visible(); next <= stuck || v[0] != next {
+		t.Fatalf("after the move: took %d after %d, visible %d", next, stuck, v[0])
+	}
+}

@@ -59,7 +59,7 @@ func (h *Host) OnBroadcast(fn func(proto.Message)) { h.onBroadcast.Store(&fn) }
 // that is down, or whose connection breaks, misses it. Without remote or
 // peers it does nothing.
 func (h *Host) Broadcast(msg proto.Message) error {
-	if h.remote == nil || h.opts.Peers == nil {
+	if !h.remoteUp.Load() || h.opts.Peers == nil {
 		return nil
 	}
 	peers := h.opts.Peers.Peers()

@@ -203,6 +203,8 @@ type Host struct {
 	dead    atomic.Int64
 	network atomic.Pointer[Network]
 	remote  *remote.Remote // nil until StartRemote
+	// remoteUp is set once remote runs: Broadcast reads it from any goroutine.
+	remoteUp atomic.Bool
 	// onBroadcast receives what other nodes broadcast (OnBroadcast).
 	onBroadcast atomic.Pointer[func(proto.Message)]
 }

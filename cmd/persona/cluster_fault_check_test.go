@@ -221,6 +221,10 @@ func roomsConverged(ctx context.Context, procs []*clusterProc, clients map[strin
 	for range 2 * len(procs) {
 		wg.Go(func() {
 			for r := range reads {
+				if time.Now().After(deadline) && !gone() { // a failed run ends in minutes, not one read per room
+					fails <- fmt.Errorf("room %s through %s: not read before the deadline", r.room, r.p.name)
+					continue
+				}
 				names, err := memberNames(ctx, clients[r.p.name], r.room, user)
 				for err != nil || last(names) != final {
 					if gone() {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -141,6 +142,10 @@ func memberNames(ctx context.Context, cli *mautrix.Client, room id.RoomID, user 
 	return nil, fmt.Errorf("room %s: more than 1,000 pages", room)
 }
 
+// errNotRead is the failure of a room read skipped: the deadline had
+// passed, spent on rooms read before.
+var errNotRead = errors.New("not read before the deadline")
+
 // agreedName waits until every node reads one display name for user,
 // and returns it.
 func agreedName(t *testing.T, ctx context.Context, procs []*clusterProc, clients map[string]*mautrix.Client, user id.UserID) string {
@@ -222,7 +227,7 @@ func roomsConverged(ctx context.Context, procs []*clusterProc, clients map[strin
 		wg.Go(func() {
 			for r := range reads {
 				if time.Now().After(deadline) && !gone() { // a failed run ends in minutes, not one read per room
-					fails <- fmt.Errorf("room %s through %s: not read before the deadline", r.room, r.p.name)
+					fails <- fmt.Errorf("room %s through %s: %w", r.room, r.p.name, errNotRead)
 					continue
 				}
 				names, err := memberNames(ctx, clients[r.p.name], r.room, user)

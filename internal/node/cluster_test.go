@@ -126,7 +126,8 @@ func TestNodesFormACluster(t *testing.T) {
 // waitCluster polls n's members until ok holds, or fails after 10 s.
 func waitCluster(t *testing.T, n *testnode.Node, what string, ok func(map[string]cluster.Member) bool) map[string]cluster.Member {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	const within = 30 * time.Second // groups moved one membership change at a time, on a busy machine
+	deadline := time.Now().Add(within)
 	for {
 		ms := map[string]cluster.Member{}
 		for _, m := range n.Cluster().Members() {
@@ -136,7 +137,7 @@ func waitCluster(t *testing.T, n *testnode.Node, what string, ok func(map[string
 			return ms
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s not within 10s: %+v", n.ClusterName(), what, ms)
+			t.Fatalf("%s: %s not within %s: %+v", n.ClusterName(), what, within, ms)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

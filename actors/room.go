@@ -23,6 +23,9 @@ type room struct {
 	h    *Service
 	id   string
 	part int // the room's partition
+	// fence stamps every batch of the room's (storage.Batch.Fence): the
+	// host's fence of part when the room last loaded.
+	fence uint64
 	idle *host.IdleWatch
 
 	exists bool
@@ -414,6 +417,7 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 		r.h.stream.done(inFlight, wake)
 	}})
 	done := func(err error) { rt.Post(self, &committed{seq: seq, err: err, client: reply != nil}) }
+	b.Fence(r.part, r.fence)
 	if urgent {
 		r.h.store.CommitUrgent(b, done)
 	} else {

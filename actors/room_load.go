@@ -21,6 +21,7 @@ import (
 // room for a rename then costs one seek, and one more per state key with
 // a long history, not one per part or per state event.
 func (r *room) load() error {
+	r.fence = r.h.rt.Fence(r.part) // before the state: what follows was written under it
 	r.state, r.members, r.unread, r.unreadMembers = map[stateKey]*evRecord{}, map[string]*memberRec{}, nil, nil
 	r.applying = nil
 	r.meta, r.metaUnread, r.tip = roomMeta{}, true, tip{}

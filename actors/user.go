@@ -24,6 +24,9 @@ type user struct {
 	h    *Service
 	id   string
 	idle *host.IdleWatch
+	// fence stamps every batch of the user's (storage.Batch.Fence): the
+	// host's fence of its partition when the user last loaded.
+	fence uint64
 
 	exists  bool
 	account accountRecord
@@ -213,6 +216,7 @@ func (u *user) handle(ctx actor.Context, msg proto.Message) {
 
 // load reads the user's state from storage.
 func (u *user) load() error {
+	u.fence = u.h.rt.Fence(u.h.Partition(u.id)) // before the state: what follows was written under it
 	u.devices, u.tokens = map[string]deviceRecord{}, map[string]string{}
 	u.profile = profileRecord{Fields: map[string]json.RawMessage{}}
 	raw, err := u.h.store.Get(u.key("account"))
@@ -281,6 +285,7 @@ func (u *user) commitIn(ctx actor.Context, b *storage.Batch, reply proto.Message
 			}
 		}
 	}
+	b.Fence(u.h.Partition(u.id), u.fence)
 	if urgent {
 		u.h.store.CommitUrgent(b, done)
 	} else {

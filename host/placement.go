@@ -22,6 +22,29 @@ type Placement interface {
 	Owner(p int) (addr string, local, known bool)
 }
 
+// Fencer is a Placement that fences each partition's writes
+// (storage.Batch.Fence): Fence returns the fence under which this node's
+// actors of partition p write now, or NoFence while this node does not
+// own p.
+type Fencer interface {
+	Fence(p int) uint64
+}
+
+// NoFence is the fence of a partition this node does not own: a batch
+// stamped with it is never applied.
+const NoFence = ^uint64(0)
+
+// Fence returns the fence under which an actor of partition p that loads
+// its state now writes: the Placement's, if it is a Fencer, else 0 (no
+// fence). An actor reads it before it reads its state, and stamps each
+// batch it commits with it.
+func (h *Host) Fence(p int) uint64 {
+	if f, ok := h.opts.Placement.(Fencer); ok {
+		return f.Fence(p)
+	}
+	return 0
+}
+
 // Moved tells the actors of a kind with Kind.Moved that partitions changed
 // owners. A message sent to an actor of such a partition may have been
 // lost (protoactor's remote delivers at most once, and nothing across an

@@ -15,7 +15,9 @@ import (
 // them are on disk or none. A Batch is one actor's state change; later it is
 // one replicated log entry.
 type Batch struct {
-	ops []op
+	ops        []op
+	fence      uint64 // Fence's number; 0 for none
+	fenceRange int    // the partition fence is of
 }
 
 type op struct {

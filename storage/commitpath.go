@@ -217,10 +217,11 @@ func (s *Store) proposeAt(start time.Time, round []*pending, release func()) {
 		id := s.proposed.Add(1)
 		size := 8
 		for _, p := range ps {
-			size += binary.MaxVarintLen64 + opsSize(p.b.ops)
+			size += 2*binary.MaxVarintLen64 + opsSize(p.b.ops)
 		}
-		rec := binary.BigEndian.AppendUint64(make([]byte, 0, size), id)
+		rec := binary.BigEndian.AppendUint64(make([]byte, 0, size), id|fencedRound)
 		for _, p := range ps {
+			rec = binary.AppendUvarint(rec, p.b.fenceOf(rng))
 			rec = binary.AppendUvarint(rec, uint64(len(p.b.ops)))
 			rec = appendOps(rec, p.b.ops)
 		}
@@ -307,16 +308,43 @@ func (s *Store) ApplyCommitted(applied []Applied) error {
 	}
 	var all []*pending
 	var spans []span
+	var fenced []int // indices in all of the batches a fence refused
+	fs := fences{s: s}
 	for _, a := range applied {
 		for _, rec := range a.Records {
 			if len(rec) < 8 {
 				continue // not a round: nothing to apply
 			}
-			ps, err := decodeRound(rec[8:])
+			id := binary.BigEndian.Uint64(rec)
+			if id == fenceRecordID {
+				if n, ok := parseFenceRecord(rec[8:]); ok {
+					if b := fs.set(a.Range, n); b != nil {
+						all = append(all, &pending{b: b})
+					}
+				}
+				continue
+			}
+			ps, err := decodeRound(rec[8:], id&fencedRound != 0)
+			if err != nil && id&fencedRound != 0 {
+				ps, err = decodeRound(rec[8:], false) // a record from before fences
+			}
 			if err != nil {
 				continue // every replica refuses it alike
 			}
-			spans = append(spans, span{binary.BigEndian.Uint64(rec), len(all), len(all) + len(ps)})
+			for i, p := range ps {
+				if p.b.fence == 0 {
+					continue
+				}
+				n, err := fs.of(a.Range)
+				if err != nil {
+					return err
+				}
+				if p.b.fence != n {
+					fenced = append(fenced, len(all)+i)
+					p.b = &Batch{}
+				}
+			}
+			spans = append(spans, span{id &^ fencedRound, len(all), len(all) + len(ps)})
 			all = append(all, ps...)
 		}
 		var b Batch
@@ -329,6 +357,9 @@ func (s *Store) ApplyCommitted(applied []Applied) error {
 		if err != nil && !errors.Is(err, badger.ErrTxnTooBig) {
 			return fmt.Errorf("apply: %w", err)
 		}
+	}
+	for _, i := range fenced {
+		errs[i] = fmt.Errorf("%w: %w", ErrNotApplied, ErrFenced)
 	}
 	if s.bigValue && s.dir != "" {
 		// A table flushed later would point into a value log never synced.
@@ -357,16 +388,25 @@ func (s *Store) SyncApplied() error {
 	return s.syncBadger()
 }
 
-// decodeRound returns the batches of a round record's body.
-func decodeRound(body []byte) ([]*pending, error) {
+// decodeRound returns the batches of a round record's body; fenced: each
+// batch starts with its fence.
+func decodeRound(body []byte, fenced bool) ([]*pending, error) {
 	var ps []*pending
 	for len(body) > 0 {
+		var fence uint64
+		if fenced {
+			f, k := binary.Uvarint(body)
+			if k <= 0 {
+				return nil, errors.New("bad batch fence")
+			}
+			fence, body = f, body[k:]
+		}
 		n, k := binary.Uvarint(body)
 		if k <= 0 {
 			return nil, errors.New("bad batch length")
 		}
 		body = body[k:]
-		b := &Batch{ops: make([]op, 0, n)}
+		b := &Batch{ops: make([]op, 0, n), fence: fence}
 		for range n {
 			if len(body) == 0 {
 				return nil, errors.New("short batch")

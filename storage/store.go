@@ -129,7 +129,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s.wg.Add(2)
 	if opts.CommitPath != nil {
-		s.proposed.Store(uint64(time.Now().UnixNano()) << 8)
+		s.proposed.Store(uint64(time.Now().UnixNano()) << 8 &^ (fencedRound | fencedRound>>1)) // bit 63 marks fenced rounds
 		s.flights = map[uint64]*flight{}
 		go s.proposer()
 	} else {

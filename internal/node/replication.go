@@ -161,12 +161,15 @@ func (r *replication) onEvent(ev raft.Event) {
 	r.poke()
 }
 
-// catchUp proposes a barrier to group g, which this node leads in term,
-// and once it is applied marks g caught up. A barrier raft drops (a
-// leadership transfer under way, say) is proposed again while the node
-// still leads g in that term; the next election starts another.
+// catchUp proposes to group g, which this node leads in term, the term
+// as the partition's fence (storage.FenceRecord), and once it is applied
+// marks g caught up: every entry before it is applied too, and a batch
+// an actor built under another leadership is refused from then on. A
+// fence raft drops (a leadership transfer under way, say) is proposed
+// again while the node still leads g in that term; the next election
+// starts another.
 func (r *replication) catchUp(g, term uint64) {
-	r.path.d.ProposeAsync(g, nil, func(err error) {
+	r.path.d.ProposeAsync(g, storage.FenceRecord(term), func(err error) {
 		st, serr := r.path.d.Status(g)
 		leads := serr == nil && st.Role == raft.Leader && st.Term == term
 		switch {

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"persona/cluster"
+	"persona/host"
 )
 
 // owners is the host's Placement in a cluster: the owner of each partition
@@ -40,6 +41,17 @@ func (o *owners) Owner(p int) (addr string, local, known bool) {
 		return "", false, false // deposed, or about to learn so: hold until the group says
 	}
 	return own.ActorAddr, own.Name == t.self, true
+}
+
+// Fence implements host.Fencer: the term this node leads partition p
+// in, the fence its group applied before the node took the partition
+// (replication.catchUp); host.NoFence if it does not own p.
+func (o *owners) Fence(p int) uint64 {
+	t := o.table.Load()
+	if t == nil || p >= len(t.owners) || t.owners[p].Name != t.self || t.terms[p] == 0 {
+		return host.NoFence
+	}
+	return t.terms[p]
 }
 
 // update makes now the owners and returns the partitions whose owner or

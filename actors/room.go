@@ -26,7 +26,7 @@ type room struct {
 	// fence stamps every batch of the room's (storage.Batch.Fence): the
 	// host's fence of part when the room last loaded.
 	fence uint64
-	idle *host.IdleWatch
+	idle  *host.IdleWatch
 
 	exists bool
 	meta   roomMeta

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -17,10 +18,12 @@ var ErrClosed = errors.New("raft: driver closed")
 // ErrUnknownGroup is returned for a group this node holds no replica of.
 var ErrUnknownGroup = errors.New("raft: unknown group")
 
-// ErrDropped is returned for a proposal that will not be committed: raft
-// refused it (a leadership transfer under way, another membership change
-// not yet applied) or a new leader replaced its entry. Nothing of it was
-// applied; it may be proposed again.
+// ErrDropped is returned for a proposal that will not be committed: a
+// new leader replaced its entry, or raft refused a membership change
+// (another not yet applied). Nothing of it was applied; it may be
+// proposed again. A proposal raft refuses while this node leads (a
+// leadership transfer under way, too much uncommitted) is not dropped: it
+// waits, and is proposed again in call order.
 var ErrDropped = errors.New("raft: proposal dropped")
 
 // ErrUnknownOutcome is returned for a proposal whose entry this node can
@@ -115,8 +118,8 @@ func (d *Driver) Propose(ctx context.Context, group uint64, data []byte) error {
 // loop, or before ProposeAsync returns for a proposal refused at once
 // (not the leader, an unknown group, the driver closed). The proposals
 // of one caller to one group become entries in the order of the calls,
-// and their done run in that order; one that fails (ErrDropped) leaves
-// the later ones as they are. done must not block or call the Driver. It
+// and their done run in that order; once one fails (ErrDropped, a new
+// leader), none after it is applied in the same term. done must not block or call the Driver. It
 // blocks while Options.QueueProposals proposals wait for the loop.
 func (d *Driver) ProposeAsync(group uint64, data []byte, done func(error)) {
 	p, err := d.newProposal(group, data, done)
@@ -210,7 +213,12 @@ func (d *Driver) queueProposal(p *proposal) {
 }
 
 // proposeQueued hands every group's batch of the round to raft, in
-// entries of at most MaxEntryBytes. Driver loop only.
+// entries of at most MaxEntryBytes. An entry raft refuses while this
+// node leads (a leadership transfer under way, or more uncommitted than
+// MaxUncommittedEntriesSize) stays queued, with everything after it, and
+// is proposed again in a later round (at the latest the next tick's): a
+// leader's proposals are never applied around one of its own it dropped,
+// so a proposer may build each on the last. Driver loop only.
 func (d *Driver) proposeQueued() {
 	for _, g := range d.touched {
 		if len(g.queued) == 0 {
@@ -225,21 +233,25 @@ func (d *Driver) proposeQueued() {
 			g.queued = g.queued[:0]
 			continue
 		}
-		for len(g.queued) > 0 {
+		queued := g.queued
+		for len(queued) > 0 {
 			n, size := 0, 0
-			for n < len(g.queued) && (n == 0 || size+len(g.queued[n].data) <= d.opts.MaxEntryBytes) {
-				size += len(g.queued[n].data)
+			for n < len(queued) && (n == 0 || size+len(queued[n].data) <= d.opts.MaxEntryBytes) {
+				size += len(queued[n].data)
 				n++
 			}
-			w := &waiter{id: d.nextID(), props: g.queued[:n:n]}
-			g.queued = g.queued[n:]
+			w := &waiter{id: d.nextID(), props: queued[:n:n]}
 			if err := g.rn.Propose(encodeEntry(w.id, w.props)); err != nil {
-				w.finish(ErrDropped)
-				continue
+				break // held: proposed again later, in order
 			}
+			queued = queued[n:]
 			g.proposed = append(g.proposed, w)
 		}
-		g.queued = nil
+		if len(queued) == 0 {
+			g.queued = nil
+		} else {
+			g.queued = slices.Clone(queued)
+		}
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -150,5 +152,80 @@ func TestAnOverwrittenProposalFailsBeforeItsIndexApplies(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the overwritten proposal did not end")
+	}
+}
+
+// TestAProposalRaftDropsWaitsAndKeepsItsPlace: a leader whose uncommitted
+// entries are over MaxUncommittedEntriesSize (its followers out of reach)
+// holds the proposals raft drops, and proposes them again, in call
+// order, once the followers commit what it had: none fails, none is
+// applied before one proposed ahead of it.
+func TestAProposalRaftDropsWaitsAndKeepsItsPlace(t *testing.T) {
+	c := newCluster(t, 3, []uint64{1}, func(o *Options) {
+		o.MaxApplyBytes = 64 // uncommitted entries up to 256 bytes
+		o.ElectionTicks = 60 // 3 s: the leader keeps leading while cut off
+	})
+	leader := c.node(c.waitLeaders([]uint64{1}, 10*time.Second)[1])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.propose(ctx, 1, []byte("k=0")); err != nil {
+		t.Fatal(err)
+	}
+	var others []*testNode
+	for _, n := range c.running() {
+		if n.id != leader.id {
+			others = append(others, n)
+		}
+	}
+	link := func(up bool) {
+		for _, o := range others {
+			to := "127.0.0.1:1" // nothing listens there
+			if up {
+				to = o.addr
+			}
+			leader.tr.SetPeer(o.id, to)
+		}
+	}
+	link(false)
+	pad := strings.Repeat("x", 150)
+	const n = 4
+	done := make(chan error, n)
+	var mu sync.Mutex
+	var order []int
+	for i := range n {
+		leader.d.ProposeAsync(1, []byte(fmt.Sprintf("k=%d%s", i+1, pad)), func(err error) {
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			done <- err
+		})
+		time.Sleep(30 * time.Millisecond) // an entry each: past the first, raft drops them
+	}
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("a proposal ended while its leader could commit nothing: %v", err)
+	default:
+	}
+	link(true)
+	for range n {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("a proposal raft dropped for want of room ended with %v, want it applied", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("the held proposals did not end")
+		}
+	}
+	if !slices.Equal(order, []int{0, 1, 2, 3}) {
+		t.Fatalf("the proposals were told in the order %v, want their call order", order)
+	}
+	state, err := leader.sm.dump(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := state["k"]; v != "4"+pad {
+		t.Fatalf("k = %.10q…, want the last proposal's", v)
 	}
 }

@@ -28,6 +28,17 @@ type durableActor struct {
 	stopIdle   bool
 	loadFailed error
 	reload     func() error
+	// part and fence stamp every batch (storage.Batch.Fence): the actor's
+	// partition and the host's fence of it when the actor last loaded.
+	part  int
+	fence uint64
+}
+
+// load reads the partition's fence, then the actor's state.
+func (d *durableActor) load(id string) error {
+	d.part = d.h.Partition(id)
+	d.fence = d.h.rt.Fence(d.part)
+	return d.reload()
 }
 
 // receive handles the lifecycle messages; it reports whether msg is a
@@ -35,7 +46,7 @@ type durableActor struct {
 func (d *durableActor) receive(ctx actor.Context, kind, id string) (proto.Message, bool) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		d.loadFailed = d.reload()
+		d.loadFailed = d.load(id)
 		d.idle.Set(d.h.cfg.Actors.PassivateAfter)
 	case *host.IdleTimeout:
 		d.h.idle(ctx, d.idle, len(d.waiting) > 0)
@@ -72,6 +83,7 @@ func (d *durableActor) commit(ctx actor.Context, b *storage.Batch, reply proto.M
 	d.commitSeq++
 	seq, self, rt := d.commitSeq, ctx.Self(), d.h.rt
 	d.waiting = append(d.waiting, waiter{seq: seq, to: ctx.Sender(), reply: reply, applied: applied})
+	b.Fence(d.part, d.fence)
 	d.h.store.CommitUrgent(b, func(err error) { rt.Post(self, &committed{seq: seq, err: err}) })
 }
 
@@ -93,7 +105,7 @@ func (d *durableActor) onCommitted(ctx actor.Context, m *committed, kind, id str
 		ctx.Send(w.to, reply)
 	}
 	if m.err != nil && len(d.waiting) == 0 {
-		d.loadFailed = d.reload() // memory may hold writes that never reached disk
+		d.loadFailed = d.load(id) // memory may hold writes that never reached disk
 	}
 }
 

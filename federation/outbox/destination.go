@@ -48,6 +48,10 @@ type destination struct {
 	retry       *time.Timer
 
 	delivered, dropped uint64
+
+	// fence stamps every write (storage.Batch.Fence): the host's fence of
+	// the destination's partition when it last loaded.
+	fence uint64
 }
 
 // roomMark is what the outbox knows of a room: the highest pos it queued,
@@ -147,6 +151,7 @@ func (o *destination) busy() bool { return o.queued > 0 || len(o.writes) > 0 || 
 // record, the last seq and how many entries are queued (keys alone), and
 // when the first was queued.
 func (o *destination) load() error {
+	o.fence = o.s.rt.Fence(o.s.rt.Partition(o.name)) // before the state: what follows was written under it
 	o.rooms = map[string]*roomMark{}
 	o.seq, o.durable, o.queued, o.oldest, o.sentThrough, o.compacted, o.txn = 0, 0, 0, time.Time{}, 0, 0, nil
 	snap := o.s.store.Snapshot()
@@ -298,6 +303,7 @@ func (o *destination) flush() {
 	}
 	o.writing = true
 	rt, self := o.s.rt, o.self
+	w.b.Fence(rt.Partition(o.name), o.fence)
 	o.s.store.Commit(&w.b, func(err error) { rt.Post(self, &written{w: w, err: err}) })
 }
 

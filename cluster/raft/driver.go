@@ -148,7 +148,11 @@ func Open(opts Options, sm StateMachine, tr Transport) (*Driver, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	l, logs, err := openLog(opts.Dir)
+	var prewrite int64
+	if opts.PrewriteSegments {
+		prewrite = opts.SegmentBytes
+	}
+	l, logs, err := openLog(opts.Dir, prewrite)
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", opts.Dir, err)
 	}

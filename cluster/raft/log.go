@@ -36,6 +36,14 @@ import (
 // the last round may be torn; recovery stops at the first frame that does
 // not check, and the driver starts a new segment at once, so that nothing
 // is ever written after a torn frame.
+//
+// With prewrite set, a segment is written over space written before: one
+// with no spare to write over is first filled with zeros (at open), and
+// the next one's spare is prepared in the background. fdatasync then
+// writes a round's blocks alone; an append would also commit the file's
+// new size and extents through the file system's journal, behind every
+// other file's writes. Zeros end a segment: no frame is shorter than its
+// segment number.
 
 // Record kinds.
 const (
@@ -65,6 +73,10 @@ type logFile struct {
 	base  int64  // the size of the segment's checkpoint
 	buf   []byte // records not yet written
 	spare string // a segment done with, to write the next over; "" for none
+
+	prewrite  int64         // bytes of zeros a segment with no spare is written over; 0 for none
+	preparing chan string   // the spare being prepared: its path once ready, "" if that failed
+	stop      chan struct{} // closed by close: a spare being prepared is given up
 }
 
 // groupLog is a group's persistent raft state as the log holds it.
@@ -78,8 +90,9 @@ func segmentName(n uint64, ext string) string { return fmt.Sprintf("%06d%s", n, 
 
 // openLog reads the newest segment of dir, deletes the other segments
 // but one spare, and returns the state of every group in it. The caller
-// must rotate before it appends anything.
-func openLog(dir string) (*logFile, map[uint64]*groupLog, error) {
+// must rotate before it appends anything. A segment with no spare to
+// write over is first filled with prewrite bytes of zeros (0: none).
+func openLog(dir string, prewrite int64) (*logFile, map[uint64]*groupLog, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}
@@ -98,7 +111,7 @@ func openLog(dir string) (*logFile, map[uint64]*groupLog, error) {
 	for _, ns := range byExt {
 		slices.Sort(ns)
 	}
-	l := &logFile{dir: dir}
+	l := &logFile{dir: dir, prewrite: prewrite, stop: make(chan struct{})}
 	groups := map[uint64]*groupLog{}
 	if logs := byExt[".log"]; len(logs) > 0 {
 		l.n = logs[len(logs)-1]
@@ -331,11 +344,17 @@ func (l *logFile) write(sync bool) error {
 }
 
 // rotate starts segment n+1 with the checkpoint fill queues, durable
-// before it returns, and keeps the previous segment as a spare.
+// before it returns, and keeps the previous segment as a spare. It waits
+// for a spare being prepared, if it has no other.
 func (l *logFile) rotate(fill func() error) error {
 	n := l.n + 1
 	tmp := filepath.Join(l.dir, segmentName(n, ".tmp"))
-	if l.spare != "" {
+	if l.spare == "" && l.preparing != nil {
+		l.spare = <-l.preparing
+		l.preparing = nil
+	}
+	fresh := l.spare == ""
+	if !fresh {
 		if err := os.Rename(l.spare, tmp); err != nil {
 			return err
 		}
@@ -347,18 +366,87 @@ func (l *logFile) rotate(fill func() error) error {
 	}
 	old, oldN := l.f, l.n
 	l.f, l.n, l.size, l.buf = f, n, 0, l.buf[:0]
-	err = l.fillAndSync(fill, tmp)
+	if fresh && old == nil && l.prewrite > 0 {
+		// At open, before the driver loop runs: the checkpoint's sync
+		// makes the zeros durable with it.
+		err = writeZeros(f, l.prewrite, l.stop)
+	}
+	if err == nil {
+		err = l.fillAndSync(fill, tmp)
+	}
 	if old != nil {
 		old.Close() // written and synced, or given up: a close error changes nothing
 	}
-	if err != nil || oldN == 0 {
+	if err != nil {
 		return err
 	}
-	spare := filepath.Join(l.dir, segmentName(oldN, ".spare"))
-	if err := os.Rename(filepath.Join(l.dir, segmentName(oldN, ".log")), spare); err != nil {
-		return err
+	if oldN != 0 {
+		spare := filepath.Join(l.dir, segmentName(oldN, ".spare"))
+		if err := os.Rename(filepath.Join(l.dir, segmentName(oldN, ".log")), spare); err != nil {
+			return err
+		}
+		l.spare = spare
 	}
-	l.spare = spare
+	if l.spare == "" && l.preparing == nil && l.prewrite > 0 {
+		l.prepareSpare()
+	}
+	return nil
+}
+
+// prepareSpare writes, in the background, a spare of prewrite bytes of
+// zeros, for the next rotation to write over. It is named segment 0, a
+// number no segment has.
+func (l *logFile) prepareSpare() {
+	done := make(chan string, 1)
+	l.preparing = done
+	tmp := filepath.Join(l.dir, segmentName(0, ".tmp"))
+	spare := filepath.Join(l.dir, segmentName(0, ".spare"))
+	size, stop := l.prewrite, l.stop
+	go func() {
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err == nil {
+			err = writeZeros(f, size, stop)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp, spare)
+			}
+			if err != nil {
+				os.Remove(tmp) // openLog removes it otherwise
+			}
+		}
+		if err != nil {
+			spare = "" // the next segment is appended to instead
+		}
+		done <- spare
+	}()
+}
+
+// errStopped is writeZeros's answer once stop is closed.
+var errStopped = errors.New("the log is closed")
+
+// writeZeros writes size bytes of zeros at the start of f, a MiB at a
+// time, syncing every 8 MiB and at the end, so that the device is never
+// handed all of it at once; it gives up once stop is closed.
+func writeZeros(f *os.File, size int64, stop <-chan struct{}) error {
+	const chunk, syncEvery = 1 << 20, 8 << 20
+	zeros := make([]byte, chunk)
+	for off := int64(0); off < size; off += chunk {
+		select {
+		case <-stop:
+			return errStopped
+		default:
+		}
+		if _, err := f.WriteAt(zeros[:min(chunk, size-off)], off); err != nil {
+			return err
+		}
+		if (off+chunk)%syncEvery == 0 || off+chunk >= size {
+			if err := unix.Fdatasync(int(f.Fd())); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
@@ -379,8 +467,16 @@ func (l *logFile) fillAndSync(fill func() error, tmp string) error {
 	return syncDir(l.dir)
 }
 
-// close closes the segment.
+// close closes the segment, once a spare being prepared is given up.
 func (l *logFile) close() error {
+	if l.stop != nil {
+		close(l.stop)
+		l.stop = nil
+	}
+	if l.preparing != nil {
+		<-l.preparing
+		l.preparing = nil
+	}
 	if l.f == nil {
 		return nil
 	}

@@ -2,6 +2,7 @@ package raft
 
 import (
 	"bytes"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -72,9 +73,10 @@ func equalLogs(t *rapid.T, got map[uint64]*groupLog, want logModel) {
 
 // TestLogRecoversWhatItWrote writes random rounds of records (entries,
 // some replacing a suffix; hard states; snapshot points; removals) and
-// checkpoints over spare segments, reopens the log, and compares what it
-// reads with a model. Then it tears the last round at a random byte and
-// checks that recovery stops before it.
+// checkpoints over spare segments, some prewritten with zeros, reopens
+// the log, and compares what it reads with a model. Then it tears the
+// last round at a random byte, with garbage or zeros, and checks that
+// recovery stops before it.
 func TestLogRecoversWhatItWrote(t *testing.T) {
 	dir := t.TempDir()
 	rapid.Check(t, func(t *rapid.T) {
@@ -83,7 +85,8 @@ func TestLogRecoversWhatItWrote(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer os.RemoveAll(d)
-		l, got, err := openLog(d)
+		prewrite := rapid.SampledFrom([]int64{0, 4 << 10, 64 << 10}).Draw(t, "prewrite")
+		l, got, err := openLog(d, prewrite)
 		if err != nil || len(got) != 0 {
 			t.Fatalf("a new log: %v, %d groups", err, len(got))
 		}
@@ -142,28 +145,79 @@ func TestLogRecoversWhatItWrote(t *testing.T) {
 		}
 		size, n := l.size, l.n
 		l.close()
-		_, got, err = openLog(d)
+		_, got, err = openLog(d, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		equalLogs(t, got, model)
 
-		// Tear the last round: cut the segment inside it and overwrite the
-		// rest with garbage.
+		// Tear the last round: overwrite it from a byte inside it on, as
+		// far as it went, with garbage or with zeros; what the segment
+		// held beyond it stays. Bytes that held the garbage already leave
+		// the round whole.
 		path := filepath.Join(d, segmentName(n, ".log"))
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		cut := rapid.IntRange(int(lastWrite), int(size)-1).Draw(t, "cut")
-		garbage := bytes.Repeat([]byte{0xa5}, int(size)-cut)
-		if err := os.WriteFile(path, append(data[:cut:cut], garbage...), 0o600); err != nil {
+		garbage := bytes.Repeat([]byte{rapid.SampledFrom([]byte{0, 0xa5}).Draw(t, "garbage")}, int(size)-cut)
+		if bytes.Equal(data[cut:size], garbage) {
+			before = model
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
 			t.Fatal(err)
 		}
-		_, got, err = openLog(d)
+		_, err = f.WriteAt(garbage, int64(cut))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, got, err = openLog(d, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		equalLogs(t, got, before)
 	})
+}
+
+// TestZerosEndASegment checks that zeros after a segment's last frame, as
+// a prewritten segment holds, end it: a frame of zeros would have an empty
+// payload whose CRC-32C is 0, and no frame is shorter than its segment
+// number.
+func TestZerosEndASegment(t *testing.T) {
+	t.Parallel()
+	if crc := crc32.Checksum(nil, castagnoli); crc != 0 {
+		t.Fatalf("CRC-32C of nothing is %#x: the premise changed", crc)
+	}
+	l, _, err := openLog(t.TempDir(), 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	model := logModel{}
+	if err := l.rotate(model.fill(l)); err != nil {
+		t.Fatal(err)
+	}
+	model.group(l, 3)
+	if err := l.write(true); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(l.dir, segmentName(l.n, ".log")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) < 64<<10 || !bytes.Equal(data[l.size:], make([]byte, len(data)-int(l.size))) {
+		t.Fatalf("%d bytes, %d written: want zeros after the frames to 64 KiB", len(data), l.size)
+	}
+	got, err := readSegment(l.n, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[3] == nil {
+		t.Fatalf("read %d groups, want group 3 alone", len(got))
+	}
 }

@@ -58,6 +58,14 @@ type Options struct {
 	// checkpoints and more memory (the entries since the last checkpoint
 	// are kept in memory). Default 64 MiB.
 	SegmentBytes int64
+	// PrewriteSegments has every segment written over space written
+	// before: a segment with no spare to write over is first filled with
+	// SegmentBytes of zeros (at Open; the next one's spare in the
+	// background), so that a round's fdatasync writes its blocks alone,
+	// not the file's new size and extents through the file system's
+	// journal, where it waits for other files' writes. It costs writing
+	// SegmentBytes twice on a new log. Default off.
+	PrewriteSegments bool
 	// CatchUpEntries is how many entries before its applied index a
 	// leader keeps for a slow follower at a checkpoint; a follower
 	// further behind catches up from a snapshot. Default 5,000.

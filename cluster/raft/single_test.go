@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -177,8 +178,12 @@ func (m *forgetfulMachine) Restore(group, index uint64, data []byte) error {
 // every acknowledged proposal, with and without checkpoints in between.
 func TestUnsyncedAppliesComeBackFromTheLog(t *testing.T) {
 	t.Parallel()
-	for _, segment := range []int64{64 << 20, 16 << 10} {
-		t.Run(fmt.Sprintf("segment=%d", segment), func(t *testing.T) {
+	for _, tc := range []struct {
+		segment  int64
+		prewrite bool
+	}{{64 << 20, false}, {16 << 10, false}, {16 << 10, true}} {
+		segment := tc.segment
+		t.Run(fmt.Sprintf("segment=%d,prewrite=%v", segment, tc.prewrite), func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			g := uint64(7)
@@ -192,7 +197,7 @@ func TestUnsyncedAppliesComeBackFromTheLog(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				d, err := Open(Options{NodeID: 1, Dir: filepath.Join(dir, "raft"), SegmentBytes: segment}, sm, tr)
+				d, err := Open(Options{NodeID: 1, Dir: filepath.Join(dir, "raft"), SegmentBytes: segment, PrewriteSegments: tc.prewrite}, sm, tr)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -216,6 +221,9 @@ func TestUnsyncedAppliesComeBackFromTheLog(t *testing.T) {
 				want[k] = v
 			}
 			checkpoints := d.Stats().Checkpoints
+			if tc.prewrite {
+				checkPrewritten(t, filepath.Join(dir, "raft"), segment)
+			}
 			st, err := d.Status(g)
 			if err != nil {
 				t.Fatal(err)
@@ -254,5 +262,25 @@ func TestUnsyncedAppliesComeBackFromTheLog(t *testing.T) {
 			}
 			t.Logf("%d updates lost by the state machine, applied again; %d checkpoints before", lost, checkpoints)
 		})
+	}
+}
+
+// checkPrewritten checks a log of prewritten segments after its first
+// checkpoint: every segment is at least SegmentBytes long, and the spare
+// prepared for the second was written over.
+func checkPrewritten(t *testing.T, dir string, segment int64) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(e.Name(), segmentName(0, "")) || fi.Size() < segment {
+			t.Errorf("%s: %d bytes, want a segment of at least %d, and no prepared spare left", e.Name(), fi.Size(), segment)
+		}
 	}
 }

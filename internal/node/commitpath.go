@@ -33,7 +33,7 @@ func openStore(dataDir string, opts storage.Options, onRaft bool, partitions int
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if path.d, err = raft.OpenLocal(ctx, raft.Options{Dir: filepath.Join(dataDir, "raft"), Logger: log}, path, groups); err != nil {
+	if path.d, err = raft.OpenLocal(ctx, raft.Options{Dir: filepath.Join(dataDir, "raft"), Logger: log, PrewriteSegments: true}, path, groups); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("open the raft commit path: %w", err)
 	}

@@ -414,7 +414,7 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 		if len(inFlight) > 0 {
 			r.h.stream.touched(r.id, slices.Max(inFlight))
 		}
-		r.h.stream.done(inFlight, wake)
+		r.h.stream.done(r.part, inFlight, wake)
 	}})
 	done := func(err error) { rt.Post(self, &committed{seq: seq, err: err, client: reply != nil}) }
 	b.Fence(r.part, r.fence)
@@ -463,7 +463,7 @@ func (r *room) onCommitted(ctx actor.Context, m *committed) {
 // abort drops what memory holds beyond the last commit (after a failed
 // append) by reloading from storage.
 func (r *room) abort() {
-	r.h.stream.done(r.inFlight, nil)
+	r.h.stream.done(r.part, r.inFlight, nil)
 	r.inFlight, r.wakeUsers, r.unsynced = nil, nil, nil
 	r.loadFailed = r.load()
 }

@@ -3,7 +3,6 @@ package actors
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"persona/storage"
@@ -12,49 +11,53 @@ import (
 // streamBlock is how many stream positions one stored reservation covers.
 const streamBlock = 1 << 16
 
-// stream hands out node-wide stream positions: every room event and presence
-// change gets one, and /sync tokens are positions. Positions are reserved in
-// blocks in storage, so a restart never reuses one. Visible is the highest
-// position below which nothing is still being committed, so a sync token
-// never skips an event that is in flight.
-type stream struct {
+// partStream hands out one partition's stream positions: every event of
+// the partition's rooms gets one, and a /sync token holds one per
+// partition. Positions are reserved in blocks under the partition's keys,
+// which a cluster replicates, so neither a restart nor a new owner reuses
+// one. The node that owns the partition alone hands them out.
+type partStream struct {
 	mu        sync.Mutex
 	reservedC sync.Cond // signalled when a reservation is durable (or failed)
-	store     *storage.Store
+	key       []byte
+	loaded    bool            // next and reserved were read since the partition became this node's
 	next      uint64          // next position to hand out
 	reserved  uint64          // positions below this are reserved in storage
 	reserving bool            // a reservation is being written
 	failed    error           // the last reservation failed
 	inFlight  map[uint64]bool // handed out, not yet done
-	subs      map[string][]chan struct{}
-	all       map[chan struct{}]bool
-	// last is the newest position of each room with an event after floor,
-	// so that an incremental /sync asks only the rooms that changed; what
-	// happened at or below floor (before the node started, or evicted) is
-	// unknown. It holds at most maxTrackedRooms rooms; beyond, the older
-	// half goes and floor rises.
-	last  map[string]uint64
-	floor uint64
 }
 
-// maxTrackedRooms bounds stream.last (about 100 bytes a room).
-const maxTrackedRooms = 1 << 17
+// legacyStreamKey is where a node kept one counter for every partition;
+// every partition's positions start above it.
+var legacyStreamKey = storage.Key("stream", "reserved")
 
-var streamKey = storage.Key("stream", "reserved")
+func newPartStream(p int) *partStream {
+	ps := &partStream{key: storage.Key("p", partitionName(p), "stream", "reserved"), next: 1, inFlight: map[uint64]bool{}}
+	ps.reservedC.L = &ps.mu
+	return ps
+}
 
-func newStream(store *storage.Store) (*stream, error) {
-	s := &stream{store: store, next: 1, inFlight: map[uint64]bool{}, subs: map[string][]chan struct{}{}, all: map[chan struct{}]bool{}}
-	raw, err := store.Get(streamKey)
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("read stream position: %w", err)
-	default:
-		s.next = storage.ParseUint64(raw)
+// load reads the reservation, once the partition is this node's: the
+// positions go on above every one handed out before, here or by another
+// owner. It returns the highest position that may have been handed out;
+// ps.mu is held.
+func (ps *partStream) load(store *storage.Store) (uint64, error) {
+	if ps.loaded {
+		return ps.next - 1, nil
 	}
-	s.reserved, s.floor, s.last = s.next, s.next-1, map[string]uint64{}
-	s.reservedC.L = &s.mu
-	return s, nil
+	for _, k := range [][]byte{legacyStreamKey, ps.key} {
+		raw, err := store.Get(k)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+		case err != nil:
+			return 0, fmt.Errorf("read stream position: %w", err)
+		default:
+			ps.next = max(ps.next, storage.ParseUint64(raw))
+		}
+	}
+	ps.reserved, ps.loaded = ps.next, true
+	return ps.next - 1, nil
 }
 
 // take hands out a position; done must be called once it is committed (or
@@ -62,162 +65,111 @@ func newStream(store *storage.Store) (*stream, error) {
 // used, so take waits for storage only when positions go faster than a
 // commit: a room appending never waits on the background commits queued
 // ahead of the reservation.
-func (s *stream) take() (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for s.next >= s.reserved {
-		if err := s.failed; err != nil {
-			s.failed = nil
+func (s *stream) take(p int) (uint64, error) {
+	ps := s.parts[p]
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if err := s.loadLocked(p); err != nil {
+		return 0, err
+	}
+	for ps.next >= ps.reserved {
+		if err := ps.failed; err != nil {
+			ps.failed = nil
 			return 0, fmt.Errorf("reserve stream positions: %w", err)
 		}
-		s.reserve()
-		s.reservedC.Wait()
+		ps.reserve(s.store)
+		ps.reservedC.Wait()
 	}
-	if s.reserved-s.next <= streamBlock/2 {
-		s.reserve()
+	if ps.reserved-ps.next <= streamBlock/2 {
+		ps.reserve(s.store)
 	}
-	p := s.next
-	s.next++
-	s.inFlight[p] = true
-	return p, nil
+	pos := ps.next
+	ps.next++
+	ps.inFlight[pos] = true
+	return pos, nil
+}
+
+// loadLocked loads partition p's counter if it is not, and raises what the
+// stream knows of its rooms to what it read; s.parts[p].mu is held.
+func (s *stream) loadLocked(p int) error {
+	ps := s.parts[p]
+	if ps.loaded {
+		return nil
+	}
+	high, err := ps.load(s.store)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.raiseFloor(p, high)
+	s.mu.Unlock()
+	return nil
 }
 
 // reserve starts writing the reservation of the next block, unless one is
-// under way; s.mu is held. The batch goes in the urgent lane, from its own
-// goroutine, since the lane may be full and its callback takes s.mu.
-func (s *stream) reserve() {
-	if s.reserving {
+// under way; ps.mu is held. The batch goes in the urgent lane, from its own
+// goroutine, since the lane may be full and its callback takes ps.mu.
+func (ps *partStream) reserve(store *storage.Store) {
+	if ps.reserving {
 		return
 	}
-	s.reserving = true
-	to := s.reserved + streamBlock
+	ps.reserving = true
+	to := ps.reserved + streamBlock
 	var b storage.Batch
-	b.Set(streamKey, []byte(storage.Uint64(to)))
-	go s.store.CommitUrgent(&b, func(err error) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.reserving = false
+	b.Set(ps.key, []byte(storage.Uint64(to)))
+	go store.CommitUrgent(&b, func(err error) {
+		ps.mu.Lock()
+		defer ps.mu.Unlock()
+		ps.reserving = false
 		if err != nil {
-			s.failed = err
+			ps.failed = err
 		} else {
-			s.reserved = max(s.reserved, to)
+			ps.reserved = max(ps.reserved, to)
 		}
-		s.reservedC.Broadcast()
+		ps.reservedC.Broadcast()
 	})
 }
 
-// done marks positions committed and wakes the users they concern (nil
-// users: everyone waiting).
-func (s *stream) done(positions []uint64, users []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range positions {
-		delete(s.inFlight, p)
-	}
-	if users == nil {
-		for ch := range s.all {
-			close(ch)
-		}
-		s.all = map[chan struct{}]bool{}
-		s.subs = map[string][]chan struct{}{}
-		return
-	}
-	for _, u := range users {
-		for _, ch := range s.subs[u] {
-			if s.all[ch] {
-				delete(s.all, ch)
-				close(ch)
-			}
-		}
-		delete(s.subs, u)
+// release marks positions of partition p committed (or abandoned).
+func (s *stream) release(p int, positions []uint64) {
+	ps := s.parts[p]
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, pos := range positions {
+		delete(ps.inFlight, pos)
 	}
 }
 
-// touched records that room has an event at pos.
-func (s *stream) touched(room string, pos uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if pos <= s.floor || pos <= s.last[room] {
-		return
+// localVisible is the highest position of partition p, which this node
+// owns, at or below which every position is done, and the highest handed
+// out.
+func (s *stream) localVisible(p int) (visible, high uint64, err error) {
+	ps := s.parts[p]
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if err := s.loadLocked(p); err != nil {
+		return 0, 0, err
 	}
-	s.last[room] = pos
-	if len(s.last) <= maxTrackedRooms {
-		return
-	}
-	positions := make([]uint64, 0, len(s.last))
-	for _, p := range s.last {
-		positions = append(positions, p)
-	}
-	slices.Sort(positions)
-	s.floor = positions[len(positions)/2]
-	for r, p := range s.last {
-		if p <= s.floor {
-			delete(s.last, r)
+	high = ps.next - 1
+	visible = high
+	for pos := range ps.inFlight {
+		if pos <= visible {
+			visible = pos - 1
 		}
 	}
+	return visible, high, nil
 }
 
-// changedSince reports whether room may have an event after since: false
-// only when the stream knows it has none.
-func (s *stream) changedSince(room string, since uint64) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return since < s.floor || s.last[room] > since
-}
-
-// visible is the highest position at or below which every position is done.
-func (s *stream) visible() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v := s.next - 1
-	for p := range s.inFlight {
-		if p <= v {
-			v = p - 1
-		}
-	}
-	return v
-}
-
-// subscribe returns a channel closed at the next event for user.
-func (s *stream) subscribe(user string) (<-chan struct{}, func()) {
-	ch := make(chan struct{})
-	s.mu.Lock()
-	s.subs[user] = append(s.subs[user], ch)
-	s.all[ch] = true
-	s.mu.Unlock()
-	return ch, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.all[ch] {
-			delete(s.all, ch)
-			list := s.subs[user]
-			for i, c := range list {
-				if c == ch {
-					s.subs[user] = append(list[:i], list[i+1:]...)
-					break
-				}
-			}
-			if len(s.subs[user]) == 0 {
-				delete(s.subs, user)
-			}
-		}
-	}
-}
-
-// StreamPosition is the node's current /sync position: every event at or
-// below it is committed.
-func (h *Service) StreamPosition() uint64 { return h.stream.visible() }
-
-// Subscribe returns a channel closed when the next event that concerns user
-// (or any presence change) is committed. Subscribe before reading, so that
-// nothing is missed in between: wake, cancel := h.Subscribe(u); defer
-// cancel(); read; then wait on wake.
-func (h *Service) Subscribe(user string) (wake <-chan struct{}, cancel func()) {
-	return h.stream.subscribe(user)
-}
-
-// RoomChangedSince reports whether room may have events after the /sync
-// position since; false means it certainly has none.
-func (h *Service) RoomChangedSince(room string, since uint64) bool {
-	return h.stream.changedSince(room, since)
+// unload forgets partition p's reservation, which this node no longer
+// owns or owns anew: it is read again when the node hands out positions
+// of it, above those handed out before, here or by another owner. The
+// positions still in flight are forgotten too: their writes belong to an
+// ownership that ended, and must not hold the partition's position back
+// should it come back.
+func (s *stream) unload(p int) {
+	ps := s.parts[p]
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.loaded = false
+	clear(ps.inFlight)
 }

@@ -1,0 +1,99 @@
+package actors
+
+import (
+	"slices"
+	"time"
+
+	"persona/wire"
+)
+
+// A user's list of rooms comes from the user's actor, which a room tells
+// of a membership after the member event is committed. In a cluster that
+// notice and the stream's news travel apart, and may come from different
+// nodes: a /sync could see the member event's position visible before the
+// user's actor knows the room, and its token would pass the membership
+// unseen. So every member event of this server's users is news too, and a
+// /sync stops its partition's position below a membership the user's list
+// does not show yet (unseenMemberships); the user's actor wakes the user's
+// /sync requests once it knows (stream.wakeUser).
+
+// memberChange is one member event of a user, kept for memberChangeTTL.
+type memberChange struct {
+	room string
+	pos  uint64
+	at   time.Time
+}
+
+// memberChangeTTL is how long a member event is kept for the /sync
+// requests of its user: longer than a notice takes to reach the user's
+// actor, resends included.
+const memberChangeTTL = time.Minute
+
+// maxMemberChanges bounds how many users' member events are kept.
+const maxMemberChanges = 1 << 16
+
+// memberChanged records that a room notified user's actor of its
+// membership at pos, a position of the room's partition, before the
+// position is done; s.mu is held.
+func (s *stream) memberChanged(user, room string, pos uint64) {
+	now := time.Now()
+	if s.broadcast != nil {
+		s.news.members = append(s.news.members, &wire.MemberChange{User: user, Room: room, Position: pos})
+	}
+	if len(s.members) >= maxMemberChanges {
+		for u, list := range s.members {
+			if now.Sub(list[len(list)-1].at) > memberChangeTTL {
+				delete(s.members, u)
+			}
+		}
+	}
+	list := slices.DeleteFunc(s.members[user], func(c memberChange) bool { return now.Sub(c.at) > memberChangeTTL })
+	s.members[user] = append(list, memberChange{room: room, pos: pos, at: now})
+}
+
+// memberNotified records that a room tells user's actor of its membership
+// there at pos: a commit's notices go before its positions are done.
+func (s *stream) memberNotified(user, room string, pos uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.memberChanged(user, room, pos)
+}
+
+// unseenMemberships lowers pos, in each partition, below the member events
+// of user after since that rooms (the user's list) does not show yet.
+func (s *stream) unseenMemberships(user string, rooms []*wire.RoomMembership, since SyncToken, pos SyncToken) {
+	s.mu.Lock()
+	list := slices.Clone(s.members[user])
+	s.mu.Unlock()
+	if len(list) == 0 {
+		return
+	}
+	known := make(map[string]uint64, len(rooms))
+	for _, m := range rooms {
+		known[m.RoomId] = m.Stream
+	}
+	for _, c := range list {
+		p := s.partition(c.room)
+		if c.pos > since.Part(p) && c.pos <= pos.Parts[p] && known[c.room] < c.pos {
+			pos.Parts[p] = c.pos - 1
+		}
+	}
+}
+
+// wakeUser wakes user's /sync requests, on this node and every other.
+func (s *stream) wakeUser(user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broadcast != nil {
+		s.news.wake([]string{user})
+		s.news.kick()
+	}
+	s.wake([]string{user})
+}
+
+// CapUnseenMemberships lowers pos below the member events of user after
+// since whose notices the user's actor had not taken when it listed rooms,
+// so that the next /sync, from pos, has them.
+func (h *Service) CapUnseenMemberships(user string, rooms []*wire.RoomMembership, since, pos SyncToken) {
+	h.stream.unseenMemberships(user, rooms, since, pos)
+}

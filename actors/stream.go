@@ -26,6 +26,7 @@ type partStream struct {
 	reserving bool            // a reservation is being written
 	failed    error           // the last reservation failed
 	inFlight  map[uint64]bool // handed out, not yet done
+	gen       uint64          // counts unloads: a reservation of an earlier ownership reports nothing
 }
 
 // legacyStreamKey is where a node kept one counter for every partition;
@@ -89,6 +90,22 @@ func (s *stream) take(p int) (uint64, error) {
 	return pos, nil
 }
 
+// prepare loads partition p's counter and starts reserving its next
+// block when fewer than half a block of positions are left, without
+// waiting for it: take waits only if positions are asked for before the
+// reservation lands.
+func (s *stream) prepare(p int) {
+	ps := s.parts[p]
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if err := s.loadLocked(p); err != nil {
+		return // take reads it again, and says why
+	}
+	if ps.reserved-ps.next <= streamBlock/2 {
+		ps.reserve(s.store)
+	}
+}
+
 // loadLocked loads partition p's counter if it is not, and raises what the
 // stream knows of its rooms to what it read; s.parts[p].mu is held.
 func (s *stream) loadLocked(p int) error {
@@ -114,16 +131,18 @@ func (ps *partStream) reserve(store *storage.Store) {
 		return
 	}
 	ps.reserving = true
-	to := ps.reserved + streamBlock
+	to, gen := ps.reserved+streamBlock, ps.gen
 	var b storage.Batch
 	b.Set(ps.key, []byte(storage.Uint64(to)))
 	go store.CommitUrgent(&b, func(err error) {
 		ps.mu.Lock()
 		defer ps.mu.Unlock()
 		ps.reserving = false
-		if err != nil {
+		switch {
+		case gen != ps.gen: // the partition moved meanwhile: it is read again
+		case err != nil:
 			ps.failed = err
-		} else {
+		default:
 			ps.reserved = max(ps.reserved, to)
 		}
 		ps.reservedC.Broadcast()
@@ -170,6 +189,7 @@ func (s *stream) unload(p int) {
 	ps := s.parts[p]
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	ps.loaded = false
+	ps.loaded, ps.failed = false, nil
+	ps.gen++
 	clear(ps.inFlight)
 }

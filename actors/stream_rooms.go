@@ -206,10 +206,15 @@ func (s *stream) subscribe(user string) (<-chan struct{}, func()) {
 
 // moved forgets the counters of the partitions that changed owners: one
 // this node gained is read again from storage, above what the old owner
-// handed out.
+// handed out, and its first block is reserved at once, so that the
+// partition's first event does not wait for that write (a room waits in
+// the worker every room shares).
 func (s *stream) moved(partitions []int) {
 	for _, p := range partitions {
 		s.unload(p)
+		if s.local != nil && s.local(p) {
+			go s.prepare(p)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"persona/host"
 	"persona/storage"
@@ -145,5 +146,32 @@ func TestStreamMovedForgetsInFlight(t *testing.T) {
 	s.done(0, []uint64{next}, nil)
 	if v, _ := s.visible(); next <= stuck || v[0] != next {
 		t.Fatalf("after the move: took %d after %d, visible %d", next, stuck, v[0])
+	}
+}
+
+// TestStreamReservesAGainedPartitionAtOnce: a partition this node gains
+// has its first block reserved without a take, so that the first event
+// of its rooms does not wait for that write.
+func TestStreamReservesAGainedPartitionAtOnce(t *testing.T) {
+	t.Parallel()
+	s, st := newTestStream(t, t.TempDir(), 1, allLocal)
+	defer st.Close()
+	s.moved([]int{0})
+	ps := s.parts[0]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ps.mu.Lock()
+		ready := ps.loaded && ps.reserved > ps.next && !ps.reserving
+		ps.mu.Unlock()
+		if ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no block reserved for the gained partition")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if p, err := s.take(0); err != nil || p == 0 {
+		t.Fatalf("take after the move: %d, %v", p, err)
 	}
 }

@@ -34,28 +34,41 @@ const maxMemberChanges = 1 << 16
 
 // memberChanged records that a room notified user's actor of its
 // membership at pos, a position of the room's partition, before the
-// position is done; s.mu is held.
+// position is done; s.mu is held. A user's changes are kept in the order
+// they were recorded, so the expired ones are a prefix; the map of users
+// is swept at most once a memberSweepEvery.
 func (s *stream) memberChanged(user, room string, pos uint64) {
 	now := time.Now()
-	if s.broadcast != nil {
-		s.news.members = append(s.news.members, &wire.MemberChange{User: user, Room: room, Position: pos})
-	}
-	if len(s.members) >= maxMemberChanges {
+	if len(s.members) >= maxMemberChanges && now.After(s.membersSwept.Add(memberSweepEvery)) {
+		s.membersSwept = now
 		for u, list := range s.members {
 			if now.Sub(list[len(list)-1].at) > memberChangeTTL {
 				delete(s.members, u)
 			}
 		}
 	}
-	list := slices.DeleteFunc(s.members[user], func(c memberChange) bool { return now.Sub(c.at) > memberChangeTTL })
-	s.members[user] = append(list, memberChange{room: room, pos: pos, at: now})
+	list := s.members[user]
+	i := 0
+	for i < len(list) && now.Sub(list[i].at) > memberChangeTTL {
+		i++
+	}
+	s.members[user] = append(list[i:], memberChange{room: room, pos: pos, at: now})
 }
 
+// memberSweepEvery is how often, at most, the users whose member events
+// all expired are forgotten once maxMemberChanges users are kept.
+const memberSweepEvery = memberChangeTTL / 4
+
 // memberNotified records that a room tells user's actor of its membership
-// there at pos: a commit's notices go before its positions are done.
+// there at pos (a commit's notices go before its positions are done), and
+// has it told to the other nodes. What they tell back of the rooms they
+// own is recorded by heard, and told to no one.
 func (s *stream) memberNotified(user, room string, pos uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.broadcast != nil {
+		s.news.members = append(s.news.members, &wire.MemberChange{User: user, Room: room, Position: pos})
+	}
 	s.memberChanged(user, room, pos)
 }
 

@@ -45,3 +45,26 @@ func TestSyncStopsBelowAnUnseenMembership(t *testing.T) {
 		t.Errorf("another user's position %v", p.Parts)
 	}
 }
+
+// TestHeardMemberChangesAreNotToldAgain: the member events another node
+// tells of the rooms it owns are kept for this node's /sync requests, and
+// told to no one: told again, two nodes that own none of the rooms would
+// echo them to each other for ever.
+func TestHeardMemberChangesAreNotToldAgain(t *testing.T) {
+	t.Parallel()
+	const partitions = 4
+	s, st := newTestStream(t, t.TempDir(), partitions, func(p int) bool { return p != 1 })
+	defer st.Close()
+	s.broadcast = func(*wire.StreamNews) {}
+	room, own := roomIn(t, 1, partitions), roomIn(t, 2, partitions)
+	s.heard(&wire.StreamNews{Node: 7, Seq: 1, Parts: []*wire.PartitionStream{{Partition: 1, Visible: 50, High: 50}},
+		Members: []*wire.MemberChange{{User: "@u:x", Room: room, Position: 40}}})
+	s.memberNotified("@u:x", own, 7)
+	m := s.collectNews()
+	if len(m.Members) != 1 || m.Members[0].Room != own {
+		t.Fatalf("news told %v, want this node's own member event alone", m.Members)
+	}
+	if got := len(s.members["@u:x"]); got != 2 {
+		t.Fatalf("%d member events kept for the user, want 2", got)
+	}
+}

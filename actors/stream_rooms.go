@@ -37,7 +37,8 @@ type stream struct {
 	news  news
 	// members are the recent member events of this server's users, by user
 	// (stream_members.go).
-	members map[string][]memberChange
+	members      map[string][]memberChange
+	membersSwept time.Time // when members was last swept of users whose events all expired
 }
 
 // noFloor is the floor of a partition the node knows nothing of yet.

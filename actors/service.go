@@ -290,6 +290,8 @@ func urgentForRoom(m any) bool {
 		return false
 	case *committed:
 		return m.client
+	case *streamReady: // held writes, a client's among them
+		return true
 	case proto.Message:
 		return true
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"persona/storage"
 )
@@ -11,20 +12,44 @@ import (
 // streamBlock is how many stream positions one stored reservation covers.
 const streamBlock = 1 << 16
 
+// streamReadyMargin is how many reserved positions a room wants before it
+// handles a write: more than one write appends.
+const streamReadyMargin = 1 << 10
+
+// Reservations that fail are written again after reserveRetryFirst,
+// doubling up to reserveRetryMost, while the partition is this node's.
+const (
+	reserveRetryFirst = 20 * time.Millisecond
+	reserveRetryMost  = time.Second
+)
+
+// errNoPositions is take's answer when no reserved position is left: the
+// reservation of the next block is under way (stream.ready says when).
+var errNoPositions = errors.New("stream positions not yet reserved")
+
+// errPartitionMoved is what a room waiting for positions hears when its
+// partition changed owners.
+var errPartitionMoved = errors.New("the partition changed owners")
+
 // partStream hands out one partition's stream positions: every event of
 // the partition's rooms gets one, and a /sync token holds one per
 // partition. Positions are reserved in blocks under the partition's keys,
 // which a cluster replicates, so neither a restart nor a new owner reuses
-// one. The node that owns the partition alone hands them out.
+// one. The node that owns the partition alone hands them out. Nothing
+// waits for a reservation: take fails while none is left, and ready
+// calls back once one lands, so that a room never holds the worker every
+// room shares while a replicated write is under way.
 type partStream struct {
 	mu        sync.Mutex
-	reservedC sync.Cond // signalled when a reservation is durable (or failed)
 	key       []byte
 	loaded    bool            // next and reserved were read since the partition became this node's
 	next      uint64          // next position to hand out
 	reserved  uint64          // positions below this are reserved in storage
 	reserving bool            // a reservation is being written
-	failed    error           // the last reservation failed
+	retry     time.Duration   // the wait before the next reservation, after one failed; 0 after one landed
+	retryAt   time.Time       // no reservation starts before it
+	retrying  bool            // a timer starts the next reservation at retryAt
+	waiters   []func(error)   // ready's callbacks: called once a reservation lands or fails, or the partition goes
 	inFlight  map[uint64]bool // handed out, not yet done
 	gen       uint64          // counts unloads: a reservation of an earlier ownership reports nothing
 }
@@ -34,9 +59,7 @@ type partStream struct {
 var legacyStreamKey = storage.Key("stream", "reserved")
 
 func newPartStream(p int) *partStream {
-	ps := &partStream{key: storage.Key("p", partitionName(p), "stream", "reserved"), next: 1, inFlight: map[uint64]bool{}}
-	ps.reservedC.L = &ps.mu
-	return ps
+	return &partStream{key: storage.Key("p", partitionName(p), "stream", "reserved"), next: 1, inFlight: map[uint64]bool{}}
 }
 
 // load reads the reservation, once the partition is this node's: the
@@ -61,11 +84,11 @@ func (ps *partStream) load(store *storage.Store) (uint64, error) {
 	return ps.next - 1, nil
 }
 
-// take hands out a position; done must be called once it is committed (or
-// abandoned). The next block is reserved once half of the current one is
-// used, so take waits for storage only when positions go faster than a
-// commit: a room appending never waits on the background commits queued
-// ahead of the reservation.
+// take hands out a position of partition p, or errNoPositions while none
+// is reserved; done must be called once it is committed (or abandoned).
+// The next block is reserved once half of the current one is used, so
+// positions run out only when they go faster than a commit, or before
+// the first block of a partition gained is reserved.
 func (s *stream) take(p int) (uint64, error) {
 	ps := s.parts[p]
 	ps.mu.Lock()
@@ -73,16 +96,11 @@ func (s *stream) take(p int) (uint64, error) {
 	if err := s.loadLocked(p); err != nil {
 		return 0, err
 	}
-	for ps.next >= ps.reserved {
-		if err := ps.failed; err != nil {
-			ps.failed = nil
-			return 0, fmt.Errorf("reserve stream positions: %w", err)
-		}
-		ps.reserve(s.store)
-		ps.reservedC.Wait()
-	}
 	if ps.reserved-ps.next <= streamBlock/2 {
-		ps.reserve(s.store)
+		s.reserve(p)
+	}
+	if ps.next >= ps.reserved {
+		return 0, errNoPositions
 	}
 	pos := ps.next
 	ps.next++
@@ -90,10 +108,30 @@ func (s *stream) take(p int) (uint64, error) {
 	return pos, nil
 }
 
+// ready reports whether partition p has streamReadyMargin positions
+// reserved; if not, it starts reserving them and calls fn once, from
+// another goroutine, when a reservation lands (nil) or fails, or when the
+// partition leaves this node (why): fn is then to ask again.
+func (s *stream) ready(p int, fn func(error)) bool {
+	ps := s.parts[p]
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if err := s.loadLocked(p); err != nil {
+		go fn(err)
+		return false
+	}
+	if ps.reserved-ps.next <= streamBlock/2 {
+		s.reserve(p)
+	}
+	if ps.next < ps.reserved && ps.reserved-ps.next >= streamReadyMargin {
+		return true
+	}
+	ps.waiters = append(ps.waiters, fn)
+	return false
+}
+
 // prepare loads partition p's counter and starts reserving its next
-// block when fewer than half a block of positions are left, without
-// waiting for it: take waits only if positions are asked for before the
-// reservation lands.
+// block when fewer than half a block of positions are left.
 func (s *stream) prepare(p int) {
 	ps := s.parts[p]
 	ps.mu.Lock()
@@ -102,7 +140,7 @@ func (s *stream) prepare(p int) {
 		return // take reads it again, and says why
 	}
 	if ps.reserved-ps.next <= streamBlock/2 {
-		ps.reserve(s.store)
+		s.reserve(p)
 	}
 }
 
@@ -123,30 +161,63 @@ func (s *stream) loadLocked(p int) error {
 	return nil
 }
 
-// reserve starts writing the reservation of the next block, unless one is
-// under way; ps.mu is held. The batch goes in the urgent lane, from its own
-// goroutine, since the lane may be full and its callback takes ps.mu.
-func (ps *partStream) reserve(store *storage.Store) {
-	if ps.reserving {
+// reserve starts writing the reservation of partition p's next block,
+// unless one is under way or a failed one waits to be written again;
+// s.parts[p].mu is held and the counter loaded. The batch goes in the
+// urgent lane, from its own goroutine, since the lane may be full and its
+// callback takes the lock.
+func (s *stream) reserve(p int) {
+	ps := s.parts[p]
+	if ps.reserving || ps.retrying {
+		return
+	}
+	if wait := time.Until(ps.retryAt); wait > 0 {
+		ps.retrying = true
+		gen := ps.gen
+		time.AfterFunc(wait, func() { s.retryReserve(p, gen) })
 		return
 	}
 	ps.reserving = true
 	to, gen := ps.reserved+streamBlock, ps.gen
 	var b storage.Batch
 	b.Set(ps.key, []byte(storage.Uint64(to)))
-	go store.CommitUrgent(&b, func(err error) {
+	go s.store.CommitUrgent(&b, func(err error) {
 		ps.mu.Lock()
-		defer ps.mu.Unlock()
 		ps.reserving = false
 		switch {
 		case gen != ps.gen: // the partition moved meanwhile: it is read again
 		case err != nil:
-			ps.failed = err
+			ps.retry = min(max(2*ps.retry, reserveRetryFirst), reserveRetryMost)
+			ps.retryAt = time.Now().Add(ps.retry)
 		default:
-			ps.reserved = max(ps.reserved, to)
+			ps.reserved, ps.retry = max(ps.reserved, to), 0
 		}
-		ps.reservedC.Broadcast()
+		waiters := ps.waiters
+		ps.waiters = nil
+		ps.mu.Unlock()
+		for _, fn := range waiters {
+			fn(err)
+		}
 	})
+}
+
+// retryReserve writes again a reservation that failed, if partition p is
+// still this node's, in the same ownership gen, and its positions are
+// still wanted.
+func (s *stream) retryReserve(p int, gen uint64) {
+	ps := s.parts[p]
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if gen != ps.gen {
+		return
+	}
+	ps.retrying = false
+	if !ps.loaded || (s.local != nil && !s.local(p)) {
+		return
+	}
+	if len(ps.waiters) > 0 || ps.reserved-ps.next <= streamBlock/2 {
+		s.reserve(p)
+	}
 }
 
 // release marks positions of partition p committed (or abandoned).
@@ -188,8 +259,14 @@ func (s *stream) localVisible(p int) (visible, high uint64, err error) {
 func (s *stream) unload(p int) {
 	ps := s.parts[p]
 	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	ps.loaded, ps.failed = false, nil
+	ps.loaded = false
 	ps.gen++
 	clear(ps.inFlight)
+	ps.retry, ps.retryAt, ps.retrying = 0, time.Time{}, false
+	waiters := ps.waiters
+	ps.waiters = nil
+	ps.mu.Unlock()
+	for _, fn := range waiters {
+		fn(errPartitionMoved)
+	}
 }

@@ -27,10 +27,7 @@ func TestNewsCarryPositionsRoomsAndWakes(t *testing.T) {
 	if !other.changedSince(room, 1<<40) {
 		t.Fatal("before any news a room reads unchanged")
 	}
-	pos0, err := owner.take(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pos0 := takeSoon(t, owner, 0)
 	owner.touched(room, pos0)
 	owner.done(0, []uint64{pos0}, nil)
 	other.heard(owner.collectNews()) // the first news: a gap, positions only
@@ -43,10 +40,7 @@ func TestNewsCarryPositionsRoomsAndWakes(t *testing.T) {
 	}
 	wake, cancel := other.subscribe("@u:x")
 	defer cancel()
-	pos, err := owner.take(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pos := takeSoon(t, owner, 0)
 	owner.touched(room, pos)
 	owner.done(0, []uint64{pos}, []string{"@u:x"})
 	select {
@@ -69,7 +63,7 @@ func TestNewsCarryPositionsRoomsAndWakes(t *testing.T) {
 	}
 
 	// Missed news: the room touched in them is unknown, not unchanged.
-	pos2, _ := owner.take(0)
+	pos2 := takeSoon(t, owner, 0)
 	owner.touched(room, pos2)
 	owner.done(0, []uint64{pos2}, nil)
 	_ = owner.collectNews() // lost

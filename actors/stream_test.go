@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -21,6 +22,30 @@ func newTestStream(t *testing.T, dir string, partitions int, local func(int) boo
 }
 
 func allLocal(int) bool { return true }
+
+// takeSoon takes a position of partition p, waiting, as a room does, for
+// the stream to call back while none is reserved.
+func takeSoon(t *testing.T, s *stream, p int) uint64 {
+	t.Helper()
+	for {
+		pos, err := s.take(p)
+		if err == nil {
+			return pos
+		}
+		if !errors.Is(err, errNoPositions) {
+			t.Fatal(err)
+		}
+		called := make(chan error, 1)
+		if s.ready(p, func(err error) { called <- err }) {
+			continue
+		}
+		select {
+		case <-called:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the stream did not call back")
+		}
+	}
+}
 
 // TestStreamKnowsWhichRoomsChanged: after a restart nothing before the
 // start is known (every room may have changed); after that a room changed
@@ -43,10 +68,7 @@ func TestStreamKnowsWhichRoomsChanged(t *testing.T) {
 	}
 	s.floor[0] = start
 	take := func(room string) uint64 {
-		p, err := s.take(0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := takeSoon(t, s, 0)
 		s.touched(room, p)
 		s.done(0, []uint64{p}, []string{})
 		return p
@@ -89,22 +111,23 @@ func TestStreamReservesAhead(t *testing.T) {
 	s, st := newTestStream(t, dir, 2, allLocal)
 	var last uint64
 	for range 2*streamBlock + 10 {
-		p, err := s.take(0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := takeSoon(t, s, 0)
 		if p <= last {
 			t.Fatalf("position %d after %d", p, last)
 		}
 		last = p
 	}
 	ps := s.parts[0]
-	ps.mu.Lock()
-	for ps.reserving {
-		ps.reservedC.Wait()
+	var ahead uint64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		ps.mu.Lock()
+		reserving := ps.reserving
+		ahead = ps.reserved - ps.next
+		ps.mu.Unlock()
+		if !reserving || time.Now().After(deadline) {
+			break
+		}
 	}
-	ahead := ps.reserved - ps.next
-	ps.mu.Unlock()
 	if ahead <= streamBlock/2 {
 		t.Fatalf("only %d positions reserved ahead", ahead)
 	}
@@ -116,11 +139,11 @@ func TestStreamReservesAhead(t *testing.T) {
 	st.Close()
 	s, st = newTestStream(t, dir, 2, allLocal)
 	defer st.Close()
-	if p, err := s.take(0); err != nil || p <= last {
-		t.Fatalf("after reopening: position %d (%v), want above %d", p, err, last)
+	if p := takeSoon(t, s, 0); p <= last {
+		t.Fatalf("after reopening: position %d, want above %d", p, last)
 	}
-	if p, err := s.take(1); err != nil || p < 1000 {
-		t.Fatalf("partition 1: position %d (%v), want at least 1000", p, err)
+	if p := takeSoon(t, s, 1); p < 1000 {
+		t.Fatalf("partition 1: position %d, want at least 1000", p)
 	}
 }
 
@@ -131,18 +154,12 @@ func TestStreamMovedForgetsInFlight(t *testing.T) {
 	t.Parallel()
 	s, st := newTestStream(t, t.TempDir(), 1, allLocal)
 	defer st.Close()
-	stuck, err := s.take(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stuck := takeSoon(t, s, 0)
 	if v, _ := s.visible(); v[0] != stuck-1 {
 		t.Fatalf("visible %d with %d in flight", v[0], stuck)
 	}
 	s.moved([]int{0})
-	next, err := s.take(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	next := takeSoon(t, s, 0)
 	s.done(0, []uint64{next}, nil)
 	if v, _ := s.visible(); next <= stuck || v[0] != next {
 		t.Fatalf("after the move: took %d after %d, visible %d", next, stuck, v[0])
@@ -173,5 +190,81 @@ func TestStreamReservesAGainedPartitionAtOnce(t *testing.T) {
 	}
 	if p, err := s.take(0); err != nil || p == 0 {
 		t.Fatalf("take after the move: %d, %v", p, err)
+	}
+}
+
+// TestStreamTakeNeverWaits: while no position is reserved take fails at
+// once and starts the reservation, and ready calls back once it lands; a
+// reservation that fails calls back with why and is written again later;
+// a move calls back the rooms still waiting.
+func TestStreamTakeNeverWaits(t *testing.T) {
+	t.Parallel()
+	s, st := newTestStream(t, t.TempDir(), 2, allLocal)
+	defer st.Close()
+	if _, err := s.take(0); !errors.Is(err, errNoPositions) {
+		t.Fatalf("the first take before any reservation: %v, want errNoPositions", err)
+	}
+	called := make(chan error, 1)
+	if !s.ready(0, func(err error) { called <- err }) {
+		select {
+		case err := <-called:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no call back once the reservation landed")
+		}
+	}
+	if _, err := s.take(0); err != nil {
+		t.Fatalf("take once reserved: %v", err)
+	}
+
+	// A move calls back the rooms waiting for positions.
+	ps := s.parts[1]
+	ps.mu.Lock()
+	if _, err := ps.load(st); err != nil {
+		t.Fatal(err)
+	}
+	ps.retryAt = time.Now().Add(time.Hour) // as after a failed reservation
+	ps.mu.Unlock()
+	if s.ready(1, func(err error) { called <- err }) {
+		t.Fatal("ready with no position reserved")
+	}
+	s.moved([]int{1})
+	if err := <-called; !errors.Is(err, errPartitionMoved) {
+		t.Fatalf("after a move the waiting room heard %v", err)
+	}
+
+	// A failed reservation calls back with why, and is retried.
+	s.moved([]int{0})
+	ps = s.parts[0]
+	ps.mu.Lock()
+	if _, err := ps.load(st); err != nil {
+		t.Fatal(err)
+	}
+	ps.mu.Unlock()
+	st.Close()
+	if s.ready(0, func(err error) { called <- err }) {
+		t.Fatal("ready with no position reserved")
+	}
+	if err := <-called; !errors.Is(err, storage.ErrClosed) {
+		t.Fatalf("a failed reservation called back with %v", err)
+	}
+	ps.mu.Lock()
+	retry, retryAt := ps.retry, ps.retryAt
+	ps.mu.Unlock()
+	if retry == 0 || !retryAt.After(time.Now().Add(-time.Second)) {
+		t.Fatalf("no retry planned after a failed reservation (retry %s)", retry)
+	}
+	if s.ready(0, func(err error) { called <- err }) {
+		t.Fatal("ready with no position reserved")
+	}
+	select {
+	case err := <-called: // the retry ran, and failed again
+		if !errors.Is(err, storage.ErrClosed) {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the failed reservation was not written again")
 	}
 }

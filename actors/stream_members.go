@@ -52,8 +52,16 @@ func (s *stream) memberChanged(user, room string, pos uint64) {
 	for i < len(list) && now.Sub(list[i].at) > memberChangeTTL {
 		i++
 	}
+	if len(list)-i >= maxUserMemberChanges {
+		i = len(list) - maxUserMemberChanges/2
+	}
 	s.members[user] = append(list[i:], memberChange{room: room, pos: pos, at: now})
 }
+
+// maxUserMemberChanges bounds the member events kept for one user; beyond
+// it the older half goes (a user in thousands of rooms renamed again and
+// again within the minute).
+const maxUserMemberChanges = 1 << 16
 
 // memberSweepEvery is how often, at most, the users whose member events
 // all expired are forgotten once maxMemberChanges users are kept.

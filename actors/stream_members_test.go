@@ -2,6 +2,7 @@ package actors
 
 import (
 	"testing"
+	"time"
 
 	"persona/wire"
 )
@@ -66,5 +67,24 @@ func TestHeardMemberChangesAreNotToldAgain(t *testing.T) {
 	}
 	if got := len(s.members["@u:x"]); got != 2 {
 		t.Fatalf("%d member events kept for the user, want 2", got)
+	}
+}
+
+// TestMemberChangesOfOneUserStayBounded: a user in many rooms renamed
+// again and again keeps at most maxUserMemberChanges member events, and
+// recording one costs the same however many are kept.
+func TestMemberChangesOfOneUserStayBounded(t *testing.T) {
+	t.Parallel()
+	s, st := newTestStream(t, t.TempDir(), 4, allLocal)
+	defer st.Close()
+	began := time.Now()
+	for i := range 3 * maxUserMemberChanges {
+		s.memberNotified("@u:x", "!r:x", uint64(i+1))
+	}
+	if n := len(s.members["@u:x"]); n > maxUserMemberChanges || n < maxUserMemberChanges/2 {
+		t.Fatalf("%d member events kept, want at most %d", n, maxUserMemberChanges)
+	}
+	if took := time.Since(began); took > 20*time.Second {
+		t.Fatalf("%d member events took %s to record", 3*maxUserMemberChanges, took)
 	}
 }

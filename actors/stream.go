@@ -203,20 +203,27 @@ func (s *stream) reserve(p int) {
 
 // retryReserve writes again a reservation that failed, if partition p is
 // still this node's, in the same ownership gen, and its positions are
-// still wanted.
+// still wanted; if it is not this node's, the rooms waiting hear so.
 func (s *stream) retryReserve(p int, gen uint64) {
 	ps := s.parts[p]
 	ps.mu.Lock()
-	defer ps.mu.Unlock()
 	if gen != ps.gen {
+		ps.mu.Unlock()
 		return
 	}
 	ps.retrying = false
-	if !ps.loaded || (s.local != nil && !s.local(p)) {
+	if ps.loaded && (s.local == nil || s.local(p)) {
+		if len(ps.waiters) > 0 || ps.reserved-ps.next <= streamBlock/2 {
+			s.reserve(p)
+		}
+		ps.mu.Unlock()
 		return
 	}
-	if len(ps.waiters) > 0 || ps.reserved-ps.next <= streamBlock/2 {
-		s.reserve(p)
+	waiters := ps.waiters
+	ps.waiters = nil
+	ps.mu.Unlock()
+	for _, fn := range waiters {
+		fn(errPartitionMoved)
 	}
 }
 

@@ -70,6 +70,7 @@ func (u *user) onMembership(m *wire.MembershipChanged) {
 	}
 	u.commit(u.ctx, &b, nil, func() {
 		ack()
+		u.h.stream.wakeUser(u.id) // a /sync that found the room missing from the list builds again
 		if c.behind(u.latest()) {
 			u.d.queue = append(u.d.queue, m.RoomId)
 		}

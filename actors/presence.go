@@ -27,6 +27,7 @@ type Presence struct {
 type presences struct {
 	mu    sync.Mutex
 	users map[string]*Presence
+	last  uint64 // the last presence position handed out
 }
 
 // SetPresence records a user's presence state and status message.
@@ -119,10 +120,6 @@ func (h *Service) profilePresence(user, displayname, avatarURL string) error {
 }
 
 func (h *Service) updatePresence(user string, change func(*Presence)) error {
-	pos, err := h.stream.take()
-	if err != nil {
-		return err
-	}
 	h.presence.mu.Lock()
 	p := h.presence.users[user]
 	if p == nil {
@@ -130,10 +127,28 @@ func (h *Service) updatePresence(user string, change func(*Presence)) error {
 		h.presence.users[user] = p
 	}
 	change(p)
-	p.Stream = pos
+	p.Stream = h.presence.tick()
 	h.presence.mu.Unlock()
-	h.stream.done([]uint64{pos}, nil)
+	h.stream.wakeAll()
 	return nil
+}
+
+// tick returns the next presence position: the time in microseconds, or
+// one above the last position if the clock has not passed it. Positions
+// rise across restarts, and the positions of two nodes are comparable,
+// so that a token from one node means about the same time on another;
+// presence.mu is held.
+func (ps *presences) tick() uint64 {
+	ps.last = max(ps.last+1, uint64(time.Now().UnixMicro()))
+	return ps.last
+}
+
+// PresencePosition is the node's presence position: every presence change
+// at or below it is seen.
+func (h *Service) PresencePosition() uint64 {
+	h.presence.mu.Lock()
+	defer h.presence.mu.Unlock()
+	return h.presence.last
 }
 
 // PresenceOf returns the presence of each user that changed after since.

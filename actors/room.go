@@ -43,9 +43,14 @@ type room struct {
 	// apply: those writes acknowledge them once durable.
 	applying map[string]underWay
 
-	durable    uint64 // position after the last durable event: clients read below it
-	commitSeq  uint64
-	waiting    []waiter
+	durable   uint64 // position after the last durable event: clients read below it
+	commitSeq uint64
+	waiting   []waiter
+	// held are the messages that may append, kept while the partition's
+	// stream has no positions at hand; awaiting: the stream is to call
+	// back (room_hold.go).
+	held       []heldMessage
+	awaiting   bool
 	inFlight   []uint64    // stream positions of uncommitted events
 	unsynced   []*evRecord // uncommitted state events
 	background int         // commits in flight in the background lane
@@ -208,7 +213,7 @@ func (r *room) Receive(ctx actor.Context) {
 		return
 	case *host.IdleTimeout:
 		if !r.release() {
-			r.h.idle(ctx, r.idle, len(r.waiting) > 0)
+			r.h.idle(ctx, r.idle, len(r.waiting) > 0 || len(r.held) > 0)
 		}
 		return
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
@@ -217,40 +222,50 @@ func (r *room) Receive(ctx actor.Context) {
 		r.stopIdle = true
 	case *committed:
 		r.onCommitted(ctx, m)
+	case *streamReady:
+		r.onStreamReady(ctx, m)
 	case proto.Message:
-		if r.loadFailed != nil {
-			r.h.log.Error("room actor cannot load its state", "room", r.id, "err", r.loadFailed)
+		if !r.hold(ctx, m) {
+			r.receiveMessage(ctx, m)
+		}
+	}
+	if r.stopIdle && len(r.waiting) == 0 && len(r.held) == 0 {
+		ctx.Stop(ctx.Self())
+	}
+}
+
+// receiveMessage handles a message from outside the room, now or once
+// held (room_hold.go).
+func (r *room) receiveMessage(ctx actor.Context, m proto.Message) {
+	if r.loadFailed != nil {
+		r.h.log.Error("room actor cannot load its state", "room", r.id, "err", r.loadFailed)
+		ctx.Respond(internalError(m))
+		return
+	}
+	switch m.(type) {
+	case *wire.ProfileUpdates, *wire.MembershipAck, *wire.Wake, *wire.OutboundAck:
+	case *wire.ReceivePDU:
+		// Another server's event needs the room's header and the few
+		// members its auth names (read one by one), never every member.
+		if err := r.readUnreadHeader(); err != nil {
+			r.h.log.Error("room actor cannot read its state", "room", r.id, "err", err)
 			ctx.Respond(internalError(m))
 			return
 		}
-		switch m.(type) {
-		case *wire.ProfileUpdates, *wire.MembershipAck, *wire.Wake, *wire.OutboundAck:
-		case *wire.ReceivePDU:
-			// Another server's event needs the room's header and the few
-			// members its auth names (read one by one), never every member.
-			if err := r.readUnreadHeader(); err != nil {
-				r.h.log.Error("room actor cannot read its state", "room", r.id, "err", err)
-				ctx.Respond(internalError(m))
-				return
-			}
-		default:
-			r.clientSeen = true
-			if r.released {
-				r.released = false
-				r.idle.Set(min(r.h.cfg.Actors.PassivateAfter, r.h.opts.PropagationIdle))
-			}
-			if err := r.readUnread(); err != nil {
-				r.h.log.Error("room actor cannot read its state", "room", r.id, "err", err)
-				ctx.Respond(internalError(m))
-				return
-			}
+	default:
+		r.clientSeen = true
+		if r.released {
+			r.released = false
+			r.idle.Set(min(r.h.cfg.Actors.PassivateAfter, r.h.opts.PropagationIdle))
 		}
-		r.handle(ctx, m)
-		r.endRequest()
+		if err := r.readUnread(); err != nil {
+			r.h.log.Error("room actor cannot read its state", "room", r.id, "err", err)
+			ctx.Respond(internalError(m))
+			return
+		}
 	}
-	if r.stopIdle && len(r.waiting) == 0 {
-		ctx.Stop(ctx.Self())
-	}
+	r.handle(ctx, m)
+	r.endRequest()
 }
 
 func (r *room) handle(ctx actor.Context, msg proto.Message) {
@@ -414,7 +429,7 @@ func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, 
 		if len(inFlight) > 0 {
 			r.h.stream.touched(r.id, slices.Max(inFlight))
 		}
-		r.h.stream.done(inFlight, wake)
+		r.h.stream.done(r.part, inFlight, wake)
 	}})
 	done := func(err error) { rt.Post(self, &committed{seq: seq, err: err, client: reply != nil}) }
 	b.Fence(r.part, r.fence)
@@ -463,7 +478,7 @@ func (r *room) onCommitted(ctx actor.Context, m *committed) {
 // abort drops what memory holds beyond the last commit (after a failed
 // append) by reloading from storage.
 func (r *room) abort() {
-	r.h.stream.done(r.inFlight, nil)
+	r.h.stream.done(r.part, r.inFlight, nil)
 	r.inFlight, r.wakeUsers, r.unsynced = nil, nil, nil
 	r.loadFailed = r.load()
 }

@@ -26,7 +26,7 @@ func (r *room) append(b *storage.Batch, ev *evRecord) error {
 			return err
 		}
 	}
-	stream, err := r.h.stream.take()
+	stream, err := r.h.stream.take(r.part)
 	if err != nil {
 		return err
 	}

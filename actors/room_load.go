@@ -181,7 +181,7 @@ func (r *room) indexEntry(key, v []byte) (run int, pos uint64, unindexed bool, e
 // does not.
 func (r *room) release() bool {
 	rest := r.h.cfg.Actors.PassivateAfter - r.h.opts.PropagationIdle
-	if !r.clientSeen || r.released || rest <= 0 || len(r.waiting) > 0 || len(r.unsynced) > 0 || r.failed != nil {
+	if !r.clientSeen || r.released || rest <= 0 || len(r.waiting) > 0 || len(r.held) > 0 || len(r.unsynced) > 0 || r.failed != nil {
 		return false
 	}
 	members := map[stateKey]*evRecord{} // a new map: a map does not shrink

@@ -242,6 +242,7 @@ func (r *room) notifyMember(user string, after uint64) (sent bool) {
 	if !ok || stream <= after || !r.local(user) {
 		return false
 	}
+	r.h.stream.memberNotified(user, r.id, stream)
 	r.h.Send(KindUser, user, &wire.MembershipChanged{
 		UserId: user, RoomId: r.id, Membership: r.membership(user), Stream: stream, ProfileVersion: r.member(user).Version,
 	})

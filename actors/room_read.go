@@ -101,11 +101,19 @@ func (r *room) getState(m *wire.GetState) *wire.StateReply {
 	return out
 }
 
-// Tokens: "p<N>" is the gap before room position N; "s<N>" (a /sync token)
-// is the gap after the last event at or below stream position N.
+// Tokens: "p<N>" is the gap before room position N; a /sync token ("s<N>"
+// or "t...", SyncToken) is the gap after the last event at or below its
+// position in the room's partition.
 func (r *room) parseToken(tok string) (uint64, bool) {
 	if len(tok) < 2 {
 		return 0, false
+	}
+	if tok[0] == 't' {
+		t, err := ParseSyncToken(tok, r.h.rt.Partitions())
+		if err != nil {
+			return 0, false
+		}
+		return r.streamGap(t.Part(r.part)), true
 	}
 	n, err := strconv.ParseUint(tok[1:], 10, 64)
 	if err != nil {

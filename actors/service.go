@@ -132,6 +132,7 @@ type Service struct {
 // of a partition sends them, and a woken actor ignores the others.
 func (h *Service) PlacementChanged(moved []int) {
 	h.tokens.moved(moved)
+	h.stream.moved(moved)
 	h.rt.PlacementChanged(moved)
 	for _, p := range moved {
 		if err := h.wakePartition(p); err != nil {
@@ -155,17 +156,15 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := newStream(store)
-	if err != nil {
-		return nil, err
-	}
 	if err := checkFormat(store); err != nil {
 		return nil, err
 	}
-	h := &Service{opts: opts, store: store, cfg: cfg, metrics: m, log: log, stream: st,
+	h := &Service{opts: opts, store: store, cfg: cfg, metrics: m, log: log,
 		presence: presences{users: map[string]*Presence{}}, stop: make(chan struct{})}
+	h.stream = newStream(store, cfg.Actors.Partitions, func(p int) bool { return h.rt.Local(p) }, func(id string) int { return h.rt.Partition(id) })
 	ho := opts.Host
 	ho.Partitions, ho.PassivateAfter, ho.Metrics, ho.Log = cfg.Actors.Partitions, cfg.Actors.PassivateAfter, m, log
+	var err error
 	h.rt, err = host.New(ho, append([]host.Kind{
 		host.Kind{Name: KindUser, New: func(id string, idle *host.IdleWatch) actor.Actor {
 			u := newUser(h, id)
@@ -192,6 +191,19 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	}, opts.Kinds...)...)
 	if err != nil {
 		return nil, err
+	}
+	if ho.Peers != nil {
+		h.stream.broadcast = func(m *wire.StreamNews) {
+			if err := h.rt.Broadcast(m); err != nil {
+				h.log.Warn("tell the stream's news", "err", err)
+			}
+		}
+		h.rt.OnBroadcast(func(msg proto.Message) {
+			if m, ok := msg.(*wire.StreamNews); ok {
+				h.stream.heard(m)
+			}
+		})
+		go h.stream.tellNews(h.stop)
 	}
 	if err := h.wake(); err != nil {
 		h.Stop()
@@ -278,6 +290,8 @@ func urgentForRoom(m any) bool {
 		return false
 	case *committed:
 		return m.client
+	case *streamReady: // held writes, a client's among them
+		return true
 	case proto.Message:
 		return true
 	}

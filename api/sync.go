@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +20,7 @@ const (
 
 // syncParams are a /sync request's parsed query.
 type syncParams struct {
-	since        uint64 // stream position; 0: initial sync
+	since        actors.SyncToken // zero: initial sync
 	timeout      time.Duration
 	fullState    bool
 	limit        uint32
@@ -32,28 +31,15 @@ type syncParams struct {
 	presence     actors.EventFilter // the filter's "presence" part
 }
 
-// parseSince parses a sync token, s<N>.
-func parseSince(tok string) (uint64, error) {
-	if tok == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseUint(strings.TrimPrefix(tok, "s"), 10, 64)
-	if err != nil || !strings.HasPrefix(tok, "s") {
-		return 0, invalidParam("Invalid since token.")
-	}
-	return n, nil
-}
-
-func syncToken(pos uint64) string { return "s" + strconv.FormatUint(pos, 10) }
-
-// parseSyncParams reads /sync's query. The filter (inline JSON or a stored
-// filter's id) is resolved by the handler: see readFilter.
-func parseSyncParams(r *http.Request) (*syncParams, error) {
+// parseSyncParams reads /sync's query, for a node with partitions
+// partitions. The filter (inline JSON or a stored filter's id) is resolved
+// by the handler: see readFilter.
+func parseSyncParams(r *http.Request, partitions int) (*syncParams, error) {
 	q := r.URL.Query()
 	p := &syncParams{limit: 10}
 	var err error
-	if p.since, err = parseSince(q.Get("since")); err != nil {
-		return nil, err
+	if p.since, err = actors.ParseSyncToken(q.Get("since"), partitions); err != nil {
+		return nil, invalidParam("Invalid since token.")
 	}
 	if t := q.Get("timeout"); t != "" {
 		ms, err := strconv.ParseInt(t, 10, 64)
@@ -127,7 +113,7 @@ func (p *syncParams) readFilter(f []byte) error {
 // while the answer is built wakes it; with nothing to report it waits for
 // such an event (or the timeout) and builds again.
 func (s *Server) sync(r *http.Request, sess *session) (any, error) {
-	p, err := parseSyncParams(r)
+	p, err := parseSyncParams(r, s.cfg.Actors.Partitions)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +135,7 @@ func (s *Server) sync(r *http.Request, sess *session) (any, error) {
 		wake, cancel := s.host.Subscribe(user)
 		resp, err := s.buildSync(ctx, sess, p)
 		wait := time.Until(deadline)
-		if err != nil || !resp.empty() || p.since == 0 || p.fullState || wait <= 0 {
+		if err != nil || !resp.empty() || p.since.IsZero() || p.fullState || wait <= 0 {
 			cancel()
 			return resp, err
 		}
@@ -213,8 +199,8 @@ type syncResponse struct {
 	OneTimeKeys map[string]int `json:"device_one_time_keys_count"`
 }
 
-func newSyncResponse(pos uint64) *syncResponse {
-	resp := &syncResponse{NextBatch: syncToken(pos), OneTimeKeys: map[string]int{}}
+func newSyncResponse(pos actors.SyncToken) *syncResponse {
+	resp := &syncResponse{NextBatch: pos.String(), OneTimeKeys: map[string]int{}}
 	resp.Rooms.Join, resp.Rooms.Invite, resp.Rooms.Leave = map[string]*joinedRoom{}, map[string]*invitedRoom{}, map[string]*leftRoom{}
 	resp.Presence.Events, resp.AccountData.Events, resp.ToDevice.Events = []any{}, []any{}, []any{}
 	resp.DeviceLists.Changed, resp.DeviceLists.Left = []string{}, []string{}
@@ -225,44 +211,57 @@ func (r *syncResponse) empty() bool {
 	return len(r.Rooms.Join)+len(r.Rooms.Invite)+len(r.Rooms.Leave)+len(r.Presence.Events) == 0
 }
 
-// buildSync builds one answer covering the stream positions (since, pos],
-// pos being the position when it starts: every room read is cut at pos
-// (upto), so the next sync, from pos, neither repeats nor misses an event.
-// Memberships after pos wait for that next sync too.
+// buildSync builds one answer covering, in each partition's stream, the
+// positions (since, pos], pos being the position when it starts (never
+// below since, which another node may have given): every room read is cut
+// at its partition's pos (upto), so the next sync, from pos, neither
+// repeats nor misses an event. Memberships after pos wait for that next
+// sync too, as do the rooms of a partition whose position this node does
+// not know yet (0: its owner has told it nothing since it started).
 func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*syncResponse, error) {
 	user := string(sess.user)
-	pos := s.host.StreamPosition()
+	pos, err := s.host.StreamPosition()
+	if err != nil {
+		return nil, err
+	}
+	for i := range pos.Parts {
+		pos.Parts[i] = max(pos.Parts[i], p.since.Part(i))
+	}
+	pos.Presence = max(pos.Presence, p.since.Presence)
 	rooms, err := askAs[*wire.RoomsReply](ctx, s, actors.KindUser, user, &wire.GetRooms{UserId: user})
 	if err != nil {
 		return nil, err
 	}
+	s.host.CapUnseenMemberships(user, rooms.Rooms, p.since, pos)
 	// An incremental sync asks only the joined rooms with events since the
 	// token, which the stream knows, unless presence changed for too many
 	// users to check one by one whether they share a room (sharesRoom):
 	// presence is shown for the members of the rooms asked.
 	var presenceChanged []string
-	if p.since > 0 {
-		presenceChanged = s.host.PresenceChangedSince(p.since)
+	if !p.since.IsZero() {
+		presenceChanged = s.host.PresenceChangedSince(p.since.Presence)
 	}
-	skip, skipped := p.since > 0 && !p.fullState && len(presenceChanged) <= maxPresenceChecks, false
+	skip, skipped := !p.since.IsZero() && !p.fullState && len(presenceChanged) <= maxPresenceChecks, false
 	var memberships []*wire.RoomMembership
 	var reqs []*wire.RoomSync
 	for _, m := range rooms.Rooms {
-		q := &wire.RoomSync{RoomId: m.RoomId, UserId: user, Since: p.since, Limit: p.limit, FullState: p.fullState,
-			Upto: pos, DeviceId: sess.device, FilterJson: p.roomFilter}
+		part := s.host.Partition(m.RoomId)
+		since, upto := p.since.Part(part), pos.Parts[part]
+		q := &wire.RoomSync{RoomId: m.RoomId, UserId: user, Since: since, Limit: p.limit, FullState: p.fullState,
+			Upto: upto, DeviceId: sess.device, FilterJson: p.roomFilter}
 		switch {
-		case m.Stream > pos:
+		case upto == 0 || m.Stream > upto:
 			continue
 		case m.Membership == "join":
-			if m.Stream > p.since {
+			if m.Stream > since {
 				q.Since = 0 // joined since the last sync: the whole room
-			} else if skip && !s.host.RoomChangedSince(m.RoomId, p.since) {
+			} else if skip && !s.host.RoomChangedSince(m.RoomId, since) {
 				skipped = true
 				continue
 			}
-		case m.Membership == "invite" && m.Stream > p.since:
+		case m.Membership == "invite" && m.Stream > since:
 			q.Since, q.FullState = 0, true
-		case (m.Membership == "leave" || m.Membership == "ban") && m.Stream > p.since && (p.since > 0 || ((p.fullState || p.includeLeave) && !m.Forgotten)):
+		case (m.Membership == "leave" || m.Membership == "ban") && m.Stream > since && (!p.since.IsZero() || ((p.fullState || p.includeLeave) && !m.Forgotten)):
 			q.Upto = m.Stream
 		default:
 			continue
@@ -286,7 +285,7 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 			for _, u := range reply.Joined {
 				seen[u] = true
 			}
-			if p.since > 0 {
+			if !p.since.IsZero() {
 				for u := range joinsIn(reply) {
 					newcomers[u] = true
 				}
@@ -311,8 +310,8 @@ func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*
 	for u := range seen {
 		users = append(users, u)
 	}
-	for _, pr := range s.host.PresenceOf(users, p.since) {
-		if pr.Stream <= pos {
+	for _, pr := range s.host.PresenceOf(users, p.since.Presence) {
+		if pr.Stream <= pos.Presence {
 			delete(newcomers, pr.UserID)
 			resp.Presence.Events = append(resp.Presence.Events, map[string]any{
 				"type": "m.presence", "sender": pr.UserID, "content": presenceContent(pr, true)})

@@ -21,7 +21,7 @@ func syncOnce(t *testing.T, cli *mautrix.Client, since string, timeoutMs int) *m
 	if err != nil {
 		t.Fatalf("sync as %s since %q: %v", cli.UserID, since, err)
 	}
-	if !strings.HasPrefix(resp.NextBatch, "s") {
+	if !strings.HasPrefix(resp.NextBatch, "t") {
 		t.Fatalf("next_batch = %q", resp.NextBatch)
 	}
 	return resp
@@ -268,5 +268,31 @@ func TestSyncTimelineLimitZero(t *testing.T) {
 		if len(tl.Events) != 0 || !tl.Limited || !hasState(state, event.StateCreate, "") || !hasState(state, event.StateMember, bob.UserID.String()) {
 			t.Errorf("%s, %s: %d timeline events, limited %v, %d state events; want none, limited, the state with bob's member event", cli.UserID, section, len(tl.Events), tl.Limited, len(state))
 		}
+	}
+}
+
+// TestSyncAfterOwnMemberEvents: a user's member events that change no
+// membership (a per-room name) do not hold back the user's syncs: the
+// messages after them come in the next incremental sync.
+func TestSyncAfterOwnMemberEvents(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, "", nil)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	ctx := context.Background()
+	room := createRoom(t, alice, bob)
+	since := syncOnce(t, alice, "", 0).NextBatch
+	content := map[string]any{"membership": "join", "displayname": "Alice here"}
+	if _, err := alice.SendStateEvent(ctx, room, event.StateMember, alice.UserID.String(), content); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := bob.SendText(ctx, room, fmt.Sprint("after ", i)); err != nil {
+			t.Fatal(err)
+		}
+		resp := syncOnce(t, alice, since, 0)
+		if j := resp.Rooms.Join[room]; j == nil || !contains(bodies(j.Timeline.Events), fmt.Sprint("after ", i)) {
+			t.Fatalf("sync %d after a per-room name: %+v", i, resp.Rooms.Join)
+		}
+		since = resp.NextBatch
 	}
 }

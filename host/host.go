@@ -72,6 +72,8 @@ type Options struct {
 
 	// Placement names the owner of each partition; nil owns them all here.
 	Placement Placement
+	// Peers names the other nodes Broadcast sends to; nil: none.
+	Peers Peers
 	// HoldFor is how long a partition actor holds a message while no
 	// owner of its partition is known, before it drops it. Longer rides
 	// out a slower change of placement; the sender of a dropped message
@@ -201,6 +203,10 @@ type Host struct {
 	dead    atomic.Int64
 	network atomic.Pointer[Network]
 	remote  *remote.Remote // nil until StartRemote
+	// remoteUp is set once remote runs: Broadcast reads it from any goroutine.
+	remoteUp atomic.Bool
+	// onBroadcast receives what other nodes broadcast (OnBroadcast).
+	onBroadcast atomic.Pointer[func(proto.Message)]
 }
 
 // New starts the actor system and one partition actor per partition, with
@@ -240,6 +246,7 @@ func New(opts Options, kinds ...Kind) (*Host, error) {
 		}
 		h.parts[i] = pid
 	}
+	h.spawnListener()
 	if opts.Metrics != nil {
 		go h.sampleDepths(h.stop)
 	}

@@ -54,6 +54,7 @@ func (h *Host) StartRemote(bind, advertise string) (err error) {
 	}()
 	r.Start()
 	h.remote = r
+	h.remoteUp.Store(true)
 	h.opts.Log.Info("actors reachable across nodes", "bind", bind, "advertise", advertise)
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -72,5 +73,54 @@ func TestRemoteOwner(t *testing.T) {
 	a.Send("still", "z", wrapperspb.String("one-way"))
 	if got, err := ask(a, "still", "z", 10*time.Second); err != nil || got != "pong ping" {
 		t.Fatalf("after a one-way message: %q, %v", got, err)
+	}
+}
+
+// peerList is a fixed Peers.
+type peerList []string
+
+func (p peerList) Peers() []string { return p }
+
+// Broadcast reaches every peer's OnBroadcast, in the order sent; a host
+// without remote sends nothing.
+func TestBroadcastReachesPeers(t *testing.T) {
+	t.Parallel()
+	aAddr, bAddr := freeAddr(t), freeAddr(t)
+	newHost := func(peers Peers) *Host {
+		h, err := New(Options{Partitions: 2, PassivateAfter: time.Minute, Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Stop)
+		return h
+	}
+	a, b := newHost(peerList{bAddr}), newHost(peerList{aAddr})
+	got := make(chan string, 10)
+	b.OnBroadcast(func(m proto.Message) { got <- m.(*wrapperspb.StringValue).Value })
+	if err := a.Broadcast(wrapperspb.String("before remote")); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []struct {
+		h    *Host
+		addr string
+	}{{a, aAddr}, {b, bAddr}} {
+		if err := h.h.StartRemote(h.addr, h.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range []string{"one", "two", "three"} {
+		if err := a.Broadcast(wrapperspb.String(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{"one", "two", "three"} {
+		select {
+		case v := <-got:
+			if v != want {
+				t.Fatalf("got %q, want %q", v, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%q not broadcast", want)
+		}
 	}
 }

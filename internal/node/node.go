@@ -58,6 +58,7 @@ type Node struct {
 	members   *cluster.Membership
 	placement *follower
 	owners    *owners      // the host's placement in a cluster; nil outside one, or in a race build
+	peers     *peers       // the host's peers in a cluster, as owners
 	repl      *replication // the partitions' raft groups shared with other nodes; nil outside a cluster
 	left      bool         // leaveCluster ran
 	done      chan error
@@ -114,6 +115,8 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	if cfg.Cluster.Enabled && !raceBuild {
 		n.owners = &owners{lease: func(p int) bool { return repl.path.d.LeaseValid(replicas.Group(p)) }}
 		opts.Host.Placement = n.owners
+		n.peers = &peers{}
+		opts.Host.Peers = n.peers
 	}
 	if n.host, err = actors.NewWith(st, cfg, m, log, opts); err != nil {
 		_ = st.Close()
@@ -206,6 +209,7 @@ func (n *Node) startCluster() error {
 		n.log.Warn("built with -race: protoactor's remote is not started, and this node owns every partition itself")
 		return nil
 	}
+	n.peers.members.Store(n.members)
 	// The others reach this node's actors at the address it gossips.
 	if err := n.host.Runtime().StartRemote(c.ActorBind, n.members.Local().ActorAddr); err != nil {
 		_ = n.members.Shutdown()

@@ -120,3 +120,26 @@ func (n *Node) placementChanged(moved []int) {
 		n.outbox.PlacementChanged(moved)
 	}
 }
+
+// peers is the host's Peers in a cluster: the actor addresses of the other
+// members alive or suspected, as this node's view of the membership names
+// them. It names none until the membership starts.
+type peers struct {
+	members atomic.Pointer[cluster.Membership]
+}
+
+// Peers implements host.Peers.
+func (ps *peers) Peers() []string {
+	m := ps.members.Load()
+	if m == nil {
+		return nil
+	}
+	self := m.Name()
+	var out []string
+	for _, mem := range m.Members() {
+		if mem.Name != self && mem.ActorAddr != "" && (mem.State == cluster.StateAlive || mem.State == cluster.StateSuspect) {
+			out = append(out, mem.ActorAddr)
+		}
+	}
+	return out
+}

@@ -1,0 +1,114 @@
+package actors
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"persona/wire"
+)
+
+// A room appends only with stream positions at hand: stream.take never
+// waits for a reservation, since a room that waited would hold the worker
+// every room of the node shares while a replicated write is under way. A
+// message that may append, coming while the room's partition has fewer
+// than streamReadyMargin positions reserved (the partition just came to
+// this node, or its reservation failed), is held, and every later one
+// that may append with it, in order; reads are answered meanwhile. The
+// stream calls back (streamReady) once a reservation lands, fails or the
+// partition moves: the held messages are then handled in order. After a
+// failure or a move, a held request is answered with a wire.Reroute, so
+// that its requester sends it again (to the new owner, or here once the
+// reservation written again lands); other held messages wait for that
+// reservation, and are lost with the room if the partition moved away, as
+// a move loses them (the delivery rule's resend covers them).
+
+// streamReady is the stream's call back to a room holding messages.
+type streamReady struct{ err error }
+
+// heldMessage is a message held until positions are at hand, with the
+// requester it answers.
+type heldMessage struct {
+	msg    proto.Message
+	sender *actor.PID
+}
+
+// heldCtx is the context a held message is handled in: the room's turn
+// now, the message and requester of then.
+type heldCtx struct {
+	actor.Context
+	msg    proto.Message
+	sender *actor.PID
+}
+
+func (c heldCtx) Message() any       { return c.msg }
+func (c heldCtx) Sender() *actor.PID { return c.sender }
+
+// Respond answers the held message's requester, if any.
+func (c heldCtx) Respond(v any) {
+	if c.sender != nil {
+		c.Send(c.sender, v)
+	}
+}
+
+// readOnly reports whether a room answers m without appending.
+func readOnly(m proto.Message) bool {
+	switch m.(type) {
+	case *wire.GetState, *wire.RoomSummary, *wire.SearchMembers, *wire.GetMessages, *wire.GetEvent, *wire.GetPDUs,
+		*wire.GetLacking, *wire.GetRoomVersion, *wire.FederationRead, *wire.GetServers, *wire.GetContext, *wire.RoomSync:
+		return true
+	}
+	return false
+}
+
+// hold keeps m for later if it may append and positions are not at hand,
+// or messages are held already; it reports whether it did.
+func (r *room) hold(ctx actor.Context, m proto.Message) bool {
+	if readOnly(m) || (len(r.held) == 0 && r.positionsAtHand(ctx)) {
+		return false
+	}
+	r.held = append(r.held, heldMessage{msg: m, sender: ctx.Sender()})
+	return true
+}
+
+// positionsAtHand reports whether the room's partition has positions for
+// a write; if not, the stream calls the room back once it may have.
+func (r *room) positionsAtHand(ctx actor.Context) bool {
+	if r.awaiting {
+		return false
+	}
+	self, rt := ctx.Self(), r.h.rt
+	if r.h.stream.ready(r.part, func(err error) { rt.Post(self, &streamReady{err: err}) }) {
+		return true
+	}
+	r.awaiting = true
+	return false
+}
+
+// onStreamReady handles the held messages in order while positions are
+// at hand; after a failure it first sends the held requests back to their
+// requesters.
+func (r *room) onStreamReady(ctx actor.Context, m *streamReady) {
+	r.awaiting = false
+	held := r.held
+	r.held = nil
+	if m.err != nil {
+		r.h.log.Warn("room holds its writes: no stream positions", "room", r.id, "held", len(held), "err", m.err)
+		kept := held[:0]
+		for _, h := range held {
+			if h.sender != nil {
+				ctx.Send(h.sender, &wire.Reroute{})
+				continue
+			}
+			kept = append(kept, h)
+		}
+		clear(held[len(kept):])
+		held = kept
+	}
+	for i, h := range held {
+		if !r.positionsAtHand(ctx) {
+			r.held = held[i:]
+			return
+		}
+		r.receiveMessage(heldCtx{Context: ctx, msg: h.msg, sender: h.sender}, h.msg)
+	}
+}

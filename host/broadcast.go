@@ -1,0 +1,78 @@
+package host
+
+import (
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"persona/wire"
+)
+
+// broadcastName is the name of the actor, on every node, that takes what
+// other nodes broadcast.
+const broadcastName = "broadcast"
+
+// Peers names the other nodes of a cluster, by the actor-system address
+// (host:port) they are reached at. The host asks it on every Broadcast:
+// it must be cheap and must not block.
+type Peers interface {
+	Peers() []string
+}
+
+// listener is the actor that hands what other nodes broadcast to the
+// function OnBroadcast set, one message at a time, in the order each
+// node sent them.
+type listener struct {
+	h *Host
+}
+
+// Receive decodes an envelope another node broadcast.
+func (l *listener) Receive(ctx actor.Context) {
+	env, ok := ctx.Message().(*wire.Envelope)
+	if !ok {
+		return
+	}
+	msg, err := decode(env)
+	if err != nil {
+		l.h.opts.Log.Warn("a message broadcast by another node cannot be read: dropped", "err", err)
+		return
+	}
+	if fn := l.h.onBroadcast.Load(); fn != nil {
+		(*fn)(msg)
+	}
+}
+
+// spawnListener starts the node's broadcast listener.
+func (h *Host) spawnListener() {
+	props := actor.PropsFromProducer(func() actor.Actor { return &listener{h: h} })
+	if _, err := h.system.Root.SpawnNamed(props, broadcastName); err != nil {
+		panic(fmt.Sprintf("spawn %s: %v", broadcastName, err)) // the name is unique: cannot happen
+	}
+}
+
+// OnBroadcast sets the function that receives what other nodes broadcast.
+// It runs on one goroutine, a message at a time, and must not block long.
+func (h *Host) OnBroadcast(fn func(proto.Message)) { h.onBroadcast.Store(&fn) }
+
+// Broadcast sends msg to every peer (Options.Peers) at most once: a peer
+// that is down, or whose connection breaks, misses it. Without remote or
+// peers it does nothing.
+func (h *Host) Broadcast(msg proto.Message) error {
+	if !h.remoteUp.Load() || h.opts.Peers == nil {
+		return nil
+	}
+	peers := h.opts.Peers.Peers()
+	if len(peers) == 0 {
+		return nil
+	}
+	payload, err := proto.Marshal(msg)
+	if err != nil {
+		return fmt.Errorf("host: encode a broadcast: %w", err)
+	}
+	env := &wire.Envelope{Type: string(msg.ProtoReflect().Descriptor().FullName()), Payload: payload}
+	for _, addr := range peers {
+		h.system.Root.Send(actor.NewPID(addr, broadcastName), env)
+	}
+	return nil
+}

@@ -162,6 +162,7 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 	h := &Service{opts: opts, store: store, cfg: cfg, metrics: m, log: log,
 		presence: presences{users: map[string]*Presence{}}, stop: make(chan struct{})}
 	h.stream = newStream(store, cfg.Actors.Partitions, func(p int) bool { return h.rt.Local(p) }, func(id string) int { return h.rt.Partition(id) })
+	h.stream.fence = func(p int) uint64 { return h.rt.Fence(p) }
 	ho := opts.Host
 	ho.Partitions, ho.PassivateAfter, ho.Metrics, ho.Log = cfg.Actors.Partitions, cfg.Actors.PassivateAfter, m, log
 	var err error

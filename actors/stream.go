@@ -52,6 +52,7 @@ type partStream struct {
 	waiters   []func(error)   // ready's callbacks: called once a reservation lands or fails, or the partition goes
 	inFlight  map[uint64]bool // handed out, not yet done
 	gen       uint64          // counts unloads: a reservation of an earlier ownership reports nothing
+	fence     uint64          // the host's fence of the partition when it was loaded: stamps the reservations
 }
 
 // legacyStreamKey is where a node kept one counter for every partition;
@@ -151,6 +152,9 @@ func (s *stream) loadLocked(p int) error {
 	if ps.loaded {
 		return nil
 	}
+	if s.fence != nil {
+		ps.fence = s.fence(p) // before the reservation: it was written under it
+	}
 	high, err := ps.load(s.store)
 	if err != nil {
 		return err
@@ -181,6 +185,7 @@ func (s *stream) reserve(p int) {
 	to, gen := ps.reserved+streamBlock, ps.gen
 	var b storage.Batch
 	b.Set(ps.key, []byte(storage.Uint64(to)))
+	b.Fence(p, ps.fence) // a reservation of an ownership that ended never lowers a later one's
 	go s.store.CommitUrgent(&b, func(err error) {
 		ps.mu.Lock()
 		ps.reserving = false

@@ -20,6 +20,7 @@ type stream struct {
 	local     func(p int) bool       // whether this node owns partition p
 	partition func(id string) int    // the partition of an identity
 	broadcast func(*wire.StreamNews) // tells every other node; nil: a node alone
+	fence     func(p int) uint64     // the host's fence of partition p (host.Fence); nil: none
 
 	mu   sync.Mutex
 	subs map[string][]chan struct{}

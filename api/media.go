@@ -4,8 +4,9 @@ package api
 // downloads, thumbnails and the upload limit, over the node's media.Store.
 // This side parses paths and queries and serves content with headers that
 // keep it inert in browsers (media_serve.go); what is stored and how is the
-// media package's. Only local media is served; remote server names are not
-// found until federation exists.
+// media package's. Only local media is served, from this node's store or,
+// in a cluster, fetched from the member that holds it (media_peers.go);
+// remote server names are not found until federation fetches media.
 
 import (
 	"context"
@@ -34,6 +35,7 @@ func (s *Server) mediaRoutes() {
 	s.route("GET "+v1+"/download/{serverName}/{mediaId}/{fileName}", s.authed(anySession(s.download)))
 	s.route("GET "+v1+"/thumbnail/{serverName}/{mediaId}", s.authed(anySession(s.thumbnail)))
 	s.route("GET "+v1+"/config", s.authed(s.mediaConfig))
+	s.route(peerMediaPattern, s.peerMedia)
 }
 
 // anySession adapts a handler that needs a valid token but not its session.

@@ -1,0 +1,255 @@
+package api
+
+// Media across a cluster. Media lives in the store of the node it was
+// uploaded through; the other nodes fetch it on demand. A node serves the
+// media it holds to the other members on a route of its own
+// (peerMediaPattern), answered from its own store only, never by asking
+// further, so a fetch cannot loop. A download or thumbnail of a local media
+// id this node does not hold asks the other ready members for it, one after
+// another, and keeps the copy with the same record, so later reads are
+// local. Media is not replicated through raft: entries of megabytes would
+// stall the partitions' logs.
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"persona/cluster"
+	"persona/media"
+)
+
+// peerMediaPattern is the route of the media a node holds, for the other
+// members of its cluster.
+const peerMediaPattern = "GET /_persona/cluster/v1/media/{mediaId}"
+
+// mediaRecordHeader carries a media item's record (media.Meta as JSON,
+// base64url without padding) in a peer's answer, whose body is the content.
+const mediaRecordHeader = "X-Persona-Media-Record"
+
+// defaultMediaPeerTimeout is Options.MediaPeerTimeout's default.
+const defaultMediaPeerTimeout = 10 * time.Second
+
+// mediaPeers fetches media from the other members: one fetch of an id at a
+// time, which the requests for it meanwhile share.
+type mediaPeers struct {
+	client  *http.Client
+	timeout time.Duration // for one member's answer, beyond the wait for a pending upload
+	mu      sync.Mutex
+	flights map[string]*flight
+}
+
+// flight is a fetch under way; err is set when done closes.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+func newMediaPeers(timeout time.Duration) *mediaPeers {
+	if timeout <= 0 {
+		timeout = defaultMediaPeerTimeout
+	}
+	return &mediaPeers{client: &http.Client{}, timeout: timeout, flights: map[string]*flight{}}
+}
+
+// orFromPeers runs read, a read of local media id; when this node does not
+// hold id, it fetches id from the other members and runs read again. It
+// answers read's result, or the fetch's failure: media.ErrNotFound when no
+// member holds id, media.ErrNotYetUploaded when one holds it pending.
+func (s *Server) orFromPeers(ctx context.Context, id string, wait time.Duration, read func() error) error {
+	err := read()
+	if !errors.Is(err, media.ErrNotFound) || s.cluster == nil {
+		return err
+	}
+	if err := s.fetchMedia(ctx, id, wait); err != nil {
+		return err
+	}
+	return read()
+}
+
+// fetchMedia fetches id from the other members and keeps it, or joins the
+// fetch of id under way.
+func (s *Server) fetchMedia(ctx context.Context, id string, wait time.Duration) error {
+	p := s.peers
+	p.mu.Lock()
+	f, ok := p.flights[id]
+	if !ok {
+		f = &flight{done: make(chan struct{})}
+		p.flights[id] = f
+		// The fetch outlives a requester that gives up: the others wait
+		// for it, and each member's answer is bounded on its own.
+		go func() {
+			f.err = s.fetchFromMembers(context.WithoutCancel(ctx), id, wait)
+			p.mu.Lock()
+			delete(p.flights, id)
+			p.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	p.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", media.ErrBusy, ctx.Err())
+	}
+}
+
+// fetchFromMembers asks each other ready member in turn for id, until one
+// has it, and keeps the copy.
+func (s *Server) fetchFromMembers(ctx context.Context, id string, wait time.Duration) error {
+	found := media.ErrNotFound
+	for _, m := range s.mediaMembers() {
+		rec, body, err := s.askMember(ctx, m.APIAddr, id, wait)
+		switch {
+		case err == nil:
+			if err := s.media.Keep(ctx, id, *rec, body); err != nil {
+				s.log.Warn("keep media fetched from a member", "member", m.Name, "media_id", id, "err", err)
+				continue
+			}
+			return nil
+		case errors.Is(err, media.ErrNotYetUploaded):
+			found = err
+		case !errors.Is(err, media.ErrNotFound):
+			s.log.Warn("fetch media from a member", "member", m.Name, "media_id", id, "err", err)
+		}
+	}
+	return found
+}
+
+// mediaMembers lists the members to ask for media, by name: the others
+// alive or suspect, ready, with an API address.
+func (s *Server) mediaMembers() []cluster.Member {
+	var out []cluster.Member
+	for _, m := range s.cluster.Members() {
+		up := m.State == cluster.StateAlive || m.State == cluster.StateSuspect
+		if up && m.Ready && m.APIAddr != "" && m.MetaErr == nil && m.Name != s.cluster.Name() {
+			out = append(out, m)
+		}
+	}
+	slices.SortFunc(out, func(a, b cluster.Member) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// askMember asks the member at addr for media id, waiting up to wait for a
+// pending upload there. It fails with media.ErrNotFound or
+// media.ErrNotYetUploaded as the member answers, or with what went wrong.
+func (s *Server) askMember(ctx context.Context, addr, id string, wait time.Duration) (*media.Meta, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.peers.timeout+wait)
+	defer cancel()
+	u := url.URL{Scheme: "http", Host: addr, Path: "/_persona/cluster/v1/media/" + id,
+		RawQuery: "timeout_ms=" + strconv.FormatInt(wait.Milliseconds(), 10)}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := s.peers.client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return nil, nil, media.ErrNotFound
+	case http.StatusGatewayTimeout:
+		return nil, nil, media.ErrNotYetUploaded
+	default:
+		return nil, nil, fmt.Errorf("%s answered %s", addr, resp.Status)
+	}
+	var rec media.Meta
+	raw, err := base64.RawURLEncoding.DecodeString(resp.Header.Get(mediaRecordHeader))
+	if err == nil {
+		err = json.Unmarshal(raw, &rec)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s sent a record it cannot be read: %w", addr, err)
+	}
+	limit := s.uploadLimit()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read media from %s: %w", addr, err)
+	}
+	if int64(len(body)) > limit {
+		return nil, nil, media.ErrTooLarge
+	}
+	return &rec, body, nil
+}
+
+// peerMedia serves a member the media this node holds, from its store
+// alone: GET /_persona/cluster/v1/media/{mediaId}?timeout_ms=. Only the
+// members of the cluster are answered.
+func (s *Server) peerMedia(r *http.Request) (any, error) {
+	if s.cluster == nil {
+		return nil, notFound("This node is not in a cluster.")
+	}
+	if !fromMember(s.cluster.Members(), r.RemoteAddr) {
+		return nil, forbidden("Only the members of the cluster fetch media here.")
+	}
+	id := r.PathValue("mediaId")
+	if !mediaIDPattern.MatchString(id) {
+		return nil, invalidParam("Invalid media ID.")
+	}
+	timeout, err := s.mediaTimeout(r)
+	if err != nil {
+		return nil, err
+	}
+	m, body, err := s.media.Get(r.Context(), id, timeout)
+	if err != nil {
+		return nil, s.mediaErr(err)
+	}
+	rec, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode the record of %s: %w", id, err)
+	}
+	return &peerFile{record: base64.RawURLEncoding.EncodeToString(rec), body: body}, nil
+}
+
+// peerFile is media as a member is answered: the record in a header, the
+// content as the body.
+type peerFile struct {
+	record string
+	body   []byte
+}
+
+func (f *peerFile) write(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set(mediaRecordHeader, f.record)
+	h.Set("Content-Length", strconv.Itoa(len(f.body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(f.body)
+}
+
+// fromMember reports whether remoteAddr's host is the host of an address
+// a member gossips (its membership, actor, raft or API address).
+func fromMember(members []cluster.Member, remoteAddr string) bool {
+	from, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := from.Addr().Unmap()
+	for _, m := range members {
+		for _, a := range []string{m.Addr, m.ActorAddr, m.RaftAddr, m.APIAddr} {
+			if host, _, err := net.SplitHostPort(a); err == nil {
+				if h, err := netip.ParseAddr(host); err == nil && h.Unmap() == ip {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

@@ -61,7 +61,14 @@ func newMediaPeers(timeout time.Duration) *mediaPeers {
 	if timeout <= 0 {
 		timeout = defaultMediaPeerTimeout
 	}
-	return &mediaPeers{client: &http.Client{}, timeout: timeout, flights: map[string]*flight{}}
+	// A transport of its own: members are reached directly, never through
+	// a proxy the environment names.
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: timeout}).DialContext,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &mediaPeers{client: &http.Client{Transport: tr}, timeout: timeout, flights: map[string]*flight{}}
 }
 
 // orFromPeers runs read, a read of local media id; when this node does not
@@ -79,38 +86,38 @@ func (s *Server) orFromPeers(ctx context.Context, id string, wait time.Duration,
 	return read()
 }
 
-// fetchMedia fetches id from the other members and keeps it, or joins the
-// fetch of id under way.
+// fetchMedia fetches id from the other members and keeps it, or waits for
+// the fetch of id under way. The request that fetches does so to the end
+// even when its client goes (the others wait for it); each member's answer
+// is bounded on its own.
 func (s *Server) fetchMedia(ctx context.Context, id string, wait time.Duration) error {
 	p := s.peers
 	p.mu.Lock()
-	f, ok := p.flights[id]
-	if !ok {
-		f = &flight{done: make(chan struct{})}
-		p.flights[id] = f
-		// The fetch outlives a requester that gives up: the others wait
-		// for it, and each member's answer is bounded on its own.
-		go func() {
-			f.err = s.fetchFromMembers(context.WithoutCancel(ctx), id, wait)
-			p.mu.Lock()
-			delete(p.flights, id)
-			p.mu.Unlock()
-			close(f.done)
-		}()
+	if f, ok := p.flights[id]; ok {
+		p.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.err
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", media.ErrBusy, ctx.Err())
+		}
 	}
+	f := &flight{done: make(chan struct{})}
+	p.flights[id] = f
 	p.mu.Unlock()
-	select {
-	case <-f.done:
-		return f.err
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %w", media.ErrBusy, ctx.Err())
-	}
+
+	f.err = s.fetchFromMembers(context.WithoutCancel(ctx), id, wait)
+	p.mu.Lock()
+	delete(p.flights, id)
+	p.mu.Unlock()
+	close(f.done)
+	return f.err
 }
 
 // fetchFromMembers asks each other ready member in turn for id, until one
 // has it, and keeps the copy.
 func (s *Server) fetchFromMembers(ctx context.Context, id string, wait time.Duration) error {
-	found := media.ErrNotFound
+	found, result := media.ErrNotFound, "not_found"
 	for _, m := range s.mediaMembers() {
 		rec, body, err := s.askMember(ctx, m.APIAddr, id, wait)
 		switch {
@@ -119,13 +126,15 @@ func (s *Server) fetchFromMembers(ctx context.Context, id string, wait time.Dura
 				s.log.Warn("keep media fetched from a member", "member", m.Name, "media_id", id, "err", err)
 				continue
 			}
+			s.metrics.MediaMemberFetch("fetched")
 			return nil
 		case errors.Is(err, media.ErrNotYetUploaded):
-			found = err
+			found, result = err, "not_yet_uploaded"
 		case !errors.Is(err, media.ErrNotFound):
 			s.log.Warn("fetch media from a member", "member", m.Name, "media_id", id, "err", err)
 		}
 	}
+	s.metrics.MediaMemberFetch(result)
 	return found
 }
 

@@ -8,6 +8,8 @@ import (
 	"image/png"
 	"io"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +47,10 @@ func TestMediaFromAnotherMember(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create through a: %v", err)
 	}
+	shared, err := alice.UploadBytes(ctx, []byte("read by many at once"), "text/plain")
+	if err != nil {
+		t.Fatalf("upload through a: %v", err)
+	}
 
 	b := testnode.Start(t, "", small(inCluster("b", testnode.FreeAddr(t), a.Cluster().Addr())))
 	waitCluster(t, b, "a ready with its API address", func(ms map[string]cluster.Member) bool {
@@ -76,6 +82,31 @@ func TestMediaFromAnotherMember(t *testing.T) {
 	if status, _, body := get(t, b.URL+pendingPath); status != http.StatusGatewayTimeout || errcode(body) != "M_NOT_YET_UPLOADED" {
 		t.Errorf("an id a holds pending, through b: %d %s", status, body)
 	}
+	// Reads of one id at once all get it (sharing a fetch, or the copy).
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, _, body := get(t, b.URL+legacy+"/download/"+shared.ContentURI.Homeserver+"/"+shared.ContentURI.FileID)
+			if status != http.StatusOK || string(body) != "read by many at once" {
+				t.Errorf("a read at once through b: %d %q", status, body)
+			}
+		}()
+	}
+	wg.Wait()
+	m := metricsOf(t, b)
+	for _, sample := range []string{`persona_media_member_fetches_total{result="not_found"} 1`,
+		`persona_media_member_fetches_total{result="not_yet_uploaded"} 1`} {
+		if !strings.Contains(m, "\n"+sample+"\n") {
+			t.Errorf("b's metrics lack %s", sample)
+		}
+	}
+	if !strings.Contains(m, `persona_media_member_fetches_total{result="fetched"}`) ||
+		strings.Contains(m, `persona_media_member_fetches_total{result="fetched"} 0`) {
+		t.Errorf("b's metrics count no media fetched")
+	}
+
 	// The members' route answers from a's own store: no asking further.
 	if status, _, _ := get(t, a.URL+"/_persona/cluster/v1/media/NoMemberHoldsThis"); status != http.StatusNotFound {
 		t.Errorf("a's route for members, an id a does not hold: %d", status)

@@ -10,6 +10,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"regexp"
 
@@ -77,11 +78,19 @@ func (s *Server) createMedia(_ *http.Request, sess *session) (any, error) {
 }
 
 // uploadTo fills a reserved media id, once, for its creator:
-// PUT /upload/{serverName}/{mediaId}.
+// PUT /upload/{serverName}/{mediaId}. In a cluster, an id this node did not
+// reserve is passed on to the member that did (media_peers.go).
 func (s *Server) uploadTo(r *http.Request, sess *session) (any, error) {
 	id, err := s.mediaPath(r)
 	if err == nil {
 		err = s.media.CheckReservation(id, string(sess.user)) // answer early, before the body
+	}
+	if errors.Is(err, media.ErrNotFound) && s.cluster != nil && r.Header.Get(memberRequestHeader) == "" {
+		body, err := s.readUpload(r)
+		if err != nil {
+			return nil, err
+		}
+		return s.uploadToMember(r, id, body)
 	}
 	if err != nil {
 		return nil, s.mediaErr(err)

@@ -11,6 +11,7 @@ package api
 // stall the partitions' logs.
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/base64"
@@ -38,6 +39,12 @@ const peerMediaPattern = "GET /_persona/cluster/v1/media/{mediaId}"
 // mediaRecordHeader carries a media item's record (media.Meta as JSON,
 // base64url without padding) in a peer's answer, whose body is the content.
 const mediaRecordHeader = "X-Persona-Media-Record"
+
+// memberRequestHeader marks a request one member passes on to another for
+// a client (a PUT to an id the other reserved): it is answered from the
+// receiver's own store, never passed on again. A client that sets it only
+// gives up being passed on.
+const memberRequestHeader = "X-Persona-Member-Request"
 
 // defaultMediaPeerTimeout is Options.MediaPeerTimeout's default.
 const defaultMediaPeerTimeout = 10 * time.Second
@@ -195,6 +202,66 @@ func (s *Server) askMember(ctx context.Context, addr, id string, wait time.Durat
 		return nil, nil, media.ErrTooLarge
 	}
 	return &rec, body, nil
+}
+
+// uploadToMember passes a PUT of body to a media id this node did not
+// reserve on to the other members in turn, with the client's own access
+// token, until one answers other than 404 (it reserved the id); its answer
+// is the client's. No member reserved it: media.ErrNotFound.
+func (s *Server) uploadToMember(r *http.Request, id string, body []byte) (any, error) {
+	for _, m := range s.mediaMembers() {
+		status, answer, err := s.putToMember(r, m.APIAddr, id, body)
+		switch {
+		case err != nil:
+			s.log.Warn("pass an upload on to a member", "member", m.Name, "media_id", id, "err", err)
+		case status == http.StatusOK:
+			return struct{}{}, nil
+		case status != http.StatusNotFound:
+			return nil, s.mediaErr(memberError(status, answer))
+		}
+	}
+	return nil, media.ErrNotFound
+}
+
+// putToMember sends the client's PUT r, with body, to the member at addr,
+// marked as passed on; it returns the member's status and answer.
+func (s *Server) putToMember(r *http.Request, addr, id string, body []byte) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.peers.timeout)
+	defer cancel()
+	u := url.URL{Scheme: "http", Host: addr, Path: "/_matrix/media/v3/upload/" + s.cfg.ServerName + "/" + id,
+		RawQuery: url.Values{"filename": {r.URL.Query().Get("filename")}}.Encode()}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+accessToken(r))
+	req.Header.Set(memberRequestHeader, "1")
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	resp, err := s.peers.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return 0, nil, fmt.Errorf("read the answer of %s: %w", addr, err)
+	}
+	return resp.StatusCode, answer, nil
+}
+
+// memberError is a member's Matrix error answer, to give the client as it
+// is.
+func memberError(status int, answer []byte) error {
+	var e struct {
+		Errcode string `json:"errcode"`
+		Error   string `json:"error"`
+	}
+	if json.Unmarshal(answer, &e) != nil || e.Errcode == "" {
+		return fmt.Errorf("a member answered an upload %d: %.200s", status, answer)
+	}
+	return errorf(status, e.Errcode, e.Error)
 }
 
 // peerMedia serves a member the media this node holds, from its store

@@ -35,3 +35,17 @@ func TestFromMember(t *testing.T) {
 		}
 	}
 }
+
+// TestMemberError: a member's Matrix error reaches the client as it is;
+// an answer that is not one is an error of the node's own.
+func TestMemberError(t *testing.T) {
+	t.Parallel()
+	var e *Error
+	err := memberError(409, []byte(`{"errcode":"M_CANNOT_OVERWRITE_MEDIA","error":"Media has already been uploaded to this ID."}`))
+	if !errors.As(err, &e) || e.Status != 409 || e.Code != "M_CANNOT_OVERWRITE_MEDIA" {
+		t.Fatalf("a member's 409: %v", err)
+	}
+	if err := memberError(502, []byte("<html>bad gateway</html>")); errors.As(err, &e) || answer(err) != errInternal {
+		t.Fatalf("a member's answer that is no Matrix error: %v", err)
+	}
+}

@@ -21,7 +21,8 @@ import (
 // with cluster.enabled on hosts of their own. An image uploaded through n1
 // is downloaded and thumbnailed through n2 and n3, on the authenticated
 // (v1) and the legacy endpoints, with the bytes and content type of the
-// upload; a media id no node holds is M_NOT_FOUND through every node.
+// upload; a media id no node holds is M_NOT_FOUND through every node. An
+// id created through n1 is filled through n2, once, and read through n3.
 // Once n1 is stopped, n2 serves the copy it fetched.
 func TestClusterMediaThroughAnyNode(t *testing.T) {
 	if testing.Short() {
@@ -84,6 +85,30 @@ func TestClusterMediaThroughAnyNode(t *testing.T) {
 		if _ = json.Unmarshal(body, &e); status != http.StatusNotFound || e.Errcode != "M_NOT_FOUND" {
 			t.Errorf("legacy download of a media id no node holds, through %s: %d %s", p.name, status, body)
 		}
+	}
+
+	// An id created through n1 is filled through n2 (passed on to n1),
+	// once, and read through n3.
+	created, err := clients[n1.name].CreateMXC(ctx)
+	if err != nil {
+		t.Fatalf("create through n1: %v", err)
+	}
+	later := []byte("filled through another node")
+	fill := mautrix.ReqUploadMedia{ContentBytes: later, ContentType: "text/plain", FileName: "later.txt", MXC: created.ContentURI}
+	if _, err := clients[n2.name].UploadMedia(ctx, fill); err != nil {
+		t.Fatalf("fill n1's id through n2: %v", err)
+	}
+	var again mautrix.HTTPError
+	if _, err := clients[n3.name].UploadMedia(ctx, fill); !errors.As(err, &again) || again.RespError == nil ||
+		again.RespError.ErrCode != "M_CANNOT_OVERWRITE_MEDIA" {
+		t.Errorf("fill n1's id again through n3: %v, want M_CANNOT_OVERWRITE_MEDIA", err)
+	}
+	if body, err := clients[n3.name].DownloadBytes(ctx, created.ContentURI); err != nil || !bytes.Equal(body, later) {
+		t.Errorf("read the filled id through n3: %q %v", body, err)
+	}
+	unreserved := mautrix.ReqUploadMedia{ContentBytes: later, ContentType: "text/plain", MXC: missing}
+	if _, err := clients[n2.name].UploadMedia(ctx, unreserved); !errors.Is(err, mautrix.MNotFound) {
+		t.Errorf("fill an id no node reserved, through n2: %v, want M_NOT_FOUND", err)
 	}
 
 	if err := n1.child.terminate(30 * time.Second); err != nil {

@@ -16,7 +16,7 @@ type Cluster interface {
 }
 
 // clusterMembers shows the members of the cluster as this node sees them:
-// name, membership, actor and raft addresses, state and since when (unix
+// name, membership, actor, raft and API addresses, state and since when (unix
 // milliseconds), readiness, whether it announced it leaves, and the
 // partitions it leads and follows.
 func (s *Server) clusterMembers(*http.Request) (any, error) {
@@ -31,6 +31,7 @@ func (s *Server) clusterMembers(*http.Request) (any, error) {
 			"address":       m.Addr,
 			"actor_address": m.ActorAddr,
 			"raft_address":  m.RaftAddr,
+			"api_address":   m.APIAddr,
 			"state":         m.State.String(),
 			"since_ts":      m.Since.UnixMilli(),
 			"ready":         m.Ready,

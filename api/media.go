@@ -4,11 +4,13 @@ package api
 // downloads, thumbnails and the upload limit, over the node's media.Store.
 // This side parses paths and queries and serves content with headers that
 // keep it inert in browsers (media_serve.go); what is stored and how is the
-// media package's. Only local media is served; remote server names are not
-// found until federation exists.
+// media package's. Only local media is served, from this node's store or,
+// in a cluster, fetched from the member that holds it (media_peers.go);
+// remote server names are not found until federation fetches media.
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"regexp"
 
@@ -34,6 +36,7 @@ func (s *Server) mediaRoutes() {
 	s.route("GET "+v1+"/download/{serverName}/{mediaId}/{fileName}", s.authed(anySession(s.download)))
 	s.route("GET "+v1+"/thumbnail/{serverName}/{mediaId}", s.authed(anySession(s.thumbnail)))
 	s.route("GET "+v1+"/config", s.authed(s.mediaConfig))
+	s.route(peerMediaPattern, s.peerMedia)
 }
 
 // anySession adapts a handler that needs a valid token but not its session.
@@ -75,11 +78,19 @@ func (s *Server) createMedia(_ *http.Request, sess *session) (any, error) {
 }
 
 // uploadTo fills a reserved media id, once, for its creator:
-// PUT /upload/{serverName}/{mediaId}.
+// PUT /upload/{serverName}/{mediaId}. In a cluster, an id this node did not
+// reserve is passed on to the member that did (media_peers.go).
 func (s *Server) uploadTo(r *http.Request, sess *session) (any, error) {
 	id, err := s.mediaPath(r)
 	if err == nil {
 		err = s.media.CheckReservation(id, string(sess.user)) // answer early, before the body
+	}
+	if errors.Is(err, media.ErrNotFound) && s.cluster != nil && r.Header.Get(memberRequestHeader) == "" {
+		body, err := s.readUpload(r)
+		if err != nil {
+			return nil, err
+		}
+		return s.uploadToMember(r, id, body)
 	}
 	if err != nil {
 		return nil, s.mediaErr(err)

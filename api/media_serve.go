@@ -7,10 +7,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"persona/media"
 )
 
 // download serves a media item's content, waiting for a pending upload up to
-// timeout_ms: GET /download/{serverName}/{mediaId}[/{fileName}].
+// timeout_ms, fetched from another member when this node does not hold it: GET /download/{serverName}/{mediaId}[/{fileName}].
 func (s *Server) download(r *http.Request) (any, error) {
 	id, err := s.mediaPath(r)
 	if err != nil {
@@ -20,7 +22,12 @@ func (s *Server) download(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, body, err := s.media.Get(r.Context(), id, timeout)
+	var m *media.Meta
+	var body []byte
+	err = s.orFromPeers(r.Context(), id, timeout, func() (err error) {
+		m, body, err = s.media.Get(r.Context(), id, timeout)
+		return err
+	})
 	if err != nil {
 		return nil, s.mediaErr(err)
 	}

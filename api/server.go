@@ -30,11 +30,12 @@ type Server struct {
 	media   *media.Store
 	metrics *metrics.Metrics
 	log     *slog.Logger
-	secret  string  // registration shared secret
-	remote  Remote  // other servers (nil: none)
-	outbox  Outbox  // the federation outbox (nil: none)
-	cluster Cluster // the cluster membership (nil: none)
-	probes  Probes  // the node's health and readiness (nil: not served)
+	secret  string      // registration shared secret
+	remote  Remote      // other servers (nil: none)
+	outbox  Outbox      // the federation outbox (nil: none)
+	cluster Cluster     // the cluster membership (nil: none)
+	probes  Probes      // the node's health and readiness (nil: not served)
+	peers   *mediaPeers // media fetched from the other members
 	limiter *limiter
 	nonces  *nonces
 	mux     *http.ServeMux
@@ -58,6 +59,10 @@ type Options struct {
 	Cluster Cluster
 	// Probes answers GET /health and GET /ready; nil serves neither.
 	Probes Probes
+	// MediaPeerTimeout bounds how long a member has to answer for media
+	// this node fetches from it, beyond the client's wait for a pending
+	// upload; the next member is asked after it. Default 10 seconds.
+	MediaPeerTimeout time.Duration
 }
 
 // New builds the API server and its routes.
@@ -68,6 +73,7 @@ func New(o Options) *Server {
 	s := &Server{
 		cfg: o.Config, host: o.Host, media: o.Media, metrics: o.Metrics, log: o.Log,
 		secret: o.SharedSecret, remote: o.Remote, outbox: o.Outbox, cluster: o.Cluster, probes: o.Probes,
+		peers:   newMediaPeers(o.MediaPeerTimeout),
 		limiter: newLimiter(o.Config.Profile.RateLimit.Burst, o.Config.Profile.RateLimit.PerSecond),
 		nonces:  newNonces(),
 		mux:     http.NewServeMux(),

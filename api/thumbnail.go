@@ -11,7 +11,8 @@ import (
 // thumbnail serves a thumbnail of a media item:
 // GET /thumbnail/{serverName}/{mediaId}?width=&height=&method=.
 // PNG and JPEG images are resized; other content, or an image already within
-// the box, is served as it is (media.Store.Thumbnail).
+// the box, is served as it is (media.Store.Thumbnail). Media another member
+// holds is fetched first, and thumbnailed here.
 func (s *Server) thumbnail(r *http.Request) (any, error) {
 	id, err := s.mediaPath(r)
 	if err != nil {
@@ -25,7 +26,13 @@ func (s *Server) thumbnail(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, out, ct, err := s.media.Thumbnail(r.Context(), id, timeout, spec)
+	var m *media.Meta
+	var out []byte
+	var ct string
+	err = s.orFromPeers(r.Context(), id, timeout, func() (err error) {
+		m, out, ct, err = s.media.Thumbnail(r.Context(), id, timeout, spec)
+		return err
+	})
 	if err != nil {
 		return nil, s.mediaErr(err)
 	}

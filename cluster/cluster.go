@@ -42,8 +42,9 @@ type Options struct {
 	// Partitions is the number of partitions of the cluster, which the
 	// metadata's partition sets are encoded for.
 	Partitions int
-	// Local is the metadata the node starts with. An ActorAddr whose host
-	// is empty or unspecified (0.0.0.0, ::) takes the advertised address.
+	// Local is the metadata the node starts with. An ActorAddr, RaftAddr
+	// or APIAddr whose host is empty or unspecified (0.0.0.0, ::) takes
+	// the advertised address.
 	Local Meta
 	// Keys encrypt gossip (AES-GCM; 16, 24 or 32 bytes each): the first
 	// encrypts, each decrypts. None gossips in the clear.
@@ -265,10 +266,10 @@ func Start(o Options) (*Membership, error) {
 	return m, nil
 }
 
-// withActorHost returns m with the host of its ActorAddr and RaftAddr set
-// to host where it is empty or unspecified.
+// withActorHost returns m with the host of its ActorAddr, RaftAddr and
+// APIAddr set to host where it is empty or unspecified.
 func withActorHost(m Meta, host string) Meta {
-	m.ActorAddr, m.RaftAddr = withHost(m.ActorAddr, host), withHost(m.RaftAddr, host)
+	m.ActorAddr, m.RaftAddr, m.APIAddr = withHost(m.ActorAddr, host), withHost(m.RaftAddr, host), withHost(m.APIAddr, host)
 	return m
 }
 

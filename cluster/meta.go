@@ -18,6 +18,9 @@ type Meta struct {
 	// RaftAddr is the host:port where the node takes the replication
 	// traffic of the partitions it holds; "" for none.
 	RaftAddr string
+	// APIAddr is the host:port of the node's Client-Server API, where
+	// the other nodes fetch the media it holds; "" for none.
+	APIAddr string
 	// Ready reports that the node serves: it has started, and leads or
 	// follows the partitions it claims.
 	Ready bool
@@ -33,8 +36,9 @@ type Meta struct {
 
 // metaVersion is the version of the encoding encodeMeta writes. A later
 // version appends its fields after those of the one before, so a reader of
-// version 1 reads any later one; version 2 added RaftAddr.
-const metaVersion = 2
+// version 1 reads any later one; version 2 added RaftAddr, version 3
+// APIAddr.
+const metaVersion = 3
 
 // The flag bits: Meta.Ready, and the node leaving the cluster (set by
 // Leave, so that the others tell its leave from a failure: memberlist
@@ -53,6 +57,7 @@ const (
 //	led bitmap, followed bitmap (each ceil(partitions/8) bytes;
 //	partition p is bit p%8 of byte p/8),
 //	since version 2: len(RaftAddr) (uvarint), RaftAddr
+//	since version 3: len(APIAddr) (uvarint), APIAddr
 //
 // It fails when a partition is out of range or both led and followed, or
 // when the encoding exceeds memberlist.MetaMaxSize.
@@ -73,7 +78,7 @@ func encodeMeta(m Meta, partitions int, leaving bool) ([]byte, error) {
 			return nil, fmt.Errorf("cluster: partition %d is both led and followed", i*8+lowestBit(both))
 		}
 	}
-	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(m.ActorAddr)+len(led)+len(followed)+len(m.RaftAddr))
+	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(m.ActorAddr)+len(led)+len(followed)+len(m.RaftAddr)+len(m.APIAddr))
 	var flags byte
 	if m.Ready {
 		flags |= metaReady
@@ -92,9 +97,11 @@ func encodeMeta(m Meta, partitions int, leaving bool) ([]byte, error) {
 	b = append(b, followed...)
 	b = binary.AppendUvarint(b, uint64(len(m.RaftAddr)))
 	b = append(b, m.RaftAddr...)
+	b = binary.AppendUvarint(b, uint64(len(m.APIAddr)))
+	b = append(b, m.APIAddr...)
 	if len(b) > memberlist.MetaMaxSize {
-		return nil, fmt.Errorf("cluster: node metadata of %d bytes exceeds memberlist's %d (%d partitions, actor address %q, raft address %q)",
-			len(b), memberlist.MetaMaxSize, partitions, m.ActorAddr, m.RaftAddr)
+		return nil, fmt.Errorf("cluster: node metadata of %d bytes exceeds memberlist's %d (%d partitions, actor address %q, raft address %q, API address %q)",
+			len(b), memberlist.MetaMaxSize, partitions, m.ActorAddr, m.RaftAddr, m.APIAddr)
 	}
 	return b, nil
 }
@@ -134,15 +141,29 @@ func decodeMeta(b []byte) (decoded, error) {
 	d.partitions = int(partitions)
 	d.Led = members(rest[:size], d.partitions)
 	d.Followed = members(rest[size:2*size], d.partitions)
+	rest = rest[2*size:]
+	var err error
 	if b[0] >= 2 {
-		rest = rest[2*size:]
-		raftLen, n := binary.Uvarint(rest)
-		if n <= 0 || raftLen > uint64(len(rest)-n) {
-			return decoded{}, errMeta
+		if d.RaftAddr, rest, err = readString(rest); err != nil {
+			return decoded{}, err
 		}
-		d.RaftAddr = string(rest[n : n+int(raftLen)])
+	}
+	if b[0] >= 3 {
+		if d.APIAddr, _, err = readString(rest); err != nil {
+			return decoded{}, err
+		}
 	}
 	return d, nil
+}
+
+// readString reads a uvarint length and that many bytes from b, and
+// returns them as a string with what follows them.
+func readString(b []byte) (string, []byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return "", nil, errMeta
+	}
+	return string(b[k : k+int(n)]), b[k+int(n):], nil
 }
 
 // bitmap sets the bit of each partition in ps, all in [0, partitions).

@@ -19,6 +19,7 @@ func TestMetaRoundTrip(t *testing.T) {
 		in := Meta{
 			ActorAddr: rapid.StringMatching(`[a-z0-9.:\[\]]{0,60}`).Draw(t, "actor"),
 			RaftAddr:  rapid.StringMatching(`[a-z0-9.:\[\]]{0,60}`).Draw(t, "raft"),
+			APIAddr:   rapid.StringMatching(`[a-z0-9.:\[\]]{0,60}`).Draw(t, "api"),
 			Ready:     rapid.Bool().Draw(t, "ready"),
 			Draining:  rapid.Bool().Draw(t, "draining"),
 		}
@@ -43,7 +44,7 @@ func TestMetaRoundTrip(t *testing.T) {
 			t.Fatalf("decode: %v", err)
 		}
 		if out.partitions != partitions || out.leaving != leaving || out.ActorAddr != in.ActorAddr || out.RaftAddr != in.RaftAddr ||
-			out.Ready != in.Ready || out.Draining != in.Draining || !slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
+			out.APIAddr != in.APIAddr || out.Ready != in.Ready || out.Draining != in.Draining || !slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
 			t.Fatalf("decode(encode(%+v, %d, %v)) = %+v", in, partitions, leaving, out)
 		}
 	})
@@ -73,10 +74,11 @@ func TestMetaDefaultSize(t *testing.T) {
 }
 
 // TestMetaOtherVersions reads metadata of a later version, which appends
-// fields after this one's, and of version 1, which has no raft address.
+// fields after this one's, of version 2, which has no API address, and of
+// version 1, which has no raft address either.
 func TestMetaOtherVersions(t *testing.T) {
 	t.Parallel()
-	in := Meta{ActorAddr: "10.0.0.1:8090", RaftAddr: "10.0.0.1:8190", Ready: true, Led: []int{1, 5}, Followed: []int{0, 7}}
+	in := Meta{ActorAddr: "10.0.0.1:8090", RaftAddr: "10.0.0.1:8190", APIAddr: "10.0.0.1:8008", Ready: true, Led: []int{1, 5}, Followed: []int{0, 7}}
 	b, err := encodeMeta(in, 8, true)
 	if err != nil {
 		t.Fatal(err)
@@ -84,11 +86,16 @@ func TestMetaOtherVersions(t *testing.T) {
 	later := append([]byte{metaVersion + 1}, b[1:]...)
 	later = append(later, 0xde, 0xad, 0xbe, 0xef)
 	out, err := decodeMeta(later)
-	if err != nil || out.partitions != 8 || !out.leaving || out.ActorAddr != in.ActorAddr || out.RaftAddr != in.RaftAddr || !out.Ready ||
+	if err != nil || out.partitions != 8 || !out.leaving || out.ActorAddr != in.ActorAddr || out.RaftAddr != in.RaftAddr || out.APIAddr != in.APIAddr || !out.Ready ||
 		!slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
 		t.Fatalf("a later version with more fields: %+v, %v", out, err)
 	}
-	v1 := append([]byte{1}, b[1:len(b)-1-len(in.RaftAddr)]...)
+	v2 := append([]byte{2}, b[1:len(b)-1-len(in.APIAddr)]...)
+	out, err = decodeMeta(v2)
+	if err != nil || out.RaftAddr != in.RaftAddr || out.APIAddr != "" || !slices.Equal(out.Followed, in.Followed) {
+		t.Fatalf("version 2: %+v, %v", out, err)
+	}
+	v1 := append([]byte{1}, v2[1:len(v2)-1-len(in.RaftAddr)]...)
 	out, err = decodeMeta(v1)
 	if err != nil || out.ActorAddr != in.ActorAddr || out.RaftAddr != "" || !slices.Equal(out.Led, in.Led) || !slices.Equal(out.Followed, in.Followed) {
 		t.Fatalf("version 1: %+v, %v", out, err)

@@ -162,6 +162,35 @@ func (s *Store) Fill(ctx context.Context, id string, u Upload) error {
 	return s.writeContent(id, m, u.Body)
 }
 
+// Keep stores a copy of media id that another node holds: its record as
+// that node has it (content type, file name, uploader, creation time) and
+// its content. The content must be the record's (its SHA-256 and size) and
+// within the upload limit (else ErrTooLarge), its file name valid (else
+// ErrBadFilename); a pending record is refused.
+// An id this node holds already is left as it is.
+func (s *Store) Keep(ctx context.Context, id string, m Meta, body []byte) error {
+	if int64(len(body)) > s.o.MaxUploadBytes {
+		return ErrTooLarge
+	}
+	if !utf8.ValidString(m.Filename) || len(m.Filename) > 255 {
+		return ErrBadFilename
+	}
+	sum := sha256.Sum256(body)
+	if m.Pending || m.SHA != hex.EncodeToString(sum[:]) || m.Size != int64(len(body)) {
+		return fmt.Errorf("media: copy of %s: content does not match its record (sha %s, %d bytes)", id, m.SHA, m.Size)
+	}
+	unlock := s.lock(id)
+	defer unlock()
+	if _, err := s.meta(id); !errors.Is(err, ErrNotFound) {
+		return err // held already (nil), or a failure to read
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	m.ContentType, m.ExpiresMs = normalType(m.ContentType), 0
+	return s.writeContent(id, &m, body)
+}
+
 // Get returns the record and content of media id. While id is a pending
 // reservation it waits for the content up to wait (at most
 // Options.MaxWait) or until ctx ends, then fails with ErrNotYetUploaded.

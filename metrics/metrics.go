@@ -36,6 +36,7 @@ type Metrics struct {
 	txnsIn, pdusRejected                   *prometheus.CounterVec
 	pdusAccepted                           prometheus.Counter
 	remoteProfiles                         *remoteProfileMetrics
+	mediaFetches                           *prometheus.CounterVec
 	clusterM                               clusterMetrics
 	replicationM                           replicationMetrics
 	remoteM                                remoteMetrics
@@ -127,6 +128,7 @@ func New(store Sizer) *Metrics {
 		m.actorsActive, m.propagation, m.roomEvents, m.pending, m.retries, m.noticesResent, m.coalesced, m.joinSnapshots, m.mailboxDepth)
 	m.newFederation()
 	m.remoteProfiles = newRemoteProfileMetrics(m.reg)
+	m.mediaFetches = newMediaFetches(m.reg)
 	if store != nil {
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

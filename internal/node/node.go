@@ -139,9 +139,17 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		n.rooms = rooms.New(rooms.Options{Config: cfg, Actors: n.host, Server: n.fed, Store: st, Metrics: m, Log: log, Profiles: n.profiles})
 		remote, ob = n.rooms, n.outbox
 	}
+	// The client listener is bound before the node joins a cluster, which
+	// is told its address (the others fetch media there); it serves once
+	// the API is built.
+	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {
+		n.stopCore()
+		return nil, fmt.Errorf("listen.client %s: %w", cfg.Listen.Client, err)
+	}
 	var members api.Cluster
 	if cfg.Cluster.Enabled {
 		if err := n.startCluster(); err != nil {
+			_ = n.clientLn.Close()
 			n.stopCore()
 			return nil, err
 		}
@@ -150,10 +158,6 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret,
 		Remote: remote, Outbox: ob, Cluster: members, Probes: n})
 
-	if n.clientLn, err = net.Listen("tcp", cfg.Listen.Client); err != nil {
-		n.stopCore()
-		return nil, fmt.Errorf("listen.client %s: %w", cfg.Listen.Client, err)
-	}
 	n.client = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	fresh := &freshConns{conns: map[net.Conn]struct{}{}}
 	n.client.ConnState = fresh.track
@@ -199,7 +203,7 @@ func (n *Node) startCluster() error {
 		return fmt.Errorf("cluster.gossip_key_file: %w", err)
 	}
 	n.members, err = cluster.Start(cluster.Options{Name: n.repl.name, Bind: c.Bind, Advertise: c.Advertise, Join: c.Join,
-		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: n.repl.raftAddr(c.RaftBind)},
+		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: n.repl.raftAddr(c.RaftBind), APIAddr: n.ClientAddr()},
 		Keys: keys, Metrics: n.metrics, Log: n.log})
 	if err != nil {
 		return err

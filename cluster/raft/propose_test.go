@@ -94,22 +94,8 @@ func TestAnOverwrittenProposalFailsBeforeItsIndexApplies(t *testing.T) {
 	if err := c.propose(ctx, 1, []byte("a=1")); err != nil {
 		t.Fatal(err)
 	}
-	var others []*testNode
-	for _, n := range c.running() {
-		if n.id != old.id {
-			others = append(others, n)
-		}
-	}
-	link := func(up bool) {
-		for _, o := range others {
-			to, back := "127.0.0.1:1", "127.0.0.1:1" // nothing listens there
-			if up {
-				to, back = o.addr, old.addr
-			}
-			old.tr.SetPeer(o.id, to)
-			o.tr.SetPeer(old.id, back)
-		}
-	}
+	others := c.othersThan(old)
+	link := func(up bool) { setLinks(old, others, up) }
 	link(false)
 	st, err := old.d.Status(1)
 	if err != nil {
@@ -171,21 +157,7 @@ func TestAProposalRaftDropsWaitsAndKeepsItsPlace(t *testing.T) {
 	if err := c.propose(ctx, 1, []byte("k=0")); err != nil {
 		t.Fatal(err)
 	}
-	var others []*testNode
-	for _, n := range c.running() {
-		if n.id != leader.id {
-			others = append(others, n)
-		}
-	}
-	link := func(up bool) {
-		for _, o := range others {
-			to := "127.0.0.1:1" // nothing listens there
-			if up {
-				to = o.addr
-			}
-			leader.tr.SetPeer(o.id, to)
-		}
-	}
+	link := func(up bool) { setLinks(leader, c.othersThan(leader), up) }
 	link(false)
 	pad := strings.Repeat("x", 150)
 	const n = 4
@@ -227,5 +199,29 @@ func TestAProposalRaftDropsWaitsAndKeepsItsPlace(t *testing.T) {
 	}
 	if v := state["k"]; v != "4"+pad {
 		t.Fatalf("k = %.10q…, want the last proposal's", v)
+	}
+}
+
+// othersThan returns the running nodes but n.
+func (c *testCluster) othersThan(n *testNode) []*testNode {
+	var others []*testNode
+	for _, o := range c.running() {
+		if o.id != n.id {
+			others = append(others, o)
+		}
+	}
+	return others
+}
+
+// setLinks cuts the links between n and others both ways (each is told an
+// address nothing listens at), or restores them.
+func setLinks(n *testNode, others []*testNode, up bool) {
+	for _, o := range others {
+		to, back := "127.0.0.1:1", "127.0.0.1:1"
+		if up {
+			to, back = o.addr, n.addr
+		}
+		n.tr.SetPeer(o.id, to)
+		o.tr.SetPeer(n.id, back)
 	}
 }

@@ -17,12 +17,7 @@ func TestBenchAgainstACluster(t *testing.T) {
 		t.Skip("starts three nodes")
 	}
 	procs, _ := newClusterOfProcesses(t, 3)
-	for _, p := range procs {
-		p.start(t)
-	}
-	for _, p := range procs {
-		waitView(t, p, procs, "all three alive and ready", 20*time.Second, allReady(procs))
-	}
+	startReady(t, procs, 20*time.Second)
 	n1, n2, n3 := procs[0], procs[1], procs[2]
 	metrics := strings.Join([]string{n2.metrics, n1.metrics, n3.metrics}, ",")
 

@@ -89,12 +89,7 @@ func faultRun(t *testing.T, f fault) {
 	if f.name == "cut" && !nt.Isolated {
 		t.Skip("no hosts of their own: no link to cut")
 	}
-	for _, p := range procs {
-		p.start(t)
-	}
-	for _, p := range procs {
-		waitView(t, p, procs, "all three alive and ready", 30*time.Second, allReady(procs))
-	}
+	startReady(t, procs, 30*time.Second)
 	waitLeaders(t, procs)
 	victim := procs[2]
 	ctx := context.Background()

@@ -103,12 +103,7 @@ func TestClusterOutboxResumesOnTheNewLeader(t *testing.T) {
   outbox_backoff_max: 500ms
 `, filepath.Join(t.TempDir(), "signing.key"), remoteName, remote.federation)
 	procs := clusterOn(t, nt, nt.Hosts[:3], true, fed)
-	for _, p := range procs { // the first makes the signing key the others read
-		p.start(t)
-	}
-	for _, p := range procs {
-		waitView(t, p, procs, "all three alive and ready", 30*time.Second, allReady(procs))
-	}
+	startReady(t, procs, 30*time.Second) // the first makes the signing key the others read
 	waitLeaders(t, procs)
 	var victim, entry *clusterProc
 	for _, p := range procs {

@@ -31,12 +31,7 @@ func TestClusterMediaThroughAnyNode(t *testing.T) {
 	start := time.Now()
 	procs, nt := newClusterOfProcesses(t, 3)
 	n1, n2, n3 := procs[0], procs[1], procs[2]
-	for _, p := range procs {
-		p.start(t)
-	}
-	for _, p := range procs {
-		waitView(t, p, procs, "all three alive and ready", 20*time.Second, allReady(procs))
-	}
+	startReady(t, procs, 20*time.Second)
 	t.Logf("hosts of their own: %v; three nodes ready in %s", nt.Isolated, time.Since(start).Round(time.Millisecond))
 	ctx := context.Background()
 	_, clients := userOwnedBy(t, ctx, procs, "media", n1.name, n1)

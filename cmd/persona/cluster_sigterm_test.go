@@ -115,12 +115,7 @@ func TestSIGTERMUnderLoadFailsNoRequest(t *testing.T) {
 	start := time.Now()
 	defer func() { t.Logf("wall time %s", time.Since(start).Round(time.Millisecond)) }()
 	procs, nt := newClusterOfProcesses(t, 3, "profile:\n  rate_limit:\n    burst: 0\n")
-	for _, p := range procs {
-		p.start(t)
-	}
-	for _, p := range procs {
-		waitView(t, p, procs, "all three alive and ready", 30*time.Second, allReady(procs))
-	}
+	startReady(t, procs, 30*time.Second)
 	waitLeaders(t, procs)
 	victim := procs[2]
 	ctx := context.Background()

@@ -93,12 +93,7 @@ func TestClusterSyncThroughAnyNode(t *testing.T) {
 	defer func() { t.Logf("wall time %s", time.Since(start).Round(time.Millisecond)) }()
 	procs, _ := newClusterOfProcesses(t, 3)
 	n1, n2, n3 := procs[0], procs[1], procs[2]
-	for _, p := range procs {
-		p.start(t)
-	}
-	for _, p := range procs {
-		waitView(t, p, procs, "all three alive and ready", 20*time.Second, allReady(procs))
-	}
+	startReady(t, procs, 20*time.Second)
 	ctx := context.Background()
 	alice, reader := userOwnedBy(t, ctx, procs, "syncer", n2.name, n1)
 	bob, writer := userOwnedBy(t, ctx, procs, "sender", n1.name, n2)

@@ -156,6 +156,18 @@ cluster:
 	return procs
 }
 
+// startReady starts procs, in order, and waits until each one's view
+// lists them all alive and ready, up to limit per node.
+func startReady(t *testing.T, procs []*clusterProc, limit time.Duration) {
+	t.Helper()
+	for _, p := range procs {
+		p.start(t)
+	}
+	for _, p := range procs {
+		waitView(t, p, procs, "all alive and ready", limit, allReady(procs))
+	}
+}
+
 // allReady reports whether ms lists every one of procs alive and ready,
 // with its addresses, and no other.
 func allReady(procs []*clusterProc) func(map[string]clusterMember) bool {

@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -168,14 +167,6 @@ func adminGet(t *testing.T, n *testnode.Node, path string, out any) int {
 // metricsOf returns n's /metrics.
 func metricsOf(t *testing.T, n *testnode.Node) string {
 	t.Helper()
-	resp, err := http.Get("http://" + n.MetricsAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, b := get(t, "http://"+n.MetricsAddr()+"/metrics")
 	return string(b)
 }

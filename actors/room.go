@@ -51,6 +51,7 @@ type room struct {
 	// back (room_hold.go).
 	held       []heldMessage
 	awaiting   bool
+	onReady    func(error) // the stream's call back, made once: posts streamReady
 	inFlight   []uint64    // stream positions of uncommitted events
 	unsynced   []*evRecord // uncommitted state events
 	background int         // commits in flight in the background lane

@@ -76,8 +76,11 @@ func (r *room) positionsAtHand(ctx actor.Context) bool {
 	if r.awaiting {
 		return false
 	}
-	self, rt := ctx.Self(), r.h.rt
-	if r.h.stream.ready(r.part, func(err error) { rt.Post(self, &streamReady{err: err}) }) {
+	if r.onReady == nil { // once, not per message: this runs for every write
+		self, rt := ctx.Self(), r.h.rt
+		r.onReady = func(err error) { rt.Post(self, &streamReady{err: err}) }
+	}
+	if r.h.stream.ready(r.part, r.onReady) {
 		return true
 	}
 	r.awaiting = true

@@ -299,7 +299,7 @@ func (s *Store) AppliedIndex(rng int) (uint64, error) {
 // written (larger than a badger transaction) fails alone and its
 // record's proposer is told; an error means badger could not write, and
 // the records were not all applied. It need not be durable when it
-// returns: the logs keep the records until SyncApplied.
+// returns: the logs keep the records until Flushed tells they are.
 func (s *Store) ApplyCommitted(applied []Applied) error {
 	start := time.Now()
 	type span struct {
@@ -377,6 +377,26 @@ func (s *Store) ApplyCommitted(applied []Applied) error {
 	}
 	s.applyMu.Unlock()
 	return nil
+}
+
+// Flushed tells, without syncing, how far what ApplyCommitted wrote is
+// durable in badger's own files: it returns the numbers of badger's
+// oldest memtable in memory (durable) and of its newest (newest).
+// Everything applied before a call that returned newest n is durable once
+// a later call returns durable > n: badger syncs a memtable's table and
+// the manifest before it removes the memtable's log, and a value put in
+// the value log was synced when it was applied. A store in memory holds
+// nothing durably, and loses nothing to a crash it survives: everything
+// counts as durable.
+func (s *Store) Flushed() (durable, newest uint64, err error) {
+	if s.dir == "" {
+		return 1, 0, nil
+	}
+	mems, err := memLogs(s.dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	return uint64(mems[0]), uint64(mems[len(mems)-1]), nil
 }
 
 // SyncApplied makes every ApplyCommitted before it durable in badger's

@@ -76,7 +76,7 @@ func (r *raftPath) Apply(updates []raft.Update) error {
 	return r.s.ApplyCommitted(applied)
 }
 
-func (r *raftPath) Sync() error { return r.s.SyncApplied() }
+func (r *raftPath) Flushed() (durable, newest uint64, err error) { return r.s.Flushed() }
 
 func (r *raftPath) Snapshot(uint64) ([]byte, error) { return nil, errors.New("no follower") }
 

@@ -16,14 +16,15 @@
 // memtable log) at twice the time and three times the CPU of pwrite and
 // fdatasync for the same round (docs/BENCHMARKS.md, "Commit log sync");
 // the storage commit log, which this log is to replace, already works
-// that way. The entries since the
-// last checkpoint are also kept in memory (raft's MemoryStorage), as etcd
-// keeps its own, so raft never reads the file; the log is read only at
-// start.
+// that way. The entries raft may still need are also kept in memory
+// (raft's MemoryStorage), as etcd keeps its own, so raft never reads the
+// file; the log is read only at start.
 //
 // A group's state is the caller's StateMachine: committed commands go to
-// it in batches with their applied index; a checkpoint syncs it and drops
-// the log before what it holds; a follower too far behind gets a snapshot
+// it in batches with their applied index, not synced; a checkpoint drops
+// the segments whose entries the state machine has since made durable of
+// its own accord (badger flushing a memtable), so that nothing waits on a
+// sync of the state; a follower too far behind gets a snapshot
 // of the group's state from the leader. Proposals to a group that reach
 // the loop in one round go into one entry.
 //
@@ -73,6 +74,7 @@ type Driver struct {
 	seq        uint64   // proposal counter
 	ticks      uint64   // ticks so far
 	afterWrite []chan<- error
+	points     []durablePoint // applied points not yet durable, oldest first (checkpoint.go)
 	readies    []ready
 	updates    []Update
 
@@ -88,7 +90,8 @@ type group struct {
 	id        uint64
 	rn        *raft.RawNode
 	ms        *raft.MemoryStorage
-	snap      *pb.SnapshotMetadata // the log's snapshot point: entries up to it are gone
+	snap      *pb.SnapshotMetadata // raft's snapshot point: entries up to it are gone from memory
+	durable   *pb.SnapshotMetadata // the log's: the state machine holds the entries up to it durably
 	hs        *pb.HardState        // as the log holds it
 	applied   uint64               // the last entry applied
 	smApplied uint64               // entries up to it were applied before the driver opened
@@ -186,7 +189,7 @@ func Open(opts Options, sm StateMachine, tr Transport) (*Driver, error) {
 		d.groups[id] = g
 	}
 	// The recovered segment may end in a torn record: go on in a new one.
-	if err := l.rotate(d.fillCheckpoint); err != nil {
+	if err := l.rotate(d.fillCheckpoint, d.entriesDurable); err != nil {
 		l.close()
 		return nil, fmt.Errorf("open raft log %s: %w", opts.Dir, err)
 	}
@@ -229,7 +232,7 @@ func (d *Driver) newGroup(id uint64, gl *groupLog) (*group, error) {
 	if smApplied < snap.GetIndex() && snap.GetIndex() > bootstrapIndex {
 		return nil, fmt.Errorf("the state machine applied up to index %d, the log starts after %d: the entries between are lost", smApplied, snap.GetIndex())
 	}
-	g := &group{id: id, ms: ms, snap: snap, hs: gl.hs, applied: snap.GetIndex(), smApplied: smApplied, cs: snap.GetConfState()}
+	g := &group{id: id, ms: ms, snap: snap, durable: snap, hs: gl.hs, applied: snap.GetIndex(), smApplied: smApplied, cs: snap.GetConfState()}
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                        d.opts.NodeID,
 		ElectionTick:              d.opts.ElectionTicks,

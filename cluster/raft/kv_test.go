@@ -5,6 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
@@ -12,10 +16,12 @@ import (
 
 // kvMachine is a StateMachine on a real badger: a command "key=value"
 // sets key in its group's key range g/<group>/k/, and g/<group>/applied
-// holds the group's applied index. Writes are not synced until Sync, as
-// a node's state machine would be.
+// holds the group's applied index. Writes are not synced: they are
+// durable once badger has flushed their memtable to a table, as a node's
+// are.
 type kvMachine struct {
 	db       *badger.DB
+	dir      string
 	restores atomic.Int64
 }
 
@@ -26,7 +32,7 @@ func openKV(dir string) (*kvMachine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kvMachine{db: db}, nil
+	return &kvMachine{db: db, dir: dir}, nil
 }
 
 func (m *kvMachine) close() error { return m.db.Close() }
@@ -83,7 +89,23 @@ func (m *kvMachine) Apply(updates []Update) error {
 	return txn.Commit()
 }
 
-func (m *kvMachine) Sync() error { return m.db.Sync() }
+// Flushed reads the numbers of badger's memtable logs: a memtable's log
+// is removed once its table and the manifest are synced.
+func (m *kvMachine) Flushed() (durable, newest uint64, err error) {
+	names, err := filepath.Glob(filepath.Join(m.dir, "*.mem"))
+	if err != nil || len(names) == 0 {
+		return 0, 0, fmt.Errorf("badger's memtable logs: %d, %v", len(names), err)
+	}
+	durable = math.MaxUint64
+	for _, name := range names {
+		n, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(name), ".mem"), 10, 64)
+		if err != nil {
+			return 0, 0, err
+		}
+		durable, newest = min(durable, n), max(newest, n)
+	}
+	return durable, newest, nil
+}
 
 func (m *kvMachine) Snapshot(group uint64) ([]byte, error) {
 	var out []byte

@@ -18,24 +18,30 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// The log is one append-only file at a time, a segment, named by its
-// number ("000007.log"). A segment starts with a checkpoint: for every
-// group, its snapshot point (index, term, membership), the entries after
-// it that are kept and its hard state. Rounds append to it: each is one
-// frame, one write and, when raft asks for durability, one fdatasync.
-// Once the rounds have written SegmentBytes the driver writes the next
-// segment's checkpoint; the old segment is then done with and kept as a
-// spare to write over.
+// The log is a run of append-only files, segments, named by their number
+// ("000007.log"), of which the newest is written. A segment starts with a
+// checkpoint: every group's durable point (index, term, membership: the
+// state machine holds the entries up to it durably, so the log may drop
+// them) and its hard state; a group a checkpoint does not list is gone.
+// Rounds append to it: each is one frame, one write and, when raft asks
+// for durability, one fdatasync. Once the rounds have written
+// SegmentBytes the driver writes the next segment's checkpoint. An older
+// segment is kept while it holds an entry after its group's durable point
+// in the newest checkpoint; then it is done with, and kept as a spare to
+// write over or deleted. Entries are written once: a checkpoint copies
+// none.
 //
 // A segment is written under a temporary name and renamed once its
-// checkpoint is durable, so the newest "*.log" always starts with a whole
-// checkpoint: recovery reads it alone. A frame is checked whole, so a
-// round is recovered whole or not at all (a group's entries never without
-// the hard state that commits them). Every frame carries its segment's
-// number, which tells a spare's old frames from new ones. After a crash
-// the last round may be torn; recovery stops at the first frame that does
-// not check, and the driver starts a new segment at once, so that nothing
-// is ever written after a torn frame.
+// checkpoint is durable, so every "*.log" starts with a whole checkpoint.
+// Recovery reads the segments in order: a snapshot point in a checkpoint
+// drops the entries up to it, one in a round (a snapshot installed)
+// drops them all. A frame is checked whole, so a round is recovered whole
+// or not at all (a group's entries never without the hard state that
+// commits them). Every frame carries its segment's number, which tells a
+// spare's old frames from new ones. After a crash the last round may be
+// torn; recovery stops at the first frame that does not check, and the
+// driver starts a new segment at once, so that nothing is ever written
+// after a torn frame.
 //
 // With prewrite set, a segment is written over space written before: one
 // with no spare to write over is first filled with zeros (at open), and
@@ -49,7 +55,7 @@ import (
 const (
 	recEntries    = 1 // entries of a group, consecutive; they replace any from their first index on
 	recHardState  = 2 // a group's term, vote and commit index
-	recSnapshot   = 3 // a group's snapshot point: index, term, membership; the log before it is gone
+	recSnapshot   = 3 // a group's snapshot point: index, term, membership; the log before it is gone (after it too, in a round)
 	recRemove     = 4 // the node no longer holds a replica of the group
 	recCheckpoint = 5 // the end of a segment's checkpoint
 )
@@ -70,28 +76,38 @@ type logFile struct {
 	f     *os.File
 	n     uint64 // segment number
 	size  int64
-	base  int64  // the size of the segment's checkpoint
-	buf   []byte // records not yet written
-	spare string // a segment done with, to write the next over; "" for none
+	base  int64             // the size of the segment's checkpoint
+	buf   []byte            // records not yet written
+	dirty bool              // a write not synced yet
+	spare string            // a segment done with, to write the next over; "" for none
+	last  map[uint64]uint64 // each group's highest entry index in this segment
+	kept  []keptSegment     // older segments still needed, oldest first
 
 	prewrite  int64         // bytes of zeros a segment with no spare is written over; 0 for none
 	preparing chan string   // the spare being prepared: its path once ready, "" if that failed
 	stop      chan struct{} // closed by close: a spare being prepared is given up
 }
 
+// keptSegment is an older segment and each group's highest entry index
+// in it.
+type keptSegment struct {
+	n    uint64
+	last map[uint64]uint64
+}
+
 // groupLog is a group's persistent raft state as the log holds it.
 type groupLog struct {
 	snap *pb.SnapshotMetadata // nil: no snapshot point (a group waiting to be given one)
 	hs   *pb.HardState
-	ents []*pb.Entry // after snap
+	ents []*pb.Entry // after snap, once every segment is read
 }
 
 func segmentName(n uint64, ext string) string { return fmt.Sprintf("%06d%s", n, ext) }
 
-// openLog reads the newest segment of dir, deletes the other segments
-// but one spare, and returns the state of every group in it. The caller
-// must rotate before it appends anything. A segment with no spare to
-// write over is first filled with prewrite bytes of zeros (0: none).
+// openLog reads the segments of dir, deletes the spares but one, and
+// returns the state of every group they hold. The caller must rotate
+// before it appends anything. A segment with no spare to write over is
+// first filled with prewrite bytes of zeros (0: none).
 func openLog(dir string, prewrite int64) (*logFile, map[uint64]*groupLog, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
@@ -113,20 +129,23 @@ func openLog(dir string, prewrite int64) (*logFile, map[uint64]*groupLog, error)
 	}
 	l := &logFile{dir: dir, prewrite: prewrite, stop: make(chan struct{})}
 	groups := map[uint64]*groupLog{}
-	if logs := byExt[".log"]; len(logs) > 0 {
-		l.n = logs[len(logs)-1]
-		data, err := os.ReadFile(filepath.Join(dir, segmentName(l.n, ".log")))
+	for i, n := range byExt[".log"] {
+		data, err := os.ReadFile(filepath.Join(dir, segmentName(n, ".log")))
 		if err != nil {
 			return nil, nil, err
 		}
-		if groups, err = readSegment(l.n, data); err != nil {
-			return nil, nil, fmt.Errorf("raft log %s: %w", segmentName(l.n, ".log"), err)
+		last, err := readSegment(n, data, groups)
+		if err != nil {
+			return nil, nil, fmt.Errorf("raft log %s: %w", segmentName(n, ".log"), err)
 		}
-		for _, n := range logs[:len(logs)-1] {
-			byExt[".spare"] = append(byExt[".spare"], n) // older segments: done with
-			if err := os.Rename(filepath.Join(dir, segmentName(n, ".log")), filepath.Join(dir, segmentName(n, ".spare"))); err != nil {
-				return nil, nil, err
-			}
+		if i > 0 {
+			l.kept = append(l.kept, keptSegment{l.n, l.last})
+		}
+		l.n, l.last = n, last
+	}
+	for id, g := range groups {
+		if len(g.ents) > 0 && g.ents[0].GetIndex() != g.snap.GetIndex()+1 {
+			return nil, nil, fmt.Errorf("raft log: group %d: the entries after %d and before %d are lost", id, g.snap.GetIndex(), g.ents[0].GetIndex())
 		}
 	}
 	for _, n := range byExt[".tmp"] { // a checkpoint that was not finished
@@ -145,11 +164,13 @@ func openLog(dir string, prewrite int64) (*logFile, map[uint64]*groupLog, error)
 	return l, groups, nil
 }
 
-// readSegment returns the group states that segment n's data holds. Its
-// checkpoint must be whole; after it, the first frame that does not check
-// ends the segment.
-func readSegment(n uint64, data []byte) (map[uint64]*groupLog, error) {
-	groups := map[uint64]*groupLog{}
+// readSegment reads segment n's data into groups, the state the
+// segments before it left, and returns each group's highest entry index
+// in it. Its checkpoint must be whole; after it, the first frame that
+// does not check ends the segment.
+func readSegment(n uint64, data []byte, groups map[uint64]*groupLog) (map[uint64]uint64, error) {
+	last := map[uint64]uint64{}
+	listed := map[uint64]bool{} // the groups the checkpoint lists
 	checkpointed := false
 	for len(data) >= frameHeader {
 		size := int(binary.BigEndian.Uint32(data))
@@ -177,16 +198,27 @@ func readSegment(n uint64, data []byte) (map[uint64]*groupLog, error) {
 			switch kind {
 			case recCheckpoint:
 				checkpointed = true
+				for id := range groups {
+					if !listed[id] {
+						delete(groups, id) // removed before the checkpoint
+					}
+				}
 			case recRemove:
 				delete(groups, group)
 			default:
+				if !checkpointed {
+					listed[group] = true
+				}
 				g := groups[group]
 				if g == nil {
 					g = &groupLog{}
 					groups[group] = g
 				}
-				if err := g.read(kind, body); err != nil {
+				if err := g.read(kind, body, !checkpointed); err != nil {
 					return nil, fmt.Errorf("group %d: %w", group, err)
+				}
+				if kind == recEntries && len(g.ents) > 0 {
+					last[group] = max(last[group], g.ents[len(g.ents)-1].GetIndex())
 				}
 			}
 		}
@@ -194,11 +226,12 @@ func readSegment(n uint64, data []byte) (map[uint64]*groupLog, error) {
 	if !checkpointed {
 		return nil, errors.New("the segment has no whole checkpoint")
 	}
-	return groups, nil
+	return last, nil
 }
 
-// read applies one record's body to g.
-func (g *groupLog) read(kind byte, body []byte) error {
+// read applies one record's body to g; inCheckpoint tells whether it is
+// part of a segment's checkpoint.
+func (g *groupLog) read(kind byte, body []byte, inCheckpoint bool) error {
 	r := reader{b: body}
 	switch kind {
 	case recHardState:
@@ -210,17 +243,26 @@ func (g *groupLog) read(kind byte, body []byte) error {
 			return err
 		}
 		g.snap = &pb.SnapshotMetadata{Index: new(index), Term: new(term), ConfState: cs}
-		g.ents = nil
+		if !inCheckpoint || len(g.ents) == 0 || g.ents[len(g.ents)-1].GetIndex() <= index {
+			g.ents = nil
+		} else if first := g.ents[0].GetIndex(); first <= index {
+			g.ents = g.ents[index-first+1:]
+		}
 	case recEntries:
 		first, count := r.uvarint(), r.uvarint()
-		next := g.snap.GetIndex() + 1
+		if first <= g.snap.GetIndex() {
+			return fmt.Errorf("entries from %d are not after the snapshot point %d", first, g.snap.GetIndex())
+		}
+		// Entries before first, if any after the snapshot point, may have
+		// been in segments done with: a later checkpoint's point is past
+		// them.
 		if len(g.ents) > 0 {
-			next = g.ents[len(g.ents)-1].GetIndex() + 1
+			from, next := g.ents[0].GetIndex(), g.ents[len(g.ents)-1].GetIndex()+1
+			if first > next {
+				return fmt.Errorf("entries from %d do not follow the log (%d to %d)", first, from, next-1)
+			}
+			g.ents = g.ents[:max(first, from)-from]
 		}
-		if first > next || first <= g.snap.GetIndex() {
-			return fmt.Errorf("entries from %d do not follow the log (next %d)", first, next)
-		}
-		g.ents = g.ents[:first-g.snap.GetIndex()-1]
 		for i := range count {
 			term, typ, data := r.uvarint(), pb.EntryType(r.uvarint()), bytes.Clone(r.bytes())
 			g.ents = append(g.ents, &pb.Entry{Index: new(first + i), Term: new(term), Type: typ.Enum(), Data: data})
@@ -281,6 +323,10 @@ func (l *logFile) addEntries(group uint64, ents []*pb.Entry) {
 	if len(ents) == 0 {
 		return
 	}
+	if l.last == nil {
+		l.last = map[uint64]uint64{}
+	}
+	l.last[group] = max(l.last[group], ents[len(ents)-1].GetIndex())
 	s := l.begin(recEntries, group)
 	l.buf = binary.AppendUvarint(l.buf, ents[0].GetIndex())
 	l.buf = binary.AppendUvarint(l.buf, uint64(len(ents)))
@@ -337,6 +383,7 @@ func (l *logFile) write(sync bool) error {
 	if err != nil {
 		return err
 	}
+	l.dirty = !sync
 	if sync {
 		return unix.Fdatasync(int(l.f.Fd()))
 	}
@@ -344,9 +391,19 @@ func (l *logFile) write(sync bool) error {
 }
 
 // rotate starts segment n+1 with the checkpoint fill queues, durable
-// before it returns, and keeps the previous segment as a spare. It waits
-// for a spare being prepared, if it has no other.
-func (l *logFile) rotate(fill func() error) error {
+// before it returns. Then the older segments, oldest first, are done with
+// while done says so of each one's highest entry indices: the first is
+// kept as a spare, if there is none, and the others deleted. It waits for
+// a spare being prepared, if it has no other.
+func (l *logFile) rotate(fill func() error, done func(last map[uint64]uint64) bool) error {
+	if l.dirty {
+		// The checkpoint holds no entry: the rounds before it must be
+		// durable where they are.
+		if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
+			return err
+		}
+		l.dirty = false
+	}
 	n := l.n + 1
 	tmp := filepath.Join(l.dir, segmentName(n, ".tmp"))
 	if l.spare == "" && l.preparing != nil {
@@ -364,8 +421,8 @@ func (l *logFile) rotate(fill func() error) error {
 	if err != nil {
 		return err
 	}
-	old, oldN := l.f, l.n
-	l.f, l.n, l.size, l.buf = f, n, 0, l.buf[:0]
+	old, oldN, oldLast := l.f, l.n, l.last
+	l.f, l.n, l.size, l.buf, l.last = f, n, 0, l.buf[:0], nil
 	if fresh && old == nil && l.prewrite > 0 {
 		// At open, before the driver loop runs: the checkpoint's sync
 		// makes the zeros durable with it.
@@ -381,16 +438,41 @@ func (l *logFile) rotate(fill func() error) error {
 		return err
 	}
 	if oldN != 0 {
-		spare := filepath.Join(l.dir, segmentName(oldN, ".spare"))
-		if err := os.Rename(filepath.Join(l.dir, segmentName(oldN, ".log")), spare); err != nil {
-			return err
-		}
-		l.spare = spare
+		l.kept = append(l.kept, keptSegment{oldN, oldLast})
+	}
+	if err := l.retire(done); err != nil {
+		return err
 	}
 	if l.spare == "" && l.preparing == nil && l.prewrite > 0 {
 		l.prepareSpare()
 	}
 	return nil
+}
+
+// retire lets go of the older segments done says are done with, oldest
+// first: the first becomes the spare if there is none, the others are
+// deleted. The directory is synced, so that a spare written over never
+// comes back under its old name.
+func (l *logFile) retire(done func(last map[uint64]uint64) bool) error {
+	k := 0
+	for k < len(l.kept) && done(l.kept[k].last) {
+		path := filepath.Join(l.dir, segmentName(l.kept[k].n, ".log"))
+		if l.spare == "" && l.preparing == nil {
+			l.spare = filepath.Join(l.dir, segmentName(l.kept[k].n, ".spare"))
+			if err := os.Rename(path, l.spare); err != nil {
+				l.spare = ""
+				return err
+			}
+		} else if err := os.Remove(path); err != nil {
+			return err
+		}
+		k++
+	}
+	if k == 0 {
+		return nil
+	}
+	l.kept = slices.Delete(l.kept, 0, k)
+	return syncDir(l.dir)
 }
 
 // prepareSpare writes, in the background, a spare of prewrite bytes of

@@ -3,8 +3,10 @@ package raft
 import (
 	"bytes"
 	"hash/crc32"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -34,18 +36,45 @@ func (m logModel) clone() logModel {
 	return out
 }
 
-// fill queues the model as a checkpoint.
-func (m logModel) fill(l *logFile) func() error {
+// fill queues the model as a checkpoint, with its entries if copy, else
+// without: the entries after each snapshot point stay in the segments
+// kept.
+func (m logModel) fill(l *logFile, copy bool) func() error {
 	return func() error {
 		for id, g := range m {
 			l.addSnapshot(id, g.snap)
-			l.addEntries(id, g.ents)
+			if copy {
+				l.addEntries(id, g.ents)
+			}
 			if g.hs != nil {
 				l.addHardState(id, g.hs)
 			}
 		}
 		return nil
 	}
+}
+
+// compact moves group id's snapshot point to the entry at index, as a
+// checkpoint moves a group's durable point.
+func (m logModel) compact(id, index uint64) {
+	g := m[id]
+	k := index - g.snap.GetIndex() // entries dropped
+	if k == 0 {
+		return
+	}
+	g.snap = &pb.SnapshotMetadata{Index: new(index), Term: new(g.ents[k-1].GetTerm()), ConfState: g.snap.GetConfState()}
+	g.ents = g.ents[k:]
+}
+
+// done tells, as the driver does, whether a segment's entries are all at
+// or before their group's snapshot point.
+func (m logModel) done(last map[uint64]uint64) bool {
+	for id, index := range last {
+		if g := m[id]; g != nil && index > g.snap.GetIndex() {
+			return false
+		}
+	}
+	return true
 }
 
 func equalLogs(t *rapid.T, got map[uint64]*groupLog, want logModel) {
@@ -73,10 +102,11 @@ func equalLogs(t *rapid.T, got map[uint64]*groupLog, want logModel) {
 
 // TestLogRecoversWhatItWrote writes random rounds of records (entries,
 // some replacing a suffix; hard states; snapshot points; removals) and
-// checkpoints over spare segments, some prewritten with zeros, reopens
-// the log, and compares what it reads with a model. Then it tears the
-// last round at a random byte, with garbage or zeros, and checks that
-// recovery stops before it.
+// checkpoints over spare segments, some prewritten with zeros: most move
+// snapshot points and copy no entry, so that older segments are kept
+// while their entries are needed. It reopens the log and compares what
+// it reads with a model. Then it tears the last round at a random byte,
+// with garbage or zeros, and checks that recovery stops before it.
 func TestLogRecoversWhatItWrote(t *testing.T) {
 	dir := t.TempDir()
 	rapid.Check(t, func(t *rapid.T) {
@@ -91,7 +121,7 @@ func TestLogRecoversWhatItWrote(t *testing.T) {
 			t.Fatalf("a new log: %v, %d groups", err, len(got))
 		}
 		model := logModel{}
-		if err := l.rotate(model.fill(l)); err != nil {
+		if err := l.rotate(model.fill(l, false), model.done); err != nil {
 			t.Fatal(err)
 		}
 		var before logModel
@@ -99,11 +129,21 @@ func TestLogRecoversWhatItWrote(t *testing.T) {
 		rounds := rapid.IntRange(1, 30).Draw(t, "rounds")
 		for range rounds {
 			before = model.clone()
-			if rapid.IntRange(0, 9).Draw(t, "checkpoint") == 0 {
-				if err := l.rotate(model.fill(l)); err != nil {
+			if rapid.IntRange(0, 4).Draw(t, "checkpoint") == 0 {
+				copy := rapid.IntRange(0, 3).Draw(t, "copy") == 0
+				if !copy {
+					for _, id := range slices.Sorted(maps.Keys(model)) {
+						g := model[id]
+						model.compact(id, g.snap.GetIndex()+rapid.Uint64Range(0, uint64(len(g.ents))).Draw(t, "durable"))
+					}
+				}
+				if err := l.rotate(model.fill(l, copy), model.done); err != nil {
 					t.Fatal(err)
 				}
 				before = model.clone()
+				if ns, _ := filepath.Glob(filepath.Join(d, "*.log")); len(ns) != len(l.kept)+1 {
+					t.Fatalf("%d segments, %d kept and the one written", len(ns), len(l.kept))
+				}
 			}
 			for range rapid.IntRange(1, 4).Draw(t, "records") {
 				id := rapid.Uint64Range(1, 4).Draw(t, "group")
@@ -199,7 +239,7 @@ func TestZerosEndASegment(t *testing.T) {
 	}
 	defer l.close()
 	model := logModel{}
-	if err := l.rotate(model.fill(l)); err != nil {
+	if err := l.rotate(model.fill(l, false), model.done); err != nil {
 		t.Fatal(err)
 	}
 	model.group(l, 3)
@@ -213,8 +253,8 @@ func TestZerosEndASegment(t *testing.T) {
 	if len(data) < 64<<10 || !bytes.Equal(data[l.size:], make([]byte, len(data)-int(l.size))) {
 		t.Fatalf("%d bytes, %d written: want zeros after the frames to 64 KiB", len(data), l.size)
 	}
-	got, err := readSegment(l.n, data)
-	if err != nil {
+	got := map[uint64]*groupLog{}
+	if _, err := readSegment(l.n, data, got); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 || got[3] == nil {

@@ -52,11 +52,12 @@ type Options struct {
 	MaxApplyBytes uint64
 
 	// SegmentBytes is how much the rounds write to the log before the
-	// driver checkpoints: it makes the state machine durable, drops the
-	// entries every follower has (a leader keeps CatchUpEntries at most),
-	// and starts a new segment with what remains. Larger means fewer
-	// checkpoints and more memory (the entries since the last checkpoint
-	// are kept in memory). Default 64 MiB.
+	// driver checkpoints: it drops from memory the entries every follower
+	// has (a leader keeps CatchUpEntries at most), starts a new segment,
+	// and deletes the segments whose entries the state machine holds
+	// durably. Larger means fewer checkpoints and more memory (the
+	// entries since the last checkpoint are kept in memory). Default 64
+	// MiB.
 	SegmentBytes int64
 	// PrewriteSegments has every segment written over space written
 	// before: a segment with no spare to write over is first filled with

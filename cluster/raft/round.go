@@ -121,7 +121,7 @@ func (d *Driver) persist(rs []ready) error {
 			if err := g.ms.ApplySnapshot(&pb.Snapshot{Metadata: m}); err != nil {
 				return fmt.Errorf("group %d: %w", g.id, err)
 			}
-			g.snap, g.cs, g.confs = m, m.GetConfState(), nil
+			g.snap, g.durable, g.cs, g.confs = m, m, m.GetConfState(), nil
 			g.applied, g.smApplied = m.GetIndex(), m.GetIndex() // the state is the snapshot's now
 			g.settleSnapshot(m.GetIndex())
 			d.mu.Lock()

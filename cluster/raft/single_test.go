@@ -131,13 +131,18 @@ func TestOptionsValidate(t *testing.T) {
 	}
 }
 
-// forgetfulMachine holds what Apply gives it in memory until Sync, and
-// loses it when dropped: a state machine whose writes a crash may lose,
-// as a node's unsynced badger writes are.
+// forgetfulMachine holds what Apply gives it in memory, as in a memtable,
+// and writes it to its badger, synced, once flushEvery commands are
+// held; it loses what it holds when dropped: a state machine whose writes
+// a crash may lose, as a node's unflushed badger writes are.
 type forgetfulMachine struct {
 	*kvMachine
-	pending []Update
+	pending  []Update
+	held     int    // commands in pending
+	memtable uint64 // the number of the memtable pending is
 }
+
+const flushEvery = 128
 
 func (m *forgetfulMachine) Apply(updates []Update) error {
 	for _, u := range updates {
@@ -146,35 +151,47 @@ func (m *forgetfulMachine) Apply(updates []Update) error {
 			cmds = append(cmds, bytes.Clone(c))
 		}
 		m.pending = append(m.pending, Update{Group: u.Group, Index: u.Index, Commands: cmds})
+		m.held += len(cmds)
+	}
+	if m.held >= flushEvery {
+		return m.flush()
 	}
 	return nil
 }
 
-func (m *forgetfulMachine) Sync() error {
+// flush writes what the machine holds to its badger and syncs it.
+func (m *forgetfulMachine) flush() error {
 	if err := m.kvMachine.Apply(m.pending); err != nil {
 		return err
 	}
-	m.pending = nil
-	return m.kvMachine.Sync()
+	m.pending, m.held = nil, 0
+	m.memtable++
+	return m.db.Sync()
+}
+
+// Flushed: the memtables before the one held are flushed.
+func (m *forgetfulMachine) Flushed() (durable, newest uint64, err error) {
+	return m.memtable, m.memtable, nil
 }
 
 func (m *forgetfulMachine) Snapshot(group uint64) ([]byte, error) {
-	if err := m.Sync(); err != nil {
+	if err := m.flush(); err != nil {
 		return nil, err
 	}
 	return m.kvMachine.Snapshot(group)
 }
 
 func (m *forgetfulMachine) Restore(group, index uint64, data []byte) error {
-	if err := m.Sync(); err != nil {
+	if err := m.flush(); err != nil {
 		return err
 	}
 	return m.kvMachine.Restore(group, index, data)
 }
 
 // TestUnsyncedAppliesComeBackFromTheLog stops a node whose state machine
-// then loses everything applied since its last Sync: on restart the
-// driver applies those entries again from its log, and the state holds
+// then loses everything applied since its last flush: on restart the
+// driver applies those entries again from its log, which holds them in
+// the segments kept since the last durable point, and the state holds
 // every acknowledged proposal, with and without checkpoints in between.
 func TestUnsyncedAppliesComeBackFromTheLog(t *testing.T) {
 	t.Parallel()
@@ -213,7 +230,7 @@ func TestUnsyncedAppliesComeBackFromTheLog(t *testing.T) {
 				t.Fatalf("leader %d, %v: a group of one leads itself", lead, err)
 			}
 			want := map[string]string{}
-			for n := range 300 {
+			for n := range 1000 {
 				k, v := fmt.Sprintf("k%03d", n), strings.Repeat(fmt.Sprintf("%x", rand.Uint64()), 4)
 				if err := d.Propose(ctx, g, []byte(k+"="+v)); err != nil {
 					t.Fatal(err)
@@ -231,6 +248,11 @@ func TestUnsyncedAppliesComeBackFromTheLog(t *testing.T) {
 			if err := d.Close(); err != nil {
 				t.Fatal(err)
 			}
+			if segs, _ := filepath.Glob(filepath.Join(dir, "raft", "*.log")); segment < 1<<20 && (len(segs) < 2 || len(segs) > 4) {
+				// The entries since the point durable at the last
+				// checkpoint span the segment before; those before are gone.
+				t.Fatalf("%d segments after %d checkpoints: want the last and one or a few before", len(segs), checkpoints)
+			}
 			lost := len(sm.pending)
 			sm.pending = nil // the crash
 			if err := sm.close(); err != nil {
@@ -247,7 +269,7 @@ func TestUnsyncedAppliesComeBackFromTheLog(t *testing.T) {
 			if err := d.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if err := sm.Sync(); err != nil {
+			if err := sm.flush(); err != nil {
 				t.Fatal(err)
 			}
 			got, err := sm.dump(g)

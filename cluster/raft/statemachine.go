@@ -15,15 +15,18 @@ type StateMachine interface {
 	// Apply applies a round's committed commands: for each update, its
 	// commands in order, and records its Index as the group's applied
 	// index, atomically with them. It need not be durable when it
-	// returns: the log keeps the entries until Sync. The commands' bytes
+	// returns: the log keeps the entries until Flushed tells they are. The commands' bytes
 	// must not be modified. Every replica applies the same commands, so
 	// a command's content must not make Apply fail (a bad one is a no-op
 	// or a recorded refusal); an error, that the state cannot be written,
 	// stops the Driver.
 	Apply(updates []Update) error
-	// Sync makes every Apply before it durable. The Driver calls it before
-	// it drops log entries, which the applied state then stands for.
-	Sync() error
+	// Flushed tells, without syncing, how far the state is durable: the
+	// mark of everything applied so far (newest), and the mark before
+	// which everything applied is durable (durable). What was applied
+	// before a call that returned newest n is durable once a later call
+	// returns durable > n. The Driver keeps log entries until then.
+	Flushed() (durable, newest uint64, err error)
 	// Snapshot returns the group's state as it is, at the index last
 	// applied: what Restore on another node takes.
 	Snapshot(group uint64) ([]byte, error)

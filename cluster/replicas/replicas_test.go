@@ -40,7 +40,10 @@ type store struct {
 
 func rangeOf(g uint64) []byte   { return fmt.Appendf(nil, "p/%04x/", Partition(g)) }
 func appliedOf(g uint64) []byte { return fmt.Appendf(nil, "\xfftest-applied/%d", g) }
-func (m *store) Sync() error    { return nil } // CommitSync made every Apply durable
+
+// Flushed: CommitSync made every Apply durable.
+func (m *store) Flushed() (durable, newest uint64, err error) { return 1, 0, nil }
+
 func (m *store) Drop(g uint64) error {
 	m.drops.Add(1)
 	return m.s.ImportRange(rangeOf(g), nil, deleted(appliedOf(g)))

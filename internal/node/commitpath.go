@@ -97,8 +97,8 @@ func (r *raftPath) Apply(updates []raft.Update) error {
 	return r.s.ApplyCommitted(applied)
 }
 
-// Sync makes the applied records durable in the store.
-func (r *raftPath) Sync() error { return r.s.SyncApplied() }
+// Flushed tells how far the applied records are durable in the store.
+func (r *raftPath) Flushed() (durable, newest uint64, err error) { return r.s.Flushed() }
 
 // Snapshot returns a partition's key range; the node's own group, which
 // no other node holds, has none to give.

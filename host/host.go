@@ -12,7 +12,8 @@
 // this node owns the partition (Placement; without one every partition is
 // local), sends the message in a wire.Envelope to the owner's partition
 // actor over protoactor's remote (StartRemote) when another node does, and
-// holds it while no owner is known.
+// holds it while no owner is known or the one known cannot be reached
+// (links.go).
 //
 // The host owns the actor system, the partition actors and the room
 // workers' goroutines. It knows nothing of users or rooms and touches no

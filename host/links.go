@@ -16,8 +16,8 @@ import (
 // sent to it meanwhile is lost. So the host hands remote a message for
 // another node only while remote holds a connection to it, or once a
 // connection of the host's own (a probe) reached it since remote's last
-// one ended; until then it probes, every probeGap at most, and the
-// partition actors hold their messages (Options.HoldFor).
+// one ended; until then it probes, probeGap after a probe that failed,
+// and the partition actors hold their messages (Options.HoldFor).
 type links struct {
 	mu     sync.Mutex
 	state  map[string]*link
@@ -41,12 +41,13 @@ type link struct {
 }
 
 const (
-	// probeGap is the least time between two probes of one address.
+	// probeGap is how long after a failed probe of an address the next
+	// one may start.
 	probeGap = 50 * time.Millisecond
 	// probeTimeout bounds a probe's connection attempt.
 	probeTimeout = time.Second
-	// maxQueued is how many broadcasts wait on one address's probe; the
-	// oldest go first.
+	// maxQueued is how many broadcasts wait on one address's probe; beyond
+	// it the oldest are dropped.
 	maxQueued = 64
 )
 

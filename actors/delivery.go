@@ -205,6 +205,7 @@ func (u *user) sendTo(id string, c *roomCursor) {
 		msg.Updates = []*wire.MemberUpdate{c.Snapshot}
 	} else {
 		msg.Updates, msg.Snapshot, msg.Skipped = u.updatesAfter(c.Acked)
+		msg.After = proto.Uint64(c.Acked)
 	}
 	u.d.inFlight[id] = time.Now()
 	u.h.Send(KindRoom, id, msg)

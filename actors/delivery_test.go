@@ -1,7 +1,11 @@
 package actors
 
 import (
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"persona/config"
 	"persona/wire"
@@ -49,5 +53,40 @@ func TestUpdatesAfterFoldsBeyondTheBacklog(t *testing.T) {
 	ups, _, skipped = u.updatesAfter(2)
 	if ups[0].Version != 7 || ups[0].Displayname != "e" || ups[0].OldDisplayname != "a" || skipped != 4 {
 		t.Fatalf("after a new version: %v skipped=%d", ups[0], skipped)
+	}
+}
+
+// A room whose acks were lost applied versions its user's cursor does not
+// show, and the user's resend from that cursor folds them with later ones
+// (beyond max_backlog). The fold's old values are the global ones before
+// the cursor, not the room's: a propagate_to=unchanged fold judged against
+// them left the room at an older name while its ack said it had the last.
+// The room must end with the last name.
+func TestFoldFromALaggingCursorReachesTheRoom(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.Propagation.MaxBacklog = 2
+	cfg.Propagation.ResendAfter = 100 * time.Millisecond
+	h, st := newHostWith(t, t.TempDir(), cfg)
+	t.Cleanup(func() { h.Stop(); st.Close() })
+	alice := registerUser(t, h, "alice")
+	room := createRoom(t, h, alice, 1)
+	var lose atomic.Bool // the room's acks, while set
+	lose.Store(true)
+	h.rt.SetNetwork(func(kind, id string, msg proto.Message, deliver func()) {
+		if _, ok := msg.(*wire.UpdateAcks); ok && lose.Load() {
+			return
+		}
+		deliver()
+	})
+	setName(t, h, alice, "A1", wire.Propagate_PROPAGATE_DEFAULT)
+	eventually(t, "A1 in the room", func() bool { return memberName(t, h, room, alice) == "A1" })
+	setName(t, h, alice, "A2", wire.Propagate_PROPAGATE_DEFAULT)
+	setName(t, h, alice, "A3", wire.Propagate_PROPAGATE_UNCHANGED)
+	time.Sleep(3 * cfg.Propagation.ResendAfter) // resends from the cursor before A1, their acks lost too
+	lose.Store(false)
+	waitPropagated(t, h, alice)
+	if name := memberName(t, h, room, alice); name != "A3" {
+		t.Fatalf("the room has %q once every version is acknowledged, want A3", name)
 	}
 }

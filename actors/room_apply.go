@@ -20,6 +20,14 @@ import (
 // is left to that write, whose failure leaves it unacknowledged (it comes
 // again), and a write that lands while an earlier one fails records no
 // version the earlier one applied.
+//
+// A snapshot (versions folded beyond max_backlog) is applied only from the
+// version it follows: its old values are the global ones there. Built from
+// a cursor behind what the room applied (acks lost, or not yet arrived, at
+// a resend or a restart), it is refused and answered with the version the
+// room has, from which the user actor sends again; judged against the
+// room's newer values, a propagate_to=unchanged fold would leave the room
+// at an older name while acknowledging the last.
 func (r *room) applyUpdates(ctx actor.Context, m *wire.ProfileUpdates) {
 	if r.membership(m.UserId) != "join" {
 		r.ackUpdates(m.UserId, lastVersion(m), true, 0)
@@ -30,6 +38,12 @@ func (r *room) applyUpdates(ctx actor.Context, m *wire.ProfileUpdates) {
 		return // not acknowledged: the user actor sends it again
 	}
 	rec := r.member(m.UserId)
+	if m.Snapshot && m.After != nil && *m.After < rec.Version {
+		if _, ok := r.applying[m.UserId]; !ok {
+			r.ackUpdates(m.UserId, rec.Version, false, 0)
+		} // else the write under way acknowledges what the room has
+		return
+	}
 	before, own := rec.Version, len(rec.Own)
 	var b storage.Batch
 	b.Grow(2*len(m.Updates) + 1) // an event and its state index per version, maybe the member record

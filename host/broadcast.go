@@ -56,8 +56,9 @@ func (h *Host) spawnListener() {
 func (h *Host) OnBroadcast(fn func(proto.Message)) { h.onBroadcast.Store(&fn) }
 
 // Broadcast sends msg to every peer (Options.Peers) at most once: a peer
-// that is down, or whose connection breaks, misses it. Without remote or
-// peers it does nothing.
+// that is down, or whose connection breaks, misses it; one not connected
+// gets it once a probe reaches it (links). Without remote or peers it
+// does nothing.
 func (h *Host) Broadcast(msg proto.Message) error {
 	if !h.remoteUp.Load() || h.opts.Peers == nil {
 		return nil
@@ -72,7 +73,7 @@ func (h *Host) Broadcast(msg proto.Message) error {
 	}
 	env := &wire.Envelope{Type: string(msg.ProtoReflect().Descriptor().FullName()), Payload: payload}
 	for _, addr := range peers {
-		h.system.Root.Send(actor.NewPID(addr, broadcastName), env)
+		h.links.sendOrQueue(actor.NewPID(addr, broadcastName), env)
 	}
 	return nil
 }

@@ -12,7 +12,8 @@
 // this node owns the partition (Placement; without one every partition is
 // local), sends the message in a wire.Envelope to the owner's partition
 // actor over protoactor's remote (StartRemote) when another node does, and
-// holds it while no owner is known.
+// holds it while no owner is known or the one known cannot be reached
+// (links.go).
 //
 // The host owns the actor system, the partition actors and the room
 // workers' goroutines. It knows nothing of users or rooms and touches no
@@ -75,12 +76,13 @@ type Options struct {
 	// Peers names the other nodes Broadcast sends to; nil: none.
 	Peers Peers
 	// HoldFor is how long a partition actor holds a message while no
-	// owner of its partition is known, before it drops it. Longer rides
+	// owner of its partition is known, or the one known cannot be reached
+	// (a node down, or back and not yet probed), before it drops it. Longer rides
 	// out a slower change of placement; the sender of a dropped message
 	// (the delivery rule's resend) or its requester's timeout covers it.
 	HoldFor time.Duration
 	// MaxHeld is how many messages a partition actor holds at most while
-	// no owner is known; it drops those beyond.
+	// no owner is known or reachable; it drops those beyond.
 	MaxHeld int
 	// MaxHops is how many times a message may be forwarded between nodes
 	// that each think another owns its partition (views of the cluster
@@ -205,6 +207,8 @@ type Host struct {
 	remote  *remote.Remote // nil until StartRemote
 	// remoteUp is set once remote runs: Broadcast reads it from any goroutine.
 	remoteUp atomic.Bool
+	// links says which other nodes remote may be handed messages for.
+	links *links
 	// onBroadcast receives what other nodes broadcast (OnBroadcast).
 	onBroadcast atomic.Pointer[func(proto.Message)]
 }
@@ -246,6 +250,7 @@ func New(opts Options, kinds ...Kind) (*Host, error) {
 		}
 		h.parts[i] = pid
 	}
+	h.links = newLinks(func(to *actor.PID, m any) { h.system.Root.Send(to, m) }, func(string) { h.PlacementChanged(nil) })
 	h.spawnListener()
 	if opts.Metrics != nil {
 		go h.sampleDepths(h.stop)

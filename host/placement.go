@@ -126,18 +126,29 @@ type pending struct {
 }
 
 // route delivers a message to its actor when this node owns the
-// partition, sends it to the owner when another node does, and holds it
-// while no owner is known.
+// partition, sends it to the owner when another node does and can be
+// reached, and holds it while no owner is known or reachable.
 func (p *partition) route(ctx actor.Context, m pending) {
-	addr, local, known := p.h.owner(p.index)
+	addr, local, ok := p.target()
 	switch {
 	case local:
 		p.deliver(ctx, m)
-	case known:
+	case ok:
 		p.send(ctx, addr, m)
 	default:
 		p.hold(ctx, m)
 	}
+}
+
+// target returns where the partition's messages go now: here (local), or
+// to the owner at addr (ok), or nowhere yet: no owner known, or the one
+// known not reachable (Host.reachable).
+func (p *partition) target() (addr string, local, ok bool) {
+	addr, local, known := p.h.owner(p.index)
+	if local {
+		return addr, true, true
+	}
+	return addr, false, known && p.h.reachable(addr)
 }
 
 // holdRecheck is how often a partition actor that holds messages asks
@@ -146,13 +157,13 @@ func (p *partition) route(ctx actor.Context, m pending) {
 // PlacementChanged announces.
 const holdRecheck = 50 * time.Millisecond
 
-// hold keeps m until an owner is known, up to Options.HoldFor and
+// hold keeps m until an owner is known and reachable, up to Options.HoldFor and
 // Options.MaxHeld messages a partition, asking the Placement again every
 // holdRecheck.
 func (p *partition) hold(ctx actor.Context, m pending) {
 	if len(p.waiting) >= p.h.opts.MaxHeld {
 		p.h.opts.Metrics.Envelope("dropped_no_owner")
-		p.h.opts.Log.Warn("no owner known for a partition and too many messages held: dropped one", "partition", p.index, "kind", m.kind)
+		p.h.opts.Log.Warn("no owner known or reachable for a partition and too many messages held: dropped one", "partition", p.index, "kind", m.kind)
 		p.refuse(ctx, m)
 		return
 	}
@@ -188,9 +199,9 @@ func (p *partition) reroute(ctx actor.Context) {
 	p.waiting = nil
 	now := time.Now()
 	for _, m := range ws {
-		if _, _, known := p.h.owner(p.index); !known && now.After(m.until) {
+		if _, _, ok := p.target(); !ok && now.After(m.until) {
 			p.h.opts.Metrics.Envelope("dropped_no_owner")
-			p.h.opts.Log.Warn("no owner known for a partition in time: dropped a message", "partition", p.index, "kind", m.kind)
+			p.h.opts.Log.Warn("no owner known or reachable for a partition in time: dropped a message", "partition", p.index, "kind", m.kind)
 			p.refuse(ctx, m)
 			continue
 		}

@@ -46,6 +46,13 @@ func (h *Host) StartRemote(bind, advertise string) (err error) {
 	// writer gives up at once and the next message dials afresh. What was
 	// sent meanwhile is lost either way, as a move loses it.
 	cfg.MaxRetryCount = 1
+	h.system.EventStream.SubscribeWithPredicate(h.links.event, func(e any) bool {
+		switch e.(type) {
+		case *remote.EndpointConnectedEvent, *remote.EndpointTerminatedEvent:
+			return true
+		}
+		return false
+	})
 	r := remote.NewRemote(h.system, cfg)
 	defer func() {
 		if v := recover(); v != nil {
@@ -57,6 +64,13 @@ func (h *Host) StartRemote(bind, advertise string) (err error) {
 	h.remoteUp.Store(true)
 	h.opts.Log.Info("actors reachable across nodes", "bind", bind, "advertise", advertise)
 	return nil
+}
+
+// reachable reports whether a message may be handed to remote for the
+// node at addr now (links); it starts a probe of the node if not. Without
+// remote every address is: what is sent there is a dead letter.
+func (h *Host) reachable(addr string) bool {
+	return !h.remoteUp.Load() || h.links.usable(addr)
 }
 
 // send sends m to the partition actor of the same partition on the node

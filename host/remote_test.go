@@ -13,6 +13,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"persona/metrics"
 )
 
 // freeAddr returns a loopback address with a port free a moment ago.
@@ -122,5 +124,52 @@ func TestBroadcastReachesPeers(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%q not broadcast", want)
 		}
+	}
+}
+
+// A node that comes back on its address is reached at once, even when a
+// message went to it while it was down: a failed connection attempt must
+// not hold what follows (protoactor's endpoint writer sleeps 2 s after
+// one, then drops what it queued meanwhile). A broadcast to the node while
+// it is down is as harmless.
+func TestNodeBackIsReachedAtOnce(t *testing.T) {
+	t.Parallel()
+	aAddr, bAddr := freeAddr(t), freeAddr(t)
+	m := metrics.New(nil)
+	a, err := New(Options{Partitions: 4, PassivateAfter: time.Minute, Metrics: m,
+		Placement: &table{addr: bAddr, known: true}, Peers: peerList{bAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Stop)
+	if err := a.StartRemote(aAddr, aAddr); err != nil {
+		t.Fatal(err)
+	}
+	// b is down: what a sends it now is lost, and its request waits.
+	a.Send("still", "x", wrapperspb.String("while down"))
+	if err := a.Broadcast(wrapperspb.String("while down")); err != nil {
+		t.Fatal(err)
+	}
+	early := askLater(a, "still", "y", 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+
+	b, _, _ := newPlacedHost(t, &table{local: true, known: true}, time.Minute)
+	if err := b.StartRemote(bAddr, bAddr); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if got, err := ask(a, "still", "z", 10*time.Second); err != nil || got != "pong ping" {
+		t.Fatalf("request once b is up: %q, %v", got, err)
+	}
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("a request to b once it is up took %s", took)
+	}
+	select {
+	case err := <-early:
+		if err != nil {
+			t.Errorf("request made while b was down: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("a request made while b was down not answered 5 s after b came up")
 	}
 }

@@ -31,7 +31,7 @@ func (m *Metrics) remote() *remoteMetrics {
 		}, []string{"kind"})
 		r.envelopes = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persona_cluster_envelopes_total",
-			Help: "Messages to actors across nodes, by outcome: sent (to the owner of their partition), forwarded (received by a node that does not own the partition, sent on to the owner it knows), received (delivered to a local actor), held (kept while no owner was known), dropped_hops (forwarded too often), dropped_no_owner (no owner known in time, or too many held), dropped_unknown_type (a message type this node does not know), rerouted (a request sent again: its partition moved before its actor took it, the host dropped it, or it could not be delivered).",
+			Help: "Messages to actors across nodes, by outcome: sent (to the owner of their partition), forwarded (received by a node that does not own the partition, sent on to the owner it knows), received (delivered to a local actor), held (kept while no owner was known or reachable), dropped_hops (forwarded too often), dropped_no_owner (no owner known or reachable in time, or too many held), dropped_unknown_type (a message type this node does not know), rerouted (a request sent again: its partition moved before its actor took it, the host dropped it, or it could not be delivered).",
 		}, []string{"outcome"})
 		for _, o := range envelopeOutcomes {
 			r.envelopes.WithLabelValues(o)

@@ -1271,12 +1271,16 @@ func (x *MemberUpdate) GetWrittenMs() int64 {
 // ProfileUpdates carries a user's versions to a room, oldest first. With
 // snapshot=true the room lagged too far and gets the latest alone.
 type ProfileUpdates struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Updates       []*MemberUpdate        `protobuf:"bytes,3,rep,name=updates,proto3" json:"updates,omitempty"`
-	Snapshot      bool                   `protobuf:"varint,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	Skipped       uint64                 `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"` // versions folded into a snapshot
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	RoomId   string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	UserId   string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Updates  []*MemberUpdate        `protobuf:"bytes,3,rep,name=updates,proto3" json:"updates,omitempty"`
+	Snapshot bool                   `protobuf:"varint,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Skipped  uint64                 `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"` // versions folded into a snapshot
+	// The version the sender counts as the room's last acknowledged: the
+	// updates follow it, and a snapshot folds every version after it (its old
+	// values are the global ones at it). Unset from senders that predate it.
+	After         *uint64 `protobuf:"varint,6,opt,name=after,proto3,oneof" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1342,6 +1346,13 @@ func (x *ProfileUpdates) GetSnapshot() bool {
 func (x *ProfileUpdates) GetSkipped() uint64 {
 	if x != nil {
 		return x.Skipped
+	}
+	return 0
+}
+
+func (x *ProfileUpdates) GetAfter() uint64 {
+	if x != nil && x.After != nil {
+		return *x.After
 	}
 	return 0
 }
@@ -2369,13 +2380,15 @@ const file_rooms_proto_rawDesc = "" +
 	"\x0fold_displayname\x18\a \x01(\tR\x0eoldDisplayname\x12$\n" +
 	"\x0eold_avatar_url\x18\b \x01(\tR\foldAvatarUrl\x12\x1d\n" +
 	"\n" +
-	"written_ms\x18\t \x01(\x03R\twrittenMs\"\xae\x01\n" +
+	"written_ms\x18\t \x01(\x03R\twrittenMs\"\xd3\x01\n" +
 	"\x0eProfileUpdates\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x124\n" +
 	"\aupdates\x18\x03 \x03(\v2\x1a.persona.wire.MemberUpdateR\aupdates\x12\x1a\n" +
 	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\x12\x18\n" +
-	"\askipped\x18\x05 \x01(\x04R\askipped\"\xad\x01\n" +
+	"\askipped\x18\x05 \x01(\x04R\askipped\x12\x19\n" +
+	"\x05after\x18\x06 \x01(\x04H\x00R\x05after\x88\x01\x01B\b\n" +
+	"\x06_after\"\xad\x01\n" +
 	"\tUpdateAck\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x18\n" +
@@ -2522,6 +2535,7 @@ func file_rooms_proto_init() {
 		return
 	}
 	file_messages_proto_init()
+	file_rooms_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -24,11 +25,34 @@ const routePartitions = 64
 // first replica by rendezvous, as every node computes it once all are
 // alive and ready.
 func ownerOf(identity string, procs []*clusterProc) string {
+	return cluster.Replicas(host.PartitionOf(identity, routePartitions), procNames(procs), 1)[0]
+}
+
+// procNames names procs' nodes.
+func procNames(procs []*clusterProc) []string {
 	names := make([]string, len(procs))
 	for i, p := range procs {
 		names[i] = p.name
 	}
-	return cluster.Replicas(host.PartitionOf(identity, routePartitions), names, 1)[0]
+	return names
+}
+
+// ledAsPlaced reports whether each of procs gossips leading exactly the
+// partitions whose first replica it is (ownerOf), as ms shows them.
+func ledAsPlaced(procs []*clusterProc) func(map[string]clusterMember) bool {
+	want := map[string][]int{}
+	for p := range routePartitions {
+		first := cluster.Replicas(p, procNames(procs), 1)[0]
+		want[first] = append(want[first], p)
+	}
+	return func(ms map[string]clusterMember) bool {
+		for _, p := range procs {
+			if !slices.Equal(slices.Sorted(slices.Values(ms[p.name].Led)), want[p.name]) {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 // userOwnedBy registers, through via, the first user named prefix<n>
@@ -89,6 +113,14 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 	n1, n2, n3 := procs[0], procs[1], procs[2]
 	startReady(t, procs, 20*time.Second)
 	t.Logf("hosts of their own: %v; three nodes ready in %s", nt.Isolated, time.Since(start).Round(time.Millisecond))
+	// Ready means every partition has a leader, not yet its preferred one:
+	// until leadership has moved there, a room ownerOf names n3's may live
+	// on n1, and n3 would receive nothing.
+	phase := time.Now()
+	for _, p := range procs {
+		waitView(t, p, procs, "every partition led by its first replica", 30*time.Second, ledAsPlaced(procs))
+	}
+	t.Logf("every partition led by its first replica %s after ready", time.Since(phase).Round(time.Millisecond))
 	ctx := context.Background()
 
 	// A user n1 owns, registered through n1, logged in through n2 and n3.
@@ -161,7 +193,7 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 
 	// n3 SIGKILLed and declared dead; restarted on its data, it owns its
 	// rooms again, and a rename reaches them.
-	phase := time.Now()
+	phase = time.Now()
 	n3.child.kill()
 	for _, p := range []*clusterProc{n1, n2} {
 		waitView(t, p, procs, "n3 dead", deadBound, func(ms map[string]clusterMember) bool { return ms["n3"].State == "dead" })

@@ -15,11 +15,11 @@ type StateMachine interface {
 	// Apply applies a round's committed commands: for each update, its
 	// commands in order, and records its Index as the group's applied
 	// index, atomically with them. It need not be durable when it
-	// returns: the log keeps the entries until Flushed tells they are. The commands' bytes
-	// must not be modified. Every replica applies the same commands, so
-	// a command's content must not make Apply fail (a bad one is a no-op
-	// or a recorded refusal); an error, that the state cannot be written,
-	// stops the Driver.
+	// returns: the log keeps the entries until Flushed tells they are.
+	// The commands' bytes must not be modified. Every replica applies the
+	// same commands, so a command's content must not make Apply fail (a
+	// bad one is a no-op or a recorded refusal); an error, that the state
+	// cannot be written, stops the Driver.
 	Apply(updates []Update) error
 	// Flushed tells, without syncing, how far the state is durable: the
 	// mark of everything applied so far (newest), and the mark before

@@ -398,12 +398,17 @@ func notFoundReply(m proto.Message) proto.Message {
 // to /sync and their users are woken once it is durable. A write a client
 // waits on takes the urgent lane unless a background write of the room is
 // still in flight: an urgent batch may overtake background ones, and the
-// room's batches must land in order.
+// room's batches must land in order. A SendReply carries the highest
+// stream position of the batch, so that a node that asked through another
+// knows what its /sync must cover (stream.wrote).
 func (r *room) commit(ctx actor.Context, b *storage.Batch, reply proto.Message, applied func()) {
 	r.commitSeq++
 	seq, self, rt := r.commitSeq, ctx.Self(), r.h.rt
 	inFlight, wake, next, unsynced, out := r.inFlight, r.wakeUsers, r.meta.NextPos, r.unsynced, r.outgoing
 	r.inFlight, r.wakeUsers, r.unsynced, r.outgoing = nil, nil, nil, nil
+	if sr, ok := reply.(*wire.SendReply); ok && len(inFlight) > 0 {
+		sr.Stream = slices.Max(inFlight)
+	}
 	urgent := reply != nil && r.background == 0
 	if !urgent {
 		r.background++

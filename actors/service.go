@@ -267,9 +267,14 @@ func (h *Service) Partition(id string) int { return h.rt.Partition(id) }
 func partitionName(p int) string { return host.PartitionKey(p) }
 
 // Request sends msg to the actor kind/id and waits for its answer, at most
-// until ctx ends or 30 s pass.
+// until ctx ends or 30 s pass. A room's answer to a write tells the node's
+// later /sync tokens to cover it (stream_written.go).
 func (h *Service) Request(ctx context.Context, kind, id string, msg proto.Message) (proto.Message, error) {
-	return h.rt.Request(ctx, kind, id, msg)
+	reply, err := h.rt.Request(ctx, kind, id, msg)
+	if err == nil && kind == KindRoom {
+		h.stream.wroteThrough(id, reply)
+	}
+	return reply, err
 }
 
 // Send delivers msg to the actor kind/id without waiting.

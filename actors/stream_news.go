@@ -136,6 +136,10 @@ func (s *stream) heard(m *wire.StreamNews) {
 	for _, ps := range parts {
 		s.known[ps.Partition] = max(s.known[ps.Partition], ps.Visible)
 	}
+	if s.heardC != nil && len(parts) > 0 {
+		close(s.heardC)
+		s.heardC = nil
+	}
 	if m.WakeAll {
 		s.wake(nil)
 	} else {

@@ -36,6 +36,12 @@ type stream struct {
 	floor []uint64
 	known []uint64 // the visible position each partition's owner told last
 	news  news
+	// written is, for each partition another node owns, the highest
+	// position of a write this node answered a client for, which its
+	// /sync waits to hear of (stream_written.go); heardC is closed when
+	// news raise known while a /sync waits.
+	written []uint64
+	heardC  chan struct{}
 	// members are the recent member events of this server's users, by user
 	// (stream_members.go).
 	members      map[string][]memberChange
@@ -51,7 +57,8 @@ const maxTrackedRooms = 1 << 17
 func newStream(store *storage.Store, partitions int, local func(int) bool, partition func(string) int) *stream {
 	s := &stream{store: store, local: local, partition: partition, parts: make([]*partStream, partitions),
 		subs: map[string][]chan struct{}{}, all: map[chan struct{}]bool{}, last: map[string]uint64{}, members: map[string][]memberChange{},
-		floor: make([]uint64, partitions), known: make([]uint64, partitions), news: newNews(partitions)}
+		floor: make([]uint64, partitions), known: make([]uint64, partitions), written: make([]uint64, partitions),
+		news: newNews(partitions)}
 	for p := range s.parts {
 		s.parts[p], s.floor[p] = newPartStream(p), noFloor
 	}

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"strings"
@@ -108,8 +109,14 @@ func (t SyncToken) Part(p int) uint64 {
 
 // StreamPosition is the node's current /sync position: every event at or
 // below it, in each partition's stream, is committed. A partition whose
-// owner has told this node nothing yet is at 0.
-func (h *Service) StreamPosition() (SyncToken, error) {
+// owner has told this node nothing yet is at 0. It covers every write this
+// node answered before, waiting briefly for the news of those another
+// node owns (stream.awaitWritten).
+func (h *Service) StreamPosition(ctx context.Context) (SyncToken, error) {
+	if n := h.stream.awaitWritten(ctx); n > 0 {
+		h.log.Warn("sync token may stop below writes this node answered: their partitions' news did not come",
+			"partitions", n, "waited", writtenWait)
+	}
 	parts, err := h.stream.visible()
 	if err != nil {
 		return SyncToken{}, err

@@ -220,7 +220,7 @@ func (r *syncResponse) empty() bool {
 // not know yet (0: its owner has told it nothing since it started).
 func (s *Server) buildSync(ctx context.Context, sess *session, p *syncParams) (*syncResponse, error) {
 	user := string(sess.user)
-	pos, err := s.host.StreamPosition()
+	pos, err := s.host.StreamPosition(ctx)
 	if err != nil {
 		return nil, err
 	}

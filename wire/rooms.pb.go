@@ -328,6 +328,7 @@ type SendReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EventId       string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Stream        uint64                 `protobuf:"varint,3,opt,name=stream,proto3" json:"stream,omitempty"` // the highest stream position the write took in the room's partition; 0 = none
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -374,6 +375,13 @@ func (x *SendReply) GetError() *Error {
 		return x.Error
 	}
 	return nil
+}
+
+func (x *SendReply) GetStream() uint64 {
+	if x != nil {
+		return x.Stream
+	}
+	return 0
 }
 
 // ChangeMembership is join, leave, invite, kick, ban or unban.
@@ -2287,10 +2295,11 @@ const file_rooms_proto_rawDesc = "" +
 	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12\x15\n" +
 	"\x06txn_id\x18\x04 \x01(\tR\x05txnId\x12\x19\n" +
 	"\bevent_id\x18\x05 \x01(\tR\aeventId\x12!\n" +
-	"\fcontent_json\x18\x06 \x01(\fR\vcontentJson\"Q\n" +
+	"\fcontent_json\x18\x06 \x01(\fR\vcontentJson\"i\n" +
 	"\tSendReply\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12)\n" +
-	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\"\x9b\x02\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.persona.wire.ErrorR\x05error\x12\x16\n" +
+	"\x06stream\x18\x03 \x01(\x04R\x06stream\"\x9b\x02\n" +
 	"\x10ChangeMembership\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x16\n" +

@@ -66,7 +66,15 @@ func TestRecycledSegmentsRecover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	commitKilobytes(t, s, 300)
+	// Until ten segments went (badger flushes on its own goroutines), then
+	// 2 MB more: segments sealed after one went are written over it.
+	n := 0
+	for n < 1200 && s.Stats().Dropped < 10 {
+		commitBatches(t, s, n, n+10)
+		n += 10
+	}
+	commitBatches(t, s, n, n+20)
+	n += 20
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +97,7 @@ func TestRecycledSegmentsRecover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	readKilobytes(t, r, 300)
+	readKilobytes(t, r, n)
 }
 
 // TestRecoveryPassesOverOldRecords: a segment written over a spare holds,

@@ -3,6 +3,8 @@ package actors
 import (
 	"sync"
 	"time"
+
+	"persona/wire"
 )
 
 // Presence is one user's presence as /sync shows it (m.presence content),
@@ -17,8 +19,10 @@ type Presence struct {
 	CurrentlyActive bool
 	Stream          uint64 // position of the last change
 
-	syncs int       // its /sync requests in progress
+	syncs int       // its /sync requests in progress through this node
 	seen  time.Time // when its last /sync ended, or it set its presence
+	here  bool      // it syncs or set its presence through this node: the node decides its timeout
+	at    uint64    // the position, on the node it changed on, of its last presence change
 }
 
 // presences is the node's in-memory presence table. Presence is ephemeral
@@ -28,14 +32,16 @@ type presences struct {
 	mu    sync.Mutex
 	users map[string]*Presence
 	last  uint64 // the last presence position handed out
+	// tell broadcasts a change to the other nodes; nil without a cluster.
+	tell func(*wire.PresenceChange)
 }
 
 // SetPresence records a user's presence state and status message.
 func (h *Service) SetPresence(user, state string, statusMsg *string) error {
-	return h.updatePresence(user, func(p *Presence) {
+	return h.updatePresence(user, toldState, func(p *Presence) {
 		p.Presence, p.StatusMsg = state, statusMsg
 		p.LastActive, p.CurrentlyActive = time.Now(), state == "online"
-		p.seen = p.LastActive
+		p.seen, p.here = p.LastActive, true
 	})
 }
 
@@ -46,12 +52,9 @@ func (h *Service) SetPresence(user, state string, statusMsg *string) error {
 // /sync in progress for Options.PresenceTimeout goes offline.
 func (h *Service) Syncing(user, state string) (done func(), err error) {
 	h.presence.mu.Lock()
-	p := h.presence.users[user]
-	if p == nil {
-		p = &Presence{UserID: user, Presence: "offline"}
-		h.presence.users[user] = p
-	}
+	p := h.presence.user(user)
 	p.syncs++
+	p.here = true
 	switch {
 	case state == "offline": // "not marked online": nothing changes
 		state = ""
@@ -72,7 +75,7 @@ func (h *Service) Syncing(user, state string) (done func(), err error) {
 		h.presence.mu.Unlock()
 	}
 	if changed {
-		if err := h.updatePresence(user, func(p *Presence) { p.Presence = state }); err != nil {
+		if err := h.updatePresence(user, toldState, func(p *Presence) { p.Presence = state }); err != nil {
 			done()
 			return nil, err
 		}
@@ -81,7 +84,9 @@ func (h *Service) Syncing(user, state string) (done func(), err error) {
 }
 
 // expirePresence marks offline, until stop is closed, every user who is not
-// and has had no /sync in progress for timeout (Options.PresenceTimeout).
+// and has had no /sync in progress through this node for timeout
+// (Options.PresenceTimeout), and tells the other nodes. A user whose
+// presence this node only heard of is left to the nodes it syncs through.
 func (h *Service) expirePresence(stop <-chan struct{}, timeout time.Duration) {
 	t := time.NewTicker(timeout / 6)
 	defer t.Stop()
@@ -93,44 +98,65 @@ func (h *Service) expirePresence(stop <-chan struct{}, timeout time.Duration) {
 			var gone []string
 			h.presence.mu.Lock()
 			for u, p := range h.presence.users {
-				if p.Presence != "offline" && p.syncs == 0 && now.Sub(p.seen) > timeout {
+				if expired(p, now, timeout) {
 					gone = append(gone, u)
 				}
 			}
 			h.presence.mu.Unlock()
 			for _, u := range gone {
-				err := h.updatePresence(u, func(p *Presence) {
-					if p.syncs == 0 && now.Sub(p.seen) > timeout { // no /sync began meanwhile
-						p.Presence, p.CurrentlyActive = "offline", false
-					}
-				})
-				if err != nil {
-					h.log.Error("presence: mark offline", "user", u, "err", err)
-				}
+				h.expire(u, now, timeout)
 			}
 		}
 	}
 }
 
+// expired reports whether p is due to go offline at now; presence.mu is held.
+func expired(p *Presence, now time.Time, timeout time.Duration) bool {
+	return p.here && p.Presence != "offline" && p.syncs == 0 && now.Sub(p.seen) > timeout
+}
+
+// expire marks user offline if it is still due to (no /sync began meanwhile).
+func (h *Service) expire(user string, now time.Time, timeout time.Duration) {
+	h.presence.mu.Lock()
+	p := h.presence.users[user]
+	if p == nil || !expired(p, now, timeout) {
+		h.presence.mu.Unlock()
+		return
+	}
+	p.Presence, p.CurrentlyActive = "offline", false
+	m := h.presence.changed(p, toldExpired)
+	h.presence.mu.Unlock()
+	h.publishPresence(m)
+}
+
 // profilePresence records a profile change in the user's presence.
 func (h *Service) profilePresence(user, displayname, avatarURL string) error {
-	return h.updatePresence(user, func(p *Presence) {
+	return h.updatePresence(user, toldProfile, func(p *Presence) {
 		p.Displayname, p.AvatarURL = displayname, avatarURL
 	})
 }
 
-func (h *Service) updatePresence(user string, change func(*Presence)) error {
+// updatePresence applies change to user's presence, gives it the next
+// position, wakes the node's /syncs and tells the other nodes (told says
+// what changed).
+func (h *Service) updatePresence(user string, told presenceTold, change func(*Presence)) error {
 	h.presence.mu.Lock()
-	p := h.presence.users[user]
+	p := h.presence.user(user)
+	change(p)
+	m := h.presence.changed(p, told)
+	h.presence.mu.Unlock()
+	h.publishPresence(m)
+	return nil
+}
+
+// user returns user's entry, made offline if there was none; mu is held.
+func (ps *presences) user(user string) *Presence {
+	p := ps.users[user]
 	if p == nil {
 		p = &Presence{UserID: user, Presence: "offline"}
-		h.presence.users[user] = p
+		ps.users[user] = p
 	}
-	change(p)
-	p.Stream = h.presence.tick()
-	h.presence.mu.Unlock()
-	h.stream.wakeAll()
-	return nil
+	return p
 }
 
 // tick returns the next presence position: the time in microseconds, or

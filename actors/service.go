@@ -199,9 +199,17 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 				h.log.Warn("tell the stream's news", "err", err)
 			}
 		}
+		h.presence.tell = func(m *wire.PresenceChange) {
+			if err := h.rt.Broadcast(m); err != nil {
+				h.log.Warn("tell a presence change", "err", err)
+			}
+		}
 		h.rt.OnBroadcast(func(msg proto.Message) {
-			if m, ok := msg.(*wire.StreamNews); ok {
+			switch m := msg.(type) {
+			case *wire.StreamNews:
 				h.stream.heard(m)
+			case *wire.PresenceChange:
+				h.heardPresence(m)
 			}
 		})
 		go h.stream.tellNews(h.stop)

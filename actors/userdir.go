@@ -28,6 +28,10 @@ type userDir struct {
 	idle    *host.IdleWatch
 	entries map[string]*wire.DirectoryEntry
 	loadErr error
+	// part and fence stamp every batch (storage.Batch.Fence): the actor's
+	// partition and the host's fence of it when the actor loaded.
+	part  int
+	fence uint64
 }
 
 func newUserDir(h *Service, id string, idle *host.IdleWatch) *userDir {
@@ -59,6 +63,8 @@ func (d *userDir) Receive(ctx actor.Context) {
 }
 
 func (d *userDir) load() error {
+	d.part = d.h.Partition(d.id)
+	d.fence = d.h.rt.Fence(d.part) // before the entries: what follows was written under it
 	d.entries = map[string]*wire.DirectoryEntry{}
 	prefix := storage.Prefix(string(d.key("e")))
 	return d.h.store.Scan(prefix, nil, func(k, v []byte) error {
@@ -71,8 +77,9 @@ func (d *userDir) load() error {
 	})
 }
 
-// update stores an entry when it changed. Losing one in a crash is healed by
-// the user's next activation, so it is written without waiting.
+// update stores an entry when it changed. Losing one in a crash, or to a
+// fence (a directory actor of an ownership that ended), is healed by the
+// user's next activation, so it is written without waiting.
 func (d *userDir) update(e *wire.DirectoryEntry) {
 	if old := d.entries[e.UserId]; old != nil && proto.Equal(old, e) {
 		return
@@ -81,8 +88,12 @@ func (d *userDir) update(e *wire.DirectoryEntry) {
 	raw, _ := proto.Marshal(e)
 	var b storage.Batch
 	b.Set(d.key("e", e.UserId), raw)
+	b.Fence(d.part, d.fence)
 	d.h.store.Commit(&b, func(err error) {
-		if err != nil {
+		switch {
+		case errors.Is(err, storage.ErrFenced):
+			d.h.log.Debug("user directory write of an ownership that ended", "user", e.UserId)
+		case err != nil:
 			d.h.log.Error("user directory write failed", "err", err)
 		}
 	})

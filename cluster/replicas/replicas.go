@@ -214,11 +214,20 @@ func (c *Controller) pass() {
 			c.lead(st, want, ids(live))
 		case ok && st.Applied > 0 && !slices.Contains(st.Voters, c.self) && !slices.Contains(st.Learners, c.self):
 			c.forget(g)
+		case ok && untouched(st) && !slices.Contains(want, c.self):
+			c.forget(g) // started for a placement that has moved on since
 		}
 	}
 	c.running.Wait()
 	c.gossip()
 	c.measureLags()
+}
+
+// untouched reports whether a replica is empty and no other replica has
+// spoken to it: it has no state, no members and no term (so it cast no
+// vote), and forgetting it loses nothing.
+func untouched(st raft.Status) bool {
+	return st.Applied == 0 && st.Term == 0 && len(st.Voters) == 0 && len(st.Learners) == 0
 }
 
 // measureLags exports the replication lag of each partition this node

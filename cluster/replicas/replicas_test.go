@@ -394,6 +394,35 @@ func TestJoiningMemberTakesItsShare(t *testing.T) {
 	}
 }
 
+// TestStrayEmptyReplicaIsForgotten: an empty replica that no replica has
+// spoken to, of a group placement does not put on its node (one started
+// on a view of the members that has moved on since), is forgotten.
+func TestStrayEmptyReplicaIsForgotten(t *testing.T) {
+	a := startNode(t, "a", 4)
+	b := startNode(t, "b", 4, a.m.Addr())
+	c := startNode(t, "c", 4, a.m.Addr())
+	d := startNode(t, "d", 4, a.m.Addr())
+	all := []*node{a, b, c, d}
+	want := placed([]string{"a", "b", "c", "d"})
+	eventually(t, 20*time.Second, "groups founded", func() error { return converged(all, want, false) })
+	var stray uint64
+	for g, voters := range want {
+		if !slices.Contains(voters, NodeID("d")) {
+			stray = g
+			break
+		}
+	}
+	if err := d.d.AddGroup(context.Background(), stray, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the stray replica forgotten", func() error {
+		if _, err := d.d.Status(stray); err == nil {
+			return fmt.Errorf("d still holds group %d", stray)
+		}
+		return nil
+	})
+}
+
 // TestDrainHandsLeadershipOver: a member draining leads no group once
 // Drain returns, and the groups it led take writes through their new
 // leaders.

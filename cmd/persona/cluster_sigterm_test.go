@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +28,7 @@ type loadRequest struct {
 	began, ended    time.Time
 	status          int
 	err             error
+	fresh           bool // sent on a connection dialed for it
 }
 
 // loadLog records the load's requests from every client.
@@ -57,6 +60,15 @@ func statusOf(err error) int {
 // failed reports whether k is a failure a client should not see: a 5xx,
 // or no answer.
 func (k loadRequest) failed() bool { return k.status == 0 || k.status >= 500 }
+
+// unserved reports whether k failed before the server could read it: its
+// connection was refused (the listener had closed), or a connection
+// dialed for it was reset (the kernel had accepted it as the listener
+// closed, and resets what the server never took).
+func (k loadRequest) unserved() bool {
+	return errors.Is(k.err, syscall.ECONNREFUSED) ||
+		(k.fresh && (errors.Is(k.err, syscall.ECONNRESET) || errors.Is(k.err, syscall.EPIPE)))
+}
 
 // readiness is when a node's GET /ready first answered 503, and when the
 // node first gave no answer at all (its listener closed); zero if never.
@@ -105,7 +117,7 @@ func pollReady(p *clusterProc, stop <-chan struct{}) func() readiness {
 // gets a 5xx or no answer; through the stopping node GET /ready answers
 // 503 first, every request is answered until its listener closes,
 // cluster.drain_delay later at least, and then connections are refused
-// (a client of that node stops there). The test logs the failures, the
+// (a client of that node stops there; see unserved). The test logs the failures, the
 // window they span, and the times from the SIGTERM to not ready, to the
 // listener closing and to the exit (docs/BENCHMARKS.md, "Graceful stop").
 func TestSIGTERMUnderLoadFailsNoRequest(t *testing.T) {
@@ -167,6 +179,8 @@ func TestSIGTERMUnderLoadFailsNoRequest(t *testing.T) {
 					default:
 					}
 					k := loadRequest{node: p.name, owner: u.owner, began: time.Now()}
+					var reused atomic.Bool
+					ctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(c httptrace.GotConnInfo) { reused.Store(c.Reused) }})
 					var err error
 					switch i % 3 {
 					case 0:
@@ -180,7 +194,7 @@ func TestSIGTERMUnderLoadFailsNoRequest(t *testing.T) {
 						var m event.MemberEventContent
 						err = cli.StateEvent(ctx, u.rooms[i%len(u.rooms)], event.StateMember, string(u.user), &m)
 					}
-					k.ended, k.status, k.err = time.Now(), statusOf(err), err
+					k.ended, k.status, k.err, k.fresh = time.Now(), statusOf(err), err, !reused.Load()
 					rec.add(k)
 					if p == victim && k.status == 0 {
 						return
@@ -215,7 +229,7 @@ func TestSIGTERMUnderLoadFailsNoRequest(t *testing.T) {
 	for _, k := range rec.all {
 		if k.node == victim.name {
 			through++
-			if k.failed() && !errors.Is(k.err, syscall.ECONNREFUSED) { // refused: its listener had closed
+			if k.failed() && !k.unserved() {
 				failures = append(failures, k)
 			}
 			if !seen.notReady.IsZero() && k.began.After(seen.notReady) && !k.failed() {

@@ -1,10 +1,13 @@
 package node_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -165,4 +168,34 @@ func TestStopClosesUnusedConnections(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("stop took %v with an unused connection open", d)
 	}
+}
+
+// TestStopAnswersARequestOnAFreshConnection: a connection accepted just
+// before the listener closed, whose request comes a moment later, is
+// answered rather than cut.
+func TestStopAnswersARequestOnAFreshConnection(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, "", nil)
+	conn, err := net.Dial("tcp", n.ClientAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(20 * time.Millisecond) // let the server accept it
+	stopped := make(chan struct{})
+	go func() { n.Stop(); close(stopped) }()
+	time.Sleep(100 * time.Millisecond) // the listener closes meanwhile
+	if _, err := io.WriteString(conn, "GET /_matrix/client/versions HTTP/1.1\r\nHost: persona.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("a request on a connection accepted before the stop: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !resp.Close {
+		t.Fatalf("answered %d, close %v; want 200 and the connection closed", resp.StatusCode, resp.Close)
+	}
+	<-stopped
 }

@@ -17,6 +17,7 @@ type probeAnswer struct {
 	code   int
 	status string
 	reason string
+	closes bool // the answer said "Connection: close"
 }
 
 // getProbe GETs url and decodes its probe answer.
@@ -31,7 +32,7 @@ func getProbe(t *testing.T, url string) probeAnswer {
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		t.Fatalf("GET %s: %d, body not JSON: %v", url, resp.StatusCode, err)
 	}
-	return probeAnswer{resp.StatusCode, body.Status, body.Reason}
+	return probeAnswer{resp.StatusCode, body.Status, body.Reason, resp.Close}
 }
 
 // readyGauge returns the persona_ready sample of the metrics at addr.
@@ -58,7 +59,8 @@ func readyGauge(t *testing.T, addr string) string {
 // TestProbesFollowTheNodesLife: a started node answers /health and /ready
 // 200 on its client and its metrics listener, and persona_ready is 1.
 // Once Stop begins, before the node leaves or closes a listener, both
-// listeners answer 503 "stopping" and persona_ready is 0; after Stop the
+// listeners answer 503 "stopping", the client listener closes each
+// connection after its answer, and persona_ready is 0; after Stop the
 // listeners are closed.
 func TestProbesFollowTheNodesLife(t *testing.T) {
 	t.Parallel()
@@ -82,7 +84,7 @@ func TestProbesFollowTheNodesLife(t *testing.T) {
 	})
 	bases := []string{"http://" + n.ClientAddr(), "http://" + n.MetricsAddr()}
 	for _, base := range bases {
-		if a := getProbe(t, base+"/health"); a.code != http.StatusOK || a.status != "ok" {
+		if a := getProbe(t, base+"/health"); a.code != http.StatusOK || a.status != "ok" || a.closes {
 			t.Fatalf("%s/health of a started node: %+v", base, a)
 		}
 		if a := getProbe(t, base+"/ready"); a.code != http.StatusOK || a.status != "ready" {
@@ -114,6 +116,9 @@ func TestProbesFollowTheNodesLife(t *testing.T) {
 		operators := i >= 2 // the metrics listener's probes: bases[1]
 		if a.code != http.StatusServiceUnavailable || a.status != "stopping" || (a.reason != "") != operators {
 			t.Errorf("probe %d while stopping: %+v, want 503 stopping, with a reason on the metrics listener only", i, a)
+		}
+		if !operators && !a.closes {
+			t.Errorf("probe %d while stopping: the client listener kept the connection open", i)
 		}
 	}
 	if gauge != "persona_ready 0" {

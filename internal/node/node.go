@@ -48,6 +48,7 @@ type Node struct {
 	client    *http.Server
 	metricsLn *http.Server
 	clientLn  net.Listener
+	conns     *conns // the client listener's connections
 	metricsL  net.Listener
 	fed       *federation.Server
 	outbox    *outbox.Service
@@ -158,10 +159,10 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret,
 		Remote: remote, Outbox: ob, Cluster: members, Probes: n})
 
-	n.client = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	fresh := &freshConns{conns: map[net.Conn]struct{}{}}
-	n.client.ConnState = fresh.track
-	n.client.RegisterOnShutdown(fresh.close)
+	n.client = &http.Server{Handler: n.closingWhileStopping(srv), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	n.conns = &conns{open: map[net.Conn]connState{}}
+	n.client.ConnState = n.conns.track
+	n.client.RegisterOnShutdown(n.conns.closeFresh)
 	go n.serve(n.client, n.clientLn)
 	if cfg.Listen.Federation != "" {
 		if err := n.startFederation(m); err != nil {
@@ -307,36 +308,8 @@ func (n *Node) closeFederation() {
 	}
 }
 
-// freshConns are the client connections that have not sent a request yet.
-// A shutdown closes them at once: net/http counts a new connection as idle
-// only after five seconds, and a client's spare connection (one dialed for
-// a request that another connection took) would hold every stop that long.
-type freshConns struct {
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-}
-
-func (f *freshConns) track(c net.Conn, s http.ConnState) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if s == http.StateNew {
-		f.conns[c] = struct{}{}
-	} else {
-		delete(f.conns, c)
-	}
-}
-
-// close runs once the server has closed its listener.
-func (f *freshConns) close() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for c := range f.conns {
-		_ = c.Close()
-	}
-}
-
 func (n *Node) serve(s *http.Server, l net.Listener) {
-	if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && !n.closedByStop(err) {
 		n.noteFailure(err)
 	}
 }
@@ -385,11 +358,12 @@ func (n *Node) MetricsAddr() string {
 func (n *Node) Failed() <-chan error { return n.done }
 
 // Stop turns the node not ready (GET /ready answers 503 "stopping", so
-// that a load balancer stops sending it traffic), leaves the cluster (if
-// in one: it hands its partitions' leadership over, keeps answering until
-// cluster.drain_delay has passed since it turned not ready, then the
-// others list it as left, not failed), stops accepting requests, lets
-// those in flight finish (up to ctx), then stops the actors and closes
+// that a load balancer stops sending it traffic, and each answer closes
+// its connection), leaves the cluster (if in one: it hands its partitions'
+// leadership over, keeps answering until cluster.drain_delay has passed
+// since it turned not ready, then the others list it as left, not
+// failed), stops accepting connections, lets the requests in flight and
+// on their way finish (up to ctx), then stops the actors and closes
 // storage.
 // Stop is idempotent.
 func (n *Node) Stop(ctx context.Context) error {
@@ -402,7 +376,7 @@ func (n *Node) Stop(ctx context.Context) error {
 		if err := n.leaveCluster(ctx, open); err != nil {
 			n.log.Warn("leave the cluster", "err", err)
 		}
-		n.stopErr = n.client.Shutdown(ctx)
+		n.stopErr = n.closeClient(ctx)
 		if n.fed != nil {
 			if e := n.fed.Shutdown(ctx); n.stopErr == nil {
 				n.stopErr = e

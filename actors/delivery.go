@@ -346,6 +346,7 @@ func (u *user) flush() {
 		// the history deletions is harmless: every room has those versions.
 		var w storage.Batch
 		w.Delete(u.wakeKey())
+		w.Fence(u.h.Partition(u.id), u.fence) // a user actor of a leadership that ended must not drop the next one's mark
 		u.h.store.CommitUrgent(&w, func(error) {}) // failed, the mark stays: one needless wake
 	}
 	if b.Len() == 0 {

@@ -187,6 +187,7 @@ func (r *room) resendOutbound() {
 			var b storage.Batch
 			b.Set(r.key("ob"), mustJSON(r.out))
 			r.settle(&b)
+			b.Fence(r.part, r.fence)
 			r.h.store.Commit(&b, func(error) {}) // lost: the next activation finds the same
 		}
 	}
@@ -269,6 +270,7 @@ func (r *room) outboundAcked(m *wire.OutboundAck) {
 	var b storage.Batch
 	b.Set(r.key("ob"), mustJSON(r.out))
 	r.settle(&b)
+	b.Fence(r.part, r.fence)
 	r.h.store.Commit(&b, func(error) {}) // lost: the outbox acknowledges a resend again
 }
 

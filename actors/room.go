@@ -57,6 +57,10 @@ type room struct {
 	background int         // commits in flight in the background lane
 	wakeUsers  []string    // users to wake when they commit
 	failed     error
+	// stale: an aborted batch left events in memory that storage never
+	// held, and writes were in flight; the room reads itself again once
+	// they settle (abort).
+	stale      bool
 	stopIdle   bool
 	clientSeen bool        // asked by a client since activation: it releases its state when idle, and passivates after passivate_after
 	renotify   *time.Timer // sends a Wake to resend notices not acknowledged (armRenotify)
@@ -475,16 +479,30 @@ func (r *room) onCommitted(ctx actor.Context, m *committed) {
 			ctx.Send(w.to, reply)
 		}
 	}
-	if r.failed != nil && len(r.waiting) == 0 {
-		r.failed = nil
+	if r.reloadDue() && len(r.waiting) == 0 {
+		r.failed, r.stale = nil, false
 		r.loadFailed = r.load()
+		r.handleHeld(ctx)
 	}
 }
 
-// abort drops what memory holds beyond the last commit (after a failed
-// append) by reloading from storage.
+// reloadDue reports whether the room's memory may show events storage
+// will never hold (a write failed, or a batch aborted while others were
+// in flight): the room reads itself again once its writes in flight
+// settle, and holds every message until then (room_hold.go).
+func (r *room) reloadDue() bool { return r.failed != nil || r.stale }
+
+// abort drops what memory holds beyond the last commit, after a failed
+// append: it releases the batch's stream positions and lists, and reads
+// the room again from storage. With writes in flight, which that read
+// would miss (the next event would take the position of one of theirs),
+// it reads once they settle (onCommitted); they finish as usual.
 func (r *room) abort() {
 	r.h.stream.done(r.part, r.inFlight, nil)
-	r.inFlight, r.wakeUsers, r.unsynced = nil, nil, nil
+	r.inFlight, r.wakeUsers, r.unsynced, r.outgoing = nil, nil, nil, nil
+	if len(r.waiting) > 0 {
+		r.stale = true
+		return
+	}
 	r.loadFailed = r.load()
 }

@@ -21,6 +21,11 @@ import (
 // reservation written again lands); other held messages wait for that
 // reservation, and are lost with the room if the partition moved away, as
 // a move loses them (the delivery rule's resend covers them).
+//
+// A room that is to read itself again from storage (reloadDue: a write
+// failed, or a batch aborted while earlier ones were in flight) holds
+// every message, reads included, since its memory may show events never
+// written; once it has read itself again, it handles them as above.
 
 // streamReady is the stream's call back to a room holding messages.
 type streamReady struct{ err error }
@@ -60,10 +65,11 @@ func readOnly(m proto.Message) bool {
 	return false
 }
 
-// hold keeps m for later if it may append and positions are not at hand,
-// or messages are held already; it reports whether it did.
+// hold keeps m for later if the room is to read itself again first
+// (reloadDue), or if m may append and positions are not at hand or
+// messages are held already; it reports whether it did.
 func (r *room) hold(ctx actor.Context, m proto.Message) bool {
-	if readOnly(m) || (len(r.held) == 0 && r.positionsAtHand(ctx)) {
+	if !r.reloadDue() && (readOnly(m) || (len(r.held) == 0 && r.positionsAtHand(ctx))) {
 		return false
 	}
 	r.held = append(r.held, heldMessage{msg: m, sender: ctx.Sender()})
@@ -87,30 +93,42 @@ func (r *room) positionsAtHand(ctx actor.Context) bool {
 	return false
 }
 
-// onStreamReady handles the held messages in order while positions are
-// at hand; after a failure it first sends the held requests back to their
+// onStreamReady handles the held messages (handleHeld); after a failure
+// it first sends the held requests that may append back to their
 // requesters.
 func (r *room) onStreamReady(ctx actor.Context, m *streamReady) {
 	r.awaiting = false
-	held := r.held
-	r.held = nil
 	if m.err != nil {
-		r.h.log.Warn("room holds its writes: no stream positions", "room", r.id, "held", len(held), "err", m.err)
-		kept := held[:0]
-		for _, h := range held {
-			if h.sender != nil {
+		r.h.log.Warn("room holds its writes: no stream positions", "room", r.id, "held", len(r.held), "err", m.err)
+		kept := r.held[:0]
+		for _, h := range r.held {
+			if h.sender != nil && !readOnly(h.msg) {
 				ctx.Send(h.sender, &wire.Reroute{})
 				continue
 			}
 			kept = append(kept, h)
 		}
-		clear(held[len(kept):])
-		held = kept
+		clear(r.held[len(kept):])
+		r.held = kept
 	}
+	r.handleHeld(ctx)
+}
+
+// handleHeld handles the held messages in order, unless the room is to
+// read itself again first: reads at once, the others while positions are
+// at hand. Those left stay held, in order, as does everything from a
+// message whose failed append makes the room read itself again.
+func (r *room) handleHeld(ctx actor.Context) {
+	held := r.held
+	r.held = nil
 	for i, h := range held {
-		if !r.positionsAtHand(ctx) {
-			r.held = held[i:]
+		if r.reloadDue() {
+			r.held = append(r.held, held[i:]...)
 			return
+		}
+		if !readOnly(h.msg) && !r.positionsAtHand(ctx) {
+			r.held = append(r.held, h)
+			continue
 		}
 		r.receiveMessage(heldCtx{Context: ctx, msg: h.msg, sender: h.sender}, h.msg)
 	}

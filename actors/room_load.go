@@ -177,11 +177,11 @@ func (r *room) indexEntry(key, v []byte) (run int, pos uint64, unindexed bool, e
 // keeps their positions, the next client request reads them again
 // (readUnread), and the room passivates after the rest of passivate_after.
 // Member events stay, for the renames to come. It reports whether it
-// released; a room with commits in flight, or one whose commit failed,
-// does not.
+// released; a room with commits in flight, or one to read again from
+// storage (reloadDue), does not.
 func (r *room) release() bool {
 	rest := r.h.cfg.Actors.PassivateAfter - r.h.opts.PropagationIdle
-	if !r.clientSeen || r.released || rest <= 0 || len(r.waiting) > 0 || len(r.held) > 0 || len(r.unsynced) > 0 || r.failed != nil {
+	if !r.clientSeen || r.released || rest <= 0 || len(r.waiting) > 0 || len(r.held) > 0 || len(r.unsynced) > 0 || r.reloadDue() {
 		return false
 	}
 	members := map[stateKey]*evRecord{} // a new map: a map does not shrink

@@ -344,9 +344,11 @@ func (u *user) flush() {
 		// background lane the deletion could land after the next write's
 		// mark and leave that write's fan-out without one. Landing before
 		// the history deletions is harmless: every room has those versions.
+		// Fenced: a user actor of a leadership that ended must not drop
+		// the next one's mark.
 		var w storage.Batch
 		w.Delete(u.wakeKey())
-		w.Fence(u.h.Partition(u.id), u.fence) // a user actor of a leadership that ended must not drop the next one's mark
+		w.Fence(u.h.Partition(u.id), u.fence)
 		u.h.store.CommitUrgent(&w, func(error) {}) // failed, the mark stays: one needless wake
 	}
 	if b.Len() == 0 {

@@ -23,6 +23,8 @@ type Presence struct {
 	seen  time.Time // when its last /sync ended, or it set its presence
 	here  bool      // it syncs or set its presence through this node: the node decides its timeout
 	at    uint64    // the position, on the node it changed on, of its last presence change
+	// expired: its last presence change is an offline the timeout decided
+	expired bool
 }
 
 // presences is the node's in-memory presence table. Presence is ephemeral
@@ -34,6 +36,9 @@ type presences struct {
 	last  uint64 // the last presence position handed out
 	// tell broadcasts a change to the other nodes; nil without a cluster.
 	tell func(*wire.PresenceChange)
+	// tellNode sends a catch-up to the node at an actor address; nil
+	// without a cluster.
+	tellNode func(addr string, m *wire.PresenceCatchUp)
 }
 
 // SetPresence records a user's presence state and status message.

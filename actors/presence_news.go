@@ -23,16 +23,22 @@ func (ps *presences) changed(p *Presence, told presenceTold) *wire.PresenceChang
 	p.Stream = ps.tick()
 	if told != toldProfile {
 		p.at = max(p.Stream, p.at+1)
+		p.expired = told == toldExpired
 	}
 	if ps.tell == nil {
 		return nil
 	}
-	m := &wire.PresenceChange{User: p.UserID, At: p.at}
 	if told == toldProfile {
-		m.Profile, m.Displayname, m.AvatarUrl = true, p.Displayname, p.AvatarURL
-		return m
+		return &wire.PresenceChange{User: p.UserID, At: p.at, Profile: true, Displayname: p.Displayname, AvatarUrl: p.AvatarURL}
 	}
-	m.Presence, m.StatusMsg, m.CurrentlyActive, m.Expired = p.Presence, p.StatusMsg, p.CurrentlyActive, told == toldExpired
+	return stateChange(p)
+}
+
+// stateChange is p's last presence change as it is told, with its stamp;
+// presence.mu is held.
+func stateChange(p *Presence) *wire.PresenceChange {
+	m := &wire.PresenceChange{User: p.UserID, At: p.at, Presence: p.Presence, StatusMsg: p.StatusMsg,
+		CurrentlyActive: p.CurrentlyActive, Expired: p.expired}
 	if !p.LastActive.IsZero() {
 		m.LastActive = p.LastActive.UnixMilli()
 	}
@@ -72,7 +78,7 @@ func (h *Service) heardPresence(m *wire.PresenceChange) {
 		h.publishPresence(again)
 		return
 	default:
-		p.Presence, p.StatusMsg, p.CurrentlyActive, p.at = m.Presence, m.StatusMsg, m.CurrentlyActive, m.At
+		p.Presence, p.StatusMsg, p.CurrentlyActive, p.at, p.expired = m.Presence, m.StatusMsg, m.CurrentlyActive, m.At, m.Expired
 		p.LastActive = time.Time{}
 		if m.LastActive != 0 {
 			p.LastActive = time.UnixMilli(m.LastActive)
@@ -82,4 +88,48 @@ func (h *Service) heardPresence(m *wire.PresenceChange) {
 	}
 	h.presence.mu.Unlock()
 	h.stream.wakeAll()
+}
+
+// catchUpBatch is how many users' presence one PresenceCatchUp carries.
+const catchUpBatch = 500
+
+// CatchUpPresence tells the node at addr (an actor address) the presence
+// of every user whose presence this node decides: each with a /sync in
+// progress or ended here, or that set its presence here, and whose
+// change was not since taken over by a newer one heard from another node.
+// Each goes as its last change, with that change's stamp, so the node
+// keeps whatever newer it holds. The nodes call it for a member that came
+// (back) into the cluster: it missed the changes told while it was away.
+// Without a cluster it does nothing.
+func (h *Service) CatchUpPresence(addr string) {
+	if h.presence.tellNode == nil {
+		return
+	}
+	var batches []*wire.PresenceCatchUp
+	h.presence.mu.Lock()
+	m := &wire.PresenceCatchUp{}
+	for _, p := range h.presence.users {
+		if !p.here || p.at == 0 {
+			continue
+		}
+		if len(m.Changes) == catchUpBatch {
+			batches = append(batches, m)
+			m = &wire.PresenceCatchUp{}
+		}
+		m.Changes = append(m.Changes, stateChange(p))
+	}
+	h.presence.mu.Unlock()
+	if len(m.Changes) > 0 {
+		batches = append(batches, m)
+	}
+	for _, b := range batches {
+		h.presence.tellNode(addr, b)
+	}
+}
+
+// heardCatchUp takes each change of a catch-up another node told.
+func (h *Service) heardCatchUp(m *wire.PresenceCatchUp) {
+	for _, c := range m.Changes {
+		h.heardPresence(c)
+	}
 }

@@ -204,12 +204,19 @@ func NewWith(store *storage.Store, cfg *config.Config, m *metrics.Metrics, log *
 				h.log.Warn("tell a presence change", "err", err)
 			}
 		}
+		h.presence.tellNode = func(addr string, m *wire.PresenceCatchUp) {
+			if err := h.rt.Tell(addr, m); err != nil {
+				h.log.Warn("tell a node the presence decided here", "to", addr, "err", err)
+			}
+		}
 		h.rt.OnBroadcast(func(msg proto.Message) {
 			switch m := msg.(type) {
 			case *wire.StreamNews:
 				h.stream.heard(m)
 			case *wire.PresenceChange:
 				h.heardPresence(m)
+			case *wire.PresenceCatchUp:
+				h.heardCatchUp(m)
 			}
 		})
 		go h.stream.tellNews(h.stop)

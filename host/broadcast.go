@@ -67,13 +67,36 @@ func (h *Host) Broadcast(msg proto.Message) error {
 	if len(peers) == 0 {
 		return nil
 	}
-	payload, err := proto.Marshal(msg)
+	env, err := encodeBroadcast(msg)
 	if err != nil {
-		return fmt.Errorf("host: encode a broadcast: %w", err)
+		return err
 	}
-	env := &wire.Envelope{Type: string(msg.ProtoReflect().Descriptor().FullName()), Payload: payload}
 	for _, addr := range peers {
 		h.links.sendOrQueue(actor.NewPID(addr, broadcastName), env)
 	}
 	return nil
+}
+
+// Tell sends msg to the node whose actor system is at addr, as Broadcast
+// sends to each peer: at most once, to the function that node's
+// OnBroadcast set. Without remote it does nothing.
+func (h *Host) Tell(addr string, msg proto.Message) error {
+	if !h.remoteUp.Load() {
+		return nil
+	}
+	env, err := encodeBroadcast(msg)
+	if err != nil {
+		return err
+	}
+	h.links.sendOrQueue(actor.NewPID(addr, broadcastName), env)
+	return nil
+}
+
+// encodeBroadcast encodes msg for another node's broadcast listener.
+func encodeBroadcast(msg proto.Message) (*wire.Envelope, error) {
+	payload, err := proto.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("host: encode a broadcast: %w", err)
+	}
+	return &wire.Envelope{Type: string(msg.ProtoReflect().Descriptor().FullName()), Payload: payload}, nil
 }

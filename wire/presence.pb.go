@@ -149,6 +149,55 @@ func (x *PresenceChange) GetExpired() bool {
 	return false
 }
 
+// PresenceCatchUp is the presence of users a node decides (they sync or
+// set their presence through it), each as its last change, told to a
+// node that came (back) into the cluster and missed changes told
+// meanwhile. A receiver takes each change as a PresenceChange: the
+// newest it holds of a user is kept.
+type PresenceCatchUp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changes       []*PresenceChange      `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceCatchUp) Reset() {
+	*x = PresenceCatchUp{}
+	mi := &file_presence_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceCatchUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceCatchUp) ProtoMessage() {}
+
+func (x *PresenceCatchUp) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceCatchUp.ProtoReflect.Descriptor instead.
+func (*PresenceCatchUp) Descriptor() ([]byte, []int) {
+	return file_presence_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PresenceCatchUp) GetChanges() []*PresenceChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
 var File_presence_proto protoreflect.FileDescriptor
 
 const file_presence_proto_rawDesc = "" +
@@ -169,7 +218,9 @@ const file_presence_proto_rawDesc = "" +
 	"\x10currently_active\x18\t \x01(\bR\x0fcurrentlyActive\x12\x18\n" +
 	"\aexpired\x18\n" +
 	" \x01(\bR\aexpiredB\r\n" +
-	"\v_status_msgB\x0eZ\fpersona/wireb\x06proto3"
+	"\v_status_msg\"I\n" +
+	"\x0fPresenceCatchUp\x126\n" +
+	"\achanges\x18\x01 \x03(\v2\x1c.persona.wire.PresenceChangeR\achangesB\x0eZ\fpersona/wireb\x06proto3"
 
 var (
 	file_presence_proto_rawDescOnce sync.Once
@@ -183,16 +234,18 @@ func file_presence_proto_rawDescGZIP() []byte {
 	return file_presence_proto_rawDescData
 }
 
-var file_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_presence_proto_goTypes = []any{
-	(*PresenceChange)(nil), // 0: persona.wire.PresenceChange
+	(*PresenceChange)(nil),  // 0: persona.wire.PresenceChange
+	(*PresenceCatchUp)(nil), // 1: persona.wire.PresenceCatchUp
 }
 var file_presence_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0, // 0: persona.wire.PresenceCatchUp.changes:type_name -> persona.wire.PresenceChange
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_presence_proto_init() }
@@ -207,7 +260,7 @@ func file_presence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_presence_proto_rawDesc), len(file_presence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -35,8 +35,12 @@ const ownersRefresh = time.Second
 // leadership of its partitions, as soon as they hear; a node that kept
 // its owners of before would send those partitions' messages back to
 // their old leaders, which send them on to it, until the hops run out.
+//
+// A member an event shows turned alive and ready is told the presence
+// this node decides (catchUpPresence).
 func (n *Node) followPlacement() {
 	events, cancel := n.members.Subscribe() // before the first reading, so no change is missed
+	present := newReadyMembers(n.members.Members(), n.members.Name())
 	f := &follower{cancel: cancel}
 	var ready, telling atomic.Bool
 	tell := func() {
@@ -64,10 +68,11 @@ func (n *Node) followPlacement() {
 		defer tick.Stop()
 		for {
 			select {
-			case _, ok := <-events:
+			case ev, ok := <-events:
 				if !ok {
 					return
 				}
+				n.catchUpPresence(present, ev)
 			case <-n.repl.changed:
 			case <-tick.C:
 			}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -406,6 +407,34 @@ func (s *Store) SyncApplied() error {
 		return nil
 	}
 	return s.syncBadger()
+}
+
+// ForgetApplied deletes every key range's applied index, durably: the
+// ranges' data stays, as the state their new logs start from. A node
+// calls it when the logs that index pointed into are gone (a node's own
+// log, once a cluster's groups take its data over); nothing may apply
+// records meanwhile.
+func (s *Store) ForgetApplied() error {
+	err := s.db.Update(func(txn *badger.Txn) error {
+		var keys [][]byte
+		err := scan(txn, appliedPrefix, nil, false, func(k, _ []byte) error {
+			keys = append(keys, bytes.Clone(k))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range append(keys, legacyAppliedKey) {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: forget the applied indexes: %w", err)
+	}
+	return s.SyncApplied()
 }
 
 // decodeRound returns the batches of a round record's body; fenced: each

@@ -298,3 +298,44 @@ func TestABatchWrittenElsewhereLeavesTheStoreHealthy(t *testing.T) {
 		t.Fatalf("health after a batch written elsewhere: %v", err)
 	}
 }
+
+// TestForgetAppliedKeepsTheData forgets every range's applied index and
+// keeps what the ranges hold, across a reopen.
+func TestForgetAppliedKeepsTheData(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := openOnRaft(t, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := [][]byte{Key("fo", "node"), partKey(0, "u"), partKey(testPartitions-1, "u")}
+	for _, k := range keys {
+		var b Batch
+		b.Set(k, []byte("kept"))
+		done := make(chan error, 1)
+		s.CommitUrgent(&b, func(err error) { done <- err })
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(dir, Options{CommitPath: elsewhere{}}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.ForgetApplied(); err != nil {
+		t.Fatal(err)
+	}
+	for rng := NodeRange; rng < testPartitions; rng++ {
+		if index, err := s.AppliedIndex(rng); err != nil || index != 0 {
+			t.Errorf("range %d: applied index %d, %v; want 0", rng, index, err)
+		}
+	}
+	for _, k := range keys {
+		if v, err := s.Get(k); err != nil || string(v) != "kept" {
+			t.Errorf("%q: %q, %v", k, v, err)
+		}
+	}
+}

@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -57,3 +62,42 @@ func (NoPeers) Send(to uint64, _ []Envelope) error {
 
 // Close does nothing.
 func (NoPeers) Close() error { return nil }
+
+// IsLocalLog reports whether dir holds a log OpenLocal wrote: groups
+// whose only voter is node 1, as a node without a cluster runs them. It
+// reads the log's segments and changes nothing; a dir that does not
+// exist holds none.
+func IsLocalLog(dir string) (bool, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	if err != nil || len(names) == 0 {
+		return false, err
+	}
+	var ns []uint64
+	for _, name := range names {
+		if n, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(name), ".log"), 10, 64); err == nil {
+			ns = append(ns, n)
+		}
+	}
+	slices.Sort(ns)
+	groups := map[uint64]*groupLog{}
+	for _, n := range ns {
+		data, err := os.ReadFile(filepath.Join(dir, segmentName(n, ".log")))
+		if err != nil {
+			return false, err
+		}
+		if _, err := readSegment(n, data, groups); err != nil {
+			return false, fmt.Errorf("raft log %s: %w", segmentName(n, ".log"), err)
+		}
+	}
+	local := false
+	for _, g := range groups {
+		if g.snap == nil {
+			return false, nil // a replica waiting for a snapshot: a cluster's
+		}
+		if !slices.Equal(g.snap.GetConfState().GetVoters(), []uint64{1}) {
+			return false, nil
+		}
+		local = true
+	}
+	return local, nil
+}

@@ -204,7 +204,8 @@ func (n *Node) startCluster() error {
 		return fmt.Errorf("cluster.gossip_key_file: %w", err)
 	}
 	n.members, err = cluster.Start(cluster.Options{Name: n.repl.name, Bind: c.Bind, Advertise: c.Advertise, Join: c.Join,
-		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: n.repl.raftAddr(c.RaftBind), APIAddr: n.ClientAddr()},
+		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: n.repl.raftAddr(c.RaftBind), APIAddr: n.ClientAddr(),
+			Followed: n.repl.heldPartitions(c.Partitions)}, // seen holding them, the cluster is founded
 		Keys: keys, Metrics: n.metrics, Log: n.log})
 	if err != nil {
 		return err

@@ -59,7 +59,8 @@ func nodeName(c config.Cluster) (string, error) {
 // partition in the group the controller places (started later, by
 // startReplicas), all on one driver whose transport listens on
 // cluster.raft_bind. It returns once the node's own group has applied
-// what its log holds.
+// what its log holds. A node that ran without a cluster founds its
+// partitions' groups with its data here (convert.go).
 func openReplicated(dataDir string, opts storage.Options, cfg *config.Config, log *slog.Logger) (*storage.Store, *replication, error) {
 	name, err := nodeName(cfg.Cluster)
 	if err != nil {
@@ -69,6 +70,10 @@ func openReplicated(dataDir string, opts storage.Options, cfg *config.Config, lo
 	r.tr, err = raft.ListenTCP(raft.TCPOptions{NodeID: r.id, Listen: cfg.Cluster.RaftBind, Logger: log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster.raft_bind: %w", err)
+	}
+	if err := takeOverLocalLog(dataDir, opts, cfg.Actors.Partitions, otherSeeds(cfg.Cluster), log); err != nil {
+		_ = r.tr.Close()
+		return nil, nil, err
 	}
 	r.path = &raftPath{partitions: cfg.Actors.Partitions}
 	opts.CommitPath = r.path
@@ -89,7 +94,12 @@ func openReplicated(dataDir string, opts storage.Options, cfg *config.Config, lo
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := r.path.d
-	err = d.AddGroup(ctx, nodeGroup, []uint64{r.id})
+	if len(d.Statuses()) == 0 { // the store's applied indexes, if any, point into a log gone
+		err = s.ForgetApplied()
+	}
+	if err == nil {
+		err = d.AddGroup(ctx, nodeGroup, []uint64{r.id})
+	}
 	if err == nil {
 		_, err = d.WaitLeader(ctx, nodeGroup)
 	}
@@ -99,6 +109,10 @@ func openReplicated(dataDir string, opts storage.Options, cfg *config.Config, lo
 	if err != nil {
 		_ = s.Close() // closes the driver too
 		return nil, nil, fmt.Errorf("open the node's own raft group: %w", err)
+	}
+	if err := foundHeld(ctx, r, s, dataDir, cfg); err != nil {
+		_ = s.Close()
+		return nil, nil, err
 	}
 	return s, r, nil
 }

@@ -74,13 +74,18 @@ func takeOverLocalLog(dataDir string, opts storage.Options, partitions int, seed
 const foundingFile = "founding"
 
 // foundHeld founds every partition's group with this node as the only
-// voter when the store holds partition data and the driver no partition
-// group: the node ran without a cluster and this is its first start in
-// one. Such a node must found the cluster; joining another, it would
-// lose its data, and it refuses.
-func foundHeld(ctx context.Context, r *replication, s *storage.Store, dataDir string, cfg *config.Config) error {
+// voter when the node never ran in a cluster (fresh: its raft log was
+// empty) and the store holds partition data: the node ran without a
+// cluster and this is its first start in one. Such a node must found the
+// cluster; joining another, it would lose its data, and it refuses. A
+// node that has run in a cluster never founds alone, whatever its store
+// holds (a partition it left whose state it had not yet deleted).
+func foundHeld(ctx context.Context, r *replication, s *storage.Store, dataDir string, cfg *config.Config, fresh bool) error {
 	marker := filepath.Join(dataDir, foundingFile)
 	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
+		if !fresh {
+			return nil
+		}
 		for _, st := range r.path.d.Statuses() {
 			if st.Group != nodeGroup {
 				return nil // a member already

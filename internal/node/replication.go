@@ -94,7 +94,10 @@ func openReplicated(dataDir string, opts storage.Options, cfg *config.Config, lo
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := r.path.d
-	if len(d.Statuses()) == 0 { // the store's applied indexes, if any, point into a log gone
+	// A node that never ran in a cluster has an empty raft log: the
+	// store's applied indexes, if any, point into a log gone.
+	fresh := len(d.Statuses()) == 0
+	if fresh {
 		err = s.ForgetApplied()
 	}
 	if err == nil {
@@ -110,7 +113,7 @@ func openReplicated(dataDir string, opts storage.Options, cfg *config.Config, lo
 		_ = s.Close() // closes the driver too
 		return nil, nil, fmt.Errorf("open the node's own raft group: %w", err)
 	}
-	if err := foundHeld(ctx, r, s, dataDir, cfg); err != nil {
+	if err := foundHeld(ctx, r, s, dataDir, cfg, fresh); err != nil {
 		_ = s.Close()
 		return nil, nil, err
 	}

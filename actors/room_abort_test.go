@@ -73,16 +73,7 @@ func TestAbortWaitsForTheWritesInFlight(t *testing.T) {
 	room := createRoom(t, h, alice, 1)
 	_, version := profileOf(t, h, alice)
 	ps := h.stream.parts[h.Partition(room)]
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		ps.mu.Lock()
-		if !ps.reserving {
-			break // the block reserved ahead has landed
-		}
-		ps.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatal("the reservation ahead did not land")
-		}
-	}
+	lockLanded(t, ps)
 	// Enough positions for a room to take a write (streamReadyMargin),
 	// too few for both writes, and no reservation to come.
 	const left = streamReadyMargin + 6

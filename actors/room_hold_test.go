@@ -19,16 +19,7 @@ func TestRoomHoldsWritesWithoutPositions(t *testing.T) {
 	alice := registerUser(t, h, "alice")
 	room := createRoom(t, h, alice, 1)
 	ps := h.stream.parts[h.Partition(room)]
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		ps.mu.Lock()
-		if !ps.reserving {
-			break // the block reserved ahead has landed
-		}
-		ps.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatal("the reservation ahead did not land")
-		}
-	}
+	lockLanded(t, ps)
 	const wait = 300 * time.Millisecond
 	ps.next = ps.reserved // every position used, and the next block's write failed
 	ps.retry, ps.retryAt = wait, time.Now().Add(wait)
@@ -67,5 +58,21 @@ func TestRoomHoldsWritesWithoutPositions(t *testing.T) {
 	msgs := askKind[*wire.MessagesReply](t, h, KindRoom, room, &wire.GetMessages{RoomId: room, UserId: alice, Dir: "b", Limit: 2})
 	if len(msgs.Chunk) != 2 || !bytes.Contains(msgs.Chunk[0], []byte("two")) || !bytes.Contains(msgs.Chunk[1], []byte("one")) {
 		t.Fatalf("the held writes are not in order: %s", msgs.Chunk)
+	}
+}
+
+// lockLanded waits until ps has no reservation under way (the block
+// reserved ahead has landed) and returns with ps.mu held.
+func lockLanded(t *testing.T, ps *partStream) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		ps.mu.Lock()
+		if !ps.reserving {
+			return
+		}
+		ps.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the reservation ahead did not land")
+		}
 	}
 }

@@ -157,12 +157,7 @@ func testProfilesSurviveRestart(t *testing.T, tune func(*config.Config)) {
 func TestStopClosesUnusedConnections(t *testing.T) {
 	// Not parallel: it bounds how long a stop takes.
 	n := testnode.Start(t, "", nil)
-	conn, err := net.Dial("tcp", n.ClientAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	time.Sleep(20 * time.Millisecond) // let the server accept it
+	acceptedConn(t, n.ClientAddr())
 	start := time.Now()
 	n.Stop()
 	if d := time.Since(start); d > 2*time.Second {
@@ -176,12 +171,7 @@ func TestStopClosesUnusedConnections(t *testing.T) {
 func TestStopAnswersARequestOnAFreshConnection(t *testing.T) {
 	t.Parallel()
 	n := testnode.Start(t, "", nil)
-	conn, err := net.Dial("tcp", n.ClientAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	time.Sleep(20 * time.Millisecond) // let the server accept it
+	conn := acceptedConn(t, n.ClientAddr())
 	stopped := make(chan struct{})
 	go func() { n.Stop(); close(stopped) }()
 	time.Sleep(100 * time.Millisecond) // the listener closes meanwhile
@@ -198,4 +188,17 @@ func TestStopAnswersARequestOnAFreshConnection(t *testing.T) {
 		t.Fatalf("answered %d, close %v; want 200 and the connection closed", resp.StatusCode, resp.Close)
 	}
 	<-stopped
+}
+
+// acceptedConn dials addr and gives the server a moment to accept the
+// connection; the test's end closes it.
+func acceptedConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	time.Sleep(20 * time.Millisecond)
+	return conn
 }

@@ -25,9 +25,11 @@ type TCPOptions struct {
 	// Peers maps the other nodes' ids to their addresses; SetPeer changes
 	// it.
 	Peers map[uint64]string
-	// Logger receives connection errors at debug level; nil discards them.
+	// Logger receives connection errors at debug level, and refused
+	// peers (Keys) at warn; nil discards them.
 	Logger *slog.Logger
-	// DialTimeout bounds a connection attempt. Default 1 s.
+	// DialTimeout bounds a connection attempt, and the wait for the
+	// challenge with Keys. Default 1 s.
 	DialTimeout time.Duration
 	// RedialAfter is how long after a failed attempt batches to that peer
 	// are dropped before the next attempt. Default 100 ms.

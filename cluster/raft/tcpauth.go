@@ -66,7 +66,7 @@ func (t *TCPTransport) greet(conn net.Conn) error {
 	hs := t.handshake()
 	if len(t.keys) > 0 {
 		var nonce [nonceSize]byte
-		conn.SetReadDeadline(time.Now().Add(t.opts.WriteTimeout))
+		conn.SetReadDeadline(time.Now().Add(t.opts.DialTimeout)) // part of connecting
 		if _, err := io.ReadFull(conn, nonce[:]); err != nil {
 			return fmt.Errorf("read the challenge: %w", err)
 		}

@@ -20,6 +20,7 @@ require (
 	golang.org/x/exp v0.0.0-20261014143641-f0251eb4aa3e
 	golang.org/x/image v0.47.0
 	golang.org/x/sys v0.50.0
+	google.golang.org/grpc v1.60.1
 	google.golang.org/protobuf v1.36.12
 	maunium.net/go/mautrix v0.32.0
 	pgregory.net/rapid v1.3.0
@@ -79,5 +80,4 @@ require (
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20231002182017-d307bd883b97 // indirect
-	google.golang.org/grpc v1.60.1 // indirect
 )

@@ -20,9 +20,11 @@ import (
 // before the first message to a partition another node owns and while no
 // actor is being activated (protoactor sets the actor system's address
 // without a lock; a Placement that knows no owner yet holds every
-// message); Stop stops it. protoactor's remote has data races of its own:
-// do not start two in one process built with -race.
-func (h *Host) StartRemote(bind, advertise string) (err error) {
+// message); Stop stops it. With keys (the cluster's, of
+// cluster.gossip_key_file), it serves only nodes that hold one of them
+// (remoteauth.go). protoactor's remote has data races of its own: do not
+// start two in one process built with -race.
+func (h *Host) StartRemote(bind, advertise string, keys [][]byte) (err error) {
 	host, port, err := net.SplitHostPort(bind)
 	if err != nil {
 		return fmt.Errorf("host: remote bind %q: %w", bind, err)
@@ -37,10 +39,11 @@ func (h *Host) StartRemote(bind, advertise string) (err error) {
 		return fmt.Errorf("host: remote listen %s: %w", bind, err)
 	}
 	_ = l.Close()
-	cfg := remote.Configure(host, n, remote.WithAdvertisedHost(advertise),
+	cfg := remote.Configure(host, n, append([]remote.ConfigOption{remote.WithAdvertisedHost(advertise),
 		// protoactor preallocates the queues: its default of a million
 		// entries is 16 MB per peer.
-		remote.WithEndpointWriterQueueSize(h.opts.RemoteQueue), remote.WithEndpointManagerQueueSize(h.opts.RemoteQueue))
+		remote.WithEndpointWriterQueueSize(h.opts.RemoteQueue), remote.WithEndpointManagerQueueSize(h.opts.RemoteQueue)},
+		remoteAuth(keys, h.opts.Log)...)...)
 	// protoactor tries a connection to a node that is down five times, 2 s
 	// apart, holding what is sent to that node meanwhile; tried once, the
 	// writer gives up at once and the next message dials afresh. What was

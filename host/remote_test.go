@@ -37,10 +37,10 @@ func TestRemoteOwner(t *testing.T) {
 	aAddr, bAddr := freeAddr(t), freeAddr(t)
 	a, am, _ := newPlacedHost(t, &table{addr: bAddr, known: true}, time.Minute)
 	b, bm, moved := newPlacedHost(t, &table{local: true, known: true}, time.Minute)
-	if err := a.StartRemote(aAddr, aAddr); err != nil {
+	if err := a.StartRemote(aAddr, aAddr, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.StartRemote(bAddr, bAddr); err != nil {
+	if err := b.StartRemote(bAddr, bAddr, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20 {
@@ -69,7 +69,7 @@ func TestRemoteOwner(t *testing.T) {
 			t.Fatal("b's actors were not all told of the move")
 		}
 	}
-	if err := b.StartRemote(bAddr, bAddr); err == nil {
+	if err := b.StartRemote(bAddr, bAddr, nil); err == nil {
 		t.Error("a second remote on a bound address started")
 	}
 	a.Send("still", "z", wrapperspb.String("one-way"))
@@ -106,7 +106,7 @@ func TestBroadcastReachesPeers(t *testing.T) {
 		h    *Host
 		addr string
 	}{{a, aAddr}, {b, bAddr}} {
-		if err := h.h.StartRemote(h.addr, h.addr); err != nil {
+		if err := h.h.StartRemote(h.addr, h.addr, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -142,7 +142,7 @@ func TestNodeBackIsReachedAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Stop)
-	if err := a.StartRemote(aAddr, aAddr); err != nil {
+	if err := a.StartRemote(aAddr, aAddr, nil); err != nil {
 		t.Fatal(err)
 	}
 	// b is down: what a sends it now is lost, and its request waits.
@@ -154,7 +154,7 @@ func TestNodeBackIsReachedAtOnce(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 
 	b, _, _ := newPlacedHost(t, &table{local: true, known: true}, time.Minute)
-	if err := b.StartRemote(bAddr, bAddr); err != nil {
+	if err := b.StartRemote(bAddr, bAddr, nil); err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()

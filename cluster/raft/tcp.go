@@ -25,9 +25,11 @@ type TCPOptions struct {
 	// Peers maps the other nodes' ids to their addresses; SetPeer changes
 	// it.
 	Peers map[uint64]string
-	// Logger receives connection errors at debug level; nil discards them.
+	// Logger receives connection errors at debug level, and refused
+	// peers (Keys) at warn; nil discards them.
 	Logger *slog.Logger
-	// DialTimeout bounds a connection attempt. Default 1 s.
+	// DialTimeout bounds a connection attempt, and the wait for the
+	// challenge with Keys. Default 1 s.
 	DialTimeout time.Duration
 	// RedialAfter is how long after a failed attempt batches to that peer
 	// are dropped before the next attempt. Default 100 ms.
@@ -41,6 +43,12 @@ type TCPOptions struct {
 	// MaxFrameBytes is the largest frame a reader accepts (a snapshot
 	// travels in one). Default 256 MiB.
 	MaxFrameBytes int
+	// Keys are the cluster's shared keys (those of
+	// cluster.gossip_key_file). With keys, a connection is read only once
+	// its dialer proved it holds one of them, and this node proves it
+	// holds the first (tcpauth.go). Without, connections are not
+	// authenticated.
+	Keys [][]byte
 }
 
 // TCPTransport is a Transport over TCP: one connection to each peer,
@@ -48,6 +56,7 @@ type TCPOptions struct {
 // reads. A writer writes everything queued for its peer as one frame.
 type TCPTransport struct {
 	opts TCPOptions
+	keys [][]byte // derived from opts.Keys: peerKeys
 	ln   net.Listener
 	recv Receiver
 
@@ -57,6 +66,9 @@ type TCPTransport struct {
 	conns  map[net.Conn]struct{} // accepted
 	closed bool
 	wg     sync.WaitGroup
+
+	warned  time.Time // the last warning of a refused connection
+	refused int       // connections refused since
 }
 
 // peer is the writing side towards one node.
@@ -77,7 +89,7 @@ func (p *peer) end() {
 }
 
 // handshake opens every connection: a magic number, a version and the
-// dialling node's id.
+// dialling node's id (tcpauth.go adds a challenge with keys).
 const (
 	tcpMagic   = 0x70726166 // "praf"
 	tcpVersion = 1
@@ -101,7 +113,7 @@ func ListenTCP(opts TCPOptions) (*TCPTransport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft tcp transport: %w", err)
 	}
-	t := &TCPTransport{opts: opts, ln: ln, addrs: map[uint64]string{}, peers: map[uint64]*peer{}, conns: map[net.Conn]struct{}{}}
+	t := &TCPTransport{opts: opts, keys: peerKeys(opts.Keys), ln: ln, addrs: map[uint64]string{}, peers: map[uint64]*peer{}, conns: map[net.Conn]struct{}{}}
 	for id, addr := range opts.Peers {
 		t.addrs[id] = addr
 	}
@@ -258,17 +270,13 @@ func (t *TCPTransport) write(p *peer, addr string) {
 	}
 }
 
-// dial connects to addr and sends the handshake.
+// dial connects to addr and opens the connection (greet).
 func (t *TCPTransport) dial(addr string) (net.Conn, error) {
 	conn, err := net.DialTimeout("tcp", addr, t.opts.DialTimeout)
 	if err != nil {
 		return nil, err
 	}
-	hs := binary.BigEndian.AppendUint32(nil, tcpMagic)
-	hs = append(hs, tcpVersion)
-	hs = binary.BigEndian.AppendUint64(hs, t.opts.NodeID)
-	conn.SetWriteDeadline(time.Now().Add(t.opts.WriteTimeout))
-	if _, err := conn.Write(hs); err != nil {
+	if err := t.greet(conn); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -307,14 +315,11 @@ func (t *TCPTransport) read(conn net.Conn) {
 		conn.Close()
 	}()
 	r := bufio.NewReaderSize(conn, 64<<10)
-	var hs [13]byte
-	conn.SetReadDeadline(time.Now().Add(t.opts.WriteTimeout))
-	if _, err := io.ReadFull(r, hs[:]); err != nil || binary.BigEndian.Uint32(hs[:]) != tcpMagic || hs[4] != tcpVersion {
-		t.opts.Logger.Debug("raft tcp transport: bad handshake", "remote", conn.RemoteAddr(), "err", err)
+	from, err := t.admit(conn, r)
+	if err != nil {
+		t.refuse(conn, err)
 		return
 	}
-	conn.SetReadDeadline(time.Time{})
-	from := binary.BigEndian.Uint64(hs[5:])
 	var head [4]byte
 	var payload []byte
 	for {

@@ -216,8 +216,9 @@ func (n *Node) startCluster() error {
 		return nil
 	}
 	n.peers.members.Store(n.members)
-	// The others reach this node's actors at the address it gossips.
-	if err := n.host.Runtime().StartRemote(c.ActorBind, n.members.Local().ActorAddr); err != nil {
+	// The others reach this node's actors at the address it gossips,
+	// holding a key of the same file.
+	if err := n.host.Runtime().StartRemote(c.ActorBind, n.members.Local().ActorAddr, keys); err != nil {
 		_ = n.members.Shutdown()
 		n.members = nil
 		return fmt.Errorf("cluster.actor_bind: %w", err)

@@ -67,7 +67,11 @@ func openReplicated(dataDir string, opts storage.Options, cfg *config.Config, lo
 		return nil, nil, err
 	}
 	r := &replication{name: name, id: replicas.NodeID(name), log: log, changed: make(chan struct{}, 1), caughtUp: map[uint64]uint64{}}
-	r.tr, err = raft.ListenTCP(raft.TCPOptions{NodeID: r.id, Listen: cfg.Cluster.RaftBind, Logger: log})
+	keys, err := cfg.Cluster.GossipKeys() // the raft peers prove they hold one
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster.gossip_key_file: %w", err)
+	}
+	r.tr, err = raft.ListenTCP(raft.TCPOptions{NodeID: r.id, Listen: cfg.Cluster.RaftBind, Logger: log, Keys: keys})
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster.raft_bind: %w", err)
 	}

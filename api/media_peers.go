@@ -46,6 +46,13 @@ const mediaRecordHeader = "X-Persona-Media-Record"
 // gives up being passed on.
 const memberRequestHeader = "X-Persona-Member-Request"
 
+// peerTokenHeader carries a member's token (cluster.PeerTokens, label
+// mediaKeyLabel) when the cluster has keys.
+const (
+	peerTokenHeader = "X-Persona-Peer-Token"
+	mediaKeyLabel   = "persona cluster media peer v1"
+)
+
 // defaultMediaPeerTimeout is Options.MediaPeerTimeout's default.
 const defaultMediaPeerTimeout = 10 * time.Second
 
@@ -54,6 +61,7 @@ const defaultMediaPeerTimeout = 10 * time.Second
 type mediaPeers struct {
 	client  *http.Client
 	timeout time.Duration // for one member's answer, beyond the wait for a pending upload
+	tokens  []string      // the members' tokens of the cluster's keys, the one this node sends first; none without keys
 	mu      sync.Mutex
 	flights map[string]*flight
 }
@@ -64,7 +72,7 @@ type flight struct {
 	err  error
 }
 
-func newMediaPeers(timeout time.Duration) *mediaPeers {
+func newMediaPeers(timeout time.Duration, keys [][]byte) *mediaPeers {
 	if timeout <= 0 {
 		timeout = defaultMediaPeerTimeout
 	}
@@ -75,7 +83,8 @@ func newMediaPeers(timeout time.Duration) *mediaPeers {
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &mediaPeers{client: &http.Client{Transport: tr}, timeout: timeout, flights: map[string]*flight{}}
+	return &mediaPeers{client: &http.Client{Transport: tr}, timeout: timeout, tokens: cluster.PeerTokens(keys, mediaKeyLabel),
+		flights: map[string]*flight{}}
 }
 
 // orFromPeers runs read, a read of local media id; when this node does not
@@ -170,6 +179,9 @@ func (s *Server) askMember(ctx context.Context, addr, id string, wait time.Durat
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(s.peers.tokens) > 0 {
+		req.Header.Set(peerTokenHeader, s.peers.tokens[0])
 	}
 	resp, err := s.peers.client.Do(req)
 	if err != nil {
@@ -266,12 +278,15 @@ func memberError(status int, answer []byte) error {
 
 // peerMedia serves a member the media this node holds, from its store
 // alone: GET /_persona/cluster/v1/media/{mediaId}?timeout_ms=. Only the
-// members of the cluster are answered.
+// members of the cluster are answered: requests from the host of an
+// address a member gossips, carrying, when the cluster has keys, the
+// token of one.
 func (s *Server) peerMedia(r *http.Request) (any, error) {
 	if s.cluster == nil {
 		return nil, notFound("This node is not in a cluster.")
 	}
-	if !fromMember(s.cluster.Members(), r.RemoteAddr) {
+	if !fromMember(s.cluster.Members(), r.RemoteAddr) ||
+		(len(s.peers.tokens) > 0 && !cluster.ValidToken(r.Header.Get(peerTokenHeader), s.peers.tokens)) {
 		return nil, forbidden("Only the members of the cluster fetch media here.")
 	}
 	id := r.PathValue("mediaId")

@@ -59,6 +59,11 @@ type Options struct {
 	Cluster Cluster
 	// Probes answers GET /health and GET /ready; nil serves neither.
 	Probes Probes
+	// PeerKeys are the cluster's keys (cluster.gossip_key_file): with
+	// them, a member proves it holds one when it fetches media here, and
+	// this node does when it fetches from another. Nil: the source
+	// address alone decides.
+	PeerKeys [][]byte
 	// MediaPeerTimeout bounds how long a member has to answer for media
 	// this node fetches from it, beyond the client's wait for a pending
 	// upload; the next member is asked after it. Default 10 seconds.
@@ -73,7 +78,7 @@ func New(o Options) *Server {
 	s := &Server{
 		cfg: o.Config, host: o.Host, media: o.Media, metrics: o.Metrics, log: o.Log,
 		secret: o.SharedSecret, remote: o.Remote, outbox: o.Outbox, cluster: o.Cluster, probes: o.Probes,
-		peers:   newMediaPeers(o.MediaPeerTimeout),
+		peers:   newMediaPeers(o.MediaPeerTimeout, o.PeerKeys),
 		limiter: newLimiter(o.Config.Profile.RateLimit.Burst, o.Config.Profile.RateLimit.PerSecond),
 		nonces:  newNonces(),
 		mux:     http.NewServeMux(),

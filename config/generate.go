@@ -253,8 +253,9 @@ cluster:
   # it in the clear. The first key encrypts, each decrypts: to change keys,
   # add the new one second on every node, then move it first, then drop the
   # old one. Keep the file private (0600). The keys also authenticate the
-  # nodes to each other on raft_bind and actor_bind (without encrypting
-  # them); "" leaves those open to whoever reaches them.
+  # nodes to each other on raft_bind, actor_bind and the media route for
+  # members (without encrypting them); "" leaves those open to whoever
+  # reaches them.
   gossip_key_file: {{q .Cluster.GossipKeyFile}}
 
 # Log verbosity and format.

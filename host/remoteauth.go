@@ -2,9 +2,6 @@ package host
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"log/slog"
 	"sync"
 	"time"
@@ -16,6 +13,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"persona/cluster"
 )
 
 // With the cluster's keys (those of cluster.gossip_key_file), remote
@@ -33,17 +32,6 @@ const (
 	warnEvery     = 10 * time.Second
 )
 
-// peerTokens returns the token of each key, in the same order.
-func peerTokens(keys [][]byte) []string {
-	out := make([]string, len(keys))
-	for i, k := range keys {
-		m := hmac.New(sha256.New, k)
-		m.Write([]byte(actorKeyLabel))
-		out[i] = base64.StdEncoding.EncodeToString(m.Sum(nil))
-	}
-	return out
-}
-
 // remoteAuth returns remote's options that send the first key's token
 // with every call and refuse a call without an accepted one; none without
 // keys.
@@ -51,7 +39,7 @@ func remoteAuth(keys [][]byte, log *slog.Logger) []remote.ConfigOption {
 	if len(keys) == 0 {
 		return nil
 	}
-	tokens := peerTokens(keys)
+	tokens := cluster.PeerTokens(keys, actorKeyLabel)
 	c := &tokenCheck{tokens: tokens, log: log}
 	return []remote.ConfigOption{
 		remote.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -99,11 +87,7 @@ func (c *tokenCheck) admit(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	ok := false
 	for _, got := range md.Get(tokenHeader) {
-		for _, want := range c.tokens {
-			if hmac.Equal([]byte(got), []byte(want)) {
-				ok = true
-			}
-		}
+		ok = ok || cluster.ValidToken(got, c.tokens)
 	}
 	if ok {
 		return nil

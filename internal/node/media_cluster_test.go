@@ -3,11 +3,14 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"image"
 	"image/png"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -150,4 +153,59 @@ func errcode(body []byte) string {
 	}
 	_ = json.Unmarshal(body, &e)
 	return e.Errcode
+}
+
+// TestMediaMembersHoldTheKey: with cluster.gossip_key_file, b fetches
+// media a holds, proving it holds the key; a request on a's route for
+// members from a member's host without the token, or with another key's,
+// is refused 403.
+func TestMediaMembersHoldTheKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	keyFile := filepath.Join(t.TempDir(), "gossip.key")
+	key := bytes.Repeat([]byte{7}, 32)
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyed := func(tune func(*config.Config)) func(*config.Config) {
+		return func(c *config.Config) {
+			tune(c)
+			c.Cluster.Partitions, c.Actors.Partitions, c.Cluster.ReplicationFactor = 8, 8, 1
+			c.Cluster.GossipKeyFile = keyFile
+		}
+	}
+	a := testnode.Start(t, "", keyed(inCluster("a", testnode.FreeAddr(t))))
+	waitCluster(t, a, "a ready", func(ms map[string]cluster.Member) bool { return ms["a"].Ready })
+	alice := a.Register("alice")
+	up, err := alice.UploadBytes(ctx, []byte("for members who hold the key"), "text/plain")
+	if err != nil {
+		t.Fatalf("upload through a: %v", err)
+	}
+	b := testnode.Start(t, "", keyed(inCluster("b", testnode.FreeAddr(t), a.Cluster().Addr())))
+	waitCluster(t, b, "a ready with its API address", func(ms map[string]cluster.Member) bool {
+		return ms["a"].Ready && ms["a"].APIAddr == a.ClientAddr() && ms["b"].Ready
+	})
+	if status, _, body := get(t, b.URL+"/_matrix/media/v3/download/"+up.ContentURI.Homeserver+"/"+up.ContentURI.FileID); status != http.StatusOK ||
+		string(body) != "for members who hold the key" {
+		t.Fatalf("download through b: %d %q", status, body)
+	}
+	route := a.URL + "/_persona/cluster/v1/media/" + up.ContentURI.FileID
+	for _, token := range []string{"", cluster.PeerTokens([][]byte{bytes.Repeat([]byte{8}, 32)}, "persona cluster media peer v1")[0]} {
+		req, err := http.NewRequest(http.MethodGet, route, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("X-Persona-Peer-Token", token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || errcode(body) != "M_FORBIDDEN" {
+			t.Errorf("a's route for members, token %q: %d %s, want 403 M_FORBIDDEN", token, resp.StatusCode, body)
+		}
+	}
 }

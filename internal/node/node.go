@@ -48,7 +48,8 @@ type Node struct {
 	client    *http.Server
 	metricsLn *http.Server
 	clientLn  net.Listener
-	conns     *conns // the client listener's connections
+	conns     *conns   // the client listener's connections
+	peerKeys  [][]byte // the cluster's keys (cluster.gossip_key_file); nil outside a cluster or without
 	metricsL  net.Listener
 	fed       *federation.Server
 	outbox    *outbox.Service
@@ -156,7 +157,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Node, error) {
 		}
 		members = n.members
 	}
-	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret,
+	srv := api.New(api.Options{Config: cfg, Host: n.host, Media: md, Metrics: m, Log: log, SharedSecret: secret, PeerKeys: n.peerKeys,
 		Remote: remote, Outbox: ob, Cluster: members, Probes: n})
 
 	n.client = &http.Server{Handler: n.closingWhileStopping(srv), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -203,6 +204,7 @@ func (n *Node) startCluster() error {
 	if err != nil {
 		return fmt.Errorf("cluster.gossip_key_file: %w", err)
 	}
+	n.peerKeys = keys
 	n.members, err = cluster.Start(cluster.Options{Name: n.repl.name, Bind: c.Bind, Advertise: c.Advertise, Join: c.Join,
 		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: n.repl.raftAddr(c.RaftBind), APIAddr: n.ClientAddr(),
 			Followed: n.repl.heldPartitions(c.Partitions)}, // seen holding them, the cluster is founded

@@ -32,12 +32,14 @@ const (
 	warnEvery     = 10 * time.Second
 )
 
-// remoteAuth returns remote's options that send the first key's token
-// with every call and refuse a call without an accepted one; none without
-// keys.
+// remoteAuth returns remote's options: with keys, send the first key's
+// token with every call and refuse a call without an accepted one; and
+// always answer remote's unary calls (ListProcesses,
+// GetProcessDiagnostics) Unimplemented, since protoactor's handlers of
+// them panic, which would end the node on anyone's call.
 func remoteAuth(keys [][]byte, log *slog.Logger) []remote.ConfigOption {
 	if len(keys) == 0 {
-		return nil
+		return []remote.ConfigOption{remote.WithServerOptions(grpc.UnaryInterceptor(refuseUnary))}
 	}
 	tokens := cluster.PeerTokens(keys, actorKeyLabel)
 	c := &tokenCheck{tokens: tokens, log: log}
@@ -46,6 +48,12 @@ func remoteAuth(keys [][]byte, log *slog.Logger) []remote.ConfigOption {
 			grpc.WithPerRPCCredentials(peerToken(tokens[0]))),
 		remote.WithServerOptions(grpc.UnaryInterceptor(c.unary), grpc.StreamInterceptor(c.stream)),
 	}
+}
+
+// refuseUnary answers a unary call of remote's service: actors talk over
+// its stream alone.
+func refuseUnary(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (any, error) {
+	return nil, status.Error(codes.Unimplemented, "this node serves actor messages only")
 }
 
 // peerToken puts a token in the metadata of every call.
@@ -67,11 +75,11 @@ type tokenCheck struct {
 	refused int       // calls refused since
 }
 
-func (c *tokenCheck) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func (c *tokenCheck) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if err := c.admit(ctx); err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
+	return refuseUnary(ctx, req, info, handler)
 }
 
 func (c *tokenCheck) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {

@@ -16,8 +16,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	"persona/cluster"
 )
 
 // Nodes that share keys reach each other's actors, though each sends the
@@ -71,7 +69,7 @@ func TestRemoteRefusesUnaryCalls(t *testing.T) {
 		}
 		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 		if len(keys) > 0 {
-			opts = append(opts, grpc.WithPerRPCCredentials(peerToken(cluster.PeerTokens(keys, actorKeyLabel)[0])))
+			opts = append(opts, grpc.WithPerRPCCredentials(peerToken(peerTokens(keys)[0])))
 		}
 		cc, err := grpc.Dial(bAddr, opts...)
 		if err != nil {

@@ -99,15 +99,7 @@ func TestTCPTransportAuthenticatesPeers(t *testing.T) {
 func TestTCPTransportRefusesReplayedProof(t *testing.T) {
 	t.Parallel()
 	key := bytes.Repeat([]byte{7}, 32)
-	tr, err := ListenTCP(TCPOptions{NodeID: 1, Listen: "127.0.0.1:0", Keys: [][]byte{key}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &recorder{from: map[uint64]int{}}
-	if err := tr.Start(r); err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr, r := listenRecording(t, TCPOptions{NodeID: 1, Listen: "127.0.0.1:0", Keys: [][]byte{key}})
 	conn, err := net.Dial("tcp", tr.Addr().String())
 	if err != nil {
 		t.Fatal(err)

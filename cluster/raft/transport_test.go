@@ -130,15 +130,7 @@ func TestTCPTransportDeliversInOrder(t *testing.T) {
 // not open with the handshake is closed, and nothing of it is received.
 func TestTCPTransportRefusesStrangers(t *testing.T) {
 	t.Parallel()
-	tr, err := ListenTCP(TCPOptions{NodeID: 1, Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &recorder{from: map[uint64]int{}}
-	if err := tr.Start(r); err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr, r := listenRecording(t, TCPOptions{NodeID: 1, Listen: "127.0.0.1:0"})
 	conn, err := net.Dial("tcp", tr.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -154,4 +146,20 @@ func TestTCPTransportRefusesStrangers(t *testing.T) {
 	if n, _ := r.counts(); n != 0 {
 		t.Fatalf("%d messages received from a stranger", n)
 	}
+}
+
+// listenRecording starts a transport with opts whose receiver records
+// what it receives; the test's end closes it.
+func listenRecording(t *testing.T, opts TCPOptions) (*TCPTransport, *recorder) {
+	t.Helper()
+	tr, err := ListenTCP(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{from: map[uint64]int{}}
+	if err := tr.Start(r); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr, r
 }

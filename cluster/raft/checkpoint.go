@@ -96,7 +96,7 @@ func (d *Driver) entriesDurable(last map[uint64]uint64) bool {
 // before the applied index at most.
 func (d *Driver) compact(g *group) error {
 	c := g.applied
-	if g.rn.BasicStatus().RaftState == raft.StateLeader {
+	if !g.solo() && g.rn.BasicStatus().RaftState == raft.StateLeader {
 		g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 			if id != d.opts.NodeID {
 				c = min(c, pr.Match)

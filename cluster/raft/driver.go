@@ -88,7 +88,7 @@ type Driver struct {
 // group is one group's replica on this node. Driver loop only.
 type group struct {
 	id        uint64
-	rn        *raft.RawNode
+	rn        *raft.RawNode // nil while the group is driven alone (solo.go)
 	ms        *raft.MemoryStorage
 	snap      *pb.SnapshotMetadata // raft's snapshot point: entries up to it are gone from memory
 	durable   *pb.SnapshotMetadata // the log's: the state machine holds the entries up to it durably
@@ -104,6 +104,14 @@ type group struct {
 	touched   bool
 	removed   bool
 	confirms  []confirm // a leader's confirmations of its leadership asked for, oldest first (lease.go)
+
+	// Driven alone (solo.go): the term and last index of its log, the
+	// entries of the round; waking, the RawNode built again campaigns, and
+	// onLead runs once it leads.
+	term, last uint64
+	soloEnts   []*pb.Entry
+	waking     bool
+	onLead     []func()
 }
 
 // confAt is the membership from an index on.
@@ -232,12 +240,34 @@ func (d *Driver) newGroup(id uint64, gl *groupLog) (*group, error) {
 	if smApplied < snap.GetIndex() && snap.GetIndex() > bootstrapIndex {
 		return nil, fmt.Errorf("the state machine applied up to index %d, the log starts after %d: the entries between are lost", smApplied, snap.GetIndex())
 	}
+	if last, _ := ms.LastIndex(); smApplied > last && soloConf(snap.GetConfState(), d.opts.NodeID) {
+		// Applied before the crash took their frame (soloRound): never
+		// acknowledged, they stay, and the log goes on after them.
+		if ms, snap, gl.hs, err = skipTo(ms, smApplied, gl.hs, snap.GetConfState()); err != nil {
+			return nil, err
+		}
+	}
 	g := &group{id: id, ms: ms, snap: snap, durable: snap, hs: gl.hs, applied: snap.GetIndex(), smApplied: smApplied, cs: snap.GetConfState()}
-	rn, err := raft.NewRawNode(&raft.Config{
+	rn, err := raft.NewRawNode(d.raftConfig(g, 0))
+	if err != nil {
+		return nil, err
+	}
+	g.rn = rn
+	if soloConf(g.cs, d.opts.NodeID) {
+		_ = rn.Campaign() // a group of one: no one to wait for
+	}
+	return g, nil
+}
+
+// raftConfig returns the configuration of g's RawNode, whose entries up
+// to applied are applied already.
+func (d *Driver) raftConfig(g *group, applied uint64) *raft.Config {
+	return &raft.Config{
 		ID:                        d.opts.NodeID,
 		ElectionTick:              d.opts.ElectionTicks,
 		HeartbeatTick:             d.opts.HeartbeatTicks,
-		Storage:                   groupStorage{MemoryStorage: ms, d: d, g: g},
+		Storage:                   groupStorage{MemoryStorage: g.ms, d: d, g: g},
+		Applied:                   applied,
 		MaxSizePerMsg:             d.opts.MaxMsgBytes,
 		MaxCommittedSizePerReady:  d.opts.MaxApplyBytes,
 		MaxUncommittedEntriesSize: 4 * d.opts.MaxApplyBytes,
@@ -246,16 +276,8 @@ func (d *Driver) newGroup(id uint64, gl *groupLog) (*group, error) {
 		PreVote:                   true,
 		DisableProposalForwarding: true,
 		StepDownOnRemoval:         true,
-		Logger:                    raftLogger{d.logger.With("group", id)},
-	})
-	if err != nil {
-		return nil, err
+		Logger:                    raftLogger{d.logger.With("group", g.id)},
 	}
-	g.rn = rn
-	if cs := g.cs; len(cs.GetVoters()) == 1 && cs.GetVoters()[0] == d.opts.NodeID && len(cs.GetLearners()) == 0 {
-		_ = rn.Campaign() // a group of one: no one to wait for
-	}
-	return g, nil
 }
 
 // Close stops the driver loop (every call waiting on it returns
@@ -395,8 +417,10 @@ func (d *Driver) touch(g *group) {
 // tick advances every group's clock by one tick.
 func (d *Driver) tick() {
 	for _, g := range d.groups {
-		g.rn.Tick()
-		d.touch(g)
+		if !g.solo() {
+			g.rn.Tick()
+			d.touch(g)
+		}
 	}
 	d.ticks++
 	if d.ticks%uint64(d.opts.HeartbeatTicks) == 0 {
@@ -409,8 +433,8 @@ func (d *Driver) tick() {
 func (d *Driver) receive(in inbound) {
 	for _, e := range in.msgs {
 		g := d.groups[e.Group]
-		if g == nil {
-			continue // a group this node does not hold (yet, or any more)
+		if g == nil || g.solo() {
+			continue // a group this node does not hold (yet, or any more), or holds alone
 		}
 		d.touch(g)
 		if in.failed {

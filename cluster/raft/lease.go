@@ -43,7 +43,11 @@ type confirm struct {
 func (d *Driver) askConfirms() {
 	now := time.Now()
 	for _, g := range d.groups {
-		if st := g.rn.BasicStatus(); len(g.cs.GetVoters()) < 2 || st.RaftState != raft.StateLeader || st.LeadTransferee != raft.None {
+		if g.solo() || len(g.cs.GetVoters()) < 2 {
+			g.confirms = g.confirms[:0]
+			continue
+		}
+		if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader || st.LeadTransferee != raft.None {
 			g.confirms = g.confirms[:0]
 			continue
 		}

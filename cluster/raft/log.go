@@ -390,6 +390,15 @@ func (l *logFile) write(sync bool) error {
 	return nil
 }
 
+// sync makes the frames written without a sync durable.
+func (l *logFile) sync() error {
+	if !l.dirty {
+		return nil
+	}
+	l.dirty = false
+	return unix.Fdatasync(int(l.f.Fd()))
+}
+
 // rotate starts segment n+1 with the checkpoint fill queues, durable
 // before it returns. Then the older segments, oldest first, are done with
 // while done says so of each one's highest entry indices: the first is

@@ -97,22 +97,35 @@ func (d *Driver) changeReplicas(ctx context.Context, group uint64, typ pb.ConfCh
 			reply <- ErrUnknownGroup
 			return
 		}
-		if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader {
-			reply <- &NotLeaderError{Group: group, Leader: st.Lead}
+		propose := func() { d.proposeConfChange(g, typ, node, reply) }
+		if g.solo() || g.waking {
+			if err := d.wake(g, propose); err != nil {
+				reply <- fmt.Errorf("raft: group %d: %w", group, err)
+			}
 			return
 		}
-		id := d.nextID()
-		cc := &pb.ConfChangeV2{
-			Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(node)}},
-			Context: binary.AppendUvarint(nil, id),
-		}
-		if err := g.rn.ProposeConfChange(cc); err != nil {
-			reply <- ErrDropped
-			return
-		}
-		g.proposed = append(g.proposed, &waiter{id: id, props: []*proposal{{group: group, done: func(err error) { reply <- err }}}})
-		d.touch(g)
+		propose()
 	})
+}
+
+// proposeConfChange proposes to g, led here, the change of node's
+// membership, whose outcome goes to reply. Driver loop only.
+func (d *Driver) proposeConfChange(g *group, typ pb.ConfChangeType, node uint64, reply chan<- error) {
+	if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader {
+		reply <- &NotLeaderError{Group: g.id, Leader: st.Lead}
+		return
+	}
+	id := d.nextID()
+	cc := &pb.ConfChangeV2{
+		Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(node)}},
+		Context: binary.AppendUvarint(nil, id),
+	}
+	if err := g.rn.ProposeConfChange(cc); err != nil {
+		reply <- ErrDropped
+		return
+	}
+	g.proposed = append(g.proposed, &waiter{id: id, props: []*proposal{{group: g.id, done: func(err error) { reply <- err }}}})
+	d.touch(g)
 }
 
 // TransferLeader asks group's leader, this node, to hand leadership to
@@ -124,6 +137,14 @@ func (d *Driver) TransferLeader(ctx context.Context, group, to uint64) error {
 		g := d.groups[group]
 		if g == nil {
 			reply <- ErrUnknownGroup
+			return
+		}
+		if g.solo() || g.waking {
+			if to == d.opts.NodeID {
+				reply <- nil
+			} else {
+				reply <- fmt.Errorf("raft: group %d: node %d is not a voter", group, to)
+			}
 			return
 		}
 		st := g.rn.BasicStatus()

@@ -224,7 +224,14 @@ func (d *Driver) proposeQueued() {
 		if len(g.queued) == 0 {
 			continue
 		}
+		if g.solo() {
+			d.proposeSolo(g)
+			continue
+		}
 		st := g.rn.BasicStatus()
+		if st.RaftState != raft.StateLeader && g.waking {
+			continue // it leads once its campaign ends
+		}
 		if st.RaftState != raft.StateLeader {
 			err := &NotLeaderError{Group: g.id, Leader: st.Lead}
 			for _, p := range g.queued {

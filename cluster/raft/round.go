@@ -20,7 +20,13 @@ func (d *Driver) round() error {
 	rs := d.readies[:0]
 	for _, g := range d.touched {
 		g.touched = false
-		if !g.removed && g.rn.HasReady() {
+		switch {
+		case g.removed:
+		case g.solo():
+			if rd, ok := d.soloReady(g); ok {
+				rs = append(rs, ready{g: g, rd: rd})
+			}
+		case g.rn.HasReady():
 			rs = append(rs, ready{g: g, rd: g.rn.Ready()})
 			d.confirmed(g, &rs[len(rs)-1].rd)
 		}
@@ -30,6 +36,9 @@ func (d *Driver) round() error {
 	defer func() { clear(rs); d.readies = rs[:0] }()
 	if len(rs) == 0 && !d.log.pending() {
 		return nil
+	}
+	if len(rs) > 0 && !slices.ContainsFunc(rs, func(r ready) bool { return !r.g.solo() }) {
+		return d.soloRound(rs)
 	}
 
 	for i := range rs {
@@ -46,6 +55,9 @@ func (d *Driver) round() error {
 		return err
 	}
 	for _, r := range rs {
+		if r.g.solo() {
+			continue
+		}
 		r.g.rn.Advance(r.rd)
 		if r.g.rn.HasReady() {
 			d.touch(r.g) // what Advance stepped (its own votes and appends) made more work
@@ -69,6 +81,7 @@ func (d *Driver) round() error {
 			continue
 		}
 		d.publish(r.g)
+		d.afterRound(r.g)
 	}
 	return nil
 }
@@ -198,6 +211,16 @@ func (r *ready) stableCommits() bool {
 // early: membership changes to raft, commands to the state machine in one
 // Apply, then tells the proposers.
 func (d *Driver) apply(rs []ready, early bool) error {
+	if err := d.applyState(rs, early); err != nil {
+		return err
+	}
+	d.settleReadies(rs, early)
+	return nil
+}
+
+// applyState applies the committed entries of the readies whose early
+// flag is early, without telling their proposers.
+func (d *Driver) applyState(rs []ready, early bool) error {
 	updates := d.updates[:0]
 	defer func() { clear(updates); d.updates = updates[:0] }()
 	applied := 0
@@ -234,20 +257,31 @@ func (d *Driver) apply(rs []ready, early bool) error {
 			return fmt.Errorf("apply: %w", err)
 		}
 	}
+	d.mu.Lock()
+	d.stats.Applied += uint64(applied)
+	d.mu.Unlock()
+	return nil
+}
+
+// settleReadies tells the proposers of the applied entries of the
+// readies whose early flag is early.
+func (d *Driver) settleReadies(rs []ready, early bool) {
 	props, entries := 0, 0
 	for _, r := range rs {
 		if r.early != early {
 			continue
 		}
 		props, entries = r.g.countOwn(r.rd.CommittedEntries, props, entries)
-		r.g.settle(r.rd.CommittedEntries)
 	}
 	d.mu.Lock()
-	d.stats.Applied += uint64(applied)
 	d.stats.Proposals += uint64(props)
 	d.stats.ProposalEntries += uint64(entries)
 	d.mu.Unlock()
-	return nil
+	for _, r := range rs {
+		if r.early == early {
+			r.g.settle(r.rd.CommittedEntries)
+		}
+	}
 }
 
 // countOwn adds to props and entries the proposals of g's waiters that
@@ -301,6 +335,14 @@ type groupStorage struct {
 	*raft.MemoryStorage
 	d *Driver
 	g *group
+}
+
+// InitialState returns the hard state and the membership as of the
+// group's applied index: a RawNode built again for a group driven alone
+// starts there, not at the MemoryStorage's snapshot.
+func (s groupStorage) InitialState() (*pb.HardState, *pb.ConfState, error) {
+	hs, _, err := s.MemoryStorage.InitialState()
+	return hs, proto.CloneOf(s.g.cs), err
 }
 
 // Snapshot returns the group's state at its applied index. Raft asks from

@@ -53,8 +53,8 @@ type Status struct {
 }
 
 // Event tells of a change in a group on this node: its role, the leader
-// it knows of, or the removal of its replica (Removed; no event for the
-// group follows).
+// it knows of, its term while it leads, or the removal of its replica
+// (Removed; no event for the group follows).
 type Event struct {
 	Group   uint64
 	Role    Role
@@ -107,13 +107,10 @@ func cmpUint(a, b uint64) int {
 // of role or leader, and wakes the waiters of waitStatus when something a
 // waiter may wait for changed. Driver loop only.
 func (d *Driver) publish(g *group) {
-	st := g.rn.BasicStatus()
-	s := Status{
-		Group:   g.id,
-		Role:    roleOf(st.RaftState),
-		Leader:  st.Lead,
-		Term:    st.GetTerm(),
-		Applied: g.applied,
+	s := Status{Group: g.id, Role: Leader, Leader: d.opts.NodeID, Term: g.term, Applied: g.applied}
+	if !g.solo() && !g.waking { // a waking group leads on, for none other can
+		st := g.rn.BasicStatus()
+		s.Role, s.Leader, s.Term = roleOf(st.RaftState), st.Lead, st.GetTerm()
 	}
 	d.mu.Lock()
 	old, had := d.pub[g.id]
@@ -135,7 +132,9 @@ func (d *Driver) publish(g *group) {
 		d.changed = make(chan struct{})
 	}
 	d.mu.Unlock()
-	if (!had || old.Role != s.Role || old.Leader != s.Leader) && d.opts.OnEvent != nil {
+	// A leader in a new term is told too: a group driven alone that took
+	// a replica leads on, in the term its campaign took (solo.go).
+	if (!had || old.Role != s.Role || old.Leader != s.Leader || old.Term != s.Term && s.Role == Leader) && d.opts.OnEvent != nil {
 		d.opts.OnEvent(Event{Group: g.id, Role: s.Role, Leader: s.Leader, Term: s.Term})
 	}
 }
@@ -198,6 +197,10 @@ func (d *Driver) Lags(ctx context.Context) (map[uint64]uint64, error) {
 	out := map[uint64]uint64{}
 	err := d.call(ctx, func(reply chan<- error) {
 		for id, g := range d.groups {
+			if g.solo() {
+				out[id] = 0 // no other voter
+				continue
+			}
 			st := g.rn.Status()
 			if st.RaftState != raft.StateLeader {
 				continue

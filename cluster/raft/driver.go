@@ -26,7 +26,9 @@
 // its own accord (badger flushing a memtable), so that nothing waits on a
 // sync of the state; a follower too far behind gets a snapshot
 // of the group's state from the leader. Proposals to a group that reach
-// the loop in one round go into one entry.
+// the loop in one round go into one entry. A group whose only replica is
+// this node needs no consensus, and is driven without its RawNode
+// (solo.go).
 //
 // The package knows nothing of persona's users, rooms or storage and
 // imports no persona package. Nodes and groups are numbers given by the

@@ -242,11 +242,7 @@ func (d *Driver) proposeQueued() {
 		}
 		queued := g.queued
 		for len(queued) > 0 {
-			n, size := 0, 0
-			for n < len(queued) && (n == 0 || size+len(queued[n].data) <= d.opts.MaxEntryBytes) {
-				size += len(queued[n].data)
-				n++
-			}
+			n := d.entryLen(queued)
 			w := &waiter{id: d.nextID(), props: queued[:n:n]}
 			if err := g.rn.Propose(encodeEntry(w.id, w.props)); err != nil {
 				break // held: proposed again later, in order
@@ -260,6 +256,17 @@ func (d *Driver) proposeQueued() {
 			g.queued = slices.Clone(queued)
 		}
 	}
+}
+
+// entryLen returns how many of the proposals queued, from the first,
+// go into one entry: at least one, and at most MaxEntryBytes of data.
+func (d *Driver) entryLen(queued []*proposal) int {
+	n, size := 0, 0
+	for n < len(queued) && (n == 0 || size+len(queued[n].data) <= d.opts.MaxEntryBytes) {
+		size += len(queued[n].data)
+		n++
+	}
+	return n
 }
 
 // placeProposed finds where raft appended this round's proposals of g,

@@ -112,20 +112,7 @@ func (d *Driver) persist(rs []ready) error {
 	if err := d.log.write(sync); err != nil {
 		return fmt.Errorf("write the raft log: %w", err)
 	}
-	for _, ch := range d.afterWrite {
-		ch <- nil
-	}
-	clear(d.afterWrite)
-	d.afterWrite = d.afterWrite[:0]
-	d.mu.Lock()
-	if wrote {
-		d.stats.Rounds++
-	}
-	if wrote && sync {
-		d.stats.Syncs++
-	}
-	d.stats.Entries += uint64(entries)
-	d.mu.Unlock()
+	d.written(wrote, sync, entries)
 
 	for _, r := range rs {
 		g, rd := r.g, r.rd
@@ -154,6 +141,25 @@ func (d *Driver) persist(rs []ready) error {
 		d.placeProposed(g, rd.Entries)
 	}
 	return nil
+}
+
+// written tells the calls waiting for the round's log write, and counts
+// it: wrote, whether anything was written; synced, whether it was synced.
+func (d *Driver) written(wrote, synced bool, entries int) {
+	for _, ch := range d.afterWrite {
+		ch <- nil
+	}
+	clear(d.afterWrite)
+	d.afterWrite = d.afterWrite[:0]
+	d.mu.Lock()
+	if wrote {
+		d.stats.Rounds++
+	}
+	if wrote && synced {
+		d.stats.Syncs++
+	}
+	d.stats.Entries += uint64(entries)
+	d.mu.Unlock()
 }
 
 // send hands the transport each peer's messages of the round as one

@@ -107,11 +107,7 @@ func (d *Driver) wake(g *group, op func()) error {
 func (d *Driver) proposeSolo(g *group) {
 	queued := g.queued
 	for len(queued) > 0 {
-		n, size := 0, 0
-		for n < len(queued) && (n == 0 || size+len(queued[n].data) <= d.opts.MaxEntryBytes) {
-			size += len(queued[n].data)
-			n++
-		}
+		n := d.entryLen(queued)
 		g.last++
 		w := &waiter{id: d.nextID(), props: queued[:n:n], index: g.last, term: g.term}
 		g.soloEnts = append(g.soloEnts, &pb.Entry{
@@ -163,20 +159,11 @@ func (d *Driver) soloRound(rs []ready) error {
 	if err := d.log.sync(); err != nil {
 		return fmt.Errorf("write the raft log: %w", err)
 	}
-	for _, ch := range d.afterWrite {
-		ch <- nil
-	}
-	clear(d.afterWrite)
-	d.afterWrite = d.afterWrite[:0]
 	entries := 0
 	for _, r := range rs {
 		entries += len(r.rd.Entries)
 	}
-	d.mu.Lock()
-	d.stats.Rounds++
-	d.stats.Syncs++
-	d.stats.Entries += uint64(entries)
-	d.mu.Unlock()
+	d.written(true, true, entries)
 	d.settleReadies(rs, false)
 	for _, r := range rs {
 		d.publish(r.g)

@@ -195,7 +195,6 @@ func TestAppliedPastTheLogGoesOnAfterIt(t *testing.T) {
 		}
 		want[k] = v
 	}
-	s, _ := c.driver(1).Status(g)
 	c.stop(1)
 
 	// Three entries applied whose frame the crash took.
@@ -203,7 +202,11 @@ func TestAppliedPastTheLogGoesOnAfterIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := kv.Apply([]Update{{Group: g, Index: s.Applied + 3, Commands: [][]byte{[]byte("lost=applied")}}}); err != nil {
+	applied, err := kv.Applied(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Apply([]Update{{Group: g, Index: applied + 3, Commands: [][]byte{[]byte("lost=applied")}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := kv.close(); err != nil {

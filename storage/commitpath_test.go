@@ -78,7 +78,9 @@ func (r *raftPath) Apply(updates []raft.Update) error {
 
 func (r *raftPath) Flushed() (durable, newest uint64, err error) { return r.s.Flushed() }
 
-func (r *raftPath) Snapshot(uint64) ([]byte, error) { return nil, errors.New("no follower") }
+func (r *raftPath) Snapshot(uint64) (func() ([]byte, error), error) {
+	return nil, errors.New("no follower")
+}
 
 func (r *raftPath) Restore(uint64, uint64, []byte) error { return errors.New("no leader") }
 

@@ -82,7 +82,7 @@ func TestASnapshotCarriesTheFence(t *testing.T) {
 	src := openWith(t, openOnRaft, t.TempDir())
 	defer src.Close()
 	setFence(t, src, 2, 9)
-	data, err := src.ExportPartition(2)
+	data, err := src.ExportPartition(2)()
 	if err != nil {
 		t.Fatal(err)
 	}

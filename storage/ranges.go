@@ -24,21 +24,29 @@ var importingPrefix = []byte("\xffpersona-importing/")
 
 // ExportRange returns every key under prefix with its value, as they are at
 // one moment, encoded for ImportRange.
-func (s *Store) ExportRange(prefix []byte) ([]byte, error) {
-	var out []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		return scan(txn, prefix, nil, false, func(k, v []byte) error {
+func (s *Store) ExportRange(prefix []byte) ([]byte, error) { return s.ExportRangeLater(prefix)() }
+
+// ExportRangeLater fixes the moment of an ExportRange of prefix at the
+// call, and returns the function that reads it: what is written after
+// the call is not in it, however late the function runs. The function
+// must be called once: until then the store keeps the versions it reads.
+func (s *Store) ExportRangeLater(prefix []byte) func() ([]byte, error) {
+	txn := s.db.NewTransaction(false)
+	return func() ([]byte, error) {
+		defer txn.Discard()
+		var out []byte
+		err := scan(txn, prefix, nil, false, func(k, v []byte) error {
 			out = binary.AppendUvarint(out, uint64(len(k)))
 			out = append(out, k...)
 			out = binary.AppendUvarint(out, uint64(len(v)))
 			out = append(out, v...)
 			return nil
 		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("storage: export %q: %w", prefix, err)
+		if err != nil {
+			return nil, fmt.Errorf("storage: export %q: %w", prefix, err)
+		}
+		return out, nil
 	}
-	return out, nil
 }
 
 // ImportRange replaces every key under prefix with the pairs of data, an
@@ -142,9 +150,12 @@ func decodePairs(prefix, data []byte) ([]op, error) {
 // with name p in four hex digits (host.PartitionKey), then the separator.
 func partitionPrefix(p int) []byte { return Prefix("p", fmt.Sprintf("%04x", p)) }
 
-// ExportPartition returns partition p's key range as ExportRange does: a
-// snapshot of p's raft group, at the index AppliedIndex(p) gives.
-func (s *Store) ExportPartition(p int) ([]byte, error) { return s.ExportRange(partitionPrefix(p)) }
+// ExportPartition fixes an export of partition p's key range at the
+// call, as ExportRangeLater does: a snapshot of p's raft group, at the
+// index AppliedIndex(p) gives then.
+func (s *Store) ExportPartition(p int) func() ([]byte, error) {
+	return s.ExportRangeLater(partitionPrefix(p))
+}
 
 // RestorePartition replaces partition p's key range with data, an
 // ExportPartition of p, and records index as p's applied index with it.

@@ -24,8 +24,9 @@
 // it in batches with their applied index, not synced; a checkpoint drops
 // the segments whose entries the state machine has since made durable of
 // its own accord (badger flushing a memtable), so that nothing waits on a
-// sync of the state; a follower too far behind gets a snapshot
-// of the group's state from the leader. Proposals to a group that reach
+// sync of the state; a follower too far behind gets a snapshot of the
+// group's state from the leader, read and restored outside the loop
+// (snapshot.go). Proposals to a group that reach
 // the loop in one round go into one entry. A group whose only replica is
 // this node needs no consensus, and is driven without its RawNode
 // (solo.go).
@@ -80,6 +81,9 @@ type Driver struct {
 	readies    []ready
 	updates    []Update
 
+	bg    sync.WaitGroup // snapshots read and restored outside the loop (snapshot.go)
+	bgErr error          // a restore that failed: it stops the loop
+
 	mu      sync.Mutex
 	pub     map[uint64]Status
 	leases  map[uint64]time.Time // the end of each led group's lease (lease.go)
@@ -106,6 +110,16 @@ type group struct {
 	touched   bool
 	removed   bool
 	confirms  []confirm // a leader's confirmations of its leadership asked for, oldest first (lease.go)
+
+	// Snapshots outside the loop (snapshot.go): one being read for a
+	// follower, or read and not yet taken by raft; a Ready whose snapshot
+	// is being restored, and what waits for the restore.
+	building     bool
+	built        *pb.Snapshot
+	builtTick    uint64
+	restoring    *raft.Ready
+	restored     bool
+	afterRestore []func()
 
 	// Driven alone (solo.go): the term and last index of its log, the
 	// entries of the round; waking, the RawNode built again campaigns, and
@@ -288,6 +302,7 @@ func (d *Driver) raftConfig(g *group, applied uint64) *raft.Config {
 func (d *Driver) Close() error {
 	d.closeOnce.Do(func() { close(d.stop) })
 	<-d.done
+	d.bg.Wait()
 	err := d.tr.Close()
 	if d.err != nil && !errors.Is(d.err, ErrClosed) {
 		err = errors.Join(d.err, err)
@@ -427,6 +442,9 @@ func (d *Driver) tick() {
 	d.ticks++
 	if d.ticks%uint64(d.opts.HeartbeatTicks) == 0 {
 		d.askConfirms()
+	}
+	if d.ticks%snapshotKeep == 0 {
+		d.forgetSnapshots()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -20,9 +21,11 @@ import (
 // durable once badger has flushed their memtable to a table, as a node's
 // are.
 type kvMachine struct {
-	db       *badger.DB
-	dir      string
-	restores atomic.Int64
+	db        *badger.DB
+	dir       string
+	restores  atomic.Int64 // restores done
+	restoring atomic.Int64 // restores begun
+	slow      atomic.Int64 // nanoseconds a snapshot's read and a restore wait first
 }
 
 func openKV(dir string) (*kvMachine, error) {
@@ -107,18 +110,25 @@ func (m *kvMachine) Flushed() (durable, newest uint64, err error) {
 	return durable, newest, nil
 }
 
-func (m *kvMachine) Snapshot(group uint64) ([]byte, error) {
-	var out []byte
-	err := m.scan(group, func(k, v []byte) {
-		out = binary.AppendUvarint(out, uint64(len(k)))
-		out = append(out, k...)
-		out = binary.AppendUvarint(out, uint64(len(v)))
-		out = append(out, v...)
-	})
-	return out, err
+func (m *kvMachine) Snapshot(group uint64) (func() ([]byte, error), error) {
+	txn := m.db.NewTransaction(false)
+	return func() ([]byte, error) {
+		defer txn.Discard()
+		time.Sleep(time.Duration(m.slow.Load()))
+		var out []byte
+		err := scanTxn(txn, group, func(k, v []byte) {
+			out = binary.AppendUvarint(out, uint64(len(k)))
+			out = append(out, k...)
+			out = binary.AppendUvarint(out, uint64(len(v)))
+			out = append(out, v...)
+		})
+		return out, err
+	}, nil
 }
 
 func (m *kvMachine) Restore(group, index uint64, data []byte) error {
+	m.restoring.Add(1)
+	time.Sleep(time.Duration(m.slow.Load()))
 	var old [][]byte
 	if err := m.scan(group, func(k, _ []byte) { old = append(old, bytes.Clone(k)) }); err != nil {
 		return err
@@ -153,21 +163,24 @@ func (m *kvMachine) Restore(group, index uint64, data []byte) error {
 // scan calls fn with every key (without the group's prefix) and value of
 // group's state.
 func (m *kvMachine) scan(group uint64, fn func(k, v []byte)) error {
+	return m.db.View(func(txn *badger.Txn) error { return scanTxn(txn, group, fn) })
+}
+
+// scanTxn is scan in txn.
+func scanTxn(txn *badger.Txn, group uint64, fn func(k, v []byte)) error {
 	prefix := dataPrefix(group)
-	return m.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			fn(it.Item().Key()[len(prefix):], v)
+	o := badger.DefaultIteratorOptions
+	o.Prefix = prefix
+	it := txn.NewIterator(o)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return err
 		}
-		return nil
-	})
+		fn(it.Item().Key()[len(prefix):], v)
+	}
+	return nil
 }
 
 // dump returns group's state as a map.

@@ -55,9 +55,18 @@ func (d *Driver) RemoveGroup(ctx context.Context, group uint64) error {
 			reply <- ErrUnknownGroup
 			return
 		}
-		d.dropGroup(g, ErrUnknownGroup)
-		d.log.addRemove(group)
-		d.afterWrite = append(d.afterWrite, reply)
+		remove := func() {
+			d.dropGroup(g, ErrUnknownGroup)
+			d.log.addRemove(group)
+			d.afterWrite = append(d.afterWrite, reply)
+		}
+		if g.restoring != nil && !g.restored {
+			// The state machine is writing the group's state: the caller
+			// drops that state next, once the restore is done.
+			g.afterRestore = append(g.afterRestore, remove)
+			return
+		}
+		remove()
 	})
 }
 

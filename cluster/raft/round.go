@@ -11,12 +11,16 @@ import (
 
 // round handles the Ready of every group touched since the last round:
 // the committed entries that earlier rounds made durable, applied in one
-// call (their proposers need not wait for this round's sync); snapshots
-// restored and every group's entries and hard state written to the log,
+// call (their proposers need not wait for this round's sync); the
+// snapshots restored since (snapshot.go), every group's entries and hard
+// state written to the log,
 // synced once if raft asks for durability; then the messages, one batch
 // per peer; then the other committed entries, applied in one call. An
 // error is fatal: the log or the state machine failed.
 func (d *Driver) round() error {
+	if d.bgErr != nil {
+		return d.bgErr
+	}
 	rs := d.readies[:0]
 	for _, g := range d.touched {
 		g.touched = false
@@ -26,9 +30,19 @@ func (d *Driver) round() error {
 			if rd, ok := d.soloReady(g); ok {
 				rs = append(rs, ready{g: g, rd: rd})
 			}
+		case g.restoring != nil: // its Ready waits for the restore (snapshot.go)
+			if g.restored {
+				rs = append(rs, ready{g: g, rd: *g.restoring})
+				g.restoring, g.restored = nil, false
+			}
 		case g.rn.HasReady():
-			rs = append(rs, ready{g: g, rd: g.rn.Ready()})
-			d.confirmed(g, &rs[len(rs)-1].rd)
+			rd := g.rn.Ready()
+			d.confirmed(g, &rd)
+			if !raft.IsEmptySnap(rd.Snapshot) {
+				d.restore(g, rd)
+				continue
+			}
+			rs = append(rs, ready{g: g, rd: rd})
 		}
 	}
 	clear(d.touched)
@@ -93,12 +107,8 @@ func (d *Driver) persist(rs []ready) error {
 	entries := 0
 	for _, r := range rs {
 		g, rd := r.g, r.rd
-		if !raft.IsEmptySnap(rd.Snapshot) {
-			m := rd.Snapshot.GetMetadata()
-			if err := d.sm.Restore(g.id, m.GetIndex(), rd.Snapshot.GetData()); err != nil {
-				return fmt.Errorf("group %d: restore the snapshot at %d: %w", g.id, m.GetIndex(), err)
-			}
-			d.log.addSnapshot(g.id, m)
+		if !raft.IsEmptySnap(rd.Snapshot) { // restored already (snapshot.go)
+			d.log.addSnapshot(g.id, rd.Snapshot.GetMetadata())
 			sync = true
 		}
 		d.log.addEntries(g.id, rd.Entries)
@@ -333,41 +343,4 @@ func (d *Driver) applyConfChange(g *group, e *pb.Entry) error {
 		g.removed = true
 	}
 	return nil
-}
-
-// groupStorage is a group's MemoryStorage whose snapshot is the state
-// machine's state of the group, taken when raft asks for it.
-type groupStorage struct {
-	*raft.MemoryStorage
-	d *Driver
-	g *group
-}
-
-// InitialState returns the hard state and the membership as of the
-// group's applied index: a RawNode built again for a group driven alone
-// starts there, not at the MemoryStorage's snapshot.
-func (s groupStorage) InitialState() (*pb.HardState, *pb.ConfState, error) {
-	hs, _, err := s.MemoryStorage.InitialState()
-	return hs, proto.CloneOf(s.g.cs), err
-}
-
-// Snapshot returns the group's state at its applied index. Raft asks from
-// the driver loop, when a follower needs entries the log no longer has.
-func (s groupStorage) Snapshot() (*pb.Snapshot, error) {
-	g := s.g
-	if g.applied == 0 || g.applied < g.smApplied {
-		return nil, raft.ErrSnapshotTemporarilyUnavailable // still applying what it had before it opened
-	}
-	term, err := g.ms.Term(g.applied)
-	if err != nil {
-		return nil, raft.ErrSnapshotTemporarilyUnavailable
-	}
-	data, err := s.d.sm.Snapshot(g.id)
-	if err != nil {
-		s.d.logger.Error("raft: snapshot of the state machine", "group", g.id, "err", err)
-		return nil, raft.ErrSnapshotTemporarilyUnavailable
-	}
-	return &pb.Snapshot{Data: data, Metadata: &pb.SnapshotMetadata{
-		Index: new(g.applied), Term: new(term), ConfState: proto.CloneOf(g.cs),
-	}}, nil
 }

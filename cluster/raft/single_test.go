@@ -137,6 +137,7 @@ func TestOptionsValidate(t *testing.T) {
 // a crash may lose, as a node's unflushed badger writes are.
 type forgetfulMachine struct {
 	*kvMachine
+	mu       sync.Mutex // Restore runs beside Apply
 	pending  []Update
 	held     int    // commands in pending
 	memtable uint64 // the number of the memtable pending is
@@ -145,6 +146,8 @@ type forgetfulMachine struct {
 const flushEvery = 128
 
 func (m *forgetfulMachine) Apply(updates []Update) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, u := range updates {
 		var cmds [][]byte
 		for _, c := range u.Commands {
@@ -159,7 +162,8 @@ func (m *forgetfulMachine) Apply(updates []Update) error {
 	return nil
 }
 
-// flush writes what the machine holds to its badger and syncs it.
+// flush writes what the machine holds to its badger and syncs it. The
+// caller holds mu.
 func (m *forgetfulMachine) flush() error {
 	if err := m.kvMachine.Apply(m.pending); err != nil {
 		return err
@@ -171,10 +175,14 @@ func (m *forgetfulMachine) flush() error {
 
 // Flushed: the memtables before the one held are flushed.
 func (m *forgetfulMachine) Flushed() (durable, newest uint64, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return m.memtable, m.memtable, nil
 }
 
-func (m *forgetfulMachine) Snapshot(group uint64) ([]byte, error) {
+func (m *forgetfulMachine) Snapshot(group uint64) (func() ([]byte, error), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err := m.flush(); err != nil {
 		return nil, err
 	}
@@ -182,7 +190,10 @@ func (m *forgetfulMachine) Snapshot(group uint64) ([]byte, error) {
 }
 
 func (m *forgetfulMachine) Restore(group, index uint64, data []byte) error {
-	if err := m.flush(); err != nil {
+	m.mu.Lock()
+	err := m.flush()
+	m.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	return m.kvMachine.Restore(group, index, data)

@@ -27,12 +27,16 @@ type StateMachine interface {
 	// before a call that returned newest n is durable once a later call
 	// returns durable > n. The Driver keeps log entries until then.
 	Flushed() (durable, newest uint64, err error)
-	// Snapshot returns the group's state as it is, at the index last
-	// applied: what Restore on another node takes.
-	Snapshot(group uint64) ([]byte, error)
+	// Snapshot fixes the group's state as it is, at the index last
+	// applied, and returns the function that reads it: what Restore on
+	// another node takes. The Driver calls Snapshot in its loop and read
+	// once, outside it, while later commands apply.
+	Snapshot(group uint64) (read func() ([]byte, error), err error)
 	// Restore replaces the group's state with data, a Snapshot taken at
 	// index, records index as the group's applied index, and returns once
-	// all of that is durable.
+	// all of that is durable. The Driver calls it outside its loop, while
+	// other groups' commands apply, and applies nothing to the group
+	// meanwhile.
 	Restore(group, index uint64, data []byte) error
 }
 

@@ -79,7 +79,9 @@ func (m *store) Apply(updates []raft.Update) error {
 	return m.s.CommitSync(b)
 }
 
-func (m *store) Snapshot(g uint64) ([]byte, error) { return m.s.ExportRange(rangeOf(g)) }
+func (m *store) Snapshot(g uint64) (func() ([]byte, error), error) {
+	return m.s.ExportRangeLater(rangeOf(g)), nil
+}
 
 func (m *store) Restore(g, index uint64, data []byte) error {
 	done := &storage.Batch{}

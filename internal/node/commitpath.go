@@ -100,13 +100,13 @@ func (r *raftPath) Apply(updates []raft.Update) error {
 // Flushed tells how far the applied records are durable in the store.
 func (r *raftPath) Flushed() (durable, newest uint64, err error) { return r.s.Flushed() }
 
-// Snapshot returns a partition's key range; the node's own group, which
-// no other node holds, has none to give.
-func (r *raftPath) Snapshot(g uint64) ([]byte, error) {
+// Snapshot fixes a partition's key range to read; the node's own group,
+// which no other node holds, has none to give.
+func (r *raftPath) Snapshot(g uint64) (func() ([]byte, error), error) {
 	if g == nodeGroup {
 		return nil, errors.New("the node's own group sends no snapshot")
 	}
-	return r.s.ExportPartition(rangeOf(g))
+	return r.s.ExportPartition(rangeOf(g)), nil
 }
 
 // Restore replaces a partition's key range with a snapshot of its group's

@@ -1,0 +1,140 @@
+package raft
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestSnapshotsLeaveTheOtherGroupsGoing: a snapshot's read on the leader
+// and its restore on the new replica each take 2 s (twice an election
+// timeout), and meanwhile a group the two nodes share and a group the
+// new replica's node holds alone go on taking proposals, none held for
+// as long as either.
+func TestSnapshotsLeaveTheOtherGroupsGoing(t *testing.T) {
+	t.Parallel()
+	const a, b, c3 = uint64(1), uint64(2), uint64(3)
+	const slow = 2 * time.Second
+	c := newCluster(t, 2, []uint64{a, b}, nil)
+	leaders := c.waitLeaders([]uint64{a, b}, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	want := map[string]string{}
+	for i := range 50 {
+		k, v := fmt.Sprintf("k%d", i), fmt.Sprint(i)
+		if err := c.propose(ctx, a, []byte(k+"="+v)); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+	n3 := c.addNode(3)
+	if err := n3.d.AddGroup(ctx, c3, []uint64{3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n3.d.AddGroup(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLeaders([]uint64{c3}, 10*time.Second)
+	for _, n := range c.running() {
+		n.sm.slow.Store(int64(slow))
+	}
+
+	// Writers to b (both nodes of a's old members must answer) and to c3
+	// (n3's loop alone) until n3 holds a's state.
+	type result struct {
+		n       int
+		longest time.Duration
+		err     error
+	}
+	stop := make(chan struct{})
+	results := make([]result, 2)
+	var wg sync.WaitGroup
+	for i, w := range []struct {
+		group uint64
+		d     *Driver
+	}{{b, c.driver(leaders[b])}, {c3, n3.d}} {
+		wg.Go(func() {
+			r := &results[i]
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				if r.err = w.d.Propose(ctx, w.group, fmt.Appendf(nil, "w=%d", r.n)); r.err != nil {
+					return
+				}
+				r.longest = max(r.longest, time.Since(start))
+				r.n++
+			}
+		})
+	}
+	start := time.Now()
+	if err := c.driver(leaders[a]).AddReplica(ctx, a, 3); err != nil {
+		t.Fatal(err)
+	}
+	c.waitState(3, a, want, 30*time.Second)
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+
+	if n3.sm.restores.Load() == 0 {
+		t.Fatal("node 3 caught up without a snapshot")
+	}
+	if took < 2*slow {
+		t.Fatalf("node 3 had the snapshot after %v, before its read and restore could end", took)
+	}
+	for i, g := range []uint64{b, c3} {
+		r := results[i]
+		if r.err != nil {
+			t.Fatalf("group %d: a proposal failed during the snapshot: %v", g, r.err)
+		}
+		if r.longest >= slow/2 {
+			t.Errorf("group %d: a proposal took %v while the snapshot was read and restored (%d in %v)", g, r.longest, r.n, took)
+		}
+	}
+	t.Logf("snapshot in %v; group %d: %d proposals, longest %v; group %d: %d, longest %v",
+		took, b, results[0].n, results[0].longest, c3, results[1].n, results[1].longest)
+}
+
+// TestRemoveGroupWaitsForTheRestore: a replica removed while its
+// snapshot is being restored is forgotten once the restore ends, so that
+// what its caller does next with the group's state (drop it) does not
+// run beside the restore.
+func TestRemoveGroupWaitsForTheRestore(t *testing.T) {
+	t.Parallel()
+	const g = uint64(7)
+	c := newCluster(t, 1, []uint64{g}, nil)
+	c.waitLeaders([]uint64{g}, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.propose(ctx, g, []byte("k=v")); err != nil {
+		t.Fatal(err)
+	}
+	n2 := c.addNode(2)
+	if err := n2.d.AddGroup(ctx, g, nil); err != nil {
+		t.Fatal(err)
+	}
+	n2.sm.slow.Store(int64(time.Second))
+	if err := c.driver(1).AddReplica(ctx, g, 2); err != nil {
+		t.Fatal(err)
+	}
+	for n2.sm.restoring.Load() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("node 2 began no restore")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := n2.d.RemoveGroup(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if n2.sm.restores.Load() != 1 {
+		t.Fatal("RemoveGroup returned while the restore went on")
+	}
+	if _, err := n2.d.Status(g); err == nil {
+		t.Fatal("node 2 still holds the group")
+	}
+}

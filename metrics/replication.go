@@ -18,10 +18,10 @@ type replicationMetrics struct {
 }
 
 // replicationRoles are the roles a node holds a partition's replica in.
-var replicationRoles = []string{"leader", "follower"}
+var replicationRoles = []string{"leader", "follower", "learner"}
 
 // replicationChanges are the membership changes of a group a leader makes.
-var replicationChanges = []string{"add", "remove", "transfer"}
+var replicationChanges = []string{"add", "promote", "remove", "transfer"}
 
 // replication returns the replication collectors, registered once.
 func (m *Metrics) replication() *replicationMetrics {
@@ -29,7 +29,7 @@ func (m *Metrics) replication() *replicationMetrics {
 	r.once.Do(func() {
 		r.partitions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "persona_cluster_partitions",
-			Help: "Partitions this node holds a replica of, by role: leader (it hosts the partition's actors) or follower.",
+			Help: "Partitions this node holds a replica of, by role: leader (it hosts the partition's actors), follower (a voter), or learner (catching up, not counted in the quorum yet).",
 		}, []string{"role"})
 		r.leaders = prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "persona_cluster_leader_changes_total",
@@ -37,7 +37,7 @@ func (m *Metrics) replication() *replicationMetrics {
 		})
 		r.changes = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persona_cluster_replica_changes_total",
-			Help: "Changes this node made, as leader, to its partitions' replicas: add or remove a voter, transfer leadership.",
+			Help: "Changes this node made, as leader, to its partitions' replicas: add a learner, promote it to voter, remove a replica, transfer leadership.",
 		}, []string{"change"})
 		r.lag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "persona_cluster_replication_lag_entries",
@@ -54,12 +54,14 @@ func (m *Metrics) replication() *replicationMetrics {
 	return r
 }
 
-// ClusterPartitions sets how many partitions this node leads and follows.
-func (m *Metrics) ClusterPartitions(led, followed int) {
+// ClusterPartitions sets how many partitions this node leads, follows
+// as a voter, and holds a replica of that does not vote yet (learning).
+func (m *Metrics) ClusterPartitions(led, followed, learning int) {
 	if m != nil {
 		r := m.replication()
 		r.partitions.WithLabelValues("leader").Set(float64(led))
 		r.partitions.WithLabelValues("follower").Set(float64(followed))
+		r.partitions.WithLabelValues("learner").Set(float64(learning))
 	}
 }
 
@@ -70,8 +72,8 @@ func (m *Metrics) ClusterLeaderChange() {
 	}
 }
 
-// ClusterReplicaChange counts a change (add, remove or transfer) this
-// node made to a partition's replicas.
+// ClusterReplicaChange counts a change (add, promote, remove or
+// transfer) this node made to a partition's replicas.
 func (m *Metrics) ClusterReplicaChange(change string) {
 	if m != nil {
 		m.replication().changes.WithLabelValues(change).Inc()

@@ -23,7 +23,7 @@ import (
 // the process's CPU (all three nodes) per proposal.
 // Run: go test -run '^$' -bench ReplicatedProposals -benchtime 100000x ./cluster/raft
 func BenchmarkReplicatedProposals(b *testing.B) {
-	for _, c := range []struct{ groups, proposers int }{{1, 64}, {64, 64}, {64, 256}} {
+	for _, c := range []struct{ groups, proposers int }{{1, 1}, {1, 64}, {64, 64}, {64, 256}} {
 		b.Run(fmt.Sprintf("groups=%d/proposers=%d", c.groups, c.proposers), func(b *testing.B) {
 			benchProposals(b, c.groups, c.proposers)
 		})

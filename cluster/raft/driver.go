@@ -148,6 +148,7 @@ type ready struct {
 	g     *group
 	rd    raft.Ready
 	early bool // its committed entries are applied before the round's write
+	lead  bool // the group is led here: its messages go before the write
 }
 
 // Stats counts a Driver's work since it opened.

@@ -3,11 +3,13 @@ package raft
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 )
 
 // AddGroup starts a replica of group on this node and returns once the
@@ -78,11 +80,34 @@ func (d *Driver) dropGroup(g *group, err error) {
 	d.unpublish(g.id)
 }
 
+// AddLearner makes node a learner of group, a replica that receives
+// the entries and does not vote, and returns once the change is applied
+// here. A new replica joins this way, then AddReplica makes it a voter
+// once it has caught up: a voter added empty would count towards the
+// quorum, and the group could commit nothing while it restores its
+// snapshot and more voters than the quorum allows are down. As for
+// AddReplica, only the leader takes it, node must have started an empty
+// replica, and one membership change goes at a time.
+func (d *Driver) AddLearner(ctx context.Context, group, node uint64) error {
+	return d.changeReplicas(ctx, group, pb.ConfChangeAddLearnerNode, node)
+}
+
+// ErrBehind is AddReplica's answer for a learner that has not caught up
+// with the leader yet: it may be asked again later.
+var ErrBehind = errors.New("raft: the learner has not caught up")
+
+// learnerSlack is how many committed entries a learner may lack and be
+// made a voter: about what is in flight to a follower that keeps up.
+const learnerSlack = 256
+
 // AddReplica makes node a voter of group and returns once the change is
-// applied here. Only the leader takes it (else *NotLeaderError). node must
-// have started an empty replica (AddGroup without peers); it catches up
-// from a snapshot. One membership change at a time: another one not yet
-// applied makes this one fail with ErrDropped.
+// applied here. Only the leader takes it (else *NotLeaderError). A
+// learner becomes a voter once it has caught up (ErrBehind before); a
+// node that is no replica yet must have started an empty replica
+// (AddGroup without peers), joins as a voter at once and catches up from
+// a snapshot (AddLearner first avoids counting it before). One membership
+// change at a time: another one not yet applied makes this one fail with
+// ErrDropped.
 func (d *Driver) AddReplica(ctx context.Context, group, node uint64) error {
 	return d.changeReplicas(ctx, group, pb.ConfChangeAddNode, node)
 }
@@ -106,6 +131,10 @@ func (d *Driver) changeReplicas(ctx context.Context, group uint64, typ pb.ConfCh
 			reply <- ErrUnknownGroup
 			return
 		}
+		if typ == pb.ConfChangeAddLearnerNode && slices.Contains(g.cs.GetVoters(), node) {
+			reply <- fmt.Errorf("raft: group %d: node %d is a voter already", group, node)
+			return
+		}
 		propose := func() { d.proposeConfChange(g, typ, node, reply) }
 		if g.solo() || g.waking {
 			if err := d.wake(g, propose); err != nil {
@@ -123,6 +152,13 @@ func (d *Driver) proposeConfChange(g *group, typ pb.ConfChangeType, node uint64,
 	if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader {
 		reply <- &NotLeaderError{Group: g.id, Leader: st.Lead}
 		return
+	}
+	if typ == pb.ConfChangeAddNode && slices.Contains(g.cs.GetLearners(), node) {
+		st := g.rn.Status()
+		if pr, ok := st.Progress[node]; !ok || pr.State != tracker.StateReplicate || pr.Match+learnerSlack < st.HardState.GetCommit() {
+			reply <- ErrBehind
+			return
+		}
 	}
 	id := d.nextID()
 	cc := &pb.ConfChangeV2{

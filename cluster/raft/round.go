@@ -12,11 +12,11 @@ import (
 // round handles the Ready of every group touched since the last round:
 // the committed entries that earlier rounds made durable, applied in one
 // call (their proposers need not wait for this round's sync); the
+// messages of the groups this node leads, one batch per peer; the
 // snapshots restored since (snapshot.go), every group's entries and hard
-// state written to the log,
-// synced once if raft asks for durability; then the messages, one batch
-// per peer; then the other committed entries, applied in one call. An
-// error is fatal: the log or the state machine failed.
+// state written to the log, synced once if raft asks for durability;
+// then the other messages; then the other committed entries, applied in
+// one call. An error is fatal: the log or the state machine failed.
 func (d *Driver) round() error {
 	if d.bgErr != nil {
 		return d.bgErr
@@ -42,7 +42,7 @@ func (d *Driver) round() error {
 				d.restore(g, rd)
 				continue
 			}
-			rs = append(rs, ready{g: g, rd: rd})
+			rs = append(rs, ready{g: g, rd: rd, lead: g.rn.BasicStatus().RaftState == raft.StateLeader})
 		}
 	}
 	clear(d.touched)
@@ -61,10 +61,14 @@ func (d *Driver) round() error {
 	if err := d.apply(rs, true); err != nil {
 		return err
 	}
+	// A leader's messages go before its log write (the raft thesis, 10.2.1;
+	// etcd does the same): its followers append while it syncs, and an
+	// entry commits once a quorum, the leader among it, has it durable.
+	unreachable := d.send(rs, true)
 	if err := d.persist(rs); err != nil {
 		return err
 	}
-	unreachable := d.send(rs)
+	unreachable = append(unreachable, d.send(rs, false)...)
 	if err := d.apply(rs, false); err != nil {
 		return err
 	}
@@ -172,13 +176,17 @@ func (d *Driver) written(wrote, synced bool, entries int) {
 	d.mu.Unlock()
 }
 
-// send hands the transport each peer's messages of the round as one
-// batch. It returns the batches the transport could not take, to be
+// send hands the transport each peer's messages of the round's readies
+// whose group this node leads (lead), or of the others, as one batch per
+// peer. It returns the batches the transport could not take, to be
 // reported once the groups have advanced.
-func (d *Driver) send(rs []ready) []inbound {
+func (d *Driver) send(rs []ready, lead bool) []inbound {
 	out := map[uint64][]Envelope{}
 	snaps := uint64(0)
 	for _, r := range rs {
+		if r.lead != lead {
+			continue
+		}
 		for _, m := range r.rd.Messages {
 			out[m.GetTo()] = append(out[m.GetTo()], Envelope{Group: r.g.id, Msg: m})
 			if m.GetType() == pb.MsgSnap {

@@ -2,7 +2,9 @@ package raft
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -137,4 +139,97 @@ func TestRemoveGroupWaitsForTheRestore(t *testing.T) {
 	if _, err := n2.d.Status(g); err == nil {
 		t.Fatal("node 2 still holds the group")
 	}
+}
+
+// TestALearnerReplacesAVoterWithoutHoldingTheGroup: of three voters one
+// is down, and a fourth node replaces it, its snapshot taking 2 s to
+// restore. Joining as a learner, it is not counted in the quorum until
+// it has caught up (AddReplica says ErrBehind meanwhile): the group goes
+// on committing throughout, where a fourth voter added empty would hold
+// it until the restore ended (quorum 3 of 4 with 2 up).
+func TestALearnerReplacesAVoterWithoutHoldingTheGroup(t *testing.T) {
+	t.Parallel()
+	const g = uint64(11)
+	const slow = 2 * time.Second
+	c := newCluster(t, 3, []uint64{g}, nil)
+	leader := c.waitLeaders([]uint64{g}, 10*time.Second)[g]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	want := map[string]string{}
+	for i := range 50 {
+		k, v := fmt.Sprintf("k%d", i), fmt.Sprint(i)
+		if err := c.propose(ctx, g, []byte(k+"="+v)); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+	down := uint64(1)
+	for down == leader {
+		down++
+	}
+	c.stop(down)
+	n4 := c.addNode(4)
+	if err := n4.d.AddGroup(ctx, g, nil); err != nil {
+		t.Fatal(err)
+	}
+	n4.sm.slow.Store(int64(slow))
+
+	stop := make(chan struct{})
+	var n int
+	var longest time.Duration
+	var werr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			start := time.Now()
+			if werr = c.driver(leader).Propose(ctx, g, fmt.Appendf(nil, "w=%d", n)); werr != nil {
+				return
+			}
+			longest = max(longest, time.Since(start))
+			n++
+		}
+	})
+	start := time.Now()
+	if err := c.driver(leader).AddLearner(ctx, g, 4); err != nil {
+		t.Fatal(err)
+	}
+	behind := 0
+	for {
+		err := c.driver(leader).AddReplica(ctx, g, 4)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrBehind) {
+			t.Fatalf("make the learner a voter: %v", err)
+		}
+		behind++
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(start)
+	if err := c.driver(leader).RemoveReplica(ctx, g, down); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+
+	if werr != nil {
+		t.Fatalf("a proposal failed while node 4 joined: %v", werr)
+	}
+	if took < slow || behind == 0 {
+		t.Fatalf("node 4 was a voter after %v (%d times behind), before its restore could end", took, behind)
+	}
+	if longest >= slow/2 {
+		t.Errorf("a proposal took %v while node 4 restored (%d in %v)", longest, n, took)
+	}
+	if s, _ := c.driver(leader).Status(g); len(s.Voters) != 3 || slices.Contains(s.Voters, down) || !slices.Contains(s.Voters, 4) {
+		t.Fatalf("voters after the replacement: %v", s.Voters)
+	}
+	want["w"] = fmt.Sprint(n - 1)
+	c.waitState(4, g, want, 10*time.Second)
+	t.Logf("node 4 a voter after %v (%d times behind); %d proposals meanwhile, longest %v", took, behind, n, longest)
 }

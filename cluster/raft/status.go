@@ -191,8 +191,9 @@ func (d *Driver) waitStatus(ctx context.Context, group uint64, cond func(s Statu
 }
 
 // Lags returns, for each group this node leads, how many entries its
-// furthest-behind voter lacks: the leader's last index less that voter's
-// matched index (0 when every voter has every entry).
+// furthest-behind replica (voter or learner) lacks: the leader's last
+// index less that replica's matched index (0 when every replica has
+// every entry).
 func (d *Driver) Lags(ctx context.Context) (map[uint64]uint64, error) {
 	out := map[uint64]uint64{}
 	err := d.call(ctx, func(reply chan<- error) {
@@ -207,7 +208,7 @@ func (d *Driver) Lags(ctx context.Context) (map[uint64]uint64, error) {
 			}
 			last, _ := g.ms.LastIndex()
 			var lag uint64
-			for _, v := range g.cs.GetVoters() {
+			for _, v := range slices.Concat(g.cs.GetVoters(), g.cs.GetLearners()) {
 				if pr, ok := st.Progress[v]; ok && pr.Match < last {
 					lag = max(lag, last-pr.Match)
 				}

@@ -137,6 +137,11 @@ func (c *Controller) OnEvent(ev raft.Event) {
 		c.opts.Metrics.ClusterLeaderChange()
 	}
 	c.mu.Unlock()
+	c.poke()
+}
+
+// poke asks for a pass soon. It never blocks.
+func (c *Controller) poke() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -298,18 +303,41 @@ func (c *Controller) found(live []string) {
 }
 
 // lead makes one change toward want in a group this node leads: add a
-// missing voter that is live, else remove one placement dropped (handing
-// leadership away first if that is this node), else hand leadership to the
-// preferred replica if it is live.
+// missing replica that is live, as a learner, or make such a learner a
+// voter once it has caught up; else remove a replica placement dropped
+// (handing leadership away first if that is this node); else hand
+// leadership to the preferred replica if it is live. A replica joins as
+// a learner so that the group's quorum does not count it while it
+// restores its snapshot: replacing a dead voter, the new one is added
+// before the dead one is removed, and counted at once it would leave the
+// group short of a quorum until it had the whole partition.
 func (c *Controller) lead(st raft.Status, want, live []uint64) {
 	g := st.Group
 	if len(want) == 0 {
 		return
 	}
 	for _, id := range want {
-		if !slices.Contains(st.Voters, id) && slices.Contains(live, id) {
-			c.do("add a replica", g, id, func(ctx context.Context) error { return c.d.AddReplica(ctx, g, id) })
+		switch {
+		case slices.Contains(st.Voters, id) || !slices.Contains(live, id):
+			continue
+		case slices.Contains(st.Learners, id):
+			c.do("make a learner a voter", g, id, func(ctx context.Context) error {
+				if err := c.promote(ctx, g, id); err != nil {
+					return err
+				}
+				c.opts.Metrics.ClusterReplicaChange("promote")
+				return nil
+			})
+		default:
+			c.do("add a learner", g, id, func(ctx context.Context) error { return c.d.AddLearner(ctx, g, id) })
 			c.opts.Metrics.ClusterReplicaChange("add")
+		}
+		return
+	}
+	for _, id := range st.Learners {
+		if !slices.Contains(want, id) {
+			c.do("remove a learner", g, id, func(ctx context.Context) error { return c.d.RemoveReplica(ctx, g, id) })
+			c.opts.Metrics.ClusterReplicaChange("remove")
 			return
 		}
 	}
@@ -327,8 +355,34 @@ func (c *Controller) lead(st raft.Status, want, live []uint64) {
 		c.opts.Metrics.ClusterReplicaChange("remove")
 		return
 	}
-	if want[0] != c.self && slices.Contains(live, want[0]) {
+	if want[0] != c.self && slices.Contains(live, want[0]) && slices.Contains(st.Voters, want[0]) {
 		c.transfer(g, want[0])
+	}
+}
+
+// promoteWait is how long promote waits for a learner to catch up, and
+// promoteEvery how often it looks meanwhile: a small partition's snapshot
+// comes within a heartbeat or two.
+const (
+	promoteWait  = 5 * time.Second
+	promoteEvery = 100 * time.Millisecond
+)
+
+// promote makes learner id of g a voter, once it has caught up, waiting
+// up to promoteWait for that.
+func (c *Controller) promote(ctx context.Context, g, id uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, promoteWait)
+	defer cancel()
+	for {
+		err := c.d.AddReplica(ctx, g, id)
+		if !errors.Is(err, raft.ErrBehind) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(promoteEvery):
+		}
 	}
 }
 
@@ -448,6 +502,7 @@ func (c *Controller) do(what string, g, node uint64, fn func(context.Context) er
 			return
 		}
 		c.opts.Log.Info("replicas: "+what, "partition", Partition(g), "node", node)
+		c.poke() // the next change of the group may be due at once
 	}()
 }
 
@@ -459,16 +514,20 @@ const concurrentChanges = 16
 // when they changed.
 func (c *Controller) gossip() {
 	var led, followed []int
+	learning := 0
 	for _, s := range c.statuses() {
-		if s.Role == raft.Leader {
+		switch {
+		case s.Role == raft.Leader:
 			led = append(led, Partition(s.Group))
-		} else {
+		case slices.Contains(s.Voters, c.self):
 			followed = append(followed, Partition(s.Group))
+		default: // empty, or a learner: not a copy the group counts yet
+			learning++
 		}
 	}
 	slices.Sort(led)
 	slices.Sort(followed)
-	c.opts.Metrics.ClusterPartitions(len(led), len(followed))
+	c.opts.Metrics.ClusterPartitions(len(led), len(followed), learning)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if slices.Equal(led, c.gossiped[0]) && slices.Equal(followed, c.gossiped[1]) {

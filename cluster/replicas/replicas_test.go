@@ -394,6 +394,15 @@ func TestJoiningMemberTakesItsShare(t *testing.T) {
 	if drops == 0 {
 		t.Fatal("no member that lost a group to the newcomer deleted its state")
 	}
+	// The newcomer joined each group as a learner, then became a voter.
+	var added, promoted float64
+	for _, n := range all {
+		added += sample(t, n.metrics, `persona_cluster_replica_changes_total{change="add"}`)
+		promoted += sample(t, n.metrics, `persona_cluster_replica_changes_total{change="promote"}`)
+	}
+	if promoted == 0 || promoted > added {
+		t.Fatalf("%v learners added, %v made voters", added, promoted)
+	}
 }
 
 // TestStrayEmptyReplicaIsForgotten: an empty replica that no replica has

@@ -23,14 +23,7 @@ func TestSnapshotsLeaveTheOtherGroupsGoing(t *testing.T) {
 	leaders := c.waitLeaders([]uint64{a, b}, 10*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	want := map[string]string{}
-	for i := range 50 {
-		k, v := fmt.Sprintf("k%d", i), fmt.Sprint(i)
-		if err := c.propose(ctx, a, []byte(k+"="+v)); err != nil {
-			t.Fatal(err)
-		}
-		want[k] = v
-	}
+	want := fill(t, ctx, c, a, 50)
 	n3 := c.addNode(3)
 	if err := n3.d.AddGroup(ctx, c3, []uint64{3}); err != nil {
 		t.Fatal(err)
@@ -45,43 +38,16 @@ func TestSnapshotsLeaveTheOtherGroupsGoing(t *testing.T) {
 
 	// Writers to b (both nodes of a's old members must answer) and to c3
 	// (n3's loop alone) until n3 holds a's state.
-	type result struct {
-		n       int
-		longest time.Duration
-		err     error
-	}
-	stop := make(chan struct{})
-	results := make([]result, 2)
-	var wg sync.WaitGroup
-	for i, w := range []struct {
-		group uint64
-		d     *Driver
-	}{{b, c.driver(leaders[b])}, {c3, n3.d}} {
-		wg.Go(func() {
-			r := &results[i]
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				start := time.Now()
-				if r.err = w.d.Propose(ctx, w.group, fmt.Appendf(nil, "w=%d", r.n)); r.err != nil {
-					return
-				}
-				r.longest = max(r.longest, time.Since(start))
-				r.n++
-			}
-		})
-	}
+	writers := []*writer{startWriter(ctx, c.driver(leaders[b]), b), startWriter(ctx, n3.d, c3)}
 	start := time.Now()
 	if err := c.driver(leaders[a]).AddReplica(ctx, a, 3); err != nil {
 		t.Fatal(err)
 	}
 	c.waitState(3, a, want, 30*time.Second)
 	took := time.Since(start)
-	close(stop)
-	wg.Wait()
+	for _, w := range writers {
+		w.halt()
+	}
 
 	if n3.sm.restores.Load() == 0 {
 		t.Fatal("node 3 caught up without a snapshot")
@@ -90,16 +56,16 @@ func TestSnapshotsLeaveTheOtherGroupsGoing(t *testing.T) {
 		t.Fatalf("node 3 had the snapshot after %v, before its read and restore could end", took)
 	}
 	for i, g := range []uint64{b, c3} {
-		r := results[i]
-		if r.err != nil {
-			t.Fatalf("group %d: a proposal failed during the snapshot: %v", g, r.err)
+		w := writers[i]
+		if w.err != nil {
+			t.Fatalf("group %d: a proposal failed during the snapshot: %v", g, w.err)
 		}
-		if r.longest >= slow/2 {
-			t.Errorf("group %d: a proposal took %v while the snapshot was read and restored (%d in %v)", g, r.longest, r.n, took)
+		if w.longest >= slow/2 {
+			t.Errorf("group %d: a proposal took %v while the snapshot was read and restored (%d in %v)", g, w.longest, w.n, took)
 		}
 	}
 	t.Logf("snapshot in %v; group %d: %d proposals, longest %v; group %d: %d, longest %v",
-		took, b, results[0].n, results[0].longest, c3, results[1].n, results[1].longest)
+		took, b, writers[0].n, writers[0].longest, c3, writers[1].n, writers[1].longest)
 }
 
 // TestRemoveGroupWaitsForTheRestore: a replica removed while its
@@ -155,14 +121,7 @@ func TestALearnerReplacesAVoterWithoutHoldingTheGroup(t *testing.T) {
 	leader := c.waitLeaders([]uint64{g}, 10*time.Second)[g]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	want := map[string]string{}
-	for i := range 50 {
-		k, v := fmt.Sprintf("k%d", i), fmt.Sprint(i)
-		if err := c.propose(ctx, g, []byte(k+"="+v)); err != nil {
-			t.Fatal(err)
-		}
-		want[k] = v
-	}
+	want := fill(t, ctx, c, g, 50)
 	down := uint64(1)
 	for down == leader {
 		down++
@@ -174,26 +133,7 @@ func TestALearnerReplacesAVoterWithoutHoldingTheGroup(t *testing.T) {
 	}
 	n4.sm.slow.Store(int64(slow))
 
-	stop := make(chan struct{})
-	var n int
-	var longest time.Duration
-	var werr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			start := time.Now()
-			if werr = c.driver(leader).Propose(ctx, g, fmt.Appendf(nil, "w=%d", n)); werr != nil {
-				return
-			}
-			longest = max(longest, time.Since(start))
-			n++
-		}
-	})
+	w := startWriter(ctx, c.driver(leader), g)
 	start := time.Now()
 	if err := c.driver(leader).AddLearner(ctx, g, 4); err != nil {
 		t.Fatal(err)
@@ -214,22 +154,71 @@ func TestALearnerReplacesAVoterWithoutHoldingTheGroup(t *testing.T) {
 	if err := c.driver(leader).RemoveReplica(ctx, g, down); err != nil {
 		t.Fatal(err)
 	}
-	close(stop)
-	wg.Wait()
+	w.halt()
 
-	if werr != nil {
-		t.Fatalf("a proposal failed while node 4 joined: %v", werr)
+	if w.err != nil {
+		t.Fatalf("a proposal failed while node 4 joined: %v", w.err)
 	}
 	if took < slow || behind == 0 {
 		t.Fatalf("node 4 was a voter after %v (%d times behind), before its restore could end", took, behind)
 	}
-	if longest >= slow/2 {
-		t.Errorf("a proposal took %v while node 4 restored (%d in %v)", longest, n, took)
+	if w.longest >= slow/2 {
+		t.Errorf("a proposal took %v while node 4 restored (%d in %v)", w.longest, w.n, took)
 	}
 	if s, _ := c.driver(leader).Status(g); len(s.Voters) != 3 || slices.Contains(s.Voters, down) || !slices.Contains(s.Voters, 4) {
 		t.Fatalf("voters after the replacement: %v", s.Voters)
 	}
-	want["w"] = fmt.Sprint(n - 1)
+	want["w"] = fmt.Sprint(w.n - 1)
 	c.waitState(4, g, want, 10*time.Second)
-	t.Logf("node 4 a voter after %v (%d times behind); %d proposals meanwhile, longest %v", took, behind, n, longest)
+	t.Logf("node 4 a voter after %v (%d times behind); %d proposals meanwhile, longest %v", took, behind, w.n, w.longest)
+}
+
+// fill proposes n keys to g and returns them with their values.
+func fill(t *testing.T, ctx context.Context, c *testCluster, g uint64, n int) map[string]string {
+	t.Helper()
+	want := map[string]string{}
+	for i := range n {
+		k, v := fmt.Sprintf("k%d", i), fmt.Sprint(i)
+		if err := c.propose(ctx, g, []byte(k+"="+v)); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+	return want
+}
+
+// writer proposes w=<n> to a group through one driver, one proposal
+// after another, until stopped or one fails.
+type writer struct {
+	n       int           // proposals applied
+	longest time.Duration // the longest of them
+	err     error         // the one that failed
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func startWriter(ctx context.Context, d *Driver, g uint64) *writer {
+	w := &writer{stop: make(chan struct{})}
+	w.wg.Go(func() {
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			start := time.Now()
+			if w.err = d.Propose(ctx, g, fmt.Appendf(nil, "w=%d", w.n)); w.err != nil {
+				return
+			}
+			w.longest = max(w.longest, time.Since(start))
+			w.n++
+		}
+	})
+	return w
+}
+
+// halt stops w and waits for it.
+func (w *writer) halt() {
+	close(w.stop)
+	w.wg.Wait()
 }

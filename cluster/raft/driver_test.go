@@ -293,6 +293,48 @@ func TestTransferLeader(t *testing.T) {
 	}
 }
 
+// TestKeepsUpLeavesOutACutOffFollower: a follower the leader no longer
+// hears from is not one to hand leadership to, and is again once its
+// link is back.
+func TestKeepsUpLeavesOutACutOffFollower(t *testing.T) {
+	t.Parallel()
+	const g = uint64(3)
+	c := newCluster(t, 3, []uint64{g}, nil)
+	leader := c.node(c.waitLeaders([]uint64{g}, 10*time.Second)[g])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	others := c.othersThan(leader)
+	cut := others[0]
+	keepsUp := func(want bool) {
+		t.Helper()
+		for {
+			ok, err := leader.d.KeepsUp(ctx, g, cut.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok == want {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("node %d keeps up: %v, want %v", cut.id, ok, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	keepsUp(true)
+	setLinks(cut, []*testNode{leader}, false)
+	keepsUp(false)
+	if err := leader.d.Propose(ctx, g, []byte("while=cut")); err != nil {
+		t.Fatal(err)
+	}
+	setLinks(cut, []*testNode{leader}, true)
+	keepsUp(true)
+	var nl *NotLeaderError
+	if _, err := cut.d.KeepsUp(ctx, g, leader.id); !errors.As(err, &nl) {
+		t.Fatalf("KeepsUp asked of a follower: %v", err)
+	}
+}
+
 // TestMembershipChanges adds a fourth replica to a group, which catches
 // up from a snapshot, removes a follower, which stops getting entries,
 // then removes the leader, which hands over.

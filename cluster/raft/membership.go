@@ -92,17 +92,27 @@ func (d *Driver) AddLearner(ctx context.Context, group, node uint64) error {
 	return d.changeReplicas(ctx, group, pb.ConfChangeAddLearnerNode, node)
 }
 
-// ErrBehind is AddReplica's answer for a learner that has not caught up
-// with the leader yet: it may be asked again later.
-var ErrBehind = errors.New("raft: the learner has not caught up")
+// ErrBehind is the answer of AddReplica for a learner, and of
+// TransferLeader for a voter, that does not keep up with the leader (it
+// is behind, or has not answered lately): it may be asked again later.
+var ErrBehind = errors.New("raft: the replica does not keep up with the leader")
 
-// learnerSlack is how many committed entries a learner may lack and be
-// made a voter: about what is in flight to a follower that keeps up.
-const learnerSlack = 256
+// keepUpSlack is how many committed entries a replica that keeps up may
+// lack: about what is in flight to a follower.
+const keepUpSlack = 256
+
+// keepsUp tells whether node, a replica of g, which this node leads,
+// answered within the last election timeout and lacks at most
+// keepUpSlack committed entries. Driver loop only.
+func (d *Driver) keepsUp(g *group, node uint64) bool {
+	st := g.rn.Status()
+	pr, ok := st.Progress[node]
+	return ok && pr.RecentActive && pr.State == tracker.StateReplicate && pr.Match+keepUpSlack >= st.HardState.GetCommit()
+}
 
 // AddReplica makes node a voter of group and returns once the change is
 // applied here. Only the leader takes it (else *NotLeaderError). A
-// learner becomes a voter once it has caught up (ErrBehind before); a
+// learner becomes a voter once it keeps up (ErrBehind before); a
 // node that is no replica yet must have started an empty replica
 // (AddGroup without peers), joins as a voter at once and catches up from
 // a snapshot (AddLearner first avoids counting it before). One membership
@@ -153,12 +163,9 @@ func (d *Driver) proposeConfChange(g *group, typ pb.ConfChangeType, node uint64,
 		reply <- &NotLeaderError{Group: g.id, Leader: st.Lead}
 		return
 	}
-	if typ == pb.ConfChangeAddNode && slices.Contains(g.cs.GetLearners(), node) {
-		st := g.rn.Status()
-		if pr, ok := st.Progress[node]; !ok || pr.State != tracker.StateReplicate || pr.Match+learnerSlack < st.HardState.GetCommit() {
-			reply <- ErrBehind
-			return
-		}
+	if typ == pb.ConfChangeAddNode && slices.Contains(g.cs.GetLearners(), node) && !d.keepsUp(g, node) {
+		reply <- ErrBehind
+		return
 	}
 	id := d.nextID()
 	cc := &pb.ConfChangeV2{
@@ -171,6 +178,32 @@ func (d *Driver) proposeConfChange(g *group, typ pb.ConfChangeType, node uint64,
 	}
 	g.proposed = append(g.proposed, &waiter{id: id, props: []*proposal{{group: g.id, done: func(err error) { reply <- err }}}})
 	d.touch(g)
+}
+
+// KeepsUp tells whether node, a replica of group, which this node leads
+// (else *NotLeaderError), answered within the last election timeout and
+// lacks at most a few hundred committed entries. Ask it before
+// TransferLeader: raft sends a transferee the entries it lacks and waits
+// for it, taking no proposal meanwhile, up to an election timeout; for a
+// replica cut off or down, that is a second without writes for nothing.
+func (d *Driver) KeepsUp(ctx context.Context, group, node uint64) (bool, error) {
+	var ok bool
+	err := d.call(ctx, func(reply chan<- error) {
+		g := d.groups[group]
+		switch {
+		case g == nil:
+			reply <- ErrUnknownGroup
+		case g.solo() || g.waking:
+			ok = node == d.opts.NodeID
+			reply <- nil
+		case g.rn.BasicStatus().RaftState != raft.StateLeader:
+			reply <- &NotLeaderError{Group: group, Leader: g.rn.BasicStatus().Lead}
+		default:
+			ok = d.keepsUp(g, node)
+			reply <- nil
+		}
+	})
+	return ok, err
 }
 
 // TransferLeader asks group's leader, this node, to hand leadership to

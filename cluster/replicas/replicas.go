@@ -446,8 +446,13 @@ func (c *Controller) transfer(g, to uint64) {
 		return
 	}
 	c.moved[g] = time.Now()
-	c.do("hand leadership over", g, to, func(ctx context.Context) error { return c.d.TransferLeader(ctx, g, to) })
-	c.opts.Metrics.ClusterReplicaChange("transfer")
+	c.do("hand leadership over", g, to, func(ctx context.Context) error {
+		if ok, err := c.d.KeepsUp(ctx, g, to); err != nil || !ok {
+			return cmp.Or(err, raft.ErrBehind) // not to one that may be cut off or down
+		}
+		c.opts.Metrics.ClusterReplicaChange("transfer")
+		return c.d.TransferLeader(ctx, g, to)
+	})
 }
 
 // forget drops this node's replica of g, which its group removed while

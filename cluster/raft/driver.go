@@ -93,23 +93,24 @@ type Driver struct {
 
 // group is one group's replica on this node. Driver loop only.
 type group struct {
-	id        uint64
-	rn        *raft.RawNode // nil while the group is driven alone (solo.go)
-	ms        *raft.MemoryStorage
-	snap      *pb.SnapshotMetadata // raft's snapshot point: entries up to it are gone from memory
-	durable   *pb.SnapshotMetadata // the log's: the state machine holds the entries up to it durably
-	hs        *pb.HardState        // as the log holds it
-	applied   uint64               // the last entry applied
-	smApplied uint64               // entries up to it were applied before the driver opened
-	cs        *pb.ConfState        // the membership as of applied
-	pubCS     *pb.ConfState        // the membership last published
-	confs     []confAt             // membership changes applied after snap
-	queued    []*proposal          // proposals of this round, not yet given to raft
-	proposed  []*waiter            // entries given to raft this round
-	waiting   []*waiter            // entries appended, waiting to be applied
-	touched   bool
-	removed   bool
-	confirms  []confirm // a leader's confirmations of its leadership asked for, oldest first (lease.go)
+	id          uint64
+	rn          *raft.RawNode // nil while the group is driven alone (solo.go)
+	ms          *raft.MemoryStorage
+	snap        *pb.SnapshotMetadata // raft's snapshot point: entries up to it are gone from memory
+	durable     *pb.SnapshotMetadata // the log's: the state machine holds the entries up to it durably
+	hs          *pb.HardState        // as the log holds it
+	applied     uint64               // the last entry applied
+	smApplied   uint64               // entries up to it were applied before the driver opened
+	cs          *pb.ConfState        // the membership as of applied
+	pubCS       *pb.ConfState        // the membership last published
+	confs       []confAt             // membership changes applied after snap
+	queued      []*proposal          // proposals of this round, not yet given to raft
+	proposed    []*waiter            // entries given to raft this round
+	waiting     []*waiter            // entries appended, waiting to be applied
+	touched     bool
+	removed     bool
+	confApplied bool      // a membership change applied this round, not yet published
+	confirms    []confirm // a leader's confirmations of its leadership asked for, oldest first (lease.go)
 
 	// Snapshots outside the loop (snapshot.go): one being read for a
 	// follower, or read and not yet taken by raft; a Ready whose snapshot

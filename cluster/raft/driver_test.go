@@ -283,8 +283,10 @@ func TestTransferLeader(t *testing.T) {
 		if err := c.driver(from).TransferLeader(ctx, g, to); err != nil {
 			t.Fatalf("group %d: transfer %d → %d: %v", g, from, to, err)
 		}
-		s, err := c.driver(to).Status(g)
-		if err != nil || s.Role != Leader {
+		// The old leader may hear from the new one before the new one's
+		// round that made it leader has ended.
+		if err := c.driver(to).waitStatus(ctx, g, func(s Status, ok bool) bool { return ok && s.Role == Leader }); err != nil {
+			s, _ := c.driver(to).Status(g)
 			t.Fatalf("group %d: node %d after the transfer: %+v, %v", g, to, s, err)
 		}
 		if err := c.driver(to).Propose(ctx, g, []byte("after=transfer")); err != nil {

@@ -302,9 +302,16 @@ func (d *Driver) settleReadies(rs []ready, early bool) {
 	d.stats.ProposalEntries += uint64(entries)
 	d.mu.Unlock()
 	for _, r := range rs {
-		if r.early == early {
-			r.g.settle(r.rd.CommittedEntries)
+		if r.early != early {
+			continue
 		}
+		if r.g.confApplied && !r.g.removed {
+			// The caller of the change reads the membership next: the
+			// status shows it before the caller hears back.
+			d.publish(r.g)
+		}
+		r.g.confApplied = false
+		r.g.settle(r.rd.CommittedEntries)
 	}
 }
 
@@ -343,7 +350,7 @@ func (d *Driver) applyConfChange(g *group, e *pb.Entry) error {
 		cc = &v2
 	}
 	cs := g.rn.ApplyConfChange(cc)
-	g.cs = cs
+	g.cs, g.confApplied = cs, true
 	g.confs = append(g.confs, confAt{index: e.GetIndex(), cs: cs})
 	self := d.opts.NodeID
 	if !slices.Contains(cs.GetVoters(), self) && !slices.Contains(cs.GetLearners(), self) &&

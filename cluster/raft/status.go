@@ -41,7 +41,9 @@ func roleOf(s raft.StateType) Role {
 	}
 }
 
-// Status is a group's state on this node as of the driver's last round.
+// Status is a group's state on this node as of the driver's last round,
+// or of a membership change applied during this one (before its caller
+// hears back).
 type Status struct {
 	Group    uint64
 	Role     Role

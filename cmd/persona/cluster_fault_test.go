@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix"
 
 	"persona/cluster"
+	"persona/host"
 	"persona/internal/lincheck"
 )
 
@@ -164,6 +165,7 @@ func faultRun(t *testing.T, f fault) {
 	mu.Lock()
 	faultAt = time.Now() // once the fault holds: the command that makes it takes a moment
 	mu.Unlock()
+	ledElsewhere := watchLeader(procs[0], victim, host.PartitionOf(user.String(), routePartitions), 5*time.Second)
 	time.Sleep(5 * time.Second)
 	f.end(t, victim)
 	ended := time.Now()
@@ -175,8 +177,8 @@ func faultRun(t *testing.T, f fault) {
 	close(stop)
 	wg.Wait()
 	mu.Lock()
-	t.Logf("%s: %d operations; writes served again through the other nodes %s after the fault; all ready %s after it ended",
-		f.name, h.Len(), servedAgain.Round(time.Millisecond), back.Round(time.Millisecond))
+	t.Logf("%s: %d operations; writes served again through the other nodes %s after the fault (the partition gossiped as led by another node after %s); all ready %s after it ended",
+		f.name, h.Len(), servedAgain.Round(time.Millisecond), (<-ledElsewhere).Round(time.Millisecond), back.Round(time.Millisecond))
 	mu.Unlock()
 	if servedAgain == 0 {
 		t.Errorf("no write acknowledged through the other nodes while the fault lasted")
@@ -326,4 +328,27 @@ func outcomeOf(err error) lincheck.Outcome {
 	default:
 		return lincheck.Unknown
 	}
+}
+
+// watchLeader polls p's view of the members from now on, for up to
+// limit, and sends how long it took until a member other than victim
+// gossiped partition as led (limit if none did).
+func watchLeader(p, victim *clusterProc, partition int, limit time.Duration) <-chan time.Duration {
+	out := make(chan time.Duration, 1)
+	start := time.Now()
+	go func() {
+		for time.Since(start) < limit {
+			if ms, err := membersOf(p); err == nil {
+				for name, m := range ms {
+					if name != victim.name && slices.Contains(m.Led, partition) {
+						out <- time.Since(start)
+						return
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		out <- limit
+	}()
+	return out
 }

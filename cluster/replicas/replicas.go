@@ -534,17 +534,23 @@ func (c *Controller) gossip() {
 	slices.Sort(followed)
 	c.opts.Metrics.ClusterPartitions(len(led), len(followed), learning)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if slices.Equal(led, c.gossiped[0]) && slices.Equal(followed, c.gossiped[1]) {
+	same := slices.Equal(led, c.gossiped[0]) && slices.Equal(followed, c.gossiped[1])
+	c.mu.Unlock()
+	if same {
 		return
 	}
+	// Not under mu: UpdateLocal waits for memberlist to pass the update
+	// on (up to a second), and OnEvent, which takes mu, runs in the raft
+	// driver's loop: held here, it stopped every group of the node.
 	if err := c.m.UpdateLocal(func(m *cluster.Meta) { m.Led, m.Followed = led, followed }); err != nil {
 		if !errors.Is(err, cluster.ErrLeft) {
 			c.opts.Log.Warn("replicas: gossip the partitions held", "err", err)
 		}
 		return
 	}
+	c.mu.Lock()
 	c.gossiped = [2][]int{led, followed}
+	c.mu.Unlock()
 }
 
 // statuses returns the driver's status of the partitions' groups it

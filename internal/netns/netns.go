@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -191,16 +192,36 @@ func (h *Host) Command(name string, args ...string) *exec.Cmd {
 }
 
 // SetLink brings h's link to the bridge down (cutting h off while it runs)
-// or up again.
+// or up again. Brought up, it returns once both ends carry traffic: until
+// the kernel has seen the carrier come back (its link watch, which may
+// wait up to a second), each end drops what is sent through it, and a
+// dropped SYN waits a second for its retry.
 func (h *Host) SetLink(up bool) error {
 	if !h.net.Isolated {
 		return errors.New("netns: hosts on loopback have no link of their own")
 	}
-	state := "down"
-	if up {
-		state = "up"
+	if !up {
+		return ip("-n", h.net.hub, "link", "set", h.link, "down")
 	}
-	return ip("-n", h.net.hub, "link", "set", h.link, state)
+	if err := ip("-n", h.net.hub, "link", "set", h.link, "up"); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, end := range [][2]string{{h.net.hub, h.link}, {h.Name, "eth0"}} {
+		for !operUp(end[0], end[1]) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("netns: %s in %s not up after 5 s", end[1], end[0])
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// operUp reports that link in namespace ns is operationally up.
+func operUp(ns, link string) bool {
+	out, err := exec.Command("ip", "-n", ns, "-o", "link", "show", "dev", link).Output()
+	return err == nil && strings.Contains(string(out), " state UP ")
 }
 
 // DialContext dials addr from the test's side of the network: from the

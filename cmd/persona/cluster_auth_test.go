@@ -20,10 +20,13 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// noKeyWarning starts what a node in a cluster without a key file logs.
+const noKeyWarning = "cluster.gossip_key_file is empty"
+
 // TestClusterAuthenticatesPeers starts two `persona serve` processes
-// sharing cluster.gossip_key_file. They form the cluster, replicate and
-// route a user's writes between them (raft and actor peers authenticated
-// with the key). A stranger that reaches the raft port is challenged and
+// sharing cluster.gossip_key_file (so neither warns of open channels).
+// They form the cluster, replicate and route a user's writes between them
+// (raft and actor peers authenticated with the key). A stranger that reaches the raft port is challenged and
 // cut off at its wrong answer, and the node logs the refusal; a gRPC call
 // to the actor port without a token is refused Unauthenticated.
 func TestClusterAuthenticatesPeers(t *testing.T) {
@@ -39,6 +42,9 @@ func TestClusterAuthenticatesPeers(t *testing.T) {
 	procs, nt := newClusterOfProcesses(t, 2, "  gossip_key_file: "+strconv.Quote(keyFile)+"\n")
 	n1, n2 := procs[0], procs[1]
 	startReady(t, procs, 30*time.Second)
+	if strings.Contains(n1.child.out.String(), noKeyWarning) {
+		t.Errorf("n1 warned %q with a key file", noKeyWarning)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

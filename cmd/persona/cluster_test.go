@@ -185,7 +185,8 @@ func allReady(procs []*clusterProc) func(map[string]clusterMember) bool {
 // TestClusterOfProcesses starts three `persona serve` processes with
 // cluster.enabled, each on a host of its own (a network namespace with its
 // own address; loopback ports where namespaces cannot be made). Each lists
-// all three alive and ready, with each one's addresses. SIGKILL one: the
+// all three alive and ready, with each one's addresses (and each, without
+// a key file, warns that its channels are open). SIGKILL one: the
 // others declare it dead, within the bound logged. Restarted, it rejoins.
 // SIGTERM another: the others list it as left, not dead, and it exits 0.
 // `persona cluster members` shows the cluster through any node.
@@ -209,6 +210,9 @@ func TestClusterOfProcesses(t *testing.T) {
 		waitView(t, p, procs, "all three alive and ready with their addresses", 20*time.Second, everyone)
 	}
 	t.Logf("three nodes started and see each other in %s", time.Since(phase).Round(time.Millisecond))
+	if !strings.Contains(n1.child.out.String(), noKeyWarning) {
+		t.Errorf("n1, in a cluster without a key file, did not warn %q", noKeyWarning)
+	}
 
 	// 2. SIGKILL n3: n1 and n2 declare it dead. With memberlist's LAN
 	// timings a probe finds n3 silent within about 1.5 s (1 s interval, 0.5

@@ -205,6 +205,10 @@ func (n *Node) startCluster() error {
 		return fmt.Errorf("cluster.gossip_key_file: %w", err)
 	}
 	n.peerKeys = keys
+	if keys == nil {
+		n.log.Warn("cluster.gossip_key_file is empty: membership gossip travels in the clear, and raft_bind, actor_bind " +
+			"and the members' media route take any peer that reaches them; set a key file unless every address is private to the cluster")
+	}
 	n.members, err = cluster.Start(cluster.Options{Name: n.repl.name, Bind: c.Bind, Advertise: c.Advertise, Join: c.Join,
 		Partitions: c.Partitions, Local: cluster.Meta{ActorAddr: c.ActorBind, RaftAddr: n.repl.raftAddr(c.RaftBind), APIAddr: n.ClientAddr(),
 			Followed: n.repl.heldPartitions(c.Partitions)}, // seen holding them, the cluster is founded

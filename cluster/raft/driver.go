@@ -290,6 +290,7 @@ func (d *Driver) raftConfig(g *group, applied uint64) *raft.Config {
 		MaxCommittedSizePerReady:  d.opts.MaxApplyBytes,
 		MaxUncommittedEntriesSize: 4 * d.opts.MaxApplyBytes,
 		MaxInflightMsgs:           d.opts.MaxInflightMsgs,
+		MaxInflightBytes:          d.opts.MaxInflightBytes,
 		CheckQuorum:               true,
 		PreVote:                   true,
 		DisableProposalForwarding: true,

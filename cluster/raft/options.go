@@ -47,6 +47,11 @@ type Options struct {
 	// MaxInflightMsgs caps the append messages in flight to one follower
 	// of one group. Default 256.
 	MaxInflightMsgs int
+	// MaxInflightBytes caps the entries' bytes in flight to one follower
+	// of one group: a follower far behind is caught up at the pace it
+	// answers, not with everything the leader holds at once. At least
+	// MaxMsgBytes. Default 16 MiB.
+	MaxInflightBytes uint64
 	// MaxApplyBytes caps the committed entries one group applies in one
 	// round. Default 16 MiB.
 	MaxApplyBytes uint64
@@ -89,6 +94,7 @@ func (o Options) withDefaults() Options {
 	o.MaxEntryBytes = cmp.Or(o.MaxEntryBytes, 256<<10)
 	o.MaxMsgBytes = cmp.Or(o.MaxMsgBytes, 1<<20)
 	o.MaxInflightMsgs = cmp.Or(o.MaxInflightMsgs, 256)
+	o.MaxInflightBytes = cmp.Or(o.MaxInflightBytes, 16<<20)
 	o.MaxApplyBytes = cmp.Or(o.MaxApplyBytes, 16<<20)
 	o.SegmentBytes = cmp.Or(o.SegmentBytes, 64<<20)
 	o.CatchUpEntries = cmp.Or(o.CatchUpEntries, 5000)
@@ -122,6 +128,9 @@ func (o Options) validate() error {
 	}
 	if o.MaxInflightMsgs < 1 {
 		bad("MaxInflightMsgs", "must be positive")
+	}
+	if o.MaxInflightBytes < o.MaxMsgBytes {
+		bad("MaxInflightBytes", "must be at least MaxMsgBytes")
 	}
 	if o.SegmentBytes < 4<<10 {
 		bad("SegmentBytes", "must be at least 4 KiB")

@@ -40,8 +40,9 @@ type TCPOptions struct {
 	// QueueBatches is how many batches may wait for one peer's writer
 	// before Send drops more. Default 256.
 	QueueBatches int
-	// MaxFrameBytes is the largest frame a reader accepts (a snapshot
-	// travels in one). Default 256 MiB.
+	// MaxFrameBytes is the largest frame a reader accepts, and so the
+	// largest message a writer sends (a snapshot travels in one frame;
+	// others share frames of a few MiB). Default 256 MiB.
 	MaxFrameBytes int
 	// Keys are the cluster's shared keys (those of
 	// cluster.gossip_key_file). With keys, a connection is read only once
@@ -67,8 +68,9 @@ type TCPTransport struct {
 	closed bool
 	wg     sync.WaitGroup
 
-	warned  time.Time // the last warning of a refused connection
-	refused int       // connections refused since
+	warned      time.Time // the last warning of a refused connection
+	refused     int       // connections refused since
+	warnedLarge time.Time // the last warning of a message over the frame limit
 }
 
 // peer is the writing side towards one node.
@@ -257,17 +259,69 @@ func (t *TCPTransport) write(p *peer, addr string) {
 			msgs = append(msgs, b...)
 		}
 		var err error
-		if buf, err = appendFrame(buf[:0], msgs); err != nil {
-			fail(err)
-			continue
-		}
-		conn.SetWriteDeadline(time.Now().Add(t.opts.WriteTimeout))
-		if _, err := conn.Write(buf); err != nil {
+		if buf, err = t.writeFrames(conn, buf, p.id, msgs); err != nil {
 			conn.Close()
 			conn = nil
 			fail(err)
 		}
 	}
+}
+
+// writeFrames writes msgs to conn in frames of about frameTarget at most,
+// a few frames a write, each write within WriteTimeout, and returns buf
+// for the next call. A message larger than the reader takes
+// (MaxFrameBytes) is not written: it would cost the connection and
+// everything behind it. It is reported unreachable instead.
+func (t *TCPTransport) writeFrames(conn net.Conn, buf []byte, to uint64, msgs []Envelope) ([]byte, error) {
+	buf = buf[:0]
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		conn.SetWriteDeadline(time.Now().Add(t.opts.WriteTimeout))
+		_, err := conn.Write(buf)
+		buf = buf[:0]
+		return err
+	}
+	target := min(frameTarget, t.opts.MaxFrameBytes)
+	err := splitFrames(msgs, target, func(msgs []Envelope, sizes []int, payload int) error {
+		if payload > t.opts.MaxFrameBytes {
+			t.tooLarge(to, msgs, payload)
+			return nil
+		}
+		var err error
+		if buf, err = appendFrame(buf, msgs, sizes); err != nil {
+			return err
+		}
+		if len(buf) >= target {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if cap(buf) > 2*frameTarget {
+		buf = nil // a snapshot's frame: not kept for the small ones
+	}
+	return buf, err
+}
+
+// tooLarge reports msgs, one message over the frame limit, unreachable,
+// and warns at most every 10 s: a snapshot that large cannot reach its
+// follower.
+func (t *TCPTransport) tooLarge(to uint64, msgs []Envelope, payload int) {
+	t.mu.Lock()
+	warn := time.Since(t.warnedLarge) >= 10*time.Second
+	if warn {
+		t.warnedLarge = time.Now()
+	}
+	t.mu.Unlock()
+	if warn {
+		t.opts.Logger.Warn("raft tcp transport: a message over the frame limit is not sent", "peer", to,
+			"group", msgs[0].Group, "type", msgs[0].Msg.GetType().String(), "bytes", payload, "limit", t.opts.MaxFrameBytes)
+	}
+	t.recv.Unreachable(to, msgs)
 }
 
 // dial connects to addr and opens the connection (greet).

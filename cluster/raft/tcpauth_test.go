@@ -114,7 +114,7 @@ func TestTCPTransportRefusesReplayedProof(t *testing.T) {
 	hs := peer.handshake()
 	stale := make([]byte, nonceSize) // not the nonce sent
 	hs = append(hs, proof(peerKeys([][]byte{key})[0], stale, hs)...)
-	frame, err := appendFrame(nil, []Envelope{randomMessage(1)})
+	frame, err := appendFrame(nil, []Envelope{randomMessage(1)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,15 +45,63 @@ type Receiver interface {
 // endian), then the payload: the number of messages (uvarint), then each
 // message's group (uvarint), length (uvarint) and protobuf encoding.
 
-// appendFrame appends the frame of msgs to b.
-func appendFrame(b []byte, msgs []Envelope) ([]byte, error) {
+// frameTarget is the payload past which a writer starts another frame.
+// A leader catching a follower up can queue hundreds of megabytes for it
+// at once; frames of a few megabytes keep both ends' buffers small, and
+// only a message larger than this (a snapshot) has a frame of its own,
+// within the reader's limit.
+const frameTarget = 4 << 20
+
+// sizedMessage is the payload a message adds to a frame.
+func sizedMessage(e Envelope) (payload, encoded int) {
+	encoded = proto.MarshalOptions{}.Size(e.Msg)
+	return uvarintLen(e.Group) + uvarintLen(uint64(encoded)) + encoded, encoded
+}
+
+func uvarintLen(v uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], v)
+}
+
+// splitFrames calls frame with msgs in order, cut into runs whose
+// payload stays within target (a message larger than target makes a run
+// of its own), each with its messages' encoded sizes and its payload.
+func splitFrames(msgs []Envelope, target int, frame func(msgs []Envelope, sizes []int, payload int) error) error {
+	sizes := make([]int, len(msgs))
+	for len(msgs) > 0 {
+		n, payload := 0, 0
+		for n < len(msgs) {
+			p, enc := sizedMessage(msgs[n])
+			if n > 0 && payload+p > target {
+				break
+			}
+			sizes[n], payload = enc, payload+p
+			n++
+		}
+		if err := frame(msgs[:n], sizes[:n], payload+uvarintLen(uint64(n))); err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+// appendFrame appends the frame of msgs to b; sizes, if not nil, are
+// their encoded sizes.
+func appendFrame(b []byte, msgs []Envelope, sizes []int) ([]byte, error) {
 	start := len(b)
 	b = append(b, 0, 0, 0, 0)
 	b = binary.AppendUvarint(b, uint64(len(msgs)))
 	opts := proto.MarshalOptions{}
-	for _, e := range msgs {
+	for i, e := range msgs {
+		size := 0
+		if sizes != nil {
+			size = sizes[i]
+		} else {
+			size = opts.Size(e.Msg)
+		}
 		b = binary.AppendUvarint(b, e.Group)
-		b = binary.AppendUvarint(b, uint64(opts.Size(e.Msg)))
+		b = binary.AppendUvarint(b, uint64(size))
 		var err error
 		if b, err = opts.MarshalAppend(b, e.Msg); err != nil {
 			return b[:start], fmt.Errorf("encode a message of group %d: %w", e.Group, err)

@@ -163,3 +163,55 @@ func listenRecording(t *testing.T, opts TCPOptions) (*TCPTransport, *recorder) {
 	t.Cleanup(func() { tr.Close() })
 	return tr, r
 }
+
+// messageOf returns a message of group whose one entry holds size bytes.
+func messageOf(group uint64, index, size int) Envelope {
+	m := &pb.Message{Type: pb.MsgApp.Enum(), To: new(uint64(2)), From: new(uint64(1)), Index: new(uint64(index)),
+		Entries: []*pb.Entry{{Index: new(uint64(index)), Data: make([]byte, size)}}}
+	return Envelope{Group: group, Msg: m}
+}
+
+// TestTCPTransportSplitsWhatWasQueued queues at once far more for a peer
+// than one frame may hold (as a leader does for a follower back from a
+// cut): the writer sends it in frames the reader takes, so that every
+// message arrives in order and none is reported unreachable. A message
+// over the limit alone is reported unreachable, and those around it
+// still arrive.
+func TestTCPTransportSplitsWhatWasQueued(t *testing.T) {
+	t.Parallel()
+	const limit = 64 << 10
+	a, ra := listenRecording(t, TCPOptions{NodeID: 1, Listen: "127.0.0.1:0", MaxFrameBytes: limit})
+	b, rb := listenRecording(t, TCPOptions{NodeID: 2, Listen: "127.0.0.1:0", MaxFrameBytes: limit})
+	a.SetPeer(2, b.Addr().String())
+	var sent []Envelope
+	for i := range 64 {
+		batch := []Envelope{messageOf(uint64(i%4), i, 8<<10), messageOf(uint64(i%4), i, 100)}
+		if i == 40 {
+			batch = append(batch, messageOf(9, i, limit)) // with its header, over the limit
+		}
+		if err := a.Send(2, batch); err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		sent = append(sent, batch[:2]...)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := rb.counts(); n < len(sent); n, _ = rb.counts() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages arrived", n, len(sent))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if len(rb.got) != len(sent) {
+		t.Fatalf("%d messages arrived, want %d", len(rb.got), len(sent))
+	}
+	for i := range sent {
+		if rb.got[i].Group != sent[i].Group || !proto.Equal(rb.got[i].Msg, sent[i].Msg) {
+			t.Fatalf("message %d differs", i)
+		}
+	}
+	if _, u := ra.counts(); u != 1 {
+		t.Errorf("%d messages reported unreachable, want the one over the limit", u)
+	}
+}

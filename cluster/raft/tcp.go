@@ -397,6 +397,9 @@ func (t *TCPTransport) read(conn net.Conn) {
 			t.opts.Logger.Debug("raft tcp transport: read", "peer", from, "err", err)
 			return
 		}
+		if size > 2*frameTarget {
+			payload = nil // a snapshot's frame (decoding copied it): not kept for the small ones
+		}
 		t.recv.Receive(from, msgs)
 	}
 }

@@ -31,6 +31,7 @@ type testNode struct {
 type testCluster struct {
 	t     testing.TB
 	tune  func(*Options)
+	tcp   func(*TCPOptions) // if set, changes every node's transport options
 	mu    sync.Mutex
 	nodes map[uint64]*testNode
 }
@@ -93,8 +94,12 @@ func (c *testCluster) start(id uint64) *testNode {
 		}
 	}
 	c.mu.Unlock()
+	tcpOpts := TCPOptions{NodeID: id, Listen: listen, Peers: peers}
+	if c.tcp != nil {
+		c.tcp(&tcpOpts)
+	}
 	var err error
-	if n.tr, err = ListenTCP(TCPOptions{NodeID: id, Listen: listen, Peers: peers}); err != nil {
+	if n.tr, err = ListenTCP(tcpOpts); err != nil {
 		c.t.Fatal(err)
 	}
 	if n.addr == "" {

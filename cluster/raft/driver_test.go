@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -335,6 +337,74 @@ func TestKeepsUpLeavesOutACutOffFollower(t *testing.T) {
 	if _, err := cut.d.KeepsUp(ctx, g, leader.id); !errors.As(err, &nl) {
 		t.Fatalf("KeepsUp asked of a follower: %v", err)
 	}
+}
+
+// TestACutOffFollowerCatchesUpInFrames: a follower cut off while its
+// leader writes far more than one frame may hold catches up once its link
+// is back. Its leader sends at most MaxInflightBytes ahead and the
+// transport cuts that into frames the reader takes: no reader closes a
+// connection for a frame over its limit (which, again and again, left a
+// follower behind for minutes).
+func TestACutOffFollowerCatchesUpInFrames(t *testing.T) {
+	t.Parallel()
+	const g, limit = uint64(5), 256 << 10
+	var logs lockedLog
+	c := &testCluster{t: t, nodes: map[uint64]*testNode{}, tcp: func(o *TCPOptions) {
+		o.MaxFrameBytes = limit
+		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}, tune: func(o *Options) { o.MaxMsgBytes = 32 << 10; o.MaxInflightBytes = 128 << 10 }}
+	ids := []uint64{1, 2, 3}
+	for _, id := range ids {
+		c.nodes[id] = &testNode{id: id, dir: t.TempDir()}
+	}
+	t.Cleanup(c.closeAll)
+	for _, id := range ids {
+		c.start(id)
+	}
+	for _, id := range ids {
+		if err := c.node(id).d.AddGroup(context.Background(), g, ids); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader := c.node(c.waitLeaders([]uint64{g}, 10*time.Second)[g])
+	cut := c.othersThan(leader)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	setLinks(cut, []*testNode{leader}, false)
+	want := map[string]string{}
+	value := strings.Repeat("v", 16<<10)
+	for i := range 128 { // 2 MiB: eight frames' worth
+		k := fmt.Sprintf("k%03d", i)
+		if err := leader.d.Propose(ctx, g, []byte(k+"="+value)); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = value
+	}
+	setLinks(cut, []*testNode{leader}, true)
+	c.waitState(cut.id, g, want, 30*time.Second)
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, "frame too large") || strings.Contains(line, "over the frame limit") {
+			t.Errorf("a frame over the limit: %s", line)
+		}
+	}
+}
+
+// lockedLog is a log destination several goroutines write.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestMembershipChanges adds a fourth replica to a group, which catches

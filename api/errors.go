@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"maps"
@@ -64,6 +65,10 @@ var (
 	errUnavailable  = errorf(503, "M_UNKNOWN", "The server is busy; try again.")
 	errInternal     = errorf(500, "M_UNKNOWN", "Internal server error.")
 	errUnrecognized = errorf(404, "M_UNRECOGNIZED", "Unrecognized request.")
+	// errClientGone answers a request whose client went away before its
+	// answer (its context canceled): nobody reads it, but the metrics
+	// count it apart from the server's failures, under 499 as proxies do.
+	errClientGone = errorf(499, "M_UNKNOWN", "The client closed the request.")
 )
 
 // errcode is the HTTP status and Matrix errcode an error is answered with.
@@ -130,8 +135,9 @@ func fromActor(e *wire.Error) *Error {
 }
 
 // answer is the Matrix error err is answered with: an api Error as it is,
-// an actor's Error through errcodes, a sentinel through sentinels,
-// anything else an internal error.
+// an actor's Error through errcodes, a sentinel through sentinels, a
+// request its client gave up (context.Canceled) errClientGone, anything
+// else an internal error.
 func answer(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
@@ -145,6 +151,9 @@ func answer(err error) *Error {
 		if errors.Is(err, s.err) {
 			return s.answer
 		}
+	}
+	if errors.Is(err, context.Canceled) {
+		return errClientGone
 	}
 	return errInternal
 }

@@ -12,7 +12,8 @@ import (
 // TestMediaErrorsMapToSpecErrcodes covers every error the media store
 // names, wrapped or not: each gets the status, errcode and message the
 // media API has always answered that case with; any other error of the
-// store (a storage failure) is an internal error.
+// store (a storage failure) is an internal error, and a request its
+// client gave up is counted apart (499).
 func TestMediaErrorsMapToSpecErrcodes(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -32,6 +33,7 @@ func TestMediaErrorsMapToSpecErrcodes(t *testing.T) {
 		{"image too large", media.ErrImageTooLarge, 400, "M_UNKNOWN", "The image is too large to thumbnail."},
 		{"busy", fmt.Errorf("%w: %w", media.ErrBusy, context.Canceled), 503, "M_UNKNOWN", "The server is busy; try again."},
 		{"storage failure", errors.New("media: read x: storage: closed"), 500, "M_UNKNOWN", "Internal server error."},
+		{"client gone", fmt.Errorf("ask the user actor: %w", context.Canceled), 499, "M_UNKNOWN", "The client closed the request."},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

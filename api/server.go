@@ -201,6 +201,9 @@ func askAs[T proto.Message](ctx context.Context, s *Server, kind, id string, msg
 	if errors.Is(err, actors.ErrTimeout) {
 		return zero, errUnavailable
 	}
+	if errors.Is(err, context.Canceled) {
+		return zero, errClientGone
+	}
 	if err != nil {
 		s.log.Error("actor request failed", "kind", kind, "err", err)
 		return zero, errInternal

@@ -348,7 +348,7 @@ func TestKeepsUpLeavesOutACutOffFollower(t *testing.T) {
 func TestACutOffFollowerCatchesUpInFrames(t *testing.T) {
 	t.Parallel()
 	const g, limit = uint64(5), 256 << 10
-	var logs lockedLog
+	var logs syncBuffer
 	c := &testCluster{t: t, nodes: map[uint64]*testNode{}, tcp: func(o *TCPOptions) {
 		o.MaxFrameBytes = limit
 		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -387,24 +387,6 @@ func TestACutOffFollowerCatchesUpInFrames(t *testing.T) {
 			t.Errorf("a frame over the limit: %s", line)
 		}
 	}
-}
-
-// lockedLog is a log destination several goroutines write.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestMembershipChanges adds a fourth replica to a group, which catches

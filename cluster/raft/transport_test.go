@@ -39,6 +39,29 @@ func (r *recorder) counts() (got, unreachable int) {
 	return len(r.got), r.unreachable
 }
 
+// waitFor waits up to 10 s until r has received as many messages as
+// sent, then checks they are sent, equal and in order, and no more.
+func (r *recorder) waitFor(t *testing.T, sent []Envelope) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := r.counts(); n < len(sent); n, _ = r.counts() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages arrived", n, len(sent))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.got) != len(sent) {
+		t.Fatalf("%d messages arrived, want %d", len(r.got), len(sent))
+	}
+	for i := range sent {
+		if r.got[i].Group != sent[i].Group || !proto.Equal(r.got[i].Msg, sent[i].Msg) {
+			t.Fatalf("message %d differs", i)
+		}
+	}
+}
+
 func randomMessage(i int) Envelope {
 	m := &pb.Message{
 		Type:   pb.MessageType(rand.IntN(19)).Enum(),
@@ -95,19 +118,8 @@ func TestTCPTransportDeliversInOrder(t *testing.T) {
 	if err := a.Send(3, []Envelope{randomMessage(0)}); err == nil {
 		t.Error("a send to a node with no address was taken")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for n, _ := rb.counts(); n < len(sent); n, _ = rb.counts() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d messages arrived", n, len(sent))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	rb.waitFor(t, sent)
 	rb.mu.Lock()
-	for i := range sent {
-		if rb.got[i].Group != sent[i].Group || !proto.Equal(rb.got[i].Msg, sent[i].Msg) {
-			t.Fatalf("message %d differs", i)
-		}
-	}
 	if rb.from[1] != len(sent) {
 		t.Errorf("messages from node 1: %d, want %d", rb.from[1], len(sent))
 	}
@@ -116,7 +128,7 @@ func TestTCPTransportDeliversInOrder(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for _, u := ra.counts(); u == 0; _, u = ra.counts() {
 		if time.Now().After(deadline) {
 			t.Fatal("no batch reported unreachable after the peer closed")
@@ -194,23 +206,7 @@ func TestTCPTransportSplitsWhatWasQueued(t *testing.T) {
 		}
 		sent = append(sent, batch[:2]...)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for n, _ := rb.counts(); n < len(sent); n, _ = rb.counts() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d messages arrived", n, len(sent))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	rb.mu.Lock()
-	defer rb.mu.Unlock()
-	if len(rb.got) != len(sent) {
-		t.Fatalf("%d messages arrived, want %d", len(rb.got), len(sent))
-	}
-	for i := range sent {
-		if rb.got[i].Group != sent[i].Group || !proto.Equal(rb.got[i].Msg, sent[i].Msg) {
-			t.Fatalf("message %d differs", i)
-		}
-	}
+	rb.waitFor(t, sent)
 	if _, u := ra.counts(); u != 1 {
 		t.Errorf("%d messages reported unreachable, want the one over the limit", u)
 	}

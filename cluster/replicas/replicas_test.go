@@ -18,15 +18,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"persona/cluster"
 	"persona/cluster/raft"
+	"persona/internal/leakcheck"
 	"persona/metrics"
 	"persona/storage"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 const testPartitions = 8
 

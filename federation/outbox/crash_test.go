@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"go.uber.org/goleak"
 
 	"persona/host"
+	"persona/internal/leakcheck"
 	"persona/storage"
 	"persona/wire"
 )
@@ -45,22 +45,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	code := m.Run()
-	if code == 0 {
-		// protoactor's dead-letter throttle ends its goroutine a second
-		// after a message reached a stopped actor: wait for goroutines to
-		// end a few seconds, not goleak's one.
-		deadline := time.Now().Add(5 * time.Second)
-		err := goleak.Find()
-		for err != nil && time.Now().Before(deadline) {
-			err = goleak.Find()
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "goroutines outlived the tests:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	leakcheck.Main(m)
 }
 
 // runChild starts an outbox on dir whose destination cannot be reached,

@@ -48,6 +48,9 @@ var allowed = map[string][]string{
 	// Test support: hosts of their own (network namespaces) for child processes.
 	"persona/internal/netns": {},
 
+	// Test support: a test binary's check that no goroutine outlives its tests.
+	"persona/internal/leakcheck": {},
+
 	// The operators' dashboard and Prometheus rules; only its tests have code.
 	"persona/deploy": {},
 

@@ -184,10 +184,10 @@ func (r *wakeRace) finish(alice chan error) {
 		_, err := r.st.Get(u.key("hist", storage.Uint64(r.v1)))
 		return err != nil
 	})
-	time.Sleep(50 * time.Millisecond) // the urgent lane's batches, if any, are written by now
-	if _, err := r.st.Get(u.key("hist", storage.Uint64(r.v1+1))); err != nil {
-		t.Fatalf("A-002 in alice's history: %v", err)
-	}
+	eventually(t, "A-002 in alice's history", func() bool {
+		_, err := r.st.Get(u.key("hist", storage.Uint64(r.v1+1)))
+		return err == nil
+	})
 	if _, err := r.st.Get(u.wakeKey()); err != nil {
 		t.Fatalf("alice's wake mark with A-002's fan-out unfinished: %v", err)
 	}

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -142,12 +143,16 @@ func newWakeRace(t *testing.T) *wakeRace {
 	return r
 }
 
-// rename sets user's displayname without waiting for it.
+// rename sets user's displayname without waiting for it; the channel
+// gets the request's error or the write's.
 func (r *wakeRace) rename(user, name string) chan error {
 	done := make(chan error, 1)
 	go func() {
 		v, _ := json.Marshal(name)
-		_, err := r.h.Request(context.Background(), KindUser, user, &wire.SetProfileField{UserId: user, Key: "displayname", ValueJson: v})
+		reply, err := r.h.Request(context.Background(), KindUser, user, &wire.SetProfileField{UserId: user, Key: "displayname", ValueJson: v})
+		if w, ok := reply.(*wire.WriteReply); ok && w.GetError() != nil {
+			err = fmt.Errorf("rename %s to %s: %v", user, name, w.GetError())
+		}
 		done <- err
 	}()
 	return done
